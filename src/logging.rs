@@ -1,0 +1,8 @@
+//! `tracing` setup: `RUST_LOG` filters (default `info`), logs go to stderr.
+
+/// Install the global subscriber once; later calls are no-ops.
+pub fn init() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

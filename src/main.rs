@@ -1,0 +1,23 @@
+//! The `lockstep` binary: parse the command line, set up logging, dispatch to the layer that does
+//! the work, and turn errors into a message and a non-zero exit status.
+
+use clap::Parser;
+use lockstep::cli::{BenchCommand, Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    lockstep::logging::init();
+    let cli = Cli::parse();
+    let result: Result<(), String> = match cli.command {
+        Command::Bench(BenchCommand::Link(a)) => lockstep::bench::link::run(&a),
+        Command::Bench(BenchCommand::Allreduce(a)) => lockstep::bench::allreduce::run(&a),
+        Command::BenchWorker(a) => lockstep::bench::worker(&a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lockstep: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

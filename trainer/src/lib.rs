@@ -1,0 +1,10 @@
+//! # lockstep-trainer
+//!
+//! What gets trained and how gradients are averaged, as plain code (no actors): a training step
+//! runs in a unit test.
+//!
+//! - [`batch`]: the `Batch` handed from data to model.
+
+pub mod batch;
+
+pub use batch::{Batch, Targets};

@@ -1,0 +1,146 @@
+//! Transport errors. Every variant names the peer node, and where a collective was running, the
+//! round and the operation, so the message a user finally reads says who failed, when and doing
+//! what. Errors are `Clone` because a poisoned link returns its first error to every later call.
+
+use crate::frame::Op;
+
+/// Where an error happened: the peer node, the round and the operation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Context {
+    /// The remote node's name (or address when the name is not known yet).
+    pub peer: String,
+    /// The training round, when known.
+    pub round: Option<u64>,
+    /// The operation, when known.
+    pub op: Option<Op>,
+}
+
+impl std::fmt::Display for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer {}", self.peer)?;
+        if let Some(r) = self.round {
+            write!(f, ", round {r}")?;
+        }
+        if let Some(op) = self.op {
+            write!(f, ", during {op}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of links, handshakes and rendezvous.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The peer closed the connection (or its process died).
+    #[error("{ctx}: connection closed by peer")]
+    PeerClosed {
+        /// Who, when, what.
+        ctx: Context,
+    },
+    /// Nothing (not even a heartbeat) arrived from the peer within the peer timeout.
+    #[error("{ctx}: peer silent for {waited_ms} ms (peer timeout)")]
+    PeerTimeout {
+        /// Who, when, what.
+        ctx: Context,
+        /// How long we waited.
+        waited_ms: u64,
+    },
+    /// A frame arrived that does not match what this side expects.
+    #[error("{ctx}: frame mismatch in {field}: {local_node} expects {expected}, {remote_node} sent {actual}")]
+    Mismatch {
+        /// Who, when, what.
+        ctx: Context,
+        /// Which header field differs (round, op, seq, shape, dtype, len).
+        field: &'static str,
+        /// This node's name.
+        local_node: String,
+        /// The peer's name.
+        remote_node: String,
+        /// The value this side expected.
+        expected: String,
+        /// The value the peer sent.
+        actual: String,
+    },
+    /// A handshake was refused or failed.
+    #[error("handshake with {remote}: {reason}")]
+    Handshake {
+        /// Remote address or node name.
+        remote: String,
+        /// Why (wrong token, wrong cluster, wrong version, ...).
+        reason: HandshakeFailure,
+    },
+    /// The peer broke the protocol (bad header, oversized length, bad checksum).
+    #[error("{ctx}: protocol violation: {reason}")]
+    Protocol {
+        /// Who, when, what.
+        ctx: Context,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An operating-system I/O error.
+    #[error("{ctx}: {syscall} failed: {message}")]
+    Io {
+        /// Who, when, what.
+        ctx: Context,
+        /// The call that failed.
+        syscall: &'static str,
+        /// The OS error kind.
+        kind: std::io::ErrorKind,
+        /// The OS error text.
+        message: String,
+    },
+    /// The requested backend is not available in this build or on this machine.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Bad configuration (addresses, sizes, names).
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Why a handshake failed; tests match on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeFailure {
+    /// The HMAC over the challenge did not verify: different cluster token.
+    #[error("authentication failed (wrong cluster token)")]
+    BadToken,
+    /// The peer belongs to another cluster.
+    #[error("cluster name mismatch")]
+    WrongCluster,
+    /// The peer speaks another protocol version.
+    #[error("protocol version mismatch")]
+    WrongVersion,
+    /// The peer's node name is not one we expect.
+    #[error("unknown node name")]
+    UnknownNode,
+    /// Malformed handshake bytes.
+    #[error("malformed handshake message")]
+    Malformed,
+    /// The handshake did not finish within its deadline.
+    #[error("handshake timed out")]
+    Timeout,
+    /// The connection closed during the handshake (often: the other side refused us).
+    #[error("connection closed during handshake (refused by the other side?)")]
+    Closed,
+}
+
+impl Error {
+    /// An I/O error with context.
+    pub fn io(ctx: Context, syscall: &'static str, e: &std::io::Error) -> Error {
+        Error::Io { ctx, syscall, kind: e.kind(), message: e.to_string() }
+    }
+
+    /// The context, if this error has one.
+    pub fn context(&self) -> Option<&Context> {
+        match self {
+            Error::PeerClosed { ctx }
+            | Error::PeerTimeout { ctx, .. }
+            | Error::Mismatch { ctx, .. }
+            | Error::Protocol { ctx, .. }
+            | Error::Io { ctx, .. } => Some(ctx),
+            _ => None,
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
