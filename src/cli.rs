@@ -16,6 +16,14 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start every node of a manifest on this machine as separate processes and wait.
+    Launch(LaunchArgs),
+    /// Start one node (one per machine in a real cluster).
+    Node(NodeArgs),
+    /// Print what a checkpoint or model file holds.
+    Inspect(InspectArgs),
+    /// Predict with a trained model on a data file.
+    Predict(PredictArgs),
     /// Benchmarks of links and collectives between local processes.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -85,4 +93,81 @@ pub struct BenchWorkerArgs {
     /// Opaque JSON configuration from the parent.
     #[arg(long)]
     pub config: String,
+}
+
+/// `lockstep launch`
+#[derive(Debug, Clone, Args)]
+pub struct LaunchArgs {
+    /// The cluster manifest (TOML).
+    pub manifest: PathBuf,
+    /// Replace the manifest's workers by N loopback workers.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Transport: auto, tcp or shm (overrides cluster.transport).
+    #[arg(long)]
+    pub transport: Option<String>,
+    /// Aggregation: allreduce or parameter-server (overrides job.aggregation).
+    #[arg(long)]
+    pub aggregation: Option<String>,
+    /// Directory for checkpoints, logs and the report (default runs/<cluster name>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Override any manifest key, e.g. --set job.epochs=2 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Write the JSON report here (default <run dir>/report.json).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// `lockstep node`
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// The cluster manifest (TOML).
+    pub manifest: PathBuf,
+    /// This node's name in the manifest; without it RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT (or
+    /// SLURM_PROCID/SLURM_NTASKS) describe the cluster.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Override any manifest key (repeatable; every node must get the same).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Replace the manifest's workers by N loopback workers (as `launch --workers`).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Run directory (checkpoints, model, report).
+    #[arg(long, default_value = "runs/node")]
+    pub run_dir: PathBuf,
+    /// Write the JSON report here (coordinator only).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// The coordinator's control address HOST:PORT, when its manifest address has port 0.
+    #[arg(long)]
+    pub coordinator: Option<String>,
+    /// Write the bound control address to this file (coordinator; used by launch).
+    #[arg(long, hide = true)]
+    pub announce: Option<PathBuf>,
+}
+
+/// `lockstep inspect`
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// A checkpoint or model file (safetensors).
+    pub checkpoint: PathBuf,
+}
+
+/// `lockstep predict`
+#[derive(Debug, Clone, Args)]
+pub struct PredictArgs {
+    /// The manifest the model was trained with (for the data transform and model shape).
+    pub manifest: PathBuf,
+    /// The trained model (safetensors), e.g. runs/mnist/model.safetensors.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Rows to predict (default: the manifest's held-out split).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Manifest overrides the model was trained with.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
 }

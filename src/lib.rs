@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod commands;
 pub mod logging;
 
 pub use lockstep_runtime as runtime;

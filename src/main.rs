@@ -9,6 +9,10 @@ fn main() -> ExitCode {
     lockstep::logging::init();
     let cli = Cli::parse();
     let result: Result<(), String> = match cli.command {
+        Command::Launch(a) => lockstep::commands::launch(&a),
+        Command::Node(a) => lockstep::commands::node(&a),
+        Command::Inspect(a) => lockstep::commands::inspect(&a),
+        Command::Predict(a) => lockstep::commands::predict(&a),
         Command::Bench(BenchCommand::Link(a)) => lockstep::bench::link::run(&a),
         Command::Bench(BenchCommand::Allreduce(a)) => lockstep::bench::allreduce::run(&a),
         Command::BenchWorker(a) => lockstep::bench::worker(&a),

@@ -1,1 +1,30 @@
-//! lockstep-runtime.
+//! # lockstep-runtime
+//!
+//! The actors and the node lifecycle: manifests, `lockstep node`, `lockstep launch`, the report,
+//! and the synchronous SGD round driven by the coordinator. The only crate that uses actix.
+//!
+//! - [`manifest`]: the TOML cluster manifest, strict, errors name the key and line.
+//! - [`node`]: one node's lifecycle (coordinator, worker, server roles).
+//! - [`launch`]: all nodes of a manifest as local processes, supervised.
+//! - [`actors`]: `DataLoader`, `Compute`, `Aggregator`, `WorkerNode`, `Coordinator`,
+//!   `ControlPlane`.
+//! - [`protocol`]: control messages between coordinator and members.
+//! - [`report`]: the JSON run report.
+
+pub mod actors;
+pub mod env_mode;
+pub mod error;
+pub mod job;
+pub mod launch;
+pub mod manifest;
+pub mod node;
+pub mod protocol;
+pub mod registration;
+pub mod report;
+pub mod server;
+
+pub use error::RuntimeError;
+pub use launch::{launch, LaunchOptions};
+pub use manifest::Manifest;
+pub use node::NodeOptions;
+pub use report::Report;

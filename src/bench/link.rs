@@ -1,19 +1,342 @@
-//! `lockstep bench link`.
+//! `lockstep bench link`: throughput of one link between two OS processes, next to a reference
+//! measured in the same run (plain std sockets with the same write size for tcp, a memcpy loop
+//! of the same size for shm), with the ratio.
+//!
+//! The parent runs a rendezvous [`Coordinator`] on loopback and starts two `lockstep
+//! bench-worker --kind link` processes of this binary; they build a two-node mesh through it.
+//! The same worker entry point also serves the multi-process transport tests
+//! (`tests/transport_*.rs`): the `mode` field of the JSON config picks what the worker does.
+//! Throughputs are in GB/s (1e9 bytes per second).
 
-use crate::cli::BenchWorkerArgs;
+use crate::cli::{BenchWorkerArgs, LinkBenchArgs};
+use lockstep_tensor::Buffer;
+use lockstep_transport::{
+    connect_mesh_via_coordinator, Coordinator, Expect, FrameHeader, Group, Link, Listener, MeshConfig,
+    Op, PeerAddr, TransportKind,
+};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the parent tells each worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerConfig {
+    /// `bench`, `exchange`, `stream` (send until killed) or `listen` (tests).
+    pub mode: String,
+    /// Coordinator address (all modes but `listen`).
+    pub coordinator: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// tcp or shm.
+    pub transport: String,
+    /// Message sizes in bytes.
+    pub sizes: Vec<usize>,
+    /// Timed messages (bench).
+    pub iters: usize,
+    /// Peer timeout in ms.
+    pub peer_timeout_ms: u64,
+}
+
+/// Parse "64MiB", "4KiB", "1000", "2GiB", "1MB".
+///
+/// # Errors
+/// A message naming the bad size.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => return Err(format!("bad size unit {u:?} in {s:?}")),
+    };
+    Ok(n * mult)
+}
+
+/// The cluster token of this run: `LOCKSTEP_TOKEN`, else a fixed bench token.
+fn token() -> Vec<u8> {
+    std::env::var("LOCKSTEP_TOKEN").unwrap_or_else(|_| "lockstep-bench".into()).into_bytes()
+}
 
 /// Parent side.
 ///
 /// # Errors
 /// A message naming what failed.
-pub fn run(_args: &crate::cli::LinkBenchArgs) -> Result<(), String> {
-    Err("bench link: not built yet".into())
+pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
+    let size = parse_size(&args.size)?;
+    args.transport.parse::<TransportKind>().map_err(|e| e.to_string())?;
+    let cfg = WorkerConfig {
+        mode: "bench".into(),
+        coordinator: String::new(),
+        cluster: format!("bench{}", std::process::id()),
+        transport: args.transport.clone(),
+        sizes: vec![size],
+        iters: args.iters.max(1),
+        peer_timeout_ms: 10_000,
+    };
+    let outs = spawn_pair(cfg)?;
+    let line = outs[0].lines().find_map(|l| l.strip_prefix("RESULT ")).ok_or("worker 0 gave no result")?;
+    let r: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    println!("{:<10} {:>12} {:>12} {:>16} {:>8}", "transport", "bytes", "GB/s", "reference GB/s", "ratio");
+    println!(
+        "{:<10} {:>12} {:>12.3} {:>16.3} {:>8.3}",
+        r["transport"].as_str().unwrap_or("?"),
+        r["bytes"],
+        r["gbps"].as_f64().unwrap_or(0.0),
+        r["reference_gbps"].as_f64().unwrap_or(0.0),
+        r["ratio"].as_f64().unwrap_or(0.0)
+    );
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("writing {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Run a coordinator and two workers with `cfg`; their stdout, by rank.
+///
+/// # Errors
+/// When a worker cannot start or fails.
+pub fn spawn_pair(mut cfg: WorkerConfig) -> Result<Vec<String>, String> {
+    let coord = Coordinator::bind("127.0.0.1:0", &cfg.cluster, &token()).map_err(|e| e.to_string())?;
+    cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
+    let json = serde_json::to_string(&cfg).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut kids = Vec::new();
+    for rank in 0..2 {
+        let child = Command::new(&exe)
+            .args(["bench-worker", "--kind", "link", "--rank", &rank.to_string(), "--config", &json])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawning worker {rank}: {e}"))?;
+        kids.push(child);
+    }
+    let served = coord.serve(2, Duration::from_secs(30));
+    let mut outs = Vec::new();
+    let mut failed = None;
+    for (rank, k) in kids.into_iter().enumerate() {
+        let o = k.wait_with_output().map_err(|e| e.to_string())?;
+        if !o.status.success() {
+            failed.get_or_insert(format!("worker {rank} failed: {}", o.status));
+        }
+        outs.push(String::from_utf8_lossy(&o.stdout).into_owned());
+    }
+    served.map_err(|e| e.to_string())?;
+    match failed {
+        Some(f) => Err(f),
+        None => Ok(outs),
+    }
 }
 
 /// Worker side.
 ///
 /// # Errors
 /// A message naming what failed.
-pub fn worker(_args: &BenchWorkerArgs) -> Result<(), String> {
-    Err("bench link: not built yet".into())
+pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
+    let cfg: WorkerConfig = serde_json::from_str(&args.config).map_err(|e| format!("bad worker config: {e}"))?;
+    if cfg.mode == "listen" {
+        return listen(&cfg);
+    }
+    let mut g = join(&cfg, args.rank)?;
+    match cfg.mode.as_str() {
+        "bench" => bench(&mut g, &cfg),
+        "exchange" => exchange(&mut g, &cfg),
+        "stream" => stream(&mut g, &cfg),
+        m => Err(format!("unknown link worker mode {m:?}")),
+    }
+}
+
+fn mesh_config(cfg: &WorkerConfig, node: &str, rank: usize) -> Result<MeshConfig, String> {
+    let mut m = MeshConfig::new(&cfg.cluster, &token(), node, rank, vec![]);
+    m.transport = cfg.transport.parse().map_err(|e: lockstep_transport::Error| e.to_string())?;
+    m.peer_timeout_ms = cfg.peer_timeout_ms;
+    m.heartbeat_ms = (cfg.peer_timeout_ms / 6).max(10);
+    m.connect_timeout_ms = 30_000;
+    Ok(m)
+}
+
+fn join(cfg: &WorkerConfig, rank: usize) -> Result<Group, String> {
+    let m = mesh_config(cfg, &format!("n{rank}"), rank)?;
+    let l = Listener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())
+}
+
+/// Deterministic test payload: depends on sender, size and byte index.
+pub fn pattern(from: usize, len: usize) -> Buffer {
+    let mut x = (from as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ len as u64;
+    let v: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    Buffer::copy_from_slice(&v)
+}
+
+/// FNV-1a checksum of a payload (folded to 32 bits).
+pub fn crc(b: &[u8]) -> u32 {
+    let h = b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3));
+    (h ^ (h >> 32)) as u32
+}
+
+/// Every size goes both ways at once; the received checksum must match the expected pattern's.
+fn exchange(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
+    let (me, peer) = (g.rank(), 1 - g.rank());
+    for (i, &len) in cfg.sizes.iter().enumerate() {
+        let h = FrameHeader::data(Op::P2p, 1, i as u64, 0, 0, len as u64);
+        g.link(peer).send(h, pattern(me, len)).map_err(|e| e.to_string())?;
+        let f = g.link(peer).recv(&Expect::op(Op::P2p, 1, i as u64)).map_err(|e| e.to_string())?;
+        let (got, want) = (crc(&f.payload), crc(&pattern(peer, len)));
+        if f.payload.len() != len || got != want {
+            return Err(format!("size {len}: got {} bytes crc {got:#x}, want crc {want:#x}", f.payload.len()));
+        }
+        println!("OK {len} {got:#010x}");
+    }
+    g.link(peer).flush().map_err(|e| e.to_string())
+}
+
+/// Send and receive 1 MiB frames forever; on the first error print `ERR <message>` and exit 0.
+fn stream(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
+    let (me, peer) = (g.rank(), 1 - g.rank());
+    let len = cfg.sizes.first().copied().unwrap_or(1 << 20);
+    let data = pattern(me, len);
+    println!("STARTED");
+    let _ = std::io::stdout().flush();
+    for seq in 0.. {
+        let r = g.link(peer).send(FrameHeader::data(Op::AllReduce, 7, seq, 0, 0, len as u64), data.clone()).and_then(|_| {
+            g.link(peer).recv(&Expect::op(Op::AllReduce, 7, seq)).map(|_| ())
+        });
+        if let Err(e) = r {
+            println!("ERR {e}");
+            let _ = std::io::stdout().flush();
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Test helper: bind port 0, print `ADDR <addr>`, join a two-node mesh as rank 1 (`n1`)
+/// expecting `n0` to connect, then print `GOT <len> <crc>` for the first frame.
+fn listen(cfg: &WorkerConfig) -> Result<(), String> {
+    let l = Listener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    println!("ADDR {}", l.local_addr().map_err(|e| e.to_string())?);
+    let _ = std::io::stdout().flush();
+    let mut m = mesh_config(cfg, "n1", 1)?;
+    m.peers = vec![PeerAddr { name: "n0".into(), addr: "127.0.0.1:1".into() }, PeerAddr { name: "n1".into(), addr: String::new() }];
+    let mut g = lockstep_transport::connect_mesh(&m, l).map_err(|e| e.to_string())?;
+    let f = g.link(0).recv(&Expect::default()).map_err(|e| e.to_string())?;
+    println!("GOT {} {:#010x}", f.payload.len(), crc(&f.payload));
+    Ok(())
+}
+
+fn bench(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
+    let len = cfg.sizes.first().copied().unwrap_or(64 << 20);
+    let (me, peer) = (g.rank(), 1 - g.rank());
+    let e = |e: lockstep_transport::Error| e.to_string();
+    let ack = |g: &mut Group, seq: u64| g.link(peer).send(FrameHeader::data(Op::Bench, 0, seq, 0, 0, 0), Buffer::zeroed(0));
+    let warm = 2;
+    if me == 0 {
+        let data = pattern(0, len);
+        let mut start = Instant::now();
+        for i in 0..warm + cfg.iters {
+            if i == warm {
+                g.link(peer).recv(&Expect::op(Op::Bench, 0, 1)).map_err(e)?;
+                start = Instant::now();
+            }
+            g.link(peer).send(FrameHeader::data(Op::P2p, 0, i as u64, 0, 0, len as u64), data.clone()).map_err(e)?;
+        }
+        g.link(peer).recv(&Expect::op(Op::Bench, 0, 2)).map_err(e)?;
+        let gbps = (len * cfg.iters) as f64 / start.elapsed().as_secs_f64() / 1e9;
+        let reference = reference(g, cfg, len)?;
+        let out = serde_json::json!({
+            "transport": cfg.transport, "bytes": len, "gbps": gbps,
+            "reference_gbps": reference, "ratio": gbps / reference,
+        });
+        println!("RESULT {out}");
+    } else {
+        for i in 0..warm + cfg.iters {
+            if i == warm {
+                ack(g, 1).map_err(e)?;
+            }
+            let mut n = 0usize;
+            g.link(peer).recv_with(&Expect::op(Op::P2p, 0, i as u64), &mut |_, p| n += p.len()).map_err(e)?;
+            if n != len {
+                return Err(format!("bench: got {n} bytes, want {len}"));
+            }
+        }
+        ack(g, 2).map_err(e)?;
+        reference(g, cfg, len)?;
+    }
+    g.link(peer).flush().map_err(e)
+}
+
+/// The same-run reference: raw std sockets (tcp) or a memcpy loop (shm). Rank 0 returns GB/s.
+fn reference(g: &mut Group, cfg: &WorkerConfig, len: usize) -> Result<f64, String> {
+    let peer = 1 - g.rank();
+    let e = |e: lockstep_transport::Error| e.to_string();
+    let total = len * cfg.iters;
+    if cfg.transport == "shm" {
+        if g.rank() == 1 {
+            return Ok(0.0);
+        }
+        let src = pattern(3, len);
+        let mut dst = vec![0u8; len];
+        dst.copy_from_slice(&src);
+        let t = Instant::now();
+        for _ in 0..cfg.iters {
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&mut dst);
+        }
+        return Ok(total as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    if g.rank() == 1 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = l.local_addr().map_err(|e| e.to_string())?.port();
+        let body = Buffer::copy_from_slice(&port.to_le_bytes());
+        g.link(peer).send(FrameHeader::data(Op::Bench, 0, 3, 0, 0, 2), body).map_err(e)?;
+        let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; len];
+        for _ in 0..cfg.iters + 2 {
+            s.read_exact(&mut buf).map_err(|e| e.to_string())?;
+        }
+        s.write_all(&[1]).map_err(|e| e.to_string())?;
+        return Ok(0.0);
+    }
+    let f = g.link(peer).recv(&Expect::op(Op::Bench, 0, 3)).map_err(e)?;
+    let port = u16::from_le_bytes([f.payload[0], f.payload[1]]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let data = pattern(0, len);
+    for _ in 0..2 {
+        s.write_all(&data).map_err(|e| e.to_string())?;
+    }
+    let t = Instant::now();
+    for _ in 0..cfg.iters {
+        s.write_all(&data).map_err(|e| e.to_string())?;
+    }
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).map_err(|e| e.to_string())?;
+    Ok(total as f64 / t.elapsed().as_secs_f64() / 1e9)
+}
+
+/// Read lines of a child's stdout until one starts with `prefix` (tests); `None` at EOF.
+pub fn read_until(r: &mut BufReader<impl Read>, prefix: &str) -> Option<String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(rest) = line.trim_end().strip_prefix(prefix) {
+            return Some(rest.to_string());
+        }
+    }
 }

@@ -2,16 +2,31 @@
 //!
 //! Links between Lockstep nodes: a fixed-width, checksummed [`frame`] header in front of every
 //! payload, the [`Link`] contract every backend meets (see [`link`]), and the backends:
-//! in-process channels ([`local`]) for unit tests; TCP, shared memory and RDMA follow the Gloo
-//! shape, one folder per backend with the same file names.
+//! in-process channels ([`local`]) for unit tests, [`tcp`], shared memory ([`shm`]) and
+//! [`rdma`] (behind the `rdma` feature), following the Gloo shape: one folder per backend with
+//! the same file names. Every connection starts with the authenticated [`handshake`];
+//! [`rendezvous`] builds the full mesh from a peer list or through a [`coordinator`].
 //!
 //! No actors here: everything is plain blocking code with deadlines, testable without a runtime.
 
+pub mod config;
+pub mod coordinator;
 pub mod error;
 pub mod frame;
+pub mod handshake;
 pub mod link;
 pub mod local;
+mod outbox;
+pub mod rdma;
+pub mod rendezvous;
+pub mod shm;
+pub mod tcp;
 
+pub use config::LinkConfig;
+pub use coordinator::{connect_mesh_via_coordinator, Coordinator};
 pub use error::{Context, Error, HandshakeFailure, Result};
 pub use frame::{Expect, FrameHeader, FrameKind, Op, HEADER_LEN};
+pub use handshake::Identity;
 pub use link::{AnyLink, Frame, Group, Link};
+pub use rendezvous::{connect_mesh, MeshConfig, PeerAddr, TransportKind};
+pub use tcp::Listener;

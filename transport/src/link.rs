@@ -19,6 +19,8 @@
 use crate::error::{Error, Result};
 use crate::frame::{Expect, FrameHeader};
 use crate::local::LocalLink;
+use crate::shm::ShmLink;
+use crate::tcp::TcpLink;
 use lockstep_tensor::Buffer;
 
 /// A received frame: its header and its payload.
@@ -76,12 +78,23 @@ pub trait Link: Send {
 pub enum AnyLink {
     /// In-process channels (unit tests, threads as ranks).
     Local(LocalLink),
+    /// A TCP connection.
+    Tcp(TcpLink),
+    /// Shared-memory rings (with a TCP side channel for liveness).
+    Shm(ShmLink),
+    /// An RDMA queue pair (only with the `rdma` feature).
+    #[cfg(feature = "rdma")]
+    Rdma(crate::rdma::RdmaLink),
 }
 
 macro_rules! dispatch {
     ($self:ident, $l:ident => $e:expr) => {
         match $self {
             AnyLink::Local($l) => $e,
+            AnyLink::Tcp($l) => $e,
+            AnyLink::Shm($l) => $e,
+            #[cfg(feature = "rdma")]
+            AnyLink::Rdma($l) => $e,
         }
     };
 }

@@ -1,0 +1,47 @@
+//! Environment mode for cluster managers: with `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`
+//! (as torchrun sets them) or Slurm's `SLURM_PROCID` / `SLURM_NTASKS` (plus `MASTER_ADDR` /
+//! `MASTER_PORT`), `lockstep node MANIFEST` needs no per-node entry. The manifest's nodes are
+//! replaced by `rank-0 .. rank-(W-1)`: rank 0 is the coordinator (on `MASTER_ADDR:MASTER_PORT`)
+//! and a worker, every rank is a worker. Workers register with the coordinator, which hands out
+//! the peer table.
+
+use crate::error::RuntimeError;
+use crate::manifest::{Manifest, NodeSpec, Role};
+
+fn var(names: &[&str]) -> Option<(String, String)> {
+    names.iter().find_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
+}
+
+fn number(names: &[&str]) -> Result<usize, RuntimeError> {
+    let (name, v) = var(names).ok_or_else(|| {
+        RuntimeError::Launch(format!(
+            "no --node given and {} is not set (set RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, or Slurm's SLURM_PROCID/SLURM_NTASKS)",
+            names.join(" / ")
+        ))
+    })?;
+    v.trim().parse().map_err(|_| RuntimeError::Launch(format!("{name}={v:?} is not a number")))
+}
+
+/// Rewrite the manifest's nodes from the environment and return this process's node name.
+///
+/// # Errors
+/// [`RuntimeError::Launch`] naming the missing or malformed variable.
+pub fn apply(m: &mut Manifest) -> Result<String, RuntimeError> {
+    let rank = number(&["RANK", "SLURM_PROCID"])?;
+    let world = number(&["WORLD_SIZE", "SLURM_NTASKS"])?;
+    let (_, host) = var(&["MASTER_ADDR"]).ok_or_else(|| RuntimeError::Launch("MASTER_ADDR is not set".into()))?;
+    let port = number(&["MASTER_PORT"])?;
+    if world == 0 || rank >= world {
+        return Err(RuntimeError::Launch(format!("RANK {rank} is not below WORLD_SIZE {world}")));
+    }
+    let ip = lockstep_transport::tcp::resolve(&format!("{host}:{port}"))?.ip();
+    m.nodes = (0..world)
+        .map(|r| NodeSpec {
+            name: format!("rank-{r}"),
+            addr: if r == 0 { format!("{ip}:{port}") } else { "0.0.0.0:0".into() },
+            roles: if r == 0 { vec![Role::Coordinator, Role::Worker] } else { vec![Role::Worker] },
+        })
+        .collect();
+    m.validate()?;
+    Ok(format!("rank-{rank}"))
+}

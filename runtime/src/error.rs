@@ -1,0 +1,88 @@
+//! Runtime errors. The one users read most is [`RuntimeError::Peer`]: it names the node that
+//! failed, the round and what this node was doing, e.g.
+//! `node worker-2 failed in round 37 while waiting for RoundDone: connection closed by peer`.
+
+use crate::manifest::ManifestError;
+
+/// Errors of nodes, the launcher and embedding.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A manifest problem.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A peer failed or misbehaved.
+    #[error("node {node} failed in round {round} while {doing}: {source}")]
+    Peer {
+        /// The peer's node name.
+        node: String,
+        /// The round.
+        round: u64,
+        /// What this node was doing.
+        doing: &'static str,
+        /// The transport error.
+        #[source]
+        source: lockstep_transport::Error,
+    },
+    /// Transport set-up failed (bind, rendezvous).
+    #[error("transport: {0}")]
+    Transport(#[from] lockstep_transport::Error),
+    /// A peer sent `Abort`.
+    #[error("aborted by {node}: {reason}")]
+    Aborted {
+        /// Who aborted.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// Malformed control traffic.
+    #[error("control protocol: {0}")]
+    Protocol(String),
+    /// Data loading failed.
+    #[error(transparent)]
+    Data(#[from] lockstep_trainer::data::DataError),
+    /// Model building or a training step failed.
+    #[error("model: {0}")]
+    Model(String),
+    /// Gradient aggregation failed.
+    #[error("aggregation: {0}")]
+    Aggregate(String),
+    /// Two workers disagree (model shapes, final weights).
+    #[error("{0}")]
+    Inconsistent(String),
+    /// The actor system failed (a mailbox closed, an actor stopped).
+    #[error("actor system: {0}")]
+    Actor(String),
+    /// A file operation failed.
+    #[error("{op} {path}: {message}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: String,
+        /// The error.
+        message: String,
+    },
+    /// A bounded wait ran out.
+    #[error("timed out after {ms} ms while {doing}")]
+    Timeout {
+        /// What was awaited.
+        doing: String,
+        /// How long.
+        ms: u64,
+    },
+    /// Process supervision (launch).
+    #[error("{0}")]
+    Launch(String),
+}
+
+impl RuntimeError {
+    /// A peer error with its context.
+    pub fn peer(node: &str, round: u64, doing: &'static str, source: lockstep_transport::Error) -> Self {
+        RuntimeError::Peer { node: node.to_string(), round, doing, source }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(op: &'static str, path: impl AsRef<std::path::Path>, e: impl std::fmt::Display) -> Self {
+        RuntimeError::Io { op, path: path.as_ref().display().to_string(), message: e.to_string() }
+    }
+}

@@ -1,0 +1,133 @@
+//! What a node needs before its actors start: the data split, the model, the optimizer and the
+//! round schedule, all derived from the manifest and its seed. Shared by `lockstep node`,
+//! `lockstep launch`'s pre-flight check and programs that embed the runtime.
+
+use crate::error::RuntimeError;
+use crate::manifest::Manifest;
+use crate::protocol::ModelSignature;
+use lockstep_trainer::data::{self, EpochPlan, Split, Task as DataTask};
+use lockstep_trainer::metrics;
+use lockstep_trainer::model::{build_model, Model};
+use lockstep_trainer::optim::{Optimizer, OptimizerSpec};
+use lockstep_trainer::{Batch, Targets};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Load and split the manifest's data set (paths resolve against the manifest's directory).
+///
+/// # Errors
+/// [`RuntimeError::Data`] naming the file and column.
+pub fn load_split(m: &Manifest) -> Result<Arc<Split>, RuntimeError> {
+    let spec = m.job.data.resolved(&m.base_dir);
+    Ok(Arc::new(data::load(&spec, m.job.seed)?))
+}
+
+/// Build the manifest's model for `split`, initialised from the job seed.
+///
+/// # Errors
+/// [`RuntimeError::Model`] naming the field that does not fit.
+pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError> {
+    build_model(&m.job.model, split.train.cols, split.outputs(), m.job.seed)
+        .map_err(|e| RuntimeError::Model(format!("job.model: {e}")))
+}
+
+/// A fresh optimizer for `len` parameters.
+///
+/// # Errors
+/// [`RuntimeError::Model`] naming the optimizer field.
+pub fn optimizer(spec: &OptimizerSpec, len: usize) -> Result<Optimizer, RuntimeError> {
+    Optimizer::new(spec, len).map_err(|e| RuntimeError::Model(format!("job.optimizer: {e}")))
+}
+
+/// Check everything that can be checked before processes start: data file, columns, model and
+/// optimizer specs. Errors name the key, file or column.
+///
+/// # Errors
+/// As [`load_split`], [`build`] and [`optimizer`].
+pub fn preflight(m: &Manifest) -> Result<(), RuntimeError> {
+    let split = load_split(m)?;
+    let model = build(m, &split)?;
+    optimizer(&m.job.optimizer, model.params().len())?;
+    total_rounds(m, split.train.rows)?;
+    Ok(())
+}
+
+/// The epoch plan every rank uses (same seed, same global batch).
+pub fn plan(m: &Manifest, train_rows: usize) -> EpochPlan {
+    EpochPlan { rows: train_rows, global_batch: m.job.global_batch, drop_last: false, seed: m.job.seed }
+}
+
+/// Rounds in the whole job: `job.rounds`, or `job.epochs` times the batches per epoch.
+///
+/// # Errors
+/// [`RuntimeError::Manifest`]-style message when an epoch has no batch.
+pub fn total_rounds(m: &Manifest, train_rows: usize) -> Result<u64, RuntimeError> {
+    let per_epoch = plan(m, train_rows).batches_per_epoch();
+    if per_epoch == 0 {
+        return Err(RuntimeError::Model(format!(
+            "job.global_batch = {} but the training split has {train_rows} rows",
+            m.job.global_batch
+        )));
+    }
+    Ok(match (m.job.rounds, m.job.epochs) {
+        (Some(r), _) => r,
+        (None, Some(e)) => e * per_epoch,
+        (None, None) => per_epoch,
+    })
+}
+
+/// Evaluate `model` on `table`-shaped data: loss plus accuracy / auc / r2 as fits the task.
+///
+/// # Errors
+/// [`RuntimeError::Model`] when the model cannot run on the batch.
+pub fn evaluate(model: &mut dyn Model, task: DataTask, test: &Batch) -> Result<BTreeMap<String, f64>, RuntimeError> {
+    let mut out = BTreeMap::new();
+    if test.rows == 0 {
+        return Ok(out);
+    }
+    let merr = |e: lockstep_trainer::model::ModelError| RuntimeError::Model(format!("evaluation: {e}"));
+    let loss = model.evaluate(test).map_err(merr)?;
+    out.insert("loss".to_string(), loss.loss);
+    let pred = model.predict(&test.x, test.rows).map_err(merr)?;
+    match (&test.y, task) {
+        (Targets::Class(labels), _) => {
+            let cols = model.out_dim();
+            out.insert("accuracy".into(), metrics::accuracy(&metrics::argmax_rows(&pred, cols), labels));
+        }
+        (Targets::Real(labels), DataTask::Binary) => {
+            out.insert("accuracy".into(), metrics::binary_accuracy(&pred, labels, 0.5));
+            if let Some(auc) = metrics::roc_auc(&pred, labels) {
+                out.insert("auc".into(), auc);
+            }
+        }
+        (Targets::Real(labels), _) => {
+            out.insert("r2".into(), metrics::r2(&pred, labels));
+            out.insert("mse".into(), metrics::mse(&pred, labels));
+        }
+    }
+    Ok(out)
+}
+
+/// SHA-256 of parameters as little-endian f32 in layout order (the report's `weights_sha256`).
+pub fn weights_sha256(params: &[f32]) -> String {
+    let mut h = Sha256::new();
+    for p in params {
+        h.update(p.to_le_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The layout of a model, compared across workers.
+pub fn signature(model: &dyn Model) -> ModelSignature {
+    ModelSignature { params: model.layout().iter().map(|p| (p.name.clone(), p.shape.clone())).collect() }
+}
+
+/// The metric a progress line shows for `task`.
+pub fn headline_metric(task: DataTask) -> &'static str {
+    match task {
+        DataTask::Regression => "r2",
+        DataTask::Binary => "auc",
+        DataTask::Multiclass => "accuracy",
+    }
+}

@@ -1,0 +1,288 @@
+//! `lockstep launch`: start every node of a manifest on this machine as a separate OS process of
+//! the same binary, prefix their logs with the node name, forward Ctrl-C, and when any node fails
+//! stop the others and return an error naming it. No orphans: children die with the launcher
+//! (`PR_SET_PDEATHSIG`) and are killed, not abandoned, on every exit path.
+//!
+//! Port 0 works because the coordinator starts first and announces its bound control address in
+//! a file under the run directory; the other nodes get it on their command line.
+
+use crate::error::RuntimeError;
+use crate::manifest::{Manifest, Role};
+use crate::report::Report;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What `lockstep launch` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    /// The manifest.
+    pub manifest: PathBuf,
+    /// Replace the manifest's workers by this many loopback workers.
+    pub workers: Option<usize>,
+    /// `--set KEY=VALUE` overrides (transport/aggregation flags are turned into these).
+    pub sets: Vec<String>,
+    /// Run directory (checkpoints, logs, report); default `runs/<cluster name>`.
+    pub run_dir: Option<PathBuf>,
+    /// Where the report goes; default `<run dir>/report.json`.
+    pub report: Option<PathBuf>,
+    /// The `lockstep` executable to start nodes with.
+    pub exe: PathBuf,
+    /// Extra arguments for every node (e.g. `--resume`).
+    pub node_args: Vec<String>,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+struct Node {
+    name: String,
+    child: Child,
+    last_error: Arc<Mutex<Option<String>>>,
+    exited: Option<ExitStatus>,
+}
+
+/// Load and check the manifest the way every node will see it.
+///
+/// # Errors
+/// Manifest errors naming the key and line.
+pub fn effective_manifest(opts: &LaunchOptions) -> Result<Manifest, RuntimeError> {
+    let mut m = Manifest::load(&opts.manifest, &opts.sets)?;
+    if let Some(n) = opts.workers {
+        m.set_workers(n);
+        m.validate()?;
+    }
+    Ok(m)
+}
+
+/// Run the whole cluster and return the coordinator's report.
+///
+/// # Errors
+/// Manifest and data errors before anything starts; otherwise a [`RuntimeError::Launch`] that
+/// names the node that failed first and why.
+pub fn launch(opts: &LaunchOptions) -> Result<Report, RuntimeError> {
+    let manifest = effective_manifest(opts)?;
+    crate::job::preflight(&manifest)?;
+    let run_dir = opts.run_dir.clone().unwrap_or_else(|| Path::new("runs").join(&manifest.cluster.name));
+    let logs = run_dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| RuntimeError::io("create", &logs, e))?;
+    let report_path = opts.report.clone().unwrap_or_else(|| run_dir.join("report.json"));
+    let _ = std::fs::remove_file(&report_path);
+    let announce = run_dir.join("coordinator.addr");
+    let _ = std::fs::remove_file(&announce);
+
+    let mut env: Vec<(String, String)> = Vec::new();
+    if let Some(var) = manifest.cluster.token.strip_prefix("env:") {
+        if std::env::var(var).is_err() {
+            // A local cluster needs no shared secret from the user: make one for this run.
+            let token: [u8; 16] = rand::random();
+            env.push((var.to_string(), hex::encode(token)));
+            tracing::info!("{var} not set: using a fresh random cluster token for this local run");
+        }
+    }
+    manifest.token().or_else(|e| if env.is_empty() { Err(e) } else { Ok(String::new()) })?;
+
+    install_signal_handlers();
+    let mut base = vec!["node".to_string(), opts.manifest.display().to_string()];
+    for s in &opts.sets {
+        base.extend(["--set".to_string(), s.clone()]);
+    }
+    if let Some(n) = opts.workers {
+        base.extend(["--workers".to_string(), n.to_string()]);
+    }
+    base.extend(["--run-dir".to_string(), run_dir.display().to_string()]);
+    base.extend(opts.node_args.iter().cloned());
+
+    let coordinator = manifest.nodes_with(Role::Coordinator)[0].name.clone();
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut args = base.clone();
+    args.extend(["--node".into(), coordinator.clone(), "--announce".into(), announce.display().to_string()]);
+    args.extend(["--report".into(), report_path.display().to_string()]);
+    nodes.push(spawn(&opts.exe, &coordinator, &args, &env, &logs)?);
+
+    let addr = match wait_for_announce(&announce, &mut nodes[0], Duration::from_secs(60)) {
+        Ok(a) => a,
+        Err(e) => {
+            stop_all(&mut nodes);
+            return Err(e);
+        }
+    };
+    for n in manifest.nodes.iter().filter(|n| n.name != coordinator) {
+        let mut args = base.clone();
+        args.extend(["--node".into(), n.name.clone(), "--coordinator".into(), addr.clone()]);
+        match spawn(&opts.exe, &n.name, &args, &env, &logs) {
+            Ok(node) => nodes.push(node),
+            Err(e) => {
+                stop_all(&mut nodes);
+                return Err(e);
+            }
+        }
+    }
+    supervise(&mut nodes)?;
+    let report = Report::read(&report_path)?;
+    Ok(report)
+}
+
+fn spawn(exe: &Path, name: &str, args: &[String], env: &[(String, String)], logs: &Path) -> Result<Node, RuntimeError> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // Own process group: the terminal's Ctrl-C reaches the launcher, which forwards it.
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe; it makes the child die with the launcher.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| RuntimeError::Launch(format!("cannot start node {name}: {e}")))?;
+    let last_error = Arc::new(Mutex::new(None));
+    let log_path = logs.join(format!("{name}.log"));
+    let log = Arc::new(Mutex::new(
+        std::fs::File::create(&log_path).map_err(|e| RuntimeError::io("create", &log_path, e))?,
+    ));
+    if let Some(out) = child.stdout.take() {
+        pump(name, out, log.clone(), last_error.clone(), false);
+    }
+    if let Some(err) = child.stderr.take() {
+        pump(name, err, log, last_error.clone(), true);
+    }
+    Ok(Node { name: name.to_string(), child, last_error, exited: None })
+}
+
+/// Copy a child's output line by line, prefixed with its node name, to our stderr and its log.
+fn pump(
+    name: &str,
+    src: impl std::io::Read + Send + 'static,
+    log: Arc<Mutex<std::fs::File>>,
+    last_error: Arc<Mutex<Option<String>>>,
+    is_stderr: bool,
+) {
+    let name = name.to_string();
+    let _ = std::thread::Builder::new().name(format!("log-{name}")).spawn(move || {
+        for line in BufReader::new(src).lines().map_while(Result::ok) {
+            if is_stderr && line.contains("error") {
+                if let Ok(mut e) = last_error.lock() {
+                    *e = Some(line.clone());
+                }
+            }
+            if let Ok(mut f) = log.lock() {
+                let _ = writeln!(f, "{line}");
+            }
+            eprintln!("[{name}] {line}");
+        }
+    });
+}
+
+fn wait_for_announce(path: &Path, coord: &mut Node, limit: Duration) -> Result<String, RuntimeError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return Ok(s.trim().to_string());
+            }
+        }
+        if let Ok(Some(st)) = coord.child.try_wait() {
+            coord.exited = Some(st);
+            return Err(RuntimeError::Launch(describe_failure(coord, st)));
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(RuntimeError::Launch("interrupted".into()));
+        }
+        if Instant::now() > deadline {
+            return Err(RuntimeError::Timeout {
+                doing: format!("waiting for coordinator {} to announce its address", coord.name),
+                ms: limit.as_millis() as u64,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn describe_failure(n: &Node, st: ExitStatus) -> String {
+    let how = match (st.code(), st.signal()) {
+        (_, Some(sig)) => format!("was killed by signal {sig}"),
+        (Some(c), _) => format!("exited with status {c}"),
+        _ => "exited".to_string(),
+    };
+    let last = n.last_error.lock().ok().and_then(|e| e.clone());
+    match last {
+        Some(l) => format!("node {} {how}: {l}", n.name),
+        None => format!("node {} {how}", n.name),
+    }
+}
+
+/// Wait for every node; on the first failure (or Ctrl-C) stop the rest.
+fn supervise(nodes: &mut [Node]) -> Result<(), RuntimeError> {
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            for n in nodes.iter_mut() {
+                // SAFETY: plain kill(2) on our own child's pid.
+                unsafe { libc::kill(n.child.id() as libc::pid_t, libc::SIGINT) };
+            }
+            stop_all(nodes);
+            return Err(RuntimeError::Launch("interrupted (Ctrl-C forwarded to every node)".into()));
+        }
+        let mut failed = false;
+        for n in nodes.iter_mut().filter(|n| n.exited.is_none()) {
+            if let Ok(Some(st)) = n.child.try_wait() {
+                n.exited = Some(st);
+                failed |= !st.success();
+            }
+        }
+        if failed {
+            // Let near-simultaneous exits land so the root cause (a killed node) is named first.
+            std::thread::sleep(Duration::from_millis(150));
+            for n in nodes.iter_mut().filter(|n| n.exited.is_none()) {
+                if let Ok(Some(st)) = n.child.try_wait() {
+                    n.exited = Some(st);
+                }
+            }
+            let mut bad: Vec<&Node> = nodes.iter().filter(|n| n.exited.is_some_and(|s| !s.success())).collect();
+            bad.sort_by_key(|n| n.exited.and_then(|s| s.signal()).is_none());
+            let msg: Vec<String> = bad.iter().map(|n| describe_failure(n, n.exited.unwrap_or_default())).collect();
+            stop_all(nodes);
+            return Err(RuntimeError::Launch(msg.join("\n")));
+        }
+        if nodes.iter().all(|n| n.exited.is_some()) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ask every running node to stop (SIGTERM), then kill what is left after a grace period.
+fn stop_all(nodes: &mut [Node]) {
+    for n in nodes.iter_mut().filter(|n| n.exited.is_none()) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(n.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline && nodes.iter_mut().any(|n| n.exited.is_none() && n.child.try_wait().ok().flatten().is_none()) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for n in nodes.iter_mut() {
+        if n.child.try_wait().ok().flatten().is_none() {
+            let _ = n.child.kill();
+        }
+        let _ = n.child.wait();
+    }
+}

@@ -1,0 +1,179 @@
+//! The control protocol between the coordinator and each worker: small JSON messages in `Control`
+//! frames (op [`Op::Control`]) over an authenticated link. Tensors never travel here; they go over
+//! the data mesh.
+//!
+//! Conversation (coordinator `C`, worker `W`):
+//! ```text
+//! W -> C  Register { node, data_addr, signature }
+//! C -> W  Start { peers, job }                 (once every worker registered)
+//! C -> W  BeginRound { round, epoch, lr }      W -> C  RoundDone { round, loss_sum, .. }
+//! C -> W  Evaluate { round }                   W -> C  Evaluated { metrics }      (rank 0 only)
+//! C -> W  Save { round, path }                 W -> C  Saved { path }             (rank 0 only)
+//! C -> W  Finish                               W -> C  Finished { weights_sha256 }
+//! either  Abort { reason }
+//! ```
+
+use crate::error::RuntimeError;
+use lockstep_tensor::Buffer;
+use lockstep_transport::{Expect, FrameHeader, Link, Op};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The parameter layout of a model, compared across workers at registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSignature {
+    /// `(parameter name, shape)` in layout order.
+    pub params: Vec<(String, Vec<usize>)>,
+}
+
+impl std::fmt::Display for ModelSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.params.iter().map(|(n, s)| format!("{n}{s:?}")).collect();
+        write!(f, "{}", parts.join(" "))
+    }
+}
+
+/// Per-round timing a worker reports, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundTiming {
+    /// Forward/backward and the optimizer step.
+    pub compute_ms: f64,
+    /// Communication not hidden behind compute: from the end of backprop until the averaged
+    /// result was ready.
+    pub comm_ms: f64,
+    /// All time spent in collectives, overlapped or not.
+    pub collective_ms: f64,
+    /// From receiving `BeginRound` to sending `RoundDone`.
+    pub round_ms: f64,
+}
+
+/// Control messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlMsg {
+    /// A worker announces itself and its data-plane address.
+    Register {
+        /// Node name.
+        node: String,
+        /// Where its data-plane listener is.
+        data_addr: String,
+        /// Its model's parameter layout.
+        signature: ModelSignature,
+    },
+    /// Everyone registered: the peer table of the data mesh, in rank order.
+    Start {
+        /// `(node name, data address)` in rank order.
+        peers: Vec<(String, String)>,
+        /// Job id carried in frame headers.
+        job: u64,
+        /// First round (non-zero when resuming).
+        first_round: u64,
+    },
+    /// Run one synchronous SGD round.
+    BeginRound {
+        /// Round number (0-based, global).
+        round: u64,
+        /// Epoch of this round.
+        epoch: u64,
+        /// Learning rate for this round's step.
+        lr: f32,
+    },
+    /// A worker finished a round.
+    RoundDone {
+        /// Round number.
+        round: u64,
+        /// Sum of per-row losses over this worker's shard.
+        loss_sum: f64,
+        /// Rows this worker processed.
+        samples: u64,
+        /// Timing split.
+        timing: RoundTiming,
+    },
+    /// Evaluate the current parameters on the test split (rank 0).
+    Evaluate {
+        /// After which round.
+        round: u64,
+    },
+    /// Evaluation result.
+    Evaluated {
+        /// Metric name to value.
+        metrics: BTreeMap<String, f64>,
+    },
+    /// Write the model (and optimizer state) to `path` (rank 0).
+    Save {
+        /// After which round.
+        round: u64,
+        /// Destination safetensors file.
+        path: String,
+    },
+    /// The model was written.
+    Saved {
+        /// Where.
+        path: String,
+    },
+    /// Training is over; report the final parameters' hash.
+    Finish,
+    /// A worker's final state.
+    Finished {
+        /// SHA-256 of the final parameters.
+        weights_sha256: String,
+    },
+    /// Stop: something failed.
+    Abort {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ControlMsg {
+    /// Short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ControlMsg::Register { .. } => "Register",
+            ControlMsg::Start { .. } => "Start",
+            ControlMsg::BeginRound { .. } => "BeginRound",
+            ControlMsg::RoundDone { .. } => "RoundDone",
+            ControlMsg::Evaluate { .. } => "Evaluate",
+            ControlMsg::Evaluated { .. } => "Evaluated",
+            ControlMsg::Save { .. } => "Save",
+            ControlMsg::Saved { .. } => "Saved",
+            ControlMsg::Finish => "Finish",
+            ControlMsg::Finished { .. } => "Finished",
+            ControlMsg::Abort { .. } => "Abort",
+        }
+    }
+}
+
+/// Send one control message. `round` and `doing` name the moment in errors.
+///
+/// # Errors
+/// [`RuntimeError::Peer`] naming the peer, the round and the operation.
+pub fn send_msg(
+    link: &mut impl Link,
+    round: u64,
+    doing: &'static str,
+    msg: &ControlMsg,
+) -> Result<(), RuntimeError> {
+    let bytes = serde_json::to_vec(msg).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+    let header = FrameHeader::data(Op::Control, round, 0, 0, 0, bytes.len() as u64);
+    let peer = link.peer_name().to_string();
+    let res = link.send(header, Buffer::from_external(bytes)).and_then(|()| link.flush());
+    res.map_err(|source| RuntimeError::peer(&peer, round, doing, source))
+}
+
+/// Receive one control message. `round` and `doing` name the moment in errors. The wait is
+/// bounded by the link's liveness: a dead or silent peer is an error within the peer timeout.
+///
+/// # Errors
+/// [`RuntimeError::Peer`] (dead or silent peer), [`RuntimeError::Protocol`] (bad JSON),
+/// [`RuntimeError::Aborted`] when the peer sent `Abort`.
+pub fn recv_msg(link: &mut impl Link, round: u64, doing: &'static str) -> Result<ControlMsg, RuntimeError> {
+    let expect = Expect { op: Some(Op::Control), ..Default::default() };
+    let peer = link.peer_name().to_string();
+    let frame = link.recv(&expect).map_err(|source| RuntimeError::peer(&peer, round, doing, source))?;
+    let msg: ControlMsg = serde_json::from_slice(&frame.payload)
+        .map_err(|e| RuntimeError::Protocol(format!("bad control message from {peer}: {e}")))?;
+    if let ControlMsg::Abort { reason } = &msg {
+        return Err(RuntimeError::Aborted { node: peer, reason: reason.clone() });
+    }
+    Ok(msg)
+}

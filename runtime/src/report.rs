@@ -1,0 +1,102 @@
+//! The run report (`--report PATH`, JSON): what ran, how fast, how well, and the hash of the
+//! final parameters so two runs can be compared exactly. Field names are a user-facing contract
+//! (see DESIGN.md and the README).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Mean round time split, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundSplit {
+    /// Forward/backward and optimizer step (mean over workers).
+    pub compute_ms: f64,
+    /// Time in collectives not hidden behind compute (mean over workers).
+    pub communication_ms: f64,
+    /// The rest of the round as the coordinator sees it: waiting for the slowest worker,
+    /// control messages, data loading.
+    pub waiting_ms: f64,
+    /// Mean wall time of a round at the coordinator.
+    pub total_ms: f64,
+}
+
+/// The report of one training run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Cluster name.
+    pub cluster: String,
+    /// Number of workers.
+    pub world_size: usize,
+    /// tcp or shm.
+    pub transport: String,
+    /// allreduce or parameter-server.
+    pub aggregation: String,
+    /// SGD rounds run in total (including rounds before a resume).
+    pub rounds: u64,
+    /// Epochs (fractional when `job.rounds` does not fill whole epochs).
+    pub epochs: f64,
+    /// Training rows processed (all workers).
+    pub samples: u64,
+    /// Wall time of the training loop at the coordinator.
+    pub wall_s: f64,
+    /// `samples / wall_s`.
+    pub samples_per_s: f64,
+    /// Mean training loss of the last round.
+    pub final_train_loss: f64,
+    /// Evaluation on the held-out split (accuracy / auc / r2 / loss as fits the task).
+    pub eval: BTreeMap<String, f64>,
+    /// SHA-256 of the final parameters (little-endian f32, layout order).
+    pub weights_sha256: String,
+    /// The final model (safetensors), if written.
+    pub checkpoint: Option<String>,
+    /// Mean round time split.
+    pub round_time: RoundSplit,
+    /// Restarts after failures (`--max-restarts`).
+    pub restarts: u32,
+}
+
+impl Report {
+    /// Write as pretty JSON (atomically).
+    ///
+    /// # Errors
+    /// A message naming the file.
+    pub fn write(&self, path: &Path) -> Result<(), crate::RuntimeError> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| crate::RuntimeError::io("serialise", path, e))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| crate::RuntimeError::io("create", dir, e))?;
+        }
+        lockstep_tensor::safetensors_io::write_atomic(path, &json)
+            .map_err(|e| crate::RuntimeError::io("write", path, e))
+    }
+
+    /// Read a report.
+    ///
+    /// # Errors
+    /// A message naming the file.
+    pub fn read(path: &Path) -> Result<Report, crate::RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|e| crate::RuntimeError::io("read", path, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| crate::RuntimeError::io("parse", path, e))
+    }
+
+    /// One-paragraph human summary.
+    pub fn summary(&self) -> String {
+        let eval: Vec<String> = self.eval.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        format!(
+            "{} workers over {} ({}): {} rounds, {} samples in {:.1} s ({:.0} samples/s), final train loss {:.4}, eval: {}; round {:.1} ms = compute {:.1} + communication {:.1} + waiting {:.1}; weights sha256 {}",
+            self.world_size,
+            self.transport,
+            self.aggregation,
+            self.rounds,
+            self.samples,
+            self.wall_s,
+            self.samples_per_s,
+            self.final_train_loss,
+            if eval.is_empty() { "none".to_string() } else { eval.join(", ") },
+            self.round_time.total_ms,
+            self.round_time.compute_ms,
+            self.round_time.communication_ms,
+            self.round_time.waiting_ms,
+            self.weights_sha256
+        )
+    }
+}

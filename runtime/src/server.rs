@@ -1,0 +1,72 @@
+//! A parameter-server node (role `server`): holds one contiguous shard of the parameters and its
+//! optimizer state. Each round it receives every worker's gradient shard, averages them in a
+//! fixed rank order, applies the optimizer step and sends the new shard back. It runs on a plain
+//! thread: all of its work is blocking I/O and arithmetic, no actor system is involved.
+
+use crate::error::RuntimeError;
+use crate::job;
+use crate::node::{bind_data, connect_control, join_mesh, NodeContext};
+use crate::protocol::{recv_msg, send_msg, ControlMsg, RoundTiming};
+use lockstep_trainer::aggregate::{AggregateConfig, Communicator, ParameterServer};
+
+/// Run a server node until `Finish`.
+///
+/// # Errors
+/// A dead worker or coordinator (named, with the round), or a failed optimizer step.
+pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
+    let m = &ctx.manifest;
+    let me = ctx.name.clone();
+    let split = job::load_split(m)?;
+    let model = job::build(m, &split)?;
+    let n = model.params().len();
+    let (mut link, local_ip) = connect_control(ctx, &me)?;
+    let node_addr = m.node(&me).map(|n| n.addr.clone()).unwrap_or_else(|| "0.0.0.0:0".into());
+    let (listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
+    let register = ControlMsg::Register { node: me.clone(), data_addr, signature: job::signature(model.as_ref()) };
+    send_msg(&mut link, 0, "registering", &register)?;
+    let peers = match recv_msg(&mut link, 0, "waiting for the peer table")? {
+        ControlMsg::Start { peers, .. } => peers,
+        other => return Err(RuntimeError::Protocol(format!("expected Start, got {}", other.name()))),
+    };
+    let group = join_mesh(ctx, &me, &peers, listener)?;
+    let workers = m.worker_names().len();
+    let rank = group.rank();
+    let servers: Vec<usize> = (workers..peers.len()).collect();
+    let mut ps = ParameterServer::new(n, &servers, &(0..workers).collect::<Vec<_>>(), peers.len())
+        .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+    let mine = ps.shard(rank - workers);
+    let mut optimizer = job::optimizer(&m.job.optimizer, n)?
+        .shard(mine.clone())
+        .map_err(|e| RuntimeError::Model(format!("job.optimizer: {e}")))?;
+    let mut params = model.params().to_vec();
+    let mut comm = Communicator::new(group, AggregateConfig::default());
+    let mut round = 0;
+    loop {
+        match recv_msg(&mut link, round, "waiting for the coordinator's next command")? {
+            ControlMsg::BeginRound { round: r, lr, .. } => {
+                round = r;
+                let started = std::time::Instant::now();
+                comm.set_round(r);
+                let mut failed = None;
+                ps.step(&mut comm, &[], &mut params, |_, p, g| {
+                    if let Err(e) = optimizer.step_with_lr(lr, p, g) {
+                        failed.get_or_insert(e.to_string());
+                    }
+                })
+                .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+                if let Some(e) = failed {
+                    return Err(RuntimeError::Model(format!("round {r}: optimizer: {e}")));
+                }
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                let timing = RoundTiming { comm_ms: ms, collective_ms: ms, round_ms: ms, ..Default::default() };
+                send_msg(&mut link, r, "reporting to the coordinator", &ControlMsg::RoundDone { round: r, loss_sum: 0.0, samples: 0, timing })?;
+            }
+            ControlMsg::Finish => {
+                let weights_sha256 = job::weights_sha256(&params[mine.clone()]);
+                send_msg(&mut link, round, "reporting to the coordinator", &ControlMsg::Finished { weights_sha256 })?;
+                return Ok(());
+            }
+            other => return Err(RuntimeError::Protocol(format!("server {me} got unexpected {}", other.name()))),
+        }
+    }
+}

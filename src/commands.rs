@@ -1,0 +1,108 @@
+//! The non-benchmark subcommands: thin adapters from clap arguments to the runtime.
+
+use crate::cli::{InspectArgs, LaunchArgs, NodeArgs, PredictArgs};
+use lockstep_runtime::{job, LaunchOptions, Manifest, NodeOptions};
+use lockstep_tensor::{read_safetensors, DType};
+
+/// `lockstep launch`
+///
+/// # Errors
+/// The first failure, naming the node.
+pub fn launch(a: &LaunchArgs) -> Result<(), String> {
+    let mut sets = Vec::new();
+    if let Some(t) = &a.transport {
+        sets.push(format!("cluster.transport=\"{t}\""));
+    }
+    if let Some(g) = &a.aggregation {
+        sets.push(format!("job.aggregation=\"{g}\""));
+    }
+    sets.extend(a.sets.iter().cloned());
+    let opts = LaunchOptions {
+        manifest: a.manifest.clone(),
+        workers: a.workers,
+        sets,
+        run_dir: a.run_dir.clone(),
+        report: a.report.clone(),
+        exe: std::env::current_exe().map_err(|e| format!("cannot find the lockstep executable: {e}"))?,
+        node_args: Vec::new(),
+    };
+    let report = lockstep_runtime::launch(&opts).map_err(|e| e.to_string())?;
+    println!("{}", report.summary());
+    Ok(())
+}
+
+/// `lockstep node`
+///
+/// # Errors
+/// Any failure of this node.
+pub fn node(a: &NodeArgs) -> Result<(), String> {
+    let opts = NodeOptions {
+        manifest: a.manifest.clone(),
+        node: a.node.clone(),
+        sets: a.sets.clone(),
+        workers: a.workers,
+        run_dir: a.run_dir.clone(),
+        report: a.report.clone(),
+        coordinator: a.coordinator.clone(),
+        announce: a.announce.clone(),
+    };
+    lockstep_runtime::node::run(&opts).map_err(|e| e.to_string())
+}
+
+/// `lockstep inspect`
+///
+/// # Errors
+/// An unreadable or invalid file.
+pub fn inspect(a: &InspectArgs) -> Result<(), String> {
+    let set = read_safetensors(&a.checkpoint).map_err(|e| e.to_string())?;
+    println!("{}", a.checkpoint.display());
+    let mut meta: Vec<_> = set.metadata.iter().collect();
+    meta.sort();
+    for (k, v) in meta {
+        println!("  {k}: {v}");
+    }
+    let mut total = 0usize;
+    for (name, t) in &set.tensors {
+        let sum = match t.dtype() {
+            DType::F32 => t.to_vec::<f32>().map(|v| v.iter().map(|&x| f64::from(x)).sum::<f64>()).unwrap_or(f64::NAN),
+            _ => f64::NAN,
+        };
+        total += t.numel();
+        println!("  {name:<24} {:<5} {:<16} sum {sum:.6}", t.dtype(), t.shape().to_string());
+    }
+    println!("  {} tensors, {total} values", set.tensors.len());
+    Ok(())
+}
+
+/// `lockstep predict`
+///
+/// # Errors
+/// Manifest, data or model errors.
+pub fn predict(a: &PredictArgs) -> Result<(), String> {
+    let m = Manifest::load(&a.manifest, &a.sets).map_err(|e| e.to_string())?;
+    let split = job::load_split(&m).map_err(|e| e.to_string())?;
+    let mut model = job::build(&m, &split).map_err(|e| e.to_string())?;
+    let set = read_safetensors(&a.model).map_err(|e| e.to_string())?;
+    let layout = model.layout().to_vec();
+    let params = model.params_mut();
+    for p in &layout {
+        let t = set.get(&p.name).ok_or_else(|| format!("{}: no tensor {}", a.model.display(), p.name))?;
+        if t.shape().dims() != p.shape.as_slice() {
+            return Err(format!("{}: tensor {} has shape {}, the model wants {:?}", a.model.display(), p.name, t.shape(), p.shape));
+        }
+        params[p.range()].copy_from_slice(&t.to_vec::<f32>().map_err(|e| e.to_string())?);
+    }
+    let mut test = split.test.all();
+    if let Some(n) = a.limit {
+        let idx: Vec<usize> = (0..n.min(test.rows)).collect();
+        test = split.test.batch(&idx);
+    }
+    let pred = model.predict(&test.x, test.rows).map_err(|e| e.to_string())?;
+    let k = model.out_dim();
+    for (i, row) in pred.chunks(k).enumerate().take(20) {
+        println!("row {i}: {:?}", row.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>());
+    }
+    let metrics = job::evaluate(model.as_mut(), split.task, &test).map_err(|e| e.to_string())?;
+    println!("held-out metrics over {} rows: {metrics:?}", test.rows);
+    Ok(())
+}

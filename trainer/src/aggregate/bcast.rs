@@ -1,0 +1,64 @@
+//! Broadcast (binomial tree, chunked and pipelined) and barrier (dissemination).
+//!
+//! Broadcast: with ranks renumbered so that the root is 0, rank `v` receives from `v` minus its
+//! highest set bit and forwards to `v + 2^k` for every `2^k` above that bit; the largest subtree
+//! is served first. Pieces of at most `chunk_bytes` flow down the tree one after another, so a
+//! rank forwards piece `j` while piece `j+1` is still on its way to it. Received buffers are
+//! forwarded as they are, without a copy.
+//!
+//! Barrier: `ceil(log2 n)` rounds; in round `k` rank `r` signals `r + 2^k` and waits for
+//! `r - 2^k`. Nobody leaves before everybody has arrived.
+
+use super::comm::{Call, Communicator};
+use super::kernels::split;
+use super::AggregateError;
+
+/// Broadcast `bytes` from `root` to every rank (in place).
+pub(crate) fn broadcast(c: &mut Communicator, call: &Call, bytes: &mut [u8], root: usize) -> Result<(), AggregateError> {
+    let n = c.world();
+    if n == 1 {
+        return Ok(());
+    }
+    let v = (c.rank() + n - root) % n;
+    let high = if v == 0 { 0 } else { 1usize << (usize::BITS - 1 - v.leading_zeros()) };
+    let parent = (v != 0).then(|| (v - high + root) % n);
+    let mut children = Vec::new();
+    let mut mask = if v == 0 { 1 } else { high << 1 };
+    while v + mask < n {
+        children.push((v + mask + root) % n);
+        mask <<= 1;
+    }
+    children.reverse();
+    let pieces = bytes.len().div_ceil(c.config().chunk_bytes.max(1)).max(1);
+    for j in 0..pieces {
+        let pr = split(bytes.len(), pieces, j);
+        let buf = match parent {
+            None => {
+                let mut b = c.take(pr.len());
+                b.copy_from_slice(&bytes[pr]);
+                b.freeze()
+            }
+            Some(p) => {
+                let b = c.recv_buf(call, p, pr.len())?;
+                bytes[pr].copy_from_slice(&b);
+                b
+            }
+        };
+        for &child in &children {
+            c.send(call, child, buf.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// Block until every rank has entered the barrier.
+pub(crate) fn barrier(c: &mut Communicator, call: &Call) -> Result<(), AggregateError> {
+    let (n, r) = (c.world(), c.rank());
+    let mut d = 1;
+    while d < n {
+        c.send(call, (r + d) % n, lockstep_tensor::Buffer::zeroed(0))?;
+        c.recv_buf(call, (r + n - d) % n, 0)?;
+        d <<= 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! The `Communicator`: one rank's handle for running collectives over a [`Group`]. It owns the
+//! round and the collective sequence number (advanced identically on every rank, one per call),
+//! the algorithm settings and a pool of send buffers, and it turns link failures into
+//! [`AggregateError`]s.
+//!
+//! # Failure handling
+//! Frames are received with a loose expectation and checked here, so that an *abort notice*
+//! (a zero-length frame with op `Control` and the abort flag, naming the failed rank) can be told
+//! apart from a wrong frame. The first rank that sees a link fail (or a mismatching frame) sends
+//! such a notice to every other rank, and every rank that receives one forwards it before it
+//! gives up: a rank killed in the middle of a ring is named by every survivor, not only by its
+//! neighbour, and nobody waits out the peer timeout on a link whose peer is merely blocked. After
+//! an error the communicator is poisoned: every later call returns the same error.
+
+use super::error::{AggregateError, FailureKind};
+use super::kernels::Consumer;
+use super::AggregateConfig;
+use lockstep_tensor::{Buffer, BufferMut, BufferPool};
+use lockstep_transport::{
+    Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op,
+};
+
+/// Flag bit of an abort notice.
+const FLAG_ABORT: u8 = 0x80;
+
+/// One collective call in progress: what every frame of it carries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call {
+    /// The operation.
+    pub op: Op,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Fingerprint of the full tensor's shape.
+    pub shape_fp: u64,
+    /// Dtype tag of the caller's tensor.
+    pub dtype: u8,
+}
+
+/// One rank's handle for collectives over a group of links. See the module docs.
+pub struct Communicator {
+    group: Group,
+    round: u64,
+    seq: u64,
+    config: AggregateConfig,
+    pool: BufferPool,
+    poisoned: Option<AggregateError>,
+}
+
+impl Communicator {
+    /// A communicator over `group`, at round 0 and sequence number 0.
+    pub fn new(group: Group, config: AggregateConfig) -> Communicator {
+        let retain = config.chunk_bytes.saturating_mul(16).max(1 << 20);
+        Communicator { group, round: 0, seq: 0, config, pool: BufferPool::new(retain), poisoned: None }
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> usize {
+        self.group.rank()
+    }
+
+    /// Number of ranks.
+    pub fn world(&self) -> usize {
+        self.group.world()
+    }
+
+    /// The group underneath.
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+
+    /// The current round (carried by every frame).
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// Set the round; every rank must set the same value before the round's collectives.
+    pub fn set_round(&mut self, round: u64) {
+        self.round = round;
+    }
+
+    /// The sequence number the next collective will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The algorithm settings.
+    pub fn config(&self) -> &AggregateConfig {
+        &self.config
+    }
+
+    /// Change the algorithm settings (the same on every rank, between collectives).
+    pub fn config_mut(&mut self) -> &mut AggregateConfig {
+        &mut self.config
+    }
+
+    /// The first error this communicator returned, if any.
+    pub fn poisoned(&self) -> Option<&AggregateError> {
+        self.poisoned.as_ref()
+    }
+
+    /// Start a collective: check the poison and take the next sequence number.
+    pub(crate) fn begin(&mut self, op: Op, shape_fp: u64, dtype: u8) -> Result<Call, AggregateError> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        Ok(Call { op, seq, shape_fp, dtype })
+    }
+
+    /// An `Invalid` error for `call`, poisoning nothing (no frame was exchanged yet).
+    pub(crate) fn invalid(&self, call: &Call, reason: String) -> AggregateError {
+        AggregateError::Invalid {
+            rank: self.rank(),
+            node: self.group.my_name().to_string(),
+            round: self.round,
+            op: call.op,
+            seq: call.seq,
+            reason,
+        }
+    }
+
+    /// A writable pooled buffer of `len` bytes.
+    pub(crate) fn take(&self, len: usize) -> BufferMut {
+        self.pool.take(len)
+    }
+
+    /// A pooled copy of `data` as wire bytes.
+    pub(crate) fn copy_f32(&self, data: &[f32]) -> Buffer {
+        let mut b = self.pool.take(data.len() * 4);
+        b.copy_from_slice(bytemuck::cast_slice(data));
+        b.freeze()
+    }
+
+    /// Send `payload` to `peer` as a frame of `call`.
+    pub(crate) fn send(&mut self, call: &Call, peer: usize, payload: Buffer) -> Result<(), AggregateError> {
+        let mut h = FrameHeader::data(
+            call.op,
+            self.round,
+            call.seq,
+            call.shape_fp,
+            call.dtype,
+            payload.len() as u64,
+        );
+        h.src_rank = self.rank() as u32;
+        match self.group.link(peer).send(h, payload) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail_link(call, peer, e)),
+        }
+    }
+
+    /// Receive the next frame of `call` from `peer` (payload of `len` bytes) into `consumer`.
+    pub(crate) fn recv_into(
+        &mut self,
+        call: &Call,
+        peer: usize,
+        len: usize,
+        consumer: &mut Consumer<'_>,
+    ) -> Result<(), AggregateError> {
+        let loose = Expect::default();
+        let header = match self.group.link(peer).recv_with(&loose, &mut |off, b| consumer.feed(off, b)) {
+            Ok(h) => h,
+            Err(e) => return Err(self.fail_link(call, peer, e)),
+        };
+        self.check(call, peer, len, &header)?;
+        if consumer.gap || consumer.consumed() != len {
+            let reason = format!("payload delivered out of order ({} of {len} bytes)", consumer.consumed());
+            let ctx = self.ctx(call, peer);
+            return Err(self.fail_link(call, peer, TransportError::Protocol { ctx, reason }));
+        }
+        Ok(())
+    }
+
+    /// Receive the next frame of `call` from `peer` (payload of `len` bytes) as a buffer.
+    pub(crate) fn recv_buf(&mut self, call: &Call, peer: usize, len: usize) -> Result<Buffer, AggregateError> {
+        let frame = match self.group.link(peer).recv(&Expect::default()) {
+            Ok(f) => f,
+            Err(e) => return Err(self.fail_link(call, peer, e)),
+        };
+        self.check(call, peer, len, &frame.header)?;
+        Ok(frame.payload)
+    }
+
+    fn ctx(&self, call: &Call, peer: usize) -> Context {
+        Context { peer: self.group.name(peer).to_string(), round: Some(self.round), op: Some(call.op) }
+    }
+
+    /// Check a received header against `call`: an abort notice or a mismatch becomes the error.
+    fn check(&mut self, call: &Call, peer: usize, len: usize, h: &FrameHeader) -> Result<(), AggregateError> {
+        if h.flags & FLAG_ABORT != 0 && h.op == Op::Control {
+            return Err(self.aborted(call, peer, h));
+        }
+        let expect = Expect::op(call.op, self.round, call.seq).with_payload(
+            call.shape_fp,
+            call.dtype,
+            len as u64,
+        );
+        let Some((field, expected, actual)) = expect.check(h) else { return Ok(()) };
+        let e = TransportError::Mismatch {
+            ctx: self.ctx(call, peer),
+            field,
+            local_node: self.group.my_name().to_string(),
+            remote_node: self.group.name(peer).to_string(),
+            expected,
+            actual,
+        };
+        Err(self.fail_link(call, peer, e))
+    }
+
+    /// A link to `peer` failed: notify every other rank, poison, and return the error.
+    fn fail_link(&mut self, call: &Call, peer: usize, source: TransportError) -> AggregateError {
+        let kind = match source {
+            TransportError::Mismatch { .. } | TransportError::Protocol { .. } => FailureKind::Mismatch,
+            _ => FailureKind::Lost,
+        };
+        self.notify_abort(call, peer, kind, &[peer]);
+        let e = AggregateError::Transport {
+            rank: self.rank(),
+            node: self.group.my_name().to_string(),
+            round: self.round,
+            op: call.op,
+            seq: call.seq,
+            peer,
+            source,
+        };
+        self.poison(e)
+    }
+
+    /// `reporter` sent an abort notice: forward it, poison, and return the error it names.
+    fn aborted(&mut self, call: &Call, reporter: usize, h: &FrameHeader) -> AggregateError {
+        let world = self.world();
+        let failed = usize::try_from(h.shape_fp).ok().filter(|&f| f < world).unwrap_or(reporter);
+        let kind = FailureKind::from_wire(h.dtype);
+        self.notify_abort(call, failed, kind, &[failed, reporter]);
+        let e = AggregateError::PeerFailed {
+            rank: self.rank(),
+            node: self.group.my_name().to_string(),
+            round: self.round,
+            op: call.op,
+            seq: call.seq,
+            failed,
+            failed_node: self.group.name(failed).to_string(),
+            kind,
+            reporter,
+            reporter_node: self.group.name(reporter).to_string(),
+        };
+        self.poison(e)
+    }
+
+    /// Best effort: tell every rank except `skip` (and this one) that `failed` broke `call`.
+    fn notify_abort(&mut self, call: &Call, failed: usize, kind: FailureKind, skip: &[usize]) {
+        let me = self.rank();
+        for p in (0..self.world()).filter(|p| *p != me && !skip.contains(p)) {
+            let mut h = FrameHeader::data(Op::Control, self.round, call.seq, failed as u64, kind.to_wire(), 0);
+            h.flags = FLAG_ABORT;
+            h.src_rank = me as u32;
+            let _ = self.group.link(p).send(h, Buffer::zeroed(0));
+        }
+    }
+
+    fn poison(&mut self, e: AggregateError) -> AggregateError {
+        tracing::warn!(error = %e, "collective failed");
+        self.poisoned.get_or_insert(e).clone()
+    }
+}

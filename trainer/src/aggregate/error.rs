@@ -1,0 +1,133 @@
+//! `AggregateError`: what a collective returns when it fails. Every variant names this rank, its
+//! node, the round, the operation and the collective sequence number, and where another rank is
+//! to blame, that rank and its node too, so a log line alone says who failed, when and doing what.
+
+use lockstep_transport::{Error as TransportError, Op};
+
+/// Why a rank gave up a collective; carried by abort notices between ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The rank's process or connection is gone (closed, silent past the peer timeout, I/O error).
+    Lost,
+    /// The rank sent frames that do not match (other round, sequence number, shape, dtype).
+    Mismatch,
+}
+
+impl FailureKind {
+    pub(crate) fn to_wire(self) -> u8 {
+        match self {
+            FailureKind::Lost => 1,
+            FailureKind::Mismatch => 2,
+        }
+    }
+
+    pub(crate) fn from_wire(v: u8) -> FailureKind {
+        if v == 2 {
+            FailureKind::Mismatch
+        } else {
+            FailureKind::Lost
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailureKind::Lost => "lost",
+            FailureKind::Mismatch => "sent mismatching frames",
+        })
+    }
+}
+
+/// Errors of the aggregation algorithms.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AggregateError {
+    /// The link to `peer` failed (closed, timed out, mismatching frame, I/O error).
+    #[error("rank {rank} ({node}), round {round}, {op} #{seq}: link to rank {peer}: {source}")]
+    Transport {
+        /// This rank.
+        rank: usize,
+        /// This rank's node name.
+        node: String,
+        /// The training round.
+        round: u64,
+        /// The collective.
+        op: Op,
+        /// The collective sequence number.
+        seq: u64,
+        /// The rank at the other end of the link.
+        peer: usize,
+        /// What the link reported (its message names the peer node and, for a mismatch, both
+        /// nodes and both values).
+        #[source]
+        source: TransportError,
+    },
+    /// Another rank reported that `failed` broke the collective; this rank stopped waiting.
+    #[error(
+        "rank {rank} ({node}), round {round}, {op} #{seq}: rank {failed} ({failed_node}) {kind} \
+         (reported by rank {reporter} ({reporter_node}))"
+    )]
+    PeerFailed {
+        /// This rank.
+        rank: usize,
+        /// This rank's node name.
+        node: String,
+        /// The training round.
+        round: u64,
+        /// The collective.
+        op: Op,
+        /// The collective sequence number.
+        seq: u64,
+        /// The rank that failed.
+        failed: usize,
+        /// Its node name.
+        failed_node: String,
+        /// How it failed.
+        kind: FailureKind,
+        /// The rank whose notice this rank received.
+        reporter: usize,
+        /// Its node name.
+        reporter_node: String,
+    },
+    /// The call itself is wrong (shape that does not fit the data, root out of range).
+    #[error("rank {rank} ({node}), round {round}, {op} #{seq}: {reason}")]
+    Invalid {
+        /// This rank.
+        rank: usize,
+        /// This rank's node name.
+        node: String,
+        /// The training round.
+        round: u64,
+        /// The collective.
+        op: Op,
+        /// The collective sequence number.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A configuration that cannot work (parameter-server layout, algorithm name).
+    #[error("aggregation configuration: {0}")]
+    Config(String),
+}
+
+impl AggregateError {
+    /// The rank to blame, when another rank is: the failed peer of a lost link, or the rank an
+    /// abort notice names.
+    pub fn failed_rank(&self) -> Option<usize> {
+        match self {
+            AggregateError::Transport { peer, .. } => Some(*peer),
+            AggregateError::PeerFailed { failed, .. } => Some(*failed),
+            _ => None,
+        }
+    }
+
+    /// The collective sequence number the error happened in.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            AggregateError::Transport { seq, .. }
+            | AggregateError::PeerFailed { seq, .. }
+            | AggregateError::Invalid { seq, .. } => Some(*seq),
+            AggregateError::Config(_) => None,
+        }
+    }
+}

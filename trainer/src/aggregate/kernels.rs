@@ -1,0 +1,206 @@
+//! Reduction kernels that read peer data as it arrives: little-endian f32 bytes, possibly in
+//! several pieces whose boundaries may split an element (a shared-memory ring wraps anywhere),
+//! possibly unaligned. They are the body of the `consume` callback of `Link::recv_with`, so over
+//! shared memory the sum is computed straight out of the peer's ring without staging.
+
+/// What to do with each incoming element `x`.
+pub(crate) enum Sink<'a> {
+    /// `out[i] = local[i] + x`.
+    AddTo {
+        /// This rank's contribution.
+        local: &'a [f32],
+        /// Where the sum goes.
+        out: &'a mut [f32],
+    },
+    /// `dst[i] += x`.
+    Accumulate(&'a mut [f32]),
+    /// `dst[i] = x`.
+    Copy(&'a mut [f32]),
+}
+
+impl Sink<'_> {
+    fn capacity(&self) -> usize {
+        match self {
+            Sink::AddTo { out, .. } => out.len(),
+            Sink::Accumulate(d) | Sink::Copy(d) => d.len(),
+        }
+    }
+
+    /// Apply whole elements `src` (a multiple of 4 bytes) starting at element `at`.
+    fn apply(&mut self, at: usize, src: &[u8]) {
+        let n = (src.len() / 4).min(self.capacity().saturating_sub(at));
+        let src = &src[..n * 4];
+        match bytemuck::try_cast_slice::<u8, f32>(src) {
+            Ok(x) => self.apply_aligned(at, x),
+            Err(_) => self.apply_unaligned(at, src),
+        }
+    }
+
+    fn apply_aligned(&mut self, at: usize, x: &[f32]) {
+        let r = at..at + x.len();
+        match self {
+            Sink::AddTo { local, out } => {
+                for ((o, &l), &v) in out[r.clone()].iter_mut().zip(&local[r]).zip(x) {
+                    *o = l + v;
+                }
+            }
+            Sink::Accumulate(d) => {
+                for (o, &v) in d[r].iter_mut().zip(x) {
+                    *o += v;
+                }
+            }
+            Sink::Copy(d) => d[r].copy_from_slice(x),
+        }
+    }
+
+    fn apply_unaligned(&mut self, at: usize, src: &[u8]) {
+        let le = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let r = at..at + src.len() / 4;
+        let chunks = src.chunks_exact(4);
+        match self {
+            Sink::AddTo { local, out } => {
+                for ((o, &l), b) in out[r.clone()].iter_mut().zip(&local[r]).zip(chunks) {
+                    *o = l + le(b);
+                }
+            }
+            Sink::Accumulate(d) => {
+                for (o, b) in d[r].iter_mut().zip(chunks) {
+                    *o += le(b);
+                }
+            }
+            Sink::Copy(d) => {
+                for (o, b) in d[r].iter_mut().zip(chunks) {
+                    *o = le(b);
+                }
+            }
+        }
+    }
+}
+
+/// Feeds payload pieces into a [`Sink`], carrying an element split across two pieces.
+pub(crate) struct Consumer<'a> {
+    sink: Sink<'a>,
+    /// Payload bytes seen so far.
+    bytes: usize,
+    carry: [u8; 4],
+    carry_len: usize,
+    /// A piece arrived at an offset other than the next expected one.
+    pub(crate) gap: bool,
+}
+
+impl<'a> Consumer<'a> {
+    /// A consumer writing into `sink`.
+    pub(crate) fn new(sink: Sink<'a>) -> Self {
+        Consumer { sink, bytes: 0, carry: [0; 4], carry_len: 0, gap: false }
+    }
+
+    /// Payload bytes consumed.
+    pub(crate) fn consumed(&self) -> usize {
+        self.bytes
+    }
+
+    /// Take the piece `(offset, bytes)`; bytes beyond the sink's capacity are ignored (the
+    /// caller reports the length mismatch from the header).
+    pub(crate) fn feed(&mut self, offset: usize, mut piece: &[u8]) {
+        if offset != self.bytes {
+            self.gap = true;
+            return;
+        }
+        self.bytes += piece.len();
+        if self.carry_len > 0 {
+            let take = (4 - self.carry_len).min(piece.len());
+            self.carry[self.carry_len..self.carry_len + take].copy_from_slice(&piece[..take]);
+            self.carry_len += take;
+            piece = &piece[take..];
+            if self.carry_len < 4 {
+                return;
+            }
+            let at = (self.bytes - piece.len()) / 4 - 1;
+            let c = self.carry;
+            self.sink.apply(at, &c);
+            self.carry_len = 0;
+        }
+        let whole = piece.len() / 4 * 4;
+        let at = (self.bytes - piece.len()) / 4;
+        self.sink.apply(at, &piece[..whole]);
+        let rest = &piece[whole..];
+        self.carry[..rest.len()].copy_from_slice(rest);
+        self.carry_len = rest.len();
+    }
+}
+
+/// `x /= n` for every element (the mean of `n` contributions), the same division on every rank.
+pub(crate) fn divide(x: &mut [f32], n: usize) {
+    let d = n as f32;
+    for v in x {
+        *v /= d;
+    }
+}
+
+/// The `i`-th of `parts` balanced contiguous ranges of `0..len` (the first `len % parts` ranges
+/// are one longer).
+pub(crate) fn split(len: usize, parts: usize, i: usize) -> std::ops::Range<usize> {
+    let base = len / parts;
+    let extra = len % parts;
+    let start = i * base + i.min(extra);
+    start..start + base + usize::from(i < extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn pieces_split_inside_elements_and_unaligned() {
+        let src: Vec<f32> = (0..37).map(|i| i as f32 * 0.5).collect();
+        let local: Vec<f32> = (0..37).map(|i| i as f32).collect();
+        let wire = bytes(&src);
+        // Unaligned copy of the wire bytes.
+        let mut shifted = vec![0u8; wire.len() + 1];
+        shifted[1..].copy_from_slice(&wire);
+        let wire = &shifted[1..];
+        let mut out = vec![0f32; 37];
+        let mut c = Consumer::new(Sink::AddTo { local: &local, out: &mut out });
+        let mut off = 0;
+        for cut in [3usize, 1, 7, 13, 0, 50, 148] {
+            let end = cut.min(wire.len() - off) + off;
+            c.feed(off, &wire[off..end]);
+            off = end;
+        }
+        assert!(!c.gap);
+        assert_eq!(c.consumed(), wire.len());
+        for i in 0..37 {
+            assert_eq!(out[i], local[i] + src[i]);
+        }
+    }
+
+    #[test]
+    fn gap_is_reported_and_overflow_ignored() {
+        let mut d = vec![1f32; 2];
+        let mut c = Consumer::new(Sink::Accumulate(&mut d));
+        c.feed(0, &bytes(&[1.0, 2.0, 3.0]));
+        c.feed(99, &[0; 4]);
+        assert!(c.gap);
+        assert_eq!(d, vec![2.0, 3.0]);
+    }
+
+    #[test]
+    fn split_is_balanced_and_covers() {
+        for len in [0usize, 1, 5, 17] {
+            for parts in 1..6 {
+                let mut next = 0;
+                for i in 0..parts {
+                    let r = split(len, parts, i);
+                    assert_eq!(r.start, next);
+                    assert!(r.len() <= len / parts + 1);
+                    next = r.end;
+                }
+                assert_eq!(next, len);
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! A sharded parameter server (the seed's section 3.1): workers push gradients, servers average
+//! them, apply the optimizer step and workers pull the new parameters.
+//!
+//! Parameters are split into contiguous, balanced ranges, one per server rank; with no server
+//! nodes the caller names the coordinator as the only server. A rank may be a server and a
+//! worker at once (the coordinator that also trains). The optimizer stays outside: the server
+//! calls `update(range, params_shard, mean_grad_shard)`, so any optimizer (and its state for that
+//! range) plugs in.
+//!
+//! One [`ParameterServer::step`], called by every rank of the group:
+//! 1. as a worker: send `grads[shard]` to every remote server (`PsPush`);
+//! 2. as a server: receive the pushes in ascending worker rank (summed straight out of the link,
+//!    in that fixed order, so the mean is deterministic), divide by the number of workers, call
+//!    `update`, and send the shard to every remote worker (`PsPull`);
+//! 3. as a worker: receive every remote server's shard into `params`.
+//!
+//! Sends never wait for the receiver (the `Link` contract), so the order cannot deadlock as long
+//! as a link's queue holds what a rank pushes before it serves; with dedicated servers or one
+//! coordinator that always holds.
+
+use super::comm::{Call, Communicator};
+use super::kernels::{divide, split, Consumer, Sink};
+use super::AggregateError;
+use lockstep_tensor::{fingerprint_dims, DType};
+use lockstep_transport::Op;
+use std::ops::Range;
+
+/// The roles and the parameter layout; the same on every rank.
+#[derive(Debug, Clone)]
+pub struct ParameterServer {
+    num_params: usize,
+    servers: Vec<usize>,
+    workers: Vec<usize>,
+    scratch: Vec<f32>,
+}
+
+impl ParameterServer {
+    /// A layout of `num_params` parameters over `servers`, with gradients from `workers` (ranks
+    /// of a group of `world`). Both lists are sorted; duplicates are refused.
+    ///
+    /// # Errors
+    /// [`AggregateError::Config`] for an empty list, a rank out of range or a duplicate.
+    pub fn new(num_params: usize, servers: &[usize], workers: &[usize], world: usize) -> Result<Self, AggregateError> {
+        let check = |what: &str, list: &[usize]| -> Result<Vec<usize>, AggregateError> {
+            let mut v = list.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            if v.is_empty() || v.len() != list.len() || v.last().is_some_and(|&r| r >= world) {
+                return Err(AggregateError::Config(format!(
+                    "parameter server {what} {list:?}: need distinct ranks below the world size {world}"
+                )));
+            }
+            Ok(v)
+        };
+        Ok(ParameterServer {
+            num_params,
+            servers: check("servers", servers)?,
+            workers: check("workers", workers)?,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The server ranks, ascending.
+    pub fn servers(&self) -> &[usize] {
+        &self.servers
+    }
+
+    /// The worker ranks, ascending.
+    pub fn workers(&self) -> &[usize] {
+        &self.workers
+    }
+
+    /// The parameter range served by the `i`-th server.
+    pub fn shard(&self, i: usize) -> Range<usize> {
+        split(self.num_params, self.servers.len(), i)
+    }
+
+    /// One push/average/update/pull step; every rank of the group calls it. Workers pass their
+    /// gradients (`grads.len() == num_params`; other ranks may pass `&[]`); every rank passes the
+    /// full `params`, of which a server owns its shard, and a worker receives all of it.
+    ///
+    /// # Errors
+    /// As [`Communicator::allreduce`]; [`AggregateError::Invalid`] for wrong lengths.
+    pub fn step<F>(&mut self, c: &mut Communicator, grads: &[f32], params: &mut [f32], mut update: F) -> Result<(), AggregateError>
+    where
+        F: FnMut(Range<usize>, &mut [f32], &[f32]),
+    {
+        let me = c.rank();
+        let fp = fingerprint_dims(&[self.num_params]);
+        let push = c.begin(Op::PsPush, fp, DType::F32.to_wire())?;
+        let pull = c.begin(Op::PsPull, fp, DType::F32.to_wire())?;
+        let is_worker = self.workers.contains(&me);
+        if params.len() != self.num_params || (is_worker && grads.len() != self.num_params) {
+            let reason = format!(
+                "parameter server expects {} parameters, got {} parameters and {} gradients",
+                self.num_params,
+                params.len(),
+                grads.len()
+            );
+            return Err(c.invalid(&push, reason));
+        }
+        let pieces = self.pieces(c);
+        if is_worker {
+            for (i, &s) in self.servers.iter().enumerate().filter(|(_, &s)| s != me) {
+                for j in 0..pieces {
+                    let b = c.copy_f32(&grads[self.piece(i, pieces, j)]);
+                    c.send(&push, s, b)?;
+                }
+            }
+        }
+        if let Some(i) = self.servers.iter().position(|&s| s == me) {
+            self.serve(c, &push, &pull, i, pieces, grads, params, &mut update)?;
+        }
+        if is_worker {
+            for (i, &s) in self.servers.iter().enumerate().filter(|(_, &s)| s != me) {
+                for j in 0..pieces {
+                    let pr = self.piece(i, pieces, j);
+                    let bytes = pr.len() * 4;
+                    let mut consumer = Consumer::new(Sink::Copy(&mut params[pr]));
+                    c.recv_into(&pull, s, bytes, &mut consumer)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn pieces(&self, c: &Communicator) -> usize {
+        self.shard(0).len().div_ceil((c.config().chunk_bytes / 4).max(1)).max(1)
+    }
+
+    fn piece(&self, server: usize, pieces: usize, j: usize) -> Range<usize> {
+        let s = self.shard(server);
+        let p = split(s.len(), pieces, j);
+        s.start + p.start..s.start + p.end
+    }
+
+    /// Server side of a step for the `i`-th server shard.
+    fn serve<F>(
+        &mut self,
+        c: &mut Communicator,
+        push: &Call,
+        pull: &Call,
+        i: usize,
+        pieces: usize,
+        grads: &[f32],
+        params: &mut [f32],
+        update: &mut F,
+    ) -> Result<(), AggregateError>
+    where
+        F: FnMut(Range<usize>, &mut [f32], &[f32]),
+    {
+        let me = c.rank();
+        let shard = self.shard(i);
+        let mut acc = std::mem::take(&mut self.scratch);
+        acc.clear();
+        acc.resize(shard.len(), 0.0);
+        for (k, &w) in self.workers.iter().enumerate() {
+            for j in 0..pieces {
+                let pr = self.piece(i, pieces, j);
+                let local = pr.start - shard.start..pr.end - shard.start;
+                let dst = &mut acc[local];
+                if w == me {
+                    if k == 0 {
+                        dst.copy_from_slice(&grads[pr]);
+                    } else {
+                        lockstep_tensor::kernels::add_assign(dst, &grads[pr]);
+                    }
+                    continue;
+                }
+                let bytes = dst.len() * 4;
+                let mut consumer = Consumer::new(if k == 0 { Sink::Copy(dst) } else { Sink::Accumulate(dst) });
+                c.recv_into(push, w, bytes, &mut consumer)?;
+            }
+        }
+        divide(&mut acc, self.workers.len());
+        update(shard.clone(), &mut params[shard.clone()], &acc);
+        self.scratch = acc;
+        for j in 0..pieces {
+            let b = c.copy_f32(&params[self.piece(i, pieces, j)]);
+            for &w in self.workers.iter().filter(|&&w| w != me) {
+                c.send(pull, w, b.clone())?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+//! Ring allreduce: reduce-scatter then allgather around the ring `r -> r+1`, chunked and
+//! pipelined.
+//!
+//! The data is cut into `world` segments and every segment into `k` pieces of at most
+//! `chunk_bytes`. Step `u` (of `2(world-1)`) sends segment `(r-u) mod n` to the right neighbour
+//! and receives segment `(r-u-1) mod n` from the left, piece by piece: each received piece is
+//! reduced (inside the link's `recv_with`, so over shared memory straight out of the ring) and
+//! its result is posted to the right at once, so while piece `j` travels, piece `j+1` is being
+//! received and reduced. Sends never wait for the receiver (the `Link` contract), and a rank
+//! posts at most `SEND_AHEAD` frames more than it has received, which bounds what sits in a
+//! link's queue (no deadlock with bounded queues, whatever the message size).
+//!
+//! Determinism: segment `c` is summed in the fixed rank order `c, c+1, ..., c-1` (each rank adds
+//! its own value to the partial sum it receives), the owner divides for a mean, and the
+//! allgather copies the owner's bits to everyone, so every rank holds identical bits, run after
+//! run, for a given world size and chunk size.
+
+use super::comm::{Call, Communicator};
+use super::kernels::{divide, split, Consumer, Sink};
+use super::AggregateError;
+use lockstep_tensor::cast_slice_mut;
+use std::collections::VecDeque;
+use std::ops::Range;
+
+/// Step-0 pieces posted before the first receive.
+const SEND_AHEAD: usize = 2;
+
+/// The layout of segments and pieces, the same on every rank.
+#[derive(Default)]
+struct Layout {
+    len: usize,
+    world: usize,
+    pieces: usize,
+}
+
+impl Layout {
+    fn new(len: usize, world: usize, chunk_elems: usize) -> Layout {
+        let largest = split(len, world, 0).len();
+        Layout { len, world, pieces: largest.div_ceil(chunk_elems.max(1)).max(1) }
+    }
+
+    fn piece(&self, seg: usize, j: usize) -> Range<usize> {
+        let s = split(self.len, self.world, seg);
+        let p = split(s.len(), self.pieces, j);
+        s.start + p.start..s.start + p.end
+    }
+}
+
+/// Ring allreduce of `data` in place; `mean` divides by the world size.
+pub(crate) fn allreduce(
+    c: &mut Communicator,
+    call: &Call,
+    data: &mut [f32],
+    mean: bool,
+) -> Result<(), AggregateError> {
+    let n = c.world();
+    if n == 1 {
+        return Ok(());
+    }
+    let lay = Layout::new(data.len(), n, c.config().chunk_bytes / 4);
+    let mut ring = Ring { lay, mean, left: (c.rank() + n - 1) % n, right: (c.rank() + 1) % n, ..Ring::default() };
+    for _ in 0..SEND_AHEAD.min(ring.lay.pieces) {
+        ring.emit_first(c, call, data)?;
+    }
+    while let Some((u, j)) = ring.upcoming.pop_front() {
+        ring.receive(c, call, data, u, j)?;
+        if ring.first_sent < ring.lay.pieces {
+            ring.emit_first(c, call, data)?;
+        }
+    }
+    Ok(())
+}
+
+/// The state of one ring allreduce on this rank.
+///
+/// Frames between two neighbours arrive in the order they were sent, so the receiver must
+/// expect exactly the sender's order. Every rank generates the same send sequence: `SEND_AHEAD`
+/// pieces of its own segment, then after each receive the piece that receive produced (if any)
+/// followed by the next piece of its own segment. `upcoming` holds the tags `(step, piece)` of
+/// this rank's sends not yet matched by a receive, which is the order its left neighbour's
+/// frames arrive in.
+#[derive(Default)]
+struct Ring {
+    lay: Layout,
+    mean: bool,
+    left: usize,
+    right: usize,
+    first_sent: usize,
+    upcoming: VecDeque<(usize, usize)>,
+}
+
+impl Ring {
+    /// Send the next piece of this rank's own segment (step 0).
+    fn emit_first(&mut self, c: &mut Communicator, call: &Call, data: &[f32]) -> Result<(), AggregateError> {
+        let j = self.first_sent;
+        let b = c.copy_f32(&data[self.lay.piece(c.rank(), j)]);
+        c.send(call, self.right, b)?;
+        self.first_sent += 1;
+        self.upcoming.push_back((0, j));
+        Ok(())
+    }
+
+    /// Receive piece `j` of step `u` from the left and pass on what it produces.
+    fn receive(&mut self, c: &mut Communicator, call: &Call, data: &mut [f32], u: usize, j: usize) -> Result<(), AggregateError> {
+        let n = self.lay.world;
+        let steps = 2 * (n - 1);
+        let pr = self.lay.piece((c.rank() + 2 * n - u - 1) % n, j);
+        let bytes = pr.len() * 4;
+        if u + 2 <= n {
+            // Reduce-scatter: partial (or, at step n-2, final) sum of this piece.
+            let mut out = c.take(bytes);
+            let out_f = cast_slice_mut::<f32>(&mut out).map_err(|e| c.invalid(call, e.to_string()))?;
+            let mut consumer = Consumer::new(Sink::AddTo { local: &data[pr.clone()], out: out_f });
+            c.recv_into(call, self.left, bytes, &mut consumer)?;
+            let last = u + 2 == n;
+            if last && self.mean {
+                let out_f = cast_slice_mut::<f32>(&mut out).map_err(|e| c.invalid(call, e.to_string()))?;
+                divide(out_f, n);
+            }
+            let out = out.freeze();
+            c.send(call, self.right, out.clone())?;
+            self.upcoming.push_back((u + 1, j));
+            if last {
+                data[pr].copy_from_slice(bytemuck::cast_slice(&out));
+            }
+        } else if u + 1 < steps {
+            // Allgather, forwarding the received buffer unchanged.
+            let b = c.recv_buf(call, self.left, bytes)?;
+            c.send(call, self.right, b.clone())?;
+            self.upcoming.push_back((u + 1, j));
+            data[pr].copy_from_slice(bytemuck::cast_slice(&b));
+        } else {
+            let mut consumer = Consumer::new(Sink::Copy(&mut data[pr]));
+            c.recv_into(call, self.left, bytes, &mut consumer)?;
+        }
+        Ok(())
+    }
+}

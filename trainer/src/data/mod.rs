@@ -1,0 +1,39 @@
+//! Data pipelines: from a Parquet or CSV file (or an Arrow record-batch stream) to sharded,
+//! seeded batches of f32 features and targets.
+//!
+//! The path of a training set through this module:
+//! 1. [`FileRecords`] reads Arrow record batches (Parquet, or CSV with inferred types);
+//! 2. [`load`] picks the label and feature columns (names or globs), checks their types, maps
+//!    labels to [`Targets`](crate::Targets), splits rows into train/test by seed (stratified for
+//!    classification), and fits a [`Preprocessor`] (median / most-frequent imputation, one-hot
+//!    encoding, scaling) on the training rows only; the result is a [`Split`];
+//! 3. a [`BatchSource`] ([`TableSource`] for a file, [`StreamSource`] for a stream) hands each
+//!    round's global batch, cut by [`shard`] into this rank's share, with a [`DataCursor`] that a
+//!    checkpoint stores to resume exactly.
+//!
+//! Every error is a [`DataError`] naming the file (or stream) and the column, and the row where
+//! one value is at fault.
+
+mod columns;
+mod cursor;
+mod error;
+mod label;
+mod load;
+mod preprocess;
+mod shard;
+mod source;
+mod spec;
+mod stream;
+mod table;
+
+pub use columns::{glob_match, RawColumn};
+pub use cursor::{epoch_permutation, BatchSource, DataCursor, EpochPlan, ShardBatch, TableSource};
+pub use error::DataError;
+pub use label::LabelPlan;
+pub use load::{load, split_rows};
+pub use preprocess::{ColumnPlan, Preprocessor, MISSING_CATEGORY};
+pub use shard::{shard, shard_range, shard_scale};
+pub use source::{FileRecords, RecordBatchSource};
+pub use spec::{Categorical, DataSpec, Format, Missing, MissingStrings, Scaling, Task};
+pub use stream::StreamSource;
+pub use table::{Fitted, Split, Table};

@@ -1,0 +1,168 @@
+//! `DataSpec`: the manifest's `[job.data]` table, and the small enums it is made of.
+//!
+//! ```toml
+//! [job.data]
+//! path = "data/credit_data.parquet"   # relative to the manifest's directory
+//! label = "Status"
+//! task = "binary"
+//! positive = "bad"
+//! scaling = "standard"                # or "none", "minmax", { divide = 255.0 }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// How to read the data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// From the extension: `.parquet`/`.pq` or `.csv`.
+    #[default]
+    Auto,
+    /// Apache Parquet.
+    Parquet,
+    /// CSV with a header row; types inferred from the whole file; empty fields are missing.
+    Csv,
+}
+
+/// What the label means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// A real-valued label (`Targets::Real`).
+    Regression,
+    /// Two classes as `Targets::Real` 0/1: numeric 0/1 labels, or any labels with `positive`.
+    Binary,
+    /// Integer labels `0..k` (`Targets::Class`).
+    Multiclass,
+}
+
+/// What to do with string feature columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Categorical {
+    /// One 0/1 column per category seen in the training split (unseen categories: all zeros).
+    #[default]
+    OneHot,
+    /// A string feature is an error that names the file and column.
+    Error,
+}
+
+/// Scaling of numeric features, with statistics from the training split only.
+/// One-hot columns are never scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scaling {
+    /// Values as they are (cast to f32).
+    #[default]
+    None,
+    /// `(x - mean) / std` (population std; a constant column is only centred).
+    Standard,
+    /// `(x - min) / (max - min)` (a constant column becomes 0).
+    MinMax,
+    /// `x / d`, e.g. `{ divide = 255.0 }` for 8-bit pixels.
+    Divide(f32),
+}
+
+/// What to do with missing feature values (null, NaN, empty CSV field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Missing {
+    /// Numbers: the training median. Strings: see [`MissingStrings`].
+    #[default]
+    Impute,
+    /// Refuse: an error naming the column and row.
+    Error,
+}
+
+/// How a missing string is imputed when `missing = "impute"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissingStrings {
+    /// A category of its own (column `name=<missing>`), as scikit-learn's `OneHotEncoder` does.
+    #[default]
+    Category,
+    /// The most frequent training value (ties: the smallest string).
+    MostFrequent,
+}
+
+/// The `[job.data]` table of a manifest.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Data file; a relative path is resolved by the caller (see [`DataSpec::resolved`]).
+    pub path: PathBuf,
+    /// File format (default: from the extension).
+    #[serde(default)]
+    pub format: Format,
+    /// Label column.
+    pub label: String,
+    /// Feature columns by name or glob (`*`, `?`), in this order; default: every column but the label.
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
+    /// What the label means.
+    pub task: Task,
+    /// Binary task: the label value that means class 1 (e.g. `"bad"`); required for string labels.
+    #[serde(default)]
+    pub positive: Option<String>,
+    /// Multiclass task: number of classes (default: largest label + 1).
+    #[serde(default)]
+    pub classes: Option<usize>,
+    /// String features: one-hot (default) or error.
+    #[serde(default)]
+    pub categorical: Categorical,
+    /// Scaling of numeric features (default none).
+    #[serde(default)]
+    pub scaling: Scaling,
+    /// Missing feature values: impute (default) or error.
+    #[serde(default)]
+    pub missing: Missing,
+    /// Missing strings under `missing = "impute"`: own category (default) or most frequent.
+    #[serde(default)]
+    pub missing_strings: MissingStrings,
+    /// Share of rows held out for evaluation (default 0.2), in `[0, 1)`.
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    /// Split each class in the same proportion (classification only; default true).
+    #[serde(default = "default_stratify")]
+    pub stratify: bool,
+}
+
+fn default_test_fraction() -> f64 {
+    0.2
+}
+
+fn default_stratify() -> bool {
+    true
+}
+
+impl DataSpec {
+    /// A spec with defaults for everything but path, label and task.
+    pub fn new(path: impl Into<PathBuf>, label: impl Into<String>, task: Task) -> Self {
+        DataSpec {
+            path: path.into(),
+            format: Format::Auto,
+            label: label.into(),
+            features: None,
+            task,
+            positive: None,
+            classes: None,
+            categorical: Categorical::OneHot,
+            scaling: Scaling::None,
+            missing: Missing::Impute,
+            missing_strings: MissingStrings::Category,
+            test_fraction: default_test_fraction(),
+            stratify: default_stratify(),
+        }
+    }
+
+    /// This spec with a relative `path` joined onto `base` (the manifest's directory).
+    pub fn resolved(&self, base: &Path) -> DataSpec {
+        let mut spec = self.clone();
+        if spec.path.is_relative() {
+            spec.path = base.join(&self.path);
+        }
+        spec
+    }
+}

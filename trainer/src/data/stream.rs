@@ -1,0 +1,159 @@
+//! Record batches after fitting: `Fitted::table` turns any Arrow record batch with the training
+//! columns into a `Table`, and `StreamSource` cuts an (unbounded) `RecordBatchSource` into sharded
+//! global batches in arrival order, the shape a later Arrow IPC (Apache Flink) feed plugs into.
+
+use arrow_array::RecordBatch;
+
+use super::columns::{column_kind, extract};
+use super::cursor::{BatchSource, DataCursor, ShardBatch};
+use super::error::DataError;
+use super::preprocess::ColumnPlan;
+use super::shard::{shard_range, shard_scale};
+use super::source::RecordBatchSource;
+use super::table::{Fitted, Table};
+use crate::batch::Targets;
+
+impl Fitted {
+    /// The rows of `batch` as a `Table`, transformed exactly as the training rows were.
+    /// `name` (file or stream) appears in errors; rows are numbered within `batch`.
+    ///
+    /// # Errors
+    /// Any [`DataError`] of the columns, values or labels.
+    pub fn table(&self, batch: &RecordBatch, name: &str) -> Result<Table, DataError> {
+        let batches = std::slice::from_ref(batch);
+        let schema = batch.schema();
+        let mut cols = Vec::with_capacity(self.features.columns.len());
+        for plan in &self.features.columns {
+            let column = match plan {
+                ColumnPlan::Numeric { name, .. } | ColumnPlan::OneHot { name, .. } => name,
+            };
+            let kind = column_kind(&schema, name, column)?;
+            cols.push((column.clone(), extract(batches, name, column, kind)?));
+        }
+        let label_kind = column_kind(&schema, name, &self.label.column)?;
+        let label_raw = extract(batches, name, &self.label.column, label_kind)?;
+        let rows: Vec<usize> = (0..batch.num_rows()).collect();
+        Ok(Table {
+            x: self.features.transform(&cols, &rows, name)?,
+            rows: rows.len(),
+            cols: self.features.width(),
+            y: self.label.targets(&label_raw, &rows, name)?,
+        })
+    }
+}
+
+/// A `BatchSource` over a `RecordBatchSource`, in arrival order (no shuffle): global batch `n` is
+/// rows `n*B .. (n+1)*B` of the stream; the cursor's epoch stays 0.
+pub struct StreamSource<R: RecordBatchSource> {
+    source: R,
+    fitted: Fitted,
+    global_batch: usize,
+    rank: usize,
+    world: usize,
+    pending: Option<Table>,
+    cursor: DataCursor,
+}
+
+impl<R: RecordBatchSource> StreamSource<R> {
+    /// A stream source for `rank` of `world`, global batches of `global_batch` rows.
+    ///
+    /// # Errors
+    /// `Source` for a zero batch size or `rank >= world`.
+    pub fn new(source: R, fitted: Fitted, global_batch: usize, rank: usize, world: usize) -> Result<Self, DataError> {
+        if global_batch == 0 || rank >= world {
+            return Err(DataError::Source {
+                file: source.name().to_string(),
+                message: format!("global batch {global_batch}, rank {rank} of {world} is not a valid sharding"),
+            });
+        }
+        Ok(StreamSource { source, fitted, global_batch, rank, world, pending: None, cursor: DataCursor::default() })
+    }
+
+    /// Buffers rows until a global batch is available (or the stream ends); returns the buffer.
+    fn fill(&mut self) -> Result<Option<Table>, DataError> {
+        let mut buf = self.pending.take();
+        while buf.as_ref().map_or(0, |t| t.rows) < self.global_batch {
+            let Some(rb) = self.source.next_batch()? else { break };
+            let t = self.fitted.table(&rb, self.source.name())?;
+            buf = Some(match buf {
+                None => t,
+                Some(b) => append(b, t),
+            });
+        }
+        Ok(buf.filter(|t| t.rows > 0))
+    }
+}
+
+fn append(mut a: Table, b: Table) -> Table {
+    a.x.extend_from_slice(&b.x);
+    a.rows += b.rows;
+    a.y = match (a.y, b.y) {
+        (Targets::Real(mut u), Targets::Real(v)) => {
+            u.extend(v);
+            Targets::Real(u)
+        }
+        (Targets::Class(mut u), Targets::Class(v)) => {
+            u.extend(v);
+            Targets::Class(u)
+        }
+        (u, _) => u,
+    };
+    a
+}
+
+impl<R: RecordBatchSource> BatchSource for StreamSource<R> {
+    fn name(&self) -> &str {
+        self.source.name()
+    }
+
+    fn cols(&self) -> usize {
+        self.fitted.features.width()
+    }
+
+    fn next_shard(&mut self) -> Result<Option<ShardBatch>, DataError> {
+        let Some(buf) = self.fill()? else { return Ok(None) };
+        let global_rows = buf.rows.min(self.global_batch);
+        let all: Vec<usize> = (0..buf.rows).collect();
+        let mine = &all[shard_range(global_rows, self.rank, self.world)];
+        let batch = buf.batch(mine);
+        if buf.rows > global_rows {
+            self.pending = Some(buf.batch(&all[global_rows..]).into_table());
+        }
+        let cursor = self.cursor;
+        self.cursor.batch_in_epoch += 1;
+        Ok(Some(ShardBatch { batch, cursor, global_rows, scale: shard_scale(global_rows, self.rank, self.world) }))
+    }
+
+    fn cursor(&self) -> DataCursor {
+        self.cursor
+    }
+
+    /// Moves forward by reading and dropping batches; a stream cannot go back.
+    fn seek(&mut self, cursor: DataCursor) -> Result<(), DataError> {
+        if cursor.epoch != 0 || cursor < self.cursor {
+            return Err(DataError::Source {
+                file: self.source.name().to_string(),
+                message: format!("cannot seek a stream back from {:?} to {cursor:?}", self.cursor),
+            });
+        }
+        while self.cursor < cursor {
+            if self.next_shard()?.is_none() {
+                return Err(DataError::Source {
+                    file: self.source.name().to_string(),
+                    message: format!("stream ended before {cursor:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+trait IntoTable {
+    fn into_table(self) -> Table;
+}
+
+impl IntoTable for crate::batch::Batch {
+    fn into_table(self) -> Table {
+        Table { x: self.x, rows: self.rows, cols: self.cols, y: self.y }
+    }
+}

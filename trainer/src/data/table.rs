@@ -1,0 +1,82 @@
+//! `Table` (rows of f32 features with targets, in memory) and `Split` (train and test tables with
+//! the fitted transform that made them).
+
+use serde::{Deserialize, Serialize};
+
+use super::label::LabelPlan;
+use super::preprocess::Preprocessor;
+use super::spec::Task;
+use crate::batch::{Batch, Targets};
+
+/// Rows of features (`rows x cols`, row-major) and one target per row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// Features, row-major.
+    pub x: Vec<f32>,
+    /// Number of rows.
+    pub rows: usize,
+    /// Features per row.
+    pub cols: usize,
+    /// Targets, one per row.
+    pub y: Targets,
+}
+
+impl Table {
+    /// The rows `indices` (in that order, repeats allowed) as a `Batch`.
+    ///
+    /// # Panics
+    /// If an index is `>= self.rows` (indices come from the cursor and shard, never from input).
+    pub fn batch(&self, indices: &[usize]) -> Batch {
+        let mut x = Vec::with_capacity(indices.len() * self.cols);
+        for &i in indices {
+            x.extend_from_slice(&self.x[i * self.cols..(i + 1) * self.cols]);
+        }
+        let y = match &self.y {
+            Targets::Real(v) => Targets::Real(indices.iter().map(|&i| v[i]).collect()),
+            Targets::Class(v) => Targets::Class(indices.iter().map(|&i| v[i]).collect()),
+        };
+        Batch { x, rows: indices.len(), cols: self.cols, y }
+    }
+
+    /// All rows, in order, as one `Batch`.
+    pub fn all(&self) -> Batch {
+        Batch { x: self.x.clone(), rows: self.rows, cols: self.cols, y: self.y.clone() }
+    }
+}
+
+/// Everything a fitted data set carries besides its tables: enough to transform new rows the same
+/// way (streams, `lockstep predict`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fitted {
+    /// Feature transform fitted on the training rows.
+    pub features: Preprocessor,
+    /// Label mapping.
+    pub label: LabelPlan,
+}
+
+/// A data set split into training and held-out rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// Training rows (in file order; shuffling is per epoch, see `EpochPlan`).
+    pub train: Table,
+    /// Held-out rows (in file order).
+    pub test: Table,
+    /// Output feature names (`col` or `col=category`), `train.cols` of them.
+    pub feature_names: Vec<String>,
+    /// Class names: `[negative, positive]` (binary), `"0".."k-1"` (multiclass), empty (regression).
+    pub classes: Vec<String>,
+    /// The task.
+    pub task: Task,
+    /// The fitted transforms.
+    pub fitted: Fitted,
+}
+
+impl Split {
+    /// Model outputs this task needs: 1 for regression and binary, k for multiclass.
+    pub fn outputs(&self) -> usize {
+        match self.task {
+            Task::Multiclass => self.classes.len(),
+            _ => 1,
+        }
+    }
+}

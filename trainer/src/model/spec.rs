@@ -1,0 +1,254 @@
+//! `ModelSpec`, the manifest's `[job.model]` table, and [`build_model`], which turns it into a
+//! [`Network`] for a given input width and class/output count.
+//!
+//! ```toml
+//! [job.model]
+//! kind = "cnn"            # linear | logistic | mlp | cnn
+//! image = [1, 28, 28]     # cnn: channels, height, width of each row's pixels (NCHW)
+//! channels = [8, 16]      # cnn: one conv(k x k) + ReLU + 2x2 max pool per entry
+//! kernel = 3              # cnn, default 3 (odd)
+//! padding = "same"        # cnn: same | valid, default same
+//! hidden = [64]           # mlp / cnn: dense hidden layers
+//! activation = "relu"     # mlp / cnn hidden layers: relu | tanh, default relu
+//! task = "classification" # mlp / cnn: classification (default) | regression
+//! classes = 10            # optional; must match the data when given
+//! ```
+
+use super::activation::{Activation, ActivationKind};
+use super::conv::{Conv2d, ConvGeom};
+use super::dense::Dense;
+use super::layer::Layer;
+use super::pool::{MaxPool2, Permute};
+use super::{Model, ModelError, Network, Task};
+use serde::{Deserialize, Serialize};
+
+/// Model family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Linear regression (one dense layer, MSE).
+    Linear,
+    /// Logistic regression (one dense layer; binary or multinomial).
+    Logistic,
+    /// Multi-layer perceptron.
+    Mlp,
+    /// Convolutional network: conv/ReLU/pool blocks, then a dense head.
+    Cnn,
+}
+
+/// Hidden-layer activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationName {
+    /// ReLU (He init).
+    Relu,
+    /// tanh (Xavier init).
+    Tanh,
+}
+
+/// What an MLP or CNN predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskName {
+    /// Class labels (softmax, or sigmoid for two classes).
+    Classification,
+    /// Real values (MSE).
+    Regression,
+}
+
+/// Convolution padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    /// Output keeps the input's size (`k / 2` zeros each side).
+    Same,
+    /// No padding.
+    Valid,
+}
+
+/// The `[job.model]` table. Fields that do not apply to `kind` are an error when given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Model family.
+    pub kind: ModelKind,
+    /// Dense hidden layer widths (mlp, cnn).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<usize>,
+    /// Hidden activation (mlp, cnn), default relu.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<ActivationName>,
+    /// Class count; when given it must match the data's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
+    /// Task of an mlp or cnn, default classification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskName>,
+    /// Image shape `[channels, height, width]` (cnn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<[usize; 3]>,
+    /// Filters per conv block (cnn).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<usize>,
+    /// Kernel size (cnn), default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<usize>,
+    /// Padding (cnn), default same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding: Option<Padding>,
+}
+
+impl ModelSpec {
+    /// A spec of `kind` with every optional field unset.
+    pub fn new(kind: ModelKind) -> Self {
+        ModelSpec {
+            kind,
+            hidden: Vec::new(),
+            activation: None,
+            classes: None,
+            task: None,
+            image: None,
+            channels: Vec::new(),
+            kernel: None,
+            padding: None,
+        }
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self.kind {
+            ModelKind::Linear => "linear",
+            ModelKind::Logistic => "logistic",
+            ModelKind::Mlp => "mlp",
+            ModelKind::Cnn => "cnn",
+        }
+    }
+
+    /// Names of fields set that `kind` does not use.
+    fn stray_fields(&self) -> Vec<&'static str> {
+        let (dense, cnn) = match self.kind {
+            ModelKind::Linear | ModelKind::Logistic => (false, false),
+            ModelKind::Mlp => (true, false),
+            ModelKind::Cnn => (true, true),
+        };
+        let mut out = Vec::new();
+        let mut check = |set: bool, allowed: bool, name| {
+            if set && !allowed {
+                out.push(name)
+            }
+        };
+        check(!self.hidden.is_empty(), dense, "hidden");
+        check(self.activation.is_some(), dense, "activation");
+        check(self.task.is_some(), dense, "task");
+        check(self.classes.is_some(), self.kind != ModelKind::Linear, "classes");
+        check(self.image.is_some(), cnn, "image");
+        check(!self.channels.is_empty(), cnn, "channels");
+        check(self.kernel.is_some(), cnn, "kernel");
+        check(self.padding.is_some(), cnn, "padding");
+        out
+    }
+
+    fn task_for(&self, classes_or_outputs: usize) -> Result<Task, ModelError> {
+        if classes_or_outputs == 0 {
+            return Err(ModelError::Spec(format!("{}: the data gives 0 classes/outputs", self.kind_name())));
+        }
+        if let Some(c) = self.classes.filter(|&c| c != classes_or_outputs) {
+            return Err(ModelError::Spec(format!(
+                "{}: classes = {c} but the data's label has {classes_or_outputs} classes",
+                self.kind_name()
+            )));
+        }
+        let regression = match self.kind {
+            ModelKind::Linear => true,
+            ModelKind::Logistic => false,
+            _ => self.task == Some(TaskName::Regression),
+        };
+        Ok(match regression {
+            true => Task::Regression { outputs: classes_or_outputs },
+            false => Task::classification(classes_or_outputs),
+        })
+    }
+}
+
+/// Build the model `spec` describes for rows of `input_dim` features and `classes_or_outputs`
+/// classes (classification) or outputs (regression), initialised from `seed`.
+///
+/// # Errors
+/// [`ModelError::Spec`] naming the field: a field `kind` does not use, a class count that
+/// disagrees with the data, a CNN image shape whose size is not `input_dim`, a kernel that does
+/// not fit, zero-width layers.
+pub fn build_model(
+    spec: &ModelSpec,
+    input_dim: usize,
+    classes_or_outputs: usize,
+    seed: u64,
+) -> Result<Box<dyn Model>, ModelError> {
+    let kind = spec.kind_name();
+    let stray = spec.stray_fields();
+    if !stray.is_empty() {
+        return Err(ModelError::Spec(format!("{kind}: field(s) {} do not apply to kind = \"{kind}\"", stray.join(", "))));
+    }
+    if input_dim == 0 {
+        return Err(ModelError::Spec(format!("{kind}: the data has no feature columns")));
+    }
+    if spec.hidden.contains(&0) || spec.channels.contains(&0) {
+        return Err(ModelError::Spec(format!("{kind}: hidden and channels entries must be positive")));
+    }
+    let task = spec.task_for(classes_or_outputs)?;
+    let act = match spec.activation.unwrap_or(ActivationName::Relu) {
+        ActivationName::Relu => ActivationKind::Relu,
+        ActivationName::Tanh => ActivationKind::Tanh,
+    };
+    let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+    let mut width = input_dim;
+    if spec.kind == ModelKind::Cnn {
+        width = conv_stack(spec, input_dim, &mut layers)?;
+    }
+    for &h in &spec.hidden {
+        layers.push(Box::new(match act {
+            ActivationKind::Relu => Dense::he(width, h),
+            ActivationKind::Tanh => Dense::xavier(width, h),
+        }));
+        layers.push(Box::new(Activation::new(act, h)));
+        width = h;
+    }
+    layers.push(Box::new(Dense::xavier(width, task.out_dim())));
+    Ok(Box::new(Network::new(kind, layers, task, seed)?))
+}
+
+/// Push the conv blocks of a CNN spec; returns the flattened width they produce.
+fn conv_stack(spec: &ModelSpec, input_dim: usize, layers: &mut Vec<Box<dyn Layer>>) -> Result<usize, ModelError> {
+    let err = |m: String| Err(ModelError::Spec(format!("cnn: {m}")));
+    let Some([c, h, w]) = spec.image else { return err("`image = [channels, height, width]` is required".into()) };
+    if c * h * w != input_dim {
+        return err(format!("image = [{c}, {h}, {w}] has {} values per row but the data has {input_dim} feature columns", c * h * w));
+    }
+    if spec.channels.is_empty() {
+        return err("`channels` needs at least one conv block".into());
+    }
+    let k = spec.kernel.unwrap_or(3);
+    if k == 0 || k % 2 == 0 {
+        return err(format!("kernel = {k} must be odd"));
+    }
+    let pad = match spec.padding.unwrap_or(Padding::Same) {
+        Padding::Same => k / 2,
+        Padding::Valid => 0,
+    };
+    if c > 1 {
+        layers.push(Box::new(Permute::to_channel_major(c, h * w)));
+    }
+    let (mut c, mut h, mut w) = (c, h, w);
+    for (i, &f) in spec.channels.iter().enumerate() {
+        let g = ConvGeom { c_in: c, h, w, k, pad };
+        if g.ho() < 2 || g.wo() < 2 {
+            return err(format!("conv block {i}: a {k}x{k} kernel on {h}x{w} leaves less than 2x2 to pool"));
+        }
+        let conv = Conv2d::new(g, f);
+        let out = conv.out_features();
+        layers.push(Box::new(conv));
+        layers.push(Box::new(Activation::new(ActivationKind::Relu, out)));
+        layers.push(Box::new(MaxPool2::new(f, g.ho(), g.wo())));
+        (c, h, w) = (f, g.ho() / 2, g.wo() / 2);
+    }
+    layers.push(Box::new(Permute::flatten(c, h * w)));
+    Ok(c * h * w)
+}

@@ -1,0 +1,204 @@
+//! Optimizers over flat parameter slices: SGD (momentum, Nesterov), Adam and AdamW, with weight
+//! decay and learning-rate schedules from [`OptimizerSpec`].
+//!
+//! Every update is elementwise, so an optimizer over a contiguous range of the parameters (a
+//! parameter-server shard) computes bit-for-bit what an optimizer over the whole vector
+//! computes on that range: create one per shard with [`Optimizer::new`]`(spec, shard_len)`, or
+//! cut one from a full optimizer (e.g. restored from a checkpoint) with [`Optimizer::shard`].
+//! State ([`Optimizer::state`]) is the step count plus named buffers and restores exactly.
+
+mod spec;
+
+pub use spec::{OptimizerKind, OptimizerSpec, ScheduleKind};
+
+use std::ops::Range;
+
+/// Optimizer errors, naming the field or buffer.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimError {
+    /// Invalid `[job.optimizer]` table.
+    #[error("[job.optimizer] {0}")]
+    Spec(String),
+    /// Parameter or gradient slice of the wrong length.
+    #[error("optimizer step: {what} has {actual} values, the optimizer covers {expected}")]
+    Len {
+        /// `params` or `grads`.
+        what: &'static str,
+        /// Values the optimizer covers.
+        expected: usize,
+        /// Values given.
+        actual: usize,
+    },
+    /// Saved state that does not fit this optimizer.
+    #[error("optimizer state: {0}")]
+    State(String),
+}
+
+/// Saved optimizer state: completed steps and named per-parameter buffers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    /// Steps completed.
+    pub step: u64,
+    /// Buffers (`momentum`; `exp_avg`, `exp_avg_sq`), each as long as the parameters.
+    pub buffers: Vec<(String, Vec<f32>)>,
+}
+
+/// An optimizer over `len` parameters.
+#[derive(Debug, Clone)]
+pub struct Optimizer {
+    spec: OptimizerSpec,
+    len: usize,
+    step: u64,
+    /// Buffer names, in state order.
+    names: &'static [&'static str],
+    /// Momentum (SGD) or first moment (Adam).
+    m: Vec<f32>,
+    /// Second moment (Adam).
+    v: Vec<f32>,
+}
+
+impl Optimizer {
+    /// A fresh optimizer for `len` parameters.
+    ///
+    /// # Errors
+    /// [`OptimError::Spec`] when the spec does not validate.
+    pub fn new(spec: &OptimizerSpec, len: usize) -> Result<Self, OptimError> {
+        spec.validate()?;
+        let names: &'static [&'static str] = match spec.kind {
+            OptimizerKind::Sgd if spec.momentum() > 0.0 => &["momentum"],
+            OptimizerKind::Sgd => &[],
+            OptimizerKind::Adam | OptimizerKind::Adamw => &["exp_avg", "exp_avg_sq"],
+        };
+        let buf = |i: usize| if names.len() > i { vec![0.0; len] } else { Vec::new() };
+        Ok(Optimizer { spec: spec.clone(), len, step: 0, names, m: buf(0), v: buf(1) })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &OptimizerSpec {
+        &self.spec
+    }
+    /// Parameters covered.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// True when it covers no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Steps completed.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+    /// Learning rate the next [`Optimizer::step`] will use.
+    pub fn next_lr(&self) -> f32 {
+        self.spec.lr_at(self.step)
+    }
+
+    /// One update at the schedule's learning rate; returns the rate used.
+    ///
+    /// # Errors
+    /// [`OptimError::Len`] when a slice length differs from [`Optimizer::len`].
+    pub fn step(&mut self, params: &mut [f32], grads: &[f32]) -> Result<f32, OptimError> {
+        let lr = self.next_lr();
+        self.step_with_lr(lr, params, grads)?;
+        Ok(lr)
+    }
+
+    /// One update at learning rate `lr` (e.g. the coordinator's `BeginRound { lr }`).
+    ///
+    /// # Errors
+    /// [`OptimError::Len`] when a slice length differs from [`Optimizer::len`].
+    pub fn step_with_lr(&mut self, lr: f32, params: &mut [f32], grads: &[f32]) -> Result<(), OptimError> {
+        for (what, n) in [("params", params.len()), ("grads", grads.len())] {
+            if n != self.len {
+                return Err(OptimError::Len { what, expected: self.len, actual: n });
+            }
+        }
+        self.step += 1;
+        let wd = self.spec.weight_decay;
+        match self.spec.kind {
+            OptimizerKind::Sgd => self.sgd(lr, wd, params, grads),
+            OptimizerKind::Adam => self.adam(lr, wd, 0.0, params, grads),
+            OptimizerKind::Adamw => self.adam(lr, 0.0, wd, params, grads),
+        }
+        Ok(())
+    }
+
+    fn sgd(&mut self, lr: f32, wd: f32, params: &mut [f32], grads: &[f32]) {
+        let mu = self.spec.momentum();
+        if self.m.is_empty() {
+            for (p, &g) in params.iter_mut().zip(grads) {
+                *p -= lr * (g + wd * *p);
+            }
+            return;
+        }
+        let nesterov = self.spec.nesterov();
+        for ((p, &g), b) in params.iter_mut().zip(grads).zip(&mut self.m) {
+            let g = g + wd * *p;
+            *b = mu * *b + g;
+            let d = if nesterov { g + mu * *b } else { *b };
+            *p -= lr * d;
+        }
+    }
+
+    /// Adam with L2 decay `l2` (added to the gradient) and decoupled decay `dw` (AdamW).
+    fn adam(&mut self, lr: f32, l2: f32, dw: f32, params: &mut [f32], grads: &[f32]) {
+        let (b1, b2, eps) = (self.spec.beta1(), self.spec.beta2(), self.spec.eps());
+        let t = self.step.min(i32::MAX as u64) as i32;
+        let bc1 = (1.0 - f64::from(b1).powi(t)) as f32;
+        let bc2_sqrt = (1.0 - f64::from(b2).powi(t)).sqrt() as f32;
+        let step_size = lr / bc1;
+        let shrink = 1.0 - lr * dw;
+        let it = params.iter_mut().zip(grads).zip(self.m.iter_mut().zip(&mut self.v));
+        for ((p, &g), (m, v)) in it {
+            let g = g + l2 * *p;
+            *p *= shrink;
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+        }
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> OptimizerState {
+        let bufs = [&self.m, &self.v];
+        let buffers = self.names.iter().zip(bufs).map(|(n, b)| (n.to_string(), b.clone())).collect();
+        OptimizerState { step: self.step, buffers }
+    }
+
+    /// Restore a state saved by [`Optimizer::state`] from an optimizer of the same kind and
+    /// length; continuing then gives bit-identical updates.
+    ///
+    /// # Errors
+    /// [`OptimError::State`] naming the missing, unexpected or wrong-length buffer.
+    pub fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
+        let got: Vec<&str> = state.buffers.iter().map(|(n, _)| n.as_str()).collect();
+        if got != self.names {
+            return Err(OptimError::State(format!("buffers {got:?}, this {:?} optimizer needs {:?}", self.spec.kind, self.names)));
+        }
+        if let Some((n, b)) = state.buffers.iter().find(|(_, b)| b.len() != self.len) {
+            return Err(OptimError::State(format!("buffer `{n}` has {} values, expected {}", b.len(), self.len)));
+        }
+        let mut it = state.buffers.iter().map(|(_, b)| b.clone());
+        self.m = it.next().unwrap_or_default();
+        self.v = it.next().unwrap_or_default();
+        self.step = state.step;
+        Ok(())
+    }
+
+    /// An optimizer for `range` of this one's parameters, with the same spec, step count and
+    /// the matching slices of its buffers (a parameter-server shard).
+    ///
+    /// # Errors
+    /// [`OptimError::Len`] when `range` is out of bounds.
+    pub fn shard(&self, range: Range<usize>) -> Result<Optimizer, OptimError> {
+        if range.start > range.end || range.end > self.len {
+            return Err(OptimError::Len { what: "shard range end", expected: self.len, actual: range.end });
+        }
+        let cut = |b: &Vec<f32>| if b.is_empty() { Vec::new() } else { b[range.clone()].to_vec() };
+        Ok(Optimizer { len: range.len(), m: cut(&self.m), v: cut(&self.v), spec: self.spec.clone(), ..*self })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+//! The send side shared by the byte-stream backends (tcp, shm): an inline, never-waiting write
+//! when the wire has room, otherwise the frame's `Buffer` (a refcounted handle, no copy) goes to a
+//! per-link writer thread through a bounded queue. This is what lets two ranks send to each other
+//! before either receives without deadlocking (the `Link` contract). The writer thread also sends
+//! heartbeats when the link is idle. Its first error is kept and returned by every later call.
+//!
+//! Lock order: a sender holds `state` and only *tries* the sink; the writer holds the sink and
+//! then takes `state`. So a heartbeat can never land inside a frame that was half written inline.
+
+use crate::error::{Context, Error, Result};
+use crate::frame::{FrameHeader, Op, HEADER_LEN};
+use lockstep_tensor::Buffer;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where frame bytes go: a socket, a ring.
+pub(crate) trait Sink: Send + 'static {
+    /// Write as much of `parts` as fits now without waiting; the number of bytes written.
+    fn try_write(&mut self, parts: &[&[u8]]) -> io::Result<usize>;
+    /// Write all of `parts`, waiting for room; give up when `stop` is set or the peer is gone.
+    fn write_all(&mut self, parts: &[&[u8]], stop: &AtomicBool) -> io::Result<()>;
+    /// Send one heartbeat.
+    fn heartbeat(&mut self, stop: &AtomicBool) -> io::Result<()>;
+}
+
+struct Item {
+    header: [u8; HEADER_LEN],
+    header_off: usize,
+    payload: Buffer,
+    round: u64,
+    op: Op,
+}
+
+struct State {
+    pending: usize,
+    done_at: Instant,
+    error: Option<Error>,
+}
+
+struct Shared<S> {
+    sink: Mutex<S>,
+    state: Mutex<State>,
+    cv: Condvar,
+    stop: AtomicBool,
+}
+
+/// A link's sending half.
+pub(crate) struct Outbox<S: Sink> {
+    shared: Arc<Shared<S>>,
+    tx: Option<Sender<Item>>,
+    thread: Option<JoinHandle<()>>,
+    peer: String,
+    timeout: Duration,
+    max_queued: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Turn a sink error into a typed link error.
+pub(crate) fn io_error(ctx: Context, e: &io::Error, timeout: Duration) -> Error {
+    use io::ErrorKind::*;
+    match e.kind() {
+        BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected => {
+            Error::PeerClosed { ctx }
+        }
+        TimedOut | WouldBlock => Error::PeerTimeout { ctx, waited_ms: timeout.as_millis() as u64 },
+        _ => Error::io(ctx, "send", e),
+    }
+}
+
+impl<S: Sink> Outbox<S> {
+    /// Start the writer thread for `sink`.
+    pub(crate) fn new(sink: S, peer: &str, heartbeat: Duration, timeout: Duration, max_queued: usize) -> Self {
+        let shared = Arc::new(Shared {
+            sink: Mutex::new(sink),
+            state: Mutex::new(State { pending: 0, done_at: Instant::now(), error: None }),
+            cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let (tx, rx) = channel::<Item>();
+        let sh = shared.clone();
+        let peer_s = peer.to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("lockstep-tx-{peer}"))
+            .spawn(move || loop {
+                match rx.recv_timeout(heartbeat) {
+                    Ok(item) => {
+                        let mut sink = lock(&sh.sink);
+                        let r = sink.write_all(&[&item.header[item.header_off..], &item.payload], &sh.stop);
+                        drop(sink);
+                        let mut st = lock(&sh.state);
+                        st.pending -= 1;
+                        st.done_at = Instant::now();
+                        if let Err(e) = r {
+                            let ctx = Context { peer: peer_s.clone(), round: Some(item.round), op: Some(item.op) };
+                            st.error.get_or_insert(io_error(ctx, &e, timeout));
+                        }
+                        sh.cv.notify_all();
+                        if st.error.is_some() {
+                            return;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {
+                        let mut sink = lock(&sh.sink);
+                        let idle = lock(&sh.state).pending == 0;
+                        if idle && sink.heartbeat(&sh.stop).is_err() {
+                            // The reader reports a dead peer with round and op; nothing to add.
+                            return;
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            })
+            .ok();
+        Outbox { shared, tx: Some(tx), thread, peer: peer.to_string(), timeout, max_queued }
+    }
+
+    /// The sticky error, if any.
+    pub(crate) fn error(&self) -> Option<Error> {
+        lock(&self.shared.state).error.clone()
+    }
+
+    /// Send one frame without waiting for the peer to receive it.
+    pub(crate) fn send(&self, header: &FrameHeader, payload: Buffer) -> Result<()> {
+        let ctx = || Context { peer: self.peer.clone(), round: Some(header.round), op: Some(header.op) };
+        let hb = header.encode();
+        let total = HEADER_LEN + payload.len();
+        let mut st = lock(&self.shared.state);
+        if let Some(e) = &st.error {
+            return Err(e.clone());
+        }
+        let mut off = 0;
+        if st.pending == 0 {
+            if let Ok(mut sink) = self.shared.sink.try_lock() {
+                match sink.try_write(&[&hb, &payload]) {
+                    Ok(n) => off = n,
+                    Err(e) => return Err(st.error.get_or_insert(io_error(ctx(), &e, self.timeout)).clone()),
+                }
+                if off == total {
+                    return Ok(());
+                }
+            }
+        }
+        if off == 0 {
+            st = self.wait(st, |s| s.pending < self.max_queued, ctx)?;
+        }
+        let (header_off, payload) = if off >= HEADER_LEN {
+            let rest = payload.slice(off - HEADER_LEN..).map_err(|e| Error::Config(e.to_string()))?;
+            (HEADER_LEN, rest)
+        } else {
+            (off, payload)
+        };
+        st.pending += 1;
+        let item = Item { header: hb, header_off, payload, round: header.round, op: header.op };
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(item).is_ok());
+        if !sent {
+            st.pending -= 1;
+            return Err(st.error.get_or_insert(Error::PeerClosed { ctx: ctx() }).clone());
+        }
+        Ok(())
+    }
+
+    /// Wait until every queued frame is written (no progress for the peer timeout: error).
+    pub(crate) fn flush(&self) -> Result<()> {
+        let st = lock(&self.shared.state);
+        let ctx = || Context { peer: self.peer.clone(), round: None, op: None };
+        let st = self.wait(st, |s| s.pending == 0, ctx)?;
+        match &st.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn wait<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        ready: impl Fn(&State) -> bool,
+        ctx: impl Fn() -> Context,
+    ) -> Result<MutexGuard<'a, State>> {
+        let since = Instant::now();
+        loop {
+            if let Some(e) = &st.error {
+                return Err(e.clone());
+            }
+            if ready(&st) {
+                return Ok(st);
+            }
+            let stalled = Instant::now().duration_since(st.done_at.max(since));
+            if stalled >= self.timeout {
+                let e = Error::PeerTimeout { ctx: ctx(), waited_ms: stalled.as_millis() as u64 };
+                return Err(st.error.get_or_insert(e).clone());
+            }
+            st = self.shared.cv.wait_timeout(st, self.timeout - stalled).map(|r| r.0).unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}
+
+impl<S: Sink> Drop for Outbox<S> {
+    fn drop(&mut self) {
+        let _ = self.flush();
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

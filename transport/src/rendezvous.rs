@@ -1,0 +1,223 @@
+//! Building the full mesh: from a list of (node name, address), or through a coordinator that
+//! hands out the list once every node has registered.
+//!
+//! In a pair, the lower rank connects and the higher rank accepts. Connects retry with backoff
+//! (each retry logged) until `connect_timeout_ms`; a handshake refusal (wrong token, cluster,
+//! version, name) is final and not retried. The result is a [`Group`] over tcp or shm links (shm
+//! links are bootstrapped over the authenticated TCP connection, which stays open for liveness).
+
+use crate::config::LinkConfig;
+use crate::error::{Error, HandshakeFailure, Result};
+use crate::handshake::Identity;
+use crate::link::{AnyLink, Group};
+use crate::tcp::{self, Listener, TcpLink};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Which backend the mesh's links use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// TCP sockets.
+    Tcp,
+    /// Shared-memory rings (all nodes on one machine), bootstrapped over TCP.
+    Shm,
+}
+
+impl std::str::FromStr for TransportKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tcp" => Ok(TransportKind::Tcp),
+            "shm" => Ok(TransportKind::Shm),
+            other => Err(Error::Config(format!("unknown transport {other:?} (tcp or shm)"))),
+        }
+    }
+}
+
+/// One member of the mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// Node name (unique in the cluster).
+    pub name: String,
+    /// `host:port` where its listener is bound.
+    pub addr: String,
+}
+
+/// Everything needed to join a mesh.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// Cluster name (checked in the handshake).
+    pub cluster: String,
+    /// Cluster token (shared secret; never sent).
+    pub token: Vec<u8>,
+    /// This node's name; must equal `peers[rank].name`.
+    pub node: String,
+    /// This node's rank.
+    pub rank: usize,
+    /// Every member, indexed by rank (this node included).
+    pub peers: Vec<PeerAddr>,
+    /// Backend of the links.
+    pub transport: TransportKind,
+    /// Heartbeat interval on idle links.
+    pub heartbeat_ms: u64,
+    /// Silence after which a peer is declared dead.
+    pub peer_timeout_ms: u64,
+    /// Largest accepted payload.
+    pub max_frame_len: u64,
+    /// Overall deadline for building the mesh.
+    pub connect_timeout_ms: u64,
+    /// Bytes per shared-memory ring.
+    pub shm_ring_bytes: usize,
+}
+
+impl MeshConfig {
+    /// Defaults: tcp, 500 ms heartbeats, 3 s peer timeout, 2 GiB frames, 30 s to connect.
+    pub fn new(cluster: &str, token: &[u8], node: &str, rank: usize, peers: Vec<PeerAddr>) -> MeshConfig {
+        let d = LinkConfig::default();
+        MeshConfig {
+            cluster: cluster.to_string(),
+            token: token.to_vec(),
+            node: node.to_string(),
+            rank,
+            peers,
+            transport: TransportKind::Tcp,
+            heartbeat_ms: d.heartbeat.as_millis() as u64,
+            peer_timeout_ms: d.peer_timeout.as_millis() as u64,
+            max_frame_len: d.max_frame_len,
+            connect_timeout_ms: 30_000,
+            shm_ring_bytes: d.shm_ring_bytes,
+        }
+    }
+
+    /// The per-link settings.
+    pub fn link_config(&self) -> LinkConfig {
+        LinkConfig {
+            heartbeat: Duration::from_millis(self.heartbeat_ms.max(1)),
+            peer_timeout: Duration::from_millis(self.peer_timeout_ms.max(1)),
+            max_frame_len: self.max_frame_len,
+            shm_ring_bytes: self.shm_ring_bytes,
+            ..LinkConfig::default()
+        }
+    }
+
+    /// This node's handshake identity.
+    pub fn identity(&self) -> Identity {
+        Identity::new(&self.cluster, &self.node, &self.token)
+    }
+
+    fn validate(&self) -> Result<()> {
+        match self.peers.get(self.rank) {
+            Some(p) if p.name == self.node => {}
+            _ => {
+                return Err(Error::Config(format!(
+                    "node {} is not peers[{}] in a mesh of {}",
+                    self.node,
+                    self.rank,
+                    self.peers.len()
+                )))
+            }
+        }
+        let mut names: Vec<&str> = self.peers.iter().map(|p| p.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() != self.peers.len() {
+            return Err(Error::Config("node names in the mesh are not unique".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Join the mesh described by `cfg`, accepting lower ranks on `listener`.
+///
+/// # Errors
+/// [`Error::Handshake`] when a peer refuses us, [`Error::PeerTimeout`] naming the missing peers
+/// when the mesh is not complete by `connect_timeout_ms`, [`Error::Config`] for a bad config.
+pub fn connect_mesh(cfg: &MeshConfig, listener: Listener) -> Result<Group> {
+    cfg.validate()?;
+    let deadline = Instant::now() + Duration::from_millis(cfg.connect_timeout_ms);
+    let me = cfg.identity();
+    let hs_timeout = Duration::from_millis(cfg.connect_timeout_ms.min(10_000));
+    let lower: Vec<String> = cfg.peers[..cfg.rank].iter().map(|p| p.name.clone()).collect();
+    let acceptor = listener.start(me.clone(), Some(lower.clone()), hs_timeout)?;
+    let mut streams: Vec<Option<TcpStream>> = (0..cfg.peers.len()).map(|_| None).collect();
+    for (j, p) in cfg.peers.iter().enumerate().skip(cfg.rank + 1) {
+        streams[j] = Some(connect_with_retry(p, &me, deadline)?);
+    }
+    let mut missing = lower.len();
+    while missing > 0 {
+        let Some((name, s)) = acceptor.next(deadline) else {
+            let absent: Vec<&str> = (0..cfg.rank)
+                .filter(|&i| streams[i].is_none())
+                .map(|i| cfg.peers[i].name.as_str())
+                .collect();
+            return Err(Error::PeerTimeout {
+                ctx: crate::Context { peer: absent.join(", "), round: None, op: None },
+                waited_ms: cfg.connect_timeout_ms,
+            });
+        };
+        if let Some(i) = lower.iter().position(|n| *n == name) {
+            if streams[i].is_none() {
+                streams[i] = Some(s);
+                missing -= 1;
+                continue;
+            }
+        }
+        tracing::warn!(node = %cfg.node, peer = %name, "duplicate connection dropped");
+    }
+    drop(acceptor);
+    build_group(cfg, streams)
+}
+
+fn build_group(cfg: &MeshConfig, streams: Vec<Option<TcpStream>>) -> Result<Group> {
+    let lc = cfg.link_config();
+    let names: Vec<String> = cfg.peers.iter().map(|p| p.name.clone()).collect();
+    let mut links: Vec<Option<AnyLink>> = Vec::with_capacity(names.len());
+    for (i, s) in streams.into_iter().enumerate() {
+        let Some(s) = s else {
+            links.push(None);
+            continue;
+        };
+        let link = match cfg.transport {
+            TransportKind::Tcp => AnyLink::Tcp(TcpLink::new(s, &cfg.node, &names[i], lc)?),
+            TransportKind::Shm => AnyLink::Shm(crate::shm::ShmLink::establish(
+                s,
+                &cfg.cluster,
+                &cfg.node,
+                &names[i],
+                cfg.rank < i,
+                lc,
+            )?),
+        };
+        links.push(Some(link));
+    }
+    Group::new(cfg.rank, names, links)
+}
+
+/// Connect to `p`, retrying with backoff until `deadline`; refusals are final.
+pub(crate) fn connect_with_retry(p: &PeerAddr, me: &Identity, deadline: Instant) -> Result<TcpStream> {
+    let mut backoff = Duration::from_millis(20);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let err = match tcp::resolve(&p.addr) {
+            Ok(sa) => match tcp::connect_once(sa, me, &p.name, left.clamp(Duration::from_millis(1), Duration::from_secs(5))) {
+                Ok(s) => return Ok(s),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if let Error::Handshake { reason, .. } = &err {
+            if !matches!(reason, HandshakeFailure::Closed | HandshakeFailure::Timeout) {
+                return Err(err);
+            }
+        }
+        if Instant::now() + backoff >= deadline {
+            tracing::warn!(node = %me.node, peer = %p.name, addr = %p.addr, attempt, error = %err, "giving up connecting");
+            return Err(err);
+        }
+        tracing::debug!(node = %me.node, peer = %p.name, addr = %p.addr, attempt, error = %err, "connect failed; retrying");
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}

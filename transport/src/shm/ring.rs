@@ -1,0 +1,221 @@
+//! A single-producer, single-consumer byte ring in a shared mapping under `/dev/shm`.
+//!
+//! Layout: a 4 KiB header, then `capacity` (a power of two) data bytes. The header holds a magic,
+//! a random generation (so a reader never attaches to a segment of another run), the creator's
+//! pid (so a segment left by a crashed run is recognised as stale), and, each on its own cache
+//! line, `head` (bytes ever written, producer-owned), `tail` (bytes ever read, consumer-owned),
+//! and two futex words with "someone is parked" flags.
+//!
+//! Waiting is adaptive: spin briefly (a spinning round trip costs ~0.1 us), then `yield` (more
+//! processes than cores: let the other side run), then park on the futex (a wake-up costs
+//! ~25 us, so only when idle). The futex is the process-shared kind (no `FUTEX_PRIVATE_FLAG`).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Bytes before the data area.
+pub const RING_HEADER: usize = 4096;
+const MAGIC: u64 = u64::from_le_bytes(*b"LKSPRING");
+const OFF_GEN: usize = 8;
+const OFF_PID: usize = 16;
+const OFF_CAP: usize = 24;
+const OFF_HEAD: usize = 64;
+const OFF_TAIL: usize = 128;
+const OFF_DATA_SEQ: usize = 192;
+const OFF_DATA_WAIT: usize = 196;
+const OFF_SPACE_SEQ: usize = 256;
+const OFF_SPACE_WAIT: usize = 260;
+const SPINS: u32 = 200;
+const YIELDS: u32 = 50;
+
+/// A view of one ring. The mapping must outlive it (the owner keeps both together).
+pub struct Ring {
+    base: *mut u8,
+    cap: usize,
+}
+
+// SAFETY: all shared state is accessed through atomics; data bytes are written only by the single
+// producer in [tail+cap, head) order and read only by the single consumer after an Acquire load of
+// `head`, the classic SPSC protocol.
+unsafe impl Send for Ring {}
+// SAFETY: as above.
+unsafe impl Sync for Ring {}
+
+/// Fields of a ring header, read without attaching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingInfo {
+    /// Random generation written by the creator.
+    pub generation: u64,
+    /// Creator's pid.
+    pub owner_pid: u32,
+    /// Data bytes.
+    pub capacity: u64,
+}
+
+/// Parse a ring header from the first bytes of a segment (`None`: not a ring).
+pub fn read_info(bytes: &[u8]) -> Option<RingInfo> {
+    let u64_at = |o: usize| bytes.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    if u64_at(0)? != MAGIC {
+        return None;
+    }
+    let pid = bytes.get(OFF_PID..OFF_PID + 4)?;
+    Some(RingInfo {
+        generation: u64_at(OFF_GEN)?,
+        owner_pid: u32::from_le_bytes([pid[0], pid[1], pid[2], pid[3]]),
+        capacity: u64_at(OFF_CAP)?,
+    })
+}
+
+impl Ring {
+    /// Initialise a fresh ring in `mem` (`RING_HEADER + cap` bytes, `cap` a power of two).
+    ///
+    /// # Safety
+    /// `mem` must stay mapped while the returned ring (and any peer view) is used.
+    pub unsafe fn init(mem: &mut [u8], generation: u64, cap: usize) -> Ring {
+        mem[..RING_HEADER].fill(0);
+        mem[OFF_GEN..OFF_GEN + 8].copy_from_slice(&generation.to_le_bytes());
+        mem[OFF_PID..OFF_PID + 4].copy_from_slice(&std::process::id().to_le_bytes());
+        mem[OFF_CAP..OFF_CAP + 8].copy_from_slice(&(cap as u64).to_le_bytes());
+        mem[..8].copy_from_slice(&MAGIC.to_le_bytes());
+        Ring { base: mem.as_mut_ptr(), cap }
+    }
+
+    /// Attach to a ring another process initialised.
+    ///
+    /// # Safety
+    /// As [`Ring::init`]; `mem` must hold a ring of `cap` bytes (checked by the caller).
+    pub unsafe fn attach(mem: &mut [u8], cap: usize) -> Ring {
+        Ring { base: mem.as_mut_ptr(), cap }
+    }
+
+    fn atomic64(&self, off: usize) -> &AtomicU64 {
+        // SAFETY: `off` is an 8-aligned offset inside the header of a page-aligned mapping.
+        unsafe { &*(self.base.add(off) as *const AtomicU64) }
+    }
+
+    fn atomic32(&self, off: usize) -> &AtomicU32 {
+        // SAFETY: as above, 4-aligned.
+        unsafe { &*(self.base.add(off) as *const AtomicU32) }
+    }
+
+    /// Data capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes the producer may write now.
+    pub fn free(&self) -> usize {
+        let head = self.atomic64(OFF_HEAD).load(Ordering::Relaxed);
+        let tail = self.atomic64(OFF_TAIL).load(Ordering::Acquire);
+        self.cap - (head - tail) as usize
+    }
+
+    /// Bytes the consumer may read now.
+    pub fn available(&self) -> usize {
+        let head = self.atomic64(OFF_HEAD).load(Ordering::Acquire);
+        let tail = self.atomic64(OFF_TAIL).load(Ordering::Relaxed);
+        (head - tail) as usize
+    }
+
+    /// Producer: copy as much of `parts` (skipping the first `skip` bytes) as fits; bytes written.
+    pub fn write_some(&self, parts: &[&[u8]], skip: usize) -> usize {
+        let mut room = self.free();
+        let start = self.atomic64(OFF_HEAD).load(Ordering::Relaxed);
+        let mut pos = start;
+        let mut skip = skip;
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            let mut src = &p[skip..];
+            skip = 0;
+            while !src.is_empty() && room > 0 {
+                let at = (pos as usize) & (self.cap - 1);
+                let n = src.len().min(room).min(self.cap - at);
+                // SAFETY: [at, at+n) lies in the data area and is free (not yet published to the
+                // consumer), so only this producer touches it.
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(RING_HEADER + at), n) };
+                src = &src[n..];
+                room -= n;
+                pos += n as u64;
+            }
+        }
+        if pos != start {
+            self.atomic64(OFF_HEAD).store(pos, Ordering::Release);
+            self.wake(OFF_DATA_SEQ, OFF_DATA_WAIT);
+        }
+        (pos - start) as usize
+    }
+
+    /// Consumer: the readable bytes from the tail up to the wrap point (at most `max`).
+    pub fn readable(&self, max: usize) -> &[u8] {
+        let tail = self.atomic64(OFF_TAIL).load(Ordering::Relaxed);
+        let at = (tail as usize) & (self.cap - 1);
+        let n = self.available().min(max).min(self.cap - at);
+        // SAFETY: [at, at+n) was published by the producer (Acquire on head in `available`) and
+        // is not reused until `consume` moves the tail past it.
+        unsafe { std::slice::from_raw_parts(self.base.add(RING_HEADER + at), n) }
+    }
+
+    /// Consumer: release `n` bytes back to the producer.
+    pub fn consume(&self, n: usize) {
+        let tail = self.atomic64(OFF_TAIL).load(Ordering::Relaxed);
+        self.atomic64(OFF_TAIL).store(tail + n as u64, Ordering::Release);
+        self.wake(OFF_SPACE_SEQ, OFF_SPACE_WAIT);
+    }
+
+    fn wake(&self, seq: usize, waiting: usize) {
+        self.atomic32(seq).fetch_add(1, Ordering::SeqCst);
+        if self.atomic32(waiting).load(Ordering::SeqCst) != 0 {
+            futex_wake(self.atomic32(seq));
+        }
+    }
+
+    /// Consumer: wait until `ready(self)` or for one park slice; `true` when ready.
+    pub fn wait_data(&self, ready: impl Fn(&Ring) -> bool, slice: Duration) -> bool {
+        self.wait(ready, OFF_DATA_SEQ, OFF_DATA_WAIT, slice)
+    }
+
+    /// Producer: wait until at least one byte is free or for one park slice.
+    pub fn wait_space(&self, slice: Duration) -> bool {
+        self.wait(|r| r.free() > 0, OFF_SPACE_SEQ, OFF_SPACE_WAIT, slice)
+    }
+
+    fn wait(&self, ready: impl Fn(&Ring) -> bool, seq: usize, waiting: usize, slice: Duration) -> bool {
+        for i in 0..SPINS + YIELDS {
+            if ready(self) {
+                return true;
+            }
+            if i < SPINS {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        let word = self.atomic32(seq);
+        self.atomic32(waiting).store(1, Ordering::SeqCst);
+        let seen = word.load(Ordering::SeqCst);
+        if !ready(self) {
+            futex_wait(word, seen, slice);
+        }
+        self.atomic32(waiting).store(0, Ordering::SeqCst);
+        ready(self)
+    }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    // SAFETY: FUTEX_WAIT on a valid, aligned u32 in a shared mapping with a valid timeout; the
+    // kernel only reads these. Spurious returns are handled by the caller's loop.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec, 0usize, 0u32);
+    }
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a valid, aligned u32; wakes at most every waiter, touches no memory.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+    }
+}

@@ -1,0 +1,237 @@
+//! One TCP connection to one peer, after the handshake.
+//!
+//! Send: header + payload in one vectored `sendmsg`, inline and non-blocking when the socket has
+//! room, otherwise the rest goes to the writer thread ([`crate::outbox`]); the payload `Buffer` is
+//! never copied. Receive: a 64-byte header read with the peer-timeout deadline, validated (magic,
+//! checksum, version, `len <= max_frame_len`) and checked against the caller's [`Expect`] before
+//! a single payload byte is read; then the payload lands in a pooled buffer that becomes the
+//! frame. Heartbeats are consumed silently. A violation, EOF or silence poisons the link and
+//! shuts the socket down.
+
+use crate::config::LinkConfig;
+use crate::error::{Context, Error, Result};
+use crate::frame::{Expect, FrameHeader, FrameKind, Op, HEADER_LEN};
+use crate::link::{Frame, Link};
+use crate::outbox::{Outbox, Sink};
+use lockstep_tensor::{Buffer, BufferPool};
+use socket2::Socket;
+use std::io::{self, IoSlice, Read};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Bytes of idle receive buffers a link keeps for reuse.
+const POOL_RETAINED: usize = 256 << 20;
+
+struct TcpSink {
+    sock: Socket,
+}
+
+fn send_parts(sock: &Socket, parts: &[&[u8]], skip: usize, flags: libc::c_int) -> io::Result<usize> {
+    let mut skip = skip;
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len());
+    for p in parts {
+        if skip >= p.len() {
+            skip -= p.len();
+            continue;
+        }
+        slices.push(IoSlice::new(&p[skip..]));
+        skip = 0;
+    }
+    if slices.is_empty() {
+        return Ok(0);
+    }
+    sock.send_vectored_with_flags(&slices, flags | libc::MSG_NOSIGNAL)
+}
+
+impl Sink for TcpSink {
+    fn try_write(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut done = 0;
+        while done < total {
+            match send_parts(&self.sock, parts, done, libc::MSG_DONTWAIT) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
+    fn write_all(&mut self, parts: &[&[u8]], stop: &AtomicBool) -> io::Result<()> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut done = 0;
+        while done < total {
+            match send_parts(&self.sock, parts, done, 0) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                // SO_SNDTIMEO slice: the peer is slow, not necessarily gone; check for shutdown.
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if stop.load(Ordering::SeqCst) {
+                        return Err(e);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn heartbeat(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        self.write_all(&[&FrameHeader::heartbeat().encode()], stop)
+    }
+}
+
+/// A link over one authenticated TCP connection.
+pub struct TcpLink {
+    me: String,
+    peer: String,
+    reader: TcpStream,
+    outbox: Outbox<TcpSinkHandle>,
+    pool: BufferPool,
+    cfg: LinkConfig,
+    poisoned: Option<Error>,
+}
+
+/// Opaque wrapper so the sink type stays private.
+pub(crate) struct TcpSinkHandle(TcpSink);
+
+impl Sink for TcpSinkHandle {
+    fn try_write(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
+        self.0.try_write(parts)
+    }
+    fn write_all(&mut self, parts: &[&[u8]], stop: &AtomicBool) -> io::Result<()> {
+        self.0.write_all(parts, stop)
+    }
+    fn heartbeat(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        self.0.heartbeat(stop)
+    }
+}
+
+impl TcpLink {
+    /// Build a link on a stream that has passed the handshake with `peer`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the socket cannot be cloned or its timeouts set.
+    pub fn new(stream: TcpStream, me: &str, peer: &str, cfg: LinkConfig) -> Result<TcpLink> {
+        let ctx = || Context { peer: peer.to_string(), round: None, op: None };
+        let w = stream.try_clone().map_err(|e| Error::io(ctx(), "dup(socket)", &e))?;
+        stream.set_read_timeout(Some(cfg.peer_timeout)).map_err(|e| Error::io(ctx(), "setsockopt(SO_RCVTIMEO)", &e))?;
+        let slice = cfg.heartbeat.clamp(Duration::from_millis(10), Duration::from_millis(200));
+        w.set_write_timeout(Some(slice)).map_err(|e| Error::io(ctx(), "setsockopt(SO_SNDTIMEO)", &e))?;
+        let sink = TcpSinkHandle(TcpSink { sock: Socket::from(w) });
+        let outbox = Outbox::new(sink, peer, cfg.heartbeat, cfg.peer_timeout, cfg.max_queued);
+        Ok(TcpLink {
+            me: me.to_string(),
+            peer: peer.to_string(),
+            reader: stream,
+            outbox,
+            pool: BufferPool::new(POOL_RETAINED),
+            cfg,
+            poisoned: None,
+        })
+    }
+
+    fn ctx(&self, expect: &Expect) -> Context {
+        Context { peer: self.peer.clone(), round: expect.round, op: expect.op }
+    }
+
+    fn fail(&mut self, e: Error) -> Error {
+        let _ = self.reader.shutdown(Shutdown::Both);
+        self.poisoned.get_or_insert(e).clone()
+    }
+
+    fn read_full(&mut self, buf: &mut [u8], expect: &Expect) -> Result<()> {
+        match self.reader.read_exact(buf) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(crate::outbox::io_error(self.ctx(expect), &e, self.cfg.peer_timeout)),
+        }
+    }
+
+    fn next_data_header(&mut self, expect: &Expect) -> Result<FrameHeader> {
+        loop {
+            let mut hb = [0u8; HEADER_LEN];
+            self.read_full(&mut hb, expect)?;
+            let h = FrameHeader::try_read(&hb, self.cfg.max_frame_len)
+                .map_err(|e| Error::Protocol { ctx: self.ctx(expect), reason: e.to_string() })?;
+            match h.kind {
+                FrameKind::Heartbeat => continue,
+                FrameKind::Close => return Err(Error::PeerClosed { ctx: self.ctx(expect) }),
+                FrameKind::Data | FrameKind::Control => {}
+            }
+            if let Some((field, expected, actual)) = expect.check(&h) {
+                return Err(Error::Mismatch {
+                    ctx: self.ctx(expect),
+                    field,
+                    local_node: self.me.clone(),
+                    remote_node: self.peer.clone(),
+                    expected,
+                    actual,
+                });
+            }
+            return Ok(h);
+        }
+    }
+
+    fn recv_inner(&mut self, expect: &Expect) -> Result<Frame> {
+        let header = self.next_data_header(expect)?;
+        let mut buf = self.pool.take(header.len as usize);
+        self.read_full(&mut buf, expect)?;
+        Ok(Frame { header, payload: buf.freeze() })
+    }
+}
+
+impl Link for TcpLink {
+    fn peer_name(&self) -> &str {
+        &self.peer
+    }
+
+    fn send(&mut self, header: FrameHeader, payload: Buffer) -> Result<()> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        if header.len != payload.len() as u64 {
+            return Err(Error::Config(format!(
+                "send to {}: header.len {} != payload length {}",
+                self.peer,
+                header.len,
+                payload.len()
+            )));
+        }
+        self.outbox.send(&header, payload).map_err(|e| self.fail(e))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        self.outbox.flush().map_err(|e| self.fail(e))
+    }
+
+    fn recv(&mut self, expect: &Expect) -> Result<Frame> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        if let Some(e) = self.outbox.error() {
+            // The writer saw the peer die; report it with this receive's round and op.
+            if matches!(e, Error::PeerClosed { .. }) {
+                return Err(self.fail(Error::PeerClosed { ctx: self.ctx(expect) }));
+            }
+        }
+        self.recv_inner(expect).map_err(|e| self.fail(e))
+    }
+}
+
+impl Drop for TcpLink {
+    fn drop(&mut self) {
+        if self.poisoned.is_none() {
+            let close = FrameHeader { kind: FrameKind::Close, ..FrameHeader::data(Op::Control, 0, 0, 0, 0, 0) };
+            let _ = self.outbox.send(&close, Buffer::zeroed(0));
+            let _ = self.outbox.flush();
+        }
+        let _ = self.reader.shutdown(Shutdown::Write);
+    }
+}

@@ -1,0 +1,127 @@
+//! The accepting side: a listener bound where the user says (a chosen interface, a fixed port or
+//! port 0), and an acceptor that runs the handshake of each incoming connection on its own
+//! thread, so a peer that sends garbage, a huge length or half a header (and then stalls) costs
+//! only its own connection: it is logged and closed while good peers keep being served.
+
+use crate::error::{Error, Result};
+use crate::handshake::{handshake, Identity};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A bound TCP listener.
+#[derive(Debug)]
+pub struct Listener {
+    inner: TcpListener,
+}
+
+impl Listener {
+    /// Bind `addr` (e.g. `"10.0.0.5:7000"` or `"127.0.0.1:0"`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad address, [`Error::Io`] when binding fails.
+    pub fn bind(addr: &str) -> Result<Listener> {
+        let sa = super::resolve(addr)?;
+        let inner = TcpListener::bind(sa).map_err(|e| {
+            let ctx = crate::Context { peer: format!("listener {sa}"), round: None, op: None };
+            Error::io(ctx, "bind", &e)
+        })?;
+        Ok(Listener { inner })
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    ///
+    /// # Errors
+    /// [`Error::Io`] from `getsockname`.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.inner.local_addr().map_err(|e| Error::io(Default::default(), "getsockname", &e))
+    }
+
+    /// Start accepting: each connection is tuned and handshaken on its own thread; those that
+    /// pass (with a node name in `expect`, if given) come out of [`Acceptor::next`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the listener cannot be made non-blocking or cloned.
+    pub fn start(&self, me: Identity, expect: Option<Vec<String>>, hs_timeout: Duration) -> Result<Acceptor> {
+        let l = self.inner.try_clone().map_err(|e| Error::io(Default::default(), "dup(listener)", &e))?;
+        l.set_nonblocking(true).map_err(|e| Error::io(Default::default(), "fcntl(O_NONBLOCK)", &e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = channel();
+        let st = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("lockstep-accept".into())
+            .spawn(move || {
+                while !st.load(Ordering::SeqCst) {
+                    match l.accept() {
+                        Ok((s, remote)) => {
+                            let (tx, me, expect) = (tx.clone(), me.clone(), expect.clone());
+                            let _ = std::thread::Builder::new().name("lockstep-hs".into()).spawn(move || {
+                                if let Some(ok) = admit(s, remote, &me, expect.as_deref(), hs_timeout) {
+                                    let _ = tx.send(ok);
+                                }
+                            });
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(5))
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            std::thread::sleep(Duration::from_millis(50))
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::io(Default::default(), "spawn(acceptor)", &e))?;
+        Ok(Acceptor { rx, stop, thread: Some(thread) })
+    }
+}
+
+fn admit(
+    mut s: TcpStream,
+    remote: SocketAddr,
+    me: &Identity,
+    expect: Option<&[String]>,
+    timeout: Duration,
+) -> Option<(String, TcpStream)> {
+    if let Err(e) = s.set_nonblocking(false).map_err(|e| e.to_string()).and_then(|_| {
+        super::tune(&s, &remote.to_string()).map_err(|e| e.to_string())
+    }) {
+        tracing::warn!(%remote, error = %e, "dropping connection");
+        return None;
+    }
+    match handshake(&mut s, me, expect, timeout) {
+        Ok(name) => Some((name, s)),
+        // `handshake` already logged the refusal with the remote address and reason.
+        Err(_) => None,
+    }
+}
+
+/// Connections that passed the handshake, in arrival order.
+pub struct Acceptor {
+    rx: Receiver<(String, TcpStream)>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Acceptor {
+    /// The next authenticated connection: `(peer node name, stream)`, or `None` at the deadline.
+    pub fn next(&self, deadline: Instant) -> Option<(String, TcpStream)> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.rx.recv_timeout(left) {
+            Ok(x) => Some(x),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
