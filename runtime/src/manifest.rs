@@ -379,6 +379,15 @@ fn apply_set(doc: &mut toml::Table, assignment: &str) -> Result<(), ManifestErro
         let entry = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
         table = entry.as_table_mut().ok_or_else(|| err(format!("{p} is not a table")))?;
     }
-    table.insert(parts[parts.len() - 1].to_string(), value);
+    let last = parts[parts.len() - 1];
+    // `job.rounds` and `job.epochs` are two ways to say how long: setting one replaces the other.
+    if parts.len() == 2 && parts[0] == "job" {
+        match last {
+            "rounds" => drop(table.remove("epochs")),
+            "epochs" => drop(table.remove("rounds")),
+            _ => {}
+        }
+    }
+    table.insert(last.to_string(), value);
     Ok(())
 }

@@ -17,7 +17,8 @@ use crate::protocol::{recv_msg, send_msg, ControlMsg};
 use crate::report::Report;
 use actix::{Actor, SyncArbiter};
 use lockstep_trainer::aggregate::{AggregateConfig, Communicator, ParameterServer};
-use lockstep_trainer::data::TableSource;
+use lockstep_trainer::data::{Split, TableSource};
+use lockstep_trainer::model::Model;
 use lockstep_transport::tcp::{self, Listener, TcpLink};
 use lockstep_transport::{connect_mesh, AnyLink, Group, Identity, LinkConfig, MeshConfig, PeerAddr, TransportKind};
 use std::net::{IpAddr, SocketAddr};
@@ -52,6 +53,10 @@ pub struct NodeOptions {
     pub announce: Option<PathBuf>,
 }
 
+/// Builds the model for a split (the default builds `[job.model]`; embedding programs bring
+/// their own model types).
+pub type ModelFactory = Arc<dyn Fn(&Manifest, &Split) -> Result<Box<dyn Model>, RuntimeError> + Send + Sync>;
+
 /// The resolved identity of this process in the cluster.
 pub struct NodeContext {
     /// The effective manifest.
@@ -62,6 +67,15 @@ pub struct NodeContext {
     pub token: String,
     /// Options as given.
     pub opts: NodeOptions,
+    /// How models are built.
+    pub model_factory: ModelFactory,
+    /// Told the coordinator's bound control address (in-process clusters).
+    pub on_listen: Option<std::sync::mpsc::Sender<SocketAddr>>,
+}
+
+/// The factory that builds `[job.model]`.
+pub fn manifest_model_factory() -> ModelFactory {
+    Arc::new(|m: &Manifest, split: &Split| job::build(m, split))
 }
 
 impl NodeContext {
@@ -115,7 +129,23 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
         RuntimeError::Launch(format!("node {name:?} is not in {}", manifest.path.display()))
     })?;
     let token = manifest.token()?;
-    let ctx = Arc::new(NodeContext { manifest, name: name.clone(), token, opts: opts.clone() });
+    let ctx = Arc::new(NodeContext {
+        manifest,
+        name,
+        token,
+        opts: opts.clone(),
+        model_factory: manifest_model_factory(),
+        on_listen: None,
+    });
+    run_roles(ctx)
+}
+
+/// Run the roles of `ctx`'s node, each on its own thread, and return the first error.
+///
+/// # Errors
+/// The first role's failure.
+pub fn run_roles(ctx: Arc<NodeContext>) -> Result<(), RuntimeError> {
+    let node = ctx.manifest.node(&ctx.name).cloned().ok_or_else(|| RuntimeError::Launch(format!("node {} missing", ctx.name)))?;
     let mut threads = Vec::new();
     if node.roles.contains(&Role::Coordinator) {
         let c = ctx.clone();
@@ -222,7 +252,7 @@ fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let m = &ctx.manifest;
     let me = ctx.name.clone();
     let split = job::load_split(m)?;
-    let model = job::build(m, &split)?;
+    let model = (ctx.model_factory)(m, &split)?;
     let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
     let (mut link, local_ip) = connect_control(ctx, &me)?;
     let node_addr = m.node(&me).map(|n| n.addr.clone()).unwrap_or_else(|| "0.0.0.0:0".into());
@@ -322,9 +352,12 @@ fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         lockstep_tensor::safetensors_io::write_atomic(path, format!("{control_addr}\n").as_bytes())
             .map_err(|e| RuntimeError::io("write", path, e))?;
     }
+    if let Some(tx) = &ctx.on_listen {
+        let _ = tx.send(control_addr);
+    }
     tracing::info!(node = %me, "coordinator listening on {control_addr}");
     let split = job::load_split(m)?;
-    let model = job::build(m, &split)?;
+    let model = (ctx.model_factory)(m, &split)?;
     let signature = job::signature(model.as_ref());
     let names = ctx.members();
     let acceptor = listener.start(ctx.identity(&me), Some(names.clone()), Duration::from_secs(10))?;

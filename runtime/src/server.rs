@@ -17,7 +17,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let m = &ctx.manifest;
     let me = ctx.name.clone();
     let split = job::load_split(m)?;
-    let model = job::build(m, &split)?;
+    let model = (ctx.model_factory)(m, &split)?;
     let n = model.params().len();
     let (mut link, local_ip) = connect_control(ctx, &me)?;
     let node_addr = m.node(&me).map(|n| n.addr.clone()).unwrap_or_else(|| "0.0.0.0:0".into());

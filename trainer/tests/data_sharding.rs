@@ -157,3 +157,32 @@ fn stream_source_shards_arrival_order_like_the_file() {
     assert_eq!(b.batch, all.batch(&(200..250).collect::<Vec<_>>()));
     assert!(s.seek(DataCursor { epoch: 0, batch_in_epoch: 1 }).is_err());
 }
+
+#[test]
+fn scaled_shard_gradients_average_to_the_one_worker_gradient() {
+    use lockstep_trainer::model::{build_model, ModelKind, ModelSpec};
+    let (_, split) = digits();
+    let table = Arc::new(split.train);
+    let mut model = build_model(&ModelSpec::new(ModelKind::Logistic), table.cols, split.classes.len(), 3).unwrap();
+    let n = model.params().len();
+    let mut one = TableSource::new("digits", table.clone(), 64, false, 11, 0, 1).unwrap();
+    let whole = one.next_shard().unwrap().unwrap();
+    let mut expect = vec![0.0f32; n];
+    model.forward_backward(&whole.batch, &mut expect, &mut |_, _| {}).unwrap();
+    for world in [3usize, 5, 100] {
+        let mut avg = vec![0.0f32; n];
+        for rank in 0..world {
+            let mut src = TableSource::new("digits", table.clone(), 64, false, 11, rank, world).unwrap();
+            let share = src.next_shard().unwrap().unwrap();
+            let mut g = vec![0.0f32; n];
+            if share.batch.rows > 0 {
+                model.forward_backward(&share.batch, &mut g, &mut |_, _| {}).unwrap();
+            }
+            for (a, v) in avg.iter_mut().zip(&g) {
+                *a += v * share.scale / world as f32;
+            }
+        }
+        let worst = avg.iter().zip(&expect).map(|(a, e)| (a - e).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "world {world}: max difference {worst}");
+    }
+}

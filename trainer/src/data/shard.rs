@@ -6,11 +6,15 @@
 //! so concatenating them in rank order gives the global batch back.
 //!
 //! # Gradient weighting for unequal shares
-//! Shares differ by at most one row. If each rank computes the *mean* loss over its own share and
-//! the allreduce takes a plain average over ranks, every rank must first multiply its gradient by
-//! [`shard_scale`] = `share * world / len`; the average is then exactly the mean gradient over the
-//! whole global batch, as with one worker. A rank with an empty share (global batch smaller than
-//! the world) contributes a zero gradient with scale 0.
+//! Shares differ by at most one row, so a plain average of per-rank *mean* gradients would weight
+//! the rows of a smaller share slightly more. Two equivalent ways to get exactly the one-worker
+//! gradient (the mean over the whole global batch):
+//! - each rank divides its gradient *sum* by the global batch size
+//!   (`Model::forward_backward_scaled(batch, global_rows, ..)`) and the ranks *sum* the buckets; or
+//! - each rank takes its mean gradient times [`shard_scale`] = `share * world / len` and the ranks
+//!   *average* (the usual allreduce-mean).
+//!
+//! A rank with an empty share (global batch smaller than the world) contributes zeros.
 
 use std::ops::Range;
 

@@ -1,0 +1,105 @@
+//! Helpers for tests that run the real `lockstep` binary: run a command with a deadline, read the
+//! report, and check that no process of a run is left behind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_lockstep")
+}
+
+/// The repository root (examples live there).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run `lockstep ARGS` with a deadline; kills it and panics when the deadline passes.
+pub fn run(args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(exe())
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lockstep");
+    wait_with_deadline(child, limit)
+}
+
+/// Wait for a child, killing it at the deadline.
+pub fn wait_with_deadline(mut child: std::process::Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "lockstep did not finish within {limit:?}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A fresh run directory.
+pub fn run_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("lockstep-{tag}-")).tempdir().expect("tempdir")
+}
+
+/// Launch `manifest` with extra args into `dir`; returns the output and the parsed report.
+pub fn launch(manifest: &str, dir: &Path, extra: &[&str], limit: Duration) -> (Output, Option<serde_json::Value>) {
+    let report = dir.join("report.json");
+    let mut args = vec!["launch", manifest, "--run-dir", dir.to_str().unwrap(), "--report", report.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = run(&args, limit);
+    let parsed = std::fs::read(&report).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    (out, parsed)
+}
+
+/// Panic with the logs unless the command succeeded.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "lockstep failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Processes whose command line mentions `needle` (other than this test).
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let me = std::process::id().to_string();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name == me || !name.chars().all(|c| c.is_ascii_digit()) {
+                continue;
+            }
+            if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.contains(needle) {
+                    found.push(format!("{name}: {cmd}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A number from the report.
+pub fn num(report: &serde_json::Value, path: &[&str]) -> f64 {
+    let mut v = report;
+    for p in path {
+        v = &v[p];
+    }
+    v.as_f64().unwrap_or_else(|| panic!("report has no number at {path:?}: {report}"))
+}
