@@ -118,6 +118,12 @@ pub struct LaunchArgs {
     /// Write the JSON report here (default <run dir>/report.json).
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Continue from the newest complete checkpoint in the run directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// When a node dies, restart all nodes from the newest checkpoint, at most K times.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub max_restarts: u32,
 }
 
 /// `lockstep node`
@@ -147,6 +153,9 @@ pub struct NodeArgs {
     /// Write the bound control address to this file (coordinator; used by launch).
     #[arg(long, hide = true)]
     pub announce: Option<PathBuf>,
+    /// Continue from the newest complete checkpoint in the run directory (coordinator).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// `lockstep inspect`

@@ -25,6 +25,8 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
         report: a.report.clone(),
         exe: std::env::current_exe().map_err(|e| format!("cannot find the lockstep executable: {e}"))?,
         node_args: Vec::new(),
+        resume: a.resume,
+        max_restarts: a.max_restarts,
     };
     let report = lockstep_runtime::launch(&opts).map_err(|e| e.to_string())?;
     println!("{}", report.summary());
@@ -45,6 +47,7 @@ pub fn node(a: &NodeArgs) -> Result<(), String> {
         report: a.report.clone(),
         coordinator: a.coordinator.clone(),
         announce: a.announce.clone(),
+        resume: a.resume,
     };
     lockstep_runtime::node::run(&opts).map_err(|e| e.to_string())
 }

@@ -32,8 +32,12 @@ pub struct LaunchOptions {
     pub report: Option<PathBuf>,
     /// The `lockstep` executable to start nodes with.
     pub exe: PathBuf,
-    /// Extra arguments for every node (e.g. `--resume`).
+    /// Extra arguments for every node.
     pub node_args: Vec<String>,
+    /// Continue from the newest complete checkpoint.
+    pub resume: bool,
+    /// On a node failure, restart every node from the newest checkpoint at most this many times.
+    pub max_restarts: u32,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -70,7 +74,9 @@ pub fn effective_manifest(opts: &LaunchOptions) -> Result<Manifest, RuntimeError
     Ok(m)
 }
 
-/// Run the whole cluster and return the coordinator's report.
+/// Run the whole cluster and return the coordinator's report. With `max_restarts > 0` a failed
+/// run is stopped and restarted from the newest checkpoint (each restart logged with the node and
+/// the cause); the report counts the restarts.
 ///
 /// # Errors
 /// Manifest and data errors before anything starts; otherwise a [`RuntimeError::Launch`] that
@@ -78,10 +84,39 @@ pub fn effective_manifest(opts: &LaunchOptions) -> Result<Manifest, RuntimeError
 pub fn launch(opts: &LaunchOptions) -> Result<Report, RuntimeError> {
     let manifest = effective_manifest(opts)?;
     crate::job::preflight(&manifest)?;
-    let run_dir = opts.run_dir.clone().unwrap_or_else(|| Path::new("runs").join(&manifest.cluster.name));
+    let mut restarts = 0u32;
+    loop {
+        match run_once(opts, &manifest, opts.resume || restarts > 0) {
+            Ok(mut report) => {
+                if restarts > 0 {
+                    report.restarts = restarts;
+                    let path = report_path(opts, &manifest);
+                    report.write(&path)?;
+                }
+                return Ok(report);
+            }
+            Err(e) if restarts < opts.max_restarts && !INTERRUPTED.load(Ordering::SeqCst) => {
+                restarts += 1;
+                tracing::warn!("restart {restarts} of {}: {e}", opts.max_restarts);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn run_dir(opts: &LaunchOptions, manifest: &Manifest) -> PathBuf {
+    opts.run_dir.clone().unwrap_or_else(|| Path::new("runs").join(&manifest.cluster.name))
+}
+
+fn report_path(opts: &LaunchOptions, manifest: &Manifest) -> PathBuf {
+    opts.report.clone().unwrap_or_else(|| run_dir(opts, manifest).join("report.json"))
+}
+
+fn run_once(opts: &LaunchOptions, manifest: &Manifest, resume: bool) -> Result<Report, RuntimeError> {
+    let run_dir = run_dir(opts, manifest);
     let logs = run_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| RuntimeError::io("create", &logs, e))?;
-    let report_path = opts.report.clone().unwrap_or_else(|| run_dir.join("report.json"));
+    let report_path = report_path(opts, manifest);
     let _ = std::fs::remove_file(&report_path);
     let announce = run_dir.join("coordinator.addr");
     let _ = std::fs::remove_file(&announce);
@@ -107,6 +142,9 @@ pub fn launch(opts: &LaunchOptions) -> Result<Report, RuntimeError> {
     }
     base.extend(["--run-dir".to_string(), run_dir.display().to_string()]);
     base.extend(opts.node_args.iter().cloned());
+    if resume {
+        base.push("--resume".into());
+    }
 
     let coordinator = manifest.nodes_with(Role::Coordinator)[0].name.clone();
     let mut nodes: Vec<Node> = Vec::new();

@@ -12,6 +12,7 @@
 //! - [`report`]: the JSON run report.
 
 pub mod actors;
+pub mod checkpoint;
 pub mod embed;
 pub mod env_mode;
 pub mod error;

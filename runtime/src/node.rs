@@ -51,6 +51,8 @@ pub struct NodeOptions {
     pub coordinator: Option<String>,
     /// Write the bound control address here (coordinator; used by `launch`).
     pub announce: Option<PathBuf>,
+    /// Continue from the newest complete checkpoint in the run directory (coordinator).
+    pub resume: bool,
 }
 
 /// Builds the model for a split (the default builds `[job.model]`; embedding programs bring
@@ -125,9 +127,9 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
         Some(n) => n.clone(),
         None => env_mode::apply(&mut manifest)?,
     };
-    let node = manifest.node(&name).cloned().ok_or_else(|| {
-        RuntimeError::Launch(format!("node {name:?} is not in {}", manifest.path.display()))
-    })?;
+    if manifest.node(&name).is_none() {
+        return Err(RuntimeError::Launch(format!("node {name:?} is not in {}", manifest.path.display())));
+    }
     let token = manifest.token()?;
     let ctx = Arc::new(NodeContext {
         manifest,
@@ -259,10 +261,19 @@ fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let (listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
     let register = ControlMsg::Register { node: me.clone(), data_addr, signature: job::signature(model.as_ref()) };
     send_msg(&mut link, 0, "registering", &register)?;
-    let (peers, first_round) = match recv_msg(&mut link, 0, "waiting for the peer table")? {
-        ControlMsg::Start { peers, first_round, .. } => (peers, first_round),
+    let (peers, first_round, resume) = match recv_msg(&mut link, 0, "waiting for the peer table")? {
+        ControlMsg::Start { peers, first_round, resume, .. } => (peers, first_round, resume),
         other => return Err(RuntimeError::Protocol(format!("expected Start, got {}", other.name()))),
     };
+    let (mut model, mut optimizer) = (model, optimizer);
+    if let Some(dir) = &resume {
+        let restored = crate::checkpoint::read(std::path::Path::new(dir), model.as_ref(), &optimizer)?;
+        model.params_mut().copy_from_slice(&restored.params);
+        optimizer
+            .load_state(&restored.optimizer)
+            .map_err(|e| RuntimeError::Model(format!("checkpoint {dir}: optimizer state: {e}")))?;
+        tracing::info!(node = %me, "resuming at round {first_round} from {dir}");
+    }
     let group = join_mesh(ctx, &me, &peers, listener)?;
     let workers = m.worker_names();
     let rank = group.rank();
@@ -374,7 +385,26 @@ fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     } else {
         None
     };
-    let start = ControlMsg::Start { peers: peers.clone(), job: 0, first_round: 0 };
+    let ckpt_root = ctx.opts.run_dir.join(&m.job.checkpoint.dir);
+    let (first_round, resume) = match ctx.opts.resume {
+        false => (0, None),
+        true if m.job.aggregation == Aggregation::ParameterServer => {
+            return Err(RuntimeError::Launch(
+                "--resume is not supported with parameter-server aggregation yet (the servers' optimizer state is not checkpointed)".into(),
+            ))
+        }
+        true => match crate::checkpoint::find_latest(&ckpt_root) {
+            Some((dir, meta)) => {
+                tracing::info!("resuming from {} (round {})", dir.display(), meta.round);
+                (meta.round, Some(dir.display().to_string()))
+            }
+            None => {
+                tracing::warn!("--resume: no complete checkpoint under {}; starting from round 0", ckpt_root.display());
+                (0, None)
+            }
+        },
+    };
+    let start = ControlMsg::Start { peers: peers.clone(), job: 0, first_round, resume };
     for r in &mut regs {
         send_msg(&mut r.link, 0, "sending the peer table", &start)?;
     }
@@ -394,8 +424,12 @@ fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let workers = m.worker_names().len();
     let total_rounds = job::total_rounds(m, split.train.rows)?;
     let transport = format!("{:?}", transport_kind(ctx, &peers.iter().map(|(n, a)| PeerAddr { name: n.clone(), addr: a.clone() }).collect::<Vec<_>>())).to_lowercase();
+    let plan = job::plan(m, split.train.rows);
     let schedule = Schedule {
-        first_round: 0,
+        first_round,
+        checkpoints: (ckpt_root, m.job.checkpoint.every_rounds, m.job.checkpoint.keep),
+        seed: m.job.seed,
+        plan,
         total_rounds,
         rounds_per_epoch: job::plan(m, split.train.rows).batches_per_epoch(),
         eval_every: m.job.eval_every,

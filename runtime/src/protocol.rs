@@ -9,6 +9,7 @@
 //! C -> W  BeginRound { round, epoch, lr }      W -> C  RoundDone { round, loss_sum, .. }
 //! C -> W  Evaluate { round }                   W -> C  Evaluated { metrics }      (rank 0 only)
 //! C -> W  Save { round, path }                 W -> C  Saved { path }             (rank 0 only)
+//! C -> W  Checkpoint { round, cursor, .. }     W -> C  Saved { path }             (rank 0 only)
 //! C -> W  Finish                               W -> C  Finished { weights_sha256 }
 //! either  Abort { reason }
 //! ```
@@ -67,6 +68,8 @@ pub enum ControlMsg {
         job: u64,
         /// First round (non-zero when resuming).
         first_round: u64,
+        /// Checkpoint directory every worker loads before the first round (`--resume`).
+        resume: Option<String>,
     },
     /// Run one synchronous SGD round.
     BeginRound {
@@ -105,6 +108,19 @@ pub enum ControlMsg {
         /// Destination safetensors file.
         path: String,
     },
+    /// Write a checkpoint to continue at `round` (rank 0).
+    Checkpoint {
+        /// The next round to run.
+        round: u64,
+        /// Data cursor of that round.
+        cursor: lockstep_trainer::data::DataCursor,
+        /// Checkpoint root directory.
+        root: String,
+        /// Checkpoints to keep.
+        keep: usize,
+        /// The job seed.
+        seed: u64,
+    },
     /// The model was written.
     Saved {
         /// Where.
@@ -135,6 +151,7 @@ impl ControlMsg {
             ControlMsg::Evaluate { .. } => "Evaluate",
             ControlMsg::Evaluated { .. } => "Evaluated",
             ControlMsg::Save { .. } => "Save",
+            ControlMsg::Checkpoint { .. } => "Checkpoint",
             ControlMsg::Saved { .. } => "Saved",
             ControlMsg::Finish => "Finish",
             ControlMsg::Finished { .. } => "Finished",

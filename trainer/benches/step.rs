@@ -33,16 +33,30 @@ impl Step {
         s.momentum = Some(0.9);
         let opt = Optimizer::new(&s, model.params().len()).unwrap();
         let mut r = rng(2, 0);
-        let x = (0..BATCH * DIMS[0]).map(|_| r.gen_range(0.0f32..1.0)).collect();
+        let x = (0..BATCH * DIMS[0])
+            .map(|_| r.gen_range(0.0f32..1.0))
+            .collect();
         let y = Targets::Class((0..BATCH as u32).map(|i| i % 10).collect());
         let grads = vec![0.0; model.params().len()];
-        Step { model, opt, grads, batch: Batch { x, rows: BATCH, cols: DIMS[0], y } }
+        Step {
+            model,
+            opt,
+            grads,
+            batch: Batch {
+                x,
+                rows: BATCH,
+                cols: DIMS[0],
+                y,
+            },
+        }
     }
 
     fn run(&mut self) -> f64 {
-        let out = self.model.forward_backward(&self.batch, &mut self.grads, &mut |_, g| {
-            black_box(g);
-        });
+        let out = self
+            .model
+            .forward_backward(&self.batch, &mut self.grads, &mut |_, g| {
+                black_box(g);
+            });
         let loss = out.unwrap().loss;
         self.opt.step(self.model.params_mut(), &self.grads).unwrap();
         loss
@@ -60,12 +74,21 @@ struct Reference {
 impl Reference {
     fn new() -> Reference {
         let mut r = rng(3, 0);
-        let mut fill = |n: usize| (0..n).map(|_| r.gen_range(-0.1f32..0.1)).collect::<Vec<_>>();
+        let mut fill = |n: usize| {
+            (0..n)
+                .map(|_| r.gen_range(-0.1f32..0.1))
+                .collect::<Vec<_>>()
+        };
         let w = (0..3).map(|l| fill(DIMS[l] * DIMS[l + 1])).collect();
         let gw = (0..3).map(|l| vec![0.0; DIMS[l] * DIMS[l + 1]]).collect();
         let acts = (0..4).map(|l| fill(BATCH * DIMS[l])).collect();
         let deltas = (0..4).map(|l| fill(BATCH * DIMS[l])).collect();
-        Reference { w, gw, acts, deltas }
+        Reference {
+            w,
+            gw,
+            acts,
+            deltas,
+        }
     }
 
     fn run(&mut self) {
@@ -77,7 +100,19 @@ impl Reference {
         }
         for l in (0..3).rev() {
             let (i, o) = (DIMS[l], DIMS[l + 1]);
-            gemm(t, n, o, i, b, 1.0, &self.deltas[l + 1], &self.acts[l], 0.0, &mut self.gw[l]).unwrap();
+            gemm(
+                t,
+                n,
+                o,
+                i,
+                b,
+                1.0,
+                &self.deltas[l + 1],
+                &self.acts[l],
+                0.0,
+                &mut self.gw[l],
+            )
+            .unwrap();
             if l > 0 {
                 let (lo, hi) = self.deltas.split_at_mut(l + 1);
                 gemm(n, n, b, i, o, 1.0, &hi[0], &self.w[l], 0.0, &mut lo[l]).unwrap();
@@ -103,7 +138,9 @@ fn best_secs(reps: usize, iters: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     let mut step = Step::new();
     let mut reference = Reference::new();
-    let mut c = Criterion::default().warm_up_time(std::time::Duration::from_secs(1)).configure_from_args();
+    let mut c = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .configure_from_args();
     {
         let mut g = c.benchmark_group("mlp_784_256_128_10_b64");
         g.throughput(Throughput::Elements(BATCH as u64));
@@ -122,8 +159,19 @@ fn main() {
     }
     let flops = 2.0 * BATCH as f64 * (784.0 * 256.0 + 256.0 * 128.0 + 128.0 * 10.0) * 3.0
         - 2.0 * BATCH as f64 * 784.0 * 256.0;
-    println!("train step:     {:>9.0} samples/s ({:.1} GFLOP/s)", BATCH as f64 / s_step, flops / s_step / 1e9);
-    println!("gemm reference: {:>9.0} samples/s ({:.1} GFLOP/s)", BATCH as f64 / s_ref, flops / s_ref / 1e9);
-    println!("ratio step/reference: {:.3} (target >= 0.6)", s_ref / s_step);
+    println!(
+        "train step:     {:>9.0} samples/s ({:.1} GFLOP/s)",
+        BATCH as f64 / s_step,
+        flops / s_step / 1e9
+    );
+    println!(
+        "gemm reference: {:>9.0} samples/s ({:.1} GFLOP/s)",
+        BATCH as f64 / s_ref,
+        flops / s_ref / 1e9
+    );
+    println!(
+        "ratio step/reference: {:.3} (target >= 0.6)",
+        s_ref / s_step
+    );
     c.final_summary();
 }

@@ -87,7 +87,11 @@ mod tests {
         Init::He { fan_in: 50 }.fill(&mut rng(1, STREAM_INIT), &mut w);
         let var = w.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / w.len() as f64;
         assert!((var - 2.0 / 50.0).abs() < 0.004, "He variance {var}");
-        Init::Xavier { fan_in: 30, fan_out: 20 }.fill(&mut rng(1, STREAM_INIT), &mut w);
+        Init::Xavier {
+            fan_in: 30,
+            fan_out: 20,
+        }
+        .fill(&mut rng(1, STREAM_INIT), &mut w);
         let a = (6.0f32 / 50.0).sqrt();
         assert!(w.iter().all(|v| v.abs() <= a));
         let var = w.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / w.len() as f64;

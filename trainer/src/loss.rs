@@ -65,17 +65,26 @@ impl Loss {
     }
 
     fn bad(self, what: String) -> ModelError {
-        ModelError::Targets { loss: self.name(), what }
+        ModelError::Targets {
+            loss: self.name(),
+            what,
+        }
     }
 
     /// Targets as reals, `want` of them, all finite.
-    fn reals<'a>(self, y: &'a Targets, want: usize) -> Result<std::borrow::Cow<'a, [f32]>, ModelError> {
+    fn reals<'a>(
+        self,
+        y: &'a Targets,
+        want: usize,
+    ) -> Result<std::borrow::Cow<'a, [f32]>, ModelError> {
         let v: std::borrow::Cow<'a, [f32]> = match y {
             Targets::Real(v) => v.as_slice().into(),
             Targets::Class(c) if self == Loss::BceWithLogits => {
                 c.iter().map(|&c| c as f32).collect::<Vec<_>>().into()
             }
-            Targets::Class(_) => return Err(self.bad("class labels given, real values needed".into())),
+            Targets::Class(_) => {
+                return Err(self.bad("class labels given, real values needed".into()))
+            }
         };
         if v.len() != want {
             return Err(self.bad(format!("{} target values, expected {want}", v.len())));
@@ -105,7 +114,10 @@ impl Loss {
             return Err(self.bad(format!("{} labels for {rows} rows", labels.len())));
         }
         if let Some(r) = labels.iter().position(|&c| c as usize >= classes) {
-            return Err(self.bad(format!("row {r}: class {} but the model has {classes} classes", labels[r])));
+            return Err(self.bad(format!(
+                "row {r}: class {} but the model has {classes} classes",
+                labels[r]
+            )));
         }
         Ok(labels)
     }
@@ -146,7 +158,11 @@ pub fn sigmoid(z: f32) -> f32 {
 /// Per row: `logsumexp(z) - z[y]`, gradient `softmax(z) - onehot(y)`.
 fn softmax_ce(z: &[f32], cols: usize, labels: &[u32], inv: f32, dz: &mut [f32]) -> f64 {
     let mut sum = 0.0f64;
-    for ((zr, dr), &y) in z.chunks_exact(cols).zip(dz.chunks_exact_mut(cols)).zip(labels) {
+    for ((zr, dr), &y) in z
+        .chunks_exact(cols)
+        .zip(dz.chunks_exact_mut(cols))
+        .zip(labels)
+    {
         let m = zr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
         let mut s = 0.0f32;
         for (d, &v) in dr.iter_mut().zip(zr) {
@@ -176,9 +192,20 @@ mod tests {
             .unwrap();
         assert!((l - std::f64::consts::LN_2).abs() < 1e-6);
         assert_eq!(d, [0.5, -0.5]);
-        let l = Loss::BceWithLogits.eval(&[0.0], 1, 1, &Targets::Real(vec![1.0]), 1.0, &mut d[..1]).unwrap();
+        let l = Loss::BceWithLogits
+            .eval(&[0.0], 1, 1, &Targets::Real(vec![1.0]), 1.0, &mut d[..1])
+            .unwrap();
         assert!((l - std::f64::consts::LN_2).abs() < 1e-6);
-        let l = Loss::Mse.eval(&[3.0, 1.0], 2, 1, &Targets::Real(vec![1.0, 1.0]), 2.0, &mut d).unwrap();
+        let l = Loss::Mse
+            .eval(
+                &[3.0, 1.0],
+                2,
+                1,
+                &Targets::Real(vec![1.0, 1.0]),
+                2.0,
+                &mut d,
+            )
+            .unwrap();
         assert_eq!((l, d), (4.0, [2.0, 0.0]));
     }
 
@@ -189,16 +216,26 @@ mod tests {
             .eval(&[1e4, -1e4], 1, 2, &Targets::Class(vec![1]), 1.0, &mut d)
             .unwrap();
         assert!((l - 2e4).abs() < 1.0 && d.iter().all(|v| v.is_finite()));
-        let l = Loss::BceWithLogits.eval(&[-500.0], 1, 1, &Targets::Real(vec![1.0]), 1.0, &mut d[..1]).unwrap();
+        let l = Loss::BceWithLogits
+            .eval(&[-500.0], 1, 1, &Targets::Real(vec![1.0]), 1.0, &mut d[..1])
+            .unwrap();
         assert!((l - 500.0).abs() < 1e-3 && (d[0] + 1.0).abs() < 1e-6);
     }
 
     #[test]
     fn bad_targets_are_named() {
         let mut d = [0.0; 2];
-        let e = Loss::SoftmaxCrossEntropy.eval(&[0.0; 2], 1, 2, &Targets::Class(vec![2]), 1.0, &mut d);
+        let e =
+            Loss::SoftmaxCrossEntropy.eval(&[0.0; 2], 1, 2, &Targets::Class(vec![2]), 1.0, &mut d);
         assert!(e.unwrap_err().to_string().contains("row 0: class 2"));
-        let e = Loss::Mse.eval(&[0.0], 1, 1, &Targets::Real(vec![f32::NAN]), 1.0, &mut d[..1]);
+        let e = Loss::Mse.eval(
+            &[0.0],
+            1,
+            1,
+            &Targets::Real(vec![f32::NAN]),
+            1.0,
+            &mut d[..1],
+        );
         assert!(e.unwrap_err().to_string().contains("NaN"));
         let e = Loss::BceWithLogits.eval(&[0.0], 1, 1, &Targets::Real(vec![2.0]), 1.0, &mut d[..1]);
         assert!(e.unwrap_err().to_string().contains("not in [0, 1]"));

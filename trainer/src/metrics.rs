@@ -36,7 +36,11 @@ pub fn binary_accuracy(scores: &[f32], labels: &[f32], threshold: f32) -> f64 {
     if n == 0 {
         return 0.0;
     }
-    let hits = scores.iter().zip(labels).filter(|(s, l)| (**s >= threshold) == (**l >= 0.5)).count();
+    let hits = scores
+        .iter()
+        .zip(labels)
+        .filter(|(s, l)| (**s >= threshold) == (**l >= 0.5))
+        .count();
     hits as f64 / n as f64
 }
 
@@ -96,7 +100,11 @@ pub fn multiclass_log_loss(probs: &[f32], cols: usize, labels: &[u32]) -> f64 {
         return 0.0;
     }
     let total: f64 = (0..rows)
-        .map(|r| -f64::from(probs[r * cols + labels[r] as usize]).clamp(EPS, 1.0).ln())
+        .map(|r| {
+            -f64::from(probs[r * cols + labels[r] as usize])
+                .clamp(EPS, 1.0)
+                .ln()
+        })
         .sum();
     total / rows as f64
 }
@@ -107,7 +115,11 @@ pub fn mse(predicted: &[f32], targets: &[f32]) -> f64 {
     if n == 0 {
         return 0.0;
     }
-    let total: f64 = predicted.iter().zip(targets).map(|(p, t)| (f64::from(*p) - f64::from(*t)).powi(2)).sum();
+    let total: f64 = predicted
+        .iter()
+        .zip(targets)
+        .map(|(p, t)| (f64::from(*p) - f64::from(*t)).powi(2))
+        .sum();
     total / n as f64
 }
 
@@ -119,7 +131,10 @@ pub fn r2(predicted: &[f32], targets: &[f32]) -> f64 {
         return f64::NAN;
     }
     let mean = targets[..n].iter().map(|t| f64::from(*t)).sum::<f64>() / n as f64;
-    let ss_tot: f64 = targets[..n].iter().map(|t| (f64::from(*t) - mean).powi(2)).sum();
+    let ss_tot: f64 = targets[..n]
+        .iter()
+        .map(|t| (f64::from(*t) - mean).powi(2))
+        .sum();
     let ss_res = mse(&predicted[..n], &targets[..n]) * n as f64;
     if ss_tot == 0.0 {
         return if ss_res == 0.0 { 1.0 } else { f64::NAN };
@@ -156,7 +171,10 @@ mod tests {
     fn classification_metrics() {
         assert_eq!(argmax_rows(&[0.1, 0.7, 0.2, 0.5, 0.5, 0.0], 3), vec![1, 0]);
         assert_eq!(accuracy(&[1, 0, 2], &[1, 1, 2]), 2.0 / 3.0);
-        assert_eq!(binary_accuracy(&[0.9, 0.2, 0.6], &[1.0, 0.0, 0.0], 0.5), 2.0 / 3.0);
+        assert_eq!(
+            binary_accuracy(&[0.9, 0.2, 0.6], &[1.0, 0.0, 0.0], 0.5),
+            2.0 / 3.0
+        );
         let ll = log_loss(&[0.5, 0.5], &[1.0, 0.0]);
         assert!((ll - std::f64::consts::LN_2).abs() < 1e-7);
         let mll = multiclass_log_loss(&[0.25, 0.5, 0.25], 3, &[1]);

@@ -26,35 +26,55 @@ fn on_mesh<T: Send + 'static>(
             std::thread::spawn(move || f(&mut Communicator::new(g, config)))
         })
         .collect();
-    handles.into_iter().map(|h| h.join().expect("rank thread panicked")).collect()
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("rank thread panicked"))
+        .collect()
 }
 
 /// Deterministic test input of rank `r`: mixed signs and magnitudes.
 fn input(r: usize, len: usize) -> Vec<f32> {
-    (0..len).map(|i| ((i * 7 + r * 13) % 101) as f32 * 0.37 - 17.0 + (r as f32) * 1e-3).collect()
+    (0..len)
+        .map(|i| ((i * 7 + r * 13) % 101) as f32 * 0.37 - 17.0 + (r as f32) * 1e-3)
+        .collect()
 }
 
 fn small_chunks() -> AggregateConfig {
-    AggregateConfig { chunk_bytes: 64, ..AggregateConfig::default() }
+    AggregateConfig {
+        chunk_bytes: 64,
+        ..AggregateConfig::default()
+    }
 }
 
 fn check_allreduce(world: usize, len: usize, algo: Algo, mean: bool, config: AggregateConfig) {
     let results = on_mesh(world, config, move |c| {
         let mut x = input(c.rank(), len);
-        let how = if mean { AllReduce::mean() } else { AllReduce::sum() };
+        let how = if mean {
+            AllReduce::mean()
+        } else {
+            AllReduce::sum()
+        };
         c.allreduce(&mut x, how.algo(algo)).unwrap();
         x
     });
+    let inputs: Vec<Vec<f32>> = (0..world).map(|r| input(r, len)).collect();
     for i in 0..len {
-        let mut exact: f64 = (0..world).map(|r| f64::from(input(r, len)[i])).sum();
+        let mut exact: f64 = inputs.iter().map(|x| f64::from(x[i])).sum();
         if mean {
             exact /= world as f64;
         }
         let got = f64::from(results[0][i]);
-        assert!((got - exact).abs() <= 1e-5 * (1.0 + exact.abs()), "{algo:?} n={world} len={len} i={i}: {got} vs {exact}");
+        assert!(
+            (got - exact).abs() <= 1e-5 * (1.0 + exact.abs()),
+            "{algo:?} n={world} len={len} i={i}: {got} vs {exact}"
+        );
     }
     for r in &results[1..] {
-        assert_eq!(bits(r), bits(&results[0]), "{algo:?} n={world} len={len}: ranks differ");
+        assert_eq!(
+            bits(r),
+            bits(&results[0]),
+            "{algo:?} n={world} len={len}: ranks differ"
+        );
     }
 }
 
@@ -78,7 +98,10 @@ fn allreduce_every_algorithm_world_and_length() {
 fn allreduce_large_with_many_pieces() {
     for world in [2, 3, 4] {
         for algo in [Algo::Ring, Algo::Tree] {
-            let config = AggregateConfig { chunk_bytes: 16 * 1024, ..AggregateConfig::default() };
+            let config = AggregateConfig {
+                chunk_bytes: 16 * 1024,
+                ..AggregateConfig::default()
+            };
             check_allreduce(world, 300_001, algo, true, config);
         }
     }
@@ -108,15 +131,25 @@ fn allreduce_half_types_accumulate_in_f32() {
             let base = input(c.rank(), len);
             let mut h: Vec<f16> = base.iter().map(|&v| f16::from_f32(v * 0.01)).collect();
             let mut b: Vec<bf16> = base.iter().map(|&v| bf16::from_f32(v)).collect();
-            c.allreduce_f16(&mut h, AllReduce::sum().algo(Algo::Ring)).unwrap();
-            c.allreduce_bf16(&mut b, AllReduce::mean().algo(Algo::Tree)).unwrap();
+            c.allreduce_f16(&mut h, AllReduce::sum().algo(Algo::Ring))
+                .unwrap();
+            c.allreduce_bf16(&mut b, AllReduce::mean().algo(Algo::Tree))
+                .unwrap();
             (h, b)
         });
         for i in 0..len {
-            let hs: f32 = (0..world).map(|r| f16::from_f32(input(r, len)[i] * 0.01).to_f32()).sum();
-            let bs: f32 = (0..world).map(|r| bf16::from_f32(input(r, len)[i]).to_f32()).sum::<f32>() / world as f32;
+            let hs: f32 = (0..world)
+                .map(|r| f16::from_f32(input(r, len)[i] * 0.01).to_f32())
+                .sum();
+            let bs: f32 = (0..world)
+                .map(|r| bf16::from_f32(input(r, len)[i]).to_f32())
+                .sum::<f32>()
+                / world as f32;
             assert_eq!(out[0].0[i], f16::from_f32(hs), "f16 n={world} i={i}");
-            assert!((out[0].1[i].to_f32() - bs).abs() <= bs.abs() * 1e-2 + 1e-3, "bf16 n={world} i={i}");
+            assert!(
+                (out[0].1[i].to_f32() - bs).abs() <= bs.abs() * 1e-2 + 1e-3,
+                "bf16 n={world} i={i}"
+            );
         }
         assert!(out.iter().all(|o| o == &out[0]));
     }
@@ -127,7 +160,11 @@ fn broadcast_and_barrier() {
     for world in 1..=5 {
         for root in 0..world {
             let out = on_mesh(world, small_chunks(), move |c| {
-                let mut x: Vec<i32> = if c.rank() == root { (0..1000).collect() } else { vec![0; 1000] };
+                let mut x: Vec<i32> = if c.rank() == root {
+                    (0..1000).collect()
+                } else {
+                    vec![0; 1000]
+                };
                 c.broadcast(&mut x, root).unwrap();
                 c.barrier().unwrap();
                 (x, c.next_seq())
@@ -145,14 +182,19 @@ fn shape_mismatch_names_both_ranks_and_values() {
     let out = on_mesh(2, AggregateConfig::default(), |c| {
         let dims: &[usize] = if c.rank() == 0 { &[2, 3] } else { &[3, 2] };
         let mut x = vec![1.0f32; 6];
-        c.allreduce(&mut x, AllReduce::sum().shape(dims).algo(Algo::Ring)).unwrap_err().to_string()
+        c.allreduce(&mut x, AllReduce::sum().shape(dims).algo(Algo::Ring))
+            .unwrap_err()
+            .to_string()
     });
     for (r, msg) in out.iter().enumerate() {
         assert!(msg.contains("shape fingerprint"), "rank {r}: {msg}");
         assert!(msg.contains("n0") && msg.contains("n1"), "rank {r}: {msg}");
         let fp_a = format!("{:#018x}", lockstep_tensor::fingerprint_dims(&[2, 3]));
         let fp_b = format!("{:#018x}", lockstep_tensor::fingerprint_dims(&[3, 2]));
-        assert!(msg.contains(&fp_a) && msg.contains(&fp_b), "rank {r}: {msg}");
+        assert!(
+            msg.contains(&fp_a) && msg.contains(&fp_b),
+            "rank {r}: {msg}"
+        );
     }
 }
 
@@ -163,7 +205,8 @@ fn sequence_mismatch_fails_at_once() {
             c.barrier().unwrap_err();
         }
         let mut x = vec![1.0f32; 4];
-        c.allreduce(&mut x, AllReduce::sum().algo(Algo::Ring)).map_err(|e| e.to_string())
+        c.allreduce(&mut x, AllReduce::sum().algo(Algo::Ring))
+            .map_err(|e| e.to_string())
     });
     let all: Vec<String> = out.into_iter().map(|r| r.unwrap_err()).collect();
     assert!(all.iter().any(|m| m.contains("expects")), "{all:?}");
@@ -178,7 +221,9 @@ fn dead_rank_is_named_by_every_survivor() {
             if c.rank() == 2 {
                 return None; // the thread ends, its links close: rank 2 "dies"
             }
-            let e = c.allreduce(&mut x, AllReduce::sum().algo(algo)).unwrap_err();
+            let e = c
+                .allreduce(&mut x, AllReduce::sum().algo(algo))
+                .unwrap_err();
             Some((e.failed_rank(), e.to_string()))
         });
         for (r, o) in out.into_iter().enumerate() {
@@ -213,7 +258,11 @@ fn sgd(lr: f32) -> impl FnMut(std::ops::Range<usize>, &mut [f32], &[f32]) {
 }
 
 fn grad(rank: usize, step: usize, params: &[f32]) -> Vec<f32> {
-    params.iter().enumerate().map(|(i, p)| p * 0.1 + ((i + rank * 3 + step) % 11) as f32 * 0.01 - 0.05).collect()
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p * 0.1 + ((i + rank * 3 + step) % 11) as f32 * 0.01 - 0.05)
+        .collect()
 }
 
 #[test]
@@ -232,17 +281,29 @@ fn ten_sgd_steps_parameter_server_match_allreduce() {
             let mut ps = ParameterServer::new(n, &servers, &workers, c.world()).unwrap();
             let mut p_ps = init.clone();
             for step in 0..10 {
-                let g = if workers.contains(&me) { grad(me, step, &p_ps) } else { Vec::new() };
+                let g = if workers.contains(&me) {
+                    grad(me, step, &p_ps)
+                } else {
+                    Vec::new()
+                };
                 ps.step(c, &g, &mut p_ps, sgd(0.1)).unwrap();
             }
             // The same gradients averaged by allreduce over the workers (here: every rank with
             // zero gradient for non-workers, scaled to the worker count).
             let mut p_ar = init.clone();
             for step in 0..10 {
-                let mut g = if workers.contains(&me) { grad(me, step, &p_ar) } else { vec![0.0; n] };
+                let mut g = if workers.contains(&me) {
+                    grad(me, step, &p_ar)
+                } else {
+                    vec![0.0; n]
+                };
                 c.allreduce(&mut g, AllReduce::sum()).unwrap();
                 let scale = 1.0 / workers.len() as f32;
-                sgd(0.1)(0..n, &mut p_ar, &g.iter().map(|v| v * scale).collect::<Vec<_>>());
+                sgd(0.1)(
+                    0..n,
+                    &mut p_ar,
+                    &g.iter().map(|v| v * scale).collect::<Vec<_>>(),
+                );
             }
             (workers.contains(&me), p_ps, p_ar)
         });
@@ -252,7 +313,12 @@ fn ten_sgd_steps_parameter_server_match_allreduce() {
             }
             for i in 0..n {
                 let d = (p_ps[i] - p_ar[i]).abs();
-                assert!(d <= 1e-6 * p_ar[i].abs().max(1.0), "world {world} i={i}: {} vs {}", p_ps[i], p_ar[i]);
+                assert!(
+                    d <= 1e-6 * p_ar[i].abs().max(1.0),
+                    "world {world} i={i}: {} vs {}",
+                    p_ps[i],
+                    p_ar[i]
+                );
             }
         }
     }
@@ -260,7 +326,16 @@ fn ten_sgd_steps_parameter_server_match_allreduce() {
 
 #[test]
 fn parameter_server_rejects_bad_layouts() {
-    assert!(matches!(ParameterServer::new(10, &[], &[0], 2), Err(AggregateError::Config(_))));
-    assert!(matches!(ParameterServer::new(10, &[0, 0], &[0], 2), Err(AggregateError::Config(_))));
-    assert!(matches!(ParameterServer::new(10, &[2], &[0], 2), Err(AggregateError::Config(_))));
+    assert!(matches!(
+        ParameterServer::new(10, &[], &[0], 2),
+        Err(AggregateError::Config(_))
+    ));
+    assert!(matches!(
+        ParameterServer::new(10, &[0, 0], &[0], 2),
+        Err(AggregateError::Config(_))
+    ));
+    assert!(matches!(
+        ParameterServer::new(10, &[2], &[0], 2),
+        Err(AggregateError::Config(_))
+    ));
 }

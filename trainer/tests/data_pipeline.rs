@@ -10,7 +10,9 @@ use lockstep_trainer::data::{load, ColumnPlan, DataSpec, MissingStrings, Scaling
 use lockstep_trainer::Targets;
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/data")
+        .join(name)
 }
 
 fn credit_spec() -> DataSpec {
@@ -36,8 +38,10 @@ fn spec_parses_with_defaults_and_refuses_unknown_keys() {
     assert_eq!(spec.scaling, Scaling::Divide(255.0));
     assert_eq!(spec.test_fraction, 0.2);
     assert!(spec.stratify);
-    let err = serde_json::from_str::<DataSpec>(r#"{"path": "d", "label": "y", "task": "regression", "sclaing": "none"}"#)
-        .unwrap_err();
+    let err = serde_json::from_str::<DataSpec>(
+        r#"{"path": "d", "label": "y", "task": "regression", "sclaing": "none"}"#,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("sclaing"), "{err}");
     let resolved = spec.resolved(Path::new("/jobs/x"));
     assert_eq!(resolved.path, PathBuf::from("/jobs/x/d.parquet"));
@@ -53,17 +57,32 @@ fn credit_is_encoded_imputed_and_standardised_on_train_only() {
     assert!(names.iter().any(|n| n == "Home=owner"), "{names:?}");
     assert!(names.iter().any(|n| n == "Income"));
     assert!(!names.iter().any(|n| n.starts_with("Status")));
-    assert!(split.train.x.iter().chain(&split.test.x).all(|v| v.is_finite()));
+    assert!(split
+        .train
+        .x
+        .iter()
+        .chain(&split.test.x)
+        .all(|v| v.is_finite()));
     // Numeric columns have mean 0 / std 1 over the training rows (imputed values included).
     let c = names.iter().position(|n| n == "Income").unwrap();
-    let col: Vec<f64> = (0..split.train.rows).map(|r| f64::from(split.train.x[r * split.train.cols + c])).collect();
+    let col: Vec<f64> = (0..split.train.rows)
+        .map(|r| f64::from(split.train.x[r * split.train.cols + c]))
+        .collect();
     let mean = col.iter().sum::<f64>() / col.len() as f64;
     let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / col.len() as f64;
-    assert!(mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3, "mean {mean} var {var}");
+    assert!(
+        mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3,
+        "mean {mean} var {var}"
+    );
     // One-hot rows sum to 1 per string column (Home has a <missing> slot only if train saw one).
-    let home: Vec<usize> = (0..names.len()).filter(|&i| names[i].starts_with("Home=")).collect();
+    let home: Vec<usize> = (0..names.len())
+        .filter(|&i| names[i].starts_with("Home="))
+        .collect();
     for r in 0..split.train.rows {
-        let s: f32 = home.iter().map(|&i| split.train.x[r * split.train.cols + i]).sum();
+        let s: f32 = home
+            .iter()
+            .map(|&i| split.train.x[r * split.train.cols + i])
+            .sum();
         assert_eq!(s, 1.0, "row {r}");
     }
     let pos = real(&split.train.y).iter().filter(|v| **v == 1.0).count();
@@ -87,7 +106,10 @@ fn mnist_globs_and_divide_scaling() {
     spec.features = Some(vec!["px*".into()]);
     spec.scaling = Scaling::Divide(255.0);
     let split = load(&spec, 0).unwrap();
-    assert_eq!((split.train.rows, split.test.rows, split.train.cols), (4000, 1000, 784));
+    assert_eq!(
+        (split.train.rows, split.test.rows, split.train.cols),
+        (4000, 1000, 784)
+    );
     assert_eq!(split.feature_names[0], "px0");
     assert_eq!(split.feature_names[783], "px783");
     assert_eq!(split.outputs(), 10);
@@ -107,9 +129,19 @@ fn mnist_globs_and_divide_scaling() {
 /// the targets), with `f` missing in rows divisible by 7.
 fn twin_file(dir: &Path) -> (PathBuf, PathBuf) {
     let n = 60;
-    let f: Vec<Option<f64>> = (0..n).map(|i| if i % 7 == 0 { None } else { Some((i * i) as f64) }).collect();
+    let f: Vec<Option<f64>> = (0..n)
+        .map(|i| {
+            if i % 7 == 0 {
+                None
+            } else {
+                Some((i * i) as f64)
+            }
+        })
+        .collect();
     let y: Vec<f64> = (0..n).map(|i| (i * i) as f64).collect();
-    let cat: Vec<Option<&str>> = (0..n).map(|i| [Some("x"), Some("y"), Some("y"), None][i % 4]).collect();
+    let cat: Vec<Option<&str>> = (0..n)
+        .map(|i| [Some("x"), Some("y"), Some("y"), None][i % 4])
+        .collect();
     let ids: Vec<i64> = (0..n as i64).collect();
     let b = RecordBatch::try_from_iter(vec![
         ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
@@ -119,7 +151,9 @@ fn twin_file(dir: &Path) -> (PathBuf, PathBuf) {
     ])
     .unwrap();
     let pq = dir.join("twin.parquet");
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&pq).unwrap(), b.schema(), None).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&pq).unwrap(), b.schema(), None)
+            .unwrap();
     w.write(&b).unwrap();
     w.close().unwrap();
     let csv = dir.join("twin.csv");
@@ -140,20 +174,37 @@ fn statistics_come_from_the_training_rows_only() {
         let split = load(&spec, seed).unwrap();
         // Present training values of f: the training labels whose root is not a multiple of 7.
         let ys = real(&split.train.y);
-        let mut present: Vec<f64> =
-            ys.iter().map(|v| f64::from(*v)).filter(|v| (v.sqrt() as usize) % 7 != 0).collect();
+        let mut present: Vec<f64> = ys
+            .iter()
+            .map(|v| f64::from(*v))
+            .filter(|v| (v.sqrt() as usize) % 7 != 0)
+            .collect();
         present.sort_by(f64::total_cmp);
         let m = present.len();
-        let median = if m % 2 == 1 { present[m / 2] } else { (present[m / 2 - 1] + present[m / 2]) / 2.0 };
+        let median = if m % 2 == 1 {
+            present[m / 2]
+        } else {
+            (present[m / 2 - 1] + present[m / 2]) / 2.0
+        };
         let (lo, hi) = (present[0].min(median), present[m - 1].max(median));
-        let ColumnPlan::Numeric { fill, shift, scale, .. } = &split.fitted.features.columns[0] else {
+        let ColumnPlan::Numeric {
+            fill, shift, scale, ..
+        } = &split.fitted.features.columns[0]
+        else {
             panic!("f is numeric")
         };
-        assert_eq!((*fill, *shift, *scale), (median, lo, hi - lo), "seed {seed}");
+        assert_eq!(
+            (*fill, *shift, *scale),
+            (median, lo, hi - lo),
+            "seed {seed}"
+        );
         // Present values over the whole file run from 1 to 59^2 = 3481.
         differs_from_whole_file += usize::from(lo != 1.0 || hi != 3481.0);
     }
-    assert!(differs_from_whole_file > 0, "no seed held out an extreme: the check above proves nothing");
+    assert!(
+        differs_from_whole_file > 0,
+        "no seed held out an extreme: the check above proves nothing"
+    );
 }
 
 #[test]
@@ -183,5 +234,9 @@ fn missing_strings_become_a_category_or_the_most_frequent_value() {
     spec.missing_strings = MissingStrings::MostFrequent;
     let freq = load(&spec, 0).unwrap();
     assert_eq!(freq.feature_names, vec!["cat=x", "cat=y"]);
-    assert_eq!(&freq.train.x[6..8], &[0.0, 1.0], "row 3 imputed as the most frequent, y");
+    assert_eq!(
+        &freq.train.x[6..8],
+        &[0.0, 1.0],
+        "row 3 imputed as the most frequent, y"
+    );
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use lockstep_trainer::data::{
-    epoch_permutation, load, BatchSource, DataCursor, DataError, DataSpec, FileRecords, RecordBatchSource, Scaling,
-    Split, StreamSource, TableSource, Task,
+    epoch_permutation, load, BatchSource, DataCursor, DataError, DataSpec, FileRecords,
+    RecordBatchSource, Scaling, Split, StreamSource, TableSource, Task,
 };
 use lockstep_trainer::Batch;
 
@@ -23,7 +23,10 @@ fn digits() -> (DataSpec, Split) {
 
 /// Concatenation of batches in order.
 fn concat(parts: &[Batch]) -> (Vec<f32>, usize) {
-    (parts.iter().flat_map(|b| b.x.iter().copied()).collect(), parts.iter().map(|b| b.rows).sum())
+    (
+        parts.iter().flat_map(|b| b.x.iter().copied()).collect(),
+        parts.iter().map(|b| b.rows).sum(),
+    )
 }
 
 #[test]
@@ -34,18 +37,33 @@ fn every_world_size_sees_the_same_rows_per_round() {
     let mut single = TableSource::new("digits", table.clone(), global, false, 11, 0, 1).unwrap();
     let rounds = single.plan().batches_per_epoch() * 2 + 3; // crosses two epoch boundaries
     for world in [2usize, 3, 5, 7] {
-        let mut ranks: Vec<TableSource> =
-            (0..world).map(|r| TableSource::new("digits", table.clone(), global, false, 11, r, world).unwrap()).collect();
+        let mut ranks: Vec<TableSource> = (0..world)
+            .map(|r| {
+                TableSource::new("digits", table.clone(), global, false, 11, r, world).unwrap()
+            })
+            .collect();
         let mut one = TableSource::new("digits", table.clone(), global, false, 11, 0, 1).unwrap();
         for round in 0..rounds {
             let whole = one.next_shard().unwrap().unwrap();
-            let shares: Vec<_> = ranks.iter_mut().map(|s| s.next_shard().unwrap().unwrap()).collect();
+            let shares: Vec<_> = ranks
+                .iter_mut()
+                .map(|s| s.next_shard().unwrap().unwrap())
+                .collect();
             let parts: Vec<Batch> = shares.iter().map(|s| s.batch.clone()).collect();
             let (x, rows) = concat(&parts);
-            assert_eq!((x, rows), (whole.batch.x.clone(), whole.batch.rows), "world {world} round {round}");
+            assert_eq!(
+                (x, rows),
+                (whole.batch.x.clone(), whole.batch.rows),
+                "world {world} round {round}"
+            );
             let sizes: Vec<usize> = parts.iter().map(|b| b.rows).collect();
-            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
-            assert!(shares.iter().all(|s| s.cursor == whole.cursor && s.global_rows == whole.batch.rows));
+            assert!(
+                sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+                "{sizes:?}"
+            );
+            assert!(shares
+                .iter()
+                .all(|s| s.cursor == whole.cursor && s.global_rows == whole.batch.rows));
         }
     }
     // Epoch 0 visits every training row once.
@@ -53,7 +71,13 @@ fn every_world_size_sees_the_same_rows_per_round() {
     let perm = epoch_permutation(table.rows, 11, 0);
     for c in 0..single.plan().batches_per_epoch() {
         let b = single.next_shard().unwrap().unwrap();
-        assert_eq!(b.cursor, DataCursor { epoch: 0, batch_in_epoch: c });
+        assert_eq!(
+            b.cursor,
+            DataCursor {
+                epoch: 0,
+                batch_in_epoch: c
+            }
+        );
         for &i in single.plan().global_batch(&perm, b.cursor) {
             seen[i] += 1;
         }
@@ -84,12 +108,24 @@ fn a_saved_cursor_resumes_exactly() {
     }
     let saved = serde_json::to_string(&straight.cursor()).unwrap();
     let cursor: DataCursor = serde_json::from_str(&saved).unwrap();
-    assert_eq!(cursor, DataCursor { epoch: 1, batch_in_epoch: 2 });
+    assert_eq!(
+        cursor,
+        DataCursor {
+            epoch: 1,
+            batch_in_epoch: 2
+        }
+    );
     resumed.seek(cursor).unwrap();
     for _ in 0..per {
-        assert_eq!(straight.next_shard().unwrap(), resumed.next_shard().unwrap());
+        assert_eq!(
+            straight.next_shard().unwrap(),
+            resumed.next_shard().unwrap()
+        );
     }
-    let past = DataCursor { epoch: 0, batch_in_epoch: per };
+    let past = DataCursor {
+        epoch: 0,
+        batch_in_epoch: per,
+    };
     assert!(matches!(resumed.seek(past), Err(DataError::Source { .. })));
 }
 
@@ -112,7 +148,10 @@ impl RecordBatchSource for Chunked {
 }
 
 fn chunked(spec: &DataSpec, rows: usize) -> Chunked {
-    let (schema, batches) = FileRecords::open(&spec.path, spec.format, &spec.label).unwrap().read_all().unwrap();
+    let (schema, batches) = FileRecords::open(&spec.path, spec.format, &spec.label)
+        .unwrap()
+        .read_all()
+        .unwrap();
     let mut out = Vec::new();
     for b in batches {
         let mut off = 0;
@@ -122,7 +161,10 @@ fn chunked(spec: &DataSpec, rows: usize) -> Chunked {
             off += n;
         }
     }
-    Chunked { schema, batches: out }
+    Chunked {
+        schema,
+        batches: out,
+    }
 }
 
 #[test]
@@ -134,7 +176,9 @@ fn stream_source_shards_arrival_order_like_the_file() {
     let global = 50;
     let world = 3;
     let mut ranks: Vec<_> = (0..world)
-        .map(|r| StreamSource::new(chunked(&spec, 37), split.fitted.clone(), global, r, world).unwrap())
+        .map(|r| {
+            StreamSource::new(chunked(&spec, 37), split.fitted.clone(), global, r, world).unwrap()
+        })
         .collect();
     let mut round = 0;
     loop {
@@ -146,16 +190,29 @@ fn stream_source_shards_arrival_order_like_the_file() {
         let parts: Vec<Batch> = shares.into_iter().map(|s| s.unwrap().batch).collect();
         let start = round * global;
         let expect: Vec<usize> = (start..(start + global).min(all.rows)).collect();
-        assert_eq!(concat(&parts), concat(&[all.batch(&expect)]), "round {round}");
+        assert_eq!(
+            concat(&parts),
+            concat(&[all.batch(&expect)]),
+            "round {round}"
+        );
         round += 1;
     }
     assert_eq!(round, 1797usize.div_ceil(global));
     // A stream resumes forward from a cursor, and refuses to go back.
     let mut s = StreamSource::new(chunked(&spec, 37), split.fitted.clone(), global, 0, 1).unwrap();
-    s.seek(DataCursor { epoch: 0, batch_in_epoch: 4 }).unwrap();
+    s.seek(DataCursor {
+        epoch: 0,
+        batch_in_epoch: 4,
+    })
+    .unwrap();
     let b = s.next_shard().unwrap().unwrap();
     assert_eq!(b.batch, all.batch(&(200..250).collect::<Vec<_>>()));
-    assert!(s.seek(DataCursor { epoch: 0, batch_in_epoch: 1 }).is_err());
+    assert!(s
+        .seek(DataCursor {
+            epoch: 0,
+            batch_in_epoch: 1
+        })
+        .is_err());
 }
 
 #[test]
@@ -163,26 +220,41 @@ fn scaled_shard_gradients_average_to_the_one_worker_gradient() {
     use lockstep_trainer::model::{build_model, ModelKind, ModelSpec};
     let (_, split) = digits();
     let table = Arc::new(split.train);
-    let mut model = build_model(&ModelSpec::new(ModelKind::Logistic), table.cols, split.classes.len(), 3).unwrap();
+    let mut model = build_model(
+        &ModelSpec::new(ModelKind::Logistic),
+        table.cols,
+        split.classes.len(),
+        3,
+    )
+    .unwrap();
     let n = model.params().len();
     let mut one = TableSource::new("digits", table.clone(), 64, false, 11, 0, 1).unwrap();
     let whole = one.next_shard().unwrap().unwrap();
     let mut expect = vec![0.0f32; n];
-    model.forward_backward(&whole.batch, &mut expect, &mut |_, _| {}).unwrap();
+    model
+        .forward_backward(&whole.batch, &mut expect, &mut |_, _| {})
+        .unwrap();
     for world in [3usize, 5, 100] {
         let mut avg = vec![0.0f32; n];
         for rank in 0..world {
-            let mut src = TableSource::new("digits", table.clone(), 64, false, 11, rank, world).unwrap();
+            let mut src =
+                TableSource::new("digits", table.clone(), 64, false, 11, rank, world).unwrap();
             let share = src.next_shard().unwrap().unwrap();
             let mut g = vec![0.0f32; n];
             if share.batch.rows > 0 {
-                model.forward_backward(&share.batch, &mut g, &mut |_, _| {}).unwrap();
+                model
+                    .forward_backward(&share.batch, &mut g, &mut |_, _| {})
+                    .unwrap();
             }
             for (a, v) in avg.iter_mut().zip(&g) {
                 *a += v * share.scale / world as f32;
             }
         }
-        let worst = avg.iter().zip(&expect).map(|(a, e)| (a - e).abs()).fold(0.0f32, f32::max);
+        let worst = avg
+            .iter()
+            .zip(&expect)
+            .map(|(a, e)| (a - e).abs())
+            .fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "world {world}: max difference {worst}");
     }
 }

@@ -9,8 +9,8 @@
 
 use lockstep_trainer::init::{rng, Init};
 use lockstep_trainer::model::{
-    build_model, Activation, ActivationKind, Conv2d, ConvGeom, Dense, Layer, MaxPool2, Model, ModelKind, ModelSpec,
-    Network, Permute, Task,
+    build_model, Activation, ActivationKind, Conv2d, ConvGeom, Dense, Layer, MaxPool2, Model,
+    ModelKind, ModelSpec, Network, Permute, Task,
 };
 use lockstep_trainer::{Batch, Targets};
 use rand::Rng;
@@ -21,7 +21,9 @@ const RTOL: f64 = 1e-2;
 
 fn batch(rows: usize, cols: usize, y: Targets, seed: u64) -> Batch {
     let mut r = rng(seed, 9);
-    let x = (0..rows * cols).map(|_| r.gen_range(-1.0f32..1.0)).collect();
+    let x = (0..rows * cols)
+        .map(|_| r.gen_range(-1.0f32..1.0))
+        .collect();
     Batch { x, rows, cols, y }
 }
 
@@ -33,7 +35,8 @@ fn classes(rows: usize, k: u32) -> Targets {
 fn check(label: &str, m: &mut dyn Model, b: &Batch) {
     let mut grads = vec![0.0; m.params().len()];
     let mut seen = Vec::new();
-    m.forward_backward(b, &mut grads, &mut |r, _| seen.push(r)).unwrap();
+    m.forward_backward(b, &mut grads, &mut |r, _| seen.push(r))
+        .unwrap();
     assert_eq!(seen, m.buckets(), "{label}: buckets delivered out of order");
     let mut worst = 0.0f64;
     for i in 0..grads.len() {
@@ -46,11 +49,21 @@ fn check(label: &str, m: &mut dyn Model, b: &Batch) {
         let num = (lp - lm) / (2.0 * f64::from(H));
         let ana = f64::from(grads[i]);
         let err = (ana - num).abs();
-        let name = m.layout().iter().find(|p| p.range().contains(&i)).map_or("?", |p| p.name.as_str());
-        assert!(err <= ATOL + RTOL * ana.abs().max(num.abs()), "{label}: {name} (flat {i}): backprop {ana} vs numeric {num}");
+        let name = m
+            .layout()
+            .iter()
+            .find(|p| p.range().contains(&i))
+            .map_or("?", |p| p.name.as_str());
+        assert!(
+            err <= ATOL + RTOL * ana.abs().max(num.abs()),
+            "{label}: {name} (flat {i}): backprop {ana} vs numeric {num}"
+        );
         worst = worst.max(err);
     }
-    eprintln!("{label}: {} params, worst abs error {worst:.2e}", grads.len());
+    eprintln!(
+        "{label}: {} params, worst abs error {worst:.2e}",
+        grads.len()
+    );
 }
 
 fn spec(kind: ModelKind) -> ModelSpec {
@@ -65,21 +78,41 @@ fn dense_with_each_loss() {
 
     let mut logit = build_model(&spec(ModelKind::Logistic), 5, 2, 2).unwrap();
     let y = Targets::Real(vec![0.0, 1.0, 1.0, 0.0, 1.0, 0.25]);
-    check("dense + bce (real targets)", logit.as_mut(), &batch(6, 5, y, 2));
-    check("dense + bce (class targets)", logit.as_mut(), &batch(6, 5, classes(6, 2), 3));
+    check(
+        "dense + bce (real targets)",
+        logit.as_mut(),
+        &batch(6, 5, y, 2),
+    );
+    check(
+        "dense + bce (class targets)",
+        logit.as_mut(),
+        &batch(6, 5, classes(6, 2), 3),
+    );
 
     let mut soft = build_model(&spec(ModelKind::Logistic), 5, 4, 3).unwrap();
-    check("dense + softmax ce", soft.as_mut(), &batch(7, 5, classes(7, 4), 4));
+    check(
+        "dense + softmax ce",
+        soft.as_mut(),
+        &batch(7, 5, classes(7, 4), 4),
+    );
 }
 
 #[test]
 fn mlp_relu_and_tanh() {
     for act in ["relu", "tanh"] {
-        let s: ModelSpec = serde_json::from_str(&format!(r#"{{"kind":"mlp","hidden":[6,5],"activation":"{act}"}}"#)).unwrap();
+        let s: ModelSpec = serde_json::from_str(&format!(
+            r#"{{"kind":"mlp","hidden":[6,5],"activation":"{act}"}}"#
+        ))
+        .unwrap();
         let mut m = build_model(&s, 4, 3, 5).unwrap();
-        check(&format!("mlp {act}"), m.as_mut(), &batch(8, 4, classes(8, 3), 6));
+        check(
+            &format!("mlp {act}"),
+            m.as_mut(),
+            &batch(8, 4, classes(8, 3), 6),
+        );
     }
-    let s: ModelSpec = serde_json::from_str(r#"{"kind":"mlp","hidden":[5],"task":"regression"}"#).unwrap();
+    let s: ModelSpec =
+        serde_json::from_str(r#"{"kind":"mlp","hidden":[5],"task":"regression"}"#).unwrap();
     let mut m = build_model(&s, 3, 2, 7).unwrap();
     let y = Targets::Real((0..10).map(|i| i as f32 * 0.1).collect());
     check("mlp regression", m.as_mut(), &batch(5, 3, y, 8));
@@ -90,11 +123,30 @@ fn mlp_relu_and_tanh() {
 #[test]
 fn conv_pool_permute_flatten() {
     let (c, h, w) = (2, 7, 6);
-    let g1 = ConvGeom { c_in: c, h, w, k: 3, pad: 1 };
-    let g3 = ConvGeom { c_in: 3, h: 4, w: 5, k: 3, pad: 0 };
+    let g1 = ConvGeom {
+        c_in: c,
+        h,
+        w,
+        k: 3,
+        pad: 1,
+    };
+    let g3 = ConvGeom {
+        c_in: 3,
+        h: 4,
+        w: 5,
+        k: 3,
+        pad: 0,
+    };
     let conv1 = Conv2d::new(g1, 3);
     let pool1 = MaxPool2::new(3, g1.ho(), g1.wo()); // 7x6 -> 3x3
-    let up = Dense::new(3 * 9, 3 * 4 * 5, Init::Xavier { fan_in: 27, fan_out: 60 });
+    let up = Dense::new(
+        3 * 9,
+        3 * 4 * 5,
+        Init::Xavier {
+            fan_in: 27,
+            fan_out: 60,
+        },
+    );
     let conv2 = Conv2d::new(g3, 2); // valid: 4x5 -> 2x3
     let pool2 = MaxPool2::new(2, g3.ho(), g3.wo()); // 2x3 -> 1x1
     let layers: Vec<Box<dyn Layer>> = vec![
@@ -118,8 +170,10 @@ fn conv_pool_permute_flatten() {
 
 #[test]
 fn cnn_from_spec() {
-    let s: ModelSpec =
-        serde_json::from_str(r#"{"kind":"cnn","image":[1,6,6],"channels":[2,3],"hidden":[4],"classes":3}"#).unwrap();
+    let s: ModelSpec = serde_json::from_str(
+        r#"{"kind":"cnn","image":[1,6,6],"channels":[2,3],"hidden":[4],"classes":3}"#,
+    )
+    .unwrap();
     let mut m = build_model(&s, 36, 3, 13).unwrap();
     check("cnn spec", m.as_mut(), &batch(4, 36, classes(4, 3), 14));
 }

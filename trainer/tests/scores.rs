@@ -18,11 +18,19 @@ use lockstep_trainer::Targets;
 const SEED: u64 = 2024;
 
 fn data(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/data")
+        .join(name)
 }
 
 /// Trains `model` for `epochs` over shuffled global batches of `batch` rows (one worker).
-fn train(model: &mut dyn Model, opt: &OptimizerSpec, split: &Split, batch: usize, epochs: u64) -> f64 {
+fn train(
+    model: &mut dyn Model,
+    opt: &OptimizerSpec,
+    split: &Split,
+    batch: usize,
+    epochs: u64,
+) -> f64 {
     let table = Arc::new(split.train.clone());
     let mut source = TableSource::new("train", table, batch, false, SEED, 0, 1).unwrap();
     let mut optimizer = Optimizer::new(opt, model.params().len()).unwrap();
@@ -31,7 +39,9 @@ fn train(model: &mut dyn Model, opt: &OptimizerSpec, split: &Split, batch: usize
     let mut last_loss = f64::NAN;
     for round in 0..rounds {
         let shard = source.next_shard().unwrap().unwrap();
-        let out = model.forward_backward(&shard.batch, &mut grads, &mut |_, _| {}).unwrap();
+        let out = model
+            .forward_backward(&shard.batch, &mut grads, &mut |_, _| {})
+            .unwrap();
         optimizer.step(model.params_mut(), &grads).unwrap();
         assert!(out.loss.is_finite(), "round {round}: loss {}", out.loss);
         last_loss = out.loss;
@@ -51,7 +61,10 @@ fn real(y: &Targets) -> &[f32] {
 fn least_squares(split: &Split) -> Vec<f32> {
     let (n, d) = (split.train.rows, split.train.cols + 1);
     let row = |x: &[f32], r: usize| -> Vec<f64> {
-        let mut v: Vec<f64> = x[r * (d - 1)..(r + 1) * (d - 1)].iter().map(|v| f64::from(*v)).collect();
+        let mut v: Vec<f64> = x[r * (d - 1)..(r + 1) * (d - 1)]
+            .iter()
+            .map(|v| f64::from(*v))
+            .collect();
         v.push(1.0);
         v
     };
@@ -67,7 +80,9 @@ fn least_squares(split: &Split) -> Vec<f32> {
         }
     }
     for c in 0..d {
-        let p = (c..d).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap();
+        let p = (c..d)
+            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
+            .unwrap();
         a.swap(c, p);
         for i in 0..d {
             if i != c {
@@ -80,7 +95,13 @@ fn least_squares(split: &Split) -> Vec<f32> {
     }
     let w: Vec<f64> = (0..d).map(|i| a[i][d] / a[i][i]).collect();
     (0..split.test.rows)
-        .map(|r| row(&split.test.x, r).iter().zip(&w).map(|(x, w)| x * w).sum::<f64>() as f32)
+        .map(|r| {
+            row(&split.test.x, r)
+                .iter()
+                .zip(&w)
+                .map(|(x, w)| x * w)
+                .sum::<f64>() as f32
+        })
         .collect()
 }
 
@@ -89,7 +110,13 @@ fn diabetes_linear_regression_r2() {
     let mut spec = DataSpec::new(data("diabetes.parquet"), "target", Task::Regression);
     spec.scaling = Scaling::Standard;
     let split = load(&spec, SEED).unwrap();
-    let mut model = build_model(&ModelSpec::new(ModelKind::Linear), split.train.cols, split.outputs(), SEED).unwrap();
+    let mut model = build_model(
+        &ModelSpec::new(ModelKind::Linear),
+        split.train.cols,
+        split.outputs(),
+        SEED,
+    )
+    .unwrap();
     let mut opt = OptimizerSpec::new(OptimizerKind::Sgd, 0.02);
     opt.momentum = Some(0.9);
     opt.schedule = ScheduleKind::Cosine;
@@ -109,13 +136,22 @@ fn credit_logistic_regression_auc() {
     spec.positive = Some("bad".into());
     spec.scaling = Scaling::Standard;
     let split = load(&spec, SEED).unwrap();
-    let mut model = build_model(&ModelSpec::new(ModelKind::Logistic), split.train.cols, split.outputs(), SEED).unwrap();
+    let mut model = build_model(
+        &ModelSpec::new(ModelKind::Logistic),
+        split.train.cols,
+        split.outputs(),
+        SEED,
+    )
+    .unwrap();
     let opt = OptimizerSpec::new(OptimizerKind::Adam, 0.01);
     train(model.as_mut(), &opt, &split, 64, 30);
     let p = model.predict(&split.test.x, split.test.rows).unwrap();
     let y = real(&split.test.y);
     let auc = roc_auc(&p, y).unwrap();
-    println!("credit logistic regression: held-out ROC AUC {auc:.4}, log loss {:.4}", log_loss(&p, y));
+    println!(
+        "credit logistic regression: held-out ROC AUC {auc:.4}, log loss {:.4}",
+        log_loss(&p, y)
+    );
     assert!(auc >= 0.82, "ROC AUC {auc}");
 }
 
@@ -140,7 +176,9 @@ fn mnist_cnn_accuracy(channels: [usize; 2], kernel: usize, lr: f32, epochs: u64)
     let start = std::time::Instant::now();
     train(model.as_mut(), &opt, &split, 32, epochs);
     let probs = model.predict(&split.test.x, split.test.rows).unwrap();
-    let Targets::Class(labels) = &split.test.y else { panic!("class targets") };
+    let Targets::Class(labels) = &split.test.y else {
+        panic!("class targets")
+    };
     let acc = accuracy(&argmax_rows(&probs, 10), labels);
     println!(
         "mnist5k cnn {channels:?} k{kernel}, {epochs} epochs: held-out accuracy {acc:.4} (trained in {:.1?})",

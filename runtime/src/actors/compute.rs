@@ -168,6 +168,15 @@ impl Handler<SaveModel> for Compute {
     }
 }
 
+impl Handler<WriteCheckpoint> for Compute {
+    type Result = Result<String, RuntimeError>;
+    fn handle(&mut self, msg: WriteCheckpoint, _: &mut SyncContext<Self>) -> Self::Result {
+        let root = std::path::Path::new(&msg.root);
+        let dir = crate::checkpoint::write(root, msg.round, msg.cursor, msg.seed, self.model.as_ref(), &self.optimizer, msg.keep)?;
+        Ok(dir.display().to_string())
+    }
+}
+
 /// Write a model's parameters as safetensors, one tensor per layout entry.
 ///
 /// # Errors

@@ -165,6 +165,28 @@ impl Handler<RunSave> for ControlPlane {
     }
 }
 
+/// Ask the first worker to write a checkpoint.
+#[derive(Message)]
+#[rtype(result = "Result<String, RuntimeError>")]
+pub struct RunCheckpoint {
+    /// The message to send (a `ControlMsg::Checkpoint`).
+    pub msg: ControlMsg,
+    /// The round, for errors.
+    pub round: u64,
+}
+
+impl Handler<RunCheckpoint> for ControlPlane {
+    type Result = Result<String, RuntimeError>;
+    fn handle(&mut self, msg: RunCheckpoint, _: &mut SyncContext<Self>) -> Self::Result {
+        let m = &mut self.members[0];
+        send_msg(&mut m.link, msg.round, "requesting a checkpoint", &msg.msg)?;
+        match recv_msg(&mut m.link, msg.round, "waiting for the checkpoint")? {
+            ControlMsg::Saved { path } => Ok(path),
+            other => Err(RuntimeError::Protocol(format!("{} answered {} to Checkpoint", m.name, other.name()))),
+        }
+    }
+}
+
 /// End training: every worker reports its final parameters' hash; they must agree.
 #[derive(Message)]
 #[rtype(result = "Result<String, RuntimeError>")]

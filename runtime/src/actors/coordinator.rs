@@ -3,7 +3,8 @@
 //! metric, samples/s), triggers evaluation and the final model save, and writes the report.
 //! It only awaits other actors, so it never blocks its arbiter.
 
-use super::control::{AbortAll, ControlPlane, RoundReport, RunEval, RunFinish, RunRound, RunSave};
+use super::control::{AbortAll, ControlPlane, RoundReport, RunCheckpoint, RunEval, RunFinish, RunRound, RunSave};
+use crate::protocol::ControlMsg;
 use crate::error::RuntimeError;
 use crate::report::{Report, RoundSplit};
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, WrapFuture};
@@ -32,6 +33,12 @@ pub struct Schedule {
     pub report: Report,
     /// Where the final model goes.
     pub model_path: PathBuf,
+    /// Periodic checkpoints: root directory, interval in rounds (0: none), how many to keep.
+    pub checkpoints: (PathBuf, u64, usize),
+    /// The job seed (stored in checkpoints).
+    pub seed: u64,
+    /// The epoch plan (data cursor of a round).
+    pub plan: lockstep_trainer::data::EpochPlan,
 }
 
 /// The coordinator actor; its result goes to `done` when the job ends.
@@ -117,6 +124,19 @@ async fn drive(control: Addr<ControlPlane>, s: Schedule) -> Result<Report, Runti
         }
         epoch_loss = (epoch_loss.0 + loss, epoch_loss.1 + 1);
         let last = round + 1 == s.total_rounds;
+        let (ref root, every, keep) = s.checkpoints;
+        if every > 0 && (round + 1) % every == 0 && !last {
+            let next = round + 1;
+            let msg = ControlMsg::Checkpoint {
+                round: next,
+                cursor: s.plan.cursor_at(next),
+                root: root.display().to_string(),
+                keep,
+                seed: s.seed,
+            };
+            let path = control.send(RunCheckpoint { msg, round }).await.map_err(actor_err)??;
+            tracing::info!("checkpoint for round {next} written to {path}");
+        }
         let end_of_epoch = (round + 1) % s.rounds_per_epoch.max(1) == 0;
         let due = if s.eval_every > 0 { (round + 1) % s.eval_every == 0 } else { end_of_epoch };
         if due || last {

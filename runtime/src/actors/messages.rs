@@ -143,3 +143,19 @@ pub struct SaveModel {
 #[derive(Message)]
 #[rtype(result = "Result<String, RuntimeError>")]
 pub struct ParamsHash;
+
+/// Compute: write a checkpoint (parameters, optimizer state, cursor) to continue at `round`.
+#[derive(Message)]
+#[rtype(result = "Result<String, RuntimeError>")]
+pub struct WriteCheckpoint {
+    /// The next round to run.
+    pub round: u64,
+    /// Its data cursor.
+    pub cursor: DataCursor,
+    /// Checkpoint root.
+    pub root: String,
+    /// Checkpoints to keep.
+    pub keep: usize,
+    /// The job seed.
+    pub seed: u64,
+}

@@ -100,6 +100,12 @@ impl Handler<Command> for WorkerNode {
                     .map_err(mailbox("compute"))
                     .and_then(|r| r)
                     .map(|path| ControlMsg::Saved { path }),
+                ControlMsg::Checkpoint { round, cursor, root, keep, seed } if rank0 => compute
+                    .send(WriteCheckpoint { round, cursor, root, keep, seed })
+                    .await
+                    .map_err(mailbox("compute"))
+                    .and_then(|r| r)
+                    .map(|path| ControlMsg::Saved { path }),
                 ControlMsg::Finish => compute
                     .send(ParamsHash)
                     .await

@@ -3,7 +3,7 @@
 //! [`Call`] (sequence number, shape fingerprint, dtype) and the algorithm is chosen.
 
 use super::comm::{Call, Communicator};
-use super::{bcast, ring, tree, Algo, AggregateError, ReduceOp};
+use super::{bcast, ring, tree, AggregateError, Algo, ReduceOp};
 use lockstep_tensor::{bf16, f16, fingerprint_dims, kernels, DType, Element};
 use lockstep_transport::Op;
 
@@ -29,12 +29,20 @@ pub struct AllReduce<'a> {
 impl<'a> AllReduce<'a> {
     /// Sum over ranks.
     pub fn sum() -> Self {
-        AllReduce { op: ReduceOp::Sum, dims: None, algo: None }
+        AllReduce {
+            op: ReduceOp::Sum,
+            dims: None,
+            algo: None,
+        }
     }
 
     /// Mean over ranks.
     pub fn mean() -> Self {
-        AllReduce { op: ReduceOp::Mean, dims: None, algo: None }
+        AllReduce {
+            op: ReduceOp::Mean,
+            dims: None,
+            algo: None,
+        }
     }
 
     /// The tensor's shape, carried as a fingerprint in every frame.
@@ -59,7 +67,11 @@ impl Communicator {
     /// round, sequence number, shape, length), [`AggregateError::PeerFailed`] when another rank
     /// reports a failure, [`AggregateError::Invalid`] for a shape that does not fit the data.
     /// On error the contents of `data` are unspecified.
-    pub fn allreduce(&mut self, data: &mut [f32], how: AllReduce<'_>) -> Result<(), AggregateError> {
+    pub fn allreduce(
+        &mut self,
+        data: &mut [f32],
+        how: AllReduce<'_>,
+    ) -> Result<(), AggregateError> {
         let call = self.begin_allreduce(data.len(), DType::F32, &how)?;
         self.run_allreduce(&call, data, &how)
     }
@@ -69,7 +81,11 @@ impl Communicator {
     ///
     /// # Errors
     /// As [`Communicator::allreduce`].
-    pub fn allreduce_f16(&mut self, data: &mut [f16], how: AllReduce<'_>) -> Result<(), AggregateError> {
+    pub fn allreduce_f16(
+        &mut self,
+        data: &mut [f16],
+        how: AllReduce<'_>,
+    ) -> Result<(), AggregateError> {
         let call = self.begin_allreduce(data.len(), DType::F16, &how)?;
         let mut acc = kernels::f16_to_f32_vec(data);
         self.run_allreduce(&call, &mut acc, &how)?;
@@ -81,7 +97,11 @@ impl Communicator {
     ///
     /// # Errors
     /// As [`Communicator::allreduce`].
-    pub fn allreduce_bf16(&mut self, data: &mut [bf16], how: AllReduce<'_>) -> Result<(), AggregateError> {
+    pub fn allreduce_bf16(
+        &mut self,
+        data: &mut [bf16],
+        how: AllReduce<'_>,
+    ) -> Result<(), AggregateError> {
         let call = self.begin_allreduce(data.len(), DType::BF16, &how)?;
         let mut acc = kernels::bf16_to_f32_vec(data);
         self.run_allreduce(&call, &mut acc, &how)?;
@@ -102,10 +122,21 @@ impl Communicator {
     ///
     /// # Errors
     /// As [`Communicator::allreduce`]; [`AggregateError::Invalid`] for a root out of range.
-    pub fn broadcast<T: Element>(&mut self, data: &mut [T], root: usize) -> Result<(), AggregateError> {
-        let call = self.begin(Op::Broadcast, fingerprint_dims(&[data.len()]), T::DTYPE.to_wire())?;
+    pub fn broadcast<T: Element>(
+        &mut self,
+        data: &mut [T],
+        root: usize,
+    ) -> Result<(), AggregateError> {
+        let call = self.begin(
+            Op::Broadcast,
+            fingerprint_dims(&[data.len()]),
+            T::DTYPE.to_wire(),
+        )?;
         if root >= self.world() {
-            return Err(self.invalid(&call, format!("root {root} out of range for world {}", self.world())));
+            return Err(self.invalid(
+                &call,
+                format!("root {root} out of range for world {}", self.world()),
+            ));
         }
         bcast::broadcast(self, &call, bytemuck::cast_slice_mut(data), root)
     }
@@ -119,7 +150,12 @@ impl Communicator {
         bcast::barrier(self, &call)
     }
 
-    fn begin_allreduce(&mut self, len: usize, dtype: DType, how: &AllReduce<'_>) -> Result<Call, AggregateError> {
+    fn begin_allreduce(
+        &mut self,
+        len: usize,
+        dtype: DType,
+        how: &AllReduce<'_>,
+    ) -> Result<Call, AggregateError> {
         let fp = fingerprint_dims(how.dims.unwrap_or(&[len]));
         let call = self.begin(Op::AllReduce, fp, dtype.to_wire())?;
         if let Some(d) = how.dims {
@@ -130,7 +166,12 @@ impl Communicator {
         Ok(call)
     }
 
-    fn run_allreduce(&mut self, call: &Call, data: &mut [f32], how: &AllReduce<'_>) -> Result<(), AggregateError> {
+    fn run_allreduce(
+        &mut self,
+        call: &Call,
+        data: &mut [f32],
+        how: &AllReduce<'_>,
+    ) -> Result<(), AggregateError> {
         let mean = how.op == ReduceOp::Mean;
         match self.resolve_algo(how.algo, data.len() * 4) {
             Algo::Tree => tree::allreduce(self, call, data, mean),

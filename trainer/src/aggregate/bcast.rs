@@ -14,13 +14,22 @@ use super::kernels::split;
 use super::AggregateError;
 
 /// Broadcast `bytes` from `root` to every rank (in place).
-pub(crate) fn broadcast(c: &mut Communicator, call: &Call, bytes: &mut [u8], root: usize) -> Result<(), AggregateError> {
+pub(crate) fn broadcast(
+    c: &mut Communicator,
+    call: &Call,
+    bytes: &mut [u8],
+    root: usize,
+) -> Result<(), AggregateError> {
     let n = c.world();
     if n == 1 {
         return Ok(());
     }
     let v = (c.rank() + n - root) % n;
-    let high = if v == 0 { 0 } else { 1usize << (usize::BITS - 1 - v.leading_zeros()) };
+    let high = if v == 0 {
+        0
+    } else {
+        1usize << (usize::BITS - 1 - v.leading_zeros())
+    };
     let parent = (v != 0).then(|| (v - high + root) % n);
     let mut children = Vec::new();
     let mut mask = if v == 0 { 1 } else { high << 1 };

@@ -16,9 +16,7 @@ use super::error::{AggregateError, FailureKind};
 use super::kernels::Consumer;
 use super::AggregateConfig;
 use lockstep_tensor::{Buffer, BufferMut, BufferPool};
-use lockstep_transport::{
-    Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op,
-};
+use lockstep_transport::{Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op};
 
 /// Flag bit of an abort notice.
 const FLAG_ABORT: u8 = 0x80;
@@ -50,7 +48,14 @@ impl Communicator {
     /// A communicator over `group`, at round 0 and sequence number 0.
     pub fn new(group: Group, config: AggregateConfig) -> Communicator {
         let retain = config.chunk_bytes.saturating_mul(16).max(1 << 20);
-        Communicator { group, round: 0, seq: 0, config, pool: BufferPool::new(retain), poisoned: None }
+        Communicator {
+            group,
+            round: 0,
+            seq: 0,
+            config,
+            pool: BufferPool::new(retain),
+            poisoned: None,
+        }
     }
 
     /// This rank.
@@ -99,13 +104,23 @@ impl Communicator {
     }
 
     /// Start a collective: check the poison and take the next sequence number.
-    pub(crate) fn begin(&mut self, op: Op, shape_fp: u64, dtype: u8) -> Result<Call, AggregateError> {
+    pub(crate) fn begin(
+        &mut self,
+        op: Op,
+        shape_fp: u64,
+        dtype: u8,
+    ) -> Result<Call, AggregateError> {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
         let seq = self.seq;
         self.seq += 1;
-        Ok(Call { op, seq, shape_fp, dtype })
+        Ok(Call {
+            op,
+            seq,
+            shape_fp,
+            dtype,
+        })
     }
 
     /// An `Invalid` error for `call`, poisoning nothing (no frame was exchanged yet).
@@ -133,7 +148,12 @@ impl Communicator {
     }
 
     /// Send `payload` to `peer` as a frame of `call`.
-    pub(crate) fn send(&mut self, call: &Call, peer: usize, payload: Buffer) -> Result<(), AggregateError> {
+    pub(crate) fn send(
+        &mut self,
+        call: &Call,
+        peer: usize,
+        payload: Buffer,
+    ) -> Result<(), AggregateError> {
         let mut h = FrameHeader::data(
             call.op,
             self.round,
@@ -158,13 +178,20 @@ impl Communicator {
         consumer: &mut Consumer<'_>,
     ) -> Result<(), AggregateError> {
         let loose = Expect::default();
-        let header = match self.group.link(peer).recv_with(&loose, &mut |off, b| consumer.feed(off, b)) {
+        let header = match self
+            .group
+            .link(peer)
+            .recv_with(&loose, &mut |off, b| consumer.feed(off, b))
+        {
             Ok(h) => h,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };
         self.check(call, peer, len, &header)?;
         if consumer.gap || consumer.consumed() != len {
-            let reason = format!("payload delivered out of order ({} of {len} bytes)", consumer.consumed());
+            let reason = format!(
+                "payload delivered out of order ({} of {len} bytes)",
+                consumer.consumed()
+            );
             let ctx = self.ctx(call, peer);
             return Err(self.fail_link(call, peer, TransportError::Protocol { ctx, reason }));
         }
@@ -172,7 +199,12 @@ impl Communicator {
     }
 
     /// Receive the next frame of `call` from `peer` (payload of `len` bytes) as a buffer.
-    pub(crate) fn recv_buf(&mut self, call: &Call, peer: usize, len: usize) -> Result<Buffer, AggregateError> {
+    pub(crate) fn recv_buf(
+        &mut self,
+        call: &Call,
+        peer: usize,
+        len: usize,
+    ) -> Result<Buffer, AggregateError> {
         let frame = match self.group.link(peer).recv(&Expect::default()) {
             Ok(f) => f,
             Err(e) => return Err(self.fail_link(call, peer, e)),
@@ -182,11 +214,21 @@ impl Communicator {
     }
 
     fn ctx(&self, call: &Call, peer: usize) -> Context {
-        Context { peer: self.group.name(peer).to_string(), round: Some(self.round), op: Some(call.op) }
+        Context {
+            peer: self.group.name(peer).to_string(),
+            round: Some(self.round),
+            op: Some(call.op),
+        }
     }
 
     /// Check a received header against `call`: an abort notice or a mismatch becomes the error.
-    fn check(&mut self, call: &Call, peer: usize, len: usize, h: &FrameHeader) -> Result<(), AggregateError> {
+    fn check(
+        &mut self,
+        call: &Call,
+        peer: usize,
+        len: usize,
+        h: &FrameHeader,
+    ) -> Result<(), AggregateError> {
         if h.flags & FLAG_ABORT != 0 && h.op == Op::Control {
             return Err(self.aborted(call, peer, h));
         }
@@ -195,7 +237,9 @@ impl Communicator {
             call.dtype,
             len as u64,
         );
-        let Some((field, expected, actual)) = expect.check(h) else { return Ok(()) };
+        let Some((field, expected, actual)) = expect.check(h) else {
+            return Ok(());
+        };
         let e = TransportError::Mismatch {
             ctx: self.ctx(call, peer),
             field,
@@ -210,7 +254,9 @@ impl Communicator {
     /// A link to `peer` failed: notify every other rank, poison, and return the error.
     fn fail_link(&mut self, call: &Call, peer: usize, source: TransportError) -> AggregateError {
         let kind = match source {
-            TransportError::Mismatch { .. } | TransportError::Protocol { .. } => FailureKind::Mismatch,
+            TransportError::Mismatch { .. } | TransportError::Protocol { .. } => {
+                FailureKind::Mismatch
+            }
             _ => FailureKind::Lost,
         };
         self.notify_abort(call, peer, kind, &[peer]);
@@ -229,7 +275,10 @@ impl Communicator {
     /// `reporter` sent an abort notice: forward it, poison, and return the error it names.
     fn aborted(&mut self, call: &Call, reporter: usize, h: &FrameHeader) -> AggregateError {
         let world = self.world();
-        let failed = usize::try_from(h.shape_fp).ok().filter(|&f| f < world).unwrap_or(reporter);
+        let failed = usize::try_from(h.shape_fp)
+            .ok()
+            .filter(|&f| f < world)
+            .unwrap_or(reporter);
         let kind = FailureKind::from_wire(h.dtype);
         self.notify_abort(call, failed, kind, &[failed, reporter]);
         let e = AggregateError::PeerFailed {
@@ -251,7 +300,14 @@ impl Communicator {
     fn notify_abort(&mut self, call: &Call, failed: usize, kind: FailureKind, skip: &[usize]) {
         let me = self.rank();
         for p in (0..self.world()).filter(|p| *p != me && !skip.contains(p)) {
-            let mut h = FrameHeader::data(Op::Control, self.round, call.seq, failed as u64, kind.to_wire(), 0);
+            let mut h = FrameHeader::data(
+                Op::Control,
+                self.round,
+                call.seq,
+                failed as u64,
+                kind.to_wire(),
+                0,
+            );
             h.flags = FLAG_ABORT;
             h.src_rank = me as u32;
             let _ = self.group.link(p).send(h, Buffer::zeroed(0));

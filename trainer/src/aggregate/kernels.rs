@@ -91,7 +91,13 @@ pub(crate) struct Consumer<'a> {
 impl<'a> Consumer<'a> {
     /// A consumer writing into `sink`.
     pub(crate) fn new(sink: Sink<'a>) -> Self {
-        Consumer { sink, bytes: 0, carry: [0; 4], carry_len: 0, gap: false }
+        Consumer {
+            sink,
+            bytes: 0,
+            carry: [0; 4],
+            carry_len: 0,
+            gap: false,
+        }
     }
 
     /// Payload bytes consumed.
@@ -164,7 +170,10 @@ mod tests {
         shifted[1..].copy_from_slice(&wire);
         let wire = &shifted[1..];
         let mut out = vec![0f32; 37];
-        let mut c = Consumer::new(Sink::AddTo { local: &local, out: &mut out });
+        let mut c = Consumer::new(Sink::AddTo {
+            local: &local,
+            out: &mut out,
+        });
         let mut off = 0;
         for cut in [3usize, 1, 7, 13, 0, 50, 148] {
             let end = cut.min(wire.len() - off) + off;

@@ -79,7 +79,9 @@ impl FromStr for Algo {
             "ring" => Ok(Algo::Ring),
             "tree" => Ok(Algo::Tree),
             "auto" => Ok(Algo::Auto),
-            other => Err(AggregateError::Config(format!("unknown allreduce algorithm {other:?} (ring, tree, auto)"))),
+            other => Err(AggregateError::Config(format!(
+                "unknown allreduce algorithm {other:?} (ring, tree, auto)"
+            ))),
         }
     }
 }
@@ -103,6 +105,10 @@ pub struct AggregateConfig {
 
 impl Default for AggregateConfig {
     fn default() -> Self {
-        AggregateConfig { algo: Algo::Auto, small_bytes: DEFAULT_SMALL_BYTES, chunk_bytes: DEFAULT_CHUNK_BYTES }
+        AggregateConfig {
+            algo: Algo::Auto,
+            small_bytes: DEFAULT_SMALL_BYTES,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+        }
     }
 }

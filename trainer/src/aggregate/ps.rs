@@ -40,7 +40,12 @@ impl ParameterServer {
     ///
     /// # Errors
     /// [`AggregateError::Config`] for an empty list, a rank out of range or a duplicate.
-    pub fn new(num_params: usize, servers: &[usize], workers: &[usize], world: usize) -> Result<Self, AggregateError> {
+    pub fn new(
+        num_params: usize,
+        servers: &[usize],
+        workers: &[usize],
+        world: usize,
+    ) -> Result<Self, AggregateError> {
         let check = |what: &str, list: &[usize]| -> Result<Vec<usize>, AggregateError> {
             let mut v = list.to_vec();
             v.sort_unstable();
@@ -81,7 +86,13 @@ impl ParameterServer {
     ///
     /// # Errors
     /// As [`Communicator::allreduce`]; [`AggregateError::Invalid`] for wrong lengths.
-    pub fn step<F>(&mut self, c: &mut Communicator, grads: &[f32], params: &mut [f32], mut update: F) -> Result<(), AggregateError>
+    pub fn step<F>(
+        &mut self,
+        c: &mut Communicator,
+        grads: &[f32],
+        params: &mut [f32],
+        mut update: F,
+    ) -> Result<(), AggregateError>
     where
         F: FnMut(Range<usize>, &mut [f32], &[f32]),
     {
@@ -125,7 +136,10 @@ impl ParameterServer {
     }
 
     fn pieces(&self, c: &Communicator) -> usize {
-        self.shard(0).len().div_ceil((c.config().chunk_bytes / 4).max(1)).max(1)
+        self.shard(0)
+            .len()
+            .div_ceil((c.config().chunk_bytes / 4).max(1))
+            .max(1)
     }
 
     fn piece(&self, server: usize, pieces: usize, j: usize) -> Range<usize> {
@@ -168,7 +182,11 @@ impl ParameterServer {
                     continue;
                 }
                 let bytes = dst.len() * 4;
-                let mut consumer = Consumer::new(if k == 0 { Sink::Copy(dst) } else { Sink::Accumulate(dst) });
+                let mut consumer = Consumer::new(if k == 0 {
+                    Sink::Copy(dst)
+                } else {
+                    Sink::Accumulate(dst)
+                });
                 c.recv_into(push, w, bytes, &mut consumer)?;
             }
         }

@@ -36,7 +36,11 @@ struct Layout {
 impl Layout {
     fn new(len: usize, world: usize, chunk_elems: usize) -> Layout {
         let largest = split(len, world, 0).len();
-        Layout { len, world, pieces: largest.div_ceil(chunk_elems.max(1)).max(1) }
+        Layout {
+            len,
+            world,
+            pieces: largest.div_ceil(chunk_elems.max(1)).max(1),
+        }
     }
 
     fn piece(&self, seg: usize, j: usize) -> Range<usize> {
@@ -58,7 +62,13 @@ pub(crate) fn allreduce(
         return Ok(());
     }
     let lay = Layout::new(data.len(), n, c.config().chunk_bytes / 4);
-    let mut ring = Ring { lay, mean, left: (c.rank() + n - 1) % n, right: (c.rank() + 1) % n, ..Ring::default() };
+    let mut ring = Ring {
+        lay,
+        mean,
+        left: (c.rank() + n - 1) % n,
+        right: (c.rank() + 1) % n,
+        ..Ring::default()
+    };
     for _ in 0..SEND_AHEAD.min(ring.lay.pieces) {
         ring.emit_first(c, call, data)?;
     }
@@ -91,7 +101,12 @@ struct Ring {
 
 impl Ring {
     /// Send the next piece of this rank's own segment (step 0).
-    fn emit_first(&mut self, c: &mut Communicator, call: &Call, data: &[f32]) -> Result<(), AggregateError> {
+    fn emit_first(
+        &mut self,
+        c: &mut Communicator,
+        call: &Call,
+        data: &[f32],
+    ) -> Result<(), AggregateError> {
         let j = self.first_sent;
         let b = c.copy_f32(&data[self.lay.piece(c.rank(), j)]);
         c.send(call, self.right, b)?;
@@ -101,7 +116,14 @@ impl Ring {
     }
 
     /// Receive piece `j` of step `u` from the left and pass on what it produces.
-    fn receive(&mut self, c: &mut Communicator, call: &Call, data: &mut [f32], u: usize, j: usize) -> Result<(), AggregateError> {
+    fn receive(
+        &mut self,
+        c: &mut Communicator,
+        call: &Call,
+        data: &mut [f32],
+        u: usize,
+        j: usize,
+    ) -> Result<(), AggregateError> {
         let n = self.lay.world;
         let steps = 2 * (n - 1);
         let pr = self.lay.piece((c.rank() + 2 * n - u - 1) % n, j);
@@ -109,12 +131,17 @@ impl Ring {
         if u + 2 <= n {
             // Reduce-scatter: partial (or, at step n-2, final) sum of this piece.
             let mut out = c.take(bytes);
-            let out_f = cast_slice_mut::<f32>(&mut out).map_err(|e| c.invalid(call, e.to_string()))?;
-            let mut consumer = Consumer::new(Sink::AddTo { local: &data[pr.clone()], out: out_f });
+            let out_f =
+                cast_slice_mut::<f32>(&mut out).map_err(|e| c.invalid(call, e.to_string()))?;
+            let mut consumer = Consumer::new(Sink::AddTo {
+                local: &data[pr.clone()],
+                out: out_f,
+            });
             c.recv_into(call, self.left, bytes, &mut consumer)?;
             let last = u + 2 == n;
             if last && self.mean {
-                let out_f = cast_slice_mut::<f32>(&mut out).map_err(|e| c.invalid(call, e.to_string()))?;
+                let out_f =
+                    cast_slice_mut::<f32>(&mut out).map_err(|e| c.invalid(call, e.to_string()))?;
                 divide(out_f, n);
             }
             let out = out.freeze();

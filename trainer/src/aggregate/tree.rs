@@ -29,7 +29,10 @@ pub(crate) fn allreduce(
         return Ok(());
     }
     let p = 1usize << (usize::BITS - 1 - n.leading_zeros());
-    let pieces = data.len().div_ceil((c.config().chunk_bytes / 4).max(1)).max(1);
+    let pieces = data
+        .len()
+        .div_ceil((c.config().chunk_bytes / 4).max(1))
+        .max(1);
     if r >= p {
         send_all(c, call, r - p, data, pieces)?;
         return recv_all(c, call, r - p, data, pieces, Mode::Copy);
@@ -64,7 +67,13 @@ enum Mode {
     Accumulate,
 }
 
-fn send_all(c: &mut Communicator, call: &Call, peer: usize, data: &[f32], pieces: usize) -> Result<(), AggregateError> {
+fn send_all(
+    c: &mut Communicator,
+    call: &Call,
+    peer: usize,
+    data: &[f32],
+    pieces: usize,
+) -> Result<(), AggregateError> {
     for j in 0..pieces {
         let b = c.copy_f32(&data[split(data.len(), pieces, j)]);
         c.send(call, peer, b)?;

@@ -56,7 +56,9 @@ pub fn kind_of(dtype: &DataType) -> Option<Kind> {
 /// # Errors
 /// `MissingColumn` or `UnsupportedType`.
 pub fn column_kind(schema: &Schema, file: &str, column: &str) -> Result<Kind, DataError> {
-    let field = schema.field_with_name(column).map_err(|_| missing_column(schema, file, column))?;
+    let field = schema
+        .field_with_name(column)
+        .map_err(|_| missing_column(schema, file, column))?;
     kind_of(field.data_type()).ok_or_else(|| DataError::UnsupportedType {
         file: file.to_string(),
         column: column.to_string(),
@@ -67,11 +69,20 @@ pub fn column_kind(schema: &Schema, file: &str, column: &str) -> Result<Kind, Da
 /// `MissingColumn` listing (the start of) the schema's columns.
 pub fn missing_column(schema: &Schema, file: &str, column: &str) -> DataError {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let mut available = names.iter().take(12).copied().collect::<Vec<_>>().join(", ");
+    let mut available = names
+        .iter()
+        .take(12)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > 12 {
         available.push_str(&format!(", ... ({} columns)", names.len()));
     }
-    DataError::MissingColumn { file: file.to_string(), column: column.to_string(), available }
+    DataError::MissingColumn {
+        file: file.to_string(),
+        column: column.to_string(),
+        available,
+    }
 }
 
 /// Feature column names: `patterns` (names or globs, in order, duplicates dropped) or every column
@@ -87,15 +98,26 @@ pub fn select_features(
 ) -> Result<Vec<String>, DataError> {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let Some(patterns) = patterns else {
-        return Ok(names.iter().filter(|n| **n != label).map(|n| n.to_string()).collect());
+        return Ok(names
+            .iter()
+            .filter(|n| **n != label)
+            .map(|n| n.to_string())
+            .collect());
     };
     let mut out: Vec<String> = Vec::new();
     for pat in patterns {
         let is_glob = pat.contains(['*', '?']);
-        let hits: Vec<&str> = names.iter().copied().filter(|n| glob_match(pat, n)).collect();
+        let hits: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| glob_match(pat, n))
+            .collect();
         if hits.is_empty() {
             return Err(if is_glob {
-                DataError::NoMatch { file: file.to_string(), column: pat.clone() }
+                DataError::NoMatch {
+                    file: file.to_string(),
+                    column: pat.clone(),
+                }
             } else {
                 missing_column(schema, file, pat)
             });

@@ -20,7 +20,9 @@ use super::table::Table;
 use crate::batch::Batch;
 
 /// Position of the next global batch: what a checkpoint stores to resume the data exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct DataCursor {
     /// Epoch, from 0.
     pub epoch: u64,
@@ -56,22 +58,35 @@ impl EpochPlan {
         if self.global_batch == 0 {
             return 0;
         }
-        let n = if self.drop_last { self.rows / self.global_batch } else { self.rows.div_ceil(self.global_batch) };
+        let n = if self.drop_last {
+            self.rows / self.global_batch
+        } else {
+            self.rows.div_ceil(self.global_batch)
+        };
         n as u64
     }
 
     /// The cursor of global round `round` (counted from 0 over all epochs).
     pub fn cursor_at(&self, round: u64) -> DataCursor {
         let per = self.batches_per_epoch().max(1);
-        DataCursor { epoch: round / per, batch_in_epoch: round % per }
+        DataCursor {
+            epoch: round / per,
+            batch_in_epoch: round % per,
+        }
     }
 
     /// The cursor after `c`.
     pub fn advance(&self, c: DataCursor) -> DataCursor {
         if c.batch_in_epoch + 1 >= self.batches_per_epoch() {
-            DataCursor { epoch: c.epoch + 1, batch_in_epoch: 0 }
+            DataCursor {
+                epoch: c.epoch + 1,
+                batch_in_epoch: 0,
+            }
         } else {
-            DataCursor { epoch: c.epoch, batch_in_epoch: c.batch_in_epoch + 1 }
+            DataCursor {
+                epoch: c.epoch,
+                batch_in_epoch: c.batch_in_epoch + 1,
+            }
         }
     }
 
@@ -133,16 +148,43 @@ impl TableSource {
     ///
     /// # Errors
     /// `Source` if an epoch would have no batch, or `rank >= world`.
-    pub fn new(name: &str, table: Arc<Table>, global_batch: usize, drop_last: bool, seed: u64, rank: usize, world: usize) -> Result<Self, DataError> {
-        let plan = EpochPlan { rows: table.rows, global_batch, drop_last, seed };
-        let err = |message: String| DataError::Source { file: name.to_string(), message };
+    pub fn new(
+        name: &str,
+        table: Arc<Table>,
+        global_batch: usize,
+        drop_last: bool,
+        seed: u64,
+        rank: usize,
+        world: usize,
+    ) -> Result<Self, DataError> {
+        let plan = EpochPlan {
+            rows: table.rows,
+            global_batch,
+            drop_last,
+            seed,
+        };
+        let err = |message: String| DataError::Source {
+            file: name.to_string(),
+            message,
+        };
         if plan.batches_per_epoch() == 0 {
-            return Err(err(format!("{} training rows give no global batch of {global_batch}", table.rows)));
+            return Err(err(format!(
+                "{} training rows give no global batch of {global_batch}",
+                table.rows
+            )));
         }
         if rank >= world {
             return Err(err(format!("rank {rank} is not in a world of {world}")));
         }
-        Ok(TableSource { name: name.to_string(), table, plan, rank, world, cursor: DataCursor::default(), perm: None })
+        Ok(TableSource {
+            name: name.to_string(),
+            table,
+            plan,
+            rank,
+            world,
+            cursor: DataCursor::default(),
+            perm: None,
+        })
     }
 
     /// The epoch plan.
@@ -163,12 +205,24 @@ impl BatchSource for TableSource {
     fn next_shard(&mut self) -> Result<Option<ShardBatch>, DataError> {
         let c = self.cursor;
         if self.perm.as_ref().map(|(e, _)| *e) != Some(c.epoch) {
-            self.perm = Some((c.epoch, epoch_permutation(self.table.rows, self.plan.seed, c.epoch)));
+            self.perm = Some((
+                c.epoch,
+                epoch_permutation(self.table.rows, self.plan.seed, c.epoch),
+            ));
         }
-        let perm = self.perm.as_ref().map(|(_, p)| p.as_slice()).unwrap_or_default();
+        let perm = self
+            .perm
+            .as_ref()
+            .map(|(_, p)| p.as_slice())
+            .unwrap_or_default();
         let global = self.plan.global_batch(perm, c);
         let batch = self.table.batch(shard(global, self.rank, self.world));
-        let out = ShardBatch { batch, cursor: c, global_rows: global.len(), scale: shard_scale(global.len(), self.rank, self.world) };
+        let out = ShardBatch {
+            batch,
+            cursor: c,
+            global_rows: global.len(),
+            scale: shard_scale(global.len(), self.rank, self.world),
+        };
         self.cursor = self.plan.advance(c);
         Ok(Some(out))
     }
@@ -181,7 +235,10 @@ impl BatchSource for TableSource {
         if cursor.batch_in_epoch >= self.plan.batches_per_epoch() {
             return Err(DataError::Source {
                 file: self.name.clone(),
-                message: format!("cursor {cursor:?} is past the {} batches of an epoch", self.plan.batches_per_epoch()),
+                message: format!(
+                    "cursor {cursor:?} is past the {} batches of an epoch",
+                    self.plan.batches_per_epoch()
+                ),
             });
         }
         self.cursor = cursor;

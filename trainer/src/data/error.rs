@@ -92,7 +92,9 @@ pub enum DataError {
         reason: String,
     },
     /// A missing feature value while `missing = "error"`.
-    #[error("data file {file}: column '{column}', row {row}: missing value and missing = \"error\"")]
+    #[error(
+        "data file {file}: column '{column}', row {row}: missing value and missing = \"error\""
+    )]
     MissingValue {
         /// File or stream name.
         file: String,

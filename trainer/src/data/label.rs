@@ -42,20 +42,30 @@ impl LabelPlan {
         let class_names = match (task, raw) {
             (Task::Regression, _) => Vec::new(),
             (Task::Binary, RawColumn::Str(_)) if positive.is_none() => {
-                return Err(config("string labels with task = \"binary\" need `positive = \"<value>\"`".into()))
+                return Err(config(
+                    "string labels with task = \"binary\" need `positive = \"<value>\"`".into(),
+                ))
             }
             (Task::Binary, _) => {
                 let p = positive.unwrap_or("1");
                 vec![format!("not {p}"), p.to_string()]
             }
             (Task::Multiclass, RawColumn::Str(_)) => {
-                return Err(config("task = \"multiclass\" needs integer labels 0..k".into()))
+                return Err(config(
+                    "task = \"multiclass\" needs integer labels 0..k".into(),
+                ))
             }
             (Task::Multiclass, RawColumn::Num(v)) => {
-                let max = v.iter().copied().filter(|x| x.is_finite()).fold(0.0f64, f64::max);
+                let max = v
+                    .iter()
+                    .copied()
+                    .filter(|x| x.is_finite())
+                    .fold(0.0f64, f64::max);
                 let k = classes.unwrap_or(max as usize + 1);
                 if k < 2 {
-                    return Err(config(format!("multiclass needs at least 2 classes, found {k}")));
+                    return Err(config(format!(
+                        "multiclass needs at least 2 classes, found {k}"
+                    )));
                 }
                 (0..k).map(|c| c.to_string()).collect()
             }
@@ -74,7 +84,12 @@ impl LabelPlan {
     /// # Errors
     /// `BadLabel` naming the row for a null, NaN or infinite label, a binary number other than
     /// 0/1 (without `positive`), or a class outside `0..k`.
-    pub fn targets(&self, raw: &RawColumn, rows: &[usize], file: &str) -> Result<Targets, DataError> {
+    pub fn targets(
+        &self,
+        raw: &RawColumn,
+        rows: &[usize],
+        file: &str,
+    ) -> Result<Targets, DataError> {
         let bad = |row: usize, reason: String| DataError::BadLabel {
             file: file.to_string(),
             column: self.column.clone(),
@@ -86,12 +101,17 @@ impl LabelPlan {
                 let pos = self.positive.as_deref().unwrap_or_default();
                 let mut out = Vec::with_capacity(rows.len());
                 for &r in rows {
-                    let s = v[r].as_deref().ok_or_else(|| bad(r, "missing (null) label".into()))?;
+                    let s = v[r]
+                        .as_deref()
+                        .ok_or_else(|| bad(r, "missing (null) label".into()))?;
                     out.push(if s == pos { 1.0 } else { 0.0 });
                 }
                 match self.task {
                     Task::Binary => Ok(Targets::Real(out)),
-                    _ => Err(bad(rows.first().copied().unwrap_or(0), "string label for a numeric task".into())),
+                    _ => Err(bad(
+                        rows.first().copied().unwrap_or(0),
+                        "string label for a numeric task".into(),
+                    )),
                 }
             }
             RawColumn::Num(v) => {
@@ -123,7 +143,12 @@ impl LabelPlan {
                     out.push(match (pos, v[r]) {
                         (Some(p), x) => f32::from(x == p),
                         (None, x) if x == 0.0 || x == 1.0 => x as f32,
-                        (None, x) => return Err(bad(r, format!("binary label {x} is not 0 or 1 (set `positive`)"))),
+                        (None, x) => {
+                            return Err(bad(
+                                r,
+                                format!("binary label {x} is not 0 or 1 (set `positive`)"),
+                            ))
+                        }
                     });
                 }
                 Ok(Targets::Real(out))
@@ -134,7 +159,10 @@ impl LabelPlan {
                 for &r in rows {
                     let x = v[r];
                     if x < 0.0 || x.fract() != 0.0 || x >= k as f64 {
-                        return Err(bad(r, format!("class label {x} is not an integer in 0..{k}")));
+                        return Err(bad(
+                            r,
+                            format!("class label {x} is not an integer in 0..{k}"),
+                        ));
                     }
                     out.push(x as u32);
                 }

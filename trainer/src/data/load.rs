@@ -36,13 +36,28 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
     let label_kind = column_kind(&schema, &file, &spec.label)?;
     let label_raw = extract(&batches, &file, &spec.label, label_kind)?;
     if label_raw.is_empty() {
-        return Err(DataError::EmptyFile { file, column: spec.label.clone() });
+        return Err(DataError::EmptyFile {
+            file,
+            column: spec.label.clone(),
+        });
     }
-    let label = LabelPlan::fit(&spec.label, spec.task, spec.positive.as_deref(), spec.classes, &label_raw, &file)?;
+    let label = LabelPlan::fit(
+        &spec.label,
+        spec.task,
+        spec.positive.as_deref(),
+        spec.classes,
+        &label_raw,
+        &file,
+    )?;
     let all: Vec<usize> = (0..label_raw.len()).collect();
     let targets = label.targets(&label_raw, &all, &file)?;
-    let strata = if spec.stratify { label.strata(&targets) } else { None };
-    let (train_rows, test_rows) = split_rows(label_raw.len(), spec.test_fraction, strata.as_deref(), seed);
+    let strata = if spec.stratify {
+        label.strata(&targets)
+    } else {
+        None
+    };
+    let (train_rows, test_rows) =
+        split_rows(label_raw.len(), spec.test_fraction, strata.as_deref(), seed);
     let features = Preprocessor::fit(spec, &cols, &train_rows, &file)?;
     let table = |rows: &[usize]| -> Result<Table, DataError> {
         Ok(Table {
@@ -76,12 +91,18 @@ fn read_columns(
     for name in &names {
         let kind = column_kind(schema, file, name)?;
         if kind == Kind::String && spec.categorical == Categorical::Error {
-            return Err(DataError::StringFeature { file: file.to_string(), column: name.clone() });
+            return Err(DataError::StringFeature {
+                file: file.to_string(),
+                column: name.clone(),
+            });
         }
         kinds.push(kind);
     }
     if batches.iter().all(|b| b.num_rows() == 0) {
-        return Err(DataError::EmptyFile { file: file.to_string(), column: spec.label.clone() });
+        return Err(DataError::EmptyFile {
+            file: file.to_string(),
+            column: spec.label.clone(),
+        });
     }
     names
         .into_iter()
@@ -93,11 +114,19 @@ fn read_columns(
 /// Seeded train/test split of `rows` rows; both lists sorted. With `strata` every class is split
 /// in the same proportion (each class rounds its own test count). The training side keeps at least
 /// one row.
-pub fn split_rows(rows: usize, test_fraction: f64, strata: Option<&[u32]>, seed: u64) -> (Vec<usize>, Vec<usize>) {
+pub fn split_rows(
+    rows: usize,
+    test_fraction: f64,
+    strata: Option<&[u32]>,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut groups: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for r in 0..rows {
-        groups.entry(strata.map_or(0, |s| s[r])).or_default().push(r);
+        groups
+            .entry(strata.map_or(0, |s| s[r]))
+            .or_default()
+            .push(r);
     }
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for group in groups.values_mut() {
@@ -115,4 +144,3 @@ pub fn split_rows(rows: usize, test_fraction: f64, strata: Option<&[u32]>, seed:
     test.sort_unstable();
     (train, test)
 }
-

@@ -44,7 +44,11 @@ impl ColumnPlan {
     fn width(&self) -> usize {
         match self {
             ColumnPlan::Numeric { .. } => 1,
-            ColumnPlan::OneHot { categories, missing_slot, .. } => categories.len() + usize::from(*missing_slot),
+            ColumnPlan::OneHot {
+                categories,
+                missing_slot,
+                ..
+            } => categories.len() + usize::from(*missing_slot),
         }
     }
 }
@@ -75,13 +79,26 @@ impl Preprocessor {
         let mut columns = Vec::with_capacity(cols.len());
         for (name, raw) in cols {
             let plan = match raw {
-                RawColumn::Num(v) => fit_numeric(name, v, train_rows, spec.scaling, refuse_missing, file)?,
-                RawColumn::Str(v) => fit_strings(name, v, train_rows, spec.missing_strings, refuse_missing, file)?,
+                RawColumn::Num(v) => {
+                    fit_numeric(name, v, train_rows, spec.scaling, refuse_missing, file)?
+                }
+                RawColumn::Str(v) => fit_strings(
+                    name,
+                    v,
+                    train_rows,
+                    spec.missing_strings,
+                    refuse_missing,
+                    file,
+                )?,
             };
             columns.push(plan);
         }
         let feature_names = columns.iter().flat_map(feature_names_of).collect();
-        Ok(Preprocessor { columns, refuse_missing, feature_names })
+        Ok(Preprocessor {
+            columns,
+            refuse_missing,
+            feature_names,
+        })
     }
 
     /// Number of output features.
@@ -93,19 +110,38 @@ impl Preprocessor {
     ///
     /// # Errors
     /// `MissingValue`/`NonFinite` naming column and row; `Config` if a column changed kind.
-    pub fn transform(&self, cols: &[(String, RawColumn)], rows: &[usize], file: &str) -> Result<Vec<f32>, DataError> {
+    pub fn transform(
+        &self,
+        cols: &[(String, RawColumn)],
+        rows: &[usize],
+        file: &str,
+    ) -> Result<Vec<f32>, DataError> {
         let width = self.width();
         let mut x = vec![0.0f32; rows.len() * width];
         let mut offset = 0;
         for (plan, (name, raw)) in self.columns.iter().zip(cols) {
             match (plan, raw) {
-                (ColumnPlan::Numeric { fill, shift, scale, .. }, RawColumn::Num(v)) => {
+                (
+                    ColumnPlan::Numeric {
+                        fill, shift, scale, ..
+                    },
+                    RawColumn::Num(v),
+                ) => {
                     for (i, &r) in rows.iter().enumerate() {
-                        let value = check_number(v[r], name, r, self.refuse_missing, file)?.unwrap_or(*fill);
+                        let value = check_number(v[r], name, r, self.refuse_missing, file)?
+                            .unwrap_or(*fill);
                         x[i * width + offset] = ((value - shift) / scale) as f32;
                     }
                 }
-                (ColumnPlan::OneHot { categories, missing_slot, fill, .. }, RawColumn::Str(v)) => {
+                (
+                    ColumnPlan::OneHot {
+                        categories,
+                        missing_slot,
+                        fill,
+                        ..
+                    },
+                    RawColumn::Str(v),
+                ) => {
                     for (i, &r) in rows.iter().enumerate() {
                         let slot = match v[r].as_deref().or(fill.as_deref()) {
                             Some(s) => categories.binary_search_by(|c| c.as_str().cmp(s)).ok(),
@@ -117,13 +153,13 @@ impl Preprocessor {
                         }
                     }
                 }
-                _ => {
-                    return Err(DataError::Config {
-                        file: file.to_string(),
-                        column: name.clone(),
-                        message: "column changed between numbers and strings since the pipeline was fitted".into(),
-                    })
-                }
+                _ => return Err(DataError::Config {
+                    file: file.to_string(),
+                    column: name.clone(),
+                    message:
+                        "column changed between numbers and strings since the pipeline was fitted"
+                            .into(),
+                }),
             }
             offset += plan.width();
         }
@@ -134,7 +170,12 @@ impl Preprocessor {
 fn feature_names_of(plan: &ColumnPlan) -> Vec<String> {
     match plan {
         ColumnPlan::Numeric { name, .. } => vec![name.clone()],
-        ColumnPlan::OneHot { name, categories, missing_slot, .. } => {
+        ColumnPlan::OneHot {
+            name,
+            categories,
+            missing_slot,
+            ..
+        } => {
             let mut v: Vec<String> = categories.iter().map(|c| format!("{name}={c}")).collect();
             if *missing_slot {
                 v.push(format!("{name}={MISSING_CATEGORY}"));
@@ -145,16 +186,35 @@ fn feature_names_of(plan: &ColumnPlan) -> Vec<String> {
 }
 
 fn missing(column: &str, row: usize, file: &str) -> DataError {
-    DataError::MissingValue { file: file.to_string(), column: column.to_string(), row }
+    DataError::MissingValue {
+        file: file.to_string(),
+        column: column.to_string(),
+        row,
+    }
 }
 
 /// `Some(value)`, `None` for a missing one that may be imputed, or an error.
-fn check_number(value: f64, column: &str, row: usize, refuse: bool, file: &str) -> Result<Option<f64>, DataError> {
+fn check_number(
+    value: f64,
+    column: &str,
+    row: usize,
+    refuse: bool,
+    file: &str,
+) -> Result<Option<f64>, DataError> {
     if value.is_nan() {
-        return if refuse { Err(missing(column, row, file)) } else { Ok(None) };
+        return if refuse {
+            Err(missing(column, row, file))
+        } else {
+            Ok(None)
+        };
     }
     if value.is_infinite() {
-        return Err(DataError::NonFinite { file: file.to_string(), column: column.to_string(), row, value });
+        return Err(DataError::NonFinite {
+            file: file.to_string(),
+            column: column.to_string(),
+            row,
+            value,
+        });
     }
     Ok(Some(value))
 }
@@ -178,7 +238,8 @@ fn fit_numeric(
     let missing_count = rows.len() - present.len();
     let sum: f64 = present.iter().sum::<f64>() + fill * missing_count as f64;
     let mean = sum / n;
-    let sq: f64 = present.iter().map(|x| (x - mean).powi(2)).sum::<f64>() + (fill - mean).powi(2) * missing_count as f64;
+    let sq: f64 = present.iter().map(|x| (x - mean).powi(2)).sum::<f64>()
+        + (fill - mean).powi(2) * missing_count as f64;
     let std = (sq / n).sqrt();
     let lo = present.first().copied().unwrap_or(0.0).min(fill);
     let hi = present.last().copied().unwrap_or(0.0).max(fill);
@@ -189,7 +250,12 @@ fn fit_numeric(
         Scaling::MinMax => (lo, nonzero(hi - lo)),
         Scaling::Divide(d) => (0.0, f64::from(d)),
     };
-    Ok(ColumnPlan::Numeric { name: name.to_string(), fill, shift, scale })
+    Ok(ColumnPlan::Numeric {
+        name: name.to_string(),
+        fill,
+        shift,
+        scale,
+    })
 }
 
 /// Median of `v` (sorted in place; mean of the middle two for an even count; 0 when empty).
@@ -220,16 +286,24 @@ fn fit_strings(
         }
     }
     // First maximum in sorted order: ties go to the smallest string.
-    let most_frequent = counts.iter().fold(None, |best: Option<(&str, usize)>, (s, c)| match best {
-        Some((_, bc)) if bc >= *c => best,
-        _ => Some((s, *c)),
-    });
+    let most_frequent =
+        counts
+            .iter()
+            .fold(None, |best: Option<(&str, usize)>, (s, c)| match best {
+                Some((_, bc)) if bc >= *c => best,
+                _ => Some((s, *c)),
+            });
     let (fill, missing_slot) = match mode {
         MissingStrings::MostFrequent => (most_frequent.map(|(s, _)| s.to_string()), false),
         MissingStrings::Category => (None, missing_count > 0),
     };
     let categories = counts.keys().map(|s| s.to_string()).collect();
-    Ok(ColumnPlan::OneHot { name: name.to_string(), categories, missing_slot, fill })
+    Ok(ColumnPlan::OneHot {
+        name: name.to_string(),
+        categories,
+        missing_slot,
+        fill,
+    })
 }
 
 #[cfg(test)]

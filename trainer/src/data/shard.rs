@@ -23,7 +23,10 @@ use std::ops::Range;
 /// # Panics
 /// If `world == 0` or `rank >= world` (a configuration bug, checked when the cluster forms).
 pub fn shard_range(len: usize, rank: usize, world: usize) -> Range<usize> {
-    assert!(world > 0 && rank < world, "shard: rank {rank} is not in a world of {world}");
+    assert!(
+        world > 0 && rank < world,
+        "shard: rank {rank} is not in a world of {world}"
+    );
     let (base, extra) = (len / world, len % world);
     let start = rank * base + rank.min(extra);
     let size = base + usize::from(rank < extra);

@@ -54,16 +54,27 @@ impl FileRecords {
     pub fn open(path: &Path, format: Format, label: &str) -> Result<Self, DataError> {
         let name = path.display().to_string();
         let format = resolve_format(path, format)?;
-        let io = |e: std::io::Error| DataError::Io { file: name.clone(), message: e.to_string() };
+        let io = |e: std::io::Error| DataError::Io {
+            file: name.clone(),
+            message: e.to_string(),
+        };
         let file = File::open(path).map_err(io)?;
         if file.metadata().map_err(io)?.len() == 0 {
-            return Err(DataError::EmptyFile { file: name, column: label.to_string() });
+            return Err(DataError::EmptyFile {
+                file: name,
+                column: label.to_string(),
+            });
         }
         let (schema, reader) = match format {
             Format::Csv => open_csv(file, &name)?,
             _ => open_parquet(file, &name)?,
         };
-        Ok(FileRecords { name, format, schema, reader })
+        Ok(FileRecords {
+            name,
+            format,
+            schema,
+            reader,
+        })
     }
 
     /// Reads every remaining batch.
@@ -105,11 +116,16 @@ fn resolve_format(path: &Path, format: Format) -> Result<Format, DataError> {
     if format != Format::Auto {
         return Ok(format);
     }
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     match ext.as_deref() {
         Some("parquet") | Some("pq") => Ok(Format::Parquet),
         Some("csv") => Ok(Format::Csv),
-        _ => Err(DataError::UnknownFormat { file: PathBuf::from(path).display().to_string() }),
+        _ => Err(DataError::UnknownFormat {
+            file: PathBuf::from(path).display().to_string(),
+        }),
     }
 }
 
@@ -128,15 +144,25 @@ fn open_parquet(file: File, name: &str) -> Result<(SchemaRef, Reader), DataError
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(err)?;
     let schema = builder.schema().clone();
-    let reader = builder.with_batch_size(READ_BATCH_ROWS).build().map_err(err)?;
+    let reader = builder
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(err)?;
     Ok((schema, Reader::Parquet(reader)))
 }
 
 fn open_csv(mut file: File, name: &str) -> Result<(SchemaRef, Reader), DataError> {
-    let err = |message: String| DataError::Decode { file: name.to_string(), format: "csv", message };
+    let err = |message: String| DataError::Decode {
+        file: name.to_string(),
+        format: "csv",
+        message,
+    };
     let format = arrow_csv::reader::Format::default().with_header(true);
-    let (schema, _) = format.infer_schema(&mut file, None).map_err(|e| err(e.to_string()))?;
-    file.seek(SeekFrom::Start(0)).map_err(|e| err(e.to_string()))?;
+    let (schema, _) = format
+        .infer_schema(&mut file, None)
+        .map_err(|e| err(e.to_string()))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| err(e.to_string()))?;
     let schema = Arc::new(schema);
     let reader = arrow_csv::ReaderBuilder::new(schema.clone())
         .with_format(format)

@@ -59,21 +59,39 @@ impl<R: RecordBatchSource> StreamSource<R> {
     ///
     /// # Errors
     /// `Source` for a zero batch size or `rank >= world`.
-    pub fn new(source: R, fitted: Fitted, global_batch: usize, rank: usize, world: usize) -> Result<Self, DataError> {
+    pub fn new(
+        source: R,
+        fitted: Fitted,
+        global_batch: usize,
+        rank: usize,
+        world: usize,
+    ) -> Result<Self, DataError> {
         if global_batch == 0 || rank >= world {
             return Err(DataError::Source {
                 file: source.name().to_string(),
-                message: format!("global batch {global_batch}, rank {rank} of {world} is not a valid sharding"),
+                message: format!(
+                    "global batch {global_batch}, rank {rank} of {world} is not a valid sharding"
+                ),
             });
         }
-        Ok(StreamSource { source, fitted, global_batch, rank, world, pending: None, cursor: DataCursor::default() })
+        Ok(StreamSource {
+            source,
+            fitted,
+            global_batch,
+            rank,
+            world,
+            pending: None,
+            cursor: DataCursor::default(),
+        })
     }
 
     /// Buffers rows until a global batch is available (or the stream ends); returns the buffer.
     fn fill(&mut self) -> Result<Option<Table>, DataError> {
         let mut buf = self.pending.take();
         while buf.as_ref().map_or(0, |t| t.rows) < self.global_batch {
-            let Some(rb) = self.source.next_batch()? else { break };
+            let Some(rb) = self.source.next_batch()? else {
+                break;
+            };
             let t = self.fitted.table(&rb, self.source.name())?;
             buf = Some(match buf {
                 None => t,
@@ -111,7 +129,9 @@ impl<R: RecordBatchSource> BatchSource for StreamSource<R> {
     }
 
     fn next_shard(&mut self) -> Result<Option<ShardBatch>, DataError> {
-        let Some(buf) = self.fill()? else { return Ok(None) };
+        let Some(buf) = self.fill()? else {
+            return Ok(None);
+        };
         let global_rows = buf.rows.min(self.global_batch);
         let all: Vec<usize> = (0..buf.rows).collect();
         let mine = &all[shard_range(global_rows, self.rank, self.world)];
@@ -121,7 +141,12 @@ impl<R: RecordBatchSource> BatchSource for StreamSource<R> {
         }
         let cursor = self.cursor;
         self.cursor.batch_in_epoch += 1;
-        Ok(Some(ShardBatch { batch, cursor, global_rows, scale: shard_scale(global_rows, self.rank, self.world) }))
+        Ok(Some(ShardBatch {
+            batch,
+            cursor,
+            global_rows,
+            scale: shard_scale(global_rows, self.rank, self.world),
+        }))
     }
 
     fn cursor(&self) -> DataCursor {
@@ -133,7 +158,10 @@ impl<R: RecordBatchSource> BatchSource for StreamSource<R> {
         if cursor.epoch != 0 || cursor < self.cursor {
             return Err(DataError::Source {
                 file: self.source.name().to_string(),
-                message: format!("cannot seek a stream back from {:?} to {cursor:?}", self.cursor),
+                message: format!(
+                    "cannot seek a stream back from {:?} to {cursor:?}",
+                    self.cursor
+                ),
             });
         }
         while self.cursor < cursor {
@@ -154,6 +182,11 @@ trait IntoTable {
 
 impl IntoTable for crate::batch::Batch {
     fn into_table(self) -> Table {
-        Table { x: self.x, rows: self.rows, cols: self.cols, y: self.y }
+        Table {
+            x: self.x,
+            rows: self.rows,
+            cols: self.cols,
+            y: self.y,
+        }
     }
 }

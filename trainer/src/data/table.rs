@@ -35,12 +35,22 @@ impl Table {
             Targets::Real(v) => Targets::Real(indices.iter().map(|&i| v[i]).collect()),
             Targets::Class(v) => Targets::Class(indices.iter().map(|&i| v[i]).collect()),
         };
-        Batch { x, rows: indices.len(), cols: self.cols, y }
+        Batch {
+            x,
+            rows: indices.len(),
+            cols: self.cols,
+            y,
+        }
     }
 
     /// All rows, in order, as one `Batch`.
     pub fn all(&self) -> Batch {
-        Batch { x: self.x.clone(), rows: self.rows, cols: self.cols, y: self.y.clone() }
+        Batch {
+            x: self.x.clone(),
+            rows: self.rows,
+            cols: self.cols,
+            y: self.y.clone(),
+        }
     }
 }
 

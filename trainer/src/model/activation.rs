@@ -40,7 +40,13 @@ impl Layer for Activation {
         self.features
     }
 
-    fn forward(&mut self, _p: &[f32], x: &[f32], _rows: usize, y: &mut [f32]) -> Result<(), ModelError> {
+    fn forward(
+        &mut self,
+        _p: &[f32],
+        x: &[f32],
+        _rows: usize,
+        y: &mut [f32],
+    ) -> Result<(), ModelError> {
         match self.kind {
             ActivationKind::Relu => y.iter_mut().zip(x).for_each(|(y, &x)| *y = x.max(0.0)),
             ActivationKind::Tanh => y.iter_mut().zip(x).for_each(|(y, &x)| *y = x.tanh()),

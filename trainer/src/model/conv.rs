@@ -52,7 +52,11 @@ pub struct Conv2d {
 impl Conv2d {
     /// A convolution over `g` with `c_out` filters (He init: it is followed by ReLU).
     pub fn new(g: ConvGeom, c_out: usize) -> Self {
-        Conv2d { g, c_out, col: Vec::new() }
+        Conv2d {
+            g,
+            c_out,
+            col: Vec::new(),
+        }
     }
 }
 
@@ -74,11 +78,21 @@ impl Layer for Conv2d {
                 shape: vec![self.c_out, g.c_in, g.k, g.k],
                 init: Init::He { fan_in: g.ckk() },
             },
-            ParamSpec { name: "bias", shape: vec![self.c_out], init: Init::Zeros },
+            ParamSpec {
+                name: "bias",
+                shape: vec![self.c_out],
+                init: Init::Zeros,
+            },
         ]
     }
 
-    fn forward(&mut self, params: &[f32], x: &[f32], rows: usize, y: &mut [f32]) -> Result<(), ModelError> {
+    fn forward(
+        &mut self,
+        params: &[f32],
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+    ) -> Result<(), ModelError> {
         let (ckk, np) = (self.g.ckk(), rows * self.g.ho() * self.g.wo());
         self.col.resize(ckk * np, 0.0);
         im2col(&self.g, x, rows, &mut self.col);
@@ -86,7 +100,18 @@ impl Layer for Conv2d {
         for (row, &bias) in y.chunks_exact_mut(np.max(1)).zip(b) {
             row.fill(bias);
         }
-        gemm(Transpose::No, Transpose::No, self.c_out, np, ckk, 1.0, w, &self.col, 1.0, y)?;
+        gemm(
+            Transpose::No,
+            Transpose::No,
+            self.c_out,
+            np,
+            ckk,
+            1.0,
+            w,
+            &self.col,
+            1.0,
+            y,
+        )?;
         Ok(())
     }
 
@@ -103,13 +128,35 @@ impl Layer for Conv2d {
         let (f, ckk, np) = (self.c_out, self.g.ckk(), rows * self.g.ho() * self.g.wo());
         let (gw, gb) = grads.split_at_mut(f * ckk);
         // dW = dY col^T ([f x np] [np x ckk]).
-        gemm(Transpose::No, Transpose::Yes, f, ckk, np, 1.0, dy, &self.col, 0.0, gw)?;
+        gemm(
+            Transpose::No,
+            Transpose::Yes,
+            f,
+            ckk,
+            np,
+            1.0,
+            dy,
+            &self.col,
+            0.0,
+            gw,
+        )?;
         for (g, row) in gb.iter_mut().zip(dy.chunks_exact(np.max(1))) {
             *g = row.iter().sum();
         }
         if let Some(dx) = dx {
             // dcol = W^T dY ([ckk x f] [f x np]), written over col, which is no longer needed.
-            gemm(Transpose::Yes, Transpose::No, ckk, np, f, 1.0, &params[..f * ckk], dy, 0.0, &mut self.col)?;
+            gemm(
+                Transpose::Yes,
+                Transpose::No,
+                ckk,
+                np,
+                f,
+                1.0,
+                &params[..f * ckk],
+                dy,
+                0.0,
+                &mut self.col,
+            )?;
             col2im(&self.g, &self.col, rows, dx);
         }
         Ok(())
@@ -174,7 +221,9 @@ pub fn col2im(g: &ConvGeom, col: &[f32], rows: usize, dx: &mut [f32]) {
                 for n in 0..rows {
                     let dst = &mut dx[(c * rows + n) * hw..][..hw];
                     for oy in 0..ho {
-                        let Some(iy) = src_row(g, oy, ky) else { continue };
+                        let Some(iy) = src_row(g, oy, ky) else {
+                            continue;
+                        };
                         let s = &srow[(n * ho + oy) * wo..][lo..hi];
                         for (d, &v) in dst[iy * g.w + ix0..][..hi - lo].iter_mut().zip(s) {
                             *d += v;
@@ -200,9 +249,14 @@ mod tests {
                     for c in 0..g.c_in {
                         for ky in 0..g.k {
                             for kx in 0..g.k {
-                                let (iy, ix) = ((oy + ky) as isize - g.pad as isize, (ox + kx) as isize - g.pad as isize);
-                                if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
-                                    s += x[(c * g.h + iy as usize) * g.w + ix as usize] * w[((o * g.c_in + c) * g.k + ky) * g.k + kx];
+                                let (iy, ix) = (
+                                    (oy + ky) as isize - g.pad as isize,
+                                    (ox + kx) as isize - g.pad as isize,
+                                );
+                                if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w
+                                {
+                                    s += x[(c * g.h + iy as usize) * g.w + ix as usize]
+                                        * w[((o * g.c_in + c) * g.k + ky) * g.k + kx];
                                 }
                             }
                         }
@@ -217,10 +271,18 @@ mod tests {
     #[test]
     fn matches_direct_convolution() {
         for (pad, k) in [(0, 3), (1, 3), (2, 5), (2, 3)] {
-            let g = ConvGeom { c_in: 2, h: 5, w: 4, k, pad };
+            let g = ConvGeom {
+                c_in: 2,
+                h: 5,
+                w: 4,
+                k,
+                pad,
+            };
             let f = 3;
             let x: Vec<f32> = (0..g.c_in * 20).map(|i| (i as f32 * 0.37).sin()).collect();
-            let mut p: Vec<f32> = (0..f * g.ckk() + f).map(|i| (i as f32 * 0.11).cos()).collect();
+            let mut p: Vec<f32> = (0..f * g.ckk() + f)
+                .map(|i| (i as f32 * 0.11).cos())
+                .collect();
             p[f * g.ckk()..].fill(0.0);
             let mut conv = Conv2d::new(g, f);
             let mut y = vec![0.0; conv.out_features()];

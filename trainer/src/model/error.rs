@@ -50,7 +50,9 @@ pub enum ModelError {
         actual: usize,
     },
     /// Adjacent layers whose widths do not chain (a bug in a hand-built network).
-    #[error("layer {index} ({kind}) takes {expected} inputs per row, the previous layer gives {actual}")]
+    #[error(
+        "layer {index} ({kind}) takes {expected} inputs per row, the previous layer gives {actual}"
+    )]
     LayerChain {
         /// Index of the layer in forward order.
         index: usize,

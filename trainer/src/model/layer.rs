@@ -50,7 +50,13 @@ pub trait Layer: Send {
     ///
     /// # Errors
     /// Only a kernel's shape error, which would be a bug in the layer.
-    fn forward(&mut self, params: &[f32], x: &[f32], rows: usize, y: &mut [f32]) -> Result<(), ModelError>;
+    fn forward(
+        &mut self,
+        params: &[f32],
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+    ) -> Result<(), ModelError>;
     /// Given `dy = dL/dy`, overwrite `grads` (this layer's block) with `dL/dparams` and, when
     /// `dx` is given, overwrite it with `dL/dx`. `x` and `y` are the last forward's input and
     /// output.

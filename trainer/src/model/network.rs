@@ -43,8 +43,15 @@ impl Network {
     /// # Errors
     /// [`ModelError::LayerChain`] when widths do not chain; [`ModelError::Spec`] when there
     /// are no layers or the output width does not match the task.
-    pub fn new(name: &str, layers: Vec<Box<dyn Layer>>, task: Task, seed: u64) -> Result<Self, ModelError> {
-        let last = layers.last().ok_or_else(|| ModelError::Spec(format!("{name}: no layers")))?;
+    pub fn new(
+        name: &str,
+        layers: Vec<Box<dyn Layer>>,
+        task: Task,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
+        let last = layers
+            .last()
+            .ok_or_else(|| ModelError::Spec(format!("{name}: no layers")))?;
         if last.out_features() != task.out_dim() {
             return Err(ModelError::Spec(format!(
                 "{name}: last layer gives {} outputs, the task needs {}",
@@ -69,7 +76,12 @@ impl Network {
             let start = offset;
             for spec in layer.param_specs() {
                 let len = spec.len();
-                layout.push(ParamInfo { name: format!("{}{i}.{}", layer.kind(), spec.name), shape: spec.shape, offset, len });
+                layout.push(ParamInfo {
+                    name: format!("{}{i}.{}", layer.kind(), spec.name),
+                    shape: spec.shape,
+                    offset,
+                    len,
+                });
                 offset += len;
             }
             blocks[i] = start..offset;
@@ -83,10 +95,25 @@ impl Network {
                 at += spec.len();
             }
         }
-        let buckets = blocks.iter().rev().filter(|b| !b.is_empty()).cloned().collect();
+        let buckets = blocks
+            .iter()
+            .rev()
+            .filter(|b| !b.is_empty())
+            .cloned()
+            .collect();
         let acts = vec![Vec::new(); layers.len()];
         let name = name.to_string();
-        Ok(Network { name, layers, blocks, buckets, layout, params, task, acts, dbuf: [Vec::new(), Vec::new()] })
+        Ok(Network {
+            name,
+            layers,
+            blocks,
+            buckets,
+            layout,
+            params,
+            task,
+            acts,
+            dbuf: [Vec::new(), Vec::new()],
+        })
     }
 
     /// The layers, in forward order.
@@ -96,7 +123,11 @@ impl Network {
 
     fn check_input(&self, x_len: usize, rows: usize, cols: usize) -> Result<(), ModelError> {
         if cols != self.in_dim() {
-            return Err(ModelError::InputWidth { model: self.name.clone(), expected: self.in_dim(), actual: cols });
+            return Err(ModelError::InputWidth {
+                model: self.name.clone(),
+                expected: self.in_dim(),
+                actual: cols,
+            });
         }
         if x_len != rows * cols {
             let what = format!("{x_len} feature values for {rows} rows x {cols} columns");
@@ -136,7 +167,15 @@ impl Network {
                 None
             };
             let p = &self.params[block.clone()];
-            self.layers[i].backward(p, input, &self.acts[i], &dy, rows, &mut grads[block.clone()], want_dx)?;
+            self.layers[i].backward(
+                p,
+                input,
+                &self.acts[i],
+                &dy,
+                rows,
+                &mut grads[block.clone()],
+                want_dx,
+            )?;
             if !block.is_empty() {
                 on_bucket(block.clone(), &mut grads[block]);
             }
@@ -152,19 +191,41 @@ impl Network {
         self.forward(&batch.x, batch.rows)?;
         let out = self.acts.last().map(Vec::as_slice).unwrap_or(&[]);
         self.dbuf[0].resize(out.len(), 0.0);
-        let sum = self.task.loss().eval(out, batch.rows, self.task.out_dim(), &batch.y, divisor, &mut self.dbuf[0])?;
-        let mean = if batch.rows == 0 { 0.0 } else { sum / batch.rows as f64 };
+        let sum = self.task.loss().eval(
+            out,
+            batch.rows,
+            self.task.out_dim(),
+            &batch.y,
+            divisor,
+            &mut self.dbuf[0],
+        )?;
+        let mean = if batch.rows == 0 {
+            0.0
+        } else {
+            sum / batch.rows as f64
+        };
         if !sum.is_finite() {
-            return Err(ModelError::NonFiniteLoss { loss: mean, rows: batch.rows });
+            return Err(ModelError::NonFiniteLoss {
+                loss: mean,
+                rows: batch.rows,
+            });
         }
-        Ok(StepOutput { loss: mean, loss_sum: sum, rows: batch.rows })
+        Ok(StepOutput {
+            loss: mean,
+            loss_sum: sum,
+            rows: batch.rows,
+        })
     }
 }
 
 /// Targets of rows `start..start + n` (`per` values per row for real targets).
 fn slice_targets(y: &Targets, start: usize, n: usize, per: usize) -> Targets {
     match y {
-        Targets::Real(v) => Targets::Real(v.get(start * per..(start + n) * per).unwrap_or(&[]).to_vec()),
+        Targets::Real(v) => Targets::Real(
+            v.get(start * per..(start + n) * per)
+                .unwrap_or(&[])
+                .to_vec(),
+        ),
         Targets::Class(v) => Targets::Class(v.get(start..start + n).unwrap_or(&[]).to_vec()),
     }
 }
@@ -191,10 +252,16 @@ impl Model for Network {
         on_bucket: &mut dyn FnMut(Range<usize>, &mut [f32]),
     ) -> Result<StepOutput, ModelError> {
         if grads.len() != self.params.len() {
-            return Err(ModelError::BufferLen { what: "gradient", expected: self.params.len(), actual: grads.len() });
+            return Err(ModelError::BufferLen {
+                what: "gradient",
+                expected: self.params.len(),
+                actual: grads.len(),
+            });
         }
         if !(divisor.is_finite() && divisor > 0.0) {
-            return Err(ModelError::BatchShape { what: format!("gradient divisor {divisor} is not positive") });
+            return Err(ModelError::BatchShape {
+                what: format!("gradient divisor {divisor} is not positive"),
+            });
         }
         let out = self.forward_loss(batch, divisor)?;
         if batch.rows == 0 {
@@ -209,7 +276,11 @@ impl Model for Network {
     }
 
     fn evaluate(&mut self, batch: &Batch) -> Result<StepOutput, ModelError> {
-        let mut total = StepOutput { loss: 0.0, loss_sum: 0.0, rows: 0 };
+        let mut total = StepOutput {
+            loss: 0.0,
+            loss_sum: 0.0,
+            rows: 0,
+        };
         self.check_input(batch.x.len(), batch.rows, batch.cols)?;
         let cols = batch.cols;
         let per = match self.task {
@@ -218,13 +289,29 @@ impl Model for Network {
         };
         for start in (0..batch.rows).step_by(PREDICT_CHUNK) {
             let n = PREDICT_CHUNK.min(batch.rows - start);
-            let x = batch.x.get(start * cols..(start + n) * cols).unwrap_or(&[]).to_vec();
+            let x = batch
+                .x
+                .get(start * cols..(start + n) * cols)
+                .unwrap_or(&[])
+                .to_vec();
             let y = slice_targets(&batch.y, start, n, per);
-            let part = self.forward_loss(&Batch { x, rows: n, cols, y }, 1.0)?;
+            let part = self.forward_loss(
+                &Batch {
+                    x,
+                    rows: n,
+                    cols,
+                    y,
+                },
+                1.0,
+            )?;
             total.loss_sum += part.loss_sum;
             total.rows += n;
         }
-        total.loss = if total.rows == 0 { 0.0 } else { total.loss_sum / total.rows as f64 };
+        total.loss = if total.rows == 0 {
+            0.0
+        } else {
+            total.loss_sum / total.rows as f64
+        };
         Ok(total)
     }
 

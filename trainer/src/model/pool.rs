@@ -21,7 +21,12 @@ pub struct MaxPool2 {
 impl MaxPool2 {
     /// Pooling over `planes` planes (channels) of `h x w` per row.
     pub fn new(planes: usize, h: usize, w: usize) -> Self {
-        MaxPool2 { planes, h, w, argmax: Vec::new() }
+        MaxPool2 {
+            planes,
+            h,
+            w,
+            argmax: Vec::new(),
+        }
     }
 }
 
@@ -36,7 +41,13 @@ impl Layer for MaxPool2 {
         self.planes * (self.h / 2) * (self.w / 2)
     }
 
-    fn forward(&mut self, _p: &[f32], x: &[f32], _rows: usize, y: &mut [f32]) -> Result<(), ModelError> {
+    fn forward(
+        &mut self,
+        _p: &[f32],
+        x: &[f32],
+        _rows: usize,
+        y: &mut [f32],
+    ) -> Result<(), ModelError> {
         let (h, w, ho, wo) = (self.h, self.w, self.h / 2, self.w / 2);
         self.argmax.resize(y.len(), 0);
         let planes = x.chunks_exact(h * w).zip(y.chunks_exact_mut(ho * wo));
@@ -90,12 +101,20 @@ pub struct Permute {
 impl Permute {
     /// NCHW rows to CNHW (into a convolution stack).
     pub fn to_channel_major(channels: usize, plane: usize) -> Self {
-        Permute { channels, plane, to_channel_major: true }
+        Permute {
+            channels,
+            plane,
+            to_channel_major: true,
+        }
     }
 
     /// CNHW back to NCHW rows (`flatten`, out of a convolution stack).
     pub fn flatten(channels: usize, plane: usize) -> Self {
-        Permute { channels, plane, to_channel_major: false }
+        Permute {
+            channels,
+            plane,
+            to_channel_major: false,
+        }
     }
 
     /// `[a][b][P]` to `[b][a][P]`.
@@ -124,7 +143,13 @@ impl Layer for Permute {
         self.channels * self.plane
     }
 
-    fn forward(&mut self, _p: &[f32], x: &[f32], rows: usize, y: &mut [f32]) -> Result<(), ModelError> {
+    fn forward(
+        &mut self,
+        _p: &[f32],
+        x: &[f32],
+        rows: usize,
+        y: &mut [f32],
+    ) -> Result<(), ModelError> {
         match self.to_channel_major {
             true => self.swap(rows, self.channels, x, y),
             false => self.swap(self.channels, rows, x, y),

@@ -139,7 +139,11 @@ impl ModelSpec {
         check(!self.hidden.is_empty(), dense, "hidden");
         check(self.activation.is_some(), dense, "activation");
         check(self.task.is_some(), dense, "task");
-        check(self.classes.is_some(), self.kind != ModelKind::Linear, "classes");
+        check(
+            self.classes.is_some(),
+            self.kind != ModelKind::Linear,
+            "classes",
+        );
         check(self.image.is_some(), cnn, "image");
         check(!self.channels.is_empty(), cnn, "channels");
         check(self.kernel.is_some(), cnn, "kernel");
@@ -149,7 +153,10 @@ impl ModelSpec {
 
     fn task_for(&self, classes_or_outputs: usize) -> Result<Task, ModelError> {
         if classes_or_outputs == 0 {
-            return Err(ModelError::Spec(format!("{}: the data gives 0 classes/outputs", self.kind_name())));
+            return Err(ModelError::Spec(format!(
+                "{}: the data gives 0 classes/outputs",
+                self.kind_name()
+            )));
         }
         if let Some(c) = self.classes.filter(|&c| c != classes_or_outputs) {
             return Err(ModelError::Spec(format!(
@@ -163,7 +170,9 @@ impl ModelSpec {
             _ => self.task == Some(TaskName::Regression),
         };
         Ok(match regression {
-            true => Task::Regression { outputs: classes_or_outputs },
+            true => Task::Regression {
+                outputs: classes_or_outputs,
+            },
             false => Task::classification(classes_or_outputs),
         })
     }
@@ -185,13 +194,20 @@ pub fn build_model(
     let kind = spec.kind_name();
     let stray = spec.stray_fields();
     if !stray.is_empty() {
-        return Err(ModelError::Spec(format!("{kind}: field(s) {} do not apply to kind = \"{kind}\"", stray.join(", "))));
+        return Err(ModelError::Spec(format!(
+            "{kind}: field(s) {} do not apply to kind = \"{kind}\"",
+            stray.join(", ")
+        )));
     }
     if input_dim == 0 {
-        return Err(ModelError::Spec(format!("{kind}: the data has no feature columns")));
+        return Err(ModelError::Spec(format!(
+            "{kind}: the data has no feature columns"
+        )));
     }
     if spec.hidden.contains(&0) || spec.channels.contains(&0) {
-        return Err(ModelError::Spec(format!("{kind}: hidden and channels entries must be positive")));
+        return Err(ModelError::Spec(format!(
+            "{kind}: hidden and channels entries must be positive"
+        )));
     }
     let task = spec.task_for(classes_or_outputs)?;
     let act = match spec.activation.unwrap_or(ActivationName::Relu) {
@@ -216,9 +232,15 @@ pub fn build_model(
 }
 
 /// Push the conv blocks of a CNN spec; returns the flattened width they produce.
-fn conv_stack(spec: &ModelSpec, input_dim: usize, layers: &mut Vec<Box<dyn Layer>>) -> Result<usize, ModelError> {
+fn conv_stack(
+    spec: &ModelSpec,
+    input_dim: usize,
+    layers: &mut Vec<Box<dyn Layer>>,
+) -> Result<usize, ModelError> {
     let err = |m: String| Err(ModelError::Spec(format!("cnn: {m}")));
-    let Some([c, h, w]) = spec.image else { return err("`image = [channels, height, width]` is required".into()) };
+    let Some([c, h, w]) = spec.image else {
+        return err("`image = [channels, height, width]` is required".into());
+    };
     if c * h * w != input_dim {
         return err(format!("image = [{c}, {h}, {w}] has {} values per row but the data has {input_dim} feature columns", c * h * w));
     }
@@ -238,9 +260,17 @@ fn conv_stack(spec: &ModelSpec, input_dim: usize, layers: &mut Vec<Box<dyn Layer
     }
     let (mut c, mut h, mut w) = (c, h, w);
     for (i, &f) in spec.channels.iter().enumerate() {
-        let g = ConvGeom { c_in: c, h, w, k, pad };
+        let g = ConvGeom {
+            c_in: c,
+            h,
+            w,
+            k,
+            pad,
+        };
         if g.ho() < 2 || g.wo() < 2 {
-            return err(format!("conv block {i}: a {k}x{k} kernel on {h}x{w} leaves less than 2x2 to pool"));
+            return err(format!(
+                "conv block {i}: a {k}x{k} kernel on {h}x{w} leaves less than 2x2 to pool"
+            ));
         }
         let conv = Conv2d::new(g, f);
         let out = conv.out_features();

@@ -24,7 +24,12 @@ fn blobs(rows: usize, dim: usize, k: u32, seed: u64) -> Batch {
         }
         y.push(c);
     }
-    Batch { x, rows, cols: dim, y: Targets::Class(y) }
+    Batch {
+        x,
+        rows,
+        cols: dim,
+        y: Targets::Class(y),
+    }
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -62,7 +67,11 @@ fn same_seed_same_bits() {
 #[test]
 fn buckets_are_contiguous_last_layer_first() {
     let mut m = build_model(&spec(r#"{"kind":"mlp","hidden":[7,5]}"#), 4, 3, 1).unwrap();
-    let names: Vec<_> = m.layout().iter().map(|p| (p.name.as_str(), p.offset, p.len)).collect();
+    let names: Vec<_> = m
+        .layout()
+        .iter()
+        .map(|p| (p.name.as_str(), p.offset, p.len))
+        .collect();
     assert_eq!(
         names,
         [
@@ -77,7 +86,10 @@ fn buckets_are_contiguous_last_layer_first() {
     let mut got = Vec::new();
     let mut g = vec![f32::NAN; m.params().len()];
     m.forward_backward(&blobs(5, 4, 3, 2), &mut g, &mut |r, s| {
-        assert!(s.iter().all(|v| v.is_finite()), "bucket {r:?} delivered before it was final");
+        assert!(
+            s.iter().all(|v| v.is_finite()),
+            "bucket {r:?} delivered before it was final"
+        );
         got.push(r);
     })
     .unwrap();
@@ -101,61 +113,139 @@ fn summed_scaled_shards_equal_the_full_batch() {
             Targets::Real(_) => unreachable!(),
         }),
     };
-    let l1 = m.forward_backward_scaled(&part(0, 3), 10.0, &mut g1, &mut |_, _| {}).unwrap();
-    let l2 = m.forward_backward_scaled(&part(3, 10), 10.0, &mut g2, &mut |_, _| {}).unwrap();
+    let l1 = m
+        .forward_backward_scaled(&part(0, 3), 10.0, &mut g1, &mut |_, _| {})
+        .unwrap();
+    let l2 = m
+        .forward_backward_scaled(&part(3, 10), 10.0, &mut g2, &mut |_, _| {})
+        .unwrap();
     assert!((l1.loss_sum + l2.loss_sum - lf.loss_sum).abs() < 1e-5);
     for i in 0..n {
         assert!((g1[i] + g2[i] - gf[i]).abs() < 1e-6, "param {i}");
     }
-    let empty = Batch { x: vec![], rows: 0, cols: 3, y: Targets::Class(vec![]) };
+    let empty = Batch {
+        x: vec![],
+        rows: 0,
+        cols: 3,
+        y: Targets::Class(vec![]),
+    };
     let mut count = 0;
-    m.forward_backward_scaled(&empty, 10.0, &mut g1, &mut |_, _| count += 1).unwrap();
-    assert_eq!((count, g1.iter().all(|&v| v == 0.0)), (m.buckets().len(), true));
+    m.forward_backward_scaled(&empty, 10.0, &mut g1, &mut |_, _| count += 1)
+        .unwrap();
+    assert_eq!(
+        (count, g1.iter().all(|&v| v == 0.0)),
+        (m.buckets().len(), true)
+    );
 }
 
 #[test]
 fn spec_errors_name_the_problem() {
     let cnn = spec(r#"{"kind":"cnn","image":[1,28,28],"channels":[8]}"#);
     let e = build_model(&cnn, 64, 10, 0).err().unwrap().to_string();
-    assert!(e.contains("[1, 28, 28]") && e.contains("784") && e.contains("64"), "{e}");
-    let e = build_model(&spec(r#"{"kind":"linear","hidden":[3]}"#), 4, 1, 0).err().unwrap().to_string();
+    assert!(
+        e.contains("[1, 28, 28]") && e.contains("784") && e.contains("64"),
+        "{e}"
+    );
+    let e = build_model(&spec(r#"{"kind":"linear","hidden":[3]}"#), 4, 1, 0)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("hidden"), "{e}");
-    let e = build_model(&spec(r#"{"kind":"logistic","classes":3}"#), 4, 2, 0).err().unwrap().to_string();
+    let e = build_model(&spec(r#"{"kind":"logistic","classes":3}"#), 4, 2, 0)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("classes = 3") && e.contains("2 classes"), "{e}");
-    let e = build_model(&spec(r#"{"kind":"cnn","image":[1,4,4],"channels":[2,2,2]}"#), 16, 3, 0).err().unwrap().to_string();
+    let e = build_model(
+        &spec(r#"{"kind":"cnn","image":[1,4,4],"channels":[2,2,2]}"#),
+        16,
+        3,
+        0,
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("conv block 2"), "{e}");
-    assert!(serde_json::from_str::<ModelSpec>(r#"{"kind":"mlp","hiden":[3]}"#).unwrap_err().to_string().contains("hiden"));
+    assert!(
+        serde_json::from_str::<ModelSpec>(r#"{"kind":"mlp","hiden":[3]}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("hiden")
+    );
 }
 
 #[test]
 fn bad_input_and_non_finite_loss_are_errors() {
     let mut m = build_model(&ModelSpec::new(ModelKind::Logistic), 3, 2, 0).unwrap();
     let mut g = vec![0.0; m.params().len()];
-    let b = Batch { x: vec![0.0; 8], rows: 2, cols: 4, y: Targets::Real(vec![0.0, 1.0]) };
+    let b = Batch {
+        x: vec![0.0; 8],
+        rows: 2,
+        cols: 4,
+        y: Targets::Real(vec![0.0, 1.0]),
+    };
     let e = m.forward_backward(&b, &mut g, &mut |_, _| {}).unwrap_err();
-    assert!(matches!(e, ModelError::InputWidth { expected: 3, actual: 4, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            ModelError::InputWidth {
+                expected: 3,
+                actual: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
     m.params_mut()[0] = f32::NAN;
-    let b = Batch { x: vec![1.0; 6], rows: 2, cols: 3, y: Targets::Real(vec![0.0, 1.0]) };
+    let b = Batch {
+        x: vec![1.0; 6],
+        rows: 2,
+        cols: 3,
+        y: Targets::Real(vec![0.0, 1.0]),
+    };
     let mut delivered = false;
-    let e = m.forward_backward(&b, &mut g, &mut |_, _| delivered = true).unwrap_err();
-    assert!(matches!(e, ModelError::NonFiniteLoss { rows: 2, .. }) && !delivered, "{e}");
+    let e = m
+        .forward_backward(&b, &mut g, &mut |_, _| delivered = true)
+        .unwrap_err();
+    assert!(
+        matches!(e, ModelError::NonFiniteLoss { rows: 2, .. }) && !delivered,
+        "{e}"
+    );
 }
 
 #[test]
 fn mlp_and_logistic_learn_blobs() {
     let b = blobs(120, 4, 3, 7);
-    let mut m = build_model(&spec(r#"{"kind":"mlp","hidden":[16],"activation":"tanh"}"#), 4, 3, 7).unwrap();
+    let mut m = build_model(
+        &spec(r#"{"kind":"mlp","hidden":[16],"activation":"tanh"}"#),
+        4,
+        3,
+        7,
+    )
+    .unwrap();
     let mut adam = OptimizerSpec::new(OptimizerKind::Adam, 0.05);
     adam.beta2 = Some(0.99);
     let loss = train(m.as_mut(), &b, &adam, 150);
     assert!(loss < 0.05, "mlp loss {loss}");
     let p = m.predict(&b.x, b.rows).unwrap();
-    assert!(p.chunks(3).all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-5));
+    assert!(p
+        .chunks(3)
+        .all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-5));
 
     let mut lin = build_model(&ModelSpec::new(ModelKind::Linear), 3, 1, 1).unwrap();
-    let x: Vec<f32> = (0..90).map(|i| ((i * 37 % 17) as f32 / 8.0) - 1.0).collect();
-    let y = x.chunks(3).map(|r| 2.0 * r[0] - r[1] + 0.5 * r[2] + 0.3).collect();
-    let reg = Batch { x, rows: 30, cols: 3, y: Targets::Real(y) };
+    let x: Vec<f32> = (0..90)
+        .map(|i| ((i * 37 % 17) as f32 / 8.0) - 1.0)
+        .collect();
+    let y = x
+        .chunks(3)
+        .map(|r| 2.0 * r[0] - r[1] + 0.5 * r[2] + 0.3)
+        .collect();
+    let reg = Batch {
+        x,
+        rows: 30,
+        cols: 3,
+        y: Targets::Real(y),
+    };
     let mut sgd = OptimizerSpec::new(OptimizerKind::Sgd, 0.1);
     sgd.momentum = Some(0.9);
     let loss = train(lin.as_mut(), &reg, &sgd, 200);
@@ -179,9 +269,19 @@ fn small_cnn_learns_bars() {
         }
         y.push(c);
     }
-    let b = Batch { x, rows, cols: 2 * hw * hw, y: Targets::Class(y) };
+    let b = Batch {
+        x,
+        rows,
+        cols: 2 * hw * hw,
+        y: Targets::Class(y),
+    };
     let s = spec(r#"{"kind":"cnn","image":[2,8,8],"channels":[4,8],"hidden":[16]}"#);
     let mut m = build_model(&s, 128, 4, 9).unwrap();
-    let loss = train(m.as_mut(), &b, &OptimizerSpec::new(OptimizerKind::Adam, 0.01), 80);
+    let loss = train(
+        m.as_mut(),
+        &b,
+        &OptimizerSpec::new(OptimizerKind::Adam, 0.01),
+        80,
+    );
     assert!(loss < 0.05, "cnn loss {loss}");
 }

@@ -69,8 +69,21 @@ impl Optimizer {
             OptimizerKind::Sgd => &[],
             OptimizerKind::Adam | OptimizerKind::Adamw => &["exp_avg", "exp_avg_sq"],
         };
-        let buf = |i: usize| if names.len() > i { vec![0.0; len] } else { Vec::new() };
-        Ok(Optimizer { spec: spec.clone(), len, step: 0, names, m: buf(0), v: buf(1) })
+        let buf = |i: usize| {
+            if names.len() > i {
+                vec![0.0; len]
+            } else {
+                Vec::new()
+            }
+        };
+        Ok(Optimizer {
+            spec: spec.clone(),
+            len,
+            step: 0,
+            names,
+            m: buf(0),
+            v: buf(1),
+        })
     }
 
     /// The spec.
@@ -108,10 +121,19 @@ impl Optimizer {
     ///
     /// # Errors
     /// [`OptimError::Len`] when a slice length differs from [`Optimizer::len`].
-    pub fn step_with_lr(&mut self, lr: f32, params: &mut [f32], grads: &[f32]) -> Result<(), OptimError> {
+    pub fn step_with_lr(
+        &mut self,
+        lr: f32,
+        params: &mut [f32],
+        grads: &[f32],
+    ) -> Result<(), OptimError> {
         for (what, n) in [("params", params.len()), ("grads", grads.len())] {
             if n != self.len {
-                return Err(OptimError::Len { what, expected: self.len, actual: n });
+                return Err(OptimError::Len {
+                    what,
+                    expected: self.len,
+                    actual: n,
+                });
             }
         }
         self.step += 1;
@@ -149,7 +171,10 @@ impl Optimizer {
         let bc2_sqrt = (1.0 - f64::from(b2).powi(t)).sqrt() as f32;
         let step_size = lr / bc1;
         let shrink = 1.0 - lr * dw;
-        let it = params.iter_mut().zip(grads).zip(self.m.iter_mut().zip(&mut self.v));
+        let it = params
+            .iter_mut()
+            .zip(grads)
+            .zip(self.m.iter_mut().zip(&mut self.v));
         for ((p, &g), (m, v)) in it {
             let g = g + l2 * *p;
             *p *= shrink;
@@ -162,8 +187,16 @@ impl Optimizer {
     /// The state to checkpoint.
     pub fn state(&self) -> OptimizerState {
         let bufs = [&self.m, &self.v];
-        let buffers = self.names.iter().zip(bufs).map(|(n, b)| (n.to_string(), b.clone())).collect();
-        OptimizerState { step: self.step, buffers }
+        let buffers = self
+            .names
+            .iter()
+            .zip(bufs)
+            .map(|(n, b)| (n.to_string(), b.clone()))
+            .collect();
+        OptimizerState {
+            step: self.step,
+            buffers,
+        }
     }
 
     /// Restore a state saved by [`Optimizer::state`] from an optimizer of the same kind and
@@ -174,10 +207,17 @@ impl Optimizer {
     pub fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
         let got: Vec<&str> = state.buffers.iter().map(|(n, _)| n.as_str()).collect();
         if got != self.names {
-            return Err(OptimError::State(format!("buffers {got:?}, this {:?} optimizer needs {:?}", self.spec.kind, self.names)));
+            return Err(OptimError::State(format!(
+                "buffers {got:?}, this {:?} optimizer needs {:?}",
+                self.spec.kind, self.names
+            )));
         }
         if let Some((n, b)) = state.buffers.iter().find(|(_, b)| b.len() != self.len) {
-            return Err(OptimError::State(format!("buffer `{n}` has {} values, expected {}", b.len(), self.len)));
+            return Err(OptimError::State(format!(
+                "buffer `{n}` has {} values, expected {}",
+                b.len(),
+                self.len
+            )));
         }
         let mut it = state.buffers.iter().map(|(_, b)| b.clone());
         self.m = it.next().unwrap_or_default();
@@ -193,10 +233,26 @@ impl Optimizer {
     /// [`OptimError::Len`] when `range` is out of bounds.
     pub fn shard(&self, range: Range<usize>) -> Result<Optimizer, OptimError> {
         if range.start > range.end || range.end > self.len {
-            return Err(OptimError::Len { what: "shard range end", expected: self.len, actual: range.end });
+            return Err(OptimError::Len {
+                what: "shard range end",
+                expected: self.len,
+                actual: range.end,
+            });
         }
-        let cut = |b: &Vec<f32>| if b.is_empty() { Vec::new() } else { b[range.clone()].to_vec() };
-        Ok(Optimizer { len: range.len(), m: cut(&self.m), v: cut(&self.v), spec: self.spec.clone(), ..*self })
+        let cut = |b: &Vec<f32>| {
+            if b.is_empty() {
+                Vec::new()
+            } else {
+                b[range.clone()].to_vec()
+            }
+        };
+        Ok(Optimizer {
+            len: range.len(),
+            m: cut(&self.m),
+            v: cut(&self.v),
+            spec: self.spec.clone(),
+            ..*self
+        })
     }
 }
 

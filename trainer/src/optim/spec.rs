@@ -121,13 +121,32 @@ impl OptimizerSpec {
             ("beta1", self.beta1.is_some(), !sgd),
             ("beta2", self.beta2.is_some(), !sgd),
             ("eps", self.eps.is_some(), !sgd),
-            ("step_size", self.step_size.is_some(), self.schedule == ScheduleKind::Step),
-            ("gamma", self.gamma.is_some(), self.schedule == ScheduleKind::Step),
-            ("total_steps", self.total_steps.is_some(), self.schedule == ScheduleKind::Cosine),
-            ("min_lr", self.min_lr.is_some(), self.schedule == ScheduleKind::Cosine),
+            (
+                "step_size",
+                self.step_size.is_some(),
+                self.schedule == ScheduleKind::Step,
+            ),
+            (
+                "gamma",
+                self.gamma.is_some(),
+                self.schedule == ScheduleKind::Step,
+            ),
+            (
+                "total_steps",
+                self.total_steps.is_some(),
+                self.schedule == ScheduleKind::Cosine,
+            ),
+            (
+                "min_lr",
+                self.min_lr.is_some(),
+                self.schedule == ScheduleKind::Cosine,
+            ),
         ];
         if let Some((name, ..)) = stray.iter().find(|(_, set, ok)| *set && !*ok) {
-            return bad(format!("`{name}` does not apply to kind = {:?}, schedule = {:?}", self.kind, self.schedule));
+            return bad(format!(
+                "`{name}` does not apply to kind = {:?}, schedule = {:?}",
+                self.kind, self.schedule
+            ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr = {} must be positive", self.lr));
@@ -149,9 +168,14 @@ impl OptimizerSpec {
             return bad(format!("eps = {} must be positive", self.eps()));
         }
         match self.schedule {
-            ScheduleKind::Step if self.step_size.unwrap_or(0) == 0 => bad("schedule = \"step\" needs step_size >= 1".into()),
+            ScheduleKind::Step if self.step_size.unwrap_or(0) == 0 => {
+                bad("schedule = \"step\" needs step_size >= 1".into())
+            }
             ScheduleKind::Cosine if self.total_steps.is_none_or(|t| t <= self.warmup_steps) => {
-                bad(format!("schedule = \"cosine\" needs total_steps > warmup_steps ({})", self.warmup_steps))
+                bad(format!(
+                    "schedule = \"cosine\" needs total_steps > warmup_steps ({})",
+                    self.warmup_steps
+                ))
             }
             _ => Ok(()),
         }
@@ -188,7 +212,10 @@ impl OptimizerSpec {
                 base * f64::from(self.gamma.unwrap_or(0.1)).powi(k.min(i32::MAX as u64) as i32)
             }
             ScheduleKind::Cosine => {
-                let (w, total) = (self.warmup_steps, self.total_steps.unwrap_or(1).max(self.warmup_steps + 1));
+                let (w, total) = (
+                    self.warmup_steps,
+                    self.total_steps.unwrap_or(1).max(self.warmup_steps + 1),
+                );
                 let progress = step.saturating_sub(w).min(total - w) as f64 / (total - w) as f64;
                 let min = f64::from(self.min_lr.unwrap_or(0.0));
                 min + (base - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
@@ -212,13 +239,19 @@ mod tests {
         s.schedule = ScheduleKind::Step;
         s.step_size = Some(10);
         s.gamma = Some(0.5);
-        assert_eq!([s.lr_at(0), s.lr_at(9), s.lr_at(10), s.lr_at(25)], [1.0, 1.0, 0.5, 0.25]);
+        assert_eq!(
+            [s.lr_at(0), s.lr_at(9), s.lr_at(10), s.lr_at(25)],
+            [1.0, 1.0, 0.5, 0.25]
+        );
         let mut c = OptimizerSpec::new(OptimizerKind::Adam, 1.0);
         c.schedule = ScheduleKind::Cosine;
         c.warmup_steps = 4;
         c.total_steps = Some(14);
         c.validate().unwrap();
-        assert_eq!([c.lr_at(0), c.lr_at(1), c.lr_at(3), c.lr_at(4)], [0.25, 0.5, 1.0, 1.0]);
+        assert_eq!(
+            [c.lr_at(0), c.lr_at(1), c.lr_at(3), c.lr_at(4)],
+            [0.25, 0.5, 1.0, 1.0]
+        );
         assert!((c.lr_at(9) - 0.5).abs() < 1e-6);
         assert_eq!([c.lr_at(14), c.lr_at(100)], [0.0, 0.0]);
     }
@@ -233,7 +266,11 @@ mod tests {
         assert!(s.validate().unwrap_err().to_string().contains("nesterov"));
         s.schedule = ScheduleKind::Cosine;
         s.momentum = Some(0.9);
-        assert!(s.validate().unwrap_err().to_string().contains("total_steps"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("total_steps"));
         let e = serde_json::from_str::<OptimizerSpec>(r#"{"kind":"sgd","lr":0.1,"lr_decay":1}"#);
         assert!(e.unwrap_err().to_string().contains("lr_decay"));
     }

@@ -8,7 +8,11 @@ fn spec(kind: OptimizerKind, lr: f32) -> OptimizerSpec {
 
 fn run(opt: &mut Optimizer, p: &mut [f32], steps: usize) {
     for s in 0..steps {
-        let g: Vec<f32> = p.iter().enumerate().map(|(i, &x)| x * 0.3 + ((i + s) as f32).sin()).collect();
+        let g: Vec<f32> = p
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| x * 0.3 + ((i + s) as f32).sin())
+            .collect();
         opt.step(p, &g).unwrap();
     }
 }
@@ -48,7 +52,10 @@ fn adam_and_adamw_known_values() {
     let mut o = Optimizer::new(&spec(OptimizerKind::Adam, 0.1), 2).unwrap();
     let mut p = [1.0f32, 1.0];
     o.step(&mut p, &[3.0, -0.01]).unwrap();
-    assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] - 1.1).abs() < 1e-5, "{p:?}");
+    assert!(
+        (p[0] - 0.9).abs() < 1e-6 && (p[1] - 1.1).abs() < 1e-5,
+        "{p:?}"
+    );
 
     let mut s = spec(OptimizerKind::Adamw, 0.1);
     s.weight_decay = 0.1;
@@ -60,7 +67,11 @@ fn adam_and_adamw_known_values() {
 
 #[test]
 fn restore_continues_bit_identically() {
-    for kind in [OptimizerKind::Sgd, OptimizerKind::Adam, OptimizerKind::Adamw] {
+    for kind in [
+        OptimizerKind::Sgd,
+        OptimizerKind::Adam,
+        OptimizerKind::Adamw,
+    ] {
         let mut s = spec(kind, 0.05);
         s.weight_decay = 0.01;
         if kind == OptimizerKind::Sgd {
@@ -78,7 +89,10 @@ fn restore_continues_bit_identically() {
         let mut b = Optimizer::new(&s, 5).unwrap();
         b.load_state(&saved_state).unwrap();
         run(&mut b, &mut pb, 4);
-        assert_eq!(pa.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), pb.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            pa.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            pb.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
         assert_eq!(a.state(), b.state());
     }
 }
@@ -87,11 +101,22 @@ fn restore_continues_bit_identically() {
 fn load_state_rejects_mismatch() {
     let adam = Optimizer::new(&spec(OptimizerKind::Adam, 0.1), 3).unwrap();
     let mut sgd = Optimizer::new(&spec(OptimizerKind::Sgd, 0.1), 3).unwrap();
-    assert!(sgd.load_state(&adam.state()).unwrap_err().to_string().contains("exp_avg"));
+    assert!(sgd
+        .load_state(&adam.state())
+        .unwrap_err()
+        .to_string()
+        .contains("exp_avg"));
     let mut short = Optimizer::new(&spec(OptimizerKind::Adam, 0.1), 2).unwrap();
-    assert!(short.load_state(&adam.state()).unwrap_err().to_string().contains("has 3 values"));
+    assert!(short
+        .load_state(&adam.state())
+        .unwrap_err()
+        .to_string()
+        .contains("has 3 values"));
     let mut p = [0.0f32; 2];
-    assert!(matches!(sgd.step(&mut p, &[0.0; 2]), Err(OptimError::Len { what: "params", .. })));
+    assert!(matches!(
+        sgd.step(&mut p, &[0.0; 2]),
+        Err(OptimError::Len { what: "params", .. })
+    ));
 }
 
 #[test]
