@@ -403,6 +403,8 @@ fn run_loop(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), String> {
             let failed = e.failed_rank().map_or("?".to_string(), |r| r.to_string());
             println!("ERR {failed} {} {e}", last.elapsed().as_millis());
             let _ = std::io::stdout().flush();
+            // Keep the links open a moment so the abort notice reaches every survivor.
+            std::thread::sleep(Duration::from_millis(500));
             return Ok(());
         }
         last = Instant::now();

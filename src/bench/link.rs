@@ -11,8 +11,8 @@
 use crate::cli::{BenchWorkerArgs, LinkBenchArgs};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{
-    connect_mesh_via_coordinator, Coordinator, Expect, FrameHeader, Group, Link, Listener, MeshConfig,
-    Op, PeerAddr, TransportKind,
+    connect_mesh_via_coordinator, Coordinator, Expect, FrameHeader, Group, Link, Listener,
+    MeshConfig, Op, PeerAddr, TransportKind,
 };
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -62,7 +62,9 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 
 /// The cluster token of this run: `LOCKSTEP_TOKEN`, else a fixed bench token.
 fn token() -> Vec<u8> {
-    std::env::var("LOCKSTEP_TOKEN").unwrap_or_else(|_| "lockstep-bench".into()).into_bytes()
+    std::env::var("LOCKSTEP_TOKEN")
+        .unwrap_or_else(|_| "lockstep-bench".into())
+        .into_bytes()
 }
 
 /// Parent side.
@@ -71,7 +73,9 @@ fn token() -> Vec<u8> {
 /// A message naming what failed.
 pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
     let size = parse_size(&args.size)?;
-    args.transport.parse::<TransportKind>().map_err(|e| e.to_string())?;
+    args.transport
+        .parse::<TransportKind>()
+        .map_err(|e| e.to_string())?;
     let cfg = WorkerConfig {
         mode: "bench".into(),
         coordinator: String::new(),
@@ -82,9 +86,15 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
         peer_timeout_ms: 10_000,
     };
     let outs = spawn_pair(cfg)?;
-    let line = outs[0].lines().find_map(|l| l.strip_prefix("RESULT ")).ok_or("worker 0 gave no result")?;
+    let line = outs[0]
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .ok_or("worker 0 gave no result")?;
     let r: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    println!("{:<10} {:>12} {:>12} {:>16} {:>8}", "transport", "bytes", "GB/s", "reference GB/s", "ratio");
+    println!(
+        "{:<10} {:>12} {:>12} {:>16} {:>8}",
+        "transport", "bytes", "GB/s", "reference GB/s", "ratio"
+    );
     println!(
         "{:<10} {:>12} {:>12.3} {:>16.3} {:>8.3}",
         r["transport"].as_str().unwrap_or("?"),
@@ -94,8 +104,11 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
         r["ratio"].as_f64().unwrap_or(0.0)
     );
     if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?)
-            .map_err(|e| format!("writing {}: {e}", p.display()))?;
+        std::fs::write(
+            p,
+            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("writing {}: {e}", p.display()))?;
     }
     Ok(())
 }
@@ -105,14 +118,23 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
 /// # Errors
 /// When a worker cannot start or fails.
 pub fn spawn_pair(mut cfg: WorkerConfig) -> Result<Vec<String>, String> {
-    let coord = Coordinator::bind("127.0.0.1:0", &cfg.cluster, &token()).map_err(|e| e.to_string())?;
+    let coord =
+        Coordinator::bind("127.0.0.1:0", &cfg.cluster, &token()).map_err(|e| e.to_string())?;
     cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
     let json = serde_json::to_string(&cfg).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut kids = Vec::new();
     for rank in 0..2 {
         let child = Command::new(&exe)
-            .args(["bench-worker", "--kind", "link", "--rank", &rank.to_string(), "--config", &json])
+            .args([
+                "bench-worker",
+                "--kind",
+                "link",
+                "--rank",
+                &rank.to_string(),
+                "--config",
+                &json,
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawning worker {rank}: {e}"))?;
@@ -140,7 +162,8 @@ pub fn spawn_pair(mut cfg: WorkerConfig) -> Result<Vec<String>, String> {
 /// # Errors
 /// A message naming what failed.
 pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
-    let cfg: WorkerConfig = serde_json::from_str(&args.config).map_err(|e| format!("bad worker config: {e}"))?;
+    let cfg: WorkerConfig =
+        serde_json::from_str(&args.config).map_err(|e| format!("bad worker config: {e}"))?;
     if cfg.mode == "listen" {
         return listen(&cfg);
     }
@@ -155,7 +178,10 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
 
 fn mesh_config(cfg: &WorkerConfig, node: &str, rank: usize) -> Result<MeshConfig, String> {
     let mut m = MeshConfig::new(&cfg.cluster, &token(), node, rank, vec![]);
-    m.transport = cfg.transport.parse().map_err(|e: lockstep_transport::Error| e.to_string())?;
+    m.transport = cfg
+        .transport
+        .parse()
+        .map_err(|e: lockstep_transport::Error| e.to_string())?;
     m.peer_timeout_ms = cfg.peer_timeout_ms;
     m.heartbeat_ms = (cfg.peer_timeout_ms / 6).max(10);
     m.connect_timeout_ms = 30_000;
@@ -170,22 +196,32 @@ fn join(cfg: &WorkerConfig, rank: usize) -> Result<Group, String> {
 
 /// Deterministic test payload: depends on sender, size and byte index.
 pub fn pattern(from: usize, len: usize) -> Buffer {
-    let mut x = (from as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ len as u64;
-    let v: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let mut x = (from as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ len as u64 | 1;
+    let mut v = vec![0u8; len];
+    for chunk in v.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
     Buffer::copy_from_slice(&v)
 }
 
-/// FNV-1a checksum of a payload (folded to 32 bits).
+/// Checksum of a payload: FNV-1a over 8-byte words (and the tail), folded to 32 bits.
 pub fn crc(b: &[u8]) -> u32 {
-    let h = b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3));
-    (h ^ (h >> 32)) as u32
+    let step = |h: u64, x: u64| (h ^ x).wrapping_mul(0x100_0000_01b3);
+    let mut chunks = b.chunks_exact(8);
+    let mut h = (&mut chunks).fold(0xcbf2_9ce4_8422_2325u64, |h, c| {
+        step(
+            h,
+            u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+        )
+    });
+    h = chunks
+        .remainder()
+        .iter()
+        .fold(h, |h, &x| step(h, u64::from(x)));
+    (h ^ (h >> 32) ^ b.len() as u64) as u32
 }
 
 /// Every size goes both ways at once; the received checksum must match the expected pattern's.
@@ -193,11 +229,19 @@ fn exchange(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
     let (me, peer) = (g.rank(), 1 - g.rank());
     for (i, &len) in cfg.sizes.iter().enumerate() {
         let h = FrameHeader::data(Op::P2p, 1, i as u64, 0, 0, len as u64);
-        g.link(peer).send(h, pattern(me, len)).map_err(|e| e.to_string())?;
-        let f = g.link(peer).recv(&Expect::op(Op::P2p, 1, i as u64)).map_err(|e| e.to_string())?;
+        g.link(peer)
+            .send(h, pattern(me, len))
+            .map_err(|e| e.to_string())?;
+        let f = g
+            .link(peer)
+            .recv(&Expect::op(Op::P2p, 1, i as u64))
+            .map_err(|e| e.to_string())?;
         let (got, want) = (crc(&f.payload), crc(&pattern(peer, len)));
         if f.payload.len() != len || got != want {
-            return Err(format!("size {len}: got {} bytes crc {got:#x}, want crc {want:#x}", f.payload.len()));
+            return Err(format!(
+                "size {len}: got {} bytes crc {got:#x}, want crc {want:#x}",
+                f.payload.len()
+            ));
         }
         println!("OK {len} {got:#010x}");
     }
@@ -212,9 +256,17 @@ fn stream(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
     println!("STARTED");
     let _ = std::io::stdout().flush();
     for seq in 0.. {
-        let r = g.link(peer).send(FrameHeader::data(Op::AllReduce, 7, seq, 0, 0, len as u64), data.clone()).and_then(|_| {
-            g.link(peer).recv(&Expect::op(Op::AllReduce, 7, seq)).map(|_| ())
-        });
+        let r = g
+            .link(peer)
+            .send(
+                FrameHeader::data(Op::AllReduce, 7, seq, 0, 0, len as u64),
+                data.clone(),
+            )
+            .and_then(|_| {
+                g.link(peer)
+                    .recv(&Expect::op(Op::AllReduce, 7, seq))
+                    .map(|_| ())
+            });
         if let Err(e) = r {
             println!("ERR {e}");
             let _ = std::io::stdout().flush();
@@ -231,9 +283,21 @@ fn listen(cfg: &WorkerConfig) -> Result<(), String> {
     println!("ADDR {}", l.local_addr().map_err(|e| e.to_string())?);
     let _ = std::io::stdout().flush();
     let mut m = mesh_config(cfg, "n1", 1)?;
-    m.peers = vec![PeerAddr { name: "n0".into(), addr: "127.0.0.1:1".into() }, PeerAddr { name: "n1".into(), addr: String::new() }];
+    m.peers = vec![
+        PeerAddr {
+            name: "n0".into(),
+            addr: "127.0.0.1:1".into(),
+        },
+        PeerAddr {
+            name: "n1".into(),
+            addr: String::new(),
+        },
+    ];
     let mut g = lockstep_transport::connect_mesh(&m, l).map_err(|e| e.to_string())?;
-    let f = g.link(0).recv(&Expect::default()).map_err(|e| e.to_string())?;
+    let f = g
+        .link(0)
+        .recv(&Expect::default())
+        .map_err(|e| e.to_string())?;
     println!("GOT {} {:#010x}", f.payload.len(), crc(&f.payload));
     Ok(())
 }
@@ -242,7 +306,12 @@ fn bench(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
     let len = cfg.sizes.first().copied().unwrap_or(64 << 20);
     let (me, peer) = (g.rank(), 1 - g.rank());
     let e = |e: lockstep_transport::Error| e.to_string();
-    let ack = |g: &mut Group, seq: u64| g.link(peer).send(FrameHeader::data(Op::Bench, 0, seq, 0, 0, 0), Buffer::zeroed(0));
+    let ack = |g: &mut Group, seq: u64| {
+        g.link(peer).send(
+            FrameHeader::data(Op::Bench, 0, seq, 0, 0, 0),
+            Buffer::zeroed(0),
+        )
+    };
     let warm = 2;
     if me == 0 {
         let data = pattern(0, len);
@@ -252,7 +321,12 @@ fn bench(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
                 g.link(peer).recv(&Expect::op(Op::Bench, 0, 1)).map_err(e)?;
                 start = Instant::now();
             }
-            g.link(peer).send(FrameHeader::data(Op::P2p, 0, i as u64, 0, 0, len as u64), data.clone()).map_err(e)?;
+            g.link(peer)
+                .send(
+                    FrameHeader::data(Op::P2p, 0, i as u64, 0, 0, len as u64),
+                    data.clone(),
+                )
+                .map_err(e)?;
         }
         g.link(peer).recv(&Expect::op(Op::Bench, 0, 2)).map_err(e)?;
         let gbps = (len * cfg.iters) as f64 / start.elapsed().as_secs_f64() / 1e9;
@@ -268,7 +342,9 @@ fn bench(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
                 ack(g, 1).map_err(e)?;
             }
             let mut n = 0usize;
-            g.link(peer).recv_with(&Expect::op(Op::P2p, 0, i as u64), &mut |_, p| n += p.len()).map_err(e)?;
+            g.link(peer)
+                .recv_with(&Expect::op(Op::P2p, 0, i as u64), &mut |_, p| n += p.len())
+                .map_err(e)?;
             if n != len {
                 return Err(format!("bench: got {n} bytes, want {len}"));
             }
@@ -302,7 +378,9 @@ fn reference(g: &mut Group, cfg: &WorkerConfig, len: usize) -> Result<f64, Strin
         let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         let port = l.local_addr().map_err(|e| e.to_string())?.port();
         let body = Buffer::copy_from_slice(&port.to_le_bytes());
-        g.link(peer).send(FrameHeader::data(Op::Bench, 0, 3, 0, 0, 2), body).map_err(e)?;
+        g.link(peer)
+            .send(FrameHeader::data(Op::Bench, 0, 3, 0, 0, 2), body)
+            .map_err(e)?;
         let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; len];
         for _ in 0..cfg.iters + 2 {

@@ -215,6 +215,9 @@ fn sequence_mismatch_fails_at_once() {
 #[test]
 fn dead_rank_is_named_by_every_survivor() {
     for algo in [Algo::Ring, Algo::Tree] {
+        // Survivors keep their links open until every survivor has its error, as a node does
+        // until its supervisor stops it, so that abort notices reach everyone.
+        let held = std::sync::Arc::new(std::sync::Barrier::new(4));
         let out = on_mesh(5, small_chunks(), move |c| {
             let mut x = input(c.rank(), 10_000);
             c.allreduce(&mut x, AllReduce::sum().algo(algo)).unwrap();
@@ -224,6 +227,7 @@ fn dead_rank_is_named_by_every_survivor() {
             let e = c
                 .allreduce(&mut x, AllReduce::sum().algo(algo))
                 .unwrap_err();
+            held.wait();
             Some((e.failed_rank(), e.to_string()))
         });
         for (r, o) in out.into_iter().enumerate() {

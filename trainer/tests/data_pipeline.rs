@@ -128,10 +128,10 @@ fn mnist_globs_and_divide_scaling() {
 /// A file where the label equals feature `f` (so the training rows' raw values are visible in
 /// the targets), with `f` missing in rows divisible by 7.
 fn twin_file(dir: &Path) -> (PathBuf, PathBuf) {
-    let n = 60;
+    let n: usize = 60;
     let f: Vec<Option<f64>> = (0..n)
         .map(|i| {
-            if i % 7 == 0 {
+            if i.is_multiple_of(7) {
                 None
             } else {
                 Some((i * i) as f64)
@@ -177,7 +177,7 @@ fn statistics_come_from_the_training_rows_only() {
         let mut present: Vec<f64> = ys
             .iter()
             .map(|v| f64::from(*v))
-            .filter(|v| (v.sqrt() as usize) % 7 != 0)
+            .filter(|v| !(v.sqrt() as usize).is_multiple_of(7))
             .collect();
         present.sort_by(f64::total_cmp);
         let m = present.len();

@@ -58,6 +58,7 @@ fn real(y: &Targets) -> &[f32] {
 
 /// Held-out predictions of ordinary least squares fitted in closed form (normal equations with a
 /// bias, Gauss-Jordan in f64): the reference the SGD-trained linear model is held to.
+#[allow(clippy::needless_range_loop)] // matrix elimination reads best with indices
 fn least_squares(split: &Split) -> Vec<f32> {
     let (n, d) = (split.train.rows, split.train.cols + 1);
     let row = |x: &[f32], r: usize| -> Vec<f64> {

@@ -33,7 +33,10 @@ impl Coordinator {
     /// # Errors
     /// As [`Listener::bind`].
     pub fn bind(addr: &str, cluster: &str, token: &[u8]) -> Result<Coordinator> {
-        Ok(Coordinator { listener: Listener::bind(addr)?, me: Identity::new(cluster, COORDINATOR_NAME, token) })
+        Ok(Coordinator {
+            listener: Listener::bind(addr)?,
+            me: Identity::new(cluster, COORDINATOR_NAME, token),
+        })
     }
 
     /// The bound address.
@@ -52,20 +55,38 @@ impl Coordinator {
     /// duplicate names or ranks.
     pub fn serve(self, world: usize, timeout: Duration) -> Result<Vec<PeerAddr>> {
         let deadline = Instant::now() + timeout;
-        let acc = self.listener.start(self.me.clone(), None, timeout.min(Duration::from_secs(10)))?;
+        let acc =
+            self.listener
+                .start(self.me.clone(), None, timeout.min(Duration::from_secs(10)))?;
         let mut regs: Vec<(u32, PeerAddr, TcpStream)> = Vec::new();
         while regs.len() < world {
             let Some((name, mut s)) = acc.next(deadline) else {
                 let have: Vec<&str> = regs.iter().map(|r| r.1.name.as_str()).collect();
                 return Err(Error::PeerTimeout {
-                    ctx: Context { peer: format!("{} of {world} nodes (have: {})", world - regs.len(), have.join(", ")), round: None, op: None },
+                    ctx: Context {
+                        peer: format!(
+                            "{} of {world} nodes (have: {})",
+                            world - regs.len(),
+                            have.join(", ")
+                        ),
+                        round: None,
+                        op: None,
+                    },
                     waited_ms: timeout.as_millis() as u64,
                 });
             };
-            let _ = s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
+            let _ = s.set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ));
             match read_msg(&mut s, &name).and_then(|b| decode_reg(&b, &name)) {
-                Ok((rank, addr)) if addr.name == name && !regs.iter().any(|r| r.1.name == name) => regs.push((rank, addr, s)),
-                Ok(_) => tracing::warn!(peer = %name, "registration refused: name mismatch or duplicate"),
+                Ok((rank, addr)) if addr.name == name && !regs.iter().any(|r| r.1.name == name) => {
+                    regs.push((rank, addr, s))
+                }
+                Ok(_) => {
+                    tracing::warn!(peer = %name, "registration refused: name mismatch or duplicate")
+                }
                 Err(e) => tracing::warn!(peer = %name, error = %e, "registration dropped"),
             }
         }
@@ -87,7 +108,12 @@ fn assign(regs: &mut [(u32, PeerAddr, TcpStream)]) -> Result<Vec<PeerAddr>> {
     for (r, p, _) in regs.iter().filter(|r| r.0 != ANY_RANK) {
         match table.get_mut(*r as usize) {
             Some(slot @ None) => *slot = Some(p.clone()),
-            _ => return Err(Error::Config(format!("node {} asked for rank {r}: taken or >= {n}", p.name))),
+            _ => {
+                return Err(Error::Config(format!(
+                    "node {} asked for rank {r}: taken or >= {n}",
+                    p.name
+                )))
+            }
         }
     }
     for (_, p, _) in regs.iter().filter(|r| r.0 == ANY_RANK) {
@@ -104,21 +130,45 @@ fn assign(regs: &mut [(u32, PeerAddr, TcpStream)]) -> Result<Vec<PeerAddr>> {
 ///
 /// # Errors
 /// As [`connect_mesh`], plus [`Error::Protocol`] for a bad answer from the coordinator.
-pub fn connect_mesh_via_coordinator(coordinator: &str, cfg: &MeshConfig, listener: Listener) -> Result<Group> {
+pub fn connect_mesh_via_coordinator(
+    coordinator: &str,
+    cfg: &MeshConfig,
+    listener: Listener,
+) -> Result<Group> {
     let deadline = Instant::now() + Duration::from_millis(cfg.connect_timeout_ms);
-    let coord = PeerAddr { name: COORDINATOR_NAME.into(), addr: coordinator.into() };
+    let coord = PeerAddr {
+        name: COORDINATOR_NAME.into(),
+        addr: coordinator.into(),
+    };
     let mut s = connect_with_retry(&coord, &cfg.identity(), deadline)?;
     let port = listener.local_addr()?.port();
-    let ip = s.local_addr().map_err(|e| Error::io(Context::default(), "getsockname", &e))?.ip();
+    let ip = s
+        .local_addr()
+        .map_err(|e| Error::io(Context::default(), "getsockname", &e))?
+        .ip();
     let rank = u32::try_from(cfg.rank).unwrap_or(ANY_RANK);
-    let me = PeerAddr { name: cfg.node.clone(), addr: std::net::SocketAddr::new(ip, port).to_string() };
+    let me = PeerAddr {
+        name: cfg.node.clone(),
+        addr: std::net::SocketAddr::new(ip, port).to_string(),
+    };
     write_msg(&mut s, &encode_reg(rank, &me), COORDINATOR_NAME)?;
-    let _ = s.set_read_timeout(Some(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))));
+    let _ = s.set_read_timeout(Some(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1)),
+    ));
     let table = decode_table(&read_msg(&mut s, COORDINATOR_NAME)?)?;
-    let my_rank = table.iter().position(|p| p.name == cfg.node).ok_or_else(|| Error::Protocol {
-        ctx: Context { peer: COORDINATOR_NAME.into(), round: None, op: None },
-        reason: format!("peer table lacks {}", cfg.node),
-    })?;
+    let my_rank = table
+        .iter()
+        .position(|p| p.name == cfg.node)
+        .ok_or_else(|| Error::Protocol {
+            ctx: Context {
+                peer: COORDINATOR_NAME.into(),
+                round: None,
+                op: None,
+            },
+            reason: format!("peer table lacks {}", cfg.node),
+        })?;
     let mut full = cfg.clone();
     full.rank = my_rank;
     full.peers = table;
@@ -128,18 +178,36 @@ pub fn connect_mesh_via_coordinator(coordinator: &str, cfg: &MeshConfig, listene
 }
 
 fn write_msg(s: &mut TcpStream, body: &[u8], peer: &str) -> Result<()> {
-    let h = FrameHeader { kind: FrameKind::Control, ..FrameHeader::data(Op::Control, 0, 0, 0, 0, body.len() as u64) };
-    let ctx = || Context { peer: peer.into(), round: None, op: Some(Op::Control) };
-    s.write_all(&h.encode()).and_then(|_| s.write_all(body)).map_err(|e| Error::io(ctx(), "write", &e))
+    let h = FrameHeader {
+        kind: FrameKind::Control,
+        ..FrameHeader::data(Op::Control, 0, 0, 0, 0, body.len() as u64)
+    };
+    let ctx = || Context {
+        peer: peer.into(),
+        round: None,
+        op: Some(Op::Control),
+    };
+    s.write_all(&h.encode())
+        .and_then(|_| s.write_all(body))
+        .map_err(|e| Error::io(ctx(), "write", &e))
 }
 
 fn read_msg(s: &mut TcpStream, peer: &str) -> Result<Vec<u8>> {
-    let ctx = || Context { peer: peer.into(), round: None, op: Some(Op::Control) };
+    let ctx = || Context {
+        peer: peer.into(),
+        round: None,
+        op: Some(Op::Control),
+    };
     let mut hb = [0u8; HEADER_LEN];
-    s.read_exact(&mut hb).map_err(|e| crate::outbox::io_error(ctx(), &e, Duration::ZERO))?;
-    let h = FrameHeader::try_read(&hb, MAX_MSG).map_err(|e| Error::Protocol { ctx: ctx(), reason: e.to_string() })?;
+    s.read_exact(&mut hb)
+        .map_err(|e| crate::outbox::io_error(ctx(), &e, Duration::ZERO))?;
+    let h = FrameHeader::try_read(&hb, MAX_MSG).map_err(|e| Error::Protocol {
+        ctx: ctx(),
+        reason: e.to_string(),
+    })?;
     let mut body = vec![0u8; h.len as usize];
-    s.read_exact(&mut body).map_err(|e| crate::outbox::io_error(ctx(), &e, Duration::ZERO))?;
+    s.read_exact(&mut body)
+        .map_err(|e| crate::outbox::io_error(ctx(), &e, Duration::ZERO))?;
     Ok(body)
 }
 
@@ -164,7 +232,14 @@ fn encode_reg(rank: u32, me: &PeerAddr) -> Vec<u8> {
 }
 
 fn decode_reg(b: &[u8], peer: &str) -> Result<(u32, PeerAddr)> {
-    let bad = || Error::Protocol { ctx: Context { peer: peer.into(), round: None, op: Some(Op::Control) }, reason: "malformed registration".into() };
+    let bad = || Error::Protocol {
+        ctx: Context {
+            peer: peer.into(),
+            round: None,
+            op: Some(Op::Control),
+        },
+        reason: "malformed registration".into(),
+    };
     let mut r = b.get(4..).ok_or_else(bad)?;
     let rank = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let name = get_str(&mut r).ok_or_else(bad)?;
@@ -182,7 +257,14 @@ fn encode_table(t: &[PeerAddr]) -> Vec<u8> {
 }
 
 fn decode_table(b: &[u8]) -> Result<Vec<PeerAddr>> {
-    let bad = || Error::Protocol { ctx: Context { peer: COORDINATOR_NAME.into(), round: None, op: Some(Op::Control) }, reason: "malformed peer table".into() };
+    let bad = || Error::Protocol {
+        ctx: Context {
+            peer: COORDINATOR_NAME.into(),
+            round: None,
+            op: Some(Op::Control),
+        },
+        reason: "malformed peer table".into(),
+    };
     let mut r = b.get(4..).ok_or_else(bad)?;
     let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
     let mut t = Vec::with_capacity(n.min(4096));

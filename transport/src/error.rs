@@ -126,7 +126,12 @@ pub enum HandshakeFailure {
 impl Error {
     /// An I/O error with context.
     pub fn io(ctx: Context, syscall: &'static str, e: &std::io::Error) -> Error {
-        Error::Io { ctx, syscall, kind: e.kind(), message: e.to_string() }
+        Error::Io {
+            ctx,
+            syscall,
+            kind: e.kind(),
+            message: e.to_string(),
+        }
     }
 
     /// The context, if this error has one.

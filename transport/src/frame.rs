@@ -187,7 +187,10 @@ impl FrameHeader {
 
     /// A heartbeat header.
     pub fn heartbeat() -> Self {
-        FrameHeader { kind: FrameKind::Heartbeat, ..FrameHeader::data(Op::Control, 0, 0, 0, 0, 0) }
+        FrameHeader {
+            kind: FrameKind::Heartbeat,
+            ..FrameHeader::data(Op::Control, 0, 0, 0, 0, 0)
+        }
     }
 
     /// Encode into exactly [`HEADER_LEN`] bytes.
@@ -243,11 +246,15 @@ impl FrameHeader {
         if b[4] != PROTOCOL_VERSION {
             return Err(HeaderError::BadVersion(b[4]));
         }
-        let kind = FrameKind::from_wire(b[5])
-            .ok_or(HeaderError::BadField { field: "kind", value: u64::from(b[5]) })?;
+        let kind = FrameKind::from_wire(b[5]).ok_or(HeaderError::BadField {
+            field: "kind",
+            value: u64::from(b[5]),
+        })?;
         let op_raw = u16::from_le_bytes([b[8], b[9]]);
-        let op = Op::from_wire(op_raw)
-            .ok_or(HeaderError::BadField { field: "op", value: u64::from(op_raw) })?;
+        let op = Op::from_wire(op_raw).ok_or(HeaderError::BadField {
+            field: "op",
+            value: u64::from(op_raw),
+        })?;
         let len = u64_at(48);
         if len > max_len {
             return Err(HeaderError::TooLong { len, max: max_len });
@@ -287,7 +294,12 @@ pub struct Expect {
 impl Expect {
     /// Expect a frame of `op` in `round` with sequence number `seq`.
     pub fn op(op: Op, round: u64, seq: u64) -> Self {
-        Expect { op: Some(op), round: Some(round), seq: Some(seq), ..Default::default() }
+        Expect {
+            op: Some(op),
+            round: Some(round),
+            seq: Some(seq),
+            ..Default::default()
+        }
     }
 
     /// Also check the shape fingerprint, dtype and length.
@@ -313,9 +325,7 @@ impl Expect {
         cmp("op", self.op, h.op)
             .or_else(|| cmp("round", self.round, h.round))
             .or_else(|| cmp("seq", self.seq, h.seq))
-            .or_else(|| {
-                cmp("shape fingerprint", self.shape_fp.map(Hex), Hex(h.shape_fp))
-            })
+            .or_else(|| cmp("shape fingerprint", self.shape_fp.map(Hex), Hex(h.shape_fp)))
             .or_else(|| cmp("dtype", self.dtype, h.dtype))
             .or_else(|| cmp("payload length", self.len, h.len))
     }

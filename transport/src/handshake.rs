@@ -86,7 +86,8 @@ pub struct Hello {
 impl Hello {
     /// Encode: magic, version, nonce, then two u16-length-prefixed UTF-8 names.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(4 + 1 + NONCE_LEN + 4 + self.cluster.len() + self.node.len());
+        let mut v =
+            Vec::with_capacity(4 + 1 + NONCE_LEN + 4 + self.cluster.len() + self.node.len());
         v.extend_from_slice(&HELLO_MAGIC);
         v.push(self.version);
         v.extend_from_slice(&self.nonce);
@@ -114,7 +115,12 @@ impl Hello {
         if !r.is_empty() {
             return Err(HandshakeFailure::Malformed);
         }
-        Ok(Hello { version: fixed[4], cluster, node, nonce })
+        Ok(Hello {
+            version: fixed[4],
+            cluster,
+            node,
+            nonce,
+        })
     }
 
     /// Read one `Hello` from a stream, bounding every length before reading it.
@@ -190,10 +196,21 @@ pub fn reason_from_wire(v: u8) -> HandshakeFailure {
 }
 
 /// The proof one side sends: binds both nonces, both names (in sender order) and the cluster.
-pub fn proof(token: &[u8], cluster: &str, sender: (&str, &[u8]), receiver: (&str, &[u8])) -> [u8; 32] {
+pub fn proof(
+    token: &[u8],
+    cluster: &str,
+    sender: (&str, &[u8]),
+    receiver: (&str, &[u8]),
+) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(token).expect("HMAC takes any key length");
     mac.update(b"lockstep-handshake-v1");
-    for part in [receiver.1, sender.1, sender.0.as_bytes(), receiver.0.as_bytes(), cluster.as_bytes()] {
+    for part in [
+        receiver.1,
+        sender.1,
+        sender.0.as_bytes(),
+        receiver.0.as_bytes(),
+        cluster.as_bytes(),
+    ] {
         mac.update(&(part.len() as u32).to_le_bytes());
         mac.update(part);
     }
@@ -211,16 +228,24 @@ pub fn handshake(
     expect_peer: Option<&[String]>,
     timeout: Duration,
 ) -> Result<String> {
-    let remote = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let remote = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
     let deadline = Instant::now() + timeout;
     let res = run(stream, me, expect_peer, deadline);
     // Restore blocking reads without a timeout; the link sets its own.
     let _ = stream.set_read_timeout(None);
     let _ = stream.set_write_timeout(None);
     res.map_err(|(reason, peer)| {
-        let who = peer.map(|p| format!("{p} at {remote}")).unwrap_or(remote.clone());
+        let who = peer
+            .map(|p| format!("{p} at {remote}"))
+            .unwrap_or(remote.clone());
         tracing::warn!(remote = %who, node = %me.node, %reason, "handshake refused");
-        Error::Handshake { remote: who, reason }
+        Error::Handshake {
+            remote: who,
+            reason,
+        }
     })
 }
 
@@ -234,9 +259,15 @@ fn run(
 ) -> HsResult<String> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::thread_rng().fill_bytes(&mut nonce);
-    let hello = Hello { version: me.version, cluster: me.cluster.clone(), node: me.node.clone(), nonce };
+    let hello = Hello {
+        version: me.version,
+        cluster: me.cluster.clone(),
+        node: me.node.clone(),
+        nonce,
+    };
     set_deadline(s, deadline).map_err(|r| (r, None))?;
-    s.write_all(&hello.encode()).map_err(|_| (HandshakeFailure::Closed, None))?;
+    s.write_all(&hello.encode())
+        .map_err(|_| (HandshakeFailure::Closed, None))?;
     let theirs = Hello::read_from(s).map_err(|r| (r, None))?;
     let peer = Some(theirs.node.clone());
     let check = if theirs.version != me.version {
@@ -252,20 +283,32 @@ fn run(
         refuse(s, r);
         return Err((r, peer));
     }
-    let mine = proof(&me.token, &me.cluster, (&me.node, &nonce), (&theirs.node, &theirs.nonce));
+    let mine = proof(
+        &me.token,
+        &me.cluster,
+        (&me.node, &nonce),
+        (&theirs.node, &theirs.nonce),
+    );
     let mut msg = vec![TAG_PROOF];
     msg.extend_from_slice(&mine);
     set_deadline(s, deadline).map_err(|r| (r, peer.clone()))?;
-    s.write_all(&msg).map_err(|_| (HandshakeFailure::Closed, peer.clone()))?;
+    s.write_all(&msg)
+        .map_err(|_| (HandshakeFailure::Closed, peer.clone()))?;
     let mut their_proof = [0u8; PROOF_LEN];
     read_tagged(s, TAG_PROOF, &mut their_proof).map_err(|r| (r, peer.clone()))?;
-    let want = proof(&me.token, &me.cluster, (&theirs.node, &theirs.nonce), (&me.node, &nonce));
+    let want = proof(
+        &me.token,
+        &me.cluster,
+        (&theirs.node, &theirs.nonce),
+        (&me.node, &nonce),
+    );
     if !constant_time_eq(&want, &their_proof) {
         refuse(s, HandshakeFailure::BadToken);
         return Err((HandshakeFailure::BadToken, peer));
     }
     set_deadline(s, deadline).map_err(|r| (r, peer.clone()))?;
-    s.write_all(&[TAG_ACCEPT]).map_err(|_| (HandshakeFailure::Closed, peer.clone()))?;
+    s.write_all(&[TAG_ACCEPT])
+        .map_err(|_| (HandshakeFailure::Closed, peer.clone()))?;
     read_tagged(s, TAG_ACCEPT, &mut []).map_err(|r| (r, peer.clone()))?;
     Ok(theirs.node)
 }
@@ -295,8 +338,10 @@ fn set_deadline(s: &TcpStream, deadline: Instant) -> Result<(), HandshakeFailure
     if left.is_zero() {
         return Err(HandshakeFailure::Timeout);
     }
-    s.set_read_timeout(Some(left)).map_err(|_| HandshakeFailure::Closed)?;
-    s.set_write_timeout(Some(left)).map_err(|_| HandshakeFailure::Closed)
+    s.set_read_timeout(Some(left))
+        .map_err(|_| HandshakeFailure::Closed)?;
+    s.set_write_timeout(Some(left))
+        .map_err(|_| HandshakeFailure::Closed)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -144,7 +144,9 @@ impl Group {
         }
         for (i, l) in links.iter().enumerate() {
             if (i == rank) != l.is_none() {
-                return Err(Error::Config(format!("rank {rank}: link slot {i} is wrong")));
+                return Err(Error::Config(format!(
+                    "rank {rank}: link slot {i} is wrong"
+                )));
             }
         }
         Ok(Group { rank, names, links })

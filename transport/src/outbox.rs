@@ -69,17 +69,30 @@ pub(crate) fn io_error(ctx: Context, e: &io::Error, timeout: Duration) -> Error 
         BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected => {
             Error::PeerClosed { ctx }
         }
-        TimedOut | WouldBlock => Error::PeerTimeout { ctx, waited_ms: timeout.as_millis() as u64 },
+        TimedOut | WouldBlock => Error::PeerTimeout {
+            ctx,
+            waited_ms: timeout.as_millis() as u64,
+        },
         _ => Error::io(ctx, "send", e),
     }
 }
 
 impl<S: Sink> Outbox<S> {
     /// Start the writer thread for `sink`.
-    pub(crate) fn new(sink: S, peer: &str, heartbeat: Duration, timeout: Duration, max_queued: usize) -> Self {
+    pub(crate) fn new(
+        sink: S,
+        peer: &str,
+        heartbeat: Duration,
+        timeout: Duration,
+        max_queued: usize,
+    ) -> Self {
         let shared = Arc::new(Shared {
             sink: Mutex::new(sink),
-            state: Mutex::new(State { pending: 0, done_at: Instant::now(), error: None }),
+            state: Mutex::new(State {
+                pending: 0,
+                done_at: Instant::now(),
+                error: None,
+            }),
             cv: Condvar::new(),
             stop: AtomicBool::new(false),
         });
@@ -92,13 +105,18 @@ impl<S: Sink> Outbox<S> {
                 match rx.recv_timeout(heartbeat) {
                     Ok(item) => {
                         let mut sink = lock(&sh.sink);
-                        let r = sink.write_all(&[&item.header[item.header_off..], &item.payload], &sh.stop);
+                        let r = sink
+                            .write_all(&[&item.header[item.header_off..], &item.payload], &sh.stop);
                         drop(sink);
                         let mut st = lock(&sh.state);
                         st.pending -= 1;
                         st.done_at = Instant::now();
                         if let Err(e) = r {
-                            let ctx = Context { peer: peer_s.clone(), round: Some(item.round), op: Some(item.op) };
+                            let ctx = Context {
+                                peer: peer_s.clone(),
+                                round: Some(item.round),
+                                op: Some(item.op),
+                            };
                             st.error.get_or_insert(io_error(ctx, &e, timeout));
                         }
                         sh.cv.notify_all();
@@ -118,7 +136,14 @@ impl<S: Sink> Outbox<S> {
                 }
             })
             .ok();
-        Outbox { shared, tx: Some(tx), thread, peer: peer.to_string(), timeout, max_queued }
+        Outbox {
+            shared,
+            tx: Some(tx),
+            thread,
+            peer: peer.to_string(),
+            timeout,
+            max_queued,
+        }
     }
 
     /// The sticky error, if any.
@@ -128,7 +153,11 @@ impl<S: Sink> Outbox<S> {
 
     /// Send one frame without waiting for the peer to receive it.
     pub(crate) fn send(&self, header: &FrameHeader, payload: Buffer) -> Result<()> {
-        let ctx = || Context { peer: self.peer.clone(), round: Some(header.round), op: Some(header.op) };
+        let ctx = || Context {
+            peer: self.peer.clone(),
+            round: Some(header.round),
+            op: Some(header.op),
+        };
         let hb = header.encode();
         let total = HEADER_LEN + payload.len();
         let mut st = lock(&self.shared.state);
@@ -140,7 +169,12 @@ impl<S: Sink> Outbox<S> {
             if let Ok(mut sink) = self.shared.sink.try_lock() {
                 match sink.try_write(&[&hb, &payload]) {
                     Ok(n) => off = n,
-                    Err(e) => return Err(st.error.get_or_insert(io_error(ctx(), &e, self.timeout)).clone()),
+                    Err(e) => {
+                        return Err(st
+                            .error
+                            .get_or_insert(io_error(ctx(), &e, self.timeout))
+                            .clone())
+                    }
                 }
                 if off == total {
                     return Ok(());
@@ -151,17 +185,28 @@ impl<S: Sink> Outbox<S> {
             st = self.wait(st, |s| s.pending < self.max_queued, ctx)?;
         }
         let (header_off, payload) = if off >= HEADER_LEN {
-            let rest = payload.slice(off - HEADER_LEN..).map_err(|e| Error::Config(e.to_string()))?;
+            let rest = payload
+                .slice(off - HEADER_LEN..)
+                .map_err(|e| Error::Config(e.to_string()))?;
             (HEADER_LEN, rest)
         } else {
             (off, payload)
         };
         st.pending += 1;
-        let item = Item { header: hb, header_off, payload, round: header.round, op: header.op };
+        let item = Item {
+            header: hb,
+            header_off,
+            payload,
+            round: header.round,
+            op: header.op,
+        };
         let sent = self.tx.as_ref().is_some_and(|tx| tx.send(item).is_ok());
         if !sent {
             st.pending -= 1;
-            return Err(st.error.get_or_insert(Error::PeerClosed { ctx: ctx() }).clone());
+            return Err(st
+                .error
+                .get_or_insert(Error::PeerClosed { ctx: ctx() })
+                .clone());
         }
         Ok(())
     }
@@ -169,7 +214,11 @@ impl<S: Sink> Outbox<S> {
     /// Wait until every queued frame is written (no progress for the peer timeout: error).
     pub(crate) fn flush(&self) -> Result<()> {
         let st = lock(&self.shared.state);
-        let ctx = || Context { peer: self.peer.clone(), round: None, op: None };
+        let ctx = || Context {
+            peer: self.peer.clone(),
+            round: None,
+            op: None,
+        };
         let st = self.wait(st, |s| s.pending == 0, ctx)?;
         match &st.error {
             Some(e) => Err(e.clone()),
@@ -193,10 +242,18 @@ impl<S: Sink> Outbox<S> {
             }
             let stalled = Instant::now().duration_since(st.done_at.max(since));
             if stalled >= self.timeout {
-                let e = Error::PeerTimeout { ctx: ctx(), waited_ms: stalled.as_millis() as u64 };
+                let e = Error::PeerTimeout {
+                    ctx: ctx(),
+                    waited_ms: stalled.as_millis() as u64,
+                };
                 return Err(st.error.get_or_insert(e).clone());
             }
-            st = self.shared.cv.wait_timeout(st, self.timeout - stalled).map(|r| r.0).unwrap_or_else(|p| p.into_inner().0);
+            st = self
+                .shared
+                .cv
+                .wait_timeout(st, self.timeout - stalled)
+                .map(|r| r.0)
+                .unwrap_or_else(|p| p.into_inner().0);
         }
     }
 }

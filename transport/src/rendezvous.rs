@@ -29,7 +29,9 @@ impl std::str::FromStr for TransportKind {
         match s {
             "tcp" => Ok(TransportKind::Tcp),
             "shm" => Ok(TransportKind::Shm),
-            other => Err(Error::Config(format!("unknown transport {other:?} (tcp or shm)"))),
+            other => Err(Error::Config(format!(
+                "unknown transport {other:?} (tcp or shm)"
+            ))),
         }
     }
 }
@@ -72,7 +74,13 @@ pub struct MeshConfig {
 
 impl MeshConfig {
     /// Defaults: tcp, 500 ms heartbeats, 3 s peer timeout, 2 GiB frames, 30 s to connect.
-    pub fn new(cluster: &str, token: &[u8], node: &str, rank: usize, peers: Vec<PeerAddr>) -> MeshConfig {
+    pub fn new(
+        cluster: &str,
+        token: &[u8],
+        node: &str,
+        rank: usize,
+        peers: Vec<PeerAddr>,
+    ) -> MeshConfig {
         let d = LinkConfig::default();
         MeshConfig {
             cluster: cluster.to_string(),
@@ -121,7 +129,9 @@ impl MeshConfig {
         names.sort_unstable();
         names.dedup();
         if names.len() != self.peers.len() {
-            return Err(Error::Config("node names in the mesh are not unique".into()));
+            return Err(Error::Config(
+                "node names in the mesh are not unique".into(),
+            ));
         }
         Ok(())
     }
@@ -137,7 +147,10 @@ pub fn connect_mesh(cfg: &MeshConfig, listener: Listener) -> Result<Group> {
     let deadline = Instant::now() + Duration::from_millis(cfg.connect_timeout_ms);
     let me = cfg.identity();
     let hs_timeout = Duration::from_millis(cfg.connect_timeout_ms.min(10_000));
-    let lower: Vec<String> = cfg.peers[..cfg.rank].iter().map(|p| p.name.clone()).collect();
+    let lower: Vec<String> = cfg.peers[..cfg.rank]
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     let acceptor = listener.start(me.clone(), Some(lower.clone()), hs_timeout)?;
     let mut streams: Vec<Option<TcpStream>> = (0..cfg.peers.len()).map(|_| None).collect();
     for (j, p) in cfg.peers.iter().enumerate().skip(cfg.rank + 1) {
@@ -151,7 +164,11 @@ pub fn connect_mesh(cfg: &MeshConfig, listener: Listener) -> Result<Group> {
                 .map(|i| cfg.peers[i].name.as_str())
                 .collect();
             return Err(Error::PeerTimeout {
-                ctx: crate::Context { peer: absent.join(", "), round: None, op: None },
+                ctx: crate::Context {
+                    peer: absent.join(", "),
+                    round: None,
+                    op: None,
+                },
                 waited_ms: cfg.connect_timeout_ms,
             });
         };
@@ -194,14 +211,23 @@ fn build_group(cfg: &MeshConfig, streams: Vec<Option<TcpStream>>) -> Result<Grou
 }
 
 /// Connect to `p`, retrying with backoff until `deadline`; refusals are final.
-pub(crate) fn connect_with_retry(p: &PeerAddr, me: &Identity, deadline: Instant) -> Result<TcpStream> {
+pub(crate) fn connect_with_retry(
+    p: &PeerAddr,
+    me: &Identity,
+    deadline: Instant,
+) -> Result<TcpStream> {
     let mut backoff = Duration::from_millis(20);
     let mut attempt = 0u32;
     loop {
         attempt += 1;
         let left = deadline.saturating_duration_since(Instant::now());
         let err = match tcp::resolve(&p.addr) {
-            Ok(sa) => match tcp::connect_once(sa, me, &p.name, left.clamp(Duration::from_millis(1), Duration::from_secs(5))) {
+            Ok(sa) => match tcp::connect_once(
+                sa,
+                me,
+                &p.name,
+                left.clamp(Duration::from_millis(1), Duration::from_secs(5)),
+            ) {
                 Ok(s) => return Ok(s),
                 Err(e) => e,
             },

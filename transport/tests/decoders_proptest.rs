@@ -10,7 +10,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn kind() -> impl Strategy<Value = FrameKind> {
-    prop_oneof![Just(FrameKind::Data), Just(FrameKind::Heartbeat), Just(FrameKind::Close), Just(FrameKind::Control)]
+    prop_oneof![
+        Just(FrameKind::Data),
+        Just(FrameKind::Heartbeat),
+        Just(FrameKind::Close),
+        Just(FrameKind::Control)
+    ]
 }
 
 proptest! {

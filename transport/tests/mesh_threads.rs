@@ -4,13 +4,15 @@
 
 use lockstep_tensor::Buffer;
 use lockstep_transport::{
-    connect_mesh, connect_mesh_via_coordinator, Coordinator, Expect, FrameHeader, Group, Link, Listener,
-    MeshConfig, Op, PeerAddr, TransportKind,
+    connect_mesh, connect_mesh_via_coordinator, Coordinator, Expect, FrameHeader, Group, Link,
+    Listener, MeshConfig, Op, PeerAddr, TransportKind,
 };
 use std::time::Duration;
 
 fn payload(from: usize, to: usize, len: usize) -> Buffer {
-    let v: Vec<u8> = (0..len).map(|i| (i * 31 + from * 7 + to * 13) as u8).collect();
+    let v: Vec<u8> = (0..len)
+        .map(|i| (i * 31 + from * 7 + to * 13) as u8)
+        .collect();
     Buffer::copy_from_slice(&v)
 }
 
@@ -27,11 +29,16 @@ fn exchange(g: &mut Group, len: usize) {
 }
 
 fn run_mesh(kind: TransportKind, world: usize, len: usize) {
-    let listeners: Vec<Listener> = (0..world).map(|_| Listener::bind("127.0.0.1:0").unwrap()).collect();
+    let listeners: Vec<Listener> = (0..world)
+        .map(|_| Listener::bind("127.0.0.1:0").unwrap())
+        .collect();
     let peers: Vec<PeerAddr> = listeners
         .iter()
         .enumerate()
-        .map(|(i, l)| PeerAddr { name: format!("n{i}"), addr: l.local_addr().unwrap().to_string() })
+        .map(|(i, l)| PeerAddr {
+            name: format!("n{i}"),
+            addr: l.local_addr().unwrap().to_string(),
+        })
         .collect();
     let cluster = format!("t{}", std::process::id());
     let hs: Vec<_> = listeners

@@ -35,7 +35,7 @@ pub trait RecordBatchSource: Send {
 
 enum Reader {
     Parquet(ParquetRecordBatchReader),
-    Csv(arrow_csv::Reader<File>),
+    Csv(Box<arrow_csv::Reader<File>>),
 }
 
 /// A Parquet or CSV file read batch by batch.
@@ -169,5 +169,5 @@ fn open_csv(mut file: File, name: &str) -> Result<(SchemaRef, Reader), DataError
         .with_batch_size(READ_BATCH_ROWS)
         .build(file)
         .map_err(|e| err(e.to_string()))?;
-    Ok((schema, Reader::Csv(reader)))
+    Ok((schema, Reader::Csv(Box::new(reader))))
 }

@@ -248,7 +248,7 @@ fn conv_stack(
         return err("`channels` needs at least one conv block".into());
     }
     let k = spec.kernel.unwrap_or(3);
-    if k == 0 || k % 2 == 0 {
+    if k % 2 != 1 {
         return err(format!("kernel = {k} must be odd"));
     }
     let pad = match spec.padding.unwrap_or(Padding::Same) {

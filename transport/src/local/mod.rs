@@ -21,7 +21,8 @@ pub struct LocalLink {
 /// A full mesh of `names.len()` in-process ranks; give each group to its own thread.
 pub fn mesh(names: &[&str], peer_timeout: Duration) -> Vec<Group> {
     let n = names.len();
-    let mut ends: Vec<Vec<Option<AnyLink>>> = (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
+    let mut ends: Vec<Vec<Option<AnyLink>>> =
+        (0..n).map(|_| (0..n).map(|_| None).collect()).collect();
     for i in 0..n {
         for j in (i + 1)..n {
             let (tx_ij, rx_ij) = channel();
@@ -49,7 +50,11 @@ pub fn mesh(names: &[&str], peer_timeout: Duration) -> Vec<Group> {
 
 impl LocalLink {
     fn ctx(&self, round: Option<u64>, op: Option<crate::frame::Op>) -> Context {
-        Context { peer: self.peer.clone(), round, op }
+        Context {
+            peer: self.peer.clone(),
+            round,
+            op,
+        }
     }
 
     fn fail(&mut self, e: Error) -> Error {
@@ -67,7 +72,9 @@ impl Link for LocalLink {
             return Err(e.clone());
         }
         if self.tx.send(Frame { header, payload }).is_err() {
-            let e = Error::PeerClosed { ctx: self.ctx(Some(header.round), Some(header.op)) };
+            let e = Error::PeerClosed {
+                ctx: self.ctx(Some(header.round), Some(header.op)),
+            };
             return Err(self.fail(e));
         }
         Ok(())
@@ -95,7 +102,9 @@ impl Link for LocalLink {
                     return Err(self.fail(e));
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    let e = Error::PeerClosed { ctx: self.ctx(expect.round, expect.op) };
+                    let e = Error::PeerClosed {
+                        ctx: self.ctx(expect.round, expect.op),
+                    };
                     return Err(self.fail(e));
                 }
             };

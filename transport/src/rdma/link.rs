@@ -31,8 +31,13 @@ impl RdmaLink {
     /// # Errors
     /// [`Error::Unsupported`]: the verbs data path is not built yet.
     pub fn connect(device: &RdmaDevice, peer: &str, _cfg: LinkConfig) -> Result<RdmaLink> {
-        let _ = RdmaLink { peer: peer.to_string() };
-        Err(Error::Unsupported(format!("rdma: device {} found, but the verbs data path is not implemented", device.name)))
+        let _ = RdmaLink {
+            peer: peer.to_string(),
+        };
+        Err(Error::Unsupported(format!(
+            "rdma: device {} found, but the verbs data path is not implemented",
+            device.name
+        )))
     }
 }
 

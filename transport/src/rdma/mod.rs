@@ -29,7 +29,9 @@ pub fn open_device() -> Result<RdmaDevice> {
     }
     #[cfg(not(feature = "rdma"))]
     {
-        Err(Error::Unsupported("rdma: built without the `rdma` feature".into()))
+        Err(Error::Unsupported(
+            "rdma: built without the `rdma` feature".into(),
+        ))
     }
 }
 

@@ -46,7 +46,12 @@ impl Liveness {
         loop {
             // SAFETY: recv into a valid stack buffer of the given length; MSG_DONTWAIT never blocks.
             let n = unsafe {
-                libc::recv(self.stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+                libc::recv(
+                    self.stream.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
             };
             match n {
                 0 => return Err(io::ErrorKind::BrokenPipe.into()),
@@ -132,7 +137,17 @@ impl Sink for ShmSinkHandle {
 }
 
 fn hs_io<'a>(peer: &'a str, what: &'static str) -> impl Fn(io::Error) -> Error + 'a {
-    move |e| Error::io(Context { peer: peer.to_string(), round: None, op: None }, what, &e)
+    move |e| {
+        Error::io(
+            Context {
+                peer: peer.to_string(),
+                round: None,
+                op: None,
+            },
+            what,
+            &e,
+        )
+    }
 }
 
 impl ShmLink {
@@ -143,7 +158,14 @@ impl ShmLink {
     /// # Errors
     /// [`Error::Config`] for a live foreign segment, [`Error::Protocol`] when the peer's segment
     /// does not match what it announced, [`Error::Io`] for file or socket errors.
-    pub fn establish(mut stream: TcpStream, cluster: &str, me: &str, peer: &str, _lower: bool, cfg: LinkConfig) -> Result<ShmLink> {
+    pub fn establish(
+        mut stream: TcpStream,
+        cluster: &str,
+        me: &str,
+        peer: &str,
+        _lower: bool,
+        cfg: LinkConfig,
+    ) -> Result<ShmLink> {
         let cap = cfg.shm_ring_bytes.max(4096).next_power_of_two();
         let out_path = segment_path(cluster, me, peer);
         remove_stale(&out_path)?;
@@ -152,14 +174,27 @@ impl ShmLink {
         let generation: u64 = rand::random();
         // SAFETY: `out_mem` is kept next to the ring in `Mapped` for the ring's whole life.
         let out_ring = unsafe { Ring::init(&mut out_mem, generation, cap) };
-        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(hs_io(peer, "setsockopt"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(hs_io(peer, "setsockopt"))?;
         let mut msg = *b"SHM1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
         msg[4..12].copy_from_slice(&generation.to_le_bytes());
         msg[12..20].copy_from_slice(&(cap as u64).to_le_bytes());
-        stream.write_all(&msg).map_err(hs_io(peer, "write(shm setup)"))?;
+        stream
+            .write_all(&msg)
+            .map_err(hs_io(peer, "write(shm setup)"))?;
         let mut theirs = [0u8; 20];
-        stream.read_exact(&mut theirs).map_err(hs_io(peer, "read(shm setup)"))?;
-        let bad = |reason: String| Error::Protocol { ctx: Context { peer: peer.to_string(), round: None, op: None }, reason };
+        stream
+            .read_exact(&mut theirs)
+            .map_err(hs_io(peer, "read(shm setup)"))?;
+        let bad = |reason: String| Error::Protocol {
+            ctx: Context {
+                peer: peer.to_string(),
+                round: None,
+                op: None,
+            },
+            reason,
+        };
         if &theirs[..4] != b"SHM1" {
             return Err(bad("bad shm setup message".into()));
         }
@@ -169,27 +204,68 @@ impl ShmLink {
         let mut in_mem = lockstep_tensor::shm::open_shared_mut(&in_path)
             .map_err(|e| bad(format!("cannot map {}: {e}", in_path.display())))?;
         match read_info(&in_mem) {
-            Some(i) if i.generation == their_gen && i.capacity as usize == their_cap && their_cap.is_power_of_two() && in_mem.len() == RING_HEADER + their_cap => {}
-            _ => return Err(bad(format!("segment {} is not the ring {peer} announced", in_path.display()))),
+            Some(i)
+                if i.generation == their_gen
+                    && i.capacity as usize == their_cap
+                    && their_cap.is_power_of_two()
+                    && in_mem.len() == RING_HEADER + their_cap => {}
+            _ => {
+                return Err(bad(format!(
+                    "segment {} is not the ring {peer} announced",
+                    in_path.display()
+                )))
+            }
         }
         // SAFETY: checked above that the mapping holds a ring of `their_cap` bytes; kept in `Mapped`.
         let in_ring = unsafe { Ring::attach(&mut in_mem, their_cap) };
-        stream.write_all(b"OPEN").map_err(hs_io(peer, "write(shm setup)"))?;
+        stream
+            .write_all(b"OPEN")
+            .map_err(hs_io(peer, "write(shm setup)"))?;
         let mut ack = [0u8; 4];
-        stream.read_exact(&mut ack).map_err(hs_io(peer, "read(shm setup)"))?;
+        stream
+            .read_exact(&mut ack)
+            .map_err(hs_io(peer, "read(shm setup)"))?;
         if &ack != b"OPEN" {
             return Err(bad("bad shm setup acknowledgement".into()));
         }
         // Both sides have mapped: the name is no longer needed; nothing is left behind.
         let _ = std::fs::remove_file(&out_path);
-        Self::assemble(stream, me, peer, cfg, Mapped { ring: out_ring, _mem: out_mem }, Mapped { ring: in_ring, _mem: in_mem })
+        Self::assemble(
+            stream,
+            me,
+            peer,
+            cfg,
+            Mapped {
+                ring: out_ring,
+                _mem: out_mem,
+            },
+            Mapped {
+                ring: in_ring,
+                _mem: in_mem,
+            },
+        )
     }
 
-    fn assemble(stream: TcpStream, me: &str, peer: &str, cfg: LinkConfig, out: Mapped, inbound: Mapped) -> Result<ShmLink> {
+    fn assemble(
+        stream: TcpStream,
+        me: &str,
+        peer: &str,
+        cfg: LinkConfig,
+        out: Mapped,
+        inbound: Mapped,
+    ) -> Result<ShmLink> {
         let hb = stream.try_clone().map_err(hs_io(peer, "dup(socket)"))?;
         let _ = hb.set_write_timeout(Some(cfg.peer_timeout));
-        let live = Arc::new(Liveness { stream, last_seen: Mutex::new(Instant::now()), timeout: cfg.peer_timeout });
-        let sink = ShmSinkHandle(ShmSink { out: Arc::new(out), live: live.clone(), hb });
+        let live = Arc::new(Liveness {
+            stream,
+            last_seen: Mutex::new(Instant::now()),
+            timeout: cfg.peer_timeout,
+        });
+        let sink = ShmSinkHandle(ShmSink {
+            out: Arc::new(out),
+            live: live.clone(),
+            hb,
+        });
         Ok(ShmLink {
             me: me.to_string(),
             peer: peer.to_string(),
@@ -203,7 +279,11 @@ impl ShmLink {
     }
 
     fn ctx(&self, expect: &Expect) -> Context {
-        Context { peer: self.peer.clone(), round: expect.round, op: expect.op }
+        Context {
+            peer: self.peer.clone(),
+            round: expect.round,
+            op: expect.op,
+        }
     }
 
     fn fail(&mut self, e: Error) -> Error {
@@ -239,11 +319,19 @@ impl ShmLink {
                 got += piece.len();
                 self.inbound.ring.consume(piece.len());
             }
-            let h = FrameHeader::try_read(&hb, self.cfg.max_frame_len)
-                .map_err(|e| Error::Protocol { ctx: self.ctx(expect), reason: e.to_string() })?;
+            let h = FrameHeader::try_read(&hb, self.cfg.max_frame_len).map_err(|e| {
+                Error::Protocol {
+                    ctx: self.ctx(expect),
+                    reason: e.to_string(),
+                }
+            })?;
             match h.kind {
                 FrameKind::Heartbeat => continue,
-                FrameKind::Close => return Err(Error::PeerClosed { ctx: self.ctx(expect) }),
+                FrameKind::Close => {
+                    return Err(Error::PeerClosed {
+                        ctx: self.ctx(expect),
+                    })
+                }
                 FrameKind::Data | FrameKind::Control => {}
             }
             if let Some((field, expected, actual)) = expect.check(&h) {
@@ -260,13 +348,22 @@ impl ShmLink {
         }
     }
 
-    fn recv_with_inner(&mut self, expect: &Expect, consume: &mut dyn FnMut(usize, &[u8])) -> Result<FrameHeader> {
+    fn recv_with_inner(
+        &mut self,
+        expect: &Expect,
+        consume: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<FrameHeader> {
         let h = self.next_header(expect)?;
         self.read_payload(h.len as usize, expect, consume)?;
         Ok(h)
     }
 
-    fn read_payload(&self, len: usize, expect: &Expect, consume: &mut dyn FnMut(usize, &[u8])) -> Result<()> {
+    fn read_payload(
+        &self,
+        len: usize,
+        expect: &Expect,
+        consume: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<()> {
         let mut off = 0;
         while off < len {
             self.wait_bytes(1, expect)?;
@@ -289,7 +386,12 @@ impl Link for ShmLink {
             return Err(e.clone());
         }
         if header.len != payload.len() as u64 {
-            return Err(Error::Config(format!("send to {}: header.len {} != payload length {}", self.peer, header.len, payload.len())));
+            return Err(Error::Config(format!(
+                "send to {}: header.len {} != payload length {}",
+                self.peer,
+                header.len,
+                payload.len()
+            )));
         }
         self.outbox.send(&header, payload).map_err(|e| self.fail(e))
     }
@@ -310,16 +412,24 @@ impl Link for ShmLink {
             self.read_payload(h.len as usize, expect, &mut |off, piece| {
                 buf[off..off + piece.len()].copy_from_slice(piece)
             })?;
-            Ok(Frame { header: h, payload: buf.freeze() })
+            Ok(Frame {
+                header: h,
+                payload: buf.freeze(),
+            })
         });
         r.map_err(|e| self.fail(e))
     }
 
-    fn recv_with(&mut self, expect: &Expect, consume: &mut dyn FnMut(usize, &[u8])) -> Result<FrameHeader> {
+    fn recv_with(
+        &mut self,
+        expect: &Expect,
+        consume: &mut dyn FnMut(usize, &[u8]),
+    ) -> Result<FrameHeader> {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
-        self.recv_with_inner(expect, consume).map_err(|e| self.fail(e))
+        self.recv_with_inner(expect, consume)
+            .map_err(|e| self.fail(e))
     }
 }
 

@@ -21,9 +21,22 @@ use std::path::{Path, PathBuf};
 /// Segment path of the ring carrying `from` -> `to` in `cluster`.
 pub fn segment_path(cluster: &str, from: &str, to: &str) -> PathBuf {
     let clean = |s: &str| -> String {
-        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '_' }).collect()
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     };
-    lockstep_tensor::shm::shm_path(&format!("lockstep-{}-{}-{}", clean(cluster), clean(from), clean(to)))
+    lockstep_tensor::shm::shm_path(&format!(
+        "lockstep-{}-{}-{}",
+        clean(cluster),
+        clean(from),
+        clean(to)
+    ))
 }
 
 /// Whether process `pid` exists (a zombie counts as gone only once reaped).
@@ -56,8 +69,11 @@ pub fn remove_stale(path: &Path) -> Result<()> {
                 info.owner_pid
             )));
         }
-        Some(info) => tracing::warn!(path = %path.display(), owner_pid = info.owner_pid, "removing stale segment of a dead run"),
+        Some(info) => {
+            tracing::warn!(path = %path.display(), owner_pid = info.owner_pid, "removing stale segment of a dead run")
+        }
         None => tracing::warn!(path = %path.display(), "removing unrecognised segment"),
     }
-    std::fs::remove_file(path).map_err(|e| Error::Config(format!("cannot remove stale {}: {e}", path.display())))
+    std::fs::remove_file(path)
+        .map_err(|e| Error::Config(format!("cannot remove stale {}: {e}", path.display())))
 }

@@ -54,7 +54,11 @@ pub struct RingInfo {
 
 /// Parse a ring header from the first bytes of a segment (`None`: not a ring).
 pub fn read_info(bytes: &[u8]) -> Option<RingInfo> {
-    let u64_at = |o: usize| bytes.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
     if u64_at(0)? != MAGIC {
         return None;
     }
@@ -77,7 +81,10 @@ impl Ring {
         mem[OFF_PID..OFF_PID + 4].copy_from_slice(&std::process::id().to_le_bytes());
         mem[OFF_CAP..OFF_CAP + 8].copy_from_slice(&(cap as u64).to_le_bytes());
         mem[..8].copy_from_slice(&MAGIC.to_le_bytes());
-        Ring { base: mem.as_mut_ptr(), cap }
+        Ring {
+            base: mem.as_mut_ptr(),
+            cap,
+        }
     }
 
     /// Attach to a ring another process initialised.
@@ -85,7 +92,10 @@ impl Ring {
     /// # Safety
     /// As [`Ring::init`]; `mem` must hold a ring of `cap` bytes (checked by the caller).
     pub unsafe fn attach(mem: &mut [u8], cap: usize) -> Ring {
-        Ring { base: mem.as_mut_ptr(), cap }
+        Ring {
+            base: mem.as_mut_ptr(),
+            cap,
+        }
     }
 
     fn atomic64(&self, off: usize) -> &AtomicU64 {
@@ -135,7 +145,9 @@ impl Ring {
                 let n = src.len().min(room).min(self.cap - at);
                 // SAFETY: [at, at+n) lies in the data area and is free (not yet published to the
                 // consumer), so only this producer touches it.
-                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(RING_HEADER + at), n) };
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(RING_HEADER + at), n)
+                };
                 src = &src[n..];
                 room -= n;
                 pos += n as u64;
@@ -161,7 +173,8 @@ impl Ring {
     /// Consumer: release `n` bytes back to the producer.
     pub fn consume(&self, n: usize) {
         let tail = self.atomic64(OFF_TAIL).load(Ordering::Relaxed);
-        self.atomic64(OFF_TAIL).store(tail + n as u64, Ordering::Release);
+        self.atomic64(OFF_TAIL)
+            .store(tail + n as u64, Ordering::Release);
         self.wake(OFF_SPACE_SEQ, OFF_SPACE_WAIT);
     }
 
@@ -182,7 +195,13 @@ impl Ring {
         self.wait(|r| r.free() > 0, OFF_SPACE_SEQ, OFF_SPACE_WAIT, slice)
     }
 
-    fn wait(&self, ready: impl Fn(&Ring) -> bool, seq: usize, waiting: usize, slice: Duration) -> bool {
+    fn wait(
+        &self,
+        ready: impl Fn(&Ring) -> bool,
+        seq: usize,
+        waiting: usize,
+        slice: Duration,
+    ) -> bool {
         for i in 0..SPINS + YIELDS {
             if ready(self) {
                 return true;
@@ -205,17 +224,36 @@ impl Ring {
 }
 
 fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
     // SAFETY: FUTEX_WAIT on a valid, aligned u32 in a shared mapping with a valid timeout; the
     // kernel only reads these. Spurious returns are handled by the caller's loop.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec, 0usize, 0u32);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            0usize,
+            0u32,
+        );
     }
 }
 
 fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE on a valid, aligned u32; wakes at most every waiter, touches no memory.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            0usize,
+            0usize,
+            0u32,
+        );
     }
 }

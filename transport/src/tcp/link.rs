@@ -27,7 +27,12 @@ struct TcpSink {
     sock: Socket,
 }
 
-fn send_parts(sock: &Socket, parts: &[&[u8]], skip: usize, flags: libc::c_int) -> io::Result<usize> {
+fn send_parts(
+    sock: &Socket,
+    parts: &[&[u8]],
+    skip: usize,
+    flags: libc::c_int,
+) -> io::Result<usize> {
     let mut skip = skip;
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len());
     for p in parts {
@@ -68,7 +73,12 @@ impl Sink for TcpSink {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => done += n,
                 // SO_SNDTIMEO slice: the peer is slow, not necessarily gone; check for shutdown.
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     if stop.load(Ordering::SeqCst) {
                         return Err(e);
                     }
@@ -117,12 +127,25 @@ impl TcpLink {
     /// # Errors
     /// [`Error::Io`] when the socket cannot be cloned or its timeouts set.
     pub fn new(stream: TcpStream, me: &str, peer: &str, cfg: LinkConfig) -> Result<TcpLink> {
-        let ctx = || Context { peer: peer.to_string(), round: None, op: None };
-        let w = stream.try_clone().map_err(|e| Error::io(ctx(), "dup(socket)", &e))?;
-        stream.set_read_timeout(Some(cfg.peer_timeout)).map_err(|e| Error::io(ctx(), "setsockopt(SO_RCVTIMEO)", &e))?;
-        let slice = cfg.heartbeat.clamp(Duration::from_millis(10), Duration::from_millis(200));
-        w.set_write_timeout(Some(slice)).map_err(|e| Error::io(ctx(), "setsockopt(SO_SNDTIMEO)", &e))?;
-        let sink = TcpSinkHandle(TcpSink { sock: Socket::from(w) });
+        let ctx = || Context {
+            peer: peer.to_string(),
+            round: None,
+            op: None,
+        };
+        let w = stream
+            .try_clone()
+            .map_err(|e| Error::io(ctx(), "dup(socket)", &e))?;
+        stream
+            .set_read_timeout(Some(cfg.peer_timeout))
+            .map_err(|e| Error::io(ctx(), "setsockopt(SO_RCVTIMEO)", &e))?;
+        let slice = cfg
+            .heartbeat
+            .clamp(Duration::from_millis(10), Duration::from_millis(200));
+        w.set_write_timeout(Some(slice))
+            .map_err(|e| Error::io(ctx(), "setsockopt(SO_SNDTIMEO)", &e))?;
+        let sink = TcpSinkHandle(TcpSink {
+            sock: Socket::from(w),
+        });
         let outbox = Outbox::new(sink, peer, cfg.heartbeat, cfg.peer_timeout, cfg.max_queued);
         Ok(TcpLink {
             me: me.to_string(),
@@ -136,7 +159,11 @@ impl TcpLink {
     }
 
     fn ctx(&self, expect: &Expect) -> Context {
-        Context { peer: self.peer.clone(), round: expect.round, op: expect.op }
+        Context {
+            peer: self.peer.clone(),
+            round: expect.round,
+            op: expect.op,
+        }
     }
 
     fn fail(&mut self, e: Error) -> Error {
@@ -147,7 +174,11 @@ impl TcpLink {
     fn read_full(&mut self, buf: &mut [u8], expect: &Expect) -> Result<()> {
         match self.reader.read_exact(buf) {
             Ok(()) => Ok(()),
-            Err(e) => Err(crate::outbox::io_error(self.ctx(expect), &e, self.cfg.peer_timeout)),
+            Err(e) => Err(crate::outbox::io_error(
+                self.ctx(expect),
+                &e,
+                self.cfg.peer_timeout,
+            )),
         }
     }
 
@@ -155,11 +186,19 @@ impl TcpLink {
         loop {
             let mut hb = [0u8; HEADER_LEN];
             self.read_full(&mut hb, expect)?;
-            let h = FrameHeader::try_read(&hb, self.cfg.max_frame_len)
-                .map_err(|e| Error::Protocol { ctx: self.ctx(expect), reason: e.to_string() })?;
+            let h = FrameHeader::try_read(&hb, self.cfg.max_frame_len).map_err(|e| {
+                Error::Protocol {
+                    ctx: self.ctx(expect),
+                    reason: e.to_string(),
+                }
+            })?;
             match h.kind {
                 FrameKind::Heartbeat => continue,
-                FrameKind::Close => return Err(Error::PeerClosed { ctx: self.ctx(expect) }),
+                FrameKind::Close => {
+                    return Err(Error::PeerClosed {
+                        ctx: self.ctx(expect),
+                    })
+                }
                 FrameKind::Data | FrameKind::Control => {}
             }
             if let Some((field, expected, actual)) = expect.check(&h) {
@@ -180,7 +219,10 @@ impl TcpLink {
         let header = self.next_data_header(expect)?;
         let mut buf = self.pool.take(header.len as usize);
         self.read_full(&mut buf, expect)?;
-        Ok(Frame { header, payload: buf.freeze() })
+        Ok(Frame {
+            header,
+            payload: buf.freeze(),
+        })
     }
 }
 
@@ -218,7 +260,9 @@ impl Link for TcpLink {
         if let Some(e) = self.outbox.error() {
             // The writer saw the peer die; report it with this receive's round and op.
             if matches!(e, Error::PeerClosed { .. }) {
-                return Err(self.fail(Error::PeerClosed { ctx: self.ctx(expect) }));
+                return Err(self.fail(Error::PeerClosed {
+                    ctx: self.ctx(expect),
+                }));
             }
         }
         self.recv_inner(expect).map_err(|e| self.fail(e))
@@ -228,7 +272,10 @@ impl Link for TcpLink {
 impl Drop for TcpLink {
     fn drop(&mut self) {
         if self.poisoned.is_none() {
-            let close = FrameHeader { kind: FrameKind::Close, ..FrameHeader::data(Op::Control, 0, 0, 0, 0, 0) };
+            let close = FrameHeader {
+                kind: FrameKind::Close,
+                ..FrameHeader::data(Op::Control, 0, 0, 0, 0, 0)
+            };
             let _ = self.outbox.send(&close, Buffer::zeroed(0));
             let _ = self.outbox.flush();
         }

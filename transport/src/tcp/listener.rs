@@ -26,7 +26,11 @@ impl Listener {
     pub fn bind(addr: &str) -> Result<Listener> {
         let sa = super::resolve(addr)?;
         let inner = TcpListener::bind(sa).map_err(|e| {
-            let ctx = crate::Context { peer: format!("listener {sa}"), round: None, op: None };
+            let ctx = crate::Context {
+                peer: format!("listener {sa}"),
+                round: None,
+                op: None,
+            };
             Error::io(ctx, "bind", &e)
         })?;
         Ok(Listener { inner })
@@ -37,7 +41,9 @@ impl Listener {
     /// # Errors
     /// [`Error::Io`] from `getsockname`.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.inner.local_addr().map_err(|e| Error::io(Default::default(), "getsockname", &e))
+        self.inner
+            .local_addr()
+            .map_err(|e| Error::io(Default::default(), "getsockname", &e))
     }
 
     /// Start accepting: each connection is tuned and handshaken on its own thread; those that
@@ -45,9 +51,18 @@ impl Listener {
     ///
     /// # Errors
     /// [`Error::Io`] when the listener cannot be made non-blocking or cloned.
-    pub fn start(&self, me: Identity, expect: Option<Vec<String>>, hs_timeout: Duration) -> Result<Acceptor> {
-        let l = self.inner.try_clone().map_err(|e| Error::io(Default::default(), "dup(listener)", &e))?;
-        l.set_nonblocking(true).map_err(|e| Error::io(Default::default(), "fcntl(O_NONBLOCK)", &e))?;
+    pub fn start(
+        &self,
+        me: Identity,
+        expect: Option<Vec<String>>,
+        hs_timeout: Duration,
+    ) -> Result<Acceptor> {
+        let l = self
+            .inner
+            .try_clone()
+            .map_err(|e| Error::io(Default::default(), "dup(listener)", &e))?;
+        l.set_nonblocking(true)
+            .map_err(|e| Error::io(Default::default(), "fcntl(O_NONBLOCK)", &e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = channel();
         let st = stop.clone();
@@ -58,11 +73,15 @@ impl Listener {
                     match l.accept() {
                         Ok((s, remote)) => {
                             let (tx, me, expect) = (tx.clone(), me.clone(), expect.clone());
-                            let _ = std::thread::Builder::new().name("lockstep-hs".into()).spawn(move || {
-                                if let Some(ok) = admit(s, remote, &me, expect.as_deref(), hs_timeout) {
-                                    let _ = tx.send(ok);
-                                }
-                            });
+                            let _ = std::thread::Builder::new()
+                                .name("lockstep-hs".into())
+                                .spawn(move || {
+                                    if let Some(ok) =
+                                        admit(s, remote, &me, expect.as_deref(), hs_timeout)
+                                    {
+                                        let _ = tx.send(ok);
+                                    }
+                                });
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(5))
@@ -75,7 +94,11 @@ impl Listener {
                 }
             })
             .map_err(|e| Error::io(Default::default(), "spawn(acceptor)", &e))?;
-        Ok(Acceptor { rx, stop, thread: Some(thread) })
+        Ok(Acceptor {
+            rx,
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -86,9 +109,11 @@ fn admit(
     expect: Option<&[String]>,
     timeout: Duration,
 ) -> Option<(String, TcpStream)> {
-    if let Err(e) = s.set_nonblocking(false).map_err(|e| e.to_string()).and_then(|_| {
-        super::tune(&s, &remote.to_string()).map_err(|e| e.to_string())
-    }) {
+    if let Err(e) = s
+        .set_nonblocking(false)
+        .map_err(|e| e.to_string())
+        .and_then(|_| super::tune(&s, &remote.to_string()).map_err(|e| e.to_string()))
+    {
         tracing::warn!(%remote, error = %e, "dropping connection");
         return None;
     }

@@ -26,14 +26,22 @@ pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
 /// # Errors
 /// [`Error::Io`] naming the socket option that failed.
 pub fn tune(stream: &TcpStream, peer: &str) -> Result<()> {
-    let ctx = || crate::Context { peer: peer.to_string(), round: None, op: None };
+    let ctx = || crate::Context {
+        peer: peer.to_string(),
+        round: None,
+        op: None,
+    };
     let s = SockRef::from(stream);
-    s.set_nodelay(true).map_err(|e| Error::io(ctx(), "setsockopt(TCP_NODELAY)", &e))?;
+    s.set_nodelay(true)
+        .map_err(|e| Error::io(ctx(), "setsockopt(TCP_NODELAY)", &e))?;
     // Buffer sizes are hints the kernel may clamp; a refusal is not fatal.
     let _ = s.set_send_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = s.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    let ka = TcpKeepalive::new().with_time(Duration::from_secs(10)).with_interval(Duration::from_secs(2));
-    s.set_tcp_keepalive(&ka).map_err(|e| Error::io(ctx(), "setsockopt(SO_KEEPALIVE)", &e))?;
+    let ka = TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(2));
+    s.set_tcp_keepalive(&ka)
+        .map_err(|e| Error::io(ctx(), "setsockopt(SO_KEEPALIVE)", &e))?;
     Ok(())
 }
 
@@ -52,9 +60,19 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
 ///
 /// # Errors
 /// [`Error::Io`] when the connection fails, [`Error::Handshake`] when it is refused.
-pub fn connect_once(addr: SocketAddr, me: &Identity, peer: &str, timeout: Duration) -> Result<TcpStream> {
-    let ctx = || crate::Context { peer: format!("{peer} at {addr}"), round: None, op: None };
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| Error::io(ctx(), "connect", &e))?;
+pub fn connect_once(
+    addr: SocketAddr,
+    me: &Identity,
+    peer: &str,
+    timeout: Duration,
+) -> Result<TcpStream> {
+    let ctx = || crate::Context {
+        peer: format!("{peer} at {addr}"),
+        round: None,
+        op: None,
+    };
+    let mut s =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| Error::io(ctx(), "connect", &e))?;
     tune(&s, peer)?;
     handshake(&mut s, me, Some(&[peer.to_string()]), timeout)?;
     Ok(s)

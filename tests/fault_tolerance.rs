@@ -1,0 +1,231 @@
+//! Failures with real processes: SIGKILL to one node, restarts from checkpoints, a node with the
+//! wrong token, garbage on the ports, mismatched models. Every bound here is the product's
+//! promise (a failure is named within seconds), not a performance figure.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(240);
+const CREDIT: &str = "examples/credit/cluster.toml";
+/// Long enough to kill a node mid-run, short enough for CI; a checkpoint every 40 rounds.
+const LONG: &[&str] = &["--set", "job.epochs=30", "--set", "job.checkpoint.every_rounds=40", "--set", "job.checkpoint.keep=3"];
+
+fn spawn(args: &[&str], token: Option<&str>) -> Child {
+    let mut cmd = Command::new(exe());
+    cmd.args(args).current_dir(root()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("LOCKSTEP_TOKEN", t);
+    }
+    cmd.spawn().expect("spawn lockstep")
+}
+
+fn launch_args<'a>(dir: &'a str, report: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["launch", CREDIT, "--run-dir", dir, "--report", report];
+    a.extend_from_slice(LONG);
+    a.extend_from_slice(extra);
+    a
+}
+
+/// PIDs of processes whose command line has every needle.
+fn pids(needles: &[&str]) -> Vec<i32> {
+    processes_mentioning(needles[0])
+        .into_iter()
+        .filter(|p| needles.iter().all(|n| p.contains(n)))
+        .filter_map(|p| p.split(':').next().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+fn kill9(pid: i32) {
+    // SAFETY: plain kill(2) of a process this test started (through the launcher).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+fn checkpoints(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("checkpoints")).map(|d| d.flatten().filter(|e| e.path().join("meta.json").exists()).count()).unwrap_or(0)
+}
+
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn sha(report: &Path) -> String {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).expect("report")).expect("json");
+    v["weights_sha256"].as_str().expect("sha").to_string()
+}
+
+#[test]
+fn uninterrupted_resumed_and_restarted_runs_end_with_the_same_weights() {
+    // A: uninterrupted.
+    let a = run_dir("ft-a");
+    let ra = a.path().join("report.json");
+    let out = run(&launch_args(a.path().to_str().unwrap(), ra.to_str().unwrap(), &[]), LIMIT);
+    assert_ok(&out);
+
+    // B: SIGKILL a worker after the second checkpoint, then --resume.
+    let b = run_dir("ft-b");
+    let rb = b.path().join("report.json");
+    let (bd, rbs) = (b.path().to_str().unwrap(), rb.to_str().unwrap());
+    let child = spawn(&launch_args(bd, rbs, &[]), None);
+    wait_until("the second checkpoint", LIMIT, || checkpoints(b.path()) >= 2);
+    for pid in pids(&[bd, "--node worker-1"]) {
+        kill9(pid);
+    }
+    let out = wait_with_deadline(child, LIMIT);
+    assert!(!out.status.success(), "the killed run must fail");
+    let out = run(&launch_args(bd, rbs, &["--resume"]), LIMIT);
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming from"), "the second run did not resume");
+
+    // C: --max-restarts 1 and a worker killed mid-run.
+    let c = run_dir("ft-c");
+    let rc = c.path().join("report.json");
+    let (cd, rcs) = (c.path().to_str().unwrap(), rc.to_str().unwrap());
+    let child = spawn(&launch_args(cd, rcs, &["--max-restarts", "1"]), None);
+    wait_until("the first checkpoint", LIMIT, || checkpoints(c.path()) >= 1);
+    for pid in pids(&[cd, "--node worker-0"]) {
+        kill9(pid);
+    }
+    let out = wait_with_deadline(child, LIMIT);
+    assert_ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("restart 1 of 1") && err.contains("worker-0"), "restart not logged with the node:\n{err}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&rc).unwrap()).unwrap();
+    assert_eq!(report["restarts"], 1);
+
+    assert_eq!(sha(&ra), sha(&rb), "resumed run differs from the uninterrupted one");
+    assert_eq!(sha(&ra), sha(&rc), "restarted run differs from the uninterrupted one");
+}
+
+#[test]
+fn a_killed_worker_stops_the_launch_within_five_seconds() {
+    let d = run_dir("ft-kill");
+    let r = d.path().join("report.json");
+    let (dd, rs) = (d.path().to_str().unwrap(), r.to_str().unwrap());
+    let child = spawn(&launch_args(dd, rs, &["--set", "job.epochs=200"]), None);
+    wait_until("the first checkpoint", LIMIT, || checkpoints(d.path()) >= 1);
+    let victims = pids(&[dd, "--node worker-1"]);
+    assert_eq!(victims.len(), 1, "expected one worker-1 process");
+    kill9(victims[0]);
+    let killed = Instant::now();
+    let out = wait_with_deadline(child, Duration::from_secs(30));
+    let took = killed.elapsed();
+    assert!(!out.status.success());
+    assert!(took < Duration::from_secs(5), "launch took {took:?} to stop after the kill");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lockstep: error: node worker-1 was killed by signal 9"), "the message does not name the node:\n{err}");
+    let left = processes_mentioning(dd);
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+/// Start a cluster node by node (no launcher), as on separate machines.
+fn start_nodes(dir: &Path, extra: &[&[&str]; 3], token: &str) -> (Child, Vec<Child>) {
+    let announce = dir.join("coordinator.addr");
+    let d = dir.to_str().unwrap();
+    let mut args = vec!["node", CREDIT, "--node", "coordinator", "--run-dir", d, "--announce", announce.to_str().unwrap()];
+    args.extend_from_slice(LONG);
+    args.extend_from_slice(extra[0]);
+    let coord = spawn(&args, Some(token));
+    wait_until("the coordinator's address", LIMIT, || std::fs::read_to_string(&announce).is_ok_and(|s| s.ends_with('\n')));
+    let addr = std::fs::read_to_string(&announce).unwrap().trim().to_string();
+    let workers = ["worker-0", "worker-1"]
+        .iter()
+        .zip(&extra[1..])
+        .map(|(w, x)| {
+            let mut a = vec!["node", CREDIT, "--node", w, "--run-dir", d, "--coordinator", addr.as_str()];
+            a.extend_from_slice(LONG);
+            a.extend_from_slice(x);
+            spawn(&a, Some(token))
+        })
+        .collect();
+    (coord, workers)
+}
+
+#[test]
+fn a_killed_coordinator_stops_every_worker_within_five_seconds() {
+    let d = run_dir("ft-coord");
+    let (mut coord, workers) = start_nodes(d.path(), &[&["--set", "job.epochs=200"], &["--set", "job.epochs=200"], &["--set", "job.epochs=200"]], "tok-a");
+    wait_until("the first checkpoint", LIMIT, || checkpoints(d.path()) >= 1);
+    coord.kill().unwrap();
+    let killed = Instant::now();
+    for w in workers {
+        let out = wait_with_deadline(w, Duration::from_secs(30));
+        let took = killed.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a worker survived the coordinator");
+        assert!(took < Duration::from_secs(5), "a worker took {took:?} to notice");
+        assert!(err.contains("node coordinator failed in round"), "the message does not name the coordinator:\n{err}");
+    }
+    let _ = coord.wait();
+}
+
+#[test]
+fn a_node_with_the_wrong_token_is_refused_and_training_is_unchanged() {
+    // Reference run.
+    let a = run_dir("ft-tok-a");
+    let ra = a.path().join("report.json");
+    let mut cmd = Command::new(exe());
+    cmd.args(launch_args(a.path().to_str().unwrap(), ra.to_str().unwrap(), &[])).current_dir(root()).env("LOCKSTEP_TOKEN", "right");
+    let out = wait_with_deadline(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), LIMIT);
+    assert_ok(&out);
+
+    let b = run_dir("ft-tok-b");
+    let rb = b.path().join("report.json");
+    let (bd, rbs) = (b.path().to_str().unwrap(), rb.to_str().unwrap());
+    let mut cmd = Command::new(exe());
+    cmd.args(launch_args(bd, rbs, &[])).current_dir(root()).env("LOCKSTEP_TOKEN", "right");
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until("the first checkpoint", LIMIT, || checkpoints(b.path()) >= 1);
+    let addr = std::fs::read_to_string(b.path().join("coordinator.addr")).unwrap().trim().to_string();
+
+    // An intruder claiming to be worker-0, with the wrong token.
+    let intruder = spawn(&["node", CREDIT, "--node", "worker-0", "--run-dir", "/tmp/lockstep-intruder", "--coordinator", &addr], Some("wrong"));
+    let out_i = wait_with_deadline(intruder, Duration::from_secs(60));
+    let err_i = String::from_utf8_lossy(&out_i.stderr);
+    assert!(!out_i.status.success());
+    assert!(err_i.contains("authentication failed"), "intruder message:\n{err_i}");
+
+    // Garbage and an oversized length on the coordinator's port.
+    for payload in [vec![0xABu8; 4096], {
+        let mut v = b"LKSH".to_vec();
+        v.extend_from_slice(&u32::MAX.to_le_bytes());
+        v
+    }] {
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.write_all(&payload);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 64];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+        }
+    }
+    let out = wait_with_deadline(child, LIMIT);
+    assert_ok(&out);
+    assert_eq!(sha(&ra), sha(&rb), "training was disturbed");
+}
+
+#[test]
+fn mismatched_model_shapes_are_named_before_the_first_round() {
+    let d = run_dir("ft-shape");
+    let (coord, workers) = start_nodes(
+        d.path(),
+        &[&[], &[], &["--set", "job.data.features=[\"Seniority\",\"Age\"]"]],
+        "tok-s",
+    );
+    let out = wait_with_deadline(coord, LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("model shapes differ") && err.contains("worker-1"), "coordinator message:\n{err}");
+    // A registered worker is told to abort; one still connecting would retry until its
+    // registration deadline (a coordinator may legitimately start late), so end it here.
+    for mut w in workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+}
