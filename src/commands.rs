@@ -23,7 +23,8 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
         sets,
         run_dir: a.run_dir.clone(),
         report: a.report.clone(),
-        exe: std::env::current_exe().map_err(|e| format!("cannot find the lockstep executable: {e}"))?,
+        exe: std::env::current_exe()
+            .map_err(|e| format!("cannot find the lockstep executable: {e}"))?,
         node_args: Vec::new(),
         resume: a.resume,
         max_restarts: a.max_restarts,
@@ -67,11 +68,18 @@ pub fn inspect(a: &InspectArgs) -> Result<(), String> {
     let mut total = 0usize;
     for (name, t) in &set.tensors {
         let sum = match t.dtype() {
-            DType::F32 => t.to_vec::<f32>().map(|v| v.iter().map(|&x| f64::from(x)).sum::<f64>()).unwrap_or(f64::NAN),
+            DType::F32 => t
+                .to_vec::<f32>()
+                .map(|v| v.iter().map(|&x| f64::from(x)).sum::<f64>())
+                .unwrap_or(f64::NAN),
             _ => f64::NAN,
         };
         total += t.numel();
-        println!("  {name:<24} {:<5} {:<16} sum {sum:.6}", t.dtype(), t.shape().to_string());
+        println!(
+            "  {name:<24} {:<5} {:<16} sum {sum:.6}",
+            t.dtype(),
+            t.shape().to_string()
+        );
     }
     println!("  {} tensors, {total} values", set.tensors.len());
     Ok(())
@@ -89,9 +97,17 @@ pub fn predict(a: &PredictArgs) -> Result<(), String> {
     let layout = model.layout().to_vec();
     let params = model.params_mut();
     for p in &layout {
-        let t = set.get(&p.name).ok_or_else(|| format!("{}: no tensor {}", a.model.display(), p.name))?;
+        let t = set
+            .get(&p.name)
+            .ok_or_else(|| format!("{}: no tensor {}", a.model.display(), p.name))?;
         if t.shape().dims() != p.shape.as_slice() {
-            return Err(format!("{}: tensor {} has shape {}, the model wants {:?}", a.model.display(), p.name, t.shape(), p.shape));
+            return Err(format!(
+                "{}: tensor {} has shape {}, the model wants {:?}",
+                a.model.display(),
+                p.name,
+                t.shape(),
+                p.shape
+            ));
         }
         params[p.range()].copy_from_slice(&t.to_vec::<f32>().map_err(|e| e.to_string())?);
     }
@@ -100,10 +116,15 @@ pub fn predict(a: &PredictArgs) -> Result<(), String> {
         let idx: Vec<usize> = (0..n.min(test.rows)).collect();
         test = split.test.batch(&idx);
     }
-    let pred = model.predict(&test.x, test.rows).map_err(|e| e.to_string())?;
+    let pred = model
+        .predict(&test.x, test.rows)
+        .map_err(|e| e.to_string())?;
     let k = model.out_dim();
     for (i, row) in pred.chunks(k).enumerate().take(20) {
-        println!("row {i}: {:?}", row.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>());
+        println!(
+            "row {i}: {:?}",
+            row.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>()
+        );
     }
     let metrics = job::evaluate(model.as_mut(), split.task, &test).map_err(|e| e.to_string())?;
     println!("held-out metrics over {} rows: {metrics:?}", test.rows);

@@ -51,7 +51,10 @@ lr = 0.01
 }
 
 fn diabetes() -> String {
-    root().join("examples/data/diabetes.parquet").display().to_string()
+    root()
+        .join("examples/data/diabetes.parquet")
+        .display()
+        .to_string()
 }
 
 fn fails_with(manifest_text: &str, extra: &[&str], needles: &[&str]) {
@@ -59,7 +62,10 @@ fn fails_with(manifest_text: &str, extra: &[&str], needles: &[&str]) {
     let m = write_manifest(dir.path(), manifest_text);
     let (out, report) = launch(&m, dir.path(), extra, LIMIT);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected a failure, got success:\n{err}");
+    assert!(
+        !out.status.success(),
+        "expected a failure, got success:\n{err}"
+    );
     assert!(report.is_none(), "a failed run wrote a report");
     for n in needles {
         assert!(err.contains(n), "message does not name {n:?}:\n{err}");
@@ -76,7 +82,11 @@ fn unknown_key_names_the_key_and_line() {
 
 #[test]
 fn missing_data_file_names_the_file() {
-    fails_with(&base("/nonexistent/data.parquet", ""), &[], &["/nonexistent/data.parquet"]);
+    fails_with(
+        &base("/nonexistent/data.parquet", ""),
+        &[],
+        &["/nonexistent/data.parquet"],
+    );
 }
 
 #[test]
@@ -87,10 +97,18 @@ fn missing_column_names_the_column() {
 
 #[test]
 fn worker_count_that_does_not_divide_the_batch_is_refused() {
-    fails_with(&base(&diabetes(), ""), &["--workers", "3"], &["job.global_batch", "3 workers"]);
+    fails_with(
+        &base(&diabetes(), ""),
+        &["--workers", "3"],
+        &["job.global_batch", "3 workers"],
+    );
 }
 
 #[test]
 fn bad_override_names_it() {
-    fails_with(&base(&diabetes(), ""), &["--set", "job.global_batch=\"many\""], &["--set", "job.global_batch"]);
+    fails_with(
+        &base(&diabetes(), ""),
+        &["--set", "job.global_batch=\"many\""],
+        &["--set", "job.global_batch"],
+    );
 }

@@ -13,19 +13,39 @@ const MNIST_SHORT: &[&str] = &["--set", "job.rounds=60"];
 #[test]
 fn diabetes_parameter_server_and_allreduce_reach_the_same_r2() {
     let a = run_dir("diab-ps");
-    let (out, ps) = launch("examples/diabetes/cluster.toml", a.path(), &["--transport", "tcp"], LIMIT);
+    let (out, ps) = launch(
+        "examples/diabetes/cluster.toml",
+        a.path(),
+        &["--transport", "tcp"],
+        LIMIT,
+    );
     assert_ok(&out);
     let b = run_dir("diab-ar");
-    let (out, ar) = launch("examples/diabetes/cluster.toml", b.path(), &["--aggregation", "allreduce"], LIMIT);
+    let (out, ar) = launch(
+        "examples/diabetes/cluster.toml",
+        b.path(),
+        &["--aggregation", "allreduce"],
+        LIMIT,
+    );
     assert_ok(&out);
     let (ps, ar) = (ps.expect("ps report"), ar.expect("allreduce report"));
     assert_eq!(ps["aggregation"], "parameter-server");
     assert_eq!(ar["aggregation"], "allreduce");
     assert_eq!(ps["transport"], "tcp");
     let (r2_ps, r2_ar) = (num(&ps, &["eval", "r2"]), num(&ar, &["eval", "r2"]));
-    assert!((r2_ps - r2_ar).abs() <= 0.01, "parameter server r2 {r2_ps} vs allreduce r2 {r2_ar}");
+    assert!(
+        (r2_ps - r2_ar).abs() <= 0.01,
+        "parameter server r2 {r2_ps} vs allreduce r2 {r2_ar}"
+    );
     assert!(r2_ps >= 0.35, "diabetes r2 {r2_ps} is below the floor 0.35");
-    for key in ["world_size", "rounds", "samples", "wall_s", "samples_per_s", "final_train_loss"] {
+    for key in [
+        "world_size",
+        "rounds",
+        "samples",
+        "wall_s",
+        "samples_per_s",
+        "final_train_loss",
+    ] {
         assert!(ps[key].is_number(), "report lacks {key}: {ps}");
     }
     assert!(ps["round_time"]["compute_ms"].is_number());
@@ -49,17 +69,39 @@ fn the_same_command_twice_gives_the_same_weights() {
 fn one_and_four_workers_train_alike() {
     let one = run_dir("w1");
     let four = run_dir("w4");
-    let (o1, r1) = launch("examples/mnist/cluster.toml", one.path(), &[MNIST_SHORT, &["--workers", "1"]].concat(), LIMIT);
+    let (o1, r1) = launch(
+        "examples/mnist/cluster.toml",
+        one.path(),
+        &[MNIST_SHORT, &["--workers", "1"]].concat(),
+        LIMIT,
+    );
     assert_ok(&o1);
-    let (o4, r4) = launch("examples/mnist/cluster.toml", four.path(), &[MNIST_SHORT, &["--workers", "4", "--transport", "tcp"]].concat(), LIMIT);
+    let (o4, r4) = launch(
+        "examples/mnist/cluster.toml",
+        four.path(),
+        &[MNIST_SHORT, &["--workers", "4", "--transport", "tcp"]].concat(),
+        LIMIT,
+    );
     assert_ok(&o4);
     let (r1, r4) = (r1.unwrap(), r4.unwrap());
     assert_eq!(num(&r1, &["world_size"]), 1.0);
     assert_eq!(num(&r4, &["world_size"]), 4.0);
-    let (l1, l4) = (num(&r1, &["final_train_loss"]), num(&r4, &["final_train_loss"]));
-    assert!((l1 - l4).abs() <= 0.01 * l1.abs(), "final train loss: 1 worker {l1}, 4 workers {l4}");
-    let (a1, a4) = (num(&r1, &["eval", "accuracy"]), num(&r4, &["eval", "accuracy"]));
-    assert!((a1 - a4).abs() <= 0.005, "accuracy: 1 worker {a1}, 4 workers {a4}");
+    let (l1, l4) = (
+        num(&r1, &["final_train_loss"]),
+        num(&r4, &["final_train_loss"]),
+    );
+    assert!(
+        (l1 - l4).abs() <= 0.01 * l1.abs(),
+        "final train loss: 1 worker {l1}, 4 workers {l4}"
+    );
+    let (a1, a4) = (
+        num(&r1, &["eval", "accuracy"]),
+        num(&r4, &["eval", "accuracy"]),
+    );
+    assert!(
+        (a1 - a4).abs() <= 0.005,
+        "accuracy: 1 worker {a1}, 4 workers {a4}"
+    );
     // CI floor for the shortened run (the full run reaches >= 0.97, see the README).
     assert!(a4 >= 0.80, "mnist accuracy after {MNIST_SHORT:?}: {a4}");
 }

@@ -12,11 +12,22 @@ use std::time::{Duration, Instant};
 const LIMIT: Duration = Duration::from_secs(240);
 const CREDIT: &str = "examples/credit/cluster.toml";
 /// Long enough to kill a node mid-run, short enough for CI; a checkpoint every 40 rounds.
-const LONG: &[&str] = &["--set", "job.epochs=30", "--set", "job.checkpoint.every_rounds=40", "--set", "job.checkpoint.keep=3"];
+const LONG: &[&str] = &[
+    "--set",
+    "job.epochs=30",
+    "--set",
+    "job.checkpoint.every_rounds=40",
+    "--set",
+    "job.checkpoint.keep=3",
+];
 
 fn spawn(args: &[&str], token: Option<&str>) -> Child {
     let mut cmd = Command::new(exe());
-    cmd.args(args).current_dir(root()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if let Some(t) = token {
         cmd.env("LOCKSTEP_TOKEN", t);
     }
@@ -45,7 +56,13 @@ fn kill9(pid: i32) {
 }
 
 fn checkpoints(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("checkpoints")).map(|d| d.flatten().filter(|e| e.path().join("meta.json").exists()).count()).unwrap_or(0)
+    std::fs::read_dir(dir.join("checkpoints"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().join("meta.json").exists())
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
@@ -57,7 +74,8 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 fn sha(report: &Path) -> String {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(report).expect("report")).expect("json");
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report).expect("report")).expect("json");
     v["weights_sha256"].as_str().expect("sha").to_string()
 }
 
@@ -66,7 +84,10 @@ fn uninterrupted_resumed_and_restarted_runs_end_with_the_same_weights() {
     // A: uninterrupted.
     let a = run_dir("ft-a");
     let ra = a.path().join("report.json");
-    let out = run(&launch_args(a.path().to_str().unwrap(), ra.to_str().unwrap(), &[]), LIMIT);
+    let out = run(
+        &launch_args(a.path().to_str().unwrap(), ra.to_str().unwrap(), &[]),
+        LIMIT,
+    );
     assert_ok(&out);
 
     // B: SIGKILL a worker after the second checkpoint, then --resume.
@@ -74,7 +95,9 @@ fn uninterrupted_resumed_and_restarted_runs_end_with_the_same_weights() {
     let rb = b.path().join("report.json");
     let (bd, rbs) = (b.path().to_str().unwrap(), rb.to_str().unwrap());
     let child = spawn(&launch_args(bd, rbs, &[]), None);
-    wait_until("the second checkpoint", LIMIT, || checkpoints(b.path()) >= 2);
+    wait_until("the second checkpoint", LIMIT, || {
+        checkpoints(b.path()) >= 2
+    });
     for pid in pids(&[bd, "--node worker-1"]) {
         kill9(pid);
     }
@@ -82,7 +105,10 @@ fn uninterrupted_resumed_and_restarted_runs_end_with_the_same_weights() {
     assert!(!out.status.success(), "the killed run must fail");
     let out = run(&launch_args(bd, rbs, &["--resume"]), LIMIT);
     assert_ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming from"), "the second run did not resume");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("resuming from"),
+        "the second run did not resume"
+    );
 
     // C: --max-restarts 1 and a worker killed mid-run.
     let c = run_dir("ft-c");
@@ -96,12 +122,23 @@ fn uninterrupted_resumed_and_restarted_runs_end_with_the_same_weights() {
     let out = wait_with_deadline(child, LIMIT);
     assert_ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("restart 1 of 1") && err.contains("worker-0"), "restart not logged with the node:\n{err}");
+    assert!(
+        err.contains("restart 1 of 1") && err.contains("worker-0"),
+        "restart not logged with the node:\n{err}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&rc).unwrap()).unwrap();
     assert_eq!(report["restarts"], 1);
 
-    assert_eq!(sha(&ra), sha(&rb), "resumed run differs from the uninterrupted one");
-    assert_eq!(sha(&ra), sha(&rc), "restarted run differs from the uninterrupted one");
+    assert_eq!(
+        sha(&ra),
+        sha(&rb),
+        "resumed run differs from the uninterrupted one"
+    );
+    assert_eq!(
+        sha(&ra),
+        sha(&rc),
+        "restarted run differs from the uninterrupted one"
+    );
 }
 
 #[test]
@@ -118,9 +155,15 @@ fn a_killed_worker_stops_the_launch_within_five_seconds() {
     let out = wait_with_deadline(child, Duration::from_secs(30));
     let took = killed.elapsed();
     assert!(!out.status.success());
-    assert!(took < Duration::from_secs(5), "launch took {took:?} to stop after the kill");
+    assert!(
+        took < Duration::from_secs(5),
+        "launch took {took:?} to stop after the kill"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("lockstep: error: node worker-1 was killed by signal 9"), "the message does not name the node:\n{err}");
+    assert!(
+        err.contains("lockstep: error: node worker-1 was killed by signal 9"),
+        "the message does not name the node:\n{err}"
+    );
     let left = processes_mentioning(dd);
     assert!(left.is_empty(), "processes left: {left:?}");
 }
@@ -129,17 +172,40 @@ fn a_killed_worker_stops_the_launch_within_five_seconds() {
 fn start_nodes(dir: &Path, extra: &[&[&str]; 3], token: &str) -> (Child, Vec<Child>) {
     let announce = dir.join("coordinator.addr");
     let d = dir.to_str().unwrap();
-    let mut args = vec!["node", CREDIT, "--node", "coordinator", "--run-dir", d, "--announce", announce.to_str().unwrap()];
+    let mut args = vec![
+        "node",
+        CREDIT,
+        "--node",
+        "coordinator",
+        "--run-dir",
+        d,
+        "--announce",
+        announce.to_str().unwrap(),
+    ];
     args.extend_from_slice(LONG);
     args.extend_from_slice(extra[0]);
     let coord = spawn(&args, Some(token));
-    wait_until("the coordinator's address", LIMIT, || std::fs::read_to_string(&announce).is_ok_and(|s| s.ends_with('\n')));
-    let addr = std::fs::read_to_string(&announce).unwrap().trim().to_string();
+    wait_until("the coordinator's address", LIMIT, || {
+        std::fs::read_to_string(&announce).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let addr = std::fs::read_to_string(&announce)
+        .unwrap()
+        .trim()
+        .to_string();
     let workers = ["worker-0", "worker-1"]
         .iter()
         .zip(&extra[1..])
         .map(|(w, x)| {
-            let mut a = vec!["node", CREDIT, "--node", w, "--run-dir", d, "--coordinator", addr.as_str()];
+            let mut a = vec![
+                "node",
+                CREDIT,
+                "--node",
+                w,
+                "--run-dir",
+                d,
+                "--coordinator",
+                addr.as_str(),
+            ];
             a.extend_from_slice(LONG);
             a.extend_from_slice(x);
             spawn(&a, Some(token))
@@ -151,7 +217,15 @@ fn start_nodes(dir: &Path, extra: &[&[&str]; 3], token: &str) -> (Child, Vec<Chi
 #[test]
 fn a_killed_coordinator_stops_every_worker_within_five_seconds() {
     let d = run_dir("ft-coord");
-    let (mut coord, workers) = start_nodes(d.path(), &[&["--set", "job.epochs=200"], &["--set", "job.epochs=200"], &["--set", "job.epochs=200"]], "tok-a");
+    let (mut coord, workers) = start_nodes(
+        d.path(),
+        &[
+            &["--set", "job.epochs=200"],
+            &["--set", "job.epochs=200"],
+            &["--set", "job.epochs=200"],
+        ],
+        "tok-a",
+    );
     wait_until("the first checkpoint", LIMIT, || checkpoints(d.path()) >= 1);
     coord.kill().unwrap();
     let killed = Instant::now();
@@ -160,8 +234,14 @@ fn a_killed_coordinator_stops_every_worker_within_five_seconds() {
         let took = killed.elapsed();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "a worker survived the coordinator");
-        assert!(took < Duration::from_secs(5), "a worker took {took:?} to notice");
-        assert!(err.contains("node coordinator failed in round"), "the message does not name the coordinator:\n{err}");
+        assert!(
+            took < Duration::from_secs(5),
+            "a worker took {took:?} to notice"
+        );
+        assert!(
+            err.contains("node coordinator failed in round"),
+            "the message does not name the coordinator:\n{err}"
+        );
     }
     let _ = coord.wait();
 }
@@ -172,25 +252,61 @@ fn a_node_with_the_wrong_token_is_refused_and_training_is_unchanged() {
     let a = run_dir("ft-tok-a");
     let ra = a.path().join("report.json");
     let mut cmd = Command::new(exe());
-    cmd.args(launch_args(a.path().to_str().unwrap(), ra.to_str().unwrap(), &[])).current_dir(root()).env("LOCKSTEP_TOKEN", "right");
-    let out = wait_with_deadline(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), LIMIT);
+    cmd.args(launch_args(
+        a.path().to_str().unwrap(),
+        ra.to_str().unwrap(),
+        &[],
+    ))
+    .current_dir(root())
+    .env("LOCKSTEP_TOKEN", "right");
+    let out = wait_with_deadline(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        LIMIT,
+    );
     assert_ok(&out);
 
     let b = run_dir("ft-tok-b");
     let rb = b.path().join("report.json");
     let (bd, rbs) = (b.path().to_str().unwrap(), rb.to_str().unwrap());
     let mut cmd = Command::new(exe());
-    cmd.args(launch_args(bd, rbs, &[])).current_dir(root()).env("LOCKSTEP_TOKEN", "right");
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    cmd.args(launch_args(bd, rbs, &[]))
+        .current_dir(root())
+        .env("LOCKSTEP_TOKEN", "right");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_until("the first checkpoint", LIMIT, || checkpoints(b.path()) >= 1);
-    let addr = std::fs::read_to_string(b.path().join("coordinator.addr")).unwrap().trim().to_string();
+    let addr = std::fs::read_to_string(b.path().join("coordinator.addr"))
+        .unwrap()
+        .trim()
+        .to_string();
 
     // An intruder claiming to be worker-0, with the wrong token.
-    let intruder = spawn(&["node", CREDIT, "--node", "worker-0", "--run-dir", "/tmp/lockstep-intruder", "--coordinator", &addr], Some("wrong"));
+    let intruder = spawn(
+        &[
+            "node",
+            CREDIT,
+            "--node",
+            "worker-0",
+            "--run-dir",
+            "/tmp/lockstep-intruder",
+            "--coordinator",
+            &addr,
+        ],
+        Some("wrong"),
+    );
     let out_i = wait_with_deadline(intruder, Duration::from_secs(60));
     let err_i = String::from_utf8_lossy(&out_i.stderr);
     assert!(!out_i.status.success());
-    assert!(err_i.contains("authentication failed"), "intruder message:\n{err_i}");
+    assert!(
+        err_i.contains("authentication failed"),
+        "intruder message:\n{err_i}"
+    );
 
     // Garbage and an oversized length on the coordinator's port.
     for payload in [vec![0xABu8; 4096], {
@@ -215,13 +331,20 @@ fn mismatched_model_shapes_are_named_before_the_first_round() {
     let d = run_dir("ft-shape");
     let (coord, workers) = start_nodes(
         d.path(),
-        &[&[], &[], &["--set", "job.data.features=[\"Seniority\",\"Age\"]"]],
+        &[
+            &[],
+            &[],
+            &["--set", "job.data.features=[\"Seniority\",\"Age\"]"],
+        ],
         "tok-s",
     );
     let out = wait_with_deadline(coord, LIMIT);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("model shapes differ") && err.contains("worker-1"), "coordinator message:\n{err}");
+    assert!(
+        err.contains("model shapes differ") && err.contains("worker-1"),
+        "coordinator message:\n{err}"
+    );
     // A registered worker is told to abort; one still connecting would retry until its
     // registration deadline (a coordinator may legitimately start late), so end it here.
     for mut w in workers {

@@ -29,25 +29,46 @@ struct WideAndDeep {
 
 impl WideAndDeep {
     fn new(d: usize, k: usize, seed: u64) -> Self {
-        let shapes = [("w2", vec![k, HIDDEN]), ("b", vec![k]), ("wl", vec![k, d]), ("w1", vec![HIDDEN, d]), ("b1", vec![HIDDEN])];
+        let shapes = [
+            ("w2", vec![k, HIDDEN]),
+            ("b", vec![k]),
+            ("wl", vec![k, d]),
+            ("w1", vec![HIDDEN, d]),
+            ("b1", vec![HIDDEN]),
+        ];
         let mut layout = Vec::new();
         let mut offset = 0;
         for (name, shape) in shapes {
             let len = shape.iter().product();
-            layout.push(ParamInfo { name: name.into(), shape, offset, len });
+            layout.push(ParamInfo {
+                name: name.into(),
+                shape,
+                offset,
+                len,
+            });
             offset += len;
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut params = vec![0.0f32; offset];
         for p in &layout {
             let fan_in = *p.shape.last().unwrap_or(&1) as f32;
-            let scale = if p.shape.len() == 2 { (1.0 / fan_in).sqrt() } else { 0.0 };
+            let scale = if p.shape.len() == 2 {
+                (1.0 / fan_in).sqrt()
+            } else {
+                0.0
+            };
             for v in &mut params[p.range()] {
                 *v = (rng.gen::<f32>() * 2.0 - 1.0) * scale;
             }
         }
         let head = layout[2].offset + layout[2].len;
-        WideAndDeep { d, k, params, layout, buckets: vec![0..head, head..offset] }
+        WideAndDeep {
+            d,
+            k,
+            params,
+            layout,
+            buckets: vec![0..head, head..offset],
+        }
     }
 
     /// Logits and hidden activations for `rows` rows.
@@ -57,27 +78,70 @@ impl WideAndDeep {
         for r in 0..rows {
             h[r * HIDDEN..(r + 1) * HIDDEN].copy_from_slice(p(4));
         }
-        gemm(Transpose::No, Transpose::Yes, rows, HIDDEN, self.d, 1.0, x, p(3), 1.0, &mut h).expect("shapes");
+        gemm(
+            Transpose::No,
+            Transpose::Yes,
+            rows,
+            HIDDEN,
+            self.d,
+            1.0,
+            x,
+            p(3),
+            1.0,
+            &mut h,
+        )
+        .expect("shapes");
         h.iter_mut().for_each(|v| *v = v.tanh());
         let mut logits = vec![0.0f32; rows * self.k];
         for r in 0..rows {
             logits[r * self.k..(r + 1) * self.k].copy_from_slice(p(1));
         }
-        gemm(Transpose::No, Transpose::Yes, rows, self.k, HIDDEN, 1.0, &h, p(0), 1.0, &mut logits).expect("shapes");
-        gemm(Transpose::No, Transpose::Yes, rows, self.k, self.d, 1.0, x, p(2), 1.0, &mut logits).expect("shapes");
+        gemm(
+            Transpose::No,
+            Transpose::Yes,
+            rows,
+            self.k,
+            HIDDEN,
+            1.0,
+            &h,
+            p(0),
+            1.0,
+            &mut logits,
+        )
+        .expect("shapes");
+        gemm(
+            Transpose::No,
+            Transpose::Yes,
+            rows,
+            self.k,
+            self.d,
+            1.0,
+            x,
+            p(2),
+            1.0,
+            &mut logits,
+        )
+        .expect("shapes");
         (logits, h)
     }
 
     fn labels<'a>(&self, batch: &'a Batch) -> Result<&'a [u32], ModelError> {
         match &batch.y {
             Targets::Class(c) if c.len() == batch.rows => Ok(c),
-            _ => Err(ModelError::Targets { loss: "softmax cross-entropy", what: "need one class index per row".into() }),
+            _ => Err(ModelError::Targets {
+                loss: "softmax cross-entropy",
+                what: "need one class index per row".into(),
+            }),
         }
     }
 
     fn check(&self, batch: &Batch) -> Result<(), ModelError> {
         if batch.cols != self.d || batch.x.len() != batch.rows * batch.cols {
-            return Err(ModelError::InputWidth { model: "wide-and-deep".into(), expected: self.d, actual: batch.cols });
+            return Err(ModelError::InputWidth {
+                model: "wide-and-deep".into(),
+                expected: self.d,
+                actual: batch.cols,
+            });
         }
         Ok(())
     }
@@ -86,7 +150,10 @@ impl WideAndDeep {
 /// Softmax in place; returns the summed cross-entropy.
 fn softmax_xent(logits: &mut [f32], k: usize, y: &[u32]) -> f64 {
     softmax_rows(logits, k);
-    y.iter().enumerate().map(|(r, &c)| -f64::from(logits[r * k + c as usize].max(1e-12)).ln()).sum()
+    y.iter()
+        .enumerate()
+        .map(|(r, &c)| -f64::from(logits[r * k + c as usize].max(1e-12)).ln())
+        .sum()
 }
 
 impl Model for WideAndDeep {
@@ -116,7 +183,10 @@ impl Model for WideAndDeep {
         let (mut dl, h) = self.forward(&batch.x, rows);
         let loss_sum = softmax_xent(&mut dl, k, y);
         if !loss_sum.is_finite() {
-            return Err(ModelError::NonFiniteLoss { loss: loss_sum / rows.max(1) as f64, rows });
+            return Err(ModelError::NonFiniteLoss {
+                loss: loss_sum / rows.max(1) as f64,
+                rows,
+            });
         }
         for (r, &c) in y.iter().enumerate() {
             dl[r * k + c as usize] -= 1.0;
@@ -124,20 +194,68 @@ impl Model for WideAndDeep {
         dl.iter_mut().for_each(|v| *v /= divisor);
         let r = |i: usize| self.layout[i].range();
         // Head bucket: w2, b, wl.
-        gemm(Transpose::Yes, Transpose::No, k, HIDDEN, rows, 1.0, &dl, &h, 0.0, &mut grads[r(0)]).expect("shapes");
+        gemm(
+            Transpose::Yes,
+            Transpose::No,
+            k,
+            HIDDEN,
+            rows,
+            1.0,
+            &dl,
+            &h,
+            0.0,
+            &mut grads[r(0)],
+        )
+        .expect("shapes");
         let gb = &mut grads[r(1)];
         gb.fill(0.0);
         for row in dl.chunks(k) {
             gb.iter_mut().zip(row).for_each(|(g, v)| *g += v);
         }
-        gemm(Transpose::Yes, Transpose::No, k, d, rows, 1.0, &dl, &batch.x, 0.0, &mut grads[r(2)]).expect("shapes");
+        gemm(
+            Transpose::Yes,
+            Transpose::No,
+            k,
+            d,
+            rows,
+            1.0,
+            &dl,
+            &batch.x,
+            0.0,
+            &mut grads[r(2)],
+        )
+        .expect("shapes");
         let head = self.buckets[0].clone();
         on_bucket(head.clone(), &mut grads[head]);
         // Deep bucket: w1, b1 through tanh.
         let mut dh = vec![0.0f32; rows * HIDDEN];
-        gemm(Transpose::No, Transpose::No, rows, HIDDEN, k, 1.0, &dl, &self.params[r(0)], 0.0, &mut dh).expect("shapes");
+        gemm(
+            Transpose::No,
+            Transpose::No,
+            rows,
+            HIDDEN,
+            k,
+            1.0,
+            &dl,
+            &self.params[r(0)],
+            0.0,
+            &mut dh,
+        )
+        .expect("shapes");
         dh.iter_mut().zip(&h).for_each(|(g, a)| *g *= 1.0 - a * a);
-        gemm(Transpose::Yes, Transpose::No, HIDDEN, d, rows, 1.0, &dh, &batch.x, 0.0, &mut grads[r(3)]).expect("shapes");
+        gemm(
+            Transpose::Yes,
+            Transpose::No,
+            HIDDEN,
+            d,
+            rows,
+            1.0,
+            &dh,
+            &batch.x,
+            0.0,
+            &mut grads[r(3)],
+        )
+        .expect("shapes");
         let gb1 = &mut grads[r(4)];
         gb1.fill(0.0);
         for row in dh.chunks(HIDDEN) {
@@ -145,7 +263,11 @@ impl Model for WideAndDeep {
         }
         let deep = self.buckets[1].clone();
         on_bucket(deep.clone(), &mut grads[deep]);
-        Ok(StepOutput { loss: loss_sum / rows.max(1) as f64, loss_sum, rows })
+        Ok(StepOutput {
+            loss: loss_sum / rows.max(1) as f64,
+            loss_sum,
+            rows,
+        })
     }
 
     fn evaluate(&mut self, batch: &Batch) -> Result<StepOutput, ModelError> {
@@ -153,12 +275,18 @@ impl Model for WideAndDeep {
         let y = self.labels(batch)?;
         let (mut logits, _) = self.forward(&batch.x, batch.rows);
         let loss_sum = softmax_xent(&mut logits, self.k, y);
-        Ok(StepOutput { loss: loss_sum / batch.rows.max(1) as f64, loss_sum, rows: batch.rows })
+        Ok(StepOutput {
+            loss: loss_sum / batch.rows.max(1) as f64,
+            loss_sum,
+            rows: batch.rows,
+        })
     }
 
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>, ModelError> {
         if x.len() != rows * self.d {
-            return Err(ModelError::BatchShape { what: format!("{} values for {rows} rows of {}", x.len(), self.d) });
+            return Err(ModelError::BatchShape {
+                what: format!("{} values for {rows} rows of {}", x.len(), self.d),
+            });
         }
         let (mut logits, _) = self.forward(x, rows);
         softmax_rows(&mut logits, self.k);
@@ -187,11 +315,20 @@ fn main() -> Result<(), RuntimeError> {
         Some("tcp") => TransportChoice::Tcp,
         _ => TransportChoice::Shm,
     };
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/custom_model/cluster.toml");
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/custom_model/cluster.toml"
+    );
     let report = LocalCluster::from_manifest(manifest.as_ref(), &[])?
         .workers(workers)
         .transport(transport)
-        .model(|m, split| Ok(Box::new(WideAndDeep::new(split.train.cols, split.outputs(), m.job.seed))))
+        .model(|m, split| {
+            Ok(Box::new(WideAndDeep::new(
+                split.train.cols,
+                split.outputs(),
+                m.job.seed,
+            )))
+        })
         .run()?;
     println!("{}", report.summary());
     Ok(())

@@ -64,23 +64,34 @@ pub fn dir_for(root: &Path, round: u64) -> PathBuf {
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the file.
-pub fn write(root: &Path, round: u64, cursor: DataCursor, seed: u64, model: &dyn Model, optimizer: &Optimizer, keep: usize) -> Result<PathBuf, RuntimeError> {
+pub fn write(
+    root: &Path,
+    round: u64,
+    cursor: DataCursor,
+    seed: u64,
+    model: &dyn Model,
+    optimizer: &Optimizer,
+    keep: usize,
+) -> Result<PathBuf, RuntimeError> {
     let dir = dir_for(root, round);
     std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("create", &dir, e))?;
     let params = model.params();
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for p in model.layout() {
-        let t = Tensor::from_slice(p.shape.clone(), &params[p.range()]).map_err(|e| RuntimeError::io("checkpoint", &dir, e))?;
+        let t = Tensor::from_slice(p.shape.clone(), &params[p.range()])
+            .map_err(|e| RuntimeError::io("checkpoint", &dir, e))?;
         tensors.push((p.name.clone(), t));
     }
     let state = optimizer.state();
     for (name, buf) in &state.buffers {
-        let t = Tensor::from_slice([buf.len()], buf).map_err(|e| RuntimeError::io("checkpoint", &dir, e))?;
+        let t = Tensor::from_slice([buf.len()], buf)
+            .map_err(|e| RuntimeError::io("checkpoint", &dir, e))?;
         tensors.push((format!("optimizer.{name}"), t));
     }
     let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let state_path = dir.join("state.safetensors");
-    write_safetensors(&state_path, &refs, None).map_err(|e| RuntimeError::io("write", &state_path, e))?;
+    write_safetensors(&state_path, &refs, None)
+        .map_err(|e| RuntimeError::io("write", &state_path, e))?;
     let meta = CheckpointMeta {
         round,
         cursor,
@@ -89,7 +100,8 @@ pub fn write(root: &Path, round: u64, cursor: DataCursor, seed: u64, model: &dyn
         state_sha256: sha256_file(&state_path)?,
         weights_sha256: job::weights_sha256(params),
     };
-    let json = serde_json::to_vec_pretty(&meta).map_err(|e| RuntimeError::io("serialise", &dir, e))?;
+    let json =
+        serde_json::to_vec_pretty(&meta).map_err(|e| RuntimeError::io("serialise", &dir, e))?;
     let meta_path = dir.join("meta.json");
     write_atomic(&meta_path, &json).map_err(|e| RuntimeError::io("write", &meta_path, e))?;
     prune(root, keep);
@@ -103,7 +115,9 @@ fn list(root: &Path) -> Vec<(u64, PathBuf)> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            name.strip_prefix("round-").and_then(|r| r.parse().ok()).map(|r| (r, e.path()))
+            name.strip_prefix("round-")
+                .and_then(|r| r.parse().ok())
+                .map(|r| (r, e.path()))
         })
         .collect();
     v.sort();
@@ -121,11 +135,16 @@ fn prune(root: &Path, keep: usize) {
 /// Check one checkpoint directory; `Err` says why it cannot be used.
 pub fn verify(dir: &Path) -> Result<CheckpointMeta, String> {
     let meta_path = dir.join("meta.json");
-    let bytes = std::fs::read(&meta_path).map_err(|e| format!("no readable meta.json ({e}): torn checkpoint"))?;
-    let meta: CheckpointMeta = serde_json::from_slice(&bytes).map_err(|e| format!("meta.json does not parse: {e}"))?;
+    let bytes = std::fs::read(&meta_path)
+        .map_err(|e| format!("no readable meta.json ({e}): torn checkpoint"))?;
+    let meta: CheckpointMeta =
+        serde_json::from_slice(&bytes).map_err(|e| format!("meta.json does not parse: {e}"))?;
     let actual = sha256_file(&dir.join("state.safetensors")).map_err(|e| e.to_string())?;
     if actual != meta.state_sha256 {
-        return Err(format!("state.safetensors checksum {actual} does not match meta.json's {}", meta.state_sha256));
+        return Err(format!(
+            "state.safetensors checksum {actual} does not match meta.json's {}",
+            meta.state_sha256
+        ));
     }
     Ok(meta)
 }
@@ -145,13 +164,19 @@ pub fn find_latest(root: &Path) -> Option<(PathBuf, CheckpointMeta)> {
 ///
 /// # Errors
 /// A message naming the file and the missing or mismatching tensor.
-pub fn read(dir: &Path, model: &dyn Model, optimizer: &Optimizer) -> Result<Restored, RuntimeError> {
+pub fn read(
+    dir: &Path,
+    model: &dyn Model,
+    optimizer: &Optimizer,
+) -> Result<Restored, RuntimeError> {
     let meta = verify(dir).map_err(|m| RuntimeError::io("verify", dir, m))?;
     let path = dir.join("state.safetensors");
     let set = read_safetensors(&path).map_err(|e| RuntimeError::io("read", &path, e))?;
     let mut params = vec![0.0f32; model.params().len()];
     for p in model.layout() {
-        let t = set.get(&p.name).ok_or_else(|| RuntimeError::io("read", &path, format!("no tensor {}", p.name)))?;
+        let t = set
+            .get(&p.name)
+            .ok_or_else(|| RuntimeError::io("read", &path, format!("no tensor {}", p.name)))?;
         if t.shape().dims() != p.shape.as_slice() {
             return Err(RuntimeError::Inconsistent(format!(
                 "{}: tensor {} has shape {}, the model has {:?}",
@@ -161,14 +186,30 @@ pub fn read(dir: &Path, model: &dyn Model, optimizer: &Optimizer) -> Result<Rest
                 p.shape
             )));
         }
-        params[p.range()].copy_from_slice(&t.to_vec::<f32>().map_err(|e| RuntimeError::io("read", &path, e))?);
+        params[p.range()].copy_from_slice(
+            &t.to_vec::<f32>()
+                .map_err(|e| RuntimeError::io("read", &path, e))?,
+        );
     }
     let mut buffers = Vec::new();
     for (name, _) in optimizer.state().buffers {
         let key = format!("optimizer.{name}");
-        let t = set.get(&key).ok_or_else(|| RuntimeError::io("read", &path, format!("no tensor {key}")))?;
-        buffers.push((name, t.to_vec::<f32>().map_err(|e| RuntimeError::io("read", &path, e))?));
+        let t = set
+            .get(&key)
+            .ok_or_else(|| RuntimeError::io("read", &path, format!("no tensor {key}")))?;
+        buffers.push((
+            name,
+            t.to_vec::<f32>()
+                .map_err(|e| RuntimeError::io("read", &path, e))?,
+        ));
     }
-    let optimizer = OptimizerState { step: meta.optimizer_step, buffers };
-    Ok(Restored { meta, params, optimizer })
+    let optimizer = OptimizerState {
+        step: meta.optimizer_step,
+        buffers,
+    };
+    Ok(Restored {
+        meta,
+        params,
+        optimizer,
+    })
 }

@@ -36,8 +36,16 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// A cluster for `manifest` (already loaded and validated).
     pub fn new(manifest: Manifest) -> Self {
-        let run_dir = std::env::temp_dir().join(format!("lockstep-{}-{}", manifest.cluster.name, std::process::id()));
-        LocalCluster { manifest, model_factory: manifest_model_factory(), run_dir }
+        let run_dir = std::env::temp_dir().join(format!(
+            "lockstep-{}-{}",
+            manifest.cluster.name,
+            std::process::id()
+        ));
+        LocalCluster {
+            manifest,
+            model_factory: manifest_model_factory(),
+            run_dir,
+        }
     }
 
     /// Load a manifest (with `--set`-style overrides).
@@ -87,10 +95,13 @@ impl LocalCluster {
             // In-process nodes share memory anyway: a fresh random token is as good as any.
             Err(_) => hex::encode(rand::random::<[u8; 16]>()),
         };
-        std::fs::create_dir_all(&self.run_dir).map_err(|e| RuntimeError::io("create", &self.run_dir, e))?;
+        std::fs::create_dir_all(&self.run_dir)
+            .map_err(|e| RuntimeError::io("create", &self.run_dir, e))?;
         let report_path = self.run_dir.join("report.json");
         let _ = std::fs::remove_file(&report_path);
-        let coordinator = self.manifest.nodes_with(crate::manifest::Role::Coordinator)[0].name.clone();
+        let coordinator = self.manifest.nodes_with(crate::manifest::Role::Coordinator)[0]
+            .name
+            .clone();
         let opts = NodeOptions {
             manifest: self.manifest.path.clone(),
             run_dir: self.run_dir.clone(),
@@ -110,18 +121,26 @@ impl LocalCluster {
         let (tx, rx) = channel();
         let c = ctx(&coordinator, opts.clone(), Some(tx));
         let mut threads = vec![std::thread::spawn(move || run_roles(c))];
-        let addr = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| RuntimeError::Timeout {
-            doing: "waiting for the coordinator to listen".into(),
-            ms: 60_000,
-        })?;
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .map_err(|_| RuntimeError::Timeout {
+                doing: "waiting for the coordinator to listen".into(),
+                ms: 60_000,
+            })?;
         for n in self.manifest.nodes.iter().filter(|n| n.name != coordinator) {
-            let o = NodeOptions { coordinator: Some(addr.to_string()), ..opts.clone() };
+            let o = NodeOptions {
+                coordinator: Some(addr.to_string()),
+                ..opts.clone()
+            };
             let c = ctx(&n.name, o, None);
             threads.push(std::thread::spawn(move || run_roles(c)));
         }
         let mut first = None;
         for t in threads {
-            if let Err(e) = t.join().unwrap_or_else(|_| Err(RuntimeError::Actor("a node thread panicked".into()))) {
+            if let Err(e) = t
+                .join()
+                .unwrap_or_else(|_| Err(RuntimeError::Actor("a node thread panicked".into())))
+            {
                 first.get_or_insert(e);
             }
         }

@@ -9,7 +9,9 @@ use crate::error::RuntimeError;
 use crate::manifest::{Manifest, NodeSpec, Role};
 
 fn var(names: &[&str]) -> Option<(String, String)> {
-    names.iter().find_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
 }
 
 fn number(names: &[&str]) -> Result<usize, RuntimeError> {
@@ -19,7 +21,9 @@ fn number(names: &[&str]) -> Result<usize, RuntimeError> {
             names.join(" / ")
         ))
     })?;
-    v.trim().parse().map_err(|_| RuntimeError::Launch(format!("{name}={v:?} is not a number")))
+    v.trim()
+        .parse()
+        .map_err(|_| RuntimeError::Launch(format!("{name}={v:?} is not a number")))
 }
 
 /// Rewrite the manifest's nodes from the environment and return this process's node name.
@@ -29,17 +33,28 @@ fn number(names: &[&str]) -> Result<usize, RuntimeError> {
 pub fn apply(m: &mut Manifest) -> Result<String, RuntimeError> {
     let rank = number(&["RANK", "SLURM_PROCID"])?;
     let world = number(&["WORLD_SIZE", "SLURM_NTASKS"])?;
-    let (_, host) = var(&["MASTER_ADDR"]).ok_or_else(|| RuntimeError::Launch("MASTER_ADDR is not set".into()))?;
+    let (_, host) = var(&["MASTER_ADDR"])
+        .ok_or_else(|| RuntimeError::Launch("MASTER_ADDR is not set".into()))?;
     let port = number(&["MASTER_PORT"])?;
     if world == 0 || rank >= world {
-        return Err(RuntimeError::Launch(format!("RANK {rank} is not below WORLD_SIZE {world}")));
+        return Err(RuntimeError::Launch(format!(
+            "RANK {rank} is not below WORLD_SIZE {world}"
+        )));
     }
     let ip = lockstep_transport::tcp::resolve(&format!("{host}:{port}"))?.ip();
     m.nodes = (0..world)
         .map(|r| NodeSpec {
             name: format!("rank-{r}"),
-            addr: if r == 0 { format!("{ip}:{port}") } else { "0.0.0.0:0".into() },
-            roles: if r == 0 { vec![Role::Coordinator, Role::Worker] } else { vec![Role::Worker] },
+            addr: if r == 0 {
+                format!("{ip}:{port}")
+            } else {
+                "0.0.0.0:0".into()
+            },
+            roles: if r == 0 {
+                vec![Role::Coordinator, Role::Worker]
+            } else {
+                vec![Role::Worker]
+            },
         })
         .collect();
     m.validate()?;

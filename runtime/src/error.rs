@@ -77,12 +77,30 @@ pub enum RuntimeError {
 
 impl RuntimeError {
     /// A peer error with its context.
-    pub fn peer(node: &str, round: u64, doing: &'static str, source: lockstep_transport::Error) -> Self {
-        RuntimeError::Peer { node: node.to_string(), round, doing, source }
+    pub fn peer(
+        node: &str,
+        round: u64,
+        doing: &'static str,
+        source: lockstep_transport::Error,
+    ) -> Self {
+        RuntimeError::Peer {
+            node: node.to_string(),
+            round,
+            doing,
+            source,
+        }
     }
 
     /// An I/O error on `path`.
-    pub fn io(op: &'static str, path: impl AsRef<std::path::Path>, e: impl std::fmt::Display) -> Self {
-        RuntimeError::Io { op, path: path.as_ref().display().to_string(), message: e.to_string() }
+    pub fn io(
+        op: &'static str,
+        path: impl AsRef<std::path::Path>,
+        e: impl std::fmt::Display,
+    ) -> Self {
+        RuntimeError::Io {
+            op,
+            path: path.as_ref().display().to_string(),
+            message: e.to_string(),
+        }
     }
 }

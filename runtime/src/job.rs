@@ -55,7 +55,12 @@ pub fn preflight(m: &Manifest) -> Result<(), RuntimeError> {
 
 /// The epoch plan every rank uses (same seed, same global batch).
 pub fn plan(m: &Manifest, train_rows: usize) -> EpochPlan {
-    EpochPlan { rows: train_rows, global_batch: m.job.global_batch, drop_last: false, seed: m.job.seed }
+    EpochPlan {
+        rows: train_rows,
+        global_batch: m.job.global_batch,
+        drop_last: false,
+        seed: m.job.seed,
+    }
 }
 
 /// Rounds in the whole job: `job.rounds`, or `job.epochs` times the batches per epoch.
@@ -81,22 +86,33 @@ pub fn total_rounds(m: &Manifest, train_rows: usize) -> Result<u64, RuntimeError
 ///
 /// # Errors
 /// [`RuntimeError::Model`] when the model cannot run on the batch.
-pub fn evaluate(model: &mut dyn Model, task: DataTask, test: &Batch) -> Result<BTreeMap<String, f64>, RuntimeError> {
+pub fn evaluate(
+    model: &mut dyn Model,
+    task: DataTask,
+    test: &Batch,
+) -> Result<BTreeMap<String, f64>, RuntimeError> {
     let mut out = BTreeMap::new();
     if test.rows == 0 {
         return Ok(out);
     }
-    let merr = |e: lockstep_trainer::model::ModelError| RuntimeError::Model(format!("evaluation: {e}"));
+    let merr =
+        |e: lockstep_trainer::model::ModelError| RuntimeError::Model(format!("evaluation: {e}"));
     let loss = model.evaluate(test).map_err(merr)?;
     out.insert("loss".to_string(), loss.loss);
     let pred = model.predict(&test.x, test.rows).map_err(merr)?;
     match (&test.y, task) {
         (Targets::Class(labels), _) => {
             let cols = model.out_dim();
-            out.insert("accuracy".into(), metrics::accuracy(&metrics::argmax_rows(&pred, cols), labels));
+            out.insert(
+                "accuracy".into(),
+                metrics::accuracy(&metrics::argmax_rows(&pred, cols), labels),
+            );
         }
         (Targets::Real(labels), DataTask::Binary) => {
-            out.insert("accuracy".into(), metrics::binary_accuracy(&pred, labels, 0.5));
+            out.insert(
+                "accuracy".into(),
+                metrics::binary_accuracy(&pred, labels, 0.5),
+            );
             if let Some(auc) = metrics::roc_auc(&pred, labels) {
                 out.insert("auc".into(), auc);
             }
@@ -120,7 +136,13 @@ pub fn weights_sha256(params: &[f32]) -> String {
 
 /// The layout of a model, compared across workers.
 pub fn signature(model: &dyn Model) -> ModelSignature {
-    ModelSignature { params: model.layout().iter().map(|p| (p.name.clone(), p.shape.clone())).collect() }
+    ModelSignature {
+        params: model
+            .layout()
+            .iter()
+            .map(|p| (p.name.clone(), p.shape.clone()))
+            .collect(),
+    }
 }
 
 /// The metric a progress line shows for `task`.

@@ -105,14 +105,22 @@ pub fn launch(opts: &LaunchOptions) -> Result<Report, RuntimeError> {
 }
 
 fn run_dir(opts: &LaunchOptions, manifest: &Manifest) -> PathBuf {
-    opts.run_dir.clone().unwrap_or_else(|| Path::new("runs").join(&manifest.cluster.name))
+    opts.run_dir
+        .clone()
+        .unwrap_or_else(|| Path::new("runs").join(&manifest.cluster.name))
 }
 
 fn report_path(opts: &LaunchOptions, manifest: &Manifest) -> PathBuf {
-    opts.report.clone().unwrap_or_else(|| run_dir(opts, manifest).join("report.json"))
+    opts.report
+        .clone()
+        .unwrap_or_else(|| run_dir(opts, manifest).join("report.json"))
 }
 
-fn run_once(opts: &LaunchOptions, manifest: &Manifest, resume: bool) -> Result<Report, RuntimeError> {
+fn run_once(
+    opts: &LaunchOptions,
+    manifest: &Manifest,
+    resume: bool,
+) -> Result<Report, RuntimeError> {
     let run_dir = run_dir(opts, manifest);
     let logs = run_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| RuntimeError::io("create", &logs, e))?;
@@ -130,7 +138,13 @@ fn run_once(opts: &LaunchOptions, manifest: &Manifest, resume: bool) -> Result<R
             tracing::info!("{var} not set: using a fresh random cluster token for this local run");
         }
     }
-    manifest.token().or_else(|e| if env.is_empty() { Err(e) } else { Ok(String::new()) })?;
+    manifest.token().or_else(|e| {
+        if env.is_empty() {
+            Err(e)
+        } else {
+            Ok(String::new())
+        }
+    })?;
 
     install_signal_handlers();
     let mut base = vec!["node".to_string(), opts.manifest.display().to_string()];
@@ -149,7 +163,12 @@ fn run_once(opts: &LaunchOptions, manifest: &Manifest, resume: bool) -> Result<R
     let coordinator = manifest.nodes_with(Role::Coordinator)[0].name.clone();
     let mut nodes: Vec<Node> = Vec::new();
     let mut args = base.clone();
-    args.extend(["--node".into(), coordinator.clone(), "--announce".into(), announce.display().to_string()]);
+    args.extend([
+        "--node".into(),
+        coordinator.clone(),
+        "--announce".into(),
+        announce.display().to_string(),
+    ]);
     args.extend(["--report".into(), report_path.display().to_string()]);
     nodes.push(spawn(&opts.exe, &coordinator, &args, &env, &logs)?);
 
@@ -162,7 +181,12 @@ fn run_once(opts: &LaunchOptions, manifest: &Manifest, resume: bool) -> Result<R
     };
     for n in manifest.nodes.iter().filter(|n| n.name != coordinator) {
         let mut args = base.clone();
-        args.extend(["--node".into(), n.name.clone(), "--coordinator".into(), addr.clone()]);
+        args.extend([
+            "--node".into(),
+            n.name.clone(),
+            "--coordinator".into(),
+            addr.clone(),
+        ]);
         match spawn(&opts.exe, &n.name, &args, &env, &logs) {
             Ok(node) => nodes.push(node),
             Err(e) => {
@@ -176,9 +200,18 @@ fn run_once(opts: &LaunchOptions, manifest: &Manifest, resume: bool) -> Result<R
     Ok(report)
 }
 
-fn spawn(exe: &Path, name: &str, args: &[String], env: &[(String, String)], logs: &Path) -> Result<Node, RuntimeError> {
+fn spawn(
+    exe: &Path,
+    name: &str,
+    args: &[String],
+    env: &[(String, String)],
+    logs: &Path,
+) -> Result<Node, RuntimeError> {
     let mut cmd = Command::new(exe);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -191,7 +224,9 @@ fn spawn(exe: &Path, name: &str, args: &[String], env: &[(String, String)], logs
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| RuntimeError::Launch(format!("cannot start node {name}: {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::Launch(format!("cannot start node {name}: {e}")))?;
     let last_error = Arc::new(Mutex::new(None));
     let log_path = logs.join(format!("{name}.log"));
     let log = Arc::new(Mutex::new(
@@ -203,7 +238,12 @@ fn spawn(exe: &Path, name: &str, args: &[String], env: &[(String, String)], logs
     if let Some(err) = child.stderr.take() {
         pump(name, err, log, last_error.clone(), true);
     }
-    Ok(Node { name: name.to_string(), child, last_error, exited: None })
+    Ok(Node {
+        name: name.to_string(),
+        child,
+        last_error,
+        exited: None,
+    })
 }
 
 /// Copy a child's output line by line, prefixed with its node name, to our stderr and its log.
@@ -215,22 +255,28 @@ fn pump(
     is_stderr: bool,
 ) {
     let name = name.to_string();
-    let _ = std::thread::Builder::new().name(format!("log-{name}")).spawn(move || {
-        for line in BufReader::new(src).lines().map_while(Result::ok) {
-            if is_stderr && line.contains("error") {
-                if let Ok(mut e) = last_error.lock() {
-                    *e = Some(line.clone());
+    let _ = std::thread::Builder::new()
+        .name(format!("log-{name}"))
+        .spawn(move || {
+            for line in BufReader::new(src).lines().map_while(Result::ok) {
+                if is_stderr && line.contains("error") {
+                    if let Ok(mut e) = last_error.lock() {
+                        *e = Some(line.clone());
+                    }
                 }
+                if let Ok(mut f) = log.lock() {
+                    let _ = writeln!(f, "{line}");
+                }
+                eprintln!("[{name}] {line}");
             }
-            if let Ok(mut f) = log.lock() {
-                let _ = writeln!(f, "{line}");
-            }
-            eprintln!("[{name}] {line}");
-        }
-    });
+        });
 }
 
-fn wait_for_announce(path: &Path, coord: &mut Node, limit: Duration) -> Result<String, RuntimeError> {
+fn wait_for_announce(
+    path: &Path,
+    coord: &mut Node,
+    limit: Duration,
+) -> Result<String, RuntimeError> {
     let deadline = Instant::now() + limit;
     loop {
         if let Ok(s) = std::fs::read_to_string(path) {
@@ -247,7 +293,10 @@ fn wait_for_announce(path: &Path, coord: &mut Node, limit: Duration) -> Result<S
         }
         if Instant::now() > deadline {
             return Err(RuntimeError::Timeout {
-                doing: format!("waiting for coordinator {} to announce its address", coord.name),
+                doing: format!(
+                    "waiting for coordinator {} to announce its address",
+                    coord.name
+                ),
                 ms: limit.as_millis() as u64,
             });
         }
@@ -277,7 +326,9 @@ fn supervise(nodes: &mut [Node]) -> Result<(), RuntimeError> {
                 unsafe { libc::kill(n.child.id() as libc::pid_t, libc::SIGINT) };
             }
             stop_all(nodes);
-            return Err(RuntimeError::Launch("interrupted (Ctrl-C forwarded to every node)".into()));
+            return Err(RuntimeError::Launch(
+                "interrupted (Ctrl-C forwarded to every node)".into(),
+            ));
         }
         let mut failed = false;
         for n in nodes.iter_mut().filter(|n| n.exited.is_none()) {
@@ -294,9 +345,15 @@ fn supervise(nodes: &mut [Node]) -> Result<(), RuntimeError> {
                     n.exited = Some(st);
                 }
             }
-            let mut bad: Vec<&Node> = nodes.iter().filter(|n| n.exited.is_some_and(|s| !s.success())).collect();
+            let mut bad: Vec<&Node> = nodes
+                .iter()
+                .filter(|n| n.exited.is_some_and(|s| !s.success()))
+                .collect();
             bad.sort_by_key(|n| n.exited.and_then(|s| s.signal()).is_none());
-            let msg: Vec<String> = bad.iter().map(|n| describe_failure(n, n.exited.unwrap_or_default())).collect();
+            let msg: Vec<String> = bad
+                .iter()
+                .map(|n| describe_failure(n, n.exited.unwrap_or_default()))
+                .collect();
             stop_all(nodes);
             return Err(RuntimeError::Launch(msg.join("\n")));
         }
@@ -314,7 +371,11 @@ fn stop_all(nodes: &mut [Node]) {
         unsafe { libc::kill(n.child.id() as libc::pid_t, libc::SIGTERM) };
     }
     let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline && nodes.iter_mut().any(|n| n.exited.is_none() && n.child.try_wait().ok().flatten().is_none()) {
+    while Instant::now() < deadline
+        && nodes
+            .iter_mut()
+            .any(|n| n.exited.is_none() && n.child.try_wait().ok().flatten().is_none())
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     for n in nodes.iter_mut() {

@@ -160,7 +160,11 @@ fn default_keep() -> usize {
 
 impl Default for CheckpointSpec {
     fn default() -> Self {
-        CheckpointSpec { dir: default_ckpt_dir(), every_rounds: 0, keep: default_keep() }
+        CheckpointSpec {
+            dir: default_ckpt_dir(),
+            every_rounds: 0,
+            keep: default_keep(),
+        }
     }
 }
 
@@ -218,8 +222,10 @@ impl Manifest {
     /// # Errors
     /// A [`ManifestError`] naming the key (and line, for parse errors).
     pub fn load(path: &Path, sets: &[String]) -> Result<Manifest, ManifestError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut m = Manifest::parse(&text, path, sets)?;
         m.path = path.to_path_buf();
         m.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -253,7 +259,11 @@ impl Manifest {
     }
 
     fn invalid(&self, key: &str, message: String) -> ManifestError {
-        ManifestError::Invalid { path: self.path.clone(), key: key.to_string(), message }
+        ManifestError::Invalid {
+            path: self.path.clone(),
+            key: key.to_string(),
+            message,
+        }
     }
 
     /// Semantic checks.
@@ -263,7 +273,10 @@ impl Manifest {
     pub fn validate(&self) -> Result<(), ManifestError> {
         let coords = self.nodes_with(Role::Coordinator);
         if coords.len() != 1 {
-            return Err(self.invalid("nodes.roles", format!("need exactly one coordinator, found {}", coords.len())));
+            return Err(self.invalid(
+                "nodes.roles",
+                format!("need exactly one coordinator, found {}", coords.len()),
+            ));
         }
         let workers = self.nodes_with(Role::Worker).len();
         if workers == 0 {
@@ -275,11 +288,26 @@ impl Manifest {
             return Err(self.invalid("nodes.name", format!("node name {:?} appears twice", w[0])));
         }
         for n in &self.nodes {
-            if n.name.is_empty() || n.name.len() > 64 || !n.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(self.invalid("nodes.name", format!("{:?}: use 1-64 letters, digits, '-' or '_'", n.name)));
+            if n.name.is_empty()
+                || n.name.len() > 64
+                || !n
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(self.invalid(
+                    "nodes.name",
+                    format!("{:?}: use 1-64 letters, digits, '-' or '_'", n.name),
+                ));
             }
             if n.addr.parse::<std::net::SocketAddr>().is_err() {
-                return Err(self.invalid("nodes.addr", format!("node {}: {:?} is not host:port (an IP address and a port)", n.name, n.addr)));
+                return Err(self.invalid(
+                    "nodes.addr",
+                    format!(
+                        "node {}: {:?} is not host:port (an IP address and a port)",
+                        n.name, n.addr
+                    ),
+                ));
             }
             if n.roles.is_empty() {
                 return Err(self.invalid("nodes.roles", format!("node {} has no role", n.name)));
@@ -287,9 +315,18 @@ impl Manifest {
         }
         let job = &self.job;
         match (job.epochs, job.rounds) {
-            (Some(_), Some(_)) => return Err(self.invalid("job.rounds", "give either job.epochs or job.rounds, not both".into())),
-            (None, None) => return Err(self.invalid("job.epochs", "give job.epochs or job.rounds".into())),
-            (Some(0), _) | (_, Some(0)) => return Err(self.invalid("job.epochs", "must be at least 1".into())),
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    "job.rounds",
+                    "give either job.epochs or job.rounds, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(self.invalid("job.epochs", "give job.epochs or job.rounds".into()))
+            }
+            (Some(0), _) | (_, Some(0)) => {
+                return Err(self.invalid("job.epochs", "must be at least 1".into()))
+            }
             _ => {}
         }
         if job.global_batch == 0 {
@@ -305,16 +342,26 @@ impl Manifest {
                 ),
             ));
         }
-        if self.cluster.heartbeat_ms == 0 || self.cluster.peer_timeout_ms <= self.cluster.heartbeat_ms {
-            return Err(self.invalid("cluster.peer_timeout_ms", format!(
-                "must exceed cluster.heartbeat_ms ({} <= {})", self.cluster.peer_timeout_ms, self.cluster.heartbeat_ms)));
+        if self.cluster.heartbeat_ms == 0
+            || self.cluster.peer_timeout_ms <= self.cluster.heartbeat_ms
+        {
+            return Err(self.invalid(
+                "cluster.peer_timeout_ms",
+                format!(
+                    "must exceed cluster.heartbeat_ms ({} <= {})",
+                    self.cluster.peer_timeout_ms, self.cluster.heartbeat_ms
+                ),
+            ));
         }
         Ok(())
     }
 
     /// Nodes having `role`, in manifest order.
     pub fn nodes_with(&self, role: Role) -> Vec<&NodeSpec> {
-        self.nodes.iter().filter(|n| n.roles.contains(&role)).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.roles.contains(&role))
+            .collect()
     }
 
     /// The node called `name`.
@@ -324,17 +371,25 @@ impl Manifest {
 
     /// The worker names in rank order.
     pub fn worker_names(&self) -> Vec<String> {
-        self.nodes_with(Role::Worker).iter().map(|n| n.name.clone()).collect()
+        self.nodes_with(Role::Worker)
+            .iter()
+            .map(|n| n.name.clone())
+            .collect()
     }
 
     /// Replace the workers by `n` loopback workers `worker-0 ..`, keeping other nodes.
     pub fn set_workers(&mut self, n: usize) {
-        self.nodes.retain(|node| !(node.roles.len() == 1 && node.roles[0] == Role::Worker));
+        self.nodes
+            .retain(|node| !(node.roles.len() == 1 && node.roles[0] == Role::Worker));
         for node in &mut self.nodes {
             node.roles.retain(|r| *r != Role::Worker);
         }
         for i in 0..n {
-            self.nodes.push(NodeSpec { name: format!("worker-{i}"), addr: default_addr(), roles: vec![Role::Worker] });
+            self.nodes.push(NodeSpec {
+                name: format!("worker-{i}"),
+                addr: default_addr(),
+                roles: vec![Role::Worker],
+            });
         }
     }
 
@@ -346,7 +401,10 @@ impl Manifest {
         let t = &self.cluster.token;
         let value = match t.strip_prefix("env:") {
             Some(var) => std::env::var(var).map_err(|_| {
-                self.invalid("cluster.token", format!("environment variable {var} is not set"))
+                self.invalid(
+                    "cluster.token",
+                    format!("environment variable {var} is not set"),
+                )
             })?,
             None => t.strip_prefix("literal:").unwrap_or(t).to_string(),
         };
@@ -364,8 +422,13 @@ impl Manifest {
 
 /// Apply one `a.b.c=value` override; the value is parsed as TOML, falling back to a string.
 fn apply_set(doc: &mut toml::Table, assignment: &str) -> Result<(), ManifestError> {
-    let err = |message: String| ManifestError::Override { assignment: assignment.to_string(), message };
-    let (key, raw) = assignment.split_once('=').ok_or_else(|| err("expected KEY=VALUE".into()))?;
+    let err = |message: String| ManifestError::Override {
+        assignment: assignment.to_string(),
+        message,
+    };
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| err("expected KEY=VALUE".into()))?;
     let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
@@ -376,8 +439,12 @@ fn apply_set(doc: &mut toml::Table, assignment: &str) -> Result<(), ManifestErro
     }
     let mut table = doc;
     for p in &parts[..parts.len() - 1] {
-        let entry = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
-        table = entry.as_table_mut().ok_or_else(|| err(format!("{p} is not a table")))?;
+        let entry = table
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| err(format!("{p} is not a table")))?;
     }
     let last = parts[parts.len() - 1];
     // `job.rounds` and `job.epochs` are two ways to say how long: setting one replaces the other.

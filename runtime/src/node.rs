@@ -20,7 +20,9 @@ use lockstep_trainer::aggregate::{AggregateConfig, Communicator, ParameterServer
 use lockstep_trainer::data::{Split, TableSource};
 use lockstep_trainer::model::Model;
 use lockstep_transport::tcp::{self, Listener, TcpLink};
-use lockstep_transport::{connect_mesh, AnyLink, Group, Identity, LinkConfig, MeshConfig, PeerAddr, TransportKind};
+use lockstep_transport::{
+    connect_mesh, AnyLink, Group, Identity, LinkConfig, MeshConfig, PeerAddr, TransportKind,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
@@ -57,7 +59,8 @@ pub struct NodeOptions {
 
 /// Builds the model for a split (the default builds `[job.model]`; embedding programs bring
 /// their own model types).
-pub type ModelFactory = Arc<dyn Fn(&Manifest, &Split) -> Result<Box<dyn Model>, RuntimeError> + Send + Sync>;
+pub type ModelFactory =
+    Arc<dyn Fn(&Manifest, &Split) -> Result<Box<dyn Model>, RuntimeError> + Send + Sync>;
 
 /// The resolved identity of this process in the cluster.
 pub struct NodeContext {
@@ -109,7 +112,8 @@ impl NodeContext {
 
     /// True when the coordinator serves the parameters itself.
     fn coordinator_serves(&self) -> bool {
-        self.manifest.job.aggregation == Aggregation::ParameterServer && self.manifest.nodes_with(Role::Server).is_empty()
+        self.manifest.job.aggregation == Aggregation::ParameterServer
+            && self.manifest.nodes_with(Role::Server).is_empty()
     }
 }
 
@@ -128,7 +132,10 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
         None => env_mode::apply(&mut manifest)?,
     };
     if manifest.node(&name).is_none() {
-        return Err(RuntimeError::Launch(format!("node {name:?} is not in {}", manifest.path.display())));
+        return Err(RuntimeError::Launch(format!(
+            "node {name:?} is not in {}",
+            manifest.path.display()
+        )));
     }
     let token = manifest.token()?;
     let ctx = Arc::new(NodeContext {
@@ -147,23 +154,37 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
 /// # Errors
 /// The first role's failure.
 pub fn run_roles(ctx: Arc<NodeContext>) -> Result<(), RuntimeError> {
-    let node = ctx.manifest.node(&ctx.name).cloned().ok_or_else(|| RuntimeError::Launch(format!("node {} missing", ctx.name)))?;
+    let node = ctx
+        .manifest
+        .node(&ctx.name)
+        .cloned()
+        .ok_or_else(|| RuntimeError::Launch(format!("node {} missing", ctx.name)))?;
     let mut threads = Vec::new();
     if node.roles.contains(&Role::Coordinator) {
         let c = ctx.clone();
-        threads.push(("coordinator", std::thread::spawn(move || run_coordinator(&c))));
+        threads.push((
+            "coordinator",
+            std::thread::spawn(move || run_coordinator(&c)),
+        ));
     }
     if node.roles.contains(&Role::Worker) {
         let c = ctx.clone();
         threads.push(("worker", std::thread::spawn(move || run_worker(&c))));
     }
-    if node.roles.contains(&Role::Server) && ctx.manifest.job.aggregation == Aggregation::ParameterServer {
+    if node.roles.contains(&Role::Server)
+        && ctx.manifest.job.aggregation == Aggregation::ParameterServer
+    {
         let c = ctx.clone();
-        threads.push(("server", std::thread::spawn(move || crate::server::run_server(&c))));
+        threads.push((
+            "server",
+            std::thread::spawn(move || crate::server::run_server(&c)),
+        ));
     }
     let mut first_err = None;
     for (role, t) in threads {
-        let res = t.join().unwrap_or_else(|_| Err(RuntimeError::Actor(format!("the {role} thread panicked"))));
+        let res = t
+            .join()
+            .unwrap_or_else(|_| Err(RuntimeError::Actor(format!("the {role} thread panicked"))));
         if let Err(e) = res {
             first_err.get_or_insert(e);
         }
@@ -176,7 +197,11 @@ fn transport_kind(ctx: &NodeContext, peers: &[PeerAddr]) -> TransportKind {
         TransportChoice::Tcp => TransportKind::Tcp,
         TransportChoice::Shm => TransportKind::Shm,
         TransportChoice::Auto => {
-            let local = peers.iter().all(|p| p.addr.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback()));
+            let local = peers.iter().all(|p| {
+                p.addr
+                    .parse::<SocketAddr>()
+                    .is_ok_and(|a| a.ip().is_loopback())
+            });
             if local {
                 TransportKind::Shm
             } else {
@@ -187,12 +212,31 @@ fn transport_kind(ctx: &NodeContext, peers: &[PeerAddr]) -> TransportKind {
 }
 
 /// Join the data mesh as `me` (a name in `peers`).
-pub(crate) fn join_mesh(ctx: &NodeContext, me: &str, peers: &[(String, String)], listener: Listener) -> Result<Group, RuntimeError> {
-    let peers: Vec<PeerAddr> = peers.iter().map(|(n, a)| PeerAddr { name: n.clone(), addr: a.clone() }).collect();
+pub(crate) fn join_mesh(
+    ctx: &NodeContext,
+    me: &str,
+    peers: &[(String, String)],
+    listener: Listener,
+) -> Result<Group, RuntimeError> {
+    let peers: Vec<PeerAddr> = peers
+        .iter()
+        .map(|(n, a)| PeerAddr {
+            name: n.clone(),
+            addr: a.clone(),
+        })
+        .collect();
     let rank = peers.iter().position(|p| p.name == me).ok_or_else(|| {
-        RuntimeError::Protocol(format!("{me} is not in the peer table the coordinator sent"))
+        RuntimeError::Protocol(format!(
+            "{me} is not in the peer table the coordinator sent"
+        ))
     })?;
-    let mut cfg = MeshConfig::new(&ctx.manifest.cluster.name, ctx.token.as_bytes(), me, rank, peers.clone());
+    let mut cfg = MeshConfig::new(
+        &ctx.manifest.cluster.name,
+        ctx.token.as_bytes(),
+        me,
+        rank,
+        peers.clone(),
+    );
     cfg.transport = transport_kind(ctx, &peers);
     cfg.heartbeat_ms = ctx.manifest.cluster.heartbeat_ms;
     cfg.peer_timeout_ms = ctx.manifest.cluster.peer_timeout_ms;
@@ -201,7 +245,10 @@ pub(crate) fn join_mesh(ctx: &NodeContext, me: &str, peers: &[(String, String)],
 }
 
 /// Bind a data listener on the IP of `addr` (port as given) and the address to advertise.
-pub(crate) fn bind_data(addr: &str, advertise_ip: Option<IpAddr>) -> Result<(Listener, String), RuntimeError> {
+pub(crate) fn bind_data(
+    addr: &str,
+    advertise_ip: Option<IpAddr>,
+) -> Result<(Listener, String), RuntimeError> {
     let listener = Listener::bind(addr)?;
     let mut bound = listener.local_addr()?;
     if bound.ip().is_unspecified() {
@@ -213,12 +260,19 @@ pub(crate) fn bind_data(addr: &str, advertise_ip: Option<IpAddr>) -> Result<(Lis
 }
 
 /// Connect to the coordinator's control port (bounded retries) and register.
-pub(crate) fn connect_control(ctx: &NodeContext, me: &str) -> Result<(AnyLink, IpAddr), RuntimeError> {
+pub(crate) fn connect_control(
+    ctx: &NodeContext,
+    me: &str,
+) -> Result<(AnyLink, IpAddr), RuntimeError> {
     let coord = ctx.coordinator_name();
     let addr = match &ctx.opts.coordinator {
         Some(a) => a.clone(),
         None => {
-            let a = ctx.manifest.node(&coord).map(|n| n.addr.clone()).unwrap_or_default();
+            let a = ctx
+                .manifest
+                .node(&coord)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
             if a.ends_with(":0") {
                 return Err(RuntimeError::Launch(format!(
                     "the coordinator {coord} has port 0 in the manifest; pass --coordinator HOST:PORT (lockstep launch does this)"
@@ -236,7 +290,10 @@ pub(crate) fn connect_control(ctx: &NodeContext, me: &str) -> Result<(AnyLink, I
             Ok(s) => break s,
             Err(e @ lockstep_transport::Error::Handshake { .. }) => return Err(e.into()),
             Err(e) if Instant::now() + delay > deadline => {
-                return Err(RuntimeError::Timeout { doing: format!("connecting to the coordinator {coord} at {sa}: {e}"), ms: REGISTRATION_TIMEOUT.as_millis() as u64 })
+                return Err(RuntimeError::Timeout {
+                    doing: format!("connecting to the coordinator {coord} at {sa}: {e}"),
+                    ms: REGISTRATION_TIMEOUT.as_millis() as u64,
+                })
             }
             Err(e) => {
                 tracing::debug!(%e, "coordinator not reachable yet; retrying in {delay:?}");
@@ -245,7 +302,10 @@ pub(crate) fn connect_control(ctx: &NodeContext, me: &str) -> Result<(AnyLink, I
             }
         }
     };
-    let local_ip = stream.local_addr().map(|a| a.ip()).map_err(|e| RuntimeError::io("getsockname", &addr, e))?;
+    let local_ip = stream
+        .local_addr()
+        .map(|a| a.ip())
+        .map_err(|e| RuntimeError::io("getsockname", &addr, e))?;
     let link = AnyLink::Tcp(TcpLink::new(stream, me, &coord, ctx.link_config())?);
     Ok((link, local_ip))
 }
@@ -257,17 +317,35 @@ fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let model = (ctx.model_factory)(m, &split)?;
     let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
     let (mut link, local_ip) = connect_control(ctx, &me)?;
-    let node_addr = m.node(&me).map(|n| n.addr.clone()).unwrap_or_else(|| "0.0.0.0:0".into());
+    let node_addr = m
+        .node(&me)
+        .map(|n| n.addr.clone())
+        .unwrap_or_else(|| "0.0.0.0:0".into());
     let (listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
-    let register = ControlMsg::Register { node: me.clone(), data_addr, signature: job::signature(model.as_ref()) };
+    let register = ControlMsg::Register {
+        node: me.clone(),
+        data_addr,
+        signature: job::signature(model.as_ref()),
+    };
     send_msg(&mut link, 0, "registering", &register)?;
     let (peers, first_round, resume) = match recv_msg(&mut link, 0, "waiting for the peer table")? {
-        ControlMsg::Start { peers, first_round, resume, .. } => (peers, first_round, resume),
-        other => return Err(RuntimeError::Protocol(format!("expected Start, got {}", other.name()))),
+        ControlMsg::Start {
+            peers,
+            first_round,
+            resume,
+            ..
+        } => (peers, first_round, resume),
+        other => {
+            return Err(RuntimeError::Protocol(format!(
+                "expected Start, got {}",
+                other.name()
+            )))
+        }
     };
     let (mut model, mut optimizer) = (model, optimizer);
     if let Some(dir) = &resume {
-        let restored = crate::checkpoint::read(std::path::Path::new(dir), model.as_ref(), &optimizer)?;
+        let restored =
+            crate::checkpoint::read(std::path::Path::new(dir), model.as_ref(), &optimizer)?;
         model.params_mut().copy_from_slice(&restored.params);
         optimizer
             .load_state(&restored.optimizer)
@@ -281,14 +359,30 @@ fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let comm = Communicator::new(group, AggregateConfig::default());
     let mode = if m.job.aggregation == Aggregation::ParameterServer {
         let servers: Vec<usize> = (workers.len()..peers.len()).collect();
-        let ps = ParameterServer::new(num_params, &servers, &(0..workers.len()).collect::<Vec<_>>(), peers.len())
-            .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
-        Mode::ParameterServer { ps, params: model.params().to_vec() }
+        let ps = ParameterServer::new(
+            num_params,
+            &servers,
+            &(0..workers.len()).collect::<Vec<_>>(),
+            peers.len(),
+        )
+        .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+        Mode::ParameterServer {
+            ps,
+            params: model.params().to_vec(),
+        }
     } else {
         Mode::Allreduce
     };
     let table = Arc::new(split.train.clone());
-    let mut source = TableSource::new(&m.data_path().display().to_string(), table, m.job.global_batch, false, m.job.seed, rank, workers.len())?;
+    let mut source = TableSource::new(
+        &m.data_path().display().to_string(),
+        table,
+        m.job.global_batch,
+        false,
+        m.job.seed,
+        rank,
+        workers.len(),
+    )?;
     if first_round > 0 {
         use lockstep_trainer::data::BatchSource;
         source.seek(job::plan(m, split.train.rows).cursor_at(first_round))?;
@@ -300,7 +394,20 @@ fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {
-        let res = start_worker_actors(model, optimizer, comm, mode, num_params, Box::new(source), first_round, world, task, test, rank).await;
+        let res = start_worker_actors(
+            model,
+            optimizer,
+            comm,
+            mode,
+            num_params,
+            Box::new(source),
+            first_round,
+            world,
+            task,
+            test,
+            rank,
+        )
+        .await;
         match res {
             Ok(node) => {
                 let system = actix::System::current();
@@ -311,20 +418,33 @@ fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 });
             }
             Err(e) => {
-                let _ = send_msg(&mut link, 0, "aborting", &ControlMsg::Abort { reason: e.to_string() });
+                let _ = send_msg(
+                    &mut link,
+                    0,
+                    "aborting",
+                    &ControlMsg::Abort {
+                        reason: e.to_string(),
+                    },
+                );
                 let _ = tx.send(Err(e));
                 actix::System::current().stop();
             }
         }
     });
     sys.run().map_err(|e| RuntimeError::Actor(e.to_string()))?;
-    rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| Err(RuntimeError::Actor("worker ended without a result".into())))
+    rx.recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| Err(RuntimeError::Actor("worker ended without a result".into())))
 }
 
 /// Move a value into a `SyncArbiter` factory that runs once (one thread).
 fn once<T: Send + 'static>(v: T) -> impl Fn() -> T + Send + Sync {
     let cell = Mutex::new(Some(v));
-    move || cell.lock().ok().and_then(|mut c| c.take()).expect("a single-thread SyncArbiter calls its factory once")
+    move || {
+        cell.lock()
+            .ok()
+            .and_then(|mut c| c.take())
+            .expect("a single-thread SyncArbiter calls its factory once")
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -345,18 +465,30 @@ async fn start_worker_actors(
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
     let aggregator = SyncArbiter::start(1, once(Aggregator::new(comm, mode, num_params)));
     let agg_rcpt = aggregator.clone().recipient();
-    let compute = SyncArbiter::start(1, once(Compute::new(model, optimizer, agg_rcpt, world, task, test)));
+    let compute = SyncArbiter::start(
+        1,
+        once(Compute::new(model, optimizer, agg_rcpt, world, task, test)),
+    );
     let loader = SyncArbiter::start(1, once(DataLoader::new(source, first_round)));
     let params = compute.send(GetParams).await.map_err(mailbox)??;
-    let synced = aggregator.send(SyncParams { params }).await.map_err(mailbox)??;
-    compute.send(SetParams { params: synced }).await.map_err(mailbox)??;
+    let synced = aggregator
+        .send(SyncParams { params })
+        .await
+        .map_err(mailbox)??;
+    compute
+        .send(SetParams { params: synced })
+        .await
+        .map_err(mailbox)??;
     Ok(WorkerNode::new(loader, compute, aggregator, rank == 0).start())
 }
 
 fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let m = &ctx.manifest;
     let me = ctx.name.clone();
-    let node = m.node(&me).cloned().ok_or_else(|| RuntimeError::Launch(format!("node {me} missing")))?;
+    let node = m
+        .node(&me)
+        .cloned()
+        .ok_or_else(|| RuntimeError::Launch(format!("node {me} missing")))?;
     let listener = Listener::bind(&node.addr)?;
     let control_addr = listener.local_addr()?;
     if let Some(path) = &ctx.opts.announce {
@@ -371,12 +503,19 @@ fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let model = (ctx.model_factory)(m, &split)?;
     let signature = job::signature(model.as_ref());
     let names = ctx.members();
-    let acceptor = listener.start(ctx.identity(&me), Some(names.clone()), Duration::from_secs(10))?;
+    let acceptor = listener.start(
+        ctx.identity(&me),
+        Some(names.clone()),
+        Duration::from_secs(10),
+    )?;
     let mut regs = crate::registration::accept_members(ctx, &acceptor, &names, &signature)?;
     // Keep refusing late or unexpected joiners for the rest of the job (logged by the handshake).
     let _late = crate::registration::refuse_late_joiners(acceptor);
 
-    let mut peers: Vec<(String, String)> = regs.iter().map(|r| (r.name.clone(), r.data_addr.clone())).collect();
+    let mut peers: Vec<(String, String)> = regs
+        .iter()
+        .map(|r| (r.name.clone(), r.data_addr.clone()))
+        .collect();
     let ps_listener = if ctx.coordinator_serves() {
         let ip = control_addr.ip();
         let (l, a) = bind_data(&format!("{ip}:0"), None)?;
@@ -404,7 +543,12 @@ fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
             }
         },
     };
-    let start = ControlMsg::Start { peers: peers.clone(), job: 0, first_round, resume };
+    let start = ControlMsg::Start {
+        peers: peers.clone(),
+        job: 0,
+        first_round,
+        resume,
+    };
     for r in &mut regs {
         send_msg(&mut r.link, 0, "sending the peer table", &start)?;
     }
@@ -413,21 +557,48 @@ fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
             let group = join_mesh(ctx, &format!("{me}-ps"), &peers, l)?;
             let world = group.world();
             let w = m.worker_names().len();
-            let ps = ParameterServer::new(model.params().len(), &[world - 1], &(0..w).collect::<Vec<_>>(), world)
-                .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+            let ps = ParameterServer::new(
+                model.params().len(),
+                &[world - 1],
+                &(0..w).collect::<Vec<_>>(),
+                world,
+            )
+            .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
             let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
             let comm = Communicator::new(group, AggregateConfig::default());
-            Some(PsServer { comm, ps, params: model.params().to_vec(), optimizer })
+            Some(PsServer {
+                comm,
+                ps,
+                params: model.params().to_vec(),
+                optimizer,
+            })
         }
         None => None,
     };
     let workers = m.worker_names().len();
     let total_rounds = job::total_rounds(m, split.train.rows)?;
-    let transport = format!("{:?}", transport_kind(ctx, &peers.iter().map(|(n, a)| PeerAddr { name: n.clone(), addr: a.clone() }).collect::<Vec<_>>())).to_lowercase();
+    let transport = format!(
+        "{:?}",
+        transport_kind(
+            ctx,
+            &peers
+                .iter()
+                .map(|(n, a)| PeerAddr {
+                    name: n.clone(),
+                    addr: a.clone()
+                })
+                .collect::<Vec<_>>()
+        )
+    )
+    .to_lowercase();
     let plan = job::plan(m, split.train.rows);
     let schedule = Schedule {
         first_round,
-        checkpoints: (ckpt_root, m.job.checkpoint.every_rounds, m.job.checkpoint.keep),
+        checkpoints: (
+            ckpt_root,
+            m.job.checkpoint.every_rounds,
+            m.job.checkpoint.keep,
+        ),
         seed: m.job.seed,
         plan,
         total_rounds,
@@ -447,7 +618,13 @@ fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         },
         model_path: ctx.opts.run_dir.join("model.safetensors"),
     };
-    let members: Vec<Member> = regs.into_iter().map(|r| Member { name: r.name, link: r.link }).collect();
+    let members: Vec<Member> = regs
+        .into_iter()
+        .map(|r| Member {
+            name: r.name,
+            link: r.link,
+        })
+        .collect();
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {
@@ -455,8 +632,18 @@ fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         Coordinator::new(control, schedule, tx).start();
     });
     sys.run().map_err(|e| RuntimeError::Actor(e.to_string()))?;
-    let report = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| Err(RuntimeError::Actor("coordinator ended without a result".into())))?;
-    let path = ctx.opts.report.clone().unwrap_or_else(|| ctx.opts.run_dir.join("report.json"));
+    let report = rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| {
+            Err(RuntimeError::Actor(
+                "coordinator ended without a result".into(),
+            ))
+        })?;
+    let path = ctx
+        .opts
+        .report
+        .clone()
+        .unwrap_or_else(|| ctx.opts.run_dir.join("report.json"));
     report.write(&path)?;
     tracing::info!("{}", report.summary());
     tracing::info!("report written to {}", path.display());

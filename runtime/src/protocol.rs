@@ -29,7 +29,11 @@ pub struct ModelSignature {
 
 impl std::fmt::Display for ModelSignature {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.params.iter().map(|(n, s)| format!("{n}{s:?}")).collect();
+        let parts: Vec<String> = self
+            .params
+            .iter()
+            .map(|(n, s)| format!("{n}{s:?}"))
+            .collect();
         write!(f, "{}", parts.join(" "))
     }
 }
@@ -173,7 +177,9 @@ pub fn send_msg(
     let bytes = serde_json::to_vec(msg).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
     let header = FrameHeader::data(Op::Control, round, 0, 0, 0, bytes.len() as u64);
     let peer = link.peer_name().to_string();
-    let res = link.send(header, Buffer::from_external(bytes)).and_then(|()| link.flush());
+    let res = link
+        .send(header, Buffer::from_external(bytes))
+        .and_then(|()| link.flush());
     res.map_err(|source| RuntimeError::peer(&peer, round, doing, source))
 }
 
@@ -183,14 +189,26 @@ pub fn send_msg(
 /// # Errors
 /// [`RuntimeError::Peer`] (dead or silent peer), [`RuntimeError::Protocol`] (bad JSON),
 /// [`RuntimeError::Aborted`] when the peer sent `Abort`.
-pub fn recv_msg(link: &mut impl Link, round: u64, doing: &'static str) -> Result<ControlMsg, RuntimeError> {
-    let expect = Expect { op: Some(Op::Control), ..Default::default() };
+pub fn recv_msg(
+    link: &mut impl Link,
+    round: u64,
+    doing: &'static str,
+) -> Result<ControlMsg, RuntimeError> {
+    let expect = Expect {
+        op: Some(Op::Control),
+        ..Default::default()
+    };
     let peer = link.peer_name().to_string();
-    let frame = link.recv(&expect).map_err(|source| RuntimeError::peer(&peer, round, doing, source))?;
+    let frame = link
+        .recv(&expect)
+        .map_err(|source| RuntimeError::peer(&peer, round, doing, source))?;
     let msg: ControlMsg = serde_json::from_slice(&frame.payload)
         .map_err(|e| RuntimeError::Protocol(format!("bad control message from {peer}: {e}")))?;
     if let ControlMsg::Abort { reason } = &msg {
-        return Err(RuntimeError::Aborted { node: peer, reason: reason.clone() });
+        return Err(RuntimeError::Aborted {
+            node: peer,
+            reason: reason.clone(),
+        });
     }
     Ok(msg)
 }

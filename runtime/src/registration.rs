@@ -40,42 +40,75 @@ pub fn accept_members(
     };
     while slots.iter().any(Option::is_none) {
         let Some((peer, stream)) = acceptor.next(deadline) else {
-            let missing: Vec<&str> =
-                names.iter().zip(&slots).filter(|(_, s)| s.is_none()).map(|(n, _)| n.as_str()).collect();
+            let missing: Vec<&str> = names
+                .iter()
+                .zip(&slots)
+                .filter(|(_, s)| s.is_none())
+                .map(|(n, _)| n.as_str())
+                .collect();
             abort_all(&mut slots, "registration timed out");
             return Err(RuntimeError::Timeout {
                 doing: format!("waiting for {} to register", missing.join(", ")),
                 ms: REGISTRATION_TIMEOUT.as_millis() as u64,
             });
         };
-        let Some(i) = names.iter().position(|n| *n == peer) else { continue };
+        let Some(i) = names.iter().position(|n| *n == peer) else {
+            continue;
+        };
         if slots[i].is_some() {
             tracing::warn!(node = %peer, "a second connection claims an already registered node; closed");
             continue;
         }
         let mut link = AnyLink::Tcp(TcpLink::new(stream, &ctx.name, &peer, cfg)?);
         let (data_addr, sig) = match recv_msg(&mut link, 0, "waiting for registration")? {
-            ControlMsg::Register { node, data_addr, signature } if node == peer => (data_addr, signature),
-            other => return Err(RuntimeError::Protocol(format!("{peer} sent {} instead of Register", other.name()))),
+            ControlMsg::Register {
+                node,
+                data_addr,
+                signature,
+            } if node == peer => (data_addr, signature),
+            other => {
+                return Err(RuntimeError::Protocol(format!(
+                    "{peer} sent {} instead of Register",
+                    other.name()
+                )))
+            }
         };
         if sig != *signature {
             let msg = format!(
                 "model shapes differ: {} has [{}], {peer} has [{}]",
                 ctx.name, signature, sig
             );
-            let _ = send_msg(&mut link, 0, "aborting", &ControlMsg::Abort { reason: msg.clone() });
+            let _ = send_msg(
+                &mut link,
+                0,
+                "aborting",
+                &ControlMsg::Abort {
+                    reason: msg.clone(),
+                },
+            );
             abort_all(&mut slots, &msg);
             return Err(RuntimeError::Inconsistent(msg));
         }
         tracing::info!(node = %peer, %data_addr, "registered");
-        slots[i] = Some(Registration { name: peer, data_addr, link });
+        slots[i] = Some(Registration {
+            name: peer,
+            data_addr,
+            link,
+        });
     }
     Ok(slots.into_iter().flatten().collect())
 }
 
 fn abort_all(slots: &mut [Option<Registration>], reason: &str) {
     for r in slots.iter_mut().flatten() {
-        let _ = send_msg(&mut r.link, 0, "aborting", &ControlMsg::Abort { reason: reason.to_string() });
+        let _ = send_msg(
+            &mut r.link,
+            0,
+            "aborting",
+            &ControlMsg::Abort {
+                reason: reason.to_string(),
+            },
+        );
     }
 }
 

@@ -61,7 +61,8 @@ impl Report {
     /// # Errors
     /// A message naming the file.
     pub fn write(&self, path: &Path) -> Result<(), crate::RuntimeError> {
-        let json = serde_json::to_vec_pretty(self).map_err(|e| crate::RuntimeError::io("serialise", path, e))?;
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| crate::RuntimeError::io("serialise", path, e))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| crate::RuntimeError::io("create", dir, e))?;
         }
@@ -80,7 +81,11 @@ impl Report {
 
     /// One-paragraph human summary.
     pub fn summary(&self) -> String {
-        let eval: Vec<String> = self.eval.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        let eval: Vec<String> = self
+            .eval
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect();
         format!(
             "{} workers over {} ({}): {} rounds, {} samples in {:.1} s ({:.0} samples/s), final train loss {:.4}, eval: {}; round {:.1} ms = compute {:.1} + communication {:.1} + waiting {:.1}; weights sha256 {}",
             self.world_size,

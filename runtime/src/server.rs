@@ -20,13 +20,25 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let model = (ctx.model_factory)(m, &split)?;
     let n = model.params().len();
     let (mut link, local_ip) = connect_control(ctx, &me)?;
-    let node_addr = m.node(&me).map(|n| n.addr.clone()).unwrap_or_else(|| "0.0.0.0:0".into());
+    let node_addr = m
+        .node(&me)
+        .map(|n| n.addr.clone())
+        .unwrap_or_else(|| "0.0.0.0:0".into());
     let (listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
-    let register = ControlMsg::Register { node: me.clone(), data_addr, signature: job::signature(model.as_ref()) };
+    let register = ControlMsg::Register {
+        node: me.clone(),
+        data_addr,
+        signature: job::signature(model.as_ref()),
+    };
     send_msg(&mut link, 0, "registering", &register)?;
     let peers = match recv_msg(&mut link, 0, "waiting for the peer table")? {
         ControlMsg::Start { peers, .. } => peers,
-        other => return Err(RuntimeError::Protocol(format!("expected Start, got {}", other.name()))),
+        other => {
+            return Err(RuntimeError::Protocol(format!(
+                "expected Start, got {}",
+                other.name()
+            )))
+        }
     };
     let group = join_mesh(ctx, &me, &peers, listener)?;
     let workers = m.worker_names().len();
@@ -42,7 +54,11 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let mut comm = Communicator::new(group, AggregateConfig::default());
     let mut round = 0;
     loop {
-        match recv_msg(&mut link, round, "waiting for the coordinator's next command")? {
+        match recv_msg(
+            &mut link,
+            round,
+            "waiting for the coordinator's next command",
+        )? {
             ControlMsg::BeginRound { round: r, lr, .. } => {
                 round = r;
                 let started = std::time::Instant::now();
@@ -58,15 +74,40 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                     return Err(RuntimeError::Model(format!("round {r}: optimizer: {e}")));
                 }
                 let ms = started.elapsed().as_secs_f64() * 1e3;
-                let timing = RoundTiming { comm_ms: ms, collective_ms: ms, round_ms: ms, ..Default::default() };
-                send_msg(&mut link, r, "reporting to the coordinator", &ControlMsg::RoundDone { round: r, loss_sum: 0.0, samples: 0, timing })?;
+                let timing = RoundTiming {
+                    comm_ms: ms,
+                    collective_ms: ms,
+                    round_ms: ms,
+                    ..Default::default()
+                };
+                send_msg(
+                    &mut link,
+                    r,
+                    "reporting to the coordinator",
+                    &ControlMsg::RoundDone {
+                        round: r,
+                        loss_sum: 0.0,
+                        samples: 0,
+                        timing,
+                    },
+                )?;
             }
             ControlMsg::Finish => {
                 let weights_sha256 = job::weights_sha256(&params[mine.clone()]);
-                send_msg(&mut link, round, "reporting to the coordinator", &ControlMsg::Finished { weights_sha256 })?;
+                send_msg(
+                    &mut link,
+                    round,
+                    "reporting to the coordinator",
+                    &ControlMsg::Finished { weights_sha256 },
+                )?;
                 return Ok(());
             }
-            other => return Err(RuntimeError::Protocol(format!("server {me} got unexpected {}", other.name()))),
+            other => {
+                return Err(RuntimeError::Protocol(format!(
+                    "server {me} got unexpected {}",
+                    other.name()
+                )))
+            }
         }
     }
 }

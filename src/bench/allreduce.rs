@@ -163,7 +163,10 @@ pub fn spawn_workers(
 ) -> Result<Vec<String>, String> {
     let mut kids = start_workers(exe, &mut cfg, world)?;
     let (coord, kids_ref) = (kids.0.take(), &mut kids.1);
-    let served = coord.map(|c| c.serve(world, Duration::from_secs(30)));
+    let served = coord.map(|c| {
+        c.serve(world, Duration::from_secs(30))
+            .map_err(|e| e.to_string())
+    });
     let mut outs = Vec::new();
     let mut failed = None;
     for (rank, k) in kids_ref.drain(..).enumerate() {
@@ -174,7 +177,7 @@ pub fn spawn_workers(
         outs.push(out);
     }
     if let Some(Err(e)) = served {
-        return Err(e.to_string());
+        return Err(e);
     }
     failed.map_or(Ok(outs), Err)
 }
@@ -369,10 +372,9 @@ pub fn input(rank: usize, len: usize) -> Vec<f32> {
 /// For every size (element count): `CHECK <len> <fnv of result bits> <max relative error>`.
 fn check(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), String> {
     let n = c.world();
-    let mut ps = None;
     for &len in &cfg.sizes {
         let mut x = input(c.rank(), len);
-        ps = None;
+        let mut ps = None;
         reduce_once(c, &cfg.algo, &mut ps, &mut x)?;
         let mut err = 0f64;
         let inputs: Vec<Vec<f32>> = (0..n).map(|r| input(r, len)).collect();

@@ -8,6 +8,9 @@
 //! (`tests/transport_*.rs`): the `mode` field of the JSON config picks what the worker does.
 //! Throughputs are in GB/s (1e9 bytes per second).
 
+// The transport's `Error` is large by design (names, round, op); see lockstep-transport.
+#![allow(clippy::result_large_err)]
+
 use crate::cli::{BenchWorkerArgs, LinkBenchArgs};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{

@@ -9,8 +9,24 @@ fn direct(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     // SAFETY: slices have exactly m*k, k*n and m*n elements, row-major strides below.
     unsafe {
         gemm::gemm(
-            m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, k as isize,
-            b.as_ptr(), 1, n as isize, 0.0f32, 1.0f32, false, false, false,
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
             gemm::Parallelism::None,
         );
     }
@@ -26,7 +42,19 @@ fn bench(c: &mut Criterion) {
         let label = format!("{m}x{k}x{n}");
         group.bench_with_input(BenchmarkId::new("lockstep", &label), &(), |bch, _| {
             bch.iter(|| {
-                ls_gemm(Transpose::No, Transpose::No, m, n, k, 1.0, &a, &b, 0.0, &mut out).unwrap();
+                ls_gemm(
+                    Transpose::No,
+                    Transpose::No,
+                    m,
+                    n,
+                    k,
+                    1.0,
+                    &a,
+                    &b,
+                    0.0,
+                    &mut out,
+                )
+                .unwrap();
                 black_box(&out);
             })
         });

@@ -29,7 +29,11 @@ unsafe impl Sync for AlignedAlloc {}
 impl AlignedAlloc {
     /// A zeroed allocation of `cap` bytes.
     pub(crate) fn zeroed(cap: usize) -> Self {
-        AlignedAlloc { ptr: raw_alloc(cap), cap, pool: None }
+        AlignedAlloc {
+            ptr: raw_alloc(cap),
+            cap,
+            pool: None,
+        }
     }
 
     pub(crate) fn as_slice(&self) -> &[u8] {
@@ -108,7 +112,9 @@ impl PoolShared {
         if cap == 0 || self.retained.load(Ordering::Relaxed) + cap > self.max_retained {
             return false;
         }
-        let Ok(mut free) = self.free.lock() else { return false };
+        let Ok(mut free) = self.free.lock() else {
+            return false;
+        };
         self.retained.fetch_add(cap, Ordering::Relaxed);
         free.push((ptr, cap));
         true
@@ -175,7 +181,11 @@ impl BufferPool {
                 (raw_alloc(len), len)
             }
         };
-        let alloc = AlignedAlloc { ptr, cap, pool: Some(self.shared.clone()) };
+        let alloc = AlignedAlloc {
+            ptr,
+            cap,
+            pool: Some(self.shared.clone()),
+        };
         BufferMut::from_storage(Storage::Heap(alloc), len)
     }
 
@@ -208,6 +218,8 @@ impl BufferPool {
 
 impl std::fmt::Debug for BufferPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BufferPool").field("stats", &self.stats()).finish()
+        f.debug_struct("BufferPool")
+            .field("stats", &self.stats())
+            .finish()
     }
 }

@@ -137,7 +137,11 @@ impl Buffer {
     /// Wrap external memory without copying.
     pub fn from_external(mem: impl ExternalMemory) -> Buffer {
         let len = mem.bytes().len();
-        Buffer { storage: Arc::new(Storage::External(Box::new(mem))), offset: 0, len }
+        Buffer {
+            storage: Arc::new(Storage::External(Box::new(mem))),
+            offset: 0,
+            len,
+        }
     }
 
     /// Wrap a `bytes::Bytes` without copying (read-only).
@@ -157,17 +161,29 @@ impl Buffer {
     /// [`Error::Io`] when the file cannot be opened or mapped.
     pub fn map_file(path: impl AsRef<Path>) -> Result<Buffer> {
         let path = path.as_ref();
-        let io = |op, source| Error::Io { op, path: path.to_path_buf(), source };
+        let io = |op, source| Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(|e| io("open", e))?;
         // SAFETY: the mapping is read-only; Lockstep writes checkpoint files by rename, never in
         // place, so a mapped file is not modified underneath us.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io("map", e))?;
         let len = map.len();
-        Ok(Buffer { storage: Arc::new(Storage::Mapped(map)), offset: 0, len })
+        Ok(Buffer {
+            storage: Arc::new(Storage::Mapped(map)),
+            offset: 0,
+            len,
+        })
     }
 
     pub(crate) fn from_storage(storage: Storage, len: usize) -> Buffer {
-        Buffer { storage: Arc::new(storage), offset: 0, len }
+        Buffer {
+            storage: Arc::new(storage),
+            offset: 0,
+            len,
+        }
     }
 
     /// Length in bytes.
@@ -219,9 +235,17 @@ impl Buffer {
             Bound::Unbounded => self.len,
         };
         if start > end || end > self.len {
-            return Err(Error::OutOfBounds { start, end, len: self.len });
+            return Err(Error::OutOfBounds {
+                start,
+                end,
+                len: self.len,
+            });
         }
-        Ok(Buffer { storage: self.storage.clone(), offset: self.offset + start, len: end - start })
+        Ok(Buffer {
+            storage: self.storage.clone(),
+            offset: self.offset + start,
+            len: end - start,
+        })
     }
 
     /// True when this is the only handle to its storage.
@@ -237,7 +261,9 @@ impl Buffer {
     /// Mutable access, if this is the only handle and the memory is writable.
     pub fn get_mut(&mut self) -> Option<&mut [u8]> {
         let (off, len) = (self.offset, self.len);
-        Arc::get_mut(&mut self.storage)?.bytes_mut().map(|b| &mut b[off..off + len])
+        Arc::get_mut(&mut self.storage)?
+            .bytes_mut()
+            .map(|b| &mut b[off..off + len])
     }
 
     /// Turn the only handle over a whole writable storage back into a [`BufferMut`]; otherwise
@@ -255,7 +281,11 @@ impl Buffer {
                     Err(Buffer::from_storage(storage, len))
                 }
             }
-            Err(storage) => Err(Buffer { storage, offset: 0, len }),
+            Err(storage) => Err(Buffer {
+                storage,
+                offset: 0,
+                len,
+            }),
         }
     }
 }
@@ -293,7 +323,10 @@ pub struct BufferMut {
 impl BufferMut {
     /// A zeroed, 64-byte aligned heap buffer.
     pub fn zeroed(len: usize) -> BufferMut {
-        BufferMut { storage: Storage::Heap(AlignedAlloc::zeroed(len)), len }
+        BufferMut {
+            storage: Storage::Heap(AlignedAlloc::zeroed(len)),
+            len,
+        }
     }
 
     pub(crate) fn from_storage(storage: Storage, len: usize) -> BufferMut {
@@ -337,6 +370,9 @@ impl DerefMut for BufferMut {
 
 impl std::fmt::Debug for BufferMut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BufferMut").field("backing", &self.backing()).field("len", &self.len).finish()
+        f.debug_struct("BufferMut")
+            .field("backing", &self.backing())
+            .field("len", &self.len)
+            .finish()
     }
 }

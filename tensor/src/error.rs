@@ -38,7 +38,9 @@ pub enum Error {
         actual: String,
     },
     /// A mutable view was asked of a buffer that is shared (or read-only).
-    #[error("buffer is shared or read-only; a mutable view needs the only handle to writable memory")]
+    #[error(
+        "buffer is shared or read-only; a mutable view needs the only handle to writable memory"
+    )]
     NotUnique,
     /// A slice outside the buffer.
     #[error("range {start}..{end} out of bounds for a buffer of {len} bytes")]

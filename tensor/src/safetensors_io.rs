@@ -82,8 +82,10 @@ pub fn to_safetensors_bytes(
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
     let views = tensors.iter().map(|(n, t)| (n.to_string(), StView(t)));
-    safetensors::serialize(views, &metadata)
-        .map_err(|e| Error::SafeTensors { path: Default::default(), message: e.to_string() })
+    safetensors::serialize(views, &metadata).map_err(|e| Error::SafeTensors {
+        path: Default::default(),
+        message: e.to_string(),
+    })
 }
 
 /// Write tensors to `path` atomically (temporary file, fsync, rename, fsync of the directory).
@@ -96,8 +98,10 @@ pub fn write_safetensors(
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let bytes = to_safetensors_bytes(tensors, metadata)
-        .map_err(|e| Error::SafeTensors { path: path.to_path_buf(), message: e.to_string() })?;
+    let bytes = to_safetensors_bytes(tensors, metadata).map_err(|e| Error::SafeTensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     write_atomic(path, &bytes)
 }
 
@@ -106,7 +110,11 @@ pub fn write_safetensors(
 /// # Errors
 /// [`Error::Io`] naming the step that failed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |op, source| Error::Io { op, path: path.to_path_buf(), source };
+    let io = |op, source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
@@ -130,8 +138,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn read_safetensors(path: impl AsRef<Path>) -> Result<NamedTensors> {
     let path = path.as_ref();
     let buffer = Buffer::map_file(path)?;
-    parse_safetensors(&buffer)
-        .map_err(|message| Error::SafeTensors { path: path.to_path_buf(), message })
+    parse_safetensors(&buffer).map_err(|message| Error::SafeTensors {
+        path: path.to_path_buf(),
+        message,
+    })
 }
 
 /// Parse safetensors bytes held in a buffer; the tensors share the buffer (no copy).

@@ -41,7 +41,11 @@ impl Drop for ShmMapping {
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io { op, path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The default path for a named segment: `/dev/shm/<name>`.
@@ -66,8 +70,17 @@ pub fn create_shared(path: impl AsRef<Path>, len: usize) -> Result<BufferMut> {
     file.set_len(len as u64).map_err(io("size", path))?;
     // SAFETY: a shared mapping of a file we just created; other processes may write to it, which
     // is the purpose; readers synchronise through atomics in the mapped data.
-    let map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(io("map", path))?;
-    let storage = Storage::Shm(ShmMapping { map, path: path.to_path_buf(), unlink_on_drop: true });
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(io("map", path))?;
+    // Commit every page now: memory use is then fixed from the start instead of creeping up as a
+    // ring's head first walks through the segment (which looks like a leak in a soak test).
+    for page in map.chunks_mut(4096) {
+        page[0] = 0;
+    }
+    let storage = Storage::Shm(ShmMapping {
+        map,
+        path: path.to_path_buf(),
+        unlink_on_drop: true,
+    });
     Ok(BufferMut::from_storage(storage, len))
 }
 
@@ -78,12 +91,20 @@ pub fn create_shared(path: impl AsRef<Path>, len: usize) -> Result<BufferMut> {
 /// [`Error::Io`] when the file cannot be opened or mapped.
 pub fn open_shared_mut(path: impl AsRef<Path>) -> Result<BufferMut> {
     let path = path.as_ref();
-    let file = OpenOptions::new().read(true).write(true).open(path).map_err(io("open", path))?;
-    // SAFETY: see `create_shared`.
-    let map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(io("map", path))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io("open", path))?;
+    // SAFETY: see `create_shared`. `populate` maps every (already committed) page up front.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map_mut(&file) }
+        .map_err(io("map", path))?;
     let len = map.len();
-    let storage =
-        Storage::Shm(ShmMapping { map, path: path.to_path_buf(), unlink_on_drop: false });
+    let storage = Storage::Shm(ShmMapping {
+        map,
+        path: path.to_path_buf(),
+        unlink_on_drop: false,
+    });
     Ok(BufferMut::from_storage(storage, len))
 }
 

@@ -37,10 +37,14 @@ pub fn cast_slice_mut<T: Element>(bytes: &mut [u8]) -> Result<&mut [T]> {
 
 fn check_cast<T: Element>(addr: usize, len: usize) -> Result<()> {
     let align = std::mem::align_of::<T>();
-    if len > 0 && addr % align != 0 {
-        return Err(Error::Misaligned { addr, align, dtype: T::DTYPE });
+    if len > 0 && !addr.is_multiple_of(align) {
+        return Err(Error::Misaligned {
+            addr,
+            align,
+            dtype: T::DTYPE,
+        });
     }
-    if len % std::mem::size_of::<T>() != 0 {
+    if !len.is_multiple_of(std::mem::size_of::<T>()) {
         return Err(Error::Shape {
             op: "cast_slice",
             expected: format!("a multiple of {} bytes", std::mem::size_of::<T>()),
@@ -55,20 +59,39 @@ impl Tensor {
     ///
     /// # Errors
     /// [`Error::OutOfBounds`] when the buffer is too short.
-    pub fn new(dtype: DType, shape: impl Into<Shape>, buffer: Buffer, offset: usize) -> Result<Self> {
+    pub fn new(
+        dtype: DType,
+        shape: impl Into<Shape>,
+        buffer: Buffer,
+        offset: usize,
+    ) -> Result<Self> {
         let shape = shape.into();
         let end = offset + shape.numel() * dtype.size();
         if end > buffer.len() {
-            return Err(Error::OutOfBounds { start: offset, end, len: buffer.len() });
+            return Err(Error::OutOfBounds {
+                start: offset,
+                end,
+                len: buffer.len(),
+            });
         }
-        Ok(Tensor { dtype, shape, buffer, offset })
+        Ok(Tensor {
+            dtype,
+            shape,
+            buffer,
+            offset,
+        })
     }
 
     /// Zeroes on the aligned heap.
     pub fn zeros(dtype: DType, shape: impl Into<Shape>) -> Self {
         let shape = shape.into();
         let buffer = Buffer::zeroed(shape.numel() * dtype.size());
-        Tensor { dtype, shape, buffer, offset: 0 }
+        Tensor {
+            dtype,
+            shape,
+            buffer,
+            offset: 0,
+        }
     }
 
     /// Take ownership of a vector without copying it.
@@ -85,7 +108,12 @@ impl Tensor {
             });
         }
         let buffer = Buffer::from_external(TypedVec(data));
-        Ok(Tensor { dtype: T::DTYPE, shape, buffer, offset: 0 })
+        Ok(Tensor {
+            dtype: T::DTYPE,
+            shape,
+            buffer,
+            offset: 0,
+        })
     }
 
     /// Copy a slice into an aligned heap tensor.
@@ -103,7 +131,12 @@ impl Tensor {
         }
         let mut m = BufferMut::zeroed(std::mem::size_of_val(data));
         m.copy_from_slice(bytemuck::cast_slice(data));
-        Ok(Tensor { dtype: T::DTYPE, shape, buffer: m.freeze(), offset: 0 })
+        Ok(Tensor {
+            dtype: T::DTYPE,
+            shape,
+            buffer: m.freeze(),
+            offset: 0,
+        })
     }
 
     /// The element type.
@@ -144,12 +177,17 @@ impl Tensor {
     /// A buffer handle over exactly the data bytes (no copy).
     pub fn data_buffer(&self) -> Buffer {
         // In bounds by construction.
-        self.buffer.slice(self.offset..self.offset + self.nbytes()).unwrap_or_else(|_| Buffer::zeroed(0))
+        self.buffer
+            .slice(self.offset..self.offset + self.nbytes())
+            .unwrap_or_else(|_| Buffer::zeroed(0))
     }
 
     fn check_dtype<T: Element>(&self) -> Result<()> {
         if self.dtype != T::DTYPE {
-            return Err(Error::DType { expected: T::DTYPE, actual: self.dtype });
+            return Err(Error::DType {
+                expected: T::DTYPE,
+                actual: self.dtype,
+            });
         }
         Ok(())
     }
@@ -211,18 +249,32 @@ impl Tensor {
         }
         let f32s: Vec<f32> = match self.dtype {
             DType::F32 => self.to_vec::<f32>()?,
-            DType::F64 => self.to_vec::<f64>()?.into_iter().map(|v| v as f32).collect(),
+            DType::F64 => self
+                .to_vec::<f64>()?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect(),
             DType::F16 => crate::kernels::f16_to_f32_vec(&self.to_vec::<half::f16>()?),
             DType::BF16 => crate::kernels::bf16_to_f32_vec(&self.to_vec::<half::bf16>()?),
-            other => return Err(Error::DType { expected: DType::F32, actual: other }),
+            other => {
+                return Err(Error::DType {
+                    expected: DType::F32,
+                    actual: other,
+                })
+            }
         };
         let shape = self.shape.clone();
         match dtype {
             DType::F32 => Tensor::from_vec(shape, f32s),
-            DType::F64 => Tensor::from_vec(shape, f32s.into_iter().map(f64::from).collect::<Vec<_>>()),
+            DType::F64 => {
+                Tensor::from_vec(shape, f32s.into_iter().map(f64::from).collect::<Vec<_>>())
+            }
             DType::F16 => Tensor::from_vec(shape, crate::kernels::f32_to_f16_vec(&f32s)),
             DType::BF16 => Tensor::from_vec(shape, crate::kernels::f32_to_bf16_vec(&f32s)),
-            other => Err(Error::DType { expected: DType::F32, actual: other }),
+            other => Err(Error::DType {
+                expected: DType::F32,
+                actual: other,
+            }),
         }
     }
 }

@@ -16,12 +16,20 @@ fn clones_and_slices_share_memory() {
     assert_eq!(a.as_ptr(), b.as_ptr(), "clone must not copy");
     assert!(a.same_storage(&b));
     let s = a.slice(100..200).unwrap();
-    assert_eq!(s.as_ptr(), a.as_ptr().wrapping_add(100), "slice must point into the original");
+    assert_eq!(
+        s.as_ptr(),
+        a.as_ptr().wrapping_add(100),
+        "slice must point into the original"
+    );
     assert_eq!(&s[..], &a[100..200]);
     let ss = s.slice(10..).unwrap();
     assert_eq!(ss.as_ptr(), a.as_ptr().wrapping_add(110));
     assert!(a.slice(0..4097).is_err());
-    assert_eq!(a.as_ptr() as usize % ALIGN, 0, "heap buffers are 64-byte aligned");
+    assert_eq!(
+        a.as_ptr() as usize % ALIGN,
+        0,
+        "heap buffers are 64-byte aligned"
+    );
 }
 
 #[test]
@@ -83,15 +91,27 @@ fn shared_memory_written_by_one_process_is_read_by_another() {
     }
     let buf = m.freeze();
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "shm_child_reads_and_answers", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "shm_child_reads_and_answers",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, &path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The child wrote its answer into the last byte; we see it through our mapping.
     assert_eq!(buf[(1 << 16) - 1], 0xAB);
     drop(buf);
-    assert!(!path.exists(), "the creator removes the segment when dropped");
+    assert!(
+        !path.exists(),
+        "the creator removes the segment when dropped"
+    );
 }
 
 /// Runs only as the child of the test above.

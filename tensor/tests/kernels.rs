@@ -21,23 +21,55 @@ fn naive(ta: bool, tb: bool, m: usize, n: usize, k: usize, a: &[f32], b: &[f32])
 #[test]
 fn gemm_matches_naive_for_all_transposes() {
     let (m, n, k) = (7, 5, 9);
-    let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 17) as f32 - 8.0) / 3.0).collect();
-    let b: Vec<f32> = (0..k * n).map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0).collect();
+    let a: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 37 % 17) as f32 - 8.0) / 3.0)
+        .collect();
+    let b: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 11 % 13) as f32 - 6.0) / 5.0)
+        .collect();
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
         let want = naive(ta, tb, m, n, k, &a, &b);
         let t = |x| if x { Transpose::Yes } else { Transpose::No };
         let mut c = vec![1.0f32; m * n];
         gemm(t(ta), t(tb), m, n, k, 2.0, &a, &b, 0.5, &mut c).unwrap();
         for (got, w) in c.iter().zip(&want) {
-            assert!((got - (2.0 * w + 0.5)).abs() < 1e-4, "ta={ta} tb={tb}: {got} vs {}", 2.0 * w + 0.5);
+            assert!(
+                (got - (2.0 * w + 0.5)).abs() < 1e-4,
+                "ta={ta} tb={tb}: {got} vs {}",
+                2.0 * w + 0.5
+            );
         }
     }
     // beta = 0 ignores NaN in C.
     let mut c = vec![f32::NAN; m * n];
-    gemm(Transpose::No, Transpose::No, m, n, k, 1.0, &a, &b, 0.0, &mut c).unwrap();
+    gemm(
+        Transpose::No,
+        Transpose::No,
+        m,
+        n,
+        k,
+        1.0,
+        &a,
+        &b,
+        0.0,
+        &mut c,
+    )
+    .unwrap();
     assert!(c.iter().all(|v| v.is_finite()));
     // Wrong lengths are errors.
-    assert!(gemm(Transpose::No, Transpose::No, m, n, k, 1.0, &a[1..], &b, 0.0, &mut c).is_err());
+    assert!(gemm(
+        Transpose::No,
+        Transpose::No,
+        m,
+        n,
+        k,
+        1.0,
+        &a[1..],
+        &b,
+        0.0,
+        &mut c
+    )
+    .is_err());
 }
 
 #[test]

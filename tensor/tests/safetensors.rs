@@ -6,10 +6,22 @@ use std::process::Command;
 
 fn sample() -> Vec<(String, Tensor)> {
     vec![
-        ("dense.weight".into(), Tensor::from_vec([2, 3], vec![0.5f32, -1.0, 2.0, 3.5, 0.0, -7.25]).unwrap()),
-        ("dense.bias".into(), Tensor::from_vec([3], vec![1.0f64, 2.0, 3.0]).unwrap()),
+        (
+            "dense.weight".into(),
+            Tensor::from_vec([2, 3], vec![0.5f32, -1.0, 2.0, 3.5, 0.0, -7.25]).unwrap(),
+        ),
+        (
+            "dense.bias".into(),
+            Tensor::from_vec([3], vec![1.0f64, 2.0, 3.0]).unwrap(),
+        ),
         ("step".into(), Tensor::from_vec([1], vec![42i64]).unwrap()),
-        ("half".into(), Tensor::from_vec([2], vec![1.5f32, -2.0]).unwrap().to_dtype(DType::F16).unwrap()),
+        (
+            "half".into(),
+            Tensor::from_vec([2], vec![1.5f32, -2.0])
+                .unwrap()
+                .to_dtype(DType::F16)
+                .unwrap(),
+        ),
     ]
 }
 
@@ -29,7 +41,11 @@ fn round_trip_and_zero_copy_read() {
         assert_eq!(r.dtype(), t.dtype(), "{name}");
         assert_eq!(r.shape(), t.shape(), "{name}");
         assert_eq!(r.as_bytes(), t.as_bytes(), "{name}");
-        assert_eq!(r.buffer().backing(), Backing::MappedFile, "{name} is read from the mapping");
+        assert_eq!(
+            r.buffer().backing(),
+            Backing::MappedFile,
+            "{name} is read from the mapping"
+        );
     }
     let w = back.get("dense.weight").unwrap();
     assert_eq!(w.as_slice::<f32>().unwrap()[5], -7.25);
@@ -50,7 +66,9 @@ fn corrupt_files_are_errors() {
 /// A file Lockstep writes is read by Python's `safetensors` with numpy.
 #[test]
 fn python_reads_our_file() {
-    let probe = Command::new("python3").args(["-c", "import safetensors.numpy, numpy"]).output();
+    let probe = Command::new("python3")
+        .args(["-c", "import safetensors.numpy, numpy"])
+        .output();
     let available = matches!(&probe, Ok(o) if o.status.success());
     if !available {
         let why = match &probe {
@@ -58,7 +76,10 @@ fn python_reads_our_file() {
             Err(e) => e.to_string(),
         };
         // CI installs them; there a missing package is a failure, not a skip.
-        assert!(std::env::var("CI").is_err(), "CI must have python3 + safetensors + numpy: {why}");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must have python3 + safetensors + numpy: {why}"
+        );
         println!("SKIPPED python_reads_our_file: python3 with safetensors and numpy not available ({why})");
         return;
     }
@@ -79,7 +100,12 @@ assert d["step"].tolist() == [42]
 assert d["half"].dtype.name == "float16" and d["half"].tolist() == [1.5, -2.0]
 print("ok")
 "#;
-    let out = Command::new("python3").arg("-c").arg(script).arg(&path).output().unwrap();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
         "python failed: {}",

@@ -5,12 +5,21 @@ use lockstep_tensor::{bf16, f16, Buffer, DType, Error, Shape, Tensor};
 #[test]
 fn typed_views_check_dtype() {
     let t = Tensor::from_vec([2, 3], vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
-    assert_eq!(t.as_slice::<f32>().unwrap(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(
+        t.as_slice::<f32>().unwrap(),
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    );
     match t.as_slice::<i32>() {
-        Err(Error::DType { expected: DType::I32, actual: DType::F32 }) => {}
+        Err(Error::DType {
+            expected: DType::I32,
+            actual: DType::F32,
+        }) => {}
         other => panic!("expected a dtype error, got {other:?}"),
     }
-    assert!(Tensor::from_vec([4], vec![1.0f32]).is_err(), "shape/length mismatch is an error");
+    assert!(
+        Tensor::from_vec([4], vec![1.0f32]).is_err(),
+        "shape/length mismatch is an error"
+    );
 }
 
 #[test]
@@ -18,7 +27,10 @@ fn misaligned_views_are_errors() {
     let buf = Buffer::zeroed(64);
     // An f32 tensor starting at byte 1 is misaligned.
     let t = Tensor::new(DType::F32, [4], buf.clone(), 1).unwrap();
-    assert!(matches!(t.as_slice::<f32>(), Err(Error::Misaligned { align: 4, .. })));
+    assert!(matches!(
+        t.as_slice::<f32>(),
+        Err(Error::Misaligned { align: 4, .. })
+    ));
     // to_vec still works: it copies bytewise.
     assert_eq!(t.to_vec::<f32>().unwrap().len(), 4);
     // Past the end is an error, not a read out of bounds.
@@ -73,6 +85,9 @@ fn shape_fingerprint_is_stable_and_discriminating() {
     let a = Shape::new(vec![784, 256]);
     assert_eq!(a.fingerprint(), Shape::new(vec![784, 256]).fingerprint());
     assert_ne!(a.fingerprint(), Shape::new(vec![256, 784]).fingerprint());
-    assert_ne!(Shape::new(vec![4]).fingerprint(), Shape::new(vec![4, 1]).fingerprint());
+    assert_ne!(
+        Shape::new(vec![4]).fingerprint(),
+        Shape::new(vec![4, 1]).fingerprint()
+    );
     assert_eq!(a.to_string(), "[784, 256]");
 }

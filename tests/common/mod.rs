@@ -50,16 +50,33 @@ pub fn wait_with_deadline(mut child: std::process::Child, limit: Duration) -> Ou
 
 /// A fresh run directory.
 pub fn run_dir(tag: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("lockstep-{tag}-")).tempdir().expect("tempdir")
+    tempfile::Builder::new()
+        .prefix(&format!("lockstep-{tag}-"))
+        .tempdir()
+        .expect("tempdir")
 }
 
 /// Launch `manifest` with extra args into `dir`; returns the output and the parsed report.
-pub fn launch(manifest: &str, dir: &Path, extra: &[&str], limit: Duration) -> (Output, Option<serde_json::Value>) {
+pub fn launch(
+    manifest: &str,
+    dir: &Path,
+    extra: &[&str],
+    limit: Duration,
+) -> (Output, Option<serde_json::Value>) {
     let report = dir.join("report.json");
-    let mut args = vec!["launch", manifest, "--run-dir", dir.to_str().unwrap(), "--report", report.to_str().unwrap()];
+    let mut args = vec![
+        "launch",
+        manifest,
+        "--run-dir",
+        dir.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let out = run(&args, limit);
-    let parsed = std::fs::read(&report).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let parsed = std::fs::read(&report)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     (out, parsed)
 }
 
@@ -101,5 +118,6 @@ pub fn num(report: &serde_json::Value, path: &[&str]) -> f64 {
     for p in path {
         v = &v[p];
     }
-    v.as_f64().unwrap_or_else(|| panic!("report has no number at {path:?}: {report}"))
+    v.as_f64()
+        .unwrap_or_else(|| panic!("report has no number at {path:?}: {report}"))
 }

@@ -39,7 +39,7 @@ fn check(label: &str, m: &mut dyn Model, b: &Batch) {
         .unwrap();
     assert_eq!(seen, m.buckets(), "{label}: buckets delivered out of order");
     let mut worst = 0.0f64;
-    for i in 0..grads.len() {
+    for (i, &g) in grads.iter().enumerate() {
         let p0 = m.params()[i];
         m.params_mut()[i] = p0 + H;
         let lp = m.evaluate(b).unwrap().loss;
@@ -47,7 +47,7 @@ fn check(label: &str, m: &mut dyn Model, b: &Batch) {
         let lm = m.evaluate(b).unwrap().loss;
         m.params_mut()[i] = p0;
         let num = (lp - lm) / (2.0 * f64::from(H));
-        let ana = f64::from(grads[i]);
+        let ana = f64::from(g);
         let err = (ana - num).abs();
         let name = m
             .layout()

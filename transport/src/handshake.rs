@@ -274,7 +274,7 @@ fn run(
         Err(HandshakeFailure::WrongVersion)
     } else if theirs.cluster != me.cluster {
         Err(HandshakeFailure::WrongCluster)
-    } else if expect_peer.is_some_and(|e| !e.iter().any(|n| *n == theirs.node)) {
+    } else if expect_peer.is_some_and(|e| !e.contains(&theirs.node)) {
         Err(HandshakeFailure::UnknownNode)
     } else {
         Ok(())

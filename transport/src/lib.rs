@@ -9,6 +9,10 @@
 //!
 //! No actors here: everything is plain blocking code with deadlines, testable without a runtime.
 
+// `Error` carries node names, round and op by design (the contract in `error.rs`); boxing it
+// would change that public type, so the size lint is allowed here.
+#![allow(clippy::result_large_err)]
+
 pub mod config;
 pub mod coordinator;
 pub mod error;

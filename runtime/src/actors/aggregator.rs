@@ -34,7 +34,13 @@ pub struct Aggregator {
 impl Aggregator {
     /// An aggregator over `comm` for `num_params` parameters.
     pub fn new(comm: Communicator, mode: Mode, num_params: usize) -> Self {
-        Aggregator { comm, mode, grads: vec![0.0; num_params], comm_time: Duration::ZERO, error: None }
+        Aggregator {
+            comm,
+            mode,
+            grads: vec![0.0; num_params],
+            comm_time: Duration::ZERO,
+            error: None,
+        }
     }
 }
 
@@ -49,7 +55,12 @@ impl Handler<GradBucket> for Aggregator {
             return Err(RuntimeError::Aggregate(e.clone()));
         }
         if msg.range.end > self.grads.len() || msg.range.len() != msg.data.len() {
-            let e = format!("round {}: bucket {:?} does not fit {} gradients", msg.round, msg.range, self.grads.len());
+            let e = format!(
+                "round {}: bucket {:?} does not fit {} gradients",
+                msg.round,
+                msg.range,
+                self.grads.len()
+            );
             self.error = Some(e.clone());
             return Err(RuntimeError::Aggregate(e));
         }
@@ -57,7 +68,9 @@ impl Handler<GradBucket> for Aggregator {
             let started = Instant::now();
             self.comm.set_round(msg.round);
             let len = msg.data.len();
-            let res = self.comm.allreduce(&mut msg.data, AllReduce::mean().shape(&[len]));
+            let res = self
+                .comm
+                .allreduce(&mut msg.data, AllReduce::mean().shape(&[len]));
             self.comm_time += started.elapsed();
             if let Err(e) = res {
                 self.error = Some(e.to_string());
@@ -97,7 +110,9 @@ impl Handler<SyncParams> for Aggregator {
         match &mut self.mode {
             Mode::Allreduce => {
                 self.comm.set_round(0);
-                self.comm.broadcast(&mut msg.params, 0).map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+                self.comm
+                    .broadcast(&mut msg.params, 0)
+                    .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
             }
             // Servers hold the authoritative copy; every replica was initialised from the same
             // seed, which the coordinator checked at registration (same layout).

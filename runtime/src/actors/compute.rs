@@ -42,7 +42,15 @@ impl Compute {
         test: Batch,
     ) -> Self {
         let grads = vec![0.0; model.params().len()];
-        Compute { model, optimizer, grads, aggregator, world, task, test }
+        Compute {
+            model,
+            optimizer,
+            grads,
+            aggregator,
+            world,
+            task,
+            test,
+        }
     }
 }
 
@@ -81,19 +89,32 @@ impl Handler<Step> for Compute {
         let (round, agg) = (msg.round, &self.aggregator);
         let out = self
             .model
-            .forward_backward_scaled(&msg.shard.batch, divisor, &mut self.grads, &mut |range, g| {
-                if failed.is_none() {
-                    let bucket = GradBucket { round, range, data: g.to_vec() };
-                    if let Err(e) = send_bucket(agg, bucket) {
-                        failed = Some(e);
+            .forward_backward_scaled(
+                &msg.shard.batch,
+                divisor,
+                &mut self.grads,
+                &mut |range, g| {
+                    if failed.is_none() {
+                        let bucket = GradBucket {
+                            round,
+                            range,
+                            data: g.to_vec(),
+                        };
+                        if let Err(e) = send_bucket(agg, bucket) {
+                            failed = Some(e);
+                        }
                     }
-                }
-            })
+                },
+            )
             .map_err(|e| RuntimeError::Model(format!("round {round}: {e}")))?;
         if let Some(e) = failed {
             return Err(e);
         }
-        Ok(StepDone { loss_sum: out.loss_sum, rows: out.rows, compute: started.elapsed() })
+        Ok(StepDone {
+            loss_sum: out.loss_sum,
+            rows: out.rows,
+            compute: started.elapsed(),
+        })
     }
 }
 
@@ -172,7 +193,15 @@ impl Handler<WriteCheckpoint> for Compute {
     type Result = Result<String, RuntimeError>;
     fn handle(&mut self, msg: WriteCheckpoint, _: &mut SyncContext<Self>) -> Self::Result {
         let root = std::path::Path::new(&msg.root);
-        let dir = crate::checkpoint::write(root, msg.round, msg.cursor, msg.seed, self.model.as_ref(), &self.optimizer, msg.keep)?;
+        let dir = crate::checkpoint::write(
+            root,
+            msg.round,
+            msg.cursor,
+            msg.seed,
+            self.model.as_ref(),
+            &self.optimizer,
+            msg.keep,
+        )?;
         Ok(dir.display().to_string())
     }
 }
@@ -195,7 +224,10 @@ pub fn save_model(model: &dyn Model, path: &str, round: u64) -> Result<(), Runti
         ("model".to_string(), model.name().to_string()),
         ("weights_sha256".to_string(), job::weights_sha256(params)),
     ]);
-    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
     }
     write_safetensors(path, &refs, Some(meta)).map_err(|e| RuntimeError::io("write", path, e))

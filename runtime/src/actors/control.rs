@@ -42,10 +42,19 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Members in rank order, workers first (the first `workers` members).
     pub fn new(members: Vec<Member>, workers: usize, server: Option<PsServer>) -> Self {
-        ControlPlane { members, workers, server }
+        ControlPlane {
+            members,
+            workers,
+            server,
+        }
     }
 
-    fn broadcast(&mut self, round: u64, msg: &ControlMsg, doing: &'static str) -> Result<(), RuntimeError> {
+    fn broadcast(
+        &mut self,
+        round: u64,
+        msg: &ControlMsg,
+        doing: &'static str,
+    ) -> Result<(), RuntimeError> {
         for m in &mut self.members {
             send_msg(&mut m.link, round, doing, msg)?;
         }
@@ -86,7 +95,15 @@ impl Handler<RunRound> for ControlPlane {
     type Result = Result<Vec<RoundReport>, RuntimeError>;
     fn handle(&mut self, msg: RunRound, _: &mut SyncContext<Self>) -> Self::Result {
         let round = msg.round;
-        self.broadcast(round, &ControlMsg::BeginRound { round, epoch: msg.epoch, lr: msg.lr }, "starting the round")?;
+        self.broadcast(
+            round,
+            &ControlMsg::BeginRound {
+                round,
+                epoch: msg.epoch,
+                lr: msg.lr,
+            },
+            "starting the round",
+        )?;
         if let Some(s) = &mut self.server {
             s.comm.set_round(round);
             let (opt, lr) = (&mut s.optimizer, msg.lr);
@@ -98,15 +115,25 @@ impl Handler<RunRound> for ControlPlane {
             })
             .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
             if let Some(e) = failed {
-                return Err(RuntimeError::Model(format!("round {round}: parameter server optimizer: {e}")));
+                return Err(RuntimeError::Model(format!(
+                    "round {round}: parameter server optimizer: {e}"
+                )));
             }
         }
         let mut out = Vec::with_capacity(self.workers);
         for m in &mut self.members {
             match recv_msg(&mut m.link, round, "waiting for RoundDone")? {
-                ControlMsg::RoundDone { round: r, loss_sum, samples, timing } if r == round => {
-                    out.push(RoundReport { node: m.name.clone(), loss_sum, samples, timing })
-                }
+                ControlMsg::RoundDone {
+                    round: r,
+                    loss_sum,
+                    samples,
+                    timing,
+                } if r == round => out.push(RoundReport {
+                    node: m.name.clone(),
+                    loss_sum,
+                    samples,
+                    timing,
+                }),
                 other => {
                     return Err(RuntimeError::Protocol(format!(
                         "{} answered {} to BeginRound {round}",
@@ -134,10 +161,19 @@ impl Handler<RunEval> for ControlPlane {
     type Result = Result<BTreeMap<String, f64>, RuntimeError>;
     fn handle(&mut self, msg: RunEval, _: &mut SyncContext<Self>) -> Self::Result {
         let m = &mut self.members[0];
-        send_msg(&mut m.link, msg.round, "requesting evaluation", &ControlMsg::Evaluate { round: msg.round })?;
+        send_msg(
+            &mut m.link,
+            msg.round,
+            "requesting evaluation",
+            &ControlMsg::Evaluate { round: msg.round },
+        )?;
         match recv_msg(&mut m.link, msg.round, "waiting for evaluation")? {
             ControlMsg::Evaluated { metrics } => Ok(metrics),
-            other => Err(RuntimeError::Protocol(format!("{} answered {} to Evaluate", m.name, other.name()))),
+            other => Err(RuntimeError::Protocol(format!(
+                "{} answered {} to Evaluate",
+                m.name,
+                other.name()
+            ))),
         }
     }
 }
@@ -156,11 +192,18 @@ impl Handler<RunSave> for ControlPlane {
     type Result = Result<String, RuntimeError>;
     fn handle(&mut self, msg: RunSave, _: &mut SyncContext<Self>) -> Self::Result {
         let m = &mut self.members[0];
-        let cmd = ControlMsg::Save { round: msg.round, path: msg.path };
+        let cmd = ControlMsg::Save {
+            round: msg.round,
+            path: msg.path,
+        };
         send_msg(&mut m.link, msg.round, "requesting a model save", &cmd)?;
         match recv_msg(&mut m.link, msg.round, "waiting for the model save")? {
             ControlMsg::Saved { path } => Ok(path),
-            other => Err(RuntimeError::Protocol(format!("{} answered {} to Save", m.name, other.name()))),
+            other => Err(RuntimeError::Protocol(format!(
+                "{} answered {} to Save",
+                m.name,
+                other.name()
+            ))),
         }
     }
 }
@@ -182,7 +225,11 @@ impl Handler<RunCheckpoint> for ControlPlane {
         send_msg(&mut m.link, msg.round, "requesting a checkpoint", &msg.msg)?;
         match recv_msg(&mut m.link, msg.round, "waiting for the checkpoint")? {
             ControlMsg::Saved { path } => Ok(path),
-            other => Err(RuntimeError::Protocol(format!("{} answered {} to Checkpoint", m.name, other.name()))),
+            other => Err(RuntimeError::Protocol(format!(
+                "{} answered {} to Checkpoint",
+                m.name,
+                other.name()
+            ))),
         }
     }
 }
@@ -201,7 +248,9 @@ impl Handler<RunFinish> for ControlPlane {
         self.broadcast(msg.round, &ControlMsg::Finish, "finishing")?;
         let mut hashes: Vec<(String, String)> = Vec::new();
         for m in &mut self.members {
-            if let ControlMsg::Finished { weights_sha256 } = recv_msg(&mut m.link, msg.round, "waiting for Finished")? {
+            if let ControlMsg::Finished { weights_sha256 } =
+                recv_msg(&mut m.link, msg.round, "waiting for Finished")?
+            {
                 hashes.push((m.name.clone(), weights_sha256));
             }
         }
@@ -229,7 +278,14 @@ impl Handler<AbortAll> for ControlPlane {
     type Result = ();
     fn handle(&mut self, msg: AbortAll, _: &mut SyncContext<Self>) {
         for m in &mut self.members {
-            let _ = send_msg(&mut m.link, 0, "aborting", &ControlMsg::Abort { reason: msg.reason.clone() });
+            let _ = send_msg(
+                &mut m.link,
+                0,
+                "aborting",
+                &ControlMsg::Abort {
+                    reason: msg.reason.clone(),
+                },
+            );
             let _ = m.link.flush();
         }
     }

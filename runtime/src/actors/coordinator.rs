@@ -3,9 +3,11 @@
 //! metric, samples/s), triggers evaluation and the final model save, and writes the report.
 //! It only awaits other actors, so it never blocks its arbiter.
 
-use super::control::{AbortAll, ControlPlane, RoundReport, RunCheckpoint, RunEval, RunFinish, RunRound, RunSave};
-use crate::protocol::ControlMsg;
+use super::control::{
+    AbortAll, ControlPlane, RoundReport, RunCheckpoint, RunEval, RunFinish, RunRound, RunSave,
+};
 use crate::error::RuntimeError;
+use crate::protocol::ControlMsg;
 use crate::report::{Report, RoundSplit};
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, WrapFuture};
 use lockstep_trainer::optim::OptimizerSpec;
@@ -50,8 +52,16 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// A coordinator that reports its outcome on `done`.
-    pub fn new(control: Addr<ControlPlane>, schedule: Schedule, done: SyncSender<Result<Report, RuntimeError>>) -> Self {
-        Coordinator { control, schedule, done: Some(done) }
+    pub fn new(
+        control: Addr<ControlPlane>,
+        schedule: Schedule,
+        done: SyncSender<Result<Report, RuntimeError>>,
+    ) -> Self {
+        Coordinator {
+            control,
+            schedule,
+            done: Some(done),
+        }
     }
 }
 
@@ -62,7 +72,9 @@ impl Actor for Coordinator {
         let fut = drive(self.control.clone(), self.schedule.clone());
         ctx.wait(fut.into_actor(self).map(|res, act, _| {
             if let Err(e) = &res {
-                act.control.do_send(AbortAll { reason: e.to_string() });
+                act.control.do_send(AbortAll {
+                    reason: e.to_string(),
+                });
             }
             if let Some(done) = act.done.take() {
                 let _ = done.send(res);
@@ -99,7 +111,12 @@ impl Totals {
     fn split(&self) -> RoundSplit {
         let n = self.rounds.max(1) as f64;
         let (c, m, t) = (self.compute_ms / n, self.comm_ms / n, self.total_ms / n);
-        RoundSplit { compute_ms: c, communication_ms: m, waiting_ms: (t - c - m).max(0.0), total_ms: t }
+        RoundSplit {
+            compute_ms: c,
+            communication_ms: m,
+            waiting_ms: (t - c - m).max(0.0),
+            total_ms: t,
+        }
     }
 }
 
@@ -117,10 +134,15 @@ async fn drive(control: Addr<ControlPlane>, s: Schedule) -> Result<Report, Runti
         let epoch = round / s.rounds_per_epoch.max(1);
         let lr = s.optimizer.lr_at(round);
         let t = Instant::now();
-        let reports = control.send(RunRound { round, epoch, lr }).await.map_err(actor_err)??;
+        let reports = control
+            .send(RunRound { round, epoch, lr })
+            .await
+            .map_err(actor_err)??;
         let loss = totals.add(&reports, t.elapsed().as_secs_f64() * 1e3);
         if !loss.is_finite() {
-            return Err(RuntimeError::Model(format!("round {round}: training loss is {loss}")));
+            return Err(RuntimeError::Model(format!(
+                "round {round}: training loss is {loss}"
+            )));
         }
         epoch_loss = (epoch_loss.0 + loss, epoch_loss.1 + 1);
         let last = round + 1 == s.total_rounds;
@@ -134,16 +156,26 @@ async fn drive(control: Addr<ControlPlane>, s: Schedule) -> Result<Report, Runti
                 keep,
                 seed: s.seed,
             };
-            let path = control.send(RunCheckpoint { msg, round }).await.map_err(actor_err)??;
+            let path = control
+                .send(RunCheckpoint { msg, round })
+                .await
+                .map_err(actor_err)??;
             tracing::info!("checkpoint for round {next} written to {path}");
         }
         let end_of_epoch = (round + 1) % s.rounds_per_epoch.max(1) == 0;
-        let due = if s.eval_every > 0 { (round + 1) % s.eval_every == 0 } else { end_of_epoch };
+        let due = if s.eval_every > 0 {
+            (round + 1) % s.eval_every == 0
+        } else {
+            end_of_epoch
+        };
         if due || last {
             eval = control.send(RunEval { round }).await.map_err(actor_err)??;
             let secs = epoch_started.0.elapsed().as_secs_f64();
             let rate = (totals.samples - epoch_started.1) as f64 / secs.max(1e-9);
-            let metric = eval.get(s.headline).map(|v| format!("{} {v:.4}", s.headline)).unwrap_or_default();
+            let metric = eval
+                .get(s.headline)
+                .map(|v| format!("{} {v:.4}", s.headline))
+                .unwrap_or_default();
             tracing::info!(
                 "epoch {}/{} round {}/{}: train loss {:.4}, {metric}, {rate:.0} samples/s",
                 epoch + 1,
@@ -159,8 +191,17 @@ async fn drive(control: Addr<ControlPlane>, s: Schedule) -> Result<Report, Runti
     let wall_s = started.elapsed().as_secs_f64();
     let last_round = s.total_rounds.saturating_sub(1);
     let path = s.model_path.display().to_string();
-    let saved = control.send(RunSave { round: last_round, path }).await.map_err(actor_err)??;
-    let weights = control.send(RunFinish { round: last_round }).await.map_err(actor_err)??;
+    let saved = control
+        .send(RunSave {
+            round: last_round,
+            path,
+        })
+        .await
+        .map_err(actor_err)??;
+    let weights = control
+        .send(RunFinish { round: last_round })
+        .await
+        .map_err(actor_err)??;
     let mut report = s.report.clone();
     report.rounds = s.total_rounds;
     report.epochs = s.total_rounds as f64 / s.rounds_per_epoch.max(1) as f64;

@@ -17,12 +17,20 @@ pub struct DataLoader {
 impl DataLoader {
     /// A loader whose next shard is for `first_round`.
     pub fn new(source: Box<dyn BatchSource>, first_round: u64) -> Self {
-        DataLoader { source, ready: None, round: first_round }
+        DataLoader {
+            source,
+            ready: None,
+            round: first_round,
+        }
     }
 
     fn produce(&mut self) -> Result<ShardBatch, RuntimeError> {
         self.source.next_shard()?.ok_or_else(|| {
-            RuntimeError::Model(format!("data source {} is exhausted at round {}", self.source.name(), self.round))
+            RuntimeError::Model(format!(
+                "data source {} is exhausted at round {}",
+                self.source.name(),
+                self.round
+            ))
         })
     }
 }

@@ -38,8 +38,18 @@ pub struct WorkerNode {
 
 impl WorkerNode {
     /// A worker over its three actors. `rank0` workers answer `Evaluate` and `Save`.
-    pub fn new(loader: Addr<DataLoader>, compute: Addr<Compute>, aggregator: Addr<Aggregator>, rank0: bool) -> Self {
-        WorkerNode { loader, compute, aggregator, save_path_ok: rank0 }
+    pub fn new(
+        loader: Addr<DataLoader>,
+        compute: Addr<Compute>,
+        aggregator: Addr<Aggregator>,
+        rank0: bool,
+    ) -> Self {
+        WorkerNode {
+            loader,
+            compute,
+            aggregator,
+            save_path_ok: rank0,
+        }
     }
 }
 
@@ -59,13 +69,29 @@ async fn run_round(
     lr: f32,
 ) -> Result<ControlMsg, RuntimeError> {
     let started = Instant::now();
-    let shard = loader.send(NextShard { round }).await.map_err(mailbox("data loader"))??;
+    let shard = loader
+        .send(NextShard { round })
+        .await
+        .map_err(mailbox("data loader"))??;
     loader.do_send(Prefetch); // no payload: a hint to prepare the next shard now
-    let step = compute.send(Step { round, shard }).await.map_err(mailbox("compute"))??;
+    let step = compute
+        .send(Step { round, shard })
+        .await
+        .map_err(mailbox("compute"))??;
     let backprop_done = Instant::now();
-    let agg = aggregator.send(FinishRound { round, lr }).await.map_err(mailbox("aggregator"))??;
+    let agg = aggregator
+        .send(FinishRound { round, lr })
+        .await
+        .map_err(mailbox("aggregator"))??;
     let exposed = backprop_done.elapsed();
-    let apply = compute.send(ApplyUpdate { round, lr, update: agg.value }).await.map_err(mailbox("compute"))??;
+    let apply = compute
+        .send(ApplyUpdate {
+            round,
+            lr,
+            update: agg.value,
+        })
+        .await
+        .map_err(mailbox("compute"))??;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Ok(ControlMsg::RoundDone {
         round,
@@ -83,11 +109,17 @@ async fn run_round(
 impl Handler<Command> for WorkerNode {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, cmd: Command, _: &mut Context<Self>) -> Self::Result {
-        let (loader, compute, aggregator) = (self.loader.clone(), self.compute.clone(), self.aggregator.clone());
+        let (loader, compute, aggregator) = (
+            self.loader.clone(),
+            self.compute.clone(),
+            self.aggregator.clone(),
+        );
         let rank0 = self.save_path_ok;
         Box::pin(async move {
             let res = match cmd.msg {
-                ControlMsg::BeginRound { round, lr, .. } => run_round(loader, compute, aggregator, round, lr).await,
+                ControlMsg::BeginRound { round, lr, .. } => {
+                    run_round(loader, compute, aggregator, round, lr).await
+                }
                 ControlMsg::Evaluate { .. } if rank0 => compute
                     .send(Evaluate)
                     .await
@@ -100,8 +132,20 @@ impl Handler<Command> for WorkerNode {
                     .map_err(mailbox("compute"))
                     .and_then(|r| r)
                     .map(|path| ControlMsg::Saved { path }),
-                ControlMsg::Checkpoint { round, cursor, root, keep, seed } if rank0 => compute
-                    .send(WriteCheckpoint { round, cursor, root, keep, seed })
+                ControlMsg::Checkpoint {
+                    round,
+                    cursor,
+                    root,
+                    keep,
+                    seed,
+                } if rank0 => compute
+                    .send(WriteCheckpoint {
+                        round,
+                        cursor,
+                        root,
+                        keep,
+                        seed,
+                    })
                     .await
                     .map_err(mailbox("compute"))
                     .and_then(|r| r)
@@ -112,7 +156,10 @@ impl Handler<Command> for WorkerNode {
                     .map_err(mailbox("compute"))
                     .and_then(|r| r)
                     .map(|weights_sha256| ControlMsg::Finished { weights_sha256 }),
-                other => Err(RuntimeError::Protocol(format!("unexpected command {}", other.name()))),
+                other => Err(RuntimeError::Protocol(format!(
+                    "unexpected command {}",
+                    other.name()
+                ))),
             };
             let _ = cmd.reply.send(res);
         })
@@ -126,7 +173,11 @@ impl Handler<Command> for WorkerNode {
 /// # Errors
 /// The coordinator died or went silent (named, with the round), a command failed, or the actors
 /// did not answer within `command_timeout`.
-pub fn control_loop(link: &mut AnyLink, node: &Addr<WorkerNode>, command_timeout: Duration) -> Result<(), RuntimeError> {
+pub fn control_loop(
+    link: &mut AnyLink,
+    node: &Addr<WorkerNode>,
+    command_timeout: Duration,
+) -> Result<(), RuntimeError> {
     let mut round = 0;
     loop {
         let msg = recv_msg(link, round, "waiting for the coordinator's next command")?;
@@ -143,12 +194,21 @@ pub fn control_loop(link: &mut AnyLink, node: &Addr<WorkerNode>, command_timeout
                 doing: format!("running {what} for round {round}"),
                 ms: command_timeout.as_millis() as u64,
             }),
-            Err(RecvTimeoutError::Disconnected) => Err(RuntimeError::Actor("the worker actor stopped".into())),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(RuntimeError::Actor("the worker actor stopped".into()))
+            }
         };
         match reply {
             Ok(answer) => send_msg(link, round, "reporting to the coordinator", &answer)?,
             Err(e) => {
-                let _ = send_msg(link, round, "aborting", &ControlMsg::Abort { reason: e.to_string() });
+                let _ = send_msg(
+                    link,
+                    round,
+                    "aborting",
+                    &ControlMsg::Abort {
+                        reason: e.to_string(),
+                    },
+                );
                 return Err(e);
             }
         }

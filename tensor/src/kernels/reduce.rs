@@ -29,7 +29,10 @@ pub fn mean(x: &[f32]) -> f32 {
 
 /// Largest element (`-inf` for an empty slice; NaN propagates as the larger).
 pub fn max(x: &[f32]) -> f32 {
-    x.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m || v.is_nan() { v } else { m })
+    x.iter().fold(
+        f32::NEG_INFINITY,
+        |m, &v| if v > m || v.is_nan() { v } else { m },
+    )
 }
 
 /// Index of the largest element (first on ties; `None` when empty).

@@ -267,7 +267,7 @@ impl Communicator {
             op: call.op,
             seq: call.seq,
             peer,
-            source,
+            source: Box::new(source),
         };
         self.poison(e)
     }

@@ -58,9 +58,9 @@ pub enum AggregateError {
         /// The rank at the other end of the link.
         peer: usize,
         /// What the link reported (its message names the peer node and, for a mismatch, both
-        /// nodes and both values).
+        /// nodes and both values). Boxed to keep `Result<_, AggregateError>` small.
         #[source]
-        source: TransportError,
+        source: Box<TransportError>,
     },
     /// Another rank reported that `failed` broke the collective; this rank stopped waiting.
     #[error(

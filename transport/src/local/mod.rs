@@ -19,6 +19,7 @@ pub struct LocalLink {
 }
 
 /// A full mesh of `names.len()` in-process ranks; give each group to its own thread.
+#[allow(clippy::needless_range_loop)] // (i, j) index a square matrix of ends
 pub fn mesh(names: &[&str], peer_timeout: Duration) -> Vec<Group> {
     let n = names.len();
     let mut ends: Vec<Vec<Option<AnyLink>>> =

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::handshake::{handshake, Identity};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -135,10 +135,7 @@ impl Acceptor {
     /// The next authenticated connection: `(peer node name, stream)`, or `None` at the deadline.
     pub fn next(&self, deadline: Instant) -> Option<(String, TcpStream)> {
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.rx.recv_timeout(left) {
-            Ok(x) => Some(x),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.rx.recv_timeout(left).ok()
     }
 }
 
