@@ -161,7 +161,7 @@ pub struct NodeArgs {
 /// `lockstep inspect`
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
-    /// A checkpoint or model file (safetensors).
+    /// A checkpoint directory (`<run dir>/checkpoints/round-*`) or a model file (safetensors).
     pub checkpoint: PathBuf,
 }
 

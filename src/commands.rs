@@ -53,13 +53,36 @@ pub fn node(a: &NodeArgs) -> Result<(), String> {
     lockstep_runtime::node::run(&opts).map_err(|e| e.to_string())
 }
 
-/// `lockstep inspect`
+/// `lockstep inspect`: a checkpoint directory (`round-*/`) or a safetensors file.
 ///
 /// # Errors
 /// An unreadable or invalid file.
 pub fn inspect(a: &InspectArgs) -> Result<(), String> {
-    let set = read_safetensors(&a.checkpoint).map_err(|e| e.to_string())?;
-    println!("{}", a.checkpoint.display());
+    let file = if a.checkpoint.is_dir() {
+        let dir = &a.checkpoint;
+        match lockstep_runtime::checkpoint::verify(dir) {
+            Ok(meta) => {
+                println!("checkpoint {}: complete, checksum verified", dir.display());
+                println!("  next round: {}", meta.round);
+                println!(
+                    "  data cursor: epoch {}, batch {}",
+                    meta.cursor.epoch, meta.cursor.batch_in_epoch
+                );
+                println!(
+                    "  seed: {}, optimizer steps: {}",
+                    meta.seed, meta.optimizer_step
+                );
+                println!("  state sha256: {}", meta.state_sha256);
+                println!("  weights sha256: {}", meta.weights_sha256);
+            }
+            Err(why) => println!("checkpoint {}: NOT usable: {why}", dir.display()),
+        }
+        dir.join("state.safetensors")
+    } else {
+        a.checkpoint.clone()
+    };
+    let set = read_safetensors(&file).map_err(|e| e.to_string())?;
+    println!("{}", file.display());
     let mut meta: Vec<_> = set.metadata.iter().collect();
     meta.sort();
     for (k, v) in meta {

@@ -308,17 +308,34 @@ fn a_node_with_the_wrong_token_is_refused_and_training_is_unchanged() {
         "intruder message:\n{err_i}"
     );
 
-    // Garbage and an oversized length on the coordinator's port.
-    for payload in [vec![0xABu8; 4096], {
-        let mut v = b"LKSH".to_vec();
-        v.extend_from_slice(&u32::MAX.to_le_bytes());
-        v
-    }] {
-        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-            let _ = s.write_all(&payload);
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut buf = [0u8; 64];
-            let _ = std::io::Read::read(&mut s, &mut buf);
+    // Garbage and an oversized length field on the coordinator's port and on a worker's data
+    // port (whose address the coordinator logged at registration).
+    let log = std::fs::read_to_string(b.path().join("logs/coordinator.log")).unwrap();
+    let worker_addr = log
+        .lines()
+        .find(|l| l.contains("registered") && l.contains("worker-0"))
+        .and_then(|l| l.split("data_addr=").nth(1))
+        .map(|s| s.split_whitespace().next().unwrap_or("").to_string())
+        .expect("the coordinator logs each worker's data address");
+    for target in [addr.as_str(), worker_addr.as_str()] {
+        for payload in [vec![0xABu8; 4096], {
+            let mut v = b"LKSH".to_vec();
+            v.extend_from_slice(&u32::MAX.to_le_bytes());
+            v.extend_from_slice(&[0u8; 60]);
+            v
+        }] {
+            // A closed port (the data listener is gone once the mesh is built) counts as closed.
+            if let Ok(mut s) = std::net::TcpStream::connect(target) {
+                let _ = s.write_all(&payload);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut rest = Vec::new();
+                let closed = std::io::Read::read_to_end(&mut s, &mut rest);
+                assert!(
+                    closed.is_ok()
+                        || matches!(closed, Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+                    "{target} did not close a garbage connection: {closed:?}"
+                );
+            }
         }
     }
     let out = wait_with_deadline(child, LIMIT);

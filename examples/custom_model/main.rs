@@ -3,7 +3,7 @@
 //! it on the digits data set with N in-process workers over shared memory or TCP.
 //!
 //! ```sh
-//! cargo run --release --example custom_model -- [WORKERS] [shm|tcp]
+//! cargo run --release --example custom_model -- [WORKERS] [shm|tcp]   # WORKERS divides 64
 //! ```
 
 use lockstep::runtime::embed::LocalCluster;
@@ -307,8 +307,18 @@ impl Model for WideAndDeep {
     }
 }
 
-fn main() -> Result<(), RuntimeError> {
+fn main() -> std::process::ExitCode {
     lockstep::logging::init();
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("custom_model: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), RuntimeError> {
     let args: Vec<String> = std::env::args().collect();
     let workers: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2);
     let transport = match args.get(2).map(String::as_str) {

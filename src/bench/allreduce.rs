@@ -274,13 +274,27 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
     m.heartbeat_ms = (cfg.peer_timeout_ms / 6).max(10);
     let l = Listener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     let g = connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())?;
-    let mut c = Communicator::new(g, AggregateConfig::default());
+    let mut c = Communicator::new(g, aggregate_config()?);
     match cfg.mode.as_str() {
         "bench" => bench(&mut c, &cfg),
         "check" => check(&mut c, &cfg),
         "loop" => run_loop(&mut c, &cfg),
         m => Err(format!("unknown allreduce worker mode {m:?}")),
     }
+}
+
+/// The default settings, with `LOCKSTEP_CHUNK_BYTES` and `LOCKSTEP_SMALL_BYTES` (sizes such as
+/// `1MiB`) overriding `chunk_bytes` and `small_bytes` when set (to measure other settings).
+fn aggregate_config() -> Result<AggregateConfig, String> {
+    let mut a = AggregateConfig::default();
+    let var = |name: &str| std::env::var(name).ok().map(|v| parse_size(&v)).transpose();
+    if let Some(b) = var("LOCKSTEP_CHUNK_BYTES")? {
+        a.chunk_bytes = b.max(4);
+    }
+    if let Some(b) = var("LOCKSTEP_SMALL_BYTES")? {
+        a.small_bytes = b;
+    }
+    Ok(a)
 }
 
 /// One allreduce (or parameter-server round trip) of `x` with `algo`.
@@ -419,6 +433,8 @@ fn run_loop(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), String> {
 }
 
 /// The same-run reference at `bytes`: memcpy (shm) or loopback socket throughput (tcp), GB/s.
+/// One untimed pass first, so page faults of fresh buffers and TCP slow start are not counted
+/// (the collective is timed warm too).
 ///
 /// # Errors
 /// Socket errors (tcp).
@@ -428,6 +444,7 @@ pub fn reference(transport: &str, bytes: usize) -> Result<f64, String> {
     let src = vec![1u8; bytes];
     if transport == "shm" {
         let mut dst = vec![0u8; bytes];
+        dst.copy_from_slice(&src);
         let t = Instant::now();
         for _ in 0..iters {
             dst.copy_from_slice(std::hint::black_box(&src));
@@ -440,6 +457,8 @@ pub fn reference(transport: &str, bytes: usize) -> Result<f64, String> {
     let reader = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut s, _) = l.accept()?;
         let mut buf = vec![0u8; bytes];
+        s.read_exact(&mut buf)?;
+        s.write_all(&[1])?;
         for _ in 0..iters {
             s.read_exact(&mut buf)?;
         }
@@ -447,11 +466,13 @@ pub fn reference(transport: &str, bytes: usize) -> Result<f64, String> {
     });
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
     let _ = s.set_nodelay(true);
+    let mut one = [0u8; 1];
+    s.write_all(&src).map_err(|e| e.to_string())?;
+    s.read_exact(&mut one).map_err(|e| e.to_string())?;
     let t = Instant::now();
     for _ in 0..iters {
         s.write_all(&src).map_err(|e| e.to_string())?;
     }
-    let mut one = [0u8; 1];
     s.read_exact(&mut one).map_err(|e| e.to_string())?;
     let gbps = (bytes * iters) as f64 / t.elapsed().as_secs_f64() / 1e9;
     reader

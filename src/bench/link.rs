@@ -7,6 +7,13 @@
 //! The same worker entry point also serves the multi-process transport tests
 //! (`tests/transport_*.rs`): the `mode` field of the JSON config picks what the worker does.
 //! Throughputs are in GB/s (1e9 bytes per second).
+//!
+//! After the throughput run both workers play ping-pong with messages of the same size: the
+//! half round trip of each exchange (send, then wait for the same-size reply, consumed in place
+//! with `recv_with`) gives the small-message latency, reported as p50/p99 in microseconds
+//! (`p50_us`, `p99_us` in `--json`). `LOCKSTEP_SHM_WAIT=spin` in the environment switches the
+//! shared-memory rings from the adaptive spin -> yield -> futex wait to pure spinning, to
+//! compare the two (benchmark knob only).
 
 // The transport's `Error` is large by design (names, round, op); see lockstep-transport.
 #![allow(clippy::result_large_err)]
@@ -95,16 +102,18 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
         .ok_or("worker 0 gave no result")?;
     let r: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
     println!(
-        "{:<10} {:>12} {:>12} {:>16} {:>8}",
-        "transport", "bytes", "GB/s", "reference GB/s", "ratio"
+        "{:<10} {:>12} {:>12} {:>16} {:>8} {:>10} {:>10}",
+        "transport", "bytes", "GB/s", "reference GB/s", "ratio", "p50 us", "p99 us"
     );
     println!(
-        "{:<10} {:>12} {:>12.3} {:>16.3} {:>8.3}",
+        "{:<10} {:>12} {:>12.3} {:>16.3} {:>8.3} {:>10.2} {:>10.2}",
         r["transport"].as_str().unwrap_or("?"),
         r["bytes"],
         r["gbps"].as_f64().unwrap_or(0.0),
         r["reference_gbps"].as_f64().unwrap_or(0.0),
-        r["ratio"].as_f64().unwrap_or(0.0)
+        r["ratio"].as_f64().unwrap_or(0.0),
+        r["p50_us"].as_f64().unwrap_or(0.0),
+        r["p99_us"].as_f64().unwrap_or(0.0)
     );
     if let Some(p) = &args.json {
         std::fs::write(
@@ -333,10 +342,13 @@ fn bench(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
         }
         g.link(peer).recv(&Expect::op(Op::Bench, 0, 2)).map_err(e)?;
         let gbps = (len * cfg.iters) as f64 / start.elapsed().as_secs_f64() / 1e9;
+        let (p50, p99, rounds) = ping_pong(g, len)?;
         let reference = reference(g, cfg, len)?;
         let out = serde_json::json!({
             "transport": cfg.transport, "bytes": len, "gbps": gbps,
             "reference_gbps": reference, "ratio": gbps / reference,
+            "p50_us": p50, "p99_us": p99, "latency_rounds": rounds,
+            "shm_wait": if lockstep_transport::shm::ring::spin_only() { "spin" } else { "adaptive" },
         });
         println!("RESULT {out}");
     } else {
@@ -353,9 +365,52 @@ fn bench(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
             }
         }
         ack(g, 2).map_err(e)?;
+        ping_pong(g, len)?;
         reference(g, cfg, len)?;
     }
     g.link(peer).flush().map_err(e)
+}
+
+/// Ping-pong rounds for a message of `len` bytes: enough to be stable, bounded in bytes moved.
+fn latency_rounds(len: usize) -> usize {
+    ((256usize << 20) / len.max(1)).clamp(20, 5000)
+}
+
+/// Rank 0 sends, rank 1 answers with a message of the same size; rank 0 returns the p50 and
+/// p99 of half the round trip in microseconds (rank 1 returns zeros) and the timed rounds.
+fn ping_pong(g: &mut Group, len: usize) -> Result<(f64, f64, usize), String> {
+    let (me, peer) = (g.rank(), 1 - g.rank());
+    let e = |e: lockstep_transport::Error| e.to_string();
+    let rounds = latency_rounds(len);
+    let warm = (rounds / 10).max(5);
+    let data = pattern(me, len);
+    let mut half_rtt_us = Vec::with_capacity(rounds);
+    for i in 0..warm + rounds {
+        let h = FrameHeader::data(Op::P2p, 2, i as u64, 0, 0, len as u64);
+        let expect = Expect::op(Op::P2p, 2, i as u64);
+        let mut n = 0usize;
+        let t = Instant::now();
+        if me == 0 {
+            g.link(peer).send(h, data.clone()).map_err(e)?;
+        }
+        g.link(peer)
+            .recv_with(&expect, &mut |_, p| n += p.len())
+            .map_err(e)?;
+        if me == 1 {
+            g.link(peer).send(h, data.clone()).map_err(e)?;
+        } else if i >= warm {
+            half_rtt_us.push(t.elapsed().as_secs_f64() * 1e6 / 2.0);
+        }
+        if n != len {
+            return Err(format!("ping-pong: got {n} bytes, want {len}"));
+        }
+    }
+    if me == 1 {
+        return Ok((0.0, 0.0, rounds));
+    }
+    half_rtt_us.sort_by(f64::total_cmp);
+    let pct = |q: f64| half_rtt_us[((half_rtt_us.len() - 1) as f64 * q).round() as usize];
+    Ok((pct(0.50), pct(0.99), rounds))
 }
 
 /// The same-run reference: raw std sockets (tcp) or a memcpy loop (shm). Rank 0 returns GB/s.

@@ -19,6 +19,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod link;
+mod liveness;
 pub mod local;
 mod outbox;
 pub mod rdma;

@@ -47,7 +47,7 @@ pub struct Communicator {
 impl Communicator {
     /// A communicator over `group`, at round 0 and sequence number 0.
     pub fn new(group: Group, config: AggregateConfig) -> Communicator {
-        let retain = config.chunk_bytes.saturating_mul(16).max(1 << 20);
+        let retain = config.chunk_bytes.saturating_mul(64).max(32 << 20);
         Communicator {
             group,
             round: 0,

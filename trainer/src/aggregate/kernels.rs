@@ -12,6 +12,16 @@ pub(crate) enum Sink<'a> {
         /// Where the sum goes.
         out: &'a mut [f32],
     },
+    /// `v = (acc[i] + x) / div` (no division when `div` is `None`), stored in both `acc[i]` and
+    /// `out[i]`: the final sum of a reduce-scatter, kept and forwarded in one pass.
+    Finish {
+        /// This rank's contribution; receives the result.
+        acc: &'a mut [f32],
+        /// Where the result is also written (the buffer that is forwarded).
+        out: &'a mut [f32],
+        /// Divisor of a mean.
+        div: Option<f32>,
+    },
     /// `dst[i] += x`.
     Accumulate(&'a mut [f32]),
     /// `dst[i] = x`.
@@ -21,7 +31,7 @@ pub(crate) enum Sink<'a> {
 impl Sink<'_> {
     fn capacity(&self) -> usize {
         match self {
-            Sink::AddTo { out, .. } => out.len(),
+            Sink::AddTo { out, .. } | Sink::Finish { out, .. } => out.len(),
             Sink::Accumulate(d) | Sink::Copy(d) => d.len(),
         }
     }
@@ -39,6 +49,7 @@ impl Sink<'_> {
     fn apply_aligned(&mut self, at: usize, x: &[f32]) {
         let r = at..at + x.len();
         match self {
+            Sink::Finish { acc, out, div } => finish(&mut acc[r.clone()], &mut out[r], x, *div),
             Sink::AddTo { local, out } => {
                 for ((o, &l), &v) in out[r.clone()].iter_mut().zip(&local[r]).zip(x) {
                     *o = l + v;
@@ -58,6 +69,10 @@ impl Sink<'_> {
         let r = at..at + src.len() / 4;
         let chunks = src.chunks_exact(4);
         match self {
+            Sink::Finish { acc, out, div } => {
+                let x: Vec<f32> = chunks.map(le).collect();
+                finish(&mut acc[r.clone()], &mut out[r], &x, *div);
+            }
             Sink::AddTo { local, out } => {
                 for ((o, &l), b) in out[r.clone()].iter_mut().zip(&local[r]).zip(chunks) {
                     *o = l + le(b);
@@ -74,6 +89,22 @@ impl Sink<'_> {
                 }
             }
         }
+    }
+}
+
+/// `acc[i] = out[i] = (acc[i] + x[i]) / div`: the same operations, in the same order, as an
+/// addition followed by [`divide`], so the bits do not depend on which path ran.
+fn finish(acc: &mut [f32], out: &mut [f32], x: &[f32], div: Option<f32>) {
+    let it = acc.iter_mut().zip(out.iter_mut()).zip(x);
+    match div {
+        None => it.for_each(|((a, o), &v)| {
+            *a += v;
+            *o = *a;
+        }),
+        Some(d) => it.for_each(|((a, o), &v)| {
+            *a = (*a + v) / d;
+            *o = *a;
+        }),
     }
 }
 
@@ -185,6 +216,39 @@ mod tests {
         for i in 0..37 {
             assert_eq!(out[i], local[i] + src[i]);
         }
+    }
+
+    #[test]
+    fn finish_matches_add_then_divide_bit_for_bit() {
+        let src: Vec<f32> = (0..29).map(|i| i as f32 * 0.37 - 3.1).collect();
+        let local: Vec<f32> = (0..29).map(|i| 1.0 / (i as f32 + 0.7)).collect();
+        let wire = bytes(&src);
+        for div in [None, Some(3.0f32)] {
+            let mut expect = vec![0f32; 29];
+            let mut c = Consumer::new(Sink::AddTo {
+                local: &local,
+                out: &mut expect,
+            });
+            c.feed(0, &wire);
+            if let Some(d) = div {
+                divide(&mut expect, d as usize);
+            }
+            let (mut acc, mut out) = (local.clone(), vec![0f32; 29]);
+            let mut c = Consumer::new(Sink::Finish {
+                acc: &mut acc,
+                out: &mut out,
+                div,
+            });
+            // Cut inside an element so both the aligned and the unaligned path run.
+            c.feed(0, &wire[..18]);
+            c.feed(18, &wire[18..]);
+            assert_eq!(bits(&acc), bits(&expect));
+            assert_eq!(bits(&out), bits(&expect));
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     #[test]

@@ -16,14 +16,18 @@
 //! run, for a given world size and chunk size.
 
 use super::comm::{Call, Communicator};
-use super::kernels::{divide, split, Consumer, Sink};
+use super::kernels::{split, Consumer, Sink};
 use super::AggregateError;
 use lockstep_tensor::cast_slice_mut;
 use std::collections::VecDeque;
 use std::ops::Range;
 
-/// Step-0 pieces posted before the first receive.
-const SEND_AHEAD: usize = 2;
+/// Frames this rank may have posted beyond those it has received: pieces of its own segment
+/// are posted only while fewer are outstanding. Every receive (but those of the last step) posts
+/// exactly one frame, so sends and receives stay balanced and at most this many frames per link
+/// are in flight: they fit in a shared-memory ring or a socket buffer, the send completes inline
+/// and no writer thread, queue or fresh buffer is involved.
+const SEND_AHEAD: usize = 3;
 
 /// The layout of segments and pieces, the same on every rank.
 #[derive(Default)]
@@ -69,26 +73,27 @@ pub(crate) fn allreduce(
         right: (c.rank() + 1) % n,
         ..Ring::default()
     };
-    for _ in 0..SEND_AHEAD.min(ring.lay.pieces) {
-        ring.emit_first(c, call, data)?;
-    }
-    while let Some((u, j)) = ring.upcoming.pop_front() {
-        ring.receive(c, call, data, u, j)?;
-        if ring.first_sent < ring.lay.pieces {
+    loop {
+        while ring.first_sent < ring.lay.pieces && ring.upcoming.len() < SEND_AHEAD {
             ring.emit_first(c, call, data)?;
         }
+        let Some((u, j)) = ring.upcoming.pop_front() else {
+            return Ok(());
+        };
+        ring.receive(c, call, data, u, j)?;
     }
-    Ok(())
 }
 
 /// The state of one ring allreduce on this rank.
 ///
 /// Frames between two neighbours arrive in the order they were sent, so the receiver must
-/// expect exactly the sender's order. Every rank generates the same send sequence: `SEND_AHEAD`
-/// pieces of its own segment, then after each receive the piece that receive produced (if any)
-/// followed by the next piece of its own segment. `upcoming` holds the tags `(step, piece)` of
-/// this rank's sends not yet matched by a receive, which is the order its left neighbour's
-/// frames arrive in.
+/// expect exactly the sender's order. Every rank generates the same send sequence (it depends
+/// on counts only, never on timing): before each receive, pieces of its own segment while fewer
+/// than `SEND_AHEAD` sends are unmatched, and after each receive the piece that receive produced
+/// (if any). `upcoming` holds the tags `(step, piece)` of this rank's sends not yet matched by a
+/// receive, which is the order its left neighbour's frames arrive in. A rank only waits when
+/// `upcoming` is not empty, and its left neighbour has then posted that frame already, so the
+/// ring cannot deadlock.
 #[derive(Default)]
 struct Ring {
     lay: Layout,
@@ -130,26 +135,25 @@ impl Ring {
         let bytes = pr.len() * 4;
         if u + 2 <= n {
             // Reduce-scatter: partial (or, at step n-2, final) sum of this piece.
+            // The last one is kept in `data` and forwarded in the same pass.
             let mut out = c.take(bytes);
             let out_f =
                 cast_slice_mut::<f32>(&mut out).map_err(|e| c.invalid(call, e.to_string()))?;
-            let mut consumer = Consumer::new(Sink::AddTo {
-                local: &data[pr.clone()],
-                out: out_f,
-            });
-            c.recv_into(call, self.left, bytes, &mut consumer)?;
-            let last = u + 2 == n;
-            if last && self.mean {
-                let out_f =
-                    cast_slice_mut::<f32>(&mut out).map_err(|e| c.invalid(call, e.to_string()))?;
-                divide(out_f, n);
-            }
-            let out = out.freeze();
-            c.send(call, self.right, out.clone())?;
+            let sink = if u + 2 == n {
+                Sink::Finish {
+                    acc: &mut data[pr],
+                    out: out_f,
+                    div: self.mean.then_some(n as f32),
+                }
+            } else {
+                Sink::AddTo {
+                    local: &data[pr],
+                    out: out_f,
+                }
+            };
+            c.recv_into(call, self.left, bytes, &mut Consumer::new(sink))?;
+            c.send(call, self.right, out.freeze())?;
             self.upcoming.push_back((u + 1, j));
-            if last {
-                data[pr].copy_from_slice(bytemuck::cast_slice(&out));
-            }
         } else if u + 1 < steps {
             // Allgather, forwarding the received buffer unchanged.
             let b = c.recv_buf(call, self.left, bytes)?;

@@ -9,14 +9,14 @@ use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, FrameKind, HEADER_LEN};
 use crate::link::{Frame, Link};
+use crate::liveness::Liveness;
 use crate::outbox::{io_error, Outbox, Sink};
 use lockstep_tensor::{Buffer, BufferMut, BufferPool};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 const PARK_SLICE: Duration = Duration::from_millis(5);
 
@@ -24,53 +24,6 @@ const PARK_SLICE: Duration = Duration::from_millis(5);
 struct Mapped {
     ring: Ring,
     _mem: BufferMut,
-}
-
-/// The TCP side channel: heartbeats out, liveness in.
-struct Liveness {
-    stream: TcpStream,
-    last_seen: Mutex<Instant>,
-    timeout: Duration,
-}
-
-impl Liveness {
-    /// Note progress seen on the ring.
-    fn saw(&self) {
-        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-    }
-
-    /// Drain heartbeats without blocking. EOF: `BrokenPipe`; silent past the timeout: `TimedOut`.
-    fn check(&self) -> io::Result<()> {
-        let mut last = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-        let mut buf = [0u8; 1024];
-        loop {
-            // SAFETY: recv into a valid stack buffer of the given length; MSG_DONTWAIT never blocks.
-            let n = unsafe {
-                libc::recv(
-                    self.stream.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            match n {
-                0 => return Err(io::ErrorKind::BrokenPipe.into()),
-                n if n > 0 => *last = Instant::now(),
-                _ => {
-                    let e = io::Error::last_os_error();
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => break,
-                        io::ErrorKind::Interrupted => continue,
-                        _ => return Err(e),
-                    }
-                }
-            }
-        }
-        if last.elapsed() > self.timeout {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        Ok(())
-    }
 }
 
 struct ShmSink {
@@ -256,11 +209,7 @@ impl ShmLink {
     ) -> Result<ShmLink> {
         let hb = stream.try_clone().map_err(hs_io(peer, "dup(socket)"))?;
         let _ = hb.set_write_timeout(Some(cfg.peer_timeout));
-        let live = Arc::new(Liveness {
-            stream,
-            last_seen: Mutex::new(Instant::now()),
-            timeout: cfg.peer_timeout,
-        });
+        let live = Arc::new(Liveness::new(stream, cfg.peer_timeout));
         let sink = ShmSinkHandle(ShmSink {
             out: Arc::new(out),
             live: live.clone(),

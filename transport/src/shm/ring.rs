@@ -9,9 +9,14 @@
 //! Waiting is adaptive: spin briefly (a spinning round trip costs ~0.1 us), then `yield` (more
 //! processes than cores: let the other side run), then park on the futex (a wake-up costs
 //! ~25 us, so only when idle). The futex is the process-shared kind (no `FUTEX_PRIVATE_FLAG`).
+//!
+//! For benchmarks and tests only, `LOCKSTEP_SHM_WAIT=spin` in the environment makes every wait
+//! spin without yielding or parking, so `lockstep bench link` can show what pure spinning would
+//! give next to the adaptive wait (see the transport notes for both figures).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// Bytes before the data area.
 pub const RING_HEADER: usize = 4096;
@@ -27,6 +32,12 @@ const OFF_SPACE_SEQ: usize = 256;
 const OFF_SPACE_WAIT: usize = 260;
 const SPINS: u32 = 200;
 const YIELDS: u32 = 50;
+
+/// Whether `LOCKSTEP_SHM_WAIT=spin` asks for pure spinning (benchmark knob, read once).
+pub fn spin_only() -> bool {
+    static SPIN: OnceLock<bool> = OnceLock::new();
+    *SPIN.get_or_init(|| std::env::var("LOCKSTEP_SHM_WAIT").is_ok_and(|v| v == "spin"))
+}
 
 /// A view of one ring. The mapping must outlive it (the owner keeps both together).
 pub struct Ring {
@@ -202,6 +213,9 @@ impl Ring {
         waiting: usize,
         slice: Duration,
     ) -> bool {
+        if spin_only() {
+            return self.spin_for(&ready, slice);
+        }
         for i in 0..SPINS + YIELDS {
             if ready(self) {
                 return true;
@@ -220,6 +234,24 @@ impl Ring {
         }
         self.atomic32(waiting).store(0, Ordering::SeqCst);
         ready(self)
+    }
+}
+
+impl Ring {
+    /// Spin (never yield, never park) until `ready` or `slice` has passed.
+    fn spin_for(&self, ready: &impl Fn(&Ring) -> bool, slice: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            for _ in 0..1024 {
+                if ready(self) {
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= slice {
+                return ready(self);
+            }
+        }
     }
 }
 
