@@ -7,17 +7,22 @@ use lockstep::bench::allreduce::{spawn_workers, start_workers, wait_output, Work
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lockstep"))
 }
 
+/// A worker config with a cluster name of its own: tests run in parallel, and shared-memory
+/// segments are named after the cluster and the nodes.
 fn config(mode: &str, transport: &str, algo: &str, sizes: Vec<usize>) -> WorkerConfig {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, Ordering::Relaxed);
     WorkerConfig {
         mode: mode.into(),
         coordinator: String::new(),
-        cluster: format!("aggtest{}", std::process::id()),
+        cluster: format!("aggtest{}-{run}", std::process::id()),
         transport: transport.into(),
         algo: algo.into(),
         sizes,
@@ -79,22 +84,31 @@ fn assert_exact_and_identical(
 
 const SIZES: [usize; 4] = [0, 1, 7, 4099];
 
-#[test]
-fn every_algorithm_and_world_over_tcp() {
+/// Every world size 1..=5 and algorithm over `transport`; world 3 runs twice and must give the
+/// same bits both times.
+fn every_algorithm_and_world(transport: &str) {
     for world in 1..=5 {
         for algo in ["ring", "tree", "auto", "ps"] {
-            assert_exact_and_identical(world, "tcp", algo, &SIZES);
+            let first = assert_exact_and_identical(world, transport, algo, &SIZES);
+            if world == 3 {
+                let again = assert_exact_and_identical(world, transport, algo, &SIZES);
+                assert_eq!(
+                    first, again,
+                    "{transport} {algo}: bits changed between runs"
+                );
+            }
         }
     }
 }
 
 #[test]
+fn every_algorithm_and_world_over_tcp() {
+    every_algorithm_and_world("tcp");
+}
+
+#[test]
 fn every_algorithm_and_world_over_shm() {
-    for world in 1..=5 {
-        for algo in ["ring", "tree", "auto", "ps"] {
-            assert_exact_and_identical(world, "shm", algo, &SIZES);
-        }
-    }
+    every_algorithm_and_world("shm");
 }
 
 #[test]

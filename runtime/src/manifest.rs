@@ -187,6 +187,12 @@ pub struct JobSpec {
     /// Evaluate on the test split every this many rounds (0: once per epoch).
     #[serde(default)]
     pub eval_every: u64,
+    /// Bit-reproducible across world sizes: cut every global batch into this many equal
+    /// micro-batches (a power of two), sum their gradients in a fixed binary tree (locally, then
+    /// by recursive-doubling allreduce). 1, 2, 4 ... workers then produce identical weights.
+    /// 0 (default) = off: one shard per worker, mean allreduce with the fastest algorithm.
+    #[serde(default)]
+    pub micro_batches: usize,
     /// `[job.data]`
     pub data: DataSpec,
     /// `[job.model]`
@@ -341,6 +347,21 @@ impl Manifest {
                     job.global_batch as f64 / workers as f64
                 ),
             ));
+        }
+        let m = job.micro_batches;
+        if m > 0 {
+            if !m.is_power_of_two() || !m.is_multiple_of(workers) || !job.global_batch.is_multiple_of(m) {
+                return Err(self.invalid(
+                    "job.micro_batches",
+                    format!(
+                        "{m} micro-batches need to be a power of two, a multiple of the {workers} workers, and to divide job.global_batch = {}",
+                        job.global_batch
+                    ),
+                ));
+            }
+            if job.aggregation == Aggregation::ParameterServer {
+                return Err(self.invalid("job.micro_batches", "applies to allreduce aggregation only".into()));
+            }
         }
         if self.cluster.heartbeat_ms == 0
             || self.cluster.peer_timeout_ms <= self.cluster.heartbeat_ms

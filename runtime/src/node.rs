@@ -370,15 +370,18 @@ fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             ps,
             params: model.params().to_vec(),
         }
+    } else if m.job.micro_batches > 0 {
+        Mode::AllreduceTreeSum
     } else {
         Mode::Allreduce
     };
+    let micro_per_worker = m.job.micro_batches / workers.len().max(1);
     let table = Arc::new(split.train.clone());
     let mut source = TableSource::new(
         &m.data_path().display().to_string(),
         table,
         m.job.global_batch,
-        false,
+        job::plan(m, split.train.rows).drop_last,
         m.job.seed,
         rank,
         workers.len(),
@@ -395,6 +398,7 @@ fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {
         let res = start_worker_actors(
+            micro_per_worker,
             model,
             optimizer,
             comm,
@@ -449,6 +453,7 @@ fn once<T: Send + 'static>(v: T) -> impl Fn() -> T + Send + Sync {
 
 #[allow(clippy::too_many_arguments)]
 async fn start_worker_actors(
+    micro_per_worker: usize,
     model: Box<dyn lockstep_trainer::model::Model>,
     optimizer: lockstep_trainer::optim::Optimizer,
     comm: Communicator,
@@ -467,7 +472,7 @@ async fn start_worker_actors(
     let agg_rcpt = aggregator.clone().recipient();
     let compute = SyncArbiter::start(
         1,
-        once(Compute::new(model, optimizer, agg_rcpt, world, task, test)),
+        once(Compute::new(model, optimizer, agg_rcpt, world, task, test).with_micro_batches(micro_per_worker)),
     );
     let loader = SyncArbiter::start(1, once(DataLoader::new(source, first_round)));
     let params = compute.send(GetParams).await.map_err(mailbox)??;

@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 /// What the parent tells each worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerConfig {
-    /// `bench`, `exchange`, `stream` (send until killed) or `listen` (tests).
+    /// `bench`, `exchange`, `stream` (send until killed), `listen` or `listen3` (tests).
     pub mode: String,
-    /// Coordinator address (all modes but `listen`).
+    /// Coordinator address (all modes but `listen`; `listen3`: the address of node `n2`).
     pub coordinator: String,
     /// Cluster name.
     pub cluster: String,
@@ -176,7 +176,7 @@ pub fn spawn_pair(mut cfg: WorkerConfig) -> Result<Vec<String>, String> {
 pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
     let cfg: WorkerConfig =
         serde_json::from_str(&args.config).map_err(|e| format!("bad worker config: {e}"))?;
-    if cfg.mode == "listen" {
+    if cfg.mode == "listen" || cfg.mode == "listen3" {
         return listen(&cfg);
     }
     let mut g = join(&cfg, args.rank)?;
@@ -288,30 +288,47 @@ fn stream(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// Test helper: bind port 0, print `ADDR <addr>`, join a two-node mesh as rank 1 (`n1`)
-/// expecting `n0` to connect, then print `GOT <len> <crc>` for the first frame.
+/// Test helper: bind port 0, print `ADDR <addr>`, join a mesh as rank 1 (`n1`) expecting `n0`
+/// to connect, then print `GOT <len> <crc>` for the first frame from `n0`.
+///
+/// Mode `listen3` (the malformed-header test): a three-node mesh whose `n2` listens at
+/// `cfg.coordinator`; print `ERR0 <error>` for what arrives from `n0` (which sends a bad header),
+/// then receive one frame from `n2`, print `GOT2 <len> <crc>` and send it back to `n2`.
 fn listen(cfg: &WorkerConfig) -> Result<(), String> {
     let l = Listener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     println!("ADDR {}", l.local_addr().map_err(|e| e.to_string())?);
     let _ = std::io::stdout().flush();
+    let three = cfg.mode == "listen3";
     let mut m = mesh_config(cfg, "n1", 1)?;
-    m.peers = vec![
-        PeerAddr {
-            name: "n0".into(),
-            addr: "127.0.0.1:1".into(),
-        },
-        PeerAddr {
-            name: "n1".into(),
-            addr: String::new(),
-        },
-    ];
+    let addr = |name: &str, addr: &str| PeerAddr {
+        name: name.into(),
+        addr: addr.into(),
+    };
+    m.peers = vec![addr("n0", "127.0.0.1:1"), addr("n1", "")];
+    if three {
+        m.peers.push(addr("n2", &cfg.coordinator));
+    }
     let mut g = lockstep_transport::connect_mesh(&m, l).map_err(|e| e.to_string())?;
+    let from0 = g.link(0).recv(&Expect::default());
+    if !three {
+        let f = from0.map_err(|e| e.to_string())?;
+        println!("GOT {} {:#010x}", f.payload.len(), crc(&f.payload));
+        return Ok(());
+    }
+    match from0 {
+        Ok(f) => println!("GOT0 {}", f.payload.len()),
+        Err(e) => println!("ERR0 {e}"),
+    }
+    let _ = std::io::stdout().flush();
     let f = g
-        .link(0)
+        .link(2)
         .recv(&Expect::default())
         .map_err(|e| e.to_string())?;
-    println!("GOT {} {:#010x}", f.payload.len(), crc(&f.payload));
-    Ok(())
+    println!("GOT2 {} {:#010x}", f.payload.len(), crc(&f.payload));
+    g.link(2)
+        .send(f.header, f.payload)
+        .map_err(|e| e.to_string())?;
+    g.link(2).flush().map_err(|e| e.to_string())
 }
 
 fn bench(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
@@ -342,12 +359,12 @@ fn bench(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
         }
         g.link(peer).recv(&Expect::op(Op::Bench, 0, 2)).map_err(e)?;
         let gbps = (len * cfg.iters) as f64 / start.elapsed().as_secs_f64() / 1e9;
-        let (p50, p99, rounds) = ping_pong(g, len)?;
+        let lat = ping_pong(g, len)?;
         let reference = reference(g, cfg, len)?;
         let out = serde_json::json!({
             "transport": cfg.transport, "bytes": len, "gbps": gbps,
             "reference_gbps": reference, "ratio": gbps / reference,
-            "p50_us": p50, "p99_us": p99, "latency_rounds": rounds,
+            "p50_us": lat.p50, "p99_us": lat.p99, "mean_us": lat.mean, "latency_rounds": lat.rounds,
             "shm_wait": if lockstep_transport::shm::ring::spin_only() { "spin" } else { "adaptive" },
         });
         println!("RESULT {out}");
@@ -373,16 +390,25 @@ fn bench(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
 
 /// Ping-pong rounds for a message of `len` bytes: enough to be stable, bounded in bytes moved.
 fn latency_rounds(len: usize) -> usize {
-    ((256usize << 20) / len.max(1)).clamp(20, 5000)
+    ((256usize << 20) / len.max(1)).clamp(10, 20_000)
 }
 
-/// Rank 0 sends, rank 1 answers with a message of the same size; rank 0 returns the p50 and
-/// p99 of half the round trip in microseconds (rank 1 returns zeros) and the timed rounds.
-fn ping_pong(g: &mut Group, len: usize) -> Result<(f64, f64, usize), String> {
+/// Half-round-trip statistics in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    mean: f64,
+    rounds: usize,
+}
+
+/// Rank 0 sends, rank 1 answers with a message of the same size; rank 0 returns the statistics
+/// of half the round trip (rank 1 returns zeros).
+fn ping_pong(g: &mut Group, len: usize) -> Result<Latency, String> {
     let (me, peer) = (g.rank(), 1 - g.rank());
     let e = |e: lockstep_transport::Error| e.to_string();
     let rounds = latency_rounds(len);
-    let warm = (rounds / 10).max(5);
+    let warm = (rounds / 10).clamp(2, 1000);
     let data = pattern(me, len);
     let mut half_rtt_us = Vec::with_capacity(rounds);
     for i in 0..warm + rounds {
@@ -406,11 +432,16 @@ fn ping_pong(g: &mut Group, len: usize) -> Result<(f64, f64, usize), String> {
         }
     }
     if me == 1 {
-        return Ok((0.0, 0.0, rounds));
+        return Ok(Latency::default());
     }
     half_rtt_us.sort_by(f64::total_cmp);
     let pct = |q: f64| half_rtt_us[((half_rtt_us.len() - 1) as f64 * q).round() as usize];
-    Ok((pct(0.50), pct(0.99), rounds))
+    Ok(Latency {
+        p50: pct(0.50),
+        p99: pct(0.99),
+        mean: half_rtt_us.iter().sum::<f64>() / rounds as f64,
+        rounds,
+    })
 }
 
 /// The same-run reference: raw std sockets (tcp) or a memcpy loop (shm). Rank 0 returns GB/s.

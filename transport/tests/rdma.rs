@@ -5,6 +5,8 @@
 //! 4 KiB and 1 MiB both ways at once.
 
 use lockstep_transport::{rdma, Error};
+#[cfg(feature = "rdma")]
+use std::io::Write;
 
 #[cfg(not(feature = "rdma"))]
 #[test]
@@ -22,7 +24,8 @@ fn rdma_link_moves_sizes_both_ways_or_skips_without_a_device() {
     let dev = match rdma::open_device() {
         Ok(d) => d,
         Err(Error::Unsupported(m)) => {
-            println!("SKIPPED rdma link test: {m}");
+            // Straight to stderr, past libtest's capture, so CI logs show the skip.
+            let _ = writeln!(std::io::stderr(), "SKIPPED rdma link test: {m}");
             assert!(
                 m.starts_with("rdma: no RDMA device found") || m.starts_with("rdma: cannot open"),
                 "unexpected reason: {m}"

@@ -6,13 +6,16 @@
 use super::messages::*;
 use crate::error::RuntimeError;
 use actix::{Actor, Handler, SyncContext};
-use lockstep_trainer::aggregate::{AllReduce, Communicator, ParameterServer};
+use lockstep_trainer::aggregate::{Algo, AllReduce, Communicator, ParameterServer};
 use std::time::{Duration, Instant};
 
 /// How the aggregator averages.
 pub enum Mode {
     /// Allreduce (mean) of each bucket among the workers.
     Allreduce,
+    /// Allreduce (sum) by recursive doubling: with micro-batch gradients pre-scaled by the global
+    /// batch, the order of additions is a fixed binary tree whatever the world size.
+    AllreduceTreeSum,
     /// Push/pull through parameter server ranks; `params` is this replica's copy.
     ParameterServer {
         /// The shard layout.
@@ -64,13 +67,15 @@ impl Handler<GradBucket> for Aggregator {
             self.error = Some(e.clone());
             return Err(RuntimeError::Aggregate(e));
         }
-        if let Mode::Allreduce = self.mode {
+        if matches!(self.mode, Mode::Allreduce | Mode::AllreduceTreeSum) {
             let started = Instant::now();
             self.comm.set_round(msg.round);
             let len = msg.data.len();
-            let res = self
-                .comm
-                .allreduce(&mut msg.data, AllReduce::mean().shape(&[len]));
+            let how = match self.mode {
+                Mode::AllreduceTreeSum => AllReduce::sum().algo(Algo::Tree),
+                _ => AllReduce::mean(),
+            };
+            let res = self.comm.allreduce(&mut msg.data, how.shape(&[len]));
             self.comm_time += started.elapsed();
             if let Err(e) = res {
                 self.error = Some(e.to_string());
@@ -89,7 +94,7 @@ impl Handler<FinishRound> for Aggregator {
             return Err(RuntimeError::Aggregate(e));
         }
         let value = match &mut self.mode {
-            Mode::Allreduce => Aggregated::MeanGradients(self.grads.clone()),
+            Mode::Allreduce | Mode::AllreduceTreeSum => Aggregated::MeanGradients(self.grads.clone()),
             Mode::ParameterServer { ps, params } => {
                 let started = Instant::now();
                 self.comm.set_round(msg.round);
@@ -108,7 +113,7 @@ impl Handler<SyncParams> for Aggregator {
     type Result = Result<Vec<f32>, RuntimeError>;
     fn handle(&mut self, mut msg: SyncParams, _: &mut SyncContext<Self>) -> Self::Result {
         match &mut self.mode {
-            Mode::Allreduce => {
+            Mode::Allreduce | Mode::AllreduceTreeSum => {
                 self.comm.set_round(0);
                 self.comm
                     .broadcast(&mut msg.params, 0)

@@ -29,6 +29,9 @@ pub struct Compute {
     world: usize,
     task: DataTask,
     test: Batch,
+    /// Micro-batches per worker (0: off), and their gradient buffers.
+    micro: usize,
+    micro_grads: Vec<Vec<f32>>,
 }
 
 impl Compute {
@@ -50,7 +53,86 @@ impl Compute {
             world,
             task,
             test,
+            micro: 0,
+            micro_grads: Vec::new(),
         }
+    }
+
+    /// Reproducible mode: `per_worker` micro-batches per shard, summed in a fixed binary tree.
+    pub fn with_micro_batches(mut self, per_worker: usize) -> Self {
+        self.micro = per_worker;
+        self.micro_grads = vec![vec![0.0; self.grads.len()]; per_worker];
+        self
+    }
+
+    /// Forward/backward over `k` equal micro-batches; each bucket of the last one triggers the
+    /// tree sum of that range over all micro-batches, which then goes to the aggregator.
+    fn step_micro(
+        &mut self,
+        round: u64,
+        shard: &lockstep_trainer::data::ShardBatch,
+    ) -> Result<(f64, usize), RuntimeError> {
+        let k = self.micro;
+        let b = &shard.batch;
+        if b.rows % k != 0 {
+            return Err(RuntimeError::Model(format!(
+                "round {round}: {} rows do not split into {k} micro-batches",
+                b.rows
+            )));
+        }
+        let per = b.rows / k;
+        let divisor = shard.global_rows as f32;
+        let mut loss_sum = 0.0;
+        let (mut failed, agg) = (None, &self.aggregator);
+        for i in 0..k {
+            let idx: Vec<usize> = (i * per..(i + 1) * per).collect();
+            let micro = slice_rows(b, &idx);
+            let (head, tail) = self.micro_grads.split_at_mut(i);
+            let last = i + 1 == k;
+            let out = self
+                .model
+                .forward_backward_scaled(&micro, divisor, &mut tail[0], &mut |range, g| {
+                    if !last || failed.is_some() {
+                        return;
+                    }
+                    tree_sum(head, g, range.clone());
+                    let data = if k == 1 { g.to_vec() } else { head[0][range.clone()].to_vec() };
+                    if let Err(e) = send_bucket(agg, GradBucket { round, range, data }) {
+                        failed = Some(e);
+                    }
+                })
+                .map_err(|e| RuntimeError::Model(format!("round {round}: {e}")))?;
+            loss_sum += out.loss_sum;
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok((loss_sum, b.rows))
+    }
+}
+
+/// Sum micro-batch gradients `head[0..] ++ [last]` over `range` in a fixed binary tree,
+/// `((g0 + g1) + (g2 + g3)) + ...`, leaving the result in `head[0]` (or `last` alone when there
+/// is a single micro-batch). The same tree continues across ranks in recursive doubling.
+fn tree_sum(head: &mut [Vec<f32>], last: &mut [f32], range: std::ops::Range<usize>) {
+    let k = head.len() + 1;
+    let mut step = 1;
+    while step < k {
+        for lo in (0..k).step_by(2 * step) {
+            let hi = lo + step;
+            if hi >= k {
+                continue;
+            }
+            if hi == k - 1 {
+                let dst = &mut head[lo][range.clone()];
+                dst.iter_mut().zip(last.iter()).for_each(|(d, s)| *d += s);
+            } else {
+                let (a, b) = head.split_at_mut(hi);
+                let dst = &mut a[lo][range.clone()];
+                dst.iter_mut().zip(&b[0][range.clone()]).for_each(|(d, s)| *d += s);
+            }
+        }
+        step *= 2;
     }
 }
 
@@ -84,6 +166,10 @@ impl Handler<Step> for Compute {
     type Result = Result<StepDone, RuntimeError>;
     fn handle(&mut self, msg: Step, _: &mut SyncContext<Self>) -> Self::Result {
         let started = Instant::now();
+        if self.micro > 0 {
+            let (loss_sum, rows) = self.step_micro(msg.round, &msg.shard)?;
+            return Ok(StepDone { loss_sum, rows, compute: started.elapsed() });
+        }
         let divisor = (msg.shard.global_rows as f32 / self.world as f32).max(f32::MIN_POSITIVE);
         let mut failed: Option<RuntimeError> = None;
         let (round, agg) = (msg.round, &self.aggregator);
@@ -204,6 +290,19 @@ impl Handler<WriteCheckpoint> for Compute {
         )?;
         Ok(dir.display().to_string())
     }
+}
+
+/// The rows `idx` of a batch.
+fn slice_rows(b: &Batch, idx: &[usize]) -> Batch {
+    let mut x = Vec::with_capacity(idx.len() * b.cols);
+    for &i in idx {
+        x.extend_from_slice(&b.x[i * b.cols..(i + 1) * b.cols]);
+    }
+    let y = match &b.y {
+        lockstep_trainer::Targets::Real(v) => lockstep_trainer::Targets::Real(idx.iter().map(|&i| v[i]).collect()),
+        lockstep_trainer::Targets::Class(v) => lockstep_trainer::Targets::Class(idx.iter().map(|&i| v[i]).collect()),
+    };
+    Batch { x, rows: idx.len(), cols: b.cols, y }
 }
 
 /// Write a model's parameters as safetensors, one tensor per layout entry.

@@ -120,6 +120,9 @@ impl RdmaLink {
     }
 
     fn fail(&mut self, e: Error) -> Error {
+        if self.poisoned.is_none() {
+            tracing::warn!(peer = %self.peer, error = %e, "closing link");
+        }
         let _ = self.live.stream.shutdown(Shutdown::Both);
         self.poisoned.get_or_insert(e).clone()
     }

@@ -236,6 +236,9 @@ impl ShmLink {
     }
 
     fn fail(&mut self, e: Error) -> Error {
+        if self.poisoned.is_none() {
+            tracing::warn!(peer = %self.peer, error = %e, "closing link");
+        }
         let _ = self.live.stream.shutdown(Shutdown::Both);
         self.poisoned.get_or_insert(e).clone()
     }

@@ -167,6 +167,9 @@ impl TcpLink {
     }
 
     fn fail(&mut self, e: Error) -> Error {
+        if self.poisoned.is_none() {
+            tracing::warn!(peer = %self.peer, error = %e, "closing link");
+        }
         let _ = self.reader.shutdown(Shutdown::Both);
         self.poisoned.get_or_insert(e).clone()
     }
