@@ -30,8 +30,8 @@ const OFF_DATA_SEQ: usize = 192;
 const OFF_DATA_WAIT: usize = 196;
 const OFF_SPACE_SEQ: usize = 256;
 const OFF_SPACE_WAIT: usize = 260;
-const SPINS: u32 = 200;
-const YIELDS: u32 = 50;
+const SPINS: u32 = 64;
+const YIELDS: u32 = 100;
 
 /// Whether `LOCKSTEP_SHM_WAIT=spin` asks for pure spinning (benchmark knob, read once).
 pub fn spin_only() -> bool {
