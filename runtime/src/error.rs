@@ -21,11 +21,11 @@ pub enum RuntimeError {
         doing: &'static str,
         /// The transport error.
         #[source]
-        source: lockstep_transport::Error,
+        source: Box<lockstep_transport::Error>,
     },
     /// Transport set-up failed (bind, rendezvous).
     #[error("transport: {0}")]
-    Transport(#[from] lockstep_transport::Error),
+    Transport(Box<lockstep_transport::Error>),
     /// A peer sent `Abort`.
     #[error("aborted by {node}: {reason}")]
     Aborted {
@@ -75,6 +75,12 @@ pub enum RuntimeError {
     Launch(String),
 }
 
+impl From<lockstep_transport::Error> for RuntimeError {
+    fn from(e: lockstep_transport::Error) -> Self {
+        RuntimeError::Transport(Box::new(e))
+    }
+}
+
 impl RuntimeError {
     /// A peer error with its context.
     pub fn peer(
@@ -87,7 +93,7 @@ impl RuntimeError {
             node: node.to_string(),
             round,
             doing,
-            source,
+            source: Box::new(source),
         }
     }
 

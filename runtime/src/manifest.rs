@@ -338,7 +338,7 @@ impl Manifest {
         if job.global_batch == 0 {
             return Err(self.invalid("job.global_batch", "must be at least 1".into()));
         }
-        if job.global_batch % workers != 0 {
+        if !job.global_batch.is_multiple_of(workers) {
             return Err(self.invalid(
                 "job.global_batch",
                 format!(
@@ -350,7 +350,10 @@ impl Manifest {
         }
         let m = job.micro_batches;
         if m > 0 {
-            if !m.is_power_of_two() || !m.is_multiple_of(workers) || !job.global_batch.is_multiple_of(m) {
+            if !m.is_power_of_two()
+                || !m.is_multiple_of(workers)
+                || !job.global_batch.is_multiple_of(m)
+            {
                 return Err(self.invalid(
                     "job.micro_batches",
                     format!(
@@ -360,7 +363,10 @@ impl Manifest {
                 ));
             }
             if job.aggregation == Aggregation::ParameterServer {
-                return Err(self.invalid("job.micro_batches", "applies to allreduce aggregation only".into()));
+                return Err(self.invalid(
+                    "job.micro_batches",
+                    "applies to allreduce aggregation only".into(),
+                ));
             }
         }
         if self.cluster.heartbeat_ms == 0

@@ -472,7 +472,10 @@ async fn start_worker_actors(
     let agg_rcpt = aggregator.clone().recipient();
     let compute = SyncArbiter::start(
         1,
-        once(Compute::new(model, optimizer, agg_rcpt, world, task, test).with_micro_batches(micro_per_worker)),
+        once(
+            Compute::new(model, optimizer, agg_rcpt, world, task, test)
+                .with_micro_batches(micro_per_worker),
+        ),
     );
     let loader = SyncArbiter::start(1, once(DataLoader::new(source, first_round)));
     let params = compute.send(GetParams).await.map_err(mailbox)??;

@@ -177,10 +177,11 @@ pub fn send_msg(
     let bytes = serde_json::to_vec(msg).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
     let header = FrameHeader::data(Op::Control, round, 0, 0, 0, bytes.len() as u64);
     let peer = link.peer_name().to_string();
-    let res = link
-        .send(header, Buffer::from_external(bytes))
-        .and_then(|()| link.flush());
-    res.map_err(|source| RuntimeError::peer(&peer, round, doing, source))
+    if let Err(source) = link.send(header, Buffer::from_external(bytes)) {
+        return Err(RuntimeError::peer(&peer, round, doing, source));
+    }
+    link.flush()
+        .map_err(|source| RuntimeError::peer(&peer, round, doing, source))
 }
 
 /// Receive one control message. `round` and `doing` name the moment in errors. The wait is

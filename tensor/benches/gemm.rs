@@ -1,6 +1,8 @@
 //! GEMM throughput through Lockstep's kernel API next to the `gemm` crate called directly, in the
 //! same run, for the shapes training uses. The ratio (wrapper / direct) should be ~1.0.
 
+#![allow(missing_docs)] // criterion_main! generates an undocumented `main`
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lockstep_tensor::kernels::{gemm as ls_gemm, Transpose};
 use std::hint::black_box;

@@ -8,11 +8,11 @@
 
 pub mod aggregate;
 pub mod batch;
+pub mod data;
 pub mod init;
 pub mod loss;
+pub mod metrics;
 pub mod model;
 pub mod optim;
-pub mod data;
-pub mod metrics;
 
 pub use batch::{Batch, Targets};

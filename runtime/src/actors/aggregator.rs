@@ -94,7 +94,9 @@ impl Handler<FinishRound> for Aggregator {
             return Err(RuntimeError::Aggregate(e));
         }
         let value = match &mut self.mode {
-            Mode::Allreduce | Mode::AllreduceTreeSum => Aggregated::MeanGradients(self.grads.clone()),
+            Mode::Allreduce | Mode::AllreduceTreeSum => {
+                Aggregated::MeanGradients(self.grads.clone())
+            }
             Mode::ParameterServer { ps, params } => {
                 let started = Instant::now();
                 self.comm.set_round(msg.round);

@@ -74,7 +74,7 @@ impl Compute {
     ) -> Result<(f64, usize), RuntimeError> {
         let k = self.micro;
         let b = &shard.batch;
-        if b.rows % k != 0 {
+        if !b.rows.is_multiple_of(k) {
             return Err(RuntimeError::Model(format!(
                 "round {round}: {} rows do not split into {k} micro-batches",
                 b.rows
@@ -96,7 +96,11 @@ impl Compute {
                         return;
                     }
                     tree_sum(head, g, range.clone());
-                    let data = if k == 1 { g.to_vec() } else { head[0][range.clone()].to_vec() };
+                    let data = if k == 1 {
+                        g.to_vec()
+                    } else {
+                        head[0][range.clone()].to_vec()
+                    };
                     if let Err(e) = send_bucket(agg, GradBucket { round, range, data }) {
                         failed = Some(e);
                     }
@@ -129,7 +133,9 @@ fn tree_sum(head: &mut [Vec<f32>], last: &mut [f32], range: std::ops::Range<usiz
             } else {
                 let (a, b) = head.split_at_mut(hi);
                 let dst = &mut a[lo][range.clone()];
-                dst.iter_mut().zip(&b[0][range.clone()]).for_each(|(d, s)| *d += s);
+                dst.iter_mut()
+                    .zip(&b[0][range.clone()])
+                    .for_each(|(d, s)| *d += s);
             }
         }
         step *= 2;
@@ -168,7 +174,11 @@ impl Handler<Step> for Compute {
         let started = Instant::now();
         if self.micro > 0 {
             let (loss_sum, rows) = self.step_micro(msg.round, &msg.shard)?;
-            return Ok(StepDone { loss_sum, rows, compute: started.elapsed() });
+            return Ok(StepDone {
+                loss_sum,
+                rows,
+                compute: started.elapsed(),
+            });
         }
         let divisor = (msg.shard.global_rows as f32 / self.world as f32).max(f32::MIN_POSITIVE);
         let mut failed: Option<RuntimeError> = None;
@@ -299,10 +309,19 @@ fn slice_rows(b: &Batch, idx: &[usize]) -> Batch {
         x.extend_from_slice(&b.x[i * b.cols..(i + 1) * b.cols]);
     }
     let y = match &b.y {
-        lockstep_trainer::Targets::Real(v) => lockstep_trainer::Targets::Real(idx.iter().map(|&i| v[i]).collect()),
-        lockstep_trainer::Targets::Class(v) => lockstep_trainer::Targets::Class(idx.iter().map(|&i| v[i]).collect()),
+        lockstep_trainer::Targets::Real(v) => {
+            lockstep_trainer::Targets::Real(idx.iter().map(|&i| v[i]).collect())
+        }
+        lockstep_trainer::Targets::Class(v) => {
+            lockstep_trainer::Targets::Class(idx.iter().map(|&i| v[i]).collect())
+        }
     };
-    Batch { x, rows: idx.len(), cols: b.cols, y }
+    Batch {
+        x,
+        rows: idx.len(),
+        cols: b.cols,
+        y,
+    }
 }
 
 /// Write a model's parameters as safetensors, one tensor per layout entry.
