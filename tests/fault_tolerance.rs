@@ -369,3 +369,63 @@ fn mismatched_model_shapes_are_named_before_the_first_round() {
         let _ = w.wait();
     }
 }
+
+#[test]
+fn ctrl_c_is_forwarded_and_no_node_is_left() {
+    let d = run_dir("ft-int");
+    let r = d.path().join("report.json");
+    let (dd, rs) = (d.path().to_str().unwrap(), r.to_str().unwrap());
+    let child = spawn(&launch_args(dd, rs, &["--set", "job.epochs=200"]), None);
+    wait_until("the first checkpoint", LIMIT, || checkpoints(d.path()) >= 1);
+    // SAFETY: SIGINT to the launcher this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = wait_with_deadline(child, Duration::from_secs(30));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    let left = processes_mentioning(dd);
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+#[test]
+fn torchrun_style_environment_needs_no_node_entries() {
+    let d = run_dir("ft-env");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let dd = d.path().to_str().unwrap();
+    let report = d.path().join("report.json");
+    let nodes: Vec<Child> = (0..2)
+        .map(|rank| {
+            let mut cmd = Command::new(exe());
+            cmd.args([
+                "node",
+                CREDIT,
+                "--run-dir",
+                dd,
+                "--report",
+                report.to_str().unwrap(),
+                "--set",
+                "job.epochs=2",
+            ])
+            .current_dir(root())
+            .env("RANK", rank.to_string())
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", &port)
+            .env("LOCKSTEP_TOKEN", "env-mode")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for n in nodes {
+        assert_ok(&wait_with_deadline(n, LIMIT));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(v["world_size"], 2);
+    assert!(num(&v, &["eval", "auc"]) > 0.7);
+}

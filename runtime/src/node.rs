@@ -244,6 +244,19 @@ pub(crate) fn join_mesh(
     Ok(connect_mesh(&cfg, listener)?)
 }
 
+/// Where a worker or server binds its data listener: its manifest address, except that a node
+/// which is also the coordinator keeps that port for control and takes any free port on the IP.
+pub(crate) fn data_bind_addr(m: &Manifest, me: &str) -> String {
+    match m.node(me) {
+        Some(n) if n.roles.contains(&Role::Coordinator) => match n.addr.parse::<SocketAddr>() {
+            Ok(a) => SocketAddr::new(a.ip(), 0).to_string(),
+            Err(_) => "0.0.0.0:0".into(),
+        },
+        Some(n) => n.addr.clone(),
+        None => "0.0.0.0:0".into(),
+    }
+}
+
 /// Bind a data listener on the IP of `addr` (port as given) and the address to advertise.
 pub(crate) fn bind_data(
     addr: &str,
@@ -317,10 +330,7 @@ fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let model = (ctx.model_factory)(m, &split)?;
     let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
     let (mut link, local_ip) = connect_control(ctx, &me)?;
-    let node_addr = m
-        .node(&me)
-        .map(|n| n.addr.clone())
-        .unwrap_or_else(|| "0.0.0.0:0".into());
+    let node_addr = crate::node::data_bind_addr(m, &me);
     let (listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
     let register = ControlMsg::Register {
         node: me.clone(),

@@ -20,10 +20,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let model = (ctx.model_factory)(m, &split)?;
     let n = model.params().len();
     let (mut link, local_ip) = connect_control(ctx, &me)?;
-    let node_addr = m
-        .node(&me)
-        .map(|n| n.addr.clone())
-        .unwrap_or_else(|| "0.0.0.0:0".into());
+    let node_addr = crate::node::data_bind_addr(m, &me);
     let (listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
     let register = ControlMsg::Register {
         node: me.clone(),
