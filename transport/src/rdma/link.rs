@@ -130,13 +130,23 @@ impl RdmaLink {
     /// Drain the completion queue. Receives are queued (copied out and reposted at once when
     /// `copy_out`); returns whether the outstanding send completed.
     fn poll(&mut self, copy_out: bool, expect: &Expect) -> Result<bool> {
-        let mut done = [(0u64, 0u32, 0u32); 16];
+        // The CQ holds at most SLOTS + 4 entries (its size in `qp::create`), so one poll can
+        // never return more: every completion polled is kept.
+        let mut done = [(0u64, 0u32, 0u32); SLOTS + 4];
         let mut n = 0;
         if let Ok(poller) = self.verbs.cq.start_poll() {
-            for wc in poller.take(done.len()) {
-                done[n] = (wc.wr_id(), wc.status(), wc.byte_len());
+            for wc in poller {
+                if n < done.len() {
+                    done[n] = (wc.wr_id(), wc.status(), wc.byte_len());
+                }
                 n += 1;
             }
+        }
+        if n > done.len() {
+            return Err(Error::Protocol {
+                ctx: ctx_of(&self.peer, expect),
+                reason: format!("rdma {}: {n} completions overflow the CQ", self.dev),
+            });
         }
         let mut sent = false;
         for &(wr, status, len) in &done[..n] {
