@@ -6,6 +6,7 @@
 
 mod blas1;
 mod convert;
+mod copy;
 mod matmul;
 mod reduce;
 
@@ -14,5 +15,6 @@ pub use convert::{
     bf16_to_f32, bf16_to_f32_vec, f16_to_f32, f16_to_f32_vec, f32_to_bf16, f32_to_bf16_vec,
     f32_to_f16, f32_to_f16_vec,
 };
+pub use copy::{copy, copy_f32};
 pub use matmul::{gemm, GemmScalar, Transpose};
 pub use reduce::{argmax, log_softmax_rows, max, mean, softmax_rows, sum, sum_f64};

@@ -143,7 +143,7 @@ impl Communicator {
     /// A pooled copy of `data` as wire bytes.
     pub(crate) fn copy_f32(&self, data: &[f32]) -> Buffer {
         let mut b = self.pool.take(data.len() * 4);
-        b.copy_from_slice(bytemuck::cast_slice(data));
+        lockstep_tensor::kernels::copy(&mut b, bytemuck::cast_slice(data));
         b.freeze()
     }
 

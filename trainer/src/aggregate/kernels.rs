@@ -60,7 +60,7 @@ impl Sink<'_> {
                     *o += v;
                 }
             }
-            Sink::Copy(d) => d[r].copy_from_slice(x),
+            Sink::Copy(d) => lockstep_tensor::kernels::copy_f32(&mut d[r], x),
         }
     }
 

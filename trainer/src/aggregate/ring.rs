@@ -159,7 +159,7 @@ impl Ring {
             let b = c.recv_buf(call, self.left, bytes)?;
             c.send(call, self.right, b.clone())?;
             self.upcoming.push_back((u + 1, j));
-            data[pr].copy_from_slice(bytemuck::cast_slice(&b));
+            lockstep_tensor::kernels::copy(bytemuck::cast_slice_mut(&mut data[pr]), &b);
         } else {
             let mut consumer = Consumer::new(Sink::Copy(&mut data[pr]));
             c.recv_into(call, self.left, bytes, &mut consumer)?;

@@ -362,7 +362,7 @@ impl Link for ShmLink {
         let r = self.next_header(expect).and_then(|h| {
             let mut buf = self.pool.take(h.len as usize);
             self.read_payload(h.len as usize, expect, &mut |off, piece| {
-                buf[off..off + piece.len()].copy_from_slice(piece)
+                lockstep_tensor::kernels::copy(&mut buf[off..off + piece.len()], piece)
             })?;
             Ok(Frame {
                 header: h,

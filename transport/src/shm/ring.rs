@@ -171,9 +171,9 @@ impl Ring {
                 let n = src.len().min(room).min(self.cap - at);
                 // SAFETY: [at, at+n) lies in the data area and is free (not yet published to the
                 // consumer), so only this producer touches it.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(RING_HEADER + at), n)
-                };
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(self.base.add(RING_HEADER + at), n) };
+                lockstep_tensor::kernels::copy(dst, &src[..n]);
                 src = &src[n..];
                 room -= n;
                 pos += n as u64;
