@@ -155,6 +155,7 @@ fn a_killed_worker_stops_the_launch_within_five_seconds() {
     let out = wait_with_deadline(child, Duration::from_secs(30));
     let took = killed.elapsed();
     assert!(!out.status.success());
+    eprintln!("launch stopped {took:?} after worker-1 was killed");
     assert!(
         took < Duration::from_secs(5),
         "launch took {took:?} to stop after the kill"
@@ -234,6 +235,7 @@ fn a_killed_coordinator_stops_every_worker_within_five_seconds() {
         let took = killed.elapsed();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "a worker survived the coordinator");
+        eprintln!("a worker stopped {took:?} after the coordinator was killed");
         assert!(
             took < Duration::from_secs(5),
             "a worker took {took:?} to notice"

@@ -211,9 +211,12 @@ fn transport_kind(ctx: &NodeContext, peers: &[PeerAddr]) -> TransportKind {
     }
 }
 
-/// Join the data mesh as `me` (a name in `peers`).
+/// Join the data mesh of job `job` as `me` (a name in `peers`). The job id (random per run, from
+/// the coordinator) is part of the mesh's name, so two runs of one cluster on one host never share
+/// shared-memory segments.
 pub(crate) fn join_mesh(
     ctx: &NodeContext,
+    job: u64,
     me: &str,
     peers: &[(String, String)],
     listener: Listener,
@@ -230,13 +233,8 @@ pub(crate) fn join_mesh(
             "{me} is not in the peer table the coordinator sent"
         ))
     })?;
-    let mut cfg = MeshConfig::new(
-        &ctx.manifest.cluster.name,
-        ctx.token.as_bytes(),
-        me,
-        rank,
-        peers.clone(),
-    );
+    let mesh_name = format!("{}-{:08x}", ctx.manifest.cluster.name, job as u32);
+    let mut cfg = MeshConfig::new(&mesh_name, ctx.token.as_bytes(), me, rank, peers.clone());
     cfg.transport = transport_kind(ctx, &peers);
     cfg.heartbeat_ms = ctx.manifest.cluster.heartbeat_ms;
     cfg.peer_timeout_ms = ctx.manifest.cluster.peer_timeout_ms;
@@ -338,20 +336,21 @@ fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         signature: job::signature(model.as_ref()),
     };
     send_msg(&mut link, 0, "registering", &register)?;
-    let (peers, first_round, resume) = match recv_msg(&mut link, 0, "waiting for the peer table")? {
-        ControlMsg::Start {
-            peers,
-            first_round,
-            resume,
-            ..
-        } => (peers, first_round, resume),
-        other => {
-            return Err(RuntimeError::Protocol(format!(
-                "expected Start, got {}",
-                other.name()
-            )))
-        }
-    };
+    let (peers, first_round, resume, job_id) =
+        match recv_msg(&mut link, 0, "waiting for the peer table")? {
+            ControlMsg::Start {
+                peers,
+                first_round,
+                resume,
+                job,
+            } => (peers, first_round, resume, job),
+            other => {
+                return Err(RuntimeError::Protocol(format!(
+                    "expected Start, got {}",
+                    other.name()
+                )))
+            }
+        };
     let (mut model, mut optimizer) = (model, optimizer);
     if let Some(dir) = &resume {
         let restored =
@@ -362,7 +361,7 @@ fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             .map_err(|e| RuntimeError::Model(format!("checkpoint {dir}: optimizer state: {e}")))?;
         tracing::info!(node = %me, "resuming at round {first_round} from {dir}");
     }
-    let group = join_mesh(ctx, &me, &peers, listener)?;
+    let group = join_mesh(ctx, job_id, &me, &peers, listener)?;
     let workers = m.worker_names();
     let rank = group.rank();
     let num_params = model.params().len();
@@ -561,9 +560,10 @@ fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
             }
         },
     };
+    let job_id: u64 = rand::random();
     let start = ControlMsg::Start {
         peers: peers.clone(),
-        job: 0,
+        job: job_id,
         first_round,
         resume,
     };
@@ -572,7 +572,7 @@ fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     }
     let server = match ps_listener {
         Some(l) => {
-            let group = join_mesh(ctx, &format!("{me}-ps"), &peers, l)?;
+            let group = join_mesh(ctx, job_id, &format!("{me}-ps"), &peers, l)?;
             let world = group.world();
             let w = m.worker_names().len();
             let ps = ParameterServer::new(

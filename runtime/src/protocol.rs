@@ -68,7 +68,7 @@ pub enum ControlMsg {
     Start {
         /// `(node name, data address)` in rank order.
         peers: Vec<(String, String)>,
-        /// Job id carried in frame headers.
+        /// Job id, random per run: names the data mesh (and so its shared-memory segments).
         job: u64,
         /// First round (non-zero when resuming).
         first_round: u64,

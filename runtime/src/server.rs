@@ -28,8 +28,8 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
         signature: job::signature(model.as_ref()),
     };
     send_msg(&mut link, 0, "registering", &register)?;
-    let peers = match recv_msg(&mut link, 0, "waiting for the peer table")? {
-        ControlMsg::Start { peers, .. } => peers,
+    let (peers, job) = match recv_msg(&mut link, 0, "waiting for the peer table")? {
+        ControlMsg::Start { peers, job, .. } => (peers, job),
         other => {
             return Err(RuntimeError::Protocol(format!(
                 "expected Start, got {}",
@@ -37,7 +37,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
             )))
         }
     };
-    let group = join_mesh(ctx, &me, &peers, listener)?;
+    let group = join_mesh(ctx, job, &me, &peers, listener)?;
     let workers = m.worker_names().len();
     let rank = group.rank();
     let servers: Vec<usize> = (workers..peers.len()).collect();
