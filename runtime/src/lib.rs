@@ -23,6 +23,8 @@ pub mod node;
 pub mod protocol;
 pub mod registration;
 pub mod report;
+mod role_coordinator;
+mod role_worker;
 pub mod server;
 
 pub use error::RuntimeError;

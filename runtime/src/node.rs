@@ -8,16 +8,11 @@
 //!   `DataLoader`, `Compute`, `Aggregator` and `WorkerNode` actors, and serve commands;
 //! - server: a parameter-server shard (see [`crate::server`]).
 
-use crate::actors::*;
 use crate::env_mode;
 use crate::error::RuntimeError;
 use crate::job;
 use crate::manifest::{Aggregation, Manifest, Role, TransportChoice};
-use crate::protocol::{recv_msg, send_msg, ControlMsg};
-use crate::report::Report;
-use actix::{Actor, SyncArbiter};
-use lockstep_trainer::aggregate::{AggregateConfig, Communicator, ParameterServer};
-use lockstep_trainer::data::{Split, TableSource};
+use lockstep_trainer::data::Split;
 use lockstep_trainer::model::Model;
 use lockstep_transport::tcp::{self, Listener, TcpLink};
 use lockstep_transport::{
@@ -25,8 +20,7 @@ use lockstep_transport::{
 };
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long members have to connect and register.
@@ -84,7 +78,7 @@ pub fn manifest_model_factory() -> ModelFactory {
 }
 
 impl NodeContext {
-    fn link_config(&self) -> LinkConfig {
+    pub(crate) fn link_config(&self) -> LinkConfig {
         LinkConfig {
             heartbeat: Duration::from_millis(self.manifest.cluster.heartbeat_ms),
             peer_timeout: Duration::from_millis(self.manifest.cluster.peer_timeout_ms),
@@ -92,16 +86,16 @@ impl NodeContext {
         }
     }
 
-    fn identity(&self, name: &str) -> Identity {
+    pub(crate) fn identity(&self, name: &str) -> Identity {
         Identity::new(&self.manifest.cluster.name, name, self.token.as_bytes())
     }
 
-    fn coordinator_name(&self) -> String {
+    pub(crate) fn coordinator_name(&self) -> String {
         self.manifest.nodes_with(Role::Coordinator)[0].name.clone()
     }
 
     /// Members of the data mesh that have a control link: workers first, then servers.
-    fn members(&self) -> Vec<String> {
+    pub(crate) fn members(&self) -> Vec<String> {
         let m = &self.manifest;
         let mut v = m.worker_names();
         if m.job.aggregation == Aggregation::ParameterServer {
@@ -111,7 +105,7 @@ impl NodeContext {
     }
 
     /// True when the coordinator serves the parameters itself.
-    fn coordinator_serves(&self) -> bool {
+    pub(crate) fn coordinator_serves(&self) -> bool {
         self.manifest.job.aggregation == Aggregation::ParameterServer
             && self.manifest.nodes_with(Role::Server).is_empty()
     }
@@ -164,12 +158,15 @@ pub fn run_roles(ctx: Arc<NodeContext>) -> Result<(), RuntimeError> {
         let c = ctx.clone();
         threads.push((
             "coordinator",
-            std::thread::spawn(move || run_coordinator(&c)),
+            std::thread::spawn(move || crate::role_coordinator::run_coordinator(&c)),
         ));
     }
     if node.roles.contains(&Role::Worker) {
         let c = ctx.clone();
-        threads.push(("worker", std::thread::spawn(move || run_worker(&c))));
+        threads.push((
+            "worker",
+            std::thread::spawn(move || crate::role_worker::run_worker(&c)),
+        ));
     }
     if node.roles.contains(&Role::Server)
         && ctx.manifest.job.aggregation == Aggregation::ParameterServer
@@ -192,7 +189,7 @@ pub fn run_roles(ctx: Arc<NodeContext>) -> Result<(), RuntimeError> {
     first_err.map_or(Ok(()), Err)
 }
 
-fn transport_kind(ctx: &NodeContext, peers: &[PeerAddr]) -> TransportKind {
+pub(crate) fn transport_kind(ctx: &NodeContext, peers: &[PeerAddr]) -> TransportKind {
     match ctx.manifest.cluster.transport {
         TransportChoice::Tcp => TransportKind::Tcp,
         TransportChoice::Shm => TransportKind::Shm,
@@ -319,351 +316,4 @@ pub(crate) fn connect_control(
         .map_err(|e| RuntimeError::io("getsockname", &addr, e))?;
     let link = AnyLink::Tcp(TcpLink::new(stream, me, &coord, ctx.link_config())?);
     Ok((link, local_ip))
-}
-
-fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
-    let m = &ctx.manifest;
-    let me = ctx.name.clone();
-    let split = job::load_split(m)?;
-    let model = (ctx.model_factory)(m, &split)?;
-    let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
-    let (mut link, local_ip) = connect_control(ctx, &me)?;
-    let node_addr = crate::node::data_bind_addr(m, &me);
-    let (listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
-    let register = ControlMsg::Register {
-        node: me.clone(),
-        data_addr,
-        signature: job::signature(model.as_ref()),
-    };
-    send_msg(&mut link, 0, "registering", &register)?;
-    let (peers, first_round, resume, job_id) =
-        match recv_msg(&mut link, 0, "waiting for the peer table")? {
-            ControlMsg::Start {
-                peers,
-                first_round,
-                resume,
-                job,
-            } => (peers, first_round, resume, job),
-            other => {
-                return Err(RuntimeError::Protocol(format!(
-                    "expected Start, got {}",
-                    other.name()
-                )))
-            }
-        };
-    let (mut model, mut optimizer) = (model, optimizer);
-    if let Some(dir) = &resume {
-        let restored =
-            crate::checkpoint::read(std::path::Path::new(dir), model.as_ref(), &optimizer)?;
-        model.params_mut().copy_from_slice(&restored.params);
-        optimizer
-            .load_state(&restored.optimizer)
-            .map_err(|e| RuntimeError::Model(format!("checkpoint {dir}: optimizer state: {e}")))?;
-        tracing::info!(node = %me, "resuming at round {first_round} from {dir}");
-    }
-    let group = join_mesh(ctx, job_id, &me, &peers, listener)?;
-    let workers = m.worker_names();
-    let rank = group.rank();
-    let num_params = model.params().len();
-    let comm = Communicator::new(group, AggregateConfig::default());
-    let mode = if m.job.aggregation == Aggregation::ParameterServer {
-        let servers: Vec<usize> = (workers.len()..peers.len()).collect();
-        let ps = ParameterServer::new(
-            num_params,
-            &servers,
-            &(0..workers.len()).collect::<Vec<_>>(),
-            peers.len(),
-        )
-        .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
-        Mode::ParameterServer {
-            ps,
-            params: model.params().to_vec(),
-        }
-    } else if m.job.micro_batches > 0 {
-        Mode::AllreduceTreeSum
-    } else {
-        Mode::Allreduce
-    };
-    let micro_per_worker = m.job.micro_batches / workers.len().max(1);
-    let table = Arc::new(split.train.clone());
-    let mut source = TableSource::new(
-        &m.data_path().display().to_string(),
-        table,
-        m.job.global_batch,
-        job::plan(m, split.train.rows).drop_last,
-        m.job.seed,
-        rank,
-        workers.len(),
-    )?;
-    if first_round > 0 {
-        use lockstep_trainer::data::BatchSource;
-        source.seek(job::plan(m, split.train.rows).cursor_at(first_round))?;
-    }
-    let test = split.test.all();
-    let task = split.task;
-    let world = workers.len();
-
-    let sys = actix::System::new();
-    let (tx, rx) = sync_channel(1);
-    sys.block_on(async move {
-        let res = start_worker_actors(
-            micro_per_worker,
-            model,
-            optimizer,
-            comm,
-            mode,
-            num_params,
-            Box::new(source),
-            first_round,
-            world,
-            task,
-            test,
-            rank,
-        )
-        .await;
-        match res {
-            Ok(node) => {
-                let system = actix::System::current();
-                std::thread::spawn(move || {
-                    let r = control_loop(&mut link, &node, COMMAND_TIMEOUT);
-                    let _ = tx.send(r);
-                    system.stop();
-                });
-            }
-            Err(e) => {
-                let _ = send_msg(
-                    &mut link,
-                    0,
-                    "aborting",
-                    &ControlMsg::Abort {
-                        reason: e.to_string(),
-                    },
-                );
-                let _ = tx.send(Err(e));
-                actix::System::current().stop();
-            }
-        }
-    });
-    sys.run().map_err(|e| RuntimeError::Actor(e.to_string()))?;
-    rx.recv_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|_| Err(RuntimeError::Actor("worker ended without a result".into())))
-}
-
-/// Move a value into a `SyncArbiter` factory that runs once (one thread).
-fn once<T: Send + 'static>(v: T) -> impl Fn() -> T + Send + Sync {
-    let cell = Mutex::new(Some(v));
-    move || {
-        cell.lock()
-            .ok()
-            .and_then(|mut c| c.take())
-            .expect("a single-thread SyncArbiter calls its factory once")
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn start_worker_actors(
-    micro_per_worker: usize,
-    model: Box<dyn lockstep_trainer::model::Model>,
-    optimizer: lockstep_trainer::optim::Optimizer,
-    comm: Communicator,
-    mode: Mode,
-    num_params: usize,
-    source: Box<dyn lockstep_trainer::data::BatchSource>,
-    first_round: u64,
-    world: usize,
-    task: lockstep_trainer::data::Task,
-    test: lockstep_trainer::Batch,
-    rank: usize,
-) -> Result<actix::Addr<WorkerNode>, RuntimeError> {
-    use crate::actors::messages::{GetParams, SetParams, SyncParams};
-    let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
-    let aggregator = SyncArbiter::start(1, once(Aggregator::new(comm, mode, num_params)));
-    let agg_rcpt = aggregator.clone().recipient();
-    let compute = SyncArbiter::start(
-        1,
-        once(
-            Compute::new(model, optimizer, agg_rcpt, world, task, test)
-                .with_micro_batches(micro_per_worker),
-        ),
-    );
-    let loader = SyncArbiter::start(1, once(DataLoader::new(source, first_round)));
-    let params = compute.send(GetParams).await.map_err(mailbox)??;
-    let synced = aggregator
-        .send(SyncParams { params })
-        .await
-        .map_err(mailbox)??;
-    compute
-        .send(SetParams { params: synced })
-        .await
-        .map_err(mailbox)??;
-    Ok(WorkerNode::new(loader, compute, aggregator, rank == 0).start())
-}
-
-fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
-    let m = &ctx.manifest;
-    let me = ctx.name.clone();
-    let node = m
-        .node(&me)
-        .cloned()
-        .ok_or_else(|| RuntimeError::Launch(format!("node {me} missing")))?;
-    let listener = Listener::bind(&node.addr)?;
-    let control_addr = listener.local_addr()?;
-    if let Some(path) = &ctx.opts.announce {
-        lockstep_tensor::safetensors_io::write_atomic(path, format!("{control_addr}\n").as_bytes())
-            .map_err(|e| RuntimeError::io("write", path, e))?;
-    }
-    if let Some(tx) = &ctx.on_listen {
-        let _ = tx.send(control_addr);
-    }
-    tracing::info!(node = %me, "coordinator listening on {control_addr}");
-    let split = job::load_split(m)?;
-    let model = (ctx.model_factory)(m, &split)?;
-    let signature = job::signature(model.as_ref());
-    let names = ctx.members();
-    let acceptor = listener.start(
-        ctx.identity(&me),
-        Some(names.clone()),
-        Duration::from_secs(10),
-    )?;
-    let mut regs = crate::registration::accept_members(ctx, &acceptor, &names, &signature)?;
-    // Keep refusing late or unexpected joiners for the rest of the job (logged by the handshake).
-    let _late = crate::registration::refuse_late_joiners(acceptor);
-
-    let mut peers: Vec<(String, String)> = regs
-        .iter()
-        .map(|r| (r.name.clone(), r.data_addr.clone()))
-        .collect();
-    let ps_listener = if ctx.coordinator_serves() {
-        let ip = control_addr.ip();
-        let (l, a) = bind_data(&format!("{ip}:0"), None)?;
-        peers.push((format!("{me}-ps"), a));
-        Some(l)
-    } else {
-        None
-    };
-    let ckpt_root = ctx.opts.run_dir.join(&m.job.checkpoint.dir);
-    let (first_round, resume) = match ctx.opts.resume {
-        false => (0, None),
-        true if m.job.aggregation == Aggregation::ParameterServer => {
-            return Err(RuntimeError::Launch(
-                "--resume is not supported with parameter-server aggregation yet (the servers' optimizer state is not checkpointed)".into(),
-            ))
-        }
-        true => match crate::checkpoint::find_latest(&ckpt_root) {
-            Some((dir, meta)) => {
-                tracing::info!("resuming from {} (round {})", dir.display(), meta.round);
-                (meta.round, Some(dir.display().to_string()))
-            }
-            None => {
-                tracing::warn!("--resume: no complete checkpoint under {}; starting from round 0", ckpt_root.display());
-                (0, None)
-            }
-        },
-    };
-    let job_id: u64 = rand::random();
-    let start = ControlMsg::Start {
-        peers: peers.clone(),
-        job: job_id,
-        first_round,
-        resume,
-    };
-    for r in &mut regs {
-        send_msg(&mut r.link, 0, "sending the peer table", &start)?;
-    }
-    let server = match ps_listener {
-        Some(l) => {
-            let group = join_mesh(ctx, job_id, &format!("{me}-ps"), &peers, l)?;
-            let world = group.world();
-            let w = m.worker_names().len();
-            let ps = ParameterServer::new(
-                model.params().len(),
-                &[world - 1],
-                &(0..w).collect::<Vec<_>>(),
-                world,
-            )
-            .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
-            let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
-            let comm = Communicator::new(group, AggregateConfig::default());
-            Some(PsServer {
-                comm,
-                ps,
-                params: model.params().to_vec(),
-                optimizer,
-            })
-        }
-        None => None,
-    };
-    let workers = m.worker_names().len();
-    let total_rounds = job::total_rounds(m, split.train.rows)?;
-    let transport = format!(
-        "{:?}",
-        transport_kind(
-            ctx,
-            &peers
-                .iter()
-                .map(|(n, a)| PeerAddr {
-                    name: n.clone(),
-                    addr: a.clone()
-                })
-                .collect::<Vec<_>>()
-        )
-    )
-    .to_lowercase();
-    let plan = job::plan(m, split.train.rows);
-    let schedule = Schedule {
-        first_round,
-        checkpoints: (
-            ckpt_root,
-            m.job.checkpoint.every_rounds,
-            m.job.checkpoint.keep,
-        ),
-        seed: m.job.seed,
-        plan,
-        total_rounds,
-        rounds_per_epoch: job::plan(m, split.train.rows).batches_per_epoch(),
-        eval_every: m.job.eval_every,
-        optimizer: m.job.optimizer.clone(),
-        headline: job::headline_metric(split.task),
-        report: Report {
-            cluster: m.cluster.name.clone(),
-            world_size: workers,
-            transport,
-            aggregation: match m.job.aggregation {
-                Aggregation::Allreduce => "allreduce".into(),
-                Aggregation::ParameterServer => "parameter-server".into(),
-            },
-            ..Report::default()
-        },
-        model_path: ctx.opts.run_dir.join("model.safetensors"),
-    };
-    let members: Vec<Member> = regs
-        .into_iter()
-        .map(|r| Member {
-            name: r.name,
-            link: r.link,
-        })
-        .collect();
-    let sys = actix::System::new();
-    let (tx, rx) = sync_channel(1);
-    sys.block_on(async move {
-        let control = SyncArbiter::start(1, once(ControlPlane::new(members, workers, server)));
-        Coordinator::new(control, schedule, tx).start();
-    });
-    sys.run().map_err(|e| RuntimeError::Actor(e.to_string()))?;
-    let report = rx
-        .recv_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|_| {
-            Err(RuntimeError::Actor(
-                "coordinator ended without a result".into(),
-            ))
-        })?;
-    let path = ctx
-        .opts
-        .report
-        .clone()
-        .unwrap_or_else(|| ctx.opts.run_dir.join("report.json"));
-    report.write(&path)?;
-    tracing::info!("{}", report.summary());
-    tracing::info!("report written to {}", path.display());
-    Ok(())
 }

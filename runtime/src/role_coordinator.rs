@@ -1,0 +1,188 @@
+//! The coordinator role of a node: bind the control port (and announce it for `launch`), accept
+//! and register every member, check their models, hand out the data-mesh peer table (with a fresh
+//! job id), resume from a checkpoint if asked, then let the `Coordinator` actor drive rounds and
+//! write the report.
+
+use crate::actors::*;
+use crate::error::RuntimeError;
+use crate::job;
+use crate::manifest::Aggregation;
+use crate::node::{bind_data, join_mesh, transport_kind, NodeContext};
+use crate::protocol::{send_msg, ControlMsg};
+use crate::report::Report;
+use crate::role_worker::once;
+use actix::{Actor, SyncArbiter};
+use lockstep_trainer::aggregate::{AggregateConfig, Communicator, ParameterServer};
+use lockstep_transport::tcp::Listener;
+use lockstep_transport::PeerAddr;
+use std::sync::mpsc::sync_channel;
+use std::time::Duration;
+
+pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
+    let m = &ctx.manifest;
+    let me = ctx.name.clone();
+    let node = m
+        .node(&me)
+        .cloned()
+        .ok_or_else(|| RuntimeError::Launch(format!("node {me} missing")))?;
+    let listener = Listener::bind(&node.addr)?;
+    let control_addr = listener.local_addr()?;
+    if let Some(path) = &ctx.opts.announce {
+        lockstep_tensor::safetensors_io::write_atomic(path, format!("{control_addr}\n").as_bytes())
+            .map_err(|e| RuntimeError::io("write", path, e))?;
+    }
+    if let Some(tx) = &ctx.on_listen {
+        let _ = tx.send(control_addr);
+    }
+    tracing::info!(node = %me, "coordinator listening on {control_addr}");
+    let split = job::load_split(m)?;
+    let model = (ctx.model_factory)(m, &split)?;
+    let signature = job::signature(model.as_ref());
+    let names = ctx.members();
+    let acceptor = listener.start(
+        ctx.identity(&me),
+        Some(names.clone()),
+        Duration::from_secs(10),
+    )?;
+    let mut regs = crate::registration::accept_members(ctx, &acceptor, &names, &signature)?;
+    // Keep refusing late or unexpected joiners for the rest of the job (logged by the handshake).
+    let _late = crate::registration::refuse_late_joiners(acceptor);
+
+    let mut peers: Vec<(String, String)> = regs
+        .iter()
+        .map(|r| (r.name.clone(), r.data_addr.clone()))
+        .collect();
+    let ps_listener = if ctx.coordinator_serves() {
+        let ip = control_addr.ip();
+        let (l, a) = bind_data(&format!("{ip}:0"), None)?;
+        peers.push((format!("{me}-ps"), a));
+        Some(l)
+    } else {
+        None
+    };
+    let ckpt_root = ctx.opts.run_dir.join(&m.job.checkpoint.dir);
+    let (first_round, resume) = match ctx.opts.resume {
+        false => (0, None),
+        true if m.job.aggregation == Aggregation::ParameterServer => {
+            return Err(RuntimeError::Launch(
+                "--resume is not supported with parameter-server aggregation yet (the servers' optimizer state is not checkpointed)".into(),
+            ))
+        }
+        true => match crate::checkpoint::find_latest(&ckpt_root) {
+            Some((dir, meta)) => {
+                tracing::info!("resuming from {} (round {})", dir.display(), meta.round);
+                (meta.round, Some(dir.display().to_string()))
+            }
+            None => {
+                tracing::warn!("--resume: no complete checkpoint under {}; starting from round 0", ckpt_root.display());
+                (0, None)
+            }
+        },
+    };
+    let job_id: u64 = rand::random();
+    let start = ControlMsg::Start {
+        peers: peers.clone(),
+        job: job_id,
+        first_round,
+        resume,
+    };
+    for r in &mut regs {
+        send_msg(&mut r.link, 0, "sending the peer table", &start)?;
+    }
+    let server = match ps_listener {
+        Some(l) => {
+            let group = join_mesh(ctx, job_id, &format!("{me}-ps"), &peers, l)?;
+            let world = group.world();
+            let w = m.worker_names().len();
+            let ps = ParameterServer::new(
+                model.params().len(),
+                &[world - 1],
+                &(0..w).collect::<Vec<_>>(),
+                world,
+            )
+            .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+            let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
+            let comm = Communicator::new(group, AggregateConfig::default());
+            Some(PsServer {
+                comm,
+                ps,
+                params: model.params().to_vec(),
+                optimizer,
+            })
+        }
+        None => None,
+    };
+    let workers = m.worker_names().len();
+    let total_rounds = job::total_rounds(m, split.train.rows)?;
+    let transport = format!(
+        "{:?}",
+        transport_kind(
+            ctx,
+            &peers
+                .iter()
+                .map(|(n, a)| PeerAddr {
+                    name: n.clone(),
+                    addr: a.clone()
+                })
+                .collect::<Vec<_>>()
+        )
+    )
+    .to_lowercase();
+    let plan = job::plan(m, split.train.rows);
+    let schedule = Schedule {
+        first_round,
+        checkpoints: (
+            ckpt_root,
+            m.job.checkpoint.every_rounds,
+            m.job.checkpoint.keep,
+        ),
+        seed: m.job.seed,
+        plan,
+        total_rounds,
+        rounds_per_epoch: job::plan(m, split.train.rows).batches_per_epoch(),
+        eval_every: m.job.eval_every,
+        optimizer: m.job.optimizer.clone(),
+        headline: job::headline_metric(split.task),
+        report: Report {
+            cluster: m.cluster.name.clone(),
+            world_size: workers,
+            transport,
+            aggregation: match m.job.aggregation {
+                Aggregation::Allreduce => "allreduce".into(),
+                Aggregation::ParameterServer => "parameter-server".into(),
+            },
+            ..Report::default()
+        },
+        model_path: ctx.opts.run_dir.join("model.safetensors"),
+    };
+    let members: Vec<Member> = regs
+        .into_iter()
+        .map(|r| Member {
+            name: r.name,
+            link: r.link,
+        })
+        .collect();
+    let sys = actix::System::new();
+    let (tx, rx) = sync_channel(1);
+    sys.block_on(async move {
+        let control = SyncArbiter::start(1, once(ControlPlane::new(members, workers, server)));
+        Coordinator::new(control, schedule, tx).start();
+    });
+    sys.run().map_err(|e| RuntimeError::Actor(e.to_string()))?;
+    let report = rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| {
+            Err(RuntimeError::Actor(
+                "coordinator ended without a result".into(),
+            ))
+        })?;
+    let path = ctx
+        .opts
+        .report
+        .clone()
+        .unwrap_or_else(|| ctx.opts.run_dir.join("report.json"));
+    report.write(&path)?;
+    tracing::info!("{}", report.summary());
+    tracing::info!("report written to {}", path.display());
+    Ok(())
+}
