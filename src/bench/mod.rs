@@ -3,6 +3,7 @@
 
 pub mod allreduce;
 pub mod link;
+mod link_checks;
 
 use crate::cli::BenchWorkerArgs;
 

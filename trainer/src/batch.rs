@@ -36,3 +36,23 @@ pub struct Batch {
     /// One target per row.
     pub y: Targets,
 }
+
+impl Batch {
+    /// The contiguous rows `range` as a batch of their own (e.g. a micro-batch).
+    ///
+    /// # Panics
+    /// If `range` reaches past `self.rows` (ranges come from the caller's own arithmetic).
+    pub fn slice_rows(&self, range: std::ops::Range<usize>) -> Batch {
+        let y = match &self.y {
+            Targets::Real(v) => Targets::Real(v[range.clone()].to_vec()),
+            Targets::Class(v) => Targets::Class(v[range.clone()].to_vec()),
+        };
+        let x = self.x[range.start * self.cols..range.end * self.cols].to_vec();
+        Batch {
+            x,
+            rows: range.len(),
+            cols: self.cols,
+            y,
+        }
+    }
+}

@@ -85,8 +85,7 @@ impl Compute {
         let mut loss_sum = 0.0;
         let (mut failed, agg) = (None, &self.aggregator);
         for i in 0..k {
-            let idx: Vec<usize> = (i * per..(i + 1) * per).collect();
-            let micro = slice_rows(b, &idx);
+            let micro = b.slice_rows(i * per..(i + 1) * per);
             let (head, tail) = self.micro_grads.split_at_mut(i);
             let last = i + 1 == k;
             let out = self
@@ -299,28 +298,6 @@ impl Handler<WriteCheckpoint> for Compute {
             msg.keep,
         )?;
         Ok(dir.display().to_string())
-    }
-}
-
-/// The rows `idx` of a batch.
-fn slice_rows(b: &Batch, idx: &[usize]) -> Batch {
-    let mut x = Vec::with_capacity(idx.len() * b.cols);
-    for &i in idx {
-        x.extend_from_slice(&b.x[i * b.cols..(i + 1) * b.cols]);
-    }
-    let y = match &b.y {
-        lockstep_trainer::Targets::Real(v) => {
-            lockstep_trainer::Targets::Real(idx.iter().map(|&i| v[i]).collect())
-        }
-        lockstep_trainer::Targets::Class(v) => {
-            lockstep_trainer::Targets::Class(idx.iter().map(|&i| v[i]).collect())
-        }
-    };
-    Batch {
-        x,
-        rows: idx.len(),
-        cols: b.cols,
-        y,
     }
 }
 
