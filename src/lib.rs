@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod logging;
 
+pub use lockstep_collective as collective;
 pub use lockstep_runtime as runtime;
 pub use lockstep_tensor as tensor;
 pub use lockstep_trainer as trainer;

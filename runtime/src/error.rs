@@ -43,9 +43,10 @@ pub enum RuntimeError {
     /// Model building or a training step failed.
     #[error("model: {0}")]
     Model(String),
-    /// Gradient aggregation failed.
-    #[error("aggregation: {0}")]
-    Aggregate(String),
+    /// A collective failed: the error names this rank, the round, the operation and, for a dead
+    /// or misbehaving peer, that peer (match on it with [`lockstep_collective::CollectiveError::failed_rank`]).
+    #[error(transparent)]
+    Collective(Box<lockstep_collective::CollectiveError>),
     /// Two workers disagree (model shapes, final weights).
     #[error("{0}")]
     Inconsistent(String),
@@ -78,6 +79,12 @@ pub enum RuntimeError {
 impl From<lockstep_transport::Error> for RuntimeError {
     fn from(e: lockstep_transport::Error) -> Self {
         RuntimeError::Transport(Box::new(e))
+    }
+}
+
+impl From<lockstep_collective::CollectiveError> for RuntimeError {
+    fn from(e: lockstep_collective::CollectiveError) -> Self {
+        RuntimeError::Collective(Box::new(e))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::protocol::{send_msg, ControlMsg};
 use crate::report::Report;
 use crate::role_worker::once;
 use actix::{Actor, SyncArbiter};
-use lockstep_trainer::aggregate::{AggregateConfig, Communicator, ParameterServer};
+use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
 use lockstep_transport::tcp::Listener;
 use lockstep_transport::PeerAddr;
 use std::sync::mpsc::sync_channel;
@@ -99,10 +99,9 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 &[world - 1],
                 &(0..w).collect::<Vec<_>>(),
                 world,
-            )
-            .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+            )?;
             let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
-            let comm = Communicator::new(group, AggregateConfig::default());
+            let comm = Communicator::new(group, CollectiveConfig::default());
             Some(PsServer {
                 comm,
                 ps,

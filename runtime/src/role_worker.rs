@@ -9,7 +9,7 @@ use crate::manifest::Aggregation;
 use crate::node::{bind_data, connect_control, join_mesh, NodeContext, COMMAND_TIMEOUT};
 use crate::protocol::{recv_msg, send_msg, ControlMsg};
 use actix::{Actor, SyncArbiter};
-use lockstep_trainer::aggregate::{AggregateConfig, Communicator, ParameterServer};
+use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
 use lockstep_trainer::data::TableSource;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
@@ -59,7 +59,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let workers = m.worker_names();
     let rank = group.rank();
     let num_params = model.params().len();
-    let comm = Communicator::new(group, AggregateConfig::default());
+    let comm = Communicator::new(group, CollectiveConfig::default());
     let mode = if m.job.aggregation == Aggregation::ParameterServer {
         let servers: Vec<usize> = (workers.len()..peers.len()).collect();
         let ps = ParameterServer::new(
@@ -67,8 +67,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             &servers,
             &(0..workers.len()).collect::<Vec<_>>(),
             peers.len(),
-        )
-        .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+        )?;
         Mode::ParameterServer {
             ps,
             params: model.params().to_vec(),

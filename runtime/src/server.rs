@@ -7,7 +7,7 @@ use crate::error::RuntimeError;
 use crate::job;
 use crate::node::{bind_data, connect_control, join_mesh, NodeContext};
 use crate::protocol::{recv_msg, send_msg, ControlMsg, RoundTiming};
-use lockstep_trainer::aggregate::{AggregateConfig, Communicator, ParameterServer};
+use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
 
 /// Run a server node until `Finish`.
 ///
@@ -41,14 +41,13 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let workers = m.worker_names().len();
     let rank = group.rank();
     let servers: Vec<usize> = (workers..peers.len()).collect();
-    let mut ps = ParameterServer::new(n, &servers, &(0..workers).collect::<Vec<_>>(), peers.len())
-        .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+    let mut ps = ParameterServer::new(n, &servers, &(0..workers).collect::<Vec<_>>(), peers.len())?;
     let mine = ps.shard(rank - workers);
     let mut optimizer = job::optimizer(&m.job.optimizer, n)?
         .shard(mine.clone())
         .map_err(|e| RuntimeError::Model(format!("job.optimizer: {e}")))?;
     let mut params = model.params().to_vec();
-    let mut comm = Communicator::new(group, AggregateConfig::default());
+    let mut comm = Communicator::new(group, CollectiveConfig::default());
     let mut round = 0;
     loop {
         match recv_msg(
@@ -65,8 +64,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                     if let Err(e) = optimizer.step_with_lr(lr, p, g) {
                         failed.get_or_insert(e.to_string());
                     }
-                })
-                .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+                })?;
                 if let Some(e) = failed {
                     return Err(RuntimeError::Model(format!("round {r}: optimizer: {e}")));
                 }

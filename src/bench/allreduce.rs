@@ -11,9 +11,7 @@
 
 use crate::bench::link::parse_size;
 use crate::cli::{AllreduceBenchArgs, BenchWorkerArgs};
-use lockstep_trainer::aggregate::{
-    AggregateConfig, Algo, AllReduce, Communicator, ParameterServer,
-};
+use lockstep_collective::{Algo, AllReduce, CollectiveConfig, Communicator, ParameterServer};
 use lockstep_transport::{connect_mesh_via_coordinator, Coordinator, Listener, MeshConfig};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -285,8 +283,8 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
 
 /// The default settings, with `LOCKSTEP_CHUNK_BYTES` and `LOCKSTEP_SMALL_BYTES` (sizes such as
 /// `1MiB`) overriding `chunk_bytes` and `small_bytes` when set (to measure other settings).
-fn aggregate_config() -> Result<AggregateConfig, String> {
-    let mut a = AggregateConfig::default();
+fn aggregate_config() -> Result<CollectiveConfig, String> {
+    let mut a = CollectiveConfig::default();
     let var = |name: &str| std::env::var(name).ok().map(|v| parse_size(&v)).transpose();
     if let Some(b) = var("LOCKSTEP_CHUNK_BYTES")? {
         a.chunk_bytes = b.max(4);
@@ -325,7 +323,7 @@ fn reduce_once(
     }
     let algo: Algo = algo
         .parse()
-        .map_err(|e: lockstep_trainer::aggregate::AggregateError| e.to_string())?;
+        .map_err(|e: lockstep_collective::CollectiveError| e.to_string())?;
     c.allreduce(x, AllReduce::sum().algo(algo))
         .map_err(|e| e.to_string())
 }
@@ -411,7 +409,7 @@ fn run_loop(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), String> {
     let algo: Algo = cfg
         .algo
         .parse()
-        .map_err(|e: lockstep_trainer::aggregate::AggregateError| e.to_string())?;
+        .map_err(|e: lockstep_collective::CollectiveError| e.to_string())?;
     let mut x = input(c.rank(), len);
     let mut last = Instant::now();
     for i in 0u64.. {

@@ -6,7 +6,7 @@
 use super::messages::*;
 use crate::error::RuntimeError;
 use actix::{Actor, Handler, SyncContext};
-use lockstep_trainer::aggregate::{Algo, AllReduce, Communicator, ParameterServer};
+use lockstep_collective::{Algo, AllReduce, Communicator, ParameterServer};
 use std::time::{Duration, Instant};
 
 /// How the aggregator averages.
@@ -31,7 +31,7 @@ pub struct Aggregator {
     mode: Mode,
     grads: Vec<f32>,
     comm_time: Duration,
-    error: Option<String>,
+    error: Option<lockstep_collective::CollectiveError>,
 }
 
 impl Aggregator {
@@ -55,7 +55,7 @@ impl Handler<GradBucket> for Aggregator {
     type Result = Result<(), RuntimeError>;
     fn handle(&mut self, mut msg: GradBucket, _: &mut SyncContext<Self>) -> Self::Result {
         if let Some(e) = &self.error {
-            return Err(RuntimeError::Aggregate(e.clone()));
+            return Err(e.clone().into());
         }
         if msg.range.end > self.grads.len() || msg.range.len() != msg.data.len() {
             let e = format!(
@@ -64,8 +64,7 @@ impl Handler<GradBucket> for Aggregator {
                 msg.range,
                 self.grads.len()
             );
-            self.error = Some(e.clone());
-            return Err(RuntimeError::Aggregate(e));
+            return Err(RuntimeError::Inconsistent(e));
         }
         if matches!(self.mode, Mode::Allreduce | Mode::AllreduceTreeSum) {
             let started = Instant::now();
@@ -78,8 +77,8 @@ impl Handler<GradBucket> for Aggregator {
             let res = self.comm.allreduce(&mut msg.data, how.shape(&[len]));
             self.comm_time += started.elapsed();
             if let Err(e) = res {
-                self.error = Some(e.to_string());
-                return Err(RuntimeError::Aggregate(e.to_string()));
+                self.error = Some(e.clone());
+                return Err(e.into());
             }
         }
         self.grads[msg.range].copy_from_slice(&msg.data);
@@ -91,7 +90,7 @@ impl Handler<FinishRound> for Aggregator {
     type Result = Result<AggregateOutcome, RuntimeError>;
     fn handle(&mut self, msg: FinishRound, _: &mut SyncContext<Self>) -> Self::Result {
         if let Some(e) = self.error.take() {
-            return Err(RuntimeError::Aggregate(e));
+            return Err(e.into());
         }
         let value = match &mut self.mode {
             Mode::Allreduce | Mode::AllreduceTreeSum => {
@@ -100,8 +99,7 @@ impl Handler<FinishRound> for Aggregator {
             Mode::ParameterServer { ps, params } => {
                 let started = Instant::now();
                 self.comm.set_round(msg.round);
-                ps.step(&mut self.comm, &self.grads, params, |_, _, _| {})
-                    .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+                ps.step(&mut self.comm, &self.grads, params, |_, _, _| {})?;
                 self.comm_time += started.elapsed();
                 Aggregated::Parameters(params.clone())
             }
@@ -117,9 +115,7 @@ impl Handler<SyncParams> for Aggregator {
         match &mut self.mode {
             Mode::Allreduce | Mode::AllreduceTreeSum => {
                 self.comm.set_round(0);
-                self.comm
-                    .broadcast(&mut msg.params, 0)
-                    .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+                self.comm.broadcast(&mut msg.params, 0)?;
             }
             // Servers hold the authoritative copy; every replica was initialised from the same
             // seed, which the coordinator checked at registration (same layout).

@@ -7,7 +7,7 @@
 use crate::error::RuntimeError;
 use crate::protocol::{recv_msg, send_msg, ControlMsg, RoundTiming};
 use actix::{Actor, Handler, Message, SyncContext};
-use lockstep_trainer::aggregate::{Communicator, ParameterServer};
+use lockstep_collective::{Communicator, ParameterServer};
 use lockstep_trainer::optim::Optimizer;
 use lockstep_transport::{AnyLink, Link};
 use std::collections::BTreeMap;
@@ -112,8 +112,7 @@ impl Handler<RunRound> for ControlPlane {
                 if let Err(e) = opt.step_with_lr(lr, p, g) {
                     failed.get_or_insert(e.to_string());
                 }
-            })
-            .map_err(|e| RuntimeError::Aggregate(e.to_string()))?;
+            })?;
             if let Some(e) = failed {
                 return Err(RuntimeError::Model(format!(
                     "round {round}: parameter server optimizer: {e}"

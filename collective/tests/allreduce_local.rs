@@ -3,10 +3,10 @@
 //! every rank and across runs; broadcast, barrier, the parameter server against allreduce SGD,
 //! mismatch and failure errors.
 
-use lockstep_tensor::{bf16, f16};
-use lockstep_trainer::aggregate::{
-    AggregateConfig, AggregateError, Algo, AllReduce, Communicator, ParameterServer,
+use lockstep_collective::{
+    Algo, AllReduce, CollectiveConfig, CollectiveError, Communicator, ParameterServer,
 };
+use lockstep_tensor::{bf16, f16};
 use lockstep_transport::local::mesh;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ const NAMES: [&str; 5] = ["n0", "n1", "n2", "n3", "n4"];
 /// Run `f(comm)` on every rank of a `world`-rank mesh, each in its own thread.
 fn on_mesh<T: Send + 'static>(
     world: usize,
-    config: AggregateConfig,
+    config: CollectiveConfig,
     f: impl Fn(&mut Communicator) -> T + Send + Sync + Clone + 'static,
 ) -> Vec<T> {
     let groups = mesh(&NAMES[..world], Duration::from_secs(10));
@@ -39,14 +39,14 @@ fn input(r: usize, len: usize) -> Vec<f32> {
         .collect()
 }
 
-fn small_chunks() -> AggregateConfig {
-    AggregateConfig {
+fn small_chunks() -> CollectiveConfig {
+    CollectiveConfig {
         chunk_bytes: 64,
-        ..AggregateConfig::default()
+        ..CollectiveConfig::default()
     }
 }
 
-fn check_allreduce(world: usize, len: usize, algo: Algo, mean: bool, config: AggregateConfig) {
+fn check_allreduce(world: usize, len: usize, algo: Algo, mean: bool, config: CollectiveConfig) {
     let results = on_mesh(world, config, move |c| {
         let mut x = input(c.rank(), len);
         let how = if mean {
@@ -88,7 +88,7 @@ fn allreduce_every_algorithm_world_and_length() {
         for len in [0usize, 1, 2, 7, 33, 1001] {
             for algo in [Algo::Ring, Algo::Tree, Algo::Auto] {
                 check_allreduce(world, len, algo, false, small_chunks());
-                check_allreduce(world, len, algo, true, AggregateConfig::default());
+                check_allreduce(world, len, algo, true, CollectiveConfig::default());
             }
         }
     }
@@ -98,9 +98,9 @@ fn allreduce_every_algorithm_world_and_length() {
 fn allreduce_large_with_many_pieces() {
     for world in [2, 3, 4] {
         for algo in [Algo::Ring, Algo::Tree] {
-            let config = AggregateConfig {
+            let config = CollectiveConfig {
                 chunk_bytes: 16 * 1024,
-                ..AggregateConfig::default()
+                ..CollectiveConfig::default()
             };
             check_allreduce(world, 300_001, algo, true, config);
         }
@@ -179,7 +179,7 @@ fn broadcast_and_barrier() {
 
 #[test]
 fn shape_mismatch_names_both_ranks_and_values() {
-    let out = on_mesh(2, AggregateConfig::default(), |c| {
+    let out = on_mesh(2, CollectiveConfig::default(), |c| {
         let dims: &[usize] = if c.rank() == 0 { &[2, 3] } else { &[3, 2] };
         let mut x = vec![1.0f32; 6];
         c.allreduce(&mut x, AllReduce::sum().shape(dims).algo(Algo::Ring))
@@ -200,7 +200,7 @@ fn shape_mismatch_names_both_ranks_and_values() {
 
 #[test]
 fn sequence_mismatch_fails_at_once() {
-    let out = on_mesh(3, AggregateConfig::default(), |c| {
+    let out = on_mesh(3, CollectiveConfig::default(), |c| {
         if c.rank() == 1 {
             c.barrier().unwrap_err();
         }
@@ -241,7 +241,7 @@ fn dead_rank_is_named_by_every_survivor() {
 
 #[test]
 fn poisoned_communicator_returns_the_first_error() {
-    let out = on_mesh(2, AggregateConfig::default(), |c| {
+    let out = on_mesh(2, CollectiveConfig::default(), |c| {
         if c.rank() == 1 {
             return None;
         }
@@ -332,14 +332,14 @@ fn ten_sgd_steps_parameter_server_match_allreduce() {
 fn parameter_server_rejects_bad_layouts() {
     assert!(matches!(
         ParameterServer::new(10, &[], &[0], 2),
-        Err(AggregateError::Config(_))
+        Err(CollectiveError::Config(_))
     ));
     assert!(matches!(
         ParameterServer::new(10, &[0, 0], &[0], 2),
-        Err(AggregateError::Config(_))
+        Err(CollectiveError::Config(_))
     ));
     assert!(matches!(
         ParameterServer::new(10, &[2], &[0], 2),
-        Err(AggregateError::Config(_))
+        Err(CollectiveError::Config(_))
     ));
 }

@@ -20,7 +20,7 @@
 
 use super::comm::{Call, Communicator};
 use super::kernels::{divide, split, Consumer, Sink};
-use super::AggregateError;
+use super::CollectiveError;
 use lockstep_tensor::{fingerprint_dims, DType};
 use lockstep_transport::Op;
 use std::ops::Range;
@@ -39,19 +39,19 @@ impl ParameterServer {
     /// of a group of `world`). Both lists are sorted; duplicates are refused.
     ///
     /// # Errors
-    /// [`AggregateError::Config`] for an empty list, a rank out of range or a duplicate.
+    /// [`CollectiveError::Config`] for an empty list, a rank out of range or a duplicate.
     pub fn new(
         num_params: usize,
         servers: &[usize],
         workers: &[usize],
         world: usize,
-    ) -> Result<Self, AggregateError> {
-        let check = |what: &str, list: &[usize]| -> Result<Vec<usize>, AggregateError> {
+    ) -> Result<Self, CollectiveError> {
+        let check = |what: &str, list: &[usize]| -> Result<Vec<usize>, CollectiveError> {
             let mut v = list.to_vec();
             v.sort_unstable();
             v.dedup();
             if v.is_empty() || v.len() != list.len() || v.last().is_some_and(|&r| r >= world) {
-                return Err(AggregateError::Config(format!(
+                return Err(CollectiveError::Config(format!(
                     "parameter server {what} {list:?}: need distinct ranks below the world size {world}"
                 )));
             }
@@ -85,14 +85,14 @@ impl ParameterServer {
     /// full `params`, of which a server owns its shard, and a worker receives all of it.
     ///
     /// # Errors
-    /// As [`Communicator::allreduce`]; [`AggregateError::Invalid`] for wrong lengths.
+    /// As [`Communicator::allreduce`]; [`CollectiveError::Invalid`] for wrong lengths.
     pub fn step<F>(
         &mut self,
         c: &mut Communicator,
         grads: &[f32],
         params: &mut [f32],
         mut update: F,
-    ) -> Result<(), AggregateError>
+    ) -> Result<(), CollectiveError>
     where
         F: FnMut(Range<usize>, &mut [f32], &[f32]),
     {
@@ -159,7 +159,7 @@ impl ParameterServer {
         grads: &[f32],
         params: &mut [f32],
         update: &mut F,
-    ) -> Result<(), AggregateError>
+    ) -> Result<(), CollectiveError>
     where
         F: FnMut(Range<usize>, &mut [f32], &[f32]),
     {

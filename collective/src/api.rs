@@ -3,7 +3,7 @@
 //! [`Call`] (sequence number, shape fingerprint, dtype) and the algorithm is chosen.
 
 use super::comm::{Call, Communicator};
-use super::{bcast, ring, tree, AggregateError, Algo, ReduceOp};
+use super::{bcast, ring, tree, Algo, CollectiveError, ReduceOp};
 use lockstep_tensor::{bf16, f16, fingerprint_dims, kernels, DType, Element};
 use lockstep_transport::Op;
 
@@ -12,7 +12,7 @@ use lockstep_transport::Op;
 ///
 /// # Examples
 /// ```
-/// use lockstep_trainer::aggregate::{AllReduce, Algo};
+/// use lockstep_collective::{AllReduce, Algo};
 /// let how = AllReduce::mean().shape(&[128, 10]).algo(Algo::Ring);
 /// # let _ = how;
 /// ```
@@ -22,7 +22,7 @@ pub struct AllReduce<'a> {
     pub op: ReduceOp,
     /// Dimensions of the tensor (their product must be the data length); `None` means `[len]`.
     pub dims: Option<&'a [usize]>,
-    /// Algorithm override; `None` uses [`super::AggregateConfig::algo`].
+    /// Algorithm override; `None` uses [`super::CollectiveConfig::algo`].
     pub algo: Option<Algo>,
 }
 
@@ -63,15 +63,15 @@ impl Communicator {
     /// algorithm; afterwards every rank holds identical bits.
     ///
     /// # Errors
-    /// [`AggregateError::Transport`] when a link fails or a peer's frame does not match (other
-    /// round, sequence number, shape, length), [`AggregateError::PeerFailed`] when another rank
-    /// reports a failure, [`AggregateError::Invalid`] for a shape that does not fit the data.
+    /// [`CollectiveError::Transport`] when a link fails or a peer's frame does not match (other
+    /// round, sequence number, shape, length), [`CollectiveError::PeerFailed`] when another rank
+    /// reports a failure, [`CollectiveError::Invalid`] for a shape that does not fit the data.
     /// On error the contents of `data` are unspecified.
     pub fn allreduce(
         &mut self,
         data: &mut [f32],
         how: AllReduce<'_>,
-    ) -> Result<(), AggregateError> {
+    ) -> Result<(), CollectiveError> {
         let call = self.begin_allreduce(data.len(), DType::F32, &how)?;
         self.run_allreduce(&call, data, &how)
     }
@@ -85,7 +85,7 @@ impl Communicator {
         &mut self,
         data: &mut [f16],
         how: AllReduce<'_>,
-    ) -> Result<(), AggregateError> {
+    ) -> Result<(), CollectiveError> {
         let call = self.begin_allreduce(data.len(), DType::F16, &how)?;
         let mut acc = kernels::f16_to_f32_vec(data);
         self.run_allreduce(&call, &mut acc, &how)?;
@@ -101,7 +101,7 @@ impl Communicator {
         &mut self,
         data: &mut [bf16],
         how: AllReduce<'_>,
-    ) -> Result<(), AggregateError> {
+    ) -> Result<(), CollectiveError> {
         let call = self.begin_allreduce(data.len(), DType::BF16, &how)?;
         let mut acc = kernels::bf16_to_f32_vec(data);
         self.run_allreduce(&call, &mut acc, &how)?;
@@ -121,12 +121,12 @@ impl Communicator {
     /// Broadcast `data` from `root` to every rank, in place. The shape fingerprint is `[len]`.
     ///
     /// # Errors
-    /// As [`Communicator::allreduce`]; [`AggregateError::Invalid`] for a root out of range.
+    /// As [`Communicator::allreduce`]; [`CollectiveError::Invalid`] for a root out of range.
     pub fn broadcast<T: Element>(
         &mut self,
         data: &mut [T],
         root: usize,
-    ) -> Result<(), AggregateError> {
+    ) -> Result<(), CollectiveError> {
         let call = self.begin(
             Op::Broadcast,
             fingerprint_dims(&[data.len()]),
@@ -145,7 +145,7 @@ impl Communicator {
     ///
     /// # Errors
     /// As [`Communicator::allreduce`].
-    pub fn barrier(&mut self) -> Result<(), AggregateError> {
+    pub fn barrier(&mut self) -> Result<(), CollectiveError> {
         let call = self.begin(Op::Barrier, 0, 0)?;
         bcast::barrier(self, &call)
     }
@@ -155,7 +155,7 @@ impl Communicator {
         len: usize,
         dtype: DType,
         how: &AllReduce<'_>,
-    ) -> Result<Call, AggregateError> {
+    ) -> Result<Call, CollectiveError> {
         let fp = fingerprint_dims(how.dims.unwrap_or(&[len]));
         let call = self.begin(Op::AllReduce, fp, dtype.to_wire())?;
         if let Some(d) = how.dims {
@@ -171,7 +171,7 @@ impl Communicator {
         call: &Call,
         data: &mut [f32],
         how: &AllReduce<'_>,
-    ) -> Result<(), AggregateError> {
+    ) -> Result<(), CollectiveError> {
         let mean = how.op == ReduceOp::Mean;
         match self.resolve_algo(how.algo, data.len() * 4) {
             Algo::Tree => tree::allreduce(self, call, data, mean),

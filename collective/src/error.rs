@@ -1,4 +1,4 @@
-//! `AggregateError`: what a collective returns when it fails. Every variant names this rank, its
+//! `CollectiveError`: what a collective returns when it fails. Every variant names this rank, its
 //! node, the round, the operation and the collective sequence number, and where another rank is
 //! to blame, that rank and its node too, so a log line alone says who failed, when and doing what.
 
@@ -41,7 +41,7 @@ impl std::fmt::Display for FailureKind {
 
 /// Errors of the aggregation algorithms.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum AggregateError {
+pub enum CollectiveError {
     /// The link to `peer` failed (closed, timed out, mismatching frame, I/O error).
     #[error("rank {rank} ({node}), round {round}, {op} #{seq}: link to rank {peer}: {source}")]
     Transport {
@@ -58,7 +58,7 @@ pub enum AggregateError {
         /// The rank at the other end of the link.
         peer: usize,
         /// What the link reported (its message names the peer node and, for a mismatch, both
-        /// nodes and both values). Boxed to keep `Result<_, AggregateError>` small.
+        /// nodes and both values). Boxed to keep `Result<_, CollectiveError>` small.
         #[source]
         source: Box<TransportError>,
     },
@@ -110,13 +110,13 @@ pub enum AggregateError {
     Config(String),
 }
 
-impl AggregateError {
+impl CollectiveError {
     /// The rank to blame, when another rank is: the failed peer of a lost link, or the rank an
     /// abort notice names.
     pub fn failed_rank(&self) -> Option<usize> {
         match self {
-            AggregateError::Transport { peer, .. } => Some(*peer),
-            AggregateError::PeerFailed { failed, .. } => Some(*failed),
+            CollectiveError::Transport { peer, .. } => Some(*peer),
+            CollectiveError::PeerFailed { failed, .. } => Some(*failed),
             _ => None,
         }
     }
@@ -124,10 +124,10 @@ impl AggregateError {
     /// The collective sequence number the error happened in.
     pub fn seq(&self) -> Option<u64> {
         match self {
-            AggregateError::Transport { seq, .. }
-            | AggregateError::PeerFailed { seq, .. }
-            | AggregateError::Invalid { seq, .. } => Some(*seq),
-            AggregateError::Config(_) => None,
+            CollectiveError::Transport { seq, .. }
+            | CollectiveError::PeerFailed { seq, .. }
+            | CollectiveError::Invalid { seq, .. } => Some(*seq),
+            CollectiveError::Config(_) => None,
         }
     }
 }

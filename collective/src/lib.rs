@@ -1,4 +1,6 @@
-//! Gradient aggregation as plain code over a [`Group`](lockstep_transport::Group) of links: no
+//! # lockstep-collective
+//!
+//! Collectives as plain code over a [`Group`](lockstep_transport::Group) of links: no
 //! actors, so a training step with real collectives runs in a unit test (ranks as threads over
 //! `lockstep_transport::local::mesh`) as well as across processes (TCP, shared memory).
 //!
@@ -8,7 +10,7 @@
 //! - Allreduce (sum, mean) of f32, and of f16/bf16 with f32 accumulation:
 //!   [`Algo::Ring`] (bandwidth-optimal, chunked and pipelined, reduces straight out of a
 //!   shared-memory ring), [`Algo::Tree`] (recursive doubling, latency-optimal for small
-//!   messages, any world size), [`Algo::Auto`] (tree below [`AggregateConfig::small_bytes`]).
+//!   messages, any world size), [`Algo::Auto`] (tree below [`CollectiveConfig::small_bytes`]).
 //!   Results are deterministic: identical bits on every rank and run after run for the same
 //!   inputs, world size, algorithm and chunk size.
 //! - Broadcast and barrier.
@@ -17,14 +19,14 @@
 //!
 //! # Examples
 //! ```
-//! use lockstep_trainer::aggregate::{AggregateConfig, AllReduce, Communicator};
+//! use lockstep_collective::{CollectiveConfig, AllReduce, Communicator};
 //! use std::time::Duration;
 //! let groups = lockstep_transport::local::mesh(&["a", "b"], Duration::from_secs(5));
 //! let handles: Vec<_> = groups
 //!     .into_iter()
 //!     .map(|g| {
 //!         std::thread::spawn(move || {
-//!             let mut comm = Communicator::new(g, AggregateConfig::default());
+//!             let mut comm = Communicator::new(g, CollectiveConfig::default());
 //!             let mut x = vec![comm.rank() as f32 + 1.0; 3];
 //!             comm.allreduce(&mut x, AllReduce::sum()).unwrap();
 //!             x
@@ -47,7 +49,7 @@ mod tree;
 
 pub use api::AllReduce;
 pub use comm::Communicator;
-pub use error::{AggregateError, FailureKind};
+pub use error::{CollectiveError, FailureKind};
 pub use ps::ParameterServer;
 
 use std::str::FromStr;
@@ -68,18 +70,18 @@ pub enum Algo {
     Ring,
     /// Recursive doubling: `ceil(log2 n)` (+2 when `n` is not a power of two) steps.
     Tree,
-    /// `Tree` below [`AggregateConfig::small_bytes`], `Ring` from there on.
+    /// `Tree` below [`CollectiveConfig::small_bytes`], `Ring` from there on.
     Auto,
 }
 
 impl FromStr for Algo {
-    type Err = AggregateError;
+    type Err = CollectiveError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "ring" => Ok(Algo::Ring),
             "tree" => Ok(Algo::Tree),
             "auto" => Ok(Algo::Auto),
-            other => Err(AggregateError::Config(format!(
+            other => Err(CollectiveError::Config(format!(
                 "unknown allreduce algorithm {other:?} (ring, tree, auto)"
             ))),
         }
@@ -98,7 +100,7 @@ pub const DEFAULT_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Algorithm settings; must be the same on every rank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AggregateConfig {
+pub struct CollectiveConfig {
     /// Allreduce algorithm.
     pub algo: Algo,
     /// `Auto` uses `Tree` for messages below this many bytes (of f32 data).
@@ -108,9 +110,9 @@ pub struct AggregateConfig {
     pub chunk_bytes: usize,
 }
 
-impl Default for AggregateConfig {
+impl Default for CollectiveConfig {
     fn default() -> Self {
-        AggregateConfig {
+        CollectiveConfig {
             algo: Algo::Auto,
             small_bytes: DEFAULT_SMALL_BYTES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,

@@ -11,7 +11,7 @@
 
 use super::comm::{Call, Communicator};
 use super::kernels::split;
-use super::AggregateError;
+use super::CollectiveError;
 
 /// Broadcast `bytes` from `root` to every rank (in place).
 pub(crate) fn broadcast(
@@ -19,7 +19,7 @@ pub(crate) fn broadcast(
     call: &Call,
     bytes: &mut [u8],
     root: usize,
-) -> Result<(), AggregateError> {
+) -> Result<(), CollectiveError> {
     let n = c.world();
     if n == 1 {
         return Ok(());
@@ -61,7 +61,7 @@ pub(crate) fn broadcast(
 }
 
 /// Block until every rank has entered the barrier.
-pub(crate) fn barrier(c: &mut Communicator, call: &Call) -> Result<(), AggregateError> {
+pub(crate) fn barrier(c: &mut Communicator, call: &Call) -> Result<(), CollectiveError> {
     let (n, r) = (c.world(), c.rank());
     let mut d = 1;
     while d < n {

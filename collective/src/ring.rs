@@ -17,7 +17,7 @@
 
 use super::comm::{Call, Communicator};
 use super::kernels::{split, Consumer, Sink};
-use super::AggregateError;
+use super::CollectiveError;
 use lockstep_tensor::cast_slice_mut;
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -60,7 +60,7 @@ pub(crate) fn allreduce(
     call: &Call,
     data: &mut [f32],
     mean: bool,
-) -> Result<(), AggregateError> {
+) -> Result<(), CollectiveError> {
     let n = c.world();
     if n == 1 {
         return Ok(());
@@ -111,7 +111,7 @@ impl Ring {
         c: &mut Communicator,
         call: &Call,
         data: &[f32],
-    ) -> Result<(), AggregateError> {
+    ) -> Result<(), CollectiveError> {
         let j = self.first_sent;
         let b = c.copy_f32(&data[self.lay.piece(c.rank(), j)]);
         c.send(call, self.right, b)?;
@@ -128,7 +128,7 @@ impl Ring {
         data: &mut [f32],
         u: usize,
         j: usize,
-    ) -> Result<(), AggregateError> {
+    ) -> Result<(), CollectiveError> {
         let n = self.lay.world;
         let steps = 2 * (n - 1);
         let pr = self.lay.piece((c.rank() + 2 * n - u - 1) % n, j);

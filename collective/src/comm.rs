@@ -1,7 +1,7 @@
 //! The `Communicator`: one rank's handle for running collectives over a [`Group`]. It owns the
 //! round and the collective sequence number (advanced identically on every rank, one per call),
 //! the algorithm settings and a pool of send buffers, and it turns link failures into
-//! [`AggregateError`]s.
+//! [`CollectiveError`]s.
 //!
 //! # Failure handling
 //! Frames are received with a loose expectation and checked here, so that an *abort notice*
@@ -12,9 +12,9 @@
 //! neighbour, and nobody waits out the peer timeout on a link whose peer is merely blocked. After
 //! an error the communicator is poisoned: every later call returns the same error.
 
-use super::error::{AggregateError, FailureKind};
+use super::error::{CollectiveError, FailureKind};
 use super::kernels::Consumer;
-use super::AggregateConfig;
+use super::CollectiveConfig;
 use lockstep_tensor::{Buffer, BufferMut, BufferPool};
 use lockstep_transport::{Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op};
 
@@ -39,14 +39,14 @@ pub struct Communicator {
     group: Group,
     round: u64,
     seq: u64,
-    config: AggregateConfig,
+    config: CollectiveConfig,
     pool: BufferPool,
-    poisoned: Option<AggregateError>,
+    poisoned: Option<CollectiveError>,
 }
 
 impl Communicator {
     /// A communicator over `group`, at round 0 and sequence number 0.
-    pub fn new(group: Group, config: AggregateConfig) -> Communicator {
+    pub fn new(group: Group, config: CollectiveConfig) -> Communicator {
         let retain = config.chunk_bytes.saturating_mul(64).max(32 << 20);
         Communicator {
             group,
@@ -89,17 +89,17 @@ impl Communicator {
     }
 
     /// The algorithm settings.
-    pub fn config(&self) -> &AggregateConfig {
+    pub fn config(&self) -> &CollectiveConfig {
         &self.config
     }
 
     /// Change the algorithm settings (the same on every rank, between collectives).
-    pub fn config_mut(&mut self) -> &mut AggregateConfig {
+    pub fn config_mut(&mut self) -> &mut CollectiveConfig {
         &mut self.config
     }
 
     /// The first error this communicator returned, if any.
-    pub fn poisoned(&self) -> Option<&AggregateError> {
+    pub fn poisoned(&self) -> Option<&CollectiveError> {
         self.poisoned.as_ref()
     }
 
@@ -109,7 +109,7 @@ impl Communicator {
         op: Op,
         shape_fp: u64,
         dtype: u8,
-    ) -> Result<Call, AggregateError> {
+    ) -> Result<Call, CollectiveError> {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
@@ -124,8 +124,8 @@ impl Communicator {
     }
 
     /// An `Invalid` error for `call`, poisoning nothing (no frame was exchanged yet).
-    pub(crate) fn invalid(&self, call: &Call, reason: String) -> AggregateError {
-        AggregateError::Invalid {
+    pub(crate) fn invalid(&self, call: &Call, reason: String) -> CollectiveError {
+        CollectiveError::Invalid {
             rank: self.rank(),
             node: self.group.my_name().to_string(),
             round: self.round,
@@ -153,7 +153,7 @@ impl Communicator {
         call: &Call,
         peer: usize,
         payload: Buffer,
-    ) -> Result<(), AggregateError> {
+    ) -> Result<(), CollectiveError> {
         let mut h = FrameHeader::data(
             call.op,
             self.round,
@@ -176,7 +176,7 @@ impl Communicator {
         peer: usize,
         len: usize,
         consumer: &mut Consumer<'_>,
-    ) -> Result<(), AggregateError> {
+    ) -> Result<(), CollectiveError> {
         let loose = Expect::default();
         let header = match self
             .group
@@ -204,7 +204,7 @@ impl Communicator {
         call: &Call,
         peer: usize,
         len: usize,
-    ) -> Result<Buffer, AggregateError> {
+    ) -> Result<Buffer, CollectiveError> {
         let frame = match self.group.link(peer).recv(&Expect::default()) {
             Ok(f) => f,
             Err(e) => return Err(self.fail_link(call, peer, e)),
@@ -228,7 +228,7 @@ impl Communicator {
         peer: usize,
         len: usize,
         h: &FrameHeader,
-    ) -> Result<(), AggregateError> {
+    ) -> Result<(), CollectiveError> {
         if h.flags & FLAG_ABORT != 0 && h.op == Op::Control {
             return Err(self.aborted(call, peer, h));
         }
@@ -252,7 +252,7 @@ impl Communicator {
     }
 
     /// A link to `peer` failed: notify every other rank, poison, and return the error.
-    fn fail_link(&mut self, call: &Call, peer: usize, source: TransportError) -> AggregateError {
+    fn fail_link(&mut self, call: &Call, peer: usize, source: TransportError) -> CollectiveError {
         let kind = match source {
             TransportError::Mismatch { .. } | TransportError::Protocol { .. } => {
                 FailureKind::Mismatch
@@ -260,7 +260,7 @@ impl Communicator {
             _ => FailureKind::Lost,
         };
         self.notify_abort(call, peer, kind, &[peer]);
-        let e = AggregateError::Transport {
+        let e = CollectiveError::Transport {
             rank: self.rank(),
             node: self.group.my_name().to_string(),
             round: self.round,
@@ -273,7 +273,7 @@ impl Communicator {
     }
 
     /// `reporter` sent an abort notice: forward it, poison, and return the error it names.
-    fn aborted(&mut self, call: &Call, reporter: usize, h: &FrameHeader) -> AggregateError {
+    fn aborted(&mut self, call: &Call, reporter: usize, h: &FrameHeader) -> CollectiveError {
         let world = self.world();
         let failed = usize::try_from(h.shape_fp)
             .ok()
@@ -281,7 +281,7 @@ impl Communicator {
             .unwrap_or(reporter);
         let kind = FailureKind::from_wire(h.dtype);
         self.notify_abort(call, failed, kind, &[failed, reporter]);
-        let e = AggregateError::PeerFailed {
+        let e = CollectiveError::PeerFailed {
             rank: self.rank(),
             node: self.group.my_name().to_string(),
             round: self.round,
@@ -314,7 +314,7 @@ impl Communicator {
         }
     }
 
-    fn poison(&mut self, e: AggregateError) -> AggregateError {
+    fn poison(&mut self, e: CollectiveError) -> CollectiveError {
         tracing::warn!(error = %e, "collective failed");
         self.poisoned.get_or_insert(e).clone()
     }

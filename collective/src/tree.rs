@@ -15,7 +15,7 @@
 
 use super::comm::{Call, Communicator};
 use super::kernels::{divide, split, Consumer, Sink};
-use super::AggregateError;
+use super::CollectiveError;
 
 /// Recursive-doubling allreduce of `data` in place; `mean` divides by the world size.
 pub(crate) fn allreduce(
@@ -23,7 +23,7 @@ pub(crate) fn allreduce(
     call: &Call,
     data: &mut [f32],
     mean: bool,
-) -> Result<(), AggregateError> {
+) -> Result<(), CollectiveError> {
     let (n, r) = (c.world(), c.rank());
     if n == 1 {
         return Ok(());
@@ -73,7 +73,7 @@ fn send_all(
     peer: usize,
     data: &[f32],
     pieces: usize,
-) -> Result<(), AggregateError> {
+) -> Result<(), CollectiveError> {
     for j in 0..pieces {
         let b = c.copy_f32(&data[split(data.len(), pieces, j)]);
         c.send(call, peer, b)?;
@@ -88,7 +88,7 @@ fn recv_all(
     data: &mut [f32],
     pieces: usize,
     mode: Mode,
-) -> Result<(), AggregateError> {
+) -> Result<(), CollectiveError> {
     for j in 0..pieces {
         let pr = split(data.len(), pieces, j);
         let bytes = pr.len() * 4;
