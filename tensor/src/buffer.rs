@@ -266,27 +266,18 @@ impl Buffer {
             .map(|b| &mut b[off..off + len])
     }
 
-    /// Turn the only handle over a whole writable storage back into a [`BufferMut`]; otherwise
-    /// hand the buffer back unchanged.
+    /// Turn the only handle over writable storage back into a [`BufferMut`] (over the same
+    /// bytes); otherwise hand the buffer back unchanged.
     pub fn try_into_mut(self) -> std::result::Result<BufferMut, Buffer> {
-        if self.offset != 0 || self.storage.backing() == Backing::MappedFile {
+        if self.storage.backing() == Backing::MappedFile {
             return Err(self);
         }
-        let len = self.len;
-        match Arc::try_unwrap(self.storage) {
-            Ok(mut storage) => {
-                if storage.bytes_mut().is_some() {
-                    Ok(BufferMut { storage, len })
-                } else {
-                    Err(Buffer::from_storage(storage, len))
-                }
-            }
-            Err(storage) => Err(Buffer {
-                storage,
-                offset: 0,
-                len,
-            }),
-        }
+        let (offset, len) = (self.offset, self.len);
+        BufferMut::from_unique(self.storage, offset, len).map_err(|storage| Buffer {
+            storage,
+            offset,
+            len,
+        })
     }
 }
 
@@ -315,22 +306,83 @@ impl std::fmt::Debug for Buffer {
 
 /// The unique, writable form of a buffer: fill it, then [`freeze`](BufferMut::freeze) it into a
 /// shareable [`Buffer`] without copying.
+///
+/// Like `bytes::BytesMut`, a `BufferMut` can be cut into disjoint pieces ([`split_to`]) that are
+/// owned, sent and written independently (a gradient bucket travels to the aggregator while
+/// backprop fills the next one), and joined again without copying ([`unsplit`]) when they are
+/// adjacent pieces of one storage. Each piece is the only handle to its bytes.
+///
+/// # Examples
+/// ```
+/// use lockstep_tensor::BufferMut;
+/// let mut whole = BufferMut::zeroed(8);
+/// let mut head = whole.split_to(3);
+/// head[0] = 7;
+/// whole[0] = 9;
+/// head.unsplit(whole).unwrap();
+/// assert_eq!(&head[..4], &[7, 0, 0, 9]);
+/// ```
+///
+/// [`split_to`]: BufferMut::split_to
+/// [`unsplit`]: BufferMut::unsplit
 pub struct BufferMut {
-    storage: Storage,
+    storage: Arc<Storage>,
+    /// Start of this piece inside the storage's writable bytes.
+    ptr: *mut u8,
+    offset: usize,
     len: usize,
 }
+
+// SAFETY: a `BufferMut` is the only handle to the bytes `ptr..ptr + len` (pieces made by
+// `split_to` are disjoint, and `Buffer`s over the storage exist only after `freeze`, which
+// consumes the piece); the storage itself is `Send + Sync`.
+unsafe impl Send for BufferMut {}
+// SAFETY: as above; `&BufferMut` only gives shared access to its own bytes.
+unsafe impl Sync for BufferMut {}
 
 impl BufferMut {
     /// A zeroed, 64-byte aligned heap buffer.
     pub fn zeroed(len: usize) -> BufferMut {
+        BufferMut::from_storage(Storage::Heap(AlignedAlloc::zeroed(len)), len)
+    }
+
+    /// `storage` must be writable (every caller passes heap or shared memory).
+    pub(crate) fn from_storage(mut storage: Storage, len: usize) -> BufferMut {
+        let ptr = match storage.bytes_mut() {
+            Some(b) => {
+                assert!(len <= b.len(), "BufferMut longer than its storage");
+                b.as_mut_ptr()
+            }
+            None => panic!("BufferMut over read-only storage"),
+        };
         BufferMut {
-            storage: Storage::Heap(AlignedAlloc::zeroed(len)),
+            storage: Arc::new(storage),
+            ptr,
+            offset: 0,
             len,
         }
     }
 
-    pub(crate) fn from_storage(storage: Storage, len: usize) -> BufferMut {
-        BufferMut { storage, len }
+    /// The unique handle over the writable bytes `offset..offset + len` of `storage`, whose
+    /// strong count is one.
+    fn from_unique(
+        mut storage: Arc<Storage>,
+        offset: usize,
+        len: usize,
+    ) -> std::result::Result<BufferMut, Arc<Storage>> {
+        let Some(ptr) = Arc::get_mut(&mut storage)
+            .and_then(|s| s.bytes_mut())
+            .map(|b| b.as_mut_ptr())
+        else {
+            return Err(storage);
+        };
+        Ok(BufferMut {
+            storage,
+            // SAFETY: `offset + len` lies inside the storage (it came from a valid `Buffer`).
+            ptr: unsafe { ptr.add(offset) },
+            offset,
+            len,
+        })
     }
 
     /// Which memory backs this buffer.
@@ -343,28 +395,66 @@ impl BufferMut {
         self.len = self.len.min(len);
     }
 
+    /// Cut off the first `at` bytes as their own piece; `self` keeps the rest. O(1), no copy.
+    ///
+    /// # Panics
+    /// When `at > self.len()`.
+    pub fn split_to(&mut self, at: usize) -> BufferMut {
+        assert!(at <= self.len, "split_to({at}) past the end ({})", self.len);
+        let head = BufferMut {
+            storage: self.storage.clone(),
+            ptr: self.ptr,
+            offset: self.offset,
+            len: at,
+        };
+        // SAFETY: `at <= len`, so the new start stays inside this piece.
+        self.ptr = unsafe { self.ptr.add(at) };
+        self.offset += at;
+        self.len -= at;
+        head
+    }
+
+    /// Join `next` back onto the end of `self` when it is the adjacent piece of the same
+    /// storage (O(1), no copy); otherwise hand `next` back unchanged.
+    ///
+    /// # Errors
+    /// `Err(next)` when the pieces are not adjacent parts of one storage.
+    pub fn unsplit(&mut self, next: BufferMut) -> std::result::Result<(), BufferMut> {
+        if !Arc::ptr_eq(&self.storage, &next.storage) || self.offset + self.len != next.offset {
+            return Err(next);
+        }
+        self.len += next.len;
+        Ok(())
+    }
+
+    /// True when no other piece of the storage exists (every split was joined back).
+    pub fn is_whole(&self) -> bool {
+        Arc::strong_count(&self.storage) == 1
+    }
+
     /// Share it: O(1), no copy.
     pub fn freeze(self) -> Buffer {
-        Buffer::from_storage(self.storage, self.len)
+        Buffer {
+            storage: self.storage,
+            offset: self.offset,
+            len: self.len,
+        }
     }
 }
 
 impl Deref for BufferMut {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.storage.bytes()[..self.len]
+        // SAFETY: `ptr..ptr + len` lies inside the storage, which `self.storage` keeps alive,
+        // and no other handle writes these bytes (see the `Send` impl).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
 impl DerefMut for BufferMut {
     fn deref_mut(&mut self) -> &mut [u8] {
-        let len = self.len;
-        // Construction guarantees writable storage; an `ExternalMemory` that changes its mind
-        // yields an empty slice rather than undefined behaviour.
-        match self.storage.bytes_mut() {
-            Some(b) => &mut b[..len],
-            None => &mut [],
-        }
+        // SAFETY: as in `deref`, and `&mut self` makes this the only access to these bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 }
 

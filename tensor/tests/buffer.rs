@@ -129,3 +129,51 @@ fn shm_child_reads_and_answers() {
     let n = w.len();
     w[n - 1] = 0xAB;
 }
+
+#[test]
+fn split_pieces_are_independent_and_rejoin_without_copy() {
+    let mut whole = BufferMut::zeroed(64);
+    let base = whole.as_ptr();
+    let mut a = whole.split_to(16);
+    let mut b = whole.split_to(16);
+    assert!(!a.is_whole());
+    // Pieces move to other threads and are written there.
+    let t = std::thread::spawn(move || {
+        b.fill(2);
+        b
+    });
+    a.fill(1);
+    whole.fill(3);
+    let b = t.join().unwrap();
+    assert_eq!(b.as_ptr(), unsafe { base.add(16) });
+    // Not adjacent: handed back.
+    let whole = a.unsplit(whole).unwrap_err();
+    a.unsplit(b).unwrap();
+    a.unsplit(whole).unwrap();
+    assert!(a.is_whole());
+    assert_eq!(a.len(), 64);
+    assert_eq!(a.as_ptr(), base);
+    let want: Vec<u8> = [vec![1u8; 16], vec![2; 16], vec![3; 32]].concat();
+    assert_eq!(&a[..], want.as_slice());
+}
+
+#[test]
+fn pieces_of_other_storage_do_not_join() {
+    let mut x = BufferMut::zeroed(8);
+    let y = BufferMut::zeroed(8);
+    assert!(x.unsplit(y).is_err());
+    assert_eq!(x.len(), 8);
+}
+
+#[test]
+fn frozen_unique_buffer_becomes_writable_again() {
+    let mut m = BufferMut::zeroed(32);
+    m[0] = 5;
+    let b = m.freeze();
+    let tail = b.slice(8..).unwrap();
+    let b = b.try_into_mut().unwrap_err(); // tail still shares it
+    drop(tail);
+    let m = b.try_into_mut().unwrap();
+    assert_eq!(m[0], 5);
+    assert!(m.is_whole());
+}
