@@ -6,13 +6,21 @@
 //! ```text
 //! W -> C  Register { node, data_addr, signature }
 //! C -> W  Start { peers, job }                 (once every worker registered)
-//! C -> W  BeginRound { round, epoch, lr }      W -> C  RoundDone { round, loss_sum, .. }
-//! C -> W  Evaluate { round }                   W -> C  Evaluated { metrics }      (rank 0 only)
+//! C -> W  Grant { rounds: [RoundPlan] }        (a window of rounds ahead; more as rounds end)
+//! W -> C  RoundDone { round, loss_sum, .. }    (every member, every round, asynchronously)
+//! W -> C  Evaluated { round, metrics }         (rank 0, after a round whose plan evaluates)
+//! W -> C  Checkpointed { round, path }         (rank 0, after a round whose plan checkpoints)
 //! C -> W  Save { round, path }                 W -> C  Saved { path }             (rank 0 only)
-//! C -> W  Checkpoint { round, cursor, .. }     W -> C  Saved { path }             (rank 0 only)
 //! C -> W  Finish                               W -> C  Finished { weights_sha256 }
 //! either  Abort { reason }
 //! ```
+//!
+//! The coordinator is not on the per-round critical path: a [`RoundPlan`] carries everything a
+//! round needs (learning rate, whether rank 0 evaluates or checkpoints after it), workers run
+//! the granted rounds back to back, synchronised by the collectives themselves, and report
+//! asynchronously. The coordinator keeps up to [`GRANT_WINDOW`] rounds granted ahead of the last
+//! round every member reported, so it can still stop every node at a round boundary by not
+//! granting more (and `Abort` stops them at once).
 
 use crate::error::RuntimeError;
 use lockstep_tensor::Buffer;
@@ -36,6 +44,37 @@ impl std::fmt::Display for ModelSignature {
             .collect();
         write!(f, "{}", parts.join(" "))
     }
+}
+
+/// Rounds the coordinator keeps granted ahead of the last round every member reported.
+pub const GRANT_WINDOW: u64 = 8;
+
+/// One granted round: everything a worker needs to run it without asking.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundPlan {
+    /// Round number (0-based, global).
+    pub round: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Learning rate of this round's step.
+    pub lr: f32,
+    /// Rank 0 evaluates on the held-out split after this round and reports `Evaluated`.
+    pub evaluate: bool,
+    /// Rank 0 writes this checkpoint after this round and reports `Checkpointed`.
+    pub checkpoint: Option<CheckpointPlan>,
+}
+
+/// A checkpoint to write after a round (it continues at the next round).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointPlan {
+    /// Data cursor of the next round.
+    pub cursor: lockstep_trainer::data::DataCursor,
+    /// Checkpoint root directory.
+    pub root: String,
+    /// Checkpoints to keep.
+    pub keep: usize,
+    /// The job seed.
+    pub seed: u64,
 }
 
 /// Per-round timing a worker reports, in milliseconds.
@@ -75,14 +114,10 @@ pub enum ControlMsg {
         /// Checkpoint directory every worker loads before the first round (`--resume`).
         resume: Option<String>,
     },
-    /// Run one synchronous SGD round.
-    BeginRound {
-        /// Round number (0-based, global).
-        round: u64,
-        /// Epoch of this round.
-        epoch: u64,
-        /// Learning rate for this round's step.
-        lr: f32,
+    /// Rounds granted to run, in order, continuing the previous grant.
+    Grant {
+        /// The plans of the granted rounds.
+        rounds: Vec<RoundPlan>,
     },
     /// A worker finished a round.
     RoundDone {
@@ -95,13 +130,10 @@ pub enum ControlMsg {
         /// Timing split.
         timing: RoundTiming,
     },
-    /// Evaluate the current parameters on the test split (rank 0).
-    Evaluate {
-        /// After which round.
-        round: u64,
-    },
-    /// Evaluation result.
+    /// Evaluation after a round whose plan asked for it (rank 0).
     Evaluated {
+        /// The round.
+        round: u64,
         /// Metric name to value.
         metrics: BTreeMap<String, f64>,
     },
@@ -112,18 +144,12 @@ pub enum ControlMsg {
         /// Destination safetensors file.
         path: String,
     },
-    /// Write a checkpoint to continue at `round` (rank 0).
-    Checkpoint {
-        /// The next round to run.
+    /// A checkpoint after a round whose plan asked for it was written (rank 0).
+    Checkpointed {
+        /// The round after which it was written.
         round: u64,
-        /// Data cursor of that round.
-        cursor: lockstep_trainer::data::DataCursor,
-        /// Checkpoint root directory.
-        root: String,
-        /// Checkpoints to keep.
-        keep: usize,
-        /// The job seed.
-        seed: u64,
+        /// The checkpoint directory.
+        path: String,
     },
     /// The model was written.
     Saved {
@@ -150,12 +176,11 @@ impl ControlMsg {
         match self {
             ControlMsg::Register { .. } => "Register",
             ControlMsg::Start { .. } => "Start",
-            ControlMsg::BeginRound { .. } => "BeginRound",
+            ControlMsg::Grant { .. } => "Grant",
             ControlMsg::RoundDone { .. } => "RoundDone",
-            ControlMsg::Evaluate { .. } => "Evaluate",
             ControlMsg::Evaluated { .. } => "Evaluated",
             ControlMsg::Save { .. } => "Save",
-            ControlMsg::Checkpoint { .. } => "Checkpoint",
+            ControlMsg::Checkpointed { .. } => "Checkpointed",
             ControlMsg::Saved { .. } => "Saved",
             ControlMsg::Finish => "Finish",
             ControlMsg::Finished { .. } => "Finished",
@@ -174,14 +199,23 @@ pub fn send_msg(
     doing: &'static str,
     msg: &ControlMsg,
 ) -> Result<(), RuntimeError> {
-    let bytes = serde_json::to_vec(msg).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
-    let header = FrameHeader::data(Op::Control, round, 0, 0, 0, bytes.len() as u64);
+    let (header, payload) = encode(round, msg)?;
     let peer = link.peer_name().to_string();
-    if let Err(source) = link.send(header, Buffer::from_external(bytes)) {
+    if let Err(source) = link.send(header, payload) {
         return Err(RuntimeError::peer(&peer, round, doing, source));
     }
     link.flush()
         .map_err(|source| RuntimeError::peer(&peer, round, doing, source))
+}
+
+/// One control message as a frame: header and JSON payload.
+///
+/// # Errors
+/// [`RuntimeError::Protocol`] when the message cannot be serialised.
+pub fn encode(round: u64, msg: &ControlMsg) -> Result<(FrameHeader, Buffer), RuntimeError> {
+    let bytes = serde_json::to_vec(msg).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+    let header = FrameHeader::data(Op::Control, round, 0, 0, 0, bytes.len() as u64);
+    Ok((header, Buffer::from_external(bytes)))
 }
 
 /// Receive one control message. `round` and `doing` name the moment in errors. The wait is

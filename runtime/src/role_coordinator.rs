@@ -3,6 +3,7 @@
 //! job id), resume from a checkpoint if asked, then let the `Coordinator` actor drive rounds and
 //! write the report.
 
+use crate::actors::coordinator::Server;
 use crate::actors::*;
 use crate::error::RuntimeError;
 use crate::job;
@@ -16,6 +17,7 @@ use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
 use lockstep_transport::tcp::Listener;
 use lockstep_transport::PeerAddr;
 use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
@@ -102,12 +104,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
             )?;
             let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
             let comm = Communicator::new(group, CollectiveConfig::default());
-            Some(PsServer {
-                comm,
-                ps,
-                params: model.params().to_vec(),
-                optimizer,
-            })
+            Some((comm, ps, model.params().to_vec(), optimizer))
         }
         None => None,
     };
@@ -164,8 +161,14 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {
-        let control = SyncArbiter::start(1, once(ControlPlane::new(members, workers, server)));
-        Coordinator::new(control, schedule, tx).start();
+        let control = SyncArbiter::start(1, once(ControlPlane::new(members, workers)));
+        let server = server.map(|(comm, ps, params, optimizer)| {
+            let failure = Arc::new(Mutex::new(None));
+            let serve = PsServe::new(comm, ps, params, optimizer, failure.clone());
+            let addr = SyncArbiter::start(1, once(serve));
+            Server { addr, failure }
+        });
+        Coordinator::new(control, server, schedule, tx).start();
     });
     sys.run().map_err(|e| RuntimeError::Actor(e.to_string()))?;
     let report = rx

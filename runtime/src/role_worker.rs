@@ -1,6 +1,6 @@
 //! The worker role of a node: load data, build the model, connect to the coordinator, join the
-//! data mesh, start the `DataLoader`, `Compute`, `Aggregator` and `WorkerNode` actors, and serve
-//! the coordinator's commands until `Finish`.
+//! data mesh, start the `DataLoader`, `Compute`, `Aggregator` and `WorkerNode` actors, and run
+//! the granted rounds until `Finish`.
 
 use crate::actors::*;
 use crate::error::RuntimeError;
@@ -70,7 +70,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         )?;
         Mode::ParameterServer {
             ps,
-            params: model.params().to_vec(),
+            params: Arc::new(model.params().to_vec()),
         }
     } else if m.job.micro_batches > 0 {
         Mode::AllreduceTreeSum
@@ -96,6 +96,9 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let task = split.task;
     let world = workers.len();
 
+    let reporter = Reporter::new(link.tcp_sender().ok_or_else(|| {
+        RuntimeError::Launch("the control link to the coordinator is not a TCP link".into())
+    })?);
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {
@@ -112,13 +115,15 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             task,
             test,
             rank,
+            reporter.clone(),
         )
         .await;
         match res {
-            Ok(node) => {
+            Ok((node, compute)) => {
                 let system = actix::System::current();
                 std::thread::spawn(move || {
-                    let r = control_loop(&mut link, &node, COMMAND_TIMEOUT);
+                    let grants = compute.recipient();
+                    let r = control_loop(&mut link, &node, &grants, &reporter, COMMAND_TIMEOUT);
                     let _ = tx.send(r);
                     system.stop();
                 });
@@ -167,19 +172,33 @@ async fn start_worker_actors(
     task: lockstep_trainer::data::Task,
     test: lockstep_trainer::Batch,
     rank: usize,
-) -> Result<actix::Addr<WorkerNode>, RuntimeError> {
+    reporter: Reporter,
+) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
     use crate::actors::messages::{GetParams, SetParams, SyncParams};
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
-    let aggregator = SyncArbiter::start(1, once(Aggregator::new(comm, mode, num_params)));
-    let agg_rcpt = aggregator.clone().recipient();
+    let aggregator = SyncArbiter::start(
+        1,
+        once(Aggregator::new(comm, mode, num_params, reporter.clone())),
+    );
+    let loader = SyncArbiter::start(1, once(DataLoader::new(source, first_round)));
     let compute = SyncArbiter::start(
         1,
         once(
-            Compute::new(model, optimizer, agg_rcpt, world, task, test)
-                .with_micro_batches(micro_per_worker),
+            Compute::new(
+                model,
+                optimizer,
+                aggregator.clone().recipient(),
+                loader.recipient(),
+                reporter,
+                world,
+                rank == 0,
+                task,
+                test,
+                first_round,
+            )
+            .with_micro_batches(micro_per_worker),
         ),
     );
-    let loader = SyncArbiter::start(1, once(DataLoader::new(source, first_round)));
     let params = compute.send(GetParams).await.map_err(mailbox)??;
     let synced = aggregator
         .send(SyncParams { params })
@@ -189,5 +208,5 @@ async fn start_worker_actors(
         .send(SetParams { params: synced })
         .await
         .map_err(mailbox)??;
-    Ok(WorkerNode::new(loader, compute, aggregator, rank == 0).start())
+    Ok((WorkerNode::new(compute.clone(), rank == 0).start(), compute))
 }

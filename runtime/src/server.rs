@@ -1,6 +1,7 @@
 //! A parameter-server node (role `server`): holds one contiguous shard of the parameters and its
-//! optimizer state. Each round it receives every worker's gradient shard, averages them in a
-//! fixed rank order, applies the optimizer step and sends the new shard back. It runs on a plain
+//! optimizer state. For each granted round it receives every worker's gradient shard, averages
+//! them in a fixed rank order, applies the optimizer step, sends the new shard back and reports
+//! the round to the coordinator. It runs on a plain
 //! thread: all of its work is blocking I/O and arithmetic, no actor system is involved.
 
 use crate::error::RuntimeError;
@@ -55,37 +56,37 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
             round,
             "waiting for the coordinator's next command",
         )? {
-            ControlMsg::BeginRound { round: r, lr, .. } => {
-                round = r;
-                let started = std::time::Instant::now();
-                comm.set_round(r);
-                let mut failed = None;
-                ps.step(&mut comm, &[], &mut params, |_, p, g| {
-                    if let Err(e) = optimizer.step_with_lr(lr, p, g) {
-                        failed.get_or_insert(e.to_string());
+            ControlMsg::Grant { rounds } => {
+                for plan in rounds {
+                    round = plan.round;
+                    let started = std::time::Instant::now();
+                    comm.set_round(round);
+                    let mut failed = None;
+                    ps.step(&mut comm, &[], &mut params, |_, p, g| {
+                        if let Err(e) = optimizer.step_with_lr(plan.lr, p, g) {
+                            failed.get_or_insert(e.to_string());
+                        }
+                    })?;
+                    if let Some(e) = failed {
+                        return Err(RuntimeError::Model(format!(
+                            "round {round}: optimizer: {e}"
+                        )));
                     }
-                })?;
-                if let Some(e) = failed {
-                    return Err(RuntimeError::Model(format!("round {r}: optimizer: {e}")));
-                }
-                let ms = started.elapsed().as_secs_f64() * 1e3;
-                let timing = RoundTiming {
-                    comm_ms: ms,
-                    collective_ms: ms,
-                    round_ms: ms,
-                    ..Default::default()
-                };
-                send_msg(
-                    &mut link,
-                    r,
-                    "reporting to the coordinator",
-                    &ControlMsg::RoundDone {
-                        round: r,
+                    let ms = started.elapsed().as_secs_f64() * 1e3;
+                    let timing = RoundTiming {
+                        comm_ms: ms,
+                        collective_ms: ms,
+                        round_ms: ms,
+                        ..Default::default()
+                    };
+                    let done = ControlMsg::RoundDone {
+                        round,
                         loss_sum: 0.0,
                         samples: 0,
                         timing,
-                    },
-                )?;
+                    };
+                    send_msg(&mut link, round, "reporting to the coordinator", &done)?;
+                }
             }
             ControlMsg::Finish => {
                 let weights_sha256 = job::weights_sha256(&params[mine.clone()]);

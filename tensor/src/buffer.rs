@@ -178,14 +178,6 @@ impl Buffer {
         })
     }
 
-    pub(crate) fn from_storage(storage: Storage, len: usize) -> Buffer {
-        Buffer {
-            storage: Arc::new(storage),
-            offset: 0,
-            len,
-        }
-    }
-
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len

@@ -99,6 +99,17 @@ macro_rules! dispatch {
     };
 }
 
+impl AnyLink {
+    /// A handle that sends on this link from another thread, for TCP links (control links are
+    /// always TCP); `None` for other backends.
+    pub fn tcp_sender(&self) -> Option<crate::tcp::TcpSender> {
+        match self {
+            AnyLink::Tcp(l) => Some(l.sender()),
+            _ => None,
+        }
+    }
+}
+
 impl Link for AnyLink {
     fn peer_name(&self) -> &str {
         dispatch!(self, l => l.peer_name())

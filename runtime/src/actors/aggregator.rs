@@ -1,12 +1,20 @@
 //! `Aggregator`: averages gradient buckets across the data mesh, on its own `SyncArbiter` thread
-//! (collectives block on links). With allreduce each bucket is reduced as soon as it arrives, so
-//! communication overlaps the backprop of the next bucket; with a parameter server the round's
-//! gradients are pushed and the new parameters pulled at `FinishRound`.
+//! (collectives block on links). Each bucket is an owned piece of the round's one gradient
+//! buffer: with allreduce it is reduced in place as soon as it arrives, so communication
+//! overlaps the backprop of the next bucket; with a parameter server the whole gradient is
+//! pushed and the new parameters pulled after the last bucket. After the last bucket the pieces
+//! are joined again (no copy) and the buffer goes back to `Compute`.
+//!
+//! A failure is reported through the [`Reporter`] (the coordinator then stops every node); the
+//! communicator stays poisoned, so later buckets fail at once with the same error.
 
 use super::messages::*;
+use super::{deliver, Reporter};
 use crate::error::RuntimeError;
 use actix::{Actor, Handler, SyncContext};
 use lockstep_collective::{Algo, AllReduce, Communicator, ParameterServer};
+use lockstep_tensor::{cast_slice, cast_slice_mut, BufferMut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How the aggregator averages.
@@ -16,12 +24,12 @@ pub enum Mode {
     /// Allreduce (sum) by recursive doubling: with micro-batch gradients pre-scaled by the global
     /// batch, the order of additions is a fixed binary tree whatever the world size.
     AllreduceTreeSum,
-    /// Push/pull through parameter server ranks; `params` is this replica's copy.
+    /// Push/pull through parameter server ranks.
     ParameterServer {
         /// The shard layout.
         ps: ParameterServer,
-        /// Parameters as last pulled.
-        params: Vec<f32>,
+        /// Parameters as last pulled; shared with `Compute` for one round, then reused.
+        params: Arc<Vec<f32>>,
     },
 }
 
@@ -29,21 +37,97 @@ pub enum Mode {
 pub struct Aggregator {
     comm: Communicator,
     mode: Mode,
-    grads: Vec<f32>,
+    num_params: usize,
+    pieces: Vec<BufferMut>,
     comm_time: Duration,
-    error: Option<lockstep_collective::CollectiveError>,
+    reporter: Reporter,
 }
 
 impl Aggregator {
     /// An aggregator over `comm` for `num_params` parameters.
-    pub fn new(comm: Communicator, mode: Mode, num_params: usize) -> Self {
+    pub fn new(comm: Communicator, mode: Mode, num_params: usize, reporter: Reporter) -> Self {
         Aggregator {
             comm,
             mode,
-            grads: vec![0.0; num_params],
+            num_params,
+            pieces: Vec::new(),
             comm_time: Duration::ZERO,
-            error: None,
+            reporter,
         }
+    }
+
+    fn bucket(&mut self, mut msg: GradBucket) -> Result<(), RuntimeError> {
+        let round = msg.round;
+        let grads = cast_slice_mut::<f32>(&mut msg.data)
+            .map_err(|e| RuntimeError::Inconsistent(format!("round {round}: bucket: {e}")))?;
+        if msg.range.end > self.num_params || msg.range.len() != grads.len() {
+            return Err(RuntimeError::Inconsistent(format!(
+                "round {round}: bucket {:?} of {} values does not fit {} gradients",
+                msg.range,
+                grads.len(),
+                self.num_params
+            )));
+        }
+        if matches!(self.mode, Mode::Allreduce | Mode::AllreduceTreeSum) {
+            let started = Instant::now();
+            self.comm.set_round(round);
+            let how = match self.mode {
+                Mode::AllreduceTreeSum => AllReduce::sum().algo(Algo::Tree),
+                _ => AllReduce::mean(),
+            };
+            let len = grads.len();
+            self.comm.allreduce(grads, how.shape(&[len]))?;
+            self.comm_time += started.elapsed();
+        }
+        self.pieces.push(msg.data);
+        let Some(reply) = msg.last else {
+            return Ok(());
+        };
+        let grads = self.join(round)?;
+        let params = match &mut self.mode {
+            Mode::ParameterServer { ps, params } => {
+                let started = Instant::now();
+                self.comm.set_round(round);
+                let g = cast_slice::<f32>(&grads)
+                    .map_err(|e| RuntimeError::Inconsistent(format!("round {round}: {e}")))?;
+                // Unique again once Compute dropped last round's handle; a copy only if not.
+                let p = Arc::make_mut(params);
+                ps.step(&mut self.comm, g, p, |_, _, _| {})?;
+                self.comm_time += started.elapsed();
+                Some(params.clone())
+            }
+            _ => None,
+        };
+        let reduced = Reduced {
+            round,
+            grads,
+            params,
+            comm: std::mem::take(&mut self.comm_time),
+        };
+        deliver(&reply, reduced, "the reduced gradients")
+    }
+
+    /// Join the round's pieces back into the one buffer they were cut from.
+    fn join(&mut self, round: u64) -> Result<BufferMut, RuntimeError> {
+        let mut pieces = std::mem::take(&mut self.pieces).into_iter();
+        let mut whole = pieces.next().ok_or_else(|| {
+            RuntimeError::Inconsistent(format!("round {round}: no gradient bucket"))
+        })?;
+        for p in pieces {
+            whole.unsplit(p).map_err(|_| {
+                RuntimeError::Inconsistent(format!(
+                    "round {round}: gradient buckets are not consecutive pieces of one buffer"
+                ))
+            })?;
+        }
+        if whole.len() != self.num_params * 4 {
+            return Err(RuntimeError::Inconsistent(format!(
+                "round {round}: buckets cover {} of {} gradients",
+                whole.len() / 4,
+                self.num_params
+            )));
+        }
+        Ok(whole)
     }
 }
 
@@ -52,60 +136,16 @@ impl Actor for Aggregator {
 }
 
 impl Handler<GradBucket> for Aggregator {
-    type Result = Result<(), RuntimeError>;
-    fn handle(&mut self, mut msg: GradBucket, _: &mut SyncContext<Self>) -> Self::Result {
-        if let Some(e) = &self.error {
-            return Err(e.clone().into());
+    type Result = ();
+    fn handle(&mut self, msg: GradBucket, _: &mut SyncContext<Self>) {
+        let round = msg.round;
+        if self.reporter.failed() {
+            return; // the node is stopping; the first error was reported
         }
-        if msg.range.end > self.grads.len() || msg.range.len() != msg.data.len() {
-            let e = format!(
-                "round {}: bucket {:?} does not fit {} gradients",
-                msg.round,
-                msg.range,
-                self.grads.len()
-            );
-            return Err(RuntimeError::Inconsistent(e));
+        if let Err(e) = self.bucket(msg) {
+            self.pieces.clear();
+            self.reporter.fail(round, e);
         }
-        if matches!(self.mode, Mode::Allreduce | Mode::AllreduceTreeSum) {
-            let started = Instant::now();
-            self.comm.set_round(msg.round);
-            let len = msg.data.len();
-            let how = match self.mode {
-                Mode::AllreduceTreeSum => AllReduce::sum().algo(Algo::Tree),
-                _ => AllReduce::mean(),
-            };
-            let res = self.comm.allreduce(&mut msg.data, how.shape(&[len]));
-            self.comm_time += started.elapsed();
-            if let Err(e) = res {
-                self.error = Some(e.clone());
-                return Err(e.into());
-            }
-        }
-        self.grads[msg.range].copy_from_slice(&msg.data);
-        Ok(())
-    }
-}
-
-impl Handler<FinishRound> for Aggregator {
-    type Result = Result<AggregateOutcome, RuntimeError>;
-    fn handle(&mut self, msg: FinishRound, _: &mut SyncContext<Self>) -> Self::Result {
-        if let Some(e) = self.error.take() {
-            return Err(e.into());
-        }
-        let value = match &mut self.mode {
-            Mode::Allreduce | Mode::AllreduceTreeSum => {
-                Aggregated::MeanGradients(self.grads.clone())
-            }
-            Mode::ParameterServer { ps, params } => {
-                let started = Instant::now();
-                self.comm.set_round(msg.round);
-                ps.step(&mut self.comm, &self.grads, params, |_, _, _| {})?;
-                self.comm_time += started.elapsed();
-                Aggregated::Parameters(params.clone())
-            }
-        };
-        let comm = std::mem::take(&mut self.comm_time);
-        Ok(AggregateOutcome { value, comm })
     }
 }
 
@@ -119,7 +159,7 @@ impl Handler<SyncParams> for Aggregator {
             }
             // Servers hold the authoritative copy; every replica was initialised from the same
             // seed, which the coordinator checked at registration (same layout).
-            Mode::ParameterServer { params, .. } => params.clone_from(&msg.params),
+            Mode::ParameterServer { params, .. } => *params = Arc::new(msg.params.clone()),
         }
         Ok(msg.params)
     }

@@ -1,143 +1,304 @@
 //! `Compute`: forward/backward and the optimizer step, on a `SyncArbiter` thread (never on an
 //! arbiter thread: a backward pass there would stall every heartbeat and mailbox on it).
 //!
-//! During backprop each finished layer's gradient bucket is copied out and handed to the
-//! `Aggregator` with `try_send` (bounded mailbox; on a full mailbox it waits, with a deadline), so
-//! the allreduce of one bucket overlaps the computation of the next.
+//! It runs the granted rounds back to back as a small state machine driven by three messages:
+//! [`Grant`] (rounds the coordinator allows), [`ShardReady`] (the data loader's shard of a
+//! round) and [`Reduced`] (the aggregator's result). A round starts when it is granted, its shard
+//! is here and the gradient buffer is home; backprop writes into that one owned buffer, whose
+//! bucket pieces travel to the aggregator as they finish (see [`super::grad_sink`]) and come
+//! back re-joined; the optimizer step then runs and the round is reported through the
+//! [`Reporter`], with evaluation and checkpoint duties of rank 0 done right after the step.
+//! No control round trip and no gradient-sized copy sits between two rounds.
 
+use super::grad_sink::PieceSink;
 use super::messages::*;
+use super::{deliver, Reporter};
 use crate::error::RuntimeError;
 use crate::job;
+use crate::protocol::{ControlMsg, RoundPlan, RoundTiming};
 use actix::{Actor, Handler, Recipient, SyncContext};
-use lockstep_tensor::{write_safetensors, Tensor};
-use lockstep_trainer::data::Task as DataTask;
-use lockstep_trainer::model::Model;
+use lockstep_tensor::{cast_slice, write_safetensors, BufferMut, Tensor};
+use lockstep_trainer::data::{ShardBatch, Task as DataTask};
+use lockstep_trainer::model::{Model, SliceSink};
 use lockstep_trainer::optim::Optimizer;
 use lockstep_trainer::Batch;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// How long a bucket may wait for room in the aggregator's mailbox.
-const BUCKET_DEADLINE: Duration = Duration::from_secs(60);
+/// The round in flight: its plan and what its report needs.
+struct Running {
+    plan: RoundPlan,
+    started: Instant,
+    backprop_done: Instant,
+    compute: Duration,
+    loss_sum: f64,
+    rows: usize,
+}
 
-/// The compute actor: owns the model replica, its gradients and the optimizer.
+/// The compute actor: owns the model replica, its gradient buffer and the optimizer.
 pub struct Compute {
     model: Box<dyn Model>,
     optimizer: Optimizer,
-    grads: Vec<f32>,
     aggregator: Recipient<GradBucket>,
+    loader: Recipient<Prefetch>,
+    reporter: Reporter,
     world: usize,
+    rank0: bool,
     task: DataTask,
     test: Batch,
-    /// Micro-batches per worker (0: off), and their gradient buffers.
+    /// Micro-batches per worker (0: off), and the gradients of all but the last one.
     micro: usize,
     micro_grads: Vec<Vec<f32>>,
+    /// The gradient buffer; `None` while its pieces are with the aggregator.
+    grads: Option<BufferMut>,
+    plans: VecDeque<RoundPlan>,
+    next_round: u64,
+    shard: Option<(u64, Result<ShardBatch, RuntimeError>)>,
+    requested: Option<u64>,
+    running: Option<Running>,
+    stopped: bool,
 }
 
 impl Compute {
-    /// A compute actor for rank `world`-sized data parallelism.
+    /// A compute actor for `world`-way data parallelism, starting at `first_round`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: Box<dyn Model>,
         optimizer: Optimizer,
         aggregator: Recipient<GradBucket>,
+        loader: Recipient<Prefetch>,
+        reporter: Reporter,
         world: usize,
+        rank0: bool,
         task: DataTask,
         test: Batch,
+        first_round: u64,
     ) -> Self {
-        let grads = vec![0.0; model.params().len()];
+        let grads = BufferMut::zeroed(model.params().len() * 4);
         Compute {
             model,
             optimizer,
-            grads,
             aggregator,
+            loader,
+            reporter,
             world,
+            rank0,
             task,
             test,
             micro: 0,
             micro_grads: Vec::new(),
+            grads: Some(grads),
+            plans: VecDeque::new(),
+            next_round: first_round,
+            shard: None,
+            requested: None,
+            running: None,
+            stopped: false,
         }
     }
 
     /// Reproducible mode: `per_worker` micro-batches per shard, summed in a fixed binary tree.
     pub fn with_micro_batches(mut self, per_worker: usize) -> Self {
         self.micro = per_worker;
-        self.micro_grads = vec![vec![0.0; self.grads.len()]; per_worker];
+        let n = self.model.params().len();
+        self.micro_grads = vec![vec![0.0; n]; per_worker.saturating_sub(1)];
         self
     }
 
-    /// Forward/backward over `k` equal micro-batches; each bucket of the last one triggers the
-    /// tree sum of that range over all micro-batches, which then goes to the aggregator.
-    fn step_micro(
-        &mut self,
-        round: u64,
-        shard: &lockstep_trainer::data::ShardBatch,
-    ) -> Result<(f64, usize), RuntimeError> {
-        let k = self.micro;
-        let b = &shard.batch;
-        if !b.rows.is_multiple_of(k) {
-            return Err(RuntimeError::Model(format!(
-                "round {round}: {} rows do not split into {k} micro-batches",
-                b.rows
+    fn fail(&mut self, e: RuntimeError) {
+        self.stopped = true;
+        self.reporter.fail(self.next_round, e);
+    }
+
+    /// Ask the loader for the shard of `round` unless it is asked for or here already.
+    fn request(&mut self, round: u64, ctx: &mut SyncContext<Self>) -> Result<(), RuntimeError> {
+        let have = self.shard.as_ref().is_some_and(|(r, _)| *r == round);
+        if have || self.requested == Some(round) {
+            return Ok(());
+        }
+        self.requested = Some(round);
+        let to = ctx.address().recipient();
+        deliver(&self.loader, Prefetch { round, to }, "a prefetch request")
+    }
+
+    /// Start the next round if it is granted, its shard is here and the buffer is home.
+    fn advance(&mut self, ctx: &mut SyncContext<Self>) -> Result<(), RuntimeError> {
+        if self.stopped || self.running.is_some() || self.grads.is_none() {
+            return Ok(());
+        }
+        let Some(plan) = self.plans.front() else {
+            return Ok(());
+        };
+        if plan.round != self.next_round {
+            return Err(RuntimeError::Protocol(format!(
+                "granted round {} but round {} is next",
+                plan.round, self.next_round
             )));
         }
-        let per = b.rows / k;
-        let divisor = shard.global_rows as f32;
-        let mut loss_sum = 0.0;
-        let (mut failed, agg) = (None, &self.aggregator);
-        for i in 0..k {
-            let micro = b.slice_rows(i * per..(i + 1) * per);
-            let (head, tail) = self.micro_grads.split_at_mut(i);
-            let last = i + 1 == k;
-            let out = self
-                .model
-                .forward_backward_scaled(&micro, divisor, &mut tail[0], &mut |range, g| {
-                    if !last || failed.is_some() {
-                        return;
-                    }
-                    tree_sum(head, g, range.clone());
-                    let data = if k == 1 {
-                        g.to_vec()
-                    } else {
-                        head[0][range.clone()].to_vec()
-                    };
-                    if let Err(e) = send_bucket(agg, GradBucket { round, range, data }) {
-                        failed = Some(e);
-                    }
-                })
-                .map_err(|e| RuntimeError::Model(format!("round {round}: {e}")))?;
-            loss_sum += out.loss_sum;
+        let round = self.next_round;
+        match &self.shard {
+            Some((r, _)) if *r == round => {}
+            _ => return self.request(round, ctx),
         }
+        let plan = self.plans.pop_front().expect("checked above");
+        let (_, shard) = self.shard.take().expect("checked above");
+        let shard = shard?;
+        if self.plans.front().is_some_and(|p| p.round == round + 1) {
+            self.request(round + 1, ctx)?;
+        }
+        let reply = ctx.address().recipient();
+        self.step(plan, &shard, &reply)
+    }
+
+    /// Forward/backward of one round; the buckets go to the aggregator as they finish.
+    fn step(
+        &mut self,
+        plan: RoundPlan,
+        shard: &ShardBatch,
+        reply: &Recipient<Reduced>,
+    ) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let round = plan.round;
+        let grads = self
+            .grads
+            .take()
+            .expect("advance checked the buffer is home");
+        let total = self.model.params().len();
+        let b = &shard.batch;
+        let model_err = |e| RuntimeError::Model(format!("round {round}: {e}"));
+        let (loss_sum, failed, sent_last) = if self.micro > 0 {
+            let k = self.micro;
+            if !b.rows.is_multiple_of(k) {
+                return Err(RuntimeError::Model(format!(
+                    "round {round}: {} rows do not split into {k} micro-batches",
+                    b.rows
+                )));
+            }
+            let per = b.rows / k;
+            let divisor = shard.global_rows as f32;
+            let mut loss_sum = 0.0;
+            for i in 0..k - 1 {
+                let micro = b.slice_rows(i * per..(i + 1) * per);
+                let mut ignore = |_, _: &mut [f32]| {};
+                let mut sink = SliceSink::new(&mut self.micro_grads[i], &mut ignore);
+                loss_sum += self
+                    .model
+                    .forward_backward_into(&micro, divisor, &mut sink)
+                    .map_err(model_err)?
+                    .loss_sum;
+            }
+            let micro = b.slice_rows((k - 1) * per..k * per);
+            let mut sink = PieceSink::new(
+                round,
+                grads,
+                total,
+                &mut self.micro_grads,
+                &self.aggregator,
+                reply,
+            );
+            let out = self.model.forward_backward_into(&micro, divisor, &mut sink);
+            (
+                loss_sum + out.map_err(model_err)?.loss_sum,
+                sink.failed,
+                sink.sent_last,
+            )
+        } else {
+            let divisor = (shard.global_rows as f32 / self.world as f32).max(f32::MIN_POSITIVE);
+            let mut sink = PieceSink::new(round, grads, total, &mut [], &self.aggregator, reply);
+            let out = self.model.forward_backward_into(b, divisor, &mut sink);
+            (
+                out.map_err(model_err)?.loss_sum,
+                sink.failed,
+                sink.sent_last,
+            )
+        };
         if let Some(e) = failed {
             return Err(e);
         }
-        Ok((loss_sum, b.rows))
+        if !sent_last {
+            return Err(RuntimeError::Model(format!(
+                "round {round}: backprop did not deliver every gradient bucket"
+            )));
+        }
+        self.running = Some(Running {
+            plan,
+            started,
+            backprop_done: Instant::now(),
+            compute: started.elapsed(),
+            loss_sum,
+            rows: b.rows,
+        });
+        Ok(())
     }
-}
 
-/// Sum micro-batch gradients `head[0..] ++ [last]` over `range` in a fixed binary tree,
-/// `((g0 + g1) + (g2 + g3)) + ...`, leaving the result in `head[0]` (or `last` alone when there
-/// is a single micro-batch). The same tree continues across ranks in recursive doubling.
-fn tree_sum(head: &mut [Vec<f32>], last: &mut [f32], range: std::ops::Range<usize>) {
-    let k = head.len() + 1;
-    let mut step = 1;
-    while step < k {
-        for lo in (0..k).step_by(2 * step) {
-            let hi = lo + step;
-            if hi >= k {
-                continue;
+    /// The aggregator is done: step, report, do rank 0's duties, go on.
+    fn finish(&mut self, msg: Reduced) -> Result<(), RuntimeError> {
+        let run = self.running.take().ok_or_else(|| {
+            RuntimeError::Inconsistent(format!("round {}: result without a round", msg.round))
+        })?;
+        let round = run.plan.round;
+        if msg.round != round {
+            return Err(RuntimeError::Inconsistent(format!(
+                "round {round}: got the aggregation result of round {}",
+                msg.round
+            )));
+        }
+        let exposed = run.backprop_done.elapsed();
+        let t = Instant::now();
+        let params = self.model.params_mut();
+        match &msg.params {
+            None => {
+                let g = cast_slice::<f32>(&msg.grads)
+                    .map_err(|e| RuntimeError::Inconsistent(format!("round {round}: {e}")))?;
+                self.optimizer
+                    .step_with_lr(run.plan.lr, params, g)
+                    .map_err(|e| RuntimeError::Model(format!("round {round}: optimizer: {e}")))?
             }
-            if hi == k - 1 {
-                let dst = &mut head[lo][range.clone()];
-                dst.iter_mut().zip(last.iter()).for_each(|(d, s)| *d += s);
-            } else {
-                let (a, b) = head.split_at_mut(hi);
-                let dst = &mut a[lo][range.clone()];
-                dst.iter_mut()
-                    .zip(&b[0][range.clone()])
-                    .for_each(|(d, s)| *d += s);
+            Some(p) if p.len() == params.len() => params.copy_from_slice(p),
+            Some(p) => {
+                return Err(RuntimeError::Inconsistent(format!(
+                    "round {round}: pulled {} parameters, model has {}",
+                    p.len(),
+                    params.len()
+                )))
             }
         }
-        step *= 2;
+        drop(msg.params);
+        self.grads = Some(msg.grads);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let done = ControlMsg::RoundDone {
+            round,
+            loss_sum: run.loss_sum,
+            samples: run.rows as u64,
+            timing: RoundTiming {
+                compute_ms: ms(run.compute + t.elapsed()),
+                comm_ms: ms(exposed),
+                collective_ms: ms(msg.comm),
+                round_ms: ms(run.started.elapsed()),
+            },
+        };
+        self.reporter.send(round, &done)?;
+        self.next_round = round + 1;
+        if self.rank0 && run.plan.evaluate {
+            let metrics = job::evaluate(self.model.as_mut(), self.task, &self.test)?;
+            self.reporter
+                .send(round, &ControlMsg::Evaluated { round, metrics })?;
+        }
+        if let (true, Some(c)) = (self.rank0, &run.plan.checkpoint) {
+            let dir = crate::checkpoint::write(
+                std::path::Path::new(&c.root),
+                round + 1,
+                c.cursor,
+                c.seed,
+                self.model.as_ref(),
+                &self.optimizer,
+                c.keep,
+            )?;
+            let path = dir.display().to_string();
+            self.reporter
+                .send(round, &ControlMsg::Checkpointed { round, path })?;
+        }
+        Ok(())
     }
 }
 
@@ -145,97 +306,35 @@ impl Actor for Compute {
     type Context = SyncContext<Self>;
 }
 
-fn send_bucket(to: &Recipient<GradBucket>, mut msg: GradBucket) -> Result<(), RuntimeError> {
-    let deadline = Instant::now() + BUCKET_DEADLINE;
-    loop {
-        match to.try_send(msg) {
-            Ok(()) => return Ok(()),
-            Err(actix::prelude::SendError::Full(m)) if Instant::now() < deadline => {
-                msg = m;
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Err(actix::prelude::SendError::Full(_)) => {
-                return Err(RuntimeError::Timeout {
-                    doing: "handing a gradient bucket to the aggregator".into(),
-                    ms: BUCKET_DEADLINE.as_millis() as u64,
-                })
-            }
-            Err(actix::prelude::SendError::Closed(_)) => {
-                return Err(RuntimeError::Actor("the aggregator stopped".into()))
-            }
+impl Handler<Grant> for Compute {
+    type Result = ();
+    fn handle(&mut self, msg: Grant, ctx: &mut SyncContext<Self>) {
+        self.plans.extend(msg.rounds);
+        if let Err(e) = self.advance(ctx) {
+            self.fail(e);
         }
     }
 }
 
-impl Handler<Step> for Compute {
-    type Result = Result<StepDone, RuntimeError>;
-    fn handle(&mut self, msg: Step, _: &mut SyncContext<Self>) -> Self::Result {
-        let started = Instant::now();
-        if self.micro > 0 {
-            let (loss_sum, rows) = self.step_micro(msg.round, &msg.shard)?;
-            return Ok(StepDone {
-                loss_sum,
-                rows,
-                compute: started.elapsed(),
-            });
+impl Handler<ShardReady> for Compute {
+    type Result = ();
+    fn handle(&mut self, msg: ShardReady, ctx: &mut SyncContext<Self>) {
+        self.shard = Some((msg.round, msg.shard));
+        if let Err(e) = self.advance(ctx) {
+            self.fail(e);
         }
-        let divisor = (msg.shard.global_rows as f32 / self.world as f32).max(f32::MIN_POSITIVE);
-        let mut failed: Option<RuntimeError> = None;
-        let (round, agg) = (msg.round, &self.aggregator);
-        let out = self
-            .model
-            .forward_backward_scaled(
-                &msg.shard.batch,
-                divisor,
-                &mut self.grads,
-                &mut |range, g| {
-                    if failed.is_none() {
-                        let bucket = GradBucket {
-                            round,
-                            range,
-                            data: g.to_vec(),
-                        };
-                        if let Err(e) = send_bucket(agg, bucket) {
-                            failed = Some(e);
-                        }
-                    }
-                },
-            )
-            .map_err(|e| RuntimeError::Model(format!("round {round}: {e}")))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        Ok(StepDone {
-            loss_sum: out.loss_sum,
-            rows: out.rows,
-            compute: started.elapsed(),
-        })
     }
 }
 
-impl Handler<ApplyUpdate> for Compute {
-    type Result = Result<Duration, RuntimeError>;
-    fn handle(&mut self, msg: ApplyUpdate, _: &mut SyncContext<Self>) -> Self::Result {
-        let started = Instant::now();
-        let params = self.model.params_mut();
-        match msg.update {
-            Aggregated::MeanGradients(g) => self
-                .optimizer
-                .step_with_lr(msg.lr, params, &g)
-                .map_err(|e| RuntimeError::Model(format!("round {}: optimizer: {e}", msg.round)))?,
-            Aggregated::Parameters(p) => {
-                if p.len() != params.len() {
-                    return Err(RuntimeError::Inconsistent(format!(
-                        "round {}: pulled {} parameters, model has {}",
-                        msg.round,
-                        p.len(),
-                        params.len()
-                    )));
-                }
-                params.copy_from_slice(&p);
-            }
+impl Handler<Reduced> for Compute {
+    type Result = ();
+    fn handle(&mut self, msg: Reduced, ctx: &mut SyncContext<Self>) {
+        if self.stopped {
+            return;
         }
-        Ok(started.elapsed())
+        if let Err(e) = self.finish(msg).and_then(|()| self.advance(ctx)) {
+            self.fail(e);
+        }
     }
 }
 
@@ -281,23 +380,6 @@ impl Handler<SaveModel> for Compute {
     fn handle(&mut self, msg: SaveModel, _: &mut SyncContext<Self>) -> Self::Result {
         save_model(self.model.as_ref(), &msg.path, msg.round)?;
         Ok(msg.path)
-    }
-}
-
-impl Handler<WriteCheckpoint> for Compute {
-    type Result = Result<String, RuntimeError>;
-    fn handle(&mut self, msg: WriteCheckpoint, _: &mut SyncContext<Self>) -> Self::Result {
-        let root = std::path::Path::new(&msg.root);
-        let dir = crate::checkpoint::write(
-            root,
-            msg.round,
-            msg.cursor,
-            msg.seed,
-            self.model.as_ref(),
-            &self.optimizer,
-            msg.keep,
-        )?;
-        Ok(dir.display().to_string())
     }
 }
 

@@ -1,14 +1,13 @@
 //! `ControlPlane`: the coordinator's side of every control link, on a `SyncArbiter` thread
-//! (blocking sends and receives with liveness deadlines). A round is: `BeginRound` to every
-//! member, serve the parameter-server step if the coordinator is the server, then one
-//! `RoundDone` from every member. A dead or silent member becomes an error naming it, the round
-//! and what the coordinator was waiting for.
+//! (blocking sends and receives with liveness deadlines). It sends grants ([`GrantRounds`]) and
+//! collects each round's reports ([`Collect`]): one `RoundDone` from every member, and from the
+//! first worker the `Evaluated` / `Checkpointed` its plan asked for. Each member's messages arrive
+//! in the order it sent them, so collecting round after round needs no bookkeeping. A dead or
+//! silent member becomes an error naming it, the round and what the coordinator was waiting for.
 
 use crate::error::RuntimeError;
-use crate::protocol::{recv_msg, send_msg, ControlMsg, RoundTiming};
+use crate::protocol::{recv_msg, send_msg, ControlMsg, RoundPlan, RoundTiming};
 use actix::{Actor, Handler, Message, SyncContext};
-use lockstep_collective::{Communicator, ParameterServer};
-use lockstep_trainer::optim::Optimizer;
 use lockstep_transport::{AnyLink, Link};
 use std::collections::BTreeMap;
 
@@ -20,33 +19,16 @@ pub struct Member {
     pub link: AnyLink,
 }
 
-/// The coordinator acting as the (only) parameter server.
-pub struct PsServer {
-    /// The data-mesh communicator.
-    pub comm: Communicator,
-    /// The shard layout (one shard: everything).
-    pub ps: ParameterServer,
-    /// The authoritative parameters.
-    pub params: Vec<f32>,
-    /// The optimizer over all parameters.
-    pub optimizer: Optimizer,
-}
-
 /// The control-plane actor.
 pub struct ControlPlane {
     members: Vec<Member>,
     workers: usize,
-    server: Option<PsServer>,
 }
 
 impl ControlPlane {
     /// Members in rank order, workers first (the first `workers` members).
-    pub fn new(members: Vec<Member>, workers: usize, server: Option<PsServer>) -> Self {
-        ControlPlane {
-            members,
-            workers,
-            server,
-        }
+    pub fn new(members: Vec<Member>, workers: usize) -> Self {
+        ControlPlane { members, workers }
     }
 
     fn broadcast(
@@ -60,22 +42,64 @@ impl ControlPlane {
         }
         Ok(())
     }
+
+    /// The next message from member `i`, which must be about `round`.
+    fn expect(
+        &mut self,
+        i: usize,
+        round: u64,
+        doing: &'static str,
+    ) -> Result<ControlMsg, RuntimeError> {
+        let m = &mut self.members[i];
+        let msg = recv_msg(&mut m.link, round, doing)?;
+        let about = match &msg {
+            ControlMsg::RoundDone { round, .. }
+            | ControlMsg::Evaluated { round, .. }
+            | ControlMsg::Checkpointed { round, .. } => Some(*round),
+            _ => None,
+        };
+        if about != Some(round) {
+            return Err(RuntimeError::Protocol(format!(
+                "{} sent {} (round {about:?}) while the coordinator was {doing} of round {round}",
+                m.name,
+                msg.name()
+            )));
+        }
+        Ok(msg)
+    }
 }
 
 impl Actor for ControlPlane {
     type Context = SyncContext<Self>;
 }
 
-/// Run one round across the cluster.
+/// Grant rounds to every member.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<RoundReport>, RuntimeError>")]
-pub struct RunRound {
-    /// Round number.
+#[rtype(result = "Result<(), RuntimeError>")]
+pub struct GrantRounds {
+    /// The plans, in round order, continuing the previous grant.
+    pub rounds: Vec<RoundPlan>,
+}
+
+impl Handler<GrantRounds> for ControlPlane {
+    type Result = Result<(), RuntimeError>;
+    fn handle(&mut self, msg: GrantRounds, _: &mut SyncContext<Self>) -> Self::Result {
+        let round = msg.rounds.first().map_or(0, |p| p.round);
+        let grant = ControlMsg::Grant { rounds: msg.rounds };
+        self.broadcast(round, &grant, "granting rounds")
+    }
+}
+
+/// Collect every member's report of one round.
+#[derive(Message)]
+#[rtype(result = "Result<Collected, RuntimeError>")]
+pub struct Collect {
+    /// The round.
     pub round: u64,
-    /// Its epoch.
-    pub epoch: u64,
-    /// Learning rate.
-    pub lr: f32,
+    /// Its plan asked the first worker to evaluate.
+    pub evaluate: bool,
+    /// Its plan asked the first worker to checkpoint.
+    pub checkpoint: bool,
 }
 
 /// One worker's `RoundDone`.
@@ -91,89 +115,60 @@ pub struct RoundReport {
     pub timing: RoundTiming,
 }
 
-impl Handler<RunRound> for ControlPlane {
-    type Result = Result<Vec<RoundReport>, RuntimeError>;
-    fn handle(&mut self, msg: RunRound, _: &mut SyncContext<Self>) -> Self::Result {
+/// A round's reports.
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    /// Every worker's `RoundDone` (servers answer too, so their failures surface, but only
+    /// workers train).
+    pub reports: Vec<RoundReport>,
+    /// The evaluation, when the plan asked for one.
+    pub metrics: Option<BTreeMap<String, f64>>,
+    /// The checkpoint directory, when the plan asked for one.
+    pub checkpoint: Option<String>,
+}
+
+impl Handler<Collect> for ControlPlane {
+    type Result = Result<Collected, RuntimeError>;
+    fn handle(&mut self, msg: Collect, _: &mut SyncContext<Self>) -> Self::Result {
         let round = msg.round;
-        self.broadcast(
-            round,
-            &ControlMsg::BeginRound {
-                round,
-                epoch: msg.epoch,
-                lr: msg.lr,
-            },
-            "starting the round",
-        )?;
-        if let Some(s) = &mut self.server {
-            s.comm.set_round(round);
-            let (opt, lr) = (&mut s.optimizer, msg.lr);
-            let mut failed = None;
-            s.ps.step(&mut s.comm, &[], &mut s.params, |_, p, g| {
-                if let Err(e) = opt.step_with_lr(lr, p, g) {
-                    failed.get_or_insert(e.to_string());
-                }
-            })?;
-            if let Some(e) = failed {
-                return Err(RuntimeError::Model(format!(
-                    "round {round}: parameter server optimizer: {e}"
+        let mut out = Collected::default();
+        for i in 0..self.members.len() {
+            if let ControlMsg::RoundDone {
+                loss_sum,
+                samples,
+                timing,
+                ..
+            } = self.expect(i, round, "waiting for RoundDone")?
+            {
+                out.reports.push(RoundReport {
+                    node: self.members[i].name.clone(),
+                    loss_sum,
+                    samples,
+                    timing,
+                });
+            } else {
+                return Err(RuntimeError::Protocol(format!(
+                    "{} did not report RoundDone for round {round}",
+                    self.members[i].name
                 )));
             }
-        }
-        let mut out = Vec::with_capacity(self.workers);
-        for m in &mut self.members {
-            match recv_msg(&mut m.link, round, "waiting for RoundDone")? {
-                ControlMsg::RoundDone {
-                    round: r,
-                    loss_sum,
-                    samples,
-                    timing,
-                } if r == round => out.push(RoundReport {
-                    node: m.name.clone(),
-                    loss_sum,
-                    samples,
-                    timing,
-                }),
-                other => {
-                    return Err(RuntimeError::Protocol(format!(
-                        "{} answered {} to BeginRound {round}",
-                        m.name,
-                        other.name()
-                    )))
+            if i == 0 && msg.evaluate {
+                if let ControlMsg::Evaluated { metrics, .. } =
+                    self.expect(0, round, "waiting for the evaluation")?
+                {
+                    out.metrics = Some(metrics);
+                }
+            }
+            if i == 0 && msg.checkpoint {
+                if let ControlMsg::Checkpointed { path, .. } =
+                    self.expect(0, round, "waiting for the checkpoint")?
+                {
+                    out.checkpoint = Some(path);
                 }
             }
         }
-        // Servers answer too (so their failures surface here), but only workers train.
-        out.truncate(self.workers);
+        out.reports.truncate(self.workers);
         Ok(out)
-    }
-}
-
-/// Ask the first worker to evaluate.
-#[derive(Message)]
-#[rtype(result = "Result<BTreeMap<String, f64>, RuntimeError>")]
-pub struct RunEval {
-    /// After which round.
-    pub round: u64,
-}
-
-impl Handler<RunEval> for ControlPlane {
-    type Result = Result<BTreeMap<String, f64>, RuntimeError>;
-    fn handle(&mut self, msg: RunEval, _: &mut SyncContext<Self>) -> Self::Result {
-        let m = &mut self.members[0];
-        send_msg(
-            &mut m.link,
-            msg.round,
-            "requesting evaluation",
-            &ControlMsg::Evaluate { round: msg.round },
-        )?;
-        match recv_msg(&mut m.link, msg.round, "waiting for evaluation")? {
-            ControlMsg::Evaluated { metrics } => Ok(metrics),
-            other => Err(RuntimeError::Protocol(format!(
-                "{} answered {} to Evaluate",
-                m.name,
-                other.name()
-            ))),
-        }
     }
 }
 
@@ -207,32 +202,6 @@ impl Handler<RunSave> for ControlPlane {
     }
 }
 
-/// Ask the first worker to write a checkpoint.
-#[derive(Message)]
-#[rtype(result = "Result<String, RuntimeError>")]
-pub struct RunCheckpoint {
-    /// The message to send (a `ControlMsg::Checkpoint`).
-    pub msg: ControlMsg,
-    /// The round, for errors.
-    pub round: u64,
-}
-
-impl Handler<RunCheckpoint> for ControlPlane {
-    type Result = Result<String, RuntimeError>;
-    fn handle(&mut self, msg: RunCheckpoint, _: &mut SyncContext<Self>) -> Self::Result {
-        let m = &mut self.members[0];
-        send_msg(&mut m.link, msg.round, "requesting a checkpoint", &msg.msg)?;
-        match recv_msg(&mut m.link, msg.round, "waiting for the checkpoint")? {
-            ControlMsg::Saved { path } => Ok(path),
-            other => Err(RuntimeError::Protocol(format!(
-                "{} answered {} to Checkpoint",
-                m.name,
-                other.name()
-            ))),
-        }
-    }
-}
-
 /// End training: every worker reports its final parameters' hash; they must agree.
 #[derive(Message)]
 #[rtype(result = "Result<String, RuntimeError>")]
@@ -247,10 +216,17 @@ impl Handler<RunFinish> for ControlPlane {
         self.broadcast(msg.round, &ControlMsg::Finish, "finishing")?;
         let mut hashes: Vec<(String, String)> = Vec::new();
         for m in &mut self.members {
-            if let ControlMsg::Finished { weights_sha256 } =
-                recv_msg(&mut m.link, msg.round, "waiting for Finished")?
-            {
-                hashes.push((m.name.clone(), weights_sha256));
+            match recv_msg(&mut m.link, msg.round, "waiting for Finished")? {
+                ControlMsg::Finished { weights_sha256 } => {
+                    hashes.push((m.name.clone(), weights_sha256))
+                }
+                other => {
+                    return Err(RuntimeError::Protocol(format!(
+                        "{} answered {} to Finish",
+                        m.name,
+                        other.name()
+                    )))
+                }
             }
         }
         let workers = &hashes[..self.workers.min(hashes.len())];

@@ -1,19 +1,23 @@
-//! `Coordinator`: drives synchronous SGD rounds. It starts each round through the
-//! `ControlPlane`, collects every worker's `RoundDone`, logs progress once per epoch (loss, eval
-//! metric, samples/s), triggers evaluation and the final model save, and writes the report.
-//! It only awaits other actors, so it never blocks its arbiter.
+//! `Coordinator`: drives synchronous SGD rounds without standing in their way. It grants rounds
+//! ahead (a window of [`GRANT_WINDOW`] rounds, each with its learning rate and whether rank 0
+//! evaluates or checkpoints after it), collects every member's asynchronous `RoundDone`, logs
+//! progress once per epoch (loss, eval metric, samples/s), asks for the final model save, and
+//! writes the report. It stops every node at a round boundary by granting no further (and with
+//! `Abort` on failure). It only awaits other actors, so it never blocks its arbiter.
 
 use super::control::{
-    AbortAll, ControlPlane, RoundReport, RunCheckpoint, RunEval, RunFinish, RunRound, RunSave,
+    AbortAll, Collect, ControlPlane, GrantRounds, RoundReport, RunFinish, RunSave,
 };
+use super::ps_serve::{PsServe, ServeRounds};
 use crate::error::RuntimeError;
-use crate::protocol::ControlMsg;
+use crate::protocol::{CheckpointPlan, RoundPlan, GRANT_WINDOW};
 use crate::report::{Report, RoundSplit};
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, WrapFuture};
 use lockstep_trainer::optim::OptimizerSpec;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Everything the coordinator needs to drive a job.
@@ -43,22 +47,64 @@ pub struct Schedule {
     pub plan: lockstep_trainer::data::EpochPlan,
 }
 
+impl Schedule {
+    /// The plan of `round`: learning rate, and whether rank 0 evaluates or checkpoints after it.
+    pub fn plan(&self, round: u64) -> RoundPlan {
+        let per_epoch = self.rounds_per_epoch.max(1);
+        let last = round + 1 == self.total_rounds;
+        let evaluate = last
+            || if self.eval_every > 0 {
+                (round + 1).is_multiple_of(self.eval_every)
+            } else {
+                (round + 1).is_multiple_of(per_epoch)
+            };
+        let (ref root, every, keep) = self.checkpoints;
+        let checkpoint =
+            (every > 0 && (round + 1).is_multiple_of(every) && !last).then(|| CheckpointPlan {
+                cursor: self.plan.cursor_at(round + 1),
+                root: root.display().to_string(),
+                keep,
+                seed: self.seed,
+            });
+        RoundPlan {
+            round,
+            epoch: round / per_epoch,
+            lr: self.optimizer.lr_at(round),
+            evaluate,
+            checkpoint,
+        }
+    }
+}
+
+/// The coordinator as parameter server: its actor and where it records a failure.
+#[derive(Clone)]
+pub struct Server {
+    /// The serving actor.
+    pub addr: Addr<PsServe>,
+    /// Its first failure.
+    pub failure: Arc<Mutex<Option<RuntimeError>>>,
+}
+
 /// The coordinator actor; its result goes to `done` when the job ends.
 pub struct Coordinator {
     control: Addr<ControlPlane>,
+    server: Option<Server>,
     schedule: Schedule,
     done: Option<SyncSender<Result<Report, RuntimeError>>>,
 }
 
 impl Coordinator {
-    /// A coordinator that reports its outcome on `done`.
+    /// A coordinator that reports its outcome on `done`; `server` when it is the parameter
+    /// server.
     pub fn new(
         control: Addr<ControlPlane>,
+        server: Option<Server>,
         schedule: Schedule,
         done: SyncSender<Result<Report, RuntimeError>>,
     ) -> Self {
         Coordinator {
             control,
+            server,
             schedule,
             done: Some(done),
         }
@@ -69,7 +115,11 @@ impl Actor for Coordinator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let fut = drive(self.control.clone(), self.schedule.clone());
+        let fut = drive(
+            self.control.clone(),
+            self.server.clone(),
+            self.schedule.clone(),
+        );
         ctx.wait(fut.into_actor(self).map(|res, act, _| {
             if let Err(e) = &res {
                 act.control.do_send(AbortAll {
@@ -124,52 +174,86 @@ fn actor_err(e: actix::MailboxError) -> RuntimeError {
     RuntimeError::Actor(format!("control plane: {e}"))
 }
 
-async fn drive(control: Addr<ControlPlane>, s: Schedule) -> Result<Report, RuntimeError> {
+/// Grant rounds `from..to` to every member (and to the serving actor).
+async fn grant(
+    control: &Addr<ControlPlane>,
+    server: &Option<Server>,
+    s: &Schedule,
+    from: u64,
+    to: u64,
+) -> Result<(), RuntimeError> {
+    let rounds: Vec<RoundPlan> = (from..to).map(|r| s.plan(r)).collect();
+    if let Some(srv) = server {
+        srv.addr.do_send(ServeRounds {
+            rounds: rounds.clone(),
+        }); // plans only, no tensors
+    }
+    control
+        .send(GrantRounds { rounds })
+        .await
+        .map_err(actor_err)?
+}
+
+/// The server's recorded failure, else `e`.
+fn prefer_server(server: &Option<Server>, e: RuntimeError) -> RuntimeError {
+    server
+        .as_ref()
+        .and_then(|s| s.failure.lock().ok().and_then(|mut f| f.take()))
+        .unwrap_or(e)
+}
+
+async fn drive(
+    control: Addr<ControlPlane>,
+    server: Option<Server>,
+    s: Schedule,
+) -> Result<Report, RuntimeError> {
+    run_rounds(&control, &server, &s)
+        .await
+        .map_err(|e| prefer_server(&server, e))
+}
+
+async fn run_rounds(
+    control: &Addr<ControlPlane>,
+    server: &Option<Server>,
+    s: &Schedule,
+) -> Result<Report, RuntimeError> {
     let started = Instant::now();
     let mut totals = Totals::default();
     let mut eval = BTreeMap::new();
     let mut epoch_loss = (0.0f64, 0u64);
     let mut epoch_started = (Instant::now(), 0u64);
+    let mut granted = (s.first_round + GRANT_WINDOW).min(s.total_rounds);
+    grant(control, server, s, s.first_round, granted).await?;
+    let mut t = Instant::now();
     for round in s.first_round..s.total_rounds {
-        let epoch = round / s.rounds_per_epoch.max(1);
-        let lr = s.optimizer.lr_at(round);
-        let t = Instant::now();
-        let reports = control
-            .send(RunRound { round, epoch, lr })
+        let plan = s.plan(round);
+        let collected = control
+            .send(Collect {
+                round,
+                evaluate: plan.evaluate,
+                checkpoint: plan.checkpoint.is_some(),
+            })
             .await
             .map_err(actor_err)??;
-        let loss = totals.add(&reports, t.elapsed().as_secs_f64() * 1e3);
+        // Keep the window full: top it up when half of it has been used.
+        if granted < s.total_rounds && granted - (round + 1) <= GRANT_WINDOW / 2 {
+            let upto = (round + 1 + GRANT_WINDOW).min(s.total_rounds);
+            grant(control, server, s, granted, upto).await?;
+            granted = upto;
+        }
+        let loss = totals.add(&collected.reports, t.elapsed().as_secs_f64() * 1e3);
+        t = Instant::now();
         if !loss.is_finite() {
             return Err(RuntimeError::Model(format!(
                 "round {round}: training loss is {loss}"
             )));
         }
         epoch_loss = (epoch_loss.0 + loss, epoch_loss.1 + 1);
-        let last = round + 1 == s.total_rounds;
-        let (ref root, every, keep) = s.checkpoints;
-        if every > 0 && (round + 1) % every == 0 && !last {
-            let next = round + 1;
-            let msg = ControlMsg::Checkpoint {
-                round: next,
-                cursor: s.plan.cursor_at(next),
-                root: root.display().to_string(),
-                keep,
-                seed: s.seed,
-            };
-            let path = control
-                .send(RunCheckpoint { msg, round })
-                .await
-                .map_err(actor_err)??;
-            tracing::info!("checkpoint for round {next} written to {path}");
+        if let Some(path) = &collected.checkpoint {
+            tracing::info!("checkpoint for round {} written to {path}", round + 1);
         }
-        let end_of_epoch = (round + 1) % s.rounds_per_epoch.max(1) == 0;
-        let due = if s.eval_every > 0 {
-            (round + 1) % s.eval_every == 0
-        } else {
-            end_of_epoch
-        };
-        if due || last {
-            eval = control.send(RunEval { round }).await.map_err(actor_err)??;
+        if let Some(metrics) = collected.metrics {
+            eval = metrics;
             let secs = epoch_started.0.elapsed().as_secs_f64();
             let rate = (totals.samples - epoch_started.1) as f64 / secs.max(1e-9);
             let metric = eval
@@ -178,7 +262,7 @@ async fn drive(control: Addr<ControlPlane>, s: Schedule) -> Result<Report, Runti
                 .unwrap_or_default();
             tracing::info!(
                 "epoch {}/{} round {}/{}: train loss {:.4}, {metric}, {rate:.0} samples/s",
-                epoch + 1,
+                plan.epoch + 1,
                 s.total_rounds.div_ceil(s.rounds_per_epoch.max(1)),
                 round + 1,
                 s.total_rounds,

@@ -1,8 +1,10 @@
-//! `DataLoader`: this node's shard of each round's global batch, prefetched one round ahead.
+//! `DataLoader`: this node's shard of each round's global batch, produced one round ahead.
 //! Runs on its own `SyncArbiter` thread: assembling a batch copies rows, which is work that must
-//! not sit on an arbiter thread.
+//! not sit on an arbiter thread. `Compute` asks for round `r + 1` when it starts round `r`, so
+//! the shard is ready (and moved, not copied) when the next round begins.
 
-use super::messages::{NextShard, Prefetch, SeekData};
+use super::deliver;
+use super::messages::{Prefetch, SeekData, ShardReady};
 use crate::error::RuntimeError;
 use actix::{Actor, Handler, SyncContext};
 use lockstep_trainer::data::{BatchSource, ShardBatch};
@@ -10,7 +12,6 @@ use lockstep_trainer::data::{BatchSource, ShardBatch};
 /// The data-loading actor over any [`BatchSource`] (a file table today, a stream tomorrow).
 pub struct DataLoader {
     source: Box<dyn BatchSource>,
-    ready: Option<ShardBatch>,
     round: u64,
 }
 
@@ -19,19 +20,25 @@ impl DataLoader {
     pub fn new(source: Box<dyn BatchSource>, first_round: u64) -> Self {
         DataLoader {
             source,
-            ready: None,
             round: first_round,
         }
     }
 
-    fn produce(&mut self) -> Result<ShardBatch, RuntimeError> {
-        self.source.next_shard()?.ok_or_else(|| {
-            RuntimeError::Model(format!(
-                "data source {} is exhausted at round {}",
-                self.source.name(),
+    fn produce(&mut self, round: u64) -> Result<ShardBatch, RuntimeError> {
+        if round != self.round {
+            return Err(RuntimeError::Inconsistent(format!(
+                "data loader is at round {} but round {round} was asked for",
                 self.round
+            )));
+        }
+        let shard = self.source.next_shard()?.ok_or_else(|| {
+            RuntimeError::Model(format!(
+                "data source {} is exhausted at round {round}",
+                self.source.name()
             ))
-        })
+        })?;
+        self.round += 1;
+        Ok(shard)
     }
 }
 
@@ -39,38 +46,22 @@ impl Actor for DataLoader {
     type Context = SyncContext<Self>;
 }
 
-impl Handler<NextShard> for DataLoader {
-    type Result = Result<ShardBatch, RuntimeError>;
-    fn handle(&mut self, msg: NextShard, _: &mut SyncContext<Self>) -> Self::Result {
-        if msg.round != self.round {
-            return Err(RuntimeError::Inconsistent(format!(
-                "data loader is at round {} but round {} was asked for",
-                self.round, msg.round
-            )));
-        }
-        let shard = match self.ready.take() {
-            Some(s) => s,
-            None => self.produce()?,
-        };
-        self.round += 1;
-        Ok(shard)
-    }
-}
-
 impl Handler<Prefetch> for DataLoader {
     type Result = ();
-    fn handle(&mut self, _: Prefetch, _: &mut SyncContext<Self>) {
-        if self.ready.is_none() {
-            // An error here resurfaces on the next `NextShard`, which produces again.
-            self.ready = self.produce().ok();
-        }
+    fn handle(&mut self, msg: Prefetch, _: &mut SyncContext<Self>) {
+        let shard = self.produce(msg.round);
+        let ready = ShardReady {
+            round: msg.round,
+            shard,
+        };
+        // A stopped compute actor means the node is shutting down: nothing left to tell.
+        let _ = deliver(&msg.to, ready, "a data shard");
     }
 }
 
 impl Handler<SeekData> for DataLoader {
     type Result = Result<(), RuntimeError>;
     fn handle(&mut self, msg: SeekData, _: &mut SyncContext<Self>) -> Self::Result {
-        self.ready = None;
         self.source.seek(msg.cursor)?;
         Ok(())
     }

@@ -1,26 +1,50 @@
 //! Typed messages between a worker's actors, one struct per message with its result declared.
-//! Anything that carries tensors is sent with `send().await` or `try_send` (bounded mailboxes),
-//! never `do_send`.
+//! Anything that carries tensors is sent with `try_send` (bounded mailboxes, see
+//! [`deliver`](super::deliver)), never `do_send`.
+//!
+//! A round's data path: `Compute` asks the `DataLoader` for a round's shard one round ahead
+//! ([`Prefetch`] -> [`ShardReady`]); during backprop each finished gradient bucket, an owned
+//! piece of the round's one gradient buffer, goes to the `Aggregator` ([`GradBucket`]), which
+//! reduces it in place; after the last bucket it joins the pieces again and hands the whole
+//! buffer back ([`Reduced`]). Nothing gradient-sized is copied on the way.
 
 use crate::error::RuntimeError;
-use actix::Message;
+use crate::protocol::RoundPlan;
+use actix::{Message, Recipient};
+use lockstep_tensor::BufferMut;
 use lockstep_trainer::data::{DataCursor, ShardBatch};
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// DataLoader: hand out this rank's share of the next global batch (prefetched if possible).
-#[derive(Message)]
-#[rtype(result = "Result<ShardBatch, RuntimeError>")]
-pub struct NextShard {
-    /// The round it is for (checked against the loader's cursor).
-    pub round: u64,
-}
-
-/// DataLoader: prepare the next shard now, while compute runs.
+/// Compute: rounds the coordinator granted (in order, continuing earlier grants).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Prefetch;
+pub struct Grant {
+    /// The plans.
+    pub rounds: Vec<RoundPlan>,
+}
+
+/// DataLoader: produce this rank's shard of `round` and send it to `to`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Prefetch {
+    /// The round (checked against the loader's cursor).
+    pub round: u64,
+    /// Where the shard goes.
+    pub to: Recipient<ShardReady>,
+}
+
+/// Compute: the shard of a round (or why there is none).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShardReady {
+    /// The round.
+    pub round: u64,
+    /// This rank's rows, or the data source's error.
+    pub shard: Result<ShardBatch, RuntimeError>,
+}
 
 /// DataLoader: continue from a checkpoint's cursor.
 #[derive(Message)]
@@ -30,64 +54,34 @@ pub struct SeekData {
     pub cursor: DataCursor,
 }
 
-/// Compute: forward/backward on a shard; gradient buckets go to the aggregator as they are ready.
+/// Aggregator: one finished gradient bucket, an owned piece of the round's gradient buffer
+/// (little-endian f32), reduced while backprop computes the next.
 #[derive(Message)]
-#[rtype(result = "Result<StepDone, RuntimeError>")]
-pub struct Step {
-    /// The round.
-    pub round: u64,
-    /// This rank's rows.
-    pub shard: ShardBatch,
-}
-
-/// What a step reports.
-#[derive(Debug, Clone, Copy)]
-pub struct StepDone {
-    /// Sum of per-row losses.
-    pub loss_sum: f64,
-    /// Rows.
-    pub rows: usize,
-    /// Time in forward/backward.
-    pub compute: Duration,
-}
-
-/// Aggregator: one gradient bucket, ready to be averaged (while backprop computes the next).
-#[derive(Message)]
-#[rtype(result = "Result<(), RuntimeError>")]
+#[rtype(result = "()")]
 pub struct GradBucket {
     /// The round.
     pub round: u64,
     /// Where the bucket sits in the flat gradient vector.
     pub range: Range<usize>,
     /// The bucket's values.
-    pub data: Vec<f32>,
+    pub data: BufferMut,
+    /// With the round's last bucket: where the reduced, re-joined buffer goes.
+    pub last: Option<Recipient<Reduced>>,
 }
 
-/// Aggregator: every bucket of the round has been sent; finish and hand back the result.
+/// Compute: the round's gradient buffer after aggregation.
 #[derive(Message)]
-#[rtype(result = "Result<AggregateOutcome, RuntimeError>")]
-pub struct FinishRound {
+#[rtype(result = "()")]
+pub struct Reduced {
     /// The round.
     pub round: u64,
-    /// Learning rate (a parameter server applies the step).
-    pub lr: f32,
-}
-
-/// The outcome of a round's aggregation.
-#[derive(Debug)]
-pub enum Aggregated {
-    /// Averaged gradients: every replica applies the optimizer step itself.
-    MeanGradients(Vec<f32>),
-    /// New parameters pulled from the parameter server(s).
-    Parameters(Vec<f32>),
-}
-
-/// Aggregation result with the time spent in collectives.
-#[derive(Debug)]
-pub struct AggregateOutcome {
-    /// The result.
-    pub value: Aggregated,
-    /// Time in collectives during this round (overlapped with compute where possible).
+    /// The whole gradient buffer: averaged gradients (allreduce), or the pushed gradients
+    /// (parameter server; to be reused next round).
+    pub grads: BufferMut,
+    /// Parameter server: the parameters pulled from the servers (shared with the aggregator,
+    /// which reuses the vector next round once this handle is dropped).
+    pub params: Option<Arc<Vec<f32>>>,
+    /// Time in collectives during this round (overlapped with backprop where possible).
     pub comm: Duration,
 }
 
@@ -97,18 +91,6 @@ pub struct AggregateOutcome {
 pub struct SyncParams {
     /// This rank's initial parameters.
     pub params: Vec<f32>,
-}
-
-/// Compute: apply a round's aggregation result.
-#[derive(Message)]
-#[rtype(result = "Result<Duration, RuntimeError>")]
-pub struct ApplyUpdate {
-    /// The round.
-    pub round: u64,
-    /// Learning rate for the step.
-    pub lr: f32,
-    /// Gradients to step with, or parameters to take.
-    pub update: Aggregated,
 }
 
 /// Compute: replace the parameters (initial sync, checkpoint restore).
@@ -143,19 +125,3 @@ pub struct SaveModel {
 #[derive(Message)]
 #[rtype(result = "Result<String, RuntimeError>")]
 pub struct ParamsHash;
-
-/// Compute: write a checkpoint (parameters, optimizer state, cursor) to continue at `round`.
-#[derive(Message)]
-#[rtype(result = "Result<String, RuntimeError>")]
-pub struct WriteCheckpoint {
-    /// The next round to run.
-    pub round: u64,
-    /// Its data cursor.
-    pub cursor: DataCursor,
-    /// Checkpoint root.
-    pub root: String,
-    /// Checkpoints to keep.
-    pub keep: usize,
-    /// The job seed.
-    pub seed: u64,
-}

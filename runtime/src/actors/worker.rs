@@ -1,22 +1,21 @@
-//! `WorkerNode`: a worker's orchestrating actor, and the control thread that talks to the
-//! coordinator.
+//! `WorkerNode`: serves the coordinator's commands that need an answer (save the model, finish),
+//! and the control thread that receives everything the coordinator sends.
 //!
-//! The control thread owns the control link (blocking I/O with liveness deadlines, so it lives on
-//! a plain thread, not an arbiter). For each command it receives it sends a [`Command`] to the
-//! `WorkerNode` actor and waits (bounded) for the reply, which it sends back. The actor runs a
-//! round as a chain of awaited messages: `DataLoader` -> `Compute` (buckets flow to the
-//! `Aggregator` during backprop) -> `Aggregator` -> `Compute`.
+//! The control thread owns the receiving side of the control link (blocking I/O with liveness
+//! deadlines, so it lives on a plain thread, not an arbiter). Grants go straight to `Compute`;
+//! `Save` and `Finish` go to the `WorkerNode` actor and the control thread waits (bounded) for
+//! the answer. Round reports do not pass through here: the actors send them themselves through
+//! the [`Reporter`], on the link's sending side.
 
-use super::aggregator::Aggregator;
 use super::compute::Compute;
-use super::data_loader::DataLoader;
 use super::messages::*;
+use super::Reporter;
 use crate::error::RuntimeError;
-use crate::protocol::{recv_msg, send_msg, ControlMsg, RoundTiming};
-use actix::{Actor, Addr, Context, Handler, MailboxError, Message, ResponseFuture};
+use crate::protocol::{recv_msg, send_msg, ControlMsg};
+use actix::{Actor, Addr, Context, Handler, MailboxError, Message, Recipient, ResponseFuture};
 use lockstep_transport::AnyLink;
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A command from the coordinator with the channel its answer goes back on.
 #[derive(Message)]
@@ -28,28 +27,16 @@ pub struct Command {
     pub reply: SyncSender<Result<ControlMsg, RuntimeError>>,
 }
 
-/// The worker's orchestrating actor.
+/// The worker's command-serving actor.
 pub struct WorkerNode {
-    loader: Addr<DataLoader>,
     compute: Addr<Compute>,
-    aggregator: Addr<Aggregator>,
-    save_path_ok: bool,
+    rank0: bool,
 }
 
 impl WorkerNode {
-    /// A worker over its three actors. `rank0` workers answer `Evaluate` and `Save`.
-    pub fn new(
-        loader: Addr<DataLoader>,
-        compute: Addr<Compute>,
-        aggregator: Addr<Aggregator>,
-        rank0: bool,
-    ) -> Self {
-        WorkerNode {
-            loader,
-            compute,
-            aggregator,
-            save_path_ok: rank0,
-        }
+    /// A worker over its compute actor. `rank0` workers answer `Save`.
+    pub fn new(compute: Addr<Compute>, rank0: bool) -> Self {
+        WorkerNode { compute, rank0 }
     }
 }
 
@@ -61,91 +48,15 @@ fn mailbox(who: &'static str) -> impl Fn(MailboxError) -> RuntimeError {
     move |e| RuntimeError::Actor(format!("{who}: {e}"))
 }
 
-async fn run_round(
-    loader: Addr<DataLoader>,
-    compute: Addr<Compute>,
-    aggregator: Addr<Aggregator>,
-    round: u64,
-    lr: f32,
-) -> Result<ControlMsg, RuntimeError> {
-    let started = Instant::now();
-    let shard = loader
-        .send(NextShard { round })
-        .await
-        .map_err(mailbox("data loader"))??;
-    loader.do_send(Prefetch); // no payload: a hint to prepare the next shard now
-    let step = compute
-        .send(Step { round, shard })
-        .await
-        .map_err(mailbox("compute"))??;
-    let backprop_done = Instant::now();
-    let agg = aggregator
-        .send(FinishRound { round, lr })
-        .await
-        .map_err(mailbox("aggregator"))??;
-    let exposed = backprop_done.elapsed();
-    let apply = compute
-        .send(ApplyUpdate {
-            round,
-            lr,
-            update: agg.value,
-        })
-        .await
-        .map_err(mailbox("compute"))??;
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    Ok(ControlMsg::RoundDone {
-        round,
-        loss_sum: step.loss_sum,
-        samples: step.rows as u64,
-        timing: RoundTiming {
-            compute_ms: ms(step.compute + apply),
-            comm_ms: ms(exposed),
-            collective_ms: ms(agg.comm),
-            round_ms: ms(started.elapsed()),
-        },
-    })
-}
-
 impl Handler<Command> for WorkerNode {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, cmd: Command, _: &mut Context<Self>) -> Self::Result {
-        let (loader, compute, aggregator) = (
-            self.loader.clone(),
-            self.compute.clone(),
-            self.aggregator.clone(),
-        );
-        let rank0 = self.save_path_ok;
+        let compute = self.compute.clone();
+        let rank0 = self.rank0;
         Box::pin(async move {
             let res = match cmd.msg {
-                ControlMsg::BeginRound { round, lr, .. } => {
-                    run_round(loader, compute, aggregator, round, lr).await
-                }
-                ControlMsg::Evaluate { .. } if rank0 => compute
-                    .send(Evaluate)
-                    .await
-                    .map_err(mailbox("compute"))
-                    .and_then(|r| r)
-                    .map(|metrics| ControlMsg::Evaluated { metrics }),
                 ControlMsg::Save { round, path } if rank0 => compute
                     .send(SaveModel { path, round })
-                    .await
-                    .map_err(mailbox("compute"))
-                    .and_then(|r| r)
-                    .map(|path| ControlMsg::Saved { path }),
-                ControlMsg::Checkpoint {
-                    round,
-                    cursor,
-                    root,
-                    keep,
-                    seed,
-                } if rank0 => compute
-                    .send(WriteCheckpoint {
-                        round,
-                        cursor,
-                        root,
-                        keep,
-                        seed,
-                    })
                     .await
                     .map_err(mailbox("compute"))
                     .and_then(|r| r)
@@ -166,23 +77,34 @@ impl Handler<Command> for WorkerNode {
     }
 }
 
-/// The control thread's loop: receive a command, let the actors do it, answer. Returns after
-/// `Finish` has been answered; any failure is sent to the coordinator as `Abort` (best effort)
-/// and returned.
+/// The control thread's loop: pass grants to `Compute`, serve `Save` and `Finish`. Returns after
+/// `Finish` has been answered. When an actor failed, its error (recorded by the `Reporter`) is
+/// returned rather than the coordinator's `Abort` that follows it.
 ///
 /// # Errors
-/// The coordinator died or went silent (named, with the round), a command failed, or the actors
-/// did not answer within `command_timeout`.
+/// The coordinator died, went silent or aborted (named, with the round), a command failed, an
+/// actor failed, or the actors did not answer within `command_timeout`.
 pub fn control_loop(
     link: &mut AnyLink,
     node: &Addr<WorkerNode>,
+    compute: &Recipient<Grant>,
+    reporter: &Reporter,
     command_timeout: Duration,
 ) -> Result<(), RuntimeError> {
     let mut round = 0;
     loop {
-        let msg = recv_msg(link, round, "waiting for the coordinator's next command")?;
-        if let ControlMsg::BeginRound { round: r, .. } = msg {
-            round = r;
+        let msg = match recv_msg(link, round, "waiting for the coordinator") {
+            Ok(m) => m,
+            Err(e) => return Err(reporter.take_failure().unwrap_or(e)),
+        };
+        if let ControlMsg::Grant { rounds } = msg {
+            round = rounds.last().map_or(round, |p| p.round);
+            if compute.try_send(Grant { rounds }).is_err() {
+                return Err(RuntimeError::Actor(
+                    "compute cannot take the coordinator's grant (stopped or full)".into(),
+                ));
+            }
+            continue;
         }
         let last = matches!(msg, ControlMsg::Finish);
         let what = msg.name();
@@ -191,7 +113,7 @@ pub fn control_loop(
         let reply = match rx.recv_timeout(command_timeout) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout {
-                doing: format!("running {what} for round {round}"),
+                doing: format!("running {what} after round {round}"),
                 ms: command_timeout.as_millis() as u64,
             }),
             Err(RecvTimeoutError::Disconnected) => {
@@ -201,15 +123,10 @@ pub fn control_loop(
         match reply {
             Ok(answer) => send_msg(link, round, "reporting to the coordinator", &answer)?,
             Err(e) => {
-                let _ = send_msg(
-                    link,
-                    round,
-                    "aborting",
-                    &ControlMsg::Abort {
-                        reason: e.to_string(),
-                    },
-                );
-                return Err(e);
+                reporter.fail(round, e);
+                return Err(reporter
+                    .take_failure()
+                    .unwrap_or_else(|| RuntimeError::Actor("command failed".into())));
             }
         }
         if last {

@@ -18,6 +18,7 @@ mod activation;
 mod conv;
 mod dense;
 mod error;
+mod grads;
 mod layer;
 mod network;
 mod pool;
@@ -27,6 +28,7 @@ pub use activation::{Activation, ActivationKind};
 pub use conv::{col2im, im2col, Conv2d, ConvGeom};
 pub use dense::Dense;
 pub use error::ModelError;
+pub use grads::{GradSink, SliceSink};
 pub use layer::{Layer, ParamSpec};
 pub use network::Network;
 pub use pool::{MaxPool2, Permute};
@@ -147,6 +149,9 @@ pub trait Model: Send {
     /// `divisor` (pass the global batch size on every worker and sum the shards). An empty batch
     /// is allowed: it gives zero gradients and still delivers every bucket.
     ///
+    /// A model implements this or [`Model::forward_backward_into`] (each has a default in terms
+    /// of the other); the built-in models implement `forward_backward_into`.
+    ///
     /// # Errors
     /// As [`Model::forward_backward`], plus a non-positive `divisor`.
     fn forward_backward_scaled(
@@ -155,7 +160,39 @@ pub trait Model: Send {
         divisor: f32,
         grads: &mut [f32],
         on_bucket: &mut dyn FnMut(Range<usize>, &mut [f32]),
-    ) -> Result<StepOutput, ModelError>;
+    ) -> Result<StepOutput, ModelError> {
+        if grads.len() != self.params().len() {
+            return Err(ModelError::BufferLen {
+                what: "gradient",
+                expected: self.params().len(),
+                actual: grads.len(),
+            });
+        }
+        self.forward_backward_into(batch, divisor, &mut SliceSink::new(grads, on_bucket))
+    }
+
+    /// As [`Model::forward_backward_scaled`], writing each bucket's gradients into memory the
+    /// `sink` hands out, bucket by bucket in [`Model::buckets`] order, and calling
+    /// [`GradSink::ready`] as soon as a bucket is final. This is the runtime's path: the
+    /// gradient stays one owned buffer whose pieces travel to the aggregator without a copy.
+    ///
+    /// The default runs [`Model::forward_backward_scaled`] into a scratch vector and copies each
+    /// bucket into the sink; models that care about the copy implement this instead.
+    ///
+    /// # Errors
+    /// As [`Model::forward_backward_scaled`].
+    fn forward_backward_into(
+        &mut self,
+        batch: &Batch,
+        divisor: f32,
+        sink: &mut dyn GradSink,
+    ) -> Result<StepOutput, ModelError> {
+        let mut scratch = vec![0.0; self.params().len()];
+        self.forward_backward_scaled(batch, divisor, &mut scratch, &mut |range, g| {
+            sink.bucket(range.clone()).copy_from_slice(g);
+            sink.ready(range);
+        })
+    }
 
     /// Loss over `batch` without gradients (evaluated in chunks, any size).
     ///

@@ -7,7 +7,7 @@
 //! of the gradient vector, handed to `on_bucket` in increasing offset order.
 
 use super::layer::Layer;
-use super::{Model, ModelError, ParamInfo, StepOutput, Task};
+use super::{GradSink, Model, ModelError, ParamInfo, StepOutput, Task};
 use crate::batch::{Batch, Targets};
 use crate::init::{rng, STREAM_INIT};
 use lockstep_tensor::kernels::softmax_rows;
@@ -148,13 +148,12 @@ impl Network {
         Ok(())
     }
 
-    /// Backprop from `self.dbuf[0]` (dL/d output), calling `on_bucket` as blocks finish.
+    /// Backprop from `self.dbuf[0]` (dL/d output), handing each block to `sink` as it finishes.
     fn backward(
         &mut self,
         x: &[f32],
         rows: usize,
-        grads: &mut [f32],
-        on_bucket: &mut dyn FnMut(Range<usize>, &mut [f32]),
+        sink: &mut dyn GradSink,
     ) -> Result<(), ModelError> {
         let [mut dy, mut dx] = std::mem::take(&mut self.dbuf);
         for i in (0..self.layers.len()).rev() {
@@ -167,17 +166,14 @@ impl Network {
                 None
             };
             let p = &self.params[block.clone()];
-            self.layers[i].backward(
-                p,
-                input,
-                &self.acts[i],
-                &dy,
-                rows,
-                &mut grads[block.clone()],
-                want_dx,
-            )?;
+            let g: &mut [f32] = if block.is_empty() {
+                &mut []
+            } else {
+                sink.bucket(block.clone())
+            };
+            self.layers[i].backward(p, input, &self.acts[i], &dy, rows, g, want_dx)?;
             if !block.is_empty() {
-                on_bucket(block.clone(), &mut grads[block]);
+                sink.ready(block);
             }
             std::mem::swap(&mut dy, &mut dx);
         }
@@ -244,20 +240,12 @@ impl Model for Network {
         &mut self.params
     }
 
-    fn forward_backward_scaled(
+    fn forward_backward_into(
         &mut self,
         batch: &Batch,
         divisor: f32,
-        grads: &mut [f32],
-        on_bucket: &mut dyn FnMut(Range<usize>, &mut [f32]),
+        sink: &mut dyn GradSink,
     ) -> Result<StepOutput, ModelError> {
-        if grads.len() != self.params.len() {
-            return Err(ModelError::BufferLen {
-                what: "gradient",
-                expected: self.params.len(),
-                actual: grads.len(),
-            });
-        }
         if !(divisor.is_finite() && divisor > 0.0) {
             return Err(ModelError::BatchShape {
                 what: format!("gradient divisor {divisor} is not positive"),
@@ -265,13 +253,13 @@ impl Model for Network {
         }
         let out = self.forward_loss(batch, divisor)?;
         if batch.rows == 0 {
-            grads.fill(0.0);
             for b in self.buckets.clone() {
-                on_bucket(b.clone(), &mut grads[b]);
+                sink.bucket(b.clone()).fill(0.0);
+                sink.ready(b);
             }
             return Ok(out);
         }
-        self.backward(&batch.x, batch.rows, grads, on_bucket)?;
+        self.backward(&batch.x, batch.rows, sink)?;
         Ok(out)
     }
 

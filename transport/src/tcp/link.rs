@@ -18,6 +18,7 @@ use socket2::Socket;
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bytes of idle receive buffers a link keeps for reuse.
@@ -100,7 +101,7 @@ pub struct TcpLink {
     me: String,
     peer: String,
     reader: TcpStream,
-    outbox: Outbox<TcpSinkHandle>,
+    outbox: Arc<Outbox<TcpSinkHandle>>,
     pool: BufferPool,
     cfg: LinkConfig,
     poisoned: Option<Error>,
@@ -146,7 +147,13 @@ impl TcpLink {
         let sink = TcpSinkHandle(TcpSink {
             sock: Socket::from(w),
         });
-        let outbox = Outbox::new(sink, peer, cfg.heartbeat, cfg.peer_timeout, cfg.max_queued);
+        let outbox = Arc::new(Outbox::new(
+            sink,
+            peer,
+            cfg.heartbeat,
+            cfg.peer_timeout,
+            cfg.max_queued,
+        ));
         Ok(TcpLink {
             me: me.to_string(),
             peer: peer.to_string(),
@@ -156,6 +163,16 @@ impl TcpLink {
             cfg,
             poisoned: None,
         })
+    }
+
+    /// A second handle on this link's sending side, for another thread: it sends whole frames
+    /// through the same outbox (frames never interleave), while this link keeps receiving.
+    /// Used for control links, where a worker reports rounds while it waits for commands.
+    pub fn sender(&self) -> TcpSender {
+        TcpSender {
+            outbox: self.outbox.clone(),
+            peer: self.peer.clone(),
+        }
     }
 
     fn ctx(&self, expect: &Expect) -> Context {
@@ -269,6 +286,37 @@ impl Link for TcpLink {
             }
         }
         self.recv_inner(expect).map_err(|e| self.fail(e))
+    }
+}
+
+/// The sending side of a [`TcpLink`], usable from another thread. See [`TcpLink::sender`].
+#[derive(Clone)]
+pub struct TcpSender {
+    outbox: Arc<Outbox<TcpSinkHandle>>,
+    peer: String,
+}
+
+impl TcpSender {
+    /// The peer's node name.
+    pub fn peer_name(&self) -> &str {
+        &self.peer
+    }
+
+    /// Send one frame and flush it; never waits for the peer to receive (the `Link` contract).
+    ///
+    /// # Errors
+    /// As [`Link::send`] and [`Link::flush`]: the link's first error.
+    pub fn send(&self, header: FrameHeader, payload: Buffer) -> Result<()> {
+        if header.len != payload.len() as u64 {
+            return Err(Error::Config(format!(
+                "send to {}: header.len {} != payload length {}",
+                self.peer,
+                header.len,
+                payload.len()
+            )));
+        }
+        self.outbox.send(&header, payload)?;
+        self.outbox.flush()
     }
 }
 

@@ -9,7 +9,7 @@
 pub mod link;
 pub mod listener;
 
-pub use link::TcpLink;
+pub use link::{TcpLink, TcpSender};
 pub use listener::Listener;
 
 use crate::error::{Error, Result};
