@@ -176,6 +176,7 @@ async fn start_worker_actors(
 ) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
     use crate::actors::messages::{GetParams, SetParams, SyncParams};
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
+    let local = world == 1 && !matches!(mode, Mode::ParameterServer { .. });
     let aggregator = SyncArbiter::start(
         1,
         once(Aggregator::new(comm, mode, num_params, reporter.clone())),
@@ -196,7 +197,8 @@ async fn start_worker_actors(
                 test,
                 first_round,
             )
-            .with_micro_batches(micro_per_worker),
+            .with_micro_batches(micro_per_worker)
+            .with_local_aggregation(local),
         ),
     );
     let params = compute.send(GetParams).await.map_err(mailbox)??;

@@ -57,6 +57,8 @@ pub struct Compute {
     requested: Option<u64>,
     running: Option<Running>,
     stopped: bool,
+    /// One worker with allreduce: nothing to reduce, so no hand-off to the aggregator.
+    local: bool,
 }
 
 impl Compute {
@@ -94,7 +96,15 @@ impl Compute {
             requested: None,
             running: None,
             stopped: false,
+            local: false,
         }
+    }
+
+    /// With `true` (one worker, allreduce), backprop's gradient stays here: the mean over one
+    /// worker is the gradient itself, so the round skips the aggregator's thread.
+    pub fn with_local_aggregation(mut self, local: bool) -> Self {
+        self.local = local;
+        self
     }
 
     /// Reproducible mode: `per_worker` micro-batches per shard, summed in a fixed binary tree.
@@ -121,114 +131,131 @@ impl Compute {
         deliver(&self.loader, Prefetch { round, to }, "a prefetch request")
     }
 
-    /// Start the next round if it is granted, its shard is here and the buffer is home.
+    /// Run rounds while one is granted, its shard is here and the gradient buffer is home.
     fn advance(&mut self, ctx: &mut SyncContext<Self>) -> Result<(), RuntimeError> {
-        if self.stopped || self.running.is_some() || self.grads.is_none() {
-            return Ok(());
+        loop {
+            if self.stopped || self.running.is_some() || self.grads.is_none() {
+                return Ok(());
+            }
+            let Some(plan) = self.plans.front() else {
+                return Ok(());
+            };
+            if plan.round != self.next_round {
+                return Err(RuntimeError::Protocol(format!(
+                    "granted round {} but round {} is next",
+                    plan.round, self.next_round
+                )));
+            }
+            let round = self.next_round;
+            match &self.shard {
+                Some((r, _)) if *r == round => {}
+                _ => return self.request(round, ctx),
+            }
+            let plan = self.plans.pop_front().expect("checked above");
+            let (_, shard) = self.shard.take().expect("checked above");
+            let shard = shard?;
+            if self.plans.front().is_some_and(|p| p.round == round + 1) {
+                self.request(round + 1, ctx)?;
+            }
+            let reply = ctx.address().recipient();
+            match self.step(plan, &shard, &reply)? {
+                Some(reduced) => self.finish(reduced)?,
+                None => return Ok(()),
+            }
         }
-        let Some(plan) = self.plans.front() else {
-            return Ok(());
-        };
-        if plan.round != self.next_round {
-            return Err(RuntimeError::Protocol(format!(
-                "granted round {} but round {} is next",
-                plan.round, self.next_round
-            )));
-        }
-        let round = self.next_round;
-        match &self.shard {
-            Some((r, _)) if *r == round => {}
-            _ => return self.request(round, ctx),
-        }
-        let plan = self.plans.pop_front().expect("checked above");
-        let (_, shard) = self.shard.take().expect("checked above");
-        let shard = shard?;
-        if self.plans.front().is_some_and(|p| p.round == round + 1) {
-            self.request(round + 1, ctx)?;
-        }
-        let reply = ctx.address().recipient();
-        self.step(plan, &shard, &reply)
     }
 
-    /// Forward/backward of one round; the buckets go to the aggregator as they finish.
+    /// Run the first `k - 1` micro-batches into their own buffers; the last micro-batch's rows
+    /// and the summed loss so far.
+    fn micro_head(&mut self, round: u64, shard: &ShardBatch) -> Result<(Batch, f64), RuntimeError> {
+        let (k, b) = (self.micro, &shard.batch);
+        if !b.rows.is_multiple_of(k) {
+            return Err(RuntimeError::Model(format!(
+                "round {round}: {} rows do not split into {k} micro-batches",
+                b.rows
+            )));
+        }
+        let per = b.rows / k;
+        let divisor = shard.global_rows as f32;
+        let mut loss_sum = 0.0;
+        for i in 0..k - 1 {
+            let micro = b.slice_rows(i * per..(i + 1) * per);
+            let mut ignore = |_, _: &mut [f32]| {};
+            let mut sink = SliceSink::new(&mut self.micro_grads[i], &mut ignore);
+            loss_sum += self
+                .model
+                .forward_backward_into(&micro, divisor, &mut sink)
+                .map_err(|e| RuntimeError::Model(format!("round {round}: {e}")))?
+                .loss_sum;
+        }
+        Ok((b.slice_rows((k - 1) * per..k * per), loss_sum))
+    }
+
+    /// Forward/backward of one round; the buckets go to the aggregator as they finish. With
+    /// local aggregation the result is returned at once instead.
     fn step(
         &mut self,
         plan: RoundPlan,
         shard: &ShardBatch,
         reply: &Recipient<Reduced>,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Option<Reduced>, RuntimeError> {
         let started = Instant::now();
         let round = plan.round;
+        let (last_micro, head_loss) = match self.micro {
+            0 => (None, 0.0),
+            _ => {
+                let (b, l) = self.micro_head(round, shard)?;
+                (Some(b), l)
+            }
+        };
+        let (batch, divisor) = match &last_micro {
+            Some(b) => (b, shard.global_rows as f32),
+            None => (
+                &shard.batch,
+                (shard.global_rows as f32 / self.world as f32).max(f32::MIN_POSITIVE),
+            ),
+        };
         let grads = self
             .grads
             .take()
             .expect("advance checked the buffer is home");
         let total = self.model.params().len();
-        let b = &shard.batch;
-        let model_err = |e| RuntimeError::Model(format!("round {round}: {e}"));
-        let (loss_sum, failed, sent_last) = if self.micro > 0 {
-            let k = self.micro;
-            if !b.rows.is_multiple_of(k) {
-                return Err(RuntimeError::Model(format!(
-                    "round {round}: {} rows do not split into {k} micro-batches",
-                    b.rows
-                )));
-            }
-            let per = b.rows / k;
-            let divisor = shard.global_rows as f32;
-            let mut loss_sum = 0.0;
-            for i in 0..k - 1 {
-                let micro = b.slice_rows(i * per..(i + 1) * per);
-                let mut ignore = |_, _: &mut [f32]| {};
-                let mut sink = SliceSink::new(&mut self.micro_grads[i], &mut ignore);
-                loss_sum += self
-                    .model
-                    .forward_backward_into(&micro, divisor, &mut sink)
-                    .map_err(model_err)?
-                    .loss_sum;
-            }
-            let micro = b.slice_rows((k - 1) * per..k * per);
-            let mut sink = PieceSink::new(
-                round,
-                grads,
-                total,
-                &mut self.micro_grads,
-                &self.aggregator,
-                reply,
-            );
-            let out = self.model.forward_backward_into(&micro, divisor, &mut sink);
-            (
-                loss_sum + out.map_err(model_err)?.loss_sum,
-                sink.failed,
-                sink.sent_last,
-            )
-        } else {
-            let divisor = (shard.global_rows as f32 / self.world as f32).max(f32::MIN_POSITIVE);
-            let mut sink = PieceSink::new(round, grads, total, &mut [], &self.aggregator, reply);
-            let out = self.model.forward_backward_into(b, divisor, &mut sink);
-            (
-                out.map_err(model_err)?.loss_sum,
-                sink.failed,
-                sink.sent_last,
-            )
-        };
-        if let Some(e) = failed {
+        let aggregator = (!self.local).then_some(&self.aggregator);
+        let mut sink = PieceSink::new(
+            round,
+            grads,
+            total,
+            &mut self.micro_grads,
+            aggregator,
+            reply,
+        );
+        let out = self
+            .model
+            .forward_backward_into(batch, divisor, &mut sink)
+            .map_err(|e| RuntimeError::Model(format!("round {round}: {e}")))?;
+        if let Some(e) = sink.failed.take() {
             return Err(e);
         }
-        if !sent_last {
+        if !sink.sent_last {
             return Err(RuntimeError::Model(format!(
                 "round {round}: backprop did not deliver every gradient bucket"
             )));
         }
+        let kept = sink.into_kept();
         self.running = Some(Running {
             plan,
             started,
             backprop_done: Instant::now(),
             compute: started.elapsed(),
-            loss_sum,
-            rows: b.rows,
+            loss_sum: head_loss + out.loss_sum,
+            rows: shard.batch.rows,
         });
-        Ok(())
+        Ok(kept.map(|grads| Reduced {
+            round,
+            grads,
+            params: None,
+            comm: Duration::ZERO,
+        }))
     }
 
     /// The aggregator is done: step, report, do rank 0's duties, go on.

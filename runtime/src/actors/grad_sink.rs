@@ -24,8 +24,10 @@ pub(crate) struct PieceSink<'a> {
     piece: Option<(Range<usize>, BufferMut)>,
     total: usize,
     head: &'a mut [Vec<f32>],
-    aggregator: &'a Recipient<GradBucket>,
+    /// `None`: nothing to reduce (one worker, allreduce); the pieces are joined here again.
+    aggregator: Option<&'a Recipient<GradBucket>>,
     reply: &'a Recipient<Reduced>,
+    kept: Option<BufferMut>,
     /// The first failure (later buckets are dropped).
     pub(crate) failed: Option<RuntimeError>,
     /// True once the last bucket went out.
@@ -40,7 +42,7 @@ impl<'a> PieceSink<'a> {
         grads: BufferMut,
         total: usize,
         head: &'a mut [Vec<f32>],
-        aggregator: &'a Recipient<GradBucket>,
+        aggregator: Option<&'a Recipient<GradBucket>>,
         reply: &'a Recipient<Reduced>,
     ) -> Self {
         PieceSink {
@@ -51,6 +53,7 @@ impl<'a> PieceSink<'a> {
             head,
             aggregator,
             reply,
+            kept: None,
             failed: None,
             sent_last: false,
         }
@@ -84,17 +87,43 @@ impl GradSink for PieceSink<'_> {
                 tree_sum_into(self.head, last, range.clone());
             }
         }
-        let last = (range.end == self.total).then(|| self.reply.clone());
-        self.sent_last |= last.is_some();
+        let is_last = range.end == self.total;
+        let Some(aggregator) = self.aggregator else {
+            // Nothing to reduce: join the pieces again right here.
+            let joined = match self.kept.take() {
+                None => Ok(data),
+                Some(mut kept) => kept.unsplit(data).map(|()| kept),
+            };
+            match joined {
+                Ok(k) => self.kept = Some(k),
+                Err(_) => {
+                    self.failed = Some(RuntimeError::Inconsistent(format!(
+                        "round {}: gradient buckets are not consecutive",
+                        self.round
+                    )))
+                }
+            }
+            self.sent_last |= is_last;
+            return;
+        };
+        let last = is_last.then(|| self.reply.clone());
+        self.sent_last |= is_last;
         let msg = GradBucket {
             round: self.round,
             range,
             data,
             last,
         };
-        if let Err(e) = deliver(self.aggregator, msg, "a gradient bucket") {
+        if let Err(e) = deliver(aggregator, msg, "a gradient bucket") {
             self.failed = Some(e);
         }
+    }
+}
+
+impl PieceSink<'_> {
+    /// Without an aggregator: the whole buffer, once every bucket was delivered.
+    pub(crate) fn into_kept(self) -> Option<BufferMut> {
+        self.kept
     }
 }
 
