@@ -39,6 +39,35 @@ pub enum BenchCommand {
     Link(LinkBenchArgs),
     /// Allreduce latency and bandwidth over N local processes, with a same-run reference.
     Allreduce(AllreduceBenchArgs),
+    /// Training throughput of a manifest with 1 and N workers, and of a direct loop.
+    Train(TrainBenchArgs),
+}
+
+/// `lockstep bench train`
+#[derive(Debug, Clone, Args)]
+pub struct TrainBenchArgs {
+    /// The manifest to train (64 rows per worker per round are set on top of it).
+    #[arg(long, default_value = "examples/mnist-mlp/cluster.toml")]
+    pub manifest: PathBuf,
+    /// Comma-separated worker counts; each N > 1 is compared with 1 worker.
+    #[arg(long, default_value = "1,2")]
+    pub workers: String,
+    /// Transport: shm or tcp.
+    #[arg(long, default_value = "shm")]
+    pub transport: String,
+    /// Rows per worker per round (the global batch is this times the worker count).
+    #[arg(long, default_value_t = 64)]
+    pub rows_per_worker: usize,
+    /// Extra manifest overrides for every launch and the direct loop (repeatable), e.g.
+    /// --set job.epochs=2.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Repetitions: the launches and the direct loop run interleaved this many times.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// `lockstep bench link`
@@ -50,9 +79,13 @@ pub struct LinkBenchArgs {
     /// Message size, e.g. 64MiB, 4KiB, 1000.
     #[arg(long, default_value = "64MiB")]
     pub size: String,
-    /// Number of timed messages (after warm-up).
+    /// Timed messages per sample (after two untimed ones).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// Repetitions: subject and reference are measured interleaved (A B A B ...) this many times;
+    /// the table shows the median and min-max of each and of the per-pair ratio.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
     /// Write the figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -76,6 +109,10 @@ pub struct AllreduceBenchArgs {
     /// Timed iterations per size (fewer are used for very large sizes).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// Repetitions: subject and reference are measured interleaved (A B A B ...) this many times;
+    /// the table shows the median and min-max of each and of the per-pair ratio.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
     /// Write the figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,

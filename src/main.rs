@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => lockstep::commands::predict(&a),
         Command::Bench(BenchCommand::Link(a)) => lockstep::bench::link::run(&a),
         Command::Bench(BenchCommand::Allreduce(a)) => lockstep::bench::allreduce::run(&a),
+        Command::Bench(BenchCommand::Train(a)) => lockstep::bench::train::run(&a),
         Command::BenchWorker(a) => lockstep::bench::worker(&a),
     };
     match result {

@@ -6,15 +6,25 @@
 //! --kind allreduce` processes of this binary, which build the mesh through it. The same worker
 //! serves the multi-process tests (`tests/aggregate_*.rs`): the `mode` field of the JSON config
 //! picks `bench`, `check` (print a digest of every result) or `loop` (allreduce until a peer
-//! dies, then print the error). Bandwidths are in GB/s (1e9 bytes per second); busbw is algbw x
-//! 2(n-1)/n, NCCL's definition.
+//! dies, then print the error; both in [`super::allreduce_checks`]). Bandwidths are in GB/s
+//! (1e9 bytes per second); busbw is algbw x 2(n-1)/n, NCCL's definition.
+//!
+//! Each size is measured `--repeat` times, a sample of the collective then a sample of the
+//! reference, so the ratio of each pair compares the two under the same machine load.
 
-use crate::bench::link::parse_size;
+pub use super::allreduce_checks::input;
+
+use super::allreduce_checks::{check, reduce_once, run_loop};
+use super::link::CHUNKS;
+use super::link::{parse_size, repeat_of, with_repeat};
+use super::reference::LocalReference;
+use super::repeat::{interleave, print_table, write_json, Chunk, Load, Paired, Spread};
 use crate::cli::{AllreduceBenchArgs, BenchWorkerArgs};
-use lockstep_collective::{Algo, AllReduce, CollectiveConfig, Communicator, ParameterServer};
+use lockstep_collective::{Algo, AllReduce, CollectiveConfig, Communicator};
 use lockstep_transport::{connect_mesh_via_coordinator, Coordinator, Listener, MeshConfig};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use serde_json::{Map, Value};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,36 +50,23 @@ pub struct WorkerConfig {
     pub peer_timeout_ms: u64,
 }
 
-/// One row of the table.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Row {
+/// One size's samples, as worker 0 sends them to the parent (one entry per repetition).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Samples {
     /// Message size in bytes.
     pub bytes: usize,
-    /// Median latency.
-    pub p50_us: f64,
-    /// 99th percentile latency.
-    pub p99_us: f64,
-    /// bytes / median time.
-    pub algbw_gbps: f64,
-    /// algbw x 2(n-1)/n.
-    pub busbw_gbps: f64,
-    /// memcpy (shm) or raw socket (tcp) throughput at this size, same run.
-    pub reference_gbps: f64,
-    /// busbw / reference.
-    pub ratio: f64,
-}
-
-/// The whole result, as `--json` writes it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
-    /// Number of processes.
-    pub world: usize,
-    /// tcp or shm.
-    pub transport: String,
-    /// ring, tree, ps or auto.
-    pub algo: String,
-    /// One row per size.
-    pub rows: Vec<Row>,
+    /// Timed allreduces per sample.
+    pub iters: usize,
+    /// Median latency of each sample (us, mean over ranks per iteration).
+    pub p50_us: Vec<f64>,
+    /// 99th percentile latency of each sample (us).
+    pub p99_us: Vec<f64>,
+    /// bytes / p50 (GB/s).
+    pub algbw_gbps: Vec<f64>,
+    /// algbw x 2(n-1)/n (GB/s).
+    pub busbw_gbps: Vec<f64>,
+    /// The reference sample next to each (GB/s).
+    pub reference_gbps: Vec<f64>,
 }
 
 fn token() -> Vec<u8> {
@@ -78,7 +75,7 @@ fn token() -> Vec<u8> {
         .into_bytes()
 }
 
-/// Parent side.
+/// Parent side: one row per size; busbw and the reference interleaved `--repeat` times.
 ///
 /// # Errors
 /// A message naming what failed.
@@ -108,45 +105,73 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         peer_timeout_ms: 10_000,
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let outs = spawn_workers(&exe, cfg, args.world)?;
+    let mut load = Load::start();
+    let outs = spawn_repeat(&exe, cfg, args.world, args.repeat.max(1))?;
+    load.finish();
     let line = outs[0]
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
         .ok_or("worker 0 gave no result")?;
-    let mut rows: Vec<Row> = serde_json::from_str(line).map_err(|e| e.to_string())?;
-    for row in &mut rows {
-        row.reference_gbps = reference(&args.transport, row.bytes)?;
-        row.ratio = row.busbw_gbps / row.reference_gbps;
+    let samples: Vec<Samples> = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    println!(
+        "allreduce: world {}, transport {}, algo {}, repeat {}",
+        args.world,
+        args.transport,
+        args.algo,
+        args.repeat.max(1)
+    );
+    let (mut rows, mut cells) = (Vec::new(), Vec::new());
+    for s in &samples {
+        let p = Paired::new(&s.busbw_gbps, &s.reference_gbps);
+        let (p50, p99, algbw) = (
+            Spread::of(&s.p50_us),
+            Spread::of(&s.p99_us),
+            Spread::of(&s.algbw_gbps),
+        );
+        let mut row = Map::new();
+        row.insert("bytes".into(), Value::from(s.bytes));
+        row.insert("p50_us".into(), Value::from(p50.median));
+        row.insert("p99_us".into(), Value::from(p99.median));
+        row.insert("algbw_gbps".into(), Value::from(algbw.median));
+        row.extend(p.json("busbw_gbps", "reference_gbps"));
+        row.insert("iters".into(), Value::from(s.iters));
+        rows.push(Value::Object(row));
+        cells.push(vec![
+            s.bytes.to_string(),
+            p50.cell(1),
+            p99.cell(1),
+            algbw.cell(3),
+            p.subject.cell(3),
+            p.reference.cell(3),
+            p.ratio.cell(3),
+            p.flag().to_string(),
+        ]);
     }
-    let report = Report {
-        world: args.world,
-        transport: args.transport.clone(),
-        algo: args.algo.clone(),
-        rows,
-    };
-    print_table(&report);
+    print_table(
+        &[
+            "bytes",
+            "p50_us",
+            "p99_us",
+            "algbw_GB/s",
+            "busbw_GB/s",
+            "reference_GB/s",
+            "ratio",
+            "",
+        ],
+        &cells,
+    );
+    println!("{}", load.line());
     if let Some(p) = &args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(p, text).map_err(|e| format!("writing {}: {e}", p.display()))?;
+        let mut report = Map::new();
+        report.insert("world".into(), Value::from(args.world));
+        report.insert("transport".into(), Value::from(args.transport.clone()));
+        report.insert("algo".into(), Value::from(args.algo.clone()));
+        report.insert("repeat".into(), Value::from(args.repeat.max(1)));
+        load.add_json(&mut report);
+        report.insert("rows".into(), Value::Array(rows));
+        write_json(p, &Value::Object(report))?;
     }
     Ok(())
-}
-
-fn print_table(r: &Report) {
-    println!(
-        "allreduce: world {}, transport {}, algo {}",
-        r.world, r.transport, r.algo
-    );
-    println!(
-        "{:>12} {:>10} {:>10} {:>11} {:>11} {:>13} {:>7}",
-        "bytes", "p50_us", "p99_us", "algbw_GB/s", "busbw_GB/s", "reference_GB/s", "ratio"
-    );
-    for w in &r.rows {
-        println!(
-            "{:>12} {:>10.1} {:>10.1} {:>11.3} {:>11.3} {:>13.3} {:>7.3}",
-            w.bytes, w.p50_us, w.p99_us, w.algbw_gbps, w.busbw_gbps, w.reference_gbps, w.ratio
-        );
-    }
 }
 
 /// Run a coordinator and `world` workers of `exe` (this binary) with `cfg`; their stdout, by
@@ -154,12 +179,18 @@ fn print_table(r: &Report) {
 ///
 /// # Errors
 /// When a worker cannot start, fails, or the mesh does not form.
-pub fn spawn_workers(
+pub fn spawn_workers(exe: &Path, cfg: WorkerConfig, world: usize) -> Result<Vec<String>, String> {
+    spawn_repeat(exe, cfg, world, 1)
+}
+
+/// [`spawn_workers`] with `repeat` repetitions for the bench mode.
+fn spawn_repeat(
     exe: &Path,
     mut cfg: WorkerConfig,
     world: usize,
+    repeat: usize,
 ) -> Result<Vec<String>, String> {
-    let mut kids = start_workers(exe, &mut cfg, world)?;
+    let mut kids = start_repeat(exe, &mut cfg, world, repeat)?;
     let (coord, kids_ref) = (kids.0.take(), &mut kids.1);
     let served = coord.map(|c| {
         c.serve(world, Duration::from_secs(30))
@@ -188,10 +219,19 @@ pub type Started = (Option<Coordinator>, Vec<Child>);
 /// # Errors
 /// When the coordinator cannot bind or a worker cannot start (started ones are killed).
 pub fn start_workers(exe: &Path, cfg: &mut WorkerConfig, world: usize) -> Result<Started, String> {
+    start_repeat(exe, cfg, world, 1)
+}
+
+fn start_repeat(
+    exe: &Path,
+    cfg: &mut WorkerConfig,
+    world: usize,
+    repeat: usize,
+) -> Result<Started, String> {
     let coord =
         Coordinator::bind("127.0.0.1:0", &cfg.cluster, &token()).map_err(|e| e.to_string())?;
     cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
-    let json = serde_json::to_string(&cfg).map_err(|e| e.to_string())?;
+    let json = with_repeat(&cfg, repeat)?;
     let mut kids: Vec<Child> = Vec::new();
     for rank in 0..world {
         let child = Command::new(exe)
@@ -274,7 +314,7 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
     let g = connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())?;
     let mut c = Communicator::new(g, aggregate_config()?);
     match cfg.mode.as_str() {
-        "bench" => bench(&mut c, &cfg),
+        "bench" => bench(&mut c, &cfg, repeat_of(&args.config)),
         "check" => check(&mut c, &cfg),
         "loop" => run_loop(&mut c, &cfg),
         m => Err(format!("unknown allreduce worker mode {m:?}")),
@@ -295,187 +335,72 @@ fn aggregate_config() -> Result<CollectiveConfig, String> {
     Ok(a)
 }
 
-/// One allreduce (or parameter-server round trip) of `x` with `algo`.
-fn reduce_once(
-    c: &mut Communicator,
-    algo: &str,
-    ps: &mut Option<ParameterServer>,
-    x: &mut [f32],
-) -> Result<(), String> {
-    if algo == "ps" {
-        let ps = match ps {
-            Some(p) => p,
-            None => ps.insert(
-                ParameterServer::new(
-                    x.len(),
-                    &[0],
-                    &(0..c.world()).collect::<Vec<_>>(),
-                    c.world(),
-                )
-                .map_err(|e| e.to_string())?,
-            ),
-        };
-        // The server's update turns the mean back into a sum, so ps is compared like the others.
-        let (grads, n) = (x.to_vec(), c.world() as f32);
-        let update =
-            |_, p: &mut [f32], g: &[f32]| p.iter_mut().zip(g).for_each(|(p, g)| *p = g * n);
-        return ps.step(c, &grads, x, update).map_err(|e| e.to_string());
-    }
-    let algo: Algo = algo
-        .parse()
-        .map_err(|e: lockstep_collective::CollectiveError| e.to_string())?;
-    c.allreduce(x, AllReduce::sum().algo(algo))
-        .map_err(|e| e.to_string())
-}
-
-fn bench(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), String> {
+/// The bench mode: per size, `repeat` samples of the collective interleaved with samples of
+/// the reference, each cut into [`CHUNKS`] alternating chunks (ABBA order) of about
+/// `iters / CHUNKS` timed allreduces (each after a barrier) or reference transfers. Rank 0
+/// measures the reference while the others wait at the next barrier. A sample's latency
+/// percentiles are over all its allreduces (each iteration's time is the mean over ranks).
+/// Worker 0 prints `RESULT [Samples, ...]`.
+fn bench(c: &mut Communicator, cfg: &WorkerConfig, repeat: usize) -> Result<(), String> {
     let n = c.world();
-    let mut rows = Vec::new();
+    let mut out = Vec::new();
     for &bytes in &cfg.sizes {
-        let len = bytes / 4;
-        let mut x = vec![1.0f32; len];
+        let mut x = vec![1.0f32; bytes / 4];
         let mut ps = None;
         let iters = cfg
             .iters
             .max((cfg.iters * (8 << 20) / bytes.max(1)).min(2000));
-        let mut times = vec![0f32; iters];
-        for i in 0..iters + 3 {
-            c.barrier().map_err(|e| e.to_string())?;
-            let t = Instant::now();
+        let per_chunk = iters.div_ceil(CHUNKS);
+        let mut reference = if c.rank() == 0 {
+            Some(LocalReference::new(&cfg.transport, bytes, per_chunk)?)
+        } else {
+            None
+        };
+        for _ in 0..3 {
             reduce_once(c, &cfg.algo, &mut ps, &mut x)?;
-            if i >= 3 {
-                times[i - 3] = t.elapsed().as_secs_f32() * 1e6;
-            }
-            x.fill(1.0);
         }
-        c.allreduce(&mut times, AllReduce::mean())
-            .map_err(|e| e.to_string())?;
-        times.sort_by(f32::total_cmp);
-        let pct = |p: f64| f64::from(times[((times.len() - 1) as f64 * p).round() as usize]);
-        let (p50, p99) = (pct(0.5), pct(0.99));
-        let algbw = bytes as f64 / (p50 * 1e-6) / 1e9;
-        let busbw = algbw * 2.0 * (n - 1) as f64 / n as f64;
-        rows.push(Row {
+        let mut times: Vec<Vec<f32>> = vec![Vec::new(); repeat];
+        let refs = interleave(repeat, 2, CHUNKS, |step, rep| -> Result<Chunk, String> {
+            if step == 1 {
+                return reference
+                    .as_mut()
+                    .map_or(Ok(Chunk::default()), LocalReference::chunk);
+            }
+            let mut chunk = vec![0f32; per_chunk];
+            for t in chunk.iter_mut() {
+                c.barrier().map_err(|e| e.to_string())?;
+                let start = Instant::now();
+                reduce_once(c, &cfg.algo, &mut ps, &mut x)?;
+                *t = start.elapsed().as_secs_f32() * 1e6;
+                x.fill(1.0);
+            }
+            c.allreduce(&mut chunk, AllReduce::mean())
+                .map_err(|e| e.to_string())?;
+            times[rep].extend_from_slice(&chunk);
+            Ok(Chunk::default())
+        })?;
+        let mut s = Samples {
             bytes,
-            p50_us: p50,
-            p99_us: p99,
-            algbw_gbps: algbw,
-            busbw_gbps: busbw,
-            reference_gbps: 0.0,
-            ratio: 0.0,
-        });
+            iters: per_chunk * CHUNKS,
+            reference_gbps: refs[1].iter().map(|g| g / 1e9).collect(),
+            ..Samples::default()
+        };
+        for t in &mut times {
+            t.sort_by(f32::total_cmp);
+            let pct = |p: f64| f64::from(t[((t.len() - 1) as f64 * p).round() as usize]);
+            let algbw = bytes as f64 / (pct(0.5) * 1e-6) / 1e9;
+            s.p50_us.push(pct(0.5));
+            s.p99_us.push(pct(0.99));
+            s.algbw_gbps.push(algbw);
+            s.busbw_gbps.push(algbw * 2.0 * (n - 1) as f64 / n as f64);
+        }
+        out.push(s);
     }
     if c.rank() == 0 {
         println!(
             "RESULT {}",
-            serde_json::to_string(&rows).map_err(|e| e.to_string())?
+            serde_json::to_string(&out).map_err(|e| e.to_string())?
         );
     }
-    Ok(())
-}
-
-/// Deterministic input of `rank` (the tests recompute it).
-pub fn input(rank: usize, len: usize) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i * 7 + rank * 13) % 101) as f32 * 0.37 - 17.0 + rank as f32 * 1e-3)
-        .collect()
-}
-
-/// For every size (element count): `CHECK <len> <fnv of result bits> <max relative error>`.
-fn check(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), String> {
-    let n = c.world();
-    for &len in &cfg.sizes {
-        let mut x = input(c.rank(), len);
-        let mut ps = None;
-        reduce_once(c, &cfg.algo, &mut ps, &mut x)?;
-        let mut err = 0f64;
-        let inputs: Vec<Vec<f32>> = (0..n).map(|r| input(r, len)).collect();
-        for (i, &v) in x.iter().enumerate() {
-            let exact: f64 = inputs.iter().map(|v| f64::from(v[i])).sum();
-            err = err.max((f64::from(v) - exact).abs() / (1.0 + exact.abs()));
-        }
-        let digest = x.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
-            (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3)
-        });
-        println!("CHECK {len} {digest:016x} {err:e}");
-    }
     c.barrier().map_err(|e| e.to_string())
-}
-
-/// Allreduce `sizes[0]` elements until a collective fails; print `STARTED` once the first one
-/// is done, then `ERR <failed rank> <ms since the last success> <message>` and exit 0.
-fn run_loop(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), String> {
-    let len = cfg.sizes.first().copied().unwrap_or(1 << 20);
-    let algo: Algo = cfg
-        .algo
-        .parse()
-        .map_err(|e: lockstep_collective::CollectiveError| e.to_string())?;
-    let mut x = input(c.rank(), len);
-    let mut last = Instant::now();
-    for i in 0u64.. {
-        if let Err(e) = c.allreduce(&mut x, AllReduce::mean().algo(algo)) {
-            let failed = e.failed_rank().map_or("?".to_string(), |r| r.to_string());
-            println!("ERR {failed} {} {e}", last.elapsed().as_millis());
-            let _ = std::io::stdout().flush();
-            // Keep the links open a moment so the abort notice reaches every survivor.
-            std::thread::sleep(Duration::from_millis(500));
-            return Ok(());
-        }
-        last = Instant::now();
-        if i == 0 {
-            println!("STARTED");
-            let _ = std::io::stdout().flush();
-        }
-    }
-    Ok(())
-}
-
-/// The same-run reference at `bytes`: memcpy (shm) or loopback socket throughput (tcp), GB/s.
-/// One untimed pass first, so page faults of fresh buffers and TCP slow start are not counted
-/// (the collective is timed warm too).
-///
-/// # Errors
-/// Socket errors (tcp).
-pub fn reference(transport: &str, bytes: usize) -> Result<f64, String> {
-    let bytes = bytes.max(1);
-    let iters = ((256 << 20) / bytes).clamp(5, 20_000);
-    let src = vec![1u8; bytes];
-    if transport == "shm" {
-        let mut dst = vec![0u8; bytes];
-        dst.copy_from_slice(&src);
-        let t = Instant::now();
-        for _ in 0..iters {
-            dst.copy_from_slice(std::hint::black_box(&src));
-            std::hint::black_box(&mut dst);
-        }
-        return Ok((bytes * iters) as f64 / t.elapsed().as_secs_f64() / 1e9);
-    }
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let addr = l.local_addr().map_err(|e| e.to_string())?;
-    let reader = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut s, _) = l.accept()?;
-        let mut buf = vec![0u8; bytes];
-        s.read_exact(&mut buf)?;
-        s.write_all(&[1])?;
-        for _ in 0..iters {
-            s.read_exact(&mut buf)?;
-        }
-        s.write_all(&[1])
-    });
-    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    let _ = s.set_nodelay(true);
-    let mut one = [0u8; 1];
-    s.write_all(&src).map_err(|e| e.to_string())?;
-    s.read_exact(&mut one).map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    for _ in 0..iters {
-        s.write_all(&src).map_err(|e| e.to_string())?;
-    }
-    s.read_exact(&mut one).map_err(|e| e.to_string())?;
-    let gbps = (bytes * iters) as f64 / t.elapsed().as_secs_f64() / 1e9;
-    reader
-        .join()
-        .map_err(|_| "reference reader panicked".to_string())?
-        .map_err(|e| e.to_string())?;
-    Ok(gbps)
 }

@@ -18,6 +18,8 @@
 // The transport's `Error` is large by design (names, round, op); see lockstep-transport.
 #![allow(clippy::result_large_err)]
 
+use super::reference::PairReference;
+use super::repeat::{interleave, print_table, write_json, Chunk, Load, Paired};
 use crate::cli::{BenchWorkerArgs, LinkBenchArgs};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{
@@ -25,7 +27,8 @@ use lockstep_transport::{
     MeshConfig, Op, TransportKind,
 };
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Read, Write};
+use serde_json::{Map, Value};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -77,7 +80,7 @@ fn token() -> Vec<u8> {
         .into_bytes()
 }
 
-/// Parent side.
+/// Parent side: one row, subject (the mesh link) and reference interleaved `--repeat` times.
 ///
 /// # Errors
 /// A message naming what failed.
@@ -95,45 +98,89 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
         iters: args.iters.max(1),
         peer_timeout_ms: 10_000,
     };
-    let outs = spawn_pair(cfg)?;
+    let mut load = Load::start();
+    let outs = spawn_pair(cfg, args.repeat.max(1))?;
+    load.finish();
     let line = outs[0]
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
         .ok_or("worker 0 gave no result")?;
-    let r: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let mut r: Map<String, Value> = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let samples = |r: &Map<String, Value>, k: &str| -> Vec<f64> {
+        r.get(k)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default()
+    };
+    let p = Paired::new(&samples(&r, "gbps"), &samples(&r, "reference_gbps"));
+    r.extend(p.json("gbps", "reference_gbps"));
+    load.add_json(&mut r);
+    let f = |k: &str| r.get(k).and_then(Value::as_f64).unwrap_or(0.0);
     println!(
-        "{:<10} {:>12} {:>12} {:>16} {:>8} {:>10} {:>10}",
-        "transport", "bytes", "GB/s", "reference GB/s", "ratio", "p50 us", "p99 us"
+        "link: transport {}, {} messages of {size} bytes per sample in {CHUNKS} chunks, repeat {}",
+        args.transport,
+        f("messages"),
+        p.repeat
     );
-    println!(
-        "{:<10} {:>12} {:>12.3} {:>16.3} {:>8.3} {:>10.2} {:>10.2}",
-        r["transport"].as_str().unwrap_or("?"),
-        r["bytes"],
-        r["gbps"].as_f64().unwrap_or(0.0),
-        r["reference_gbps"].as_f64().unwrap_or(0.0),
-        r["ratio"].as_f64().unwrap_or(0.0),
-        r["p50_us"].as_f64().unwrap_or(0.0),
-        r["p99_us"].as_f64().unwrap_or(0.0)
+    print_table(
+        &[
+            "transport",
+            "bytes",
+            "GB/s",
+            "reference GB/s",
+            "ratio",
+            "p50 us",
+            "p99 us",
+            "",
+        ],
+        &[vec![
+            args.transport.clone(),
+            size.to_string(),
+            p.subject.cell(3),
+            p.reference.cell(3),
+            p.ratio.cell(3),
+            format!("{:.2}", f("p50_us")),
+            format!("{:.2}", f("p99_us")),
+            p.flag().to_string(),
+        ]],
     );
-    if let Some(p) = &args.json {
-        std::fs::write(
-            p,
-            serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| format!("writing {}: {e}", p.display()))?;
+    println!("{}", load.line());
+    if let Some(path) = &args.json {
+        write_json(path, &Value::Object(r))?;
     }
     Ok(())
 }
 
-/// Run a coordinator and two workers with `cfg`; their stdout, by rank.
+/// `cfg` as JSON with a `repeat` field added (the bench mode's repetitions; the test modes
+/// ignore it, and configs without it mean 1).
+///
+/// # Errors
+/// When `cfg` cannot be serialised.
+pub fn with_repeat(cfg: &impl Serialize, repeat: usize) -> Result<String, String> {
+    let mut v = serde_json::to_value(cfg).map_err(|e| e.to_string())?;
+    if let Value::Object(m) = &mut v {
+        m.insert("repeat".into(), Value::from(repeat));
+    }
+    Ok(v.to_string())
+}
+
+/// The `repeat` field of a worker's JSON config (1 when absent).
+pub fn repeat_of(config: &str) -> usize {
+    serde_json::from_str::<Value>(config)
+        .ok()
+        .and_then(|v| v.get("repeat").and_then(Value::as_u64))
+        .map_or(1, |r| (r as usize).max(1))
+}
+
+/// Run a coordinator and two workers with `cfg` (and `repeat`); their stdout, by rank.
 ///
 /// # Errors
 /// When a worker cannot start or fails.
-pub fn spawn_pair(mut cfg: WorkerConfig) -> Result<Vec<String>, String> {
+pub fn spawn_pair(mut cfg: WorkerConfig, repeat: usize) -> Result<Vec<String>, String> {
     let coord =
         Coordinator::bind("127.0.0.1:0", &cfg.cluster, &token()).map_err(|e| e.to_string())?;
     cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
-    let json = serde_json::to_string(&cfg).map_err(|e| e.to_string())?;
+    let json = with_repeat(&cfg, repeat)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut kids = Vec::new();
     for rank in 0..2 {
@@ -181,7 +228,7 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
     }
     let mut g = join(&cfg, args.rank)?;
     match cfg.mode.as_str() {
-        "bench" => bench(&mut g, &cfg),
+        "bench" => bench(&mut g, &cfg, repeat_of(&args.config)),
         "exchange" => exchange(&mut g, &cfg),
         "stream" => stream(&mut g, &cfg),
         m => Err(format!("unknown link worker mode {m:?}")),
@@ -213,61 +260,97 @@ fn join(cfg: &WorkerConfig, rank: usize) -> Result<Group, String> {
 pub use super::link_checks::{crc, pattern};
 use super::link_checks::{exchange, listen, stream};
 
-fn bench(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
+/// Chunks per sample: subject and reference alternate this often within one repetition.
+pub(crate) const CHUNKS: usize = 5;
+
+/// The bench mode: `repeat` samples of the mesh link's throughput interleaved with samples of
+/// the reference (each cut into [`CHUNKS`] alternating chunks of about `iters / CHUNKS`
+/// messages), then ping-pong latency; rank 0 prints `RESULT {json}` with the sample lists.
+fn bench(g: &mut Group, cfg: &WorkerConfig, repeat: usize) -> Result<(), String> {
     let len = cfg.sizes.first().copied().unwrap_or(64 << 20);
-    let (me, peer) = (g.rank(), 1 - g.rank());
-    let e = |e: lockstep_transport::Error| e.to_string();
-    let ack = |g: &mut Group, seq: u64| {
-        g.link(peer).send(
-            FrameHeader::data(Op::Bench, 0, seq, 0, 0, 0),
-            Buffer::zeroed(0),
-        )
+    let per_chunk = cfg.iters.max(1).div_ceil(CHUNKS);
+    let mut link = Throughput {
+        seq: 0,
+        len,
+        data: pattern(0, len),
     };
-    let warm = 2;
-    if me == 0 {
-        let data = pattern(0, len);
-        let mut start = Instant::now();
-        for i in 0..warm + cfg.iters {
-            if i == warm {
-                g.link(peer).recv(&Expect::op(Op::Bench, 0, 1)).map_err(e)?;
-                start = Instant::now();
-            }
-            g.link(peer)
-                .send(
-                    FrameHeader::data(Op::P2p, 0, i as u64, 0, 0, len as u64),
-                    data.clone(),
-                )
-                .map_err(e)?;
-        }
-        g.link(peer).recv(&Expect::op(Op::Bench, 0, 2)).map_err(e)?;
-        let gbps = (len * cfg.iters) as f64 / start.elapsed().as_secs_f64() / 1e9;
-        let lat = ping_pong(g, len)?;
-        let reference = reference(g, cfg, len)?;
+    link.chunk(g, 2)?; // untimed: first touch of the rings / socket buffers
+    let mut reference = PairReference::open(g, cfg, len, per_chunk)?;
+    let s = interleave(repeat, 2, CHUNKS, |step, _| match step {
+        0 => link.chunk(g, per_chunk),
+        _ => reference.chunk(g),
+    })?;
+    let gbps = |v: &[f64]| v.iter().map(|b| b / 1e9).collect::<Vec<_>>();
+    let lat = ping_pong(g, len)?;
+    if g.rank() == 0 {
         let out = serde_json::json!({
-            "transport": cfg.transport, "bytes": len, "gbps": gbps,
-            "reference_gbps": reference, "ratio": gbps / reference,
+            "transport": cfg.transport, "bytes": len, "gbps": gbps(&s[0]), "reference_gbps": gbps(&s[1]),
+            "messages": per_chunk * CHUNKS,
             "p50_us": lat.p50, "p99_us": lat.p99, "mean_us": lat.mean, "latency_rounds": lat.rounds,
             "shm_wait": if lockstep_transport::shm::ring::spin_only() { "spin" } else { "adaptive" },
         });
         println!("RESULT {out}");
-    } else {
-        for i in 0..warm + cfg.iters {
-            if i == warm {
-                ack(g, 1).map_err(e)?;
+    }
+    g.link(1 - g.rank()).flush().map_err(|e| e.to_string())
+}
+
+/// The subject: back-to-back messages of `len` bytes from rank 0 to rank 1 over the mesh link,
+/// timed at rank 0 from rank 1's "ready" to its "all received". Sequence numbers keep counting
+/// from chunk to chunk.
+struct Throughput {
+    seq: u64,
+    len: usize,
+    data: Buffer,
+}
+
+impl Throughput {
+    /// One chunk of `msgs` messages: bytes and seconds at rank 0, zeros at rank 1.
+    fn chunk(&mut self, g: &mut Group, msgs: usize) -> Result<Chunk, String> {
+        let (me, peer) = (g.rank(), 1 - g.rank());
+        let e = |e: lockstep_transport::Error| e.to_string();
+        let (base, len) = (self.seq, self.len);
+        let (ready, done) = (base + msgs as u64, base + msgs as u64 + 1);
+        self.seq = done + 1;
+        let ack = |g: &mut Group, seq: u64| {
+            g.link(peer)
+                .send(
+                    FrameHeader::data(Op::Bench, 0, seq, 0, 0, 0),
+                    Buffer::zeroed(0),
+                )
+                .map_err(e)
+        };
+        if me == 0 {
+            g.link(peer)
+                .recv(&Expect::op(Op::Bench, 0, ready))
+                .map_err(e)?;
+            let start = Instant::now();
+            for i in 0..msgs {
+                let h = FrameHeader::data(Op::P2p, 0, base + i as u64, 0, 0, len as u64);
+                g.link(peer).send(h, self.data.clone()).map_err(e)?;
             }
+            g.link(peer)
+                .recv(&Expect::op(Op::Bench, 0, done))
+                .map_err(e)?;
+            return Ok(Chunk {
+                work: (len * msgs) as f64,
+                secs: start.elapsed().as_secs_f64(),
+            });
+        }
+        ack(g, ready)?;
+        for i in 0..msgs {
             let mut n = 0usize;
             g.link(peer)
-                .recv_with(&Expect::op(Op::P2p, 0, i as u64), &mut |_, p| n += p.len())
+                .recv_with(&Expect::op(Op::P2p, 0, base + i as u64), &mut |_, p| {
+                    n += p.len()
+                })
                 .map_err(e)?;
             if n != len {
                 return Err(format!("bench: got {n} bytes, want {len}"));
             }
         }
-        ack(g, 2).map_err(e)?;
-        ping_pong(g, len)?;
-        reference(g, cfg, len)?;
+        ack(g, done)?;
+        Ok(Chunk::default())
     }
-    g.link(peer).flush().map_err(e)
 }
 
 /// Ping-pong rounds for a message of `len` bytes: enough to be stable, bounded in bytes moved.
@@ -324,56 +407,6 @@ fn ping_pong(g: &mut Group, len: usize) -> Result<Latency, String> {
         mean: half_rtt_us.iter().sum::<f64>() / rounds as f64,
         rounds,
     })
-}
-
-/// The same-run reference: raw std sockets (tcp) or a memcpy loop (shm). Rank 0 returns GB/s.
-fn reference(g: &mut Group, cfg: &WorkerConfig, len: usize) -> Result<f64, String> {
-    let peer = 1 - g.rank();
-    let e = |e: lockstep_transport::Error| e.to_string();
-    let total = len * cfg.iters;
-    if cfg.transport == "shm" {
-        if g.rank() == 1 {
-            return Ok(0.0);
-        }
-        let src = pattern(3, len);
-        let mut dst = vec![0u8; len];
-        dst.copy_from_slice(&src);
-        let t = Instant::now();
-        for _ in 0..cfg.iters {
-            dst.copy_from_slice(std::hint::black_box(&src));
-            std::hint::black_box(&mut dst);
-        }
-        return Ok(total as f64 / t.elapsed().as_secs_f64() / 1e9);
-    }
-    if g.rank() == 1 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let port = l.local_addr().map_err(|e| e.to_string())?.port();
-        let body = Buffer::copy_from_slice(&port.to_le_bytes());
-        g.link(peer)
-            .send(FrameHeader::data(Op::Bench, 0, 3, 0, 0, 2), body)
-            .map_err(e)?;
-        let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
-        let mut buf = vec![0u8; len];
-        for _ in 0..cfg.iters + 2 {
-            s.read_exact(&mut buf).map_err(|e| e.to_string())?;
-        }
-        s.write_all(&[1]).map_err(|e| e.to_string())?;
-        return Ok(0.0);
-    }
-    let f = g.link(peer).recv(&Expect::op(Op::Bench, 0, 3)).map_err(e)?;
-    let port = u16::from_le_bytes([f.payload[0], f.payload[1]]);
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    let data = pattern(0, len);
-    for _ in 0..2 {
-        s.write_all(&data).map_err(|e| e.to_string())?;
-    }
-    let t = Instant::now();
-    for _ in 0..cfg.iters {
-        s.write_all(&data).map_err(|e| e.to_string())?;
-    }
-    let mut one = [0u8; 1];
-    s.read_exact(&mut one).map_err(|e| e.to_string())?;
-    Ok(total as f64 / t.elapsed().as_secs_f64() / 1e9)
 }
 
 /// Read lines of a child's stdout until one starts with `prefix` (tests); `None` at EOF.

@@ -1,9 +1,16 @@
 //! `lockstep bench`: the parent side spawns worker processes of this same binary
 //! (`lockstep bench-worker`), the workers do the timed work, the parent prints the table.
+//! `lockstep bench train` starts `lockstep launch` instead. Every bench measures its subject
+//! and a reference interleaved, `--repeat` times, through [`repeat`]; docs/benchmarks.md says
+//! what each measures and how to read the figures.
 
 pub mod allreduce;
+mod allreduce_checks;
 pub mod link;
 mod link_checks;
+mod reference;
+pub mod repeat;
+pub mod train;
 
 use crate::cli::BenchWorkerArgs;
 
