@@ -28,7 +28,8 @@
 //!   one [`Error::PeerClosed`]), so it is meant for algorithms that keep at most three frames per
 //!   link in flight (the ring allreduce); a frame too large for that goes through a pooled
 //!   buffer and never waits. A `send` while a reservation is open cancels it (its `commit`
-//!   fails) and goes out after the reservation is dropped.
+//!   fails) and goes out after the reservation is dropped; so commit or drop a reservation
+//!   before flushing or dropping its link, which would otherwise wait for it.
 
 use crate::error::{Error, Result};
 use crate::frame::{Expect, FrameHeader};
