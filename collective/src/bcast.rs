@@ -3,8 +3,9 @@
 //! Broadcast: with ranks renumbered so that the root is 0, rank `v` receives from `v` minus its
 //! highest set bit and forwards to `v + 2^k` for every `2^k` above that bit; the largest subtree
 //! is served first. Pieces of at most `chunk_bytes` flow down the tree one after another, so a
-//! rank forwards piece `j` while piece `j+1` is still on its way to it. Received buffers are
-//! forwarded as they are, without a copy.
+//! rank forwards piece `j` while piece `j+1` is still on its way to it. Pieces are received
+//! straight into place and sent from there (a socket reads into and writes from the caller's
+//! data; over shared memory one copy out of a ring and one into each child's).
 //!
 //! Barrier: `ceil(log2 n)` rounds; in round `k` rank `r` signals `r + 2^k` and waits for
 //! `r - 2^k`. Nobody leaves before everybody has arrived.
@@ -41,20 +42,11 @@ pub(crate) fn broadcast(
     let pieces = bytes.len().div_ceil(c.config().chunk_bytes.max(1)).max(1);
     for j in 0..pieces {
         let pr = split(bytes.len(), pieces, j);
-        let buf = match parent {
-            None => {
-                let mut b = c.take(pr.len());
-                b.copy_from_slice(&bytes[pr]);
-                b.freeze()
-            }
-            Some(p) => {
-                let b = c.recv_buf(call, p, pr.len())?;
-                bytes[pr].copy_from_slice(&b);
-                b
-            }
-        };
+        if let Some(p) = parent {
+            c.recv_slice(call, p, &mut bytes[pr.clone()])?;
+        }
         for &child in &children {
-            c.send(call, child, buf.clone())?;
+            c.send_from(call, child, &bytes[pr.clone()])?;
         }
     }
     Ok(())

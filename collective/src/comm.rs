@@ -13,9 +13,9 @@
 //! an error the communicator is poisoned: every later call returns the same error.
 
 use super::error::{CollectiveError, FailureKind};
-use super::kernels::Consumer;
+use super::kernels::{Consumer, Out, Sink};
 use super::CollectiveConfig;
-use lockstep_tensor::{Buffer, BufferMut, BufferPool};
+use lockstep_tensor::{Buffer, BufferPool};
 use lockstep_transport::{Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op};
 
 /// Flag bit of an abort notice.
@@ -32,6 +32,14 @@ pub(crate) struct Call {
     pub shape_fp: u64,
     /// Dtype tag of the caller's tensor.
     pub dtype: u8,
+}
+
+/// The reduction of [`Communicator::reduce_forward`].
+pub(crate) enum Reduce<'a> {
+    /// Forward `local[i] + x[i]`.
+    AddTo(&'a [f32]),
+    /// `acc[i] = (acc[i] + x[i]) / div`, kept and forwarded.
+    Finish(&'a mut [f32], Option<f32>),
 }
 
 /// One rank's handle for collectives over a group of links. See the module docs.
@@ -135,16 +143,25 @@ impl Communicator {
         }
     }
 
-    /// A writable pooled buffer of `len` bytes.
-    pub(crate) fn take(&self, len: usize) -> BufferMut {
-        self.pool.take(len)
-    }
-
     /// A pooled copy of `data` as wire bytes.
     pub(crate) fn copy_f32(&self, data: &[f32]) -> Buffer {
         let mut b = self.pool.take(data.len() * 4);
         lockstep_tensor::kernels::copy(&mut b, bytemuck::cast_slice(data));
         b.freeze()
+    }
+
+    /// The header of a frame of `call` with `len` payload bytes.
+    fn header(&self, call: &Call, len: usize) -> FrameHeader {
+        let mut h = FrameHeader::data(
+            call.op,
+            self.round,
+            call.seq,
+            call.shape_fp,
+            call.dtype,
+            len as u64,
+        );
+        h.src_rank = self.rank() as u32;
+        h
     }
 
     /// Send `payload` to `peer` as a frame of `call`.
@@ -154,19 +171,94 @@ impl Communicator {
         peer: usize,
         payload: Buffer,
     ) -> Result<(), CollectiveError> {
-        let mut h = FrameHeader::data(
-            call.op,
-            self.round,
-            call.seq,
-            call.shape_fp,
-            call.dtype,
-            payload.len() as u64,
-        );
-        h.src_rank = self.rank() as u32;
+        let h = self.header(call, payload.len());
         match self.group.link(peer).send(h, payload) {
             Ok(()) => Ok(()),
             Err(e) => Err(self.fail_link(call, peer, e)),
         }
+    }
+
+    /// Send `payload` (which this rank keeps) to `peer` as a frame of `call`: straight into the
+    /// ring or the socket where it has room, copied only for what does not fit.
+    pub(crate) fn send_from(
+        &mut self,
+        call: &Call,
+        peer: usize,
+        payload: &[u8],
+    ) -> Result<(), CollectiveError> {
+        let h = self.header(call, payload.len());
+        match self.group.link(peer).send_from(h, payload) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail_link(call, peer, e)),
+        }
+    }
+
+    /// Receive the next frame of `call` from `from` (`len` bytes), reduce it with `how`, and
+    /// send the result to `to` as a frame of `call`, written in place: over shared memory
+    /// straight out of one ring into the other. The frame to `to` is committed only once the
+    /// received one has fully arrived and checked out; on any failure nothing is sent and the
+    /// room is released before the abort notices go out.
+    pub(crate) fn reduce_forward(
+        &mut self,
+        call: &Call,
+        from: usize,
+        to: usize,
+        len: usize,
+        how: Reduce<'_>,
+    ) -> Result<(), CollectiveError> {
+        let h = self.header(call, len);
+        let mut room = match self.group.link(to).reserve(h) {
+            Ok(r) => r,
+            Err(e) => return Err(self.fail_link(call, to, e)),
+        };
+        let (received, whole, consumed) = {
+            let (a, b) = room.pieces();
+            let out = Out::new(a, b);
+            let mut consumer = Consumer::new(match how {
+                Reduce::AddTo(local) => Sink::AddTo { local, out },
+                Reduce::Finish(acc, div) => Sink::Finish { acc, out, div },
+            });
+            let received = self
+                .group
+                .link(from)
+                .recv_with(&Expect::default(), &mut |off, p| consumer.feed(off, p));
+            let whole = !consumer.gap && consumer.consumed() == len;
+            (received, whole, consumer.consumed())
+        };
+        let header = match received {
+            Ok(h) => h,
+            Err(e) => {
+                drop(room);
+                return Err(self.fail_link(call, from, e));
+            }
+        };
+        if self.mismatch(call, len, &header) {
+            drop(room);
+            return self.check(call, from, len, &header);
+        }
+        if !whole {
+            drop(room);
+            return Err(self.out_of_order(call, from, len, consumed));
+        }
+        match self.group.link(to).commit(room) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.fail_link(call, to, e)),
+        }
+    }
+
+    /// Receive the next frame of `call` from `peer` straight into `dst` (its payload must be
+    /// `dst.len()` bytes).
+    pub(crate) fn recv_slice(
+        &mut self,
+        call: &Call,
+        peer: usize,
+        dst: &mut [u8],
+    ) -> Result<(), CollectiveError> {
+        let header = match self.group.link(peer).recv_into(&Expect::default(), dst) {
+            Ok(h) => h,
+            Err(e) => return Err(self.fail_link(call, peer, e)),
+        };
+        self.check(call, peer, dst.len(), &header)
     }
 
     /// Receive the next frame of `call` from `peer` (payload of `len` bytes) into `consumer`.
@@ -188,14 +280,21 @@ impl Communicator {
         };
         self.check(call, peer, len, &header)?;
         if consumer.gap || consumer.consumed() != len {
-            let reason = format!(
-                "payload delivered out of order ({} of {len} bytes)",
-                consumer.consumed()
-            );
-            let ctx = self.ctx(call, peer);
-            return Err(self.fail_link(call, peer, TransportError::Protocol { ctx, reason }));
+            return Err(self.out_of_order(call, peer, len, consumer.consumed()));
         }
         Ok(())
+    }
+
+    fn out_of_order(
+        &mut self,
+        call: &Call,
+        peer: usize,
+        len: usize,
+        consumed: usize,
+    ) -> CollectiveError {
+        let reason = format!("payload delivered out of order ({consumed} of {len} bytes)");
+        let ctx = self.ctx(call, peer);
+        self.fail_link(call, peer, TransportError::Protocol { ctx, reason })
     }
 
     /// Receive the next frame of `call` from `peer` (payload of `len` bytes) as a buffer.
@@ -219,6 +318,15 @@ impl Communicator {
             round: Some(self.round),
             op: Some(call.op),
         }
+    }
+
+    /// Whether `check` would fail for `h` (an abort notice or a mismatch).
+    fn mismatch(&self, call: &Call, len: usize, h: &FrameHeader) -> bool {
+        (h.flags & FLAG_ABORT != 0 && h.op == Op::Control)
+            || Expect::op(call.op, self.round, call.seq)
+                .with_payload(call.shape_fp, call.dtype, len as u64)
+                .check(h)
+                .is_some()
     }
 
     /// Check a received header against `call`: an abort notice or a mismatch becomes the error.

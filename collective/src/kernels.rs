@@ -1,7 +1,74 @@
 //! Reduction kernels that read peer data as it arrives: little-endian f32 bytes, possibly in
 //! several pieces whose boundaries may split an element (a shared-memory ring wraps anywhere),
 //! possibly unaligned. They are the body of the `consume` callback of `Link::recv_with`, so over
-//! shared memory the sum is computed straight out of the peer's ring without staging.
+//! shared memory the sum is computed straight out of the peer's ring without staging, and the
+//! result they forward ([`Out`]) may be room reserved in the next peer's ring: one or two byte
+//! pieces, again possibly unaligned or splitting an element.
+
+use std::ops::Range;
+
+/// Elements handled at a time where the data must go through a stack buffer (unaligned input or
+/// output).
+const BLOCK: usize = 256;
+
+/// Where forwarded results go: the payload room of a `Reservation`, as little-endian f32 bytes
+/// (a first piece and the rest).
+pub(crate) struct Out<'a> {
+    a: &'a mut [u8],
+    b: &'a mut [u8],
+}
+
+impl<'a> Out<'a> {
+    /// The room `a` followed by `b`.
+    pub(crate) fn new(a: &'a mut [u8], b: &'a mut [u8]) -> Self {
+        Out { a, b }
+    }
+
+    /// Let `f(elements, out)` write the results for `r` (element indices): `out` is the output
+    /// of `elements`, in order; called for consecutive sub-ranges covering `r`.
+    fn run(&mut self, r: Range<usize>, mut f: impl FnMut(Range<usize>, &mut [f32])) {
+        let split = self.a.len() / 4;
+        let aligned = self.a.len().is_multiple_of(4);
+        if aligned {
+            if let (Ok(a), Ok(b)) = (
+                bytemuck::try_cast_slice_mut::<u8, f32>(self.a),
+                bytemuck::try_cast_slice_mut::<u8, f32>(self.b),
+            ) {
+                if r.start < split {
+                    let end = r.end.min(split);
+                    f(r.start..end, &mut a[r.start..end]);
+                }
+                if r.end > split {
+                    let start = r.start.max(split);
+                    f(start..r.end, &mut b[start - split..r.end - split]);
+                }
+                return;
+            }
+        }
+        let mut tmp = [0f32; BLOCK];
+        let mut at = r.start;
+        while at < r.end {
+            let n = (r.end - at).min(BLOCK);
+            f(at..at + n, &mut tmp[..n]);
+            let bytes: &[u8] = bytemuck::cast_slice(&tmp[..n]);
+            self.write_bytes(at * 4, bytes);
+            at += n;
+        }
+    }
+
+    fn write_bytes(&mut self, off: usize, bytes: &[u8]) {
+        let na = self.a.len();
+        let in_a = na.saturating_sub(off).min(bytes.len());
+        if in_a > 0 {
+            self.a[off..off + in_a].copy_from_slice(&bytes[..in_a]);
+        }
+        let rest = &bytes[in_a..];
+        if !rest.is_empty() {
+            let ob = off + in_a - na;
+            self.b[ob..ob + rest.len()].copy_from_slice(rest);
+        }
+    }
+}
 
 /// What to do with each incoming element `x`.
 pub(crate) enum Sink<'a> {
@@ -10,15 +77,15 @@ pub(crate) enum Sink<'a> {
         /// This rank's contribution.
         local: &'a [f32],
         /// Where the sum goes.
-        out: &'a mut [f32],
+        out: Out<'a>,
     },
     /// `v = (acc[i] + x) / div` (no division when `div` is `None`), stored in both `acc[i]` and
     /// `out[i]`: the final sum of a reduce-scatter, kept and forwarded in one pass.
     Finish {
         /// This rank's contribution; receives the result.
         acc: &'a mut [f32],
-        /// Where the result is also written (the buffer that is forwarded).
-        out: &'a mut [f32],
+        /// Where the result is also written (the frame that is forwarded).
+        out: Out<'a>,
         /// Divisor of a mean.
         div: Option<f32>,
     },
@@ -31,7 +98,8 @@ pub(crate) enum Sink<'a> {
 impl Sink<'_> {
     fn capacity(&self) -> usize {
         match self {
-            Sink::AddTo { out, .. } | Sink::Finish { out, .. } => out.len(),
+            Sink::AddTo { local, .. } => local.len(),
+            Sink::Finish { acc, .. } => acc.len(),
             Sink::Accumulate(d) | Sink::Copy(d) => d.len(),
         }
     }
@@ -42,52 +110,42 @@ impl Sink<'_> {
         let src = &src[..n * 4];
         match bytemuck::try_cast_slice::<u8, f32>(src) {
             Ok(x) => self.apply_aligned(at, x),
-            Err(_) => self.apply_unaligned(at, src),
+            Err(_) => {
+                // Unaligned input: decode a block at a time, then the same arithmetic.
+                let mut tmp = [0f32; BLOCK];
+                for (k, block) in src.chunks(BLOCK * 4).enumerate() {
+                    let m = block.len() / 4;
+                    for (t, b) in tmp.iter_mut().zip(block.chunks_exact(4)) {
+                        *t = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                    self.apply_aligned(at + k * BLOCK, &tmp[..m]);
+                }
+            }
         }
     }
 
     fn apply_aligned(&mut self, at: usize, x: &[f32]) {
         let r = at..at + x.len();
         match self {
-            Sink::Finish { acc, out, div } => finish(&mut acc[r.clone()], &mut out[r], x, *div),
-            Sink::AddTo { local, out } => {
-                for ((o, &l), &v) in out[r.clone()].iter_mut().zip(&local[r]).zip(x) {
+            Sink::Finish { acc, out, div } => {
+                let div = *div;
+                out.run(r, |e, o| {
+                    let xs = &x[e.start - at..e.end - at];
+                    finish(&mut acc[e], o, xs, div);
+                });
+            }
+            Sink::AddTo { local, out } => out.run(r, |e, o| {
+                let xs = &x[e.start - at..e.end - at];
+                for ((o, &l), &v) in o.iter_mut().zip(&local[e]).zip(xs) {
                     *o = l + v;
                 }
-            }
+            }),
             Sink::Accumulate(d) => {
                 for (o, &v) in d[r].iter_mut().zip(x) {
                     *o += v;
                 }
             }
             Sink::Copy(d) => lockstep_tensor::kernels::copy_f32(&mut d[r], x),
-        }
-    }
-
-    fn apply_unaligned(&mut self, at: usize, src: &[u8]) {
-        let le = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let r = at..at + src.len() / 4;
-        let chunks = src.chunks_exact(4);
-        match self {
-            Sink::Finish { acc, out, div } => {
-                let x: Vec<f32> = chunks.map(le).collect();
-                finish(&mut acc[r.clone()], &mut out[r], &x, *div);
-            }
-            Sink::AddTo { local, out } => {
-                for ((o, &l), b) in out[r.clone()].iter_mut().zip(&local[r]).zip(chunks) {
-                    *o = l + le(b);
-                }
-            }
-            Sink::Accumulate(d) => {
-                for (o, b) in d[r].iter_mut().zip(chunks) {
-                    *o += le(b);
-                }
-            }
-            Sink::Copy(d) => {
-                for (o, b) in d[r].iter_mut().zip(chunks) {
-                    *o = le(b);
-                }
-            }
         }
     }
 }
@@ -203,7 +261,7 @@ mod tests {
         let mut out = vec![0f32; 37];
         let mut c = Consumer::new(Sink::AddTo {
             local: &local,
-            out: &mut out,
+            out: Out::new(bytemuck::cast_slice_mut(&mut out), &mut []),
         });
         let mut off = 0;
         for cut in [3usize, 1, 7, 13, 0, 50, 148] {
@@ -227,7 +285,7 @@ mod tests {
             let mut expect = vec![0f32; 29];
             let mut c = Consumer::new(Sink::AddTo {
                 local: &local,
-                out: &mut expect,
+                out: Out::new(bytemuck::cast_slice_mut(&mut expect), &mut []),
             });
             c.feed(0, &wire);
             if let Some(d) = div {
@@ -236,7 +294,7 @@ mod tests {
             let (mut acc, mut out) = (local.clone(), vec![0f32; 29]);
             let mut c = Consumer::new(Sink::Finish {
                 acc: &mut acc,
-                out: &mut out,
+                out: Out::new(bytemuck::cast_slice_mut(&mut out), &mut []),
                 div,
             });
             // Cut inside an element so both the aligned and the unaligned path run.
@@ -244,6 +302,39 @@ mod tests {
             c.feed(18, &wire[18..]);
             assert_eq!(bits(&acc), bits(&expect));
             assert_eq!(bits(&out), bits(&expect));
+        }
+    }
+
+    #[test]
+    fn output_in_two_pieces_unaligned_or_split_inside_an_element() {
+        let src: Vec<f32> = (0..37).map(|i| i as f32 * 0.29 - 4.0).collect();
+        let local: Vec<f32> = (0..37).map(|i| 1.0 / (i as f32 + 0.3)).collect();
+        let wire = bytes(&src);
+        let expect: Vec<u32> = local
+            .iter()
+            .zip(&src)
+            .map(|(l, x)| ((l + x) / 2.0).to_bits())
+            .collect();
+        // Room at an odd address and at an aligned one, cut before, inside and after elements.
+        for shift in [0usize, 1] {
+            for cut in [0usize, 3, 48, 50, 147, 148] {
+                let mut room = [0u8; 148 + 1];
+                let (a, b) = room[shift..shift + 148].split_at_mut(cut);
+                let mut acc = local.clone();
+                let mut c = Consumer::new(Sink::Finish {
+                    acc: &mut acc,
+                    out: Out::new(a, b),
+                    div: Some(2.0),
+                });
+                c.feed(0, &wire[..70]);
+                c.feed(70, &wire[70..]);
+                assert_eq!(bits(&acc), expect, "shift {shift} cut {cut}");
+                let got: Vec<u32> = room[shift..shift + 148]
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                assert_eq!(got, expect, "shift {shift} cut {cut}");
+            }
         }
     }
 

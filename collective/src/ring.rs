@@ -6,7 +6,13 @@
 //! and receives segment `(r-u-1) mod n` from the left, piece by piece: each received piece is
 //! reduced (inside the link's `recv_with`, so over shared memory straight out of the ring) and
 //! its result is posted to the right at once, so while piece `j` travels, piece `j+1` is being
-//! received and reduced. Sends never wait for the receiver (the `Link` contract), and a rank
+//! received and reduced.
+//!
+//! No piece is staged in a buffer of its own: the first step sends this rank's piece straight
+//! from `data` (`send_from`: into the right neighbour's ring, or the socket), the reduce-scatter
+//! writes `x + local` into room reserved for the outgoing frame (`reduce_forward`: over shared
+//! memory the sum goes from the left neighbour's ring straight into the right neighbour's), and
+//! the allgather receives into `data` (a socket reads straight into it) and sends from there. Sends never wait for the receiver (the `Link` contract), and a rank
 //! posts at most `SEND_AHEAD` frames more than it has received, which bounds what sits in a
 //! link's queue (no deadlock with bounded queues, whatever the message size).
 //!
@@ -15,10 +21,9 @@
 //! allgather copies the owner's bits to everyone, so every rank holds identical bits, run after
 //! run, for a given world size and chunk size.
 
-use super::comm::{Call, Communicator};
-use super::kernels::{split, Consumer, Sink};
+use super::comm::{Call, Communicator, Reduce};
+use super::kernels::split;
 use super::CollectiveError;
-use lockstep_tensor::cast_slice_mut;
 use std::collections::VecDeque;
 use std::ops::Range;
 
@@ -113,8 +118,8 @@ impl Ring {
         data: &[f32],
     ) -> Result<(), CollectiveError> {
         let j = self.first_sent;
-        let b = c.copy_f32(&data[self.lay.piece(c.rank(), j)]);
-        c.send(call, self.right, b)?;
+        let piece = &data[self.lay.piece(c.rank(), j)];
+        c.send_from(call, self.right, bytemuck::cast_slice(piece))?;
         self.first_sent += 1;
         self.upcoming.push_back((0, j));
         Ok(())
@@ -134,35 +139,26 @@ impl Ring {
         let pr = self.lay.piece((c.rank() + 2 * n - u - 1) % n, j);
         let bytes = pr.len() * 4;
         if u + 2 <= n {
-            // Reduce-scatter: partial (or, at step n-2, final) sum of this piece.
-            // The last one is kept in `data` and forwarded in the same pass.
-            let mut out = c.take(bytes);
-            let out_f =
-                cast_slice_mut::<f32>(&mut out).map_err(|e| c.invalid(call, e.to_string()))?;
-            let sink = if u + 2 == n {
-                Sink::Finish {
-                    acc: &mut data[pr],
-                    out: out_f,
-                    div: self.mean.then_some(n as f32),
-                }
+            // Reduce-scatter: partial (or, at step n-2, final) sum of this piece, written
+            // straight into the frame to the right; the final one is also kept in `data`.
+            let how = if u + 2 == n {
+                Reduce::Finish(&mut data[pr], self.mean.then_some(n as f32))
             } else {
-                Sink::AddTo {
-                    local: &data[pr],
-                    out: out_f,
-                }
+                Reduce::AddTo(&data[pr])
             };
-            c.recv_into(call, self.left, bytes, &mut Consumer::new(sink))?;
-            c.send(call, self.right, out.freeze())?;
+            c.reduce_forward(call, self.left, self.right, bytes, how)?;
             self.upcoming.push_back((u + 1, j));
         } else if u + 1 < steps {
-            // Allgather, forwarding the received buffer unchanged.
-            let b = c.recv_buf(call, self.left, bytes)?;
-            c.send(call, self.right, b.clone())?;
+            // Allgather: receive into place, forward from there unchanged.
+            c.recv_slice(
+                call,
+                self.left,
+                bytemuck::cast_slice_mut(&mut data[pr.clone()]),
+            )?;
+            c.send_from(call, self.right, bytemuck::cast_slice(&data[pr]))?;
             self.upcoming.push_back((u + 1, j));
-            lockstep_tensor::kernels::copy(bytemuck::cast_slice_mut(&mut data[pr]), &b);
         } else {
-            let mut consumer = Consumer::new(Sink::Copy(&mut data[pr]));
-            c.recv_into(call, self.left, bytes, &mut consumer)?;
+            c.recv_slice(call, self.left, bytemuck::cast_slice_mut(&mut data[pr]))?;
         }
         Ok(())
     }

@@ -45,8 +45,7 @@ pub(crate) fn allreduce(
         let partner = r ^ mask;
         for j in 0..pieces {
             let pr = split(data.len(), pieces, j);
-            let b = c.copy_f32(&data[pr.clone()]);
-            c.send(call, partner, b)?;
+            c.send_from(call, partner, bytemuck::cast_slice(&data[pr.clone()]))?;
             let mut consumer = Consumer::new(Sink::Accumulate(&mut data[pr.clone()]));
             c.recv_into(call, partner, pr.len() * 4, &mut consumer)?;
         }
@@ -75,8 +74,8 @@ fn send_all(
     pieces: usize,
 ) -> Result<(), CollectiveError> {
     for j in 0..pieces {
-        let b = c.copy_f32(&data[split(data.len(), pieces, j)]);
-        c.send(call, peer, b)?;
+        let piece = &data[split(data.len(), pieces, j)];
+        c.send_from(call, peer, bytemuck::cast_slice(piece))?;
     }
     Ok(())
 }

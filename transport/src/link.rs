@@ -14,14 +14,29 @@
 //!   the peer, the round and the operation from the `Expect`.
 //! - The first error poisons the link: every later call returns the same error.
 //! - `recv_with` lets a receiver consume the payload where it lies (straight out of a shared
-//!   memory ring), possibly in several consecutive pieces `(offset, bytes)`.
+//!   memory ring), possibly in several consecutive pieces `(offset, bytes)`; `recv_into` lands
+//!   it in the caller's slice (a socket reads straight into it).
+//! - `send_from` sends a payload the caller keeps: what the wire takes at once (room in the
+//!   ring, in the socket buffer) is written straight from the caller's slice, and only the rest
+//!   is copied into a pooled buffer for the writer; like `send` it never waits for the peer.
+//! - `reserve` / `commit` (and `send_with`, the two together) let a sender write a payload in
+//!   place: over shared memory the [`Reservation`] is room in the peer's ring itself (in two
+//!   pieces when it wraps), elsewhere a pooled buffer that `commit` sends. Nothing reaches the
+//!   peer before `commit`, whole frames only; a reservation dropped uncommitted sends nothing.
+//!   Unlike `send`, `reserve` may wait for the peer to free room in its ring, with the same
+//!   deadline as a receive (a peer silent for the peer timeout is [`Error::PeerTimeout`], a dead
+//!   one [`Error::PeerClosed`]), so it is meant for algorithms that keep at most three frames per
+//!   link in flight (the ring allreduce); a frame too large for that goes through a pooled
+//!   buffer and never waits. A `send` while a reservation is open cancels it (its `commit`
+//!   fails) and goes out after the reservation is dropped; so commit or drop a reservation
+//!   before flushing or dropping its link, which would otherwise wait for it.
 
 use crate::error::{Error, Result};
 use crate::frame::{Expect, FrameHeader};
 use crate::local::LocalLink;
 use crate::shm::ShmLink;
 use crate::tcp::TcpLink;
-use lockstep_tensor::Buffer;
+use lockstep_tensor::{Buffer, BufferMut};
 
 /// A received frame: its header and its payload.
 #[derive(Debug, Clone)]
@@ -30,6 +45,69 @@ pub struct Frame {
     pub header: FrameHeader,
     /// The payload (pooled buffer, ring slice or copy, depending on the backend).
     pub payload: Buffer,
+}
+
+/// Room for one frame's payload, written in place before [`Link::commit`] sends it. See the
+/// module docs.
+pub struct Reservation {
+    pub(crate) header: FrameHeader,
+    pub(crate) room: Room,
+}
+
+/// Where a reservation's payload lies.
+pub(crate) enum Room {
+    /// A pooled (or fresh) buffer, sent by `commit`.
+    Buffer(BufferMut),
+    /// Room in a shared-memory ring, published by `commit`.
+    Ring(crate::shm::link::RingRoom),
+}
+
+impl Reservation {
+    /// A reservation backed by an ordinary buffer of `header.len` bytes.
+    pub(crate) fn buffer(header: FrameHeader, buf: BufferMut) -> Reservation {
+        Reservation {
+            header,
+            room: Room::Buffer(buf),
+        }
+    }
+
+    /// The header `commit` will send.
+    pub fn header(&self) -> &FrameHeader {
+        &self.header
+    }
+
+    /// Payload bytes (`header.len`).
+    pub fn len(&self) -> usize {
+        self.header.len as usize
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the payload is written straight where the peer reads it (a shared-memory ring).
+    pub fn in_place(&self) -> bool {
+        matches!(self.room, Room::Ring(_))
+    }
+
+    /// The payload room: the first piece, then the rest (empty unless the room wraps around the
+    /// end of a ring); together exactly [`Reservation::len`] bytes of unspecified content.
+    pub fn pieces(&mut self) -> (&mut [u8], &mut [u8]) {
+        match &mut self.room {
+            Room::Buffer(b) => (&mut b[..], &mut []),
+            Room::Ring(r) => r.pieces(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("header", &self.header)
+            .field("in_place", &self.in_place())
+            .finish()
+    }
 }
 
 /// One connection to one peer. See the module docs for the contract.
@@ -42,6 +120,61 @@ pub trait Link: Send {
     /// # Errors
     /// The link's sticky error, or a new one naming the peer, round and op.
     fn send(&mut self, header: FrameHeader, payload: Buffer) -> Result<()>;
+
+    /// Send one frame whose payload the caller keeps (`header.len` must equal `payload.len()`):
+    /// written inline where the wire has room, the rest copied for the writer. Never waits for
+    /// the peer to receive.
+    ///
+    /// # Errors
+    /// As [`Link::send`].
+    fn send_from(&mut self, header: FrameHeader, payload: &[u8]) -> Result<()> {
+        self.send(header, Buffer::copy_from_slice(payload))
+    }
+
+    /// Reserve room for a frame of `header.len` payload bytes, to be written through
+    /// [`Reservation::pieces`] and sent by [`Link::commit`]. May wait for the peer to free room
+    /// (see the module docs).
+    ///
+    /// # Errors
+    /// The link's sticky error, [`Error::PeerTimeout`] / [`Error::PeerClosed`] naming the peer
+    /// while waiting for room, [`Error::Config`] for a frame longer than `max_frame_len` or
+    /// while another reservation is open.
+    fn reserve(&mut self, header: FrameHeader) -> Result<Reservation> {
+        Ok(Reservation::buffer(
+            header,
+            BufferMut::zeroed(header.len as usize),
+        ))
+    }
+
+    /// Send a reserved frame (its header, then the payload as written).
+    ///
+    /// # Errors
+    /// As [`Link::send`]; [`Error::Config`] for a reservation made on another link or cancelled
+    /// by a `send` in between.
+    fn commit(&mut self, reservation: Reservation) -> Result<()> {
+        match reservation.room {
+            Room::Buffer(b) => self.send(reservation.header, b.freeze()),
+            Room::Ring(_) => Err(Error::Config(format!(
+                "a shared-memory reservation cannot be committed on the link to {}",
+                self.peer_name()
+            ))),
+        }
+    }
+
+    /// [`Link::reserve`], `fill` the payload pieces, [`Link::commit`].
+    ///
+    /// # Errors
+    /// As [`Link::reserve`] and [`Link::commit`].
+    fn send_with(
+        &mut self,
+        header: FrameHeader,
+        fill: &mut dyn FnMut(&mut [u8], &mut [u8]),
+    ) -> Result<()> {
+        let mut r = self.reserve(header)?;
+        let (a, b) = r.pieces();
+        fill(a, b);
+        self.commit(r)
+    }
 
     /// Wait until every queued frame has been handed to the OS or the ring (bounded by the peer
     /// timeout).
@@ -70,6 +203,20 @@ pub trait Link: Send {
         let frame = self.recv(expect)?;
         consume(0, &frame.payload);
         Ok(frame.header)
+    }
+
+    /// Receive the next data frame into `dst`. When the payload length differs from
+    /// `dst.len()` the bytes that fit are copied and the header tells the length (the caller
+    /// checks it); an abort notice or other empty frame leaves `dst` untouched.
+    ///
+    /// # Errors
+    /// As [`Link::recv`].
+    fn recv_into(&mut self, expect: &Expect, dst: &mut [u8]) -> Result<FrameHeader> {
+        self.recv_with(expect, &mut |off, piece| {
+            if let Some(d) = dst.get_mut(off..off + piece.len()) {
+                lockstep_tensor::kernels::copy(d, piece);
+            }
+        })
     }
 }
 
@@ -117,6 +264,15 @@ impl Link for AnyLink {
     fn send(&mut self, header: FrameHeader, payload: Buffer) -> Result<()> {
         dispatch!(self, l => l.send(header, payload))
     }
+    fn send_from(&mut self, header: FrameHeader, payload: &[u8]) -> Result<()> {
+        dispatch!(self, l => l.send_from(header, payload))
+    }
+    fn reserve(&mut self, header: FrameHeader) -> Result<Reservation> {
+        dispatch!(self, l => l.reserve(header))
+    }
+    fn commit(&mut self, reservation: Reservation) -> Result<()> {
+        dispatch!(self, l => l.commit(reservation))
+    }
     fn flush(&mut self) -> Result<()> {
         dispatch!(self, l => l.flush())
     }
@@ -129,6 +285,9 @@ impl Link for AnyLink {
         consume: &mut dyn FnMut(usize, &[u8]),
     ) -> Result<FrameHeader> {
         dispatch!(self, l => l.recv_with(expect, consume))
+    }
+    fn recv_into(&mut self, expect: &Expect, dst: &mut [u8]) -> Result<FrameHeader> {
+        dispatch!(self, l => l.recv_into(expect, dst))
     }
 }
 

@@ -9,7 +9,7 @@
 
 use crate::error::{Context, Error, Result};
 use crate::frame::{FrameHeader, Op, HEADER_LEN};
-use lockstep_tensor::Buffer;
+use lockstep_tensor::{Buffer, BufferPool};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
@@ -151,51 +151,105 @@ impl<S: Sink> Outbox<S> {
         lock(&self.shared.state).error.clone()
     }
 
+    /// Whether nothing is queued (the sticky error, if any).
+    pub(crate) fn idle(&self) -> Result<bool> {
+        let st = lock(&self.shared.state);
+        match &st.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(st.pending == 0),
+        }
+    }
+
     /// Send one frame without waiting for the peer to receive it.
     pub(crate) fn send(&self, header: &FrameHeader, payload: Buffer) -> Result<()> {
-        let ctx = || Context {
+        let hb = header.encode();
+        let mut st = lock(&self.shared.state);
+        let off = self.try_inline(&mut st, header, &hb, &payload)?;
+        if off == HEADER_LEN + payload.len() {
+            return Ok(());
+        }
+        let payload = if off > HEADER_LEN {
+            payload
+                .slice(off - HEADER_LEN..)
+                .map_err(|e| Error::Config(e.to_string()))?
+        } else {
+            payload
+        };
+        self.enqueue(st, header, hb, off, payload)
+    }
+
+    /// Send one frame whose payload the caller keeps: what the sink takes now is written
+    /// straight from `payload`, only the rest is copied (into a buffer of `pool`) and queued.
+    pub(crate) fn send_from(
+        &self,
+        header: &FrameHeader,
+        payload: &[u8],
+        pool: &BufferPool,
+    ) -> Result<()> {
+        let hb = header.encode();
+        let mut st = lock(&self.shared.state);
+        let off = self.try_inline(&mut st, header, &hb, payload)?;
+        if off == HEADER_LEN + payload.len() {
+            return Ok(());
+        }
+        let rest = &payload[off.saturating_sub(HEADER_LEN)..];
+        let mut b = pool.take(rest.len());
+        lockstep_tensor::kernels::copy(&mut b, rest);
+        self.enqueue(st, header, hb, off, b.freeze())
+    }
+
+    fn ctx(&self, header: &FrameHeader) -> Context {
+        Context {
             peer: self.peer.clone(),
             round: Some(header.round),
             op: Some(header.op),
-        };
-        let hb = header.encode();
-        let total = HEADER_LEN + payload.len();
-        let mut st = lock(&self.shared.state);
+        }
+    }
+
+    /// Write what the sink takes now, if nothing is queued and the writer is not busy; the
+    /// number of frame bytes written.
+    fn try_inline(
+        &self,
+        st: &mut MutexGuard<'_, State>,
+        header: &FrameHeader,
+        hb: &[u8; HEADER_LEN],
+        payload: &[u8],
+    ) -> Result<usize> {
         if let Some(e) = &st.error {
             return Err(e.clone());
         }
-        let mut off = 0;
-        if st.pending == 0 {
-            if let Ok(mut sink) = self.shared.sink.try_lock() {
-                match sink.try_write(&[&hb, &payload]) {
-                    Ok(n) => off = n,
-                    Err(e) => {
-                        return Err(st
-                            .error
-                            .get_or_insert(io_error(ctx(), &e, self.timeout))
-                            .clone())
-                    }
-                }
-                if off == total {
-                    return Ok(());
-                }
-            }
+        if st.pending != 0 {
+            return Ok(0);
         }
-        if off == 0 {
-            st = self.wait(st, |s| s.pending < self.max_queued, ctx)?;
-        }
-        let (header_off, payload) = if off >= HEADER_LEN {
-            let rest = payload
-                .slice(off - HEADER_LEN..)
-                .map_err(|e| Error::Config(e.to_string()))?;
-            (HEADER_LEN, rest)
-        } else {
-            (off, payload)
+        let Ok(mut sink) = self.shared.sink.try_lock() else {
+            return Ok(0);
         };
+        match sink.try_write(&[hb, payload]) {
+            Ok(n) => Ok(n),
+            Err(e) => Err(st
+                .error
+                .get_or_insert(io_error(self.ctx(header), &e, self.timeout))
+                .clone()),
+        }
+    }
+
+    /// Queue the rest of a frame of which `off` bytes were written inline; `payload` is what is
+    /// left of the payload. A frame not started inline waits for room in the queue.
+    fn enqueue(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        header: &FrameHeader,
+        hb: [u8; HEADER_LEN],
+        off: usize,
+        payload: Buffer,
+    ) -> Result<()> {
+        if off == 0 {
+            st = self.wait(st, |s| s.pending < self.max_queued, || self.ctx(header))?;
+        }
         st.pending += 1;
         let item = Item {
             header: hb,
-            header_off,
+            header_off: off.min(HEADER_LEN),
             payload,
             round: header.round,
             op: header.op,
@@ -205,7 +259,9 @@ impl<S: Sink> Outbox<S> {
             st.pending -= 1;
             return Err(st
                 .error
-                .get_or_insert(Error::PeerClosed { ctx: ctx() })
+                .get_or_insert(Error::PeerClosed {
+                    ctx: self.ctx(header),
+                })
                 .clone());
         }
         Ok(())

@@ -23,7 +23,7 @@ use super::RdmaDevice;
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, FrameKind, HEADER_LEN};
-use crate::link::{Frame, Link};
+use crate::link::{Frame, Link, Reservation};
 use crate::liveness::Liveness;
 use crate::outbox::io_error;
 use lockstep_tensor::{Buffer, BufferPool};
@@ -405,6 +405,37 @@ impl Link for RdmaLink {
             )));
         }
         self.send_inner(&header, &payload).map_err(|e| self.fail(e))
+    }
+
+    fn send_from(&mut self, header: FrameHeader, payload: &[u8]) -> Result<()> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        if header.len != payload.len() as u64 {
+            return Err(Error::Config(format!(
+                "send to {}: header.len {} != payload length {}",
+                self.peer,
+                header.len,
+                payload.len()
+            )));
+        }
+        self.send_inner(&header, payload).map_err(|e| self.fail(e))
+    }
+
+    fn reserve(&mut self, header: FrameHeader) -> Result<Reservation> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        if header.len > self.cfg.max_frame_len {
+            return Err(Error::Config(format!(
+                "frame of {} bytes to {} exceeds max_frame_len {}",
+                header.len, self.peer, self.cfg.max_frame_len
+            )));
+        }
+        Ok(Reservation::buffer(
+            header,
+            self.pool.take(header.len as usize),
+        ))
     }
 
     fn flush(&mut self) -> Result<()> {

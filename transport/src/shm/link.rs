@@ -2,13 +2,22 @@
 //! frame larger than the free space never makes `send` wait for the peer), an incoming ring read
 //! in place by [`Link::recv_with`], and the pair's TCP socket as a side channel for heartbeats
 //! and for learning at once that the peer process died (EOF).
+//!
+//! [`Link::reserve`] hands out room in the outgoing ring itself ([`RingRoom`]): the caller writes
+//! the payload where the peer will read it, and [`Link::commit`] writes the header in front and
+//! publishes both at once, so the peer never sees part of a frame. While a reservation is open
+//! the ring has no other writer: an inline write by the outbox writes nothing (the frame is
+//! queued) and the writer thread waits until the reservation is committed or dropped. A
+//! reservation is taken only when nothing is queued (so frames stay in order) and the frame is
+//! at most a quarter of the ring (so an algorithm with at most three frames in flight per link
+//! cannot fill every ring of a cycle and deadlock); otherwise it is a pooled buffer.
 
 use super::ring::{read_info, Ring, RING_HEADER};
 use super::{remove_stale, segment_path};
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, FrameKind, HEADER_LEN};
-use crate::link::{Frame, Link};
+use crate::link::{Frame, Link, Reservation, Room};
 use crate::liveness::Liveness;
 use crate::outbox::{io_error, Outbox, Sink};
 use lockstep_tensor::{Buffer, BufferMut, BufferPool};
@@ -26,28 +35,80 @@ struct Mapped {
     _mem: BufferMut,
 }
 
+/// The outgoing ring and whether a [`RingRoom`] is open in it.
+struct OutRing {
+    mapped: Mapped,
+    reserved: AtomicBool,
+}
+
+impl OutRing {
+    fn ring(&self) -> &Ring {
+        &self.mapped.ring
+    }
+}
+
+/// Room reserved in an outgoing ring: `len` payload bytes after a header, from position `pos`.
+/// While it lives nobody else writes the ring; dropping it uncommitted publishes nothing.
+pub(crate) struct RingRoom {
+    out: Arc<OutRing>,
+    pos: u64,
+    len: usize,
+    /// The link's send count when reserved: a send in between cancels the reservation.
+    sends: u64,
+}
+
+impl RingRoom {
+    pub(crate) fn pieces(&mut self) -> (&mut [u8], &mut [u8]) {
+        // SAFETY: `[pos, pos + HEADER_LEN + len)` was free when reserved and nothing has been
+        // published since (only `commit` publishes, consuming `self`); the `reserved` flag keeps
+        // every other writer off the ring while `self` lives, and the slices borrow `self`.
+        unsafe { self.out.ring().reserved(self.pos, HEADER_LEN, self.len) }
+    }
+}
+
+impl Drop for RingRoom {
+    fn drop(&mut self) {
+        self.out.reserved.store(false, Ordering::SeqCst);
+    }
+}
+
 struct ShmSink {
-    out: Arc<Mapped>,
+    out: Arc<OutRing>,
     live: Arc<Liveness>,
     hb: TcpStream,
 }
 
+/// How long the writer thread sleeps between looks at an open reservation.
+const RESERVED_POLL: Duration = Duration::from_micros(200);
+
 impl Sink for ShmSink {
     fn try_write(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
-        Ok(self.out.ring.write_some(parts, 0))
+        if self.out.reserved.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        Ok(self.out.ring().write_some(parts, 0))
     }
 
     fn write_all(&mut self, parts: &[&[u8]], stop: &AtomicBool) -> io::Result<()> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let mut done = 0;
         while done < total {
-            let n = self.out.ring.write_some(parts, done);
+            if self.out.reserved.load(Ordering::SeqCst) {
+                // A frame queued while a reservation is open goes out after it.
+                self.live.check()?;
+                if stop.load(Ordering::SeqCst) {
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+                std::thread::sleep(RESERVED_POLL);
+                continue;
+            }
+            let n = self.out.ring().write_some(parts, done);
             done += n;
             if n > 0 {
                 self.live.saw();
                 continue;
             }
-            if !self.out.ring.wait_space(PARK_SLICE) {
+            if !self.out.ring().wait_space(PARK_SLICE) {
                 self.live.check()?;
                 if stop.load(Ordering::SeqCst) {
                     return Err(io::ErrorKind::BrokenPipe.into());
@@ -66,6 +127,9 @@ impl Sink for ShmSink {
 pub struct ShmLink {
     me: String,
     peer: String,
+    out: Arc<OutRing>,
+    /// Frames handed to the outbox (a reservation remembers it to notice a send in between).
+    sends: u64,
     inbound: Arc<Mapped>,
     live: Arc<Liveness>,
     outbox: Outbox<ShmSinkHandle>,
@@ -210,14 +274,20 @@ impl ShmLink {
         let hb = stream.try_clone().map_err(hs_io(peer, "dup(socket)"))?;
         let _ = hb.set_write_timeout(Some(cfg.peer_timeout));
         let live = Arc::new(Liveness::new(stream, cfg.peer_timeout));
+        let out = Arc::new(OutRing {
+            mapped: out,
+            reserved: AtomicBool::new(false),
+        });
         let sink = ShmSinkHandle(ShmSink {
-            out: Arc::new(out),
+            out: out.clone(),
             live: live.clone(),
             hb,
         });
         Ok(ShmLink {
             me: me.to_string(),
             peer: peer.to_string(),
+            out,
+            sends: 0,
             inbound: Arc::new(inbound),
             live,
             outbox: Outbox::new(sink, peer, cfg.heartbeat, cfg.peer_timeout, cfg.max_queued),
@@ -300,6 +370,93 @@ impl ShmLink {
         }
     }
 
+    /// Wait until `need` bytes of the outgoing ring are free, checking the side channel while
+    /// parked (the deadline of a receive: the peer silent for the peer timeout, or gone).
+    fn wait_room(&self, need: usize, header: &FrameHeader) -> Result<u64> {
+        let ring = self.out.ring();
+        loop {
+            if let Some(pos) = ring.try_reserve(need) {
+                return Ok(pos);
+            }
+            if ring.wait_space_for(need, PARK_SLICE) {
+                self.live.saw();
+                continue;
+            }
+            if let Err(e) = self.live.check() {
+                if let Some(pos) = ring.try_reserve(need) {
+                    return Ok(pos);
+                }
+                let ctx = Context {
+                    peer: self.peer.clone(),
+                    round: Some(header.round),
+                    op: Some(header.op),
+                };
+                return Err(io_error(ctx, &e, self.cfg.peer_timeout));
+            }
+        }
+    }
+
+    fn reserve_inner(&mut self, header: FrameHeader) -> Result<Reservation> {
+        let len = header.len as usize;
+        if header.len > self.cfg.max_frame_len {
+            return Err(Error::Config(format!(
+                "frame of {len} bytes to {} exceeds max_frame_len {}",
+                self.peer, self.cfg.max_frame_len
+            )));
+        }
+        let need = HEADER_LEN + len;
+        let buffered = |link: &Self| Ok(Reservation::buffer(header, link.pool.take(len)));
+        if need.saturating_mul(4) > self.out.ring().capacity() {
+            return buffered(self);
+        }
+        if self.out.reserved.swap(true, Ordering::SeqCst) {
+            return Err(Error::Config(format!(
+                "a reservation on the link to {} is still open",
+                self.peer
+            )));
+        }
+        // The flag is up: from here a queued frame waits for it, so an idle outbox stays idle.
+        let mut room = RingRoom {
+            out: self.out.clone(),
+            pos: 0,
+            len,
+            sends: self.sends,
+        };
+        if !self.outbox.idle()? {
+            return buffered(self); // dropping `room` lowers the flag
+        }
+        room.pos = self.wait_room(need, &header)?;
+        Ok(Reservation {
+            header,
+            room: Room::Ring(room),
+        })
+    }
+
+    fn commit_inner(&mut self, header: FrameHeader, room: RingRoom) -> Result<()> {
+        if !Arc::ptr_eq(&room.out, &self.out) {
+            return Err(Error::Config(format!(
+                "reservation committed on the link to {}, which did not make it",
+                self.peer
+            )));
+        }
+        if room.sends != self.sends {
+            return Err(Error::Config(format!(
+                "reservation on the link to {} was cancelled by a send",
+                self.peer
+            )));
+        }
+        let ring = self.out.ring();
+        let hb = header.encode();
+        // SAFETY: the header bytes `[pos, pos + HEADER_LEN)` belong to `room`, which is open
+        // (flag up, nothing published since) and whose payload slices are no longer borrowed.
+        let (a, b) = unsafe { ring.reserved(room.pos, 0, HEADER_LEN) };
+        a.copy_from_slice(&hb[..a.len()]);
+        b.copy_from_slice(&hb[a.len()..]);
+        ring.publish(room.pos + (HEADER_LEN + room.len) as u64);
+        self.live.saw();
+        Ok(())
+    }
+
     fn recv_with_inner(
         &mut self,
         expect: &Expect,
@@ -345,7 +502,50 @@ impl Link for ShmLink {
                 payload.len()
             )));
         }
+        self.sends += 1;
         self.outbox.send(&header, payload).map_err(|e| self.fail(e))
+    }
+
+    fn send_from(&mut self, header: FrameHeader, payload: &[u8]) -> Result<()> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        if header.len != payload.len() as u64 {
+            return Err(Error::Config(format!(
+                "send to {}: header.len {} != payload length {}",
+                self.peer,
+                header.len,
+                payload.len()
+            )));
+        }
+        self.sends += 1;
+        self.outbox
+            .send_from(&header, payload, &self.pool)
+            .map_err(|e| self.fail(e))
+    }
+
+    fn reserve(&mut self, header: FrameHeader) -> Result<Reservation> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        match self.reserve_inner(header) {
+            Err(e @ Error::Config(_)) => Err(e),
+            Err(e) => Err(self.fail(e)),
+            ok => ok,
+        }
+    }
+
+    fn commit(&mut self, reservation: Reservation) -> Result<()> {
+        let Reservation { header, room } = reservation;
+        match room {
+            Room::Buffer(b) => self.send(header, b.freeze()),
+            Room::Ring(r) => {
+                if let Some(e) = &self.poisoned {
+                    return Err(e.clone());
+                }
+                self.commit_inner(header, r)
+            }
+        }
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -389,5 +589,208 @@ impl Drop for ShmLink {
     fn drop(&mut self) {
         let _ = self.outbox.flush();
         let _ = self.live.stream.shutdown(Shutdown::Both);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Op;
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    /// A linked pair `a` <-> `b` over real segments (removed once both sides have mapped).
+    fn pair(a_cfg: LinkConfig, b_cfg: LinkConfig) -> (ShmLink, ShmLink) {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let cluster = format!(
+            "unit{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = cluster.clone();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            ShmLink::establish(s, &c, "b", "a", false, b_cfg).unwrap()
+        });
+        let s = TcpStream::connect(addr).unwrap();
+        let a = ShmLink::establish(s, &cluster, "a", "b", true, a_cfg).unwrap();
+        (a, t.join().unwrap())
+    }
+
+    fn small() -> LinkConfig {
+        LinkConfig {
+            shm_ring_bytes: 4096,
+            ..LinkConfig::default()
+        }
+    }
+
+    fn header(seq: u64, len: usize) -> FrameHeader {
+        FrameHeader::data(Op::P2p, 1, seq, 0, 0, len as u64)
+    }
+
+    fn pattern(seq: u64, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i as u64 * 7 + seq * 31) as u8).collect()
+    }
+
+    #[test]
+    fn reserved_frames_wrap_around_the_ring_and_arrive_whole() {
+        let (mut a, mut b) = pair(small(), small());
+        let cap = a.out.ring().capacity();
+        let (mut payload_split, mut header_split) = (0, 0);
+        for seq in 0..60u64 {
+            // Odd lengths too, so frames start at every alignment.
+            let len = (seq as usize * 149) % (cap / 4 - HEADER_LEN + 1);
+            let mut r = a.reserve(header(seq, len)).unwrap();
+            assert!(
+                r.in_place(),
+                "a frame of {len} bytes fits a quarter of the ring"
+            );
+            let Room::Ring(room) = &r.room else {
+                unreachable!()
+            };
+            let at = room.pos as usize % cap;
+            header_split += usize::from(at + HEADER_LEN > cap);
+            let want = pattern(seq, len);
+            let (p, q) = r.pieces();
+            assert_eq!(p.len() + q.len(), len);
+            payload_split += usize::from(!q.is_empty());
+            p.copy_from_slice(&want[..p.len()]);
+            q.copy_from_slice(&want[p.len()..]);
+            assert_eq!(b.inbound.ring.available(), 0, "visible before commit");
+            a.commit(r).unwrap();
+            let f = b.recv(&Expect::op(Op::P2p, 1, seq)).unwrap();
+            assert_eq!(&f.payload[..], &want[..], "frame {seq}");
+        }
+        assert!(
+            payload_split > 0 && header_split > 0,
+            "{payload_split} {header_split}"
+        );
+    }
+
+    #[test]
+    fn reservation_waits_for_room_until_the_peer_reads() {
+        let (mut a, mut b) = pair(small(), small());
+        let len = 1024 - HEADER_LEN; // four fill the ring
+        for seq in 0..4 {
+            let r = a.reserve(header(seq, len)).unwrap();
+            a.commit(r).unwrap();
+        }
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            b.recv(&Expect::op(Op::P2p, 1, 0)).unwrap();
+            b
+        });
+        let t = Instant::now();
+        let r = a.reserve(header(4, len)).unwrap();
+        assert!(
+            t.elapsed() >= Duration::from_millis(50),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(r.in_place());
+        a.commit(r).unwrap();
+        let mut b = reader.join().unwrap();
+        for seq in 1..5 {
+            assert_eq!(
+                b.recv(&Expect::op(Op::P2p, 1, seq)).unwrap().payload.len(),
+                len
+            );
+        }
+    }
+
+    #[test]
+    fn reservation_larger_than_the_free_space_times_out_naming_the_peer() {
+        let a_cfg = LinkConfig {
+            peer_timeout: Duration::from_millis(300),
+            ..small()
+        };
+        // `b` sends no heartbeat in time and reads nothing: silent.
+        let b_cfg = LinkConfig {
+            heartbeat: Duration::from_secs(60),
+            ..small()
+        };
+        let (mut a, _b) = pair(a_cfg, b_cfg);
+        // Beyond a quarter of the ring: a pooled buffer, which never waits.
+        let r = a.reserve(header(0, 1025 - HEADER_LEN)).unwrap();
+        assert!(!r.in_place());
+        drop(r);
+        for seq in 0..4 {
+            let r = a.reserve(header(seq, 900)).unwrap();
+            assert!(r.in_place());
+            a.commit(r).unwrap();
+        }
+        let t = Instant::now();
+        let e = a.reserve(header(2, 900)).unwrap_err();
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
+        match &e {
+            Error::PeerTimeout { ctx, .. } => {
+                assert_eq!(
+                    (ctx.peer.as_str(), ctx.round, ctx.op),
+                    ("b", Some(1), Some(Op::P2p))
+                )
+            }
+            other => panic!("expected a peer timeout, got {other}"),
+        }
+        assert!(e.to_string().contains("peer b"), "{e}");
+        // The link is poisoned with that error.
+        assert_eq!(
+            a.send_from(header(3, 4), &[0; 4]).unwrap_err().to_string(),
+            e.to_string()
+        );
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_the_payload_is_touched() {
+        let cfg = LinkConfig {
+            max_frame_len: 1000,
+            ..small()
+        };
+        let (mut a, mut b) = pair(cfg, cfg);
+        // The sender refuses to reserve one, without poisoning the link.
+        assert!(matches!(a.reserve(header(0, 1001)), Err(Error::Config(_))));
+        // A forged one in the ring is refused by the receiver from its header alone.
+        let forged = header(0, 1001).encode();
+        assert_eq!(a.out.ring().write_some(&[&forged, &[9u8; 100]], 0), 164);
+        let mut touched = false;
+        let e = b
+            .recv_with(&Expect::default(), &mut |_, _| touched = true)
+            .unwrap_err();
+        assert!(
+            !touched,
+            "a reduction kernel saw payload of a refused frame"
+        );
+        assert!(
+            matches!(&e, Error::Protocol { ctx, reason } if ctx.peer == "a" && reason.contains("exceeds")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_send_while_reserved_cancels_the_reservation_and_goes_out_after_it() {
+        let (mut a, mut b) = pair(small(), small());
+        let mut r = a.reserve(header(0, 100)).unwrap();
+        r.pieces().0.fill(1);
+        a.send_from(header(1, 3), &[1, 2, 3]).unwrap();
+        assert!(matches!(a.commit(r), Err(Error::Config(_))));
+        let f = b.recv(&Expect::default()).unwrap();
+        assert_eq!((f.header.seq, &f.payload[..]), (1, &[1u8, 2, 3][..]));
+        a.flush().unwrap();
+        assert_eq!(
+            b.inbound.ring.available(),
+            0,
+            "the cancelled frame never went out"
+        );
+        // A second reservation while one is open is refused.
+        let r = a.reserve(header(2, 8)).unwrap();
+        assert!(matches!(a.reserve(header(3, 8)), Err(Error::Config(_))));
+        a.commit(r).unwrap();
+        assert_eq!(b.recv(&Expect::default()).unwrap().header.seq, 2);
     }
 }

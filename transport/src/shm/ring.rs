@@ -186,6 +186,43 @@ impl Ring {
         (pos - start) as usize
     }
 
+    /// Producer: where the next write starts when `n` bytes are free now (`None`: not yet).
+    /// Nothing is published; see [`Ring::reserved`] and [`Ring::publish`].
+    pub fn try_reserve(&self, n: usize) -> Option<u64> {
+        (n <= self.free()).then(|| self.atomic64(OFF_HEAD).load(Ordering::Relaxed))
+    }
+
+    /// Producer: the bytes `[pos + off, pos + off + len)` of the ring as two slices, the second
+    /// empty unless they wrap around the end of the data area.
+    ///
+    /// # Safety
+    /// The range must lie within room obtained from [`Ring::try_reserve`] (`pos` its result,
+    /// `off + len` at most the reserved size) with nothing published since, and the caller must
+    /// be the ring's only producer and hold no other slices of that room: only it writes there,
+    /// and the consumer does not read past `head`.
+    #[allow(clippy::mut_from_ref)] // the ring's memory is shared; exclusivity is the contract
+    pub unsafe fn reserved(&self, pos: u64, off: usize, len: usize) -> (&mut [u8], &mut [u8]) {
+        debug_assert!(off + len <= self.cap);
+        let at = ((pos as usize).wrapping_add(off)) & (self.cap - 1);
+        let first = len.min(self.cap - at);
+        // SAFETY: both ranges lie in the data area (`at + first <= cap`, `len - first < cap`)
+        // and do not overlap (`len <= cap`); exclusive use is the caller's contract.
+        unsafe {
+            let data = self.base.add(RING_HEADER);
+            (
+                std::slice::from_raw_parts_mut(data.add(at), first),
+                std::slice::from_raw_parts_mut(data, len - first),
+            )
+        }
+    }
+
+    /// Producer: publish everything written up to position `end` (the consumer may read it).
+    pub fn publish(&self, end: u64) {
+        debug_assert!(end >= self.atomic64(OFF_HEAD).load(Ordering::Relaxed));
+        self.atomic64(OFF_HEAD).store(end, Ordering::Release);
+        self.wake(OFF_DATA_SEQ, OFF_DATA_WAIT);
+    }
+
     /// Consumer: the readable bytes from the tail up to the wrap point (at most `max`).
     pub fn readable(&self, max: usize) -> &[u8] {
         let tail = self.atomic64(OFF_TAIL).load(Ordering::Relaxed);
@@ -218,7 +255,12 @@ impl Ring {
 
     /// Producer: wait until at least one byte is free or for one park slice.
     pub fn wait_space(&self, slice: Duration) -> bool {
-        self.wait(|r| r.free() > 0, OFF_SPACE_SEQ, OFF_SPACE_WAIT, slice)
+        self.wait_space_for(1, slice)
+    }
+
+    /// Producer: wait until at least `n` bytes are free or for one park slice.
+    pub fn wait_space_for(&self, n: usize, slice: Duration) -> bool {
+        self.wait(|r| r.free() >= n, OFF_SPACE_SEQ, OFF_SPACE_WAIT, slice)
     }
 
     fn wait(
@@ -303,5 +345,74 @@ fn futex_wake(word: &AtomicU32) {
             0usize,
             0u32,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring of `cap` bytes in ordinary (8-aligned) memory.
+    fn ring(cap: usize) -> (Vec<u64>, Ring) {
+        let mut mem = vec![0u64; (RING_HEADER + cap) / 8];
+        // SAFETY: `mem` is 8-aligned, `RING_HEADER + cap` bytes long, and outlives the ring in
+        // every test (returned together; the heap block does not move with the Vec).
+        let r = unsafe {
+            let bytes =
+                std::slice::from_raw_parts_mut(mem.as_mut_ptr().cast::<u8>(), mem.len() * 8);
+            Ring::init(bytes, 7, cap)
+        };
+        (mem, r)
+    }
+
+    fn read_all(r: &Ring, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let p = r.readable(n - out.len());
+            assert!(
+                !p.is_empty(),
+                "ring ran dry after {} of {n} bytes",
+                out.len()
+            );
+            out.extend_from_slice(p);
+            r.consume(p.len());
+        }
+        out
+    }
+
+    #[test]
+    fn reservation_wraps_around_the_end_and_is_invisible_until_published() {
+        let (_mem, r) = ring(256);
+        assert_eq!(r.write_some(&[&[1u8; 200]], 0), 200);
+        assert_eq!(read_all(&r, 200), vec![1u8; 200]);
+        // 100 bytes from position 200 of a 256-byte ring: 56 at the end, 44 at the start.
+        let pos = r.try_reserve(100).unwrap();
+        assert_eq!(pos, 200);
+        // SAFETY: the test is the only producer; the room was just reserved.
+        let (a, b) = unsafe { r.reserved(pos, 0, 100) };
+        assert_eq!((a.len(), b.len()), (56, 44));
+        for (i, x) in a.iter_mut().chain(b.iter_mut()).enumerate() {
+            *x = i as u8;
+        }
+        assert_eq!(r.available(), 0, "nothing is visible before publish");
+        // An offset inside the room starts past the wrap point too.
+        // SAFETY: as above, a sub-range of the same room.
+        let (c, d) = unsafe { r.reserved(pos, 60, 40) };
+        assert_eq!((c.len(), d.len(), c[0]), (40, 0, 60));
+        r.publish(pos + 100);
+        assert_eq!(read_all(&r, 100), (0..100u8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn reservation_needs_that_much_free_space() {
+        let (_mem, r) = ring(256);
+        assert_eq!(r.try_reserve(257), None);
+        assert_eq!(r.write_some(&[&[0u8; 200]], 0), 200);
+        assert_eq!(r.try_reserve(57), None);
+        assert_eq!(r.try_reserve(56), Some(200));
+        assert!(!r.wait_space_for(57, Duration::from_millis(1)));
+        r.consume(10);
+        assert!(r.wait_space_for(57, Duration::from_millis(1)));
+        assert_eq!(r.try_reserve(66), Some(200));
     }
 }

@@ -2,16 +2,16 @@
 //!
 //! Send: header + payload in one vectored `sendmsg`, inline and non-blocking when the socket has
 //! room, otherwise the rest goes to the writer thread ([`crate::outbox`]); the payload `Buffer` is
-//! never copied. Receive: a 64-byte header read with the peer-timeout deadline, validated (magic,
+//! never copied, and a borrowed payload (`send_from`) only for the part the socket did not take. Receive: a 64-byte header read with the peer-timeout deadline, validated (magic,
 //! checksum, version, `len <= max_frame_len`) and checked against the caller's [`Expect`] before
 //! a single payload byte is read; then the payload lands in a pooled buffer that becomes the
-//! frame. Heartbeats are consumed silently. A violation, EOF or silence poisons the link and
+//! frame, or straight in the caller's slice (`recv_into`). Heartbeats are consumed silently. A violation, EOF or silence poisons the link and
 //! shuts the socket down.
 
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, FrameKind, Op, HEADER_LEN};
-use crate::link::{Frame, Link};
+use crate::link::{Frame, Link, Reservation};
 use crate::outbox::{Outbox, Sink};
 use lockstep_tensor::{Buffer, BufferPool};
 use socket2::Socket;
@@ -235,6 +235,34 @@ impl TcpLink {
         }
     }
 
+    /// Before a receive: the sticky error, or a peer death the writer saw, reported with this
+    /// receive's round and op.
+    fn precheck(&mut self, expect: &Expect) -> Result<()> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        if let Some(Error::PeerClosed { .. }) = self.outbox.error() {
+            return Err(self.fail(Error::PeerClosed {
+                ctx: self.ctx(expect),
+            }));
+        }
+        Ok(())
+    }
+
+    fn recv_into_inner(&mut self, expect: &Expect, dst: &mut [u8]) -> Result<FrameHeader> {
+        let header = self.next_data_header(expect)?;
+        let len = header.len as usize;
+        if len == dst.len() {
+            self.read_full(dst, expect)?;
+        } else {
+            let mut buf = self.pool.take(len);
+            self.read_full(&mut buf, expect)?;
+            let n = len.min(dst.len());
+            dst[..n].copy_from_slice(&buf[..n]);
+        }
+        Ok(header)
+    }
+
     fn recv_inner(&mut self, expect: &Expect) -> Result<Frame> {
         let header = self.next_data_header(expect)?;
         let mut buf = self.pool.take(header.len as usize);
@@ -266,6 +294,39 @@ impl Link for TcpLink {
         self.outbox.send(&header, payload).map_err(|e| self.fail(e))
     }
 
+    fn send_from(&mut self, header: FrameHeader, payload: &[u8]) -> Result<()> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        if header.len != payload.len() as u64 {
+            return Err(Error::Config(format!(
+                "send to {}: header.len {} != payload length {}",
+                self.peer,
+                header.len,
+                payload.len()
+            )));
+        }
+        self.outbox
+            .send_from(&header, payload, &self.pool)
+            .map_err(|e| self.fail(e))
+    }
+
+    fn reserve(&mut self, header: FrameHeader) -> Result<Reservation> {
+        if let Some(e) = &self.poisoned {
+            return Err(e.clone());
+        }
+        if header.len > self.cfg.max_frame_len {
+            return Err(Error::Config(format!(
+                "frame of {} bytes to {} exceeds max_frame_len {}",
+                header.len, self.peer, self.cfg.max_frame_len
+            )));
+        }
+        Ok(Reservation::buffer(
+            header,
+            self.pool.take(header.len as usize),
+        ))
+    }
+
     fn flush(&mut self) -> Result<()> {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
@@ -274,18 +335,13 @@ impl Link for TcpLink {
     }
 
     fn recv(&mut self, expect: &Expect) -> Result<Frame> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
-        if let Some(e) = self.outbox.error() {
-            // The writer saw the peer die; report it with this receive's round and op.
-            if matches!(e, Error::PeerClosed { .. }) {
-                return Err(self.fail(Error::PeerClosed {
-                    ctx: self.ctx(expect),
-                }));
-            }
-        }
+        self.precheck(expect)?;
         self.recv_inner(expect).map_err(|e| self.fail(e))
+    }
+
+    fn recv_into(&mut self, expect: &Expect, dst: &mut [u8]) -> Result<FrameHeader> {
+        self.precheck(expect)?;
+        self.recv_into_inner(expect, dst).map_err(|e| self.fail(e))
     }
 }
 
