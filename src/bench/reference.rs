@@ -76,6 +76,9 @@ impl PairReference {
             let port = u16::from_le_bytes([f.payload[0], f.payload[1]]);
             TcpStream::connect(("127.0.0.1", port)).map_err(io)?
         };
+        // Like for like: the same socket options as the links (buffers, no delay, congestion
+        // control), so the ratio measures Lockstep's data path, not a kernel setting.
+        lockstep_transport::tcp::tune(&s, "reference").map_err(e)?;
         let mut buf = if rank == 0 {
             pattern(0, len).to_vec()
         } else {
@@ -184,6 +187,7 @@ impl LocalReference {
         // The reader: `iters` messages then one byte back, until the writer closes.
         let reader = std::thread::spawn(move || {
             let Ok((mut s, _)) = l.accept() else { return };
+            let _ = lockstep_transport::tcp::tune(&s, "reference");
             let mut buf = vec![0u8; bytes];
             let mut first = true;
             loop {
@@ -199,7 +203,8 @@ impl LocalReference {
             }
         });
         let s = TcpStream::connect(addr).map_err(io)?;
-        let _ = s.set_nodelay(true);
+        // The same socket options as the links (see `PairReference`).
+        lockstep_transport::tcp::tune(&s, "reference").map_err(|e| e.to_string())?;
         let mut r = LocalReference {
             src,
             dst: Vec::new(),
