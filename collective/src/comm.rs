@@ -1,6 +1,6 @@
 //! The `Communicator`: one rank's handle for running collectives over a [`Group`]. It owns the
 //! round and the collective sequence number (advanced identically on every rank, one per call),
-//! the algorithm settings and a pool of send buffers, and it turns link failures into
+//! the algorithm settings, and it turns link failures into
 //! [`CollectiveError`]s.
 //!
 //! # Failure handling
@@ -15,7 +15,7 @@
 use super::error::{CollectiveError, FailureKind};
 use super::kernels::{Consumer, Out, Sink};
 use super::CollectiveConfig;
-use lockstep_tensor::{Buffer, BufferPool};
+use lockstep_tensor::Buffer;
 use lockstep_transport::{Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op};
 
 /// Flag bit of an abort notice.
@@ -48,20 +48,17 @@ pub struct Communicator {
     round: u64,
     seq: u64,
     config: CollectiveConfig,
-    pool: BufferPool,
     poisoned: Option<CollectiveError>,
 }
 
 impl Communicator {
     /// A communicator over `group`, at round 0 and sequence number 0.
     pub fn new(group: Group, config: CollectiveConfig) -> Communicator {
-        let retain = config.chunk_bytes.saturating_mul(64).max(32 << 20);
         Communicator {
             group,
             round: 0,
             seq: 0,
             config,
-            pool: BufferPool::new(retain),
             poisoned: None,
         }
     }
@@ -141,13 +138,6 @@ impl Communicator {
             seq: call.seq,
             reason,
         }
-    }
-
-    /// A pooled copy of `data` as wire bytes.
-    pub(crate) fn copy_f32(&self, data: &[f32]) -> Buffer {
-        let mut b = self.pool.take(data.len() * 4);
-        lockstep_tensor::kernels::copy(&mut b, bytemuck::cast_slice(data));
-        b.freeze()
     }
 
     /// The header of a frame of `call` with `len` payload bytes.

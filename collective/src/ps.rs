@@ -114,8 +114,8 @@ impl ParameterServer {
         if is_worker {
             for (i, &s) in self.servers.iter().enumerate().filter(|(_, &s)| s != me) {
                 for j in 0..pieces {
-                    let b = c.copy_f32(&grads[self.piece(i, pieces, j)]);
-                    c.send(&push, s, b)?;
+                    let piece = &grads[self.piece(i, pieces, j)];
+                    c.send_from(&push, s, bytemuck::cast_slice(piece))?;
                 }
             }
         }
@@ -194,9 +194,9 @@ impl ParameterServer {
         update(shard.clone(), &mut params[shard.clone()], &acc);
         self.scratch = acc;
         for j in 0..pieces {
-            let b = c.copy_f32(&params[self.piece(i, pieces, j)]);
+            let piece = &params[self.piece(i, pieces, j)];
             for &w in self.workers.iter().filter(|&&w| w != me) {
-                c.send(pull, w, b.clone())?;
+                c.send_from(pull, w, bytemuck::cast_slice(piece))?;
             }
         }
         Ok(())
