@@ -120,11 +120,19 @@ fn no_leftovers(dir: &Path) {
 
 /// Print the measured pauses (detection + re-mesh, replacement start to first round).
 fn show_changes(tag: &str, r: &serde_json::Value) {
-    for c in r["membership_changes"].as_array().expect("membership_changes") {
+    for c in r["membership_changes"]
+        .as_array()
+        .expect("membership_changes")
+    {
         eprintln!(
             "{tag}: {} {} at round {} -> {} workers, paused {:.0} ms (round gap {:.0} ms): {}",
-            c["kind"], c["nodes"], c["round"], c["world_size"], num(c, &["pause_ms"]),
-            num(c, &["gap_ms"]), c["reason"]
+            c["kind"],
+            c["nodes"],
+            c["round"],
+            c["world_size"],
+            num(c, &["pause_ms"]),
+            num(c, &["gap_ms"]),
+            c["reason"]
         );
     }
 }

@@ -24,7 +24,10 @@ use std::ops::Range;
 /// # Panics
 /// If `world` is 0, `rank >= world`, or `world > k` (checked when the manifest is validated).
 pub fn leaf_block(rank: usize, world: usize, k: usize) -> Range<usize> {
-    assert!(rank < world && world <= k, "rank {rank} of {world}, {k} leaves");
+    assert!(
+        rank < world && world <= k,
+        "rank {rank} of {world}, {k} leaves"
+    );
     let p = 1usize << (usize::BITS - 1 - world.leading_zeros());
     let size = k / p;
     let (i, half) = if rank < p {
@@ -145,7 +148,8 @@ mod tests {
     fn leaf_blocks_partition_the_leaves_and_match_even_shards() {
         for k in [1usize, 2, 4, 8, 16] {
             for world in 1..=k {
-                let mut all: Vec<usize> = (0..world).flat_map(|r| leaf_block(r, world, k)).collect();
+                let mut all: Vec<usize> =
+                    (0..world).flat_map(|r| leaf_block(r, world, k)).collect();
                 all.sort_unstable();
                 assert_eq!(all, (0..k).collect::<Vec<_>>(), "k {k} world {world}");
                 if world.is_power_of_two() {

@@ -267,7 +267,10 @@ fn supervise_elastic(nodes: &mut Vec<Node>, mut r: Respawn<'_>) -> Result<u32, R
             if let Ok(Some(st)) = n.child.try_wait() {
                 n.exited = Some(st);
                 if !st.success() {
-                    tracing::warn!("{}; the job continues without it (elastic)", describe_failure(n, st));
+                    tracing::warn!(
+                        "{}; the job continues without it (elastic)",
+                        describe_failure(n, st)
+                    );
                     again.push(i);
                 }
             }
@@ -279,7 +282,10 @@ fn supervise_elastic(nodes: &mut Vec<Node>, mut r: Respawn<'_>) -> Result<u32, R
             r.left -= 1;
             r.done += 1;
             let name = nodes[i].name.clone();
-            tracing::warn!("starting {name} again as a replacement (restart {})", r.done);
+            tracing::warn!(
+                "starting {name} again as a replacement (restart {})",
+                r.done
+            );
             let log = format!("{name}.restart-{}", r.done);
             let node = spawn(r.exe, &name, &nodes[i].args, r.env, r.logs, Some(&log))?;
             nodes.push(node);

@@ -162,9 +162,8 @@ pub fn accept_joiners(
                 signature: sig,
             }) if node == peer => {
                 if sig != signature {
-                    let reason = format!(
-                        "model shapes differ: {me} has [{signature}], {peer} has [{sig}]"
-                    );
+                    let reason =
+                        format!("model shapes differ: {me} has [{signature}], {peer} has [{sig}]");
                     tracing::warn!("refused replacement {peer}: {reason}");
                     let _ = send_msg(&mut link, 0, "refusing", &ControlMsg::Abort { reason });
                     continue;
@@ -182,7 +181,9 @@ pub fn accept_joiners(
             Ok(other) => {
                 tracing::warn!(node = %peer, "refused {peer}: sent {} instead of Register", other.name())
             }
-            Err(e) => tracing::warn!(node = %peer, error = %e, "replacement lost while registering"),
+            Err(e) => {
+                tracing::warn!(node = %peer, error = %e, "replacement lost while registering")
+            }
         }
     });
     rx

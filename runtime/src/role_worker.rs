@@ -2,11 +2,11 @@
 //! data mesh, start the `DataLoader`, `Compute`, `Aggregator` and `WorkerNode` actors, and run
 //! the granted rounds until `Finish`.
 
+use crate::actors::messages::WorkerState;
 use crate::actors::*;
 use crate::error::RuntimeError;
 use crate::job;
 use crate::manifest::Aggregation;
-use crate::actors::messages::WorkerState;
 use crate::node::{bind_data, connect_control, join_mesh, NodeContext, COMMAND_TIMEOUT};
 use crate::protocol::{recv_msg, send_msg, ControlMsg};
 use actix::{Actor, SyncArbiter};
@@ -97,9 +97,9 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             Ok(EpochEnd::Finished) => return Ok(()),
             Ok(EpochEnd::Suspended(state)) => {
                 params = state.params;
-                optimizer.load_state(&state.optimizer).map_err(|e| {
-                    RuntimeError::Inconsistent(format!("optimizer state: {e}"))
-                })?;
+                optimizer
+                    .load_state(&state.optimizer)
+                    .map_err(|e| RuntimeError::Inconsistent(format!("optimizer state: {e}")))?;
                 next_round = state.next_round;
                 listener = suspended(&mut link, &node_addr, local_ip, next_round)?;
             }
@@ -219,7 +219,7 @@ fn run_epoch(
     link: AnyLink,
     listener: Listener,
     epoch: &Epoch,
-    params: &mut Vec<f32>,
+    params: &mut [f32],
     optimizer: &mut lockstep_trainer::optim::Optimizer,
     next_round: u64,
 ) -> (Result<EpochEnd, RuntimeError>, AnyLink) {
@@ -302,10 +302,7 @@ fn run_epoch(
                 let whole = Box::new(table_source(0, 1)?);
                 (Box::new(crate::elastic::LeafRows::new(whole, leaves, k)), n)
             } else {
-                (
-                    Box::new(table_source(rank, workers)?),
-                    k / workers.max(1),
-                )
+                (Box::new(table_source(rank, workers)?), k / workers.max(1))
             };
         if first_round > 0 {
             source.seek(cursor)?;
@@ -319,7 +316,8 @@ fn run_epoch(
     let test = split.test.all();
     let task = split.task;
     let Some(sender) = link.tcp_sender() else {
-        let e = RuntimeError::Launch("the control link to the coordinator is not a TCP link".into());
+        let e =
+            RuntimeError::Launch("the control link to the coordinator is not a TCP link".into());
         return (Err(e), link);
     };
     let mut reporter = Reporter::new(sender);

@@ -246,7 +246,11 @@ async fn run_rounds(
             let detected = Instant::now();
             tracing::warn!(
                 "round {round}: lost {}: {}; suspending the survivors",
-                if lost.dead.is_empty() { "a peer".to_string() } else { lost.dead.join(", ") },
+                if lost.dead.is_empty() {
+                    "a peer".to_string()
+                } else {
+                    lost.dead.join(", ")
+                },
                 lost.reason
             );
             let msg = ChangeMembership {
@@ -267,7 +271,9 @@ async fn run_rounds(
             tracing::info!("round {round}: a replacement is waiting; draining the granted rounds");
             joining = Some(Instant::now());
         }
-        if joining.is_none() && granted < s.total_rounds && granted - (round + 1) <= GRANT_WINDOW / 2
+        if joining.is_none()
+            && granted < s.total_rounds
+            && granted - (round + 1) <= GRANT_WINDOW / 2
         {
             let upto = (round + 1 + GRANT_WINDOW).min(s.total_rounds);
             grant(control, server, s, granted, upto).await?;
@@ -404,6 +410,9 @@ fn record_change(
         open.push((changes.len() - 1, *registered));
     }
     if c.dead.is_empty() && c.joined.is_empty() {
-        tracing::info!("membership: unchanged after a lost mesh; continuing at round {}", c.round);
+        tracing::info!(
+            "membership: unchanged after a lost mesh; continuing at round {}",
+            c.round
+        );
     }
 }

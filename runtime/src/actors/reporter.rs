@@ -110,7 +110,6 @@ impl Reporter {
 
     /// True once an actor has failed (or, elastic, a peer was lost).
     pub fn failed(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
-            || self.failure.lock().map(|s| s.is_some()).unwrap_or(true)
+        self.lost.load(Ordering::SeqCst) || self.failure.lock().map(|s| s.is_some()).unwrap_or(true)
     }
 }
