@@ -158,9 +158,15 @@ pub struct LaunchArgs {
     /// Continue from the newest complete checkpoint in the run directory.
     #[arg(long)]
     pub resume: bool,
-    /// When a node dies, restart all nodes from the newest checkpoint, at most K times.
+    /// When a node dies, restart all nodes from the newest checkpoint, at most K times (with
+    /// --elastic: start only the dead worker's process again, at most K times).
     #[arg(long, default_value_t = 0, value_name = "K")]
     pub max_restarts: u32,
+    /// Elastic membership: survivors carry on when workers die, down to MIN workers;
+    /// replacements join up to MAX (default: the manifest's workers). Same as
+    /// --set job.elastic.min_workers=MIN [--set job.elastic.max_workers=MAX].
+    #[arg(long, value_name = "MIN[:MAX]")]
+    pub elastic: Option<String>,
 }
 
 /// `lockstep node`

@@ -16,6 +16,21 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
     if let Some(g) = &a.aggregation {
         sets.push(format!("job.aggregation=\"{g}\""));
     }
+    if let Some(e) = &a.elastic {
+        let (min, max) = match e.split_once(':') {
+            Some((a, b)) => (a, Some(b)),
+            None => (e.as_str(), None),
+        };
+        let num = |v: &str| {
+            v.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("--elastic {e}: expected MIN or MIN:MAX (worker counts)"))
+        };
+        sets.push(format!("job.elastic.min_workers={}", num(min)?));
+        if let Some(max) = max {
+            sets.push(format!("job.elastic.max_workers={}", num(max)?));
+        }
+    }
     sets.extend(a.sets.iter().cloned());
     let opts = LaunchOptions {
         manifest: a.manifest.clone(),

@@ -56,6 +56,7 @@ fn install_signal_handlers() {
 
 struct Node {
     name: String,
+    args: Vec<String>,
     child: Child,
     last_error: Arc<Mutex<Option<String>>>,
     exited: Option<ExitStatus>,
@@ -170,7 +171,7 @@ fn run_once(
         announce.display().to_string(),
     ]);
     args.extend(["--report".into(), report_path.display().to_string()]);
-    nodes.push(spawn(&opts.exe, &coordinator, &args, &env, &logs)?);
+    nodes.push(spawn(&opts.exe, &coordinator, &args, &env, &logs, None)?);
 
     let addr = match wait_for_announce(&announce, &mut nodes[0], Duration::from_secs(60)) {
         Ok(a) => a,
@@ -187,7 +188,7 @@ fn run_once(
             "--coordinator".into(),
             addr.clone(),
         ]);
-        match spawn(&opts.exe, &n.name, &args, &env, &logs) {
+        match spawn(&opts.exe, &n.name, &args, &env, &logs, None) {
             Ok(node) => nodes.push(node),
             Err(e) => {
                 stop_all(&mut nodes);
@@ -195,9 +196,102 @@ fn run_once(
             }
         }
     }
+    if manifest.elastic().is_some() {
+        let respawn = Respawn {
+            exe: &opts.exe,
+            env: &env,
+            logs: &logs,
+            left: opts.max_restarts,
+            done: 0,
+        };
+        let started = supervise_elastic(&mut nodes, respawn)?;
+        let mut report = Report::read(&report_path)?;
+        if started > 0 {
+            report.restarts = started;
+            report.write(&report_path)?;
+        }
+        return Ok(report);
+    }
     supervise(&mut nodes)?;
     let report = Report::read(&report_path)?;
     Ok(report)
+}
+
+/// What an elastic launch needs to start a dead worker's process again.
+struct Respawn<'a> {
+    exe: &'a Path,
+    env: &'a [(String, String)],
+    logs: &'a Path,
+    left: u32,
+    done: u32,
+}
+
+/// Elastic supervision: the coordinator owns the membership, so a worker's death does not stop
+/// the others; with restarts left, only that worker's process is started again (it joins as a
+/// replacement). The coordinator's exit decides the outcome; workers still running when it
+/// finished (a frozen one, a replacement that came too late) are stopped. Returns the number
+/// of processes started again.
+fn supervise_elastic(nodes: &mut Vec<Node>, mut r: Respawn<'_>) -> Result<u32, RuntimeError> {
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            for n in nodes.iter_mut() {
+                // SAFETY: plain kill(2) on our own child's pid.
+                unsafe { libc::kill(n.child.id() as libc::pid_t, libc::SIGINT) };
+            }
+            stop_all(nodes);
+            return Err(RuntimeError::Launch(
+                "interrupted (Ctrl-C forwarded to every node)".into(),
+            ));
+        }
+        if let Ok(Some(st)) = nodes[0].child.try_wait() {
+            nodes[0].exited = Some(st);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline
+                && nodes
+                    .iter_mut()
+                    .any(|n| n.exited.is_none() && n.child.try_wait().ok().flatten().is_none())
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stop_all(nodes);
+            if st.success() {
+                return Ok(r.done);
+            }
+            return Err(RuntimeError::Launch(describe_failure(&nodes[0], st)));
+        }
+        let mut again = Vec::new();
+        for (i, n) in nodes.iter_mut().enumerate().skip(1) {
+            if n.exited.is_some() {
+                continue;
+            }
+            if let Ok(Some(st)) = n.child.try_wait() {
+                n.exited = Some(st);
+                if !st.success() {
+                    tracing::warn!(
+                        "{}; the job continues without it (elastic)",
+                        describe_failure(n, st)
+                    );
+                    again.push(i);
+                }
+            }
+        }
+        for i in again {
+            if r.left == 0 {
+                continue;
+            }
+            r.left -= 1;
+            r.done += 1;
+            let name = nodes[i].name.clone();
+            tracing::warn!(
+                "starting {name} again as a replacement (restart {})",
+                r.done
+            );
+            let log = format!("{name}.restart-{}", r.done);
+            let node = spawn(r.exe, &name, &nodes[i].args, r.env, r.logs, Some(&log))?;
+            nodes.push(node);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn spawn(
@@ -206,6 +300,7 @@ fn spawn(
     args: &[String],
     env: &[(String, String)],
     logs: &Path,
+    log_name: Option<&str>,
 ) -> Result<Node, RuntimeError> {
     let mut cmd = Command::new(exe);
     cmd.args(args)
@@ -228,7 +323,7 @@ fn spawn(
         .spawn()
         .map_err(|e| RuntimeError::Launch(format!("cannot start node {name}: {e}")))?;
     let last_error = Arc::new(Mutex::new(None));
-    let log_path = logs.join(format!("{name}.log"));
+    let log_path = logs.join(format!("{}.log", log_name.unwrap_or(name)));
     let log = Arc::new(Mutex::new(
         std::fs::File::create(&log_path).map_err(|e| RuntimeError::io("create", &log_path, e))?,
     ));
@@ -240,6 +335,7 @@ fn spawn(
     }
     Ok(Node {
         name: name.to_string(),
+        args: args.to_vec(),
         child,
         last_error,
         exited: None,

@@ -10,9 +10,11 @@
 //!   `ControlPlane`.
 //! - [`protocol`]: control messages between coordinator and members.
 //! - [`report`]: the JSON run report.
+//! - [`elastic`]: elastic membership on the worker side (rows per rank, state hand-over).
 
 pub mod actors;
 pub mod checkpoint;
+pub mod elastic;
 pub mod embed;
 pub mod env_mode;
 pub mod error;

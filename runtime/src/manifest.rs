@@ -202,6 +202,22 @@ pub struct JobSpec {
     /// `[job.checkpoint]`
     #[serde(default)]
     pub checkpoint: CheckpointSpec,
+    /// `[job.elastic]`: survivors carry on when workers die, replacements join live.
+    #[serde(default)]
+    pub elastic: Option<ElasticSpec>,
+}
+
+/// `[job.elastic]`: elastic membership (allreduce only). The job starts with every worker of
+/// the manifest; when one dies the survivors continue without restarting, down to
+/// `min_workers`; replacements join at a round boundary while fewer than `max_workers` run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticSpec {
+    /// Fewest workers to continue with; below, the job stops with an error naming the dead.
+    pub min_workers: usize,
+    /// Most workers at once (default: every worker of the manifest).
+    #[serde(default)]
+    pub max_workers: Option<usize>,
 }
 
 /// A whole manifest.
@@ -369,6 +385,24 @@ impl Manifest {
                 ));
             }
         }
+        if let Some(e) = &job.elastic {
+            let max = e.max_workers.unwrap_or(workers);
+            if e.min_workers == 0 || e.min_workers > max || max > workers {
+                return Err(self.invalid(
+                    "job.elastic.min_workers",
+                    format!(
+                        "need 1 <= min_workers ({}) <= max_workers ({max}) <= the {workers} workers of the manifest",
+                        e.min_workers
+                    ),
+                ));
+            }
+            if job.aggregation == Aggregation::ParameterServer {
+                return Err(self.invalid(
+                    "job.elastic",
+                    "elastic membership applies to allreduce aggregation only (a parameter-server job stops cleanly naming a dead node and resumes from its checkpoint)".into(),
+                ));
+            }
+        }
         if self.cluster.heartbeat_ms == 0
             || self.cluster.peer_timeout_ms <= self.cluster.heartbeat_ms
         {
@@ -439,6 +473,14 @@ impl Manifest {
             return Err(self.invalid("cluster.token", "the token is empty".into()));
         }
         Ok(value)
+    }
+
+    /// `(min_workers, max_workers)` when membership is elastic.
+    pub fn elastic(&self) -> Option<(usize, usize)> {
+        let w = self.worker_names().len();
+        self.job
+            .elastic
+            .map(|e| (e.min_workers, e.max_workers.unwrap_or(w)))
     }
 
     /// The data file, resolved against the manifest's directory.

@@ -15,6 +15,15 @@
 //! either  Abort { reason }
 //! ```
 //!
+//! Elastic membership (`[job.elastic]`, see `docs/elastic.md`) adds:
+//! ```text
+//! W -> C  PeerLost { mesh, round, node, reason }  (a collective failed naming a peer)
+//! C -> W  Suspend { reason }                      (abandon the round in flight, stop)
+//! W -> C  Suspended { next_round, data_addr }     (its newest applied round + 1, a fresh listener)
+//! C -> W  Remesh { peers, mesh, round, source }   (join the new mesh, take state from `source`)
+//! ```
+//! A replacement registers like any worker and gets `Remesh` instead of `Start`.
+//!
 //! The coordinator is not on the per-round critical path: a [`RoundPlan`] carries everything a
 //! round needs (learning rate, whether rank 0 evaluates or checkpoints after it), workers run
 //! the granted rounds back to back, synchronised by the collectives themselves, and report
@@ -163,6 +172,41 @@ pub enum ControlMsg {
         /// SHA-256 of the final parameters.
         weights_sha256: String,
     },
+    /// Elastic: this worker's collective failed and names `node` as the peer at fault.
+    PeerLost {
+        /// The mesh id the failure happened in (stale reports are ignored).
+        mesh: u64,
+        /// The round in flight.
+        round: u64,
+        /// The peer named (empty when the mesh could not be built and nobody is named).
+        node: String,
+        /// The collective's error.
+        reason: String,
+    },
+    /// Elastic: abandon the round in flight and stop; answer `Suspended`.
+    Suspend {
+        /// Why (a death, a join).
+        reason: String,
+    },
+    /// Elastic: stopped; its state is that of round `next_round - 1` applied.
+    Suspended {
+        /// The next round this worker would run.
+        next_round: u64,
+        /// Its fresh data-plane listener for the next mesh.
+        data_addr: String,
+    },
+    /// Elastic: the new membership. Join the mesh, take parameters, optimizer state and data
+    /// cursor from rank `source` (a broadcast over the data links), continue at `round`.
+    Remesh {
+        /// `(node name, data address)` in rank order.
+        peers: Vec<(String, String)>,
+        /// Fresh mesh id (names the mesh and its shared-memory segments).
+        mesh: u64,
+        /// The round to continue at.
+        round: u64,
+        /// The rank whose state everyone takes.
+        source: usize,
+    },
     /// Stop: something failed.
     Abort {
         /// Why.
@@ -184,6 +228,10 @@ impl ControlMsg {
             ControlMsg::Saved { .. } => "Saved",
             ControlMsg::Finish => "Finish",
             ControlMsg::Finished { .. } => "Finished",
+            ControlMsg::PeerLost { .. } => "PeerLost",
+            ControlMsg::Suspend { .. } => "Suspend",
+            ControlMsg::Suspended { .. } => "Suspended",
+            ControlMsg::Remesh { .. } => "Remesh",
             ControlMsg::Abort { .. } => "Abort",
         }
     }

@@ -125,3 +125,66 @@ pub fn refuse_late_joiners(acceptor: Acceptor) -> std::thread::JoinHandle<()> {
         }
     })
 }
+
+/// Elastic: keep accepting for the rest of the job. An authenticated worker of the manifest
+/// that registers with the coordinator's model layout becomes a replacement, passed on with the
+/// time it registered; anyone else is refused (wrong tokens by the handshake, the rest here).
+pub fn accept_joiners(
+    ctx: &NodeContext,
+    acceptor: Acceptor,
+    names: Vec<String>,
+    signature: ModelSignature,
+) -> std::sync::mpsc::Receiver<(Registration, Instant)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let me = ctx.name.clone();
+    let cfg = lockstep_transport::LinkConfig {
+        heartbeat: Duration::from_millis(ctx.manifest.cluster.heartbeat_ms),
+        peer_timeout: Duration::from_millis(ctx.manifest.cluster.peer_timeout_ms),
+        ..Default::default()
+    };
+    std::thread::spawn(move || loop {
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let Some((peer, stream)) = acceptor.next(deadline) else {
+            return;
+        };
+        if !names.contains(&peer) {
+            tracing::warn!(node = %peer, "refused {peer}: not a worker of this job");
+            continue;
+        }
+        let Ok(link) = TcpLink::new(stream, &me, &peer, cfg) else {
+            continue;
+        };
+        let mut link = AnyLink::Tcp(link);
+        match recv_msg(&mut link, 0, "waiting for a replacement's registration") {
+            Ok(ControlMsg::Register {
+                node,
+                data_addr,
+                signature: sig,
+            }) if node == peer => {
+                if sig != signature {
+                    let reason =
+                        format!("model shapes differ: {me} has [{signature}], {peer} has [{sig}]");
+                    tracing::warn!("refused replacement {peer}: {reason}");
+                    let _ = send_msg(&mut link, 0, "refusing", &ControlMsg::Abort { reason });
+                    continue;
+                }
+                tracing::info!(node = %peer, %data_addr, "replacement registered; it joins at the next round boundary");
+                let reg = Registration {
+                    name: peer,
+                    data_addr,
+                    link,
+                };
+                if tx.send((reg, Instant::now())).is_err() {
+                    return;
+                }
+            }
+            Ok(other) => {
+                tracing::warn!(node = %peer, "refused {peer}: sent {} instead of Register", other.name())
+            }
+            Err(e) => {
+                tracing::warn!(node = %peer, error = %e, "replacement lost while registering")
+            }
+        }
+    });
+    rx
+}

@@ -53,6 +53,30 @@ pub struct Report {
     pub round_time: RoundSplit,
     /// Restarts after failures (`--max-restarts`).
     pub restarts: u32,
+    /// Elastic membership: every change (deaths, joins), in order.
+    #[serde(default)]
+    pub membership_changes: Vec<MembershipChange>,
+}
+
+/// One change of an elastic job's membership.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    /// `lost` (a worker died or was evicted) or `joined` (a replacement).
+    pub kind: String,
+    /// The nodes that left or joined.
+    pub nodes: Vec<String>,
+    /// Why: the failure as reported, or "replacement".
+    pub reason: String,
+    /// The round the job continued at (the newest round every survivor could complete + 1).
+    pub round: u64,
+    /// Workers after the change.
+    pub world_size: usize,
+    /// From the detection (or the joiner's registration) to the new mesh's first completed
+    /// round, in milliseconds: the time the job was paused.
+    pub pause_ms: f64,
+    /// From the last completed round before the change to the first one after (the round time
+    /// the change added, as seen in the round timing).
+    pub gap_ms: f64,
 }
 
 impl Report {

@@ -3,6 +3,7 @@
 //! job id), resume from a checkpoint if asked, then let the `Coordinator` actor drive rounds and
 //! write the report.
 
+use crate::actors::control::Elastic;
 use crate::actors::coordinator::Server;
 use crate::actors::*;
 use crate::error::RuntimeError;
@@ -47,8 +48,21 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         Duration::from_secs(10),
     )?;
     let mut regs = crate::registration::accept_members(ctx, &acceptor, &names, &signature)?;
-    // Keep refusing late or unexpected joiners for the rest of the job (logged by the handshake).
-    let _late = crate::registration::refuse_late_joiners(acceptor);
+    let joiners = match m.elastic() {
+        // Elastic: a worker of the manifest may (re)join at a round boundary.
+        Some(_) => Some(crate::registration::accept_joiners(
+            ctx,
+            acceptor,
+            m.worker_names(),
+            signature.clone(),
+        )),
+        None => {
+            // Keep refusing late or unexpected joiners for the rest of the job (logged by the
+            // handshake).
+            let _late = crate::registration::refuse_late_joiners(acceptor);
+            None
+        }
+    };
 
     let mut peers: Vec<(String, String)> = regs
         .iter()
@@ -158,10 +172,20 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
             link: r.link,
         })
         .collect();
+    let elastic = m.elastic();
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {
-        let control = SyncArbiter::start(1, once(ControlPlane::new(members, workers)));
+        let mut plane = ControlPlane::new(members, workers);
+        if let (Some((min_workers, max_workers)), Some(joiners)) = (elastic, joiners) {
+            plane = plane.with_elastic(Elastic {
+                min_workers,
+                max_workers,
+                joiners,
+                mesh: job_id,
+            });
+        }
+        let control = SyncArbiter::start(1, once(plane));
         let server = server.map(|(comm, ps, params, optimizer)| {
             let failure = Arc::new(Mutex::new(None));
             let serve = PsServe::new(comm, ps, params, optimizer, failure.clone());

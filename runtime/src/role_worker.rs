@@ -2,6 +2,7 @@
 //! data mesh, start the `DataLoader`, `Compute`, `Aggregator` and `WorkerNode` actors, and run
 //! the granted rounds until `Finish`.
 
+use crate::actors::messages::WorkerState;
 use crate::actors::*;
 use crate::error::RuntimeError;
 use crate::job;
@@ -10,7 +11,9 @@ use crate::node::{bind_data, connect_control, join_mesh, NodeContext, COMMAND_TI
 use crate::protocol::{recv_msg, send_msg, ControlMsg};
 use actix::{Actor, SyncArbiter};
 use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
-use lockstep_trainer::data::TableSource;
+use lockstep_trainer::data::{BatchSource, TableSource};
+use lockstep_transport::tcp::Listener;
+use lockstep_transport::AnyLink;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,88 +23,315 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let me = ctx.name.clone();
     let split = job::load_split(m)?;
     let model = (ctx.model_factory)(m, &split)?;
-    let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
+    let mut params = model.params().to_vec();
+    let mut optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
     let (mut link, local_ip) = connect_control(ctx, &me)?;
     let node_addr = crate::node::data_bind_addr(m, &me);
-    let (listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
+    let (mut listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
     let register = ControlMsg::Register {
         node: me.clone(),
         data_addr,
         signature: job::signature(model.as_ref()),
     };
     send_msg(&mut link, 0, "registering", &register)?;
-    let (peers, first_round, resume, job_id) =
-        match recv_msg(&mut link, 0, "waiting for the peer table")? {
-            ControlMsg::Start {
+    let mut epoch = match recv_msg(&mut link, 0, "waiting for the peer table")? {
+        ControlMsg::Start {
+            peers,
+            first_round,
+            resume,
+            job,
+        } => {
+            if let Some(dir) = &resume {
+                let restored =
+                    crate::checkpoint::read(std::path::Path::new(dir), model.as_ref(), &optimizer)?;
+                params.copy_from_slice(&restored.params);
+                optimizer.load_state(&restored.optimizer).map_err(|e| {
+                    RuntimeError::Model(format!("checkpoint {dir}: optimizer state: {e}"))
+                })?;
+                tracing::info!(node = %me, "resuming at round {first_round} from {dir}");
+            }
+            Epoch {
                 peers,
-                first_round,
-                resume,
-                job,
-            } => (peers, first_round, resume, job),
+                mesh: job,
+                round: first_round,
+                source: None,
+            }
+        }
+        ControlMsg::Remesh {
+            peers,
+            mesh,
+            round,
+            source,
+        } => {
+            tracing::info!(node = %me, "joining a running job at round {round}");
+            Epoch {
+                peers,
+                mesh,
+                round,
+                source: Some(source),
+            }
+        }
+        other => {
+            return Err(RuntimeError::Protocol(format!(
+                "expected Start, got {}",
+                other.name()
+            )))
+        }
+    };
+    drop(model);
+    let elastic = m.elastic().is_some();
+    let mut next_round = epoch.round;
+    loop {
+        let (ended, back) = run_epoch(
+            ctx,
+            &split,
+            link,
+            listener,
+            &epoch,
+            &mut params,
+            &mut optimizer,
+            next_round,
+        );
+        link = back;
+        match ended {
+            Ok(EpochEnd::Finished) => return Ok(()),
+            Ok(EpochEnd::Suspended(state)) => {
+                params = state.params;
+                optimizer
+                    .load_state(&state.optimizer)
+                    .map_err(|e| RuntimeError::Inconsistent(format!("optimizer state: {e}")))?;
+                next_round = state.next_round;
+                listener = suspended(&mut link, &node_addr, local_ip, next_round)?;
+            }
+            Ok(EpochEnd::MeshFailed(e)) if elastic => {
+                tracing::warn!(node = %me, error = %e, "the new mesh failed; waiting for the coordinator");
+                let lost = ControlMsg::PeerLost {
+                    mesh: epoch.mesh,
+                    round: epoch.round,
+                    node: String::new(),
+                    reason: e.to_string(),
+                };
+                send_msg(&mut link, epoch.round, "reporting a lost peer", &lost)?;
+                listener = wait_suspend(&mut link, &node_addr, local_ip, next_round)?;
+            }
+            Ok(EpochEnd::MeshFailed(e)) | Err(e) => return Err(e),
+        }
+        epoch = wait_remesh(&mut link, &node_addr, local_ip, next_round, &mut listener)?;
+    }
+}
+
+/// One membership's mesh: who, its id, where it starts and whose state it takes.
+struct Epoch {
+    peers: Vec<(String, String)>,
+    mesh: u64,
+    round: u64,
+    source: Option<usize>,
+}
+
+enum EpochEnd {
+    Finished,
+    Suspended(WorkerState),
+    /// Elastic: the mesh could not be built or the state not transferred.
+    MeshFailed(RuntimeError),
+}
+
+/// Bind a fresh data listener and tell the coordinator this worker is suspended.
+fn suspended(
+    link: &mut AnyLink,
+    node_addr: &str,
+    local_ip: std::net::IpAddr,
+    next_round: u64,
+) -> Result<Listener, RuntimeError> {
+    let (listener, data_addr) = bind_data(node_addr, Some(local_ip))?;
+    let msg = ControlMsg::Suspended {
+        next_round,
+        data_addr,
+    };
+    send_msg(link, next_round, "reporting the suspension", &msg)?;
+    Ok(listener)
+}
+
+/// Wait for the coordinator's `Suspend` (ignoring stale grants) and answer it.
+fn wait_suspend(
+    link: &mut AnyLink,
+    node_addr: &str,
+    local_ip: std::net::IpAddr,
+    next_round: u64,
+) -> Result<Listener, RuntimeError> {
+    loop {
+        match recv_msg(link, next_round, "waiting for the coordinator's suspension")? {
+            ControlMsg::Suspend { .. } => return suspended(link, node_addr, local_ip, next_round),
+            ControlMsg::Grant { .. } => continue,
             other => {
                 return Err(RuntimeError::Protocol(format!(
-                    "expected Start, got {}",
+                    "expected Suspend, got {}",
                     other.name()
                 )))
             }
-        };
-    let (mut model, mut optimizer) = (model, optimizer);
-    if let Some(dir) = &resume {
-        let restored =
-            crate::checkpoint::read(std::path::Path::new(dir), model.as_ref(), &optimizer)?;
-        model.params_mut().copy_from_slice(&restored.params);
-        optimizer
-            .load_state(&restored.optimizer)
-            .map_err(|e| RuntimeError::Model(format!("checkpoint {dir}: optimizer state: {e}")))?;
-        tracing::info!(node = %me, "resuming at round {first_round} from {dir}");
-    }
-    let group = join_mesh(ctx, job_id, &me, &peers, listener)?;
-    let workers = m.worker_names();
-    let rank = group.rank();
-    let num_params = model.params().len();
-    let comm = Communicator::new(group, CollectiveConfig::default());
-    let mode = if m.job.aggregation == Aggregation::ParameterServer {
-        let servers: Vec<usize> = (workers.len()..peers.len()).collect();
-        let ps = ParameterServer::new(
-            num_params,
-            &servers,
-            &(0..workers.len()).collect::<Vec<_>>(),
-            peers.len(),
-        )?;
-        Mode::ParameterServer {
-            ps,
-            params: Arc::new(model.params().to_vec()),
         }
-    } else if m.job.micro_batches > 0 {
-        Mode::AllreduceTreeSum
-    } else {
-        Mode::Allreduce
-    };
-    let micro_per_worker = m.job.micro_batches / workers.len().max(1);
-    let table = Arc::new(split.train.clone());
-    let mut source = TableSource::new(
-        &m.data_path().display().to_string(),
-        table,
-        m.job.global_batch,
-        job::plan(m, split.train.rows).drop_last,
-        m.job.seed,
-        rank,
-        workers.len(),
-    )?;
-    if first_round > 0 {
-        use lockstep_trainer::data::BatchSource;
-        source.seek(job::plan(m, split.train.rows).cursor_at(first_round))?;
     }
+}
+
+/// Wait for the new membership (answering a repeated `Suspend` with a fresh listener).
+fn wait_remesh(
+    link: &mut AnyLink,
+    node_addr: &str,
+    local_ip: std::net::IpAddr,
+    next_round: u64,
+    listener: &mut Listener,
+) -> Result<Epoch, RuntimeError> {
+    loop {
+        match recv_msg(link, next_round, "waiting for the new membership")? {
+            ControlMsg::Remesh {
+                peers,
+                mesh,
+                round,
+                source,
+            } => {
+                return Ok(Epoch {
+                    peers,
+                    mesh,
+                    round,
+                    source: Some(source),
+                })
+            }
+            ControlMsg::Suspend { .. } => {
+                *listener = suspended(link, node_addr, local_ip, next_round)?;
+            }
+            ControlMsg::Grant { .. } => continue,
+            other => {
+                return Err(RuntimeError::Protocol(format!(
+                    "expected Remesh, got {}",
+                    other.name()
+                )))
+            }
+        }
+    }
+}
+
+/// Run one membership's rounds: join its mesh, take the state from its source (elastic), start
+/// the actors and serve the coordinator until `Finish` or `Suspend`. The control link comes back
+/// whatever happens.
+#[allow(clippy::too_many_arguments)]
+fn run_epoch(
+    ctx: &NodeContext,
+    split: &lockstep_trainer::data::Split,
+    link: AnyLink,
+    listener: Listener,
+    epoch: &Epoch,
+    params: &mut [f32],
+    optimizer: &mut lockstep_trainer::optim::Optimizer,
+    next_round: u64,
+) -> (Result<EpochEnd, RuntimeError>, AnyLink) {
+    let m = &ctx.manifest;
+    let me = ctx.name.clone();
+    let elastic = m.elastic().is_some();
+    let peers = &epoch.peers;
+    let group = match join_mesh(ctx, epoch.mesh, &me, peers, listener) {
+        Ok(g) => g,
+        Err(e) if elastic => return (Ok(EpochEnd::MeshFailed(e)), link),
+        Err(e) => return (Err(e), link),
+    };
+    let workers = if elastic {
+        peers.len()
+    } else {
+        m.worker_names().len()
+    };
+    let rank = group.rank();
+    let num_params = params.len();
+    let mut comm = Communicator::new(group, CollectiveConfig::default());
+    let plan = job::plan(m, split.train.rows);
+    let mut first_round = epoch.round;
+    let mut cursor = plan.cursor_at(first_round);
+    if let Some(source) = epoch.source {
+        comm.set_round(epoch.round);
+        match crate::elastic::sync_state(
+            &mut comm,
+            source,
+            params,
+            optimizer,
+            next_round,
+            plan.cursor_at(next_round),
+        ) {
+            Ok(s) => {
+                tracing::info!(node = %me, rank, world = workers, "state of round {} taken from rank {source}", s.next_round);
+                first_round = s.next_round;
+                cursor = s.cursor;
+            }
+            Err(e) => return (Ok(EpochEnd::MeshFailed(e)), link),
+        }
+    }
+    let built = (|| -> Result<_, RuntimeError> {
+        let mut model = (ctx.model_factory)(m, split)?;
+        model.params_mut().copy_from_slice(params);
+        let mode = if m.job.aggregation == Aggregation::ParameterServer {
+            let servers: Vec<usize> = (workers..peers.len()).collect();
+            let ps = ParameterServer::new(
+                num_params,
+                &servers,
+                &(0..workers).collect::<Vec<_>>(),
+                peers.len(),
+            )?;
+            Mode::ParameterServer {
+                ps,
+                params: Arc::new(model.params().to_vec()),
+            }
+        } else if m.job.micro_batches > 0 {
+            Mode::AllreduceTreeSum
+        } else {
+            Mode::Allreduce
+        };
+        let k = m.job.micro_batches;
+        let table = Arc::new(split.train.clone());
+        let drop_last = plan.drop_last;
+        let table_source = |rank, world| {
+            TableSource::new(
+                &m.data_path().display().to_string(),
+                table.clone(),
+                m.job.global_batch,
+                drop_last,
+                m.job.seed,
+                rank,
+                world,
+            )
+        };
+        let (mut source, micro_per_worker): (Box<dyn BatchSource>, usize) =
+            if k > 0 && !workers.is_power_of_two() {
+                let leaves = crate::elastic::leaf_block(rank, workers, k);
+                let n = leaves.len();
+                let whole = Box::new(table_source(0, 1)?);
+                (Box::new(crate::elastic::LeafRows::new(whole, leaves, k)), n)
+            } else {
+                (Box::new(table_source(rank, workers)?), k / workers.max(1))
+            };
+        if first_round > 0 {
+            source.seek(cursor)?;
+        }
+        Ok((model, mode, source, micro_per_worker))
+    })();
+    let (model, mode, source, micro_per_worker) = match built {
+        Ok(b) => b,
+        Err(e) => return (Err(e), link),
+    };
     let test = split.test.all();
     let task = split.task;
-    let world = workers.len();
-
-    let reporter = Reporter::new(link.tcp_sender().ok_or_else(|| {
-        RuntimeError::Launch("the control link to the coordinator is not a TCP link".into())
-    })?);
+    let Some(sender) = link.tcp_sender() else {
+        let e =
+            RuntimeError::Launch("the control link to the coordinator is not a TCP link".into());
+        return (Err(e), link);
+    };
+    let mut reporter = Reporter::new(sender);
+    if elastic {
+        reporter = reporter.elastic(epoch.mesh);
+    }
+    let optimizer = optimizer.clone();
+    let sync_params = epoch.source.is_none();
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
+    let mut slot = Some(link);
+    let tx2 = tx.clone();
     sys.block_on(async move {
+        let mut link = slot.take().expect("the link is here once");
         let res = start_worker_actors(
             micro_per_worker,
             model,
@@ -109,13 +339,14 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             comm,
             mode,
             num_params,
-            Box::new(source),
+            source,
             first_round,
-            world,
+            workers,
             task,
             test,
             rank,
             reporter.clone(),
+            sync_params,
         )
         .await;
         match res {
@@ -124,7 +355,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 std::thread::spawn(move || {
                     let grants = compute.recipient();
                     let r = control_loop(&mut link, &node, &grants, &reporter, COMMAND_TIMEOUT);
-                    let _ = tx.send(r);
+                    let _ = tx.send((r, link));
                     system.stop();
                 });
             }
@@ -137,14 +368,22 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
                         reason: e.to_string(),
                     },
                 );
-                let _ = tx.send(Err(e));
+                let _ = tx2.send((Err(e), link));
                 actix::System::current().stop();
             }
         }
     });
-    sys.run().map_err(|e| RuntimeError::Actor(e.to_string()))?;
-    rx.recv_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|_| Err(RuntimeError::Actor("worker ended without a result".into())))
+    if let Err(e) = sys.run() {
+        tracing::error!("actor system: {e}");
+    }
+    let (r, link) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the control thread hands the link back before the actor system stops");
+    let end = r.map(|exit| match exit {
+        Exit::Finished => EpochEnd::Finished,
+        Exit::Suspended(s) => EpochEnd::Suspended(s),
+    });
+    (end, link)
 }
 
 /// Move a value into a `SyncArbiter` factory that runs once (one thread).
@@ -173,6 +412,7 @@ async fn start_worker_actors(
     test: lockstep_trainer::Batch,
     rank: usize,
     reporter: Reporter,
+    sync_params: bool,
 ) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
     use crate::actors::messages::{GetParams, SetParams, SyncParams};
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
@@ -201,14 +441,16 @@ async fn start_worker_actors(
             .with_local_aggregation(local),
         ),
     );
-    let params = compute.send(GetParams).await.map_err(mailbox)??;
-    let synced = aggregator
-        .send(SyncParams { params })
-        .await
-        .map_err(mailbox)??;
-    compute
-        .send(SetParams { params: synced })
-        .await
-        .map_err(mailbox)??;
+    if sync_params {
+        let params = compute.send(GetParams).await.map_err(mailbox)??;
+        let synced = aggregator
+            .send(SyncParams { params })
+            .await
+            .map_err(mailbox)??;
+        compute
+            .send(SetParams { params: synced })
+            .await
+            .map_err(mailbox)??;
+    }
     Ok((WorkerNode::new(compute.clone(), rank == 0).start(), compute))
 }

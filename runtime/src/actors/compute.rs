@@ -365,6 +365,19 @@ impl Handler<Reduced> for Compute {
     }
 }
 
+impl Handler<ExportState> for Compute {
+    type Result = Result<WorkerState, RuntimeError>;
+    fn handle(&mut self, _: ExportState, _: &mut SyncContext<Self>) -> Self::Result {
+        self.stopped = true;
+        self.running = None;
+        Ok(WorkerState {
+            params: self.model.params().to_vec(),
+            optimizer: self.optimizer.state(),
+            next_round: self.next_round,
+        })
+    }
+}
+
 impl Handler<SetParams> for Compute {
     type Result = Result<(), RuntimeError>;
     fn handle(&mut self, msg: SetParams, _: &mut SyncContext<Self>) -> Self::Result {

@@ -6,12 +6,13 @@
 //! `Abort` on failure). It only awaits other actors, so it never blocks its arbiter.
 
 use super::control::{
-    AbortAll, Collect, ControlPlane, GrantRounds, RoundReport, RunFinish, RunSave,
+    AbortAll, ChangeMembership, Changed, Collect, ControlPlane, GrantRounds, RoundReport,
+    RunFinish, RunSave,
 };
 use super::ps_serve::{PsServe, ServeRounds};
 use crate::error::RuntimeError;
 use crate::protocol::{CheckpointPlan, RoundPlan, GRANT_WINDOW};
-use crate::report::{Report, RoundSplit};
+use crate::report::{MembershipChange, Report, RoundSplit};
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, WrapFuture};
 use lockstep_trainer::optim::OptimizerSpec;
 use std::collections::BTreeMap;
@@ -225,7 +226,13 @@ async fn run_rounds(
     let mut granted = (s.first_round + GRANT_WINDOW).min(s.total_rounds);
     grant(control, server, s, s.first_round, granted).await?;
     let mut t = Instant::now();
-    for round in s.first_round..s.total_rounds {
+    let mut changes: Vec<MembershipChange> = Vec::new();
+    // Changes whose first round after them has not completed yet.
+    let mut open: Vec<(usize, Instant)> = Vec::new();
+    let mut joining: Option<Instant> = None;
+    let mut world = s.report.world_size;
+    let mut round = s.first_round;
+    while round < s.total_rounds {
         let plan = s.plan(round);
         let collected = control
             .send(Collect {
@@ -235,13 +242,56 @@ async fn run_rounds(
             })
             .await
             .map_err(actor_err)??;
-        // Keep the window full: top it up when half of it has been used.
-        if granted < s.total_rounds && granted - (round + 1) <= GRANT_WINDOW / 2 {
+        if let Some(lost) = collected.lost {
+            let detected = Instant::now();
+            tracing::warn!(
+                "round {round}: lost {}: {}; suspending the survivors",
+                if lost.dead.is_empty() {
+                    "a peer".to_string()
+                } else {
+                    lost.dead.join(", ")
+                },
+                lost.reason
+            );
+            let msg = ChangeMembership {
+                dead: lost.dead,
+                reason: lost.reason.clone(),
+            };
+            let changed = control.send(msg).await.map_err(actor_err)??;
+            record_change(&mut changes, &mut open, &changed, &lost.reason, detected);
+            world = changed.world;
+            round = changed.round;
+            granted = (round + GRANT_WINDOW).min(s.total_rounds);
+            grant(control, server, s, round, granted).await?;
+            continue;
+        }
+        // Keep the window full: top it up when half of it has been used; hold it while a
+        // replacement waits for the round boundary.
+        if collected.joiner_waiting && joining.is_none() {
+            tracing::info!("round {round}: a replacement is waiting; draining the granted rounds");
+            joining = Some(Instant::now());
+        }
+        if joining.is_none()
+            && granted < s.total_rounds
+            && granted - (round + 1) <= GRANT_WINDOW / 2
+        {
             let upto = (round + 1 + GRANT_WINDOW).min(s.total_rounds);
             grant(control, server, s, granted, upto).await?;
             granted = upto;
         }
-        let loss = totals.add(&collected.reports, t.elapsed().as_secs_f64() * 1e3);
+        let gap_ms = t.elapsed().as_secs_f64() * 1e3;
+        for (i, since) in open.drain(..) {
+            changes[i].pause_ms = since.elapsed().as_secs_f64() * 1e3;
+            changes[i].gap_ms = gap_ms;
+            tracing::info!(
+                "membership change {} ({} {}): first round after it done, paused {:.0} ms, round gap {gap_ms:.0} ms",
+                i + 1,
+                changes[i].kind,
+                changes[i].nodes.join(", "),
+                changes[i].pause_ms
+            );
+        }
+        let loss = totals.add(&collected.reports, gap_ms);
         t = Instant::now();
         if !loss.is_finite() {
             return Err(RuntimeError::Model(format!(
@@ -271,6 +321,20 @@ async fn run_rounds(
             epoch_loss = (0.0, 0);
             epoch_started = (Instant::now(), totals.samples);
         }
+        round += 1;
+        if let (Some(since), true) = (joining, round == granted && round < s.total_rounds) {
+            joining = None;
+            let msg = ChangeMembership {
+                dead: Vec::new(),
+                reason: "a replacement joins".into(),
+            };
+            let changed = control.send(msg).await.map_err(actor_err)??;
+            record_change(&mut changes, &mut open, &changed, "replacement", since);
+            world = changed.world;
+            round = changed.round;
+            granted = (round + GRANT_WINDOW).min(s.total_rounds);
+            grant(control, server, s, round, granted).await?;
+        }
     }
     let wall_s = started.elapsed().as_secs_f64();
     let last_round = s.total_rounds.saturating_sub(1);
@@ -297,5 +361,58 @@ async fn run_rounds(
     report.weights_sha256 = weights;
     report.checkpoint = Some(saved);
     report.round_time = totals.split();
+    report.world_size = world;
+    report.membership_changes = changes;
     Ok(report)
+}
+
+/// Log a membership change and add its events (a loss and a join can come in one change).
+fn record_change(
+    changes: &mut Vec<MembershipChange>,
+    open: &mut Vec<(usize, Instant)>,
+    c: &Changed,
+    reason: &str,
+    since: Instant,
+) {
+    if !c.dead.is_empty() {
+        tracing::warn!(
+            "membership: lost {} ({reason}); continuing at round {} with {} workers, state from {}",
+            c.dead.join(", "),
+            c.round,
+            c.world,
+            c.source
+        );
+        changes.push(MembershipChange {
+            kind: "lost".into(),
+            nodes: c.dead.clone(),
+            reason: reason.to_string(),
+            round: c.round,
+            world_size: c.world,
+            ..Default::default()
+        });
+        open.push((changes.len() - 1, since));
+    }
+    for (name, registered) in &c.joined {
+        tracing::info!(
+            "membership: {name} joined at round {} ({} workers), state from {}",
+            c.round,
+            c.world,
+            c.source
+        );
+        changes.push(MembershipChange {
+            kind: "joined".into(),
+            nodes: vec![name.clone()],
+            reason: "replacement".into(),
+            round: c.round,
+            world_size: c.world,
+            ..Default::default()
+        });
+        open.push((changes.len() - 1, *registered));
+    }
+    if c.dead.is_empty() && c.joined.is_empty() {
+        tracing::info!(
+            "membership: unchanged after a lost mesh; continuing at round {}",
+            c.round
+        );
+    }
 }

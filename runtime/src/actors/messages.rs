@@ -125,3 +125,20 @@ pub struct SaveModel {
 #[derive(Message)]
 #[rtype(result = "Result<String, RuntimeError>")]
 pub struct ParamsHash;
+
+/// A replica's state at a round boundary: what a survivor hands to the next mesh.
+#[derive(Debug, Clone)]
+pub struct WorkerState {
+    /// Parameters after round `next_round - 1`.
+    pub params: Vec<f32>,
+    /// Optimizer state after that round.
+    pub optimizer: lockstep_trainer::optim::OptimizerState,
+    /// The next round to run.
+    pub next_round: u64,
+}
+
+/// Compute: stop for good (the round in flight is abandoned, a later result ignored) and hand
+/// over the state of the newest applied round.
+#[derive(Message)]
+#[rtype(result = "Result<WorkerState, RuntimeError>")]
+pub struct ExportState;

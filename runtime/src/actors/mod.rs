@@ -24,7 +24,7 @@ pub use coordinator::{Coordinator, Schedule};
 pub use data_loader::DataLoader;
 pub use ps_serve::PsServe;
 pub use reporter::Reporter;
-pub use worker::{control_loop, WorkerNode};
+pub use worker::{control_loop, Exit, WorkerNode};
 
 use crate::error::RuntimeError;
 use actix::prelude::SendError;

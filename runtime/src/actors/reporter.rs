@@ -9,13 +9,24 @@
 use crate::error::RuntimeError;
 use crate::protocol::{encode, ControlMsg};
 use lockstep_transport::tcp::TcpSender;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A worker's channel to the coordinator, shared by its actors. See the module docs.
+///
+/// With elastic membership ([`Reporter::elastic`]) a collective that fails naming a peer is not
+/// this worker's failure: the reporter sends `PeerLost` once and the coordinator decides (see
+/// `docs/elastic.md`). One reporter serves one mesh; [`Reporter::silence`] ends it.
 #[derive(Clone)]
 pub struct Reporter {
     sender: TcpSender,
     failure: Arc<Mutex<Option<RuntimeError>>>,
+    /// Elastic membership: the mesh id this reporter's actors run on.
+    mesh: Option<u64>,
+    /// Set once a peer was reported lost (later buckets are dropped).
+    lost: Arc<AtomicBool>,
+    /// Set when the worker suspends: nothing more of this mesh goes out.
+    silenced: Arc<AtomicBool>,
 }
 
 impl Reporter {
@@ -24,7 +35,43 @@ impl Reporter {
         Reporter {
             sender,
             failure: Arc::new(Mutex::new(None)),
+            mesh: None,
+            lost: Arc::new(AtomicBool::new(false)),
+            silenced: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Elastic membership on mesh `mesh`: a lost peer is reported, not failed.
+    pub fn elastic(mut self, mesh: u64) -> Self {
+        self.mesh = Some(mesh);
+        self
+    }
+
+    /// True with elastic membership.
+    pub fn is_elastic(&self) -> bool {
+        self.mesh.is_some()
+    }
+
+    /// Elastic: a collective of `round` failed naming `node` (empty: nobody named). Sent once;
+    /// the coordinator suspends every survivor and rebuilds the mesh.
+    pub fn lost(&self, round: u64, node: &str, e: &RuntimeError) {
+        if self.lost.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::warn!(round, peer = node, error = %e, "a peer was lost; waiting for the coordinator");
+        let msg = ControlMsg::PeerLost {
+            mesh: self.mesh.unwrap_or_default(),
+            round,
+            node: node.to_string(),
+            reason: e.to_string(),
+        };
+        let _ = self.send(round, &msg);
+    }
+
+    /// Nothing more goes out through this reporter (the worker suspended).
+    pub fn silence(&self) {
+        self.silenced.store(true, Ordering::SeqCst);
+        self.lost.store(true, Ordering::SeqCst);
     }
 
     /// Send `msg` (about `round`) to the coordinator.
@@ -32,6 +79,9 @@ impl Reporter {
     /// # Errors
     /// [`RuntimeError::Peer`] naming the coordinator when the link is gone.
     pub fn send(&self, round: u64, msg: &ControlMsg) -> Result<(), RuntimeError> {
+        if self.silenced.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let (header, payload) = encode(round, msg)?;
         self.sender.send(header, payload).map_err(|source| {
             RuntimeError::peer(
@@ -58,8 +108,8 @@ impl Reporter {
         self.failure.lock().ok().and_then(|mut s| s.take())
     }
 
-    /// True once an actor has failed.
+    /// True once an actor has failed (or, elastic, a peer was lost).
     pub fn failed(&self) -> bool {
-        self.failure.lock().map(|s| s.is_some()).unwrap_or(true)
+        self.lost.load(Ordering::SeqCst) || self.failure.lock().map(|s| s.is_some()).unwrap_or(true)
     }
 }

@@ -77,8 +77,39 @@ impl Handler<Command> for WorkerNode {
     }
 }
 
+/// Elastic: stop `Compute` for good and take the state of its newest applied round.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Suspend {
+    /// Where the state goes.
+    pub reply: SyncSender<Result<WorkerState, RuntimeError>>,
+}
+
+impl Handler<Suspend> for WorkerNode {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, cmd: Suspend, _: &mut Context<Self>) -> Self::Result {
+        let compute = self.compute.clone();
+        Box::pin(async move {
+            let res = compute
+                .send(ExportState)
+                .await
+                .map_err(mailbox("compute"))
+                .and_then(|r| r);
+            let _ = cmd.reply.send(res);
+        })
+    }
+}
+
+/// How the control loop ended.
+pub enum Exit {
+    /// `Finish` was answered: the job is over.
+    Finished,
+    /// Elastic: the coordinator suspended this worker; the state to carry to the next mesh.
+    Suspended(WorkerState),
+}
+
 /// The control thread's loop: pass grants to `Compute`, serve `Save` and `Finish`. Returns after
-/// `Finish` has been answered. When an actor failed, its error (recorded by the `Reporter`) is
+/// `Finish` has been answered, or (elastic) after `Suspend` with the worker's state. When an actor failed, its error (recorded by the `Reporter`) is
 /// returned rather than the coordinator's `Abort` that follows it.
 ///
 /// # Errors
@@ -90,13 +121,25 @@ pub fn control_loop(
     compute: &Recipient<Grant>,
     reporter: &Reporter,
     command_timeout: Duration,
-) -> Result<(), RuntimeError> {
+) -> Result<Exit, RuntimeError> {
     let mut round = 0;
     loop {
         let msg = match recv_msg(link, round, "waiting for the coordinator") {
             Ok(m) => m,
             Err(e) => return Err(reporter.take_failure().unwrap_or(e)),
         };
+        if let ControlMsg::Suspend { reason } = msg {
+            tracing::info!(round, "suspended by the coordinator: {reason}");
+            reporter.silence();
+            let (tx, rx) = sync_channel(1);
+            node.do_send(Suspend { reply: tx }); // control only, no tensors
+            return match rx.recv_timeout(command_timeout) {
+                Ok(r) => r.map(Exit::Suspended),
+                Err(_) => Err(RuntimeError::Actor(
+                    "compute did not hand over its state".into(),
+                )),
+            };
+        }
         if let ControlMsg::Grant { rounds } = msg {
             round = rounds.last().map_or(round, |p| p.round);
             if compute.try_send(Grant { rounds }).is_err() {
@@ -130,7 +173,7 @@ pub fn control_loop(
             }
         }
         if last {
-            return Ok(());
+            return Ok(Exit::Finished);
         }
     }
 }

@@ -1,0 +1,267 @@
+//! Elastic membership with real processes: workers killed (SIGKILL) or frozen (SIGSTOP) mid-run,
+//! replacements started again by `launch`, and the job stopped below `min_workers`. With
+//! `micro_batches` every run must end with the uninterrupted run's weights, and the surviving
+//! processes must never restart. Waits are bounded and generous; no wall-time assertions.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(300);
+const MNIST: &str = "examples/mnist/cluster.toml";
+const CREDIT: &str = "examples/credit/cluster.toml";
+/// Long enough to kill workers mid-run; a checkpoint every 25 rounds marks progress.
+const MNIST_RUN: &[&str] = &[
+    "--set",
+    "job.epochs=4",
+    "--set",
+    "job.checkpoint.every_rounds=25",
+    "--set",
+    "job.checkpoint.keep=50",
+];
+const CREDIT_RUN: &[&str] = &[
+    "--transport",
+    "tcp",
+    "--set",
+    "job.epochs=150",
+    "--set",
+    "job.micro_batches=2",
+    "--set",
+    "job.checkpoint.every_rounds=200",
+    "--set",
+    "job.checkpoint.keep=50",
+];
+
+fn spawn_launch(manifest: &str, dir: &Path, extra: &[&str]) -> Child {
+    let report = dir.join("report.json");
+    let mut args = vec![
+        "launch",
+        manifest,
+        "--run-dir",
+        dir.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Command::new(exe())
+        .args(&args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lockstep")
+}
+
+/// PID of the process of node `name` in run directory `dir`.
+fn pid_of(dir: &Path, name: &str) -> i32 {
+    let needle = format!("--node {name} ");
+    let found: Vec<i32> = processes_mentioning(dir.to_str().unwrap())
+        .into_iter()
+        .filter(|p| p.contains(&needle) && p.contains(" node "))
+        .filter_map(|p| p.split(':').next().and_then(|s| s.parse().ok()))
+        .collect();
+    assert_eq!(found.len(), 1, "expected one process of {name}: {found:?}");
+    found[0]
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: plain kill(2) of a process this test started (through the launcher).
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// The newest checkpoint's round under `dir` (0 when none yet).
+fn progress(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("checkpoints"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()?
+                        .strip_prefix("round-")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+fn wait_for_round(dir: &Path, round: u64) {
+    let start = Instant::now();
+    while progress(dir) < round {
+        assert!(start.elapsed() < LIMIT, "no checkpoint of round {round}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).expect("report")).expect("json")
+}
+
+fn sha(r: &serde_json::Value) -> String {
+    r["weights_sha256"].as_str().expect("sha").to_string()
+}
+
+fn baseline(manifest: &str, extra: &[&str], tag: &str) -> String {
+    let d = run_dir(tag);
+    let (out, r) = launch(manifest, d.path(), extra, LIMIT);
+    assert_ok(&out);
+    sha(&r.expect("report"))
+}
+
+fn no_leftovers(dir: &Path) {
+    let left = processes_mentioning(dir.to_str().unwrap());
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+/// Print the measured pauses (detection + re-mesh, replacement start to first round).
+fn show_changes(tag: &str, r: &serde_json::Value) {
+    for c in r["membership_changes"]
+        .as_array()
+        .expect("membership_changes")
+    {
+        eprintln!(
+            "{tag}: {} {} at round {} -> {} workers, paused {:.0} ms (round gap {:.0} ms): {}",
+            c["kind"],
+            c["nodes"],
+            c["round"],
+            c["world_size"],
+            num(c, &["pause_ms"]),
+            num(c, &["gap_ms"]),
+            c["reason"]
+        );
+    }
+}
+
+fn args<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = base.to_vec();
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn survivors_carry_on_bit_identically_through_kills_and_freezes() {
+    let want = baseline(MNIST, MNIST_RUN, "el-base");
+
+    // One worker killed (SIGKILL), no restarts: 3 workers finish, the others never restart.
+    let d = run_dir("el-kill");
+    let child = spawn_launch(MNIST, d.path(), &args(MNIST_RUN, &["--elastic", "2"]));
+    wait_for_round(d.path(), 50);
+    let keep: Vec<i32> = ["coordinator", "worker-0", "worker-1", "worker-3"]
+        .iter()
+        .map(|n| pid_of(d.path(), n))
+        .collect();
+    signal(pid_of(d.path(), "worker-2"), libc::SIGKILL);
+    wait_for_round(d.path(), 450);
+    let still: Vec<i32> = ["coordinator", "worker-0", "worker-1", "worker-3"]
+        .iter()
+        .map(|n| pid_of(d.path(), n))
+        .collect();
+    assert_eq!(keep, still, "a surviving process was restarted");
+    let out = wait_with_deadline(child, LIMIT);
+    assert_ok(&out);
+    let r = report(d.path());
+    show_changes("kill", &r);
+    assert_eq!(r["world_size"], 3);
+    assert_eq!(r["membership_changes"][0]["kind"], "lost");
+    assert_eq!(r["membership_changes"][0]["nodes"][0], "worker-2");
+    assert_eq!(sha(&r), want, "weights differ from the uninterrupted run");
+    no_leftovers(d.path());
+
+    // One worker frozen (SIGSTOP): evicted after the peer timeout, same weights.
+    let d = run_dir("el-stop");
+    let child = spawn_launch(MNIST, d.path(), &args(MNIST_RUN, &["--elastic", "2"]));
+    wait_for_round(d.path(), 50);
+    let frozen = pid_of(d.path(), "worker-1");
+    signal(frozen, libc::SIGSTOP);
+    let out = wait_with_deadline(child, LIMIT);
+    signal(frozen, libc::SIGCONT);
+    assert_ok(&out);
+    let r = report(d.path());
+    show_changes("freeze", &r);
+    assert_eq!(r["world_size"], 3);
+    assert_eq!(r["membership_changes"][0]["nodes"][0], "worker-1");
+    assert_eq!(sha(&r), want, "weights differ from the uninterrupted run");
+    no_leftovers(d.path());
+
+    // Two workers killed at different rounds, down to min_workers = 2.
+    let d = run_dir("el-two");
+    let child = spawn_launch(MNIST, d.path(), &args(MNIST_RUN, &["--elastic", "2"]));
+    wait_for_round(d.path(), 50);
+    signal(pid_of(d.path(), "worker-3"), libc::SIGKILL);
+    wait_for_round(d.path(), 200);
+    signal(pid_of(d.path(), "worker-0"), libc::SIGKILL);
+    let out = wait_with_deadline(child, LIMIT);
+    assert_ok(&out);
+    let r = report(d.path());
+    show_changes("two kills", &r);
+    assert_eq!(r["world_size"], 2);
+    assert_eq!(r["membership_changes"].as_array().unwrap().len(), 2);
+    assert_eq!(sha(&r), want, "weights differ from the uninterrupted run");
+    no_leftovers(d.path());
+}
+
+#[test]
+fn a_restarted_worker_joins_live_and_the_weights_stay_identical() {
+    let want = baseline(MNIST, MNIST_RUN, "el-base-j");
+    let d = run_dir("el-join");
+    let extra = args(MNIST_RUN, &["--elastic", "2", "--max-restarts", "1"]);
+    let child = spawn_launch(MNIST, d.path(), &extra);
+    wait_for_round(d.path(), 50);
+    signal(pid_of(d.path(), "worker-1"), libc::SIGKILL);
+    let out = wait_with_deadline(child, LIMIT);
+    assert_ok(&out);
+    let r = report(d.path());
+    show_changes("kill + rejoin", &r);
+    assert_eq!(r["world_size"], 4);
+    assert_eq!(r["restarts"], 1);
+    let kinds: Vec<&str> = r["membership_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["lost", "joined"]);
+    assert_eq!(sha(&r), want, "weights differ from the uninterrupted run");
+    no_leftovers(d.path());
+}
+
+#[test]
+fn below_min_workers_the_job_stops_naming_the_dead() {
+    let d = run_dir("el-min");
+    let child = spawn_launch(MNIST, d.path(), &args(MNIST_RUN, &["--elastic", "3"]));
+    wait_for_round(d.path(), 50);
+    let (a, b) = (pid_of(d.path(), "worker-1"), pid_of(d.path(), "worker-2"));
+    signal(a, libc::SIGKILL);
+    signal(b, libc::SIGKILL);
+    let out = wait_with_deadline(child, LIMIT);
+    assert!(!out.status.success(), "the job must fail below min_workers");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("min_workers = 3") && err.contains("worker-1") && err.contains("worker-2"),
+        "the error does not name the dead nodes:\n{err}"
+    );
+    no_leftovers(d.path());
+}
+
+#[test]
+fn credit_over_tcp_survives_a_kill_and_a_rejoin() {
+    let want = baseline(CREDIT, CREDIT_RUN, "el-credit-base");
+    let d = run_dir("el-credit");
+    let extra = args(CREDIT_RUN, &["--elastic", "1", "--max-restarts", "1"]);
+    let child = spawn_launch(CREDIT, d.path(), &extra);
+    wait_for_round(d.path(), 400);
+    signal(pid_of(d.path(), "worker-0"), libc::SIGKILL);
+    let out = wait_with_deadline(child, LIMIT);
+    assert_ok(&out);
+    let r = report(d.path());
+    show_changes("credit tcp", &r);
+    assert_eq!(r["transport"], "tcp");
+    assert_eq!(r["world_size"], 2);
+    assert_eq!(sha(&r), want, "weights differ from the uninterrupted run");
+    no_leftovers(d.path());
+}
