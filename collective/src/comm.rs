@@ -14,9 +14,12 @@
 
 use super::error::{CollectiveError, FailureKind};
 use super::kernels::Consumer;
+use super::traffic::Traffic;
 use super::CollectiveConfig;
 use lockstep_tensor::{Buffer, BufferMut, BufferPool};
-use lockstep_transport::{Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op};
+use lockstep_transport::{
+    Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op, HEADER_LEN,
+};
 
 /// Flag bit of an abort notice.
 const FLAG_ABORT: u8 = 0x80;
@@ -42,6 +45,7 @@ pub struct Communicator {
     config: CollectiveConfig,
     pool: BufferPool,
     poisoned: Option<CollectiveError>,
+    traffic: Traffic,
 }
 
 impl Communicator {
@@ -49,6 +53,7 @@ impl Communicator {
     pub fn new(group: Group, config: CollectiveConfig) -> Communicator {
         let retain = config.chunk_bytes.saturating_mul(64).max(32 << 20);
         Communicator {
+            traffic: Traffic::new(group.world()),
             group,
             round: 0,
             seq: 0,
@@ -96,6 +101,11 @@ impl Communicator {
     /// Change the algorithm settings (the same on every rank, between collectives).
     pub fn config_mut(&mut self) -> &mut CollectiveConfig {
         &mut self.config
+    }
+
+    /// Bytes sent to and received from each peer so far (a shared handle).
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.clone()
     }
 
     /// The first error this communicator returned, if any.
@@ -163,8 +173,12 @@ impl Communicator {
             payload.len() as u64,
         );
         h.src_rank = self.rank() as u32;
+        let bytes = HEADER_LEN + payload.len();
         match self.group.link(peer).send(h, payload) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.traffic.sent(peer, bytes);
+                Ok(())
+            }
             Err(e) => Err(self.fail_link(call, peer, e)),
         }
     }
@@ -186,6 +200,7 @@ impl Communicator {
             Ok(h) => h,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };
+        self.traffic.received(peer, HEADER_LEN + consumer.consumed());
         self.check(call, peer, len, &header)?;
         if consumer.gap || consumer.consumed() != len {
             let reason = format!(
@@ -209,6 +224,7 @@ impl Communicator {
             Ok(f) => f,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };
+        self.traffic.received(peer, HEADER_LEN + frame.payload.len());
         self.check(call, peer, len, &frame.header)?;
         Ok(frame.payload)
     }

@@ -10,16 +10,21 @@
 //!   `ControlPlane`.
 //! - [`protocol`]: control messages between coordinator and members.
 //! - [`report`]: the JSON run report.
+//! - [`observe`]: metrics.csv, the Prometheus endpoint, progress, the timeline, curves.
+//! - [`endpoints`]: `<run dir>/endpoints.json`, shared by every writer.
 
 pub mod actors;
 pub mod checkpoint;
 pub mod embed;
+pub mod endpoints;
 pub mod env_mode;
 pub mod error;
 pub mod job;
 pub mod launch;
 pub mod manifest;
 pub mod node;
+pub mod predict;
+pub mod observe;
 pub mod protocol;
 pub mod registration;
 pub mod report;

@@ -125,7 +125,10 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     )
     .to_lowercase();
     let plan = job::plan(m, split.train.rows);
+    let observer = crate::observe::start_for(ctx, &split, total_rounds, &transport)?;
+    let traces = observer.traces();
     let schedule = Schedule {
+        observer,
         first_round,
         checkpoints: (
             ckpt_root,
@@ -161,7 +164,10 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {
-        let control = SyncArbiter::start(1, once(ControlPlane::new(members, workers)));
+        let control = SyncArbiter::start(
+            1,
+            once(ControlPlane::new(members, workers).with_traces(traces)),
+        );
         let server = server.map(|(comm, ps, params, optimizer)| {
             let failure = Arc::new(Mutex::new(None));
             let serve = PsServe::new(comm, ps, params, optimizer, failure.clone());

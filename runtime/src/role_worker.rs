@@ -60,6 +60,12 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let rank = group.rank();
     let num_params = model.params().len();
     let comm = Communicator::new(group, CollectiveConfig::default());
+    let tracer = m
+        .observe
+        .trace
+        .then(|| crate::observe::trace::Tracer::new(m.observe.sampling()));
+    let peer_names: Vec<String> = peers.iter().map(|(n, _)| n.clone()).collect();
+    let traffic = comm.traffic();
     let mode = if m.job.aggregation == Aggregation::ParameterServer {
         let servers: Vec<usize> = (workers.len()..peers.len()).collect();
         let ps = ParameterServer::new(
@@ -98,7 +104,8 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
 
     let reporter = Reporter::new(link.tcp_sender().ok_or_else(|| {
         RuntimeError::Launch("the control link to the coordinator is not a TCP link".into())
-    })?);
+    })?)
+    .with_observe(tracer, traffic, peer_names);
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {
@@ -181,7 +188,8 @@ async fn start_worker_actors(
         1,
         once(Aggregator::new(comm, mode, num_params, reporter.clone())),
     );
-    let loader = SyncArbiter::start(1, once(DataLoader::new(source, first_round)));
+    let loader = DataLoader::new(source, first_round).with_tracer(reporter.tracer());
+    let loader = SyncArbiter::start(1, once(loader));
     let compute = SyncArbiter::start(
         1,
         once(

@@ -6,7 +6,8 @@
 //! silent member becomes an error naming it, the round and what the coordinator was waiting for.
 
 use crate::error::RuntimeError;
-use crate::protocol::{recv_msg, send_msg, ControlMsg, RoundPlan, RoundTiming};
+use crate::observe::trace::TraceCollector;
+use crate::protocol::{recv_msg, send_msg, ControlMsg, LinkBytes, RoundPlan, RoundTiming};
 use actix::{Actor, Handler, Message, SyncContext};
 use lockstep_transport::{AnyLink, Link};
 use std::collections::BTreeMap;
@@ -23,12 +24,39 @@ pub struct Member {
 pub struct ControlPlane {
     members: Vec<Member>,
     workers: usize,
+    traces: Option<TraceCollector>,
 }
 
 impl ControlPlane {
     /// Members in rank order, workers first (the first `workers` members).
     pub fn new(members: Vec<Member>, workers: usize) -> Self {
-        ControlPlane { members, workers }
+        ControlPlane {
+            members,
+            workers,
+            traces: None,
+        }
+    }
+
+    /// Keep the members' timeline spans (`ControlMsg::Trace`) in `traces`.
+    pub fn with_traces(mut self, traces: Option<TraceCollector>) -> Self {
+        self.traces = traces;
+        self
+    }
+
+    /// The next message from member `i` other than a `Trace` batch (those go to the
+    /// collector, whenever they arrive).
+    fn recv(&mut self, i: usize, round: u64, doing: &'static str) -> Result<ControlMsg, RuntimeError> {
+        let m = &mut self.members[i];
+        loop {
+            match recv_msg(&mut m.link, round, doing)? {
+                ControlMsg::Trace { sent_us, spans } => {
+                    if let Some(t) = &self.traces {
+                        t.add(&m.name, sent_us, spans);
+                    }
+                }
+                msg => return Ok(msg),
+            }
+        }
     }
 
     fn broadcast(
@@ -50,8 +78,8 @@ impl ControlPlane {
         round: u64,
         doing: &'static str,
     ) -> Result<ControlMsg, RuntimeError> {
-        let m = &mut self.members[i];
-        let msg = recv_msg(&mut m.link, round, doing)?;
+        let msg = self.recv(i, round, doing)?;
+        let m = &self.members[i];
         let about = match &msg {
             ControlMsg::RoundDone { round, .. }
             | ControlMsg::Evaluated { round, .. }
@@ -113,6 +141,8 @@ pub struct RoundReport {
     pub samples: u64,
     /// Timing split.
     pub timing: RoundTiming,
+    /// Bytes exchanged with each data-mesh peer so far.
+    pub links: Vec<LinkBytes>,
 }
 
 /// A round's reports.
@@ -125,6 +155,8 @@ pub struct Collected {
     pub metrics: Option<BTreeMap<String, f64>>,
     /// The checkpoint directory, when the plan asked for one.
     pub checkpoint: Option<String>,
+    /// How long writing that checkpoint took, in milliseconds.
+    pub checkpoint_ms: Option<f64>,
 }
 
 impl Handler<Collect> for ControlPlane {
@@ -137,6 +169,7 @@ impl Handler<Collect> for ControlPlane {
                 loss_sum,
                 samples,
                 timing,
+                links,
                 ..
             } = self.expect(i, round, "waiting for RoundDone")?
             {
@@ -145,6 +178,7 @@ impl Handler<Collect> for ControlPlane {
                     loss_sum,
                     samples,
                     timing,
+                    links,
                 });
             } else {
                 return Err(RuntimeError::Protocol(format!(
@@ -160,10 +194,11 @@ impl Handler<Collect> for ControlPlane {
                 }
             }
             if i == 0 && msg.checkpoint {
-                if let ControlMsg::Checkpointed { path, .. } =
+                if let ControlMsg::Checkpointed { path, write_ms, .. } =
                     self.expect(0, round, "waiting for the checkpoint")?
                 {
                     out.checkpoint = Some(path);
+                    out.checkpoint_ms = Some(write_ms);
                 }
             }
         }
@@ -185,17 +220,16 @@ pub struct RunSave {
 impl Handler<RunSave> for ControlPlane {
     type Result = Result<String, RuntimeError>;
     fn handle(&mut self, msg: RunSave, _: &mut SyncContext<Self>) -> Self::Result {
-        let m = &mut self.members[0];
         let cmd = ControlMsg::Save {
             round: msg.round,
             path: msg.path,
         };
-        send_msg(&mut m.link, msg.round, "requesting a model save", &cmd)?;
-        match recv_msg(&mut m.link, msg.round, "waiting for the model save")? {
+        send_msg(&mut self.members[0].link, msg.round, "requesting a model save", &cmd)?;
+        match self.recv(0, msg.round, "waiting for the model save")? {
             ControlMsg::Saved { path } => Ok(path),
             other => Err(RuntimeError::Protocol(format!(
                 "{} answered {} to Save",
-                m.name,
+                self.members[0].name,
                 other.name()
             ))),
         }
@@ -215,15 +249,15 @@ impl Handler<RunFinish> for ControlPlane {
     fn handle(&mut self, msg: RunFinish, _: &mut SyncContext<Self>) -> Self::Result {
         self.broadcast(msg.round, &ControlMsg::Finish, "finishing")?;
         let mut hashes: Vec<(String, String)> = Vec::new();
-        for m in &mut self.members {
-            match recv_msg(&mut m.link, msg.round, "waiting for Finished")? {
+        for i in 0..self.members.len() {
+            match self.recv(i, msg.round, "waiting for Finished")? {
                 ControlMsg::Finished { weights_sha256 } => {
-                    hashes.push((m.name.clone(), weights_sha256))
+                    hashes.push((self.members[i].name.clone(), weights_sha256))
                 }
                 other => {
                     return Err(RuntimeError::Protocol(format!(
                         "{} answered {} to Finish",
-                        m.name,
+                        self.members[i].name,
                         other.name()
                     )))
                 }

@@ -45,6 +45,8 @@ pub struct Schedule {
     pub seed: u64,
     /// The epoch plan (data cursor of a round).
     pub plan: lockstep_trainer::data::EpochPlan,
+    /// Progress, metrics.csv, Prometheus, timeline (see [`crate::observe`]).
+    pub observer: crate::observe::Observer,
 }
 
 impl Schedule {
@@ -241,8 +243,10 @@ async fn run_rounds(
             grant(control, server, s, granted, upto).await?;
             granted = upto;
         }
-        let loss = totals.add(&collected.reports, t.elapsed().as_secs_f64() * 1e3);
+        let round_ms = t.elapsed().as_secs_f64() * 1e3;
+        let loss = totals.add(&collected.reports, round_ms);
         t = Instant::now();
+        s.observer.round(round, plan.epoch, &collected, round_ms);
         if !loss.is_finite() {
             return Err(RuntimeError::Model(format!(
                 "round {round}: training loss is {loss}"
@@ -297,5 +301,6 @@ async fn run_rounds(
     report.weights_sha256 = weights;
     report.checkpoint = Some(saved);
     report.round_time = totals.split();
+    s.observer.finish(&report);
     Ok(report)
 }
