@@ -224,6 +224,7 @@ fn held_out_rows(m: &lockstep_runtime::Manifest, fitted: &lockstep_trainer::data
 
 fn check_predict(dir: &Path) {
     use arrow_array::cast::AsArray;
+    use arrow_array::Array;
     use arrow_array::types::Float32Type;
     let model = dir.join("model.safetensors");
     let out = dir.join("predictions.parquet");
@@ -288,6 +289,7 @@ fn check_predict(dir: &Path) {
     // A file without the feature columns is refused, naming the first missing one.
     let bad = dir.join("no-features.csv");
     std::fs::write(&bad, "Status,Seniority\ngood,3\nbad,1\n").unwrap();
+    let bad_out = dir.join("bad.parquet");
     let args = [
         "predict",
         MANIFEST,
@@ -296,7 +298,7 @@ fn check_predict(dir: &Path) {
         "--input",
         bad.to_str().unwrap(),
         "--output",
-        dir.join("bad.parquet").to_str().unwrap(),
+        bad_out.to_str().unwrap(),
     ];
     let res = run(&args, LIMIT);
     assert!(!res.status.success());

@@ -119,7 +119,7 @@ struct State {
 #[derive(Clone, Default)]
 pub struct Observer {
     state: Option<Arc<Mutex<State>>>,
-    traces: Option<trace::TraceCollector>,
+    traces: Option<(trace::TraceCollector, trace::Sampling)>,
 }
 
 impl Observer {
@@ -143,6 +143,10 @@ impl Observer {
             }
             None => None,
         };
+        // The collector's clock is anchored first: every coordinator span starts after it.
+        let traces = spec
+            .trace
+            .then(|| (trace::TraceCollector::new(), spec.sampling()));
         let now = Instant::now();
         let state = State {
             csv: csv::MetricsCsv::new(info.run_dir.join("metrics.csv")),
@@ -159,13 +163,13 @@ impl Observer {
         };
         Ok(Observer {
             state: Some(Arc::new(Mutex::new(state))),
-            traces: spec.trace.then(trace::TraceCollector::new),
+            traces,
         })
     }
 
     /// Where workers' spans go (with `--trace`).
     pub fn traces(&self) -> Option<trace::TraceCollector> {
-        self.traces.clone()
+        self.traces.as_ref().map(|(t, _)| t.clone())
     }
 
     /// Round `round` (of `epoch`) completed with `c`, `round_ms` after the previous one.
@@ -173,7 +177,7 @@ impl Observer {
         let Some(state) = &self.state else { return };
         let Ok(mut s) = state.lock() else { return };
         let end = Instant::now();
-        if let Some(t) = &self.traces {
+        if let Some((t, _)) = self.traces.as_ref().filter(|(_, s)| s.traced(round)) {
             let clock = t.clock();
             let span = trace::TraceSpan {
                 name: format!("round {round}"),
@@ -197,7 +201,7 @@ impl Observer {
         let p = s.last.clone();
         s.progress.update(&p, true);
         let dir = s.info.run_dir.clone();
-        if let Some(t) = &self.traces {
+        if let Some((t, _)) = &self.traces {
             let path = dir.join("trace.json");
             match t.write(&path, &s.info.node) {
                 Ok(()) => tracing::info!("timeline written to {}", path.display()),
