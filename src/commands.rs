@@ -2,10 +2,10 @@
 
 use crate::cli::{InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs};
 use lockstep_runtime::{job, predict, LaunchOptions, Manifest, NodeOptions};
+use lockstep_tensor::{read_safetensors, DType};
 use lockstep_trainer::data::Task;
 use lockstep_trainer::model::{build_model, Model};
 use std::path::Path;
-use lockstep_tensor::{read_safetensors, DType};
 
 /// `lockstep launch`
 ///
@@ -201,7 +201,10 @@ fn predict_file(a: &PredictArgs, m: &Manifest, input: &Path, output: &Path) -> R
                 "{} not found: refitting the data transform from the manifest's data",
                 predict::transform_path(&a.model).display()
             );
-            job::load_split(m).map_err(|e| e.to_string())?.fitted.clone()
+            job::load_split(m)
+                .map_err(|e| e.to_string())?
+                .fitted
+                .clone()
         }
     };
     let outputs = match fitted.label.task {
@@ -217,7 +220,11 @@ fn predict_file(a: &PredictArgs, m: &Manifest, input: &Path, output: &Path) -> R
         keep: a.keep.clone(),
     };
     let done = predict::predict_file(model.as_mut(), &fitted, &job).map_err(|e| e.to_string())?;
-    println!("{} rows predicted, written to {}", done.rows, output.display());
+    println!(
+        "{} rows predicted, written to {}",
+        done.rows,
+        output.display()
+    );
     if let Some(metrics) = done.metrics {
         let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         println!("metrics against the label column: {}", shown.join(", "));

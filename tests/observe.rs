@@ -20,17 +20,26 @@ const EPOCHS: u64 = 12;
 fn scrape(addr: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
     assert!(head.starts_with("HTTP/1.1 200"), "scrape answered {head}");
     // The body of a `Connection: close` response may be chunked by hyper.
-    Some(if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_string()
-    })
+    Some(
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    )
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -68,10 +77,16 @@ fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
             .find_map(|s| name.strip_suffix(s).filter(|f| types.contains_key(*f)))
             .unwrap_or(name);
         assert!(types.contains_key(family), "{name} has no # TYPE line");
-        assert!(name.starts_with("lockstep_"), "{name} lacks the lockstep_ prefix");
+        assert!(
+            name.starts_with("lockstep_"),
+            "{name} lacks the lockstep_ prefix"
+        );
         samples.insert(series.to_string(), value);
     }
-    assert!(text.trim_end().ends_with("# EOF"), "exposition does not end with # EOF");
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "exposition does not end with # EOF"
+    );
     samples
 }
 
@@ -106,15 +121,27 @@ fn scrape_during(child: &mut std::process::Child, dir: &Path) -> BTreeMap<String
 fn check_scrape(s: &BTreeMap<String, f64>, report: &Value) {
     let rounds = value(s, "lockstep_rounds_total");
     let samples = value(s, "lockstep_samples_total");
-    assert!(rounds < num(report, &["rounds"]), "scraped after training ended");
-    assert_eq!(value(s, "lockstep_rounds_planned"), num(report, &["rounds"]));
+    assert!(
+        rounds < num(report, &["rounds"]),
+        "scraped after training ended"
+    );
+    assert_eq!(
+        value(s, "lockstep_rounds_planned"),
+        num(report, &["rounds"])
+    );
     assert_eq!(value(s, "lockstep_members"), 2.0);
     // 64 rows a round, except the short last batch of each epoch.
     assert!(samples <= rounds * 64.0 && samples > (rounds - EPOCHS as f64) * 64.0 - 64.0);
     let count = value(s, "lockstep_round_duration_seconds_count");
-    assert!((count - rounds).abs() <= 1.0, "{count} round times for {rounds} rounds");
+    assert!(
+        (count - rounds).abs() <= 1.0,
+        "{count} round times for {rounds} rounds"
+    );
     for phase in ["compute", "communication", "waiting"] {
-        let c = value(s, &format!("lockstep_round_phase_seconds_count{{phase=\"{phase}\"}}"));
+        let c = value(
+            s,
+            &format!("lockstep_round_phase_seconds_count{{phase=\"{phase}\"}}"),
+        );
         assert!((c - rounds).abs() <= 1.0);
     }
     for (node, peer) in [("worker-0", "worker-1"), ("worker-1", "worker-0")] {
@@ -124,7 +151,9 @@ fn check_scrape(s: &BTreeMap<String, f64>, report: &Value) {
     }
     assert!(s.contains_key("lockstep_train_loss"));
     assert_eq!(value(s, "lockstep_restarts_total"), 0.0);
-    assert!(s.keys().any(|k| k.starts_with("lockstep_checkpoint_duration_seconds")));
+    assert!(s
+        .keys()
+        .any(|k| k.starts_with("lockstep_checkpoint_duration_seconds")));
     assert!(s.keys().any(|k| k.starts_with("lockstep_run_info")));
 }
 
@@ -165,7 +194,10 @@ fn check_trace(dir: &Path) {
     let events = doc["traceEvents"].as_array().unwrap();
     let mut processes = BTreeMap::new();
     for e in events.iter().filter(|e| e["name"] == "process_name") {
-        processes.insert(e["pid"].as_u64().unwrap(), e["args"]["name"].as_str().unwrap());
+        processes.insert(
+            e["pid"].as_u64().unwrap(),
+            e["args"]["name"].as_str().unwrap(),
+        );
     }
     let names: Vec<&str> = processes.values().copied().collect();
     assert_eq!(names, ["coordinator", "worker-0", "worker-1"]);
@@ -175,12 +207,14 @@ fn check_trace(dir: &Path) {
         assert!(!mine.is_empty(), "no spans from {node}");
         if node.starts_with("worker") {
             for want in ["data", "forward/backward", "waiting", "optimizer step"] {
-                assert!(mine.iter().any(|e| e["name"] == want), "{node} has no {want}");
+                assert!(
+                    mine.iter().any(|e| e["name"] == want),
+                    "{node} has no {want}"
+                );
             }
-            assert!(mine.iter().any(|e| e["name"]
-                .as_str()
-                .unwrap()
-                .starts_with("allreduce bucket")));
+            assert!(mine
+                .iter()
+                .any(|e| e["name"].as_str().unwrap().starts_with("allreduce bucket")));
         }
     }
     // Properly nested per thread: sorted by start, each span ends before its enclosing one.
@@ -198,7 +232,10 @@ fn check_trace(dir: &Path) {
                 open.pop();
             }
             if let Some(&end) = open.last() {
-                assert!(e <= end, "thread {thread:?}: span {s}..{e} overlaps one ending at {end}");
+                assert!(
+                    e <= end,
+                    "thread {thread:?}: span {s}..{e} overlaps one ending at {end}"
+                );
             }
             open.push(e);
         }
@@ -206,7 +243,10 @@ fn check_trace(dir: &Path) {
 }
 
 /// Row indices of the held-out split, as `lockstep_trainer::data::load` draws them.
-fn held_out_rows(m: &lockstep_runtime::Manifest, fitted: &lockstep_trainer::data::Fitted) -> Vec<usize> {
+fn held_out_rows(
+    m: &lockstep_runtime::Manifest,
+    fitted: &lockstep_trainer::data::Fitted,
+) -> Vec<usize> {
     use lockstep_trainer::data::{self, FileRecords, Format};
     let spec = m.job.data.resolved(&m.base_dir);
     let file = spec.path.display().to_string();
@@ -218,14 +258,17 @@ fn held_out_rows(m: &lockstep_runtime::Manifest, fitted: &lockstep_trainer::data
     let raw = data::extract(&batches, &file, &spec.label, kind).unwrap();
     let all: Vec<usize> = (0..raw.len()).collect();
     let targets = fitted.label.targets(&raw, &all, &file).unwrap();
-    let strata = spec.stratify.then(|| fitted.label.strata(&targets)).flatten();
+    let strata = spec
+        .stratify
+        .then(|| fitted.label.strata(&targets))
+        .flatten();
     data::split_rows(raw.len(), spec.test_fraction, strata.as_deref(), m.job.seed).1
 }
 
 fn check_predict(dir: &Path) {
     use arrow_array::cast::AsArray;
-    use arrow_array::Array;
     use arrow_array::types::Float32Type;
+    use arrow_array::Array;
     let model = dir.join("model.safetensors");
     let out = dir.join("predictions.parquet");
     let data = common::root().join("examples/data/credit_data.parquet");
@@ -243,7 +286,10 @@ fn check_predict(dir: &Path) {
     assert_ok(&res);
     let stdout = String::from_utf8_lossy(&res.stdout);
     assert!(stdout.contains("4454 rows predicted"), "{stdout}");
-    assert!(stdout.contains("metrics against the label column: accuracy"), "{stdout}");
+    assert!(
+        stdout.contains("metrics against the label column: accuracy"),
+        "{stdout}"
+    );
 
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
         std::fs::File::open(&out).unwrap(),
@@ -254,7 +300,10 @@ fn check_predict(dir: &Path) {
     let (mut probs, mut status) = (Vec::new(), Vec::new());
     for b in reader {
         let b = b.unwrap();
-        let p = b.column_by_name("probability").unwrap().as_primitive::<Float32Type>();
+        let p = b
+            .column_by_name("probability")
+            .unwrap()
+            .as_primitive::<Float32Type>();
         probs.extend(p.values().iter().copied());
         let s = b.column_by_name("Status").unwrap().as_string::<i32>();
         status.extend((0..s.len()).map(|i| s.value(i).to_string()));
@@ -312,7 +361,12 @@ fn a_run_is_observable_and_its_model_predicts_files() {
     let report_path = dir.path().join("report.json");
     let epochs = format!("job.epochs={EPOCHS}");
     let mut child = Command::new(exe())
-        .args(["launch", MANIFEST, "--run-dir", dir.path().to_str().unwrap()])
+        .args([
+            "launch",
+            MANIFEST,
+            "--run-dir",
+            dir.path().to_str().unwrap(),
+        ])
         .args(["--metrics-addr", "127.0.0.1:0", "--trace", "--set", &epochs])
         .args(["--set", "job.checkpoint.every_rounds=50"])
         .current_dir(root())

@@ -200,7 +200,8 @@ impl Communicator {
             Ok(h) => h,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };
-        self.traffic.received(peer, HEADER_LEN + consumer.consumed());
+        self.traffic
+            .received(peer, HEADER_LEN + consumer.consumed());
         self.check(call, peer, len, &header)?;
         if consumer.gap || consumer.consumed() != len {
             let reason = format!(
@@ -224,7 +225,8 @@ impl Communicator {
             Ok(f) => f,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };
-        self.traffic.received(peer, HEADER_LEN + frame.payload.len());
+        self.traffic
+            .received(peer, HEADER_LEN + frame.payload.len());
         self.check(call, peer, len, &frame.header)?;
         Ok(frame.payload)
     }

@@ -15,8 +15,7 @@ use crate::error::RuntimeError;
 use arrow_array::{ArrayRef, Float32Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use lockstep_trainer::data::{
-    self, ColumnPlan, FileRecords, Fitted, Format, RawColumn, RecordBatchSource,
-    Task,
+    self, ColumnPlan, FileRecords, Fitted, Format, RawColumn, RecordBatchSource, Task,
 };
 use lockstep_trainer::model::Model;
 use lockstep_trainer::Targets;
@@ -35,7 +34,8 @@ pub fn transform_path(model: &Path) -> PathBuf {
 /// [`RuntimeError::Io`] naming the file.
 pub fn save_transform(model: &Path, fitted: &Fitted) -> Result<(), RuntimeError> {
     let path = transform_path(model);
-    let json = serde_json::to_vec_pretty(fitted).map_err(|e| RuntimeError::io("serialise", &path, e))?;
+    let json =
+        serde_json::to_vec_pretty(fitted).map_err(|e| RuntimeError::io("serialise", &path, e))?;
     lockstep_tensor::safetensors_io::write_atomic(&path, &json)
         .map_err(|e| RuntimeError::io("write", &path, e))
 }
@@ -140,7 +140,10 @@ pub fn predict_file(
             .collect::<Result<Vec<(String, RawColumn)>, data::DataError>>()
             .map_err(data_err)?;
         let idx: Vec<usize> = (0..n).collect();
-        let x = fitted.features.transform(&cols, &idx, &file).map_err(data_err)?;
+        let x = fitted
+            .features
+            .transform(&cols, &idx, &file)
+            .map_err(data_err)?;
         let pred = model
             .predict(&x, n)
             .map_err(|e| RuntimeError::Model(format!("predict {file}: {e}")))?;
@@ -209,7 +212,10 @@ fn feature_kinds(
 fn prediction_fields(task: Task, classes: &[String]) -> Vec<Field> {
     let predicted = Field::new("predicted", DataType::Utf8, false);
     match task {
-        Task::Binary => vec![Field::new("probability", DataType::Float32, false), predicted],
+        Task::Binary => vec![
+            Field::new("probability", DataType::Float32, false),
+            predicted,
+        ],
         Task::Multiclass => {
             let mut v: Vec<Field> = classes
                 .iter()
@@ -251,18 +257,20 @@ fn prediction_arrays(task: Task, classes: &[String], pred: &[f32], n: usize) -> 
 
 /// The held-out metrics of `lockstep predict` for the predictions and labels of a whole file.
 fn metrics_of(task: Task, pred: &[f32], ys: Vec<Targets>, rows: usize) -> BTreeMap<String, f64> {
-    let y = ys.into_iter().fold(None, |acc: Option<Targets>, t| match (acc, t) {
-        (None, t) => Some(t),
-        (Some(Targets::Class(mut a)), Targets::Class(b)) => {
-            a.extend(b);
-            Some(Targets::Class(a))
-        }
-        (Some(Targets::Real(mut a)), Targets::Real(b)) => {
-            a.extend(b);
-            Some(Targets::Real(a))
-        }
-        (Some(a), _) => Some(a),
-    });
+    let y = ys
+        .into_iter()
+        .fold(None, |acc: Option<Targets>, t| match (acc, t) {
+            (None, t) => Some(t),
+            (Some(Targets::Class(mut a)), Targets::Class(b)) => {
+                a.extend(b);
+                Some(Targets::Class(a))
+            }
+            (Some(Targets::Real(mut a)), Targets::Real(b)) => {
+                a.extend(b);
+                Some(Targets::Real(a))
+            }
+            (Some(a), _) => Some(a),
+        });
     let Some(y) = y else {
         return BTreeMap::new();
     };
@@ -271,7 +279,10 @@ fn metrics_of(task: Task, pred: &[f32], ys: Vec<Targets>, rows: usize) -> BTreeM
         (Targets::Class(labels), _) => {
             let k = pred.len() / rows.max(1);
             let best = lockstep_trainer::metrics::argmax_rows(pred, k);
-            out.insert("accuracy".into(), lockstep_trainer::metrics::accuracy(&best, labels));
+            out.insert(
+                "accuracy".into(),
+                lockstep_trainer::metrics::accuracy(&best, labels),
+            );
         }
         (Targets::Real(labels), Task::Binary) => {
             let m = lockstep_trainer::metrics::binary_accuracy(pred, labels, 0.5);

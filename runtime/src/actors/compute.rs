@@ -293,7 +293,13 @@ impl Compute {
         drop(msg.params);
         self.grads = Some(msg.grads);
         let r = &self.reporter;
-        r.span(round, "compute", "forward/backward", run.started, run.backprop_done);
+        r.span(
+            round,
+            "compute",
+            "forward/backward",
+            run.started,
+            run.backprop_done,
+        );
         r.span(round, "compute", "waiting", run.backprop_done, t);
         r.span(round, "compute", "optimizer step", t, Instant::now());
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -314,7 +320,8 @@ impl Compute {
         if self.rank0 && run.plan.evaluate {
             let t = Instant::now();
             let metrics = job::evaluate(self.model.as_mut(), self.task, &self.test)?;
-            self.reporter.span(round, "compute", "evaluate", t, Instant::now());
+            self.reporter
+                .span(round, "compute", "evaluate", t, Instant::now());
             self.reporter
                 .send(round, &ControlMsg::Evaluated { round, metrics })?;
         }
@@ -344,7 +351,13 @@ impl Compute {
         }
         if self.reporter.traced(round) {
             let r = &self.reporter;
-            r.span(round, "compute", &format!("round {round}"), run.started, Instant::now());
+            r.span(
+                round,
+                "compute",
+                &format!("round {round}"),
+                run.started,
+                Instant::now(),
+            );
             r.flush_trace(round)?;
         }
         Ok(())

@@ -45,7 +45,12 @@ impl ControlPlane {
 
     /// The next message from member `i` other than a `Trace` batch (those go to the
     /// collector, whenever they arrive).
-    fn recv(&mut self, i: usize, round: u64, doing: &'static str) -> Result<ControlMsg, RuntimeError> {
+    fn recv(
+        &mut self,
+        i: usize,
+        round: u64,
+        doing: &'static str,
+    ) -> Result<ControlMsg, RuntimeError> {
         let m = &mut self.members[i];
         loop {
             match recv_msg(&mut m.link, round, doing)? {
@@ -224,7 +229,12 @@ impl Handler<RunSave> for ControlPlane {
             round: msg.round,
             path: msg.path,
         };
-        send_msg(&mut self.members[0].link, msg.round, "requesting a model save", &cmd)?;
+        send_msg(
+            &mut self.members[0].link,
+            msg.round,
+            "requesting a model save",
+            &cmd,
+        )?;
         match self.recv(0, msg.round, "waiting for the model save")? {
             ControlMsg::Saved { path } => Ok(path),
             other => Err(RuntimeError::Protocol(format!(

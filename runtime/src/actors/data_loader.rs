@@ -60,7 +60,13 @@ impl Handler<Prefetch> for DataLoader {
         let started = std::time::Instant::now();
         let shard = self.produce(msg.round);
         if let Some(t) = &self.tracer {
-            t.span(msg.round, "data", "data", started, std::time::Instant::now());
+            t.span(
+                msg.round,
+                "data",
+                "data",
+                started,
+                std::time::Instant::now(),
+            );
         }
         let ready = ShardReady {
             round: msg.round,

@@ -127,7 +127,14 @@ mod tests {
         let (header, rows) = read(&path).unwrap();
         assert_eq!(
             header,
-            ["round", "epoch", "elapsed_s", "train_loss", "samples_per_s", "eval_accuracy"]
+            [
+                "round",
+                "epoch",
+                "elapsed_s",
+                "train_loss",
+                "samples_per_s",
+                "eval_accuracy"
+            ]
         );
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[2][0], 30.0);

@@ -34,6 +34,8 @@ use std::sync::{Arc, Mutex};
 
 type Labels = Vec<(String, String)>;
 type FGauge = Gauge<f64, AtomicU64>;
+/// `(node, peer) -> (sent, received)` as last reported.
+type LinkTotals = HashMap<(String, String), (u64, u64)>;
 
 fn seconds_histogram() -> Histogram {
     // 100 us .. ~3.3 min.
@@ -77,7 +79,7 @@ pub struct RunMetrics {
     /// Constant 1 with the run's identity as labels.
     pub info: Family<Labels, Gauge>,
     /// Last cumulative link counts seen, to turn snapshots into counter increments.
-    last_links: Arc<Mutex<HashMap<(String, String), (u64, u64)>>>,
+    last_links: Arc<Mutex<LinkTotals>>,
 }
 
 impl RunMetrics {
@@ -105,11 +107,23 @@ impl RunMetrics {
         };
         let mut r = Registry::with_prefix("lockstep");
         r.register("rounds", "Completed SGD rounds", m.rounds.clone());
-        r.register("samples", "Training rows processed, all workers", m.samples.clone());
-        r.register("rounds_planned", "Rounds the job runs in total", m.rounds_planned.clone());
+        r.register(
+            "samples",
+            "Training rows processed, all workers",
+            m.samples.clone(),
+        );
+        r.register(
+            "rounds_planned",
+            "Rounds the job runs in total",
+            m.rounds_planned.clone(),
+        );
         r.register("epoch", "Current epoch (0-based)", m.epoch.clone());
         r.register("members", "Workers in the membership", m.members.clone());
-        r.register("train_loss", "Mean training loss of the last round", m.train_loss.clone());
+        r.register(
+            "train_loss",
+            "Mean training loss of the last round",
+            m.train_loss.clone(),
+        );
         r.register(
             "samples_per_second",
             "Training throughput over the last evaluation interval",
@@ -146,7 +160,11 @@ impl RunMetrics {
             Unit::Seconds,
             m.checkpoint_duration.clone(),
         );
-        r.register("restarts", "Restarts after failures (--max-restarts)", m.restarts.clone());
+        r.register(
+            "restarts",
+            "Restarts after failures (--max-restarts)",
+            m.restarts.clone(),
+        );
         r.register(
             "membership_changes",
             "Workers that left or joined",
@@ -166,7 +184,10 @@ impl RunMetrics {
         };
         for l in links {
             let key = (node.to_string(), l.peer.clone());
-            let labels = vec![("node".to_string(), key.0.clone()), ("peer".into(), key.1.clone())];
+            let labels = vec![
+                ("node".to_string(), key.0.clone()),
+                ("peer".into(), key.1.clone()),
+            ];
             let prev = last.insert(key, (l.sent, l.received)).unwrap_or((0, 0));
             self.link_sent
                 .get_or_create(&labels)

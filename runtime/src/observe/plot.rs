@@ -30,7 +30,9 @@ pub fn plot(run_dir: &Path) -> Result<PathBuf, RuntimeError> {
     for (i, h) in header.iter().enumerate() {
         match h.as_str() {
             "train_loss" | "eval_loss" => losses.push((h.clone(), series(i))),
-            h if h.starts_with("eval_") && h != "eval_mse" => metrics.push((h.to_string(), series(i))),
+            h if h.starts_with("eval_") && h != "eval_mse" => {
+                metrics.push((h.to_string(), series(i)))
+            }
             _ => {}
         }
     }
@@ -56,7 +58,8 @@ fn draw(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let points = || lines.iter().flat_map(|(_, s)| s.iter());
     let x_max = points().map(|p| p.0).fold(1.0f64, f64::max);
-    let (mut lo, mut hi) = points().fold((f64::MAX, f64::MIN), |(l, h), p| (l.min(p.1), h.max(p.1)));
+    let (mut lo, mut hi) =
+        points().fold((f64::MAX, f64::MIN), |(l, h), p| (l.min(p.1), h.max(p.1)));
     if lo > hi {
         (lo, hi) = (0.0, 1.0);
     }

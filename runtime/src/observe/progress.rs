@@ -47,7 +47,11 @@ impl ProgressFile {
 
     /// Write `p` unless the last write was under 200 ms ago (`force` writes anyway).
     pub fn update(&mut self, p: &Progress, force: bool) {
-        if !force && self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+        if !force
+            && self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
+        {
             return;
         }
         self.last = Some(Instant::now());

@@ -202,22 +202,30 @@ impl TraceCollector {
         let mut events = Vec::new();
         for (pid, name) in order.into_iter().enumerate() {
             let n = &nodes[name];
-            events.push(json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
-                "args": {"name": name}}));
-            events.push(json!({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
-                "args": {"sort_index": pid}}));
+            events.push(
+                json!({"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
+                "args": {"name": name}}),
+            );
+            events.push(
+                json!({"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
+                "args": {"sort_index": pid}}),
+            );
             let mut threads: Vec<&str> = n.spans.iter().map(|s| s.thread.as_str()).collect();
             threads.sort_by_key(|t| (thread_rank(t), *t));
             threads.dedup();
             for (tid, t) in threads.iter().enumerate() {
-                events.push(json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
-                    "args": {"name": t}}));
+                events.push(
+                    json!({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
+                    "args": {"name": t}}),
+                );
             }
             for s in &n.spans {
                 let tid = threads.iter().position(|t| *t == s.thread).unwrap_or(0);
-                events.push(json!({"ph": "X", "name": s.name, "cat": s.thread, "pid": pid,
+                events.push(
+                    json!({"ph": "X", "name": s.name, "cat": s.thread, "pid": pid,
                     "tid": tid, "ts": corrected(n, s) - t0, "dur": s.dur_us,
-                    "args": {"round": s.round}}));
+                    "args": {"round": s.round}}),
+                );
             }
         }
         let offsets: BTreeMap<&String, i64> = nodes
