@@ -27,6 +27,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Render loss and metric curves of a run directory to `<run dir>/curves.svg`.
     Plot(PlotArgs),
+    /// Summarise a finished or running run from its run directory.
+    Report(PlotArgs),
     /// Benchmarks of links and collectives between local processes.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -248,9 +250,9 @@ pub struct PredictArgs {
     pub keep: Option<Vec<String>>,
 }
 
-/// `lockstep plot`
+/// `lockstep plot` and `lockstep report`
 #[derive(Debug, Clone, Args)]
 pub struct PlotArgs {
-    /// A run directory with metrics.csv.
+    /// A run directory.
     pub run_dir: PathBuf,
 }

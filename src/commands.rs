@@ -60,6 +60,17 @@ pub fn plot(a: &PlotArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `lockstep report`
+///
+/// # Errors
+/// A directory with neither a report nor progress.
+pub fn report(a: &PlotArgs) -> Result<(), String> {
+    let text =
+        lockstep_runtime::observe::summary::summary(&a.run_dir).map_err(|e| e.to_string())?;
+    print!("{text}");
+    Ok(())
+}
+
 /// `lockstep node`
 ///
 /// # Errors

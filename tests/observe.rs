@@ -389,6 +389,15 @@ fn a_run_is_observable_and_its_model_predicts_files() {
     std::fs::remove_file(dir.path().join("curves.svg")).unwrap();
     assert_ok(&run(&["plot", dir.path().to_str().unwrap()], LIMIT));
     assert!(dir.path().join("curves.svg").exists());
+    let summary = run(&["report", dir.path().to_str().unwrap()], LIMIT);
+    assert_ok(&summary);
+    let text = String::from_utf8_lossy(&summary.stdout);
+    assert!(
+        text.contains("finished: ") && text.contains("auc "),
+        "{text}"
+    );
+    assert!(text.contains("endpoint metrics: 127.0.0.1:"), "{text}");
+    assert!(text.contains("checkpoints in "), "{text}");
     check_predict(dir.path());
     assert!(processes_mentioning(dir.path().to_str().unwrap()).is_empty());
 }

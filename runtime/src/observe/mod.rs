@@ -7,7 +7,8 @@
 //!   metrics_addr` or `--metrics-addr`; the bound address goes to `endpoints.json` as `metrics`);
 //! - [`progress`]: `<run dir>/progress.json`, drawn as a bar by `lockstep launch` on a terminal;
 //! - [`trace`]: `<run dir>/trace.json` (`--trace`), spans from every node;
-//! - [`plot`]: `<run dir>/curves.svg` from `metrics.csv`, at the end and by `lockstep plot`.
+//! - [`plot`]: `<run dir>/curves.svg` from `metrics.csv`, at the end and by `lockstep plot`;
+//! - [`summary`]: `lockstep report RUN_DIR`, a readable summary from the run directory.
 //!
 //! Observing never fails a run: a file that cannot be written is logged once and skipped.
 
@@ -15,6 +16,7 @@ pub mod csv;
 pub mod metrics;
 pub mod plot;
 pub mod progress;
+pub mod summary;
 pub mod trace;
 
 use crate::actors::control::Collected;
