@@ -194,6 +194,16 @@ impl Observer {
         s.record(round, epoch, c, round_ms);
     }
 
+    /// The membership changed to `workers` workers (elastic training): the `lockstep_members`
+    /// gauge follows and `lockstep_membership_changes_total` counts the change.
+    pub fn membership(&self, workers: usize) {
+        let Some(state) = &self.state else { return };
+        let Ok(mut s) = state.lock() else { return };
+        s.metrics.members.set(workers as i64);
+        s.metrics.membership_changes.inc();
+        s.info.workers = workers;
+    }
+
     /// The run ended with `report`: last progress, the timeline, the curves.
     pub fn finish(&self, report: &Report) {
         let Some(state) = &self.state else { return };

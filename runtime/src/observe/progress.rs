@@ -81,7 +81,7 @@ impl ProgressBar {
         }
         let bar = indicatif::ProgressBar::new(0);
         let style = indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rounds, ETA {eta} {msg}",
+            "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} rounds, ETA {eta}, {msg}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         bar.set_style(style);
