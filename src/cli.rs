@@ -22,8 +22,13 @@ pub enum Command {
     Node(NodeArgs),
     /// Print what a checkpoint or model file holds.
     Inspect(InspectArgs),
-    /// Predict with a trained model on a data file.
+    /// Predict with a trained model: the held-out split to the terminal, or any data file to
+    /// Parquet (`--input DATA --output OUT.parquet`).
     Predict(PredictArgs),
+    /// Render loss and metric curves of a run directory to `<run dir>/curves.svg`.
+    Plot(PlotArgs),
+    /// Summarise a finished or running run from its run directory.
+    Report(PlotArgs),
     /// Benchmarks of links and collectives between local processes.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -167,6 +172,14 @@ pub struct LaunchArgs {
     /// --set job.elastic.min_workers=MIN [--set job.elastic.max_workers=MAX].
     #[arg(long, value_name = "MIN[:MAX]")]
     pub elastic: Option<String>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics from the coordinator (port 0: any
+    /// free port, written to <run dir>/endpoints.json as "metrics"); sets observe.metrics_addr.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    /// Write a timeline of sampled rounds to <run dir>/trace.json (Chrome trace format);
+    /// sets observe.trace.
+    #[arg(long)]
+    pub trace: bool,
 }
 
 /// `lockstep node`
@@ -199,6 +212,14 @@ pub struct NodeArgs {
     /// Continue from the newest complete checkpoint in the run directory (coordinator).
     #[arg(long)]
     pub resume: bool,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics from the coordinator (port 0: any
+    /// free port, written to <run dir>/endpoints.json as "metrics"); sets observe.metrics_addr.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    /// Write a timeline of sampled rounds to <run dir>/trace.json (Chrome trace format);
+    /// sets observe.trace.
+    #[arg(long)]
+    pub trace: bool,
 }
 
 /// `lockstep inspect`
@@ -222,4 +243,22 @@ pub struct PredictArgs {
     /// Manifest overrides the model was trained with.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Predict every row of this Parquet or CSV file (feature columns required, label optional)
+    /// with the training transform stored beside the model; needs --output.
+    #[arg(long, requires = "output")]
+    pub input: Option<PathBuf>,
+    /// Write the predictions here as Parquet (with --input).
+    #[arg(long, requires = "input")]
+    pub output: Option<PathBuf>,
+    /// Input columns copied to the output, comma-separated (default: `id` and the label, if
+    /// present).
+    #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+    pub keep: Option<Vec<String>>,
+}
+
+/// `lockstep plot` and `lockstep report`
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// A run directory.
+    pub run_dir: PathBuf,
 }

@@ -1,8 +1,11 @@
 //! The non-benchmark subcommands: thin adapters from clap arguments to the runtime.
 
-use crate::cli::{InspectArgs, LaunchArgs, NodeArgs, PredictArgs};
-use lockstep_runtime::{job, LaunchOptions, Manifest, NodeOptions};
+use crate::cli::{InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs};
+use lockstep_runtime::{job, predict, LaunchOptions, Manifest, NodeOptions};
 use lockstep_tensor::{read_safetensors, DType};
+use lockstep_trainer::data::Task;
+use lockstep_trainer::model::{build_model, Model};
+use std::path::Path;
 
 /// `lockstep launch`
 ///
@@ -32,6 +35,7 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
         }
     }
     sets.extend(a.sets.iter().cloned());
+    sets.extend(observe_sets(&a.metrics_addr, a.trace));
     let opts = LaunchOptions {
         manifest: a.manifest.clone(),
         workers: a.workers,
@@ -49,15 +53,50 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `--metrics-addr` and `--trace` as manifest overrides (so every node sees the same).
+fn observe_sets(metrics_addr: &Option<String>, trace: bool) -> Vec<String> {
+    let mut sets = Vec::new();
+    if let Some(addr) = metrics_addr {
+        sets.push(format!("observe.metrics_addr=\"{addr}\""));
+    }
+    if trace {
+        sets.push("observe.trace=true".into());
+    }
+    sets
+}
+
+/// `lockstep plot`
+///
+/// # Errors
+/// A missing or malformed `metrics.csv`, or an unwritable image.
+pub fn plot(a: &PlotArgs) -> Result<(), String> {
+    let out = lockstep_runtime::observe::plot::plot(&a.run_dir).map_err(|e| e.to_string())?;
+    println!("{}", out.display());
+    Ok(())
+}
+
+/// `lockstep report`
+///
+/// # Errors
+/// A directory with neither a report nor progress.
+pub fn report(a: &PlotArgs) -> Result<(), String> {
+    let text =
+        lockstep_runtime::observe::summary::summary(&a.run_dir).map_err(|e| e.to_string())?;
+    print!("{text}");
+    Ok(())
+}
+
 /// `lockstep node`
 ///
 /// # Errors
 /// Any failure of this node.
 pub fn node(a: &NodeArgs) -> Result<(), String> {
+    let mut sets = a.sets.clone();
+    sets.extend(observe_sets(&a.metrics_addr, a.trace));
     let opts = NodeOptions {
         manifest: a.manifest.clone(),
         node: a.node.clone(),
-        sets: a.sets.clone(),
+        sets,
         workers: a.workers,
         run_dir: a.run_dir.clone(),
         report: a.report.clone(),
@@ -129,26 +168,12 @@ pub fn inspect(a: &InspectArgs) -> Result<(), String> {
 /// Manifest, data or model errors.
 pub fn predict(a: &PredictArgs) -> Result<(), String> {
     let m = Manifest::load(&a.manifest, &a.sets).map_err(|e| e.to_string())?;
+    if let (Some(input), Some(output)) = (&a.input, &a.output) {
+        return predict_file(a, &m, input, output);
+    }
     let split = job::load_split(&m).map_err(|e| e.to_string())?;
     let mut model = job::build(&m, &split).map_err(|e| e.to_string())?;
-    let set = read_safetensors(&a.model).map_err(|e| e.to_string())?;
-    let layout = model.layout().to_vec();
-    let params = model.params_mut();
-    for p in &layout {
-        let t = set
-            .get(&p.name)
-            .ok_or_else(|| format!("{}: no tensor {}", a.model.display(), p.name))?;
-        if t.shape().dims() != p.shape.as_slice() {
-            return Err(format!(
-                "{}: tensor {} has shape {}, the model wants {:?}",
-                a.model.display(),
-                p.name,
-                t.shape(),
-                p.shape
-            ));
-        }
-        params[p.range()].copy_from_slice(&t.to_vec::<f32>().map_err(|e| e.to_string())?);
-    }
+    load_params(model.as_mut(), &a.model)?;
     let mut test = split.test.all();
     if let Some(n) = a.limit {
         let idx: Vec<usize> = (0..n.min(test.rows)).collect();
@@ -166,5 +191,69 @@ pub fn predict(a: &PredictArgs) -> Result<(), String> {
     }
     let metrics = job::evaluate(model.as_mut(), split.task, &test).map_err(|e| e.to_string())?;
     println!("held-out metrics over {} rows: {metrics:?}", test.rows);
+    Ok(())
+}
+
+/// Copy the tensors of the safetensors file `path` into `model`, checking names and shapes.
+fn load_params(model: &mut dyn Model, path: &Path) -> Result<(), String> {
+    let set = read_safetensors(path).map_err(|e| e.to_string())?;
+    let layout = model.layout().to_vec();
+    let params = model.params_mut();
+    for p in &layout {
+        let t = set
+            .get(&p.name)
+            .ok_or_else(|| format!("{}: no tensor {}", path.display(), p.name))?;
+        if t.shape().dims() != p.shape.as_slice() {
+            return Err(format!(
+                "{}: tensor {} has shape {}, the model wants {:?}",
+                path.display(),
+                p.name,
+                t.shape(),
+                p.shape
+            ));
+        }
+        params[p.range()].copy_from_slice(&t.to_vec::<f32>().map_err(|e| e.to_string())?);
+    }
+    Ok(())
+}
+
+/// `lockstep predict --input DATA --output OUT.parquet`: the transform stored beside the model
+/// (refitted from the manifest's data when the model has none), every input row predicted.
+fn predict_file(a: &PredictArgs, m: &Manifest, input: &Path, output: &Path) -> Result<(), String> {
+    let fitted = match predict::load_transform(&a.model).map_err(|e| e.to_string())? {
+        Some(f) => f,
+        None => {
+            eprintln!(
+                "{} not found: refitting the data transform from the manifest's data",
+                predict::transform_path(&a.model).display()
+            );
+            job::load_split(m)
+                .map_err(|e| e.to_string())?
+                .fitted
+                .clone()
+        }
+    };
+    let outputs = match fitted.label.task {
+        Task::Multiclass => fitted.label.classes.len(),
+        _ => 1,
+    };
+    let mut model = build_model(&m.job.model, fitted.features.width(), outputs, m.job.seed)
+        .map_err(|e| format!("job.model: {e}"))?;
+    load_params(model.as_mut(), &a.model)?;
+    let job = predict::PredictFile {
+        input: input.to_path_buf(),
+        output: output.to_path_buf(),
+        keep: a.keep.clone(),
+    };
+    let done = predict::predict_file(model.as_mut(), &fitted, &job).map_err(|e| e.to_string())?;
+    println!(
+        "{} rows predicted, written to {}",
+        done.rows,
+        output.display()
+    );
+    if let Some(metrics) = done.metrics {
+        let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        println!("metrics against the label column: {}", shown.join(", "));
+    }
     Ok(())
 }

@@ -13,6 +13,8 @@ fn main() -> ExitCode {
         Command::Node(a) => lockstep::commands::node(&a),
         Command::Inspect(a) => lockstep::commands::inspect(&a),
         Command::Predict(a) => lockstep::commands::predict(&a),
+        Command::Plot(a) => lockstep::commands::plot(&a),
+        Command::Report(a) => lockstep::commands::report(&a),
         Command::Bench(BenchCommand::Link(a)) => lockstep::bench::link::run(&a),
         Command::Bench(BenchCommand::Allreduce(a)) => lockstep::bench::allreduce::run(&a),
         Command::Bench(BenchCommand::Train(a)) => lockstep::bench::train::run(&a),

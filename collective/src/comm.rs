@@ -14,9 +14,12 @@
 
 use super::error::{CollectiveError, FailureKind};
 use super::kernels::{Consumer, Out, Sink};
+use super::traffic::Traffic;
 use super::CollectiveConfig;
 use lockstep_tensor::Buffer;
-use lockstep_transport::{Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op};
+use lockstep_transport::{
+    Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op, HEADER_LEN,
+};
 
 /// Flag bit of an abort notice.
 const FLAG_ABORT: u8 = 0x80;
@@ -49,12 +52,14 @@ pub struct Communicator {
     seq: u64,
     config: CollectiveConfig,
     poisoned: Option<CollectiveError>,
+    traffic: Traffic,
 }
 
 impl Communicator {
     /// A communicator over `group`, at round 0 and sequence number 0.
     pub fn new(group: Group, config: CollectiveConfig) -> Communicator {
         Communicator {
+            traffic: Traffic::new(group.world()),
             group,
             round: 0,
             seq: 0,
@@ -101,6 +106,11 @@ impl Communicator {
     /// Change the algorithm settings (the same on every rank, between collectives).
     pub fn config_mut(&mut self) -> &mut CollectiveConfig {
         &mut self.config
+    }
+
+    /// Bytes sent to and received from each peer so far (a shared handle).
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.clone()
     }
 
     /// The first error this communicator returned, if any.
@@ -162,8 +172,12 @@ impl Communicator {
         payload: Buffer,
     ) -> Result<(), CollectiveError> {
         let h = self.header(call, payload.len());
+        let bytes = HEADER_LEN + payload.len();
         match self.group.link(peer).send(h, payload) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.traffic.sent(peer, bytes);
+                Ok(())
+            }
             Err(e) => Err(self.fail_link(call, peer, e)),
         }
     }
@@ -178,7 +192,10 @@ impl Communicator {
     ) -> Result<(), CollectiveError> {
         let h = self.header(call, payload.len());
         match self.group.link(peer).send_from(h, payload) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.traffic.sent(peer, HEADER_LEN + payload.len());
+                Ok(())
+            }
             Err(e) => Err(self.fail_link(call, peer, e)),
         }
     }
@@ -230,8 +247,12 @@ impl Communicator {
             drop(room);
             return Err(self.out_of_order(call, from, len, consumed));
         }
+        self.traffic.received(from, HEADER_LEN + len);
         match self.group.link(to).commit(room) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.traffic.sent(to, HEADER_LEN + len);
+                Ok(())
+            }
             Err(e) => Err(self.fail_link(call, to, e)),
         }
     }
@@ -248,6 +269,7 @@ impl Communicator {
             Ok(h) => h,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };
+        self.traffic.received(peer, HEADER_LEN + dst.len());
         self.check(call, peer, dst.len(), &header)
     }
 
@@ -268,6 +290,8 @@ impl Communicator {
             Ok(h) => h,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };
+        self.traffic
+            .received(peer, HEADER_LEN + consumer.consumed());
         self.check(call, peer, len, &header)?;
         if consumer.gap || consumer.consumed() != len {
             return Err(self.out_of_order(call, peer, len, consumer.consumed()));
@@ -298,6 +322,8 @@ impl Communicator {
             Ok(f) => f,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };
+        self.traffic
+            .received(peer, HEADER_LEN + frame.payload.len());
         self.check(call, peer, len, &frame.header)?;
         Ok(frame.payload)
     }

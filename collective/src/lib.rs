@@ -45,12 +45,14 @@ mod error;
 mod kernels;
 mod ps;
 mod ring;
+mod traffic;
 mod tree;
 
 pub use api::AllReduce;
 pub use comm::Communicator;
 pub use error::{CollectiveError, FailureKind};
 pub use ps::ParameterServer;
+pub use traffic::Traffic;
 
 use std::str::FromStr;
 

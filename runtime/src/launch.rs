@@ -87,7 +87,7 @@ pub fn launch(opts: &LaunchOptions) -> Result<Report, RuntimeError> {
     crate::job::preflight(&manifest)?;
     let mut restarts = 0u32;
     loop {
-        match run_once(opts, &manifest, opts.resume || restarts > 0) {
+        match run_once(opts, &manifest, opts.resume || restarts > 0, restarts) {
             Ok(mut report) => {
                 if restarts > 0 {
                     report.restarts = restarts;
@@ -121,6 +121,7 @@ fn run_once(
     opts: &LaunchOptions,
     manifest: &Manifest,
     resume: bool,
+    restarts: u32,
 ) -> Result<Report, RuntimeError> {
     let run_dir = run_dir(opts, manifest);
     let logs = run_dir.join("logs");
@@ -130,7 +131,10 @@ fn run_once(
     let announce = run_dir.join("coordinator.addr");
     let _ = std::fs::remove_file(&announce);
 
-    let mut env: Vec<(String, String)> = Vec::new();
+    let mut env = vec![(
+        crate::observe::RESTARTS_ENV.to_string(),
+        restarts.to_string(),
+    )];
     if let Some(var) = manifest.cluster.token.strip_prefix("env:") {
         if std::env::var(var).is_err() {
             // A local cluster needs no shared secret from the user: make one for this run.
@@ -140,7 +144,7 @@ fn run_once(
         }
     }
     manifest.token().or_else(|e| {
-        if env.is_empty() {
+        if env.len() == 1 {
             Err(e)
         } else {
             Ok(String::new())
@@ -196,6 +200,7 @@ fn run_once(
             }
         }
     }
+    let bar = crate::observe::progress::ProgressBar::for_terminal(&run_dir);
     if manifest.elastic().is_some() {
         let respawn = Respawn {
             exe: &opts.exe,
@@ -204,7 +209,9 @@ fn run_once(
             left: opts.max_restarts,
             done: 0,
         };
-        let started = supervise_elastic(&mut nodes, respawn)?;
+        let started = supervise_elastic(&mut nodes, respawn);
+        drop(bar);
+        let started = started?;
         let mut report = Report::read(&report_path)?;
         if started > 0 {
             report.restarts = started;
@@ -212,7 +219,9 @@ fn run_once(
         }
         return Ok(report);
     }
-    supervise(&mut nodes)?;
+    let supervised = supervise(&mut nodes);
+    drop(bar);
+    supervised?;
     let report = Report::read(&report_path)?;
     Ok(report)
 }
@@ -363,7 +372,7 @@ fn pump(
                 if let Ok(mut f) = log.lock() {
                     let _ = writeln!(f, "{line}");
                 }
-                eprintln!("[{name}] {line}");
+                crate::observe::progress::log_line(&format!("[{name}] {line}"));
             }
         });
 }

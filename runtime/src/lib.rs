@@ -11,17 +11,22 @@
 //! - [`protocol`]: control messages between coordinator and members.
 //! - [`report`]: the JSON run report.
 //! - [`elastic`]: elastic membership on the worker side (rows per rank, state hand-over).
+//! - [`observe`]: metrics.csv, the Prometheus endpoint, progress, the timeline, curves.
+//! - [`endpoints`]: `<run dir>/endpoints.json`, shared by every writer.
 
 pub mod actors;
 pub mod checkpoint;
 pub mod elastic;
 pub mod embed;
+pub mod endpoints;
 pub mod env_mode;
 pub mod error;
 pub mod job;
 pub mod launch;
 pub mod manifest;
 pub mod node;
+pub mod observe;
+pub mod predict;
 pub mod protocol;
 pub mod registration;
 pub mod report;

@@ -230,6 +230,9 @@ pub struct Manifest {
     pub nodes: Vec<NodeSpec>,
     /// `[job]`
     pub job: JobSpec,
+    /// `[observe]`: metrics endpoint, timeline, curves.
+    #[serde(default)]
+    pub observe: crate::observe::ObserveSpec,
     /// Directory of the manifest file; relative data paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -10,6 +10,7 @@
 //! W -> C  RoundDone { round, loss_sum, .. }    (every member, every round, asynchronously)
 //! W -> C  Evaluated { round, metrics }         (rank 0, after a round whose plan evaluates)
 //! W -> C  Checkpointed { round, path }         (rank 0, after a round whose plan checkpoints)
+//! W -> C  Trace { sent_us, spans }             (with `--trace`, in batches, anywhere)
 //! C -> W  Save { round, path }                 W -> C  Saved { path }             (rank 0 only)
 //! C -> W  Finish                               W -> C  Finished { weights_sha256 }
 //! either  Abort { reason }
@@ -100,6 +101,17 @@ pub struct RoundTiming {
     pub round_ms: f64,
 }
 
+/// Bytes a worker exchanged with one peer of the data mesh so far (cumulative).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkBytes {
+    /// The peer's node name.
+    pub peer: String,
+    /// Bytes sent to it (frame headers and payloads).
+    pub sent: u64,
+    /// Bytes received from it.
+    pub received: u64,
+}
+
 /// Control messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlMsg {
@@ -138,6 +150,18 @@ pub enum ControlMsg {
         samples: u64,
         /// Timing split.
         timing: RoundTiming,
+        /// Bytes exchanged with each data-mesh peer so far.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        links: Vec<LinkBytes>,
+    },
+    /// Timeline spans of sampled rounds (`--trace`), in the sender's clock; sent in batches,
+    /// interleaved anywhere with the other messages a member sends.
+    Trace {
+        /// The sender's clock (microseconds since the Unix epoch) when it sent this, from which
+        /// the coordinator estimates the clock offset.
+        sent_us: u64,
+        /// The spans.
+        spans: Vec<crate::observe::trace::TraceSpan>,
     },
     /// Evaluation after a round whose plan asked for it (rank 0).
     Evaluated {
@@ -159,6 +183,9 @@ pub enum ControlMsg {
         round: u64,
         /// The checkpoint directory.
         path: String,
+        /// How long writing it took, in milliseconds.
+        #[serde(default)]
+        write_ms: f64,
     },
     /// The model was written.
     Saved {
@@ -222,6 +249,7 @@ impl ControlMsg {
             ControlMsg::Start { .. } => "Start",
             ControlMsg::Grant { .. } => "Grant",
             ControlMsg::RoundDone { .. } => "RoundDone",
+            ControlMsg::Trace { .. } => "Trace",
             ControlMsg::Evaluated { .. } => "Evaluated",
             ControlMsg::Save { .. } => "Save",
             ControlMsg::Checkpointed { .. } => "Checkpointed",

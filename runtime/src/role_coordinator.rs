@@ -139,7 +139,10 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     )
     .to_lowercase();
     let plan = job::plan(m, split.train.rows);
+    let observer = crate::observe::start_for(ctx, &split, total_rounds, &transport)?;
+    let traces = observer.traces();
     let schedule = Schedule {
+        observer,
         first_round,
         checkpoints: (
             ckpt_root,
@@ -176,7 +179,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {
-        let mut plane = ControlPlane::new(members, workers);
+        let mut plane = ControlPlane::new(members, workers).with_traces(traces);
         if let (Some((min_workers, max_workers)), Some(joiners)) = (elastic, joiners) {
             plane = plane.with_elastic(Elastic {
                 min_workers,

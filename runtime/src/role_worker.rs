@@ -240,6 +240,12 @@ fn run_epoch(
     let rank = group.rank();
     let num_params = params.len();
     let mut comm = Communicator::new(group, CollectiveConfig::default());
+    let tracer = m
+        .observe
+        .trace
+        .then(|| crate::observe::trace::Tracer::new(m.observe.sampling()));
+    let peer_names: Vec<String> = peers.iter().map(|(n, _)| n.clone()).collect();
+    let traffic = comm.traffic();
     let plan = job::plan(m, split.train.rows);
     let mut first_round = epoch.round;
     let mut cursor = plan.cursor_at(first_round);
@@ -320,7 +326,7 @@ fn run_epoch(
             RuntimeError::Launch("the control link to the coordinator is not a TCP link".into());
         return (Err(e), link);
     };
-    let mut reporter = Reporter::new(sender);
+    let mut reporter = Reporter::new(sender).with_observe(tracer, traffic, peer_names);
     if elastic {
         reporter = reporter.elastic(epoch.mesh);
     }
@@ -421,7 +427,8 @@ async fn start_worker_actors(
         1,
         once(Aggregator::new(comm, mode, num_params, reporter.clone())),
     );
-    let loader = SyncArbiter::start(1, once(DataLoader::new(source, first_round)));
+    let loader = DataLoader::new(source, first_round).with_tracer(reporter.tracer());
+    let loader = SyncArbiter::start(1, once(loader));
     let compute = SyncArbiter::start(
         1,
         once(

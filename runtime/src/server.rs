@@ -84,6 +84,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                         loss_sum: 0.0,
                         samples: 0,
                         timing,
+                        links: Vec::new(),
                     };
                     send_msg(&mut link, round, "reporting to the coordinator", &done)?;
                 }

@@ -78,6 +78,11 @@ impl Aggregator {
             let len = grads.len();
             self.comm.allreduce(grads, how.shape(&[len]))?;
             self.comm_time += started.elapsed();
+            if self.reporter.traced(round) {
+                let name = format!("allreduce bucket {} ({} KiB)", self.pieces.len(), len / 256);
+                let r = &self.reporter;
+                r.span(round, "aggregator", &name, started, Instant::now());
+            }
         }
         self.pieces.push(msg.data);
         let Some(reply) = msg.last else {
@@ -94,6 +99,8 @@ impl Aggregator {
                 let p = Arc::make_mut(params);
                 ps.step(&mut self.comm, g, p, |_, _, _| {})?;
                 self.comm_time += started.elapsed();
+                let r = &self.reporter;
+                r.span(round, "aggregator", "push/pull", started, Instant::now());
                 Some(params.clone())
             }
             _ => None,

@@ -292,6 +292,16 @@ impl Compute {
         }
         drop(msg.params);
         self.grads = Some(msg.grads);
+        let r = &self.reporter;
+        r.span(
+            round,
+            "compute",
+            "forward/backward",
+            run.started,
+            run.backprop_done,
+        );
+        r.span(round, "compute", "waiting", run.backprop_done, t);
+        r.span(round, "compute", "optimizer step", t, Instant::now());
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let done = ControlMsg::RoundDone {
             round,
@@ -303,15 +313,20 @@ impl Compute {
                 collective_ms: ms(msg.comm),
                 round_ms: ms(run.started.elapsed()),
             },
+            links: self.reporter.links(),
         };
         self.reporter.send(round, &done)?;
         self.next_round = round + 1;
         if self.rank0 && run.plan.evaluate {
+            let t = Instant::now();
             let metrics = job::evaluate(self.model.as_mut(), self.task, &self.test)?;
+            self.reporter
+                .span(round, "compute", "evaluate", t, Instant::now());
             self.reporter
                 .send(round, &ControlMsg::Evaluated { round, metrics })?;
         }
         if let (true, Some(c)) = (self.rank0, &run.plan.checkpoint) {
+            let t = Instant::now();
             let dir = crate::checkpoint::write(
                 std::path::Path::new(&c.root),
                 round + 1,
@@ -322,8 +337,28 @@ impl Compute {
                 c.keep,
             )?;
             let path = dir.display().to_string();
-            self.reporter
-                .send(round, &ControlMsg::Checkpointed { round, path })?;
+            let end = Instant::now();
+            self.reporter.span(round, "compute", "checkpoint", t, end);
+            let write_ms = ms(end - t);
+            self.reporter.send(
+                round,
+                &ControlMsg::Checkpointed {
+                    round,
+                    path,
+                    write_ms,
+                },
+            )?;
+        }
+        if self.reporter.traced(round) {
+            let r = &self.reporter;
+            r.span(
+                round,
+                "compute",
+                &format!("round {round}"),
+                run.started,
+                Instant::now(),
+            );
+            r.flush_trace(round)?;
         }
         Ok(())
     }

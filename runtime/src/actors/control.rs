@@ -11,7 +11,8 @@
 //! survivors, admits waiting replacements and hands out the next mesh (see `docs/elastic.md`).
 
 use crate::error::RuntimeError;
-use crate::protocol::{recv_msg, send_msg, ControlMsg, RoundPlan, RoundTiming};
+use crate::observe::trace::TraceCollector;
+use crate::protocol::{recv_msg, send_msg, ControlMsg, LinkBytes, RoundPlan, RoundTiming};
 use crate::registration::Registration;
 use actix::{Actor, Handler, Message, SyncContext};
 use lockstep_transport::{AnyLink, Link};
@@ -46,6 +47,27 @@ pub struct ControlPlane {
     elastic: Option<Elastic>,
     pending: Vec<(Registration, Instant)>,
     dead: Vec<String>,
+    traces: Option<TraceCollector>,
+}
+
+/// The next message on `m`'s link other than a `Trace` batch (those go to `traces`, whenever
+/// they arrive).
+fn recv_member(
+    traces: &Option<TraceCollector>,
+    m: &mut Member,
+    round: u64,
+    doing: &'static str,
+) -> Result<ControlMsg, RuntimeError> {
+    loop {
+        match recv_msg(&mut m.link, round, doing)? {
+            ControlMsg::Trace { sent_us, spans } => {
+                if let Some(t) = traces {
+                    t.add(&m.name, sent_us, spans);
+                }
+            }
+            msg => return Ok(msg),
+        }
+    }
 }
 
 impl ControlPlane {
@@ -57,7 +79,14 @@ impl ControlPlane {
             elastic: None,
             pending: Vec::new(),
             dead: Vec::new(),
+            traces: None,
         }
+    }
+
+    /// Keep the members' timeline spans (`ControlMsg::Trace`) in `traces`.
+    pub fn with_traces(mut self, traces: Option<TraceCollector>) -> Self {
+        self.traces = traces;
+        self
     }
 
     /// With elastic membership.
@@ -77,7 +106,7 @@ impl ControlPlane {
         let mesh = self.elastic.as_ref().map_or(0, |e| e.mesh);
         loop {
             let m = &mut self.members[i];
-            match recv_msg(&mut m.link, round, doing) {
+            match recv_member(&self.traces, m, round, doing) {
                 Err(e @ RuntimeError::Peer { .. }) => {
                     return Ok(Err(Lost {
                         dead: vec![m.name.clone()],
@@ -176,7 +205,7 @@ impl ControlPlane {
         doing: &'static str,
     ) -> Result<ControlMsg, RuntimeError> {
         let m = &mut self.members[i];
-        let msg = recv_msg(&mut m.link, round, doing)?;
+        let msg = recv_member(&self.traces, m, round, doing)?;
         let about = match &msg {
             ControlMsg::RoundDone { round, .. }
             | ControlMsg::Evaluated { round, .. }
@@ -238,6 +267,8 @@ pub struct RoundReport {
     pub samples: u64,
     /// Timing split.
     pub timing: RoundTiming,
+    /// Bytes exchanged with each data-mesh peer so far.
+    pub links: Vec<LinkBytes>,
 }
 
 /// A round's reports.
@@ -250,6 +281,8 @@ pub struct Collected {
     pub metrics: Option<BTreeMap<String, f64>>,
     /// The checkpoint directory, when the plan asked for one.
     pub checkpoint: Option<String>,
+    /// How long writing that checkpoint took, in milliseconds.
+    pub checkpoint_ms: Option<f64>,
     /// Elastic: the round was lost (a member died or reported a lost peer).
     pub lost: Option<Lost>,
     /// Elastic: a replacement is waiting and the world is below `max_workers`.
@@ -282,6 +315,7 @@ impl Handler<Collect> for ControlPlane {
                 loss_sum,
                 samples,
                 timing,
+                links,
                 ..
             } = got
             {
@@ -290,6 +324,7 @@ impl Handler<Collect> for ControlPlane {
                     loss_sum,
                     samples,
                     timing,
+                    links,
                 });
             } else {
                 return Err(RuntimeError::Protocol(format!(
@@ -309,7 +344,10 @@ impl Handler<Collect> for ControlPlane {
             }
             if i == 0 && msg.checkpoint {
                 match self.next(0, round, "waiting for the checkpoint")? {
-                    Ok(ControlMsg::Checkpointed { path, .. }) => out.checkpoint = Some(path),
+                    Ok(ControlMsg::Checkpointed { path, write_ms, .. }) => {
+                        out.checkpoint = Some(path);
+                        out.checkpoint_ms = Some(write_ms);
+                    }
                     Ok(_) => {}
                     Err(lost) => {
                         out.lost = Some(lost);
@@ -381,7 +419,7 @@ impl ControlPlane {
                 continue;
             }
             loop {
-                match recv_msg(&mut m.link, 0, "waiting for the suspension") {
+                match recv_member(&self.traces, m, 0, "waiting for the suspension") {
                     Ok(ControlMsg::Suspended {
                         next_round,
                         data_addr,
@@ -498,7 +536,7 @@ impl Handler<RunSave> for ControlPlane {
             path: msg.path,
         };
         send_msg(&mut m.link, msg.round, "requesting a model save", &cmd)?;
-        match recv_msg(&mut m.link, msg.round, "waiting for the model save")? {
+        match recv_member(&self.traces, m, msg.round, "waiting for the model save")? {
             ControlMsg::Saved { path } => Ok(path),
             other => Err(RuntimeError::Protocol(format!(
                 "{} answered {} to Save",
@@ -523,7 +561,7 @@ impl Handler<RunFinish> for ControlPlane {
         self.broadcast(msg.round, &ControlMsg::Finish, "finishing")?;
         let mut hashes: Vec<(String, String)> = Vec::new();
         for m in &mut self.members {
-            match recv_msg(&mut m.link, msg.round, "waiting for Finished")? {
+            match recv_member(&self.traces, m, msg.round, "waiting for Finished")? {
                 ControlMsg::Finished { weights_sha256 } => {
                     hashes.push((m.name.clone(), weights_sha256))
                 }

@@ -46,6 +46,8 @@ pub struct Schedule {
     pub seed: u64,
     /// The epoch plan (data cursor of a round).
     pub plan: lockstep_trainer::data::EpochPlan,
+    /// Progress, metrics.csv, Prometheus, timeline (see [`crate::observe`]).
+    pub observer: crate::observe::Observer,
 }
 
 impl Schedule {
@@ -260,6 +262,7 @@ async fn run_rounds(
             let changed = control.send(msg).await.map_err(actor_err)??;
             record_change(&mut changes, &mut open, &changed, &lost.reason, detected);
             world = changed.world;
+            s.observer.membership(world);
             round = changed.round;
             granted = (round + GRANT_WINDOW).min(s.total_rounds);
             grant(control, server, s, round, granted).await?;
@@ -292,7 +295,9 @@ async fn run_rounds(
             );
         }
         let loss = totals.add(&collected.reports, gap_ms);
+        let round_ms = gap_ms;
         t = Instant::now();
+        s.observer.round(round, plan.epoch, &collected, round_ms);
         if !loss.is_finite() {
             return Err(RuntimeError::Model(format!(
                 "round {round}: training loss is {loss}"
@@ -331,6 +336,7 @@ async fn run_rounds(
             let changed = control.send(msg).await.map_err(actor_err)??;
             record_change(&mut changes, &mut open, &changed, "replacement", since);
             world = changed.world;
+            s.observer.membership(world);
             round = changed.round;
             granted = (round + GRANT_WINDOW).min(s.total_rounds);
             grant(control, server, s, round, granted).await?;
@@ -363,6 +369,7 @@ async fn run_rounds(
     report.round_time = totals.split();
     report.world_size = world;
     report.membership_changes = changes;
+    s.observer.finish(&report);
     Ok(report)
 }
 

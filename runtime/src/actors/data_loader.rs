@@ -13,6 +13,7 @@ use lockstep_trainer::data::{BatchSource, ShardBatch};
 pub struct DataLoader {
     source: Box<dyn BatchSource>,
     round: u64,
+    tracer: Option<crate::observe::trace::Tracer>,
 }
 
 impl DataLoader {
@@ -21,7 +22,14 @@ impl DataLoader {
         DataLoader {
             source,
             round: first_round,
+            tracer: None,
         }
+    }
+
+    /// Record a `data` span per traced round (`--trace`).
+    pub fn with_tracer(mut self, tracer: Option<crate::observe::trace::Tracer>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     fn produce(&mut self, round: u64) -> Result<ShardBatch, RuntimeError> {
@@ -49,7 +57,17 @@ impl Actor for DataLoader {
 impl Handler<Prefetch> for DataLoader {
     type Result = ();
     fn handle(&mut self, msg: Prefetch, _: &mut SyncContext<Self>) {
+        let started = std::time::Instant::now();
         let shard = self.produce(msg.round);
+        if let Some(t) = &self.tracer {
+            t.span(
+                msg.round,
+                "data",
+                "data",
+                started,
+                std::time::Instant::now(),
+            );
+        }
         let ready = ShardReady {
             round: msg.round,
             shard,

@@ -2,15 +2,22 @@
 //! checkpoints without a round trip: they send on the control link's sending side
 //! ([`lockstep_transport::tcp::TcpSender`]) while the control thread keeps receiving on it.
 //!
+//! It also carries what the worker tells about itself besides results: the byte counters of
+//! its data-mesh links (sent with every `RoundDone`) and, with `--trace`, the [`Tracer`] its
+//! actors record timeline spans into (sent in batches as `Trace`).
+//!
 //! It also holds the worker's first failure. An actor that fails stores its error here and sends
 //! `Abort` to the coordinator; the coordinator stops every node, and the control thread, whose
 //! receive then ends, returns the stored (local, more precise) error rather than the echo.
 
 use crate::error::RuntimeError;
-use crate::protocol::{encode, ControlMsg};
+use crate::observe::trace::Tracer;
+use crate::protocol::{encode, ControlMsg, LinkBytes};
+use lockstep_collective::Traffic;
 use lockstep_transport::tcp::TcpSender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// A worker's channel to the coordinator, shared by its actors. See the module docs.
 ///
@@ -27,6 +34,8 @@ pub struct Reporter {
     lost: Arc<AtomicBool>,
     /// Set when the worker suspends: nothing more of this mesh goes out.
     silenced: Arc<AtomicBool>,
+    tracer: Option<Tracer>,
+    traffic: Option<(Traffic, Arc<[String]>)>,
 }
 
 impl Reporter {
@@ -38,6 +47,8 @@ impl Reporter {
             mesh: None,
             lost: Arc::new(AtomicBool::new(false)),
             silenced: Arc::new(AtomicBool::new(false)),
+            tracer: None,
+            traffic: None,
         }
     }
 
@@ -72,6 +83,66 @@ impl Reporter {
     pub fn silence(&self) {
         self.silenced.store(true, Ordering::SeqCst);
         self.lost.store(true, Ordering::SeqCst);
+    }
+
+    /// Also report `traffic` (peer names by rank) and, with `tracer`, timeline spans.
+    pub fn with_observe(
+        mut self,
+        tracer: Option<Tracer>,
+        traffic: Traffic,
+        peers: Vec<String>,
+    ) -> Self {
+        self.tracer = tracer;
+        self.traffic = Some((traffic, peers.into()));
+        self
+    }
+
+    /// Record a timeline span (when tracing and `round` is sampled).
+    pub fn span(&self, round: u64, thread: &str, name: &str, start: Instant, end: Instant) {
+        if let Some(t) = &self.tracer {
+            t.span(round, thread, name, start, end);
+        }
+    }
+
+    /// The tracer, when tracing.
+    pub fn tracer(&self) -> Option<Tracer> {
+        self.tracer.clone()
+    }
+
+    /// Whether spans of `round` are recorded (callers skip building span names otherwise).
+    pub fn traced(&self, round: u64) -> bool {
+        self.tracer.as_ref().is_some_and(|t| t.traced(round))
+    }
+
+    /// Bytes exchanged with each data-mesh peer so far (empty without counters).
+    pub fn links(&self) -> Vec<LinkBytes> {
+        let Some((traffic, names)) = &self.traffic else {
+            return Vec::new();
+        };
+        traffic
+            .snapshot()
+            .into_iter()
+            .zip(names.iter())
+            .filter(|((s, r), _)| s + r > 0)
+            .map(|((sent, received), peer)| LinkBytes {
+                peer: peer.clone(),
+                sent,
+                received,
+            })
+            .collect()
+    }
+
+    /// Send the spans recorded so far, if any.
+    ///
+    /// # Errors
+    /// As [`Reporter::send`].
+    pub fn flush_trace(&self, round: u64) -> Result<(), RuntimeError> {
+        let Some(t) = &self.tracer else { return Ok(()) };
+        let (sent_us, spans) = t.take();
+        if spans.is_empty() {
+            return Ok(());
+        }
+        self.send(round, &ControlMsg::Trace { sent_us, spans })
     }
 
     /// Send `msg` (about `round`) to the coordinator.

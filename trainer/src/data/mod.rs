@@ -26,7 +26,7 @@ mod spec;
 mod stream;
 mod table;
 
-pub use columns::{glob_match, RawColumn};
+pub use columns::{column_kind, extract, glob_match, Kind as ColumnKind, RawColumn};
 pub use cursor::{epoch_permutation, BatchSource, DataCursor, EpochPlan, ShardBatch, TableSource};
 pub use error::DataError;
 pub use label::LabelPlan;

@@ -1,0 +1,112 @@
+//! `lockstep report RUN_DIR`: a readable summary of a finished or running run from its run
+//! directory alone: what ran, how far it is, the final (or latest) metrics, the round split,
+//! checkpoints, restarts and membership, and the endpoints to reach it.
+
+use super::progress::{self, Progress};
+use crate::error::RuntimeError;
+use crate::report::Report;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The summary of `run_dir` as text.
+///
+/// # Errors
+/// [`RuntimeError::Io`] when the directory holds neither `report.json` nor `progress.json`.
+pub fn summary(run_dir: &Path) -> Result<String, RuntimeError> {
+    let report = Report::read(&run_dir.join("report.json")).ok();
+    let progress: Option<Progress> = std::fs::read(run_dir.join(progress::FILE_NAME))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if report.is_none() && progress.is_none() {
+        return Err(RuntimeError::io(
+            "read",
+            run_dir,
+            "no report.json or progress.json: not a run directory, or the run has not started",
+        ));
+    }
+    let mut s = String::new();
+    let _ = writeln!(s, "run {}", run_dir.display());
+    match (&report, &progress) {
+        (Some(r), _) => {
+            let _ = writeln!(
+                s,
+                "  finished: {} rounds ({:.2} epochs), {} samples in {:.1} s ({:.0} samples/s)",
+                r.rounds, r.epochs, r.samples, r.wall_s, r.samples_per_s
+            );
+            let _ = writeln!(
+                s,
+                "  cluster {}: {} workers over {}, {}",
+                r.cluster, r.world_size, r.transport, r.aggregation
+            );
+            let eval: Vec<String> = r.eval.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+            let _ = writeln!(
+                s,
+                "  final train loss {:.4}; eval: {}",
+                r.final_train_loss,
+                eval.join(", ")
+            );
+            let t = &r.round_time;
+            let _ = writeln!(
+                s,
+                "  round {:.2} ms = compute {:.2} + communication {:.2} + waiting {:.2}",
+                t.total_ms, t.compute_ms, t.communication_ms, t.waiting_ms
+            );
+            let _ = writeln!(
+                s,
+                "  restarts {}; weights sha256 {}",
+                r.restarts, r.weights_sha256
+            );
+            if let Some(c) = &r.checkpoint {
+                let _ = writeln!(s, "  model {c}");
+            }
+        }
+        (None, Some(p)) => {
+            let _ = writeln!(
+                s,
+                "  running: round {}/{}, {}",
+                p.round,
+                p.total_rounds,
+                progress::message(p)
+            );
+        }
+        (None, None) => {}
+    }
+    checkpoints(run_dir, &mut s);
+    if let Ok(e) = crate::endpoints::read(run_dir) {
+        for (k, v) in e {
+            let _ = writeln!(s, "  endpoint {k}: {v}");
+        }
+    }
+    for f in [
+        "metrics.csv",
+        "trace.json",
+        "curves.svg",
+        "model.transform.json",
+    ] {
+        if run_dir.join(f).exists() {
+            let _ = writeln!(s, "  {}", run_dir.join(f).display());
+        }
+    }
+    Ok(s)
+}
+
+fn checkpoints(run_dir: &Path, s: &mut String) {
+    let dir = run_dir.join("checkpoints");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with("round-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    if !names.is_empty() {
+        let _ = writeln!(
+            s,
+            "  checkpoints in {}: {}",
+            dir.display(),
+            names.join(", ")
+        );
+    }
+}
