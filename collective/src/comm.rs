@@ -14,7 +14,7 @@
 
 use super::error::{CollectiveError, FailureKind};
 use super::kernels::{Consumer, Out, Sink};
-use super::CollectiveConfig;
+use super::{CollectiveConfig, LinkCosts, Topology};
 use lockstep_tensor::{Buffer, BufferPool};
 use lockstep_transport::{Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op};
 
@@ -50,6 +50,8 @@ pub struct Communicator {
     config: CollectiveConfig,
     pool: BufferPool,
     poisoned: Option<CollectiveError>,
+    topology: Topology,
+    costs: Option<LinkCosts>,
 }
 
 impl Communicator {
@@ -57,12 +59,14 @@ impl Communicator {
     pub fn new(group: Group, config: CollectiveConfig) -> Communicator {
         let retain = config.chunk_bytes.saturating_mul(64).max(32 << 20);
         Communicator {
-            group,
             round: 0,
             seq: 0,
             config,
             pool: BufferPool::new(retain),
             poisoned: None,
+            topology: Topology::one_per_host(group.world()),
+            costs: None,
+            group,
         }
     }
 
@@ -104,6 +108,38 @@ impl Communicator {
     /// Change the algorithm settings (the same on every rank, between collectives).
     pub fn config_mut(&mut self) -> &mut CollectiveConfig {
         &mut self.config
+    }
+
+    /// Which host every rank runs on (every rank on its own host unless set).
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Set the hosts of the ranks (the same on every rank, between collectives).
+    ///
+    /// # Errors
+    /// [`CollectiveError::Config`] when `topology` is for another world size.
+    pub fn set_topology(&mut self, topology: Topology) -> Result<(), CollectiveError> {
+        if topology.world() != self.world() {
+            return Err(CollectiveError::Config(format!(
+                "a topology of {} ranks for a group of {}",
+                topology.world(),
+                self.world()
+            )));
+        }
+        self.topology = topology;
+        Ok(())
+    }
+
+    /// The link costs `Algo::Auto` chooses by, if measured or set.
+    pub fn costs(&self) -> Option<&LinkCosts> {
+        self.costs.as_ref()
+    }
+
+    /// Set the link costs (identical on every rank, or ranks would choose differently: use what
+    /// [`Communicator::probe_links`] returns, which every rank shares).
+    pub fn set_costs(&mut self, costs: Option<LinkCosts>) {
+        self.costs = costs;
     }
 
     /// The first error this communicator returned, if any.
