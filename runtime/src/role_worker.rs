@@ -59,7 +59,10 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let workers = m.worker_names();
     let rank = group.rank();
     let num_params = model.params().len();
-    let comm = Communicator::new(group, CollectiveConfig::default());
+    let mut comm = Communicator::new(group, CollectiveConfig::default());
+    if m.job.aggregation != Aggregation::ParameterServer {
+        crate::scale::prepare(m, &mut comm, &peers, num_params * 4)?;
+    }
     let mode = if m.job.aggregation == Aggregation::ParameterServer {
         let servers: Vec<usize> = (workers.len()..peers.len()).collect();
         let ps = ParameterServer::new(
