@@ -13,9 +13,9 @@
 //!   hop carrying `f` flows: `2(n-1) * max(a_l + m/n b_l, a_r + f m/n b_r)`;
 //! - tree (recursive doubling): per step `a + f m b` of the step's class (`+2` whole-message
 //!   steps to fold in a world that is not a power of two);
-//! - hierarchical: local ring `2(L-1)(a_l + m/L b_l)`, the rings across hosts
-//!   `2(H-1)(a_r + m/H b_r)` (the `S` rings share the link), local broadcast
-//!   `ceil(log2 L)(S a_l + m b_l)`.
+//! - hierarchical: local reduce-scatter and allgather `2(L-1)(a_l + m/L b_l)`, the rings across
+//!   hosts `2(H-1)(a_r + m/H b_r)` (the `S` rings share the link); on uneven hosts a local
+//!   broadcast `ceil(log2 L)(S a_l + m b_l)` on top.
 //!
 //! Where the work is CPU-bound rather than link-bound (the reduction, or copying through the
 //! kernel, is slower than the link), the measured `beta` already includes it: the model fits
@@ -115,6 +115,10 @@ pub fn predict(algo: Algo, bytes: usize, topo: &Topology, costs: &LinkCosts) -> 
             }
             let local_ring = 2.0 * (l - 1.0) * lo.time(m / l);
             let cross = 2.0 * (h - 1.0) * re.time(m / h);
+            if topo.slices() == topo.max_local() {
+                // Reduce-scatter and allgather within hosts: the local ring's time.
+                return local_ring + cross;
+            }
             let depth = (l.log2().ceil()).max(0.0);
             let bcast = depth * (topo.slices() as f64 * lo.alpha + m * lo.beta);
             local_ring + cross + bcast

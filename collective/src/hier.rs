@@ -11,6 +11,11 @@
 //!    the slice's owner divides for a mean;
 //! 3. every host broadcasts slice `i` from its local rank `i` to its other ranks.
 //!
+//! When every host has the same number of ranks `L` (the usual case), steps 1 and 3 are the two
+//! halves of the local ring instead: a reduce-scatter leaves local rank `i` with the host's sum
+//! of segment `i+1 mod L` only, which it carries across hosts, and an allgather shares the
+//! results; each moves `(L-1)/L` of the data over shared memory.
+//!
 //! Every step is one of the flat algorithms over a subset of the group's links, inside the same
 //! collective call (frames between two ranks stay in order, so the phases need no tags of their
 //! own).
@@ -24,7 +29,8 @@
 
 use super::comm::{Call, Communicator};
 use super::kernels::split;
-use super::{bcast, ring, CollectiveError};
+use super::ring::Phase;
+use super::{bcast, ring, CollectiveError, Topology};
 
 /// Hierarchical allreduce of `data` in place; `mean` divides by the world size.
 pub(crate) fn allreduce(
@@ -41,6 +47,9 @@ pub(crate) fn allreduce(
         return ring::allreduce_among(c, call, data, local, div);
     }
     let li = local.iter().position(|&r| r == me).unwrap_or(0);
+    if topo.slices() == topo.max_local() {
+        return uniform(c, call, data, &topo, local, li, div);
+    }
     let slices = topo.slices();
     if local.len() > 1 {
         ring::allreduce_among(c, call, data, local, None)?;
@@ -56,4 +65,24 @@ pub(crate) fn allreduce(
         }
     }
     Ok(())
+}
+
+/// Every host has `L` ranks: reduce-scatter within the host (local rank `i` ends with the host's
+/// sum of segment `owned_segment(i, L)`), ring allreduce of that segment across hosts, allgather
+/// within the host. Each local rank moves `(L-1)/L` of the data twice over shared memory instead
+/// of a whole allreduce plus a broadcast.
+fn uniform(
+    c: &mut Communicator,
+    call: &Call,
+    data: &mut [f32],
+    topo: &Topology,
+    local: &[usize],
+    li: usize,
+    div: Option<f32>,
+) -> Result<(), CollectiveError> {
+    let l = local.len();
+    ring::run(c, call, data, local, None, Phase::ReduceScatter)?;
+    let r = split(data.len(), l, ring::owned_segment(li, l));
+    ring::allreduce_among(c, call, &mut data[r], &topo.cross(li), div)?;
+    ring::run(c, call, data, local, None, Phase::AllGather)
 }
