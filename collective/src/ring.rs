@@ -114,7 +114,10 @@ pub(crate) fn run(
 ) -> Result<(), CollectiveError> {
     let n = members.len();
     let Some(pos) = members.iter().position(|&m| m == c.rank()) else {
-        return Err(c.invalid(call, format!("rank {} is not in the ring {members:?}", c.rank())));
+        return Err(c.invalid(
+            call,
+            format!("rank {} is not in the ring {members:?}", c.rank()),
+        ));
     };
     if n == 1 {
         if let (Some(d), false) = (div, phase == Phase::AllGather) {

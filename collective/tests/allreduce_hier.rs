@@ -88,12 +88,13 @@ fn hierarchical_matches_the_f64_sum_with_identical_bits_on_every_rank() {
                     c.allreduce(&mut x, how.algo(Algo::Hier)).unwrap();
                     x
                 });
-                for i in 0..len {
-                    let mut exact: f64 = (0..n).map(|r| f64::from(input(r, len)[i])).sum();
+                let inputs: Vec<Vec<f32>> = (0..n).map(|r| input(r, len)).collect();
+                for (i, got) in out[0].iter().enumerate() {
+                    let mut exact: f64 = inputs.iter().map(|x| f64::from(x[i])).sum();
                     if mean {
                         exact /= n as f64;
                     }
-                    let got = f64::from(out[0][i]);
+                    let got = f64::from(*got);
                     assert!(
                         (got - exact).abs() <= 1e-5 * (1.0 + exact.abs()),
                         "{topo:?} len={len} i={i}: {got} vs {exact}"
