@@ -102,12 +102,24 @@ pub struct AllreduceBenchArgs {
     /// Number of processes.
     #[arg(long, default_value_t = 2)]
     pub world: usize,
-    /// Backend: tcp or shm.
+    /// Backend: tcp, shm, or auto (shared memory to workers with the same IP, TCP to others).
     #[arg(long, default_value = "shm")]
     pub transport: String,
-    /// Algorithm: ring, tree, ps or auto.
+    /// Algorithm: ring, tree, hier, ps or auto (auto probes the links first and reports what it
+    /// chose for each size).
     #[arg(long, default_value = "auto")]
     pub algo: String,
+    /// Workers per host, host-major (0: hosts from the workers' IPs). With --netns, worker `r`
+    /// runs in namespace `<netns><r / ranks_per_host>`.
+    #[arg(long, default_value_t = 0)]
+    pub ranks_per_host: usize,
+    /// Run the workers in network namespaces with this name prefix (`ip netns exec`; see
+    /// scripts/netns-cluster.sh); needs --ranks-per-host and --bind.
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// The IP the rendezvous coordinator binds (reachable from every namespace).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
     /// Comma-separated message sizes.
     #[arg(long, default_value = "4KiB,64KiB,1MiB,16MiB,64MiB")]
     pub sizes: String,

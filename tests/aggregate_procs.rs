@@ -28,6 +28,9 @@ fn config(mode: &str, transport: &str, algo: &str, sizes: Vec<usize>) -> WorkerC
         sizes,
         iters: 1,
         peer_timeout_ms: 3_000,
+        ranks_per_host: 0,
+        netns: None,
+        bind: None,
     }
 }
 

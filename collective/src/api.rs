@@ -3,7 +3,7 @@
 //! [`Call`] (sequence number, shape fingerprint, dtype) and the algorithm is chosen.
 
 use super::comm::{Call, Communicator};
-use super::{bcast, ring, tree, Algo, CollectiveError, ReduceOp};
+use super::{bcast, cost, hier, ring, tree, Algo, CollectiveError, ReduceOp};
 use lockstep_tensor::{bf16, f16, fingerprint_dims, kernels, DType, Element};
 use lockstep_transport::Op;
 
@@ -109,11 +109,16 @@ impl Communicator {
         Ok(())
     }
 
-    /// The algorithm `auto` (or an explicit setting) resolves to for `bytes` of f32 data.
+    /// The algorithm `auto` (or an explicit setting) resolves to for `bytes` of f32 data: with
+    /// link costs, the [`cost::choose`] pick; without, the fixed `small_bytes` threshold.
     pub fn resolve_algo(&self, algo: Option<Algo>, bytes: usize) -> Algo {
         match algo.unwrap_or(self.config().algo) {
-            Algo::Auto if bytes < self.config().small_bytes => Algo::Tree,
-            Algo::Auto => Algo::Ring,
+            Algo::Auto => match self.costs() {
+                Some(costs) => cost::choose(bytes, self.topology(), costs).algo,
+                None if bytes < self.config().small_bytes => Algo::Tree,
+                None if self.topology().is_hierarchical() => Algo::Hier,
+                None => Algo::Ring,
+            },
             other => other,
         }
     }
@@ -175,6 +180,7 @@ impl Communicator {
         let mean = how.op == ReduceOp::Mean;
         match self.resolve_algo(how.algo, data.len() * 4) {
             Algo::Tree => tree::allreduce(self, call, data, mean),
+            Algo::Hier => hier::allreduce(self, call, data, mean),
             _ => ring::allreduce(self, call, data, mean),
         }
     }

@@ -21,21 +21,37 @@ pub(crate) fn broadcast(
     bytes: &mut [u8],
     root: usize,
 ) -> Result<(), CollectiveError> {
-    let n = c.world();
+    let all: Vec<usize> = (0..c.world()).collect();
+    broadcast_among(c, call, bytes, &all, root)
+}
+
+/// Broadcast `bytes` from `members[root]` to the other `members` (global ranks; this rank must
+/// be one of them), in place.
+pub(crate) fn broadcast_among(
+    c: &mut Communicator,
+    call: &Call,
+    bytes: &mut [u8],
+    members: &[usize],
+    root: usize,
+) -> Result<(), CollectiveError> {
+    let n = members.len();
+    let Some(pos) = members.iter().position(|&m| m == c.rank()) else {
+        return Err(c.invalid(call, format!("rank {} is not among {members:?}", c.rank())));
+    };
     if n == 1 {
         return Ok(());
     }
-    let v = (c.rank() + n - root) % n;
+    let v = (pos + n - root) % n;
     let high = if v == 0 {
         0
     } else {
         1usize << (usize::BITS - 1 - v.leading_zeros())
     };
-    let parent = (v != 0).then(|| (v - high + root) % n);
+    let parent = (v != 0).then(|| members[(v - high + root) % n]);
     let mut children = Vec::new();
     let mut mask = if v == 0 { 1 } else { high << 1 };
     while v + mask < n {
-        children.push((v + mask + root) % n);
+        children.push(members[(v + mask + root) % n]);
         mask <<= 1;
     }
     children.reverse();

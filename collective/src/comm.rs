@@ -15,7 +15,7 @@
 use super::error::{CollectiveError, FailureKind};
 use super::kernels::{Consumer, Out, Sink};
 use super::traffic::Traffic;
-use super::CollectiveConfig;
+use super::{CollectiveConfig, LinkCosts, Topology};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{
     Context, Error as TransportError, Expect, FrameHeader, Group, Link, Op, HEADER_LEN,
@@ -53,6 +53,8 @@ pub struct Communicator {
     config: CollectiveConfig,
     poisoned: Option<CollectiveError>,
     traffic: Traffic,
+    topology: Topology,
+    costs: Option<LinkCosts>,
 }
 
 impl Communicator {
@@ -60,11 +62,13 @@ impl Communicator {
     pub fn new(group: Group, config: CollectiveConfig) -> Communicator {
         Communicator {
             traffic: Traffic::new(group.world()),
+            topology: Topology::one_per_host(group.world()),
             group,
             round: 0,
             seq: 0,
             config,
             poisoned: None,
+            costs: None,
         }
     }
 
@@ -111,6 +115,38 @@ impl Communicator {
     /// Bytes sent to and received from each peer so far (a shared handle).
     pub fn traffic(&self) -> Traffic {
         self.traffic.clone()
+    }
+
+    /// Which host every rank runs on (every rank on its own host unless set).
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Set the hosts of the ranks (the same on every rank, between collectives).
+    ///
+    /// # Errors
+    /// [`CollectiveError::Config`] when `topology` is for another world size.
+    pub fn set_topology(&mut self, topology: Topology) -> Result<(), CollectiveError> {
+        if topology.world() != self.world() {
+            return Err(CollectiveError::Config(format!(
+                "a topology of {} ranks for a group of {}",
+                topology.world(),
+                self.world()
+            )));
+        }
+        self.topology = topology;
+        Ok(())
+    }
+
+    /// The link costs `Algo::Auto` chooses by, if measured or set.
+    pub fn costs(&self) -> Option<&LinkCosts> {
+        self.costs.as_ref()
+    }
+
+    /// Set the link costs (identical on every rank, or ranks would choose differently: use what
+    /// [`Communicator::probe_links`] returns, which every rank shares).
+    pub fn set_costs(&mut self, costs: Option<LinkCosts>) {
+        self.costs = costs;
     }
 
     /// The first error this communicator returned, if any.

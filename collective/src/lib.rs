@@ -10,7 +10,10 @@
 //! - Allreduce (sum, mean) of f32, and of f16/bf16 with f32 accumulation:
 //!   [`Algo::Ring`] (bandwidth-optimal, chunked and pipelined, reduces straight out of a
 //!   shared-memory ring), [`Algo::Tree`] (recursive doubling, latency-optimal for small
-//!   messages, any world size), [`Algo::Auto`] (tree below [`CollectiveConfig::small_bytes`]).
+//!   messages, any world size), [`Algo::Hier`] (hierarchical: a ring per host over shared
+//!   memory, rings across hosts over the network, see [`Topology`]), [`Algo::Auto`] (the
+//!   fastest by the [`cost`] model once [`Communicator::probe_links`] measured the links; tree
+//!   below [`CollectiveConfig::small_bytes`] before that).
 //!   Results are deterministic: identical bits on every rank and run after run for the same
 //!   inputs, world size, algorithm and chunk size.
 //! - Broadcast and barrier.
@@ -41,18 +44,25 @@
 mod api;
 mod bcast;
 mod comm;
+pub mod cost;
 mod error;
+mod hier;
 mod kernels;
+mod probe;
 mod ps;
 mod ring;
 mod traffic;
+mod topology;
 mod tree;
 
 pub use api::AllReduce;
 pub use comm::Communicator;
+pub use cost::{AlphaBeta, Choice, LinkCosts};
 pub use error::{CollectiveError, FailureKind};
+pub use probe::{LinkSample, ProbeOptions, ProbeReport};
 pub use ps::ParameterServer;
 pub use traffic::Traffic;
+pub use topology::Topology;
 
 use std::str::FromStr;
 
@@ -72,8 +82,30 @@ pub enum Algo {
     Ring,
     /// Recursive doubling: `ceil(log2 n)` (+2 when `n` is not a power of two) steps.
     Tree,
-    /// `Tree` below [`CollectiveConfig::small_bytes`], `Ring` from there on.
+    /// Ring per host, rings across hosts, broadcast per host (see [`Topology`]); the flat ring
+    /// when every rank has a host of its own.
+    Hier,
+    /// With measured link costs, the fastest by the [`cost`] model; without, `Tree` below
+    /// [`CollectiveConfig::small_bytes`], then `Hier` on a hierarchical topology, else `Ring`.
     Auto,
+}
+
+impl Algo {
+    /// The name `FromStr` accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algo::Ring => "ring",
+            Algo::Tree => "tree",
+            Algo::Hier => "hier",
+            Algo::Auto => "auto",
+        }
+    }
+}
+
+impl std::fmt::Display for Algo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl FromStr for Algo {
@@ -82,9 +114,10 @@ impl FromStr for Algo {
         match s {
             "ring" => Ok(Algo::Ring),
             "tree" => Ok(Algo::Tree),
+            "hier" => Ok(Algo::Hier),
             "auto" => Ok(Algo::Auto),
             other => Err(CollectiveError::Config(format!(
-                "unknown allreduce algorithm {other:?} (ring, tree, auto)"
+                "unknown allreduce algorithm {other:?} (ring, tree, hier, auto)"
             ))),
         }
     }

@@ -22,7 +22,7 @@
 //! run, for a given world size and chunk size.
 
 use super::comm::{Call, Communicator, Reduce};
-use super::kernels::split;
+use super::kernels::{split, Consumer, Sink};
 use super::CollectiveError;
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -59,7 +59,7 @@ impl Layout {
     }
 }
 
-/// Ring allreduce of `data` in place; `mean` divides by the world size.
+/// Ring allreduce of `data` in place over every rank; `mean` divides by the world size.
 pub(crate) fn allreduce(
     c: &mut Communicator,
     call: &Call,
@@ -67,15 +67,72 @@ pub(crate) fn allreduce(
     mean: bool,
 ) -> Result<(), CollectiveError> {
     let n = c.world();
+    let all: Vec<usize> = (0..n).collect();
+    allreduce_among(c, call, data, &all, mean.then_some(n as f32))
+}
+
+/// Ring allreduce of `data` in place among `members` (global ranks in ring order; this rank
+/// must be one of them), dividing the sums by `div` when given. Ranks outside `members` take
+/// no part; the hierarchical allreduce runs one such ring per host and one across hosts.
+pub(crate) fn allreduce_among(
+    c: &mut Communicator,
+    call: &Call,
+    data: &mut [f32],
+    members: &[usize],
+    div: Option<f32>,
+) -> Result<(), CollectiveError> {
+    run(c, call, data, members, div, Phase::Both)
+}
+
+/// Which part of the ring runs.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reduce-scatter then allgather: an allreduce.
+    #[default]
+    Both,
+    /// Reduce-scatter only: afterwards the member at ring position `p` holds the sum of segment
+    /// [`owned_segment`]`(p, n)` (of `split(len, n, _)`), the rest of `data` is partial.
+    ReduceScatter,
+    /// Allgather only: the member at position `p` contributes its segment
+    /// [`owned_segment`]`(p, n)`; afterwards every member holds every segment.
+    AllGather,
+}
+
+/// The segment ring position `pos` of `n` owns after a reduce-scatter.
+pub(crate) fn owned_segment(pos: usize, n: usize) -> usize {
+    (pos + 1) % n
+}
+
+/// One phase (or both) of the ring among `members`.
+pub(crate) fn run(
+    c: &mut Communicator,
+    call: &Call,
+    data: &mut [f32],
+    members: &[usize],
+    div: Option<f32>,
+    phase: Phase,
+) -> Result<(), CollectiveError> {
+    let n = members.len();
+    let Some(pos) = members.iter().position(|&m| m == c.rank()) else {
+        return Err(c.invalid(
+            call,
+            format!("rank {} is not in the ring {members:?}", c.rank()),
+        ));
+    };
     if n == 1 {
+        if let (Some(d), false) = (div, phase == Phase::AllGather) {
+            super::kernels::divide(data, d as usize);
+        }
         return Ok(());
     }
     let lay = Layout::new(data.len(), n, c.config().chunk_bytes / 4);
     let mut ring = Ring {
         lay,
-        mean,
-        left: (c.rank() + n - 1) % n,
-        right: (c.rank() + 1) % n,
+        div,
+        pos,
+        phase,
+        left: members[(pos + n - 1) % n],
+        right: members[(pos + 1) % n],
         ..Ring::default()
     };
     loop {
@@ -102,7 +159,9 @@ pub(crate) fn allreduce(
 #[derive(Default)]
 struct Ring {
     lay: Layout,
-    mean: bool,
+    div: Option<f32>,
+    pos: usize,
+    phase: Phase,
     left: usize,
     right: usize,
     first_sent: usize,
@@ -118,10 +177,17 @@ impl Ring {
         data: &[f32],
     ) -> Result<(), CollectiveError> {
         let j = self.first_sent;
-        let piece = &data[self.lay.piece(c.rank(), j)];
+        let n = self.lay.world;
+        // The allgather alone starts where the reduce-scatter ends: step n-1, own segment.
+        let (step, seg) = if self.phase == Phase::AllGather {
+            (n - 1, owned_segment(self.pos, n))
+        } else {
+            (0, self.pos)
+        };
+        let piece = &data[self.lay.piece(seg, j)];
         c.send_from(call, self.right, bytemuck::cast_slice(piece))?;
         self.first_sent += 1;
-        self.upcoming.push_back((0, j));
+        self.upcoming.push_back((step, j));
         Ok(())
     }
 
@@ -136,13 +202,22 @@ impl Ring {
     ) -> Result<(), CollectiveError> {
         let n = self.lay.world;
         let steps = 2 * (n - 1);
-        let pr = self.lay.piece((c.rank() + 2 * n - u - 1) % n, j);
+        let pr = self.lay.piece((self.pos + 2 * n - u - 1) % n, j);
         let bytes = pr.len() * 4;
-        if u + 2 <= n {
+        if u + 2 == n && self.phase == Phase::ReduceScatter {
+            // Last reduce-scatter step of a reduce-scatter alone: keep the sum, send nothing.
+            let mut consumer = Consumer::new(Sink::Accumulate(&mut data[pr.clone()]));
+            c.recv_into(call, self.left, bytes, &mut consumer)?;
+            if let Some(d) = self.div {
+                for v in &mut data[pr] {
+                    *v /= d;
+                }
+            }
+        } else if u + 2 <= n {
             // Reduce-scatter: partial (or, at step n-2, final) sum of this piece, written
             // straight into the frame to the right; the final one is also kept in `data`.
             let how = if u + 2 == n {
-                Reduce::Finish(&mut data[pr], self.mean.then_some(n as f32))
+                Reduce::Finish(&mut data[pr], self.div)
             } else {
                 Reduce::AddTo(&data[pr])
             };

@@ -1,12 +1,18 @@
 //! Environment mode for cluster managers: with `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`
-//! (as torchrun sets them) or Slurm's `SLURM_PROCID` / `SLURM_NTASKS` (plus `MASTER_ADDR` /
-//! `MASTER_PORT`), `lockstep node MANIFEST` needs no per-node entry. The manifest's nodes are
+//! (as torchrun sets them), Slurm's `SLURM_PROCID` / `SLURM_NTASKS` or a Kubernetes Indexed Job's
+//! `JOB_COMPLETION_INDEX` (with `WORLD_SIZE`), plus `MASTER_ADDR` / `MASTER_PORT`,
+//! `lockstep node MANIFEST` needs no per-node entry. `MASTER_ADDR` may be a DNS name that does
+//! not resolve yet (a headless Service's record appears once the pod is scheduled): it is
+//! retried for up to [`RESOLVE_TIMEOUT`]. The manifest's nodes are
 //! replaced by `rank-0 .. rank-(W-1)`: rank 0 is the coordinator (on `MASTER_ADDR:MASTER_PORT`)
 //! and a worker, every rank is a worker. Workers register with the coordinator, which hands out
 //! the peer table.
 
 use crate::error::RuntimeError;
 use crate::manifest::{Manifest, NodeSpec, Role};
+
+/// How long `MASTER_ADDR` is retried while it does not resolve.
+pub const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn var(names: &[&str]) -> Option<(String, String)> {
     names
@@ -31,7 +37,7 @@ fn number(names: &[&str]) -> Result<usize, RuntimeError> {
 /// # Errors
 /// [`RuntimeError::Launch`] naming the missing or malformed variable.
 pub fn apply(m: &mut Manifest) -> Result<String, RuntimeError> {
-    let rank = number(&["RANK", "SLURM_PROCID"])?;
+    let rank = number(&["RANK", "SLURM_PROCID", "JOB_COMPLETION_INDEX"])?;
     let world = number(&["WORLD_SIZE", "SLURM_NTASKS"])?;
     let (_, host) = var(&["MASTER_ADDR"])
         .ok_or_else(|| RuntimeError::Launch("MASTER_ADDR is not set".into()))?;
@@ -41,7 +47,7 @@ pub fn apply(m: &mut Manifest) -> Result<String, RuntimeError> {
             "RANK {rank} is not below WORLD_SIZE {world}"
         )));
     }
-    let ip = lockstep_transport::tcp::resolve(&format!("{host}:{port}"))?.ip();
+    let ip = resolve_with_retry(&format!("{host}:{port}"))?.ip();
     m.nodes = (0..world)
         .map(|r| NodeSpec {
             name: format!("rank-{r}"),
@@ -59,4 +65,18 @@ pub fn apply(m: &mut Manifest) -> Result<String, RuntimeError> {
         .collect();
     m.validate()?;
     Ok(format!("rank-{rank}"))
+}
+
+fn resolve_with_retry(addr: &str) -> Result<std::net::SocketAddr, RuntimeError> {
+    let deadline = std::time::Instant::now() + RESOLVE_TIMEOUT;
+    loop {
+        match lockstep_transport::tcp::resolve(addr) {
+            Ok(a) => return Ok(a),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+            Err(e) => {
+                tracing::info!(%e, "MASTER_ADDR {addr} does not resolve yet; retrying");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
 }

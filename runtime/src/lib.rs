@@ -32,6 +32,7 @@ pub mod registration;
 pub mod report;
 mod role_coordinator;
 mod role_worker;
+mod scale;
 pub mod server;
 
 pub use error::RuntimeError;

@@ -107,6 +107,16 @@ pub struct ClusterSpec {
     /// A peer silent this long is declared dead.
     #[serde(default = "default_timeout")]
     pub peer_timeout_ms: u64,
+    /// Allreduce algorithm: auto (chosen from a start-up link probe) | ring | tree | hier.
+    #[serde(default = "default_allreduce")]
+    pub allreduce: String,
+    /// Workers per host, host-major (0: hosts from the IPs of the data addresses).
+    #[serde(default)]
+    pub ranks_per_host: usize,
+}
+
+fn default_allreduce() -> String {
+    "auto".into()
 }
 
 fn default_token() -> String {
@@ -405,6 +415,15 @@ impl Manifest {
                     "elastic membership applies to allreduce aggregation only (a parameter-server job stops cleanly naming a dead node and resumes from its checkpoint)".into(),
                 ));
             }
+        }
+        if !["auto", "ring", "tree", "hier"].contains(&self.cluster.allreduce.as_str()) {
+            return Err(self.invalid(
+                "cluster.allreduce",
+                format!(
+                    "{:?} is not one of auto, ring, tree, hier",
+                    self.cluster.allreduce
+                ),
+            ));
         }
         if self.cluster.heartbeat_ms == 0
             || self.cluster.peer_timeout_ms <= self.cluster.heartbeat_ms

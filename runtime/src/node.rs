@@ -202,7 +202,8 @@ pub(crate) fn transport_kind(ctx: &NodeContext, peers: &[PeerAddr]) -> Transport
             if local {
                 TransportKind::Shm
             } else {
-                TransportKind::Tcp
+                // Per peer: shared memory to workers with this node's IP, TCP to the others.
+                TransportKind::Auto
             }
         }
     }

@@ -246,6 +246,11 @@ fn run_epoch(
         .then(|| crate::observe::trace::Tracer::new(m.observe.sampling()));
     let peer_names: Vec<String> = peers.iter().map(|(n, _)| n.clone()).collect();
     let traffic = comm.traffic();
+    if m.job.aggregation != Aggregation::ParameterServer {
+        if let Err(e) = crate::scale::prepare(m, &mut comm, peers, num_params * 4) {
+            return (Err(e), link);
+        }
+    }
     let plan = job::plan(m, split.train.rows);
     let mut first_round = epoch.round;
     let mut cursor = plan.cursor_at(first_round);

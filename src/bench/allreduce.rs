@@ -48,6 +48,15 @@ pub struct WorkerConfig {
     pub iters: usize,
     /// Peer timeout in ms.
     pub peer_timeout_ms: u64,
+    /// Workers per host (0: hosts from the workers' IPs).
+    #[serde(default)]
+    pub ranks_per_host: usize,
+    /// Namespace prefix the workers run in (`ip netns exec`), when set.
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// The IP the coordinator binds; workers in namespaces bind every address.
+    #[serde(default)]
+    pub bind: Option<String>,
 }
 
 /// One size's samples, as worker 0 sends them to the parent (one entry per repetition).
@@ -67,6 +76,12 @@ pub struct Samples {
     pub busbw_gbps: Vec<f64>,
     /// The reference sample next to each (GB/s).
     pub reference_gbps: Vec<f64>,
+    /// The algorithm that ran (what `auto` chose).
+    #[serde(default)]
+    pub algo: String,
+    /// The cost model's prediction for it (us), when the links were probed.
+    #[serde(default)]
+    pub predicted_us: Option<f64>,
 }
 
 fn token() -> Vec<u8> {
@@ -85,11 +100,14 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         .split(',')
         .map(parse_size)
         .collect::<Result<Vec<_>, _>>()?;
-    if args.world == 0 || !["tcp", "shm"].contains(&args.transport.as_str()) {
+    if args.world == 0 || !["tcp", "shm", "auto"].contains(&args.transport.as_str()) {
         return Err(format!(
-            "need --world >= 1 and --transport tcp|shm, got {} and {}",
+            "need --world >= 1 and --transport tcp|shm|auto, got {} and {}",
             args.world, args.transport
         ));
+    }
+    if args.netns.is_some() && args.ranks_per_host == 0 {
+        return Err("--netns needs --ranks-per-host".into());
     }
     if args.algo != "ps" {
         args.algo.parse::<Algo>().map_err(|e| e.to_string())?;
@@ -103,6 +121,9 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         sizes: sizes.clone(),
         iters: args.iters.max(1),
         peer_timeout_ms: 10_000,
+        ranks_per_host: args.ranks_per_host,
+        netns: args.netns.clone(),
+        bind: Some(args.bind.clone()),
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut load = Load::start();
@@ -135,6 +156,10 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         row.insert("algbw_gbps".into(), Value::from(algbw.median));
         row.extend(p.json("busbw_gbps", "reference_gbps"));
         row.insert("iters".into(), Value::from(s.iters));
+        row.insert("algo".into(), Value::from(s.algo.clone()));
+        if let Some(p) = s.predicted_us {
+            row.insert("predicted_us".into(), Value::from(p));
+        }
         rows.push(Value::Object(row));
         cells.push(vec![
             s.bytes.to_string(),
@@ -144,6 +169,8 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
             p.subject.cell(3),
             p.reference.cell(3),
             p.ratio.cell(3),
+            s.algo.clone(),
+            s.predicted_us.map_or("-".into(), |p| format!("{p:.1}")),
             p.flag().to_string(),
         ]);
     }
@@ -156,6 +183,8 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
             "busbw_GB/s",
             "reference_GB/s",
             "ratio",
+            "algo",
+            "model_us",
             "",
         ],
         &cells,
@@ -165,6 +194,7 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         let mut report = Map::new();
         report.insert("world".into(), Value::from(args.world));
         report.insert("transport".into(), Value::from(args.transport.clone()));
+        report.insert("ranks_per_host".into(), Value::from(args.ranks_per_host));
         report.insert("algo".into(), Value::from(args.algo.clone()));
         report.insert("repeat".into(), Value::from(args.repeat.max(1)));
         load.add_json(&mut report);
@@ -228,13 +258,22 @@ fn start_repeat(
     world: usize,
     repeat: usize,
 ) -> Result<Started, String> {
-    let coord =
-        Coordinator::bind("127.0.0.1:0", &cfg.cluster, &token()).map_err(|e| e.to_string())?;
+    let bind = format!("{}:0", cfg.bind.as_deref().unwrap_or("127.0.0.1"));
+    let coord = Coordinator::bind(&bind, &cfg.cluster, &token()).map_err(|e| e.to_string())?;
     cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
     let json = with_repeat(&cfg, repeat)?;
     let mut kids: Vec<Child> = Vec::new();
     for rank in 0..world {
-        let child = Command::new(exe)
+        let mut cmd = match &cfg.netns {
+            Some(prefix) => {
+                let mut c = Command::new("ip");
+                let ns = format!("{prefix}{}", rank / cfg.ranks_per_host.max(1));
+                c.args(["netns", "exec", &ns]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let child = cmd
             .args([
                 "bench-worker",
                 "--kind",
@@ -310,9 +349,15 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
         .map_err(|e: lockstep_transport::Error| e.to_string())?;
     m.peer_timeout_ms = cfg.peer_timeout_ms;
     m.heartbeat_ms = (cfg.peer_timeout_ms / 6).max(10);
-    let l = Listener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let ip = if cfg.netns.is_some() {
+        "0.0.0.0"
+    } else {
+        "127.0.0.1"
+    };
+    let l = Listener::bind(&format!("{ip}:0")).map_err(|e| e.to_string())?;
     let g = connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())?;
     let mut c = Communicator::new(g, aggregate_config()?);
+    super::allreduce_checks::prepare(&mut c, &cfg)?;
     match cfg.mode.as_str() {
         "bench" => bench(&mut c, &cfg, repeat_of(&args.config)),
         "check" => check(&mut c, &cfg),
@@ -379,9 +424,23 @@ fn bench(c: &mut Communicator, cfg: &WorkerConfig, repeat: usize) -> Result<(), 
             times[rep].extend_from_slice(&chunk);
             Ok(Chunk::default())
         })?;
+        let ran = if cfg.algo == "ps" {
+            Algo::Auto
+        } else {
+            c.resolve_algo(cfg.algo.parse().ok(), bytes)
+        };
         let mut s = Samples {
             bytes,
             iters: per_chunk * CHUNKS,
+            algo: if cfg.algo == "ps" {
+                "ps".into()
+            } else {
+                ran.to_string()
+            },
+            predicted_us: c
+                .costs()
+                .filter(|_| cfg.algo != "ps")
+                .map(|k| lockstep_collective::cost::predict(ran, bytes, c.topology(), k) * 1e6),
             reference_gbps: refs[1].iter().map(|g| g / 1e9).collect(),
             ..Samples::default()
         };

@@ -96,3 +96,28 @@ pub(crate) fn run_loop(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), S
     }
     Ok(())
 }
+
+/// Before the first collective: the hosts (`ranks_per_host`, else all on one) and, for
+/// `auto`, the link probe, whose fitted costs rank 0 prints.
+pub(crate) fn prepare(
+    c: &mut Communicator,
+    cfg: &super::allreduce::WorkerConfig,
+) -> Result<(), String> {
+    let topo = if cfg.ranks_per_host > 0 {
+        lockstep_collective::Topology::uniform(c.world(), cfg.ranks_per_host)
+    } else {
+        lockstep_collective::Topology::single_host(c.world())
+    };
+    c.set_topology(topo).map_err(|e| e.to_string())?;
+    // Only the bench mode probes: the checks compare auto's bits between runs, and a measured
+    // choice may differ from run to run.
+    if cfg.algo == "auto" && cfg.mode == "bench" && c.world() > 1 {
+        let report = c
+            .probe_links(lockstep_collective::ProbeOptions::default())
+            .map_err(|e| e.to_string())?;
+        if c.rank() == 0 {
+            eprintln!("link probe: {:?}", report.costs);
+        }
+    }
+    Ok(())
+}

@@ -21,6 +21,31 @@ pub enum TransportKind {
     Tcp,
     /// Shared-memory rings (all nodes on one machine), bootstrapped over TCP.
     Shm,
+    /// Per peer: shared memory to peers on this node's host (the same IP in their addresses),
+    /// TCP to the others. For many workers per host on several hosts.
+    Auto,
+}
+
+impl TransportKind {
+    /// The kind of the link from `me` to `peer` (addresses as in the peer table).
+    pub fn for_peer(self, me: &str, peer: &str) -> TransportKind {
+        match self {
+            TransportKind::Auto => {
+                if same_host(me, peer) {
+                    TransportKind::Shm
+                } else {
+                    TransportKind::Tcp
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// True when two `host:port` addresses name the same IP (unparsable ones never do).
+pub fn same_host(a: &str, b: &str) -> bool {
+    let ip = |s: &str| s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+    matches!((ip(a), ip(b)), (Some(x), Some(y)) if x == y)
 }
 
 impl std::str::FromStr for TransportKind {
@@ -29,8 +54,9 @@ impl std::str::FromStr for TransportKind {
         match s {
             "tcp" => Ok(TransportKind::Tcp),
             "shm" => Ok(TransportKind::Shm),
+            "auto" => Ok(TransportKind::Auto),
             other => Err(Error::Config(format!(
-                "unknown transport {other:?} (tcp or shm)"
+                "unknown transport {other:?} (tcp, shm or auto)"
             ))),
         }
     }
@@ -194,8 +220,13 @@ fn build_group(cfg: &MeshConfig, streams: Vec<Option<TcpStream>>) -> Result<Grou
             links.push(None);
             continue;
         };
-        let link = match cfg.transport {
-            TransportKind::Tcp => AnyLink::Tcp(TcpLink::new(s, &cfg.node, &names[i], lc)?),
+        let kind = cfg
+            .transport
+            .for_peer(&cfg.peers[cfg.rank].addr, &cfg.peers[i].addr);
+        let link = match kind {
+            TransportKind::Tcp | TransportKind::Auto => {
+                AnyLink::Tcp(TcpLink::new(s, &cfg.node, &names[i], lc)?)
+            }
             TransportKind::Shm => AnyLink::Shm(crate::shm::ShmLink::establish(
                 s,
                 &cfg.cluster,
