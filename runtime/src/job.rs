@@ -49,7 +49,7 @@ pub fn preflight(m: &Manifest) -> Result<(), RuntimeError> {
     let split = load_split(m)?;
     let model = build(m, &split)?;
     optimizer(&m.job.optimizer, model.params().len())?;
-    total_rounds(m, split.train.rows)?;
+    total_rounds(m, split.train_rows())?;
     Ok(())
 }
 

@@ -10,7 +10,6 @@ use crate::node::{bind_data, connect_control, join_mesh, NodeContext, COMMAND_TI
 use crate::protocol::{recv_msg, send_msg, ControlMsg};
 use actix::{Actor, SyncArbiter};
 use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
-use lockstep_trainer::data::TableSource;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,19 +77,19 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         Mode::Allreduce
     };
     let micro_per_worker = m.job.micro_batches / workers.len().max(1);
-    let table = Arc::new(split.train.clone());
-    let mut source = TableSource::new(
-        &m.data_path().display().to_string(),
-        table,
+    let spec = m.job.data.resolved(&m.base_dir);
+    let plan = job::plan(m, split.train_rows());
+    let mut source = lockstep_trainer::data::train_source(
+        &split,
+        &spec.path.display().to_string(),
         m.job.global_batch,
-        job::plan(m, split.train.rows).drop_last,
+        plan.drop_last,
         m.job.seed,
         rank,
         workers.len(),
     )?;
     if first_round > 0 {
-        use lockstep_trainer::data::BatchSource;
-        source.seek(job::plan(m, split.train.rows).cursor_at(first_round))?;
+        source.seek(plan.cursor_at(first_round))?;
     }
     let test = split.test.all();
     let task = split.task;
@@ -109,7 +108,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             comm,
             mode,
             num_params,
-            Box::new(source),
+            source,
             first_round,
             world,
             task,
