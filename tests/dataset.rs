@@ -206,15 +206,16 @@ struct Moto {
 }
 
 impl Moto {
-    fn start(bucket: &str, dirs: &[PathBuf]) -> Moto {
+    fn start(bucket: &str, dirs: &[PathBuf], auth: bool) -> Moto {
         python_with("moto, boto3");
         let mut child = Command::new("python3")
             .arg(root().join("tests/data/moto_s3.py"))
+            .args(auth.then_some("--auth"))
             .arg(bucket)
             .args(dirs)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start moto");
         let mut line = String::new();
@@ -258,7 +259,7 @@ fn s3_serves_the_same_weights_and_names_bad_buckets_and_credentials() {
     let (out, report) = launch_env(&local, &["--workers", "2"], &[]);
     let expected = sha(&out, report);
 
-    let moto = Moto::start("lockstep-data", &[d.join("parts"), d.join("bad-file")]);
+    let moto = Moto::start("lockstep-data", &[d.join("parts"), d.join("bad-file")], false);
     let good = moto.env(&moto.key, &moto.secret);
     let s3 = manifest(d, "s3", "s3://lockstep-data/parts/", "");
     let (out, report) = launch_env(&s3, &["--workers", "2"], &good);
@@ -275,10 +276,13 @@ fn s3_serves_the_same_weights_and_names_bad_buckets_and_credentials() {
         "missing bucket not named:\n{err}"
     );
 
-    let bad = moto.env("AKIAWRONGWRONGWRONG0", "nope");
+    // A server that checks access keys refuses an unknown one.
+    let checking = Moto::start("lockstep-data", &[d.join("parts")], true);
+    let bad = checking.env("AKIAWRONGWRONGWRONG0", "nope");
     let err = failure(&launch_env(&s3, &[], &bad).0);
     assert!(
-        err.contains("s3://lockstep-data/parts") && err.contains("InvalidAccessKeyId"),
+        err.contains("s3://lockstep-data/parts")
+            && (err.contains("InvalidAccessKeyId") || err.contains("403 Forbidden")),
         "bad credentials not reported:\n{err}"
     );
 

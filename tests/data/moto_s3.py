@@ -1,15 +1,19 @@
 """A local S3 server for tests: moto in server mode on 127.0.0.1, a free port.
 
-usage: moto_s3.py BUCKET DIR [DIR...]
+usage: moto_s3.py [--auth] BUCKET DIR [DIR...]
 
 Uploads every file under each DIR to s3://BUCKET/<basename of DIR>/..., creates an access key,
-then prints one line `PORT ACCESS_KEY SECRET_KEY` and serves until stdin closes. With the access key
-checks on (INITIAL_NO_AUTH_ACTION_COUNT=0), wrong credentials are refused as by real S3.
+then prints one line `PORT ACCESS_KEY SECRET_KEY` and serves until stdin closes. With --auth, access
+keys are checked (INITIAL_NO_AUTH_ACTION_COUNT=0) and unknown ones refused as by real S3 (moto's
+signature check does not accept every client's signing, so the data tests run without --auth).
 """
 import os
 import sys
 
-os.environ.setdefault("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+auth = "--auth" in sys.argv
+args = [x for x in sys.argv[1:] if x != "--auth"]
+if auth:
+    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 from moto.core import DEFAULT_ACCOUNT_ID  # noqa: E402
@@ -17,7 +21,7 @@ from moto.iam.models import iam_backends  # noqa: E402
 from moto.s3.models import s3_backends  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
-bucket, dirs = sys.argv[1], sys.argv[2:]
+bucket, dirs = args[0], args[1:]
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 server.start()
 port = server.get_host_and_port()[1]

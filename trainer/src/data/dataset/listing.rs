@@ -156,7 +156,7 @@ async fn matching_objects(store: &Store) -> Result<Vec<ObjectMeta>, DataError> {
             Err(object_store::Error::NotFound { .. }) => {}
             // A local directory answers `head` with an error of its own: list it instead.
             Err(_) if store.local => {}
-            Err(e) => return Err(store_error(store, &prefix, "cannot read", e)),
+            Err(e) => return Err(store_error(store, &prefix, "looking it up", e)),
         }
     }
     let listed: Vec<ObjectMeta> = store
@@ -164,7 +164,7 @@ async fn matching_objects(store: &Store) -> Result<Vec<ObjectMeta>, DataError> {
         .list(Some(&prefix))
         .try_collect()
         .await
-        .map_err(|e| store_error(store, &prefix, "cannot list", e))?;
+        .map_err(|e| store_error(store, &prefix, "listing", e))?;
     let mut hits: Vec<ObjectMeta> = listed
         .into_iter()
         .filter(|m| {
