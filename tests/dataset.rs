@@ -165,12 +165,7 @@ fn one_file_and_many_files_give_the_same_weights_for_one_and_two_workers() {
 fn resume_mid_epoch_gives_the_uninterrupted_weights() {
     let files = fixture();
     let d = files.path();
-    let m = manifest(
-        d,
-        "resume",
-        &format!("{}/parts", d.display()),
-        "",
-    );
+    let m = manifest(d, "resume", &format!("{}/parts", d.display()), "");
     let (out, report) = launch_env(&m, &[], &[]);
     let straight = sha(&out, report);
     // 75 rounds (an epoch is ~56), checkpoints every 25; then on to 120 from the newest one.
@@ -234,7 +229,10 @@ impl Moto {
 
     fn env(&self, key: &str, secret: &str) -> Vec<(&'static str, String)> {
         vec![
-            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
+            (
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            ),
             ("AWS_ALLOW_HTTP", "true".into()),
             ("AWS_ACCESS_KEY_ID", key.into()),
             ("AWS_SECRET_ACCESS_KEY", secret.into()),
@@ -259,7 +257,11 @@ fn s3_serves_the_same_weights_and_names_bad_buckets_and_credentials() {
     let (out, report) = launch_env(&local, &["--workers", "2"], &[]);
     let expected = sha(&out, report);
 
-    let moto = Moto::start("lockstep-data", &[d.join("parts"), d.join("bad-file")], false);
+    let moto = Moto::start(
+        "lockstep-data",
+        &[d.join("parts"), d.join("bad-file")],
+        false,
+    );
     let good = moto.env(&moto.key, &moto.secret);
     let s3 = manifest(d, "s3", "s3://lockstep-data/parts/", "");
     let (out, report) = launch_env(&s3, &["--workers", "2"], &good);
@@ -267,7 +269,11 @@ fn s3_serves_the_same_weights_and_names_bad_buckets_and_credentials() {
 
     let glob = manifest(d, "s3glob", "s3://lockstep-data/parts/part-*.parquet", "");
     let (out, report) = launch_env(&glob, &["--workers", "1"], &good);
-    assert_eq!(sha(&out, report), expected, "S3 glob differs from local files");
+    assert_eq!(
+        sha(&out, report),
+        expected,
+        "S3 glob differs from local files"
+    );
 
     let nobucket = manifest(d, "nobucket", "s3://no-such-bucket/parts/", "");
     let err = failure(&launch_env(&nobucket, &[], &good).0);
@@ -299,7 +305,12 @@ fn bad_inputs_are_named() {
     let files = fixture();
     let d = files.path();
 
-    let none = manifest(d, "none", &format!("{}/parts/nothing-*.parquet", d.display()), "");
+    let none = manifest(
+        d,
+        "none",
+        &format!("{}/parts/nothing-*.parquet", d.display()),
+        "",
+    );
     let err = failure(&launch_env(&none, &[], &[]).0);
     assert!(
         err.contains("nothing-*.parquet") && err.contains("matches no Parquet file"),

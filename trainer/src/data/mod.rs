@@ -32,8 +32,8 @@ mod stream;
 mod table;
 
 pub use columns::{glob_match, RawColumn};
-pub use dataset::{load_dataset, train_source, Dataset, DatasetSource};
 pub use cursor::{epoch_permutation, BatchSource, DataCursor, EpochPlan, ShardBatch, TableSource};
+pub use dataset::{load_dataset, train_source, Dataset, DatasetSource};
 pub use error::DataError;
 pub use label::LabelPlan;
 pub use load::{load, split_rows};

@@ -8,12 +8,11 @@
 //! [`Dataset`]; [`DatasetSource`] streams it round by round ([`source`], [`reader`]).
 //!
 //! # Memory budget (`[job.data] memory_mb`, default 1024 MiB)
-//! - 50% for training windows (at most four exist at once, see [`source`]);
-//! - 15% for the held-out rows kept for evaluation (the first ones in dataset order);
-//! - 35% for the preprocessing sample while fitting (freed before training starts).
-//!
-//! Decoding adds batches of [`reader::READ_BATCH_ROWS`] rows; the model, optimizer and runtime
-//! come on top of the budget.
+//! - 40% for training windows (at most four exist at once, see [`source`]);
+//! - 10% for the held-out rows kept for evaluation (the first ones in dataset order);
+//! - 20% for the preprocessing sample while fitting (freed before training starts);
+//! - the rest is headroom for decoding (batches of [`reader::READ_BATCH_ROWS`] rows), the model,
+//!   the optimizer and the runtime.
 
 pub mod listing;
 pub mod order;
@@ -29,8 +28,8 @@ use arrow_array::RecordBatch;
 use self::listing::{check_schemas, list};
 use self::order::{held_out, Layout};
 use self::reader::{merge, ReadCtx};
-pub use self::source::DatasetSource;
 use self::source::empty_table;
+pub use self::source::DatasetSource;
 use super::columns::{column_kind, extract, select_features, Kind, RawColumn};
 use super::cursor::{BatchSource, TableSource};
 use super::error::DataError;
@@ -183,7 +182,7 @@ pub fn load_dataset(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
         .iter()
         .map(|k| if *k == Kind::String { 32 } else { 8 })
         .sum();
-    let sample_cap = ((budget as f64 * 0.35) as usize / raw_bytes.max(1)).max(1);
+    let sample_cap = ((budget as f64 * 0.20) as usize / raw_bytes.max(1)).max(1);
     let (fitted, sample_rows) = fit_on_sample(spec, &ctx, &layout, &columns, &kinds, sample_cap)?;
     let width = fitted.features.width();
     let target_kind = match spec.task {
@@ -192,7 +191,7 @@ pub fn load_dataset(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
     };
     // A window row: features, target, its place in the permutation.
     let row_bytes = (width * 4 + 8) as u64;
-    let window_rows = (budget / 8 / row_bytes).max(1);
+    let window_rows = (budget / 10 / row_bytes).max(1);
     layout.window_blocks = (window_rows / block_rows).max(1) as usize;
     let mut ds = Dataset {
         name: name.clone(),
@@ -203,7 +202,7 @@ pub fn load_dataset(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
         target_kind,
         sample_rows,
     };
-    let eval_cap = ((budget as f64 * 0.15) as u64 / row_bytes).max(1) as usize;
+    let eval_cap = ((budget as f64 * 0.10) as u64 / row_bytes).max(1) as usize;
     let test = read_held_out(&ds, eval_cap)?;
     ds.ctx.columns = columns;
     tracing::info!(
@@ -265,7 +264,10 @@ fn fit_on_sample(
     let (seed, tf) = (layout.seed, layout.test_fraction);
     let mut sink = |batch: RecordBatch, first: u64, file: &str| {
         for (i, (c, k)) in columns.iter().zip(kinds).enumerate() {
-            append(&mut raw[i], extract(std::slice::from_ref(&batch), file, c, *k)?);
+            append(
+                &mut raw[i],
+                extract(std::slice::from_ref(&batch), file, c, *k)?,
+            );
         }
         for i in 0..batch.num_rows() {
             if !held_out(seed, tf, first + i as u64) {
@@ -310,7 +312,9 @@ fn read_held_out(ds: &Dataset, cap: usize) -> Result<Table, DataError> {
         let t = ds.fitted.table(&batch, file)?;
         for i in 0..t.rows {
             if held_out(layout.seed, layout.test_fraction, first + i as u64) {
-                table.x.extend_from_slice(&t.x[i * t.cols..(i + 1) * t.cols]);
+                table
+                    .x
+                    .extend_from_slice(&t.x[i * t.cols..(i + 1) * t.cols]);
                 match (&mut table.y, &t.y) {
                     (Targets::Real(d), Targets::Real(s)) => d.push(s[i]),
                     (Targets::Class(d), Targets::Class(s)) => d.push(s[i]),
@@ -321,6 +325,8 @@ fn read_held_out(ds: &Dataset, cap: usize) -> Result<Table, DataError> {
         }
         Ok(())
     };
-    store::block_on(&ds.name, ds.ctx.read(&[0..end], &mut sink))?;
+    let whole = 0..end;
+    let prefix = std::slice::from_ref(&whole);
+    store::block_on(&ds.name, ds.ctx.read(prefix, &mut sink))?;
     Ok(table)
 }

@@ -86,7 +86,8 @@ impl ReadCtx {
             .iter()
             .filter_map(|c| schema.index_of(c).ok())
             .collect();
-        let mask = ProjectionMask::roots(f.metadata.metadata().file_metadata().schema_descr(), roots);
+        let mask =
+            ProjectionMask::roots(f.metadata.metadata().file_metadata().schema_descr(), roots);
         let reader = ParquetObjectReader::new(Arc::clone(&self.store.inner), f.location.clone())
             .with_file_size(f.size);
         let decode = |e: parquet::errors::ParquetError| match e {
@@ -100,13 +101,14 @@ impl ReadCtx {
                 message: other.to_string(),
             },
         };
-        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, f.metadata.clone())
-            .with_projection(mask)
-            .with_row_groups(groups)
-            .with_row_selection(selection)
-            .with_batch_size(READ_BATCH_ROWS)
-            .build()
-            .map_err(decode)?;
+        let mut stream =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, f.metadata.clone())
+                .with_projection(mask)
+                .with_row_groups(groups)
+                .with_row_selection(selection)
+                .with_batch_size(READ_BATCH_ROWS)
+                .build()
+                .map_err(decode)?;
         while let Some(batch) = stream.try_next().await.map_err(decode)? {
             let mut offset = 0;
             while offset < batch.num_rows() {
@@ -125,7 +127,10 @@ impl ReadCtx {
 }
 
 /// Row groups overlapping `local` (file rows), the selection within them, and the selected runs.
-fn plan_file(f: &DataFile, local: &[Range<u64>]) -> (Vec<usize>, RowSelection, VecDeque<Range<u64>>) {
+fn plan_file(
+    f: &DataFile,
+    local: &[Range<u64>],
+) -> (Vec<usize>, RowSelection, VecDeque<Range<u64>>) {
     let mut groups = Vec::new();
     let mut selectors = Vec::new();
     let mut start = 0u64;

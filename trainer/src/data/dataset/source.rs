@@ -211,10 +211,18 @@ impl DatasetSource {
     /// Rows at epoch positions `a..b` as a batch.
     fn gather(&self, a: u64, b: u64) -> Batch {
         let mut out = empty_table(self.ds.width, &self.ds.target_kind, (b - a) as usize);
-        for w in self.windows.iter().filter(|w| w.plan.epoch == self.cursor.epoch) {
+        for w in self
+            .windows
+            .iter()
+            .filter(|w| w.plan.epoch == self.cursor.epoch)
+        {
             let (lo, hi) = (a.max(w.plan.start), b.min(w.end()));
             for p in lo..hi {
-                push_row(&mut out, &w.table, w.perm[(p - w.plan.start) as usize] as usize);
+                push_row(
+                    &mut out,
+                    &w.table,
+                    w.perm[(p - w.plan.start) as usize] as usize,
+                );
             }
         }
         Batch {
