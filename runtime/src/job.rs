@@ -49,16 +49,17 @@ pub fn preflight(m: &Manifest) -> Result<(), RuntimeError> {
     let split = load_split(m)?;
     let model = build(m, &split)?;
     optimizer(&m.job.optimizer, model.params().len())?;
-    total_rounds(m, split.train.rows)?;
+    total_rounds(m, split.train_rows())?;
     Ok(())
 }
 
-/// The epoch plan every rank uses (same seed, same global batch).
+/// The epoch plan every rank uses (same seed, same global batch). With `micro_batches` a partial
+/// last global batch is dropped (it could not be cut into equal micro-batches).
 pub fn plan(m: &Manifest, train_rows: usize) -> EpochPlan {
     EpochPlan {
         rows: train_rows,
         global_batch: m.job.global_batch,
-        drop_last: false,
+        drop_last: m.job.micro_batches > 0,
         seed: m.job.seed,
     }
 }

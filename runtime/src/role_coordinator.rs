@@ -123,7 +123,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         None => None,
     };
     let workers = m.worker_names().len();
-    let total_rounds = job::total_rounds(m, split.train.rows)?;
+    let total_rounds = job::total_rounds(m, split.train_rows())?;
     let transport = format!(
         "{:?}",
         transport_kind(
@@ -138,7 +138,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         )
     )
     .to_lowercase();
-    let plan = job::plan(m, split.train.rows);
+    let plan = job::plan(m, split.train_rows());
     let observer = crate::observe::start_for(ctx, &split, total_rounds, &transport)?;
     let traces = observer.traces();
     let schedule = Schedule {
@@ -152,7 +152,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         seed: m.job.seed,
         plan,
         total_rounds,
-        rounds_per_epoch: job::plan(m, split.train.rows).batches_per_epoch(),
+        rounds_per_epoch: job::plan(m, split.train_rows()).batches_per_epoch(),
         eval_every: m.job.eval_every,
         optimizer: m.job.optimizer.clone(),
         headline: job::headline_metric(split.task),

@@ -11,7 +11,7 @@ use crate::node::{bind_data, connect_control, join_mesh, NodeContext, COMMAND_TI
 use crate::protocol::{recv_msg, send_msg, ControlMsg};
 use actix::{Actor, SyncArbiter};
 use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
-use lockstep_trainer::data::{BatchSource, TableSource};
+use lockstep_trainer::data::BatchSource;
 use lockstep_transport::tcp::Listener;
 use lockstep_transport::AnyLink;
 use std::sync::mpsc::sync_channel;
@@ -251,7 +251,7 @@ fn run_epoch(
             return (Err(e), link);
         }
     }
-    let plan = job::plan(m, split.train.rows);
+    let plan = job::plan(m, split.train_rows());
     let mut first_round = epoch.round;
     let mut cursor = plan.cursor_at(first_round);
     if let Some(source) = epoch.source {
@@ -293,12 +293,13 @@ fn run_epoch(
             Mode::Allreduce
         };
         let k = m.job.micro_batches;
-        let table = Arc::new(split.train.clone());
         let drop_last = plan.drop_last;
+        let name = m.job.data.resolved(&m.base_dir).path.display().to_string();
+        // A table in memory or a streamed dataset (many files, object storage), by the spec.
         let table_source = |rank, world| {
-            TableSource::new(
-                &m.data_path().display().to_string(),
-                table.clone(),
+            lockstep_trainer::data::train_source(
+                split,
+                &name,
                 m.job.global_batch,
                 drop_last,
                 m.job.seed,
@@ -310,10 +311,10 @@ fn run_epoch(
             if k > 0 && !workers.is_power_of_two() {
                 let leaves = crate::elastic::leaf_block(rank, workers, k);
                 let n = leaves.len();
-                let whole = Box::new(table_source(0, 1)?);
+                let whole = table_source(0, 1)?;
                 (Box::new(crate::elastic::LeafRows::new(whole, leaves, k)), n)
             } else {
-                (Box::new(table_source(rank, workers)?), k / workers.max(1))
+                (table_source(rank, workers)?, k / workers.max(1))
             };
         if first_round > 0 {
             source.seek(cursor)?;

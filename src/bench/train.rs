@@ -267,7 +267,7 @@ impl Direct {
     fn new(args: &TrainBenchArgs) -> Result<Direct, String> {
         let manifest = Manifest::load(&args.manifest, &sets(args, 1)).map_err(|e| e.to_string())?;
         let split = job::load_split(&manifest).map_err(|e| e.to_string())?;
-        let rounds = job::total_rounds(&manifest, split.train.rows).map_err(|e| e.to_string())?;
+        let rounds = job::total_rounds(&manifest, split.train_rows()).map_err(|e| e.to_string())?;
         Ok(Direct {
             manifest,
             split,

@@ -323,7 +323,7 @@ pub(crate) fn start_for(
     let info = RunInfo {
         node: ctx.name.clone(),
         total_rounds,
-        rounds_per_epoch: crate::job::plan(m, split.train.rows).batches_per_epoch(),
+        rounds_per_epoch: crate::job::plan(m, split.train_rows()).batches_per_epoch(),
         headline: crate::job::headline_metric(split.task).to_string(),
         workers: m.worker_names().len(),
         labels: vec![

@@ -18,11 +18,16 @@ use super::spec::{Categorical, DataSpec};
 use super::table::{Fitted, Split, Table};
 
 /// Reads `spec.path` (already resolved, see [`DataSpec::resolved`]) and returns the split tables.
+/// A directory, glob, URL or a spec with `memory_mb` goes to the streaming reader instead
+/// ([`load_dataset`](super::dataset::load_dataset)).
 /// The split depends only on the file, the spec and `seed` (ChaCha8, stream 0).
 ///
 /// # Errors
 /// Any [`DataError`]; each names the file and, where one is involved, the column and row.
 pub fn load(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
+    if spec.is_dataset() {
+        return super::dataset::load_dataset(spec, seed);
+    }
     let file = spec.path.display().to_string();
     let (schema, batches) = FileRecords::open(&spec.path, spec.format, &spec.label)?.read_all()?;
     if !(0.0..1.0).contains(&spec.test_fraction) {
@@ -75,6 +80,7 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
         classes: label.classes.clone(),
         task: spec.task,
         fitted: Fitted { features, label },
+        dataset: None,
     })
 }
 

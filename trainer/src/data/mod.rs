@@ -11,11 +11,16 @@
 //!    round's global batch, cut by [`shard`] into this rank's share, with a [`DataCursor`] that a
 //!    checkpoint stores to resume exactly.
 //!
+//! Datasets that do not fit in memory (directories, globs, object storage, or any path with
+//! `memory_mb`) take the streaming route of [`dataset`]: the same `Split` with an empty training
+//! table and a [`Dataset`] that [`DatasetSource`] reads window by window.
+//!
 //! Every error is a [`DataError`] naming the file (or stream) and the column, and the row where
 //! one value is at fault.
 
 mod columns;
 mod cursor;
+pub mod dataset;
 mod error;
 mod label;
 mod load;
@@ -28,12 +33,13 @@ mod table;
 
 pub use columns::{column_kind, extract, glob_match, Kind as ColumnKind, RawColumn};
 pub use cursor::{epoch_permutation, BatchSource, DataCursor, EpochPlan, ShardBatch, TableSource};
+pub use dataset::{load_dataset, train_source, Dataset, DatasetSource};
 pub use error::DataError;
 pub use label::LabelPlan;
 pub use load::{load, split_rows};
 pub use preprocess::{ColumnPlan, Preprocessor, MISSING_CATEGORY};
 pub use shard::{shard, shard_range, shard_scale};
 pub use source::{FileRecords, RecordBatchSource};
-pub use spec::{Categorical, DataSpec, Format, Missing, MissingStrings, Scaling, Task};
+pub use spec::{Categorical, DataSpec, Format, Missing, MissingStrings, OnBadFile, Scaling, Task};
 pub use stream::StreamSource;
 pub use table::{Fitted, Split, Table};

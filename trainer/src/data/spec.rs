@@ -87,6 +87,17 @@ pub enum MissingStrings {
     MostFrequent,
 }
 
+/// What to do with a Parquet file of a dataset that cannot be read (corrupt or truncated footer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadFile {
+    /// Stop with an error naming the file.
+    #[default]
+    Error,
+    /// Leave the file out of the dataset (logged with the reason).
+    Skip,
+}
+
 /// The `[job.data]` table of a manifest.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +138,22 @@ pub struct DataSpec {
     /// Split each class in the same proportion (classification only; default true).
     #[serde(default = "default_stratify")]
     pub stratify: bool,
+    /// Memory budget of the data pipeline per process, in MiB. Setting it (or a `path` that is a
+    /// directory, glob or URL) selects the streaming dataset reader; see `docs/data.md`.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Streaming reader: rows per shuffle block (default 4096).
+    #[serde(default)]
+    pub block_rows: Option<u64>,
+    /// Streaming reader: a dataset file whose footer cannot be read is an error (default) or skipped.
+    #[serde(default)]
+    pub on_bad_file: OnBadFile,
+    /// Object storage: timeout of one request in milliseconds (default 30000).
+    #[serde(default)]
+    pub request_timeout_ms: Option<u64>,
+    /// Object storage: retries of a failed or timed-out request, with exponential backoff (default 3).
+    #[serde(default)]
+    pub max_retries: Option<usize>,
 }
 
 fn default_test_fraction() -> f64 {
@@ -154,13 +181,33 @@ impl DataSpec {
             missing_strings: MissingStrings::Category,
             test_fraction: default_test_fraction(),
             stratify: default_stratify(),
+            memory_mb: None,
+            block_rows: None,
+            on_bad_file: OnBadFile::Error,
+            request_timeout_ms: None,
+            max_retries: None,
         }
+    }
+
+    /// Whether `path` is a URL (`s3://`, `gs://`, `az://`, `http(s)://`, `file://`, ...).
+    pub fn is_url(&self) -> bool {
+        self.path.to_str().is_some_and(|p| p.contains("://"))
+    }
+
+    /// Whether the streaming dataset reader serves this spec: `memory_mb` is set, or `path` is a
+    /// URL, a glob or a directory. Otherwise the file is read whole into memory.
+    pub fn is_dataset(&self) -> bool {
+        let p = self.path.to_string_lossy();
+        self.memory_mb.is_some()
+            || self.is_url()
+            || p.contains(['*', '?', '['])
+            || self.path.is_dir()
     }
 
     /// This spec with a relative `path` joined onto `base` (the manifest's directory).
     pub fn resolved(&self, base: &Path) -> DataSpec {
         let mut spec = self.clone();
-        if spec.path.is_relative() {
+        if spec.path.is_relative() && !spec.is_url() {
             spec.path = base.join(&self.path);
         }
         spec

@@ -1,7 +1,11 @@
 //! `Table` (rows of f32 features with targets, in memory) and `Split` (train and test tables with
 //! the fitted transform that made them).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+use super::dataset::Dataset;
 
 use super::label::LabelPlan;
 use super::preprocess::Preprocessor;
@@ -79,9 +83,20 @@ pub struct Split {
     pub task: Task,
     /// The fitted transforms.
     pub fitted: Fitted,
+    /// A dataset streamed from files or object storage: then `train` is empty and the training
+    /// rows are read round by round (see [`train_source`](super::train_source)).
+    pub dataset: Option<Arc<Dataset>>,
 }
 
 impl Split {
+    /// Training rows: in the table, or in the streamed dataset.
+    pub fn train_rows(&self) -> usize {
+        match &self.dataset {
+            Some(ds) => ds.layout.train_rows as usize,
+            None => self.train.rows,
+        }
+    }
+
     /// Model outputs this task needs: 1 for regression and binary, k for multiclass.
     pub fn outputs(&self) -> usize {
         match self.task {
