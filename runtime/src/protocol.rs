@@ -62,6 +62,9 @@ pub struct RoundPlan {
     pub evaluate: bool,
     /// Rank 0 writes this checkpoint after this round and reports `Checkpointed`.
     pub checkpoint: Option<CheckpointPlan>,
+    /// Streams: rank 0 republishes the model here (atomically) after this round.
+    #[serde(default)]
+    pub publish: Option<String>,
 }
 
 /// A checkpoint to write after a round (it continues at the next round).
@@ -75,6 +78,10 @@ pub struct CheckpointPlan {
     pub keep: usize,
     /// The job seed.
     pub seed: u64,
+    /// Streams: per producer, the offset of the next row to train on (every row below it was
+    /// trained on by the rounds before this checkpoint).
+    #[serde(default)]
+    pub stream_offsets: Option<BTreeMap<u32, u64>>,
 }
 
 /// Per-round timing a worker reports, in milliseconds.
@@ -102,6 +109,9 @@ pub enum ControlMsg {
         data_addr: String,
         /// Its model's parameter layout.
         signature: ModelSignature,
+        /// Its ingest endpoint for producers (`source = "stream"`).
+        #[serde(default)]
+        ingest_addr: Option<String>,
     },
     /// Everyone registered: the peer table of the data mesh, in rank order.
     Start {
@@ -129,6 +139,21 @@ pub enum ControlMsg {
         samples: u64,
         /// Timing split.
         timing: RoundTiming,
+        /// Streams: `(prediction, label)` of every row of this worker's shard, scored before
+        /// training on it (prequential evaluation).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        scored: Vec<[f32; 2]>,
+    },
+    /// Streams: what a worker's producers have delivered (sent when it changes).
+    StreamProgress {
+        /// Rounds below this one can be filled from this worker's producers.
+        available: u64,
+        /// Every producer of this worker ended its stream (bounded streams).
+        closed: bool,
+        /// New rows received.
+        rows: u64,
+        /// Rows dropped as already received or trained.
+        duplicates: u64,
     },
     /// Evaluation after a round whose plan asked for it (rank 0).
     Evaluated {
@@ -143,6 +168,9 @@ pub enum ControlMsg {
         round: u64,
         /// Destination safetensors file.
         path: String,
+        /// Also write this checkpoint (the end of a stream).
+        #[serde(default)]
+        checkpoint: Option<CheckpointPlan>,
     },
     /// A checkpoint after a round whose plan asked for it was written (rank 0).
     Checkpointed {
@@ -178,6 +206,7 @@ impl ControlMsg {
             ControlMsg::Start { .. } => "Start",
             ControlMsg::Grant { .. } => "Grant",
             ControlMsg::RoundDone { .. } => "RoundDone",
+            ControlMsg::StreamProgress { .. } => "StreamProgress",
             ControlMsg::Evaluated { .. } => "Evaluated",
             ControlMsg::Save { .. } => "Save",
             ControlMsg::Checkpointed { .. } => "Checkpointed",

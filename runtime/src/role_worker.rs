@@ -10,7 +10,7 @@ use crate::node::{bind_data, connect_control, join_mesh, NodeContext, COMMAND_TI
 use crate::protocol::{recv_msg, send_msg, ControlMsg};
 use actix::{Actor, SyncArbiter};
 use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
-use lockstep_trainer::data::TableSource;
+use lockstep_trainer::data::{BatchSource, TableSource};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,10 +24,16 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let (mut link, local_ip) = connect_control(ctx, &me)?;
     let node_addr = crate::node::data_bind_addr(m, &me);
     let (listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
+    let stream = m.stream().cloned();
+    let ingest_bound = match &stream {
+        Some(_) => Some(crate::ingest::setup::bind(m, &me, local_ip)?),
+        None => None,
+    };
     let register = ControlMsg::Register {
         node: me.clone(),
         data_addr,
         signature: job::signature(model.as_ref()),
+        ingest_addr: ingest_bound.as_ref().map(|(_, a)| a.clone()),
     };
     send_msg(&mut link, 0, "registering", &register)?;
     let (peers, first_round, resume, job_id) =
@@ -46,6 +52,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             }
         };
     let (mut model, mut optimizer) = (model, optimizer);
+    let mut stream_offsets = None;
     if let Some(dir) = &resume {
         let restored =
             crate::checkpoint::read(std::path::Path::new(dir), model.as_ref(), &optimizer)?;
@@ -53,6 +60,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         optimizer
             .load_state(&restored.optimizer)
             .map_err(|e| RuntimeError::Model(format!("checkpoint {dir}: optimizer state: {e}")))?;
+        stream_offsets = restored.meta.stream_offsets;
         tracing::info!(node = %me, "resuming at round {first_round} from {dir}");
     }
     let group = join_mesh(ctx, job_id, &me, &peers, listener)?;
@@ -78,20 +86,36 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         Mode::Allreduce
     };
     let micro_per_worker = m.job.micro_batches / workers.len().max(1);
-    let table = Arc::new(split.train.clone());
-    let mut source = TableSource::new(
-        &m.data_path().display().to_string(),
-        table,
-        m.job.global_batch,
-        job::plan(m, split.train.rows).drop_last,
-        m.job.seed,
-        rank,
-        workers.len(),
-    )?;
-    if first_round > 0 {
-        use lockstep_trainer::data::BatchSource;
-        source.seek(job::plan(m, split.train.rows).cursor_at(first_round))?;
-    }
+    let (source, ingest): (Box<dyn BatchSource>, _) = match &stream {
+        Some(spec) => {
+            let (ingest, source) = crate::ingest::setup::source(
+                m,
+                spec,
+                &split.fitted,
+                rank,
+                workers.len(),
+                first_round,
+                stream_offsets.as_ref(),
+            )?;
+            (source, Some(ingest))
+        }
+        None => {
+            let table = Arc::new(split.train.clone());
+            let mut source = TableSource::new(
+                &m.data_path().display().to_string(),
+                table,
+                m.job.global_batch,
+                job::plan(m, split.train.rows).drop_last,
+                m.job.seed,
+                rank,
+                workers.len(),
+            )?;
+            if first_round > 0 {
+                source.seek(job::plan(m, split.train.rows).cursor_at(first_round))?;
+            }
+            (Box::new(source), None)
+        }
+    };
     let test = split.test.all();
     let task = split.task;
     let world = workers.len();
@@ -99,6 +123,10 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let reporter = Reporter::new(link.tcp_sender().ok_or_else(|| {
         RuntimeError::Launch("the control link to the coordinator is not a TCP link".into())
     })?);
+    if let (Some(spec), Some(ingest), Some((listener, _))) = (&stream, ingest, ingest_bound) {
+        crate::ingest::setup::serve(ctx, spec, &split.fitted, ingest, listener, &reporter)?;
+    }
+    let prequential = stream.is_some();
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {
@@ -109,13 +137,14 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             comm,
             mode,
             num_params,
-            Box::new(source),
+            source,
             first_round,
             world,
             task,
             test,
             rank,
             reporter.clone(),
+            prequential,
         )
         .await;
         match res {
@@ -173,6 +202,7 @@ async fn start_worker_actors(
     test: lockstep_trainer::Batch,
     rank: usize,
     reporter: Reporter,
+    prequential: bool,
 ) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
     use crate::actors::messages::{GetParams, SetParams, SyncParams};
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
@@ -198,7 +228,8 @@ async fn start_worker_actors(
                 first_round,
             )
             .with_micro_batches(micro_per_worker)
-            .with_local_aggregation(local),
+            .with_local_aggregation(local)
+            .with_prequential(prequential),
         ),
     );
     let params = compute.send(GetParams).await.map_err(mailbox)??;

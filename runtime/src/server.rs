@@ -27,6 +27,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
         node: me.clone(),
         data_addr,
         signature: job::signature(model.as_ref()),
+        ingest_addr: None,
     };
     send_msg(&mut link, 0, "registering", &register)?;
     let (peers, job) = match recv_msg(&mut link, 0, "waiting for the peer table")? {
@@ -84,6 +85,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                         loss_sum: 0.0,
                         samples: 0,
                         timing,
+                        scored: Vec::new(),
                     };
                     send_msg(&mut link, round, "reporting to the coordinator", &done)?;
                 }

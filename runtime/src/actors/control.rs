@@ -4,9 +4,13 @@
 //! first worker the `Evaluated` / `Checkpointed` its plan asked for. Each member's messages arrive
 //! in the order it sent them, so collecting round after round needs no bookkeeping. A dead or
 //! silent member becomes an error naming it, the round and what the coordinator was waiting for.
+//!
+//! With a stream, workers also send `StreamProgress` whenever their producers make more rounds
+//! available (or end); every receive here absorbs those into [`StreamView`] state, and
+//! [`AwaitStream`] waits for them when no granted round is left to run.
 
 use crate::error::RuntimeError;
-use crate::protocol::{recv_msg, send_msg, ControlMsg, RoundPlan, RoundTiming};
+use crate::protocol::{recv_msg, send_msg, CheckpointPlan, ControlMsg, RoundPlan, RoundTiming};
 use actix::{Actor, Handler, Message, SyncContext};
 use lockstep_transport::{AnyLink, Link};
 use std::collections::BTreeMap;
@@ -23,12 +27,64 @@ pub struct Member {
 pub struct ControlPlane {
     members: Vec<Member>,
     workers: usize,
+    /// Per worker: rounds available, ended, rows, duplicates (streams).
+    stream: Vec<(u64, bool, u64, u64)>,
 }
 
 impl ControlPlane {
     /// Members in rank order, workers first (the first `workers` members).
     pub fn new(members: Vec<Member>, workers: usize) -> Self {
-        ControlPlane { members, workers }
+        ControlPlane {
+            members,
+            workers,
+            stream: vec![(0, false, 0, 0); workers],
+        }
+    }
+
+    /// The next message from member `i` that is not a `StreamProgress` (those are absorbed).
+    fn recv(
+        &mut self,
+        i: usize,
+        round: u64,
+        doing: &'static str,
+    ) -> Result<ControlMsg, RuntimeError> {
+        loop {
+            if let Some(msg) = self.recv_one(i, round, doing)? {
+                return Ok(msg);
+            }
+        }
+    }
+
+    /// One message from member `i`; `None` when it was a `StreamProgress` (absorbed).
+    fn recv_one(
+        &mut self,
+        i: usize,
+        round: u64,
+        doing: &'static str,
+    ) -> Result<Option<ControlMsg>, RuntimeError> {
+        match recv_msg(&mut self.members[i].link, round, doing)? {
+            ControlMsg::StreamProgress {
+                available,
+                closed,
+                rows,
+                duplicates,
+            } => {
+                if let Some(s) = self.stream.get_mut(i) {
+                    *s = (available, closed, rows, duplicates);
+                }
+                Ok(None)
+            }
+            other => Ok(Some(other)),
+        }
+    }
+
+    fn view(&self, round: u64) -> StreamView {
+        StreamView {
+            available: self.stream.iter().map(|s| s.0).min().unwrap_or(0),
+            ended: self.stream.iter().any(|s| s.1 && s.0 <= round),
+            rows: self.stream.iter().map(|s| s.2).sum(),
+            duplicates: self.stream.iter().map(|s| s.3).sum(),
+        }
     }
 
     fn broadcast(
@@ -50,8 +106,8 @@ impl ControlPlane {
         round: u64,
         doing: &'static str,
     ) -> Result<ControlMsg, RuntimeError> {
-        let m = &mut self.members[i];
-        let msg = recv_msg(&mut m.link, round, doing)?;
+        let msg = self.recv(i, round, doing)?;
+        let m = &self.members[i];
         let about = match &msg {
             ControlMsg::RoundDone { round, .. }
             | ControlMsg::Evaluated { round, .. }
@@ -113,6 +169,8 @@ pub struct RoundReport {
     pub samples: u64,
     /// Timing split.
     pub timing: RoundTiming,
+    /// Streams: prequential `(prediction, label)` pairs.
+    pub scored: Vec<[f32; 2]>,
 }
 
 /// A round's reports.
@@ -137,6 +195,7 @@ impl Handler<Collect> for ControlPlane {
                 loss_sum,
                 samples,
                 timing,
+                scored,
                 ..
             } = self.expect(i, round, "waiting for RoundDone")?
             {
@@ -145,6 +204,7 @@ impl Handler<Collect> for ControlPlane {
                     loss_sum,
                     samples,
                     timing,
+                    scored,
                 });
             } else {
                 return Err(RuntimeError::Protocol(format!(
@@ -180,25 +240,78 @@ pub struct RunSave {
     pub round: u64,
     /// Destination.
     pub path: String,
+    /// Also write this checkpoint (the end of a stream).
+    pub checkpoint: Option<CheckpointPlan>,
 }
 
 impl Handler<RunSave> for ControlPlane {
     type Result = Result<String, RuntimeError>;
     fn handle(&mut self, msg: RunSave, _: &mut SyncContext<Self>) -> Self::Result {
-        let m = &mut self.members[0];
         let cmd = ControlMsg::Save {
             round: msg.round,
             path: msg.path,
+            checkpoint: msg.checkpoint,
         };
-        send_msg(&mut m.link, msg.round, "requesting a model save", &cmd)?;
-        match recv_msg(&mut m.link, msg.round, "waiting for the model save")? {
+        send_msg(
+            &mut self.members[0].link,
+            msg.round,
+            "requesting a model save",
+            &cmd,
+        )?;
+        match self.recv(0, msg.round, "waiting for the model save")? {
             ControlMsg::Saved { path } => Ok(path),
             other => Err(RuntimeError::Protocol(format!(
                 "{} answered {} to Save",
-                m.name,
+                self.members[0].name,
                 other.name()
             ))),
         }
+    }
+}
+
+/// What the workers' producers have delivered (streams).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamView {
+    /// Rounds below this one can be filled by every worker.
+    pub available: u64,
+    /// A worker's producers all ended and it cannot fill the round asked about: no more rounds.
+    pub ended: bool,
+    /// New rows received, all workers.
+    pub rows: u64,
+    /// Duplicate rows dropped, all workers.
+    pub duplicates: u64,
+}
+
+/// Streams: what is known now about round `round` (`block = false`), or wait until every
+/// worker can fill it or the stream has ended (`block = true`).
+#[derive(Message)]
+#[rtype(result = "Result<StreamView, RuntimeError>")]
+pub struct AwaitStream {
+    /// The round asked about.
+    pub round: u64,
+    /// Wait for it.
+    pub block: bool,
+}
+
+impl Handler<AwaitStream> for ControlPlane {
+    type Result = Result<StreamView, RuntimeError>;
+    fn handle(&mut self, msg: AwaitStream, _: &mut SyncContext<Self>) -> Self::Result {
+        let round = msg.round;
+        if msg.block {
+            for i in 0..self.workers {
+                while self.stream[i].0 <= round && !self.stream[i].1 {
+                    let Some(got) = self.recv_one(i, round, "waiting for producers' rows")? else {
+                        continue;
+                    };
+                    return Err(RuntimeError::Protocol(format!(
+                        "{} sent {} while the coordinator waited for stream progress",
+                        self.members[i].name,
+                        got.name()
+                    )));
+                }
+            }
+        }
+        Ok(self.view(round))
     }
 }
 
@@ -215,15 +328,13 @@ impl Handler<RunFinish> for ControlPlane {
     fn handle(&mut self, msg: RunFinish, _: &mut SyncContext<Self>) -> Self::Result {
         self.broadcast(msg.round, &ControlMsg::Finish, "finishing")?;
         let mut hashes: Vec<(String, String)> = Vec::new();
-        for m in &mut self.members {
-            match recv_msg(&mut m.link, msg.round, "waiting for Finished")? {
-                ControlMsg::Finished { weights_sha256 } => {
-                    hashes.push((m.name.clone(), weights_sha256))
-                }
+        for i in 0..self.members.len() {
+            let name = self.members[i].name.clone();
+            match self.recv(i, msg.round, "waiting for Finished")? {
+                ControlMsg::Finished { weights_sha256 } => hashes.push((name, weights_sha256)),
                 other => {
                     return Err(RuntimeError::Protocol(format!(
-                        "{} answered {} to Finish",
-                        m.name,
+                        "{name} answered {} to Finish",
                         other.name()
                     )))
                 }

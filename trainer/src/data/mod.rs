@@ -24,6 +24,8 @@ mod shard;
 mod source;
 mod spec;
 mod stream;
+mod stream_schema;
+mod stream_spec;
 mod table;
 
 pub use columns::{glob_match, RawColumn};
@@ -36,4 +38,5 @@ pub use shard::{shard, shard_range, shard_scale};
 pub use source::{FileRecords, RecordBatchSource};
 pub use spec::{Categorical, DataSpec, Format, Missing, MissingStrings, Scaling, Task};
 pub use stream::StreamSource;
+pub use stream_spec::{OnSilent, Order, Source, StreamSpec};
 pub use table::{Fitted, Split, Table};
