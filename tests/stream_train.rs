@@ -132,3 +132,63 @@ fn a_killed_stream_resumes_exactly_once_when_producers_replay_from_the_start() {
         "resumed run's weights differ from the uninterrupted run's"
     );
 }
+
+#[test]
+fn bad_producers_are_refused_with_their_reason_and_training_goes_on() {
+    let dir = run_dir("stream-bad");
+    let job = spawn_launch(dir.path(), &[]);
+    let b = bootstrap(dir.path());
+    let out = std::process::Command::new("python3")
+        .args([
+            "tests/stream/bad_inputs.py",
+            &b,
+            CLUSTER,
+            "examples/data/credit_data.parquet",
+        ])
+        .current_dir(root())
+        .env("PYTHONPATH", root().join("python"))
+        .env("LOCKSTEP_TOKEN", TOKEN)
+        .output()
+        .expect("run bad_inputs.py");
+    assert!(
+        out.status.success(),
+        "bad_inputs.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cases: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let expect = [
+        ("wrong token", "token does not match"),
+        ("wrong cluster", "wrong cluster"),
+        ("garbage bytes", "not an Arrow IPC stream"),
+        ("truncated IPC message", "bad Arrow IPC message"),
+        ("missing column", "Income"),
+        ("wrong type", "Amount"),
+        ("producer id out of range", "outside 0..2"),
+        ("live producer id", "already connected"),
+    ];
+    for (case, needle) in expect {
+        let got = cases[case].as_str().unwrap_or_default();
+        println!("{case}: {got}");
+        assert!(got.contains(needle), "{case}: expected {needle:?} in {got:?}");
+    }
+    // The good streams still train (producer 1's first 8 rows came from the live connection
+    // that was cut: they are dropped as duplicates when the stream replays them).
+    let b2 = b.clone();
+    let p0 = std::thread::spawn(move || send_python(&b2, 0, &format!("0:{HALF}"), 500));
+    send_python(&b, 1, &format!("{HALF}:{ROWS}"), 500);
+    p0.join().unwrap();
+    let (out, report) = finish(job, dir.path());
+    assert_eq!(num(&report, &["rounds"]) as u64, 139);
+    assert_eq!(num(&report, &["stream", "duplicates_dropped"]) as u64, 8);
+    let log = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "handshake refused",
+        "not an Arrow IPC stream",
+        "bad Arrow IPC message",
+        "schema refused",
+        "outside 0..2",
+        "already connected",
+    ] {
+        assert!(log.contains(needle), "the log does not mention {needle:?}");
+    }
+}

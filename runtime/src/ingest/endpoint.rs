@@ -246,7 +246,14 @@ impl Endpoint {
         loop {
             self.ingest.wait_for_room(id);
             let Some(next) = reader.next() else { break };
-            let batch = next.map_err(|e| format!("bad Arrow IPC message after {rows} rows: {e}"))?;
+            let batch = next.map_err(|e| {
+                let e = e.to_string();
+                if e.contains("failed to fill whole buffer") {
+                    format!("bad Arrow IPC message after {rows} rows: truncated (the connection ended inside a message)")
+                } else {
+                    format!("bad Arrow IPC message after {rows} rows: {e}")
+                }
+            })?;
             if first {
                 self.fitted
                     .table(&batch, &label)
