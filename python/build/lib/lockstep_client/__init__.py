@@ -64,10 +64,13 @@ class Producer:
 
     Arguments: `bootstrap` ("HOST:PORT"), `token` (default: $LOCKSTEP_TOKEN), `producer` (its id,
     0..N-1), `cluster` (default: $LOCKSTEP_CLUSTER, else the name the server announces), `offset`
-    (offset of the first row sent), `timeout` (seconds for connecting and for the final answer).
+    (offset of the first row sent), `timeout` (seconds for connecting and for the final answer),
+    `schema` (a `pyarrow.Schema`; lets `close()` end a stream that sent no batch).
     """
 
-    def __init__(self, bootstrap, token=None, producer=0, cluster=None, offset=0, timeout=30.0):
+    def __init__(
+        self, bootstrap, token=None, producer=0, cluster=None, offset=0, timeout=30.0, schema=None
+    ):
         token = token if token is not None else os.environ.get("LOCKSTEP_TOKEN")
         if not token:
             raise LockstepError("no cluster token: pass token= or set LOCKSTEP_TOKEN")
@@ -97,6 +100,7 @@ class Producer:
         self._sock.settimeout(None)
         self.resume_offset = reply.get("resume_offset", 0)
         self._writer = None
+        self._schema = schema
         self._sink = _SocketSink(self)
 
     def __enter__(self):
@@ -144,7 +148,11 @@ class Producer:
         if self.result is not None:
             return self.result
         if self._writer is None:
-            raise LockstepError(f"producer {self.id}: close() before any batch: nothing to end")
+            if self._schema is None:
+                raise LockstepError(
+                    f"producer {self.id}: close() before any batch and without schema=: nothing to end"
+                )
+            self._writer = pa.ipc.new_stream(self._sink, self._schema)
         self._writer.close()
         try:
             self._sock.shutdown(socket.SHUT_WR)
