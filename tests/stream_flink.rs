@@ -21,7 +21,14 @@ fn flink_python() -> String {
         assert!(ok, "could not create {}", venv.display());
     }
     let ok = Command::new(&py)
-        .args(["-m", "pip", "install", "--quiet", "apache-flink==2.3.0", "./python"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "apache-flink==2.3.0",
+            "./python",
+        ])
         .current_dir(root())
         .status()
         .expect("pip install")

@@ -14,7 +14,10 @@ use stream::*;
 const HALF: usize = ROWS / 2;
 
 fn sha(report: &serde_json::Value) -> String {
-    report["weights_sha256"].as_str().unwrap_or_default().to_string()
+    report["weights_sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -29,7 +32,10 @@ fn a_bounded_stream_trains_and_is_deterministic_across_clients_batching_and_work
     p0.join().unwrap();
     let (_, ra) = finish(job, a.path());
     let auc = num(&ra, &["stream", "prequential", "auc"]);
-    println!("prequential auc {auc:.4}, held-out auc {:.4}", num(&ra, &["eval", "auc"]));
+    println!(
+        "prequential auc {auc:.4}, held-out auc {:.4}",
+        num(&ra, &["eval", "auc"])
+    );
     assert!(auc >= 0.82, "prequential ROC AUC {auc} < 0.82: {ra}");
     assert_eq!(num(&ra, &["stream", "rows_received"]) as usize, ROWS);
     // 2 x 2227 rows in rounds of 16 per producer: 139 rounds, 6 rows left over.
@@ -37,7 +43,10 @@ fn a_bounded_stream_trains_and_is_deterministic_across_clients_batching_and_work
     assert_eq!(num(&ra, &["stream", "duplicates_dropped"]) as u64, 0);
     assert_eq!(ra["stream"]["ended"], "producers closed");
     assert!(a.path().join("model.safetensors").exists());
-    assert!(a.path().join("checkpoints/round-000000139/meta.json").exists());
+    assert!(a
+        .path()
+        .join("checkpoints/round-000000139/meta.json")
+        .exists());
 
     // The same streams from the Rust producer, other batch sizes and timing, one worker.
     let c = run_dir("stream-rs");
@@ -97,7 +106,10 @@ fn a_killed_stream_resumes_exactly_once_when_producers_replay_from_the_start() {
     }
     let t = Instant::now();
     while !meta_exists(dir.path(), 60) {
-        assert!(t.elapsed() < Duration::from_secs(120), "no checkpoint of round 60");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no checkpoint of round 60"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -106,10 +118,16 @@ fn a_killed_stream_resumes_exactly_once_when_producers_replay_from_the_start() {
     drop(held);
     let t = Instant::now();
     while !processes_mentioning(&dir.path().display().to_string()).is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(30), "nodes outlived the launcher");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "nodes outlived the launcher"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let newest = (1..=75u64).rev().find(|r| meta_exists(dir.path(), *r)).unwrap();
+    let newest = (1..=75u64)
+        .rev()
+        .find(|r| meta_exists(dir.path(), *r))
+        .unwrap();
     assert_eq!(newest, 60, "the newest checkpoint is round 60");
     let _ = std::fs::remove_file(dir.path().join("endpoints.json"));
 
@@ -124,7 +142,10 @@ fn a_killed_stream_resumes_exactly_once_when_producers_replay_from_the_start() {
     assert_eq!(r0, ((HALF - 960) as u64, 960));
     assert_eq!(r1, ((HALF - 960) as u64, 960));
     let (_, resumed) = finish(job, dir.path());
-    assert_eq!(num(&resumed, &["stream", "duplicates_dropped"]) as u64, 1920);
+    assert_eq!(
+        num(&resumed, &["stream", "duplicates_dropped"]) as u64,
+        1920
+    );
     assert_eq!(num(&resumed, &["rounds"]) as u64, 139);
     assert_eq!(
         sha(&resumed),
@@ -169,7 +190,10 @@ fn bad_producers_are_refused_with_their_reason_and_training_goes_on() {
     for (case, needle) in expect {
         let got = cases[case].as_str().unwrap_or_default();
         println!("{case}: {got}");
-        assert!(got.contains(needle), "{case}: expected {needle:?} in {got:?}");
+        assert!(
+            got.contains(needle),
+            "{case}: expected {needle:?} in {got:?}"
+        );
     }
     // The good streams still train (producer 1's first 8 rows came from the live connection
     // that was cut: they are dropped as duplicates when the stream replays them).

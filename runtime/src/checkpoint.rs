@@ -76,6 +76,22 @@ pub fn write(
     model: &dyn Model,
     optimizer: &Optimizer,
     keep: usize,
+) -> Result<PathBuf, RuntimeError> {
+    write_with_offsets(root, round, cursor, seed, model, optimizer, keep, None)
+}
+
+/// As [`write`], with a stream's per-producer committed offsets in `meta.json`.
+///
+/// # Errors
+/// [`RuntimeError::Io`] naming the file.
+pub fn write_with_offsets(
+    root: &Path,
+    round: u64,
+    cursor: DataCursor,
+    seed: u64,
+    model: &dyn Model,
+    optimizer: &Optimizer,
+    keep: usize,
     stream_offsets: Option<&std::collections::BTreeMap<u32, u64>>,
 ) -> Result<PathBuf, RuntimeError> {
     let dir = dir_for(root, round);

@@ -62,20 +62,21 @@ pub fn accept_members(
             continue;
         }
         let mut link = AnyLink::Tcp(TcpLink::new(stream, &ctx.name, &peer, cfg)?);
-        let ((data_addr, ingest_addr), sig) = match recv_msg(&mut link, 0, "waiting for registration")? {
-            ControlMsg::Register {
-                node,
-                data_addr,
-                signature,
-                ingest_addr,
-            } if node == peer => ((data_addr, ingest_addr), signature),
-            other => {
-                return Err(RuntimeError::Protocol(format!(
-                    "{peer} sent {} instead of Register",
-                    other.name()
-                )))
-            }
-        };
+        let ((data_addr, ingest_addr), sig) =
+            match recv_msg(&mut link, 0, "waiting for registration")? {
+                ControlMsg::Register {
+                    node,
+                    data_addr,
+                    signature,
+                    ingest_addr,
+                } if node == peer => ((data_addr, ingest_addr), signature),
+                other => {
+                    return Err(RuntimeError::Protocol(format!(
+                        "{peer} sent {} instead of Register",
+                        other.name()
+                    )))
+                }
+            };
         if sig != *signature {
             let msg = format!(
                 "model shapes differ: {} has [{}], {peer} has [{}]",

@@ -243,7 +243,8 @@ fn write_endpoints(
         v["bootstrap"] = serde_json::Value::String(b.to_string());
     }
     let path = dir.join("endpoints.json");
-    let body = serde_json::to_vec_pretty(&v).map_err(|e| RuntimeError::io("serialise", &path, e))?;
+    let body =
+        serde_json::to_vec_pretty(&v).map_err(|e| RuntimeError::io("serialise", &path, e))?;
     lockstep_tensor::safetensors_io::write_atomic(&path, &body)
         .map_err(|e| RuntimeError::io("write", &path, e))
 }

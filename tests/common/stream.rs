@@ -4,12 +4,12 @@
 
 use crate::common::*;
 use arrow_array::RecordBatch;
-use std::path::Path;
-use std::process::Output;
-use std::time::{Duration, Instant};
 use lockstep_runtime::ingest::Producer;
 use lockstep_trainer::data::{FileRecords, Format};
+use std::path::Path;
+use std::process::Output;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The token every stream test uses.
 pub const TOKEN: &str = "stream-test-token";

@@ -120,11 +120,16 @@ impl Compute {
             .predict(&batch.x, batch.rows)
             .map_err(|e| RuntimeError::Model(format!("round {round}: scoring: {e}")))?;
         Ok(match &batch.y {
-            lockstep_trainer::Targets::Real(y) => pred.iter().zip(y).map(|(p, y)| [*p, *y]).collect(),
+            lockstep_trainer::Targets::Real(y) => {
+                pred.iter().zip(y).map(|(p, y)| [*p, *y]).collect()
+            }
             lockstep_trainer::Targets::Class(y) => {
                 let cols = self.model.out_dim();
                 let top = lockstep_trainer::metrics::argmax_rows(&pred, cols);
-                top.iter().zip(y).map(|(p, y)| [*p as f32, *y as f32]).collect()
+                top.iter()
+                    .zip(y)
+                    .map(|(p, y)| [*p as f32, *y as f32])
+                    .collect()
             }
         })
     }
@@ -344,7 +349,7 @@ impl Compute {
                 .send(round, &ControlMsg::Evaluated { round, metrics })?;
         }
         if let (true, Some(c)) = (self.rank0, &run.plan.checkpoint) {
-            let dir = crate::checkpoint::write(
+            let dir = crate::checkpoint::write_with_offsets(
                 std::path::Path::new(&c.root),
                 round + 1,
                 c.cursor,
@@ -442,7 +447,7 @@ impl Handler<SaveModel> for Compute {
     type Result = Result<String, RuntimeError>;
     fn handle(&mut self, msg: SaveModel, _: &mut SyncContext<Self>) -> Self::Result {
         if let Some(c) = &msg.checkpoint {
-            crate::checkpoint::write(
+            crate::checkpoint::write_with_offsets(
                 std::path::Path::new(&c.root),
                 msg.round + 1,
                 c.cursor,

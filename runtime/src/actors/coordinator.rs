@@ -218,8 +218,7 @@ async fn drive(
         Some(st) => super::coordinator_stream::run_stream_rounds(&control, &server, &s, st).await,
         None => run_rounds(&control, &server, &s).await,
     };
-    run
-        .map_err(|e| prefer_server(&server, e))
+    run.map_err(|e| prefer_server(&server, e))
 }
 
 async fn run_rounds(

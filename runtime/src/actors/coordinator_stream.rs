@@ -36,8 +36,11 @@ impl StreamSchedule {
     /// Per producer, the offset of the next row to train on before `round` (deterministic
     /// order: every round takes the same number of rows from each producer).
     pub fn offsets(&self, round: u64) -> Option<BTreeMap<u32, u64>> {
-        (self.spec.order == Order::Deterministic)
-            .then(|| (0..self.spec.producers).map(|p| (p, round * self.per_producer)).collect())
+        (self.spec.order == Order::Deterministic).then(|| {
+            (0..self.spec.producers)
+                .map(|p| (p, round * self.per_producer))
+                .collect()
+        })
     }
 
     /// The checkpoint that continues at `next` (after round `next - 1`).
@@ -69,8 +72,7 @@ impl StreamSchedule {
             lr: s.optimizer.lr_at(round),
             evaluate: every(eval_every) || last,
             checkpoint: (every(s.checkpoints.1) && !last).then(|| self.checkpoint(s, round + 1)),
-            publish: every(self.spec.publish_every)
-                .then(|| s.model_path.display().to_string()),
+            publish: every(self.spec.publish_every).then(|| s.model_path.display().to_string()),
         }
     }
 }
@@ -99,7 +101,10 @@ impl Window {
         let label: Vec<f32> = self.pairs.iter().map(|p| p[1]).collect();
         match self.task {
             Task::Binary => {
-                out.insert("accuracy".into(), metrics::binary_accuracy(&pred, &label, 0.5));
+                out.insert(
+                    "accuracy".into(),
+                    metrics::binary_accuracy(&pred, &label, 0.5),
+                );
                 out.insert("loss".into(), metrics::log_loss(&pred, &label));
                 if let Some(auc) = metrics::roc_auc(&pred, &label) {
                     out.insert("auc".into(), auc);
@@ -175,7 +180,10 @@ pub(super) async fn run_stream_rounds(
                 ended = "producers closed";
                 break;
             }
-            let upto = view.available.min(round + 1 + GRANT_WINDOW).min(s.total_rounds);
+            let upto = view
+                .available
+                .min(round + 1 + GRANT_WINDOW)
+                .min(s.total_rounds);
             if upto > granted {
                 grant(control, server, s, granted, upto).await?;
                 granted = upto;

@@ -78,13 +78,18 @@ impl Endpoint {
     ///
     /// # Errors
     /// [`RuntimeError`] when the listener cannot start accepting.
-    pub fn serve(self: &Arc<Self>, listener: Listener, identity: Identity) -> Result<(), RuntimeError> {
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: Listener,
+        identity: Identity,
+    ) -> Result<(), RuntimeError> {
         let acceptor = listener.start(identity, None, Duration::from_secs(10))?;
         let me = self.clone();
         std::thread::Builder::new()
             .name("lockstep-ingest".into())
             .spawn(move || loop {
-                if let Some((name, stream)) = acceptor.next(Instant::now() + Duration::from_secs(1)) {
+                if let Some((name, stream)) = acceptor.next(Instant::now() + Duration::from_secs(1))
+                {
                     let me = me.clone();
                     let _ = std::thread::Builder::new()
                         .name("lockstep-producer".into())

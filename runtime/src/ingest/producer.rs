@@ -43,14 +43,19 @@ fn refused(what: &str, r: Reply) -> RuntimeError {
     ))
 }
 
-fn open(addr: &str, identity: &Identity, hello: &Hello) -> Result<(TcpStream, Reply), RuntimeError> {
+fn open(
+    addr: &str,
+    identity: &Identity,
+    hello: &Hello,
+) -> Result<(TcpStream, Reply), RuntimeError> {
     let sa = tcp::resolve(addr)?;
     let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(10))
         .map_err(|e| RuntimeError::io("connect", addr, e))?;
     let _ = s.set_nodelay(true);
     handshake(&mut s, identity, None, Duration::from_secs(10))?;
     write_msg(&mut s, hello).map_err(|e| RuntimeError::io("send hello", addr, e))?;
-    let reply: Reply = read_msg(&mut s).map_err(|e| RuntimeError::Protocol(format!("{addr}: {e}")))?;
+    let reply: Reply =
+        read_msg(&mut s).map_err(|e| RuntimeError::Protocol(format!("{addr}: {e}")))?;
     Ok((s, reply))
 }
 
@@ -82,7 +87,9 @@ impl Producer {
         if !reply.ok {
             return Err(refused("ingest endpoint", reply));
         }
-        let w = s.try_clone().map_err(|e| RuntimeError::io("dup", &endpoint, e))?;
+        let w = s
+            .try_clone()
+            .map_err(|e| RuntimeError::io("dup", &endpoint, e))?;
         let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, w), schema)
             .map_err(|e| RuntimeError::Protocol(format!("producer {id}: {e}")))?;
         Ok(Producer {
@@ -96,7 +103,9 @@ impl Producer {
 
     /// The server's reason after a failed write (it answers before closing).
     fn why(&mut self, e: impl std::fmt::Display) -> RuntimeError {
-        let _ = self.reply_side.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = self
+            .reply_side
+            .set_read_timeout(Some(Duration::from_secs(5)));
         match read_msg::<Reply>(&mut self.reply_side) {
             Ok(r) if !r.ok => refused(&format!("producer {}", self.id), r),
             _ => RuntimeError::Protocol(format!("producer {}: {e}", self.id)),
@@ -122,10 +131,17 @@ impl Producer {
         if let Err(e) = self.writer.finish() {
             return Err(self.why(e));
         }
-        if let Err(e) = self.writer.get_mut().get_mut().shutdown(std::net::Shutdown::Write) {
+        if let Err(e) = self
+            .writer
+            .get_mut()
+            .get_mut()
+            .shutdown(std::net::Shutdown::Write)
+        {
             return Err(self.why(e));
         }
-        let _ = self.reply_side.set_read_timeout(Some(Duration::from_secs(60)));
+        let _ = self
+            .reply_side
+            .set_read_timeout(Some(Duration::from_secs(60)));
         let r: Reply = read_msg(&mut self.reply_side)
             .map_err(|e| RuntimeError::Protocol(format!("producer {}: {e}", self.id)))?;
         if r.ok {
