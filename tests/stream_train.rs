@@ -216,3 +216,35 @@ fn bad_producers_are_refused_with_their_reason_and_training_goes_on() {
         assert!(log.contains(needle), "the log does not mention {needle:?}");
     }
 }
+
+#[test]
+fn bench_ingest_reports_stream_and_parquet_rates() {
+    let dir = run_dir("bench-ingest");
+    let json = dir.path().join("ingest.json");
+    let out = run(
+        &[
+            "bench",
+            "ingest",
+            "--producers",
+            "2",
+            "--repeat",
+            "2",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(240),
+    );
+    assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for path in [
+        &["stream", "rows_per_s"][..],
+        &["stream", "mb_per_s"],
+        &["parquet", "rows_per_s"],
+        &["parquet", "mb_per_s"],
+        &["ratio"],
+        &["training_rows_per_s"],
+    ] {
+        assert!(num(&v, path) > 0.0, "{path:?} in {v}");
+    }
+    assert_eq!(num(&v, &["rows"]) as usize, 4 * ROWS);
+}
