@@ -46,6 +46,41 @@ pub enum BenchCommand {
     Allreduce(AllreduceBenchArgs),
     /// Training throughput of a manifest with 1 and N workers, and of a direct loop.
     Train(TrainBenchArgs),
+    /// Stream ingest: rows/s and MB/s from N producer processes into a stream job's workers,
+    /// next to reading the same rows from the local Parquet file.
+    Ingest(IngestBenchArgs),
+}
+
+/// `lockstep bench ingest`
+#[derive(Debug, Clone, Args)]
+pub struct IngestBenchArgs {
+    /// The stream manifest (its warm-up sample is the data every producer sends).
+    #[arg(long, default_value = "examples/stream/credit.toml")]
+    pub manifest: PathBuf,
+    /// Producer processes (a multiple of the manifest's worker count).
+    #[arg(long, default_value_t = 2)]
+    pub producers: u32,
+    /// Times each producer sends the whole data file.
+    #[arg(long, default_value_t = 20)]
+    pub repeat: usize,
+    /// Rows per record batch a producer sends.
+    #[arg(long, default_value_t = 4096)]
+    pub batch_rows: usize,
+    /// Rows per round of the job (large, so that training keeps up).
+    #[arg(long, default_value_t = 4096)]
+    pub global_batch: usize,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Internal: run as producer ID against this bootstrap.
+    #[arg(long, hide = true, requires = "bootstrap")]
+    pub produce: Option<u32>,
+    /// Internal: the bootstrap address for `--produce`.
+    #[arg(long, hide = true)]
+    pub bootstrap: Option<String>,
+    /// Internal: the cluster name for `--produce`.
+    #[arg(long, hide = true)]
+    pub cluster: Option<String>,
 }
 
 /// `lockstep bench train`

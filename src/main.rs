@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Link(a)) => lockstep::bench::link::run(&a),
         Command::Bench(BenchCommand::Allreduce(a)) => lockstep::bench::allreduce::run(&a),
         Command::Bench(BenchCommand::Train(a)) => lockstep::bench::train::run(&a),
+        Command::Bench(BenchCommand::Ingest(a)) => lockstep::bench::ingest::run(&a),
         Command::BenchWorker(a) => lockstep::bench::worker(&a),
     };
     match result {

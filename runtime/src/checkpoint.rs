@@ -4,7 +4,8 @@
 //! - `state.safetensors`: every parameter under its layout name, and the optimizer's buffers as
 //!   `optimizer.<name>` (full length, layout order);
 //! - `meta.json`: the next round to run, the epoch and data cursor, the seed, the optimizer's step
-//!   count, the SHA-256 of `state.safetensors` and of the parameters.
+//!   count, the SHA-256 of `state.safetensors` and of the parameters, and for a stream the
+//!   per-producer committed offsets (the next row of each producer to train on).
 //!
 //! Both files are written atomically (temporary file, fsync, rename) and `meta.json` last: it is
 //! the commit marker. A checkpoint without it, or whose state file does not match the recorded
@@ -38,6 +39,9 @@ pub struct CheckpointMeta {
     pub state_sha256: String,
     /// SHA-256 of the parameters (as in the report).
     pub weights_sha256: String,
+    /// Streams: per producer, the offset of the next row to train on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_offsets: Option<std::collections::BTreeMap<u32, u64>>,
 }
 
 /// A checkpoint read back.
@@ -73,6 +77,23 @@ pub fn write(
     optimizer: &Optimizer,
     keep: usize,
 ) -> Result<PathBuf, RuntimeError> {
+    write_with_offsets(root, round, cursor, seed, model, optimizer, keep, None)
+}
+
+/// As [`write`], with a stream's per-producer committed offsets in `meta.json`.
+///
+/// # Errors
+/// [`RuntimeError::Io`] naming the file.
+pub fn write_with_offsets(
+    root: &Path,
+    round: u64,
+    cursor: DataCursor,
+    seed: u64,
+    model: &dyn Model,
+    optimizer: &Optimizer,
+    keep: usize,
+    stream_offsets: Option<&std::collections::BTreeMap<u32, u64>>,
+) -> Result<PathBuf, RuntimeError> {
     let dir = dir_for(root, round);
     std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("create", &dir, e))?;
     let params = model.params();
@@ -99,6 +120,7 @@ pub fn write(
         optimizer_step: state.step,
         state_sha256: sha256_file(&state_path)?,
         weights_sha256: job::weights_sha256(params),
+        stream_offsets: stream_offsets.cloned(),
     };
     let json =
         serde_json::to_vec_pretty(&meta).map_err(|e| RuntimeError::io("serialise", &dir, e))?;

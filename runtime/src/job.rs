@@ -69,6 +69,9 @@ pub fn plan(m: &Manifest, train_rows: usize) -> EpochPlan {
 /// # Errors
 /// [`RuntimeError::Manifest`]-style message when an epoch has no batch.
 pub fn total_rounds(m: &Manifest, train_rows: usize) -> Result<u64, RuntimeError> {
+    if m.stream().is_some() {
+        return Ok(m.job.rounds.unwrap_or(u64::MAX));
+    }
     let per_epoch = plan(m, train_rows).batches_per_epoch();
     if per_epoch == 0 {
         return Err(RuntimeError::Model(format!(

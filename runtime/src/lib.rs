@@ -21,6 +21,7 @@ pub mod embed;
 pub mod endpoints;
 pub mod env_mode;
 pub mod error;
+pub mod ingest;
 pub mod job;
 pub mod launch;
 pub mod manifest;

@@ -349,7 +349,16 @@ impl Manifest {
             }
         }
         let job = &self.job;
+        self.validate_stream(workers)?;
+        let stream = job.data.source == lockstep_trainer::data::Source::Stream;
         match (job.epochs, job.rounds) {
+            (None, None) | (None, Some(_)) if stream => {}
+            (Some(_), _) if stream => {
+                return Err(self.invalid(
+                    "job.epochs",
+                    "a stream has no epochs: give job.rounds (or nothing, to train until the producers close)".into(),
+                ))
+            }
             (Some(_), Some(_)) => {
                 return Err(self.invalid(
                     "job.rounds",
@@ -409,6 +418,12 @@ impl Manifest {
                     ),
                 ));
             }
+            if job.data.source == lockstep_trainer::data::Source::Stream {
+                return Err(self.invalid(
+                    "job.elastic",
+                    "elastic membership is not supported with a stream source yet (producers are routed to fixed workers); drop [job.elastic] or use a file source".into(),
+                ));
+            }
             if job.aggregation == Aggregation::ParameterServer {
                 return Err(self.invalid(
                     "job.elastic",
@@ -437,6 +452,41 @@ impl Manifest {
             ));
         }
         Ok(())
+    }
+
+    /// `[job.data.stream]` against `source`, the global batch and the worker count.
+    fn validate_stream(&self, workers: usize) -> Result<(), ManifestError> {
+        use lockstep_trainer::data::Source;
+        let data = &self.job.data;
+        match (data.source, &data.stream) {
+            (Source::File, Some(_)) => Err(self.invalid(
+                "job.data.stream",
+                "applies to source = \"stream\" only".into(),
+            )),
+            (Source::Stream, None) => Err(self.invalid(
+                "job.data.stream",
+                "source = \"stream\" needs [job.data.stream] with producers = N".into(),
+            )),
+            (Source::Stream, Some(s)) => {
+                if self.job.aggregation == Aggregation::ParameterServer {
+                    return Err(self.invalid(
+                        "job.aggregation",
+                        "streams train with allreduce only".into(),
+                    ));
+                }
+                s.check(self.job.global_batch, workers)
+                    .map_err(|(key, message)| self.invalid(&key, message))
+            }
+            (Source::File, None) => Ok(()),
+        }
+    }
+
+    /// The stream spec when the job trains from a stream.
+    pub fn stream(&self) -> Option<&lockstep_trainer::data::StreamSpec> {
+        match self.job.data.source {
+            lockstep_trainer::data::Source::Stream => self.job.data.stream.as_ref(),
+            lockstep_trainer::data::Source::File => None,
+        }
     }
 
     /// Nodes having `role`, in manifest order.

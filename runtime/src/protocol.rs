@@ -72,6 +72,9 @@ pub struct RoundPlan {
     pub evaluate: bool,
     /// Rank 0 writes this checkpoint after this round and reports `Checkpointed`.
     pub checkpoint: Option<CheckpointPlan>,
+    /// Streams: rank 0 republishes the model here (atomically) after this round.
+    #[serde(default)]
+    pub publish: Option<String>,
 }
 
 /// A checkpoint to write after a round (it continues at the next round).
@@ -85,6 +88,10 @@ pub struct CheckpointPlan {
     pub keep: usize,
     /// The job seed.
     pub seed: u64,
+    /// Streams: per producer, the offset of the next row to train on (every row below it was
+    /// trained on by the rounds before this checkpoint).
+    #[serde(default)]
+    pub stream_offsets: Option<BTreeMap<u32, u64>>,
 }
 
 /// Per-round timing a worker reports, in milliseconds.
@@ -123,6 +130,9 @@ pub enum ControlMsg {
         data_addr: String,
         /// Its model's parameter layout.
         signature: ModelSignature,
+        /// Its ingest endpoint for producers (`source = "stream"`).
+        #[serde(default)]
+        ingest_addr: Option<String>,
     },
     /// Everyone registered: the peer table of the data mesh, in rank order.
     Start {
@@ -153,6 +163,10 @@ pub enum ControlMsg {
         /// Bytes exchanged with each data-mesh peer so far.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         links: Vec<LinkBytes>,
+        /// Streams: `(prediction, label)` of every row of this worker's shard, scored before
+        /// training on it (prequential evaluation).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        scored: Vec<[f32; 2]>,
     },
     /// Timeline spans of sampled rounds (`--trace`), in the sender's clock; sent in batches,
     /// interleaved anywhere with the other messages a member sends.
@@ -162,6 +176,17 @@ pub enum ControlMsg {
         sent_us: u64,
         /// The spans.
         spans: Vec<crate::observe::trace::TraceSpan>,
+    },
+    /// Streams: what a worker's producers have delivered (sent when it changes).
+    StreamProgress {
+        /// Rounds below this one can be filled from this worker's producers.
+        available: u64,
+        /// Every producer of this worker ended its stream (bounded streams).
+        closed: bool,
+        /// New rows received.
+        rows: u64,
+        /// Rows dropped as already received or trained.
+        duplicates: u64,
     },
     /// Evaluation after a round whose plan asked for it (rank 0).
     Evaluated {
@@ -176,6 +201,9 @@ pub enum ControlMsg {
         round: u64,
         /// Destination safetensors file.
         path: String,
+        /// Also write this checkpoint (the end of a stream).
+        #[serde(default)]
+        checkpoint: Option<CheckpointPlan>,
     },
     /// A checkpoint after a round whose plan asked for it was written (rank 0).
     Checkpointed {
@@ -250,6 +278,7 @@ impl ControlMsg {
             ControlMsg::Grant { .. } => "Grant",
             ControlMsg::RoundDone { .. } => "RoundDone",
             ControlMsg::Trace { .. } => "Trace",
+            ControlMsg::StreamProgress { .. } => "StreamProgress",
             ControlMsg::Evaluated { .. } => "Evaluated",
             ControlMsg::Save { .. } => "Save",
             ControlMsg::Checkpointed { .. } => "Checkpointed",

@@ -16,6 +16,8 @@ pub struct Registration {
     pub name: String,
     /// Its data-plane address.
     pub data_addr: String,
+    /// Its ingest endpoint for producers (streams).
+    pub ingest_addr: Option<String>,
     /// Its control link.
     pub link: AnyLink,
 }
@@ -60,19 +62,21 @@ pub fn accept_members(
             continue;
         }
         let mut link = AnyLink::Tcp(TcpLink::new(stream, &ctx.name, &peer, cfg)?);
-        let (data_addr, sig) = match recv_msg(&mut link, 0, "waiting for registration")? {
-            ControlMsg::Register {
-                node,
-                data_addr,
-                signature,
-            } if node == peer => (data_addr, signature),
-            other => {
-                return Err(RuntimeError::Protocol(format!(
-                    "{peer} sent {} instead of Register",
-                    other.name()
-                )))
-            }
-        };
+        let ((data_addr, ingest_addr), sig) =
+            match recv_msg(&mut link, 0, "waiting for registration")? {
+                ControlMsg::Register {
+                    node,
+                    data_addr,
+                    signature,
+                    ingest_addr,
+                } if node == peer => ((data_addr, ingest_addr), signature),
+                other => {
+                    return Err(RuntimeError::Protocol(format!(
+                        "{peer} sent {} instead of Register",
+                        other.name()
+                    )))
+                }
+            };
         if sig != *signature {
             let msg = format!(
                 "model shapes differ: {} has [{}], {peer} has [{}]",
@@ -93,6 +97,7 @@ pub fn accept_members(
         slots[i] = Some(Registration {
             name: peer,
             data_addr,
+            ingest_addr,
             link,
         });
     }

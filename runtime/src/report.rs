@@ -56,6 +56,9 @@ pub struct Report {
     /// Elastic membership: every change (deaths, joins), in order.
     #[serde(default)]
     pub membership_changes: Vec<MembershipChange>,
+    /// Stream counters and prequential metrics (`source = "stream"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamReport>,
 }
 
 /// One change of an elastic job's membership.
@@ -77,6 +80,29 @@ pub struct MembershipChange {
     /// From the last completed round before the change to the first one after (the round time
     /// the change added, as seen in the round timing).
     pub gap_ms: f64,
+}
+
+/// The stream part of a report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamReport {
+    /// Producers expected.
+    pub producers: u32,
+    /// `deterministic` or `arrival`.
+    pub order: String,
+    /// New rows received from producers (this run).
+    pub rows_received: u64,
+    /// Rows trained on (this run).
+    pub rows_trained: u64,
+    /// Rows dropped because they were already received or trained (replays, resume).
+    pub duplicates_dropped: u64,
+    /// Rows trained per second of the training loop.
+    pub rows_per_s: f64,
+    /// Rows in the prequential window.
+    pub window: usize,
+    /// Prequential metrics over the last `window` rows (each row scored before training on it).
+    pub prequential: BTreeMap<String, f64>,
+    /// Why training stopped: `producers closed` or `job.rounds`.
+    pub ended: String,
 }
 
 impl Report {

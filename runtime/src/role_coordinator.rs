@@ -5,6 +5,7 @@
 
 use crate::actors::control::Elastic;
 use crate::actors::coordinator::Server;
+use crate::actors::coordinator_stream::StreamSchedule;
 use crate::actors::*;
 use crate::error::RuntimeError;
 use crate::job;
@@ -38,6 +39,12 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         let _ = tx.send(control_addr);
     }
     tracing::info!(node = %me, "coordinator listening on {control_addr}");
+    let stream = m.stream().cloned();
+    let bootstrap = match &stream {
+        Some(_) => Some(bind_bootstrap(m, control_addr.ip())?),
+        None => None,
+    };
+    write_endpoints(ctx, control_addr, bootstrap.as_ref().map(|(_, a)| *a))?;
     let split = job::load_split(m)?;
     let model = (ctx.model_factory)(m, &split)?;
     let signature = job::signature(model.as_ref());
@@ -63,6 +70,15 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
             None
         }
     };
+    if let (Some(spec), Some((listener, addr))) = (&stream, &bootstrap) {
+        let workers = m.worker_names().len();
+        let table = regs[..workers]
+            .iter()
+            .map(|r| (r.name.clone(), r.ingest_addr.clone().unwrap_or_default()))
+            .collect();
+        crate::ingest::Bootstrap::new(spec.clone(), table).serve(listener, ctx.identity(&me))?;
+        tracing::info!("producers' bootstrap listening on {addr}");
+    }
 
     let mut peers: Vec<(String, String)> = regs
         .iter()
@@ -79,6 +95,11 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let ckpt_root = ctx.opts.run_dir.join(&m.job.checkpoint.dir);
     let (first_round, resume) = match ctx.opts.resume {
         false => (0, None),
+        true if stream.as_ref().is_some_and(|s| s.order == lockstep_trainer::data::Order::Arrival) => {
+            return Err(RuntimeError::Launch(
+                "--resume is not supported with [job.data.stream] order = \"arrival\" (offsets are not a function of the round); use order = \"deterministic\"".into(),
+            ))
+        }
         true if m.job.aggregation == Aggregation::ParameterServer => {
             return Err(RuntimeError::Launch(
                 "--resume is not supported with parameter-server aggregation yet (the servers' optimizer state is not checkpointed)".into(),
@@ -167,6 +188,11 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
             ..Report::default()
         },
         model_path: ctx.opts.run_dir.join("model.safetensors"),
+        stream: stream.map(|spec| StreamSchedule {
+            per_producer: spec.rows_per_producer(m.job.global_batch) as u64,
+            spec,
+            task: split.task,
+        }),
     };
     let members: Vec<Member> = regs
         .into_iter()
@@ -214,4 +240,38 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     tracing::info!("{}", report.summary());
     tracing::info!("report written to {}", path.display());
     Ok(())
+}
+
+/// Bind the producers' bootstrap: `[job.data.stream] bootstrap` or any port on the control IP.
+fn bind_bootstrap(
+    m: &crate::manifest::Manifest,
+    ip: std::net::IpAddr,
+) -> Result<(Listener, std::net::SocketAddr), RuntimeError> {
+    let addr = m
+        .stream()
+        .and_then(|s| s.bootstrap.clone())
+        .unwrap_or_else(|| std::net::SocketAddr::new(ip, 0).to_string());
+    let listener = Listener::bind(&addr)?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
+/// `<run dir>/endpoints.json`: the addresses a script may need (port 0 makes them unknown
+/// beforehand), written atomically as soon as they listen.
+fn write_endpoints(
+    ctx: &NodeContext,
+    coordinator: std::net::SocketAddr,
+    bootstrap: Option<std::net::SocketAddr>,
+) -> Result<(), RuntimeError> {
+    let dir = &ctx.opts.run_dir;
+    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
+    let mut v = serde_json::json!({ "coordinator": coordinator.to_string() });
+    if let Some(b) = bootstrap {
+        v["bootstrap"] = serde_json::Value::String(b.to_string());
+    }
+    let path = dir.join("endpoints.json");
+    let body =
+        serde_json::to_vec_pretty(&v).map_err(|e| RuntimeError::io("serialise", &path, e))?;
+    lockstep_tensor::safetensors_io::write_atomic(&path, &body)
+        .map_err(|e| RuntimeError::io("write", &path, e))
 }

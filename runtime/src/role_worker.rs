@@ -28,12 +28,19 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let (mut link, local_ip) = connect_control(ctx, &me)?;
     let node_addr = crate::node::data_bind_addr(m, &me);
     let (mut listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
+    let stream = m.stream().cloned();
+    let ingest_bound = match &stream {
+        Some(_) => Some(crate::ingest::setup::bind(m, &me, local_ip)?),
+        None => None,
+    };
     let register = ControlMsg::Register {
         node: me.clone(),
         data_addr,
         signature: job::signature(model.as_ref()),
+        ingest_addr: ingest_bound.as_ref().map(|(_, a)| a.clone()),
     };
     send_msg(&mut link, 0, "registering", &register)?;
+    let mut stream_offsets = None;
     let mut epoch = match recv_msg(&mut link, 0, "waiting for the peer table")? {
         ControlMsg::Start {
             peers,
@@ -44,6 +51,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             if let Some(dir) = &resume {
                 let restored =
                     crate::checkpoint::read(std::path::Path::new(dir), model.as_ref(), &optimizer)?;
+                stream_offsets = restored.meta.stream_offsets.clone();
                 params.copy_from_slice(&restored.params);
                 optimizer.load_state(&restored.optimizer).map_err(|e| {
                     RuntimeError::Model(format!("checkpoint {dir}: optimizer state: {e}"))
@@ -79,6 +87,13 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         }
     };
     drop(model);
+    // A stream's ingest endpoint is set up once, for the first (and, streams not being
+    // elastic, only) membership.
+    let mut stream = stream.map(|spec| StreamSetup {
+        spec,
+        bound: ingest_bound,
+        offsets: stream_offsets,
+    });
     let elastic = m.elastic().is_some();
     let mut next_round = epoch.round;
     loop {
@@ -91,6 +106,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             &mut params,
             &mut optimizer,
             next_round,
+            &mut stream,
         );
         link = back;
         match ended {
@@ -118,6 +134,13 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         }
         epoch = wait_remesh(&mut link, &node_addr, local_ip, next_round, &mut listener)?;
     }
+}
+
+/// A stream job's ingest: the spec, the bound endpoint and the offsets to resume from.
+struct StreamSetup {
+    spec: lockstep_trainer::data::StreamSpec,
+    bound: Option<(Listener, String)>,
+    offsets: Option<std::collections::BTreeMap<u32, u64>>,
 }
 
 /// One membership's mesh: who, its id, where it starts and whose state it takes.
@@ -222,6 +245,7 @@ fn run_epoch(
     params: &mut [f32],
     optimizer: &mut lockstep_trainer::optim::Optimizer,
     next_round: u64,
+    stream: &mut Option<StreamSetup>,
 ) -> (Result<EpochEnd, RuntimeError>, AnyLink) {
     let m = &ctx.manifest;
     let me = ctx.name.clone();
@@ -307,6 +331,18 @@ fn run_epoch(
                 world,
             )
         };
+        if let Some(st) = stream.as_ref() {
+            let (ingest, source) = crate::ingest::setup::source(
+                m,
+                &st.spec,
+                &split.fitted,
+                rank,
+                workers,
+                first_round,
+                st.offsets.as_ref(),
+            )?;
+            return Ok((model, mode, source, k / workers.max(1), Some(ingest)));
+        }
         let (mut source, micro_per_worker): (Box<dyn BatchSource>, usize) =
             if k > 0 && !workers.is_power_of_two() {
                 let leaves = crate::elastic::leaf_block(rank, workers, k);
@@ -319,9 +355,9 @@ fn run_epoch(
         if first_round > 0 {
             source.seek(cursor)?;
         }
-        Ok((model, mode, source, micro_per_worker))
+        Ok((model, mode, source, micro_per_worker, None))
     })();
-    let (model, mode, source, micro_per_worker) = match built {
+    let (model, mode, source, micro_per_worker, ingest) = match built {
         Ok(b) => b,
         Err(e) => return (Err(e), link),
     };
@@ -335,6 +371,16 @@ fn run_epoch(
     let mut reporter = Reporter::new(sender).with_observe(tracer, traffic, peer_names);
     if elastic {
         reporter = reporter.elastic(epoch.mesh);
+    }
+    let prequential = stream.is_some();
+    if let (Some(ingest), Some(st)) = (ingest, stream.as_mut()) {
+        if let Some((listener, _)) = st.bound.take() {
+            let served =
+                crate::ingest::setup::serve(ctx, &st.spec, &split.fitted, ingest, listener, &reporter);
+            if let Err(e) = served {
+                return (Err(e), link);
+            }
+        }
     }
     let optimizer = optimizer.clone();
     let sync_params = epoch.source.is_none();
@@ -359,6 +405,7 @@ fn run_epoch(
             rank,
             reporter.clone(),
             sync_params,
+            prequential,
         )
         .await;
         match res {
@@ -425,6 +472,7 @@ async fn start_worker_actors(
     rank: usize,
     reporter: Reporter,
     sync_params: bool,
+    prequential: bool,
 ) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
     use crate::actors::messages::{GetParams, SetParams, SyncParams};
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
@@ -451,7 +499,8 @@ async fn start_worker_actors(
                 first_round,
             )
             .with_micro_batches(micro_per_worker)
-            .with_local_aggregation(local),
+            .with_local_aggregation(local)
+            .with_prequential(prequential),
         ),
     );
     if sync_params {

@@ -27,6 +27,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
         node: me.clone(),
         data_addr,
         signature: job::signature(model.as_ref()),
+        ingest_addr: None,
     };
     send_msg(&mut link, 0, "registering", &register)?;
     let (peers, job) = match recv_msg(&mut link, 0, "waiting for the peer table")? {
@@ -85,6 +86,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                         samples: 0,
                         timing,
                         links: Vec::new(),
+                        scored: Vec::new(),
                     };
                     send_msg(&mut link, round, "reporting to the coordinator", &done)?;
                 }

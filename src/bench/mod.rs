@@ -6,6 +6,7 @@
 
 pub mod allreduce;
 mod allreduce_checks;
+pub mod ingest;
 pub mod link;
 mod link_checks;
 mod reference;

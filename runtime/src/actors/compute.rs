@@ -33,6 +33,7 @@ struct Running {
     compute: Duration,
     loss_sum: f64,
     rows: usize,
+    scored: Vec<[f32; 2]>,
 }
 
 /// The compute actor: owns the model replica, its gradient buffer and the optimizer.
@@ -59,6 +60,8 @@ pub struct Compute {
     stopped: bool,
     /// One worker with allreduce: nothing to reduce, so no hand-off to the aggregator.
     local: bool,
+    /// Streams: score every shard before training on it (prequential evaluation).
+    prequential: bool,
 }
 
 impl Compute {
@@ -97,7 +100,38 @@ impl Compute {
             running: None,
             stopped: false,
             local: false,
+            prequential: false,
         }
+    }
+
+    /// Streams: score each shard before training on it and report the pairs with `RoundDone`.
+    pub fn with_prequential(mut self, on: bool) -> Self {
+        self.prequential = on;
+        self
+    }
+
+    /// `(prediction, label)` of every row of `batch` under the current parameters.
+    fn score(&mut self, round: u64, batch: &Batch) -> Result<Vec<[f32; 2]>, RuntimeError> {
+        if !self.prequential || batch.rows == 0 {
+            return Ok(Vec::new());
+        }
+        let pred = self
+            .model
+            .predict(&batch.x, batch.rows)
+            .map_err(|e| RuntimeError::Model(format!("round {round}: scoring: {e}")))?;
+        Ok(match &batch.y {
+            lockstep_trainer::Targets::Real(y) => {
+                pred.iter().zip(y).map(|(p, y)| [*p, *y]).collect()
+            }
+            lockstep_trainer::Targets::Class(y) => {
+                let cols = self.model.out_dim();
+                let top = lockstep_trainer::metrics::argmax_rows(&pred, cols);
+                top.iter()
+                    .zip(y)
+                    .map(|(p, y)| [*p as f32, *y as f32])
+                    .collect()
+            }
+        })
     }
 
     /// With `true` (one worker, allreduce), backprop's gradient stays here: the mean over one
@@ -201,6 +235,7 @@ impl Compute {
     ) -> Result<Option<Reduced>, RuntimeError> {
         let started = Instant::now();
         let round = plan.round;
+        let scored = self.score(round, &shard.batch)?;
         let (last_micro, head_loss) = match self.micro {
             0 => (None, 0.0),
             _ => {
@@ -249,6 +284,7 @@ impl Compute {
             compute: started.elapsed(),
             loss_sum: head_loss + out.loss_sum,
             rows: shard.batch.rows,
+            scored,
         });
         Ok(kept.map(|grads| Reduced {
             round,
@@ -314,6 +350,7 @@ impl Compute {
                 round_ms: ms(run.started.elapsed()),
             },
             links: self.reporter.links(),
+            scored: run.scored,
         };
         self.reporter.send(round, &done)?;
         self.next_round = round + 1;
@@ -327,7 +364,7 @@ impl Compute {
         }
         if let (true, Some(c)) = (self.rank0, &run.plan.checkpoint) {
             let t = Instant::now();
-            let dir = crate::checkpoint::write(
+            let dir = crate::checkpoint::write_with_offsets(
                 std::path::Path::new(&c.root),
                 round + 1,
                 c.cursor,
@@ -335,6 +372,7 @@ impl Compute {
                 self.model.as_ref(),
                 &self.optimizer,
                 c.keep,
+                c.stream_offsets.as_ref(),
             )?;
             let path = dir.display().to_string();
             let end = Instant::now();
@@ -359,6 +397,9 @@ impl Compute {
                 Instant::now(),
             );
             r.flush_trace(round)?;
+        }
+        if let (true, Some(path)) = (self.rank0, &run.plan.publish) {
+            publish_model(self.model.as_ref(), path, round)?;
         }
         Ok(())
     }
@@ -453,9 +494,32 @@ impl Handler<ParamsHash> for Compute {
 impl Handler<SaveModel> for Compute {
     type Result = Result<String, RuntimeError>;
     fn handle(&mut self, msg: SaveModel, _: &mut SyncContext<Self>) -> Self::Result {
-        save_model(self.model.as_ref(), &msg.path, msg.round)?;
+        if let Some(c) = &msg.checkpoint {
+            crate::checkpoint::write_with_offsets(
+                std::path::Path::new(&c.root),
+                msg.round + 1,
+                c.cursor,
+                c.seed,
+                self.model.as_ref(),
+                &self.optimizer,
+                c.keep,
+                c.stream_offsets.as_ref(),
+            )?;
+        }
+        publish_model(self.model.as_ref(), &msg.path, msg.round)?;
         Ok(msg.path)
     }
+}
+
+/// Republish the model at `path` atomically (written next to it, then renamed), so a serving
+/// process that reloads the file never sees half of it.
+///
+/// # Errors
+/// [`RuntimeError::Io`] naming the file.
+pub fn publish_model(model: &dyn Model, path: &str, round: u64) -> Result<(), RuntimeError> {
+    let tmp = format!("{path}.tmp");
+    save_model(model, &tmp, round)?;
+    std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("rename", path, e))
 }
 
 /// Write a model's parameters as safetensors, one tensor per layout entry.

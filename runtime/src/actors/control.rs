@@ -12,7 +12,9 @@
 
 use crate::error::RuntimeError;
 use crate::observe::trace::TraceCollector;
-use crate::protocol::{recv_msg, send_msg, ControlMsg, LinkBytes, RoundPlan, RoundTiming};
+use crate::protocol::{
+    recv_msg, send_msg, CheckpointPlan, ControlMsg, LinkBytes, RoundPlan, RoundTiming,
+};
 use crate::registration::Registration;
 use actix::{Actor, Handler, Message, SyncContext};
 use lockstep_transport::{AnyLink, Link};
@@ -48,24 +50,55 @@ pub struct ControlPlane {
     pending: Vec<(Registration, Instant)>,
     dead: Vec<String>,
     traces: Option<TraceCollector>,
+    /// Per worker: rounds available, ended, rows, duplicates (streams).
+    stream: Vec<(u64, bool, u64, u64)>,
 }
 
-/// The next message on `m`'s link other than a `Trace` batch (those go to `traces`, whenever
-/// they arrive).
+/// Per worker: rounds available, ended, rows, duplicates (streams).
+type Progress = (u64, bool, u64, u64);
+
+/// One message on `m`'s link; `None` when it was absorbed: a `Trace` batch (into `traces`) or a
+/// `StreamProgress` (into `progress`), which may arrive anywhere.
+fn recv_member_one(
+    traces: &Option<TraceCollector>,
+    progress: Option<&mut Progress>,
+    m: &mut Member,
+    round: u64,
+    doing: &'static str,
+) -> Result<Option<ControlMsg>, RuntimeError> {
+    match recv_msg(&mut m.link, round, doing)? {
+        ControlMsg::Trace { sent_us, spans } => {
+            if let Some(t) = traces {
+                t.add(&m.name, sent_us, spans);
+            }
+            Ok(None)
+        }
+        ControlMsg::StreamProgress {
+            available,
+            closed,
+            rows,
+            duplicates,
+        } => {
+            if let Some(p) = progress {
+                *p = (available, closed, rows, duplicates);
+            }
+            Ok(None)
+        }
+        msg => Ok(Some(msg)),
+    }
+}
+
+/// The next message on `m`'s link that is not absorbed (see [`recv_member_one`]).
 fn recv_member(
     traces: &Option<TraceCollector>,
+    mut progress: Option<&mut Progress>,
     m: &mut Member,
     round: u64,
     doing: &'static str,
 ) -> Result<ControlMsg, RuntimeError> {
     loop {
-        match recv_msg(&mut m.link, round, doing)? {
-            ControlMsg::Trace { sent_us, spans } => {
-                if let Some(t) = traces {
-                    t.add(&m.name, sent_us, spans);
-                }
-            }
-            msg => return Ok(msg),
+        if let Some(msg) = recv_member_one(traces, progress.as_deref_mut(), m, round, doing)? {
+            return Ok(msg);
         }
     }
 }
@@ -80,6 +113,16 @@ impl ControlPlane {
             pending: Vec::new(),
             dead: Vec::new(),
             traces: None,
+            stream: vec![(0, false, 0, 0); workers],
+        }
+    }
+
+    fn view(&self, round: u64) -> StreamView {
+        StreamView {
+            available: self.stream.iter().map(|s| s.0).min().unwrap_or(0),
+            ended: self.stream.iter().any(|s| s.1 && s.0 <= round),
+            rows: self.stream.iter().map(|s| s.2).sum(),
+            duplicates: self.stream.iter().map(|s| s.3).sum(),
         }
     }
 
@@ -106,7 +149,7 @@ impl ControlPlane {
         let mesh = self.elastic.as_ref().map_or(0, |e| e.mesh);
         loop {
             let m = &mut self.members[i];
-            match recv_member(&self.traces, m, round, doing) {
+            match recv_member(&self.traces, self.stream.get_mut(i), m, round, doing) {
                 Err(e @ RuntimeError::Peer { .. }) => {
                     return Ok(Err(Lost {
                         dead: vec![m.name.clone()],
@@ -205,7 +248,7 @@ impl ControlPlane {
         doing: &'static str,
     ) -> Result<ControlMsg, RuntimeError> {
         let m = &mut self.members[i];
-        let msg = recv_member(&self.traces, m, round, doing)?;
+        let msg = recv_member(&self.traces, self.stream.get_mut(i), m, round, doing)?;
         let about = match &msg {
             ControlMsg::RoundDone { round, .. }
             | ControlMsg::Evaluated { round, .. }
@@ -269,6 +312,8 @@ pub struct RoundReport {
     pub timing: RoundTiming,
     /// Bytes exchanged with each data-mesh peer so far.
     pub links: Vec<LinkBytes>,
+    /// Streams: prequential `(prediction, label)` pairs.
+    pub scored: Vec<[f32; 2]>,
 }
 
 /// A round's reports.
@@ -316,6 +361,7 @@ impl Handler<Collect> for ControlPlane {
                 samples,
                 timing,
                 links,
+                scored,
                 ..
             } = got
             {
@@ -325,6 +371,7 @@ impl Handler<Collect> for ControlPlane {
                     samples,
                     timing,
                     links,
+                    scored,
                 });
             } else {
                 return Err(RuntimeError::Protocol(format!(
@@ -419,7 +466,8 @@ impl ControlPlane {
                 continue;
             }
             loop {
-                match recv_member(&self.traces, m, 0, "waiting for the suspension") {
+                let progress = self.stream.get_mut(i);
+                match recv_member(&self.traces, progress, m, 0, "waiting for the suspension") {
                     Ok(ControlMsg::Suspended {
                         next_round,
                         data_addr,
@@ -525,6 +573,8 @@ pub struct RunSave {
     pub round: u64,
     /// Destination.
     pub path: String,
+    /// Also write this checkpoint (the end of a stream).
+    pub checkpoint: Option<CheckpointPlan>,
 }
 
 impl Handler<RunSave> for ControlPlane {
@@ -534,9 +584,11 @@ impl Handler<RunSave> for ControlPlane {
         let cmd = ControlMsg::Save {
             round: msg.round,
             path: msg.path,
+            checkpoint: msg.checkpoint,
         };
         send_msg(&mut m.link, msg.round, "requesting a model save", &cmd)?;
-        match recv_member(&self.traces, m, msg.round, "waiting for the model save")? {
+        let progress = self.stream.get_mut(0);
+        match recv_member(&self.traces, progress, m, msg.round, "waiting for the model save")? {
             ControlMsg::Saved { path } => Ok(path),
             other => Err(RuntimeError::Protocol(format!(
                 "{} answered {} to Save",
@@ -544,6 +596,56 @@ impl Handler<RunSave> for ControlPlane {
                 other.name()
             ))),
         }
+    }
+}
+
+/// What the workers' producers have delivered (streams).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamView {
+    /// Rounds below this one can be filled by every worker.
+    pub available: u64,
+    /// A worker's producers all ended and it cannot fill the round asked about: no more rounds.
+    pub ended: bool,
+    /// New rows received, all workers.
+    pub rows: u64,
+    /// Duplicate rows dropped, all workers.
+    pub duplicates: u64,
+}
+
+/// Streams: what is known now about round `round` (`block = false`), or wait until every
+/// worker can fill it or the stream has ended (`block = true`).
+#[derive(Message)]
+#[rtype(result = "Result<StreamView, RuntimeError>")]
+pub struct AwaitStream {
+    /// The round asked about.
+    pub round: u64,
+    /// Wait for it.
+    pub block: bool,
+}
+
+impl Handler<AwaitStream> for ControlPlane {
+    type Result = Result<StreamView, RuntimeError>;
+    fn handle(&mut self, msg: AwaitStream, _: &mut SyncContext<Self>) -> Self::Result {
+        let round = msg.round;
+        if msg.block {
+            for i in 0..self.workers {
+                while self.stream[i].0 <= round && !self.stream[i].1 {
+                    let m = &mut self.members[i];
+                    let doing = "waiting for producers' rows";
+                    let progress = self.stream.get_mut(i);
+                    let Some(got) = recv_member_one(&self.traces, progress, m, round, doing)?
+                    else {
+                        continue;
+                    };
+                    return Err(RuntimeError::Protocol(format!(
+                        "{} sent {} while the coordinator waited for stream progress",
+                        self.members[i].name,
+                        got.name()
+                    )));
+                }
+            }
+        }
+        Ok(self.view(round))
     }
 }
 
@@ -560,8 +662,9 @@ impl Handler<RunFinish> for ControlPlane {
     fn handle(&mut self, msg: RunFinish, _: &mut SyncContext<Self>) -> Self::Result {
         self.broadcast(msg.round, &ControlMsg::Finish, "finishing")?;
         let mut hashes: Vec<(String, String)> = Vec::new();
-        for m in &mut self.members {
-            match recv_member(&self.traces, m, msg.round, "waiting for Finished")? {
+        for (i, m) in self.members.iter_mut().enumerate() {
+            let progress = self.stream.get_mut(i);
+            match recv_member(&self.traces, progress, m, msg.round, "waiting for Finished")? {
                 ControlMsg::Finished { weights_sha256 } => {
                     hashes.push((m.name.clone(), weights_sha256))
                 }

@@ -48,11 +48,16 @@ pub struct Schedule {
     pub plan: lockstep_trainer::data::EpochPlan,
     /// Progress, metrics.csv, Prometheus, timeline (see [`crate::observe`]).
     pub observer: crate::observe::Observer,
+    /// Streams: how rounds are gated, offsets, publishing, prequential evaluation.
+    pub stream: Option<super::coordinator_stream::StreamSchedule>,
 }
 
 impl Schedule {
     /// The plan of `round`: learning rate, and whether rank 0 evaluates or checkpoints after it.
     pub fn plan(&self, round: u64) -> RoundPlan {
+        if let Some(st) = &self.stream {
+            return st.plan(self, round);
+        }
         let per_epoch = self.rounds_per_epoch.max(1);
         let last = round + 1 == self.total_rounds;
         let evaluate = last
@@ -68,6 +73,7 @@ impl Schedule {
                 root: root.display().to_string(),
                 keep,
                 seed: self.seed,
+                stream_offsets: None,
             });
         RoundPlan {
             round,
@@ -75,6 +81,7 @@ impl Schedule {
             lr: self.optimizer.lr_at(round),
             evaluate,
             checkpoint,
+            publish: None,
         }
     }
 }
@@ -138,17 +145,17 @@ impl Actor for Coordinator {
 }
 
 #[derive(Default)]
-struct Totals {
-    samples: u64,
-    rounds: u64,
+pub(super) struct Totals {
+    pub(super) samples: u64,
+    pub(super) rounds: u64,
     compute_ms: f64,
     comm_ms: f64,
     total_ms: f64,
-    last_loss: f64,
+    pub(super) last_loss: f64,
 }
 
 impl Totals {
-    fn add(&mut self, reports: &[RoundReport], round_ms: f64) -> f64 {
+    pub(super) fn add(&mut self, reports: &[RoundReport], round_ms: f64) -> f64 {
         let rows: u64 = reports.iter().map(|r| r.samples).sum();
         let loss: f64 = reports.iter().map(|r| r.loss_sum).sum::<f64>() / rows.max(1) as f64;
         let n = reports.len().max(1) as f64;
@@ -161,7 +168,7 @@ impl Totals {
         loss
     }
 
-    fn split(&self) -> RoundSplit {
+    pub(super) fn split(&self) -> RoundSplit {
         let n = self.rounds.max(1) as f64;
         let (c, m, t) = (self.compute_ms / n, self.comm_ms / n, self.total_ms / n);
         RoundSplit {
@@ -173,12 +180,12 @@ impl Totals {
     }
 }
 
-fn actor_err(e: actix::MailboxError) -> RuntimeError {
+pub(super) fn actor_err(e: actix::MailboxError) -> RuntimeError {
     RuntimeError::Actor(format!("control plane: {e}"))
 }
 
 /// Grant rounds `from..to` to every member (and to the serving actor).
-async fn grant(
+pub(super) async fn grant(
     control: &Addr<ControlPlane>,
     server: &Option<Server>,
     s: &Schedule,
@@ -210,9 +217,11 @@ async fn drive(
     server: Option<Server>,
     s: Schedule,
 ) -> Result<Report, RuntimeError> {
-    run_rounds(&control, &server, &s)
-        .await
-        .map_err(|e| prefer_server(&server, e))
+    let run = match &s.stream {
+        Some(st) => super::coordinator_stream::run_stream_rounds(&control, &server, &s, st).await,
+        None => run_rounds(&control, &server, &s).await,
+    };
+    run.map_err(|e| prefer_server(&server, e))
 }
 
 async fn run_rounds(
@@ -349,6 +358,7 @@ async fn run_rounds(
         .send(RunSave {
             round: last_round,
             path,
+            checkpoint: None,
         })
         .await
         .map_err(actor_err)??;

@@ -111,7 +111,7 @@ pub struct GetParams;
 #[rtype(result = "Result<BTreeMap<String, f64>, RuntimeError>")]
 pub struct Evaluate;
 
-/// Compute: write the model as safetensors.
+/// Compute: write the model as safetensors (and, at the end of a stream, a checkpoint).
 #[derive(Message)]
 #[rtype(result = "Result<String, RuntimeError>")]
 pub struct SaveModel {
@@ -119,6 +119,8 @@ pub struct SaveModel {
     pub path: String,
     /// Round, stored in the metadata.
     pub round: u64,
+    /// Also write this checkpoint (continuing after `round`).
+    pub checkpoint: Option<crate::protocol::CheckpointPlan>,
 }
 
 /// Compute: SHA-256 of the parameters.

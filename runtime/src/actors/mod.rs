@@ -10,6 +10,7 @@ pub mod aggregator;
 pub mod compute;
 pub mod control;
 pub mod coordinator;
+pub mod coordinator_stream;
 pub mod data_loader;
 mod grad_sink;
 pub mod messages;

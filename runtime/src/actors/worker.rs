@@ -55,8 +55,16 @@ impl Handler<Command> for WorkerNode {
         let rank0 = self.rank0;
         Box::pin(async move {
             let res = match cmd.msg {
-                ControlMsg::Save { round, path } if rank0 => compute
-                    .send(SaveModel { path, round })
+                ControlMsg::Save {
+                    round,
+                    path,
+                    checkpoint,
+                } if rank0 => compute
+                    .send(SaveModel {
+                        path,
+                        round,
+                        checkpoint,
+                    })
                     .await
                     .map_err(mailbox("compute"))
                     .and_then(|r| r)

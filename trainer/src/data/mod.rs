@@ -29,6 +29,8 @@ mod shard;
 mod source;
 mod spec;
 mod stream;
+mod stream_schema;
+mod stream_spec;
 mod table;
 
 pub use columns::{column_kind, extract, glob_match, Kind as ColumnKind, RawColumn};
@@ -42,4 +44,5 @@ pub use shard::{shard, shard_range, shard_scale};
 pub use source::{FileRecords, RecordBatchSource};
 pub use spec::{Categorical, DataSpec, Format, Missing, MissingStrings, OnBadFile, Scaling, Task};
 pub use stream::StreamSource;
+pub use stream_spec::{OnSilent, Order, Source, StreamSpec};
 pub use table::{Fitted, Split, Table};

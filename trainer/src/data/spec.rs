@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::stream_spec::{Source, StreamSpec};
+
 /// How to read the data file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -102,7 +104,14 @@ pub enum OnBadFile {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
-    /// Data file; a relative path is resolved by the caller (see [`DataSpec::resolved`]).
+    /// `file` (default) or `stream` (producers push Arrow IPC; see [`StreamSpec`]).
+    #[serde(default)]
+    pub source: Source,
+    /// `[job.data.stream]`, required with `source = "stream"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamSpec>,
+    /// Data file; a relative path is resolved by the caller (see [`DataSpec::resolved`]). With
+    /// `source = "stream"` it is the warm-up sample: schema, feature statistics, held-out rows.
     pub path: PathBuf,
     /// File format (default: from the extension).
     #[serde(default)]
@@ -168,6 +177,8 @@ impl DataSpec {
     /// A spec with defaults for everything but path, label and task.
     pub fn new(path: impl Into<PathBuf>, label: impl Into<String>, task: Task) -> Self {
         DataSpec {
+            source: Source::File,
+            stream: None,
             path: path.into(),
             format: Format::Auto,
             label: label.into(),

@@ -1,6 +1,9 @@
 //! Record batches after fitting: `Fitted::table` turns any Arrow record batch with the training
 //! columns into a `Table`, and `StreamSource` cuts an (unbounded) `RecordBatchSource` into sharded
-//! global batches in arrival order, the shape a later Arrow IPC (Apache Flink) feed plugs into.
+//! global batches in arrival order. Two shapes: every rank reads the same stream and takes its
+//! shard ([`StreamSource::new`]), or each rank's source already holds only its own share, as the
+//! Arrow IPC ingest does when producers send their rows straight to the worker that trains on them
+//! ([`StreamSource::local_shard`]).
 
 use arrow_array::RecordBatch;
 
@@ -52,6 +55,9 @@ pub struct StreamSource<R: RecordBatchSource> {
     world: usize,
     pending: Option<Table>,
     cursor: DataCursor,
+    /// The source holds only this rank's share: take `global_batch / world` rows per round and
+    /// never hand out a partial round.
+    local: bool,
 }
 
 impl<R: RecordBatchSource> StreamSource<R> {
@@ -82,13 +88,48 @@ impl<R: RecordBatchSource> StreamSource<R> {
             world,
             pending: None,
             cursor: DataCursor::default(),
+            local: false,
         })
+    }
+
+    /// A source whose record batches are already this rank's share of every global batch (in
+    /// order): each round takes `global_batch / world` rows of it, and a last, partial share
+    /// ends the stream instead of becoming a round. `first_round` numbers the cursor (resume).
+    ///
+    /// # Errors
+    /// As [`StreamSource::new`], and `Source` when `world` does not divide `global_batch`.
+    pub fn local_shard(
+        source: R,
+        fitted: Fitted,
+        global_batch: usize,
+        rank: usize,
+        world: usize,
+        first_round: u64,
+    ) -> Result<Self, DataError> {
+        let mut s = Self::new(source, fitted, global_batch, rank, world)?;
+        if !global_batch.is_multiple_of(world) {
+            return Err(DataError::Source {
+                file: s.source.name().to_string(),
+                message: format!("{world} ranks cannot share a global batch of {global_batch}"),
+            });
+        }
+        s.local = true;
+        s.cursor.batch_in_epoch = first_round;
+        Ok(s)
+    }
+
+    fn want(&self) -> usize {
+        if self.local {
+            self.global_batch / self.world
+        } else {
+            self.global_batch
+        }
     }
 
     /// Buffers rows until a global batch is available (or the stream ends); returns the buffer.
     fn fill(&mut self) -> Result<Option<Table>, DataError> {
         let mut buf = self.pending.take();
-        while buf.as_ref().map_or(0, |t| t.rows) < self.global_batch {
+        while buf.as_ref().map_or(0, |t| t.rows) < self.want() {
             let Some(rb) = self.source.next_batch()? else {
                 break;
             };
@@ -99,6 +140,29 @@ impl<R: RecordBatchSource> StreamSource<R> {
             });
         }
         Ok(buf.filter(|t| t.rows > 0))
+    }
+}
+
+impl<R: RecordBatchSource> StreamSource<R> {
+    /// The next round from a rank-local buffer: all of it is this rank's share.
+    fn next_local(&mut self, buf: Table) -> Option<ShardBatch> {
+        let want = self.want();
+        if buf.rows < want {
+            return None;
+        }
+        let all: Vec<usize> = (0..buf.rows).collect();
+        let batch = buf.batch(&all[..want]);
+        if buf.rows > want {
+            self.pending = Some(buf.batch(&all[want..]).into_table());
+        }
+        let cursor = self.cursor;
+        self.cursor.batch_in_epoch += 1;
+        Some(ShardBatch {
+            batch,
+            cursor,
+            global_rows: self.global_batch,
+            scale: 1.0,
+        })
     }
 }
 
@@ -132,6 +196,9 @@ impl<R: RecordBatchSource> BatchSource for StreamSource<R> {
         let Some(buf) = self.fill()? else {
             return Ok(None);
         };
+        if self.local {
+            return Ok(self.next_local(buf));
+        }
         let global_rows = buf.rows.min(self.global_batch);
         let all: Vec<usize> = (0..buf.rows).collect();
         let mine = &all[shard_range(global_rows, self.rank, self.world)];

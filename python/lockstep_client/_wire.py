@@ -1,0 +1,138 @@
+"""The cluster handshake and the producer protocol's framed JSON messages.
+
+The handshake is the one every Lockstep link starts with: each side sends a Hello (magic, protocol
+version, a fresh 32-byte nonce, cluster name, node name), then an HMAC-SHA256 proof over the cluster
+token that binds both nonces, both names and the cluster, then Accept. The token never crosses the
+wire. A refusal is a Refuse byte with a reason code.
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import struct
+
+MAGIC = b"LKHS"
+VERSION = 1
+TAG_PROOF, TAG_REFUSE, TAG_ACCEPT = 1, 2, 3
+MAX_MESSAGE = 64 * 1024
+
+REASONS = {
+    1: "the cluster token does not match",
+    2: "wrong cluster name",
+    3: "wrong protocol version",
+    4: "unknown node name",
+    5: "malformed handshake",
+    6: "handshake timed out",
+    7: "connection closed during the handshake",
+}
+
+
+class LockstepError(Exception):
+    """A refusal or failure, with the server's reason."""
+
+
+def _read_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise LockstepError("connection closed by the server")
+        buf.extend(chunk)
+    return bytes(buf)
+
+
+def _hello(cluster, node, nonce):
+    out = MAGIC + bytes([VERSION]) + nonce
+    for s in (cluster.encode(), node.encode()):
+        out += struct.pack("<H", len(s)) + s
+    return out
+
+
+def _read_hello(sock):
+    fixed = _read_exact(sock, 4 + 1 + 32)
+    if fixed[:4] != MAGIC:
+        raise LockstepError("the server did not answer with a Lockstep handshake")
+    names = []
+    for _ in range(2):
+        (n,) = struct.unpack("<H", _read_exact(sock, 2))
+        names.append(_read_exact(sock, n).decode())
+    return fixed[4], fixed[5:], names[0], names[1]
+
+
+def _proof(token, cluster, sender, receiver):
+    mac = hmac.new(token, b"lockstep-handshake-v1", hashlib.sha256)
+    for part in (receiver[1], sender[1], sender[0].encode(), receiver[0].encode(), cluster.encode()):
+        mac.update(struct.pack("<I", len(part)))
+        mac.update(part)
+    return mac.digest()
+
+
+def _refusal(sock):
+    try:
+        (code,) = _read_exact(sock, 1)
+        return LockstepError("refused: " + REASONS.get(code, "malformed handshake"))
+    except (LockstepError, OSError):
+        return LockstepError("refused: connection closed during the handshake")
+
+
+def handshake(sock, token, node, cluster=None):
+    """Authenticate `node` on `sock`; returns (cluster, server node name)."""
+    nonce = os.urandom(32)
+    # Both sides send their Hello at once; a client without a cluster name adopts the server's.
+    if cluster is not None:
+        sock.sendall(_hello(cluster, node, nonce))
+        version, their_nonce, their_cluster, their_node = _read_hello(sock)
+    else:
+        version, their_nonce, their_cluster, their_node = _read_hello(sock)
+        cluster = their_cluster
+        sock.sendall(_hello(cluster, node, nonce))
+    if version != VERSION:
+        raise LockstepError(f"refused: protocol version {version}, this client speaks {VERSION}")
+    if their_cluster != cluster:
+        raise LockstepError(f"refused: wrong cluster name ({cluster!r}, the server is {their_cluster!r})")
+    mine = _proof(token, cluster, (node, nonce), (their_node, their_nonce))
+    try:
+        sock.sendall(bytes([TAG_PROOF]) + mine)
+        (tag,) = _read_exact(sock, 1)
+    except OSError:
+        raise _refusal(sock) from None
+    if tag == TAG_REFUSE:
+        raise _refusal(sock)
+    if tag != TAG_PROOF:
+        raise LockstepError("refused: malformed handshake")
+    their_proof = _read_exact(sock, 32)
+    want = _proof(token, cluster, (their_node, their_nonce), (node, nonce))
+    if not hmac.compare_digest(want, their_proof):
+        try:
+            sock.sendall(bytes([TAG_REFUSE, 1]))
+        except OSError:
+            pass
+        raise LockstepError("refused: " + REASONS[1])
+    sock.sendall(bytes([TAG_ACCEPT]))
+    (tag,) = _read_exact(sock, 1)
+    if tag == TAG_REFUSE:
+        raise _refusal(sock)
+    if tag != TAG_ACCEPT:
+        raise LockstepError("refused: malformed handshake")
+    return cluster, their_node
+
+
+def write_msg(sock, obj):
+    body = json.dumps(obj).encode()
+    sock.sendall(struct.pack("<I", len(body)) + body)
+
+
+def read_msg(sock):
+    (n,) = struct.unpack("<I", _read_exact(sock, 4))
+    if n > MAX_MESSAGE:
+        raise LockstepError(f"the server announced a {n}-byte message")
+    return json.loads(_read_exact(sock, n))
+
+
+def connect(addr, timeout):
+    host, _, port = addr.rpartition(":")
+    sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock

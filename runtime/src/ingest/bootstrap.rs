@@ -1,0 +1,94 @@
+//! The coordinator's bootstrap for producers: the one address a producer needs. It authenticates
+//! the producer (the cluster handshake, as `producer-<id>`), checks its id, and answers with the
+//! ingest endpoint of the worker that trains on that producer's rows; the rows then go straight
+//! there, never through the coordinator.
+
+use super::wire::{producer_id, read_msg, write_msg, Hello, Reply};
+use crate::error::RuntimeError;
+use lockstep_trainer::data::StreamSpec;
+use lockstep_transport::tcp::Listener;
+use lockstep_transport::Identity;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Routes producers to workers' ingest endpoints.
+pub struct Bootstrap {
+    spec: StreamSpec,
+    /// `(worker name, ingest endpoint)` in rank order.
+    workers: Vec<(String, String)>,
+}
+
+impl Bootstrap {
+    /// A bootstrap for `spec` over the workers' endpoints (rank order).
+    pub fn new(spec: StreamSpec, workers: Vec<(String, String)>) -> Arc<Bootstrap> {
+        Arc::new(Bootstrap { spec, workers })
+    }
+
+    /// Serve on `listener` on background threads until the process ends.
+    ///
+    /// # Errors
+    /// [`RuntimeError`] when the listener cannot start accepting.
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: &Listener,
+        identity: Identity,
+    ) -> Result<(), RuntimeError> {
+        let acceptor = listener.start(identity, None, Duration::from_secs(10))?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("lockstep-bootstrap".into())
+            .spawn(move || loop {
+                if let Some((name, stream)) = acceptor.next(Instant::now() + Duration::from_secs(1))
+                {
+                    let me = me.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("lockstep-bootstrap-conn".into())
+                        .spawn(move || me.connection(&name, stream));
+                }
+            })
+            .map_err(|e| RuntimeError::Launch(format!("spawning the bootstrap: {e}")))?;
+        Ok(())
+    }
+
+    fn connection(&self, name: &str, mut stream: TcpStream) {
+        let remote = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into());
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let reply = match self.route(name, &mut stream) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::warn!(producer = %name, %remote, "producer refused at the bootstrap: {why}");
+                Reply::refuse(why)
+            }
+        };
+        let _ = write_msg(&mut stream, &reply);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    fn route(&self, name: &str, stream: &mut TcpStream) -> Result<Reply, String> {
+        let hello: Hello = read_msg(stream)?;
+        let id = hello.producer;
+        if producer_id(name) != Some(id) {
+            return Err(format!(
+                "the handshake named {name:?} but the hello says producer {id}"
+            ));
+        }
+        let n = self.spec.producers;
+        if id >= n {
+            return Err(format!(
+                "producer id {id} is outside 0..{n} ([job.data.stream] producers = {n})"
+            ));
+        }
+        let (worker, endpoint) = &self.workers[self.spec.worker_of(id, self.workers.len())];
+        tracing::info!("producer {id} goes to {worker} at {endpoint}");
+        Ok(Reply {
+            ok: true,
+            endpoint: Some(endpoint.clone()),
+            worker: Some(worker.clone()),
+            ..Reply::default()
+        })
+    }
+}

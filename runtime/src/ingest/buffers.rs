@@ -1,0 +1,377 @@
+//! The rows a worker has received from its producers and not yet trained on: one bounded queue
+//! per producer, their offsets and counters, and [`IngestRecords`], the `RecordBatchSource` that
+//! cuts them into this worker's share of each round.
+//!
+//! Offsets count rows: a producer's row `k` (from 0 at the start of its stream) has offset `k`.
+//! `received` is the offset of the next new row; anything below it that arrives again (a replay
+//! after a failover, or after `--resume`, where it starts at the checkpoint's committed offset)
+//! is dropped and counted. With deterministic order round `r` takes rows
+//! `r*b .. (r+1)*b` of every producer (`b` rows per producer per round), so the rounds a worker
+//! can run are `min over its producers of received / b`, and the coordinator grants no round that
+//! some worker could not fill.
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use lockstep_trainer::data::{DataError, Order, RecordBatchSource};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long the data loader waits for rows it was promised (granted rounds are available).
+const TAKE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One producer as this worker sees it.
+#[derive(Debug)]
+pub struct ProducerState {
+    /// Producer id.
+    pub id: u32,
+    queue: VecDeque<(u64, RecordBatch)>,
+    queued_rows: usize,
+    /// Offset of the next new row (everything below was received before, or committed).
+    pub received: u64,
+    /// Rows already handed to training (offset of the next row to train on).
+    pub consumed: u64,
+    /// Rows dropped as already received or trained.
+    pub duplicates: u64,
+    /// A connection for this id is open.
+    pub connected: bool,
+    /// It sent end-of-stream.
+    pub closed: bool,
+    /// Last time it was heard from (or the server started).
+    pub last_seen: Instant,
+    /// Its silence was already reported.
+    pub silence_reported: bool,
+    /// Connection generation: a connection that took over a silent one bumps it, and the old
+    /// one's rows are refused.
+    pub generation: u64,
+}
+
+/// Counters a worker reports to the coordinator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Rounds this worker can fill (absolute round numbers below this are available).
+    pub available: u64,
+    /// Every producer of this worker has closed (bounded streams).
+    pub closed: bool,
+    /// New rows received.
+    pub rows: u64,
+    /// Rows dropped as duplicates.
+    pub duplicates: u64,
+}
+
+struct State {
+    producers: Vec<ProducerState>,
+    arrivals: u64,
+    failed: Option<String>,
+}
+
+/// The shared state of a worker's ingest: queues, offsets and counters. See the module docs.
+pub struct Ingest {
+    state: Mutex<State>,
+    changed: Condvar,
+    /// Row order.
+    pub order: Order,
+    /// Rows per producer per round (deterministic order).
+    pub per_producer: u64,
+    /// Rows of this worker's share per round.
+    pub share: u64,
+    /// Round the stream starts at (resume).
+    pub first_round: u64,
+    /// Bounded stream: all closed means the end.
+    pub bounded: bool,
+    /// Rows buffered per producer before its connection is no longer read.
+    pub buffer_rows: usize,
+    start_rows: u64,
+}
+
+impl Ingest {
+    /// Ingest state for `producers` (ids, in order) starting at their `offsets`.
+    pub fn new(
+        producers: &[(u32, u64)],
+        order: Order,
+        per_producer: u64,
+        share: u64,
+        first_round: u64,
+        bounded: bool,
+        buffer_rows: usize,
+    ) -> Arc<Ingest> {
+        let now = Instant::now();
+        let producers: Vec<ProducerState> = producers
+            .iter()
+            .map(|&(id, offset)| ProducerState {
+                id,
+                queue: VecDeque::new(),
+                queued_rows: 0,
+                received: offset,
+                consumed: offset,
+                duplicates: 0,
+                connected: false,
+                closed: false,
+                last_seen: now,
+                silence_reported: false,
+                generation: 0,
+            })
+            .collect();
+        let start_rows = producers.iter().map(|p| p.received).sum();
+        Arc::new(Ingest {
+            state: Mutex::new(State {
+                producers,
+                arrivals: 0,
+                failed: None,
+            }),
+            changed: Condvar::new(),
+            order,
+            per_producer,
+            share,
+            first_round,
+            bounded,
+            buffer_rows,
+            start_rows,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` on producer `id`'s state (None if it is not this worker's).
+    pub fn with_producer<T>(&self, id: u32, f: impl FnOnce(&mut ProducerState) -> T) -> Option<T> {
+        let mut st = self.lock();
+        let out = st.producers.iter_mut().find(|p| p.id == id).map(f);
+        drop(st);
+        self.changed.notify_all();
+        out
+    }
+
+    /// Ids of this worker's producers.
+    pub fn ids(&self) -> Vec<u32> {
+        self.lock().producers.iter().map(|p| p.id).collect()
+    }
+
+    /// Wait until producer `id`'s queue has room (bounded buffer: the caller then reads the next
+    /// message from the socket; until then TCP backpressure slows the producer).
+    pub fn wait_for_room(&self, id: u32) {
+        let mut st = self.lock();
+        loop {
+            let full = st
+                .producers
+                .iter()
+                .find(|p| p.id == id)
+                .is_some_and(|p| p.queued_rows >= self.buffer_rows);
+            if !full || st.failed.is_some() {
+                return;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, Duration::from_millis(200))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Accept `batch` from producer `id`, whose first row has offset `offset`: rows below the
+    /// producer's `received` offset are dropped and counted. Returns `(new rows, duplicates)`.
+    ///
+    /// # Errors
+    /// A message when rows are missing (`offset` is past `received`: a gap).
+    pub fn push(
+        &self,
+        id: u32,
+        generation: u64,
+        offset: u64,
+        batch: RecordBatch,
+    ) -> Result<(u64, u64), String> {
+        let mut st = self.lock();
+        st.arrivals += 1;
+        let stamp = st.arrivals;
+        let p = st
+            .producers
+            .iter_mut()
+            .find(|p| p.id == id)
+            .ok_or_else(|| format!("producer {id} is not served here"))?;
+        if p.generation != generation {
+            return Err(format!(
+                "producer {id}: a newer connection took over this one"
+            ));
+        }
+        p.last_seen = Instant::now();
+        p.silence_reported = false;
+        let rows = batch.num_rows() as u64;
+        if offset > p.received {
+            return Err(format!(
+                "producer {id}: rows {}..{offset} are missing (the batch starts at offset {offset}, the next expected row is {})",
+                p.received, p.received
+            ));
+        }
+        let dup = (p.received - offset).min(rows);
+        p.duplicates += dup;
+        let fresh = rows - dup;
+        if fresh > 0 {
+            let b = batch.slice(dup as usize, fresh as usize);
+            p.queue.push_back((stamp, b));
+            p.queued_rows += fresh as usize;
+            p.received += fresh;
+        }
+        drop(st);
+        self.changed.notify_all();
+        Ok((fresh, dup))
+    }
+
+    /// Record that producer `id`'s connection `generation` ended, with end-of-stream (`eos`)
+    /// or without (a crash: it may reconnect and replay).
+    pub fn disconnect(&self, id: u32, generation: u64, eos: bool) {
+        self.with_producer(id, |p| {
+            if p.generation == generation {
+                p.closed |= eos;
+                p.connected = false;
+            }
+        });
+    }
+
+    /// Stop everything waiting on this state (the worker failed).
+    pub fn fail(&self, why: String) {
+        self.lock().failed.get_or_insert(why);
+        self.changed.notify_all();
+    }
+
+    /// The counters the coordinator gates rounds on.
+    pub fn progress(&self) -> Progress {
+        let st = self.lock();
+        let rows: u64 = st.producers.iter().map(|p| p.received).sum::<u64>() - self.start_rows;
+        let available = match self.order {
+            Order::Deterministic => st
+                .producers
+                .iter()
+                .map(|p| p.received / self.per_producer.max(1))
+                .min()
+                .unwrap_or(0),
+            Order::Arrival => self.first_round + rows / self.share.max(1),
+        };
+        Progress {
+            available,
+            closed: self.bounded && st.producers.iter().all(|p| p.closed),
+            rows,
+            duplicates: st.producers.iter().map(|p| p.duplicates).sum(),
+        }
+    }
+
+    /// Up to `max` rows from the front of producer `id`'s queue (waits for rows); `None` when
+    /// it has closed with nothing left.
+    fn take_from(&self, id: Option<u32>, max: usize) -> Result<Option<RecordBatch>, String> {
+        let deadline = Instant::now() + TAKE_TIMEOUT;
+        let mut st = self.lock();
+        loop {
+            if let Some(why) = &st.failed {
+                return Err(why.clone());
+            }
+            let pick = match id {
+                Some(id) => st.producers.iter().position(|p| p.id == id),
+                None => st
+                    .producers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| p.queue.front().map(|(s, _)| (*s, i)))
+                    .min()
+                    .map(|(_, i)| i),
+            };
+            if let Some(i) = pick {
+                let p = &mut st.producers[i];
+                if let Some((stamp, front)) = p.queue.pop_front() {
+                    let n = front.num_rows().min(max);
+                    if n < front.num_rows() {
+                        let rest = front.slice(n, front.num_rows() - n);
+                        p.queue.push_front((stamp, rest));
+                    }
+                    p.queued_rows -= n;
+                    p.consumed += n as u64;
+                    drop(st);
+                    self.changed.notify_all();
+                    return Ok(Some(front.slice(0, n)));
+                }
+            }
+            let all_closed = st.producers.iter().all(|p| p.closed);
+            let this_closed = pick.is_some_and(|i| st.producers[i].closed);
+            if (id.is_some() && this_closed) || (id.is_none() && all_closed) {
+                return Ok(None);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "no rows from producer(s) {:?} within {} s",
+                    id,
+                    TAKE_TIMEOUT.as_secs()
+                ));
+            }
+            st = self
+                .changed
+                .wait_timeout(st, left.min(Duration::from_millis(200)))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}
+
+/// This worker's rows as a `RecordBatchSource`, in the order the job asks for: with
+/// deterministic order each round's share is `b` rows of every producer in id order; with
+/// arrival order, batches in the order they arrived.
+pub struct IngestRecords {
+    ingest: Arc<Ingest>,
+    name: String,
+    schema: SchemaRef,
+    ids: Vec<u32>,
+    /// Deterministic order: which producer is next in this round, and rows still due from it.
+    next: usize,
+    due: u64,
+}
+
+impl IngestRecords {
+    /// A source over `ingest`; `schema` is the warm-up sample's (batches keep their own).
+    pub fn new(ingest: Arc<Ingest>, name: &str, schema: SchemaRef) -> Self {
+        let ids = ingest.ids();
+        let due = ingest.per_producer;
+        IngestRecords {
+            ingest,
+            name: name.to_string(),
+            schema,
+            ids,
+            next: 0,
+            due,
+        }
+    }
+}
+
+impl RecordBatchSource for IngestRecords {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, DataError> {
+        let err = |message: String| DataError::Source {
+            file: self.name.clone(),
+            message,
+        };
+        match self.ingest.order {
+            Order::Arrival => self.ingest.take_from(None, usize::MAX).map_err(err),
+            Order::Deterministic => {
+                let Some(&id) = self.ids.get(self.next) else {
+                    return Ok(None);
+                };
+                let got = self.ingest.take_from(Some(id), self.due as usize);
+                let b = match got.map_err(err)? {
+                    Some(b) => b,
+                    None => return Ok(None),
+                };
+                self.due -= b.num_rows() as u64;
+                if self.due == 0 {
+                    self.next = (self.next + 1) % self.ids.len();
+                    self.due = self.ingest.per_producer;
+                }
+                Ok(Some(b))
+            }
+        }
+    }
+}

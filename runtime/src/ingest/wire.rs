@@ -1,0 +1,105 @@
+//! The producer protocol's own messages: after the cluster handshake (HMAC over the cluster token,
+//! the producer's node name is `producer-<id>`), each side sends small JSON messages framed by a
+//! 4-byte little-endian length (at most [`MAX_MESSAGE`] bytes). On the worker's ingest endpoint the
+//! producer's `Hello` is followed by an Arrow IPC stream (schema, record batches, end-of-stream),
+//! and the endpoint answers once, at the end or at the first error.
+//!
+//! ```text
+//! producer -> bootstrap  Hello { producer }            bootstrap -> producer  Reply { endpoint }
+//! producer -> endpoint   Hello { producer, offset }    endpoint  -> producer  Reply { resume_offset }
+//! producer -> endpoint   Arrow IPC stream ... EOS      endpoint  -> producer  Reply { rows, duplicates }
+//! ```
+//! Any refusal is a `Reply` with `ok = false` and the reason, after which the connection closes.
+
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+
+/// Longest JSON message accepted.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The node-name prefix of producers in the handshake.
+pub const PRODUCER_PREFIX: &str = "producer-";
+
+/// A producer introduces itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// Producer id (e.g. the Flink subtask index).
+    pub producer: u32,
+    /// Offset (row number in the producer's stream) of the first row it will send.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// The answer to a `Hello` or to a whole stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Accepted.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Bootstrap: the ingest endpoint serving this producer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Bootstrap: the worker behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Endpoint: rows below this offset are already trained on (or received) and are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_offset: Option<u64>,
+    /// End of stream: new rows taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// End of stream: rows dropped as duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<u64>,
+}
+
+impl Reply {
+    /// A refusal with `why`.
+    pub fn refuse(why: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            error: Some(why.into()),
+            ..Reply::default()
+        }
+    }
+}
+
+/// Write one framed JSON message.
+///
+/// # Errors
+/// I/O errors of the socket.
+pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    w.write_all(&frame)?;
+    w.flush()
+}
+
+/// Read one framed JSON message (length bounded by [`MAX_MESSAGE`]).
+///
+/// # Errors
+/// A message for I/O errors, an oversized length or JSON that does not parse.
+pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, String> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)
+        .map_err(|e| format!("reading a message length: {e}"))?;
+    let n = u32::from_le_bytes(len) as usize;
+    if n > MAX_MESSAGE {
+        return Err(format!(
+            "message of {n} bytes announced (at most {MAX_MESSAGE}): not a Lockstep producer"
+        ));
+    }
+    let mut body = vec![0u8; n];
+    r.read_exact(&mut body)
+        .map_err(|e| format!("reading a {n}-byte message: {e}"))?;
+    serde_json::from_slice(&body).map_err(|e| format!("bad message: {e}"))
+}
+
+/// The producer id a handshake name claims (`producer-<id>`).
+pub fn producer_id(node: &str) -> Option<u32> {
+    node.strip_prefix(PRODUCER_PREFIX)?.parse().ok()
+}

@@ -1,0 +1,132 @@
+//! Helpers for stream tests: launch a stream job with a known token, find its bootstrap in
+//! `endpoints.json`, and feed it from Rust producers (in threads) or the Python client.
+#![allow(dead_code)]
+
+use crate::common::*;
+use arrow_array::RecordBatch;
+use lockstep_runtime::ingest::Producer;
+use lockstep_trainer::data::{FileRecords, Format};
+use std::path::Path;
+use std::process::Output;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The token every stream test uses.
+pub const TOKEN: &str = "stream-test-token";
+/// The example manifest (2 producers, 2 workers, micro_batches = 2).
+pub const MANIFEST: &str = "examples/stream/credit.toml";
+/// Its cluster name.
+pub const CLUSTER: &str = "credit-stream";
+/// Rows of credit_data.parquet.
+pub const ROWS: usize = 4454;
+
+/// Start `lockstep launch MANIFEST --run-dir DIR --report DIR/report.json EXTRA...`.
+pub fn spawn_launch(dir: &Path, extra: &[&str]) -> Child {
+    let report = dir.join("report.json");
+    let mut args = vec![
+        "launch".to_string(),
+        MANIFEST.to_string(),
+        "--run-dir".into(),
+        dir.display().to_string(),
+        "--report".into(),
+        report.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Command::new(exe())
+        .args(&args)
+        .current_dir(root())
+        .env("LOCKSTEP_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lockstep launch")
+}
+
+/// Wait for `<dir>/endpoints.json` and return its bootstrap address.
+pub fn bootstrap(dir: &Path) -> String {
+    let path = dir.join("endpoints.json");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Some(b) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["bootstrap"].as_str().map(str::to_string))
+        {
+            return b;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no bootstrap in {} after 60 s", path.display());
+}
+
+/// All rows of credit_data as one record batch.
+pub fn credit() -> RecordBatch {
+    let path = root().join("examples/data/credit_data.parquet");
+    let (_, batches) = FileRecords::open(&path, Format::Auto, "Status")
+        .expect("open credit_data")
+        .read_all()
+        .expect("read credit_data");
+    assert_eq!(batches.len(), 1, "credit_data fits one record batch");
+    batches.into_iter().next().unwrap()
+}
+
+/// Producer `id` sends rows `range` of `data` in batches of `batch_rows`, from offset 0.
+/// Returns the endpoint's final reply as (new rows, duplicates).
+pub fn send_rust(
+    bootstrap: &str,
+    id: u32,
+    data: &RecordBatch,
+    range: std::ops::Range<usize>,
+    batch_rows: usize,
+) -> Result<(u64, u64), String> {
+    let mut p = Producer::connect(bootstrap, CLUSTER, TOKEN.as_bytes(), id, 0, &data.schema())
+        .map_err(|e| e.to_string())?;
+    let mut at = range.start;
+    while at < range.end {
+        let n = batch_rows.min(range.end - at);
+        p.send(&data.slice(at, n)).map_err(|e| e.to_string())?;
+        at += n;
+    }
+    let r = p.close().map_err(|e| e.to_string())?;
+    Ok((r.rows.unwrap_or(0), r.duplicates.unwrap_or(0)))
+}
+
+/// `python3 -m lockstep_client send` for producer `id`, rows `start:end` (the client from this
+/// repository's `python/` directory).
+pub fn send_python(bootstrap: &str, id: u32, rows: &str, batch_rows: usize) -> Output {
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "lockstep_client",
+            "send",
+            "--bootstrap",
+            bootstrap,
+            "--producer",
+            &id.to_string(),
+            "--rows",
+            rows,
+            "--batch-rows",
+            &batch_rows.to_string(),
+            "examples/data/credit_data.parquet",
+        ])
+        .current_dir(root())
+        .env("PYTHONPATH", root().join("python"))
+        .env("LOCKSTEP_TOKEN", TOKEN)
+        .output()
+        .expect("run python3 -m lockstep_client");
+    assert!(
+        out.status.success(),
+        "python producer {id} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Wait for a launched job and return its output and report.
+pub fn finish(child: Child, dir: &Path) -> (Output, serde_json::Value) {
+    let out = wait_with_deadline(child, Duration::from_secs(240));
+    assert_ok(&out);
+    let report = std::fs::read(dir.join("report.json")).expect("report.json");
+    (out, serde_json::from_slice(&report).expect("report parses"))
+}

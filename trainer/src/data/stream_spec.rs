@@ -1,0 +1,166 @@
+//! `[job.data.stream]`: how producers' Arrow record-batch streams become training data: how many
+//! producers to expect, the order rows become global batches in, the prequential-evaluation window,
+//! bounded or unbounded streams, buffers and what a silent producer means.
+//!
+//! ```toml
+//! [job.data]
+//! source = "stream"
+//! path = "credit_sample.parquet"   # warm-up sample: schema, feature statistics, held-out rows
+//! label = "Status"
+//! task = "binary"
+//! positive = "bad"
+//!
+//! [job.data.stream]
+//! producers = 2
+//! order = "deterministic"          # or "arrival"
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// Where training rows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The file at `path`, in seeded epochs.
+    #[default]
+    File,
+    /// Arrow IPC streams pushed by producers (Apache Flink, scripts); `path` is the warm-up sample.
+    Stream,
+}
+
+/// How rows of several producers become global batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Global batch `n` is rows `n*b .. (n+1)*b` of every producer (`b = global_batch /
+    /// producers`), in producer-id order: the same streams give the same weights whatever the
+    /// arrival timing (and, with `micro_batches`, whatever the worker count).
+    #[default]
+    Deterministic,
+    /// Each worker takes rows from its producers as they arrive: no waiting for the slowest
+    /// producer, but the weights depend on timing (and resuming is not supported).
+    Arrival,
+}
+
+/// What a producer silent past the peer timeout means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSilent {
+    /// Name it in the log (once per silence) and keep waiting.
+    #[default]
+    Wait,
+    /// Fail the job with an error naming the producer.
+    Fail,
+}
+
+/// The `[job.data.stream]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    /// Producers to expect, ids `0..producers`; a multiple of the worker count.
+    pub producers: u32,
+    /// Row order (default deterministic).
+    #[serde(default)]
+    pub order: Order,
+    /// The job ends when every producer has closed (default true); false: it runs until
+    /// `job.rounds` or Ctrl-C, and producers may reconnect.
+    #[serde(default = "default_true")]
+    pub bounded: bool,
+    /// Rows in the prequential-evaluation window (default 2000).
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Republish `<run dir>/model.safetensors` atomically every this many rounds (0: only at the end).
+    #[serde(default)]
+    pub publish_every: u64,
+    /// Rows buffered per producer before its TCP connection is no longer read (default 65536;
+    /// at least one round's share).
+    #[serde(default = "default_buffer")]
+    pub buffer_rows: usize,
+    /// A producer silent longer than `cluster.peer_timeout_ms`: `wait` (default) or `fail`.
+    #[serde(default)]
+    pub on_silent: OnSilent,
+    /// Address the coordinator's bootstrap for producers binds (default: the coordinator's IP,
+    /// any port; `<run dir>/endpoints.json` names it).
+    #[serde(default)]
+    pub bootstrap: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_window() -> usize {
+    2000
+}
+fn default_buffer() -> usize {
+    65536
+}
+
+impl StreamSpec {
+    /// A spec for `producers` producers with every other key at its default.
+    pub fn new(producers: u32) -> Self {
+        StreamSpec {
+            producers,
+            order: Order::default(),
+            bounded: true,
+            window: default_window(),
+            publish_every: 0,
+            buffer_rows: default_buffer(),
+            on_silent: OnSilent::default(),
+            bootstrap: None,
+        }
+    }
+
+    /// Rows of each producer in one global batch (deterministic order).
+    pub fn rows_per_producer(&self, global_batch: usize) -> usize {
+        global_batch / self.producers.max(1) as usize
+    }
+
+    /// The worker (rank) that serves producer `id`: producers are split into `world` contiguous
+    /// blocks, so with deterministic order a rank's share of a global batch is exactly its
+    /// producers' rows.
+    pub fn worker_of(&self, id: u32, world: usize) -> usize {
+        (id as usize * world) / self.producers.max(1) as usize
+    }
+
+    /// Producers served by `rank` of `world`.
+    pub fn producers_of(&self, rank: usize, world: usize) -> Vec<u32> {
+        (0..self.producers)
+            .filter(|&p| self.worker_of(p, world) == rank)
+            .collect()
+    }
+
+    /// Checks against the job's global batch and worker count; `Err` names the key.
+    ///
+    /// # Errors
+    /// `(key, message)` for the first key that does not fit.
+    pub fn check(&self, global_batch: usize, workers: usize) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("job.data.stream.{k}");
+        let p = self.producers as usize;
+        if p == 0 || !p.is_multiple_of(workers) {
+            return Err((
+                key("producers"),
+                format!("{p} producers cannot be shared evenly by {workers} workers; use a multiple of {workers}"),
+            ));
+        }
+        if self.order == Order::Deterministic && !global_batch.is_multiple_of(p) {
+            return Err((
+                "job.global_batch".into(),
+                format!("{global_batch} rows cannot take the same share from each of {p} producers; use a multiple of {p}"),
+            ));
+        }
+        if self.window == 0 {
+            return Err((key("window"), "must be at least 1".into()));
+        }
+        let share = global_batch / workers;
+        if self.buffer_rows < share {
+            return Err((
+                key("buffer_rows"),
+                format!(
+                    "{} rows cannot hold one round's share ({share} rows)",
+                    self.buffer_rows
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
