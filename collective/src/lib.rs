@@ -51,8 +51,8 @@ mod kernels;
 mod probe;
 mod ps;
 mod ring;
-mod traffic;
 mod topology;
+mod traffic;
 mod tree;
 
 pub use api::AllReduce;
@@ -61,8 +61,8 @@ pub use cost::{AlphaBeta, Choice, LinkCosts};
 pub use error::{CollectiveError, FailureKind};
 pub use probe::{LinkSample, ProbeOptions, ProbeReport};
 pub use ps::ParameterServer;
-pub use traffic::Traffic;
 pub use topology::Topology;
+pub use traffic::Traffic;
 
 use std::str::FromStr;
 

@@ -165,6 +165,7 @@ pub fn accept_joiners(
                 node,
                 data_addr,
                 signature: sig,
+                ingest_addr,
             }) if node == peer => {
                 if sig != signature {
                     let reason =
@@ -177,6 +178,7 @@ pub fn accept_joiners(
                 let reg = Registration {
                     name: peer,
                     data_addr,
+                    ingest_addr,
                     link,
                 };
                 if tx.send((reg, Instant::now())).is_err() {

@@ -375,8 +375,14 @@ fn run_epoch(
     let prequential = stream.is_some();
     if let (Some(ingest), Some(st)) = (ingest, stream.as_mut()) {
         if let Some((listener, _)) = st.bound.take() {
-            let served =
-                crate::ingest::setup::serve(ctx, &st.spec, &split.fitted, ingest, listener, &reporter);
+            let served = crate::ingest::setup::serve(
+                ctx,
+                &st.spec,
+                &split.fitted,
+                ingest,
+                listener,
+                &reporter,
+            );
             if let Err(e) = served {
                 return (Err(e), link);
             }

@@ -588,7 +588,13 @@ impl Handler<RunSave> for ControlPlane {
         };
         send_msg(&mut m.link, msg.round, "requesting a model save", &cmd)?;
         let progress = self.stream.get_mut(0);
-        match recv_member(&self.traces, progress, m, msg.round, "waiting for the model save")? {
+        match recv_member(
+            &self.traces,
+            progress,
+            m,
+            msg.round,
+            "waiting for the model save",
+        )? {
             ControlMsg::Saved { path } => Ok(path),
             other => Err(RuntimeError::Protocol(format!(
                 "{} answered {} to Save",
