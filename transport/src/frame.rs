@@ -18,8 +18,9 @@ use std::fmt;
 pub const HEADER_LEN: usize = 64;
 /// Magic bytes at the start of every header.
 pub const MAGIC: [u8; 4] = *b"LKSP";
-/// Wire protocol version; the handshake refuses peers with another.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Wire protocol version; the handshake refuses peers with another. Version 2: the handshake
+/// binds the direction and the acceptor proves itself only after the initiator.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// What a frame is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
