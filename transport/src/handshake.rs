@@ -209,7 +209,6 @@ pub fn reason_from_wire(v: u8) -> HandshakeFailure {
     }
 }
 
-
 /// Which end of the connection this side is. The role is part of every proof, so a proof made
 /// by one role is never accepted from the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,7 +400,10 @@ fn run<S: HandshakeStream>(
 }
 
 /// Read the peer's proof and compare it with `want`; a wrong one is refused.
-fn verify<S: HandshakeStream>(s: &mut Bounded<'_, S>, want: &[u8; 32]) -> Result<(), HandshakeFailure> {
+fn verify<S: HandshakeStream>(
+    s: &mut Bounded<'_, S>,
+    want: &[u8; 32],
+) -> Result<(), HandshakeFailure> {
     let mut their_proof = [0u8; PROOF_LEN];
     read_tagged(s, TAG_PROOF, &mut their_proof)?;
     if !constant_time_eq(want, &their_proof) {

@@ -106,6 +106,12 @@ pub fn connect_once(
     let mut s =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| Error::io(ctx(), "connect", &e))?;
     tune(&s, peer)?;
-    handshake(&mut s, Role::Initiator, me, Some(&[peer.to_string()]), timeout)?;
+    handshake(
+        &mut s,
+        Role::Initiator,
+        me,
+        Some(&[peer.to_string()]),
+        timeout,
+    )?;
     Ok(s)
 }
