@@ -20,6 +20,7 @@ pub mod job;
 pub mod launch;
 pub mod manifest;
 pub mod node;
+pub mod preflight;
 pub mod protocol;
 pub mod registration;
 pub mod report;

@@ -141,6 +141,7 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
         model_factory: manifest_model_factory(),
         on_listen: None,
     });
+    crate::preflight::check_run_dir(&ctx)?;
     run_roles(ctx)
 }
 

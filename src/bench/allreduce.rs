@@ -69,12 +69,6 @@ pub struct Samples {
     pub reference_gbps: Vec<f64>,
 }
 
-fn token() -> Vec<u8> {
-    std::env::var("LOCKSTEP_TOKEN")
-        .unwrap_or_else(|_| "lockstep-bench".into())
-        .into_bytes()
-}
-
 /// Parent side: one row per size; busbw and the reference interleaved `--repeat` times.
 ///
 /// # Errors
@@ -228,8 +222,8 @@ fn start_repeat(
     world: usize,
     repeat: usize,
 ) -> Result<Started, String> {
-    let coord =
-        Coordinator::bind("127.0.0.1:0", &cfg.cluster, &token()).map_err(|e| e.to_string())?;
+    let coord = Coordinator::bind("127.0.0.1:0", &cfg.cluster, super::token().as_bytes())
+        .map_err(|e| e.to_string())?;
     cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
     let json = with_repeat(&cfg, repeat)?;
     let mut kids: Vec<Child> = Vec::new();
@@ -244,6 +238,7 @@ fn start_repeat(
                 "--config",
                 &json,
             ])
+            .env("LOCKSTEP_TOKEN", super::token())
             .stdout(Stdio::piped())
             .spawn();
         match child {
@@ -299,7 +294,7 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
         serde_json::from_str(&args.config).map_err(|e| format!("bad worker config: {e}"))?;
     let mut m = MeshConfig::new(
         &cfg.cluster,
-        &token(),
+        super::token().as_bytes(),
         &format!("n{}", args.rank),
         args.rank,
         vec![],
