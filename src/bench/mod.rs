@@ -36,6 +36,18 @@ fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Entry point of a benchmark worker process.
+///
+/// # Errors
+/// A message naming what failed.
+pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
+    match args.kind.as_str() {
+        "link" => link::worker(args),
+        "allreduce" => allreduce::worker(args),
+        other => Err(format!("unknown bench worker kind {other:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -47,17 +59,5 @@ mod tests {
             assert_ne!(super::token(), "lockstep-bench");
             assert_eq!(super::token(), super::token(), "one token per run");
         }
-    }
-}
-
-/// Entry point of a benchmark worker process.
-///
-/// # Errors
-/// A message naming what failed.
-pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
-    match args.kind.as_str() {
-        "link" => link::worker(args),
-        "allreduce" => allreduce::worker(args),
-        other => Err(format!("unknown bench worker kind {other:?}")),
     }
 }

@@ -189,9 +189,9 @@ mod tests {
         let path = scratch("open");
         std::fs::write(&path, [0u8; 4096]).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = open_shared_mut(&path)
-            .err()
-            .expect("a 0644 segment was mapped");
+        let Err(err) = open_shared_mut(&path) else {
+            panic!("a 0644 segment was mapped")
+        };
         assert!(err.to_string().contains("mode 644"), "{err}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         drop(open_shared_mut(&path).unwrap());
@@ -201,9 +201,9 @@ mod tests {
             let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
             // SAFETY: a valid NUL-terminated path; chown only changes the file's owner.
             assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
-            let err = open_shared_mut(&path)
-                .err()
-                .expect("a foreign segment was mapped");
+            let Err(err) = open_shared_mut(&path) else {
+                panic!("a foreign segment was mapped")
+            };
             assert!(err.to_string().contains("owned by uid 65534"), "{err}");
         } else {
             eprintln!("skipped the foreign-owner case: it needs root to chown");
