@@ -264,7 +264,9 @@ impl Communicator {
             let received = self
                 .group
                 .link(from)
-                .recv_with(&Expect::default(), &mut |off, p| consumer.feed(off, p));
+                .recv_with(&Expect::at_most(len as u64), &mut |off, p| {
+                    consumer.feed(off, p)
+                });
             let whole = !consumer.gap && consumer.consumed() == len;
             (received, whole, consumer.consumed())
         };
@@ -301,7 +303,11 @@ impl Communicator {
         peer: usize,
         dst: &mut [u8],
     ) -> Result<(), CollectiveError> {
-        let header = match self.group.link(peer).recv_into(&Expect::default(), dst) {
+        let header = match self
+            .group
+            .link(peer)
+            .recv_into(&Expect::at_most(dst.len() as u64), dst)
+        {
             Ok(h) => h,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };
@@ -317,7 +323,8 @@ impl Communicator {
         len: usize,
         consumer: &mut Consumer<'_>,
     ) -> Result<(), CollectiveError> {
-        let loose = Expect::default();
+        // Loose but bounded: the fields are checked below (an abort notice is no mismatch).
+        let loose = Expect::at_most(len as u64);
         let header = match self
             .group
             .link(peer)
@@ -354,7 +361,7 @@ impl Communicator {
         peer: usize,
         len: usize,
     ) -> Result<Buffer, CollectiveError> {
-        let frame = match self.group.link(peer).recv(&Expect::default()) {
+        let frame = match self.group.link(peer).recv(&Expect::at_most(len as u64)) {
             Ok(f) => f,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };

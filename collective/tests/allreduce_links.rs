@@ -127,3 +127,70 @@ fn tcp_gives_the_local_bits() {
         check(TransportKind::Tcp, world, 0, 1024);
     }
 }
+
+/// A peer that answers an allreduce with a frame far longer than the piece expected: the length
+/// is refused with the header, before anything is allocated for it or fed to the reduction
+/// kernel, and the collective returns an error naming the peer instead of panicking.
+fn oversized_frame_is_an_error(kind: TransportKind) {
+    use lockstep_tensor::Buffer;
+    use lockstep_transport::{FrameHeader, Link, Op};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let cluster = format!(
+        "big{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let listeners: Vec<Listener> = (0..2)
+        .map(|_| Listener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let peers: Vec<PeerAddr> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| PeerAddr {
+            name: NAMES[i].to_string(),
+            addr: l.local_addr().unwrap().to_string(),
+        })
+        .collect();
+    let mut hs: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(r, l)| {
+            let mut m = MeshConfig::new(&cluster, b"secret", NAMES[r], r, peers.clone());
+            m.transport = kind;
+            m.shm_ring_bytes = 1 << 20;
+            std::thread::spawn(move || connect_mesh(&m, l).unwrap())
+        })
+        .collect();
+    let mut rogue = hs.pop().unwrap().join().unwrap();
+    let honest = hs.pop().unwrap().join().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let rogue = std::thread::spawn(move || {
+        let big = 64 << 20;
+        let h = FrameHeader::data(Op::AllReduce, 0, 0, 0, 0, big as u64);
+        let _ = rogue.link(0).send(h, Buffer::zeroed(big));
+        let _ = rogue.link(0).flush();
+        let _ = done_rx.recv(); // keep the link up until the honest rank has its answer
+    });
+    let mut c = Communicator::new(honest, CollectiveConfig::default());
+    let mut x = input(0, 1000);
+    let err = c
+        .allreduce(&mut x, AllReduce::sum().algo(Algo::Ring))
+        .expect_err("an oversized frame was accepted");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("n1") && msg.contains("payload length"),
+        "{msg}"
+    );
+    drop(done_tx);
+    rogue.join().unwrap();
+}
+
+#[test]
+fn oversized_frame_over_shm_is_an_error_not_a_panic() {
+    oversized_frame_is_an_error(TransportKind::Shm);
+}
+
+#[test]
+fn oversized_frame_over_tcp_is_an_error_not_a_panic() {
+    oversized_frame_is_an_error(TransportKind::Tcp);
+}

@@ -146,10 +146,23 @@ fn list(root: &Path) -> Vec<(u64, PathBuf)> {
     v
 }
 
+/// Keep the newest `keep` (at least one) *complete* checkpoints; remove older complete ones and
+/// every torn one (no parseable `meta.json`, the commit marker). Torn folders never count towards
+/// `keep`: counting them could delete the newest complete checkpoint while keeping wreckage.
 fn prune(root: &Path, keep: usize) {
-    let all = list(root);
-    let excess = all.len().saturating_sub(keep.max(1));
-    for (_, p) in all.into_iter().take(excess) {
+    let mut complete = 0;
+    for (_, p) in list(root).into_iter().rev() {
+        let committed = std::fs::read(p.join("meta.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CheckpointMeta>(&b).ok())
+            .is_some();
+        if committed && complete < keep.max(1) {
+            complete += 1;
+            continue;
+        }
+        if !committed {
+            tracing::warn!(checkpoint = %p.display(), "removing a torn checkpoint");
+        }
         let _ = std::fs::remove_dir_all(p);
     }
 }

@@ -328,14 +328,15 @@ fn spawn(
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| RuntimeError::Launch(format!("cannot start node {name}: {e}")))?;
-    let last_error = Arc::new(Mutex::new(None));
+    // The log first: a node must not be started when its output has nowhere to go.
     let log_path = logs.join(format!("{}.log", log_name.unwrap_or(name)));
     let log = Arc::new(Mutex::new(
         std::fs::File::create(&log_path).map_err(|e| RuntimeError::io("create", &log_path, e))?,
     ));
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RuntimeError::Launch(format!("cannot start node {name}: {e}")))?;
+    let last_error = Arc::new(Mutex::new(None));
     if let Some(out) = child.stdout.take() {
         pump(name, out, log.clone(), last_error.clone(), false);
     }
@@ -488,5 +489,31 @@ fn stop_all(nodes: &mut [Node]) {
             let _ = n.child.kill();
         }
         let _ = n.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node whose log file cannot be created is not started at all (it used to be started
+    /// and then abandoned, running, when the error returned).
+    #[test]
+    fn no_node_is_started_when_its_log_cannot_be_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let marker = tmp.path().join("started");
+        let script = format!("touch {}", marker.display());
+        let args = ["-c".to_string(), script];
+        let missing_logs = tmp.path().join("no-such-dir");
+        let err = spawn(Path::new("/bin/sh"), "n0", &args, &[], &missing_logs)
+            .err()
+            .expect("spawn succeeded without a log file");
+        assert!(err.to_string().contains("n0.log"), "{err}");
+        // Had the child been started, it would have created the marker by now.
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(
+            !marker.exists(),
+            "the node was started although its log failed"
+        );
     }
 }

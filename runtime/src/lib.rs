@@ -28,6 +28,7 @@ pub mod manifest;
 pub mod node;
 pub mod observe;
 pub mod predict;
+pub mod preflight;
 pub mod protocol;
 pub mod registration;
 pub mod report;

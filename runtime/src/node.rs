@@ -78,11 +78,12 @@ pub fn manifest_model_factory() -> ModelFactory {
 }
 
 impl NodeContext {
+    /// The settings of this node's control link (small frames: [`LinkConfig::control`]).
     pub(crate) fn link_config(&self) -> LinkConfig {
         LinkConfig {
             heartbeat: Duration::from_millis(self.manifest.cluster.heartbeat_ms),
             peer_timeout: Duration::from_millis(self.manifest.cluster.peer_timeout_ms),
-            ..LinkConfig::default()
+            ..LinkConfig::control()
         }
     }
 
@@ -140,6 +141,7 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
         model_factory: manifest_model_factory(),
         on_listen: None,
     });
+    crate::preflight::check_run_dir(&ctx)?;
     run_roles(ctx)
 }
 

@@ -38,7 +38,7 @@ pub fn accept_members(
     let cfg = lockstep_transport::LinkConfig {
         heartbeat: Duration::from_millis(ctx.manifest.cluster.heartbeat_ms),
         peer_timeout: Duration::from_millis(ctx.manifest.cluster.peer_timeout_ms),
-        ..Default::default()
+        ..lockstep_transport::LinkConfig::control()
     };
     while slots.iter().any(Option::is_none) {
         let Some((peer, stream)) = acceptor.next(deadline) else {

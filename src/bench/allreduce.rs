@@ -84,12 +84,6 @@ pub struct Samples {
     pub predicted_us: Option<f64>,
 }
 
-fn token() -> Vec<u8> {
-    std::env::var("LOCKSTEP_TOKEN")
-        .unwrap_or_else(|_| "lockstep-bench".into())
-        .into_bytes()
-}
-
 /// Parent side: one row per size; busbw and the reference interleaved `--repeat` times.
 ///
 /// # Errors
@@ -259,7 +253,8 @@ fn start_repeat(
     repeat: usize,
 ) -> Result<Started, String> {
     let bind = format!("{}:0", cfg.bind.as_deref().unwrap_or("127.0.0.1"));
-    let coord = Coordinator::bind(&bind, &cfg.cluster, &token()).map_err(|e| e.to_string())?;
+    let coord = Coordinator::bind(&bind, &cfg.cluster, super::token().as_bytes())
+        .map_err(|e| e.to_string())?;
     cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
     let json = with_repeat(&cfg, repeat)?;
     let mut kids: Vec<Child> = Vec::new();
@@ -283,6 +278,7 @@ fn start_repeat(
                 "--config",
                 &json,
             ])
+            .env("LOCKSTEP_TOKEN", super::token())
             .stdout(Stdio::piped())
             .spawn();
         match child {
@@ -338,7 +334,7 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
         serde_json::from_str(&args.config).map_err(|e| format!("bad worker config: {e}"))?;
     let mut m = MeshConfig::new(
         &cfg.cluster,
-        &token(),
+        super::token().as_bytes(),
         &format!("n{}", args.rank),
         args.rank,
         vec![],

@@ -73,13 +73,6 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(n * mult)
 }
 
-/// The cluster token of this run: `LOCKSTEP_TOKEN`, else a fixed bench token.
-fn token() -> Vec<u8> {
-    std::env::var("LOCKSTEP_TOKEN")
-        .unwrap_or_else(|_| "lockstep-bench".into())
-        .into_bytes()
-}
-
 /// Parent side: one row, subject (the mesh link) and reference interleaved `--repeat` times.
 ///
 /// # Errors
@@ -177,8 +170,8 @@ pub fn repeat_of(config: &str) -> usize {
 /// # Errors
 /// When a worker cannot start or fails.
 pub fn spawn_pair(mut cfg: WorkerConfig, repeat: usize) -> Result<Vec<String>, String> {
-    let coord =
-        Coordinator::bind("127.0.0.1:0", &cfg.cluster, &token()).map_err(|e| e.to_string())?;
+    let coord = Coordinator::bind("127.0.0.1:0", &cfg.cluster, super::token().as_bytes())
+        .map_err(|e| e.to_string())?;
     cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
     let json = with_repeat(&cfg, repeat)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -194,6 +187,7 @@ pub fn spawn_pair(mut cfg: WorkerConfig, repeat: usize) -> Result<Vec<String>, S
                 "--config",
                 &json,
             ])
+            .env("LOCKSTEP_TOKEN", super::token())
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawning worker {rank}: {e}"))?;
@@ -240,7 +234,7 @@ pub(crate) fn mesh_config(
     node: &str,
     rank: usize,
 ) -> Result<MeshConfig, String> {
-    let mut m = MeshConfig::new(&cfg.cluster, &token(), node, rank, vec![]);
+    let mut m = MeshConfig::new(&cfg.cluster, super::token().as_bytes(), node, rank, vec![]);
     m.transport = cfg
         .transport
         .parse()

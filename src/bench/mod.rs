@@ -14,6 +14,28 @@ pub mod repeat;
 pub mod train;
 
 use crate::cli::BenchWorkerArgs;
+use std::sync::OnceLock;
+
+/// The cluster token of this bench run: `LOCKSTEP_TOKEN` when set, else 32 random bytes (hex)
+/// drawn once per parent process and handed to its workers in `LOCKSTEP_TOKEN`. Never a fixed
+/// token: a bench listens on the host's loopback, where any local user could connect with it.
+pub(crate) fn token() -> &'static str {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN.get_or_init(|| match std::env::var("LOCKSTEP_TOKEN") {
+        Ok(t) if !t.is_empty() => t,
+        _ => random_token(),
+    })
+}
+
+/// 32 bytes from the kernel's random source, as hex.
+fn random_token() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("/dev/urandom is readable");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
 
 /// Entry point of a benchmark worker process.
 ///
@@ -24,5 +46,19 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
         "link" => link::worker(args),
         "allreduce" => allreduce::worker(args),
         other => Err(format!("unknown bench worker kind {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bench_token_is_random_when_none_is_given() {
+        let (a, b) = (super::random_token(), super::random_token());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        if std::env::var("LOCKSTEP_TOKEN").is_err() {
+            assert_ne!(super::token(), "lockstep-bench");
+            assert_eq!(super::token(), super::token(), "one token per run");
+        }
     }
 }

@@ -106,6 +106,7 @@ pub fn write_safetensors(
 }
 
 /// Write `bytes` to `path` atomically: a sibling temporary file, fsync, rename, directory fsync.
+/// On failure the temporary file is removed and `path` is left as it was.
 ///
 /// # Errors
 /// [`Error::Io`] naming the step that failed.
@@ -119,10 +120,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
-    f.write_all(bytes).map_err(|e| io("write", e))?;
-    f.sync_all().map_err(|e| io("fsync", e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| io("rename", e))?;
+    let written = f
+        .write_all(bytes)
+        .map_err(|e| io("write", e))
+        .and_then(|_| f.sync_all().map_err(|e| io("fsync", e)))
+        .and_then(|_| {
+            drop(f);
+            std::fs::rename(&tmp, path).map_err(|e| io("rename", e))
+        });
+    if let Err(e) = written {
+        // A full disk (ENOSPC) or a failed rename must not leave the temporary file behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -165,4 +175,63 @@ pub fn parse_safetensors(buffer: &Buffer) -> std::result::Result<NamedTensors, S
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let metadata = meta.metadata().clone().unwrap_or_default();
     Ok(NamedTensors { tensors, metadata })
+}
+
+#[cfg(test)]
+mod atomic_write_tests {
+    use super::write_atomic;
+    use std::path::Path;
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_no_temporary_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The target is a non-empty directory: the rename fails after the data was written.
+        let target = tmp.path().join("meta.json");
+        std::fs::create_dir_all(target.join("x")).unwrap();
+        assert!(write_atomic(&target, b"{}").is_err());
+        assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+    }
+
+    /// A full disk (a 64 KiB tmpfs, so ENOSPC comes from the kernel): the write fails, no
+    /// temporary file stays behind. Needs root to mount; skipped otherwise.
+    #[test]
+    fn a_full_disk_leaves_no_temporary_file() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mnt = tmp.path().to_path_buf();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: cannot mount a tmpfs here");
+            return;
+        }
+        struct Unmount(std::path::PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _guard = Unmount(mnt.clone());
+        let err = write_atomic(&mnt.join("state.safetensors"), &vec![7u8; 1 << 20])
+            .expect_err("1 MiB fitted into a 64 KiB filesystem");
+        assert!(err.to_string().contains("No space"), "{err}");
+        assert_eq!(leftovers(&mnt), Vec::<String>::new());
+        assert!(!mnt.join("state.safetensors").exists());
+    }
 }

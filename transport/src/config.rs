@@ -4,6 +4,12 @@
 
 use std::time::Duration;
 
+/// Largest payload on a control link (registration, round windows, reports): control messages
+/// are small, so a peer's length field is believed only up to this.
+pub const CONTROL_MAX_FRAME_LEN: u64 = 16 << 20;
+/// Largest payload on a data link by default (a piece of a collective or a benchmark message).
+pub const DATA_MAX_FRAME_LEN: u64 = 1 << 31;
+
 /// Per-link settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkConfig {
@@ -24,9 +30,20 @@ impl Default for LinkConfig {
         LinkConfig {
             heartbeat: Duration::from_millis(500),
             peer_timeout: Duration::from_secs(3),
-            max_frame_len: 1 << 31,
+            max_frame_len: DATA_MAX_FRAME_LEN,
             max_queued: 64,
             shm_ring_bytes: 8 << 20,
+        }
+    }
+}
+
+impl LinkConfig {
+    /// The settings of a control link: as [`LinkConfig::default`] with frames of at most
+    /// [`CONTROL_MAX_FRAME_LEN`] bytes.
+    pub fn control() -> Self {
+        LinkConfig {
+            max_frame_len: CONTROL_MAX_FRAME_LEN,
+            ..LinkConfig::default()
         }
     }
 }

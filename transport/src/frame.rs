@@ -18,8 +18,9 @@ use std::fmt;
 pub const HEADER_LEN: usize = 64;
 /// Magic bytes at the start of every header.
 pub const MAGIC: [u8; 4] = *b"LKSP";
-/// Wire protocol version; the handshake refuses peers with another.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Wire protocol version; the handshake refuses peers with another. Version 2: the handshake
+/// binds the direction and the acceptor proves itself only after the initiator.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// What a frame is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -289,6 +290,10 @@ pub struct Expect {
     pub dtype: Option<u8>,
     /// The payload length.
     pub len: Option<u64>,
+    /// An upper bound on the payload length, checked with the header before anything is
+    /// allocated for the payload or read into the caller's buffers (a receiver that knows how
+    /// much it can take sets it even where it checks the other fields itself later).
+    pub max_len: Option<u64>,
 }
 
 impl Expect {
@@ -298,6 +303,14 @@ impl Expect {
             op: Some(op),
             round: Some(round),
             seq: Some(seq),
+            ..Default::default()
+        }
+    }
+
+    /// Accept payloads of at most `max` bytes (checked before the payload is read).
+    pub fn at_most(max: u64) -> Self {
+        Expect {
+            max_len: Some(max),
             ..Default::default()
         }
     }
@@ -328,6 +341,14 @@ impl Expect {
             .or_else(|| cmp("shape fingerprint", self.shape_fp.map(Hex), Hex(h.shape_fp)))
             .or_else(|| cmp("dtype", self.dtype, h.dtype))
             .or_else(|| cmp("payload length", self.len, h.len))
+            .or_else(|| match self.max_len {
+                Some(max) if h.len > max => Some((
+                    "payload length",
+                    format!("at most {max}"),
+                    h.len.to_string(),
+                )),
+                _ => None,
+            })
     }
 }
 

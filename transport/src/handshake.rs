@@ -1,19 +1,33 @@
 //! The handshake every connection starts with, before any frame may cross it.
 //!
-//! Both sides run the same symmetric exchange, so neither can be tricked into proving itself
-//! first with the other's challenge:
+//! The two sides have different roles: the *initiator* opened the connection, the *acceptor*
+//! took it. The exchange:
 //! 1. each sends a `Hello`: magic, protocol version, cluster name, node name and a fresh 32-byte
 //!    random nonce; each checks the other's version and cluster (and node name, when it knows
 //!    whom it expects);
-//! 2. each sends `HMAC-SHA256(token, label | peer nonce | own nonce | own name | peer name |
-//!    cluster)` and verifies the other's proof (so the token never crosses the wire and a proof
-//!    cannot be replayed or reflected);
-//! 3. each sends `Accept`, and only once it has *received* the peer's `Accept` is the handshake
-//!    done. A side that refuses sends `Refuse(reason)` instead and closes, so the other side gets
-//!    the same typed [`HandshakeFailure`] and no frame ever reaches a refused connection.
+//! 2. the initiator sends `HMAC-SHA256(token, label | "initiator" | transcript)`, where the
+//!    transcript is the initiator's `Hello` followed by the acceptor's, byte for byte as they
+//!    crossed the wire (so both nonces, both names, the cluster and the version are bound);
+//! 3. the acceptor verifies that proof and only then sends its own, the same MAC with
+//!    `"acceptor"` in place of `"initiator"`;
+//! 4. the initiator verifies it and sends `Accept`; the acceptor is done once it has received it.
 //!
-//! Lengths are bounded ([`MAX_NAME_LEN`]), every read has the handshake deadline, and refusals
-//! are logged with the remote address and the reason.
+//! A side that refuses sends `Refuse(reason)` instead and closes, so the other side gets the same
+//! typed [`HandshakeFailure`] and no frame ever reaches a refused connection.
+//!
+//! Why this order and this transcript: the acceptor is what anyone on the network can reach, so it
+//! reveals nothing derived from the token before the peer has proved it holds the token. The
+//! direction label makes an initiator's proof useless as an acceptor's and the other way round,
+//! and the transcript binds both fresh nonces, so a proof cannot be replayed on another connection
+//! or reflected back into the connection (or a second connection) it came from. The symmetric
+//! exchange this replaces had both sides send their proofs first; an acceptor that expected its
+//! own name (rank 0 in environment mode accepts every member, itself included) could then be made
+//! to answer itself through two connections whose nonces an attacker swapped
+//! (`transport/tests/handshake_attacks.rs` runs that attack).
+//!
+//! Bounds: names are at most [`MAX_NAME_LEN`] bytes, and the whole handshake has one deadline (each
+//! read and write gets only the time left, so a peer that drips a byte at a time cannot stretch it).
+//! Refusals are logged with the remote address and the reason.
 
 use crate::error::{Error, HandshakeFailure, Result};
 use crate::frame::PROTOCOL_VERSION;
@@ -124,7 +138,10 @@ impl Hello {
     }
 
     /// Read one `Hello` from a stream, bounding every length before reading it.
-    fn read_from(s: &mut impl Read) -> Result<Hello, HandshakeFailure> {
+    ///
+    /// # Errors
+    /// [`HandshakeFailure::Malformed`] as [`Hello::decode`]; `Timeout` or `Closed` from the stream.
+    pub fn read_from(s: &mut impl Read) -> Result<Hello, HandshakeFailure> {
         let mut buf = vec![0u8; 4 + 1 + NONCE_LEN];
         read_exact(s, &mut buf)?;
         for _ in 0..2 {
@@ -163,10 +180,7 @@ fn take_name(r: &mut &[u8]) -> Result<String, HandshakeFailure> {
 }
 
 fn read_exact(s: &mut impl Read, buf: &mut [u8]) -> Result<(), HandshakeFailure> {
-    s.read_exact(buf).map_err(|e| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => HandshakeFailure::Timeout,
-        _ => HandshakeFailure::Closed,
-    })
+    s.read_exact(buf).map_err(|e| io_failure(&e))
 }
 
 /// Encode a refusal reason for the wire.
@@ -195,53 +209,91 @@ pub fn reason_from_wire(v: u8) -> HandshakeFailure {
     }
 }
 
-/// The proof one side sends: binds both nonces, both names (in sender order) and the cluster.
-pub fn proof(
-    token: &[u8],
-    cluster: &str,
-    sender: (&str, &[u8]),
-    receiver: (&str, &[u8]),
-) -> [u8; 32] {
+/// Which end of the connection this side is. The role is part of every proof, so a proof made
+/// by one role is never accepted from the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// This side opened the connection; it proves itself first.
+    Initiator,
+    /// This side accepted the connection; it proves itself only after checking the initiator.
+    Acceptor,
+}
+
+impl Role {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Role::Initiator => b"initiator",
+            Role::Acceptor => b"acceptor",
+        }
+    }
+}
+
+/// A byte stream the handshake can run on: a socket, or a TLS session over one. The handshake
+/// sets the time left before each read and write through [`HandshakeStream::set_io_timeout`].
+pub trait HandshakeStream: Read + Write {
+    /// Bound each following read and write by `t` (`None`: block without a limit).
+    ///
+    /// # Errors
+    /// The socket option's error.
+    fn set_io_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
+    /// The remote address, for logs.
+    fn remote(&self) -> String;
+    /// Close both directions (after a refusal).
+    fn close(&self);
+}
+
+impl HandshakeStream for TcpStream {
+    fn set_io_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(t)?;
+        self.set_write_timeout(t)
+    }
+    fn remote(&self) -> String {
+        self.peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into())
+    }
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The proof of the side in `role`: `HMAC-SHA256(token, label | role | transcript)`, where the
+/// transcript is the initiator's encoded `Hello` followed by the acceptor's.
+pub fn proof(token: &[u8], role: Role, initiator_hello: &[u8], acceptor_hello: &[u8]) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(token).expect("HMAC takes any key length");
-    mac.update(b"lockstep-handshake-v1");
-    for part in [
-        receiver.1,
-        sender.1,
-        sender.0.as_bytes(),
-        receiver.0.as_bytes(),
-        cluster.as_bytes(),
-    ] {
+    mac.update(b"lockstep-handshake-v2");
+    for part in [role.label(), initiator_hello, acceptor_hello] {
         mac.update(&(part.len() as u32).to_le_bytes());
         mac.update(part);
     }
     mac.finalize().into_bytes().into()
 }
 
-/// Run the handshake on `stream` within `timeout`. `expect_peer`, when given, lists the node
-/// names this side accepts. Returns the peer's node name.
+/// Run the handshake on `stream` in `role`, all of it within `timeout`. `expect_peer`, when given,
+/// lists the node names this side accepts. Returns the peer's node name.
 ///
 /// # Errors
 /// [`Error::Handshake`] with the reason (also logged with the remote address).
-pub fn handshake(
-    stream: &mut TcpStream,
+pub fn handshake<S: HandshakeStream>(
+    stream: &mut S,
+    role: Role,
     me: &Identity,
     expect_peer: Option<&[String]>,
     timeout: Duration,
 ) -> Result<String> {
-    let remote = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
-    let deadline = Instant::now() + timeout;
-    let res = run(stream, me, expect_peer, deadline);
-    // Restore blocking reads without a timeout; the link sets its own.
-    let _ = stream.set_read_timeout(None);
-    let _ = stream.set_write_timeout(None);
+    let remote = stream.remote();
+    let mut bounded = Bounded {
+        s: stream,
+        deadline: Instant::now() + timeout,
+    };
+    let res = run(&mut bounded, role, me, expect_peer);
+    // Restore blocking I/O without a timeout; the link sets its own.
+    let _ = bounded.s.set_io_timeout(None);
     res.map_err(|(reason, peer)| {
         let who = peer
             .map(|p| format!("{p} at {remote}"))
             .unwrap_or(remote.clone());
-        tracing::warn!(remote = %who, node = %me.node, %reason, "handshake refused");
+        tracing::warn!(remote = %who, node = %me.node, ?role, %reason, "handshake refused");
         Error::Handshake {
             remote: who,
             reason,
@@ -249,27 +301,61 @@ pub fn handshake(
     })
 }
 
+/// A stream whose every read and write gets only the time left until one deadline.
+struct Bounded<'a, S: HandshakeStream> {
+    s: &'a mut S,
+    deadline: Instant,
+}
+
+impl<S: HandshakeStream> Bounded<'_, S> {
+    fn arm(&self) -> std::io::Result<()> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.s.set_io_timeout(Some(left))
+    }
+}
+
+impl<S: HandshakeStream> Read for Bounded<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.arm()?;
+        self.s.read(buf)
+    }
+}
+
+impl<S: HandshakeStream> Write for Bounded<'_, S> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.arm()?;
+        self.s.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.arm()?;
+        self.s.flush()
+    }
+}
+
 type HsResult<T> = std::result::Result<T, (HandshakeFailure, Option<String>)>;
 
-fn run(
-    s: &mut TcpStream,
+fn run<S: HandshakeStream>(
+    s: &mut Bounded<'_, S>,
+    role: Role,
     me: &Identity,
     expect_peer: Option<&[String]>,
-    deadline: Instant,
 ) -> HsResult<String> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::thread_rng().fill_bytes(&mut nonce);
-    let hello = Hello {
+    let mine = Hello {
         version: me.version,
         cluster: me.cluster.clone(),
         node: me.node.clone(),
         nonce,
-    };
-    set_deadline(s, deadline).map_err(|r| (r, None))?;
-    s.write_all(&hello.encode())
-        .map_err(|_| (HandshakeFailure::Closed, None))?;
+    }
+    .encode();
+    write(s, &mine, None)?;
     let theirs = Hello::read_from(s).map_err(|r| (r, None))?;
     let peer = Some(theirs.node.clone());
+    let fail = |r: HandshakeFailure| (r, peer.clone());
     let check = if theirs.version != me.version {
         Err(HandshakeFailure::WrongVersion)
     } else if theirs.cluster != me.cluster {
@@ -281,40 +367,71 @@ fn run(
     };
     if let Err(r) = check {
         refuse(s, r);
-        return Err((r, peer));
+        return Err(fail(r));
     }
-    let mine = proof(
-        &me.token,
-        &me.cluster,
-        (&me.node, &nonce),
-        (&theirs.node, &theirs.nonce),
-    );
-    let mut msg = vec![TAG_PROOF];
-    msg.extend_from_slice(&mine);
-    set_deadline(s, deadline).map_err(|r| (r, peer.clone()))?;
-    s.write_all(&msg)
-        .map_err(|_| (HandshakeFailure::Closed, peer.clone()))?;
-    let mut their_proof = [0u8; PROOF_LEN];
-    read_tagged(s, TAG_PROOF, &mut their_proof).map_err(|r| (r, peer.clone()))?;
-    let want = proof(
-        &me.token,
-        &me.cluster,
-        (&theirs.node, &theirs.nonce),
-        (&me.node, &nonce),
-    );
-    if !constant_time_eq(&want, &their_proof) {
-        refuse(s, HandshakeFailure::BadToken);
-        return Err((HandshakeFailure::BadToken, peer));
+    let theirs_bytes = theirs.encode();
+    let (ini, acc) = match role {
+        Role::Initiator => (&mine, &theirs_bytes),
+        Role::Acceptor => (&theirs_bytes, &mine),
+    };
+    let my_proof = proof(&me.token, role, ini, acc);
+    let peer_role = match role {
+        Role::Initiator => Role::Acceptor,
+        Role::Acceptor => Role::Initiator,
+    };
+    let want = proof(&me.token, peer_role, ini, acc);
+    let mut proof_msg = vec![TAG_PROOF];
+    proof_msg.extend_from_slice(&my_proof);
+    match role {
+        Role::Initiator => {
+            write(s, &proof_msg, peer.clone())?;
+            verify(s, &want).map_err(fail)?;
+            write(s, &[TAG_ACCEPT], peer.clone())?;
+        }
+        Role::Acceptor => {
+            // Nothing derived from the token leaves this side before the initiator's proof
+            // checked out.
+            verify(s, &want).map_err(fail)?;
+            write(s, &proof_msg, peer.clone())?;
+            read_tagged(s, TAG_ACCEPT, &mut []).map_err(fail)?;
+        }
     }
-    set_deadline(s, deadline).map_err(|r| (r, peer.clone()))?;
-    s.write_all(&[TAG_ACCEPT])
-        .map_err(|_| (HandshakeFailure::Closed, peer.clone()))?;
-    read_tagged(s, TAG_ACCEPT, &mut []).map_err(|r| (r, peer.clone()))?;
     Ok(theirs.node)
 }
 
+/// Read the peer's proof and compare it with `want`; a wrong one is refused.
+fn verify<S: HandshakeStream>(
+    s: &mut Bounded<'_, S>,
+    want: &[u8; 32],
+) -> Result<(), HandshakeFailure> {
+    let mut their_proof = [0u8; PROOF_LEN];
+    read_tagged(s, TAG_PROOF, &mut their_proof)?;
+    if !constant_time_eq(want, &their_proof) {
+        refuse(s, HandshakeFailure::BadToken);
+        return Err(HandshakeFailure::BadToken);
+    }
+    Ok(())
+}
+
+fn write<S: HandshakeStream>(
+    s: &mut Bounded<'_, S>,
+    bytes: &[u8],
+    peer: Option<String>,
+) -> HsResult<()> {
+    s.write_all(bytes)
+        .and_then(|_| s.flush())
+        .map_err(|e| (io_failure(&e), peer))
+}
+
+fn io_failure(e: &std::io::Error) -> HandshakeFailure {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => HandshakeFailure::Timeout,
+        _ => HandshakeFailure::Closed,
+    }
+}
+
 /// Read a tag byte; `Refuse(reason)` becomes that reason, another tag `Malformed`.
-fn read_tagged(s: &mut TcpStream, want: u8, body: &mut [u8]) -> Result<(), HandshakeFailure> {
+fn read_tagged(s: &mut impl Read, want: u8, body: &mut [u8]) -> Result<(), HandshakeFailure> {
     let mut tag = [0u8; 1];
     read_exact(s, &mut tag)?;
     if tag[0] == TAG_REFUSE {
@@ -328,20 +445,10 @@ fn read_tagged(s: &mut TcpStream, want: u8, body: &mut [u8]) -> Result<(), Hands
     read_exact(s, body)
 }
 
-fn refuse(s: &mut TcpStream, r: HandshakeFailure) {
+fn refuse<S: HandshakeStream>(s: &mut Bounded<'_, S>, r: HandshakeFailure) {
     let _ = s.write_all(&[TAG_REFUSE, reason_to_wire(r)]);
-    let _ = s.shutdown(std::net::Shutdown::Both);
-}
-
-fn set_deadline(s: &TcpStream, deadline: Instant) -> Result<(), HandshakeFailure> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(HandshakeFailure::Timeout);
-    }
-    s.set_read_timeout(Some(left))
-        .map_err(|_| HandshakeFailure::Closed)?;
-    s.set_write_timeout(Some(left))
-        .map_err(|_| HandshakeFailure::Closed)
+    let _ = s.flush();
+    s.s.close();
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -41,7 +41,7 @@ fn rdma_link_moves_sizes_both_ways_or_skips_without_a_device() {
 #[cfg(feature = "rdma")]
 mod with_device {
     use lockstep_tensor::Buffer;
-    use lockstep_transport::handshake::{handshake, Identity};
+    use lockstep_transport::handshake::{handshake, Identity, Role};
     use lockstep_transport::rdma::{RdmaDevice, RdmaLink};
     use lockstep_transport::{Expect, FrameHeader, Link, LinkConfig, Op};
     use std::net::{TcpListener, TcpStream};
@@ -72,6 +72,7 @@ mod with_device {
             let mut s = TcpStream::connect(addr).unwrap();
             handshake(
                 &mut s,
+                Role::Initiator,
                 &Identity::new("c", "n1", b"tok"),
                 Some(&["n0".into()]),
                 t,
@@ -85,6 +86,7 @@ mod with_device {
         let (mut s, _) = l.accept().unwrap();
         handshake(
             &mut s,
+            Role::Acceptor,
             &Identity::new("c", "n0", b"tok"),
             Some(&["n1".into()]),
             t,

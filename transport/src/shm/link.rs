@@ -109,6 +109,9 @@ impl Sink for ShmSink {
                 continue;
             }
             if !self.out.ring().wait_space(PARK_SLICE) {
+                if let Some(why) = self.out.ring().corruption() {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, why.to_string()));
+                }
                 self.live.check()?;
                 if stop.load(Ordering::SeqCst) {
                     return Err(io::ErrorKind::BrokenPipe.into());
@@ -313,6 +316,17 @@ impl ShmLink {
         self.poisoned.get_or_insert(e).clone()
     }
 
+    /// A ring whose shared header broke the protocol is the peer's fault: a protocol error.
+    fn check_ring(&self, ring: &Ring, ctx: Context) -> Result<()> {
+        match ring.corruption() {
+            Some(why) => Err(Error::Protocol {
+                ctx,
+                reason: why.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Wait until `n` bytes are readable, checking the side channel while parked.
     fn wait_bytes(&self, n: usize, expect: &Expect) -> Result<()> {
         let ring = &self.inbound.ring;
@@ -321,6 +335,14 @@ impl ShmLink {
                 self.live.saw();
                 return Ok(());
             }
+            self.check_ring(
+                ring,
+                Context {
+                    round: expect.round,
+                    op: expect.op,
+                    peer: self.peer.clone(),
+                },
+            )?;
             if let Err(e) = self.live.check() {
                 if ring.available() >= n {
                     return Ok(());
@@ -382,6 +404,14 @@ impl ShmLink {
                 self.live.saw();
                 continue;
             }
+            self.check_ring(
+                ring,
+                Context {
+                    peer: self.peer.clone(),
+                    round: Some(header.round),
+                    op: Some(header.op),
+                },
+            )?;
             if let Err(e) = self.live.check() {
                 if let Some(pos) = ring.try_reserve(need) {
                     return Ok(pos);

@@ -14,11 +14,21 @@
 //! 200: ~7.5 us, 1000: ~30 us), while `yield_now` on an otherwise idle core returns in ~0.7 us
 //! and so still behaves like spinning when the peer has a core of its own. The futex is the process-shared kind (no `FUTEX_PRIVATE_FLAG`).
 //!
+//! The other end of a ring is another process, and the header is shared memory it can write:
+//! nothing read from it is trusted. Each side keeps the counter it owns (`head` for the
+//! producer, `tail` for the consumer) in its own memory and only publishes it to the header, and
+//! every counter read from the header is checked before use: the peer's `head` may only move
+//! forward and never more than `capacity` past our `tail`; the peer's `tail` may only move forward
+//! and never past our `head`. A header that breaks this marks the ring corrupt
+//! ([`Ring::corruption`]): it reads as empty (or full) from then on, and the link turns that into
+//! a protocol error naming the peer. Every index is taken modulo the capacity, so no value in the
+//! header can make either side touch memory outside the mapping.
+//!
 //! For benchmarks and tests only, `LOCKSTEP_SHM_SPINS=N` sets the spins before yielding, and
 //! `LOCKSTEP_SHM_WAIT=spin` in the environment makes every wait spin without yielding or parking, so `lockstep bench link` can show what pure spinning would
 //! give next to the adaptive wait (see the transport notes for both figures).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -58,6 +68,16 @@ pub fn spin_only() -> bool {
 pub struct Ring {
     base: *mut u8,
     cap: usize,
+    /// Producer: bytes ever written (the truth; the header's `head` is a published copy).
+    head: AtomicU64,
+    /// Consumer: bytes ever read (the truth; the header's `tail` is a published copy).
+    tail: AtomicU64,
+    /// The peer's counters as last validated (they never move backwards).
+    seen_head: AtomicU64,
+    seen_tail: AtomicU64,
+    /// Set once the header broke the protocol; see [`Ring::corruption`].
+    corrupt: AtomicBool,
+    why: OnceLock<String>,
 }
 
 // SAFETY: all shared state is accessed through atomics; data bytes are written only by the single
@@ -107,21 +127,99 @@ impl Ring {
         mem[OFF_PID..OFF_PID + 4].copy_from_slice(&std::process::id().to_le_bytes());
         mem[OFF_CAP..OFF_CAP + 8].copy_from_slice(&(cap as u64).to_le_bytes());
         mem[..8].copy_from_slice(&MAGIC.to_le_bytes());
+        Ring::view(mem.as_mut_ptr(), cap, 0, 0)
+    }
+
+    fn view(base: *mut u8, cap: usize, head: u64, tail: u64) -> Ring {
+        assert!(
+            cap.is_power_of_two(),
+            "ring capacity {cap} is not a power of two"
+        );
         Ring {
-            base: mem.as_mut_ptr(),
+            base,
             cap,
+            head: AtomicU64::new(head),
+            tail: AtomicU64::new(tail),
+            seen_head: AtomicU64::new(head),
+            seen_tail: AtomicU64::new(tail),
+            corrupt: AtomicBool::new(false),
+            why: OnceLock::new(),
         }
     }
 
     /// Attach to a ring another process initialised.
     ///
     /// # Safety
-    /// As [`Ring::init`]; `mem` must hold a ring of `cap` bytes (checked by the caller).
+    /// As [`Ring::init`]; `mem` must hold a ring of `cap` bytes (`cap` a power of two and
+    /// `mem.len() == RING_HEADER + cap`, checked by the caller). The counters are taken from
+    /// the header as they are now (a fresh ring: both zero) and checked from then on.
+    ///
+    /// # Panics
+    /// When `mem` is shorter than `RING_HEADER + cap` or `cap` is not a power of two (the
+    /// caller's checks failed).
     pub unsafe fn attach(mem: &mut [u8], cap: usize) -> Ring {
-        Ring {
-            base: mem.as_mut_ptr(),
-            cap,
+        assert!(
+            mem.len() >= RING_HEADER + cap,
+            "mapping shorter than the ring"
+        );
+        let r = Ring::view(mem.as_mut_ptr(), cap, 0, 0);
+        let head = r.atomic64(OFF_HEAD).load(Ordering::Acquire);
+        let tail = r.atomic64(OFF_TAIL).load(Ordering::Acquire);
+        let r = Ring::view(mem.as_mut_ptr(), cap, head, tail);
+        if head < tail || head - tail > cap as u64 {
+            r.mark_corrupt(format!("attached with head {head} and tail {tail}"));
         }
+        r
+    }
+
+    /// Why the shared header was found to break the protocol (`None`: it has not).
+    pub fn corruption(&self) -> Option<&str> {
+        if self.corrupt.load(Ordering::Relaxed) {
+            self.why.get().map(|s| s.as_str())
+        } else {
+            None
+        }
+    }
+
+    fn mark_corrupt(&self, why: String) {
+        let _ = self.why.set(format!("shared ring header corrupt: {why}"));
+        self.corrupt.store(true, Ordering::Relaxed);
+    }
+
+    /// Producer: the consumer's published `tail`, checked (`None`: corrupt).
+    fn peer_tail(&self, head: u64) -> Option<u64> {
+        if self.corrupt.load(Ordering::Relaxed) {
+            return None;
+        }
+        let tail = self.atomic64(OFF_TAIL).load(Ordering::Acquire);
+        let seen = self.seen_tail.load(Ordering::Relaxed);
+        if tail < seen || tail > head {
+            self.mark_corrupt(format!(
+                "consumer's tail {tail} outside [{seen}, {head}] (last seen, producer's head)"
+            ));
+            return None;
+        }
+        self.seen_tail.store(tail, Ordering::Relaxed);
+        Some(tail)
+    }
+
+    /// Consumer: the producer's published `head`, checked (`None`: corrupt).
+    fn peer_head(&self, tail: u64) -> Option<u64> {
+        if self.corrupt.load(Ordering::Relaxed) {
+            return None;
+        }
+        let head = self.atomic64(OFF_HEAD).load(Ordering::Acquire);
+        let seen = self.seen_head.load(Ordering::Relaxed);
+        let max = tail.saturating_add(self.cap as u64);
+        if head < seen || head < tail || head > max {
+            self.mark_corrupt(format!(
+                "producer's head {head} outside [{}, {max}] (last seen, consumer's tail + capacity)",
+                seen.max(tail)
+            ));
+            return None;
+        }
+        self.seen_head.store(head, Ordering::Relaxed);
+        Some(head)
     }
 
     fn atomic64(&self, off: usize) -> &AtomicU64 {
@@ -139,24 +237,34 @@ impl Ring {
         self.cap
     }
 
-    /// Bytes the producer may write now.
+    /// Bytes the producer may write now (0 once the header is corrupt).
     pub fn free(&self) -> usize {
-        let head = self.atomic64(OFF_HEAD).load(Ordering::Relaxed);
-        let tail = self.atomic64(OFF_TAIL).load(Ordering::Acquire);
-        self.cap - (head - tail) as usize
+        let head = self.head.load(Ordering::Relaxed);
+        match self.peer_tail(head) {
+            Some(tail) => self.cap - (head - tail) as usize,
+            None => 0,
+        }
     }
 
-    /// Bytes the consumer may read now.
+    /// Bytes the consumer may read now (0 once the header is corrupt).
     pub fn available(&self) -> usize {
-        let head = self.atomic64(OFF_HEAD).load(Ordering::Acquire);
-        let tail = self.atomic64(OFF_TAIL).load(Ordering::Relaxed);
-        (head - tail) as usize
+        let tail = self.tail.load(Ordering::Relaxed);
+        match self.peer_head(tail) {
+            Some(head) => (head - tail) as usize,
+            None => 0,
+        }
+    }
+
+    /// Producer: make bytes up to position `pos` visible to the consumer.
+    fn set_head(&self, pos: u64) {
+        self.head.store(pos, Ordering::Relaxed);
+        self.atomic64(OFF_HEAD).store(pos, Ordering::Release);
     }
 
     /// Producer: copy as much of `parts` (skipping the first `skip` bytes) as fits; bytes written.
     pub fn write_some(&self, parts: &[&[u8]], skip: usize) -> usize {
         let mut room = self.free();
-        let start = self.atomic64(OFF_HEAD).load(Ordering::Relaxed);
+        let start = self.head.load(Ordering::Relaxed);
         let mut pos = start;
         let mut skip = skip;
         for p in parts {
@@ -180,7 +288,7 @@ impl Ring {
             }
         }
         if pos != start {
-            self.atomic64(OFF_HEAD).store(pos, Ordering::Release);
+            self.set_head(pos);
             self.wake(OFF_DATA_SEQ, OFF_DATA_WAIT);
         }
         (pos - start) as usize
@@ -189,7 +297,7 @@ impl Ring {
     /// Producer: where the next write starts when `n` bytes are free now (`None`: not yet).
     /// Nothing is published; see [`Ring::reserved`] and [`Ring::publish`].
     pub fn try_reserve(&self, n: usize) -> Option<u64> {
-        (n <= self.free()).then(|| self.atomic64(OFF_HEAD).load(Ordering::Relaxed))
+        (n <= self.free()).then(|| self.head.load(Ordering::Relaxed))
     }
 
     /// Producer: the bytes `[pos + off, pos + off + len)` of the ring as two slices, the second
@@ -218,14 +326,14 @@ impl Ring {
 
     /// Producer: publish everything written up to position `end` (the consumer may read it).
     pub fn publish(&self, end: u64) {
-        debug_assert!(end >= self.atomic64(OFF_HEAD).load(Ordering::Relaxed));
-        self.atomic64(OFF_HEAD).store(end, Ordering::Release);
+        debug_assert!(end >= self.head.load(Ordering::Relaxed));
+        self.set_head(end);
         self.wake(OFF_DATA_SEQ, OFF_DATA_WAIT);
     }
 
     /// Consumer: the readable bytes from the tail up to the wrap point (at most `max`).
     pub fn readable(&self, max: usize) -> &[u8] {
-        let tail = self.atomic64(OFF_TAIL).load(Ordering::Relaxed);
+        let tail = self.tail.load(Ordering::Relaxed);
         let at = (tail as usize) & (self.cap - 1);
         let n = self.available().min(max).min(self.cap - at);
         // SAFETY: [at, at+n) was published by the producer (Acquire on head in `available`) and
@@ -233,11 +341,11 @@ impl Ring {
         unsafe { std::slice::from_raw_parts(self.base.add(RING_HEADER + at), n) }
     }
 
-    /// Consumer: release `n` bytes back to the producer.
+    /// Consumer: release `n` bytes (at most what [`Ring::readable`] returned) to the producer.
     pub fn consume(&self, n: usize) {
-        let tail = self.atomic64(OFF_TAIL).load(Ordering::Relaxed);
-        self.atomic64(OFF_TAIL)
-            .store(tail + n as u64, Ordering::Release);
+        let tail = self.tail.load(Ordering::Relaxed) + n as u64;
+        self.tail.store(tail, Ordering::Relaxed);
+        self.atomic64(OFF_TAIL).store(tail, Ordering::Release);
         self.wake(OFF_SPACE_SEQ, OFF_SPACE_WAIT);
     }
 
@@ -414,5 +522,51 @@ mod tests {
         r.consume(10);
         assert!(r.wait_space_for(57, Duration::from_millis(1)));
         assert_eq!(r.try_reserve(66), Some(200));
+    }
+
+    /// Write `v` into the shared header at `off`, as a hostile peer could.
+    fn poke(mem: &mut [u64], off: usize, v: u64) {
+        mem[off / 8] = v;
+    }
+
+    #[test]
+    fn a_hostile_head_reads_as_corrupt_not_as_data() {
+        let (mut mem, r) = ring(256);
+        assert_eq!(r.write_some(&[&[1u8; 10]], 0), 10);
+        // SAFETY: the consumer view over the same memory (the test plays both processes).
+        let c = unsafe {
+            let bytes =
+                std::slice::from_raw_parts_mut(mem.as_mut_ptr().cast::<u8>(), mem.len() * 8);
+            Ring::attach(bytes, 256)
+        };
+        assert_eq!(c.available(), 10);
+        poke(&mut mem, OFF_HEAD, 10 + 257); // more than the capacity past the tail
+        assert_eq!(c.available(), 0);
+        assert!(c.readable(usize::MAX).is_empty());
+        assert!(
+            c.corruption().unwrap().contains("head 267"),
+            "{:?}",
+            c.corruption()
+        );
+        // Once corrupt, always corrupt, even if the header is put back.
+        poke(&mut mem, OFF_HEAD, 10);
+        assert_eq!(c.available(), 0);
+    }
+
+    #[test]
+    fn a_head_that_moves_backwards_or_a_tail_past_the_head_is_corrupt() {
+        let (mut mem, r) = ring(256);
+        assert_eq!(r.write_some(&[&[1u8; 10]], 0), 10);
+        assert_eq!(r.available(), 10);
+        poke(&mut mem, OFF_HEAD, 5);
+        assert_eq!(r.available(), 0);
+        assert!(r.corruption().is_some());
+
+        let (mut mem, r) = ring(256);
+        assert_eq!(r.write_some(&[&[1u8; 10]], 0), 10);
+        poke(&mut mem, OFF_TAIL, 11); // the consumer claims to have read more than was written
+        assert_eq!(r.free(), 0);
+        assert_eq!(r.try_reserve(1), None);
+        assert!(r.corruption().unwrap().contains("tail 11"));
     }
 }

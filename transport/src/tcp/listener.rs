@@ -2,20 +2,29 @@
 //! port 0), and an acceptor that runs the handshake of each incoming connection on its own
 //! thread, so a peer that sends garbage, a huge length or half a header (and then stalls) costs
 //! only its own connection: it is logged and closed while good peers keep being served.
+//!
+//! Before authentication a connection gets little: the whole handshake has one deadline, and at
+//! most [`MAX_PENDING_HANDSHAKES`] connections (or what [`Listener::set_max_pending`] says) may be
+//! in their handshake at once. A connection beyond that is closed at once and logged, so a flood
+//! of unauthenticated connections costs a bounded number of threads and sockets.
 
 use crate::error::{Error, Result};
-use crate::handshake::{handshake, Identity};
+use crate::handshake::{handshake, Identity, Role};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Connections that may be in their handshake at once, by default.
+pub const MAX_PENDING_HANDSHAKES: usize = 64;
+
 /// A bound TCP listener.
 #[derive(Debug)]
 pub struct Listener {
     inner: TcpListener,
+    max_pending: usize,
 }
 
 impl Listener {
@@ -33,7 +42,10 @@ impl Listener {
             };
             Error::io(ctx, "bind", &e)
         })?;
-        Ok(Listener { inner })
+        Ok(Listener {
+            inner,
+            max_pending: MAX_PENDING_HANDSHAKES,
+        })
     }
 
     /// The bound address (with the real port when bound to port 0).
@@ -44,6 +56,12 @@ impl Listener {
         self.inner
             .local_addr()
             .map_err(|e| Error::io(Default::default(), "getsockname", &e))
+    }
+
+    /// Allow at most `n` (at least 1) connections in their handshake at once; the excess is
+    /// closed at once and logged. Applies to acceptors started afterwards.
+    pub fn set_max_pending(&mut self, n: usize) {
+        self.max_pending = n.max(1);
     }
 
     /// Start accepting: each connection is tuned and handshaken on its own thread; those that
@@ -66,22 +84,39 @@ impl Listener {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = channel();
         let st = stop.clone();
+        let max_pending = self.max_pending;
+        let pending = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("lockstep-accept".into())
             .spawn(move || {
                 while !st.load(Ordering::SeqCst) {
                     match l.accept() {
                         Ok((s, remote)) => {
+                            if pending.fetch_add(1, Ordering::SeqCst) >= max_pending {
+                                pending.fetch_sub(1, Ordering::SeqCst);
+                                tracing::warn!(
+                                    %remote,
+                                    max_pending,
+                                    "closing connection: too many handshakes in progress"
+                                );
+                                drop(s);
+                                continue;
+                            }
                             let (tx, me, expect) = (tx.clone(), me.clone(), expect.clone());
-                            let _ = std::thread::Builder::new()
+                            let held = pending.clone();
+                            let spawned = std::thread::Builder::new()
                                 .name("lockstep-hs".into())
                                 .spawn(move || {
-                                    if let Some(ok) =
-                                        admit(s, remote, &me, expect.as_deref(), hs_timeout)
-                                    {
+                                    let ok = admit(s, remote, &me, expect.as_deref(), hs_timeout);
+                                    held.fetch_sub(1, Ordering::SeqCst);
+                                    if let Some(ok) = ok {
                                         let _ = tx.send(ok);
                                     }
                                 });
+                            if let Err(e) = spawned {
+                                pending.fetch_sub(1, Ordering::SeqCst);
+                                tracing::warn!(%remote, error = %e, "cannot spawn a handshake thread");
+                            }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(5))
@@ -117,7 +152,7 @@ fn admit(
         tracing::warn!(%remote, error = %e, "dropping connection");
         return None;
     }
-    match handshake(&mut s, me, expect, timeout) {
+    match handshake(&mut s, Role::Acceptor, me, expect, timeout) {
         Ok(name) => Some((name, s)),
         // `handshake` already logged the refusal with the remote address and reason.
         Err(_) => None,

@@ -14,7 +14,7 @@ pub use link::{TcpLink, TcpSender};
 pub use listener::Listener;
 
 use crate::error::{Error, Result};
-use crate::handshake::{handshake, Identity};
+use crate::handshake::{handshake, Identity, Role};
 use socket2::{SockRef, TcpKeepalive};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -106,6 +106,12 @@ pub fn connect_once(
     let mut s =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| Error::io(ctx(), "connect", &e))?;
     tune(&s, peer)?;
-    handshake(&mut s, me, Some(&[peer.to_string()]), timeout)?;
+    handshake(
+        &mut s,
+        Role::Initiator,
+        me,
+        Some(&[peer.to_string()]),
+        timeout,
+    )?;
     Ok(s)
 }

@@ -1,0 +1,85 @@
+//! `RunFinish` takes nothing but `Finished` from every member: a member that answers anything
+//! else is a protocol error naming it, never skipped (a skipped reply loses a weights hash).
+
+use actix::SyncArbiter;
+use lockstep_runtime::actors::control::RunFinish;
+use lockstep_runtime::actors::{ControlPlane, Member};
+use lockstep_runtime::protocol::{recv_msg, send_msg, ControlMsg};
+use lockstep_transport::handshake::Identity;
+use lockstep_transport::tcp::{self, TcpLink};
+use lockstep_transport::{AnyLink, LinkConfig, Listener};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A control link pair: (coordinator side, member side).
+fn pair(member: &str) -> (AnyLink, AnyLink) {
+    let l = Listener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let acc = l
+        .start(
+            Identity::new("c", "coordinator", b"t"),
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let s = tcp::connect_once(
+        addr,
+        &Identity::new("c", member, b"t"),
+        "coordinator",
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let (_, c) = acc.next(Instant::now() + Duration::from_secs(10)).unwrap();
+    let cfg = LinkConfig::control();
+    (
+        AnyLink::Tcp(TcpLink::new(c, "coordinator", member, cfg).unwrap()),
+        AnyLink::Tcp(TcpLink::new(s, member, "coordinator", cfg).unwrap()),
+    )
+}
+
+#[test]
+fn an_unexpected_reply_to_finish_is_an_error_naming_the_member() {
+    let (c0, mut w0) = pair("w0");
+    let (c1, mut w1) = pair("w1");
+    let honest = std::thread::spawn(move || {
+        assert!(matches!(
+            recv_msg(&mut w0, 9, "test").unwrap(),
+            ControlMsg::Finish
+        ));
+        let done = ControlMsg::Finished {
+            weights_sha256: "abc".into(),
+        };
+        send_msg(&mut w0, 9, "test", &done).unwrap();
+        w0
+    });
+    let odd = std::thread::spawn(move || {
+        assert!(matches!(
+            recv_msg(&mut w1, 9, "test").unwrap(),
+            ControlMsg::Finish
+        ));
+        // Not `Finished`: the weights hash of this member never comes.
+        send_msg(&mut w1, 9, "test", &ControlMsg::Finish).unwrap();
+        w1
+    });
+    let members = Mutex::new(Some(vec![
+        Member {
+            name: "w0".into(),
+            link: c0,
+        },
+        Member {
+            name: "w1".into(),
+            link: c1,
+        },
+    ]));
+    let res = actix::System::new().block_on(async move {
+        let plane = SyncArbiter::start(1, move || {
+            ControlPlane::new(members.lock().unwrap().take().unwrap(), 2)
+        });
+        plane.send(RunFinish { round: 9 }).await.unwrap()
+    });
+    let err = res
+        .expect_err("an unexpected reply was skipped")
+        .to_string();
+    assert!(err.contains("w1") && err.contains("Finish"), "{err}");
+    drop((honest.join().unwrap(), odd.join().unwrap()));
+}

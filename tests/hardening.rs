@@ -1,0 +1,35 @@
+//! Hardening over real processes: a node that cannot write where it must stops at once.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A bare `lockstep node` whose run directory cannot be written says so before it joins the
+/// cluster (it used to find out at its first checkpoint, after training for a while).
+#[test]
+fn a_bare_node_with_an_unwritable_run_dir_stops_before_training() {
+    let tmp = common::run_dir("readonly");
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let run_dir = file.join("run"); // nothing can be created under a file, not even by root
+    let child = Command::new(common::exe())
+        .args(["node", "examples/credit/cluster.toml", "--node", "worker-0"])
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(["--coordinator", "127.0.0.1:9"])
+        .current_dir(common::root())
+        .env("LOCKSTEP_TOKEN", "test-token")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::wait_with_deadline(child, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("not writable") && err.contains("not-a-dir/run"),
+        "stderr:\n{err}"
+    );
+}
