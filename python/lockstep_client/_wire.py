@@ -1,9 +1,12 @@
 """The cluster handshake and the producer protocol's framed JSON messages.
 
-The handshake is the one every Lockstep link starts with: each side sends a Hello (magic, protocol
-version, a fresh 32-byte nonce, cluster name, node name), then an HMAC-SHA256 proof over the cluster
-token that binds both nonces, both names and the cluster, then Accept. The token never crosses the
-wire. A refusal is a Refuse byte with a reason code.
+The handshake is the one every Lockstep link starts with (protocol version 2): each side sends a
+Hello (magic, protocol version, a fresh 32-byte nonce, cluster name, node name). The producer is
+the initiator: it sends HMAC-SHA256(token, "lockstep-handshake-v2" | "initiator" | both Hellos as
+they crossed the wire) first; the server checks it and only then answers with the same MAC labelled
+"acceptor", which the producer checks before it sends Accept. The direction label and the two
+fresh nonces make a proof useless anywhere else. The token never crosses the wire. A refusal is a
+Refuse byte with a reason code.
 """
 
 import hashlib
@@ -14,7 +17,7 @@ import socket
 import struct
 
 MAGIC = b"LKHS"
-VERSION = 1
+VERSION = 2
 TAG_PROOF, TAG_REFUSE, TAG_ACCEPT = 1, 2, 3
 MAX_MESSAGE = 64 * 1024
 
@@ -61,9 +64,9 @@ def _read_hello(sock):
     return fixed[4], fixed[5:], names[0], names[1]
 
 
-def _proof(token, cluster, sender, receiver):
-    mac = hmac.new(token, b"lockstep-handshake-v1", hashlib.sha256)
-    for part in (receiver[1], sender[1], sender[0].encode(), receiver[0].encode(), cluster.encode()):
+def _proof(token, role, initiator_hello, acceptor_hello):
+    mac = hmac.new(token, b"lockstep-handshake-v2", hashlib.sha256)
+    for part in (role, initiator_hello, acceptor_hello):
         mac.update(struct.pack("<I", len(part)))
         mac.update(part)
     return mac.digest()
@@ -78,23 +81,27 @@ def _refusal(sock):
 
 
 def handshake(sock, token, node, cluster=None):
-    """Authenticate `node` on `sock`; returns (cluster, server node name)."""
+    """Authenticate `node` on `sock` as the initiator; returns (cluster, server node name)."""
     nonce = os.urandom(32)
-    # Both sides send their Hello at once; a client without a cluster name adopts the server's.
+    # A client without a cluster name adopts the server's, which the server sends at once.
     if cluster is not None:
-        sock.sendall(_hello(cluster, node, nonce))
+        mine = _hello(cluster, node, nonce)
+        sock.sendall(mine)
         version, their_nonce, their_cluster, their_node = _read_hello(sock)
     else:
         version, their_nonce, their_cluster, their_node = _read_hello(sock)
         cluster = their_cluster
-        sock.sendall(_hello(cluster, node, nonce))
+        mine = _hello(cluster, node, nonce)
+        sock.sendall(mine)
     if version != VERSION:
         raise LockstepError(f"refused: protocol version {version}, this client speaks {VERSION}")
     if their_cluster != cluster:
         raise LockstepError(f"refused: wrong cluster name ({cluster!r}, the server is {their_cluster!r})")
-    mine = _proof(token, cluster, (node, nonce), (their_node, their_nonce))
+    theirs = bytes([*MAGIC, version]) + their_nonce
+    for s in (their_cluster.encode(), their_node.encode()):
+        theirs += struct.pack("<H", len(s)) + s
     try:
-        sock.sendall(bytes([TAG_PROOF]) + mine)
+        sock.sendall(bytes([TAG_PROOF]) + _proof(token, b"initiator", mine, theirs))
         (tag,) = _read_exact(sock, 1)
     except OSError:
         raise _refusal(sock) from None
@@ -103,19 +110,13 @@ def handshake(sock, token, node, cluster=None):
     if tag != TAG_PROOF:
         raise LockstepError("refused: malformed handshake")
     their_proof = _read_exact(sock, 32)
-    want = _proof(token, cluster, (their_node, their_nonce), (node, nonce))
-    if not hmac.compare_digest(want, their_proof):
+    if not hmac.compare_digest(_proof(token, b"acceptor", mine, theirs), their_proof):
         try:
             sock.sendall(bytes([TAG_REFUSE, 1]))
         except OSError:
             pass
-        raise LockstepError("refused: " + REASONS[1])
+        raise LockstepError("refused: the server could not prove it holds the cluster token")
     sock.sendall(bytes([TAG_ACCEPT]))
-    (tag,) = _read_exact(sock, 1)
-    if tag == TAG_REFUSE:
-        raise _refusal(sock)
-    if tag != TAG_ACCEPT:
-        raise LockstepError("refused: malformed handshake")
     return cluster, their_node
 
 

@@ -505,7 +505,7 @@ mod tests {
         let script = format!("touch {}", marker.display());
         let args = ["-c".to_string(), script];
         let missing_logs = tmp.path().join("no-such-dir");
-        let err = spawn(Path::new("/bin/sh"), "n0", &args, &[], &missing_logs)
+        let err = spawn(Path::new("/bin/sh"), "n0", &args, &[], &missing_logs, None)
             .err()
             .expect("spawn succeeded without a log file");
         assert!(err.to_string().contains("n0.log"), "{err}");

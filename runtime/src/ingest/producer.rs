@@ -19,7 +19,7 @@ use crate::error::RuntimeError;
 use arrow_array::RecordBatch;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::Schema;
-use lockstep_transport::handshake::handshake;
+use lockstep_transport::handshake::{handshake, Role};
 use lockstep_transport::{tcp, Identity};
 use std::io::BufWriter;
 use std::net::TcpStream;
@@ -52,7 +52,13 @@ fn open(
     let mut s = TcpStream::connect_timeout(&sa, Duration::from_secs(10))
         .map_err(|e| RuntimeError::io("connect", addr, e))?;
     let _ = s.set_nodelay(true);
-    handshake(&mut s, identity, None, Duration::from_secs(10))?;
+    handshake(
+        &mut s,
+        Role::Initiator,
+        identity,
+        None,
+        Duration::from_secs(10),
+    )?;
     write_msg(&mut s, hello).map_err(|e| RuntimeError::io("send hello", addr, e))?;
     let reply: Reply =
         read_msg(&mut s).map_err(|e| RuntimeError::Protocol(format!("{addr}: {e}")))?;
