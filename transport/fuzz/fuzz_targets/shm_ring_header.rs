@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         Some(i) if i.capacity.is_power_of_two() && i.capacity <= 1 << 12 => i.capacity as usize,
         _ => 256,
     };
-    let mut mem = vec![0u64; (RING_HEADER + cap) / 8];
+    let mut mem = vec![0u64; (RING_HEADER + cap).div_ceil(8)];
     let base = mem.as_mut_ptr().cast::<u8>();
     // SAFETY: `mem` is 8-aligned, RING_HEADER + cap bytes, and outlives `ring` (dropped first);
     // the peer's writes below go through raw volatile stores, as another process's would.
