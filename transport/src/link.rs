@@ -220,6 +220,28 @@ pub trait Link: Send {
     }
 }
 
+/// The length check every backend's `send` and `send_from` makes: the header must announce the
+/// payload it travels with.
+pub(crate) fn check_payload_len(peer: &str, header: &FrameHeader, len: usize) -> Result<()> {
+    if header.len != len as u64 {
+        return Err(Error::Config(format!(
+            "send to {peer}: header.len {} != payload length {len}",
+            header.len
+        )));
+    }
+    Ok(())
+}
+
+/// The bound every backend's `reserve` checks: no frame longer than `max_frame_len`.
+pub(crate) fn check_frame_len(peer: &str, len: u64, max_frame_len: u64) -> Result<()> {
+    if len > max_frame_len {
+        return Err(Error::Config(format!(
+            "frame of {len} bytes to {peer} exceeds max_frame_len {max_frame_len}"
+        )));
+    }
+    Ok(())
+}
+
 /// Every backend behind one type: `match` dispatch keeps trait objects off the hot path
 /// (the timely `Generic` allocator pattern).
 pub enum AnyLink {

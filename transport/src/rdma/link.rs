@@ -23,7 +23,7 @@ use super::RdmaDevice;
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, FrameKind, HEADER_LEN};
-use crate::link::{Frame, Link, Reservation};
+use crate::link::{check_frame_len, check_payload_len, Frame, Link, Reservation};
 use crate::liveness::Liveness;
 use crate::outbox::io_error;
 use lockstep_tensor::{Buffer, BufferPool};
@@ -396,14 +396,7 @@ impl Link for RdmaLink {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
-        if header.len != payload.len() as u64 {
-            return Err(Error::Config(format!(
-                "send to {}: header.len {} != payload length {}",
-                self.peer,
-                header.len,
-                payload.len()
-            )));
-        }
+        check_payload_len(&self.peer, &header, payload.len())?;
         self.send_inner(&header, &payload).map_err(|e| self.fail(e))
     }
 
@@ -411,14 +404,7 @@ impl Link for RdmaLink {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
-        if header.len != payload.len() as u64 {
-            return Err(Error::Config(format!(
-                "send to {}: header.len {} != payload length {}",
-                self.peer,
-                header.len,
-                payload.len()
-            )));
-        }
+        check_payload_len(&self.peer, &header, payload.len())?;
         self.send_inner(&header, payload).map_err(|e| self.fail(e))
     }
 
@@ -426,12 +412,7 @@ impl Link for RdmaLink {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
-        if header.len > self.cfg.max_frame_len {
-            return Err(Error::Config(format!(
-                "frame of {} bytes to {} exceeds max_frame_len {}",
-                header.len, self.peer, self.cfg.max_frame_len
-            )));
-        }
+        check_frame_len(&self.peer, header.len, self.cfg.max_frame_len)?;
         Ok(Reservation::buffer(
             header,
             self.pool.take(header.len as usize),

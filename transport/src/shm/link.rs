@@ -17,7 +17,7 @@ use super::{remove_stale, segment_path};
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, FrameKind, HEADER_LEN};
-use crate::link::{Frame, Link, Reservation, Room};
+use crate::link::{check_frame_len, check_payload_len, Frame, Link, Reservation, Room};
 use crate::liveness::Liveness;
 use crate::outbox::{io_error, Outbox, Sink};
 use lockstep_tensor::{Buffer, BufferMut, BufferPool};
@@ -428,12 +428,7 @@ impl ShmLink {
 
     fn reserve_inner(&mut self, header: FrameHeader) -> Result<Reservation> {
         let len = header.len as usize;
-        if header.len > self.cfg.max_frame_len {
-            return Err(Error::Config(format!(
-                "frame of {len} bytes to {} exceeds max_frame_len {}",
-                self.peer, self.cfg.max_frame_len
-            )));
-        }
+        check_frame_len(&self.peer, header.len, self.cfg.max_frame_len)?;
         let need = HEADER_LEN + len;
         let buffered = |link: &Self| Ok(Reservation::buffer(header, link.pool.take(len)));
         if need.saturating_mul(4) > self.out.ring().capacity() {
@@ -524,14 +519,7 @@ impl Link for ShmLink {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
-        if header.len != payload.len() as u64 {
-            return Err(Error::Config(format!(
-                "send to {}: header.len {} != payload length {}",
-                self.peer,
-                header.len,
-                payload.len()
-            )));
-        }
+        check_payload_len(&self.peer, &header, payload.len())?;
         self.sends += 1;
         self.outbox.send(&header, payload).map_err(|e| self.fail(e))
     }
@@ -540,14 +528,7 @@ impl Link for ShmLink {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
-        if header.len != payload.len() as u64 {
-            return Err(Error::Config(format!(
-                "send to {}: header.len {} != payload length {}",
-                self.peer,
-                header.len,
-                payload.len()
-            )));
-        }
+        check_payload_len(&self.peer, &header, payload.len())?;
         self.sends += 1;
         self.outbox
             .send_from(&header, payload, &self.pool)

@@ -11,7 +11,7 @@
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, FrameKind, Op, HEADER_LEN};
-use crate::link::{Frame, Link, Reservation};
+use crate::link::{check_frame_len, check_payload_len, Frame, Link, Reservation};
 use crate::outbox::{Outbox, Sink};
 use lockstep_tensor::{Buffer, BufferPool};
 use socket2::Socket;
@@ -283,14 +283,7 @@ impl Link for TcpLink {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
-        if header.len != payload.len() as u64 {
-            return Err(Error::Config(format!(
-                "send to {}: header.len {} != payload length {}",
-                self.peer,
-                header.len,
-                payload.len()
-            )));
-        }
+        check_payload_len(&self.peer, &header, payload.len())?;
         self.outbox.send(&header, payload).map_err(|e| self.fail(e))
     }
 
@@ -298,14 +291,7 @@ impl Link for TcpLink {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
-        if header.len != payload.len() as u64 {
-            return Err(Error::Config(format!(
-                "send to {}: header.len {} != payload length {}",
-                self.peer,
-                header.len,
-                payload.len()
-            )));
-        }
+        check_payload_len(&self.peer, &header, payload.len())?;
         self.outbox
             .send_from(&header, payload, &self.pool)
             .map_err(|e| self.fail(e))
@@ -315,12 +301,7 @@ impl Link for TcpLink {
         if let Some(e) = &self.poisoned {
             return Err(e.clone());
         }
-        if header.len > self.cfg.max_frame_len {
-            return Err(Error::Config(format!(
-                "frame of {} bytes to {} exceeds max_frame_len {}",
-                header.len, self.peer, self.cfg.max_frame_len
-            )));
-        }
+        check_frame_len(&self.peer, header.len, self.cfg.max_frame_len)?;
         Ok(Reservation::buffer(
             header,
             self.pool.take(header.len as usize),
@@ -363,14 +344,7 @@ impl TcpSender {
     /// # Errors
     /// As [`Link::send`] and [`Link::flush`]: the link's first error.
     pub fn send(&self, header: FrameHeader, payload: Buffer) -> Result<()> {
-        if header.len != payload.len() as u64 {
-            return Err(Error::Config(format!(
-                "send to {}: header.len {} != payload length {}",
-                self.peer,
-                header.len,
-                payload.len()
-            )));
-        }
+        check_payload_len(&self.peer, &header, payload.len())?;
         self.outbox.send(&header, payload)?;
         self.outbox.flush()
     }
