@@ -1,0 +1,251 @@
+//! Elastic membership on the control plane: suspend the survivors, drop the dead, admit
+//! waiting replacements and hand out the next mesh (see `docs/elastic.md`).
+
+use super::*;
+/// Elastic: suspend the survivors, drop the dead, admit waiting replacements (up to
+/// `max_workers`) and hand out the next mesh. Every survivor reports the round it would run
+/// next; the newest is where the job continues, with the state of the first survivor there.
+#[derive(Message)]
+#[rtype(result = "Result<Changed, RuntimeError>")]
+pub struct ChangeMembership {
+    /// Members found or named dead.
+    pub dead: Vec<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// The new membership.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    /// The round the job continues at.
+    pub round: u64,
+    /// Workers now.
+    pub world: usize,
+    /// Members that left in this change.
+    pub dead: Vec<String>,
+    /// Replacements that joined, with when they registered.
+    pub joined: Vec<(String, Instant)>,
+    /// The node whose state everyone took.
+    pub source: String,
+}
+
+impl ControlPlane {
+    fn change(&mut self, msg: ChangeMembership) -> Result<Changed, RuntimeError> {
+        let (min, max) = match &self.elastic {
+            Some(e) => (e.min_workers, e.max_workers),
+            None => return Err(RuntimeError::Protocol("membership is not elastic".into())),
+        };
+        let mut dead: Vec<String> = msg
+            .dead
+            .iter()
+            .filter(|d| self.members.iter().any(|m| &m.name == *d))
+            .cloned()
+            .collect();
+        let suspend = ControlMsg::Suspend {
+            reason: msg.reason.clone(),
+        };
+        for m in &mut self.members {
+            if dead.contains(&m.name) {
+                let reason = format!("evicted from the job: {}", msg.reason);
+                let _ = send_msg(&mut m.link, 0, "evicting", &ControlMsg::Abort { reason });
+            } else if send_msg(&mut m.link, 0, "suspending", &suspend).is_err() {
+                dead.push(m.name.clone());
+            }
+        }
+        // Each survivor's answer: the round it would run next and its fresh data address.
+        let mut answers: Vec<(usize, u64, String)> = Vec::new();
+        for (i, m) in self.members.iter_mut().enumerate() {
+            if dead.contains(&m.name) {
+                continue;
+            }
+            loop {
+                let progress = self.stream.get_mut(i);
+                match recv_member(&self.traces, progress, m, 0, "waiting for the suspension") {
+                    Ok(ControlMsg::Suspended {
+                        next_round,
+                        data_addr,
+                    }) => {
+                        answers.push((i, next_round, data_addr));
+                        break;
+                    }
+                    Ok(_) => continue, // reports of the abandoned rounds
+                    Err(e @ RuntimeError::Aborted { .. }) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(node = %m.name, error = %e, "lost while suspending");
+                        dead.push(m.name.clone());
+                        break;
+                    }
+                }
+            }
+        }
+        for d in &dead {
+            if !self.dead.contains(d) {
+                self.dead.push(d.clone());
+            }
+        }
+        let fresh = self.joiners_ready();
+        let old: Vec<Member> = std::mem::take(&mut self.members);
+        let mut survivors: Vec<(Member, u64, String)> = Vec::new();
+        let mut answers = answers.into_iter().peekable();
+        for (i, m) in old.into_iter().enumerate() {
+            if let Some((_, next, addr)) = answers.next_if(|a| a.0 == i) {
+                survivors.push((m, next, addr));
+            }
+        }
+        let left = survivors.len();
+        if left < min {
+            let names: Vec<String> = survivors.iter().map(|s| s.0.name.clone()).collect();
+            for (m, _, _) in &mut survivors {
+                let reason = format!("fewer than min_workers = {min} workers are left");
+                let _ = send_msg(&mut m.link, 0, "aborting", &ControlMsg::Abort { reason });
+            }
+            return Err(RuntimeError::Launch(format!(
+                "elastic job stopped: {left} worker(s) left ({}), fewer than min_workers = {min}; dead: {}",
+                names.join(", "),
+                self.dead.join(", ")
+            )));
+        }
+        let round = survivors.iter().map(|s| s.1).max().unwrap_or(0);
+        let source = survivors.iter().position(|s| s.1 == round).unwrap_or(0);
+        let mut joined = Vec::new();
+        let mut peers: Vec<(String, String)> = survivors
+            .iter()
+            .map(|(m, _, a)| (m.name.clone(), a.clone()))
+            .collect();
+        let mut members: Vec<Member> = survivors.into_iter().map(|s| s.0).collect();
+        if fresh {
+            while members.len() < max && !self.pending.is_empty() {
+                let (r, at) = self.pending.remove(0);
+                peers.push((r.name.clone(), r.data_addr.clone()));
+                joined.push((r.name.clone(), at));
+                members.push(Member {
+                    name: r.name,
+                    link: r.link,
+                });
+            }
+        }
+        let mesh: u64 = rand::random();
+        let remesh = ControlMsg::Remesh {
+            peers: peers.clone(),
+            mesh,
+            round,
+            source,
+        };
+        for m in &mut members {
+            // A member lost now makes the new mesh fail; its survivors report and we go again.
+            let _ = send_msg(&mut m.link, round, "sending the new membership", &remesh);
+        }
+        let source_name = peers[source].0.clone();
+        self.members = members;
+        self.workers = self.members.len();
+        if let Some(e) = &mut self.elastic {
+            e.mesh = mesh;
+        }
+        Ok(Changed {
+            round,
+            world: self.workers,
+            dead,
+            joined,
+            source: source_name,
+        })
+    }
+}
+
+impl Handler<ChangeMembership> for ControlPlane {
+    type Result = Result<Changed, RuntimeError>;
+    fn handle(&mut self, msg: ChangeMembership, _: &mut SyncContext<Self>) -> Self::Result {
+        self.change(msg)
+    }
+}
+
+impl ControlPlane {
+    /// Elastic: the next message from member `i` about `round`, or why the round is lost: the
+    /// member's link failed (it is dead) or it reported a lost peer on the current mesh.
+    pub(super) fn expect_elastic(
+        &mut self,
+        i: usize,
+        round: u64,
+        doing: &'static str,
+    ) -> Result<Result<ControlMsg, Lost>, RuntimeError> {
+        let mesh = self.elastic.as_ref().map_or(0, |e| e.mesh);
+        loop {
+            let m = &mut self.members[i];
+            match recv_member(&self.traces, self.stream.get_mut(i), m, round, doing) {
+                Err(e @ RuntimeError::Peer { .. }) => {
+                    return Ok(Err(Lost {
+                        dead: vec![m.name.clone()],
+                        reason: e.to_string(),
+                    }))
+                }
+                Err(e) => return Err(e),
+                Ok(ControlMsg::PeerLost {
+                    mesh: at,
+                    node,
+                    reason,
+                    ..
+                }) => {
+                    if at != mesh {
+                        continue; // a report about an earlier mesh
+                    }
+                    let dead = if node.is_empty() { vec![] } else { vec![node] };
+                    return Ok(Err(Lost {
+                        dead,
+                        reason: format!("{} reported: {reason}", m.name),
+                    }));
+                }
+                Ok(msg) => {
+                    let about = match &msg {
+                        ControlMsg::RoundDone { round, .. }
+                        | ControlMsg::Evaluated { round, .. }
+                        | ControlMsg::Checkpointed { round, .. } => Some(*round),
+                        _ => None,
+                    };
+                    if about != Some(round) {
+                        return Err(RuntimeError::Protocol(format!(
+                            "{} sent {} (round {about:?}) while the coordinator was {doing} of round {round}",
+                            m.name,
+                            msg.name()
+                        )));
+                    }
+                    return Ok(Ok(msg));
+                }
+            }
+        }
+    }
+
+    /// The next message from member `i` about `round`; elastic: or why the round is lost.
+    pub(super) fn next(
+        &mut self,
+        i: usize,
+        round: u64,
+        doing: &'static str,
+    ) -> Result<Result<ControlMsg, Lost>, RuntimeError> {
+        if self.elastic.is_some() {
+            self.expect_elastic(i, round, doing)
+        } else {
+            self.expect(i, round, doing).map(Ok)
+        }
+    }
+
+    /// Take registered replacements into `pending`; true when one can join now.
+    pub(super) fn joiners_ready(&mut self) -> bool {
+        let Some(e) = &self.elastic else {
+            return false;
+        };
+        while let Ok(j) = e.joiners.try_recv() {
+            self.pending.push(j);
+        }
+        let names: Vec<String> = self.members.iter().map(|m| m.name.clone()).collect();
+        self.pending.retain_mut(|(r, _)| {
+            if names.contains(&r.name) {
+                let reason = format!("node {} is already a member of the running job", r.name);
+                tracing::warn!("{reason}; refused the second one");
+                let _ = send_msg(&mut r.link, 0, "refusing", &ControlMsg::Abort { reason });
+                false
+            } else {
+                true
+            }
+        });
+        !self.pending.is_empty() && self.members.len() < e.max_workers
+    }
+}
