@@ -62,7 +62,12 @@ pub struct Compute {
     local: bool,
     /// Streams: score every shard before training on it (prequential evaluation).
     prequential: bool,
+    /// Streams in arrival order: the producers' offsets after a round (sent with `RoundDone`).
+    offsets: Option<StreamOffsets>,
 }
+
+/// Per producer, the offset of the next row after a round's rows (arrival-order streams).
+pub type StreamOffsets = std::sync::Arc<dyn Fn(u64) -> BTreeMap<u32, u64> + Send + Sync>;
 
 impl Compute {
     /// A compute actor for `world`-way data parallelism, starting at `first_round`.
@@ -101,7 +106,14 @@ impl Compute {
             stopped: false,
             local: false,
             prequential: false,
+            offsets: None,
         }
+    }
+
+    /// Streams in arrival order: report the producers' offsets after each round.
+    pub fn with_stream_offsets(mut self, offsets: Option<StreamOffsets>) -> Self {
+        self.offsets = offsets;
+        self
     }
 
     /// Streams: score each shard before training on it and report the pairs with `RoundDone`.
@@ -351,6 +363,7 @@ impl Compute {
             },
             links: self.reporter.links(),
             scored: run.scored,
+            offsets: self.offsets.as_ref().map(|f| f(round)).unwrap_or_default(),
         };
         self.reporter.send(round, &done)?;
         self.next_round = round + 1;
@@ -494,8 +507,9 @@ impl Handler<ParamsHash> for Compute {
 impl Handler<SaveModel> for Compute {
     type Result = Result<String, RuntimeError>;
     fn handle(&mut self, msg: SaveModel, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut written = None;
         if let Some(c) = &msg.checkpoint {
-            crate::checkpoint::write_with_offsets(
+            written = Some(crate::checkpoint::write_with_offsets(
                 std::path::Path::new(&c.root),
                 msg.round + 1,
                 c.cursor,
@@ -504,7 +518,11 @@ impl Handler<SaveModel> for Compute {
                 &self.optimizer,
                 c.keep,
                 c.stream_offsets.as_ref(),
-            )?;
+            )?);
+        }
+        // An empty path: only the checkpoint (arrival-order streams), whose directory answers.
+        if msg.path.is_empty() {
+            return Ok(written.map(|d| d.display().to_string()).unwrap_or_default());
         }
         publish_model(self.model.as_ref(), &msg.path, msg.round)?;
         Ok(msg.path)
