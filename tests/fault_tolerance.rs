@@ -150,7 +150,10 @@ fn uninterrupted_resumed_and_restarted_runs_end_with_the_same_weights() {
     let out = run(&launch_args(dd, rds, &["--resume"]), LIMIT);
     assert_ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("round-{n:09}")), "did not resume at round {n}");
+    assert!(
+        err.contains(&format!("round-{n:09}")),
+        "did not resume at round {n}"
+    );
 
     assert_eq!(
         sha(&ra),

@@ -36,7 +36,11 @@ fn published_round(path: &Path) -> Result<u64, String> {
         .max()
         .ok_or("no tensors")?;
     if bytes.len() != 8 + n + end as usize {
-        return Err(format!("{} bytes, header says {}", bytes.len(), 8 + n + end as usize));
+        return Err(format!(
+            "{} bytes, header says {}",
+            bytes.len(),
+            8 + n + end as usize
+        ));
     }
     header["__metadata__"]["round"]
         .as_str()
@@ -107,7 +111,10 @@ fn arrival_order_trains_to_the_end_and_republishes_the_model_while_training() {
     stop.store(true, Ordering::SeqCst);
     let (seen, bad) = watcher.join().unwrap();
     println!("published rounds seen: {seen:?}");
-    assert!(bad.is_empty(), "a read of the published model failed: {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "a read of the published model failed: {bad:?}"
+    );
     // Rounds 9, 19, ... are published during training; the final save is round 138.
     let during: Vec<u64> = seen.iter().copied().filter(|r| *r < 138).collect();
     assert!(
@@ -115,7 +122,10 @@ fn arrival_order_trains_to_the_end_and_republishes_the_model_while_training() {
         "fewer than two versions seen during training: {seen:?}"
     );
     assert!(during.iter().all(|r| (r + 1) % 10 == 0), "{seen:?}");
-    assert_eq!(published_round(&dir.path().join("model.safetensors")), Ok(138));
+    assert_eq!(
+        published_round(&dir.path().join("model.safetensors")),
+        Ok(138)
+    );
     // Each worker serves one producer: 2227 / 16 = 139 rounds (3 rows left over each).
     assert_eq!(report["stream"]["order"], "arrival");
     assert_eq!(report["stream"]["ended"], "producers closed");
@@ -148,7 +158,10 @@ fn a_silent_producer_fails_the_job_with_on_silent_fail() {
     drop(p0);
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the job did not fail");
-    assert!(secs < 30.0, "the silent producer failed the job only after {secs:.1} s");
+    assert!(
+        secs < 30.0,
+        "the silent producer failed the job only after {secs:.1} s"
+    );
     assert!(
         log.contains("producer 0 has sent nothing") && log.contains("on_silent = \"fail\""),
         "the failure does not name the silent producer:\n{log}"
@@ -175,7 +188,9 @@ fn a_live_producer_id_is_refused_and_a_reconnect_after_close_resumes_at_its_offs
     };
     let mut first = connect(0).expect("connect");
     first.send(&data.slice(0, 320)).expect("send");
-    let refused = connect(0).err().expect("a second connection as producer 0 was taken");
+    let refused = connect(0)
+        .err()
+        .expect("a second connection as producer 0 was taken");
     assert!(
         refused.to_string().contains("already connected"),
         "{refused}"
@@ -185,17 +200,28 @@ fn a_live_producer_id_is_refused_and_a_reconnect_after_close_resumes_at_its_offs
     drop(first);
     std::thread::sleep(Duration::from_millis(PEER_TIMEOUT_MS + 1000));
     let mut again = connect(0).expect("reconnect");
-    assert_eq!(again.resume_offset, 320, "the reconnect is told where its rows continue");
+    assert_eq!(
+        again.resume_offset, 320,
+        "the reconnect is told where its rows continue"
+    );
     // It replays from its start: the 320 rows the job has are dropped.
     for at in (0..HALF).step_by(500) {
-        again.send(&data.slice(at, 500.min(HALF - at))).expect("send");
+        again
+            .send(&data.slice(at, 500.min(HALF - at)))
+            .expect("send");
     }
     let done = again.close().expect("close");
-    assert_eq!((done.rows, done.duplicates), (Some(HALF as u64 - 320), Some(320)));
+    assert_eq!(
+        (done.rows, done.duplicates),
+        (Some(HALF as u64 - 320), Some(320))
+    );
     send_rust(&b, 1, &data, HALF..ROWS, 500).expect("producer 1");
     let (out, report) = finish(job, dir.path());
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("producer 0 has sent nothing"), "silence not named:\n{log}");
+    assert!(
+        log.contains("producer 0 has sent nothing"),
+        "silence not named:\n{log}"
+    );
     assert_eq!(num(&report, &["rounds"]) as u64, 139);
     assert_eq!(num(&report, &["stream", "rows_received"]) as usize, ROWS);
     assert_eq!(num(&report, &["stream", "duplicates_dropped"]) as u64, 320);

@@ -51,10 +51,16 @@ fn sigint_stops_an_unbounded_stream_with_a_checkpoint_and_resume_continues_it_ex
         "a graceful stop is not a failure: {:?}\n{log}",
         out.status
     );
-    println!("stopped {:.2} s after SIGINT", asked.elapsed().as_secs_f64());
+    println!(
+        "stopped {:.2} s after SIGINT",
+        asked.elapsed().as_secs_f64()
+    );
     for p in producers {
         // The job ended under them: their connection fails.
-        assert!(p.join().unwrap().is_err(), "an endless producer ended cleanly");
+        assert!(
+            p.join().unwrap().is_err(),
+            "an endless producer ended cleanly"
+        );
     }
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
@@ -62,9 +68,15 @@ fn sigint_stops_an_unbounded_stream_with_a_checkpoint_and_resume_continues_it_ex
     assert_eq!(report["stopped_by"], "SIGINT");
     assert_eq!(report["stream"]["ended"], "stopped");
     let n = num(&report, &["rounds"]) as u64;
-    assert!(n >= 20, "stopped at round {n}, before the checkpoint of round 20");
+    assert!(
+        n >= 20,
+        "stopped at round {n}, before the checkpoint of round 20"
+    );
     assert_eq!(num(&report, &["samples"]) as u64, n * 32);
-    assert!(log.contains("SIGINT received"), "the log does not tell the stop");
+    assert!(
+        log.contains("SIGINT received"),
+        "the log does not tell the stop"
+    );
     assert!(dir.path().join("model.safetensors").exists());
     assert!(dir
         .path()
@@ -86,8 +98,16 @@ fn sigint_stops_an_unbounded_stream_with_a_checkpoint_and_resume_continues_it_ex
     let p1 = std::thread::spawn(move || send_endless(&b2, 1, &d2, rows, 100));
     let r0 = send_endless(&b, 0, &data, rows, 100).expect("producer 0");
     let r1 = p1.join().unwrap().expect("producer 1");
-    assert_eq!(r0, (30 * PER_ROUND, n * PER_ROUND), "producer 0: (new, dropped)");
-    assert_eq!(r1, (30 * PER_ROUND, n * PER_ROUND), "producer 1: (new, dropped)");
+    assert_eq!(
+        r0,
+        (30 * PER_ROUND, n * PER_ROUND),
+        "producer 0: (new, dropped)"
+    );
+    assert_eq!(
+        r1,
+        (30 * PER_ROUND, n * PER_ROUND),
+        "producer 1: (new, dropped)"
+    );
     let (_, resumed) = finish(job, dir.path());
     assert_eq!(resumed["status"], "completed");
     assert_eq!(num(&resumed, &["rounds"]) as u64, total);
@@ -153,13 +173,20 @@ fn arrival_order_resumes_exactly_once_from_the_offsets_each_producer_trained() {
     drop(held);
     let t = Instant::now();
     while !processes_mentioning(&dir.path().display().to_string()).is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(30), "nodes outlived the launcher");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "nodes outlived the launcher"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!meta_exists(dir.path(), 80));
     let (o0, o1) = offsets(&meta(dir.path(), 60));
     println!("arrival-order offsets after round 60: {o0} + {o1}");
-    assert_eq!(o0 + o1, 60 * 32, "the checkpoint commits exactly 60 rounds of rows");
+    assert_eq!(
+        o0 + o1,
+        60 * 32,
+        "the checkpoint commits exactly 60 rounds of rows"
+    );
     let _ = std::fs::remove_file(dir.path().join("endpoints.json"));
 
     // Resume; both producers replay their whole stream from the start.
@@ -174,7 +201,10 @@ fn arrival_order_resumes_exactly_once_from_the_offsets_each_producer_trained() {
     assert_eq!(r0, (half as u64 - o0, o0), "producer 0: (new, dropped)");
     assert_eq!(r1, (half as u64 - o1, o1), "producer 1: (new, dropped)");
     let (_, resumed) = finish(job, dir.path());
-    assert_eq!(num(&resumed, &["stream", "duplicates_dropped"]) as u64, 1920);
+    assert_eq!(
+        num(&resumed, &["stream", "duplicates_dropped"]) as u64,
+        1920
+    );
     // 4454 rows in all, 1920 trained before: 79 more rounds of 32 (6 rows left over).
     assert_eq!(num(&resumed, &["rounds"]) as u64, 139);
     assert_eq!(num(&resumed, &["stream", "rows_trained"]) as u64, 79 * 32);

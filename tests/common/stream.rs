@@ -207,7 +207,10 @@ pub fn meta(dir: &Path, round: u64) -> serde_json::Value {
 pub fn wait_for_checkpoint(dir: &Path, round: u64, limit: Duration) {
     let t = Instant::now();
     while !meta_exists(dir, round) {
-        assert!(t.elapsed() < limit, "no checkpoint of round {round} after {limit:?}");
+        assert!(
+            t.elapsed() < limit,
+            "no checkpoint of round {round} after {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -67,12 +67,7 @@ impl StreamSchedule {
 
     /// The checkpoint that continues at `next` (after round `next - 1`); `trained` holds the
     /// producers' offsets after it in arrival order.
-    fn checkpoint(
-        &self,
-        s: &Schedule,
-        next: u64,
-        trained: &BTreeMap<u32, u64>,
-    ) -> CheckpointPlan {
+    fn checkpoint(&self, s: &Schedule, next: u64, trained: &BTreeMap<u32, u64>) -> CheckpointPlan {
         CheckpointPlan {
             cursor: DataCursor {
                 epoch: 0,
