@@ -17,12 +17,12 @@ use crate::error::RuntimeError;
 use crate::job;
 use crate::protocol::{ControlMsg, RoundPlan, RoundTiming};
 use actix::{Actor, Handler, Recipient, SyncContext};
-use lockstep_tensor::{cast_slice, write_safetensors, BufferMut, Tensor};
+use lockstep_tensor::{cast_slice, BufferMut};
 use lockstep_trainer::data::{ShardBatch, Task as DataTask};
 use lockstep_trainer::model::{Model, SliceSink};
 use lockstep_trainer::optim::Optimizer;
 use lockstep_trainer::Batch;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 mod save;
