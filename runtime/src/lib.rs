@@ -12,6 +12,7 @@
 //! - [`report`]: the JSON run report.
 //! - [`elastic`]: elastic membership on the worker side (rows per rank, state hand-over).
 //! - [`observe`]: metrics.csv, the Prometheus endpoint, progress, the timeline, curves.
+//! - [`stop`]: SIGINT / SIGTERM: a graceful stop at a round boundary.
 //! - [`endpoints`]: `<run dir>/endpoints.json`, shared by every writer.
 
 pub mod actors;
@@ -36,6 +37,7 @@ mod role_coordinator;
 mod role_worker;
 mod scale;
 pub mod server;
+pub mod stop;
 
 pub use error::RuntimeError;
 pub use launch::{launch, LaunchOptions};

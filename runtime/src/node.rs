@@ -142,6 +142,14 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
         on_listen: None,
     });
     crate::preflight::check_run_dir(&ctx)?;
+    let coordinator = ctx
+        .manifest
+        .node(&ctx.name)
+        .is_some_and(|n| n.roles.contains(&Role::Coordinator));
+    if coordinator {
+        // SIGINT / SIGTERM: a graceful stop at a round boundary once training runs.
+        crate::stop::install();
+    }
     run_roles(ctx)
 }
 

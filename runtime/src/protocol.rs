@@ -167,6 +167,10 @@ pub enum ControlMsg {
         /// training on it (prequential evaluation).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         scored: Vec<[f32; 2]>,
+        /// Streams in arrival order: per producer of this worker, the offset of the next row
+        /// after this round's rows (what a checkpoint after this round commits).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        offsets: BTreeMap<u32, u64>,
     },
     /// Timeline spans of sampled rounds (`--trace`), in the sender's clock; sent in batches,
     /// interleaved anywhere with the other messages a member sends.

@@ -93,13 +93,9 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         None
     };
     let ckpt_root = ctx.opts.run_dir.join(&m.job.checkpoint.dir);
+    let mut start_offsets = std::collections::BTreeMap::new();
     let (first_round, resume) = match ctx.opts.resume {
         false => (0, None),
-        true if stream.as_ref().is_some_and(|s| s.order == lockstep_trainer::data::Order::Arrival) => {
-            return Err(RuntimeError::Launch(
-                "--resume is not supported with [job.data.stream] order = \"arrival\" (offsets are not a function of the round); use order = \"deterministic\"".into(),
-            ))
-        }
         true if m.job.aggregation == Aggregation::ParameterServer => {
             return Err(RuntimeError::Launch(
                 "--resume is not supported with parameter-server aggregation yet (the servers' optimizer state is not checkpointed)".into(),
@@ -108,6 +104,14 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         true => match crate::checkpoint::find_latest(&ckpt_root) {
             Some((dir, meta)) => {
                 tracing::info!("resuming from {} (round {})", dir.display(), meta.round);
+                if stream.is_some() {
+                    start_offsets = meta.stream_offsets.clone().ok_or_else(|| {
+                        RuntimeError::Launch(format!(
+                            "--resume: checkpoint {} has no stream offsets (stream_offsets in meta.json): it cannot continue a stream exactly once",
+                            dir.display()
+                        ))
+                    })?;
+                }
                 (meta.round, Some(dir.display().to_string()))
             }
             None => {
@@ -185,6 +189,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 Aggregation::Allreduce => "allreduce".into(),
                 Aggregation::ParameterServer => "parameter-server".into(),
             },
+            status: "completed".into(),
             ..Report::default()
         },
         model_path: ctx.opts.run_dir.join("model.safetensors"),
@@ -192,6 +197,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
             per_producer: spec.rows_per_producer(m.job.global_batch) as u64,
             spec,
             task: split.task,
+            start_offsets,
         }),
     };
     let members: Vec<Member> = regs
@@ -202,6 +208,8 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         })
         .collect();
     let elastic = m.elastic();
+    // From here on SIGINT / SIGTERM stop the job at a round boundary with a final checkpoint.
+    crate::stop::arm();
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {

@@ -375,6 +375,13 @@ fn run_epoch(
         reporter = reporter.elastic(epoch.mesh);
     }
     let prequential = stream.is_some();
+    let offsets = match (&ingest, stream.as_ref()) {
+        (Some(i), Some(st)) if st.spec.order == lockstep_trainer::data::Order::Arrival => {
+            let i = i.clone();
+            Some(Arc::new(move |round| i.offsets_after(round)) as StreamOffsets)
+        }
+        _ => None,
+    };
     if let (Some(ingest), Some(st)) = (ingest, stream.as_mut()) {
         if let Some((listener, _)) = st.bound.take() {
             let served = crate::ingest::setup::serve(
@@ -415,7 +422,7 @@ fn run_epoch(
             rank,
             reporter.clone(),
             sync_params,
-            prequential,
+            (prequential, offsets),
         )
         .await;
         match res {
@@ -481,7 +488,7 @@ async fn start_worker_actors(
     rank: usize,
     reporter: Reporter,
     sync_params: bool,
-    prequential: bool,
+    (prequential, offsets): (bool, Option<StreamOffsets>),
 ) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
     use crate::actors::messages::{GetParams, SetParams, SyncParams};
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
@@ -505,7 +512,8 @@ async fn start_worker_actors(
             )
             .with_micro_batches(micro_per_worker)
             .with_local_aggregation(local)
-            .with_prequential(prequential),
+            .with_prequential(prequential)
+            .with_stream_offsets(offsets),
         ),
     );
     if sync_params {

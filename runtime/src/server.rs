@@ -87,6 +87,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                         timing,
                         links: Vec::new(),
                         scored: Vec::new(),
+                        offsets: Default::default(),
                     };
                     send_msg(&mut link, round, "reporting to the coordinator", &done)?;
                 }

@@ -17,13 +17,16 @@ use crate::error::RuntimeError;
 use crate::job;
 use crate::protocol::{ControlMsg, RoundPlan, RoundTiming};
 use actix::{Actor, Handler, Recipient, SyncContext};
-use lockstep_tensor::{cast_slice, write_safetensors, BufferMut, Tensor};
+use lockstep_tensor::{cast_slice, BufferMut};
 use lockstep_trainer::data::{ShardBatch, Task as DataTask};
 use lockstep_trainer::model::{Model, SliceSink};
 use lockstep_trainer::optim::Optimizer;
 use lockstep_trainer::Batch;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+mod save;
+pub use save::{publish_model, save_model};
 
 /// The round in flight: its plan and what its report needs.
 struct Running {
@@ -62,7 +65,12 @@ pub struct Compute {
     local: bool,
     /// Streams: score every shard before training on it (prequential evaluation).
     prequential: bool,
+    /// Streams in arrival order: the producers' offsets after a round (sent with `RoundDone`).
+    offsets: Option<StreamOffsets>,
 }
+
+/// Per producer, the offset of the next row after a round's rows (arrival-order streams).
+pub type StreamOffsets = std::sync::Arc<dyn Fn(u64) -> BTreeMap<u32, u64> + Send + Sync>;
 
 impl Compute {
     /// A compute actor for `world`-way data parallelism, starting at `first_round`.
@@ -101,7 +109,14 @@ impl Compute {
             stopped: false,
             local: false,
             prequential: false,
+            offsets: None,
         }
+    }
+
+    /// Streams in arrival order: report the producers' offsets after each round.
+    pub fn with_stream_offsets(mut self, offsets: Option<StreamOffsets>) -> Self {
+        self.offsets = offsets;
+        self
     }
 
     /// Streams: score each shard before training on it and report the pairs with `RoundDone`.
@@ -351,6 +366,7 @@ impl Compute {
             },
             links: self.reporter.links(),
             scored: run.scored,
+            offsets: self.offsets.as_ref().map(|f| f(round)).unwrap_or_default(),
         };
         self.reporter.send(round, &done)?;
         self.next_round = round + 1;
@@ -489,62 +505,4 @@ impl Handler<ParamsHash> for Compute {
     fn handle(&mut self, _: ParamsHash, _: &mut SyncContext<Self>) -> Self::Result {
         Ok(job::weights_sha256(self.model.params()))
     }
-}
-
-impl Handler<SaveModel> for Compute {
-    type Result = Result<String, RuntimeError>;
-    fn handle(&mut self, msg: SaveModel, _: &mut SyncContext<Self>) -> Self::Result {
-        if let Some(c) = &msg.checkpoint {
-            crate::checkpoint::write_with_offsets(
-                std::path::Path::new(&c.root),
-                msg.round + 1,
-                c.cursor,
-                c.seed,
-                self.model.as_ref(),
-                &self.optimizer,
-                c.keep,
-                c.stream_offsets.as_ref(),
-            )?;
-        }
-        publish_model(self.model.as_ref(), &msg.path, msg.round)?;
-        Ok(msg.path)
-    }
-}
-
-/// Republish the model at `path` atomically (written next to it, then renamed), so a serving
-/// process that reloads the file never sees half of it.
-///
-/// # Errors
-/// [`RuntimeError::Io`] naming the file.
-pub fn publish_model(model: &dyn Model, path: &str, round: u64) -> Result<(), RuntimeError> {
-    let tmp = format!("{path}.tmp");
-    save_model(model, &tmp, round)?;
-    std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("rename", path, e))
-}
-
-/// Write a model's parameters as safetensors, one tensor per layout entry.
-///
-/// # Errors
-/// [`RuntimeError::Io`] naming the file.
-pub fn save_model(model: &dyn Model, path: &str, round: u64) -> Result<(), RuntimeError> {
-    let params = model.params();
-    let mut tensors = Vec::new();
-    for p in model.layout() {
-        let t = Tensor::from_slice(p.shape.clone(), &params[p.range()])
-            .map_err(|e| RuntimeError::io("save", path, e))?;
-        tensors.push((p.name.clone(), t));
-    }
-    let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let meta = HashMap::from([
-        ("round".to_string(), round.to_string()),
-        ("model".to_string(), model.name().to_string()),
-        ("weights_sha256".to_string(), job::weights_sha256(params)),
-    ]);
-    if let Some(dir) = std::path::Path::new(path)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
-    }
-    write_safetensors(path, &refs, Some(meta)).map_err(|e| RuntimeError::io("write", path, e))
 }

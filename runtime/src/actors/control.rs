@@ -221,6 +221,8 @@ pub struct RoundReport {
     pub links: Vec<LinkBytes>,
     /// Streams: prequential `(prediction, label)` pairs.
     pub scored: Vec<[f32; 2]>,
+    /// Streams in arrival order: this worker's producers' offsets after the round.
+    pub offsets: BTreeMap<u32, u64>,
 }
 
 /// A round's reports.
@@ -269,6 +271,7 @@ impl Handler<Collect> for ControlPlane {
                 timing,
                 links,
                 scored,
+                offsets,
                 ..
             } = got
             {
@@ -279,6 +282,7 @@ impl Handler<Collect> for ControlPlane {
                     timing,
                     links,
                     scored,
+                    offsets,
                 });
             } else {
                 return Err(RuntimeError::Protocol(format!(

@@ -243,7 +243,18 @@ async fn run_rounds(
     let mut joining: Option<Instant> = None;
     let mut world = s.report.world_size;
     let mut round = s.first_round;
+    // A graceful stop (SIGINT / SIGTERM): the round after the last one granted.
+    let mut stop_at: Option<u64> = None;
     while round < s.total_rounds {
+        if stop_at.is_none() {
+            if let Some(sig) = crate::stop::requested() {
+                stop_at = Some(granted);
+                log_stop(sig, round, granted);
+            }
+        }
+        if stop_at.is_some_and(|at| round >= at) {
+            break;
+        }
         let plan = s.plan(round);
         let collected = control
             .send(Collect {
@@ -284,6 +295,7 @@ async fn run_rounds(
             joining = Some(Instant::now());
         }
         if joining.is_none()
+            && stop_at.is_none()
             && granted < s.total_rounds
             && granted - (round + 1) <= GRANT_WINDOW / 2
         {
@@ -336,7 +348,8 @@ async fn run_rounds(
             epoch_started = (Instant::now(), totals.samples);
         }
         round += 1;
-        if let (Some(since), true) = (joining, round == granted && round < s.total_rounds) {
+        let go_on = round == granted && round < s.total_rounds && stop_at.is_none();
+        if let (Some(since), true) = (joining, go_on) {
             joining = None;
             let msg = ChangeMembership {
                 dead: Vec::new(),
@@ -352,13 +365,21 @@ async fn run_rounds(
         }
     }
     let wall_s = started.elapsed().as_secs_f64();
-    let last_round = s.total_rounds.saturating_sub(1);
+    let last_round = round.saturating_sub(1);
     let path = s.model_path.display().to_string();
+    // A stopped job leaves a checkpoint that `--resume` continues from.
+    let checkpoint = stop_at.map(|_| CheckpointPlan {
+        cursor: s.plan.cursor_at(round),
+        root: s.checkpoints.0.display().to_string(),
+        keep: s.checkpoints.2,
+        seed: s.seed,
+        stream_offsets: None,
+    });
     let saved = control
         .send(RunSave {
             round: last_round,
             path,
-            checkpoint: None,
+            checkpoint,
         })
         .await
         .map_err(actor_err)??;
@@ -367,8 +388,11 @@ async fn run_rounds(
         .await
         .map_err(actor_err)??;
     let mut report = s.report.clone();
-    report.rounds = s.total_rounds;
-    report.epochs = s.total_rounds as f64 / s.rounds_per_epoch.max(1) as f64;
+    report.rounds = round;
+    report.epochs = round as f64 / s.rounds_per_epoch.max(1) as f64;
+    if stop_at.is_some() {
+        stopped(&mut report, s, round);
+    }
     report.samples = totals.samples;
     report.wall_s = wall_s;
     report.samples_per_s = totals.samples as f64 / wall_s.max(1e-9);
@@ -381,6 +405,26 @@ async fn run_rounds(
     report.membership_changes = changes;
     s.observer.finish(&report);
     Ok(report)
+}
+
+/// Log the start of a graceful stop.
+pub(super) fn log_stop(sig: i32, round: u64, granted: u64) {
+    tracing::warn!(
+        "{} received at round {round}: stopping after round {granted} (the rounds already granted), then writing a final checkpoint, the model and the report; a second signal stops at once",
+        crate::stop::signal_name(sig)
+    );
+}
+
+/// Mark `report` as a graceful stop before `round` and say how to continue.
+pub(super) fn stopped(report: &mut Report, s: &Schedule, round: u64) {
+    let sig = crate::stop::requested().unwrap_or(libc::SIGINT);
+    report.status = "stopped".into();
+    report.stopped_by = Some(crate::stop::signal_name(sig).into());
+    let dir = crate::checkpoint::dir_for(&s.checkpoints.0, round);
+    tracing::info!(
+        "stopped after round {round}; final checkpoint {}; `lockstep launch --resume` continues there",
+        dir.display()
+    );
 }
 
 /// Log a membership change and add its events (a loss and a join can come in one change).
