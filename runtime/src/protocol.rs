@@ -133,6 +133,10 @@ pub enum ControlMsg {
         /// Its ingest endpoint for producers (`source = "stream"`).
         #[serde(default)]
         ingest_addr: Option<String>,
+        /// Milliseconds since its process started, when it sent this (a replacement's
+        /// `join_ms` in the report starts there).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uptime_ms: Option<f64>,
     },
     /// Everyone registered: the peer table of the data mesh, in rank order.
     Start {

@@ -20,6 +20,8 @@ pub struct Registration {
     pub ingest_addr: Option<String>,
     /// Its control link.
     pub link: AnyLink,
+    /// When its process started, on this clock (from the uptime it registered with).
+    pub started: Option<Instant>,
 }
 
 /// Accept and register every node in `names`; the result is in the order of `names`.
@@ -69,6 +71,7 @@ pub fn accept_members(
                     data_addr,
                     signature,
                     ingest_addr,
+                    ..
                 } if node == peer => ((data_addr, ingest_addr), signature),
                 other => {
                     return Err(RuntimeError::Protocol(format!(
@@ -98,6 +101,7 @@ pub fn accept_members(
             name: peer,
             data_addr,
             ingest_addr,
+            started: None,
             link,
         });
     }
@@ -166,6 +170,7 @@ pub fn accept_joiners(
                 data_addr,
                 signature: sig,
                 ingest_addr,
+                uptime_ms,
             }) if node == peer => {
                 if sig != signature {
                     let reason =
@@ -175,10 +180,14 @@ pub fn accept_joiners(
                     continue;
                 }
                 tracing::info!(node = %peer, %data_addr, "replacement registered; it joins at the next round boundary");
+                let started = uptime_ms
+                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                    .and_then(|ms| Instant::now().checked_sub(Duration::from_secs_f64(ms / 1e3)));
                 let reg = Registration {
                     name: peer,
                     data_addr,
                     ingest_addr,
+                    started,
                     link,
                 };
                 if tx.send((reg, Instant::now())).is_err() {

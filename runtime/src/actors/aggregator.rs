@@ -30,6 +30,8 @@ pub enum Mode {
         ps: ParameterServer,
         /// Parameters as last pulled; shared with `Compute` for one round, then reused.
         params: Arc<Vec<f32>>,
+        /// The optimizer's buffer names (to gather the servers' state for a checkpoint).
+        buffers: Vec<String>,
     },
 }
 
@@ -89,8 +91,12 @@ impl Aggregator {
             return Ok(());
         };
         let grads = self.join(round)?;
-        let params = match &mut self.mode {
-            Mode::ParameterServer { ps, params } => {
+        let (params, optimizer) = match &mut self.mode {
+            Mode::ParameterServer {
+                ps,
+                params,
+                buffers,
+            } => {
                 let started = Instant::now();
                 self.comm.set_round(round);
                 let g = cast_slice::<f32>(&grads)
@@ -98,18 +104,23 @@ impl Aggregator {
                 // Unique again once Compute dropped last round's handle; a copy only if not.
                 let p = Arc::make_mut(params);
                 ps.step(&mut self.comm, g, p, |_, _, _| {})?;
+                let state = match msg.gather_state {
+                    true => crate::ps_state::gather(ps, &mut self.comm, buffers, p.len())?,
+                    false => None,
+                };
                 self.comm_time += started.elapsed();
                 let r = &self.reporter;
                 r.span(round, "aggregator", "push/pull", started, Instant::now());
-                Some(params.clone())
+                (Some(params.clone()), state)
             }
-            _ => None,
+            _ => (None, None),
         };
         let reduced = Reduced {
             round,
             grads,
             params,
             comm: std::mem::take(&mut self.comm_time),
+            optimizer,
         };
         deliver(&reply, reduced, "the reduced gradients")
     }
