@@ -13,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(300);
+/// 4400 rounds: long enough that a kill after the second checkpoint lands mid-run.
+const EPOCHS: u32 = 400;
 
 /// A diabetes job with Adam (state: two moments and a step count per shard), checkpoints every
 /// 100 rounds, and `servers` parameter-server nodes (0: the coordinator serves).
@@ -156,7 +158,7 @@ fn stateless_copy(ckpt: &Path, dir: &Path) {
 fn parameter_server_state_survives_a_killed_server_and_a_resume() {
     // A: uninterrupted, two server shards.
     let a = run_dir("ps-a");
-    let ma = manifest(a.path(), 2, 60);
+    let ma = manifest(a.path(), 2, EPOCHS);
     let out = wait_with_deadline(spawn_launch(&ma, a.path(), &[]), LIMIT);
     assert_ok(&out);
     let sha_a = sha(a.path());
@@ -182,7 +184,7 @@ fn parameter_server_state_survives_a_killed_server_and_a_resume() {
 
     // B: kill server-1 after the second checkpoint; the job stops naming it; --resume.
     let b = run_dir("ps-b");
-    let mb = manifest(b.path(), 2, 60);
+    let mb = manifest(b.path(), 2, EPOCHS);
     let child = spawn_launch(&mb, b.path(), &[]);
     wait_for_checkpoints(b.path(), 2);
     kill9(pid_of(b.path(), "server-1"));
@@ -213,7 +215,7 @@ fn parameter_server_state_survives_a_killed_server_and_a_resume() {
 
     // C: the same checkpoint without the optimizer state ends elsewhere.
     let c = run_dir("ps-c");
-    let mc = manifest(c.path(), 2, 60);
+    let mc = manifest(c.path(), 2, EPOCHS);
     stateless_copy(&resumed_from, c.path());
     let out = wait_with_deadline(spawn_launch(&mc, c.path(), &["--resume"]), LIMIT);
     assert_ok(&out);
@@ -231,11 +233,11 @@ fn the_coordinator_as_server_is_restarted_from_its_checkpoint() {
     // The coordinator serves (no server nodes); --max-restarts restarts every node from the
     // newest checkpoint after a worker is killed.
     let a = run_dir("psc-a");
-    let ma = manifest(a.path(), 0, 60);
+    let ma = manifest(a.path(), 0, EPOCHS);
     let out = wait_with_deadline(spawn_launch(&ma, a.path(), &[]), LIMIT);
     assert_ok(&out);
     let b = run_dir("psc-b");
-    let mb = manifest(b.path(), 0, 60);
+    let mb = manifest(b.path(), 0, EPOCHS);
     let child = spawn_launch(&mb, b.path(), &["--max-restarts", "1"]);
     wait_for_checkpoints(b.path(), 2);
     kill9(pid_of(b.path(), "worker-0"));
@@ -256,6 +258,9 @@ fn a_killed_server_shard_stops_the_job_naming_it() {
     let out = wait_with_deadline(child, Duration::from_secs(60));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the job must fail:\n{err}");
+    for line in err.lines().filter(|l| l.contains("server-0")) {
+        eprintln!("  {line}");
+    }
     assert!(
         err.contains("lockstep: error: node server-0 was killed by signal 9"),
         "the error does not name server-0:\n{err}"
