@@ -4,7 +4,7 @@
 //!
 //! Conversation (coordinator `C`, worker `W`):
 //! ```text
-//! W -> C  Register { node, data_addr, signature }
+//! W -> C  Register { node, data_addr, signature, uptime_ms }
 //! C -> W  Start { peers, job }                 (once every worker registered)
 //! C -> W  Grant { rounds: [RoundPlan] }        (a window of rounds ahead; more as rounds end)
 //! W -> C  RoundDone { round, loss_sum, .. }    (every member, every round, asynchronously)
