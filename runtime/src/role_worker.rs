@@ -271,9 +271,11 @@ fn run_epoch(
         .then(|| crate::observe::trace::Tracer::new(m.observe.sampling()));
     let peer_names: Vec<String> = peers.iter().map(|(n, _)| n.clone()).collect();
     let traffic = comm.traffic();
+    let mut min_bucket = 0;
     if m.job.aggregation != Aggregation::ParameterServer {
-        if let Err(e) = crate::scale::prepare(m, &mut comm, peers, num_params * 4) {
-            return (Err(e), link);
+        match crate::scale::prepare(m, &mut comm, peers, num_params * 4) {
+            Ok(bytes) => min_bucket = bytes,
+            Err(e) => return (Err(e), link),
         }
     }
     let plan = job::plan(m, split.train_rows());
@@ -403,13 +405,15 @@ fn run_epoch(
     let tx2 = tx.clone();
     sys.block_on(async move {
         let mut link = slot.take().expect("the link is here once");
+        let local = workers == 1 && !matches!(mode, Mode::ParameterServer { .. });
+        let aggregator =
+            Aggregator::new(comm, mode, num_params, reporter.clone()).with_min_bucket(min_bucket);
         let res = start_worker_actors(
             micro_per_worker,
             model,
             optimizer,
-            comm,
-            mode,
-            num_params,
+            aggregator,
+            local,
             source,
             first_round,
             workers,
@@ -474,9 +478,8 @@ async fn start_worker_actors(
     micro_per_worker: usize,
     model: Box<dyn lockstep_trainer::model::Model>,
     optimizer: lockstep_trainer::optim::Optimizer,
-    comm: Communicator,
-    mode: Mode,
-    num_params: usize,
+    aggregator: Aggregator,
+    local: bool,
     source: Box<dyn lockstep_trainer::data::BatchSource>,
     first_round: u64,
     world: usize,
@@ -489,11 +492,7 @@ async fn start_worker_actors(
 ) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
     use crate::actors::messages::{GetParams, SetParams, SyncParams};
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
-    let local = world == 1 && !matches!(mode, Mode::ParameterServer { .. });
-    let aggregator = SyncArbiter::start(
-        1,
-        once(Aggregator::new(comm, mode, num_params, reporter.clone())),
-    );
+    let aggregator = SyncArbiter::start(1, once(aggregator));
     let loader = DataLoader::new(source, first_round).with_tracer(reporter.tracer());
     let loader = SyncArbiter::start(1, once(loader));
     let compute = SyncArbiter::start(
