@@ -108,7 +108,10 @@ impl Aggregator {
     fn bucket(&mut self, msg: GradBucket) -> Result<(), RuntimeError> {
         let round = msg.round;
         let values = msg.data.len() / 4;
-        if msg.data.len() % 4 != 0 || msg.range.end > self.num_params || msg.range.len() != values {
+        if !msg.data.len().is_multiple_of(4)
+            || msg.range.end > self.num_params
+            || msg.range.len() != values
+        {
             return Err(RuntimeError::Inconsistent(format!(
                 "round {round}: bucket {:?} of {} bytes does not fit {} gradients",
                 msg.range,
