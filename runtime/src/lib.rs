@@ -13,6 +13,7 @@
 //! - [`elastic`]: elastic membership on the worker side (rows per rank, state hand-over).
 //! - [`observe`]: metrics.csv, the Prometheus endpoint, progress, the timeline, curves.
 //! - [`stop`]: SIGINT / SIGTERM: a graceful stop at a round boundary.
+//! - [`ps_state`]: parameter-server optimizer state in checkpoints (gather, restore).
 //! - [`endpoints`]: `<run dir>/endpoints.json`, shared by every writer.
 
 pub mod actors;
@@ -31,6 +32,7 @@ pub mod observe;
 pub mod predict;
 pub mod preflight;
 pub mod protocol;
+pub mod ps_state;
 pub mod registration;
 pub mod report;
 mod role_coordinator;

@@ -427,7 +427,7 @@ impl Manifest {
             if job.aggregation == Aggregation::ParameterServer {
                 return Err(self.invalid(
                     "job.elastic",
-                    "elastic membership applies to allreduce aggregation only (a parameter-server job stops cleanly naming a dead node and resumes from its checkpoint)".into(),
+                    "elastic membership applies to allreduce aggregation only: in a parameter-server job a dead worker or server shard stops the job naming it, and `launch --resume` or `--max-restarts` continue from the newest checkpoint (which holds the servers' optimizer state); drop [job.elastic] or use aggregation = \"allreduce\"".into(),
                 ));
             }
         }

@@ -328,3 +328,15 @@ pub(crate) fn connect_control(
     let link = AnyLink::Tcp(TcpLink::new(stream, me, &coord, ctx.link_config())?);
     Ok((link, local_ip))
 }
+
+/// When this process started, as far as the runtime can tell: the first call (the `lockstep`
+/// binary calls it first thing in `main`).
+pub fn process_started() -> std::time::Instant {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(std::time::Instant::now)
+}
+
+/// Milliseconds since [`process_started`].
+pub fn uptime_ms() -> f64 {
+    process_started().elapsed().as_secs_f64() * 1e3
+}

@@ -4,7 +4,7 @@
 //!
 //! Conversation (coordinator `C`, worker `W`):
 //! ```text
-//! W -> C  Register { node, data_addr, signature }
+//! W -> C  Register { node, data_addr, signature, uptime_ms }
 //! C -> W  Start { peers, job }                 (once every worker registered)
 //! C -> W  Grant { rounds: [RoundPlan] }        (a window of rounds ahead; more as rounds end)
 //! W -> C  RoundDone { round, loss_sum, .. }    (every member, every round, asynchronously)
@@ -133,6 +133,10 @@ pub enum ControlMsg {
         /// Its ingest endpoint for producers (`source = "stream"`).
         #[serde(default)]
         ingest_addr: Option<String>,
+        /// Milliseconds since its process started, when it sent this (a replacement's
+        /// `join_ms` in the report starts there).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uptime_ms: Option<f64>,
     },
     /// Everyone registered: the peer table of the data mesh, in rank order.
     Start {

@@ -21,6 +21,8 @@ pub struct Registration {
     pub ingest_addr: Option<String>,
     /// Its control link.
     pub link: AnyLink,
+    /// When its process started, on this clock (from the uptime it registered with).
+    pub started: Option<Instant>,
 }
 
 /// Accept and register every node in `names`; the result is in the order of `names`.
@@ -75,13 +77,15 @@ fn register_one(
     signature: &ModelSignature,
 ) -> Result<Registration, RuntimeError> {
     let mut link = AnyLink::Tcp(TcpLink::new(stream, me, peer, cfg)?);
-    let (data_addr, ingest_addr, sig) = match recv_msg(&mut link, 0, "waiting for registration")? {
+    let received = recv_msg(&mut link, 0, "waiting for registration")?;
+    let (data_addr, ingest_addr, sig, uptime_ms) = match received {
         ControlMsg::Register {
             node,
             data_addr,
             signature,
             ingest_addr,
-        } if node == peer => (data_addr, ingest_addr, signature),
+            uptime_ms,
+        } if node == peer => (data_addr, ingest_addr, signature, uptime_ms),
         other => {
             return Err(RuntimeError::Protocol(format!(
                 "{peer} sent {} instead of Register",
@@ -98,11 +102,15 @@ fn register_one(
         return Err(RuntimeError::Inconsistent(reason));
     }
     tracing::info!(node = %peer, %data_addr, "registered");
+    let started = uptime_ms
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .and_then(|ms| Instant::now().checked_sub(Duration::from_secs_f64(ms / 1e3)));
     Ok(Registration {
         name: peer.to_string(),
         data_addr,
         ingest_addr,
         link,
+        started,
     })
 }
 

@@ -87,6 +87,10 @@ pub struct MembershipChange {
     /// From the last completed round before the change to the first one after (the round time
     /// the change added, as seen in the round timing).
     pub gap_ms: f64,
+    /// A replacement: from its process start (the uptime it registered with) to the first
+    /// completed round with it, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_ms: Option<f64>,
 }
 
 /// The stream part of a report.

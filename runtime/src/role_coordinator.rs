@@ -96,11 +96,6 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let mut start_offsets = std::collections::BTreeMap::new();
     let (first_round, resume) = match ctx.opts.resume {
         false => (0, None),
-        true if m.job.aggregation == Aggregation::ParameterServer => {
-            return Err(RuntimeError::Launch(
-                "--resume is not supported with parameter-server aggregation yet (the servers' optimizer state is not checkpointed)".into(),
-            ))
-        }
         true => match crate::checkpoint::find_latest(&ckpt_root) {
             Some((dir, meta)) => {
                 tracing::info!("resuming from {} (round {})", dir.display(), meta.round);
@@ -125,7 +120,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         peers: peers.clone(),
         job: job_id,
         first_round,
-        resume,
+        resume: resume.clone(),
     };
     for r in &mut regs {
         send_msg(&mut r.link, 0, "sending the peer table", &start)?;
@@ -141,9 +136,19 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 &(0..w).collect::<Vec<_>>(),
                 world,
             )?;
-            let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
+            let n = model.params().len();
+            let optimizer = job::optimizer(&m.job.optimizer, n)?;
+            let (params, optimizer) = match &resume {
+                Some(dir) => crate::ps_state::restore_shard(
+                    std::path::Path::new(dir),
+                    model.as_ref(),
+                    &optimizer,
+                    0..n,
+                )?,
+                None => (model.params().to_vec(), optimizer),
+            };
             let comm = Communicator::new(group, CollectiveConfig::default());
-            Some((comm, ps, model.params().to_vec(), optimizer))
+            Some((comm, ps, params, optimizer))
         }
         None => None,
     };

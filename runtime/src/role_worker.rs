@@ -38,6 +38,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         data_addr,
         signature: job::signature(model.as_ref()),
         ingest_addr: ingest_bound.as_ref().map(|(_, a)| a.clone()),
+        uptime_ms: Some(crate::node::uptime_ms()),
     };
     send_msg(&mut link, 0, "registering", &register)?;
     let mut stream_offsets = None;
@@ -312,6 +313,12 @@ fn run_epoch(
             Mode::ParameterServer {
                 ps,
                 params: Arc::new(model.params().to_vec()),
+                buffers: optimizer
+                    .state()
+                    .buffers
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect(),
             }
         } else if m.job.micro_batches > 0 {
             Mode::AllreduceTreeSum

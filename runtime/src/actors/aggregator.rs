@@ -30,6 +30,8 @@ pub enum Mode {
         ps: ParameterServer,
         /// Parameters as last pulled; shared with `Compute` for one round, then reused.
         params: Arc<Vec<f32>>,
+        /// The optimizer's buffer names (to gather the servers' state for a checkpoint).
+        buffers: Vec<String>,
     },
 }
 
@@ -106,7 +108,10 @@ impl Aggregator {
     fn bucket(&mut self, msg: GradBucket) -> Result<(), RuntimeError> {
         let round = msg.round;
         let values = msg.data.len() / 4;
-        if msg.data.len() % 4 != 0 || msg.range.end > self.num_params || msg.range.len() != values {
+        if !msg.data.len().is_multiple_of(4)
+            || msg.range.end > self.num_params
+            || msg.range.len() != values
+        {
             return Err(RuntimeError::Inconsistent(format!(
                 "round {round}: bucket {:?} of {} bytes does not fit {} gradients",
                 msg.range,
@@ -127,8 +132,12 @@ impl Aggregator {
             return Ok(());
         };
         let grads = self.join(round)?;
-        let params = match &mut self.mode {
-            Mode::ParameterServer { ps, params } => {
+        let (params, optimizer) = match &mut self.mode {
+            Mode::ParameterServer {
+                ps,
+                params,
+                buffers,
+            } => {
                 let started = Instant::now();
                 self.comm.set_round(round);
                 let g = cast_slice::<f32>(&grads)
@@ -136,18 +145,23 @@ impl Aggregator {
                 // Unique again once Compute dropped last round's handle; a copy only if not.
                 let p = Arc::make_mut(params);
                 ps.step(&mut self.comm, g, p, |_, _, _| {})?;
+                let state = match msg.gather_state {
+                    true => crate::ps_state::gather(ps, &mut self.comm, buffers, p.len())?,
+                    false => None,
+                };
                 self.comm_time += started.elapsed();
                 let r = &self.reporter;
                 r.span(round, "aggregator", "push/pull", started, Instant::now());
-                Some(params.clone())
+                (Some(params.clone()), state)
             }
-            _ => None,
+            _ => (None, None),
         };
         let reduced = Reduced {
             round,
             grads,
             params,
             comm: std::mem::take(&mut self.comm_time),
+            optimizer,
         };
         deliver(&reply, reduced, "the reduced gradients")
     }

@@ -278,7 +278,8 @@ impl Compute {
             &mut self.micro_grads,
             aggregator,
             reply,
-        );
+        )
+        .gathering_state(plan.checkpoint.is_some());
         let out = self
             .model
             .forward_backward_into(batch, divisor, &mut sink)
@@ -306,6 +307,7 @@ impl Compute {
             grads,
             params: None,
             comm: Duration::ZERO,
+            optimizer: None,
         }))
     }
 
@@ -342,6 +344,14 @@ impl Compute {
             }
         }
         drop(msg.params);
+        if let Some(state) = &msg.optimizer {
+            // The servers' optimizer state, for the checkpoint of this round.
+            self.optimizer.load_state(state).map_err(|e| {
+                RuntimeError::Inconsistent(format!(
+                    "round {round}: parameter servers' optimizer state: {e}"
+                ))
+            })?;
+        }
         self.grads = Some(msg.grads);
         let r = &self.reporter;
         r.span(

@@ -238,8 +238,9 @@ async fn run_rounds(
     grant(control, server, s, s.first_round, granted).await?;
     let mut t = Instant::now();
     let mut changes: Vec<MembershipChange> = Vec::new();
-    // Changes whose first round after them has not completed yet.
-    let mut open: Vec<(usize, Instant)> = Vec::new();
+    // Changes whose first round after them has not completed yet: since when it paused, and a
+    // replacement's process start.
+    let mut open: Vec<(usize, Instant, Option<Instant>)> = Vec::new();
     let mut joining: Option<Instant> = None;
     let mut world = s.report.world_size;
     let mut round = s.first_round;
@@ -304,15 +305,20 @@ async fn run_rounds(
             granted = upto;
         }
         let gap_ms = t.elapsed().as_secs_f64() * 1e3;
-        for (i, since) in open.drain(..) {
+        for (i, since, started) in open.drain(..) {
             changes[i].pause_ms = since.elapsed().as_secs_f64() * 1e3;
             changes[i].gap_ms = gap_ms;
+            changes[i].join_ms = started.map(|s| s.elapsed().as_secs_f64() * 1e3);
             tracing::info!(
-                "membership change {} ({} {}): first round after it done, paused {:.0} ms, round gap {gap_ms:.0} ms",
+                "membership change {} ({} {}): first round after it done, paused {:.0} ms, round gap {gap_ms:.0} ms{}",
                 i + 1,
                 changes[i].kind,
                 changes[i].nodes.join(", "),
-                changes[i].pause_ms
+                changes[i].pause_ms,
+                changes[i]
+                    .join_ms
+                    .map(|j| format!(", {j:.0} ms from its process start"))
+                    .unwrap_or_default()
             );
         }
         let loss = totals.add(&collected.reports, gap_ms);
@@ -430,7 +436,7 @@ pub(super) fn stopped(report: &mut Report, s: &Schedule, round: u64) {
 /// Log a membership change and add its events (a loss and a join can come in one change).
 fn record_change(
     changes: &mut Vec<MembershipChange>,
-    open: &mut Vec<(usize, Instant)>,
+    open: &mut Vec<(usize, Instant, Option<Instant>)>,
     c: &Changed,
     reason: &str,
     since: Instant,
@@ -451,9 +457,9 @@ fn record_change(
             world_size: c.world,
             ..Default::default()
         });
-        open.push((changes.len() - 1, since));
+        open.push((changes.len() - 1, since, None));
     }
-    for (name, registered) in &c.joined {
+    for (name, registered, started) in &c.joined {
         tracing::info!(
             "membership: {name} joined at round {} ({} workers), state from {}",
             c.round,
@@ -468,7 +474,7 @@ fn record_change(
             world_size: c.world,
             ..Default::default()
         });
-        open.push((changes.len() - 1, *registered));
+        open.push((changes.len() - 1, *registered, *started));
     }
     if c.dead.is_empty() && c.joined.is_empty() {
         tracing::info!(
