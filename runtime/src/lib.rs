@@ -12,6 +12,7 @@
 //! - [`report`]: the JSON run report.
 //! - [`elastic`]: elastic membership on the worker side (rows per rank, state hand-over).
 //! - [`observe`]: metrics.csv, the Prometheus endpoint, progress, the timeline, curves.
+//! - [`hang`]: alive-but-stuck detection: progress timeout, activity board, hang table.
 //! - [`endpoints`]: `<run dir>/endpoints.json`, shared by every writer.
 
 pub mod actors;
@@ -21,6 +22,7 @@ pub mod embed;
 pub mod endpoints;
 pub mod env_mode;
 pub mod error;
+pub mod hang;
 pub mod ingest;
 pub mod job;
 pub mod launch;

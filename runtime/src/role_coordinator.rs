@@ -188,6 +188,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
             ..Report::default()
         },
         model_path: ctx.opts.run_dir.join("model.safetensors"),
+        progress_timeout_ms: m.cluster.progress_timeout_ms,
         stream: stream.map(|spec| StreamSchedule {
             per_producer: spec.rows_per_producer(m.job.global_batch) as u64,
             spec,

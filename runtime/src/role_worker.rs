@@ -184,7 +184,7 @@ fn wait_suspend(
     loop {
         match recv_msg(link, next_round, "waiting for the coordinator's suspension")? {
             ControlMsg::Suspend { .. } => return suspended(link, node_addr, local_ip, next_round),
-            ControlMsg::Grant { .. } => continue,
+            ControlMsg::Grant { .. } | ControlMsg::Probe => continue,
             other => {
                 return Err(RuntimeError::Protocol(format!(
                     "expected Suspend, got {}",
@@ -221,7 +221,7 @@ fn wait_remesh(
             ControlMsg::Suspend { .. } => {
                 *listener = suspended(link, node_addr, local_ip, next_round)?;
             }
-            ControlMsg::Grant { .. } => continue,
+            ControlMsg::Grant { .. } | ControlMsg::Probe => continue,
             other => {
                 return Err(RuntimeError::Protocol(format!(
                     "expected Remesh, got {}",
@@ -270,6 +270,12 @@ fn run_epoch(
         .then(|| crate::observe::trace::Tracer::new(m.observe.sampling()));
     let peer_names: Vec<String> = peers.iter().map(|(n, _)| n.clone()).collect();
     let traffic = comm.traffic();
+    let stall = match crate::hang::fault::Fault::stall_round(&me) {
+        Ok(s) => s,
+        Err(e) => return (Err(e), link),
+    };
+    let activity =
+        crate::hang::Activity::new(Some((comm.waiting(), peer_names.clone())), stall);
     if m.job.aggregation != Aggregation::ParameterServer {
         if let Err(e) = crate::scale::prepare(m, &mut comm, peers, num_params * 4) {
             return (Err(e), link);
@@ -368,7 +374,9 @@ fn run_epoch(
             RuntimeError::Launch("the control link to the coordinator is not a TCP link".into());
         return (Err(e), link);
     };
-    let mut reporter = Reporter::new(sender).with_observe(tracer, traffic, peer_names);
+    let mut reporter = Reporter::new(sender)
+        .with_observe(tracer, traffic, peer_names)
+        .with_activity(activity);
     if elastic {
         reporter = reporter.elastic(epoch.mesh);
     }
@@ -487,7 +495,9 @@ async fn start_worker_actors(
         1,
         once(Aggregator::new(comm, mode, num_params, reporter.clone())),
     );
-    let loader = DataLoader::new(source, first_round).with_tracer(reporter.tracer());
+    let loader = DataLoader::new(source, first_round)
+        .with_tracer(reporter.tracer())
+        .with_activity(reporter.activity().clone());
     let loader = SyncArbiter::start(1, once(loader));
     let compute = SyncArbiter::start(
         1,

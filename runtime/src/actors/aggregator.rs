@@ -11,6 +11,7 @@
 use super::messages::*;
 use super::{deliver, Reporter};
 use crate::error::RuntimeError;
+use crate::hang::{Doing, Thread};
 use actix::{Actor, Handler, SyncContext};
 use lockstep_collective::{Algo, AllReduce, Communicator, ParameterServer};
 use lockstep_tensor::{cast_slice, cast_slice_mut, BufferMut};
@@ -68,7 +69,10 @@ impl Aggregator {
                 self.num_params
             )));
         }
+        let board = self.reporter.activity().clone();
+        let bucket = self.pieces.len() as u32;
         if matches!(self.mode, Mode::Allreduce | Mode::AllreduceTreeSum) {
+            board.set(Thread::Aggregate, Doing::Allreduce, round, bucket);
             let started = Instant::now();
             self.comm.set_round(round);
             let how = match self.mode {
@@ -86,11 +90,13 @@ impl Aggregator {
         }
         self.pieces.push(msg.data);
         let Some(reply) = msg.last else {
+            board.set(Thread::Aggregate, Doing::Idle, round, bucket);
             return Ok(());
         };
         let grads = self.join(round)?;
         let params = match &mut self.mode {
             Mode::ParameterServer { ps, params } => {
+                board.set(Thread::Aggregate, Doing::PushPull, round, 0);
                 let started = Instant::now();
                 self.comm.set_round(round);
                 let g = cast_slice::<f32>(&grads)
@@ -105,6 +111,7 @@ impl Aggregator {
             }
             _ => None,
         };
+        board.set(Thread::Aggregate, Doing::Idle, round, 0);
         let reduced = Reduced {
             round,
             grads,

@@ -169,6 +169,7 @@ pub(super) async fn run_stream_rounds(
     let (mut round, mut granted) = (s.first_round, s.first_round);
     let mut t = Instant::now();
     let mut ended = "job.rounds";
+    let mut clock = crate::hang::ProgressClock::new(s.progress_timeout_ms);
     while round < s.total_rounds {
         if granted <= round || granted - round <= GRANT_WINDOW / 2 {
             let idle = granted <= round;
@@ -190,14 +191,19 @@ pub(super) async fn run_stream_rounds(
             }
         }
         let plan = s.plan(round);
+        let duty = plan.evaluate || plan.checkpoint.is_some();
+        let asked = Instant::now();
         let collected = control
             .send(Collect {
                 round,
                 evaluate: plan.evaluate,
                 checkpoint: plan.checkpoint.is_some(),
+                timeout: clock.timeout(duty),
             })
             .await
             .map_err(actor_err)??;
+        // Rounds wait for producers' rows before they are granted: only the collection counts.
+        clock.record(asked.elapsed().as_secs_f64() * 1e3, duty);
         let loss = totals.add(&collected.reports, t.elapsed().as_secs_f64() * 1e3);
         t = Instant::now();
         if !loss.is_finite() {
