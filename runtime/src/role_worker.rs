@@ -274,8 +274,7 @@ fn run_epoch(
         Ok(s) => s,
         Err(e) => return (Err(e), link),
     };
-    let activity =
-        crate::hang::Activity::new(Some((comm.waiting(), peer_names.clone())), stall);
+    let activity = crate::hang::Activity::new(Some((comm.waiting(), peer_names.clone())), stall);
     if m.job.aggregation != Aggregation::ParameterServer {
         if let Err(e) = crate::scale::prepare(m, &mut comm, peers, num_params * 4) {
             return (Err(e), link);

@@ -93,12 +93,12 @@ fn recv_member_until(
 ) -> Result<Option<ControlMsg>, RuntimeError> {
     let msg = match deadline {
         None => recv_msg(&mut m.link, round, doing)?,
-        Some(d) => recv_msg_before(&mut m.link, round, doing, d)?.ok_or_else(|| {
-            RuntimeError::Timeout {
+        Some(d) => {
+            recv_msg_before(&mut m.link, round, doing, d)?.ok_or_else(|| RuntimeError::Timeout {
                 doing: format!("{doing} from {} (round {round})", m.name),
                 ms: 0,
-            }
-        })?,
+            })?
+        }
     };
     match msg {
         ControlMsg::Trace { sent_us, spans } => {

@@ -150,7 +150,12 @@ pub fn control_loop(
         }
         if let ControlMsg::Probe = msg {
             let threads = reporter.activity().snapshot();
-            send_msg(link, round, "answering Probe", &ControlMsg::Doing { threads })?;
+            send_msg(
+                link,
+                round,
+                "answering Probe",
+                &ControlMsg::Doing { threads },
+            )?;
             continue;
         }
         if let ControlMsg::Grant { rounds } = msg {

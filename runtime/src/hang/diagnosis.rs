@@ -100,7 +100,10 @@ pub fn diagnose(round: u64, waited_ms: u64, nodes: &[NodeAnswer]) -> Diagnosis {
     let culprit = if cycle {
         nodes.iter().min_by_key(key)
     } else {
-        nodes.iter().filter(|n| ends.contains(n.node.as_str())).min_by_key(key)
+        nodes
+            .iter()
+            .filter(|n| ends.contains(n.node.as_str()))
+            .min_by_key(key)
     };
     let Some(c) = culprit else {
         return Diagnosis {
@@ -118,7 +121,10 @@ pub fn diagnose(round: u64, waited_ms: u64, nodes: &[NodeAnswer]) -> Diagnosis {
         ),
         Some(t) => {
             let why = if cycle {
-                format!("every node waits on another; it is furthest behind (round {})", c.round())
+                format!(
+                    "every node waits on another; it is furthest behind (round {})",
+                    c.round()
+                )
             } else {
                 format!(
                     "waits on nobody, {} for {} ms in round {}; {waiters} node(s) wait on it",
@@ -138,7 +144,13 @@ pub fn diagnose(round: u64, waited_ms: u64, nodes: &[NodeAnswer]) -> Diagnosis {
 
 fn table(round: u64, waited_ms: u64, nodes: &[NodeAnswer], culprit: &str, why: &str) -> String {
     let mut rows: Vec<[String; 7]> = vec![[
-        "node", "thread", "operation", "round", "seq", "waiting on", "for ms",
+        "node",
+        "thread",
+        "operation",
+        "round",
+        "seq",
+        "waiting on",
+        "for ms",
     ]
     .map(String::from)];
     for n in nodes {
@@ -190,7 +202,14 @@ fn table(round: u64, waited_ms: u64, nodes: &[NodeAnswer], culprit: &str, why: &
 mod tests {
     use super::*;
 
-    fn line(thread: &str, op: &str, round: u64, on: Option<&str>, ms: u64, busy: bool) -> ThreadDoing {
+    fn line(
+        thread: &str,
+        op: &str,
+        round: u64,
+        on: Option<&str>,
+        ms: u64,
+        busy: bool,
+    ) -> ThreadDoing {
         ThreadDoing {
             thread: thread.into(),
             operation: op.into(),
@@ -208,8 +227,22 @@ mod tests {
                 node: "w0".into(),
                 owes: true,
                 threads: Some(vec![
-                    line("compute", "waiting for the averaged gradient", 5, None, 3000, false),
-                    line("aggregate", "allreduce bucket 0 / recv", 5, Some("w1"), 3000, true),
+                    line(
+                        "compute",
+                        "waiting for the averaged gradient",
+                        5,
+                        None,
+                        3000,
+                        false,
+                    ),
+                    line(
+                        "aggregate",
+                        "allreduce bucket 0 / recv",
+                        5,
+                        Some("w1"),
+                        3000,
+                        true,
+                    ),
                 ]),
             },
             NodeAnswer {
@@ -237,7 +270,10 @@ mod tests {
         let mut nodes = stalled_pair();
         nodes[1].threads = None;
         let d = diagnose(5, 3000, &nodes);
-        assert_eq!((d.culprit.as_str(), d.operation.as_str()), ("w1", "no answer"));
+        assert_eq!(
+            (d.culprit.as_str(), d.operation.as_str()),
+            ("w1", "no answer")
+        );
     }
 
     #[test]
@@ -246,12 +282,26 @@ mod tests {
             NodeAnswer {
                 node: "a".into(),
                 owes: true,
-                threads: Some(vec![line("aggregate", "allreduce bucket 1 / recv", 7, Some("b"), 10, true)]),
+                threads: Some(vec![line(
+                    "aggregate",
+                    "allreduce bucket 1 / recv",
+                    7,
+                    Some("b"),
+                    10,
+                    true,
+                )]),
             },
             NodeAnswer {
                 node: "b".into(),
                 owes: true,
-                threads: Some(vec![line("aggregate", "allreduce bucket 0 / recv", 6, Some("a"), 10, true)]),
+                threads: Some(vec![line(
+                    "aggregate",
+                    "allreduce bucket 0 / recv",
+                    6,
+                    Some("a"),
+                    10,
+                    true,
+                )]),
             },
         ];
         assert_eq!(diagnose(6, 10, &nodes).culprit, "b");

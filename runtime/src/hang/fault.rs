@@ -79,7 +79,9 @@ mod tests {
                 round: 5
             }
         );
-        let e = Fault::parse("stall:node=w1:round=x").unwrap_err().to_string();
+        let e = Fault::parse("stall:node=w1:round=x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("LOCKSTEP_FAULT") && e.contains("round"), "{e}");
         assert!(Fault::parse("crash:node=w1").is_err());
         assert!(Fault::parse("stall:node=w1").is_err());

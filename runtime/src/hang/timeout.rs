@@ -82,19 +82,35 @@ mod tests {
         let mut c = ProgressClock::new(None);
         assert_eq!(ms(c.timeout(false)), STARTUP_MS);
         c.record(90_000.0, true);
-        assert_eq!(ms(c.timeout(false)), FLOOR_MS, "the first round is not measured");
+        assert_eq!(
+            ms(c.timeout(false)),
+            FLOOR_MS,
+            "the first round is not measured"
+        );
         assert_eq!(ms(c.timeout(true)), STARTUP_MS, "nor its duties");
         c.record(50.0, false);
-        assert_eq!(ms(c.timeout(false)), FLOOR_MS, "10 x 50 ms is below the floor");
+        assert_eq!(
+            ms(c.timeout(false)),
+            FLOOR_MS,
+            "10 x 50 ms is below the floor"
+        );
         c.record(4_000.0, false);
         assert_eq!(ms(c.timeout(false)), 40_000, "10 x the slowest round");
         c.record(100.0, false);
         assert_eq!(ms(c.timeout(false)), 40_000, "the slowest, not the last");
-        assert_eq!(ms(c.timeout(true)), STARTUP_MS, "first evaluation is unmeasured");
+        assert_eq!(
+            ms(c.timeout(true)),
+            STARTUP_MS,
+            "first evaluation is unmeasured"
+        );
         c.record(5_000.0, true);
         assert_eq!(ms(c.timeout(true)), 50_000);
         c.restart();
-        assert_eq!(ms(c.timeout(false)), STARTUP_MS, "after a membership change");
+        assert_eq!(
+            ms(c.timeout(false)),
+            STARTUP_MS,
+            "after a membership change"
+        );
     }
 
     #[test]

@@ -17,9 +17,9 @@ use lockstep_tensor::{Buffer, BufferPool};
 use socket2::Socket;
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// Bytes of idle receive buffers a link keeps for reuse.

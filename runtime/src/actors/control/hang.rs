@@ -13,7 +13,11 @@ impl ControlPlane {
         waited: Duration,
     ) -> Result<Collected, RuntimeError> {
         let waited_ms = waited.as_millis() as u64;
-        tracing::warn!(round, waited_ms, "round made no progress; asking every node what it is doing");
+        tracing::warn!(
+            round,
+            waited_ms,
+            "round made no progress; asking every node what it is doing"
+        );
         let asked: Vec<bool> = self
             .members
             .iter_mut()
