@@ -245,4 +245,25 @@ mod tests {
         assert_eq!(s[2].operation, "idle");
         assert!(!s[2].busy);
     }
+
+    /// The hot-path cost of one board update (prints; no timing assertion). Run with
+    /// `cargo test --release -p lockstep-runtime --lib board_update_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn board_update_cost() {
+        let a = Activity::default();
+        let n = 10_000_000u64;
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            a.set(Thread::Aggregate, Doing::Allreduce, i, i as u32);
+        }
+        let set_ns = t.elapsed().as_nanos() as f64 / n as f64;
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        for i in 0..n {
+            x = x.wrapping_add(std::hint::black_box(i));
+        }
+        let empty_ns = t.elapsed().as_nanos() as f64 / n as f64;
+        println!("board update: {set_ns:.1} ns (empty loop {empty_ns:.1} ns, {x})");
+    }
 }

@@ -28,7 +28,7 @@ impl ControlPlane {
         for (i, m) in self.members.iter_mut().enumerate() {
             let mut owes = i >= self.collecting;
             let mut threads = None;
-            while asked[i] {
+            while asked[i] && threads.is_none() {
                 let doing = "waiting for the answer to Probe";
                 match recv_msg_before(&mut m.link, round, doing, deadline) {
                     Ok(Some(ControlMsg::Doing { threads: t })) => {
