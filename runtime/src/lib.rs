@@ -14,6 +14,7 @@
 //! - [`observe`]: metrics.csv, the Prometheus endpoint, progress, the timeline, curves.
 //! - [`stop`]: SIGINT / SIGTERM: a graceful stop at a round boundary.
 //! - [`ps_state`]: parameter-server optimizer state in checkpoints (gather, restore).
+//! - [`hang`]: alive-but-stuck detection: progress timeout, activity board, hang table.
 //! - [`endpoints`]: `<run dir>/endpoints.json`, shared by every writer.
 
 pub mod actors;
@@ -23,6 +24,7 @@ pub mod embed;
 pub mod endpoints;
 pub mod env_mode;
 pub mod error;
+pub mod hang;
 pub mod ingest;
 pub mod job;
 pub mod launch;

@@ -113,6 +113,11 @@ pub struct ClusterSpec {
     /// Workers per host, host-major (0: hosts from the IPs of the data addresses).
     #[serde(default)]
     pub ranks_per_host: usize,
+    /// A round whose reports are not all in after this long is stuck: the coordinator runs
+    /// the hang diagnosis and stops the job (elastic: removes the culprit). Unset: derived
+    /// from the measured round times (see [`crate::hang::ProgressClock`]).
+    #[serde(default)]
+    pub progress_timeout_ms: Option<u64>,
 }
 
 fn default_allreduce() -> String {
@@ -438,6 +443,12 @@ impl Manifest {
                     "{:?} is not one of auto, ring, tree, hier",
                     self.cluster.allreduce
                 ),
+            ));
+        }
+        if self.cluster.progress_timeout_ms == Some(0) {
+            return Err(self.invalid(
+                "cluster.progress_timeout_ms",
+                "must be positive (leave it out for the derived default)".into(),
             ));
         }
         if self.cluster.heartbeat_ms == 0

@@ -25,6 +25,12 @@
 //! ```
 //! A replacement registers like any worker and gets `Remesh` instead of `Start`.
 //!
+//! Hang diagnosis (a round made no progress within `cluster.progress_timeout_ms`):
+//! ```text
+//! C -> W  Probe                                   (what are you doing?)
+//! W -> C  Doing { threads }                       (from the worker's activity board)
+//! ```
+//!
 //! The coordinator is not on the per-round critical path: a [`RoundPlan`] carries everything a
 //! round needs (learning rate, whether rank 0 evaluates or checkpoints after it), workers run
 //! the granted rounds back to back, synchronised by the collectives themselves, and report
@@ -270,6 +276,13 @@ pub enum ControlMsg {
         /// The rank whose state everyone takes.
         source: usize,
     },
+    /// Hang diagnosis: what is every thread of this node doing? Answer `Doing` at once.
+    Probe,
+    /// The answer to `Probe`: one line per thread, read from the activity board.
+    Doing {
+        /// Per thread: operation, round, sequence number, the peer it waits on, for how long.
+        threads: Vec<crate::hang::ThreadDoing>,
+    },
     /// Stop: something failed.
     Abort {
         /// Why.
@@ -297,6 +310,8 @@ impl ControlMsg {
             ControlMsg::Suspend { .. } => "Suspend",
             ControlMsg::Suspended { .. } => "Suspended",
             ControlMsg::Remesh { .. } => "Remesh",
+            ControlMsg::Probe => "Probe",
+            ControlMsg::Doing { .. } => "Doing",
             ControlMsg::Abort { .. } => "Abort",
         }
     }
@@ -350,7 +365,35 @@ pub fn recv_msg(
     let frame = link
         .recv(&expect)
         .map_err(|source| RuntimeError::peer(&peer, round, doing, source))?;
-    let msg: ControlMsg = serde_json::from_slice(&frame.payload)
+    decode(&peer, &frame.payload)
+}
+
+/// [`recv_msg`] that gives up at `deadline` with `Ok(None)`, the link still usable (control
+/// links are TCP; see [`lockstep_transport::AnyLink::recv_before`]).
+///
+/// # Errors
+/// As [`recv_msg`].
+pub fn recv_msg_before(
+    link: &mut lockstep_transport::AnyLink,
+    round: u64,
+    doing: &'static str,
+    deadline: std::time::Instant,
+) -> Result<Option<ControlMsg>, RuntimeError> {
+    let expect = Expect {
+        op: Some(Op::Control),
+        ..Default::default()
+    };
+    let peer = link.peer_name().to_string();
+    match link.recv_before(&expect, deadline) {
+        Ok(Some(frame)) => decode(&peer, &frame.payload).map(Some),
+        Ok(None) => Ok(None),
+        Err(source) => Err(RuntimeError::peer(&peer, round, doing, source)),
+    }
+}
+
+fn decode(peer: &str, payload: &[u8]) -> Result<ControlMsg, RuntimeError> {
+    let peer = peer.to_string();
+    let msg: ControlMsg = serde_json::from_slice(payload)
         .map_err(|e| RuntimeError::Protocol(format!("bad control message from {peer}: {e}")))?;
     if let ControlMsg::Abort { reason } = &msg {
         return Err(RuntimeError::Aborted {

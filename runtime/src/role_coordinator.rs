@@ -110,7 +110,10 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 (meta.round, Some(dir.display().to_string()))
             }
             None => {
-                tracing::warn!("--resume: no complete checkpoint under {}; starting from round 0", ckpt_root.display());
+                tracing::warn!(
+                    "--resume: no complete checkpoint under {}; starting from round 0",
+                    ckpt_root.display()
+                );
                 (0, None)
             }
         },
@@ -198,6 +201,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
             ..Report::default()
         },
         model_path: ctx.opts.run_dir.join("model.safetensors"),
+        progress_timeout_ms: m.cluster.progress_timeout_ms,
         stream: stream.map(|spec| StreamSchedule {
             per_producer: spec.rows_per_producer(m.job.global_batch) as u64,
             spec,

@@ -185,7 +185,7 @@ fn wait_suspend(
     loop {
         match recv_msg(link, next_round, "waiting for the coordinator's suspension")? {
             ControlMsg::Suspend { .. } => return suspended(link, node_addr, local_ip, next_round),
-            ControlMsg::Grant { .. } => continue,
+            ControlMsg::Grant { .. } | ControlMsg::Probe => continue,
             other => {
                 return Err(RuntimeError::Protocol(format!(
                     "expected Suspend, got {}",
@@ -222,7 +222,7 @@ fn wait_remesh(
             ControlMsg::Suspend { .. } => {
                 *listener = suspended(link, node_addr, local_ip, next_round)?;
             }
-            ControlMsg::Grant { .. } => continue,
+            ControlMsg::Grant { .. } | ControlMsg::Probe => continue,
             other => {
                 return Err(RuntimeError::Protocol(format!(
                     "expected Remesh, got {}",
@@ -272,6 +272,11 @@ fn run_epoch(
     let peer_names: Vec<String> = peers.iter().map(|(n, _)| n.clone()).collect();
     let traffic = comm.traffic();
     let mut min_bucket = 0;
+    let stall = match crate::hang::fault::Fault::stall_round(&me) {
+        Ok(s) => s,
+        Err(e) => return (Err(e), link),
+    };
+    let activity = crate::hang::Activity::new(Some((comm.waiting(), peer_names.clone())), stall);
     if m.job.aggregation != Aggregation::ParameterServer {
         match crate::scale::prepare(m, &mut comm, peers, num_params * 4) {
             Ok(bytes) => min_bucket = bytes,
@@ -377,7 +382,9 @@ fn run_epoch(
             RuntimeError::Launch("the control link to the coordinator is not a TCP link".into());
         return (Err(e), link);
     };
-    let mut reporter = Reporter::new(sender).with_observe(tracer, traffic, peer_names);
+    let mut reporter = Reporter::new(sender)
+        .with_observe(tracer, traffic, peer_names)
+        .with_activity(activity);
     if elastic {
         reporter = reporter.elastic(epoch.mesh);
     }
@@ -500,7 +507,9 @@ async fn start_worker_actors(
     use crate::actors::messages::{GetParams, SetParams, SyncParams};
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
     let aggregator = SyncArbiter::start(1, once(aggregator));
-    let loader = DataLoader::new(source, first_round).with_tracer(reporter.tracer());
+    let loader = DataLoader::new(source, first_round)
+        .with_tracer(reporter.tracer())
+        .with_activity(reporter.activity().clone());
     let loader = SyncArbiter::start(1, once(loader));
     let compute = SyncArbiter::start(
         1,

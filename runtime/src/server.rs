@@ -111,6 +111,20 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                     send_msg(&mut link, round, "reporting to the coordinator", &done)?;
                 }
             }
+            ControlMsg::Probe => {
+                // Between grants: every granted round is done.
+                let threads = vec![crate::hang::ThreadDoing {
+                    thread: "server".into(),
+                    operation: "waiting for a grant".into(),
+                    round,
+                    seq: None,
+                    waiting_on: None,
+                    for_ms: 0,
+                    busy: false,
+                }];
+                let doing = ControlMsg::Doing { threads };
+                send_msg(&mut link, round, "answering Probe", &doing)?;
+            }
             ControlMsg::Finish => {
                 let weights_sha256 = job::weights_sha256(&params[mine.clone()]);
                 send_msg(

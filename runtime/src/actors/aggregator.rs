@@ -11,6 +11,7 @@
 use super::messages::*;
 use super::{deliver, Reporter};
 use crate::error::RuntimeError;
+use crate::hang::{Doing, Thread};
 use actix::{Actor, Handler, SyncContext};
 use lockstep_collective::{Algo, AllReduce, Communicator, ParameterServer};
 use lockstep_tensor::{cast_slice, cast_slice_mut, BufferMut};
@@ -128,7 +129,14 @@ impl Aggregator {
             self.reduce_piece(round, &mut data)?;
             self.pieces.push(data);
         }
+        let board = self.reporter.activity().clone();
         let Some(reply) = msg.last else {
+            board.set(
+                Thread::Aggregate,
+                Doing::Idle,
+                round,
+                self.pieces.len() as u32,
+            );
             return Ok(());
         };
         let grads = self.join(round)?;
@@ -138,6 +146,7 @@ impl Aggregator {
                 params,
                 buffers,
             } => {
+                board.set(Thread::Aggregate, Doing::PushPull, round, 0);
                 let started = Instant::now();
                 self.comm.set_round(round);
                 let g = cast_slice::<f32>(&grads)
@@ -156,6 +165,7 @@ impl Aggregator {
             }
             _ => (None, None),
         };
+        board.set(Thread::Aggregate, Doing::Idle, round, 0);
         let reduced = Reduced {
             round,
             grads,
@@ -173,6 +183,9 @@ impl Aggregator {
         }
         let grads = cast_slice_mut::<f32>(data)
             .map_err(|e| RuntimeError::Inconsistent(format!("round {round}: bucket: {e}")))?;
+        let bucket = self.pieces.len() as u32;
+        let board = self.reporter.activity();
+        board.set(Thread::Aggregate, Doing::Allreduce, round, bucket);
         let started = Instant::now();
         self.comm.set_round(round);
         let how = match self.mode {

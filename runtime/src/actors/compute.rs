@@ -14,6 +14,7 @@ use super::grad_sink::PieceSink;
 use super::messages::*;
 use super::{deliver, Reporter};
 use crate::error::RuntimeError;
+use crate::hang::{Doing, Thread};
 use crate::job;
 use crate::protocol::{ControlMsg, RoundPlan, RoundTiming};
 use actix::{Actor, Handler, Recipient, SyncContext};
@@ -186,7 +187,9 @@ impl Compute {
             if self.stopped || self.running.is_some() || self.grads.is_none() {
                 return Ok(());
             }
+            let board = self.reporter.activity();
             let Some(plan) = self.plans.front() else {
+                board.set(Thread::Compute, Doing::AwaitGrant, self.next_round, 0);
                 return Ok(());
             };
             if plan.round != self.next_round {
@@ -198,7 +201,10 @@ impl Compute {
             let round = self.next_round;
             match &self.shard {
                 Some((r, _)) if *r == round => {}
-                _ => return self.request(round, ctx),
+                _ => {
+                    board.set(Thread::Compute, Doing::AwaitData, round, 0);
+                    return self.request(round, ctx);
+                }
             }
             let plan = self.plans.pop_front().expect("checked above");
             let (_, shard) = self.shard.take().expect("checked above");
@@ -250,6 +256,9 @@ impl Compute {
     ) -> Result<Option<Reduced>, RuntimeError> {
         let started = Instant::now();
         let round = plan.round;
+        let board = self.reporter.activity().clone();
+        board.set(Thread::Compute, Doing::ForwardBackward, round, 0);
+        board.stall_point(round);
         let scored = self.score(round, &shard.batch)?;
         let (last_micro, head_loss) = match self.micro {
             0 => (None, 0.0),
@@ -293,6 +302,7 @@ impl Compute {
             )));
         }
         let kept = sink.into_kept();
+        board.set(Thread::Compute, Doing::AwaitAggregate, round, 0);
         self.running = Some(Running {
             plan,
             started,
@@ -325,6 +335,8 @@ impl Compute {
         }
         let exposed = run.backprop_done.elapsed();
         let t = Instant::now();
+        let board = self.reporter.activity().clone();
+        board.set(Thread::Compute, Doing::OptimizerStep, round, 0);
         let params = self.model.params_mut();
         match &msg.params {
             None => {
@@ -381,6 +393,7 @@ impl Compute {
         self.reporter.send(round, &done)?;
         self.next_round = round + 1;
         if self.rank0 && run.plan.evaluate {
+            board.set(Thread::Compute, Doing::Evaluate, round, 0);
             let t = Instant::now();
             let metrics = job::evaluate(self.model.as_mut(), self.task, &self.test)?;
             self.reporter
@@ -389,6 +402,7 @@ impl Compute {
                 .send(round, &ControlMsg::Evaluated { round, metrics })?;
         }
         if let (true, Some(c)) = (self.rank0, &run.plan.checkpoint) {
+            board.set(Thread::Compute, Doing::Checkpoint, round, 0);
             let t = Instant::now();
             let dir = crate::checkpoint::write_with_offsets(
                 std::path::Path::new(&c.root),

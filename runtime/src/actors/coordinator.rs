@@ -50,6 +50,8 @@ pub struct Schedule {
     pub observer: crate::observe::Observer,
     /// Streams: how rounds are gated, offsets, publishing, prequential evaluation.
     pub stream: Option<super::coordinator_stream::StreamSchedule>,
+    /// `cluster.progress_timeout_ms` when set (else derived, see [`crate::hang::ProgressClock`]).
+    pub progress_timeout_ms: Option<u64>,
 }
 
 impl Schedule {
@@ -132,9 +134,9 @@ impl Actor for Coordinator {
         );
         ctx.wait(fut.into_actor(self).map(|res, act, _| {
             if let Err(e) = &res {
-                act.control.do_send(AbortAll {
-                    reason: e.to_string(),
-                });
+                // The first line: a hang table stays in the coordinator's error.
+                let reason = e.to_string().lines().next().unwrap_or_default().to_string();
+                act.control.do_send(AbortAll { reason });
             }
             if let Some(done) = act.done.take() {
                 let _ = done.send(res);
@@ -246,6 +248,7 @@ async fn run_rounds(
     let mut round = s.first_round;
     // A graceful stop (SIGINT / SIGTERM): the round after the last one granted.
     let mut stop_at: Option<u64> = None;
+    let mut clock = crate::hang::ProgressClock::new(s.progress_timeout_ms);
     while round < s.total_rounds {
         if stop_at.is_none() {
             if let Some(sig) = crate::stop::requested() {
@@ -257,11 +260,13 @@ async fn run_rounds(
             break;
         }
         let plan = s.plan(round);
+        let duty = plan.evaluate || plan.checkpoint.is_some();
         let collected = control
             .send(Collect {
                 round,
                 evaluate: plan.evaluate,
                 checkpoint: plan.checkpoint.is_some(),
+                timeout: clock.timeout(duty),
             })
             .await
             .map_err(actor_err)??;
@@ -287,6 +292,7 @@ async fn run_rounds(
             round = changed.round;
             granted = (round + GRANT_WINDOW).min(s.total_rounds);
             grant(control, server, s, round, granted).await?;
+            clock.restart();
             continue;
         }
         // Keep the window full: top it up when half of it has been used; hold it while a
@@ -321,6 +327,7 @@ async fn run_rounds(
                     .unwrap_or_default()
             );
         }
+        clock.record(gap_ms, duty);
         let loss = totals.add(&collected.reports, gap_ms);
         let round_ms = gap_ms;
         t = Instant::now();
@@ -368,6 +375,7 @@ async fn run_rounds(
             round = changed.round;
             granted = (round + GRANT_WINDOW).min(s.total_rounds);
             grant(control, server, s, round, granted).await?;
+            clock.restart();
         }
     }
     let wall_s = started.elapsed().as_secs_f64();

@@ -203,6 +203,7 @@ pub(super) async fn run_stream_rounds(
     }
     // A graceful stop (SIGINT / SIGTERM): the round after the last one granted.
     let mut stop_at: Option<u64> = None;
+    let mut clock = crate::hang::ProgressClock::new(s.progress_timeout_ms);
     while round < s.total_rounds {
         if stop_at.is_none() {
             if let Some(sig) = crate::stop::requested() {
@@ -239,14 +240,19 @@ pub(super) async fn run_stream_rounds(
             }
         }
         let plan = s.plan(round);
+        let duty = plan.evaluate || plan.checkpoint.is_some();
+        let asked = Instant::now();
         let collected = control
             .send(Collect {
                 round,
                 evaluate: plan.evaluate,
                 checkpoint: plan.checkpoint.is_some(),
+                timeout: clock.timeout(duty),
             })
             .await
             .map_err(actor_err)??;
+        // Rounds wait for producers' rows before they are granted: only the collection counts.
+        clock.record(asked.elapsed().as_secs_f64() * 1e3, duty);
         let loss = totals.add(&collected.reports, t.elapsed().as_secs_f64() * 1e3);
         t = Instant::now();
         if !loss.is_finite() {

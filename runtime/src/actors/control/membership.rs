@@ -170,7 +170,8 @@ impl ControlPlane {
         let mesh = self.elastic.as_ref().map_or(0, |e| e.mesh);
         loop {
             let m = &mut self.members[i];
-            match recv_member(&self.traces, self.stream.get_mut(i), m, round, doing) {
+            let progress = self.stream.get_mut(i);
+            match recv_member_before(&self.traces, progress, m, round, doing, self.deadline) {
                 Err(e @ RuntimeError::Peer { .. }) => {
                     return Ok(Err(Lost {
                         dead: vec![m.name.clone()],
