@@ -22,7 +22,10 @@ use lockstep_trainer::data::{ShardBatch, Task as DataTask};
 use lockstep_trainer::model::{Model, SliceSink};
 use lockstep_trainer::optim::Optimizer;
 use lockstep_trainer::Batch;
+use crate::stored_transform::{StoredTransform, METADATA_KEY};
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The round in flight: its plan and what its report needs.
@@ -62,6 +65,8 @@ pub struct Compute {
     local: bool,
     /// Streams: score every shard before training on it (prequential evaluation).
     prequential: bool,
+    /// The data transform, stored in checkpoints and in the model's metadata.
+    transform: Option<Arc<StoredTransform>>,
 }
 
 impl Compute {
@@ -101,7 +106,14 @@ impl Compute {
             stopped: false,
             local: false,
             prequential: false,
+            transform: None,
         }
+    }
+
+    /// Store `transform` in every checkpoint and model file this actor writes.
+    pub fn with_transform(mut self, transform: Option<Arc<StoredTransform>>) -> Self {
+        self.transform = transform;
+        self
     }
 
     /// Streams: score each shard before training on it and report the pairs with `RoundDone`.
@@ -373,6 +385,7 @@ impl Compute {
                 &self.optimizer,
                 c.keep,
                 c.stream_offsets.as_ref(),
+                self.transform.as_deref(),
             )?;
             let path = dir.display().to_string();
             let end = Instant::now();
@@ -399,7 +412,7 @@ impl Compute {
             r.flush_trace(round)?;
         }
         if let (true, Some(path)) = (self.rank0, &run.plan.publish) {
-            publish_model(self.model.as_ref(), path, round)?;
+            publish_model(self.model.as_ref(), path, round, self.transform.as_deref())?;
         }
         Ok(())
     }
@@ -504,9 +517,15 @@ impl Handler<SaveModel> for Compute {
                 &self.optimizer,
                 c.keep,
                 c.stream_offsets.as_ref(),
+                self.transform.as_deref(),
             )?;
         }
-        publish_model(self.model.as_ref(), &msg.path, msg.round)?;
+        publish_model(
+            self.model.as_ref(),
+            &msg.path,
+            msg.round,
+            self.transform.as_deref(),
+        )?;
         Ok(msg.path)
     }
 }
@@ -516,17 +535,28 @@ impl Handler<SaveModel> for Compute {
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the file.
-pub fn publish_model(model: &dyn Model, path: &str, round: u64) -> Result<(), RuntimeError> {
+pub fn publish_model(
+    model: &dyn Model,
+    path: &str,
+    round: u64,
+    transform: Option<&StoredTransform>,
+) -> Result<(), RuntimeError> {
     let tmp = format!("{path}.tmp");
-    save_model(model, &tmp, round)?;
+    save_model(model, &tmp, round, transform)?;
     std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("rename", path, e))
 }
 
-/// Write a model's parameters as safetensors, one tensor per layout entry.
+/// Write a model's parameters as safetensors, one tensor per layout entry, with the data
+/// `transform` (if given) in the metadata under [`METADATA_KEY`].
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the file.
-pub fn save_model(model: &dyn Model, path: &str, round: u64) -> Result<(), RuntimeError> {
+pub fn save_model(
+    model: &dyn Model,
+    path: &str,
+    round: u64,
+    transform: Option<&StoredTransform>,
+) -> Result<(), RuntimeError> {
     let params = model.params();
     let mut tensors = Vec::new();
     for p in model.layout() {
@@ -535,11 +565,14 @@ pub fn save_model(model: &dyn Model, path: &str, round: u64) -> Result<(), Runti
         tensors.push((p.name.clone(), t));
     }
     let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("round".to_string(), round.to_string()),
         ("model".to_string(), model.name().to_string()),
         ("weights_sha256".to_string(), job::weights_sha256(params)),
     ]);
+    if let Some(t) = transform {
+        meta.insert(METADATA_KEY.to_string(), t.to_json(Path::new(path))?);
+    }
     if let Some(dir) = std::path::Path::new(path)
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -219,6 +219,11 @@ async fn open_footer(store: &Store, meta: ObjectMeta) -> Result<DataFile, DataEr
                 message: other.to_string(),
             },
         })?;
+    let metadata = without_statistics(metadata).map_err(|e| DataError::Decode {
+        file: name.clone(),
+        format: "parquet",
+        message: e.to_string(),
+    })?;
     let rows = metadata.metadata().file_metadata().num_rows().max(0) as u64;
     Ok(DataFile {
         name,
@@ -228,4 +233,25 @@ async fn open_footer(store: &Store, meta: ObjectMeta) -> Result<DataFile, DataEr
         first_row: 0,
         rows,
     })
+}
+
+/// The footer without its column statistics (min, max, null and distinct counts, size
+/// histograms): nothing reads them (see docs/data.md, "Row-group statistics"), and a wide file
+/// of many row groups holds megabytes of them that would stay in memory for the whole run.
+fn without_statistics(
+    md: ArrowReaderMetadata,
+) -> Result<ArrowReaderMetadata, parquet::errors::ParquetError> {
+    let mut builder = md.metadata().as_ref().clone().into_builder();
+    let mut groups = Vec::new();
+    for group in builder.take_row_groups() {
+        let mut g = group.into_builder();
+        let columns = g
+            .take_columns()
+            .into_iter()
+            .map(|c| c.into_builder().clear_statistics().build())
+            .collect::<Result<Vec<_>, _>>()?;
+        groups.push(g.set_column_metadata(columns).build()?);
+    }
+    let stripped = builder.set_row_groups(groups).build();
+    ArrowReaderMetadata::try_new(Arc::new(stripped), ArrowReaderOptions::new())
 }
