@@ -20,7 +20,10 @@ fn python(script: &str, args: &[&Path]) {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "these tests need python3 with pyarrow (pip install pyarrow)");
+    assert!(
+        ok,
+        "these tests need python3 with pyarrow (pip install pyarrow)"
+    );
     let status = Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -262,7 +265,7 @@ fn strip_metadata(src: &Path, dst: &Path) {
         .expect("object")
         .remove("__metadata__");
     let mut h = serde_json::to_vec(&header).expect("json");
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();

@@ -81,7 +81,9 @@ pub fn write(
     optimizer: &Optimizer,
     keep: usize,
 ) -> Result<PathBuf, RuntimeError> {
-    write_with_offsets(root, round, cursor, seed, model, optimizer, keep, None, None)
+    write_with_offsets(
+        root, round, cursor, seed, model, optimizer, keep, None, None,
+    )
 }
 
 /// As [`write`], with a stream's per-producer committed offsets and the data transform in

@@ -12,14 +12,14 @@
 //! | windows | 40% | at most 4 windows of 10% each (features as `f32`, target, order) |
 //! | held-out rows | 10% | 2 copies of 5% (the split and the evaluator's batch) |
 //! | preprocessing sample | 20% | raw sample values while fitting, freed before training |
-//! | reader | 15% | footers of every file, one projected row group (compressed and decoded), one decoded record batch and its transform |
+//! | reader | 15% | the footer of the file being read, one projected row group (compressed and decoded), one decoded record batch and its transform |
 //! | process | 15% | not data: binary, threads, runtime, model, optimizer, gradients, communication buffers, allocator slack |
 //!
 //! Windows hold only the rows of this rank's shares, so with `w` workers a window takes about
 //! `1/w` of its 10% (the window's *size* in rows does not depend on `w`).
 
 use super::listing::DataFile;
-use super::reader::READ_BATCH_ROWS;
+use super::reader::batch_rows;
 
 /// Bytes per window row besides its features: target (4), order slot (4), permutation (4),
 /// position bookkeeping while it is built (5).
@@ -54,7 +54,7 @@ impl Budget {
 /// What reading costs whatever the window size, from the footers.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ReaderCost {
-    /// Parsed footers kept for every file.
+    /// The parsed footer of the file being read (and of the next one, while it is fetched).
     pub footers: u64,
     /// The largest row group's projected columns, compressed plus uncompressed (fetched whole,
     /// then decoded page by page).
@@ -74,28 +74,18 @@ impl ReaderCost {
         let mut footers = 0u64;
         let mut row_group = 0u64;
         for f in files {
-            let md = f.metadata.metadata();
-            footers += md.memory_size() as u64;
-            let schema = md.file_metadata().schema_descr();
-            let wanted: Vec<usize> = (0..schema.num_columns())
-                .filter(|&i| {
-                    let path = schema.column(i).path().parts().to_vec();
-                    path.first().is_some_and(|root| columns.contains(root))
-                })
-                .collect();
-            for g in md.row_groups() {
-                let bytes: i64 = wanted
-                    .iter()
-                    .map(|&i| {
-                        let c = g.column(i);
-                        c.compressed_size() + c.uncompressed_size()
-                    })
-                    .sum();
-                row_group = row_group.max(bytes.max(0) as u64);
-            }
+            footers = footers.max(2 * f.footer_bytes);
+            let bytes: u64 = columns
+                .iter()
+                .filter_map(|c| f.schema.index_of(c).ok())
+                .filter_map(|i| f.column_bytes.get(i))
+                .sum();
+            row_group = row_group.max(bytes);
         }
-        let rows = READ_BATCH_ROWS as u64;
-        let decode = rows * (columns.len() as u64 * 24 + width as u64 * 8);
+        // Arrow arrays (at most 8 bytes a value), their f64 copies, transformed rows and their
+        // copy into the window.
+        let rows = batch_rows(columns.len()) as u64;
+        let decode = rows * (columns.len() as u64 * 16 + width as u64 * 8);
         ReaderCost {
             footers,
             row_group,

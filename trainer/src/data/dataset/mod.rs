@@ -150,11 +150,11 @@ pub fn load_dataset(
     let first = &files[0];
     let features = match stored {
         Some(f) => {
-            f.check_schema(first.metadata.schema(), &first.name)?;
+            f.check_schema(&first.schema, &first.name)?;
             f.feature_columns().into_iter().map(|(c, _)| c).collect()
         }
         None => select_features(
-            first.metadata.schema(),
+            &first.schema,
             &first.name,
             &spec.label,
             spec.features.as_deref(),
@@ -165,7 +165,7 @@ pub fn load_dataset(
     check_schemas(&files, &columns)?;
     let kinds: Vec<Kind> = columns
         .iter()
-        .map(|c| column_kind(first.metadata.schema(), &first.name, c))
+        .map(|c| column_kind(&first.schema, &first.name, c))
         .collect::<Result<_, _>>()?;
     if let Some(c) = features
         .iter()
@@ -186,11 +186,7 @@ pub fn load_dataset(
             column: spec.label.clone(),
         });
     }
-    let ctx = ReadCtx {
-        store,
-        files,
-        columns: columns.clone(),
-    };
+    let ctx = ReadCtx::new(store, files, columns.clone());
     let raw_bytes: usize = kinds
         .iter()
         .map(|k| if *k == Kind::String { 32 } else { 8 })
