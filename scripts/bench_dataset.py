@@ -101,6 +101,7 @@ def run(kind, tmp):
     return r["samples_per_s"], peaks
 
 
+print(f"load average at start {os.getloadavg()}", flush=True)
 with tempfile.TemporaryDirectory() as tmp:
     rates = {"memory": [], "stream": []}
     ratios, peaks_all = [], []
@@ -122,7 +123,8 @@ with tempfile.TemporaryDirectory() as tmp:
     print(f"streamed:  median {statistics.median(rates['stream']):.0f} samples/s "
           f"({min(rates['stream']):.0f}-{max(rates['stream']):.0f})")
     print(f"ratio: median {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})")
-    worst = max(v for p in peaks_all for v in p.values()) / 1024
-    print(f"peak worker RSS {worst:.0f} MiB, budget memory_mb = {a.memory_mb} "
-          f"({'under' if worst < a.memory_mb else 'OVER'})")
+    for node in sorted({k for p in peaks_all for k in p}):
+        worst = max(p.get(node, 0) for p in peaks_all) / 1024
+        print(f"peak RSS {node}: {worst:.0f} MiB, budget memory_mb = {a.memory_mb} "
+              f"({'under' if worst < a.memory_mb else 'OVER'})")
     print(f"load average {os.getloadavg()}")

@@ -1,9 +1,10 @@
 //! The non-benchmark subcommands: thin adapters from clap arguments to the runtime.
 
 use crate::cli::{InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs};
+use lockstep_runtime::stored_transform::StoredTransform;
 use lockstep_runtime::{job, predict, LaunchOptions, Manifest, NodeOptions};
 use lockstep_tensor::{read_safetensors, DType};
-use lockstep_trainer::data::Task;
+use lockstep_trainer::data::{Fitted, Task};
 use lockstep_trainer::model::{build_model, Model};
 use std::path::Path;
 
@@ -171,7 +172,8 @@ pub fn predict(a: &PredictArgs) -> Result<(), String> {
     if let (Some(input), Some(output)) = (&a.input, &a.output) {
         return predict_file(a, &m, input, output);
     }
-    let split = job::load_split(&m).map_err(|e| e.to_string())?;
+    let stored = model_transform(&a.model)?;
+    let split = job::load_split_with(&m, stored.as_ref()).map_err(|e| e.to_string())?;
     let mut model = job::build(&m, &split).map_err(|e| e.to_string())?;
     load_params(model.as_mut(), &a.model)?;
     let mut test = split.test.all();
@@ -217,14 +219,24 @@ fn load_params(model: &mut dyn Model, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// `lockstep predict --input DATA --output OUT.parquet`: the transform stored beside the model
+/// The data transform a model was trained with: from the model's metadata, else from
+/// `model.transform.json` beside it (models written before the metadata held it), else `None`.
+fn model_transform(model: &Path) -> Result<Option<Fitted>, String> {
+    if let Some(t) = StoredTransform::from_model(model).map_err(|e| e.to_string())? {
+        return Ok(Some(t.fitted));
+    }
+    predict::load_transform(model).map_err(|e| e.to_string())
+}
+
+/// `lockstep predict --input DATA --output OUT.parquet`: the transform stored with the model
 /// (refitted from the manifest's data when the model has none), every input row predicted.
 fn predict_file(a: &PredictArgs, m: &Manifest, input: &Path, output: &Path) -> Result<(), String> {
-    let fitted = match predict::load_transform(&a.model).map_err(|e| e.to_string())? {
+    let fitted = match model_transform(&a.model)? {
         Some(f) => f,
         None => {
             eprintln!(
-                "{} not found: refitting the data transform from the manifest's data",
+                "{} stores no data transform and {} is not there: refitting it from the manifest's data",
+                a.model.display(),
                 predict::transform_path(&a.model).display()
             );
             job::load_split(m)

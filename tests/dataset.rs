@@ -162,6 +162,18 @@ fn one_file_and_many_files_give_the_same_weights_for_one_and_two_workers() {
 }
 
 #[test]
+fn files_with_and_without_column_statistics_give_the_same_weights() {
+    let files = fixture();
+    let d = files.path();
+    let stats = manifest(d, "stats", &format!("{}/parts", d.display()), "");
+    let bare = manifest(d, "nostats", &format!("{}/nostats", d.display()), "");
+    let (out, report) = launch_env(&stats, &[], &[]);
+    let with = sha(&out, report);
+    let (out, report) = launch_env(&bare, &[], &[]);
+    assert_eq!(sha(&out, report), with, "statistics changed the weights");
+}
+
+#[test]
 fn resume_mid_epoch_gives_the_uninterrupted_weights() {
     let files = fixture();
     let d = files.path();

@@ -18,6 +18,7 @@
 
 use crate::error::RuntimeError;
 use crate::job;
+use crate::stored_transform::StoredTransform;
 use lockstep_tensor::safetensors_io::write_atomic;
 use lockstep_tensor::{read_safetensors, write_safetensors, Tensor};
 use lockstep_trainer::data::DataCursor;
@@ -45,6 +46,9 @@ pub struct CheckpointMeta {
     /// Streams: per producer, the offset of the next row to train on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_offsets: Option<std::collections::BTreeMap<u32, u64>>,
+    /// The fitted data transform the run trains with (`--resume` takes it instead of refitting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<StoredTransform>,
 }
 
 /// A checkpoint read back.
@@ -84,13 +88,17 @@ pub fn write(
     optimizer: &Optimizer,
     keep: usize,
 ) -> Result<PathBuf, RuntimeError> {
-    write_with_offsets(root, round, cursor, seed, model, optimizer, keep, None)
+    write_with_offsets(
+        root, round, cursor, seed, model, optimizer, keep, None, None,
+    )
 }
 
-/// As [`write`], with a stream's per-producer committed offsets in `meta.json`.
+/// As [`write`], with a stream's per-producer committed offsets and the data transform in
+/// `meta.json`.
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the file.
+#[allow(clippy::too_many_arguments)]
 pub fn write_with_offsets(
     root: &Path,
     round: u64,
@@ -100,6 +108,7 @@ pub fn write_with_offsets(
     optimizer: &Optimizer,
     keep: usize,
     stream_offsets: Option<&std::collections::BTreeMap<u32, u64>>,
+    transform: Option<&StoredTransform>,
 ) -> Result<PathBuf, RuntimeError> {
     let dir = dir_for(root, round);
     std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("create", &dir, e))?;
@@ -128,6 +137,7 @@ pub fn write_with_offsets(
         state_sha256: sha256_file(&state_path)?,
         weights_sha256: job::weights_sha256(params),
         stream_offsets: stream_offsets.cloned(),
+        transform: transform.cloned(),
     };
     let json =
         serde_json::to_vec_pretty(&meta).map_err(|e| RuntimeError::io("serialise", &dir, e))?;

@@ -19,8 +19,20 @@ use std::sync::Arc;
 /// # Errors
 /// [`RuntimeError::Data`] naming the file and column.
 pub fn load_split(m: &Manifest) -> Result<Arc<Split>, RuntimeError> {
+    load_split_with(m, None)
+}
+
+/// As [`load_split`]; with `stored` the data is transformed with that transform (fitted
+/// earlier, kept in a checkpoint or a model's metadata) instead of refitting one.
+///
+/// # Errors
+/// [`RuntimeError::Data`] naming the file and column.
+pub fn load_split_with(
+    m: &Manifest,
+    stored: Option<&data::Fitted>,
+) -> Result<Arc<Split>, RuntimeError> {
     let spec = m.job.data.resolved(&m.base_dir);
-    Ok(Arc::new(data::load(&spec, m.job.seed)?))
+    Ok(Arc::new(data::load_with(&spec, m.job.seed, stored)?))
 }
 
 /// Build the manifest's model for `split`, initialised from the job seed.

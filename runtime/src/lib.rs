@@ -42,6 +42,7 @@ mod role_worker;
 mod scale;
 pub mod server;
 pub mod stop;
+pub mod stored_transform;
 
 pub use error::RuntimeError;
 pub use launch::{launch, LaunchOptions};

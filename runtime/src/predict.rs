@@ -2,10 +2,11 @@
 //! CSV file that has the feature columns, with the *training* transform (imputation fills,
 //! scaling, one-hot categories, fitted on the training rows), written as Parquet.
 //!
-//! The fitted transform is stored beside the model when a run starts: `model.safetensors` gets
-//! `model.transform.json` (the serialised [`Fitted`]: feature plans and label plan). A model
-//! without one (trained before this file existed) gets the transform refitted from the manifest's
-//! data and seed, which is deterministic and gives the same plans.
+//! The fitted transform travels in the model file's metadata (see
+//! [`crate::stored_transform`]); a readable copy is stored beside the model when a run starts:
+//! `model.safetensors` gets `model.transform.json` (the serialised [`Fitted`]: feature plans and
+//! label plan). `lockstep predict` reads the metadata first, then that file; a model with
+//! neither gets the transform refitted from the manifest's data and seed.
 //!
 //! The input is read and written in record batches (8192 rows), so memory stays bounded by a
 //! batch, except that with a label column the predictions and labels are kept to compute the

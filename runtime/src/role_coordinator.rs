@@ -45,7 +45,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         None => None,
     };
     write_endpoints(ctx, control_addr, bootstrap.as_ref().map(|(_, a)| *a))?;
-    let split = job::load_split(m)?;
+    let (split, _) = crate::stored_transform::load_split_for(ctx)?;
     let model = (ctx.model_factory)(m, &split)?;
     let signature = job::signature(model.as_ref());
     let names = ctx.members();

@@ -21,7 +21,7 @@ use std::time::Duration;
 pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let m = &ctx.manifest;
     let me = ctx.name.clone();
-    let split = job::load_split(m)?;
+    let (split, transform) = crate::stored_transform::load_split_for(ctx)?;
     let model = (ctx.model_factory)(m, &split)?;
     let mut params = model.params().to_vec();
     let mut optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
@@ -52,6 +52,12 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
             if let Some(dir) = &resume {
                 let restored =
                     crate::checkpoint::read(std::path::Path::new(dir), model.as_ref(), &optimizer)?;
+                crate::stored_transform::check_same(
+                    restored.meta.transform.as_ref(),
+                    &split.fitted,
+                    dir,
+                    &me,
+                )?;
                 stream_offsets = restored.meta.stream_offsets.clone();
                 params.copy_from_slice(&restored.params);
                 optimizer.load_state(&restored.optimizer).map_err(|e| {
@@ -101,6 +107,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         let (ended, back) = run_epoch(
             ctx,
             &split,
+            &transform,
             link,
             listener,
             &epoch,
@@ -240,6 +247,7 @@ fn wait_remesh(
 fn run_epoch(
     ctx: &NodeContext,
     split: &lockstep_trainer::data::Split,
+    transform: &Arc<crate::stored_transform::StoredTransform>,
     link: AnyLink,
     listener: Listener,
     epoch: &Epoch,
@@ -413,6 +421,7 @@ fn run_epoch(
     }
     let optimizer = optimizer.clone();
     let sync_params = epoch.source.is_none();
+    let transform = Arc::clone(transform);
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     let mut slot = Some(link);
@@ -437,6 +446,7 @@ fn run_epoch(
             reporter.clone(),
             sync_params,
             (prequential, offsets),
+            transform,
         )
         .await;
         match res {
@@ -503,6 +513,7 @@ async fn start_worker_actors(
     reporter: Reporter,
     sync_params: bool,
     (prequential, offsets): (bool, Option<StreamOffsets>),
+    transform: Arc<crate::stored_transform::StoredTransform>,
 ) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
     use crate::actors::messages::{GetParams, SetParams, SyncParams};
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
@@ -529,7 +540,8 @@ async fn start_worker_actors(
             .with_micro_batches(micro_per_worker)
             .with_local_aggregation(local)
             .with_prequential(prequential)
-            .with_stream_offsets(offsets),
+            .with_stream_offsets(offsets)
+            .with_transform(Some(transform)),
         ),
     );
     if sync_params {

@@ -19,7 +19,7 @@ use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
 pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let m = &ctx.manifest;
     let me = ctx.name.clone();
-    let split = job::load_split(m)?;
+    let (split, _) = crate::stored_transform::load_split_for(ctx)?;
     let model = (ctx.model_factory)(m, &split)?;
     let n = model.params().len();
     let (mut link, local_ip) = connect_control(ctx, &me)?;

@@ -5,6 +5,7 @@ usage: split_parquet.py SRC OUT
 OUT/one/all.parquet      every row in one file, one row group
 OUT/parts/part-NNN.parquet  the same rows in files of uneven sizes with uneven row groups
                          (plus a _SUCCESS marker and a .crc file that a listing must ignore)
+OUT/nostats/part-NNN.parquet  the same parts written without column statistics
 OUT/bad-schema/          two parts where the second has one feature column as strings
 OUT/bad-file/            a good part followed by a truncated one
 """
@@ -22,11 +23,14 @@ os.makedirs(f"{out}/one", exist_ok=True)
 pq.write_table(table, f"{out}/one/all.parquet", row_group_size=n)
 
 os.makedirs(f"{out}/parts", exist_ok=True)
+os.makedirs(f"{out}/nostats", exist_ok=True)
 cuts = [0, 7, 500, 1333, 1334, 2900, n]
 groups = [3, 97, 250, 1, 400, 1000]
 for i, (lo, hi) in enumerate(zip(cuts, cuts[1:])):
     pq.write_table(table.slice(lo, hi - lo), f"{out}/parts/part-{i:03d}.parquet",
                    row_group_size=groups[i], compression="snappy" if i % 2 else "zstd")
+    pq.write_table(table.slice(lo, hi - lo), f"{out}/nostats/part-{i:03d}.parquet",
+                   row_group_size=groups[i], write_statistics=False)
 open(f"{out}/parts/_SUCCESS", "w").close()
 open(f"{out}/parts/.part-000.parquet.crc", "w").write("not parquet")
 

@@ -17,6 +17,7 @@ use crate::error::RuntimeError;
 use crate::hang::{Doing, Thread};
 use crate::job;
 use crate::protocol::{ControlMsg, RoundPlan, RoundTiming};
+use crate::stored_transform::StoredTransform;
 use actix::{Actor, Handler, Recipient, SyncContext};
 use lockstep_tensor::{cast_slice, BufferMut};
 use lockstep_trainer::data::{ShardBatch, Task as DataTask};
@@ -24,6 +25,7 @@ use lockstep_trainer::model::{Model, SliceSink};
 use lockstep_trainer::optim::Optimizer;
 use lockstep_trainer::Batch;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod save;
@@ -68,6 +70,8 @@ pub struct Compute {
     prequential: bool,
     /// Streams in arrival order: the producers' offsets after a round (sent with `RoundDone`).
     offsets: Option<StreamOffsets>,
+    /// The data transform, stored in checkpoints and in the model's metadata.
+    transform: Option<Arc<StoredTransform>>,
 }
 
 /// Per producer, the offset of the next row after a round's rows (arrival-order streams).
@@ -111,12 +115,19 @@ impl Compute {
             local: false,
             prequential: false,
             offsets: None,
+            transform: None,
         }
     }
 
     /// Streams in arrival order: report the producers' offsets after each round.
     pub fn with_stream_offsets(mut self, offsets: Option<StreamOffsets>) -> Self {
         self.offsets = offsets;
+        self
+    }
+
+    /// Store `transform` in every checkpoint and model file this actor writes.
+    pub fn with_transform(mut self, transform: Option<Arc<StoredTransform>>) -> Self {
+        self.transform = transform;
         self
     }
 
@@ -413,6 +424,7 @@ impl Compute {
                 &self.optimizer,
                 c.keep,
                 c.stream_offsets.as_ref(),
+                self.transform.as_deref(),
             )?;
             let path = dir.display().to_string();
             let end = Instant::now();
@@ -439,7 +451,7 @@ impl Compute {
             r.flush_trace(round)?;
         }
         if let (true, Some(path)) = (self.rank0, &run.plan.publish) {
-            publish_model(self.model.as_ref(), path, round)?;
+            publish_model(self.model.as_ref(), path, round, self.transform.as_deref())?;
         }
         Ok(())
     }

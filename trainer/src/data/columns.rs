@@ -186,7 +186,13 @@ pub fn extract(
         match &mut out {
             RawColumn::Num(v) => {
                 let a = cast.as_primitive::<arrow_array::types::Float64Type>();
-                v.extend((0..a.len()).map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) }));
+                if a.null_count() == 0 {
+                    v.extend_from_slice(a.values());
+                } else {
+                    v.extend(
+                        (0..a.len()).map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) }),
+                    );
+                }
             }
             RawColumn::Str(v) => {
                 let a = cast.as_string::<i32>();

@@ -25,8 +25,20 @@ use super::table::{Fitted, Split, Table};
 /// # Errors
 /// Any [`DataError`]; each names the file and, where one is involved, the column and row.
 pub fn load(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
+    load_with(spec, seed, None)
+}
+
+/// As [`load`], but with `stored` (a transform fitted earlier, e.g. by the run a checkpoint
+/// belongs to) the data is transformed with it as it is: nothing is refitted, the feature columns
+/// are the stored plans' columns, and the label plan (classes) is the stored one. The split is
+/// drawn as in [`load`].
+///
+/// # Errors
+/// As [`load`]; a column of the stored transform that is missing or of another kind is a
+/// `MissingColumn` or `Config` error naming the file and the column.
+pub fn load_with(spec: &DataSpec, seed: u64, stored: Option<&Fitted>) -> Result<Split, DataError> {
     if spec.is_dataset() {
-        return super::dataset::load_dataset(spec, seed);
+        return super::dataset::load_dataset(spec, seed, stored);
     }
     let file = spec.path.display().to_string();
     let (schema, batches) = FileRecords::open(&spec.path, spec.format, &spec.label)?.read_all()?;
@@ -37,7 +49,10 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
             message: format!("test_fraction = {} is outside [0, 1)", spec.test_fraction),
         });
     }
-    let cols = read_columns(spec, &schema, &batches, &file)?;
+    let cols = match stored {
+        Some(f) => stored_columns(f, &schema, &batches, &file)?,
+        None => read_columns(spec, &schema, &batches, &file)?,
+    };
     let label_kind = column_kind(&schema, &file, &spec.label)?;
     let label_raw = extract(&batches, &file, &spec.label, label_kind)?;
     if label_raw.is_empty() {
@@ -46,14 +61,17 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
             column: spec.label.clone(),
         });
     }
-    let label = LabelPlan::fit(
-        &spec.label,
-        spec.task,
-        spec.positive.as_deref(),
-        spec.classes,
-        &label_raw,
-        &file,
-    )?;
+    let label = match stored {
+        Some(f) => f.label.clone(),
+        None => LabelPlan::fit(
+            &spec.label,
+            spec.task,
+            spec.positive.as_deref(),
+            spec.classes,
+            &label_raw,
+            &file,
+        )?,
+    };
     let all: Vec<usize> = (0..label_raw.len()).collect();
     let targets = label.targets(&label_raw, &all, &file)?;
     let strata = if spec.stratify {
@@ -63,7 +81,10 @@ pub fn load(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
     };
     let (train_rows, test_rows) =
         split_rows(label_raw.len(), spec.test_fraction, strata.as_deref(), seed);
-    let features = Preprocessor::fit(spec, &cols, &train_rows, &file)?;
+    let features = match stored {
+        Some(f) => f.features.clone(),
+        None => Preprocessor::fit(spec, &cols, &train_rows, &file)?,
+    };
     let table = |rows: &[usize]| -> Result<Table, DataError> {
         Ok(Table {
             x: features.transform(&cols, rows, &file)?,
@@ -113,6 +134,21 @@ fn read_columns(
     names
         .into_iter()
         .zip(kinds)
+        .map(|(name, kind)| Ok((name.clone(), extract(batches, file, &name, kind)?)))
+        .collect()
+}
+
+/// The columns of a stored transform, checked against the file's schema (names and kinds).
+fn stored_columns(
+    fitted: &Fitted,
+    schema: &Schema,
+    batches: &[RecordBatch],
+    file: &str,
+) -> Result<Vec<(String, RawColumn)>, DataError> {
+    fitted.check_schema(schema, file)?;
+    fitted
+        .feature_columns()
+        .into_iter()
         .map(|(name, kind)| Ok((name.clone(), extract(batches, file, &name, kind)?)))
         .collect()
 }

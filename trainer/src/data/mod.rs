@@ -38,7 +38,7 @@ pub use cursor::{epoch_permutation, BatchSource, DataCursor, EpochPlan, ShardBat
 pub use dataset::{load_dataset, train_source, Dataset, DatasetSource};
 pub use error::DataError;
 pub use label::LabelPlan;
-pub use load::{load, split_rows};
+pub use load::{load, load_with, split_rows};
 pub use preprocess::{ColumnPlan, Preprocessor, MISSING_CATEGORY};
 pub use shard::{shard, shard_range, shard_scale};
 pub use source::{FileRecords, RecordBatchSource};

@@ -10,6 +10,9 @@ use super::columns::RawColumn;
 use super::error::DataError;
 use super::spec::{DataSpec, Missing, MissingStrings, Scaling};
 
+/// Rows transformed together (see [`Preprocessor::transform`]).
+const TRANSFORM_TILE_ROWS: usize = 64;
+
 /// Name suffix of the one-hot column for missing strings.
 pub const MISSING_CATEGORY: &str = "<missing>";
 
@@ -118,6 +121,23 @@ impl Preprocessor {
     ) -> Result<Vec<f32>, DataError> {
         let width = self.width();
         let mut x = vec![0.0f32; rows.len() * width];
+        // Tiles of rows: each column writes a strided run that stays in cache (a whole batch of
+        // wide rows does not).
+        for (t, tile) in rows.chunks(TRANSFORM_TILE_ROWS).enumerate() {
+            let out = &mut x[t * TRANSFORM_TILE_ROWS * width..][..tile.len() * width];
+            self.transform_tile(cols, tile, out, file)?;
+        }
+        Ok(x)
+    }
+
+    fn transform_tile(
+        &self,
+        cols: &[(String, RawColumn)],
+        rows: &[usize],
+        x: &mut [f32],
+        file: &str,
+    ) -> Result<(), DataError> {
+        let width = self.width();
         let mut offset = 0;
         for (plan, (name, raw)) in self.columns.iter().zip(cols) {
             match (plan, raw) {
@@ -163,7 +183,7 @@ impl Preprocessor {
             }
             offset += plan.width();
         }
-        Ok(x)
+        Ok(())
     }
 }
 

@@ -23,6 +23,20 @@ impl Fitted {
     /// # Errors
     /// Any [`DataError`] of the columns, values or labels.
     pub fn table(&self, batch: &RecordBatch, name: &str) -> Result<Table, DataError> {
+        let rows: Vec<usize> = (0..batch.num_rows()).collect();
+        self.table_rows(batch, name, &rows)
+    }
+
+    /// As [`Fitted::table`], for the rows `rows` of `batch` only (in that order).
+    ///
+    /// # Errors
+    /// Any [`DataError`] of the columns, values or labels.
+    pub fn table_rows(
+        &self,
+        batch: &RecordBatch,
+        name: &str,
+        rows: &[usize],
+    ) -> Result<Table, DataError> {
         let batches = std::slice::from_ref(batch);
         let schema = batch.schema();
         let mut cols = Vec::with_capacity(self.features.columns.len());
@@ -35,12 +49,11 @@ impl Fitted {
         }
         let label_kind = column_kind(&schema, name, &self.label.column)?;
         let label_raw = extract(batches, name, &self.label.column, label_kind)?;
-        let rows: Vec<usize> = (0..batch.num_rows()).collect();
         Ok(Table {
-            x: self.features.transform(&cols, &rows, name)?,
+            x: self.features.transform(&cols, rows, name)?,
             rows: rows.len(),
             cols: self.features.width(),
-            y: self.label.targets(&label_raw, &rows, name)?,
+            y: self.label.targets(&label_raw, rows, name)?,
         })
     }
 }

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::Dataset;
 
+use super::columns::Kind;
 use super::label::LabelPlan;
-use super::preprocess::Preprocessor;
+use super::preprocess::{ColumnPlan, Preprocessor};
 use super::spec::Task;
 use crate::batch::{Batch, Targets};
 
@@ -68,6 +69,20 @@ pub struct Fitted {
     pub label: LabelPlan,
 }
 
+impl Fitted {
+    /// The input feature columns, in feature order, with the kind each was fitted on.
+    pub fn feature_columns(&self) -> Vec<(String, Kind)> {
+        self.features
+            .columns
+            .iter()
+            .map(|plan| match plan {
+                ColumnPlan::Numeric { name, .. } => (name.clone(), Kind::Numeric),
+                ColumnPlan::OneHot { name, .. } => (name.clone(), Kind::String),
+            })
+            .collect()
+    }
+}
+
 /// A data set split into training and held-out rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
@@ -89,6 +104,24 @@ pub struct Split {
 }
 
 impl Split {
+    /// Logical rows of the data set: training and held out (for a streamed dataset, all of its
+    /// rows, not only the held-out ones kept in memory).
+    pub fn data_rows(&self) -> u64 {
+        match &self.dataset {
+            Some(ds) => ds.layout.rows,
+            None => (self.train.rows + self.test.rows) as u64,
+        }
+    }
+
+    /// Rows the preprocessing was fitted on: the training rows, or a streamed dataset's sample of
+    /// them. Meaningful when this load fitted the transform (not when it was given one).
+    pub fn fitted_rows(&self) -> u64 {
+        match &self.dataset {
+            Some(ds) => ds.sample_rows as u64,
+            None => self.train.rows as u64,
+        }
+    }
+
     /// Training rows: in the table, or in the streamed dataset.
     pub fn train_rows(&self) -> usize {
         match &self.dataset {

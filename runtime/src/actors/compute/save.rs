@@ -5,10 +5,12 @@ use super::Compute;
 use crate::actors::messages::SaveModel;
 use crate::error::RuntimeError;
 use crate::job;
+use crate::stored_transform::{StoredTransform, METADATA_KEY};
 use actix::{Handler, SyncContext};
 use lockstep_tensor::{write_safetensors, Tensor};
 use lockstep_trainer::model::Model;
 use std::collections::HashMap;
+use std::path::Path;
 
 impl Handler<SaveModel> for Compute {
     type Result = Result<String, RuntimeError>;
@@ -24,13 +26,19 @@ impl Handler<SaveModel> for Compute {
                 &self.optimizer,
                 c.keep,
                 c.stream_offsets.as_ref(),
+                self.transform.as_deref(),
             )?);
         }
         // An empty path: only the checkpoint (arrival-order streams), whose directory answers.
         if msg.path.is_empty() {
             return Ok(written.map(|d| d.display().to_string()).unwrap_or_default());
         }
-        publish_model(self.model.as_ref(), &msg.path, msg.round)?;
+        publish_model(
+            self.model.as_ref(),
+            &msg.path,
+            msg.round,
+            self.transform.as_deref(),
+        )?;
         Ok(msg.path)
     }
 }
@@ -40,17 +48,28 @@ impl Handler<SaveModel> for Compute {
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the file.
-pub fn publish_model(model: &dyn Model, path: &str, round: u64) -> Result<(), RuntimeError> {
+pub fn publish_model(
+    model: &dyn Model,
+    path: &str,
+    round: u64,
+    transform: Option<&StoredTransform>,
+) -> Result<(), RuntimeError> {
     let tmp = format!("{path}.tmp");
-    save_model(model, &tmp, round)?;
+    save_model(model, &tmp, round, transform)?;
     std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("rename", path, e))
 }
 
-/// Write a model's parameters as safetensors, one tensor per layout entry.
+/// Write a model's parameters as safetensors, one tensor per layout entry, with the data
+/// `transform` (if given) in the metadata under [`METADATA_KEY`].
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the file.
-pub fn save_model(model: &dyn Model, path: &str, round: u64) -> Result<(), RuntimeError> {
+pub fn save_model(
+    model: &dyn Model,
+    path: &str,
+    round: u64,
+    transform: Option<&StoredTransform>,
+) -> Result<(), RuntimeError> {
     let params = model.params();
     let mut tensors = Vec::new();
     for p in model.layout() {
@@ -59,11 +78,14 @@ pub fn save_model(model: &dyn Model, path: &str, round: u64) -> Result<(), Runti
         tensors.push((p.name.clone(), t));
     }
     let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("round".to_string(), round.to_string()),
         ("model".to_string(), model.name().to_string()),
         ("weights_sha256".to_string(), job::weights_sha256(params)),
     ]);
+    if let Some(t) = transform {
+        meta.insert(METADATA_KEY.to_string(), t.to_json(Path::new(path))?);
+    }
     if let Some(dir) = std::path::Path::new(path)
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

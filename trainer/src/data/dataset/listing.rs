@@ -1,6 +1,8 @@
 //! From `[job.data] path` to the dataset's files: a single file, every Parquet file under a
 //! directory (or prefix), or the files whose name matches a glob in the last path segment; in name
-//! order, each with its footer (row groups, row counts, schema) read once.
+//! order, each with a summary of its footer (schema, rows per row group, the bytes of each column's
+//! largest chunk). Footers are not kept: a wide file of many row groups has megabytes of them, so
+//! the reader fetches the footer of the file it reads again (see [`super::reader`]).
 //!
 //! Names starting with `_` or `.` (Spark's `_SUCCESS`, checksum files) and names without a
 //! `.parquet`/`.pq` extension are not part of a directory. Files whose footer cannot be read are an
@@ -9,6 +11,7 @@
 
 use std::sync::Arc;
 
+use arrow_schema::SchemaRef;
 use futures::stream::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectMeta;
@@ -23,8 +26,8 @@ use crate::data::spec::OnBadFile;
 /// Footers fetched at once when listing many files.
 const FOOTER_CONCURRENCY: usize = 16;
 
-/// One Parquet file of a dataset.
-#[derive(Clone)]
+/// One Parquet file of a dataset: what its footer says, without the footer.
+#[derive(Clone, Debug)]
 pub struct DataFile {
     /// Name for messages (URL or local path).
     pub name: String,
@@ -32,8 +35,15 @@ pub struct DataFile {
     pub location: ObjectPath,
     /// Size in bytes.
     pub size: u64,
-    /// Parsed footer (schema, row groups).
-    pub metadata: ArrowReaderMetadata,
+    /// Arrow schema.
+    pub schema: SchemaRef,
+    /// Rows of each row group, in order.
+    pub group_rows: Vec<u64>,
+    /// Per top-level column (by schema index): its largest chunk over the row groups, compressed
+    /// plus uncompressed bytes (what reading one row group of it holds at most).
+    pub column_bytes: Vec<u64>,
+    /// Memory of the parsed footer while the file is read.
+    pub footer_bytes: u64,
     /// First logical row of this file in the dataset.
     pub first_row: u64,
     /// Rows in the file.
@@ -43,11 +53,7 @@ pub struct DataFile {
 impl DataFile {
     /// Rows of each row group, in order.
     pub fn row_group_rows(&self) -> impl Iterator<Item = u64> + '_ {
-        self.metadata
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows().max(0) as u64)
+        self.group_rows.iter().copied()
     }
 }
 
@@ -93,13 +99,13 @@ pub fn check_schemas(files: &[DataFile], columns: &[String]) -> Result<(), DataE
     let Some(first) = files.first() else {
         return Ok(());
     };
-    let schema0 = first.metadata.schema();
+    let schema0 = first.schema.as_ref();
     let kinds: Vec<_> = columns
         .iter()
         .map(|c| column_kind(schema0, &first.name, c))
         .collect::<Result<_, _>>()?;
     for f in &files[1..] {
-        let schema = f.metadata.schema();
+        let schema = f.schema.as_ref();
         for (c, k) in columns.iter().zip(&kinds) {
             if schema.field_with_name(c).is_err() {
                 return Err(missing_column(schema, &f.name, c));
@@ -201,31 +207,65 @@ pub fn store_error(
     }
 }
 
-async fn open_footer(store: &Store, meta: ObjectMeta) -> Result<DataFile, DataError> {
-    let name = store.name(&meta.location);
-    let reader = ParquetObjectReader::new(Arc::clone(&store.inner), meta.location.clone())
-        .with_file_size(meta.size);
-    let mut reader = reader;
-    let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+/// Reads and parses the footer of `location` (`size` bytes), naming `name` in errors.
+///
+/// # Errors
+/// `Io` when the store fails, `Decode` when the footer is not Parquet.
+pub async fn load_footer(
+    store: &Store,
+    location: &ObjectPath,
+    size: u64,
+    name: &str,
+) -> Result<ArrowReaderMetadata, DataError> {
+    let mut reader =
+        ParquetObjectReader::new(Arc::clone(&store.inner), location.clone()).with_file_size(size);
+    ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
         .await
         .map_err(|e| match e {
             parquet::errors::ParquetError::External(inner) => DataError::Io {
-                file: name.clone(),
+                file: name.to_string(),
                 message: format!("cannot read: {inner}"),
             },
             other => DataError::Decode {
-                file: name.clone(),
+                file: name.to_string(),
                 format: "parquet",
                 message: other.to_string(),
             },
-        })?;
-    let rows = metadata.metadata().file_metadata().num_rows().max(0) as u64;
+        })
+}
+
+async fn open_footer(store: &Store, meta: ObjectMeta) -> Result<DataFile, DataError> {
+    let name = store.name(&meta.location);
+    let md = load_footer(store, &meta.location, meta.size, &name).await?;
+    let pq = md.metadata();
+    let descr = pq.file_metadata().schema_descr();
+    let mut column_bytes = vec![0u64; md.schema().fields().len()];
+    for g in pq.row_groups() {
+        let mut in_group = vec![0u64; column_bytes.len()];
+        for (leaf, chunk) in g.columns().iter().enumerate() {
+            let root = descr.get_column_root_idx(leaf);
+            let bytes = chunk.compressed_size().max(0) + chunk.uncompressed_size().max(0);
+            if let Some(b) = in_group.get_mut(root) {
+                *b += bytes as u64;
+            }
+        }
+        for (max, b) in column_bytes.iter_mut().zip(in_group) {
+            *max = (*max).max(b);
+        }
+    }
     Ok(DataFile {
         name,
         location: meta.location,
         size: meta.size,
-        metadata,
+        schema: md.schema().clone(),
+        group_rows: pq
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows().max(0) as u64)
+            .collect(),
+        column_bytes,
+        footer_bytes: pq.memory_size() as u64,
         first_row: 0,
-        rows,
+        rows: pq.file_metadata().num_rows().max(0) as u64,
     })
 }

@@ -8,12 +8,10 @@
 //! [`Dataset`]; [`DatasetSource`] streams it round by round ([`source`], [`reader`]).
 //!
 //! # Memory budget (`[job.data] memory_mb`, default 1024 MiB)
-//! - 40% for training windows (at most four exist at once, see [`source`]);
-//! - 10% for the held-out rows kept for evaluation (the first ones in dataset order);
-//! - 20% for the preprocessing sample while fitting (freed before training starts);
-//! - the rest is headroom for decoding (batches of [`reader::READ_BATCH_ROWS`] rows), the model,
-//!   the optimizer and the runtime.
+//! See [`budget`]: windows 40%, held-out rows 10%, preprocessing sample 20% (fit only), reader
+//! 15% (footers, one row group, decode), the process 15%.
 
+pub mod budget;
 pub mod listing;
 pub mod order;
 pub mod reader;
@@ -25,6 +23,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 
+use self::budget::{mib, Budget, ReaderCost, ROW_OVERHEAD};
 use self::listing::{check_schemas, list};
 use self::order::{held_out, Layout};
 use self::reader::{merge, ReadCtx};
@@ -114,11 +113,17 @@ pub fn train_source(
     })
 }
 
-/// Opens the dataset `spec.path` names (file, directory, glob or URL) for streaming.
+/// Opens the dataset `spec.path` names (file, directory, glob or URL) for streaming. With
+/// `stored` (a transform fitted earlier) nothing is fitted and no sample is read: the columns are
+/// the stored plans' columns and every row is transformed with it.
 ///
 /// # Errors
 /// Any [`DataError`]; listing and schema errors name the file (object) and column.
-pub fn load_dataset(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
+pub fn load_dataset(
+    spec: &DataSpec,
+    seed: u64,
+    stored: Option<&Fitted>,
+) -> Result<Split, DataError> {
     let name = spec.path.display().to_string();
     let config = |message: String| DataError::Config {
         file: name.clone(),
@@ -137,22 +142,30 @@ pub fn load_dataset(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
             spec.test_fraction
         )));
     }
-    let budget = spec.memory_mb.unwrap_or(DEFAULT_MEMORY_MB).max(1) * (1 << 20);
+    let budget = Budget {
+        bytes: spec.memory_mb.unwrap_or(DEFAULT_MEMORY_MB).max(1) * (1 << 20),
+    };
     let store = store::open(spec)?;
     let files = store::block_on(&name, list(&store, spec.on_bad_file))?;
     let first = &files[0];
-    let features = select_features(
-        first.metadata.schema(),
-        &first.name,
-        &spec.label,
-        spec.features.as_deref(),
-    )?;
+    let features = match stored {
+        Some(f) => {
+            f.check_schema(&first.schema, &first.name)?;
+            f.feature_columns().into_iter().map(|(c, _)| c).collect()
+        }
+        None => select_features(
+            &first.schema,
+            &first.name,
+            &spec.label,
+            spec.features.as_deref(),
+        )?,
+    };
     let mut columns = features.clone();
     columns.push(spec.label.clone());
     check_schemas(&files, &columns)?;
     let kinds: Vec<Kind> = columns
         .iter()
-        .map(|c| column_kind(first.metadata.schema(), &first.name, c))
+        .map(|c| column_kind(&first.schema, &first.name, c))
         .collect::<Result<_, _>>()?;
     if let Some(c) = features
         .iter()
@@ -173,25 +186,23 @@ pub fn load_dataset(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
             column: spec.label.clone(),
         });
     }
-    let ctx = ReadCtx {
-        store,
-        files,
-        columns: columns.clone(),
-    };
+    let ctx = ReadCtx::new(store, files, columns.clone());
     let raw_bytes: usize = kinds
         .iter()
         .map(|k| if *k == Kind::String { 32 } else { 8 })
         .sum();
-    let sample_cap = ((budget as f64 * 0.20) as usize / raw_bytes.max(1)).max(1);
-    let (fitted, sample_rows) = fit_on_sample(spec, &ctx, &layout, &columns, &kinds, sample_cap)?;
+    let sample_cap = (budget.sample() as usize / raw_bytes.max(1)).max(1);
+    let (fitted, sample_rows) = match stored {
+        Some(f) => (f.clone(), 0),
+        None => fit_on_sample(spec, &ctx, &layout, &columns, &kinds, sample_cap)?,
+    };
     let width = fitted.features.width();
     let target_kind = match spec.task {
         super::spec::Task::Multiclass => Targets::Class(Vec::new()),
         _ => Targets::Real(Vec::new()),
     };
-    // A window row: features, target, its place in the permutation.
-    let row_bytes = (width * 4 + 8) as u64;
-    let window_rows = (budget / 10 / row_bytes).max(1);
+    let row_bytes = width as u64 * 4 + ROW_OVERHEAD;
+    let window_rows = (budget.window() / row_bytes).max(1);
     layout.window_blocks = (window_rows / block_rows).max(1) as usize;
     let mut ds = Dataset {
         name: name.clone(),
@@ -202,19 +213,50 @@ pub fn load_dataset(spec: &DataSpec, seed: u64) -> Result<Split, DataError> {
         target_kind,
         sample_rows,
     };
-    let eval_cap = ((budget as f64 * 0.10) as u64 / row_bytes).max(1) as usize;
+    let eval_cap = (budget.held_out() / (width as u64 * 4 + 4)).max(1) as usize;
     let test = read_held_out(&ds, eval_cap)?;
     ds.ctx.columns = columns;
     tracing::info!(
         "dataset {name}: {} files, {rows} rows ({} training, {} held out read for evaluation), \
          {width} features, blocks of {block_rows} rows, windows of {} blocks, \
-         preprocessing fitted on {sample_rows} rows, budget {} MiB",
+         preprocessing {}, budget {} MiB",
         ds.ctx.files.len(),
         ds.layout.train_rows,
         test.rows,
         ds.layout.window_blocks,
-        budget >> 20
+        match stored {
+            Some(_) => "given (stored with the run, not refitted)".to_string(),
+            None => format!("fitted on {sample_rows} rows"),
+        },
+        budget.bytes >> 20
     );
+    let cost = ReaderCost::of(&ds.ctx.files, &ds.ctx.columns, width);
+    tracing::info!(
+        "dataset {name}: memory plan (MiB): windows 4 x {} (this rank's rows only), held-out rows \
+         2 x {}, preprocessing sample {} (fit only), reader {} of {} (footers {}, largest row \
+         group {}, decode {})",
+        mib(budget.window()),
+        mib(budget.held_out()),
+        mib(budget.sample()),
+        mib(cost.total()),
+        mib(budget.reader()),
+        mib(cost.footers),
+        mib(cost.row_group),
+        mib(cost.decode)
+    );
+    if cost.total() > budget.reader() {
+        tracing::warn!(
+            "dataset {name}: reading needs {} MiB (footers {}, largest row group {}, decode {}), \
+             more than the reader's share of memory_mb = {} ({} MiB): the process may exceed \
+             the budget; raise memory_mb, or write smaller row groups or fewer columns",
+            mib(cost.total()),
+            mib(cost.footers),
+            mib(cost.row_group),
+            mib(cost.decode),
+            budget.bytes >> 20,
+            mib(budget.reader())
+        );
+    }
     let fitted = ds.fitted.clone();
     Ok(Split {
         train: empty_table(width, &ds.target_kind, 0),
@@ -252,14 +294,16 @@ fn fit_on_sample(
     cap: usize,
 ) -> Result<(Fitted, usize), DataError> {
     let ranges = sample_blocks(layout, cap);
+    // Sized once: growing by doubling would hold up to twice the sample.
+    let n: usize = ranges.iter().map(|r| (r.end - r.start) as usize).sum();
     let mut raw: Vec<RawColumn> = kinds
         .iter()
         .map(|k| match k {
-            Kind::Numeric => RawColumn::Num(Vec::new()),
-            Kind::String => RawColumn::Str(Vec::new()),
+            Kind::Numeric => RawColumn::Num(Vec::with_capacity(n)),
+            Kind::String => RawColumn::Str(Vec::with_capacity(n)),
         })
         .collect();
-    let mut train_idx = Vec::new();
+    let mut train_idx = Vec::with_capacity(n);
     let mut seen = 0usize;
     let (seed, tf) = (layout.seed, layout.test_fraction);
     let mut sink = |batch: RecordBatch, first: u64, file: &str| {

@@ -2,10 +2,14 @@
 //! that hold it, and read with the parquet crate's async reader (only the needed columns, only the
 //! row groups that overlap, a row selection for the rest), so the bytes fetched are those of the
 //! ranges and not whole files.
+//!
+//! The footer of the file being read is fetched when reading reaches it and kept until reading
+//! moves to another file (one footer in memory, not one per file of the dataset). Record batches
+//! are cut to at most [`DECODE_BYTES`] of decoded values, so wide rows decode in fewer rows.
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use futures::TryStreamExt;
@@ -13,12 +17,21 @@ use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::ProjectionMask;
 
-use super::listing::DataFile;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+
+use super::listing::{load_footer, DataFile};
 use super::store::Store;
 use crate::data::error::DataError;
 
-/// Rows per decoded record batch (keeps the decode transient small).
+/// Rows per decoded record batch at most (keeps the decode transient small).
 pub const READ_BATCH_ROWS: usize = 2048;
+/// Bytes of one decoded record batch at most, counted as 8 bytes per value (its `f64` copy).
+pub const DECODE_BYTES: usize = 4 << 20;
+
+/// Rows per decoded record batch for `columns` columns.
+pub fn batch_rows(columns: usize) -> usize {
+    (DECODE_BYTES / (columns.max(1) * 8)).clamp(64, READ_BATCH_ROWS)
+}
 
 /// What every read needs: the store, the files and the columns to project.
 pub struct ReadCtx {
@@ -28,6 +41,8 @@ pub struct ReadCtx {
     pub files: Vec<DataFile>,
     /// Columns to read (features and label).
     pub columns: Vec<String>,
+    /// The footer of the file read last: (index in `files`, footer).
+    footer: Mutex<Option<(usize, ArrowReaderMetadata)>>,
 }
 
 /// Merges sorted, possibly adjacent ranges.
@@ -46,6 +61,47 @@ pub fn merge(ranges: impl IntoIterator<Item = Range<u64>>) -> Vec<Range<u64>> {
 }
 
 impl ReadCtx {
+    /// A context reading `columns` of `files` from `store`.
+    pub fn new(store: Store, files: Vec<DataFile>, columns: Vec<String>) -> Self {
+        ReadCtx {
+            store,
+            files,
+            columns,
+            footer: Mutex::new(None),
+        }
+    }
+
+    /// The footer of file `index`: the one kept, or fetched (and kept in its place).
+    async fn footer(&self, index: usize) -> Result<ArrowReaderMetadata, DataError> {
+        let kept = self.footer.lock().ok().and_then(|g| g.clone());
+        if let Some((i, md)) = kept {
+            if i == index {
+                return Ok(md);
+            }
+        }
+        // Drop the old footer before fetching the next one.
+        if let Ok(mut g) = self.footer.lock() {
+            *g = None;
+        }
+        let f = &self.files[index];
+        let md = load_footer(&self.store, &f.location, f.size, &f.name).await?;
+        let group_rows: Vec<u64> = md
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows().max(0) as u64)
+            .collect();
+        if group_rows != f.group_rows {
+            return Err(DataError::Source {
+                file: f.name.clone(),
+                message: "the file changed since the dataset was listed (other row groups)".into(),
+            });
+        }
+        if let Ok(mut g) = self.footer.lock() {
+            *g = Some((index, md.clone()));
+        }
+        Ok(md)
+    }
     /// Reads the logical rows `ranges` (sorted, disjoint) in order and hands each piece to `sink`
     /// with its first logical row and the name of its file.
     ///
@@ -56,7 +112,7 @@ impl ReadCtx {
         ranges: &[Range<u64>],
         sink: &mut (dyn FnMut(RecordBatch, u64, &str) -> Result<(), DataError> + Send),
     ) -> Result<(), DataError> {
-        for f in &self.files {
+        for (index, f) in self.files.iter().enumerate() {
             let file_range = f.first_row..f.first_row + f.rows;
             let local: Vec<Range<u64>> = ranges
                 .iter()
@@ -67,7 +123,7 @@ impl ReadCtx {
                 })
                 .collect();
             if !local.is_empty() {
-                self.read_file(f, &local, sink).await?;
+                self.read_file(index, &local, sink).await?;
             }
         }
         Ok(())
@@ -75,19 +131,20 @@ impl ReadCtx {
 
     async fn read_file(
         &self,
-        f: &DataFile,
+        index: usize,
         local: &[Range<u64>],
         sink: &mut (dyn FnMut(RecordBatch, u64, &str) -> Result<(), DataError> + Send),
     ) -> Result<(), DataError> {
+        let f = &self.files[index];
+        let metadata = self.footer(index).await?;
         let (groups, selection, mut runs) = plan_file(f, local);
-        let schema = f.metadata.schema();
+        let schema = metadata.schema();
         let roots: Vec<usize> = self
             .columns
             .iter()
             .filter_map(|c| schema.index_of(c).ok())
             .collect();
-        let mask =
-            ProjectionMask::roots(f.metadata.metadata().file_metadata().schema_descr(), roots);
+        let mask = ProjectionMask::roots(metadata.metadata().file_metadata().schema_descr(), roots);
         let reader = ParquetObjectReader::new(Arc::clone(&self.store.inner), f.location.clone())
             .with_file_size(f.size);
         let decode = |e: parquet::errors::ParquetError| match e {
@@ -101,14 +158,13 @@ impl ReadCtx {
                 message: other.to_string(),
             },
         };
-        let mut stream =
-            ParquetRecordBatchStreamBuilder::new_with_metadata(reader, f.metadata.clone())
-                .with_projection(mask)
-                .with_row_groups(groups)
-                .with_row_selection(selection)
-                .with_batch_size(READ_BATCH_ROWS)
-                .build()
-                .map_err(decode)?;
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+            .with_projection(mask)
+            .with_row_groups(groups)
+            .with_row_selection(selection)
+            .with_batch_size(batch_rows(self.columns.len()))
+            .build()
+            .map_err(decode)?;
         while let Some(batch) = stream.try_next().await.map_err(decode)? {
             let mut offset = 0;
             while offset < batch.num_rows() {

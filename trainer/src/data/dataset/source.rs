@@ -1,10 +1,12 @@
 //! `DatasetSource`: the `BatchSource` of a dataset that is streamed rather than held in memory.
 //!
 //! A loader thread reads the windows of the epoch order (see [`super::order`]) one after another,
-//! transforms their training rows with the fitted preprocessing, and hands them over a channel of
-//! capacity one, so reading the next window overlaps the compute of the current one. At most four
-//! windows exist at once (two in use when a batch straddles a boundary, one in the channel, one
-//! being built); the window size is chosen from the memory budget so that this fits.
+//! transforms the training rows *this rank trains on* with the fitted preprocessing (every rank
+//! decodes the whole window, as the order needs, but keeps and transforms only its own share of
+//! each global batch, about `1/world` of the rows), and hands them over a channel of capacity one,
+//! so reading the next window overlaps the compute of the current one. At most four windows exist
+//! at once (two in use when a batch straddles a boundary, one in the channel, one being built);
+//! the window size is chosen from the memory budget so that this fits with one worker.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -19,11 +21,36 @@ use crate::data::error::DataError;
 use crate::data::shard::{shard_range, shard_scale};
 use crate::data::table::Table;
 
-/// A window's training rows in position order, and the order the epoch visits them.
+/// This rank's rows of a window, and where each epoch position of the window finds its row.
 pub struct Window {
     plan: WindowPlan,
+    /// This rank's rows, in window-row order (position order of the dataset).
     table: Table,
-    perm: Vec<u32>,
+    /// Per epoch position of the window: its row in `table`, or [`NOT_MINE`].
+    slot: Vec<u32>,
+}
+
+/// `Window::slot` of a position another rank trains on.
+const NOT_MINE: u32 = u32::MAX;
+
+/// Which epoch positions a rank trains on: its contiguous share of every global batch.
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    global_batch: u64,
+    rows: u64,
+    rank: usize,
+    world: usize,
+}
+
+impl Share {
+    fn mine(&self, position: u64) -> bool {
+        let g = self.global_batch.max(1);
+        let batch_start = position / g * g;
+        let len = g.min(self.rows - batch_start) as usize;
+        let share = shard_range(len, self.rank, self.world);
+        let offset = (position - batch_start) as usize;
+        share.contains(&offset)
+    }
 }
 
 impl Window {
@@ -57,39 +84,65 @@ pub fn empty_table(cols: usize, like: &Targets, rows: usize) -> Table {
     }
 }
 
-/// Reads and transforms the training rows of `plan`'s blocks.
-async fn build_window(ds: &Dataset, plan: WindowPlan) -> Result<Window, DataError> {
+/// Reads `plan`'s blocks and transforms the training rows `share` trains on.
+async fn build_window(ds: &Dataset, plan: WindowPlan, share: Share) -> Result<Window, DataError> {
     let ranges = super::reader::merge(plan.blocks.iter().map(|&b| ds.layout.block_range(b)));
-    let mut table = empty_table(ds.width, &ds.target_kind, plan.len as usize);
+    let perm = ds.layout.window_permutation(&plan);
+    // Window rows (training rows in position order) this rank needs.
+    let mut needed = vec![false; plan.len as usize];
+    for (j, &row) in perm.iter().enumerate() {
+        if share.mine(plan.start + j as u64) {
+            needed[row as usize] = true;
+        }
+    }
+    let kept = needed.iter().filter(|n| **n).count();
+    let mut compact = vec![NOT_MINE; plan.len as usize];
+    let mut table = empty_table(ds.width, &ds.target_kind, kept);
     let (seed, tf) = (ds.layout.seed, ds.layout.test_fraction);
     let fitted = &ds.fitted;
+    let mut seen = 0usize;
     let mut sink = |batch: arrow_array::RecordBatch, first: u64, file: &str| {
-        let t = fitted.table(&batch, file)?;
-        for i in 0..t.rows {
-            if !held_out(seed, tf, first + i as u64) {
-                push_row(&mut table, &t, i);
+        let mut rows = Vec::new();
+        for i in 0..batch.num_rows() {
+            if held_out(seed, tf, first + i as u64) {
+                continue;
             }
+            if needed.get(seen).copied().unwrap_or(false) {
+                compact[seen] = (table.rows + rows.len()) as u32;
+                rows.push(i);
+            }
+            seen += 1;
+        }
+        if !rows.is_empty() {
+            let t = fitted.table_rows(&batch, file, &rows)?;
+            table.x.extend_from_slice(&t.x);
+            match (&mut table.y, t.y) {
+                (Targets::Real(d), Targets::Real(s)) => d.extend(s),
+                (Targets::Class(d), Targets::Class(s)) => d.extend(s),
+                (d, s) => *d = s,
+            }
+            table.rows += t.rows;
         }
         Ok(())
     };
     ds.ctx.read(&ranges, &mut sink).await?;
-    if table.rows as u64 != plan.len {
+    if seen as u64 != plan.len || table.rows != kept {
         return Err(DataError::Source {
             file: ds.name.clone(),
             message: format!(
-                "window {} of epoch {} has {} training rows, expected {} (did a file change?)",
-                plan.index, plan.epoch, table.rows, plan.len
+                "window {} of epoch {} has {seen} training rows, expected {} (did a file change?)",
+                plan.index, plan.epoch, plan.len
             ),
         });
     }
-    let perm = ds.layout.window_permutation(&plan);
-    Ok(Window { plan, table, perm })
+    let slot = perm.iter().map(|&row| compact[row as usize]).collect();
+    Ok(Window { plan, table, slot })
 }
 
 type Loaded = Result<Window, DataError>;
 
 /// Starts a loader thread at window `window` of `epoch`; it runs until its receiver is dropped.
-fn spawn_loader(ds: Arc<Dataset>, epoch: u64, window: usize) -> Receiver<Loaded> {
+fn spawn_loader(ds: Arc<Dataset>, epoch: u64, window: usize, share: Share) -> Receiver<Loaded> {
     let (tx, rx) = sync_channel::<Loaded>(1);
     std::thread::Builder::new()
         .name("lockstep-dataset".into())
@@ -98,7 +151,7 @@ fn spawn_loader(ds: Arc<Dataset>, epoch: u64, window: usize) -> Receiver<Loaded>
             loop {
                 let plans = ds.layout.epoch_windows(epoch);
                 for plan in plans.into_iter().skip(first) {
-                    let loaded = block_on(&ds.name, build_window(&ds, plan));
+                    let loaded = block_on(&ds.name, build_window(&ds, plan, share));
                     let failed = loaded.is_err();
                     if tx.send(loaded).is_err() || failed {
                         return;
@@ -185,7 +238,13 @@ impl DatasetSource {
                 .position(|w| w.start + w.len > start)
                 .unwrap_or(0);
             self.windows.clear();
-            self.rx = Some(spawn_loader(Arc::clone(&self.ds), epoch, first));
+            let share = Share {
+                global_batch: self.plan.global_batch as u64,
+                rows: self.plan.rows as u64,
+                rank: self.rank,
+                world: self.world,
+            };
+            self.rx = Some(spawn_loader(Arc::clone(&self.ds), epoch, first, share));
         }
         while !self
             .windows
@@ -218,11 +277,9 @@ impl DatasetSource {
         {
             let (lo, hi) = (a.max(w.plan.start), b.min(w.end()));
             for p in lo..hi {
-                push_row(
-                    &mut out,
-                    &w.table,
-                    w.perm[(p - w.plan.start) as usize] as usize,
-                );
+                let row = w.slot[(p - w.plan.start) as usize];
+                debug_assert_ne!(row, NOT_MINE, "position {p} is another rank's");
+                push_row(&mut out, &w.table, row as usize);
             }
         }
         Batch {
