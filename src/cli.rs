@@ -32,9 +32,31 @@ pub enum Command {
     /// Benchmarks of links and collectives between local processes.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// TLS certificates for `cluster.tls`.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Internal: one process of a benchmark (started by `lockstep bench`).
     #[command(hide = true)]
     BenchWorker(BenchWorkerArgs),
+}
+
+/// `lockstep tls ...`
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Make a CA and a certificate + key per node (for tests and small clusters; a real
+    /// deployment uses its own PKI). Reuses the CA already in --out, if any.
+    Gen(TlsGenArgs),
+}
+
+/// `lockstep tls gen`
+#[derive(Debug, Clone, Args)]
+pub struct TlsGenArgs {
+    /// Comma-separated node names (also producers: `producer-0,producer-1`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// Output folder: ca.pem, ca.key, NAME.pem and NAME.key per node.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `lockstep bench ...`

@@ -24,6 +24,9 @@ pub enum RuntimeError {
         source: Box<lockstep_transport::Error>,
     },
     /// Transport set-up failed (bind, rendezvous).
+    #[error(transparent)]
+    Tls(#[from] lockstep_transport::tls::TlsConfigError),
+    /// A transport error.
     #[error("transport: {0}")]
     Transport(Box<lockstep_transport::Error>),
     /// A peer sent `Abort`.

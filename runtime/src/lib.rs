@@ -36,6 +36,7 @@ mod role_coordinator;
 mod role_worker;
 mod scale;
 pub mod server;
+pub mod tls;
 
 pub use error::RuntimeError;
 pub use launch::{launch, LaunchOptions};

@@ -113,6 +113,9 @@ pub struct ClusterSpec {
     /// Workers per host, host-major (0: hosts from the IPs of the data addresses).
     #[serde(default)]
     pub ranks_per_host: usize,
+    /// `[cluster.tls]`: TLS on every TCP link (see [`crate::tls`]).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsSpec>,
 }
 
 fn default_allreduce() -> String {

@@ -9,10 +9,11 @@ use crate::error::{Context, Error, Result};
 use crate::frame::{FrameHeader, FrameKind, Op, HEADER_LEN};
 use crate::handshake::Identity;
 use crate::rendezvous::{connect_mesh, connect_with_retry, MeshConfig, PeerAddr};
-use crate::tcp::Listener;
+use crate::tcp::{Conn, Listener};
+use crate::tls::TlsConfig;
+use std::sync::Arc;
 use crate::Group;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// Node name the coordinator uses in handshakes.
@@ -39,6 +40,12 @@ impl Coordinator {
         })
     }
 
+    /// Run every connection over TLS with `tls` (`None`: plain TCP).
+    pub fn with_tls(mut self, tls: Option<Arc<TlsConfig>>) -> Coordinator {
+        self.me = self.me.with_tls(tls);
+        self
+    }
+
     /// The bound address.
     ///
     /// # Errors
@@ -58,7 +65,7 @@ impl Coordinator {
         let acc =
             self.listener
                 .start(self.me.clone(), None, timeout.min(Duration::from_secs(10)))?;
-        let mut regs: Vec<(u32, PeerAddr, TcpStream)> = Vec::new();
+        let mut regs: Vec<(u32, PeerAddr, Conn)> = Vec::new();
         while regs.len() < world {
             let Some((name, mut s)) = acc.next(deadline) else {
                 let have: Vec<&str> = regs.iter().map(|r| r.1.name.as_str()).collect();
@@ -101,7 +108,7 @@ impl Coordinator {
     }
 }
 
-fn assign(regs: &mut [(u32, PeerAddr, TcpStream)]) -> Result<Vec<PeerAddr>> {
+fn assign(regs: &mut [(u32, PeerAddr, Conn)]) -> Result<Vec<PeerAddr>> {
     let n = regs.len();
     let mut table: Vec<Option<PeerAddr>> = vec![None; n];
     regs.sort_by(|a, b| a.1.name.cmp(&b.1.name));
@@ -177,7 +184,7 @@ pub fn connect_mesh_via_coordinator(
     connect_mesh(&full, listener)
 }
 
-fn write_msg(s: &mut TcpStream, body: &[u8], peer: &str) -> Result<()> {
+fn write_msg(s: &mut Conn, body: &[u8], peer: &str) -> Result<()> {
     let h = FrameHeader {
         kind: FrameKind::Control,
         ..FrameHeader::data(Op::Control, 0, 0, 0, 0, body.len() as u64)
@@ -192,7 +199,7 @@ fn write_msg(s: &mut TcpStream, body: &[u8], peer: &str) -> Result<()> {
         .map_err(|e| Error::io(ctx(), "write", &e))
 }
 
-fn read_msg(s: &mut TcpStream, peer: &str) -> Result<Vec<u8>> {
+fn read_msg(s: &mut Conn, peer: &str) -> Result<Vec<u8>> {
     let ctx = || Context {
         peer: peer.into(),
         round: None,

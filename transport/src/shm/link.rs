@@ -22,6 +22,7 @@ use crate::liveness::Liveness;
 use crate::outbox::{io_error, Outbox, Sink};
 use lockstep_tensor::{Buffer, BufferMut, BufferPool};
 use std::io::{self, Read, Write};
+use crate::tcp::Conn;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -179,7 +180,7 @@ impl ShmLink {
     /// [`Error::Config`] for a live foreign segment, [`Error::Protocol`] when the peer's segment
     /// does not match what it announced, [`Error::Io`] for file or socket errors.
     pub fn establish(
-        mut stream: TcpStream,
+        mut stream: Conn,
         cluster: &str,
         me: &str,
         peer: &str,
@@ -250,8 +251,10 @@ impl ShmLink {
         }
         // Both sides have mapped: the name is no longer needed; nothing is left behind.
         let _ = std::fs::remove_file(&out_path);
+        // Over TLS the setup above ran encrypted; the socket then carries only heartbeats and EOF
+        // (no data), on this host.
         Self::assemble(
-            stream,
+            stream.into_socket(),
             me,
             peer,
             cfg,
