@@ -306,7 +306,7 @@ pub(crate) fn connect_control(
     let stream = loop {
         match tcp::connect_once(sa, &identity, &coord, Duration::from_secs(10)) {
             Ok(s) => break s,
-            Err(e @ lockstep_transport::Error::Handshake { .. }) => return Err(e.into()),
+            Err(e) if e.is_refusal() => return Err(e.into()),
             Err(e) if Instant::now() + delay > deadline => {
                 return Err(RuntimeError::Timeout {
                     doing: format!("connecting to the coordinator {coord} at {sa}: {e}"),

@@ -182,6 +182,21 @@ impl Error {
         }
     }
 
+    /// Whether this is a final refusal (a wrong token, cluster, version or name, a certificate
+    /// refused either way, a peer not speaking TLS), which retrying cannot cure, as opposed to
+    /// a peer that is not up yet or went away.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::Handshake { reason, .. } => {
+                !matches!(reason, HandshakeFailure::Closed | HandshakeFailure::Timeout)
+            }
+            Error::Tls { failure, .. } => {
+                !matches!(failure, TlsFailure::Closed | TlsFailure::Timeout)
+            }
+            _ => false,
+        }
+    }
+
     /// The context, if this error has one.
     pub fn context(&self) -> Option<&Context> {
         match self {

@@ -7,7 +7,7 @@
 //! links are bootstrapped over the authenticated TCP connection, which stays open for liveness).
 
 use crate::config::LinkConfig;
-use crate::error::{Error, HandshakeFailure, Result};
+use crate::error::{Error, Result};
 use crate::handshake::Identity;
 use crate::link::{AnyLink, Group};
 use crate::tcp::{self, Conn, Listener, TcpLink};
@@ -268,10 +268,8 @@ pub(crate) fn connect_with_retry(
             },
             Err(e) => e,
         };
-        if let Error::Handshake { reason, .. } = &err {
-            if !matches!(reason, HandshakeFailure::Closed | HandshakeFailure::Timeout) {
-                return Err(err);
-            }
+        if err.is_refusal() {
+            return Err(err);
         }
         if Instant::now() + backoff >= deadline {
             tracing::warn!(node = %me.node, peer = %p.name, addr = %p.addr, attempt, error = %err, "giving up connecting");

@@ -17,6 +17,15 @@ pub enum Conn {
     Tls(Box<TlsStream>),
 }
 
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("tls", &self.is_tls())
+            .field("peer", &self.peer_addr().ok())
+            .finish()
+    }
+}
+
 impl From<TcpStream> for Conn {
     fn from(s: TcpStream) -> Conn {
         Conn::Plain(s)
