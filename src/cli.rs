@@ -144,6 +144,10 @@ pub struct LinkBenchArgs {
     /// Timed messages per sample (after two untimed ones).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// Run the link over TLS (certificates made for the run); the reference is then a plain
+    /// TCP link between the same two processes, so the ratio is TLS / plain.
+    #[arg(long)]
+    pub tls: bool,
     /// Repetitions: subject and reference are measured interleaved (A B A B ...) this many times;
     /// the table shows the median and min-max of each and of the per-pair ratio.
     #[arg(long, default_value_t = 5)]
@@ -183,6 +187,10 @@ pub struct AllreduceBenchArgs {
     /// Timed iterations per size (fewer are used for very large sizes).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// Run the links over TLS (tcp only; certificates made for the run); the reference is then
+    /// the same allreduce over plain TCP links between the same processes (ratio = TLS / plain).
+    #[arg(long)]
+    pub tls: bool,
     /// Repetitions: subject and reference are measured interleaved (A B A B ...) this many times;
     /// the table shows the median and min-max of each and of the per-pair ratio.
     #[arg(long, default_value_t = 5)]

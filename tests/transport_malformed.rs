@@ -52,6 +52,7 @@ fn malformed_header_closes_only_that_link(bad: [u8; 64], reason: &str) {
         sizes: vec![],
         iters: 1,
         peer_timeout_ms: 3000,
+        tls_dir: None,
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
         .args(["bench-worker", "--kind", "link", "--rank", "1"])

@@ -96,6 +96,6 @@ pub fn load(m: &Manifest, node: &str) -> Result<Option<Arc<TlsConfig>>, RuntimeE
         },
     };
     let cfg = TlsConfig::load(node, &spec.files(&base, node))?;
-    tracing::debug!(node, "TLS on every TCP link");
+    tracing::info!(node, "TLS on every TCP link (certificates checked)");
     Ok(Some(Arc::new(cfg)))
 }
