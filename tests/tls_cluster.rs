@@ -13,7 +13,14 @@ const NODES: &str = "coordinator,worker-0,worker-1";
 
 fn gen(dir: &Path) {
     let out = run(
-        &["tls", "gen", "--nodes", NODES, "--out", dir.to_str().unwrap()],
+        &[
+            "tls",
+            "gen",
+            "--nodes",
+            NODES,
+            "--out",
+            dir.to_str().unwrap(),
+        ],
         Duration::from_secs(60),
     );
     assert_ok(&out);
@@ -108,7 +115,11 @@ fn files_that_do_not_fit_stop_the_node_at_start_up_naming_them() {
         LIMIT,
     );
     assert!(!out.status.success() && report.is_none());
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), logs(dir.path()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs(dir.path())
+    );
     assert!(
         text.contains("worker-1.key") && text.contains("node worker-1"),
         "the missing key file and its node must be named:\n{text}"
@@ -127,7 +138,11 @@ fn files_that_do_not_fit_stop_the_node_at_start_up_naming_them() {
         LIMIT,
     );
     assert!(!out.status.success());
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), logs(dir.path()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs(dir.path())
+    );
     assert!(
         text.contains("worker-1.pem") && text.contains("is not signed by the CA"),
         "{text}"

@@ -23,7 +23,7 @@ fn peer(name: &str, addr: &str) -> PeerAddr {
 }
 
 /// Read until EOF (heartbeats may come first); true when EOF came before the deadline.
-fn closes_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
+fn closes_within(s: &mut lockstep::transport::Conn, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     let mut buf = [0u8; 4096];
     s.set_read_timeout(Some(Duration::from_millis(200)))

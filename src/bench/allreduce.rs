@@ -364,8 +364,7 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
         "127.0.0.1"
     };
     let l = Listener::bind(&format!("{ip}:0")).map_err(|e| e.to_string())?;
-    let mut g =
-        connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())?;
+    let mut g = connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())?;
     // With TLS, the same allreduce over plain links between the same processes is the reference.
     let mut twin = match &cfg.tls_dir {
         Some(_) => {

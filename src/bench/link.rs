@@ -286,8 +286,8 @@ fn bench(g: &mut Group, cfg: &WorkerConfig, repeat: usize) -> Result<(), String>
         data: pattern(0, len),
     };
     link.chunk(g, 2)?; // untimed: first touch of the rings / socket buffers
-    // With TLS the reference is a plain TCP link between the same two processes (ratio = TLS /
-    // plain); otherwise plain sockets (tcp) or memcpy (shm).
+                       // With TLS the reference is a plain TCP link between the same two processes (ratio = TLS /
+                       // plain); otherwise plain sockets (tcp) or memcpy (shm).
     let mut twin = match cfg.tls_dir {
         Some(_) => Some(super::tls::plain_twin(g, cfg)?),
         None => None,

@@ -5,8 +5,8 @@
 use lockstep_tensor::Buffer;
 use lockstep_transport::tls::gen::generate;
 use lockstep_transport::{
-    connect_mesh, Expect, FrameHeader, Group, Link, Listener, MeshConfig, Op, PeerAddr,
-    TlsConfig, TlsFiles,
+    connect_mesh, Expect, FrameHeader, Group, Link, Listener, MeshConfig, Op, PeerAddr, TlsConfig,
+    TlsFiles,
 };
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -11,9 +11,9 @@ use crate::handshake::Identity;
 use crate::rendezvous::{connect_mesh, connect_with_retry, MeshConfig, PeerAddr};
 use crate::tcp::{Conn, Listener};
 use crate::tls::TlsConfig;
-use std::sync::Arc;
 use crate::Group;
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Node name the coordinator uses in handshakes.

@@ -34,11 +34,11 @@
 
 use crate::error::{Error, HandshakeFailure, Result};
 use crate::frame::PROTOCOL_VERSION;
+use crate::tls::TlsConfig;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 use std::io::{Read, Write};
-use crate::tls::TlsConfig;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -246,11 +246,7 @@ fn build_group(cfg: &MeshConfig, streams: Vec<Option<Conn>>) -> Result<Group> {
 }
 
 /// Connect to `p`, retrying with backoff until `deadline`; refusals are final.
-pub(crate) fn connect_with_retry(
-    p: &PeerAddr,
-    me: &Identity,
-    deadline: Instant,
-) -> Result<Conn> {
+pub(crate) fn connect_with_retry(p: &PeerAddr, me: &Identity, deadline: Instant) -> Result<Conn> {
     let mut backoff = Duration::from_millis(20);
     let mut attempt = 0u32;
     loop {

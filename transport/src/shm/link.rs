@@ -20,9 +20,9 @@ use crate::frame::{Expect, FrameHeader, FrameKind, HEADER_LEN};
 use crate::link::{check_frame_len, check_payload_len, Frame, Link, Reservation, Room};
 use crate::liveness::Liveness;
 use crate::outbox::{io_error, Outbox, Sink};
+use crate::tcp::Conn;
 use lockstep_tensor::{Buffer, BufferMut, BufferPool};
 use std::io::{self, Read, Write};
-use crate::tcp::Conn;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -627,10 +627,10 @@ mod tests {
         let c = cluster.clone();
         let t = std::thread::spawn(move || {
             let (s, _) = l.accept().unwrap();
-            ShmLink::establish(s, &c, "b", "a", false, b_cfg).unwrap()
+            ShmLink::establish(s.into(), &c, "b", "a", false, b_cfg).unwrap()
         });
         let s = TcpStream::connect(addr).unwrap();
-        let a = ShmLink::establish(s, &cluster, "a", "b", true, a_cfg).unwrap();
+        let a = ShmLink::establish(s.into(), &cluster, "a", "b", true, a_cfg).unwrap();
         (a, t.join().unwrap())
     }
 

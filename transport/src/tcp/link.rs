@@ -82,7 +82,12 @@ pub(crate) fn send_all(sock: &Socket, parts: &[&[u8]], stop: &AtomicBool) -> io:
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => done += n,
             // SO_SNDTIMEO slice: the peer is slow, not necessarily gone; check for shutdown.
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if stop.load(Ordering::SeqCst) {
                     return Err(e);
                 }

@@ -18,9 +18,9 @@ pub use listener::Listener;
 
 use crate::error::{Error, Result};
 use crate::handshake::{handshake, Identity, Role};
+use crate::tls::TlsStream;
 use socket2::{SockRef, TcpKeepalive};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use crate::tls::TlsStream;
 use std::time::{Duration, Instant};
 
 /// Kernel socket buffer size asked for on every connection.
@@ -98,7 +98,12 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
 /// # Errors
 /// [`Error::Io`] when the connection fails, [`Error::Tls`] when TLS fails (including the peer's
 /// refusal of this node's certificate), [`Error::Handshake`] when the handshake is refused.
-pub fn connect_once(addr: SocketAddr, me: &Identity, peer: &str, timeout: Duration) -> Result<Conn> {
+pub fn connect_once(
+    addr: SocketAddr,
+    me: &Identity,
+    peer: &str,
+    timeout: Duration,
+) -> Result<Conn> {
     let ctx = || crate::Context {
         peer: format!("{peer} at {addr}"),
         round: None,
@@ -118,7 +123,13 @@ pub fn connect_once(addr: SocketAddr, me: &Identity, peer: &str, timeout: Durati
         None => Conn::Plain(s),
     };
     let left = deadline.saturating_duration_since(Instant::now());
-    match handshake(&mut conn, Role::Initiator, me, Some(&[peer.to_string()]), left) {
+    match handshake(
+        &mut conn,
+        Role::Initiator,
+        me,
+        Some(&[peer.to_string()]),
+        left,
+    ) {
         Ok(_) => Ok(conn),
         // Over TLS 1.3 a peer that refuses this node's certificate says so with its first answer.
         Err(e) => Err(match conn.tls_error() {

@@ -172,22 +172,20 @@ impl TlsConfig {
         let roots = Arc::new(roots);
         let chain = certs(node, "certificate", &files.cert)?;
         let key_bytes = read(node, "key", &files.key)?;
-        let key =
-            PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| TlsConfigError::Parse {
-                node: node.to_string(),
-                what: "key",
-                path: files.key.clone(),
-                message: format!("no private key in it ({e})"),
-            })?;
+        let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| TlsConfigError::Parse {
+            node: node.to_string(),
+            what: "key",
+            path: files.key.clone(),
+            message: format!("no private key in it ({e})"),
+        })?;
         let algs = provider.signature_verification_algorithms;
-        let end_entity = ParsedCertificate::try_from(&chain[0]).map_err(|reason| {
-            TlsConfigError::NotFromCa {
+        let end_entity =
+            ParsedCertificate::try_from(&chain[0]).map_err(|reason| TlsConfigError::NotFromCa {
                 node: node.to_string(),
                 cert: files.cert.clone(),
                 ca: files.ca.clone(),
                 reason,
-            }
-        })?;
+            })?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &end_entity,
             &roots,

@@ -103,7 +103,10 @@ impl TlsReader {
                     let mut held = &self.buf[self.start..self.end];
                     let n = c.read_tls(&mut held)?;
                     if n == 0 {
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS record too large"));
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "TLS record too large",
+                        ));
                     }
                     self.start += n;
                     c.process_new_packets().map_err(invalid)?;

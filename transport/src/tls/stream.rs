@@ -55,13 +55,12 @@ fn failure(e: &io::Error) -> TlsFailure {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => TlsFailure::Timeout,
         io::ErrorKind::InvalidData if e.to_string() == "not TLS" => TlsFailure::NotTls,
-        io::ErrorKind::InvalidData => match e
-            .get_ref()
-            .and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
-            Some(r) => TlsFailure::from_rustls(r.clone()),
-            None => TlsFailure::NotTls,
-        },
+        io::ErrorKind::InvalidData => {
+            match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                Some(r) => TlsFailure::from_rustls(r.clone()),
+                None => TlsFailure::NotTls,
+            }
+        }
         _ => TlsFailure::Closed,
     }
 }
