@@ -367,16 +367,13 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
     let mut g = connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())?;
     // With TLS, the same allreduce over plain links between the same processes is the reference.
     let mut twin = match &cfg.tls_dir {
-        Some(_) => {
-            let t = super::tls::plain_twin_of(&mut g, &m, ip)?;
-            let mut t = Communicator::new(t, aggregate_config()?);
-            let plain = WorkerConfig {
-                algo: "ring".into(),
-                ..cfg.clone()
-            };
-            super::allreduce_checks::prepare(&mut t, &plain)?;
-            Some(t)
-        }
+        Some(_) => Some(super::tls::plain_communicator(
+            &mut g,
+            &m,
+            ip,
+            &cfg,
+            aggregate_config()?,
+        )?),
         None => None,
     };
     let mut c = Communicator::new(g, aggregate_config()?);
@@ -447,7 +444,7 @@ fn bench(
         let mut times: Vec<Vec<f32>> = vec![Vec::new(); repeat];
         let refs = interleave(repeat, 2, CHUNKS, |step, rep| -> Result<Chunk, String> {
             if let (1, Some(t)) = (step, twin.as_deref_mut()) {
-                return plain_chunk(t, &twin_algo, &mut twin_ps, &mut x, per_chunk);
+                return super::tls::plain_chunk(t, &twin_algo, &mut twin_ps, &mut x, per_chunk);
             }
             if step == 1 {
                 return reference
@@ -505,28 +502,4 @@ fn bench(
         );
     }
     c.barrier().map_err(|e| e.to_string())
-}
-
-/// The reference of a TLS run: `iters` allreduces of `x` over the plain twin, each after a
-/// barrier; the work is their bus bytes (busbw = work / secs, as the subject's).
-fn plain_chunk(
-    t: &mut Communicator,
-    algo: &str,
-    ps: &mut Option<lockstep_collective::ParameterServer>,
-    x: &mut [f32],
-    iters: usize,
-) -> Result<Chunk, String> {
-    let n = t.world() as f64;
-    let mut secs = 0.0;
-    for _ in 0..iters {
-        t.barrier().map_err(|e| e.to_string())?;
-        let start = Instant::now();
-        reduce_once(t, algo, ps, x)?;
-        secs += start.elapsed().as_secs_f64();
-        x.fill(1.0);
-    }
-    Ok(Chunk {
-        work: (x.len() * 4 * iters) as f64 * 2.0 * (n - 1.0) / n,
-        secs,
-    })
 }

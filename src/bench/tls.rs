@@ -10,6 +10,7 @@ use lockstep_transport::{
 };
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Names a bench's processes have: `n0`.. and the rendezvous `coordinator`.
 const MAX_WORLD: usize = 64;
@@ -105,4 +106,50 @@ pub fn plain_twin_of(g: &mut Group, base: &MeshConfig, bind_ip: &str) -> Result<
 pub fn plain_twin(g: &mut Group, cfg: &super::link::WorkerConfig) -> Result<Group, String> {
     let m = super::link::mesh_config(cfg, g.my_name(), g.rank())?;
     plain_twin_of(g, &m, "127.0.0.1")
+}
+
+/// [`plain_twin_of`] for `bench allreduce`, as a communicator set up like the subject's (its
+/// topology; no link probe: the twin runs the algorithm the subject resolved).
+///
+/// # Errors
+/// A message naming what failed.
+pub(crate) fn plain_communicator(
+    g: &mut Group,
+    base: &MeshConfig,
+    bind_ip: &str,
+    cfg: &super::allreduce::WorkerConfig,
+    settings: lockstep_collective::CollectiveConfig,
+) -> Result<lockstep_collective::Communicator, String> {
+    let twin = plain_twin_of(g, base, bind_ip)?;
+    let mut t = lockstep_collective::Communicator::new(twin, settings);
+    let fixed = super::allreduce::WorkerConfig {
+        algo: "ring".into(),
+        ..cfg.clone()
+    };
+    super::allreduce_checks::prepare(&mut t, &fixed)?;
+    Ok(t)
+}
+
+/// The reference of a TLS run: `iters` allreduces of `x` over the plain twin, each after a
+/// barrier; the work is their bus bytes (busbw = work / secs, as the subject's).
+pub(crate) fn plain_chunk(
+    t: &mut lockstep_collective::Communicator,
+    algo: &str,
+    ps: &mut Option<lockstep_collective::ParameterServer>,
+    x: &mut [f32],
+    iters: usize,
+) -> Result<super::repeat::Chunk, String> {
+    let n = t.world() as f64;
+    let mut secs = 0.0;
+    for _ in 0..iters {
+        t.barrier().map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        super::allreduce_checks::reduce_once(t, algo, ps, x)?;
+        secs += start.elapsed().as_secs_f64();
+        x.fill(1.0);
+    }
+    Ok(super::repeat::Chunk {
+        work: (x.len() * 4 * iters) as f64 * 2.0 * (n - 1.0) / n,
+        secs,
+    })
 }
