@@ -4,6 +4,9 @@
 //! fit stop the node at start-up with a message naming the file and the node.
 
 mod common;
+#[path = "common/stream.rs"]
+mod stream;
+
 use common::*;
 use std::path::Path;
 use std::time::Duration;
@@ -148,4 +151,62 @@ fn files_that_do_not_fit_stop_the_node_at_start_up_naming_them() {
         "{text}"
     );
     assert!(processes_mentioning(dir.path().to_str().unwrap()).is_empty());
+}
+
+#[test]
+fn python_producers_stream_over_tls_and_one_without_a_certificate_is_refused() {
+    let certs = run_dir("tls-stream-certs");
+    let out = run(
+        &[
+            "tls",
+            "gen",
+            "--nodes",
+            "coordinator,worker-0,worker-1,producer-0,producer-1",
+            "--out",
+            certs.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_ok(&out);
+    let dir = run_dir("tls-stream");
+    let sets = tls_sets(certs.path());
+    let job = stream::spawn_launch(dir.path(), &args(&sets, &[]));
+    let b = stream::bootstrap(dir.path());
+    let d = certs.path().display().to_string();
+    let tls = |id: u32| {
+        vec![
+            "--tls-ca".to_string(),
+            format!("{d}/ca.pem"),
+            "--tls-cert".into(),
+            format!("{d}/producer-{id}.pem"),
+            "--tls-key".into(),
+            format!("{d}/producer-{id}.key"),
+        ]
+    };
+    // Without TLS options the producer cannot get in: the bootstrap speaks TLS only.
+    let plain = std::process::Command::new("python3")
+        .args(["-m", "lockstep_client", "send", "--bootstrap", &b])
+        .args(["--producer", "0", "--rows", "0:10"])
+        .arg("examples/data/credit_data.parquet")
+        .current_dir(root())
+        .env("PYTHONPATH", root().join("python"))
+        .env("LOCKSTEP_TOKEN", stream::TOKEN)
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    let half = stream::ROWS / 2;
+    let (b2, t0) = (b.clone(), tls(0));
+    let p0 = std::thread::spawn(move || {
+        let t: Vec<&str> = t0.iter().map(String::as_str).collect();
+        stream::send_python_with(&b2, 0, &format!("0:{half}"), 100, &t)
+    });
+    let t1 = tls(1);
+    let t: Vec<&str> = t1.iter().map(String::as_str).collect();
+    stream::send_python_with(&b, 1, &format!("{half}:{}", stream::ROWS), 100, &t);
+    p0.join().unwrap();
+    let (_, r) = stream::finish(job, dir.path());
+    assert_eq!(num(&r, &["stream", "rows_received"]) as usize, stream::ROWS);
+    assert_eq!(num(&r, &["stream", "duplicates_dropped"]) as u64, 0);
+    assert_eq!(r["stream"]["ended"], "producers closed");
+    assert_eq!(logs(dir.path()).matches("TLS on every TCP link").count(), 3);
 }
