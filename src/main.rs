@@ -6,6 +6,8 @@ use lockstep::cli::{BenchCommand, Cli, Command, TlsCommand};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A replacement's time to join is measured from here.
+    let _ = lockstep_runtime::node::process_started();
     lockstep::logging::init();
     let cli = Cli::parse();
     let result: Result<(), String> = match cli.command {

@@ -105,3 +105,51 @@ fn one_and_four_workers_train_alike() {
     // CI floor for the shortened run (the full run reaches >= 0.97, see the README).
     assert!(a4 >= 0.80, "mnist accuracy after {MNIST_SHORT:?}: {a4}");
 }
+
+/// Two ranks forced onto two "hosts" make `allreduce = "auto"` probe the links and join small
+/// model buckets up to the cost model's bucket size; with `micro_batches` the additions are a
+/// fixed tree per element, so joining buckets must not change a bit.
+#[test]
+fn measured_bucket_size_joins_buckets_without_changing_the_weights() {
+    let common = [
+        "--transport",
+        "tcp",
+        "--set",
+        "job.rounds=12",
+        "--set",
+        "job.micro_batches=2",
+        "--set",
+        "cluster.ranks_per_host=1",
+    ];
+    let probed = run_dir("bucket-auto");
+    let (out_p, rp) = launch(
+        "examples/mnist-mlp/cluster.toml",
+        probed.path(),
+        &[&common[..], &["--set", "cluster.allreduce=auto"]].concat(),
+        LIMIT,
+    );
+    assert_ok(&out_p);
+    let plain = run_dir("bucket-tree");
+    let (out_t, rt) = launch(
+        "examples/mnist-mlp/cluster.toml",
+        plain.path(),
+        &[&common[..], &["--set", "cluster.allreduce=tree"]].concat(),
+        LIMIT,
+    );
+    assert_ok(&out_t);
+    let log = std::fs::read_to_string(probed.path().join("logs/worker-0.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("allreduce chosen from the link probe"))
+        .unwrap_or_else(|| panic!("no probe decision in worker-0.log:\n{log}"));
+    let bucket: usize = line
+        .split("bucket_bytes=")
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no bucket_bytes in {line}"));
+    // The MLP's last layer is 1,290 values (5 KiB): below any recommended bucket, so it is joined.
+    assert!(bucket >= 64 << 10, "bucket_bytes {bucket} in {line}");
+    let (rp, rt) = (rp.unwrap(), rt.unwrap());
+    assert_eq!(rp["weights_sha256"], rt["weights_sha256"]);
+}

@@ -124,8 +124,12 @@ fn show_changes(tag: &str, r: &serde_json::Value) {
         .as_array()
         .expect("membership_changes")
     {
+        let join = c["join_ms"]
+            .as_f64()
+            .map(|j| format!(", {j:.0} ms from its process start to its first round"))
+            .unwrap_or_default();
         eprintln!(
-            "{tag}: {} {} at round {} -> {} workers, paused {:.0} ms (round gap {:.0} ms): {}",
+            "{tag}: {} {} at round {} -> {} workers, paused {:.0} ms (round gap {:.0} ms){join}: {}",
             c["kind"],
             c["nodes"],
             c["round"],
@@ -226,6 +230,14 @@ fn a_restarted_worker_joins_live_and_the_weights_stay_identical() {
         .map(|c| c["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["lost", "joined"]);
+    // The replacement reported its uptime at registration: the join is measured from its start
+    // (printed above; no bound asserted), and it includes the pause after its registration.
+    let joined = &r["membership_changes"][1];
+    assert!(
+        num(joined, &["join_ms"]) >= num(joined, &["pause_ms"]),
+        "join_ms must cover the pause after the registration: {joined}"
+    );
+    assert!(r["membership_changes"][0]["join_ms"].is_null());
     assert_eq!(sha(&r), want, "weights differ from the uninterrupted run");
     no_leftovers(d.path());
 }

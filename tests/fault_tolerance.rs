@@ -129,10 +129,41 @@ fn uninterrupted_resumed_and_restarted_runs_end_with_the_same_weights() {
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&rc).unwrap()).unwrap();
     assert_eq!(report["restarts"], 1);
 
+    // D: SIGINT to the launcher after the first checkpoint: a graceful stop (exit 0, a final
+    // checkpoint, a report saying so), then --resume.
+    let d = run_dir("ft-d");
+    let rd = d.path().join("report.json");
+    let (dd, rds) = (d.path().to_str().unwrap(), rd.to_str().unwrap());
+    let child = spawn(&launch_args(dd, rds, &[]), None);
+    wait_until("the first checkpoint", LIMIT, || checkpoints(d.path()) >= 1);
+    // SAFETY: SIGINT to the launcher this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = wait_with_deadline(child, LIMIT);
+    assert_ok(&out);
+    let stopped: serde_json::Value = serde_json::from_slice(&std::fs::read(&rd).unwrap()).unwrap();
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    let n = stopped["rounds"].as_u64().unwrap();
+    let last = d.path().join(format!("checkpoints/round-{n:09}/meta.json"));
+    assert!(last.exists(), "no final checkpoint at round {n}");
+    let left = processes_mentioning(dd);
+    assert!(left.is_empty(), "processes left: {left:?}");
+    let out = run(&launch_args(dd, rds, &["--resume"]), LIMIT);
+    assert_ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("round-{n:09}")),
+        "did not resume at round {n}"
+    );
+
     assert_eq!(
         sha(&ra),
         sha(&rb),
         "resumed run differs from the uninterrupted one"
+    );
+    assert_eq!(
+        sha(&ra),
+        sha(&rd),
+        "stopped (SIGINT) and resumed run differs from the uninterrupted one"
     );
     assert_eq!(
         sha(&ra),
@@ -373,7 +404,7 @@ fn mismatched_model_shapes_are_named_before_the_first_round() {
 }
 
 #[test]
-fn ctrl_c_is_forwarded_and_no_node_is_left() {
+fn a_second_ctrl_c_stops_at_once_and_no_node_is_left() {
     let d = run_dir("ft-int");
     let r = d.path().join("report.json");
     let (dd, rs) = (d.path().to_str().unwrap(), r.to_str().unwrap());
@@ -381,9 +412,12 @@ fn ctrl_c_is_forwarded_and_no_node_is_left() {
     wait_until("the first checkpoint", LIMIT, || checkpoints(d.path()) >= 1);
     // SAFETY: SIGINT to the launcher this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(5));
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = wait_with_deadline(child, Duration::from_secs(30));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a second signal"));
     let left = processes_mentioning(dd);
     assert!(left.is_empty(), "processes left: {left:?}");
 }

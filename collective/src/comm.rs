@@ -15,6 +15,7 @@
 use super::error::{CollectiveError, FailureKind};
 use super::kernels::{Consumer, Out, Sink};
 use super::traffic::Traffic;
+use super::waiting::Waiting;
 use super::{CollectiveConfig, LinkCosts, Topology};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{
@@ -53,6 +54,7 @@ pub struct Communicator {
     config: CollectiveConfig,
     poisoned: Option<CollectiveError>,
     traffic: Traffic,
+    waiting: Waiting,
     topology: Topology,
     costs: Option<LinkCosts>,
 }
@@ -62,6 +64,7 @@ impl Communicator {
     pub fn new(group: Group, config: CollectiveConfig) -> Communicator {
         Communicator {
             traffic: Traffic::new(group.world()),
+            waiting: Waiting::default(),
             topology: Topology::one_per_host(group.world()),
             group,
             round: 0,
@@ -115,6 +118,12 @@ impl Communicator {
     /// Bytes sent to and received from each peer so far (a shared handle).
     pub fn traffic(&self) -> Traffic {
         self.traffic.clone()
+    }
+
+    /// Which peer this communicator is blocked on right now (a shared handle, for a hang
+    /// diagnosis from another thread).
+    pub fn waiting(&self) -> Waiting {
+        self.waiting.clone()
     }
 
     /// Which host every rank runs on (every rank on its own host unless set).
@@ -250,9 +259,15 @@ impl Communicator {
         how: Reduce<'_>,
     ) -> Result<(), CollectiveError> {
         let h = self.header(call, len);
-        let mut room = match self.group.link(to).reserve(h) {
+        self.waiting.on(to, call.op, call.seq, self.round);
+        let reserved = self.group.link(to).reserve(h);
+        self.waiting.on(from, call.op, call.seq, self.round);
+        let mut room = match reserved {
             Ok(r) => r,
-            Err(e) => return Err(self.fail_link(call, to, e)),
+            Err(e) => {
+                self.waiting.clear();
+                return Err(self.fail_link(call, to, e));
+            }
         };
         let (received, whole, consumed) = {
             let (a, b) = room.pieces();
@@ -270,6 +285,7 @@ impl Communicator {
             let whole = !consumer.gap && consumer.consumed() == len;
             (received, whole, consumer.consumed())
         };
+        self.waiting.clear();
         let header = match received {
             Ok(h) => h,
             Err(e) => {
@@ -303,11 +319,13 @@ impl Communicator {
         peer: usize,
         dst: &mut [u8],
     ) -> Result<(), CollectiveError> {
-        let header = match self
+        self.waiting.on(peer, call.op, call.seq, self.round);
+        let received = self
             .group
             .link(peer)
-            .recv_into(&Expect::at_most(dst.len() as u64), dst)
-        {
+            .recv_into(&Expect::at_most(dst.len() as u64), dst);
+        self.waiting.clear();
+        let header = match received {
             Ok(h) => h,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };
@@ -325,11 +343,13 @@ impl Communicator {
     ) -> Result<(), CollectiveError> {
         // Loose but bounded: the fields are checked below (an abort notice is no mismatch).
         let loose = Expect::at_most(len as u64);
-        let header = match self
+        self.waiting.on(peer, call.op, call.seq, self.round);
+        let received = self
             .group
             .link(peer)
-            .recv_with(&loose, &mut |off, b| consumer.feed(off, b))
-        {
+            .recv_with(&loose, &mut |off, b| consumer.feed(off, b));
+        self.waiting.clear();
+        let header = match received {
             Ok(h) => h,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };
@@ -361,7 +381,10 @@ impl Communicator {
         peer: usize,
         len: usize,
     ) -> Result<Buffer, CollectiveError> {
-        let frame = match self.group.link(peer).recv(&Expect::at_most(len as u64)) {
+        self.waiting.on(peer, call.op, call.seq, self.round);
+        let received = self.group.link(peer).recv(&Expect::at_most(len as u64));
+        self.waiting.clear();
+        let frame = match received {
             Ok(f) => f,
             Err(e) => return Err(self.fail_link(call, peer, e)),
         };

@@ -54,6 +54,7 @@ mod ring;
 mod topology;
 mod traffic;
 mod tree;
+mod waiting;
 
 pub use api::AllReduce;
 pub use comm::Communicator;
@@ -63,6 +64,7 @@ pub use probe::{LinkSample, ProbeOptions, ProbeReport};
 pub use ps::ParameterServer;
 pub use topology::Topology;
 pub use traffic::Traffic;
+pub use waiting::{now_us, Waiting, WaitingOn};
 
 use std::str::FromStr;
 

@@ -14,6 +14,10 @@
 //!    `update`, and send the shard to every remote worker (`PsPull`);
 //! 3. as a worker: receive every remote server's shard into `params`.
 //!
+//! At a checkpoint, [`ParameterServer::gather_state`] brings every server's optimizer state (its
+//! step count and its shard of each buffer) to one worker, which then holds the whole state and
+//! writes it with the parameters of the same round.
+//!
 //! Sends never wait for the receiver (the `Link` contract), so the order cannot deadlock as long
 //! as a link's queue holds what a rank pushes before it serves; with dedicated servers or one
 //! coordinator that always holds.
@@ -133,6 +137,102 @@ impl ParameterServer {
             }
         }
         Ok(())
+    }
+
+    /// Gather the servers' optimizer state at `root` (a rank of the group, normally the first
+    /// worker), after a [`step`](Self::step) of the same round; every rank of the group calls it.
+    /// A server passes its `step` count and its shard of each buffer in `mine` (each as long as
+    /// its [`shard`](Self::shard)); `root` passes `full`, one vector of `num_params` values per
+    /// buffer, into which every server's shard is received; other ranks pass `&[]` for both.
+    /// Returns, at `root`, the servers' common step count (elsewhere `step`).
+    ///
+    /// # Errors
+    /// [`CollectiveError::Invalid`] when the servers' step counts or buffer counts differ from
+    /// each other or from `full`, or a length is wrong; a link failure as in
+    /// [`step`](Self::step).
+    pub fn gather_state(
+        &mut self,
+        c: &mut Communicator,
+        root: usize,
+        step: u64,
+        mine: &[&[f32]],
+        full: &mut [Vec<f32>],
+    ) -> Result<u64, CollectiveError> {
+        let me = c.rank();
+        let head = c.begin(Op::PsState, fingerprint_dims(&[2]), DType::I64.to_wire())?;
+        let body = c.begin(
+            Op::PsState,
+            fingerprint_dims(&[self.num_params]),
+            DType::F32.to_wire(),
+        )?;
+        let pieces = self.pieces(c);
+        let position = self.servers.iter().position(|&s| s == me);
+        if let Some(i) = position {
+            let len = self.shard(i).len();
+            if let Some(b) = mine.iter().find(|b| b.len() != len) {
+                let reason = format!(
+                    "server shard {i} holds {len} parameters, an optimizer buffer has {}",
+                    b.len()
+                );
+                return Err(c.invalid(&head, reason));
+            }
+        }
+        if me == root && full.iter().any(|b| b.len() != self.num_params) {
+            let reason = format!("the gathered buffers must hold {} values", self.num_params);
+            return Err(c.invalid(&head, reason));
+        }
+        if let (Some(i), true) = (position, me != root) {
+            let header = [step, mine.len() as u64];
+            c.send_from(&head, root, bytemuck::cast_slice(&header))?;
+            for b in mine {
+                for j in 0..pieces {
+                    let pr = self.piece(i, pieces, j);
+                    let local = pr.start - self.shard(i).start..pr.end - self.shard(i).start;
+                    c.send_from(&body, root, bytemuck::cast_slice(&b[local]))?;
+                }
+            }
+        }
+        if me != root {
+            return Ok(step);
+        }
+        let mut common: Option<(u64, usize)> = None;
+        for (i, &s) in self.servers.iter().enumerate() {
+            let got = if s == me {
+                let shard = self.shard(i);
+                for (dst, src) in full.iter_mut().zip(mine) {
+                    dst[shard.clone()].copy_from_slice(src);
+                }
+                (step, mine.len())
+            } else {
+                let mut header = [0u64; 2];
+                c.recv_slice(&head, s, bytemuck::cast_slice_mut(&mut header))?;
+                (header[0], header[1] as usize)
+            };
+            if got.1 != full.len() || common.is_some_and(|c| c != got) {
+                let name = c.group().name(s).to_string();
+                let reason = format!(
+                    "server {name} has {} optimizer buffers at step {}, expected {} buffers{}",
+                    got.1,
+                    got.0,
+                    full.len(),
+                    common
+                        .map(|c| format!(" at step {}", c.0))
+                        .unwrap_or_default()
+                );
+                return Err(c.invalid(&head, reason));
+            }
+            common = Some(got);
+            if s == me {
+                continue;
+            }
+            for dst in full.iter_mut() {
+                for j in 0..pieces {
+                    let pr = self.piece(i, pieces, j);
+                    c.recv_slice(&body, s, bytemuck::cast_slice_mut(&mut dst[pr]))?;
+                }
+            }
+        }
+        Ok(common.map_or(step, |c| c.0))
     }
 
     fn pieces(&self, c: &Communicator) -> usize {

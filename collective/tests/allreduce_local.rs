@@ -343,3 +343,75 @@ fn parameter_server_rejects_bad_layouts() {
         Err(CollectiveError::Config(_))
     ));
 }
+
+#[test]
+fn gather_state_brings_every_server_shard_to_the_root() {
+    let n = 1003;
+    // (world, servers, workers): dedicated servers, and a root that also serves.
+    for (world, servers, workers) in [
+        (5usize, vec![3usize, 4], vec![0usize, 1, 2]),
+        (4, vec![1, 2, 3], vec![0, 1]),
+        (3, vec![0, 2], vec![0, 1]),
+    ] {
+        let out = on_mesh(world, small_chunks(), move |c| {
+            let me = c.rank();
+            let mut ps = ParameterServer::new(n, &servers, &workers, c.world()).unwrap();
+            let value = |b: usize, i: usize| (b * 10_000 + i) as f32;
+            let own: Vec<Vec<f32>> = match servers.iter().position(|&s| s == me) {
+                Some(i) => (0..2)
+                    .map(|b| ps.shard(i).map(|x| value(b, x)).collect())
+                    .collect(),
+                None => Vec::new(),
+            };
+            let mine: Vec<&[f32]> = own.iter().map(Vec::as_slice).collect();
+            let mut full = if me == 0 {
+                vec![vec![0.0; n]; 2]
+            } else {
+                Vec::new()
+            };
+            let step = ps.gather_state(c, 0, 7, &mine, &mut full).unwrap();
+            // The group is still in step: a barrier afterwards completes.
+            c.barrier().unwrap();
+            (me, step, full)
+        });
+        let (_, step, full) = &out[0];
+        assert_eq!(*step, 7, "world {world}");
+        for (b, buf) in full.iter().enumerate() {
+            for (i, v) in buf.iter().enumerate() {
+                assert_eq!(
+                    *v,
+                    (b * 10_000 + i) as f32,
+                    "world {world} buffer {b} index {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gather_state_names_a_server_whose_step_differs() {
+    let n = 64;
+    let out = on_mesh(4, small_chunks(), move |c| {
+        let me = c.rank();
+        let mut ps = ParameterServer::new(n, &[2, 3], &[0, 1], c.world()).unwrap();
+        let own: Vec<Vec<f32>> = match me {
+            2 => vec![vec![0.0; ps.shard(0).len()]],
+            3 => vec![vec![0.0; ps.shard(1).len()]],
+            _ => Vec::new(),
+        };
+        let mine: Vec<&[f32]> = own.iter().map(Vec::as_slice).collect();
+        let mut full = if me == 0 {
+            vec![vec![0.0; n]]
+        } else {
+            Vec::new()
+        };
+        let step = if me == 3 { 6 } else { 5 };
+        ps.gather_state(c, 0, step, &mine, &mut full)
+            .err()
+            .map(|e| e.to_string())
+    });
+    let err = out[0]
+        .clone()
+        .expect("the root must refuse differing step counts");
+    assert!(err.contains("n3") && err.contains("step 6"), "{err}");
+}

@@ -7,6 +7,9 @@
 //!   count, the SHA-256 of `state.safetensors` and of the parameters, and for a stream the
 //!   per-producer committed offsets (the next row of each producer to train on).
 //!
+//! With a parameter server the optimizer state lives on the server shards; they send it to the
+//! first worker at the checkpoint round, which writes the same format (see [`crate::ps_state`]).
+//!
 //! Both files are written atomically (temporary file, fsync, rename) and `meta.json` last: it is
 //! the commit marker. A checkpoint without it, or whose state file does not match the recorded
 //! checksum, is torn or corrupt: [`find_latest`] skips it with a warning and takes the next older
@@ -54,7 +57,11 @@ pub struct Restored {
     pub optimizer: OptimizerState,
 }
 
-fn sha256_file(path: &Path) -> Result<String, RuntimeError> {
+/// SHA-256 (hex) of a file's bytes, as recorded in `meta.json`.
+///
+/// # Errors
+/// [`RuntimeError::Io`] naming the file.
+pub fn sha256_file(path: &Path) -> Result<String, RuntimeError> {
     let bytes = std::fs::read(path).map_err(|e| RuntimeError::io("read", path, e))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }

@@ -6,7 +6,8 @@
 //! retried for up to [`RESOLVE_TIMEOUT`]. The manifest's nodes are
 //! replaced by `rank-0 .. rank-(W-1)`: rank 0 is the coordinator (on `MASTER_ADDR:MASTER_PORT`)
 //! and a worker, every rank is a worker. Workers register with the coordinator, which hands out
-//! the peer table.
+//! the peer table. `LOCKSTEP_PROGRESS_TIMEOUT_MS`, when set, overrides
+//! `cluster.progress_timeout_ms` (cluster managers set timeouts per job, not per manifest).
 
 use crate::error::RuntimeError;
 use crate::manifest::{Manifest, NodeSpec, Role};
@@ -63,6 +64,13 @@ pub fn apply(m: &mut Manifest) -> Result<String, RuntimeError> {
             },
         })
         .collect();
+    if let Some((name, v)) = var(&["LOCKSTEP_PROGRESS_TIMEOUT_MS"]) {
+        let ms = v
+            .trim()
+            .parse()
+            .map_err(|_| RuntimeError::Launch(format!("{name}={v:?} is not a number")))?;
+        m.cluster.progress_timeout_ms = Some(ms);
+    }
     m.validate()?;
     Ok(format!("rank-{rank}"))
 }

@@ -74,6 +74,21 @@ pub enum RuntimeError {
         /// How long.
         ms: u64,
     },
+    /// A node is alive but made no progress within the progress timeout; the hang diagnosis
+    /// named it (the table has every node's answer).
+    #[error("node {node} is stuck in round {round} ({operation}): no progress for {waited_ms} ms\n{table}")]
+    Stuck {
+        /// The culprit.
+        node: String,
+        /// The stuck round.
+        round: u64,
+        /// What the culprit is doing.
+        operation: String,
+        /// How long the round made no progress.
+        waited_ms: u64,
+        /// The hang table.
+        table: String,
+    },
     /// Process supervision (launch).
     #[error("{0}")]
     Launch(String),

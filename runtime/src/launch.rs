@@ -1,5 +1,6 @@
 //! `lockstep launch`: start every node of a manifest on this machine as a separate OS process of
-//! the same binary, prefix their logs with the node name, forward Ctrl-C, and when any node fails
+//! the same binary, prefix their logs with the node name, turn Ctrl-C / SIGTERM into a graceful
+//! stop of the coordinator (a second one stops everything at once), and when any node fails
 //! stop the others and return an error naming it. No orphans: children die with the launcher
 //! (`PR_SET_PDEATHSIG`) and are killed, not abandoned, on every exit path.
 //!
@@ -9,11 +10,11 @@
 use crate::error::RuntimeError;
 use crate::manifest::{Manifest, Role};
 use crate::report::Report;
+use interrupts::{install_signal_handlers, interrupted, Interrupts};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,19 +41,7 @@ pub struct LaunchOptions {
     pub max_restarts: u32,
 }
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
-}
+mod interrupts;
 
 struct Node {
     name: String,
@@ -96,7 +85,7 @@ pub fn launch(opts: &LaunchOptions) -> Result<Report, RuntimeError> {
                 }
                 return Ok(report);
             }
-            Err(e) if restarts < opts.max_restarts && !INTERRUPTED.load(Ordering::SeqCst) => {
+            Err(e) if restarts < opts.max_restarts && !interrupted() => {
                 restarts += 1;
                 tracing::warn!("restart {restarts} of {}: {e}", opts.max_restarts);
             }
@@ -241,17 +230,9 @@ struct Respawn<'a> {
 /// finished (a frozen one, a replacement that came too late) are stopped. Returns the number
 /// of processes started again.
 fn supervise_elastic(nodes: &mut Vec<Node>, mut r: Respawn<'_>) -> Result<u32, RuntimeError> {
+    let mut interrupts = Interrupts::new();
     loop {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            for n in nodes.iter_mut() {
-                // SAFETY: plain kill(2) on our own child's pid.
-                unsafe { libc::kill(n.child.id() as libc::pid_t, libc::SIGINT) };
-            }
-            stop_all(nodes);
-            return Err(RuntimeError::Launch(
-                "interrupted (Ctrl-C forwarded to every node)".into(),
-            ));
-        }
+        interrupts.check(nodes)?;
         if let Ok(Some(st)) = nodes[0].child.try_wait() {
             nodes[0].exited = Some(st);
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -394,7 +375,7 @@ fn wait_for_announce(
             coord.exited = Some(st);
             return Err(RuntimeError::Launch(describe_failure(coord, st)));
         }
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        if interrupted() {
             return Err(RuntimeError::Launch("interrupted".into()));
         }
         if Instant::now() > deadline {
@@ -423,19 +404,11 @@ fn describe_failure(n: &Node, st: ExitStatus) -> String {
     }
 }
 
-/// Wait for every node; on the first failure (or Ctrl-C) stop the rest.
+/// Wait for every node; on the first failure stop the rest. Signals: see [`Interrupts`].
 fn supervise(nodes: &mut [Node]) -> Result<(), RuntimeError> {
+    let mut interrupts = Interrupts::new();
     loop {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            for n in nodes.iter_mut() {
-                // SAFETY: plain kill(2) on our own child's pid.
-                unsafe { libc::kill(n.child.id() as libc::pid_t, libc::SIGINT) };
-            }
-            stop_all(nodes);
-            return Err(RuntimeError::Launch(
-                "interrupted (Ctrl-C forwarded to every node)".into(),
-            ));
-        }
+        interrupts.check(nodes)?;
         let mut failed = false;
         for n in nodes.iter_mut().filter(|n| n.exited.is_none()) {
             if let Ok(Some(st)) = n.child.try_wait() {
@@ -461,7 +434,11 @@ fn supervise(nodes: &mut [Node]) -> Result<(), RuntimeError> {
                 .map(|n| describe_failure(n, n.exited.unwrap_or_default()))
                 .collect();
             stop_all(nodes);
-            return Err(RuntimeError::Launch(msg.join("\n")));
+            let mut msg = msg.join("\n");
+            if interrupted() {
+                msg = format!("interrupted (before training started, or the stop failed): {msg}");
+            }
+            return Err(RuntimeError::Launch(msg));
         }
         if nodes.iter().all(|n| n.exited.is_some()) {
             return Ok(());

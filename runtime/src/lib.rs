@@ -12,6 +12,9 @@
 //! - [`report`]: the JSON run report.
 //! - [`elastic`]: elastic membership on the worker side (rows per rank, state hand-over).
 //! - [`observe`]: metrics.csv, the Prometheus endpoint, progress, the timeline, curves.
+//! - [`stop`]: SIGINT / SIGTERM: a graceful stop at a round boundary.
+//! - [`ps_state`]: parameter-server optimizer state in checkpoints (gather, restore).
+//! - [`hang`]: alive-but-stuck detection: progress timeout, activity board, hang table.
 //! - [`endpoints`]: `<run dir>/endpoints.json`, shared by every writer.
 
 pub mod actors;
@@ -21,6 +24,7 @@ pub mod embed;
 pub mod endpoints;
 pub mod env_mode;
 pub mod error;
+pub mod hang;
 pub mod ingest;
 pub mod job;
 pub mod launch;
@@ -30,12 +34,14 @@ pub mod observe;
 pub mod predict;
 pub mod preflight;
 pub mod protocol;
+pub mod ps_state;
 pub mod registration;
 pub mod report;
 mod role_coordinator;
 mod role_worker;
 mod scale;
 pub mod server;
+pub mod stop;
 pub mod tls;
 
 pub use error::RuntimeError;

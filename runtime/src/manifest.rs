@@ -113,6 +113,11 @@ pub struct ClusterSpec {
     /// Workers per host, host-major (0: hosts from the IPs of the data addresses).
     #[serde(default)]
     pub ranks_per_host: usize,
+    /// A round whose reports are not all in after this long is stuck: the coordinator runs
+    /// the hang diagnosis and stops the job (elastic: removes the culprit). Unset: derived
+    /// from the measured round times (see [`crate::hang::ProgressClock`]).
+    #[serde(default)]
+    pub progress_timeout_ms: Option<u64>,
     /// `[cluster.tls]`: TLS on every TCP link (see [`crate::tls`]).
     #[serde(default)]
     pub tls: Option<crate::tls::TlsSpec>,
@@ -430,7 +435,7 @@ impl Manifest {
             if job.aggregation == Aggregation::ParameterServer {
                 return Err(self.invalid(
                     "job.elastic",
-                    "elastic membership applies to allreduce aggregation only (a parameter-server job stops cleanly naming a dead node and resumes from its checkpoint)".into(),
+                    "elastic membership applies to allreduce aggregation only: in a parameter-server job a dead worker or server shard stops the job naming it, and `launch --resume` or `--max-restarts` continue from the newest checkpoint (which holds the servers' optimizer state); drop [job.elastic] or use aggregation = \"allreduce\"".into(),
                 ));
             }
         }
@@ -441,6 +446,12 @@ impl Manifest {
                     "{:?} is not one of auto, ring, tree, hier",
                     self.cluster.allreduce
                 ),
+            ));
+        }
+        if self.cluster.progress_timeout_ms == Some(0) {
+            return Err(self.invalid(
+                "cluster.progress_timeout_ms",
+                "must be positive (leave it out for the derived default)".into(),
             ));
         }
         if self.cluster.heartbeat_ms == 0

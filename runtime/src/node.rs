@@ -148,6 +148,14 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
         tls,
     });
     crate::preflight::check_run_dir(&ctx)?;
+    let coordinator = ctx
+        .manifest
+        .node(&ctx.name)
+        .is_some_and(|n| n.roles.contains(&Role::Coordinator));
+    if coordinator {
+        // SIGINT / SIGTERM: a graceful stop at a round boundary once training runs.
+        crate::stop::install();
+    }
     run_roles(ctx)
 }
 
@@ -326,4 +334,16 @@ pub(crate) fn connect_control(
         .map_err(|e| RuntimeError::io("getsockname", &addr, e))?;
     let link = AnyLink::Tcp(TcpLink::new(stream, me, &coord, ctx.link_config())?);
     Ok((link, local_ip))
+}
+
+/// When this process started, as far as the runtime can tell: the first call (the `lockstep`
+/// binary calls it first thing in `main`).
+pub fn process_started() -> std::time::Instant {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(std::time::Instant::now)
+}
+
+/// Milliseconds since [`process_started`].
+pub fn uptime_ms() -> f64 {
+    process_started().elapsed().as_secs_f64() * 1e3
 }

@@ -4,7 +4,7 @@
 //!
 //! Conversation (coordinator `C`, worker `W`):
 //! ```text
-//! W -> C  Register { node, data_addr, signature }
+//! W -> C  Register { node, data_addr, signature, uptime_ms }
 //! C -> W  Start { peers, job }                 (once every worker registered)
 //! C -> W  Grant { rounds: [RoundPlan] }        (a window of rounds ahead; more as rounds end)
 //! W -> C  RoundDone { round, loss_sum, .. }    (every member, every round, asynchronously)
@@ -24,6 +24,12 @@
 //! C -> W  Remesh { peers, mesh, round, source }   (join the new mesh, take state from `source`)
 //! ```
 //! A replacement registers like any worker and gets `Remesh` instead of `Start`.
+//!
+//! Hang diagnosis (a round made no progress within `cluster.progress_timeout_ms`):
+//! ```text
+//! C -> W  Probe                                   (what are you doing?)
+//! W -> C  Doing { threads }                       (from the worker's activity board)
+//! ```
 //!
 //! The coordinator is not on the per-round critical path: a [`RoundPlan`] carries everything a
 //! round needs (learning rate, whether rank 0 evaluates or checkpoints after it), workers run
@@ -133,6 +139,10 @@ pub enum ControlMsg {
         /// Its ingest endpoint for producers (`source = "stream"`).
         #[serde(default)]
         ingest_addr: Option<String>,
+        /// Milliseconds since its process started, when it sent this (a replacement's
+        /// `join_ms` in the report starts there).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uptime_ms: Option<f64>,
     },
     /// Everyone registered: the peer table of the data mesh, in rank order.
     Start {
@@ -167,6 +177,10 @@ pub enum ControlMsg {
         /// training on it (prequential evaluation).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         scored: Vec<[f32; 2]>,
+        /// Streams in arrival order: per producer of this worker, the offset of the next row
+        /// after this round's rows (what a checkpoint after this round commits).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        offsets: BTreeMap<u32, u64>,
     },
     /// Timeline spans of sampled rounds (`--trace`), in the sender's clock; sent in batches,
     /// interleaved anywhere with the other messages a member sends.
@@ -262,6 +276,13 @@ pub enum ControlMsg {
         /// The rank whose state everyone takes.
         source: usize,
     },
+    /// Hang diagnosis: what is every thread of this node doing? Answer `Doing` at once.
+    Probe,
+    /// The answer to `Probe`: one line per thread, read from the activity board.
+    Doing {
+        /// Per thread: operation, round, sequence number, the peer it waits on, for how long.
+        threads: Vec<crate::hang::ThreadDoing>,
+    },
     /// Stop: something failed.
     Abort {
         /// Why.
@@ -289,6 +310,8 @@ impl ControlMsg {
             ControlMsg::Suspend { .. } => "Suspend",
             ControlMsg::Suspended { .. } => "Suspended",
             ControlMsg::Remesh { .. } => "Remesh",
+            ControlMsg::Probe => "Probe",
+            ControlMsg::Doing { .. } => "Doing",
             ControlMsg::Abort { .. } => "Abort",
         }
     }
@@ -342,7 +365,35 @@ pub fn recv_msg(
     let frame = link
         .recv(&expect)
         .map_err(|source| RuntimeError::peer(&peer, round, doing, source))?;
-    let msg: ControlMsg = serde_json::from_slice(&frame.payload)
+    decode(&peer, &frame.payload)
+}
+
+/// [`recv_msg`] that gives up at `deadline` with `Ok(None)`, the link still usable (control
+/// links are TCP; see [`lockstep_transport::AnyLink::recv_before`]).
+///
+/// # Errors
+/// As [`recv_msg`].
+pub fn recv_msg_before(
+    link: &mut lockstep_transport::AnyLink,
+    round: u64,
+    doing: &'static str,
+    deadline: std::time::Instant,
+) -> Result<Option<ControlMsg>, RuntimeError> {
+    let expect = Expect {
+        op: Some(Op::Control),
+        ..Default::default()
+    };
+    let peer = link.peer_name().to_string();
+    match link.recv_before(&expect, deadline) {
+        Ok(Some(frame)) => decode(&peer, &frame.payload).map(Some),
+        Ok(None) => Ok(None),
+        Err(source) => Err(RuntimeError::peer(&peer, round, doing, source)),
+    }
+}
+
+fn decode(peer: &str, payload: &[u8]) -> Result<ControlMsg, RuntimeError> {
+    let peer = peer.to_string();
+    let msg: ControlMsg = serde_json::from_slice(payload)
         .map_err(|e| RuntimeError::Protocol(format!("bad control message from {peer}: {e}")))?;
     if let ControlMsg::Abort { reason } = &msg {
         return Err(RuntimeError::Aborted {

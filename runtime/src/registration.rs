@@ -5,6 +5,7 @@
 use crate::error::RuntimeError;
 use crate::node::{NodeContext, REGISTRATION_TIMEOUT};
 use crate::protocol::{recv_msg, send_msg, ControlMsg, ModelSignature};
+use lockstep_transport::registrar::{gather, Admit, Expected, GatherError};
 use lockstep_transport::tcp::listener::Acceptor;
 use lockstep_transport::tcp::TcpLink;
 use lockstep_transport::AnyLink;
@@ -20,6 +21,8 @@ pub struct Registration {
     pub ingest_addr: Option<String>,
     /// Its control link.
     pub link: AnyLink,
+    /// When its process started, on this clock (from the uptime it registered with).
+    pub started: Option<Instant>,
 }
 
 /// Accept and register every node in `names`; the result is in the order of `names`.
@@ -34,78 +37,85 @@ pub fn accept_members(
     signature: &ModelSignature,
 ) -> Result<Vec<Registration>, RuntimeError> {
     let deadline = Instant::now() + REGISTRATION_TIMEOUT;
-    let mut slots: Vec<Option<Registration>> = names.iter().map(|_| None).collect();
     let cfg = lockstep_transport::LinkConfig {
         heartbeat: Duration::from_millis(ctx.manifest.cluster.heartbeat_ms),
         peer_timeout: Duration::from_millis(ctx.manifest.cluster.peer_timeout_ms),
         ..lockstep_transport::LinkConfig::control()
     };
-    while slots.iter().any(Option::is_none) {
-        let Some((peer, stream)) = acceptor.next(deadline) else {
-            let missing: Vec<&str> = names
-                .iter()
-                .zip(&slots)
-                .filter(|(_, s)| s.is_none())
-                .map(|(n, _)| n.as_str())
-                .collect();
-            abort_all(&mut slots, "registration timed out");
-            return Err(RuntimeError::Timeout {
-                doing: format!("waiting for {} to register", missing.join(", ")),
+    let admit = |peer: &str, stream| {
+        register_one(&ctx.name, peer, stream, cfg, signature).map(Admit::Member)
+    };
+    match gather(acceptor, Expected::Names(names), deadline, admit) {
+        Ok(members) => Ok(members.into_iter().map(|(_, r)| r).collect()),
+        Err(GatherError::Missing {
+            missing,
+            mut gathered,
+        }) => {
+            abort_all(&mut gathered, "registration timed out");
+            Err(RuntimeError::Timeout {
+                doing: format!("waiting for {missing} to register"),
                 ms: REGISTRATION_TIMEOUT.as_millis() as u64,
-            });
-        };
-        let Some(i) = names.iter().position(|n| *n == peer) else {
-            continue;
-        };
-        if slots[i].is_some() {
-            tracing::warn!(node = %peer, "a second connection claims an already registered node; closed");
-            continue;
+            })
         }
-        let mut link = AnyLink::Tcp(TcpLink::new(stream, &ctx.name, &peer, cfg)?);
-        let ((data_addr, ingest_addr), sig) =
-            match recv_msg(&mut link, 0, "waiting for registration")? {
-                ControlMsg::Register {
-                    node,
-                    data_addr,
-                    signature,
-                    ingest_addr,
-                } if node == peer => ((data_addr, ingest_addr), signature),
-                other => {
-                    return Err(RuntimeError::Protocol(format!(
-                        "{peer} sent {} instead of Register",
-                        other.name()
-                    )))
-                }
-            };
-        if sig != *signature {
-            let msg = format!(
-                "model shapes differ: {} has [{}], {peer} has [{}]",
-                ctx.name, signature, sig
-            );
-            let _ = send_msg(
-                &mut link,
-                0,
-                "aborting",
-                &ControlMsg::Abort {
-                    reason: msg.clone(),
-                },
-            );
-            abort_all(&mut slots, &msg);
-            return Err(RuntimeError::Inconsistent(msg));
+        Err(GatherError::Fatal {
+            error,
+            mut gathered,
+        }) => {
+            abort_all(&mut gathered, &error.to_string());
+            Err(error)
         }
-        tracing::info!(node = %peer, %data_addr, "registered");
-        slots[i] = Some(Registration {
-            name: peer,
-            data_addr,
-            ingest_addr,
-            link,
-        });
     }
-    Ok(slots.into_iter().flatten().collect())
 }
 
-fn abort_all(slots: &mut [Option<Registration>], reason: &str) {
-    for r in slots.iter_mut().flatten() {
+/// Turn one authenticated connection into a member: read its `Register` and check its model
+/// layout against `signature` (a mismatch is answered with `Abort` naming both shapes).
+fn register_one(
+    me: &str,
+    peer: &str,
+    stream: lockstep_transport::Conn,
+    cfg: lockstep_transport::LinkConfig,
+    signature: &ModelSignature,
+) -> Result<Registration, RuntimeError> {
+    let mut link = AnyLink::Tcp(TcpLink::new(stream, me, peer, cfg)?);
+    let received = recv_msg(&mut link, 0, "waiting for registration")?;
+    let (data_addr, ingest_addr, sig, uptime_ms) = match received {
+        ControlMsg::Register {
+            node,
+            data_addr,
+            signature,
+            ingest_addr,
+            uptime_ms,
+        } if node == peer => (data_addr, ingest_addr, signature, uptime_ms),
+        other => {
+            return Err(RuntimeError::Protocol(format!(
+                "{peer} sent {} instead of Register",
+                other.name()
+            )))
+        }
+    };
+    if sig != *signature {
+        let reason = format!("model shapes differ: {me} has [{signature}], {peer} has [{sig}]");
+        let abort = ControlMsg::Abort {
+            reason: reason.clone(),
+        };
+        let _ = send_msg(&mut link, 0, "aborting", &abort);
+        return Err(RuntimeError::Inconsistent(reason));
+    }
+    tracing::info!(node = %peer, %data_addr, "registered");
+    let started = uptime_ms
+        .filter(|ms| ms.is_finite() && *ms >= 0.0)
+        .and_then(|ms| Instant::now().checked_sub(Duration::from_secs_f64(ms / 1e3)));
+    Ok(Registration {
+        name: peer.to_string(),
+        data_addr,
+        ingest_addr,
+        link,
+        started,
+    })
+}
+
+fn abort_all(members: &mut [(String, Registration)], reason: &str) {
+    for (_, r) in members.iter_mut() {
         let _ = send_msg(
             &mut r.link,
             0,
@@ -156,41 +166,14 @@ pub fn accept_joiners(
             tracing::warn!(node = %peer, "refused {peer}: not a worker of this job");
             continue;
         }
-        let Ok(link) = TcpLink::new(stream, &me, &peer, cfg) else {
-            continue;
-        };
-        let mut link = AnyLink::Tcp(link);
-        match recv_msg(&mut link, 0, "waiting for a replacement's registration") {
-            Ok(ControlMsg::Register {
-                node,
-                data_addr,
-                signature: sig,
-                ingest_addr,
-            }) if node == peer => {
-                if sig != signature {
-                    let reason =
-                        format!("model shapes differ: {me} has [{signature}], {peer} has [{sig}]");
-                    tracing::warn!("refused replacement {peer}: {reason}");
-                    let _ = send_msg(&mut link, 0, "refusing", &ControlMsg::Abort { reason });
-                    continue;
-                }
-                tracing::info!(node = %peer, %data_addr, "replacement registered; it joins at the next round boundary");
-                let reg = Registration {
-                    name: peer,
-                    data_addr,
-                    ingest_addr,
-                    link,
-                };
+        match register_one(&me, &peer, stream, cfg, &signature) {
+            Ok(reg) => {
+                tracing::info!(node = %peer, "replacement registered; it joins at the next round boundary");
                 if tx.send((reg, Instant::now())).is_err() {
                     return;
                 }
             }
-            Ok(other) => {
-                tracing::warn!(node = %peer, "refused {peer}: sent {} instead of Register", other.name())
-            }
-            Err(e) => {
-                tracing::warn!(node = %peer, error = %e, "replacement lost while registering")
-            }
+            Err(e) => tracing::warn!(node = %peer, "refused replacement {peer}: {e}"),
         }
     });
     rx

@@ -56,6 +56,13 @@ pub struct Report {
     /// Elastic membership: every change (deaths, joins), in order.
     #[serde(default)]
     pub membership_changes: Vec<MembershipChange>,
+    /// `completed` (the job ran to its end), or `stopped` (a graceful stop by SIGINT / SIGTERM:
+    /// the final checkpoint continues it with `--resume`).
+    #[serde(default = "completed")]
+    pub status: String,
+    /// The signal behind a graceful stop (`SIGINT`, `SIGTERM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
     /// Stream counters and prequential metrics (`source = "stream"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamReport>,
@@ -80,6 +87,10 @@ pub struct MembershipChange {
     /// From the last completed round before the change to the first one after (the round time
     /// the change added, as seen in the round timing).
     pub gap_ms: f64,
+    /// A replacement: from its process start (the uptime it registered with) to the first
+    /// completed round with it, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_ms: Option<f64>,
 }
 
 /// The stream part of a report.
@@ -101,8 +112,12 @@ pub struct StreamReport {
     pub window: usize,
     /// Prequential metrics over the last `window` rows (each row scored before training on it).
     pub prequential: BTreeMap<String, f64>,
-    /// Why training stopped: `producers closed` or `job.rounds`.
+    /// Why training stopped: `producers closed`, `job.rounds` or `stopped` (SIGINT / SIGTERM).
     pub ended: String,
+}
+
+fn completed() -> String {
+    "completed".into()
 }
 
 impl Report {
@@ -131,6 +146,17 @@ impl Report {
 
     /// One-paragraph human summary.
     pub fn summary(&self) -> String {
+        let body = self.summary_body();
+        match &self.stopped_by {
+            Some(sig) if self.status == "stopped" => format!(
+                "stopped by {sig} after round {} (final checkpoint written; continue with --resume): {body}",
+                self.rounds
+            ),
+            _ => body,
+        }
+    }
+
+    fn summary_body(&self) -> String {
         let eval: Vec<String> = self
             .eval
             .iter()

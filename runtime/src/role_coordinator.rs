@@ -93,25 +93,27 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         None
     };
     let ckpt_root = ctx.opts.run_dir.join(&m.job.checkpoint.dir);
+    let mut start_offsets = std::collections::BTreeMap::new();
     let (first_round, resume) = match ctx.opts.resume {
         false => (0, None),
-        true if stream.as_ref().is_some_and(|s| s.order == lockstep_trainer::data::Order::Arrival) => {
-            return Err(RuntimeError::Launch(
-                "--resume is not supported with [job.data.stream] order = \"arrival\" (offsets are not a function of the round); use order = \"deterministic\"".into(),
-            ))
-        }
-        true if m.job.aggregation == Aggregation::ParameterServer => {
-            return Err(RuntimeError::Launch(
-                "--resume is not supported with parameter-server aggregation yet (the servers' optimizer state is not checkpointed)".into(),
-            ))
-        }
         true => match crate::checkpoint::find_latest(&ckpt_root) {
             Some((dir, meta)) => {
                 tracing::info!("resuming from {} (round {})", dir.display(), meta.round);
+                if stream.is_some() {
+                    start_offsets = meta.stream_offsets.clone().ok_or_else(|| {
+                        RuntimeError::Launch(format!(
+                            "--resume: checkpoint {} has no stream offsets (stream_offsets in meta.json): it cannot continue a stream exactly once",
+                            dir.display()
+                        ))
+                    })?;
+                }
                 (meta.round, Some(dir.display().to_string()))
             }
             None => {
-                tracing::warn!("--resume: no complete checkpoint under {}; starting from round 0", ckpt_root.display());
+                tracing::warn!(
+                    "--resume: no complete checkpoint under {}; starting from round 0",
+                    ckpt_root.display()
+                );
                 (0, None)
             }
         },
@@ -121,7 +123,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         peers: peers.clone(),
         job: job_id,
         first_round,
-        resume,
+        resume: resume.clone(),
     };
     for r in &mut regs {
         send_msg(&mut r.link, 0, "sending the peer table", &start)?;
@@ -137,9 +139,19 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 &(0..w).collect::<Vec<_>>(),
                 world,
             )?;
-            let optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
+            let n = model.params().len();
+            let optimizer = job::optimizer(&m.job.optimizer, n)?;
+            let (params, optimizer) = match &resume {
+                Some(dir) => crate::ps_state::restore_shard(
+                    std::path::Path::new(dir),
+                    model.as_ref(),
+                    &optimizer,
+                    0..n,
+                )?,
+                None => (model.params().to_vec(), optimizer),
+            };
             let comm = Communicator::new(group, CollectiveConfig::default());
-            Some((comm, ps, model.params().to_vec(), optimizer))
+            Some((comm, ps, params, optimizer))
         }
         None => None,
     };
@@ -185,13 +197,16 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 Aggregation::Allreduce => "allreduce".into(),
                 Aggregation::ParameterServer => "parameter-server".into(),
             },
+            status: "completed".into(),
             ..Report::default()
         },
         model_path: ctx.opts.run_dir.join("model.safetensors"),
+        progress_timeout_ms: m.cluster.progress_timeout_ms,
         stream: stream.map(|spec| StreamSchedule {
             per_producer: spec.rows_per_producer(m.job.global_batch) as u64,
             spec,
             task: split.task,
+            start_offsets,
         }),
     };
     let members: Vec<Member> = regs
@@ -202,6 +217,8 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         })
         .collect();
     let elastic = m.elastic();
+    // From here on SIGINT / SIGTERM stop the job at a round boundary with a final checkpoint.
+    crate::stop::arm();
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
     sys.block_on(async move {

@@ -38,6 +38,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         data_addr,
         signature: job::signature(model.as_ref()),
         ingest_addr: ingest_bound.as_ref().map(|(_, a)| a.clone()),
+        uptime_ms: Some(crate::node::uptime_ms()),
     };
     send_msg(&mut link, 0, "registering", &register)?;
     let mut stream_offsets = None;
@@ -184,7 +185,7 @@ fn wait_suspend(
     loop {
         match recv_msg(link, next_round, "waiting for the coordinator's suspension")? {
             ControlMsg::Suspend { .. } => return suspended(link, node_addr, local_ip, next_round),
-            ControlMsg::Grant { .. } => continue,
+            ControlMsg::Grant { .. } | ControlMsg::Probe => continue,
             other => {
                 return Err(RuntimeError::Protocol(format!(
                     "expected Suspend, got {}",
@@ -221,7 +222,7 @@ fn wait_remesh(
             ControlMsg::Suspend { .. } => {
                 *listener = suspended(link, node_addr, local_ip, next_round)?;
             }
-            ControlMsg::Grant { .. } => continue,
+            ControlMsg::Grant { .. } | ControlMsg::Probe => continue,
             other => {
                 return Err(RuntimeError::Protocol(format!(
                     "expected Remesh, got {}",
@@ -270,9 +271,16 @@ fn run_epoch(
         .then(|| crate::observe::trace::Tracer::new(m.observe.sampling()));
     let peer_names: Vec<String> = peers.iter().map(|(n, _)| n.clone()).collect();
     let traffic = comm.traffic();
+    let mut min_bucket = 0;
+    let stall = match crate::hang::fault::Fault::stall_round(&me) {
+        Ok(s) => s,
+        Err(e) => return (Err(e), link),
+    };
+    let activity = crate::hang::Activity::new(Some((comm.waiting(), peer_names.clone())), stall);
     if m.job.aggregation != Aggregation::ParameterServer {
-        if let Err(e) = crate::scale::prepare(m, &mut comm, peers, num_params * 4) {
-            return (Err(e), link);
+        match crate::scale::prepare(m, &mut comm, peers, num_params * 4) {
+            Ok(bytes) => min_bucket = bytes,
+            Err(e) => return (Err(e), link),
         }
     }
     let plan = job::plan(m, split.train_rows());
@@ -310,6 +318,12 @@ fn run_epoch(
             Mode::ParameterServer {
                 ps,
                 params: Arc::new(model.params().to_vec()),
+                buffers: optimizer
+                    .state()
+                    .buffers
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect(),
             }
         } else if m.job.micro_batches > 0 {
             Mode::AllreduceTreeSum
@@ -368,11 +382,20 @@ fn run_epoch(
             RuntimeError::Launch("the control link to the coordinator is not a TCP link".into());
         return (Err(e), link);
     };
-    let mut reporter = Reporter::new(sender).with_observe(tracer, traffic, peer_names);
+    let mut reporter = Reporter::new(sender)
+        .with_observe(tracer, traffic, peer_names)
+        .with_activity(activity);
     if elastic {
         reporter = reporter.elastic(epoch.mesh);
     }
     let prequential = stream.is_some();
+    let offsets = match (&ingest, stream.as_ref()) {
+        (Some(i), Some(st)) if st.spec.order == lockstep_trainer::data::Order::Arrival => {
+            let i = i.clone();
+            Some(Arc::new(move |round| i.offsets_after(round)) as StreamOffsets)
+        }
+        _ => None,
+    };
     if let (Some(ingest), Some(st)) = (ingest, stream.as_mut()) {
         if let Some((listener, _)) = st.bound.take() {
             let served = crate::ingest::setup::serve(
@@ -396,13 +419,15 @@ fn run_epoch(
     let tx2 = tx.clone();
     sys.block_on(async move {
         let mut link = slot.take().expect("the link is here once");
+        let local = workers == 1 && !matches!(mode, Mode::ParameterServer { .. });
+        let aggregator =
+            Aggregator::new(comm, mode, num_params, reporter.clone()).with_min_bucket(min_bucket);
         let res = start_worker_actors(
             micro_per_worker,
             model,
             optimizer,
-            comm,
-            mode,
-            num_params,
+            aggregator,
+            local,
             source,
             first_round,
             workers,
@@ -411,7 +436,7 @@ fn run_epoch(
             rank,
             reporter.clone(),
             sync_params,
-            prequential,
+            (prequential, offsets),
         )
         .await;
         match res {
@@ -467,9 +492,8 @@ async fn start_worker_actors(
     micro_per_worker: usize,
     model: Box<dyn lockstep_trainer::model::Model>,
     optimizer: lockstep_trainer::optim::Optimizer,
-    comm: Communicator,
-    mode: Mode,
-    num_params: usize,
+    aggregator: Aggregator,
+    local: bool,
     source: Box<dyn lockstep_trainer::data::BatchSource>,
     first_round: u64,
     world: usize,
@@ -478,16 +502,14 @@ async fn start_worker_actors(
     rank: usize,
     reporter: Reporter,
     sync_params: bool,
-    prequential: bool,
+    (prequential, offsets): (bool, Option<StreamOffsets>),
 ) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
     use crate::actors::messages::{GetParams, SetParams, SyncParams};
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
-    let local = world == 1 && !matches!(mode, Mode::ParameterServer { .. });
-    let aggregator = SyncArbiter::start(
-        1,
-        once(Aggregator::new(comm, mode, num_params, reporter.clone())),
-    );
-    let loader = DataLoader::new(source, first_round).with_tracer(reporter.tracer());
+    let aggregator = SyncArbiter::start(1, once(aggregator));
+    let loader = DataLoader::new(source, first_round)
+        .with_tracer(reporter.tracer())
+        .with_activity(reporter.activity().clone());
     let loader = SyncArbiter::start(1, once(loader));
     let compute = SyncArbiter::start(
         1,
@@ -506,7 +528,8 @@ async fn start_worker_actors(
             )
             .with_micro_batches(micro_per_worker)
             .with_local_aggregation(local)
-            .with_prequential(prequential),
+            .with_prequential(prequential)
+            .with_stream_offsets(offsets),
         ),
     );
     if sync_params {

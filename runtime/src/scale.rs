@@ -24,7 +24,9 @@ pub(crate) fn topology(m: &Manifest, peers: &[(String, String)]) -> Topology {
 }
 
 /// Set the topology and the algorithm on `comm`; with `auto` on more than one rank, probe the
-/// links and log what was measured and chosen for `grad_bytes` of gradients.
+/// links and log what was measured and chosen for `grad_bytes` of gradients. Returns the
+/// smallest gradient bucket (bytes) the cost model recommends for the measured links, 0 when
+/// nothing was measured (every model bucket is then reduced on its own).
 ///
 /// # Errors
 /// When the probe fails (a peer died or sent mismatching frames).
@@ -33,14 +35,14 @@ pub(crate) fn prepare(
     comm: &mut Communicator,
     peers: &[(String, String)],
     grad_bytes: usize,
-) -> Result<(), RuntimeError> {
+) -> Result<usize, RuntimeError> {
     let topo = topology(m, peers);
     comm.set_topology(topo.clone())?;
     let algo: Algo = m.cluster.allreduce.parse()?;
     comm.config_mut().algo = algo;
     if algo != Algo::Auto || comm.world() < 2 {
         tracing::info!(algo = %algo, hosts = topo.hosts(), "allreduce algorithm set by the manifest");
-        return Ok(());
+        return Ok(0);
     }
     if topo.hosts() == 1 {
         // One host: every link is shared memory, where the fixed crossover (tree below
@@ -51,7 +53,7 @@ pub(crate) fn prepare(
             hosts = 1,
             "one host: allreduce by the shared-memory crossover (tree below 32 KiB, ring above)"
         );
-        return Ok(());
+        return Ok(0);
     }
     let report = comm.probe_links(ProbeOptions::default())?;
     for s in &report.samples {
@@ -88,8 +90,8 @@ pub(crate) fn prepare(
             chosen = %choice.algo,
             predicted = %others.join(", "),
             bucket_bytes = bucket,
-            "allreduce chosen from the link probe"
+            "allreduce chosen from the link probe; model buckets are joined up to bucket_bytes"
         );
     }
-    Ok(())
+    Ok(bucket)
 }

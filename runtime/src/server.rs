@@ -1,7 +1,9 @@
 //! A parameter-server node (role `server`): holds one contiguous shard of the parameters and its
 //! optimizer state. For each granted round it receives every worker's gradient shard, averages
 //! them in a fixed rank order, applies the optimizer step, sends the new shard back and reports
-//! the round to the coordinator. It runs on a plain
+//! the round to the coordinator; at a round whose plan checkpoints it sends its optimizer state
+//! to the first worker, which writes the checkpoint (see [`crate::ps_state`]), and `--resume`
+//! restores its shard from that checkpoint. It runs on a plain
 //! thread: all of its work is blocking I/O and arithmetic, no actor system is involved.
 
 use crate::error::RuntimeError;
@@ -28,10 +30,13 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
         data_addr,
         signature: job::signature(model.as_ref()),
         ingest_addr: None,
+        uptime_ms: Some(crate::node::uptime_ms()),
     };
     send_msg(&mut link, 0, "registering", &register)?;
-    let (peers, job) = match recv_msg(&mut link, 0, "waiting for the peer table")? {
-        ControlMsg::Start { peers, job, .. } => (peers, job),
+    let (peers, job, resume) = match recv_msg(&mut link, 0, "waiting for the peer table")? {
+        ControlMsg::Start {
+            peers, job, resume, ..
+        } => (peers, job, resume),
         other => {
             return Err(RuntimeError::Protocol(format!(
                 "expected Start, got {}",
@@ -45,10 +50,21 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let servers: Vec<usize> = (workers..peers.len()).collect();
     let mut ps = ParameterServer::new(n, &servers, &(0..workers).collect::<Vec<_>>(), peers.len())?;
     let mine = ps.shard(rank - workers);
-    let mut optimizer = job::optimizer(&m.job.optimizer, n)?
-        .shard(mine.clone())
-        .map_err(|e| RuntimeError::Model(format!("job.optimizer: {e}")))?;
-    let mut params = model.params().to_vec();
+    let full = job::optimizer(&m.job.optimizer, n)?;
+    let (mut params, mut optimizer) = match &resume {
+        Some(dir) => {
+            let dir = std::path::Path::new(dir);
+            let restored =
+                crate::ps_state::restore_shard(dir, model.as_ref(), &full, mine.clone())?;
+            tracing::info!(node = %me, "serving parameters {mine:?} from {}", dir.display());
+            restored
+        }
+        None => (
+            model.params().to_vec(),
+            full.shard(mine.clone())
+                .map_err(|e| RuntimeError::Model(format!("job.optimizer: {e}")))?,
+        ),
+    };
     let mut comm = Communicator::new(group, CollectiveConfig::default());
     let mut round = 0;
     loop {
@@ -73,6 +89,9 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                             "round {round}: optimizer: {e}"
                         )));
                     }
+                    if plan.checkpoint.is_some() {
+                        crate::ps_state::contribute(&mut ps, &mut comm, &optimizer)?;
+                    }
                     let ms = started.elapsed().as_secs_f64() * 1e3;
                     let timing = RoundTiming {
                         comm_ms: ms,
@@ -87,9 +106,24 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                         timing,
                         links: Vec::new(),
                         scored: Vec::new(),
+                        offsets: Default::default(),
                     };
                     send_msg(&mut link, round, "reporting to the coordinator", &done)?;
                 }
+            }
+            ControlMsg::Probe => {
+                // Between grants: every granted round is done.
+                let threads = vec![crate::hang::ThreadDoing {
+                    thread: "server".into(),
+                    operation: "waiting for a grant".into(),
+                    round,
+                    seq: None,
+                    waiting_on: None,
+                    for_ms: 0,
+                    busy: false,
+                }];
+                let doing = ControlMsg::Doing { threads };
+                send_msg(&mut link, round, "answering Probe", &doing)?;
             }
             ControlMsg::Finish => {
                 let weights_sha256 = job::weights_sha256(&params[mine.clone()]);

@@ -142,3 +142,102 @@ pub fn finish(child: Child, dir: &Path) -> (Output, serde_json::Value) {
     let report = std::fs::read(dir.join("report.json")).expect("report.json");
     (out, serde_json::from_slice(&report).expect("report parses"))
 }
+
+/// Producer `id` sends rows `range` of `data` in batches of `batch_rows`, its first row having
+/// offset `offset`. Returns the endpoint's final reply as (new rows, duplicates).
+pub fn send_rust_at(
+    bootstrap: &str,
+    id: u32,
+    data: &RecordBatch,
+    range: std::ops::Range<usize>,
+    batch_rows: usize,
+    offset: u64,
+) -> Result<(u64, u64), String> {
+    let mut p = Producer::connect(
+        bootstrap,
+        CLUSTER,
+        TOKEN.as_bytes(),
+        id,
+        offset,
+        &data.schema(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut at = range.start;
+    while at < range.end {
+        let n = batch_rows.min(range.end - at);
+        p.send(&data.slice(at, n)).map_err(|e| e.to_string())?;
+        at += n;
+    }
+    let r = p.close().map_err(|e| e.to_string())?;
+    Ok((r.rows.unwrap_or(0), r.duplicates.unwrap_or(0)))
+}
+
+/// The row of `data` at offset `k` of producer `id`'s endless stream: its half of the rows,
+/// over and over (so a replay from any offset sends the same rows again).
+pub fn endless_row(id: u32, k: u64) -> usize {
+    let half = ROWS / 2;
+    id as usize * half + (k as usize % half)
+}
+
+/// Producer `id` sends its endless stream (see [`endless_row`]) from offset 0, in batches of at
+/// most `batch_rows`, until `rows` rows are sent (then it closes: `Ok` with the reply) or
+/// the connection fails (`Err`: the job stopped).
+pub fn send_endless(
+    bootstrap: &str,
+    id: u32,
+    data: &RecordBatch,
+    rows: u64,
+    batch_rows: usize,
+) -> Result<(u64, u64), String> {
+    let mut p = Producer::connect(bootstrap, CLUSTER, TOKEN.as_bytes(), id, 0, &data.schema())
+        .map_err(|e| e.to_string())?;
+    let half = (ROWS / 2) as u64;
+    let mut k = 0u64;
+    while k < rows {
+        let n = (batch_rows as u64).min(half - k % half).min(rows - k);
+        p.send(&data.slice(endless_row(id, k), n as usize))
+            .map_err(|e| e.to_string())?;
+        k += n;
+    }
+    let r = p.close().map_err(|e| e.to_string())?;
+    Ok((r.rows.unwrap_or(0), r.duplicates.unwrap_or(0)))
+}
+
+/// Whether the checkpoint of `round` is complete in run directory `dir`.
+pub fn meta_exists(dir: &Path, round: u64) -> bool {
+    dir.join(format!("checkpoints/round-{round:09}/meta.json"))
+        .exists()
+}
+
+/// The `meta.json` of the checkpoint of `round`.
+pub fn meta(dir: &Path, round: u64) -> serde_json::Value {
+    let path = dir.join(format!("checkpoints/round-{round:09}/meta.json"));
+    serde_json::from_slice(&std::fs::read(&path).expect("meta.json")).expect("meta.json parses")
+}
+
+/// Wait (at most `limit`) until the checkpoint of `round` is complete.
+pub fn wait_for_checkpoint(dir: &Path, round: u64, limit: Duration) {
+    let t = Instant::now();
+    while !meta_exists(dir, round) {
+        assert!(
+            t.elapsed() < limit,
+            "no checkpoint of round {round} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The weights hash of a report.
+pub fn sha(report: &serde_json::Value) -> String {
+    report["weights_sha256"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Send `sig` to process `pid` (a child of this test).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child this test started and has not reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}

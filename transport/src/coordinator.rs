@@ -8,6 +8,7 @@
 use crate::error::{Context, Error, Result};
 use crate::frame::{FrameHeader, FrameKind, Op, HEADER_LEN};
 use crate::handshake::Identity;
+use crate::registrar::{gather, Admit, Expected, GatherError};
 use crate::rendezvous::{connect_mesh, connect_with_retry, MeshConfig, PeerAddr};
 use crate::tcp::{Conn, Listener};
 use crate::tls::TlsConfig;
@@ -65,38 +66,24 @@ impl Coordinator {
         let acc =
             self.listener
                 .start(self.me.clone(), None, timeout.min(Duration::from_secs(10)))?;
-        let mut regs: Vec<(u32, PeerAddr, Conn)> = Vec::new();
-        while regs.len() < world {
-            let Some((name, mut s)) = acc.next(deadline) else {
-                let have: Vec<&str> = regs.iter().map(|r| r.1.name.as_str()).collect();
-                return Err(Error::PeerTimeout {
-                    ctx: Context {
-                        peer: format!(
-                            "{} of {world} nodes (have: {})",
-                            world - regs.len(),
-                            have.join(", ")
-                        ),
-                        round: None,
-                        op: None,
-                    },
-                    waited_ms: timeout.as_millis() as u64,
-                });
-            };
+        let gathered = gather(&acc, Expected::Count(world), deadline, |name, mut s| {
             let _ = s.set_read_timeout(Some(
                 deadline
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(1)),
             ));
-            match read_msg(&mut s, &name).and_then(|b| decode_reg(&b, &name)) {
-                Ok((rank, addr)) if addr.name == name && !regs.iter().any(|r| r.1.name == name) => {
-                    regs.push((rank, addr, s))
-                }
-                Ok(_) => {
-                    tracing::warn!(peer = %name, "registration refused: name mismatch or duplicate")
-                }
-                Err(e) => tracing::warn!(peer = %name, error = %e, "registration dropped"),
-            }
-        }
+            Ok::<_, Error>(
+                match read_msg(&mut s, name).and_then(|b| decode_reg(&b, name)) {
+                    Ok((rank, addr)) if addr.name == name => Admit::Member((rank, addr, s)),
+                    Ok((_, addr)) => Admit::Refuse(format!("registers as {}", addr.name)),
+                    Err(e) => Admit::Refuse(e.to_string()),
+                },
+            )
+        });
+        let mut regs: Vec<(u32, PeerAddr, Conn)> = gather_result(gathered, timeout)?
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
         let table = assign(&mut regs)?;
         let body = encode_table(&table);
         for (_, p, s) in regs.iter_mut() {
@@ -105,6 +92,24 @@ impl Coordinator {
             }
         }
         Ok(table)
+    }
+}
+
+fn gather_result<T>(
+    r: std::result::Result<Vec<(String, T)>, GatherError<T, Error>>,
+    timeout: Duration,
+) -> Result<Vec<(String, T)>> {
+    match r {
+        Ok(g) => Ok(g),
+        Err(GatherError::Missing { missing, .. }) => Err(Error::PeerTimeout {
+            ctx: Context {
+                peer: missing,
+                round: None,
+                op: None,
+            },
+            waited_ms: timeout.as_millis() as u64,
+        }),
+        Err(GatherError::Fatal { error, .. }) => Err(error),
     }
 }
 

@@ -70,6 +70,8 @@ pub enum Op {
     AllGather = 8,
     /// Benchmark traffic.
     Bench = 9,
+    /// Parameter-server optimizer state, gathered for a checkpoint.
+    PsState = 10,
 }
 
 impl Op {
@@ -85,6 +87,7 @@ impl Op {
             7 => Op::Control,
             8 => Op::AllGather,
             9 => Op::Bench,
+            10 => Op::PsState,
             _ => return None,
         })
     }
@@ -102,6 +105,7 @@ impl fmt::Display for Op {
             Op::Control => "control",
             Op::AllGather => "allgather",
             Op::Bench => "bench",
+            Op::PsState => "parameter-server state",
         })
     }
 }

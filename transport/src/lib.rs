@@ -23,6 +23,7 @@ mod liveness;
 pub mod local;
 mod outbox;
 pub mod rdma;
+pub mod registrar;
 pub mod rendezvous;
 pub mod shm;
 pub mod tcp;

@@ -277,6 +277,23 @@ impl AnyLink {
             _ => None,
         }
     }
+
+    /// Receive the next data frame, giving up at `deadline` with `Ok(None)` and the link still
+    /// usable (see [`crate::tcp::TcpLink::recv_before`]). Only TCP links (control links) have a
+    /// deadline; on other backends this waits as [`Link::recv`] does.
+    ///
+    /// # Errors
+    /// As [`Link::recv`].
+    pub fn recv_before(
+        &mut self,
+        expect: &Expect,
+        deadline: std::time::Instant,
+    ) -> Result<Option<Frame>> {
+        match self {
+            AnyLink::Tcp(l) => l.recv_before(expect, deadline),
+            other => other.recv(expect).map(Some),
+        }
+    }
 }
 
 impl Link for AnyLink {

@@ -11,6 +11,7 @@
 use super::messages::*;
 use super::{deliver, Reporter};
 use crate::error::RuntimeError;
+use crate::hang::{Doing, Thread};
 use actix::{Actor, Handler, SyncContext};
 use lockstep_collective::{Algo, AllReduce, Communicator, ParameterServer};
 use lockstep_tensor::{cast_slice, cast_slice_mut, BufferMut};
@@ -30,6 +31,8 @@ pub enum Mode {
         ps: ParameterServer,
         /// Parameters as last pulled; shared with `Compute` for one round, then reused.
         params: Arc<Vec<f32>>,
+        /// The optimizer's buffer names (to gather the servers' state for a checkpoint).
+        buffers: Vec<String>,
     },
 }
 
@@ -39,6 +42,9 @@ pub struct Aggregator {
     mode: Mode,
     num_params: usize,
     pieces: Vec<BufferMut>,
+    /// Consecutive buckets joined (no copy) until they reach `min_bucket` bytes.
+    pending: Option<BufferMut>,
+    min_bucket: usize,
     comm_time: Duration,
     reporter: Reporter,
 }
@@ -51,46 +57,96 @@ impl Aggregator {
             mode,
             num_params,
             pieces: Vec::new(),
+            pending: None,
+            min_bucket: 0,
             comm_time: Duration::ZERO,
             reporter,
         }
     }
 
-    fn bucket(&mut self, mut msg: GradBucket) -> Result<(), RuntimeError> {
+    /// Reduce consecutive model buckets together until they hold at least `bytes` (the size the
+    /// cost model recommends so that a link's latency stays a small share of each transfer);
+    /// 0 reduces every model bucket on its own. Joining pieces copies nothing.
+    pub fn with_min_bucket(mut self, bytes: usize) -> Self {
+        self.min_bucket = bytes;
+        self
+    }
+
+    /// Add `piece` to the pending bucket; the buckets now due for reduction, in order. Small
+    /// pieces are joined until they reach `min_bucket`; a piece that would make the join more
+    /// than twice that size is not absorbed (the pending bucket goes first), so that a large
+    /// layer's gradient still overlaps the backprop of the layers before it.
+    fn coalesce(
+        &mut self,
+        round: u64,
+        piece: BufferMut,
+        last: bool,
+    ) -> Result<Vec<BufferMut>, RuntimeError> {
+        let mut ready = Vec::new();
+        let pending = match self.pending.take() {
+            None => piece,
+            Some(p) if p.len() + piece.len() > 2 * self.min_bucket => {
+                ready.push(p);
+                piece
+            }
+            Some(mut p) => {
+                p.unsplit(piece).map_err(|_| {
+                    RuntimeError::Inconsistent(format!(
+                        "round {round}: gradient buckets are not consecutive pieces of one buffer"
+                    ))
+                })?;
+                p
+            }
+        };
+        if last || pending.len() >= self.min_bucket {
+            ready.push(pending);
+        } else {
+            self.pending = Some(pending);
+        }
+        Ok(ready)
+    }
+
+    fn bucket(&mut self, msg: GradBucket) -> Result<(), RuntimeError> {
         let round = msg.round;
-        let grads = cast_slice_mut::<f32>(&mut msg.data)
-            .map_err(|e| RuntimeError::Inconsistent(format!("round {round}: bucket: {e}")))?;
-        if msg.range.end > self.num_params || msg.range.len() != grads.len() {
+        let values = msg.data.len() / 4;
+        if !msg.data.len().is_multiple_of(4)
+            || msg.range.end > self.num_params
+            || msg.range.len() != values
+        {
             return Err(RuntimeError::Inconsistent(format!(
-                "round {round}: bucket {:?} of {} values does not fit {} gradients",
+                "round {round}: bucket {:?} of {} bytes does not fit {} gradients",
                 msg.range,
-                grads.len(),
+                msg.data.len(),
                 self.num_params
             )));
         }
-        if matches!(self.mode, Mode::Allreduce | Mode::AllreduceTreeSum) {
-            let started = Instant::now();
-            self.comm.set_round(round);
-            let how = match self.mode {
-                Mode::AllreduceTreeSum => AllReduce::sum().algo(Algo::Tree),
-                _ => AllReduce::mean(),
-            };
-            let len = grads.len();
-            self.comm.allreduce(grads, how.shape(&[len]))?;
-            self.comm_time += started.elapsed();
-            if self.reporter.traced(round) {
-                let name = format!("allreduce bucket {} ({} KiB)", self.pieces.len(), len / 256);
-                let r = &self.reporter;
-                r.span(round, "aggregator", &name, started, Instant::now());
-            }
+        let ready = if matches!(self.mode, Mode::ParameterServer { .. }) {
+            vec![msg.data]
+        } else {
+            self.coalesce(round, msg.data, msg.last.is_some())?
+        };
+        for mut data in ready {
+            self.reduce_piece(round, &mut data)?;
+            self.pieces.push(data);
         }
-        self.pieces.push(msg.data);
+        let board = self.reporter.activity().clone();
         let Some(reply) = msg.last else {
+            board.set(
+                Thread::Aggregate,
+                Doing::Idle,
+                round,
+                self.pieces.len() as u32,
+            );
             return Ok(());
         };
         let grads = self.join(round)?;
-        let params = match &mut self.mode {
-            Mode::ParameterServer { ps, params } => {
+        let (params, optimizer) = match &mut self.mode {
+            Mode::ParameterServer {
+                ps,
+                params,
+                buffers,
+            } => {
+                board.set(Thread::Aggregate, Doing::PushPull, round, 0);
                 let started = Instant::now();
                 self.comm.set_round(round);
                 let g = cast_slice::<f32>(&grads)
@@ -98,20 +154,53 @@ impl Aggregator {
                 // Unique again once Compute dropped last round's handle; a copy only if not.
                 let p = Arc::make_mut(params);
                 ps.step(&mut self.comm, g, p, |_, _, _| {})?;
+                let state = match msg.gather_state {
+                    true => crate::ps_state::gather(ps, &mut self.comm, buffers, p.len())?,
+                    false => None,
+                };
                 self.comm_time += started.elapsed();
                 let r = &self.reporter;
                 r.span(round, "aggregator", "push/pull", started, Instant::now());
-                Some(params.clone())
+                (Some(params.clone()), state)
             }
-            _ => None,
+            _ => (None, None),
         };
+        board.set(Thread::Aggregate, Doing::Idle, round, 0);
         let reduced = Reduced {
             round,
             grads,
             params,
             comm: std::mem::take(&mut self.comm_time),
+            optimizer,
         };
         deliver(&reply, reduced, "the reduced gradients")
+    }
+
+    /// Allreduce one (possibly joined) bucket in place; nothing to do with a parameter server.
+    fn reduce_piece(&mut self, round: u64, data: &mut BufferMut) -> Result<(), RuntimeError> {
+        if !matches!(self.mode, Mode::Allreduce | Mode::AllreduceTreeSum) {
+            return Ok(());
+        }
+        let grads = cast_slice_mut::<f32>(data)
+            .map_err(|e| RuntimeError::Inconsistent(format!("round {round}: bucket: {e}")))?;
+        let bucket = self.pieces.len() as u32;
+        let board = self.reporter.activity();
+        board.set(Thread::Aggregate, Doing::Allreduce, round, bucket);
+        let started = Instant::now();
+        self.comm.set_round(round);
+        let how = match self.mode {
+            Mode::AllreduceTreeSum => AllReduce::sum().algo(Algo::Tree),
+            _ => AllReduce::mean(),
+        };
+        let len = grads.len();
+        self.comm.allreduce(grads, how.shape(&[len]))?;
+        self.comm_time += started.elapsed();
+        if self.reporter.traced(round) {
+            let name = format!("allreduce bucket {} ({} KiB)", self.pieces.len(), len / 256);
+            let r = &self.reporter;
+            r.span(round, "aggregator", &name, started, Instant::now());
+        }
+        Ok(())
     }
 
     /// Join the round's pieces back into the one buffer they were cut from.
@@ -151,6 +240,7 @@ impl Handler<GradBucket> for Aggregator {
         }
         if let Err(e) = self.bucket(msg) {
             self.pieces.clear();
+            self.pending = None;
             match &e {
                 RuntimeError::Collective(c) if self.reporter.is_elastic() => {
                     let node = c

@@ -14,16 +14,20 @@ use super::grad_sink::PieceSink;
 use super::messages::*;
 use super::{deliver, Reporter};
 use crate::error::RuntimeError;
+use crate::hang::{Doing, Thread};
 use crate::job;
 use crate::protocol::{ControlMsg, RoundPlan, RoundTiming};
 use actix::{Actor, Handler, Recipient, SyncContext};
-use lockstep_tensor::{cast_slice, write_safetensors, BufferMut, Tensor};
+use lockstep_tensor::{cast_slice, BufferMut};
 use lockstep_trainer::data::{ShardBatch, Task as DataTask};
 use lockstep_trainer::model::{Model, SliceSink};
 use lockstep_trainer::optim::Optimizer;
 use lockstep_trainer::Batch;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+mod save;
+pub use save::{publish_model, save_model};
 
 /// The round in flight: its plan and what its report needs.
 struct Running {
@@ -62,7 +66,12 @@ pub struct Compute {
     local: bool,
     /// Streams: score every shard before training on it (prequential evaluation).
     prequential: bool,
+    /// Streams in arrival order: the producers' offsets after a round (sent with `RoundDone`).
+    offsets: Option<StreamOffsets>,
 }
+
+/// Per producer, the offset of the next row after a round's rows (arrival-order streams).
+pub type StreamOffsets = std::sync::Arc<dyn Fn(u64) -> BTreeMap<u32, u64> + Send + Sync>;
 
 impl Compute {
     /// A compute actor for `world`-way data parallelism, starting at `first_round`.
@@ -101,7 +110,14 @@ impl Compute {
             stopped: false,
             local: false,
             prequential: false,
+            offsets: None,
         }
+    }
+
+    /// Streams in arrival order: report the producers' offsets after each round.
+    pub fn with_stream_offsets(mut self, offsets: Option<StreamOffsets>) -> Self {
+        self.offsets = offsets;
+        self
     }
 
     /// Streams: score each shard before training on it and report the pairs with `RoundDone`.
@@ -171,7 +187,9 @@ impl Compute {
             if self.stopped || self.running.is_some() || self.grads.is_none() {
                 return Ok(());
             }
+            let board = self.reporter.activity();
             let Some(plan) = self.plans.front() else {
+                board.set(Thread::Compute, Doing::AwaitGrant, self.next_round, 0);
                 return Ok(());
             };
             if plan.round != self.next_round {
@@ -183,7 +201,10 @@ impl Compute {
             let round = self.next_round;
             match &self.shard {
                 Some((r, _)) if *r == round => {}
-                _ => return self.request(round, ctx),
+                _ => {
+                    board.set(Thread::Compute, Doing::AwaitData, round, 0);
+                    return self.request(round, ctx);
+                }
             }
             let plan = self.plans.pop_front().expect("checked above");
             let (_, shard) = self.shard.take().expect("checked above");
@@ -235,6 +256,9 @@ impl Compute {
     ) -> Result<Option<Reduced>, RuntimeError> {
         let started = Instant::now();
         let round = plan.round;
+        let board = self.reporter.activity().clone();
+        board.set(Thread::Compute, Doing::ForwardBackward, round, 0);
+        board.stall_point(round);
         let scored = self.score(round, &shard.batch)?;
         let (last_micro, head_loss) = match self.micro {
             0 => (None, 0.0),
@@ -263,7 +287,8 @@ impl Compute {
             &mut self.micro_grads,
             aggregator,
             reply,
-        );
+        )
+        .gathering_state(plan.checkpoint.is_some());
         let out = self
             .model
             .forward_backward_into(batch, divisor, &mut sink)
@@ -277,6 +302,7 @@ impl Compute {
             )));
         }
         let kept = sink.into_kept();
+        board.set(Thread::Compute, Doing::AwaitAggregate, round, 0);
         self.running = Some(Running {
             plan,
             started,
@@ -291,6 +317,7 @@ impl Compute {
             grads,
             params: None,
             comm: Duration::ZERO,
+            optimizer: None,
         }))
     }
 
@@ -308,6 +335,8 @@ impl Compute {
         }
         let exposed = run.backprop_done.elapsed();
         let t = Instant::now();
+        let board = self.reporter.activity().clone();
+        board.set(Thread::Compute, Doing::OptimizerStep, round, 0);
         let params = self.model.params_mut();
         match &msg.params {
             None => {
@@ -327,6 +356,14 @@ impl Compute {
             }
         }
         drop(msg.params);
+        if let Some(state) = &msg.optimizer {
+            // The servers' optimizer state, for the checkpoint of this round.
+            self.optimizer.load_state(state).map_err(|e| {
+                RuntimeError::Inconsistent(format!(
+                    "round {round}: parameter servers' optimizer state: {e}"
+                ))
+            })?;
+        }
         self.grads = Some(msg.grads);
         let r = &self.reporter;
         r.span(
@@ -351,10 +388,12 @@ impl Compute {
             },
             links: self.reporter.links(),
             scored: run.scored,
+            offsets: self.offsets.as_ref().map(|f| f(round)).unwrap_or_default(),
         };
         self.reporter.send(round, &done)?;
         self.next_round = round + 1;
         if self.rank0 && run.plan.evaluate {
+            board.set(Thread::Compute, Doing::Evaluate, round, 0);
             let t = Instant::now();
             let metrics = job::evaluate(self.model.as_mut(), self.task, &self.test)?;
             self.reporter
@@ -363,6 +402,7 @@ impl Compute {
                 .send(round, &ControlMsg::Evaluated { round, metrics })?;
         }
         if let (true, Some(c)) = (self.rank0, &run.plan.checkpoint) {
+            board.set(Thread::Compute, Doing::Checkpoint, round, 0);
             let t = Instant::now();
             let dir = crate::checkpoint::write_with_offsets(
                 std::path::Path::new(&c.root),
@@ -489,62 +529,4 @@ impl Handler<ParamsHash> for Compute {
     fn handle(&mut self, _: ParamsHash, _: &mut SyncContext<Self>) -> Self::Result {
         Ok(job::weights_sha256(self.model.params()))
     }
-}
-
-impl Handler<SaveModel> for Compute {
-    type Result = Result<String, RuntimeError>;
-    fn handle(&mut self, msg: SaveModel, _: &mut SyncContext<Self>) -> Self::Result {
-        if let Some(c) = &msg.checkpoint {
-            crate::checkpoint::write_with_offsets(
-                std::path::Path::new(&c.root),
-                msg.round + 1,
-                c.cursor,
-                c.seed,
-                self.model.as_ref(),
-                &self.optimizer,
-                c.keep,
-                c.stream_offsets.as_ref(),
-            )?;
-        }
-        publish_model(self.model.as_ref(), &msg.path, msg.round)?;
-        Ok(msg.path)
-    }
-}
-
-/// Republish the model at `path` atomically (written next to it, then renamed), so a serving
-/// process that reloads the file never sees half of it.
-///
-/// # Errors
-/// [`RuntimeError::Io`] naming the file.
-pub fn publish_model(model: &dyn Model, path: &str, round: u64) -> Result<(), RuntimeError> {
-    let tmp = format!("{path}.tmp");
-    save_model(model, &tmp, round)?;
-    std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("rename", path, e))
-}
-
-/// Write a model's parameters as safetensors, one tensor per layout entry.
-///
-/// # Errors
-/// [`RuntimeError::Io`] naming the file.
-pub fn save_model(model: &dyn Model, path: &str, round: u64) -> Result<(), RuntimeError> {
-    let params = model.params();
-    let mut tensors = Vec::new();
-    for p in model.layout() {
-        let t = Tensor::from_slice(p.shape.clone(), &params[p.range()])
-            .map_err(|e| RuntimeError::io("save", path, e))?;
-        tensors.push((p.name.clone(), t));
-    }
-    let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let meta = HashMap::from([
-        ("round".to_string(), round.to_string()),
-        ("model".to_string(), model.name().to_string()),
-        ("weights_sha256".to_string(), job::weights_sha256(params)),
-    ]);
-    if let Some(dir) = std::path::Path::new(path)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
-    }
-    write_safetensors(path, &refs, Some(meta)).map_err(|e| RuntimeError::io("write", path, e))
 }

@@ -13,15 +13,17 @@
 use crate::error::RuntimeError;
 use crate::observe::trace::TraceCollector;
 use crate::protocol::{
-    recv_msg, send_msg, CheckpointPlan, ControlMsg, LinkBytes, RoundPlan, RoundTiming,
+    recv_msg, recv_msg_before, send_msg, CheckpointPlan, ControlMsg, LinkBytes, RoundPlan,
+    RoundTiming,
 };
 use crate::registration::Registration;
 use actix::{Actor, Handler, Message, SyncContext};
 use lockstep_transport::{AnyLink, Link};
 use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+mod hang;
 mod membership;
 mod stream;
 
@@ -58,6 +60,10 @@ pub struct ControlPlane {
     traces: Option<TraceCollector>,
     /// Per worker: rounds available, ended, rows, duplicates (streams).
     stream: Vec<(u64, bool, u64, u64)>,
+    /// While collecting a round: when it is declared stuck (progress timeout).
+    deadline: Option<Instant>,
+    /// While collecting a round: the first member whose report has not arrived yet.
+    collecting: usize,
 }
 
 /// Per worker: rounds available, ended, rows, duplicates (streams).
@@ -72,7 +78,29 @@ fn recv_member_one(
     round: u64,
     doing: &'static str,
 ) -> Result<Option<ControlMsg>, RuntimeError> {
-    match recv_msg(&mut m.link, round, doing)? {
+    recv_member_until(traces, progress, m, round, doing, None)
+}
+
+/// [`recv_member_one`], and with a `deadline` [`RuntimeError::Timeout`] when nothing came by
+/// then (the link stays usable).
+fn recv_member_until(
+    traces: &Option<TraceCollector>,
+    progress: Option<&mut Progress>,
+    m: &mut Member,
+    round: u64,
+    doing: &'static str,
+    deadline: Option<Instant>,
+) -> Result<Option<ControlMsg>, RuntimeError> {
+    let msg = match deadline {
+        None => recv_msg(&mut m.link, round, doing)?,
+        Some(d) => {
+            recv_msg_before(&mut m.link, round, doing, d)?.ok_or_else(|| RuntimeError::Timeout {
+                doing: format!("{doing} from {} (round {round})", m.name),
+                ms: 0,
+            })?
+        }
+    };
+    match msg {
         ControlMsg::Trace { sent_us, spans } => {
             if let Some(t) = traces {
                 t.add(&m.name, sent_us, spans);
@@ -97,13 +125,26 @@ fn recv_member_one(
 /// The next message on `m`'s link that is not absorbed (see [`recv_member_one`]).
 fn recv_member(
     traces: &Option<TraceCollector>,
-    mut progress: Option<&mut Progress>,
+    progress: Option<&mut Progress>,
     m: &mut Member,
     round: u64,
     doing: &'static str,
 ) -> Result<ControlMsg, RuntimeError> {
+    recv_member_before(traces, progress, m, round, doing, None)
+}
+
+/// [`recv_member`] bounded by `deadline` (see [`recv_member_until`]).
+fn recv_member_before(
+    traces: &Option<TraceCollector>,
+    mut progress: Option<&mut Progress>,
+    m: &mut Member,
+    round: u64,
+    doing: &'static str,
+    deadline: Option<Instant>,
+) -> Result<ControlMsg, RuntimeError> {
     loop {
-        if let Some(msg) = recv_member_one(traces, progress.as_deref_mut(), m, round, doing)? {
+        let p = progress.as_deref_mut();
+        if let Some(msg) = recv_member_until(traces, p, m, round, doing, deadline)? {
             return Ok(msg);
         }
     }
@@ -120,6 +161,8 @@ impl ControlPlane {
             dead: Vec::new(),
             traces: None,
             stream: vec![(0, false, 0, 0); workers],
+            deadline: None,
+            collecting: 0,
         }
     }
 
@@ -155,7 +198,8 @@ impl ControlPlane {
         doing: &'static str,
     ) -> Result<ControlMsg, RuntimeError> {
         let m = &mut self.members[i];
-        let msg = recv_member(&self.traces, self.stream.get_mut(i), m, round, doing)?;
+        let progress = self.stream.get_mut(i);
+        let msg = recv_member_before(&self.traces, progress, m, round, doing, self.deadline)?;
         let about = match &msg {
             ControlMsg::RoundDone { round, .. }
             | ControlMsg::Evaluated { round, .. }
@@ -204,6 +248,9 @@ pub struct Collect {
     pub evaluate: bool,
     /// Its plan asked the first worker to checkpoint.
     pub checkpoint: bool,
+    /// The progress timeout: a round whose reports are not all in by then is stuck (the hang
+    /// diagnosis runs, see [`crate::hang`]).
+    pub timeout: Duration,
 }
 
 /// One worker's `RoundDone`.
@@ -221,6 +268,8 @@ pub struct RoundReport {
     pub links: Vec<LinkBytes>,
     /// Streams: prequential `(prediction, label)` pairs.
     pub scored: Vec<[f32; 2]>,
+    /// Streams in arrival order: this worker's producers' offsets after the round.
+    pub offsets: BTreeMap<u32, u64>,
 }
 
 /// A round's reports.
@@ -253,9 +302,24 @@ pub struct Lost {
 impl Handler<Collect> for ControlPlane {
     type Result = Result<Collected, RuntimeError>;
     fn handle(&mut self, msg: Collect, _: &mut SyncContext<Self>) -> Self::Result {
+        let started = Instant::now();
+        self.deadline = Some(started + msg.timeout);
+        self.collecting = 0;
+        let res = self.collect(&msg);
+        self.deadline = None;
+        match res {
+            Err(RuntimeError::Timeout { .. }) => self.stuck(msg.round, started.elapsed()),
+            other => other,
+        }
+    }
+}
+
+impl ControlPlane {
+    fn collect(&mut self, msg: &Collect) -> Result<Collected, RuntimeError> {
         let round = msg.round;
         let mut out = Collected::default();
         for i in 0..self.members.len() {
+            self.collecting = i;
             let got = match self.next(i, round, "waiting for RoundDone")? {
                 Ok(m) => m,
                 Err(lost) => {
@@ -269,6 +333,7 @@ impl Handler<Collect> for ControlPlane {
                 timing,
                 links,
                 scored,
+                offsets,
                 ..
             } = got
             {
@@ -279,6 +344,7 @@ impl Handler<Collect> for ControlPlane {
                     timing,
                     links,
                     scored,
+                    offsets,
                 });
             } else {
                 return Err(RuntimeError::Protocol(format!(

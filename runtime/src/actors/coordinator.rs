@@ -50,6 +50,8 @@ pub struct Schedule {
     pub observer: crate::observe::Observer,
     /// Streams: how rounds are gated, offsets, publishing, prequential evaluation.
     pub stream: Option<super::coordinator_stream::StreamSchedule>,
+    /// `cluster.progress_timeout_ms` when set (else derived, see [`crate::hang::ProgressClock`]).
+    pub progress_timeout_ms: Option<u64>,
 }
 
 impl Schedule {
@@ -132,9 +134,9 @@ impl Actor for Coordinator {
         );
         ctx.wait(fut.into_actor(self).map(|res, act, _| {
             if let Err(e) = &res {
-                act.control.do_send(AbortAll {
-                    reason: e.to_string(),
-                });
+                // The first line: a hang table stays in the coordinator's error.
+                let reason = e.to_string().lines().next().unwrap_or_default().to_string();
+                act.control.do_send(AbortAll { reason });
             }
             if let Some(done) = act.done.take() {
                 let _ = done.send(res);
@@ -238,18 +240,33 @@ async fn run_rounds(
     grant(control, server, s, s.first_round, granted).await?;
     let mut t = Instant::now();
     let mut changes: Vec<MembershipChange> = Vec::new();
-    // Changes whose first round after them has not completed yet.
-    let mut open: Vec<(usize, Instant)> = Vec::new();
+    // Changes whose first round after them has not completed yet: since when it paused, and a
+    // replacement's process start.
+    let mut open: Vec<(usize, Instant, Option<Instant>)> = Vec::new();
     let mut joining: Option<Instant> = None;
     let mut world = s.report.world_size;
     let mut round = s.first_round;
+    // A graceful stop (SIGINT / SIGTERM): the round after the last one granted.
+    let mut stop_at: Option<u64> = None;
+    let mut clock = crate::hang::ProgressClock::new(s.progress_timeout_ms);
     while round < s.total_rounds {
+        if stop_at.is_none() {
+            if let Some(sig) = crate::stop::requested() {
+                stop_at = Some(granted);
+                log_stop(sig, round, granted);
+            }
+        }
+        if stop_at.is_some_and(|at| round >= at) {
+            break;
+        }
         let plan = s.plan(round);
+        let duty = plan.evaluate || plan.checkpoint.is_some();
         let collected = control
             .send(Collect {
                 round,
                 evaluate: plan.evaluate,
                 checkpoint: plan.checkpoint.is_some(),
+                timeout: clock.timeout(duty),
             })
             .await
             .map_err(actor_err)??;
@@ -275,6 +292,7 @@ async fn run_rounds(
             round = changed.round;
             granted = (round + GRANT_WINDOW).min(s.total_rounds);
             grant(control, server, s, round, granted).await?;
+            clock.restart();
             continue;
         }
         // Keep the window full: top it up when half of it has been used; hold it while a
@@ -284,6 +302,7 @@ async fn run_rounds(
             joining = Some(Instant::now());
         }
         if joining.is_none()
+            && stop_at.is_none()
             && granted < s.total_rounds
             && granted - (round + 1) <= GRANT_WINDOW / 2
         {
@@ -292,17 +311,23 @@ async fn run_rounds(
             granted = upto;
         }
         let gap_ms = t.elapsed().as_secs_f64() * 1e3;
-        for (i, since) in open.drain(..) {
+        for (i, since, started) in open.drain(..) {
             changes[i].pause_ms = since.elapsed().as_secs_f64() * 1e3;
             changes[i].gap_ms = gap_ms;
+            changes[i].join_ms = started.map(|s| s.elapsed().as_secs_f64() * 1e3);
             tracing::info!(
-                "membership change {} ({} {}): first round after it done, paused {:.0} ms, round gap {gap_ms:.0} ms",
+                "membership change {} ({} {}): first round after it done, paused {:.0} ms, round gap {gap_ms:.0} ms{}",
                 i + 1,
                 changes[i].kind,
                 changes[i].nodes.join(", "),
-                changes[i].pause_ms
+                changes[i].pause_ms,
+                changes[i]
+                    .join_ms
+                    .map(|j| format!(", {j:.0} ms from its process start"))
+                    .unwrap_or_default()
             );
         }
+        clock.record(gap_ms, duty);
         let loss = totals.add(&collected.reports, gap_ms);
         let round_ms = gap_ms;
         t = Instant::now();
@@ -336,7 +361,8 @@ async fn run_rounds(
             epoch_started = (Instant::now(), totals.samples);
         }
         round += 1;
-        if let (Some(since), true) = (joining, round == granted && round < s.total_rounds) {
+        let go_on = round == granted && round < s.total_rounds && stop_at.is_none();
+        if let (Some(since), true) = (joining, go_on) {
             joining = None;
             let msg = ChangeMembership {
                 dead: Vec::new(),
@@ -349,16 +375,25 @@ async fn run_rounds(
             round = changed.round;
             granted = (round + GRANT_WINDOW).min(s.total_rounds);
             grant(control, server, s, round, granted).await?;
+            clock.restart();
         }
     }
     let wall_s = started.elapsed().as_secs_f64();
-    let last_round = s.total_rounds.saturating_sub(1);
+    let last_round = round.saturating_sub(1);
     let path = s.model_path.display().to_string();
+    // A stopped job leaves a checkpoint that `--resume` continues from.
+    let checkpoint = stop_at.map(|_| CheckpointPlan {
+        cursor: s.plan.cursor_at(round),
+        root: s.checkpoints.0.display().to_string(),
+        keep: s.checkpoints.2,
+        seed: s.seed,
+        stream_offsets: None,
+    });
     let saved = control
         .send(RunSave {
             round: last_round,
             path,
-            checkpoint: None,
+            checkpoint,
         })
         .await
         .map_err(actor_err)??;
@@ -367,8 +402,11 @@ async fn run_rounds(
         .await
         .map_err(actor_err)??;
     let mut report = s.report.clone();
-    report.rounds = s.total_rounds;
-    report.epochs = s.total_rounds as f64 / s.rounds_per_epoch.max(1) as f64;
+    report.rounds = round;
+    report.epochs = round as f64 / s.rounds_per_epoch.max(1) as f64;
+    if stop_at.is_some() {
+        stopped(&mut report, s, round);
+    }
     report.samples = totals.samples;
     report.wall_s = wall_s;
     report.samples_per_s = totals.samples as f64 / wall_s.max(1e-9);
@@ -383,10 +421,30 @@ async fn run_rounds(
     Ok(report)
 }
 
+/// Log the start of a graceful stop.
+pub(super) fn log_stop(sig: i32, round: u64, granted: u64) {
+    tracing::warn!(
+        "{} received at round {round}: stopping after round {granted} (the rounds already granted), then writing a final checkpoint, the model and the report; a second signal stops at once",
+        crate::stop::signal_name(sig)
+    );
+}
+
+/// Mark `report` as a graceful stop before `round` and say how to continue.
+pub(super) fn stopped(report: &mut Report, s: &Schedule, round: u64) {
+    let sig = crate::stop::requested().unwrap_or(libc::SIGINT);
+    report.status = "stopped".into();
+    report.stopped_by = Some(crate::stop::signal_name(sig).into());
+    let dir = crate::checkpoint::dir_for(&s.checkpoints.0, round);
+    tracing::info!(
+        "stopped after round {round}; final checkpoint {}; `lockstep launch --resume` continues there",
+        dir.display()
+    );
+}
+
 /// Log a membership change and add its events (a loss and a join can come in one change).
 fn record_change(
     changes: &mut Vec<MembershipChange>,
-    open: &mut Vec<(usize, Instant)>,
+    open: &mut Vec<(usize, Instant, Option<Instant>)>,
     c: &Changed,
     reason: &str,
     since: Instant,
@@ -407,9 +465,9 @@ fn record_change(
             world_size: c.world,
             ..Default::default()
         });
-        open.push((changes.len() - 1, since));
+        open.push((changes.len() - 1, since, None));
     }
-    for (name, registered) in &c.joined {
+    for (name, registered, started) in &c.joined {
         tracing::info!(
             "membership: {name} joined at round {} ({} workers), state from {}",
             c.round,
@@ -424,7 +482,7 @@ fn record_change(
             world_size: c.world,
             ..Default::default()
         });
-        open.push((changes.len() - 1, *registered));
+        open.push((changes.len() - 1, *registered, *started));
     }
     if c.dead.is_empty() && c.joined.is_empty() {
         tracing::info!(

@@ -3,8 +3,13 @@
 //! no worker ever starts a round another cannot fill; a bounded stream ends at the first round
 //! some worker cannot fill once its producers have all closed. Each round's prequential pairs
 //! (every row scored before training on it) feed a window of metrics that is logged, written next
-//! to each checkpoint (`prequential.json`) and reported. The end writes a final checkpoint with
-//! the producers' committed offsets, the model and the report.
+//! to each checkpoint (`prequential.json`) and reported. The end (or a graceful stop) writes a
+//! final checkpoint with the producers' committed offsets, the model and the report.
+//!
+//! Offsets: with deterministic order they are a function of the round. With arrival order
+//! each worker reports its producers' offsets after every round (`RoundDone`), and the
+//! coordinator writes each checkpoint itself once its round is collected (no grant crosses a
+//! checkpoint round), so the offsets it commits are exactly the rows trained.
 
 use super::control::{AwaitStream, Collect, ControlPlane, RunFinish, RunSave, StreamView};
 use super::coordinator::{actor_err, grant, Schedule, Server, Totals};
@@ -30,6 +35,9 @@ pub struct StreamSchedule {
     pub per_producer: u64,
     /// The task (which prequential metrics).
     pub task: Task,
+    /// Arrival order: per producer, the offset training starts at (the resumed checkpoint's;
+    /// producers not named start at 0).
+    pub start_offsets: BTreeMap<u32, u64>,
 }
 
 impl StreamSchedule {
@@ -43,8 +51,23 @@ impl StreamSchedule {
         })
     }
 
-    /// The checkpoint that continues at `next` (after round `next - 1`).
-    fn checkpoint(&self, s: &Schedule, next: u64) -> CheckpointPlan {
+    fn arrival(&self) -> bool {
+        self.spec.order == Order::Arrival
+    }
+
+    /// Arrival order: the rounds below this one may be granted while `round` is next. A
+    /// checkpoint's offsets are known only once its round is collected, so the coordinator
+    /// writes it then (a `Save`), and no grant crosses a checkpoint round.
+    fn grant_limit(&self, s: &Schedule, round: u64) -> u64 {
+        match (self.arrival(), s.checkpoints.1) {
+            (true, every) if every > 0 => (round / every + 1) * every,
+            _ => u64::MAX,
+        }
+    }
+
+    /// The checkpoint that continues at `next` (after round `next - 1`); `trained` holds the
+    /// producers' offsets after it in arrival order.
+    fn checkpoint(&self, s: &Schedule, next: u64, trained: &BTreeMap<u32, u64>) -> CheckpointPlan {
         CheckpointPlan {
             cursor: DataCursor {
                 epoch: 0,
@@ -53,7 +76,10 @@ impl StreamSchedule {
             root: s.checkpoints.0.display().to_string(),
             keep: s.checkpoints.2,
             seed: s.seed,
-            stream_offsets: self.offsets(next),
+            stream_offsets: match self.arrival() {
+                true => Some(trained.clone()),
+                false => self.offsets(next),
+            },
         }
     }
 
@@ -71,7 +97,8 @@ impl StreamSchedule {
             epoch: 0,
             lr: s.optimizer.lr_at(round),
             evaluate: every(eval_every) || last,
-            checkpoint: (every(s.checkpoints.1) && !last).then(|| self.checkpoint(s, round + 1)),
+            checkpoint: (every(s.checkpoints.1) && !last && !self.arrival())
+                .then(|| self.checkpoint(s, round + 1, &BTreeMap::new())),
             publish: every(self.spec.publish_every).then(|| s.model_path.display().to_string()),
         }
     }
@@ -169,13 +196,35 @@ pub(super) async fn run_stream_rounds(
     let (mut round, mut granted) = (s.first_round, s.first_round);
     let mut t = Instant::now();
     let mut ended = "job.rounds";
+    // Arrival order: per producer, the offset after the rounds collected so far.
+    let mut trained = st.start_offsets.clone();
+    for p in 0..st.spec.producers {
+        trained.entry(p).or_insert(0);
+    }
+    // A graceful stop (SIGINT / SIGTERM): the round after the last one granted.
+    let mut stop_at: Option<u64> = None;
+    let mut clock = crate::hang::ProgressClock::new(s.progress_timeout_ms);
     while round < s.total_rounds {
+        if stop_at.is_none() {
+            if let Some(sig) = crate::stop::requested() {
+                stop_at = Some(granted.max(round));
+                super::coordinator::log_stop(sig, round, granted.max(round));
+            }
+        }
+        if stop_at.is_some_and(|at| round >= at) {
+            ended = "stopped";
+            break;
+        }
         if granted <= round || granted - round <= GRANT_WINDOW / 2 {
             let idle = granted <= round;
             if idle {
                 tracing::debug!("round {round}: waiting for producers' rows");
             }
             let view = stream_view(control, round, idle).await?;
+            if stop_at.is_none() && crate::stop::requested().is_some() {
+                // The wait ended for the stop: decide at the top of the loop.
+                continue;
+            }
             if idle && view.available <= round {
                 ended = "producers closed";
                 break;
@@ -183,21 +232,27 @@ pub(super) async fn run_stream_rounds(
             let upto = view
                 .available
                 .min(round + 1 + GRANT_WINDOW)
+                .min(st.grant_limit(s, round))
                 .min(s.total_rounds);
-            if upto > granted {
+            if upto > granted && stop_at.is_none() {
                 grant(control, server, s, granted, upto).await?;
                 granted = upto;
             }
         }
         let plan = s.plan(round);
+        let duty = plan.evaluate || plan.checkpoint.is_some();
+        let asked = Instant::now();
         let collected = control
             .send(Collect {
                 round,
                 evaluate: plan.evaluate,
                 checkpoint: plan.checkpoint.is_some(),
+                timeout: clock.timeout(duty),
             })
             .await
             .map_err(actor_err)??;
+        // Rounds wait for producers' rows before they are granted: only the collection counts.
+        clock.record(asked.elapsed().as_secs_f64() * 1e3, duty);
         let loss = totals.add(&collected.reports, t.elapsed().as_secs_f64() * 1e3);
         t = Instant::now();
         if !loss.is_finite() {
@@ -207,8 +262,20 @@ pub(super) async fn run_stream_rounds(
         }
         for r in &collected.reports {
             window.push(&r.scored);
+            trained.extend(r.offsets.iter().map(|(p, o)| (*p, *o)));
         }
-        if let Some(path) = &collected.checkpoint {
+        let mut checkpoint = collected.checkpoint.clone();
+        let due = s.checkpoints.1 > 0 && (round + 1).is_multiple_of(s.checkpoints.1);
+        if st.arrival() && due && round + 1 < s.total_rounds {
+            let plan = st.checkpoint(s, round + 1, &trained);
+            let msg = RunSave {
+                round,
+                path: String::new(),
+                checkpoint: Some(plan),
+            };
+            checkpoint = Some(control.send(msg).await.map_err(actor_err)??);
+        }
+        if let Some(path) = &checkpoint {
             write_prequential(Path::new(path), &window.metrics());
             tracing::info!("checkpoint for round {} written to {path}", round + 1);
         }
@@ -227,7 +294,7 @@ pub(super) async fn run_stream_rounds(
     }
     let wall_s = started.elapsed().as_secs_f64();
     let last_round = round.saturating_sub(1);
-    let final_ckpt = st.checkpoint(s, round);
+    let final_ckpt = st.checkpoint(s, round, &trained);
     let ckpt_dir = crate::checkpoint::dir_for(Path::new(&final_ckpt.root), round);
     let saved = control
         .send(RunSave {
@@ -253,6 +320,9 @@ pub(super) async fn run_stream_rounds(
     );
     let mut report = s.report.clone();
     report.rounds = round;
+    if stop_at.is_some() {
+        super::coordinator::stopped(&mut report, s, round);
+    }
     report.samples = totals.samples;
     report.wall_s = wall_s;
     report.samples_per_s = totals.samples as f64 / wall_s.max(1e-9);

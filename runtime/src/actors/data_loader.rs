@@ -6,6 +6,7 @@
 use super::deliver;
 use super::messages::{Prefetch, SeekData, ShardReady};
 use crate::error::RuntimeError;
+use crate::hang::{Activity, Doing, Thread};
 use actix::{Actor, Handler, SyncContext};
 use lockstep_trainer::data::{BatchSource, ShardBatch};
 
@@ -14,6 +15,7 @@ pub struct DataLoader {
     source: Box<dyn BatchSource>,
     round: u64,
     tracer: Option<crate::observe::trace::Tracer>,
+    activity: Activity,
 }
 
 impl DataLoader {
@@ -23,7 +25,14 @@ impl DataLoader {
             source,
             round: first_round,
             tracer: None,
+            activity: Activity::default(),
         }
+    }
+
+    /// Keep this thread's line on the worker's activity board.
+    pub fn with_activity(mut self, activity: Activity) -> Self {
+        self.activity = activity;
+        self
     }
 
     /// Record a `data` span per traced round (`--trace`).
@@ -58,7 +67,10 @@ impl Handler<Prefetch> for DataLoader {
     type Result = ();
     fn handle(&mut self, msg: Prefetch, _: &mut SyncContext<Self>) {
         let started = std::time::Instant::now();
+        let board = self.activity.clone();
+        board.set(Thread::Data, Doing::NextBatch, msg.round, 0);
         let shard = self.produce(msg.round);
+        board.set(Thread::Data, Doing::Idle, msg.round, 0);
         if let Some(t) = &self.tracer {
             t.span(
                 msg.round,

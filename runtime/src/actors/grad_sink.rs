@@ -32,6 +32,8 @@ pub(crate) struct PieceSink<'a> {
     pub(crate) failed: Option<RuntimeError>,
     /// True once the last bucket went out.
     pub(crate) sent_last: bool,
+    /// Parameter server: the round checkpoints, so the servers' state is gathered after it.
+    gather_state: bool,
 }
 
 impl<'a> PieceSink<'a> {
@@ -56,7 +58,15 @@ impl<'a> PieceSink<'a> {
             kept: None,
             failed: None,
             sent_last: false,
+            gather_state: false,
         }
+    }
+
+    /// Ask the aggregator to gather the servers' optimizer state after this round (a
+    /// parameter-server round whose plan checkpoints).
+    pub(crate) fn gathering_state(mut self, on: bool) -> Self {
+        self.gather_state = on;
+        self
     }
 }
 
@@ -113,6 +123,7 @@ impl GradSink for PieceSink<'_> {
             range,
             data,
             last,
+            gather_state: self.gather_state && is_last,
         };
         if let Err(e) = deliver(aggregator, msg, "a gradient bucket") {
             self.failed = Some(e);

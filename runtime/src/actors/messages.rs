@@ -67,6 +67,9 @@ pub struct GradBucket {
     pub data: BufferMut,
     /// With the round's last bucket: where the reduced, re-joined buffer goes.
     pub last: Option<Recipient<Reduced>>,
+    /// With the last bucket of a parameter-server round that checkpoints: gather the servers'
+    /// optimizer state after the step (see [`crate::ps_state`]).
+    pub gather_state: bool,
 }
 
 /// Compute: the round's gradient buffer after aggregation.
@@ -83,6 +86,9 @@ pub struct Reduced {
     pub params: Option<Arc<Vec<f32>>>,
     /// Time in collectives during this round (overlapped with backprop where possible).
     pub comm: Duration,
+    /// Parameter server, at the first worker of a round that checkpoints: the servers' whole
+    /// optimizer state after the round.
+    pub optimizer: Option<lockstep_trainer::optim::OptimizerState>,
 }
 
 /// Aggregator: start-of-training parameter sync (broadcast from rank 0).

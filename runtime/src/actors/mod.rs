@@ -19,7 +19,7 @@ pub mod reporter;
 pub mod worker;
 
 pub use aggregator::{Aggregator, Mode};
-pub use compute::{save_model, Compute};
+pub use compute::{save_model, Compute, StreamOffsets};
 pub use control::{ControlPlane, Member};
 pub use coordinator::{Coordinator, Schedule};
 pub use data_loader::DataLoader;

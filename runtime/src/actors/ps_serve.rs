@@ -1,6 +1,8 @@
 //! `PsServe`: the coordinator acting as the (only) parameter server, on its own `SyncArbiter`
 //! thread. It serves the granted rounds as they are granted, in parallel with the control plane
-//! collecting reports, so a parameter-server round has no control round trip either.
+//! collecting reports, so a parameter-server round has no control round trip either. At a round
+//! whose plan checkpoints it sends its optimizer state to the first worker (see
+//! [`crate::ps_state`]).
 //!
 //! On a failure it records the error (the coordinator prefers it over what the workers report)
 //! and drops its communicator: the workers' links to it close, so they stop within the peer
@@ -54,12 +56,15 @@ impl PsServe {
                 failed.get_or_insert(e.to_string());
             }
         })?;
-        match failed {
-            Some(e) => Err(RuntimeError::Model(format!(
+        if let Some(e) = failed {
+            return Err(RuntimeError::Model(format!(
                 "round {round}: parameter server optimizer: {e}"
-            ))),
-            None => Ok(()),
+            )));
         }
+        if plan.checkpoint.is_some() {
+            crate::ps_state::contribute(&mut self.ps, comm, &self.optimizer)?;
+        }
+        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@
 //! receive then ends, returns the stored (local, more precise) error rather than the echo.
 
 use crate::error::RuntimeError;
+use crate::hang::Activity;
 use crate::observe::trace::Tracer;
 use crate::protocol::{encode, ControlMsg, LinkBytes};
 use lockstep_collective::Traffic;
@@ -36,6 +37,7 @@ pub struct Reporter {
     silenced: Arc<AtomicBool>,
     tracer: Option<Tracer>,
     traffic: Option<(Traffic, Arc<[String]>)>,
+    activity: Activity,
 }
 
 impl Reporter {
@@ -49,7 +51,19 @@ impl Reporter {
             silenced: Arc::new(AtomicBool::new(false)),
             tracer: None,
             traffic: None,
+            activity: Activity::default(),
         }
+    }
+
+    /// Keep what the threads are doing on `activity` (answers the coordinator's `Probe`).
+    pub fn with_activity(mut self, activity: Activity) -> Self {
+        self.activity = activity;
+        self
+    }
+
+    /// The worker's activity board (see [`crate::hang`]).
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// Elastic membership on mesh `mesh`: a lost peer is reported, not failed.

@@ -148,6 +148,16 @@ pub fn control_loop(
                 )),
             };
         }
+        if let ControlMsg::Probe = msg {
+            let threads = reporter.activity().snapshot();
+            send_msg(
+                link,
+                round,
+                "answering Probe",
+                &ControlMsg::Doing { threads },
+            )?;
+            continue;
+        }
         if let ControlMsg::Grant { rounds } = msg {
             round = rounds.last().map_or(round, |p| p.round);
             if compute.try_send(Grant { rounds }).is_err() {

@@ -8,12 +8,14 @@
 //! is dropped and counted. With deterministic order round `r` takes rows
 //! `r*b .. (r+1)*b` of every producer (`b` rows per producer per round), so the rounds a worker
 //! can run are `min over its producers of received / b`, and the coordinator grants no round that
-//! some worker could not fill.
+//! some worker could not fill. With arrival order each round takes this worker's share from
+//! its producers' queues in arrival order, and the producers' offsets after each round are kept
+//! until the round is reported ([`Ingest::offsets_after`]): they are what a checkpoint commits.
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use lockstep_trainer::data::{DataError, Order, RecordBatchSource};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -63,6 +65,8 @@ struct State {
     producers: Vec<ProducerState>,
     arrivals: u64,
     failed: Option<String>,
+    /// Arrival order: per round cut by the data loader, every producer's offset after it.
+    cuts: VecDeque<(u64, BTreeMap<u32, u64>)>,
 }
 
 /// The shared state of a worker's ingest: queues, offsets and counters. See the module docs.
@@ -118,6 +122,7 @@ impl Ingest {
                 producers,
                 arrivals: 0,
                 failed: None,
+                cuts: VecDeque::new(),
             }),
             changed: Condvar::new(),
             order,
@@ -234,6 +239,28 @@ impl Ingest {
         self.changed.notify_all();
     }
 
+    /// Arrival order: the data loader has cut round `round`; remember every producer's offset
+    /// after it (the rows of rounds up to `round`).
+    fn cut(&self, round: u64) {
+        let mut st = self.lock();
+        let offsets = st.producers.iter().map(|p| (p.id, p.consumed)).collect();
+        st.cuts.push_back((round, offsets));
+    }
+
+    /// Arrival order: per producer of this worker, the offset of the next row after the rows
+    /// of rounds up to `round` (what a checkpoint after `round` commits). Empty for a round
+    /// the loader has not cut. Forgets the rounds before it.
+    pub fn offsets_after(&self, round: u64) -> BTreeMap<u32, u64> {
+        let mut st = self.lock();
+        while st.cuts.front().is_some_and(|(r, _)| *r < round) {
+            st.cuts.pop_front();
+        }
+        match st.cuts.front() {
+            Some((r, o)) if *r == round => o.clone(),
+            _ => BTreeMap::new(),
+        }
+    }
+
     /// The counters the coordinator gates rounds on.
     pub fn progress(&self) -> Progress {
         let st = self.lock();
@@ -322,6 +349,9 @@ pub struct IngestRecords {
     /// Deterministic order: which producer is next in this round, and rows still due from it.
     next: usize,
     due: u64,
+    /// Arrival order: the round being cut and its rows still due.
+    round: u64,
+    round_due: u64,
 }
 
 impl IngestRecords {
@@ -329,6 +359,7 @@ impl IngestRecords {
     pub fn new(ingest: Arc<Ingest>, name: &str, schema: SchemaRef) -> Self {
         let ids = ingest.ids();
         let due = ingest.per_producer;
+        let (round, round_due) = (ingest.first_round, ingest.share);
         IngestRecords {
             ingest,
             name: name.to_string(),
@@ -336,6 +367,8 @@ impl IngestRecords {
             ids,
             next: 0,
             due,
+            round,
+            round_due,
         }
     }
 }
@@ -355,7 +388,21 @@ impl RecordBatchSource for IngestRecords {
             message,
         };
         match self.ingest.order {
-            Order::Arrival => self.ingest.take_from(None, usize::MAX).map_err(err),
+            Order::Arrival => {
+                // Never past the end of a round's share, so that each round's rows, and the
+                // producers' offsets after it, are known exactly.
+                let got = self.ingest.take_from(None, self.round_due as usize);
+                let Some(b) = got.map_err(err)? else {
+                    return Ok(None);
+                };
+                self.round_due -= b.num_rows() as u64;
+                if self.round_due == 0 {
+                    self.ingest.cut(self.round);
+                    self.round += 1;
+                    self.round_due = self.ingest.share;
+                }
+                Ok(Some(b))
+            }
             Order::Deterministic => {
                 let Some(&id) = self.ids.get(self.next) else {
                     return Ok(None);

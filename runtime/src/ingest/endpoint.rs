@@ -6,7 +6,8 @@
 //!
 //! Backpressure: before reading the next record batch a connection waits until its producer's
 //! queue has room ([`Ingest::wait_for_room`]), so a fast producer is slowed by TCP flow control,
-//! never by memory. A monitor names producers silent longer than the peer timeout.
+//! never by memory. A monitor names producers silent longer than the peer timeout and repeats
+//! the worker's progress to the coordinator twice a second.
 
 use super::buffers::{Ingest, Progress};
 use super::wire::{producer_id, read_msg, write_msg, Hello, Reply};
@@ -118,8 +119,13 @@ impl Endpoint {
     }
 
     fn watch_silence(&self) {
-        loop {
+        for tick in 0u64.. {
             std::thread::sleep(Duration::from_millis(250));
+            if tick % 2 == 1 {
+                // A heartbeat of progress: a coordinator waiting for rows wakes up to see a
+                // graceful stop (see `crate::stop`).
+                (self.on_progress)(self.ingest.progress());
+            }
             for id in self.ingest.ids() {
                 let silent = self.ingest.with_producer(id, |p| {
                     let quiet = p.last_seen.elapsed();
@@ -245,7 +251,7 @@ impl Endpoint {
         self.fitted
             .check_schema(&reader.schema(), &label)
             .map_err(|e| format!("schema refused: {e}"))?;
-        let (mut rows, mut dups, mut first) = (0u64, 0u64, true);
+        let (mut rows, mut dups) = (0u64, 0u64);
         loop {
             self.ingest.wait_for_room(id);
             let Some(next) = reader.next() else { break };
@@ -257,13 +263,15 @@ impl Endpoint {
                     format!("bad Arrow IPC message after {rows} rows: {e}")
                 }
             })?;
-            if first {
-                self.fitted
-                    .table(&batch, &label)
-                    .map_err(|e| format!("first batch refused: {e}"))?;
-                first = false;
-            }
             let n = batch.num_rows() as u64;
+            // Every batch is converted as training will convert it, so a bad value (a null
+            // label, a NaN under `missing = "error"`) closes this connection, not the job.
+            if let Err(e) = self.fitted.table(&batch, &label) {
+                return Err(format!(
+                    "batch of rows {offset}..{} refused: {e} (rows below offset {offset} were accepted; fix the data and reconnect to resume there)",
+                    offset + n
+                ));
+            }
             let (fresh, dup) = self.ingest.push(id, generation, offset, batch)?;
             offset += n;
             rows += fresh;

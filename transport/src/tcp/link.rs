@@ -22,9 +22,10 @@ use lockstep_tensor::{Buffer, BufferPool};
 use socket2::Socket;
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bytes of idle receive buffers a link keeps for reuse.
 const POOL_RETAINED: usize = 256 << 20;
@@ -131,6 +132,14 @@ impl Reader {
         match self {
             Reader::Plain(s) => s.read_exact(buf),
             Reader::Tls(t) => t.read_exact(buf),
+        }
+    }
+
+    /// Whether bytes can be read within `wait`: already decrypted or held (TLS), or on the socket.
+    fn ready(&self, wait: Duration) -> io::Result<bool> {
+        match self {
+            Reader::Tls(t) if t.buffered() => Ok(true),
+            _ => readable(self.socket(), wait),
         }
     }
 }
@@ -277,34 +286,87 @@ impl TcpLink {
 
     fn next_data_header(&mut self, expect: &Expect) -> Result<FrameHeader> {
         loop {
-            let mut hb = [0u8; HEADER_LEN];
-            self.read_full(&mut hb, expect)?;
-            let h = FrameHeader::try_read(&hb, self.cfg.max_frame_len).map_err(|e| {
-                Error::Protocol {
-                    ctx: self.ctx(expect),
-                    reason: e.to_string(),
-                }
+            if let Some(h) = self.next_header(expect)? {
+                return Ok(h);
+            }
+        }
+    }
+
+    /// The next frame header, checked; `None` for a heartbeat.
+    fn next_header(&mut self, expect: &Expect) -> Result<Option<FrameHeader>> {
+        let mut hb = [0u8; HEADER_LEN];
+        self.read_full(&mut hb, expect)?;
+        let h =
+            FrameHeader::try_read(&hb, self.cfg.max_frame_len).map_err(|e| Error::Protocol {
+                ctx: self.ctx(expect),
+                reason: e.to_string(),
             })?;
-            match h.kind {
-                FrameKind::Heartbeat => continue,
-                FrameKind::Close => {
-                    return Err(Error::PeerClosed {
-                        ctx: self.ctx(expect),
-                    })
-                }
-                FrameKind::Data | FrameKind::Control => {}
-            }
-            if let Some((field, expected, actual)) = expect.check(&h) {
-                return Err(Error::Mismatch {
+        match h.kind {
+            FrameKind::Heartbeat => return Ok(None),
+            FrameKind::Close => {
+                return Err(Error::PeerClosed {
                     ctx: self.ctx(expect),
-                    field,
-                    local_node: self.me.clone(),
-                    remote_node: self.peer.clone(),
-                    expected,
-                    actual,
-                });
+                })
             }
-            return Ok(h);
+            FrameKind::Data | FrameKind::Control => {}
+        }
+        if let Some((field, expected, actual)) = expect.check(&h) {
+            return Err(Error::Mismatch {
+                ctx: self.ctx(expect),
+                field,
+                local_node: self.me.clone(),
+                remote_node: self.peer.clone(),
+                expected,
+                actual,
+            });
+        }
+        Ok(Some(h))
+    }
+
+    /// Like [`Link::recv`], but give up at `deadline` when no data frame has begun to arrive by
+    /// then: `Ok(None)`, and the link stays usable (nothing of a frame was consumed but
+    /// heartbeats). Liveness is judged as in `recv`: a peer silent for the peer timeout is
+    /// [`Error::PeerTimeout`]. The coordinator's progress deadline (a peer alive but stuck).
+    ///
+    /// # Errors
+    /// As [`Link::recv`].
+    pub fn recv_before(&mut self, expect: &Expect, deadline: Instant) -> Result<Option<Frame>> {
+        self.precheck(expect)?;
+        let mut heard = Instant::now();
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let silent_at = heard + self.cfg.peer_timeout;
+            let wait = deadline.min(silent_at).saturating_duration_since(now);
+            match self.reader.ready(wait) {
+                Ok(true) => {}
+                Ok(false) if Instant::now() >= silent_at => {
+                    let e = io::Error::from(io::ErrorKind::TimedOut);
+                    let e = crate::outbox::io_error(self.ctx(expect), &e, self.cfg.peer_timeout);
+                    return Err(self.fail(e));
+                }
+                Ok(false) => continue,
+                Err(e) => {
+                    let e = Error::io(self.ctx(expect), "poll(socket)", &e);
+                    return Err(self.fail(e));
+                }
+            }
+            heard = Instant::now();
+            let header = match self.next_header(expect) {
+                Ok(Some(h)) => h,
+                Ok(None) => continue,
+                Err(e) => return Err(self.fail(e)),
+            };
+            let mut buf = self.pool.take(header.len as usize);
+            if let Err(e) = self.read_full(&mut buf, expect) {
+                return Err(self.fail(e));
+            }
+            return Ok(Some(Frame {
+                header,
+                payload: buf.freeze(),
+            }));
         }
     }
 
@@ -396,6 +458,27 @@ impl Link for TcpLink {
     fn recv_into(&mut self, expect: &Expect, dst: &mut [u8]) -> Result<FrameHeader> {
         self.precheck(expect)?;
         self.recv_into_inner(expect, dst).map_err(|e| self.fail(e))
+    }
+}
+
+/// Whether `stream` has bytes to read (or EOF) within `wait`.
+fn readable(stream: &TcpStream, wait: Duration) -> io::Result<bool> {
+    let mut fd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = wait.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    loop {
+        // SAFETY: poll(2) on one valid pollfd that lives for the call.
+        let n = unsafe { libc::poll(&mut fd, 1, ms) };
+        if n >= 0 {
+            return Ok(n > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 

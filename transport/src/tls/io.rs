@@ -78,6 +78,18 @@ pub(crate) struct TlsReader {
 }
 
 impl TlsReader {
+    /// Whether plaintext or ciphertext is already held here (so the socket may stay quiet while
+    /// a read would still return at once).
+    pub(crate) fn buffered(&self) -> bool {
+        if self.start < self.end {
+            return true;
+        }
+        let mut c = lock(&self.session);
+        c.process_new_packets()
+            .map(|s| s.plaintext_bytes_to_read() > 0)
+            .unwrap_or(true)
+    }
+
     /// Fill `dst` with plaintext, reading the socket (with its receive timeout) as needed.
     pub(crate) fn read_exact(&mut self, dst: &mut [u8]) -> io::Result<()> {
         let mut done = 0;

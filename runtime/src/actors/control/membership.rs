@@ -23,8 +23,8 @@ pub struct Changed {
     pub world: usize,
     /// Members that left in this change.
     pub dead: Vec<String>,
-    /// Replacements that joined, with when they registered.
-    pub joined: Vec<(String, Instant)>,
+    /// Replacements that joined, with when they registered and when their process started.
+    pub joined: Vec<(String, Instant, Option<Instant>)>,
     /// The node whose state everyone took.
     pub source: String,
 }
@@ -117,7 +117,7 @@ impl ControlPlane {
             while members.len() < max && !self.pending.is_empty() {
                 let (r, at) = self.pending.remove(0);
                 peers.push((r.name.clone(), r.data_addr.clone()));
-                joined.push((r.name.clone(), at));
+                joined.push((r.name.clone(), at, r.started));
                 members.push(Member {
                     name: r.name,
                     link: r.link,
@@ -170,7 +170,8 @@ impl ControlPlane {
         let mesh = self.elastic.as_ref().map_or(0, |e| e.mesh);
         loop {
             let m = &mut self.members[i];
-            match recv_member(&self.traces, self.stream.get_mut(i), m, round, doing) {
+            let progress = self.stream.get_mut(i);
+            match recv_member_before(&self.traces, progress, m, round, doing, self.deadline) {
                 Err(e @ RuntimeError::Peer { .. }) => {
                     return Ok(Err(Lost {
                         dead: vec![m.name.clone()],

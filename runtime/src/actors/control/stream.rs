@@ -33,6 +33,11 @@ impl Handler<AwaitStream> for ControlPlane {
         if msg.block {
             for i in 0..self.workers {
                 while self.stream[i].0 <= round && !self.stream[i].1 {
+                    if crate::stop::requested().is_some() {
+                        // A graceful stop: stop waiting (workers tick their progress
+                        // twice a second, so this is seen within about 0.5 s).
+                        return Ok(self.view(round));
+                    }
                     let m = &mut self.members[i];
                     let doing = "waiting for producers' rows";
                     let progress = self.stream.get_mut(i);

@@ -1,0 +1,74 @@
+//! Writing the model: the final save (and, at the end of a stream or a graceful stop, the
+//! checkpoint that goes with it), and the atomic republishing of `model.safetensors`.
+
+use super::Compute;
+use crate::actors::messages::SaveModel;
+use crate::error::RuntimeError;
+use crate::job;
+use actix::{Handler, SyncContext};
+use lockstep_tensor::{write_safetensors, Tensor};
+use lockstep_trainer::model::Model;
+use std::collections::HashMap;
+
+impl Handler<SaveModel> for Compute {
+    type Result = Result<String, RuntimeError>;
+    fn handle(&mut self, msg: SaveModel, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut written = None;
+        if let Some(c) = &msg.checkpoint {
+            written = Some(crate::checkpoint::write_with_offsets(
+                std::path::Path::new(&c.root),
+                msg.round + 1,
+                c.cursor,
+                c.seed,
+                self.model.as_ref(),
+                &self.optimizer,
+                c.keep,
+                c.stream_offsets.as_ref(),
+            )?);
+        }
+        // An empty path: only the checkpoint (arrival-order streams), whose directory answers.
+        if msg.path.is_empty() {
+            return Ok(written.map(|d| d.display().to_string()).unwrap_or_default());
+        }
+        publish_model(self.model.as_ref(), &msg.path, msg.round)?;
+        Ok(msg.path)
+    }
+}
+
+/// Republish the model at `path` atomically (written next to it, then renamed), so a serving
+/// process that reloads the file never sees half of it.
+///
+/// # Errors
+/// [`RuntimeError::Io`] naming the file.
+pub fn publish_model(model: &dyn Model, path: &str, round: u64) -> Result<(), RuntimeError> {
+    let tmp = format!("{path}.tmp");
+    save_model(model, &tmp, round)?;
+    std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("rename", path, e))
+}
+
+/// Write a model's parameters as safetensors, one tensor per layout entry.
+///
+/// # Errors
+/// [`RuntimeError::Io`] naming the file.
+pub fn save_model(model: &dyn Model, path: &str, round: u64) -> Result<(), RuntimeError> {
+    let params = model.params();
+    let mut tensors = Vec::new();
+    for p in model.layout() {
+        let t = Tensor::from_slice(p.shape.clone(), &params[p.range()])
+            .map_err(|e| RuntimeError::io("save", path, e))?;
+        tensors.push((p.name.clone(), t));
+    }
+    let refs: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let meta = HashMap::from([
+        ("round".to_string(), round.to_string()),
+        ("model".to_string(), model.name().to_string()),
+        ("weights_sha256".to_string(), job::weights_sha256(params)),
+    ]);
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
+    }
+    write_safetensors(path, &refs, Some(meta)).map_err(|e| RuntimeError::io("write", path, e))
+}

@@ -1,0 +1,89 @@
+//! A test-only fault switch, off unless the environment sets it: `LOCKSTEP_FAULT` makes one
+//! worker stall for good inside a round while its heartbeats and control thread keep going
+//! (an alive-but-stuck node, for the hang diagnosis tests):
+//!
+//! `LOCKSTEP_FAULT=stall:node=worker-1:round=5`: `Compute` on `worker-1` never returns from
+//! forward/backward of round 5.
+//!
+//! Documented in `docs/security.md` (a switch that hangs a job must never be set in production;
+//! it is read only from the process's own environment).
+
+use crate::error::RuntimeError;
+
+/// The environment variable.
+pub const VAR: &str = "LOCKSTEP_FAULT";
+
+/// A parsed fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// `stall:node=N:round=R`.
+    Stall {
+        /// The node that stalls.
+        node: String,
+        /// The round it stalls in.
+        round: u64,
+    },
+}
+
+impl Fault {
+    /// Parse a `LOCKSTEP_FAULT` value.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Launch`] naming the variable and what is wrong.
+    pub fn parse(v: &str) -> Result<Fault, RuntimeError> {
+        let bad = |why: &str| RuntimeError::Launch(format!("{VAR}={v:?}: {why}"));
+        let mut parts = v.split(':');
+        if parts.next() != Some("stall") {
+            return Err(bad("the only fault is stall:node=NAME:round=N"));
+        }
+        let (mut node, mut round) = (None, None);
+        for p in parts {
+            match p.split_once('=') {
+                Some(("node", n)) if !n.is_empty() => node = Some(n.to_string()),
+                Some(("round", r)) => {
+                    round = Some(r.parse().map_err(|_| bad("round is not a number"))?)
+                }
+                _ => return Err(bad(&format!("unknown part {p:?}"))),
+            }
+        }
+        match (node, round) {
+            (Some(node), Some(round)) => Ok(Fault::Stall { node, round }),
+            _ => Err(bad("needs node=NAME and round=N")),
+        }
+    }
+
+    /// The round `node` stalls in, from the environment (`None` when unset or for another
+    /// node).
+    ///
+    /// # Errors
+    /// A malformed value.
+    pub fn stall_round(node: &str) -> Result<Option<u64>, RuntimeError> {
+        let Ok(v) = std::env::var(VAR) else {
+            return Ok(None);
+        };
+        let Fault::Stall { node: n, round } = Fault::parse(&v)?;
+        Ok((n == node).then_some(round))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stall_parses_and_bad_values_are_named() {
+        assert_eq!(
+            Fault::parse("stall:node=w1:round=5").unwrap(),
+            Fault::Stall {
+                node: "w1".into(),
+                round: 5
+            }
+        );
+        let e = Fault::parse("stall:node=w1:round=x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LOCKSTEP_FAULT") && e.contains("round"), "{e}");
+        assert!(Fault::parse("crash:node=w1").is_err());
+        assert!(Fault::parse("stall:node=w1").is_err());
+    }
+}

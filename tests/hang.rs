@@ -1,0 +1,106 @@
+//! Alive but stuck, with real processes: `LOCKSTEP_FAULT` makes one worker stall inside
+//! forward/backward of a round while its heartbeats keep flowing. The coordinator's progress
+//! timeout must fire, the hang table must name the stalled worker and its operation and show
+//! the other worker waiting on it, and the job must stop (or, elastic, carry on without it).
+//! Every bound here is the product's promise, not a performance figure.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const CREDIT: &str = "examples/credit/cluster.toml";
+/// The whole run must end well within this (a stuck round is declared after 3 s).
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn launch_stalled(dir: &Path, extra: &[&str]) -> Output {
+    let report = dir.join("report.json");
+    let mut args = vec![
+        "launch",
+        CREDIT,
+        "--run-dir",
+        dir.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--set",
+        "cluster.progress_timeout_ms=3000",
+        "--set",
+        "job.epochs=2",
+    ];
+    args.extend_from_slice(extra);
+    let child = Command::new(exe())
+        .args(&args)
+        .current_dir(root())
+        .env("LOCKSTEP_FAULT", "stall:node=worker-1:round=5")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lockstep");
+    wait_with_deadline(child, LIMIT)
+}
+
+fn no_leftovers(dir: &Path) {
+    let left = processes_mentioning(dir.to_str().unwrap());
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+/// The table's rows of `node` as printed by the coordinator.
+fn rows<'a>(stderr: &'a str, node: &str) -> Vec<&'a str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("[coordinator]"))
+        .filter(|l| l.split_whitespace().nth(1) == Some(node))
+        .collect()
+}
+
+#[test]
+fn a_stalled_worker_is_named_with_its_operation_and_the_job_stops() {
+    let d = run_dir("hang-stop");
+    let out = launch_stalled(d.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a stuck job must fail:\n{stderr}");
+    assert!(
+        stderr.contains("node worker-1 is stuck in round 5 (forward_backward)"),
+        "the error names the culprit and its operation:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("culprit: worker-1"),
+        "the table names the culprit:\n{stderr}"
+    );
+    let w1 = rows(&stderr, "worker-1");
+    assert!(
+        w1.iter()
+            .any(|l| l.contains("compute") && l.contains("forward_backward")),
+        "worker-1's compute thread is shown in forward_backward: {w1:#?}\n{stderr}"
+    );
+    let w0 = rows(&stderr, "worker-0");
+    assert!(
+        w0.iter()
+            .any(|l| l.contains("/ recv") && l.split_whitespace().any(|c| c == "worker-1")),
+        "worker-0 is shown waiting on worker-1: {w0:#?}\n{stderr}"
+    );
+    no_leftovers(d.path());
+}
+
+#[test]
+fn with_elasticity_the_stalled_worker_is_removed_and_the_job_finishes() {
+    let d = run_dir("hang-elastic");
+    let out = launch_stalled(d.path(), &["--elastic", "1"]);
+    assert_ok(&out);
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("report.json")).expect("report"))
+            .expect("json");
+    let changes = r["membership_changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["kind"], "lost");
+    assert_eq!(changes[0]["nodes"][0], "worker-1");
+    let reason = changes[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("stuck in round 5 (forward_backward)"),
+        "{reason}"
+    );
+    assert_eq!(r["world_size"], 1);
+    no_leftovers(d.path());
+}
