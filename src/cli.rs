@@ -32,9 +32,31 @@ pub enum Command {
     /// Benchmarks of links and collectives between local processes.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// TLS certificates for `cluster.tls`.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Internal: one process of a benchmark (started by `lockstep bench`).
     #[command(hide = true)]
     BenchWorker(BenchWorkerArgs),
+}
+
+/// `lockstep tls ...`
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Make a CA and a certificate + key per node (for tests and small clusters; a real
+    /// deployment uses its own PKI). Reuses the CA already in --out, if any.
+    Gen(TlsGenArgs),
+}
+
+/// `lockstep tls gen`
+#[derive(Debug, Clone, Args)]
+pub struct TlsGenArgs {
+    /// Comma-separated node names (also producers: `producer-0,producer-1`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<String>,
+    /// Output folder: ca.pem, ca.key, NAME.pem and NAME.key per node.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `lockstep bench ...`
@@ -122,6 +144,10 @@ pub struct LinkBenchArgs {
     /// Timed messages per sample (after two untimed ones).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// Run the link over TLS (certificates made for the run); the reference is then a plain
+    /// TCP link between the same two processes, so the ratio is TLS / plain.
+    #[arg(long)]
+    pub tls: bool,
     /// Repetitions: subject and reference are measured interleaved (A B A B ...) this many times;
     /// the table shows the median and min-max of each and of the per-pair ratio.
     #[arg(long, default_value_t = 5)]
@@ -161,6 +187,10 @@ pub struct AllreduceBenchArgs {
     /// Timed iterations per size (fewer are used for very large sizes).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// Run the links over TLS (tcp only; certificates made for the run); the reference is then
+    /// the same allreduce over plain TCP links between the same processes (ratio = TLS / plain).
+    #[arg(long)]
+    pub tls: bool,
     /// Repetitions: subject and reference are measured interleaved (A B A B ...) this many times;
     /// the table shows the median and min-max of each and of the per-pair ratio.
     #[arg(long, default_value_t = 5)]

@@ -1,6 +1,6 @@
 //! The non-benchmark subcommands: thin adapters from clap arguments to the runtime.
 
-use crate::cli::{InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs};
+use crate::cli::{InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs, TlsGenArgs};
 use lockstep_runtime::stored_transform::StoredTransform;
 use lockstep_runtime::{job, predict, LaunchOptions, Manifest, NodeOptions};
 use lockstep_tensor::{read_safetensors, DType};
@@ -267,5 +267,28 @@ fn predict_file(a: &PredictArgs, m: &Manifest, input: &Path, output: &Path) -> R
         let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         println!("metrics against the label column: {}", shown.join(", "));
     }
+    Ok(())
+}
+
+/// `lockstep tls gen`
+///
+/// # Errors
+/// A bad node name or a file that cannot be written, named.
+pub fn tls_gen(a: &TlsGenArgs) -> Result<(), String> {
+    let g = lockstep_transport::tls::gen::generate(&a.out, &a.nodes).map_err(|e| e.to_string())?;
+    println!(
+        "{} {}",
+        if g.new_ca { "CA:  " } else { "CA (reused):" },
+        g.ca.display()
+    );
+    for (name, cert, key) in &g.nodes {
+        println!("{name}: {} {}", cert.display(), key.display());
+    }
+    println!(
+        "manifest: [cluster.tls] ca = \"{}\", cert = \"{}\", key = \"{}\" (relative to the manifest's folder)",
+        g.ca.display(),
+        a.out.join("{node}.pem").display(),
+        a.out.join("{node}.key").display()
+    );
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! the work, and turn errors into a message and a non-zero exit status.
 
 use clap::Parser;
-use lockstep::cli::{BenchCommand, Cli, Command};
+use lockstep::cli::{BenchCommand, Cli, Command, TlsCommand};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Allreduce(a)) => lockstep::bench::allreduce::run(&a),
         Command::Bench(BenchCommand::Train(a)) => lockstep::bench::train::run(&a),
         Command::Bench(BenchCommand::Ingest(a)) => lockstep::bench::ingest::run(&a),
+        Command::Tls(TlsCommand::Gen(a)) => lockstep::commands::tls_gen(&a),
         Command::BenchWorker(a) => lockstep::bench::worker(&a),
     };
     match result {

@@ -31,6 +31,7 @@ fn config(mode: &str, transport: &str, algo: &str, sizes: Vec<usize>) -> WorkerC
         ranks_per_host: 0,
         netns: None,
         bind: None,
+        tls_dir: None,
     }
 }
 

@@ -23,7 +23,7 @@ fn peer(name: &str, addr: &str) -> PeerAddr {
 }
 
 /// Read until EOF (heartbeats may come first); true when EOF came before the deadline.
-fn closes_within(s: &mut std::net::TcpStream, limit: Duration) -> bool {
+fn closes_within(s: &mut lockstep::transport::Conn, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     let mut buf = [0u8; 4096];
     s.set_read_timeout(Some(Duration::from_millis(200)))
@@ -52,6 +52,7 @@ fn malformed_header_closes_only_that_link(bad: [u8; 64], reason: &str) {
         sizes: vec![],
         iters: 1,
         peer_timeout_ms: 3000,
+        tls_dir: None,
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
         .args(["bench-worker", "--kind", "link", "--rank", "1"])

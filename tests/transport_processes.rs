@@ -26,6 +26,7 @@ fn config(mode: &str, transport: &str, sizes: &[usize]) -> WorkerConfig {
         sizes: sizes.to_vec(),
         iters: 1,
         peer_timeout_ms: 3000,
+        tls_dir: None,
     }
 }
 

@@ -18,7 +18,7 @@ import socket
 
 import pyarrow as pa
 
-from ._wire import LockstepError, connect, handshake, read_msg, write_msg
+from ._wire import LockstepError, connect, handshake, read_msg, tls_context, write_msg
 
 __all__ = ["Producer", "LockstepError", "bootstrap_from_endpoints"]
 __version__ = "0.1.0"
@@ -65,11 +65,23 @@ class Producer:
     Arguments: `bootstrap` ("HOST:PORT"), `token` (default: $LOCKSTEP_TOKEN), `producer` (its id,
     0..N-1), `cluster` (default: $LOCKSTEP_CLUSTER, else the name the server announces), `offset`
     (offset of the first row sent), `timeout` (seconds for connecting and for the final answer),
-    `schema` (a `pyarrow.Schema`; lets `close()` end a stream that sent no batch).
+    `schema` (a `pyarrow.Schema`; lets `close()` end a stream that sent no batch), and for a job
+    with `cluster.tls`: `tls_ca` (the cluster CA's PEM file), `tls_cert` and `tls_key` (this
+    producer's certificate, naming `producer-<id>`, and key; `lockstep tls gen --nodes producer-0`).
     """
 
     def __init__(
-        self, bootstrap, token=None, producer=0, cluster=None, offset=0, timeout=30.0, schema=None
+        self,
+        bootstrap,
+        token=None,
+        producer=0,
+        cluster=None,
+        offset=0,
+        timeout=30.0,
+        schema=None,
+        tls_ca=None,
+        tls_cert=None,
+        tls_key=None,
     ):
         token = token if token is not None else os.environ.get("LOCKSTEP_TOKEN")
         if not token:
@@ -82,7 +94,11 @@ class Producer:
         cluster = cluster or os.environ.get("LOCKSTEP_CLUSTER") or None
         node = f"producer-{self.id}"
         hello = {"producer": self.id, "offset": self.offset}
-        with connect(bootstrap, timeout) as s:
+        tls = None
+        if tls_ca or tls_cert or tls_key:
+            tls = tls_context(tls_ca, tls_cert, tls_key)
+        self._tls = tls is not None
+        with connect(bootstrap, timeout, tls) as s:
             cluster, _ = handshake(s, token, node, cluster)
             write_msg(s, hello)
             route = read_msg(s)
@@ -90,7 +106,7 @@ class Producer:
             raise LockstepError("bootstrap refused: " + route.get("error", "no reason given"))
         self.endpoint = route["endpoint"]
         self.worker = route.get("worker")
-        self._sock = connect(self.endpoint, timeout)
+        self._sock = connect(self.endpoint, timeout, tls)
         handshake(self._sock, token, node, cluster)
         write_msg(self._sock, hello)
         reply = read_msg(self._sock)
@@ -154,10 +170,13 @@ class Producer:
                 )
             self._writer = pa.ipc.new_stream(self._sink, self._schema)
         self._writer.close()
-        try:
-            self._sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        # The Arrow end-of-stream marker ends the stream; a plain socket also half-closes (a TLS
+        # socket cannot without leaving TLS, and needs not).
+        if not self._tls:
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
         self._sock.settimeout(self.timeout)
         try:
             reply = read_msg(self._sock)

@@ -37,7 +37,15 @@ def _send(args):
     if os.path.exists(bootstrap):
         bootstrap = bootstrap_from_endpoints(bootstrap)
     t = time.perf_counter()
-    p = Producer(bootstrap, producer=args.producer, cluster=args.cluster, offset=args.offset)
+    p = Producer(
+        bootstrap,
+        producer=args.producer,
+        cluster=args.cluster,
+        offset=args.offset,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
     for batch in table.to_batches(max_chunksize=args.batch_rows):
         p.send(batch)
     result = p.close()
@@ -62,6 +70,9 @@ def main(argv=None):
     s.add_argument("--rows", help="START:END, rows of the file to send")
     s.add_argument("--cluster", help="cluster name (default: the name the server announces)")
     s.add_argument("--offset", type=int, default=0, help="offset of the first row sent")
+    s.add_argument("--tls-ca", help="cluster.tls: the cluster CA (PEM)")
+    s.add_argument("--tls-cert", help="cluster.tls: this producer's certificate (names producer-<id>)")
+    s.add_argument("--tls-key", help="cluster.tls: this producer's key")
     s.add_argument("file")
     args = ap.parse_args(argv)
     try:

@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import socket
+import ssl
 import struct
 
 MAGIC = b"LKHS"
@@ -29,6 +30,7 @@ REASONS = {
     5: "malformed handshake",
     6: "handshake timed out",
     7: "connection closed during the handshake",
+    8: "the TLS certificate does not name the node it claims",
 }
 
 
@@ -97,6 +99,18 @@ def handshake(sock, token, node, cluster=None):
         raise LockstepError(f"refused: protocol version {version}, this client speaks {VERSION}")
     if their_cluster != cluster:
         raise LockstepError(f"refused: wrong cluster name ({cluster!r}, the server is {their_cluster!r})")
+    if isinstance(sock, ssl.SSLSocket):
+        # The chain was checked against the CA in the TLS handshake; the name is checked here,
+        # against the node the server claims in its Hello (as every Lockstep node does).
+        names = [v for k, v in sock.getpeercert().get("subjectAltName", ()) if k == "DNS"]
+        if their_node not in names:
+            try:
+                sock.sendall(bytes([TAG_REFUSE, 8]))
+            except OSError:
+                pass
+            raise LockstepError(
+                f"refused: the server's TLS certificate names {names}, not the node it claims ({their_node!r})"
+            )
     theirs = bytes([*MAGIC, version]) + their_nonce
     for s in (their_cluster.encode(), their_node.encode()):
         theirs += struct.pack("<H", len(s)) + s
@@ -132,8 +146,32 @@ def read_msg(sock):
     return json.loads(_read_exact(sock, n))
 
 
-def connect(addr, timeout):
+def tls_context(ca, cert, key):
+    """A client context for a `cluster.tls` job: TLS 1.3, the server's chain checked against the
+    CA file `ca`, this producer's certificate `cert` (it must name `producer-<id>`) and key `key`.
+    The server's name is checked in the handshake, against the node it claims."""
+    if not (ca and cert and key):
+        raise LockstepError("TLS needs all of tls_ca, tls_cert and tls_key")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    try:
+        ctx.load_verify_locations(cafile=ca)
+        ctx.load_cert_chain(certfile=cert, keyfile=key)
+    except (OSError, ssl.SSLError) as e:
+        raise LockstepError(f"TLS files {ca}, {cert}, {key}: {e}") from None
+    return ctx
+
+
+def connect(addr, timeout, tls=None):
     host, _, port = addr.rpartition(":")
     sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls is not None:
+        try:
+            sock = tls.wrap_socket(sock)
+        except (OSError, ssl.SSLError) as e:
+            sock.close()
+            raise LockstepError(f"TLS with {addr}: {e}") from None
     return sock

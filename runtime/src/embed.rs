@@ -108,6 +108,11 @@ impl LocalCluster {
             report: Some(report_path.clone()),
             ..Default::default()
         };
+        // Every node's TLS files are checked before any node starts.
+        let mut tls = std::collections::HashMap::new();
+        for n in &self.manifest.nodes {
+            tls.insert(n.name.clone(), crate::tls::load(&self.manifest, &n.name)?);
+        }
         let ctx = |name: &str, opts: NodeOptions, on_listen| {
             Arc::new(NodeContext {
                 manifest: self.manifest.clone(),
@@ -116,6 +121,7 @@ impl LocalCluster {
                 opts,
                 model_factory: self.model_factory.clone(),
                 on_listen,
+                tls: tls.get(name).cloned().flatten(),
             })
         };
         let (tx, rx) = channel();

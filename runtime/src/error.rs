@@ -23,6 +23,9 @@ pub enum RuntimeError {
         #[source]
         source: Box<lockstep_transport::Error>,
     },
+    /// A TLS file that is missing or does not fit (`[cluster.tls]`), named with its node.
+    #[error(transparent)]
+    Tls(Box<lockstep_transport::tls::TlsConfigError>),
     /// Transport set-up failed (bind, rendezvous).
     #[error("transport: {0}")]
     Transport(Box<lockstep_transport::Error>),
@@ -130,5 +133,11 @@ impl RuntimeError {
             path: path.as_ref().display().to_string(),
             message: e.to_string(),
         }
+    }
+}
+
+impl From<lockstep_transport::tls::TlsConfigError> for RuntimeError {
+    fn from(e: lockstep_transport::tls::TlsConfigError) -> Self {
+        RuntimeError::Tls(Box::new(e))
     }
 }

@@ -43,6 +43,7 @@ mod scale;
 pub mod server;
 pub mod stop;
 pub mod stored_transform;
+pub mod tls;
 
 pub use error::RuntimeError;
 pub use launch::{launch, LaunchOptions};

@@ -118,6 +118,9 @@ pub struct ClusterSpec {
     /// from the measured round times (see [`crate::hang::ProgressClock`]).
     #[serde(default)]
     pub progress_timeout_ms: Option<u64>,
+    /// `[cluster.tls]`: TLS on every TCP link (see [`crate::tls`]).
+    #[serde(default)]
+    pub tls: Option<crate::tls::TlsSpec>,
 }
 
 fn default_allreduce() -> String {

@@ -70,6 +70,8 @@ pub struct NodeContext {
     pub model_factory: ModelFactory,
     /// Told the coordinator's bound control address (in-process clusters).
     pub on_listen: Option<std::sync::mpsc::Sender<SocketAddr>>,
+    /// This node's TLS setup (`[cluster.tls]`), loaded and checked at start-up.
+    pub tls: Option<Arc<lockstep_transport::TlsConfig>>,
 }
 
 /// The factory that builds `[job.model]`.
@@ -89,6 +91,7 @@ impl NodeContext {
 
     pub(crate) fn identity(&self, name: &str) -> Identity {
         Identity::new(&self.manifest.cluster.name, name, self.token.as_bytes())
+            .with_tls(self.tls.clone())
     }
 
     pub(crate) fn coordinator_name(&self) -> String {
@@ -133,6 +136,8 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
         )));
     }
     let token = manifest.token()?;
+    // Before connecting anywhere: a missing or mismatched TLS file is named now.
+    let tls = crate::tls::load(&manifest, &name)?;
     let ctx = Arc::new(NodeContext {
         manifest,
         name,
@@ -140,6 +145,7 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
         opts: opts.clone(),
         model_factory: manifest_model_factory(),
         on_listen: None,
+        tls,
     });
     crate::preflight::check_run_dir(&ctx)?;
     let coordinator = ctx
@@ -244,6 +250,7 @@ pub(crate) fn join_mesh(
     let mesh_name = format!("{}-{:08x}", ctx.manifest.cluster.name, job as u32);
     let mut cfg = MeshConfig::new(&mesh_name, ctx.token.as_bytes(), me, rank, peers.clone());
     cfg.transport = transport_kind(ctx, &peers);
+    cfg.tls = ctx.tls.clone();
     cfg.heartbeat_ms = ctx.manifest.cluster.heartbeat_ms;
     cfg.peer_timeout_ms = ctx.manifest.cluster.peer_timeout_ms;
     tracing::debug!(node = me, rank, transport = ?cfg.transport, "joining the data mesh");
@@ -307,7 +314,7 @@ pub(crate) fn connect_control(
     let stream = loop {
         match tcp::connect_once(sa, &identity, &coord, Duration::from_secs(10)) {
             Ok(s) => break s,
-            Err(e @ lockstep_transport::Error::Handshake { .. }) => return Err(e.into()),
+            Err(e) if e.is_refusal() => return Err(e.into()),
             Err(e) if Instant::now() + delay > deadline => {
                 return Err(RuntimeError::Timeout {
                     doing: format!("connecting to the coordinator {coord} at {sa}: {e}"),

@@ -72,7 +72,7 @@ pub fn accept_members(
 fn register_one(
     me: &str,
     peer: &str,
-    stream: std::net::TcpStream,
+    stream: lockstep_transport::Conn,
     cfg: lockstep_transport::LinkConfig,
     signature: &ModelSignature,
 ) -> Result<Registration, RuntimeError> {

@@ -57,6 +57,9 @@ pub struct WorkerConfig {
     /// The IP the coordinator binds; workers in namespaces bind every address.
     #[serde(default)]
     pub bind: Option<String>,
+    /// Folder of the certificates `--tls` made; `None`: plain links.
+    #[serde(default)]
+    pub tls_dir: Option<String>,
 }
 
 /// One size's samples, as worker 0 sends them to the parent (one entry per repetition).
@@ -106,6 +109,10 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
     if args.algo != "ps" {
         args.algo.parse::<Algo>().map_err(|e| e.to_string())?;
     }
+    if args.tls && args.transport != "tcp" {
+        return Err("--tls runs over tcp only (--transport tcp)".into());
+    }
+    let certs = args.tls.then(super::tls::BenchCerts::make).transpose()?;
     let cfg = WorkerConfig {
         mode: "bench".into(),
         coordinator: String::new(),
@@ -118,7 +125,11 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         ranks_per_host: args.ranks_per_host,
         netns: args.netns.clone(),
         bind: Some(args.bind.clone()),
+        tls_dir: certs.as_ref().map(|c| c.dir()),
     };
+    if args.tls {
+        println!("allreduce over TLS; reference: the same allreduce over plain TCP links between the same processes (ratio = TLS / plain)");
+    }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut load = Load::start();
     let outs = spawn_repeat(&exe, cfg, args.world, args.repeat.max(1))?;
@@ -254,7 +265,8 @@ fn start_repeat(
 ) -> Result<Started, String> {
     let bind = format!("{}:0", cfg.bind.as_deref().unwrap_or("127.0.0.1"));
     let coord = Coordinator::bind(&bind, &cfg.cluster, super::token().as_bytes())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_tls(super::tls::load(&cfg.tls_dir, "coordinator")?);
     cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
     let json = with_repeat(&cfg, repeat)?;
     let mut kids: Vec<Child> = Vec::new();
@@ -345,17 +357,29 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
         .map_err(|e: lockstep_transport::Error| e.to_string())?;
     m.peer_timeout_ms = cfg.peer_timeout_ms;
     m.heartbeat_ms = (cfg.peer_timeout_ms / 6).max(10);
+    m.tls = super::tls::load(&cfg.tls_dir, &format!("n{}", args.rank))?;
     let ip = if cfg.netns.is_some() {
         "0.0.0.0"
     } else {
         "127.0.0.1"
     };
     let l = Listener::bind(&format!("{ip}:0")).map_err(|e| e.to_string())?;
-    let g = connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())?;
+    let mut g = connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())?;
+    // With TLS, the same allreduce over plain links between the same processes is the reference.
+    let mut twin = match &cfg.tls_dir {
+        Some(_) => Some(super::tls::plain_communicator(
+            &mut g,
+            &m,
+            ip,
+            &cfg,
+            aggregate_config()?,
+        )?),
+        None => None,
+    };
     let mut c = Communicator::new(g, aggregate_config()?);
     super::allreduce_checks::prepare(&mut c, &cfg)?;
     match cfg.mode.as_str() {
-        "bench" => bench(&mut c, &cfg, repeat_of(&args.config)),
+        "bench" => bench(&mut c, twin.as_mut(), &cfg, repeat_of(&args.config)),
         "check" => check(&mut c, &cfg),
         "loop" => run_loop(&mut c, &cfg),
         m => Err(format!("unknown allreduce worker mode {m:?}")),
@@ -382,7 +406,12 @@ fn aggregate_config() -> Result<CollectiveConfig, String> {
 /// measures the reference while the others wait at the next barrier. A sample's latency
 /// percentiles are over all its allreduces (each iteration's time is the mean over ranks).
 /// Worker 0 prints `RESULT [Samples, ...]`.
-fn bench(c: &mut Communicator, cfg: &WorkerConfig, repeat: usize) -> Result<(), String> {
+fn bench(
+    c: &mut Communicator,
+    mut twin: Option<&mut Communicator>,
+    cfg: &WorkerConfig,
+    repeat: usize,
+) -> Result<(), String> {
     let n = c.world();
     let mut out = Vec::new();
     for &bytes in &cfg.sizes {
@@ -392,7 +421,7 @@ fn bench(c: &mut Communicator, cfg: &WorkerConfig, repeat: usize) -> Result<(), 
             .iters
             .max((cfg.iters * (8 << 20) / bytes.max(1)).min(2000));
         let per_chunk = iters.div_ceil(CHUNKS);
-        let mut reference = if c.rank() == 0 {
+        let mut reference = if c.rank() == 0 && twin.is_none() {
             Some(LocalReference::new(&cfg.transport, bytes, per_chunk)?)
         } else {
             None
@@ -400,8 +429,23 @@ fn bench(c: &mut Communicator, cfg: &WorkerConfig, repeat: usize) -> Result<(), 
         for _ in 0..3 {
             reduce_once(c, &cfg.algo, &mut ps, &mut x)?;
         }
+        // The plain twin runs the algorithm the subject runs at this size.
+        let twin_algo = match cfg.algo.as_str() {
+            "ps" => "ps".to_string(),
+            a => c.resolve_algo(a.parse().ok(), bytes).to_string(),
+        };
+        let mut twin_ps = None;
+        if let Some(t) = twin.as_deref_mut() {
+            for _ in 0..3 {
+                reduce_once(t, &twin_algo, &mut twin_ps, &mut x)?;
+            }
+            x.fill(1.0);
+        }
         let mut times: Vec<Vec<f32>> = vec![Vec::new(); repeat];
         let refs = interleave(repeat, 2, CHUNKS, |step, rep| -> Result<Chunk, String> {
+            if let (1, Some(t)) = (step, twin.as_deref_mut()) {
+                return super::tls::plain_chunk(t, &twin_algo, &mut twin_ps, &mut x, per_chunk);
+            }
             if step == 1 {
                 return reference
                     .as_mut()

@@ -49,6 +49,9 @@ pub struct WorkerConfig {
     pub iters: usize,
     /// Peer timeout in ms.
     pub peer_timeout_ms: u64,
+    /// Folder of the certificates `--tls` made (`n0`, `n1`, `coordinator`); `None`: plain TCP.
+    #[serde(default)]
+    pub tls_dir: Option<String>,
 }
 
 /// Parse "64MiB", "4KiB", "1000", "2GiB", "1MB".
@@ -82,6 +85,10 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
     args.transport
         .parse::<TransportKind>()
         .map_err(|e| e.to_string())?;
+    if args.tls && args.transport != "tcp" {
+        return Err("--tls runs over tcp only (--transport tcp)".into());
+    }
+    let certs = args.tls.then(super::tls::BenchCerts::make).transpose()?;
     let cfg = WorkerConfig {
         mode: "bench".into(),
         coordinator: String::new(),
@@ -90,6 +97,7 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
         sizes: vec![size],
         iters: args.iters.max(1),
         peer_timeout_ms: 10_000,
+        tls_dir: certs.as_ref().map(|c| c.dir()),
     };
     let mut load = Load::start();
     let outs = spawn_pair(cfg, args.repeat.max(1))?;
@@ -109,11 +117,18 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
     r.extend(p.json("gbps", "reference_gbps"));
     load.add_json(&mut r);
     let f = |k: &str| r.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let transport = match args.tls {
+        true => format!("{}+tls", args.transport),
+        false => args.transport.clone(),
+    };
     println!(
-        "link: transport {}, {} messages of {size} bytes per sample in {CHUNKS} chunks, repeat {}",
-        args.transport,
+        "link: transport {transport}, {} messages of {size} bytes per sample in {CHUNKS} chunks, repeat {}{}",
         f("messages"),
-        p.repeat
+        p.repeat,
+        match args.tls {
+            true => "; reference: a plain TCP link between the same processes (ratio = TLS / plain)",
+            false => "",
+        }
     );
     print_table(
         &[
@@ -127,7 +142,7 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
             "",
         ],
         &[vec![
-            args.transport.clone(),
+            transport,
             size.to_string(),
             p.subject.cell(3),
             p.reference.cell(3),
@@ -171,7 +186,8 @@ pub fn repeat_of(config: &str) -> usize {
 /// When a worker cannot start or fails.
 pub fn spawn_pair(mut cfg: WorkerConfig, repeat: usize) -> Result<Vec<String>, String> {
     let coord = Coordinator::bind("127.0.0.1:0", &cfg.cluster, super::token().as_bytes())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_tls(super::tls::load(&cfg.tls_dir, "coordinator")?);
     cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
     let json = with_repeat(&cfg, repeat)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -242,6 +258,7 @@ pub(crate) fn mesh_config(
     m.peer_timeout_ms = cfg.peer_timeout_ms;
     m.heartbeat_ms = (cfg.peer_timeout_ms / 6).max(10);
     m.connect_timeout_ms = 30_000;
+    m.tls = super::tls::load(&cfg.tls_dir, node)?;
     Ok(m)
 }
 
@@ -269,16 +286,38 @@ fn bench(g: &mut Group, cfg: &WorkerConfig, repeat: usize) -> Result<(), String>
         data: pattern(0, len),
     };
     link.chunk(g, 2)?; // untimed: first touch of the rings / socket buffers
-    let mut reference = PairReference::open(g, cfg, len, per_chunk)?;
-    let s = interleave(repeat, 2, CHUNKS, |step, _| match step {
-        0 => link.chunk(g, per_chunk),
-        _ => reference.chunk(g),
+                       // With TLS the reference is a plain TCP link between the same two processes (ratio = TLS /
+                       // plain); otherwise plain sockets (tcp) or memcpy (shm).
+    let mut twin = match cfg.tls_dir {
+        Some(_) => Some(super::tls::plain_twin(g, cfg)?),
+        None => None,
+    };
+    let mut twin_link = Throughput {
+        seq: 0,
+        len,
+        data: pattern(0, len),
+    };
+    let mut reference = match twin.as_mut() {
+        Some(t) => {
+            twin_link.chunk(t, 2)?;
+            None
+        }
+        None => Some(PairReference::open(g, cfg, len, per_chunk)?),
+    };
+    let s = interleave(repeat, 2, CHUNKS, |step, _| {
+        match (step, twin.as_mut(), reference.as_mut()) {
+            (0, _, _) => link.chunk(g, per_chunk),
+            (_, Some(t), _) => twin_link.chunk(t, per_chunk),
+            (_, None, Some(r)) => r.chunk(g),
+            (_, None, None) => Err("no reference".to_string()),
+        }
     })?;
     let gbps = |v: &[f64]| v.iter().map(|b| b / 1e9).collect::<Vec<_>>();
     let lat = ping_pong(g, len)?;
     if g.rank() == 0 {
         let out = serde_json::json!({
-            "transport": cfg.transport, "bytes": len, "gbps": gbps(&s[0]), "reference_gbps": gbps(&s[1]),
+            "transport": cfg.transport, "tls": cfg.tls_dir.is_some(),
+            "reference": if twin.is_some() { "plain tcp link" } else { "plain socket / memcpy" }, "bytes": len, "gbps": gbps(&s[0]), "reference_gbps": gbps(&s[1]),
             "messages": per_chunk * CHUNKS,
             "p50_us": lat.p50, "p99_us": lat.p99, "mean_us": lat.mean, "latency_rounds": lat.rounds,
             "shm_wait": if lockstep_transport::shm::ring::spin_only() { "spin" } else { "adaptive" },

@@ -95,6 +95,17 @@ pub fn send_rust(
 /// `python3 -m lockstep_client send` for producer `id`, rows `start:end` (the client from this
 /// repository's `python/` directory).
 pub fn send_python(bootstrap: &str, id: u32, rows: &str, batch_rows: usize) -> Output {
+    send_python_with(bootstrap, id, rows, batch_rows, &[])
+}
+
+/// [`send_python`] with extra arguments to `send` (e.g. `--tls-ca`).
+pub fn send_python_with(
+    bootstrap: &str,
+    id: u32,
+    rows: &str,
+    batch_rows: usize,
+    extra: &[&str],
+) -> Output {
     let out = Command::new("python3")
         .args([
             "-m",
@@ -108,8 +119,9 @@ pub fn send_python(bootstrap: &str, id: u32, rows: &str, batch_rows: usize) -> O
             rows,
             "--batch-rows",
             &batch_rows.to_string(),
-            "examples/data/credit_data.parquet",
         ])
+        .args(extra)
+        .arg("examples/data/credit_data.parquet")
         .current_dir(root())
         .env("PYTHONPATH", root().join("python"))
         .env("LOCKSTEP_TOKEN", TOKEN)

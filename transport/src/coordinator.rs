@@ -10,10 +10,11 @@ use crate::frame::{FrameHeader, FrameKind, Op, HEADER_LEN};
 use crate::handshake::Identity;
 use crate::registrar::{gather, Admit, Expected, GatherError};
 use crate::rendezvous::{connect_mesh, connect_with_retry, MeshConfig, PeerAddr};
-use crate::tcp::Listener;
+use crate::tcp::{Conn, Listener};
+use crate::tls::TlsConfig;
 use crate::Group;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Node name the coordinator uses in handshakes.
@@ -38,6 +39,12 @@ impl Coordinator {
             listener: Listener::bind(addr)?,
             me: Identity::new(cluster, COORDINATOR_NAME, token),
         })
+    }
+
+    /// Run every connection over TLS with `tls` (`None`: plain TCP).
+    pub fn with_tls(mut self, tls: Option<Arc<TlsConfig>>) -> Coordinator {
+        self.me = self.me.with_tls(tls);
+        self
     }
 
     /// The bound address.
@@ -73,7 +80,7 @@ impl Coordinator {
                 },
             )
         });
-        let mut regs: Vec<(u32, PeerAddr, TcpStream)> = gather_result(gathered, timeout)?
+        let mut regs: Vec<(u32, PeerAddr, Conn)> = gather_result(gathered, timeout)?
             .into_iter()
             .map(|(_, m)| m)
             .collect();
@@ -106,7 +113,7 @@ fn gather_result<T>(
     }
 }
 
-fn assign(regs: &mut [(u32, PeerAddr, TcpStream)]) -> Result<Vec<PeerAddr>> {
+fn assign(regs: &mut [(u32, PeerAddr, Conn)]) -> Result<Vec<PeerAddr>> {
     let n = regs.len();
     let mut table: Vec<Option<PeerAddr>> = vec![None; n];
     regs.sort_by(|a, b| a.1.name.cmp(&b.1.name));
@@ -182,7 +189,7 @@ pub fn connect_mesh_via_coordinator(
     connect_mesh(&full, listener)
 }
 
-fn write_msg(s: &mut TcpStream, body: &[u8], peer: &str) -> Result<()> {
+fn write_msg(s: &mut Conn, body: &[u8], peer: &str) -> Result<()> {
     let h = FrameHeader {
         kind: FrameKind::Control,
         ..FrameHeader::data(Op::Control, 0, 0, 0, 0, body.len() as u64)
@@ -197,7 +204,7 @@ fn write_msg(s: &mut TcpStream, body: &[u8], peer: &str) -> Result<()> {
         .map_err(|e| Error::io(ctx(), "write", &e))
 }
 
-fn read_msg(s: &mut TcpStream, peer: &str) -> Result<Vec<u8>> {
+fn read_msg(s: &mut Conn, peer: &str) -> Result<Vec<u8>> {
     let ctx = || Context {
         peer: peer.into(),
         round: None,

@@ -89,6 +89,14 @@ pub enum Error {
         /// The OS error text.
         message: String,
     },
+    /// The TLS layer under a handshake failed (`cluster.tls`).
+    #[error("TLS with {remote}: {failure}")]
+    Tls {
+        /// Node name and address, or the address when the name is not known yet.
+        remote: String,
+        /// What failed.
+        failure: TlsFailure,
+    },
     /// The requested backend is not available in this build or on this machine.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -121,6 +129,46 @@ pub enum HandshakeFailure {
     /// The connection closed during the handshake (often: the other side refused us).
     #[error("connection closed during handshake (refused by the other side?)")]
     Closed,
+    /// The peer's TLS certificate does not name the node it claims (`cluster.tls`).
+    #[error("the peer's TLS certificate does not name the node it claims")]
+    CertificateName,
+}
+
+/// Why a TLS session could not be set up or ended; tests match on this.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TlsFailure {
+    /// The peer sent something that is not TLS (a node without `cluster.tls`, or not a node).
+    #[error("the peer does not speak TLS (is cluster.tls set on both sides?)")]
+    NotTls,
+    /// This side refused the peer's certificate (not from the cluster's CA, expired, ...).
+    #[error("the peer's certificate was refused: {0}")]
+    PeerCertificate(rustls::Error),
+    /// The peer refused this side (typically its CA does not trust this node's certificate).
+    #[error("the peer refused this node: {0}")]
+    Refused(rustls::Error),
+    /// Any other TLS protocol error.
+    #[error("{0}")]
+    Protocol(rustls::Error),
+    /// The TLS handshake did not finish within the handshake deadline.
+    #[error("TLS handshake timed out")]
+    Timeout,
+    /// The connection closed during the TLS handshake.
+    #[error("connection closed during the TLS handshake (refused by the other side?)")]
+    Closed,
+}
+
+impl TlsFailure {
+    /// Classify a rustls error.
+    pub fn from_rustls(e: rustls::Error) -> TlsFailure {
+        match e {
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                TlsFailure::PeerCertificate(e)
+            }
+            rustls::Error::AlertReceived(_) => TlsFailure::Refused(e),
+            rustls::Error::InvalidMessage(_) => TlsFailure::NotTls,
+            e => TlsFailure::Protocol(e),
+        }
+    }
 }
 
 impl Error {
@@ -131,6 +179,21 @@ impl Error {
             syscall,
             kind: e.kind(),
             message: e.to_string(),
+        }
+    }
+
+    /// Whether this is a final refusal (a wrong token, cluster, version or name, a certificate
+    /// refused either way, a peer not speaking TLS), which retrying cannot cure, as opposed to
+    /// a peer that is not up yet or went away.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::Handshake { reason, .. } => {
+                !matches!(reason, HandshakeFailure::Closed | HandshakeFailure::Timeout)
+            }
+            Error::Tls { failure, .. } => {
+                !matches!(failure, TlsFailure::Closed | TlsFailure::Timeout)
+            }
+            _ => false,
         }
     }
 

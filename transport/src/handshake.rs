@@ -28,14 +28,19 @@
 //! Bounds: names are at most [`MAX_NAME_LEN`] bytes, and the whole handshake has one deadline (each
 //! read and write gets only the time left, so a peer that drips a byte at a time cannot stretch it).
 //! Refusals are logged with the remote address and the reason.
+//!
+//! With `cluster.tls` the handshake runs inside a TLS session ([`crate::tls`]) and refuses a peer
+//! whose certificate does not name the node its `Hello` claims ([`HandshakeFailure::CertificateName`]).
 
 use crate::error::{Error, HandshakeFailure, Result};
 use crate::frame::PROTOCOL_VERSION;
+use crate::tls::TlsConfig;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Magic at the start of every `Hello`.
@@ -59,6 +64,9 @@ pub struct Identity {
     pub token: Vec<u8>,
     /// Protocol version to announce; [`PROTOCOL_VERSION`] except in tests of refusals.
     pub version: u8,
+    /// TLS setup (`cluster.tls`): when set, every TCP connection runs TLS first and the peer's
+    /// certificate must name the node it claims.
+    pub tls: Option<Arc<TlsConfig>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -68,6 +76,7 @@ impl std::fmt::Debug for Identity {
             .field("node", &self.node)
             .field("token", &"<redacted>")
             .field("version", &self.version)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -80,7 +89,14 @@ impl Identity {
             node: node.to_string(),
             token: token.to_vec(),
             version: PROTOCOL_VERSION,
+            tls: None,
         }
+    }
+
+    /// This identity with `tls` (or without TLS for `None`).
+    pub fn with_tls(mut self, tls: Option<Arc<TlsConfig>>) -> Identity {
+        self.tls = tls;
+        self
     }
 }
 
@@ -193,6 +209,7 @@ pub fn reason_to_wire(r: HandshakeFailure) -> u8 {
         HandshakeFailure::Malformed => 5,
         HandshakeFailure::Timeout => 6,
         HandshakeFailure::Closed => 7,
+        HandshakeFailure::CertificateName => 8,
     }
 }
 
@@ -205,6 +222,7 @@ pub fn reason_from_wire(v: u8) -> HandshakeFailure {
         4 => HandshakeFailure::UnknownNode,
         6 => HandshakeFailure::Timeout,
         7 => HandshakeFailure::Closed,
+        8 => HandshakeFailure::CertificateName,
         _ => HandshakeFailure::Malformed,
     }
 }
@@ -240,6 +258,12 @@ pub trait HandshakeStream: Read + Write {
     fn remote(&self) -> String;
     /// Close both directions (after a refusal).
     fn close(&self);
+    /// Whether the peer's certificate names `node` (always true without TLS, where there is no
+    /// certificate; over TLS the certificate's chain was checked in the TLS handshake).
+    fn check_peer_name(&self, node: &str) -> bool {
+        let _ = node;
+        true
+    }
 }
 
 impl HandshakeStream for TcpStream {
@@ -362,6 +386,8 @@ fn run<S: HandshakeStream>(
         Err(HandshakeFailure::WrongCluster)
     } else if expect_peer.is_some_and(|e| !e.contains(&theirs.node)) {
         Err(HandshakeFailure::UnknownNode)
+    } else if !s.s.check_peer_name(&theirs.node) {
+        Err(HandshakeFailure::CertificateName)
     } else {
         Ok(())
     };

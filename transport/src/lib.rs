@@ -2,8 +2,8 @@
 //!
 //! Links between Lockstep nodes: a fixed-width, checksummed [`frame`] header in front of every
 //! payload, the [`Link`] contract every backend meets (see [`link`]), and the backends:
-//! in-process channels ([`local`]) for unit tests, [`tcp`], shared memory ([`shm`]) and
-//! [`rdma`] (behind the `rdma` feature), following the Gloo shape: one folder per backend with
+//! in-process channels ([`local`]) for unit tests, [`tcp`] (optionally under [`tls`]), shared
+//! memory ([`shm`]) and [`rdma`] (behind the `rdma` feature), following the Gloo shape: one folder per backend with
 //! the same file names. Every connection starts with the authenticated [`handshake`];
 //! [`rendezvous`] builds the full mesh from a peer list or through a [`coordinator`].
 //!
@@ -27,12 +27,14 @@ pub mod registrar;
 pub mod rendezvous;
 pub mod shm;
 pub mod tcp;
+pub mod tls;
 
 pub use config::LinkConfig;
 pub use coordinator::{connect_mesh_via_coordinator, Coordinator};
-pub use error::{Context, Error, HandshakeFailure, Result};
+pub use error::{Context, Error, HandshakeFailure, Result, TlsFailure};
 pub use frame::{Expect, FrameHeader, FrameKind, Op, HEADER_LEN};
 pub use handshake::Identity;
 pub use link::{AnyLink, Frame, Group, Link};
 pub use rendezvous::{connect_mesh, MeshConfig, PeerAddr, TransportKind};
-pub use tcp::Listener;
+pub use tcp::{Conn, Listener};
+pub use tls::{TlsConfig, TlsFiles};

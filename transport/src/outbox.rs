@@ -25,6 +25,12 @@ pub(crate) trait Sink: Send + 'static {
     fn write_all(&mut self, parts: &[&[u8]], stop: &AtomicBool) -> io::Result<()>;
     /// Send one heartbeat.
     fn heartbeat(&mut self, stop: &AtomicBool) -> io::Result<()>;
+    /// Whether bytes that `try_write` counted as written still wait inside the sink (a TLS sink
+    /// seals whole chunks and keeps what the socket did not take); the writer thread's next
+    /// `write_all` hands them on first.
+    fn backlog(&self) -> bool {
+        false
+    }
 }
 
 struct Item {
@@ -164,9 +170,9 @@ impl<S: Sink> Outbox<S> {
     pub(crate) fn send(&self, header: &FrameHeader, payload: Buffer) -> Result<()> {
         let hb = header.encode();
         let mut st = lock(&self.shared.state);
-        let off = self.try_inline(&mut st, header, &hb, &payload)?;
+        let (off, backlog) = self.try_inline(&mut st, header, &hb, &payload)?;
         if off == HEADER_LEN + payload.len() {
-            return Ok(());
+            return self.settle(st, header, hb, backlog);
         }
         let payload = if off > HEADER_LEN {
             payload
@@ -188,9 +194,9 @@ impl<S: Sink> Outbox<S> {
     ) -> Result<()> {
         let hb = header.encode();
         let mut st = lock(&self.shared.state);
-        let off = self.try_inline(&mut st, header, &hb, payload)?;
+        let (off, backlog) = self.try_inline(&mut st, header, &hb, payload)?;
         if off == HEADER_LEN + payload.len() {
-            return Ok(());
+            return self.settle(st, header, hb, backlog);
         }
         let rest = &payload[off.saturating_sub(HEADER_LEN)..];
         let mut b = pool.take(rest.len());
@@ -206,26 +212,41 @@ impl<S: Sink> Outbox<S> {
         }
     }
 
+    /// A frame written inline whose last bytes the sink still holds ([`Sink::backlog`]): queue
+    /// an empty item, so the writer thread hands them on and `flush` waits for that.
+    fn settle(
+        &self,
+        st: MutexGuard<'_, State>,
+        header: &FrameHeader,
+        hb: [u8; HEADER_LEN],
+        backlog: bool,
+    ) -> Result<()> {
+        if !backlog {
+            return Ok(());
+        }
+        self.enqueue(st, header, hb, HEADER_LEN, Buffer::zeroed(0))
+    }
+
     /// Write what the sink takes now, if nothing is queued and the writer is not busy; the
-    /// number of frame bytes written.
+    /// number of frame bytes written, and whether the sink holds some of them back.
     fn try_inline(
         &self,
         st: &mut MutexGuard<'_, State>,
         header: &FrameHeader,
         hb: &[u8; HEADER_LEN],
         payload: &[u8],
-    ) -> Result<usize> {
+    ) -> Result<(usize, bool)> {
         if let Some(e) = &st.error {
             return Err(e.clone());
         }
         if st.pending != 0 {
-            return Ok(0);
+            return Ok((0, false));
         }
         let Ok(mut sink) = self.shared.sink.try_lock() else {
-            return Ok(0);
+            return Ok((0, false));
         };
         match sink.try_write(&[hb, payload]) {
-            Ok(n) => Ok(n),
+            Ok(n) => Ok((n, sink.backlog())),
             Err(e) => Err(st
                 .error
                 .get_or_insert(io_error(self.ctx(header), &e, self.timeout))

@@ -8,7 +8,7 @@
 //! process groups that only need a data mesh (benches, tests, embedders).
 
 use crate::tcp::listener::Acceptor;
-use std::net::TcpStream;
+use crate::tcp::Conn;
 use std::time::Instant;
 
 /// Who is expected.
@@ -55,7 +55,7 @@ pub fn gather<T, E>(
     acceptor: &Acceptor,
     expected: Expected<'_>,
     deadline: Instant,
-    mut admit: impl FnMut(&str, TcpStream) -> Result<Admit<T>, E>,
+    mut admit: impl FnMut(&str, Conn) -> Result<Admit<T>, E>,
 ) -> Result<Vec<(String, T)>, GatherError<T, E>> {
     let want = match expected {
         Expected::Names(n) => n.len(),

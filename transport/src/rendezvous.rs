@@ -7,11 +7,12 @@
 //! links are bootstrapped over the authenticated TCP connection, which stays open for liveness).
 
 use crate::config::LinkConfig;
-use crate::error::{Error, HandshakeFailure, Result};
+use crate::error::{Error, Result};
 use crate::handshake::Identity;
 use crate::link::{AnyLink, Group};
-use crate::tcp::{self, Listener, TcpLink};
-use std::net::TcpStream;
+use crate::tcp::{self, Conn, Listener, TcpLink};
+use crate::tls::TlsConfig;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Which backend the mesh's links use.
@@ -96,6 +97,8 @@ pub struct MeshConfig {
     pub connect_timeout_ms: u64,
     /// Bytes per shared-memory ring.
     pub shm_ring_bytes: usize,
+    /// TLS setup for every TCP connection (`None`: plain TCP).
+    pub tls: Option<Arc<TlsConfig>>,
 }
 
 impl MeshConfig {
@@ -120,6 +123,7 @@ impl MeshConfig {
             max_frame_len: d.max_frame_len,
             connect_timeout_ms: 30_000,
             shm_ring_bytes: d.shm_ring_bytes,
+            tls: None,
         }
     }
 
@@ -136,7 +140,7 @@ impl MeshConfig {
 
     /// This node's handshake identity.
     pub fn identity(&self) -> Identity {
-        Identity::new(&self.cluster, &self.node, &self.token)
+        Identity::new(&self.cluster, &self.node, &self.token).with_tls(self.tls.clone())
     }
 
     fn validate(&self) -> Result<()> {
@@ -178,7 +182,7 @@ pub fn connect_mesh(cfg: &MeshConfig, listener: Listener) -> Result<Group> {
         .map(|p| p.name.clone())
         .collect();
     let acceptor = listener.start(me.clone(), Some(lower.clone()), hs_timeout)?;
-    let mut streams: Vec<Option<TcpStream>> = (0..cfg.peers.len()).map(|_| None).collect();
+    let mut streams: Vec<Option<Conn>> = (0..cfg.peers.len()).map(|_| None).collect();
     for (j, p) in cfg.peers.iter().enumerate().skip(cfg.rank + 1) {
         streams[j] = Some(connect_with_retry(p, &me, deadline)?);
     }
@@ -211,7 +215,7 @@ pub fn connect_mesh(cfg: &MeshConfig, listener: Listener) -> Result<Group> {
     build_group(cfg, streams)
 }
 
-fn build_group(cfg: &MeshConfig, streams: Vec<Option<TcpStream>>) -> Result<Group> {
+fn build_group(cfg: &MeshConfig, streams: Vec<Option<Conn>>) -> Result<Group> {
     let lc = cfg.link_config();
     let names: Vec<String> = cfg.peers.iter().map(|p| p.name.clone()).collect();
     let mut links: Vec<Option<AnyLink>> = Vec::with_capacity(names.len());
@@ -242,11 +246,7 @@ fn build_group(cfg: &MeshConfig, streams: Vec<Option<TcpStream>>) -> Result<Grou
 }
 
 /// Connect to `p`, retrying with backoff until `deadline`; refusals are final.
-pub(crate) fn connect_with_retry(
-    p: &PeerAddr,
-    me: &Identity,
-    deadline: Instant,
-) -> Result<TcpStream> {
+pub(crate) fn connect_with_retry(p: &PeerAddr, me: &Identity, deadline: Instant) -> Result<Conn> {
     let mut backoff = Duration::from_millis(20);
     let mut attempt = 0u32;
     loop {
@@ -264,10 +264,8 @@ pub(crate) fn connect_with_retry(
             },
             Err(e) => e,
         };
-        if let Error::Handshake { reason, .. } = &err {
-            if !matches!(reason, HandshakeFailure::Closed | HandshakeFailure::Timeout) {
-                return Err(err);
-            }
+        if err.is_refusal() {
+            return Err(err);
         }
         if Instant::now() + backoff >= deadline {
             tracing::warn!(node = %me.node, peer = %p.name, addr = %p.addr, attempt, error = %err, "giving up connecting");

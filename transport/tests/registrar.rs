@@ -5,13 +5,13 @@
 
 use lockstep_transport::handshake::Identity;
 use lockstep_transport::registrar::{gather, Admit, Expected, GatherError};
+use lockstep_transport::Conn;
 use lockstep_transport::{tcp, Listener};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const TOKEN: &[u8] = b"registrar-token";
 
-fn join(addr: std::net::SocketAddr, name: &str) -> TcpStream {
+fn join(addr: std::net::SocketAddr, name: &str) -> Conn {
     let me = Identity::new("reg", name, TOKEN);
     tcp::connect_once(addr, &me, "coord", Duration::from_secs(5)).unwrap()
 }
@@ -32,7 +32,7 @@ fn members_in_expected_order_and_strangers_and_duplicates_refused() {
         )
         .unwrap();
     // Held open until the end: a closed duplicate must not be mistaken for the member.
-    let mut _conns: Vec<TcpStream> = ["b", "stranger", "b"]
+    let mut _conns: Vec<Conn> = ["b", "stranger", "b"]
         .iter()
         .map(|n| join(addr, n))
         .collect();

@@ -6,9 +6,8 @@
 use super::wire::{producer_id, read_msg, write_msg, Hello, Reply};
 use crate::error::RuntimeError;
 use lockstep_trainer::data::StreamSpec;
-use lockstep_transport::tcp::Listener;
+use lockstep_transport::tcp::{Conn, Listener};
 use lockstep_transport::Identity;
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,7 +50,7 @@ impl Bootstrap {
         Ok(())
     }
 
-    fn connection(&self, name: &str, mut stream: TcpStream) {
+    fn connection(&self, name: &str, mut stream: Conn) {
         let remote = stream
             .peer_addr()
             .map(|a| a.to_string())
@@ -68,7 +67,7 @@ impl Bootstrap {
         let _ = stream.shutdown(std::net::Shutdown::Both);
     }
 
-    fn route(&self, name: &str, stream: &mut TcpStream) -> Result<Reply, String> {
+    fn route(&self, name: &str, stream: &mut Conn) -> Result<Reply, String> {
         let hello: Hello = read_msg(stream)?;
         let id = hello.producer;
         if producer_id(name) != Some(id) {

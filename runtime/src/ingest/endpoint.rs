@@ -14,10 +14,9 @@ use super::wire::{producer_id, read_msg, write_msg, Hello, Reply};
 use crate::error::RuntimeError;
 use arrow_ipc::reader::StreamReader;
 use lockstep_trainer::data::{Fitted, OnSilent};
-use lockstep_transport::tcp::Listener;
+use lockstep_transport::tcp::{Conn, Listener};
 use lockstep_transport::Identity;
 use std::io::{BufReader, Read};
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -154,7 +153,7 @@ impl Endpoint {
         }
     }
 
-    fn connection(&self, name: &str, mut stream: TcpStream) {
+    fn connection(&self, name: &str, mut stream: Conn) {
         let remote = stream
             .peer_addr()
             .map(|a| a.to_string())
@@ -172,7 +171,7 @@ impl Endpoint {
     }
 
     /// Check the producer's hello, take the connection, stream its batches.
-    fn accept(&self, name: &str, stream: &mut TcpStream) -> Result<Reply, String> {
+    fn accept(&self, name: &str, stream: &mut Conn) -> Result<Reply, String> {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         let hello: Hello = read_msg(stream)?;
         let _ = stream.set_read_timeout(None);
@@ -243,10 +242,9 @@ impl Endpoint {
         id: u32,
         generation: u64,
         mut offset: u64,
-        stream: &mut TcpStream,
+        stream: &mut Conn,
     ) -> Result<(u64, u64, bool), String> {
-        let src = stream.try_clone().map_err(|e| e.to_string())?;
-        let tail = Tail::new(BufReader::with_capacity(1 << 20, src));
+        let tail = Tail::new(BufReader::with_capacity(1 << 20, &mut *stream));
         let mut reader = StreamReader::try_new(tail, None)
             .map_err(|e| format!("not an Arrow IPC stream: {e}"))?;
         let label = format!("producer {id}");

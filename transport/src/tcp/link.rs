@@ -5,14 +5,19 @@
 //! never copied, and a borrowed payload (`send_from`) only for the part the socket did not take. Receive: a 64-byte header read with the peer-timeout deadline, validated (magic,
 //! checksum, version, `len <= max_frame_len`) and checked against the caller's [`Expect`] before
 //! a single payload byte is read; then the payload lands in a pooled buffer that becomes the
-//! frame, or straight in the caller's slice (`recv_into`). Heartbeats are consumed silently. A violation, EOF or silence poisons the link and
-//! shuts the socket down.
+//! frame, or straight in the caller's slice (`recv_into`). Heartbeats are consumed silently. A
+//! violation, EOF or silence poisons the link and shuts the socket down.
+//!
+//! Over TLS ([`crate::tls`]) only the two ends change: the reader decrypts what it reads and the
+//! sink encrypts what it sends ([`crate::tls::io`]); everything above is this same code.
 
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, FrameKind, Op, HEADER_LEN};
 use crate::link::{check_frame_len, check_payload_len, Frame, Link, Reservation};
 use crate::outbox::{Outbox, Sink};
+use crate::tcp::Conn;
+use crate::tls::io::{TlsReader, TlsSink};
 use lockstep_tensor::{Buffer, BufferPool};
 use socket2::Socket;
 use std::io::{self, IoSlice, Read};
@@ -25,7 +30,7 @@ use std::time::{Duration, Instant};
 /// Bytes of idle receive buffers a link keeps for reuse.
 const POOL_RETAINED: usize = 256 << 20;
 
-struct TcpSink {
+pub(crate) struct TcpSink {
     sock: Socket,
 }
 
@@ -51,45 +56,57 @@ fn send_parts(
     sock.send_vectored_with_flags(&slices, flags | libc::MSG_NOSIGNAL)
 }
 
+/// Hand as much of `parts` to the socket as it takes now, without waiting; the bytes taken.
+/// (Shared with the TLS sink, which hands it ciphertext.)
+pub(crate) fn send_now(sock: &Socket, parts: &[&[u8]]) -> io::Result<usize> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut done = 0;
+    while done < total {
+        match send_parts(sock, parts, done, libc::MSG_DONTWAIT) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Hand all of `parts` to the socket, waiting for room in `SO_SNDTIMEO` slices and giving up
+/// between slices once `stop` is set. (Shared with the TLS sink.)
+pub(crate) fn send_all(sock: &Socket, parts: &[&[u8]], stop: &AtomicBool) -> io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut done = 0;
+    while done < total {
+        match send_parts(sock, parts, done, 0) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            // SO_SNDTIMEO slice: the peer is slow, not necessarily gone; check for shutdown.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if stop.load(Ordering::SeqCst) {
+                    return Err(e);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl Sink for TcpSink {
     fn try_write(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut done = 0;
-        while done < total {
-            match send_parts(&self.sock, parts, done, libc::MSG_DONTWAIT) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        send_now(&self.sock, parts)
     }
 
     fn write_all(&mut self, parts: &[&[u8]], stop: &AtomicBool) -> io::Result<()> {
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let mut done = 0;
-        while done < total {
-            match send_parts(&self.sock, parts, done, 0) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
-                // SO_SNDTIMEO slice: the peer is slow, not necessarily gone; check for shutdown.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if stop.load(Ordering::SeqCst) {
-                        return Err(e);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        send_all(&self.sock, parts, stop)
     }
 
     fn heartbeat(&mut self, stop: &AtomicBool) -> io::Result<()> {
@@ -97,42 +114,97 @@ impl Sink for TcpSink {
     }
 }
 
+/// The receiving side: the socket itself, or a TLS session's reading half.
+enum Reader {
+    Plain(TcpStream),
+    Tls(TlsReader),
+}
+
+impl Reader {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Reader::Plain(s) => s,
+            Reader::Tls(t) => &t.sock,
+        }
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            Reader::Plain(s) => s.read_exact(buf),
+            Reader::Tls(t) => t.read_exact(buf),
+        }
+    }
+
+    /// Whether bytes can be read within `wait`: already decrypted or held (TLS), or on the socket.
+    fn ready(&self, wait: Duration) -> io::Result<bool> {
+        match self {
+            Reader::Tls(t) if t.buffered() => Ok(true),
+            _ => readable(self.socket(), wait),
+        }
+    }
+}
+
 /// A link over one authenticated TCP connection.
 pub struct TcpLink {
     me: String,
     peer: String,
-    reader: TcpStream,
+    reader: Reader,
     outbox: Arc<Outbox<TcpSinkHandle>>,
     pool: BufferPool,
     cfg: LinkConfig,
     poisoned: Option<Error>,
 }
 
-/// Opaque wrapper so the sink type stays private.
-pub(crate) struct TcpSinkHandle(TcpSink);
+/// Opaque wrapper so the sink types stay private: the socket, or a TLS session's sending half.
+pub(crate) enum TcpSinkHandle {
+    Plain(TcpSink),
+    Tls(TlsSink),
+}
 
 impl Sink for TcpSinkHandle {
     fn try_write(&mut self, parts: &[&[u8]]) -> io::Result<usize> {
-        self.0.try_write(parts)
+        match self {
+            TcpSinkHandle::Plain(s) => s.try_write(parts),
+            TcpSinkHandle::Tls(s) => s.try_write(parts),
+        }
     }
     fn write_all(&mut self, parts: &[&[u8]], stop: &AtomicBool) -> io::Result<()> {
-        self.0.write_all(parts, stop)
+        match self {
+            TcpSinkHandle::Plain(s) => s.write_all(parts, stop),
+            TcpSinkHandle::Tls(s) => s.write_all(parts, stop),
+        }
     }
     fn heartbeat(&mut self, stop: &AtomicBool) -> io::Result<()> {
-        self.0.heartbeat(stop)
+        match self {
+            TcpSinkHandle::Plain(s) => s.heartbeat(stop),
+            TcpSinkHandle::Tls(s) => s.heartbeat(stop),
+        }
+    }
+    fn backlog(&self) -> bool {
+        match self {
+            TcpSinkHandle::Plain(_) => false,
+            TcpSinkHandle::Tls(s) => s.backlog(),
+        }
     }
 }
 
 impl TcpLink {
-    /// Build a link on a stream that has passed the handshake with `peer`.
+    /// Build a link on a connection (plain or TLS) that has passed the handshake with `peer`.
     ///
     /// # Errors
     /// [`Error::Io`] when the socket cannot be cloned or its timeouts set.
-    pub fn new(stream: TcpStream, me: &str, peer: &str, cfg: LinkConfig) -> Result<TcpLink> {
+    pub fn new(conn: Conn, me: &str, peer: &str, cfg: LinkConfig) -> Result<TcpLink> {
         let ctx = || Context {
             peer: peer.to_string(),
             round: None,
             op: None,
+        };
+        let (stream, session) = match conn {
+            Conn::Plain(s) => (s, None),
+            Conn::Tls(t) => {
+                let t = *t;
+                (t.sock, Some(t.conn))
+            }
         };
         let w = stream
             .try_clone()
@@ -145,9 +217,18 @@ impl TcpLink {
             .clamp(Duration::from_millis(10), Duration::from_millis(200));
         w.set_write_timeout(Some(slice))
             .map_err(|e| Error::io(ctx(), "setsockopt(SO_SNDTIMEO)", &e))?;
-        let sink = TcpSinkHandle(TcpSink {
-            sock: Socket::from(w),
-        });
+        let (reader, sink) = match session {
+            None => (
+                Reader::Plain(stream),
+                TcpSinkHandle::Plain(TcpSink {
+                    sock: Socket::from(w),
+                }),
+            ),
+            Some(session) => {
+                let (r, s) = crate::tls::io::split(session, stream, Socket::from(w));
+                (Reader::Tls(r), TcpSinkHandle::Tls(s))
+            }
+        };
         let outbox = Arc::new(Outbox::new(
             sink,
             peer,
@@ -158,7 +239,7 @@ impl TcpLink {
         Ok(TcpLink {
             me: me.to_string(),
             peer: peer.to_string(),
-            reader: stream,
+            reader,
             outbox,
             pool: BufferPool::new(POOL_RETAINED),
             cfg,
@@ -188,7 +269,7 @@ impl TcpLink {
         if self.poisoned.is_none() {
             tracing::warn!(peer = %self.peer, error = %e, "closing link");
         }
-        let _ = self.reader.shutdown(Shutdown::Both);
+        let _ = self.reader.socket().shutdown(Shutdown::Both);
         self.poisoned.get_or_insert(e).clone()
     }
 
@@ -259,7 +340,7 @@ impl TcpLink {
             }
             let silent_at = heard + self.cfg.peer_timeout;
             let wait = deadline.min(silent_at).saturating_duration_since(now);
-            match readable(&self.reader, wait) {
+            match self.reader.ready(wait) {
                 Ok(true) => {}
                 Ok(false) if Instant::now() >= silent_at => {
                     let e = io::Error::from(io::ErrorKind::TimedOut);
@@ -435,6 +516,6 @@ impl Drop for TcpLink {
             let _ = self.outbox.send(&close, Buffer::zeroed(0));
             let _ = self.outbox.flush();
         }
-        let _ = self.reader.shutdown(Shutdown::Write);
+        let _ = self.reader.socket().shutdown(Shutdown::Write);
     }
 }

@@ -6,10 +6,13 @@
 //! Before authentication a connection gets little: the whole handshake has one deadline, and at
 //! most [`MAX_PENDING_HANDSHAKES`] connections (or what [`Listener::set_max_pending`] says) may be
 //! in their handshake at once. A connection beyond that is closed at once and logged, so a flood
-//! of unauthenticated connections costs a bounded number of threads and sockets.
+//! of unauthenticated connections costs a bounded number of threads and sockets. With TLS the TLS
+//! handshake is part of that: it runs on the same thread, inside the same deadline.
 
 use crate::error::{Error, Result};
 use crate::handshake::{handshake, Identity, Role};
+use crate::tcp::Conn;
+use crate::tls::TlsStream;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
@@ -138,12 +141,13 @@ impl Listener {
 }
 
 fn admit(
-    mut s: TcpStream,
+    s: TcpStream,
     remote: SocketAddr,
     me: &Identity,
     expect: Option<&[String]>,
     timeout: Duration,
-) -> Option<(String, TcpStream)> {
+) -> Option<(String, Conn)> {
+    let deadline = Instant::now() + timeout;
     if let Err(e) = s
         .set_nonblocking(false)
         .map_err(|e| e.to_string())
@@ -152,8 +156,14 @@ fn admit(
         tracing::warn!(%remote, error = %e, "dropping connection");
         return None;
     }
-    match handshake(&mut s, Role::Acceptor, me, expect, timeout) {
-        Ok(name) => Some((name, s)),
+    // TLS first (its failures are logged by `TlsStream`), inside the same deadline.
+    let mut conn = match &me.tls {
+        Some(tls) => Conn::Tls(Box::new(TlsStream::accept(s, tls, deadline).ok()?)),
+        None => Conn::Plain(s),
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    match handshake(&mut conn, Role::Acceptor, me, expect, left) {
+        Ok(name) => Some((name, conn)),
         // `handshake` already logged the refusal with the remote address and reason.
         Err(_) => None,
     }
@@ -161,14 +171,14 @@ fn admit(
 
 /// Connections that passed the handshake, in arrival order.
 pub struct Acceptor {
-    rx: Receiver<(String, TcpStream)>,
+    rx: Receiver<(String, Conn)>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Acceptor {
     /// The next authenticated connection: `(peer node name, stream)`, or `None` at the deadline.
-    pub fn next(&self, deadline: Instant) -> Option<(String, TcpStream)> {
+    pub fn next(&self, deadline: Instant) -> Option<(String, Conn)> {
         let left = deadline.saturating_duration_since(Instant::now());
         self.rx.recv_timeout(left).ok()
     }

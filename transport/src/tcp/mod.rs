@@ -5,19 +5,23 @@
 //! large kernel buffers (a 64 MiB message should stream, not ping-pong), keepalive as a second
 //! line of defence behind our own heartbeats, and on loopback a congestion control that does not
 //! pace (see [`congestion_control`]). Every connection passes the [`crate::handshake`] before a
-//! link is built on it.
+//! link is built on it; with TLS ([`crate::tls`], when the [`Identity`] carries a setup) the TLS
+//! handshake comes first and the token handshake runs inside it, both within one deadline.
 
+pub mod conn;
 pub mod link;
 pub mod listener;
 
+pub use conn::Conn;
 pub use link::{TcpLink, TcpSender};
 pub use listener::Listener;
 
 use crate::error::{Error, Result};
 use crate::handshake::{handshake, Identity, Role};
+use crate::tls::TlsStream;
 use socket2::{SockRef, TcpKeepalive};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Kernel socket buffer size asked for on every connection.
 pub const SOCKET_BUFFER_BYTES: usize = 8 << 20;
@@ -88,30 +92,52 @@ pub fn resolve(addr: &str) -> Result<SocketAddr> {
         .ok_or_else(|| Error::Config(format!("address {addr:?} resolves to nothing")))
 }
 
-/// Connect once to `addr`, tune the socket and run the handshake expecting `peer`.
+/// Connect once to `addr`, tune the socket and run the handshake expecting `peer` (TLS first when
+/// `me` has a TLS setup), all within `timeout`.
 ///
 /// # Errors
-/// [`Error::Io`] when the connection fails, [`Error::Handshake`] when it is refused.
+/// [`Error::Io`] when the connection fails, [`Error::Tls`] when TLS fails (including the peer's
+/// refusal of this node's certificate), [`Error::Handshake`] when the handshake is refused.
 pub fn connect_once(
     addr: SocketAddr,
     me: &Identity,
     peer: &str,
     timeout: Duration,
-) -> Result<TcpStream> {
+) -> Result<Conn> {
     let ctx = || crate::Context {
         peer: format!("{peer} at {addr}"),
         round: None,
         op: None,
     };
-    let mut s =
+    let deadline = Instant::now() + timeout;
+    let s =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| Error::io(ctx(), "connect", &e))?;
     tune(&s, peer)?;
-    handshake(
-        &mut s,
+    let mut conn = match &me.tls {
+        Some(tls) => Conn::Tls(Box::new(TlsStream::connect(
+            s,
+            tls,
+            &format!("{peer} at {addr}"),
+            deadline,
+        )?)),
+        None => Conn::Plain(s),
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    match handshake(
+        &mut conn,
         Role::Initiator,
         me,
         Some(&[peer.to_string()]),
-        timeout,
-    )?;
-    Ok(s)
+        left,
+    ) {
+        Ok(_) => Ok(conn),
+        // Over TLS 1.3 a peer that refuses this node's certificate says so with its first answer.
+        Err(e) => Err(match conn.tls_error() {
+            Some(failure) => Error::Tls {
+                remote: format!("{peer} at {addr}"),
+                failure,
+            },
+            None => e,
+        }),
+    }
 }

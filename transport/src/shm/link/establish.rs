@@ -9,6 +9,7 @@ use crate::liveness::Liveness;
 use crate::outbox::Outbox;
 use crate::shm::ring::{read_info, Ring, RING_HEADER};
 use crate::shm::{remove_stale, segment_path};
+use crate::tcp::Conn;
 use lockstep_tensor::BufferPool;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -39,7 +40,7 @@ impl ShmLink {
     /// [`Error::Config`] for a live foreign segment, [`Error::Protocol`] when the peer's segment
     /// does not match what it announced, [`Error::Io`] for file or socket errors.
     pub fn establish(
-        mut stream: TcpStream,
+        mut stream: Conn,
         cluster: &str,
         me: &str,
         peer: &str,
@@ -110,8 +111,10 @@ impl ShmLink {
         }
         // Both sides have mapped: the name is no longer needed; nothing is left behind.
         let _ = std::fs::remove_file(&out_path);
+        // Over TLS the setup above ran encrypted; the socket then carries only heartbeats and EOF
+        // (no data), on this host.
         Self::assemble(
-            stream,
+            stream.into_socket(),
             me,
             peer,
             cfg,

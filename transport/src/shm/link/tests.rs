@@ -17,10 +17,10 @@ fn pair(a_cfg: LinkConfig, b_cfg: LinkConfig) -> (ShmLink, ShmLink) {
     let c = cluster.clone();
     let t = std::thread::spawn(move || {
         let (s, _) = l.accept().unwrap();
-        ShmLink::establish(s, &c, "b", "a", false, b_cfg).unwrap()
+        ShmLink::establish(s.into(), &c, "b", "a", false, b_cfg).unwrap()
     });
     let s = TcpStream::connect(addr).unwrap();
-    let a = ShmLink::establish(s, &cluster, "a", "b", true, a_cfg).unwrap();
+    let a = ShmLink::establish(s.into(), &cluster, "a", "b", true, a_cfg).unwrap();
     (a, t.join().unwrap())
 }
 
