@@ -44,6 +44,7 @@ pub mod server;
 pub mod stop;
 pub mod stored_transform;
 pub mod tls;
+mod worker_actors;
 
 pub use error::RuntimeError;
 pub use launch::{launch, LaunchOptions};

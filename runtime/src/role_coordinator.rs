@@ -13,7 +13,7 @@ use crate::manifest::Aggregation;
 use crate::node::{bind_data, join_mesh, transport_kind, NodeContext};
 use crate::protocol::{send_msg, ControlMsg};
 use crate::report::Report;
-use crate::role_worker::once;
+use crate::worker_actors::once;
 use actix::{Actor, SyncArbiter};
 use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
 use lockstep_transport::tcp::Listener;

@@ -9,13 +9,13 @@ use crate::job;
 use crate::manifest::Aggregation;
 use crate::node::{bind_data, connect_control, join_mesh, NodeContext, COMMAND_TIMEOUT};
 use crate::protocol::{recv_msg, send_msg, ControlMsg};
-use actix::{Actor, SyncArbiter};
+use crate::worker_actors::start_worker_actors;
 use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
 use lockstep_trainer::data::BatchSource;
 use lockstep_transport::tcp::Listener;
 use lockstep_transport::AnyLink;
 use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
@@ -484,76 +484,4 @@ fn run_epoch(
         Exit::Suspended(s) => EpochEnd::Suspended(s),
     });
     (end, link)
-}
-
-/// Move a value into a `SyncArbiter` factory that runs once (one thread).
-pub(crate) fn once<T: Send + 'static>(v: T) -> impl Fn() -> T + Send + Sync {
-    let cell = Mutex::new(Some(v));
-    move || {
-        cell.lock()
-            .ok()
-            .and_then(|mut c| c.take())
-            .expect("a single-thread SyncArbiter calls its factory once")
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn start_worker_actors(
-    micro_per_worker: usize,
-    model: Box<dyn lockstep_trainer::model::Model>,
-    optimizer: lockstep_trainer::optim::Optimizer,
-    aggregator: Aggregator,
-    local: bool,
-    source: Box<dyn lockstep_trainer::data::BatchSource>,
-    first_round: u64,
-    world: usize,
-    task: lockstep_trainer::data::Task,
-    test: lockstep_trainer::Batch,
-    rank: usize,
-    reporter: Reporter,
-    sync_params: bool,
-    (prequential, offsets): (bool, Option<StreamOffsets>),
-    transform: Arc<crate::stored_transform::StoredTransform>,
-) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
-    use crate::actors::messages::{GetParams, SetParams, SyncParams};
-    let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
-    let aggregator = SyncArbiter::start(1, once(aggregator));
-    let loader = DataLoader::new(source, first_round)
-        .with_tracer(reporter.tracer())
-        .with_activity(reporter.activity().clone());
-    let loader = SyncArbiter::start(1, once(loader));
-    let compute = SyncArbiter::start(
-        1,
-        once(
-            Compute::new(
-                model,
-                optimizer,
-                aggregator.clone().recipient(),
-                loader.recipient(),
-                reporter,
-                world,
-                rank == 0,
-                task,
-                test,
-                first_round,
-            )
-            .with_micro_batches(micro_per_worker)
-            .with_local_aggregation(local)
-            .with_prequential(prequential)
-            .with_stream_offsets(offsets)
-            .with_transform(Some(transform)),
-        ),
-    );
-    if sync_params {
-        let params = compute.send(GetParams).await.map_err(mailbox)??;
-        let synced = aggregator
-            .send(SyncParams { params })
-            .await
-            .map_err(mailbox)??;
-        compute
-            .send(SetParams { params: synced })
-            .await
-            .map_err(mailbox)??;
-    }
-    Ok((WorkerNode::new(compute.clone(), rank == 0).start(), compute))
 }

@@ -115,12 +115,18 @@ fn a_tls_mesh_moves_large_and_small_frames_both_ways() {
                     for (i, len) in [0usize, 1, 64, 70_000, 9 << 20].into_iter().enumerate() {
                         exchange(&mut g, len, 10 * i as u64);
                     }
+                    let (world, me) = (g.world(), g.rank());
+                    for p in (0..world).filter(|&p| p != me) {
+                        g.link(p).flush().unwrap();
+                    }
+                    g
                 })
             })
             .collect();
-        for t in ts {
-            t.join().unwrap();
-        }
+        // Every rank keeps its links until all have received everything: a rank that finished
+        // first must not close a link its peer is still reading.
+        let groups: Vec<Group> = ts.into_iter().map(|t| t.join().unwrap()).collect();
+        drop(groups);
     }
 }
 

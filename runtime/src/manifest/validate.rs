@@ -1,0 +1,200 @@
+//! Checking a parsed manifest: every rule that spans keys (roles, counts, sizes, the data and
+//! stream sections, elasticity), each error naming the key.
+
+use super::*;
+
+impl Manifest {
+    pub(super) fn invalid(&self, key: &str, message: String) -> ManifestError {
+        ManifestError::Invalid {
+            path: self.path.clone(),
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    /// Semantic checks.
+    ///
+    /// # Errors
+    /// [`ManifestError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let coords = self.nodes_with(Role::Coordinator);
+        if coords.len() != 1 {
+            return Err(self.invalid(
+                "nodes.roles",
+                format!("need exactly one coordinator, found {}", coords.len()),
+            ));
+        }
+        let workers = self.nodes_with(Role::Worker).len();
+        if workers == 0 {
+            return Err(self.invalid("nodes.roles", "no node has the worker role".into()));
+        }
+        let mut names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(self.invalid("nodes.name", format!("node name {:?} appears twice", w[0])));
+        }
+        for n in &self.nodes {
+            if n.name.is_empty()
+                || n.name.len() > 64
+                || !n
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(self.invalid(
+                    "nodes.name",
+                    format!("{:?}: use 1-64 letters, digits, '-' or '_'", n.name),
+                ));
+            }
+            if n.addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(self.invalid(
+                    "nodes.addr",
+                    format!(
+                        "node {}: {:?} is not host:port (an IP address and a port)",
+                        n.name, n.addr
+                    ),
+                ));
+            }
+            if n.roles.is_empty() {
+                return Err(self.invalid("nodes.roles", format!("node {} has no role", n.name)));
+            }
+        }
+        let job = &self.job;
+        self.validate_stream(workers)?;
+        let stream = job.data.source == lockstep_trainer::data::Source::Stream;
+        match (job.epochs, job.rounds) {
+            (None, None) | (None, Some(_)) if stream => {}
+            (Some(_), _) if stream => {
+                return Err(self.invalid(
+                    "job.epochs",
+                    "a stream has no epochs: give job.rounds (or nothing, to train until the producers close)".into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    "job.rounds",
+                    "give either job.epochs or job.rounds, not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(self.invalid("job.epochs", "give job.epochs or job.rounds".into()))
+            }
+            (Some(0), _) | (_, Some(0)) => {
+                return Err(self.invalid("job.epochs", "must be at least 1".into()))
+            }
+            _ => {}
+        }
+        if job.global_batch == 0 {
+            return Err(self.invalid("job.global_batch", "must be at least 1".into()));
+        }
+        if !job.global_batch.is_multiple_of(workers) {
+            return Err(self.invalid(
+                "job.global_batch",
+                format!(
+                    "{} rows cannot be shared evenly by {workers} workers ({:.2} each); use a multiple of {workers}",
+                    job.global_batch,
+                    job.global_batch as f64 / workers as f64
+                ),
+            ));
+        }
+        let m = job.micro_batches;
+        if m > 0 {
+            if !m.is_power_of_two()
+                || !m.is_multiple_of(workers)
+                || !job.global_batch.is_multiple_of(m)
+            {
+                return Err(self.invalid(
+                    "job.micro_batches",
+                    format!(
+                        "{m} micro-batches need to be a power of two, a multiple of the {workers} workers, and to divide job.global_batch = {}",
+                        job.global_batch
+                    ),
+                ));
+            }
+            if job.aggregation == Aggregation::ParameterServer {
+                return Err(self.invalid(
+                    "job.micro_batches",
+                    "applies to allreduce aggregation only".into(),
+                ));
+            }
+        }
+        if let Some(e) = &job.elastic {
+            let max = e.max_workers.unwrap_or(workers);
+            if e.min_workers == 0 || e.min_workers > max || max > workers {
+                return Err(self.invalid(
+                    "job.elastic.min_workers",
+                    format!(
+                        "need 1 <= min_workers ({}) <= max_workers ({max}) <= the {workers} workers of the manifest",
+                        e.min_workers
+                    ),
+                ));
+            }
+            if job.data.source == lockstep_trainer::data::Source::Stream {
+                return Err(self.invalid(
+                    "job.elastic",
+                    "elastic membership is not supported with a stream source yet (producers are routed to fixed workers); drop [job.elastic] or use a file source".into(),
+                ));
+            }
+            if job.aggregation == Aggregation::ParameterServer {
+                return Err(self.invalid(
+                    "job.elastic",
+                    "elastic membership applies to allreduce aggregation only: in a parameter-server job a dead worker or server shard stops the job naming it, and `launch --resume` or `--max-restarts` continue from the newest checkpoint (which holds the servers' optimizer state); drop [job.elastic] or use aggregation = \"allreduce\"".into(),
+                ));
+            }
+        }
+        if !["auto", "ring", "tree", "hier"].contains(&self.cluster.allreduce.as_str()) {
+            return Err(self.invalid(
+                "cluster.allreduce",
+                format!(
+                    "{:?} is not one of auto, ring, tree, hier",
+                    self.cluster.allreduce
+                ),
+            ));
+        }
+        if self.cluster.progress_timeout_ms == Some(0) {
+            return Err(self.invalid(
+                "cluster.progress_timeout_ms",
+                "must be positive (leave it out for the derived default)".into(),
+            ));
+        }
+        if self.cluster.heartbeat_ms == 0
+            || self.cluster.peer_timeout_ms <= self.cluster.heartbeat_ms
+        {
+            return Err(self.invalid(
+                "cluster.peer_timeout_ms",
+                format!(
+                    "must exceed cluster.heartbeat_ms ({} <= {})",
+                    self.cluster.peer_timeout_ms, self.cluster.heartbeat_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[job.data.stream]` against `source`, the global batch and the worker count.
+    fn validate_stream(&self, workers: usize) -> Result<(), ManifestError> {
+        use lockstep_trainer::data::Source;
+        let data = &self.job.data;
+        match (data.source, &data.stream) {
+            (Source::File, Some(_)) => Err(self.invalid(
+                "job.data.stream",
+                "applies to source = \"stream\" only".into(),
+            )),
+            (Source::Stream, None) => Err(self.invalid(
+                "job.data.stream",
+                "source = \"stream\" needs [job.data.stream] with producers = N".into(),
+            )),
+            (Source::Stream, Some(s)) => {
+                if self.job.aggregation == Aggregation::ParameterServer {
+                    return Err(self.invalid(
+                        "job.aggregation",
+                        "streams train with allreduce only".into(),
+                    ));
+                }
+                s.check(self.job.global_batch, workers)
+                    .map_err(|(key, message)| self.invalid(&key, message))
+            }
+            (Source::File, None) => Ok(()),
+        }
+    }
+}
