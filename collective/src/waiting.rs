@@ -4,14 +4,20 @@
 
 use lockstep_transport::Op;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
-/// Microseconds since a process-wide origin (the first call): the clock every activity board
-/// of this process uses, so `since` values compare across boards.
+/// Microseconds on the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`: a few milliseconds of
+/// resolution, a few nanoseconds per read, where a precise read costs tens): the clock every
+/// activity board of this process uses, so `since` values compare across boards. A hang is
+/// reported in milliseconds, and this read sits on every blocking receive of a collective.
 pub fn now_us() -> u64 {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_micros() as u64
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to write; the clock id is a constant.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
 const NOBODY: u32 = u32::MAX;
