@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod save;
+mod state;
 pub use save::{publish_model, save_model};
 
 /// The round in flight: its plan and what its report needs.
@@ -490,55 +491,5 @@ impl Handler<Reduced> for Compute {
         if let Err(e) = self.finish(msg).and_then(|()| self.advance(ctx)) {
             self.fail(e);
         }
-    }
-}
-
-impl Handler<ExportState> for Compute {
-    type Result = Result<WorkerState, RuntimeError>;
-    fn handle(&mut self, _: ExportState, _: &mut SyncContext<Self>) -> Self::Result {
-        self.stopped = true;
-        self.running = None;
-        Ok(WorkerState {
-            params: self.model.params().to_vec(),
-            optimizer: self.optimizer.state(),
-            next_round: self.next_round,
-        })
-    }
-}
-
-impl Handler<SetParams> for Compute {
-    type Result = Result<(), RuntimeError>;
-    fn handle(&mut self, msg: SetParams, _: &mut SyncContext<Self>) -> Self::Result {
-        let params = self.model.params_mut();
-        if msg.params.len() != params.len() {
-            return Err(RuntimeError::Inconsistent(format!(
-                "got {} parameters, model has {}",
-                msg.params.len(),
-                params.len()
-            )));
-        }
-        params.copy_from_slice(&msg.params);
-        Ok(())
-    }
-}
-
-impl Handler<GetParams> for Compute {
-    type Result = Result<Vec<f32>, RuntimeError>;
-    fn handle(&mut self, _: GetParams, _: &mut SyncContext<Self>) -> Self::Result {
-        Ok(self.model.params().to_vec())
-    }
-}
-
-impl Handler<Evaluate> for Compute {
-    type Result = Result<BTreeMap<String, f64>, RuntimeError>;
-    fn handle(&mut self, _: Evaluate, _: &mut SyncContext<Self>) -> Self::Result {
-        job::evaluate(self.model.as_mut(), self.task, &self.test)
-    }
-}
-
-impl Handler<ParamsHash> for Compute {
-    type Result = Result<String, RuntimeError>;
-    fn handle(&mut self, _: ParamsHash, _: &mut SyncContext<Self>) -> Self::Result {
-        Ok(job::weights_sha256(self.model.params()))
     }
 }

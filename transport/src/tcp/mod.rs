@@ -11,6 +11,7 @@
 pub mod conn;
 pub mod link;
 pub mod listener;
+pub(crate) mod send;
 
 pub use conn::Conn;
 pub use link::{TcpLink, TcpSender};

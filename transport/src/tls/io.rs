@@ -19,7 +19,7 @@
 //! stays in the sink (its backlog, which the outbox hands to the writer thread).
 
 use crate::outbox::Sink;
-use crate::tcp::link::{send_all, send_now};
+use crate::tcp::send::{send_all, send_now};
 use rustls::Connection;
 use socket2::Socket;
 use std::io::{self, IoSlice, Read, Write};
