@@ -1,7 +1,7 @@
 //! `ControlPlane`: the coordinator's side of every control link, on a `SyncArbiter` thread
 //! (blocking sends and receives with liveness deadlines). It sends grants ([`GrantRounds`]) and
-//! collects each round's reports ([`Collect`]): one `RoundDone` from every member, and from the
-//! first worker the `Evaluated` / `Checkpointed` its plan asked for. Each member's messages arrive
+//! collects each round's reports ([`Collect`]): one `RoundDone` from every member, every
+//! worker's `Evaluated` share when the plan evaluates, and the first worker's `Checkpointed`. Each member's messages arrive
 //! in the order it sent them, so collecting round after round needs no bookkeeping. A dead or
 //! silent member becomes an error naming it, the round and what the coordinator was waiting for.
 
@@ -244,7 +244,7 @@ impl Handler<GrantRounds> for ControlPlane {
 pub struct Collect {
     /// The round.
     pub round: u64,
-    /// Its plan asked the first worker to evaluate.
+    /// Its plan asked every worker to evaluate its share of the held-out split.
     pub evaluate: bool,
     /// Its plan asked the first worker to checkpoint.
     pub checkpoint: bool,
@@ -318,6 +318,7 @@ impl ControlPlane {
     fn collect(&mut self, msg: &Collect) -> Result<Collected, RuntimeError> {
         let round = msg.round;
         let mut out = Collected::default();
+        let mut shares = Vec::new();
         for i in 0..self.members.len() {
             self.collecting = i;
             let got = match self.next(i, round, "waiting for RoundDone")? {
@@ -352,10 +353,18 @@ impl ControlPlane {
                     self.members[i].name
                 )));
             }
-            if i == 0 && msg.evaluate {
-                match self.next(0, round, "waiting for the evaluation")? {
-                    Ok(ControlMsg::Evaluated { metrics, .. }) => out.metrics = Some(metrics),
-                    Ok(_) => {}
+            if i < self.workers && msg.evaluate {
+                match self.next(i, round, "waiting for the evaluation")? {
+                    Ok(ControlMsg::Evaluated { share, .. }) => {
+                        shares.push((self.members[i].name.clone(), share));
+                    }
+                    Ok(other) => {
+                        return Err(RuntimeError::Protocol(format!(
+                            "{} sent {} instead of its evaluation of round {round}",
+                            self.members[i].name,
+                            other.name()
+                        )))
+                    }
                     Err(lost) => {
                         out.lost = Some(lost);
                         return Ok(out);
@@ -377,6 +386,9 @@ impl ControlPlane {
             }
         }
         out.reports.truncate(self.workers);
+        if msg.evaluate {
+            out.metrics = Some(crate::held_out::combine(shares)?);
+        }
         out.joiner_waiting = self.joiners_ready();
         Ok(out)
     }
