@@ -39,8 +39,18 @@ fn cases() -> Vec<(&'static str, usize, DataTask, Batch)> {
         y: Targets::Real(y),
     };
     vec![
-        (r#"{"kind":"mlp","hidden":[7]}"#, 3, DataTask::Multiclass, classes),
-        (r#"{"kind":"mlp","hidden":[7]}"#, 2, DataTask::Binary, binary),
+        (
+            r#"{"kind":"mlp","hidden":[7]}"#,
+            3,
+            DataTask::Multiclass,
+            classes,
+        ),
+        (
+            r#"{"kind":"mlp","hidden":[7]}"#,
+            2,
+            DataTask::Binary,
+            binary,
+        ),
         (
             r#"{"kind":"mlp","hidden":[7],"task":"regression"}"#,
             1,
