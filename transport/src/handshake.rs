@@ -50,7 +50,9 @@ pub const MAX_NAME_LEN: usize = 255;
 const NONCE_LEN: usize = 32;
 const PROOF_LEN: usize = 32;
 const TAG_PROOF: u8 = 1;
-const TAG_REFUSE: u8 = 2;
+pub(crate) const TAG_REFUSE: u8 = 2;
+/// First byte of a TLS handshake record (a `ClientHello`).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 const TAG_ACCEPT: u8 = 3;
 
 /// Who this side is: the cluster it belongs to, its node name and the shared secret.
@@ -157,9 +159,22 @@ impl Hello {
     ///
     /// # Errors
     /// [`HandshakeFailure::Malformed`] as [`Hello::decode`]; `Timeout` or `Closed` from the stream.
+    ///
+    /// A refusal in its place (a TLS listener refusing a plain peer answers with one) is that
+    /// refusal's reason; a TLS record in its place is [`HandshakeFailure::PeerSpeaksTls`].
     pub fn read_from(s: &mut impl Read) -> Result<Hello, HandshakeFailure> {
         let mut buf = vec![0u8; 4 + 1 + NONCE_LEN];
-        read_exact(s, &mut buf)?;
+        read_exact(s, &mut buf[..1])?;
+        match buf[0] {
+            TAG_REFUSE => {
+                let mut r = [0u8; 1];
+                read_exact(s, &mut r)?;
+                return Err(reason_from_wire(r[0]));
+            }
+            TLS_HANDSHAKE_RECORD => return Err(HandshakeFailure::PeerSpeaksTls),
+            _ => {}
+        }
+        read_exact(s, &mut buf[1..])?;
         for _ in 0..2 {
             let mut l = [0u8; 2];
             read_exact(s, &mut l)?;
@@ -210,6 +225,8 @@ pub fn reason_to_wire(r: HandshakeFailure) -> u8 {
         HandshakeFailure::Timeout => 6,
         HandshakeFailure::Closed => 7,
         HandshakeFailure::CertificateName => 8,
+        HandshakeFailure::PeerExpectsTls => 9,
+        HandshakeFailure::PeerSpeaksTls => 10,
     }
 }
 
@@ -223,6 +240,8 @@ pub fn reason_from_wire(v: u8) -> HandshakeFailure {
         6 => HandshakeFailure::Timeout,
         7 => HandshakeFailure::Closed,
         8 => HandshakeFailure::CertificateName,
+        9 => HandshakeFailure::PeerExpectsTls,
+        10 => HandshakeFailure::PeerSpeaksTls,
         _ => HandshakeFailure::Malformed,
     }
 }
@@ -377,7 +396,20 @@ fn run<S: HandshakeStream>(
     }
     .encode();
     write(s, &mine, None)?;
-    let theirs = Hello::read_from(s).map_err(|r| (r, None))?;
+    let theirs = match Hello::read_from(s) {
+        Ok(h) => h,
+        Err(r @ HandshakeFailure::PeerSpeaksTls) => {
+            // Tell it why; its TLS client sees a plain Lockstep node from our Hello and
+            // closes. Drain its bytes meanwhile, so our close does not reset the connection
+            // before it read ours.
+            let _ = s.write_all(&[TAG_REFUSE, reason_to_wire(r)]);
+            let _ = s.flush();
+            drain(s);
+            s.s.close();
+            return Err((r, None));
+        }
+        Err(r) => return Err((r, None)),
+    };
     let peer = Some(theirs.node.clone());
     let fail = |r: HandshakeFailure| (r, peer.clone());
     let check = if theirs.version != me.version {
@@ -475,6 +507,49 @@ fn refuse<S: HandshakeStream>(s: &mut Bounded<'_, S>, r: HandshakeFailure) {
     let _ = s.write_all(&[TAG_REFUSE, reason_to_wire(r)]);
     let _ = s.flush();
     s.s.close();
+}
+
+/// Read and drop what the peer sends (at most 64 KiB) until it closes, for at most a second
+/// and never past the handshake's deadline.
+fn drain<S: HandshakeStream>(s: &mut Bounded<'_, S>) {
+    let until = s.deadline.min(Instant::now() + Duration::from_secs(1));
+    let mut b = Bounded {
+        s: s.s,
+        deadline: until,
+    };
+    let mut sink = [0u8; 4096];
+    let mut left = 64usize << 10;
+    while left > 0 {
+        match b.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// Refuse a peer on a raw socket with `r` (the handshake's refusal format) and close it, after
+/// letting the peer read the refusal: our sending side is shut first, then whatever the peer
+/// sent is drained (at most 64 KiB, until `deadline`), so that closing with unread bytes does
+/// not reset the connection before the refusal arrives.
+pub(crate) fn refuse_raw(sock: &TcpStream, r: HandshakeFailure, deadline: Instant) {
+    let mut w = sock;
+    let _ = w.write_all(&[TAG_REFUSE, reason_to_wire(r)]);
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 << 10;
+    while left > 0 {
+        let t = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(1));
+        if t.is_zero() || sock.set_read_timeout(Some(t)).is_err() {
+            break;
+        }
+        match w.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+    let _ = sock.shutdown(std::net::Shutdown::Both);
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
