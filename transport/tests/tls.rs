@@ -335,6 +335,66 @@ fn a_mesh_with_tls_on_one_side_only_fails_with_the_named_refusal() {
     }
 }
 
+/// Frames queued on a TLS link and the link dropped at once: the peer still gets every byte
+/// (the sink flushes its encrypted backlog), then the Close frame, then TLS `close_notify`
+/// (a clean end of the session, not a truncated one).
+#[test]
+fn a_dropped_tls_link_delivers_its_queued_frames_and_closes_cleanly() {
+    use lockstep_transport::tcp::TcpLink;
+    use lockstep_transport::{FrameKind, LinkConfig, HEADER_LEN};
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &names(2)).unwrap();
+    let l = Listener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let acc = l
+        .start(
+            Identity::new("c", "n0", b"tok").with_tls(Some(tls(dir.path(), "n0"))),
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let n1 = Identity::new("c", "n1", b"tok").with_tls(Some(tls(dir.path(), "n1")));
+    let conn = tcp::connect_once(addr, &n1, "n0", Duration::from_secs(10)).unwrap();
+    let (_, mut raw) = acc
+        .next(std::time::Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    const FRAMES: usize = 24;
+    const LEN: usize = 1 << 20; // 24 MiB in all: far more than the sockets' buffers hold
+    let reader = std::thread::spawn(move || {
+        raw.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut got = 0;
+        let mut header = [0u8; HEADER_LEN];
+        loop {
+            raw.read_exact(&mut header).expect("a frame header");
+            let h = FrameHeader::try_read(&header, u64::MAX).expect("a valid header");
+            match h.kind {
+                FrameKind::Heartbeat => continue,
+                FrameKind::Close => break,
+                _ => {}
+            }
+            let mut p = vec![0u8; h.len as usize];
+            raw.read_exact(&mut p).expect("a frame payload");
+            assert_eq!(p, &payload(1, 0, LEN)[..], "frame {got}");
+            got += 1;
+        }
+        // After the Close frame the session ends with close_notify: a clean end of stream
+        // (`Ok(0)`), where a socket closed under TLS reads as an unexpected EOF.
+        let mut rest = [0u8; 16];
+        let end = raw.read(&mut rest);
+        (got, end.map_err(|e| e.to_string()))
+    });
+    let mut link = TcpLink::new(conn, "n1", "n0", LinkConfig::default()).unwrap();
+    for i in 0..FRAMES {
+        let h = FrameHeader::data(Op::P2p, 0, i as u64, 0, 0, LEN as u64);
+        link.send(h, payload(1, 0, LEN)).unwrap();
+    }
+    drop(link); // right after queuing: no flush of our own
+    let (got, end) = reader.join().unwrap();
+    assert_eq!(got, FRAMES, "frames delivered before the close");
+    assert_eq!(end, Ok(0), "the TLS session did not end with close_notify");
+}
+
 #[test]
 fn files_that_do_not_fit_are_named_at_load_time() {
     let dir = tempfile::tempdir().unwrap();
