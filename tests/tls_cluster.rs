@@ -194,6 +194,8 @@ fn python_producers_stream_over_tls_and_one_without_a_certificate_is_refused() {
         .output()
         .unwrap();
     assert!(!plain.status.success());
+    let why = String::from_utf8_lossy(&plain.stderr);
+    assert!(why.contains("expects TLS"), "{why}");
     let half = stream::ROWS / 2;
     let (b2, t0) = (b.clone(), tls(0));
     let p0 = std::thread::spawn(move || {

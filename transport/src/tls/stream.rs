@@ -27,6 +27,8 @@ pub struct TlsStream {
     /// The first TLS error met after the handshake (e.g. the peer's alert refusing this node's
     /// certificate, which TLS 1.3 delivers only with the peer's first answer).
     last_error: Option<rustls::Error>,
+    /// Whether the TLS handshake got any record from the peer.
+    heard: bool,
 }
 
 fn remote(sock: &TcpStream) -> String {
@@ -115,6 +117,7 @@ impl TlsStream {
             sock,
             conn,
             last_error: None,
+            heard: false,
         };
         let res = s.drive(deadline);
         let _ = s.sock.set_read_timeout(None);
@@ -122,7 +125,9 @@ impl TlsStream {
         res.map_err(|failure| {
             let who = format!("{peer} ({})", remote(&s.sock));
             tracing::warn!(remote = %who, %failure, "TLS handshake failed");
-            let plain = matches!(failure, TlsFailure::NotTls | TlsFailure::PeerWithoutTls);
+            let plain = matches!(failure, TlsFailure::NotTls | TlsFailure::PeerWithoutTls)
+                // Silent to the end: likely a plain client waiting for our Hello first.
+                || (failure == TlsFailure::Timeout && !s.heard);
             if plain && matches!(s.conn, Connection::Server(_)) {
                 // A plain peer at this TLS listener: refuse it in the plain handshake's format,
                 // which its handshake reads as final (it would otherwise retry until its
@@ -155,6 +160,7 @@ impl TlsStream {
                 break;
             }
             let rec = read_record(&mut self.sock).map_err(|e| failure(&e))?;
+            self.heard = true;
             if let Err(e) = self.feed(&rec) {
                 // Tell the peer why (the alert rustls queued), then give up.
                 let _ = self.send_pending();
