@@ -23,10 +23,12 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+mod finish;
 mod hang;
 mod membership;
 mod stream;
 
+pub use finish::{RunFinish, RunSave};
 pub use membership::{ChangeMembership, Changed};
 pub use stream::{AwaitStream, StreamView};
 
@@ -391,86 +393,6 @@ impl ControlPlane {
         }
         out.joiner_waiting = self.joiners_ready();
         Ok(out)
-    }
-}
-
-/// Ask the first worker to write the model.
-#[derive(Message)]
-#[rtype(result = "Result<String, RuntimeError>")]
-pub struct RunSave {
-    /// After which round.
-    pub round: u64,
-    /// Destination.
-    pub path: String,
-    /// Also write this checkpoint (the end of a stream).
-    pub checkpoint: Option<CheckpointPlan>,
-}
-
-impl Handler<RunSave> for ControlPlane {
-    type Result = Result<String, RuntimeError>;
-    fn handle(&mut self, msg: RunSave, _: &mut SyncContext<Self>) -> Self::Result {
-        let m = &mut self.members[0];
-        let cmd = ControlMsg::Save {
-            round: msg.round,
-            path: msg.path,
-            checkpoint: msg.checkpoint,
-        };
-        send_msg(&mut m.link, msg.round, "requesting a model save", &cmd)?;
-        let progress = self.stream.get_mut(0);
-        match recv_member(
-            &self.traces,
-            progress,
-            m,
-            msg.round,
-            "waiting for the model save",
-        )? {
-            ControlMsg::Saved { path } => Ok(path),
-            other => Err(RuntimeError::Protocol(format!(
-                "{} answered {} to Save",
-                m.name,
-                other.name()
-            ))),
-        }
-    }
-}
-
-/// End training: every worker reports its final parameters' hash; they must agree.
-#[derive(Message)]
-#[rtype(result = "Result<String, RuntimeError>")]
-pub struct RunFinish {
-    /// The last round.
-    pub round: u64,
-}
-
-impl Handler<RunFinish> for ControlPlane {
-    type Result = Result<String, RuntimeError>;
-    fn handle(&mut self, msg: RunFinish, _: &mut SyncContext<Self>) -> Self::Result {
-        self.broadcast(msg.round, &ControlMsg::Finish, "finishing")?;
-        let mut hashes: Vec<(String, String)> = Vec::new();
-        for (i, m) in self.members.iter_mut().enumerate() {
-            let progress = self.stream.get_mut(i);
-            match recv_member(&self.traces, progress, m, msg.round, "waiting for Finished")? {
-                ControlMsg::Finished { weights_sha256 } => {
-                    hashes.push((m.name.clone(), weights_sha256))
-                }
-                other => {
-                    return Err(RuntimeError::Protocol(format!(
-                        "{} answered {} to Finish",
-                        m.name,
-                        other.name()
-                    )))
-                }
-            }
-        }
-        let workers = &hashes[..self.workers.min(hashes.len())];
-        let first = workers.first().map(|h| h.1.clone()).unwrap_or_default();
-        if let Some((node, h)) = workers.iter().find(|(_, h)| *h != first) {
-            return Err(RuntimeError::Inconsistent(format!(
-                "replicas diverged: {} has weights {first}, {node} has {h}",
-                workers[0].0
-            )));
-        }
-        Ok(first)
     }
 }
 
