@@ -231,7 +231,7 @@ pub fn load_dataset(
         },
         budget.bytes >> 20
     );
-    let cost = ReaderCost::of(&ds.ctx.files, &ds.ctx.columns, width);
+    let cost = ReaderCost::of(&ds.ctx.files, &ds.ctx.columns);
     tracing::info!(
         "dataset {name}: memory plan (MiB): windows 4 x {} (this rank's rows only), held-out rows \
          2 x {}, preprocessing sample {} (fit only), reader {} of {} (footers {}, largest row \
