@@ -37,19 +37,70 @@ fn batch(poison: bool) -> RecordBatch {
         })
         .collect();
     let cols: Vec<(&str, ArrayRef)> = vec![
-        ("u8", Arc::new(UInt8Array::from_iter_values((0..n).map(|i| (i * 7 % 256) as u8)))),
-        ("u16", Arc::new(UInt16Array::from_iter_values((0..n).map(|i| (i * 331) as u16)))),
-        ("u32", Arc::new(UInt32Array::from_iter((0..n).map(|i| (i % 11 != 4).then_some(i as u32 * 3))))),
-        ("u64", Arc::new(UInt64Array::from_iter_values((0..n).map(|i| (i as u64) << 40)))),
-        ("i8", Arc::new(Int8Array::from_iter_values((0..n).map(|i| (i as i64 % 200 - 100) as i8)))),
-        ("i16", Arc::new(Int16Array::from_iter_values((0..n).map(|i| (i as i16) * -13)))),
-        ("i32", Arc::new(Int32Array::from_iter_values((0..n).map(|i| (i as i32 - 90) * 1001)))),
-        ("i64", Arc::new(Int64Array::from_iter((0..n).map(|i| (i % 9 != 2).then_some(i as i64 * 12345 - 7))))),
+        (
+            "u8",
+            Arc::new(UInt8Array::from_iter_values(
+                (0..n).map(|i| (i * 7 % 256) as u8),
+            )),
+        ),
+        (
+            "u16",
+            Arc::new(UInt16Array::from_iter_values(
+                (0..n).map(|i| (i * 331) as u16),
+            )),
+        ),
+        (
+            "u32",
+            Arc::new(UInt32Array::from_iter(
+                (0..n).map(|i| (i % 11 != 4).then_some(i as u32 * 3)),
+            )),
+        ),
+        (
+            "u64",
+            Arc::new(UInt64Array::from_iter_values(
+                (0..n).map(|i| (i as u64) << 40),
+            )),
+        ),
+        (
+            "i8",
+            Arc::new(Int8Array::from_iter_values(
+                (0..n).map(|i| (i as i64 % 200 - 100) as i8),
+            )),
+        ),
+        (
+            "i16",
+            Arc::new(Int16Array::from_iter_values(
+                (0..n).map(|i| (i as i16) * -13),
+            )),
+        ),
+        (
+            "i32",
+            Arc::new(Int32Array::from_iter_values(
+                (0..n).map(|i| (i as i32 - 90) * 1001),
+            )),
+        ),
+        (
+            "i64",
+            Arc::new(Int64Array::from_iter(
+                (0..n).map(|i| (i % 9 != 2).then_some(i as i64 * 12345 - 7)),
+            )),
+        ),
         ("f32", Arc::new(Float32Array::from(f32s))),
-        ("f64", Arc::new(Float64Array::from_iter_values((0..n).map(|i| (i as f64).sqrt() / 3.0)))),
-        ("flag", Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 3 == 0))))),
+        (
+            "f64",
+            Arc::new(Float64Array::from_iter_values(
+                (0..n).map(|i| (i as f64).sqrt() / 3.0),
+            )),
+        ),
+        (
+            "flag",
+            Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 3 == 0)))),
+        ),
         ("colour", Arc::new(StringArray::from(strs))),
-        ("label", Arc::new(Int64Array::from_iter_values((0..n).map(|i| (i % 4) as i64)))),
+        (
+            "label",
+            Arc::new(Int64Array::from_iter_values((0..n).map(|i| (i % 4) as i64))),
+        ),
     ];
     RecordBatch::try_from_iter(cols).unwrap()
 }
@@ -86,7 +137,12 @@ fn fitted(scaling: Scaling, missing: Missing) -> Fitted {
 /// The general path: every column cast to `f64` (or strings), then the fitted transform.
 fn general(f: &Fitted, batch: &RecordBatch, rows: &[usize]) -> Result<Table, DataError> {
     let cols = raw_columns(batch);
-    let label_raw = extract(std::slice::from_ref(batch), "t", "label", ColumnKind::Numeric)?;
+    let label_raw = extract(
+        std::slice::from_ref(batch),
+        "t",
+        "label",
+        ColumnKind::Numeric,
+    )?;
     Ok(Table {
         x: f.features.transform(&cols, rows, "t")?,
         rows: rows.len(),
@@ -101,10 +157,18 @@ fn bits(x: &[f32]) -> Vec<u32> {
 
 #[test]
 fn one_pass_conversion_is_bit_identical_to_the_general_path() {
-    for scaling in [Scaling::Standard, Scaling::MinMax, Scaling::Divide(255.0), Scaling::None] {
+    for scaling in [
+        Scaling::Standard,
+        Scaling::MinMax,
+        Scaling::Divide(255.0),
+        Scaling::None,
+    ] {
         let f = fitted(scaling, Missing::Impute);
         let b = batch(false);
-        assert!(f.features.width() > FEATURES.len(), "one-hot columns expected");
+        assert!(
+            f.features.width() > FEATURES.len(),
+            "one-hot columns expected"
+        );
         // Scattered rows, repeated and out of order, across several tiles of rows.
         let rows: Vec<usize> = (0..ROWS).rev().step_by(3).chain([7, 7, 0, 199]).collect();
         let want = general(&f, &b, &rows).unwrap();
@@ -119,7 +183,8 @@ fn one_pass_conversion_is_bit_identical_to_the_general_path() {
         let mut table = f.table_rows(&b, "t", &[1, 2]).unwrap();
         let mut conv = Conversion::default();
         conv.append(&f, &sliced, "t", &local, &mut table).unwrap();
-        conv.append(&f, &sliced, "t", &local[..10], &mut table).unwrap();
+        conv.append(&f, &sliced, "t", &local[..10], &mut table)
+            .unwrap();
         let mut expect = general(&f, &b, &[1, 2]).unwrap();
         for part in [&local[..], &local[..10]] {
             let more = general(&f, &sliced, part).unwrap();
@@ -130,7 +195,11 @@ fn one_pass_conversion_is_bit_identical_to_the_general_path() {
             }
             expect.rows += more.rows;
         }
-        assert_eq!(bits(&table.x), bits(&expect.x), "{scaling:?}: sliced batch differs");
+        assert_eq!(
+            bits(&table.x),
+            bits(&expect.x),
+            "{scaling:?}: sliced batch differs"
+        );
         assert_eq!(table.y, expect.y);
         assert_eq!(table.rows, expect.rows);
     }
@@ -146,7 +215,10 @@ fn one_pass_conversion_reports_the_general_paths_errors() {
     let got = f.table_rows(&bad, "t", &rows).unwrap_err();
     assert_eq!(got.to_string(), want.to_string());
     assert!(got.to_string().contains("f32"), "{got}");
-    assert!(matches!(got, DataError::NonFinite { row: 150, .. }), "{got:?}");
+    assert!(
+        matches!(got, DataError::NonFinite { row: 150, .. }),
+        "{got:?}"
+    );
 
     // `missing = "error"`: the first null (u32 row 4) is refused, naming its column and row.
     let mut strict = fitted(Scaling::None, Missing::Impute);
@@ -155,12 +227,18 @@ fn one_pass_conversion_reports_the_general_paths_errors() {
     let want = general(&strict, &b, &rows).unwrap_err();
     let got = strict.table_rows(&b, "t", &rows).unwrap_err();
     assert_eq!(got.to_string(), want.to_string());
-    assert!(matches!(got, DataError::MissingValue { row: 4, .. }), "{got:?}");
+    assert!(
+        matches!(got, DataError::MissingValue { row: 4, .. }),
+        "{got:?}"
+    );
 
     // A column missing from the batch is named.
     let without = b.project(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12]).unwrap();
     let got = f.table_rows(&without, "t", &[0]).unwrap_err();
-    assert!(matches!(&got, DataError::MissingColumn { column, .. } if column == "f64"), "{got:?}");
+    assert!(
+        matches!(&got, DataError::MissingColumn { column, .. } if column == "f64"),
+        "{got:?}"
+    );
 
     // A numeric column that became strings is refused as the general path refuses it.
     let mut swapped: Vec<(String, ArrayRef)> = b
@@ -170,8 +248,13 @@ fn one_pass_conversion_reports_the_general_paths_errors() {
         .zip(b.columns())
         .map(|(fd, a)| (fd.name().clone(), a.clone()))
         .collect();
-    swapped[0].1 = Arc::new(StringArray::from_iter_values((0..ROWS).map(|i| i.to_string())));
+    swapped[0].1 = Arc::new(StringArray::from_iter_values(
+        (0..ROWS).map(|i| i.to_string()),
+    ));
     let swapped = RecordBatch::try_from_iter(swapped).unwrap();
     let got = f.table_rows(&swapped, "t", &[0]).unwrap_err();
-    assert!(matches!(&got, DataError::Config { column, .. } if column == "u8"), "{got:?}");
+    assert!(
+        matches!(&got, DataError::Config { column, .. } if column == "u8"),
+        "{got:?}"
+    );
 }

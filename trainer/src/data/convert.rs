@@ -60,9 +60,10 @@ impl Conversion {
         out: &mut Table,
     ) -> Result<(), DataError> {
         let schema = batch.schema();
-        let same = self.bound.as_ref().is_some_and(|b| {
-            std::sync::Arc::ptr_eq(&b.schema, &schema) || *b.schema == *schema
-        });
+        let same = self
+            .bound
+            .as_ref()
+            .is_some_and(|b| std::sync::Arc::ptr_eq(&b.schema, &schema) || *b.schema == *schema);
         if !same {
             self.bound = Some(bind(fitted, &schema, name)?);
         }
@@ -70,7 +71,12 @@ impl Conversion {
             return Ok(());
         };
         let label = &fitted.label;
-        let label_raw = extract_array(batch.column(bound.label.0), name, &label.column, bound.label.1)?;
+        let label_raw = extract_array(
+            batch.column(bound.label.0),
+            name,
+            &label.column,
+            bound.label.1,
+        )?;
         let width = fitted.features.width();
         let sources: Vec<Source> = fitted
             .features
@@ -164,9 +170,11 @@ fn bind(fitted: &Fitted, schema: &SchemaRef, name: &str) -> Result<Bound, DataEr
             ColumnPlan::Numeric { name, .. } | ColumnPlan::OneHot { name, .. } => name,
         };
         column_kind(schema, name, column)?;
-        features.push(schema.index_of(column).map_err(|_| {
-            super::columns::missing_column(schema, name, column)
-        })?);
+        features.push(
+            schema
+                .index_of(column)
+                .map_err(|_| super::columns::missing_column(schema, name, column))?,
+        );
     }
     let column = &fitted.label.column;
     let kind = column_kind(schema, name, column)?;

@@ -4,7 +4,6 @@
 //! Arrow IPC ingest does when producers send their rows straight to the worker that trains on them
 //! ([`StreamSource::local_shard`]).
 
-
 use super::cursor::{BatchSource, DataCursor, ShardBatch};
 use super::error::DataError;
 use super::shard::{shard_range, shard_scale};
