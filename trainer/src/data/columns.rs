@@ -174,33 +174,56 @@ pub fn extract(
         let array = batch
             .column_by_name(column)
             .ok_or_else(|| missing_column(&batch.schema(), file, column))?;
-        let target = match kind {
-            Kind::Numeric => DataType::Float64,
-            Kind::String => DataType::Utf8,
-        };
-        let cast = arrow_cast::cast(array, &target).map_err(|e| DataError::Decode {
-            file: file.to_string(),
-            format: "arrow",
-            message: format!("column '{column}': {e}"),
-        })?;
-        match &mut out {
-            RawColumn::Num(v) => {
-                let a = cast.as_primitive::<arrow_array::types::Float64Type>();
-                if a.null_count() == 0 {
-                    v.extend_from_slice(a.values());
-                } else {
-                    v.extend(
-                        (0..a.len()).map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) }),
-                    );
-                }
-            }
-            RawColumn::Str(v) => {
-                let a = cast.as_string::<i32>();
-                v.extend((0..a.len()).map(|i| (!a.is_null(i)).then(|| a.value(i).to_string())));
-            }
+        match (&mut out, extract_array(array, file, column, kind)?) {
+            (RawColumn::Num(v), RawColumn::Num(a)) => v.extend(a),
+            (RawColumn::Str(v), RawColumn::Str(a)) => v.extend(a),
+            (o, a) => *o = a,
         }
     }
     Ok(out)
+}
+
+/// One column's values as a `RawColumn` of `kind`: numbers as `f64` (null = NaN), or strings.
+///
+/// # Errors
+/// `Decode` naming `file` and `column` if the cast fails.
+pub fn extract_array(
+    array: &dyn Array,
+    file: &str,
+    column: &str,
+    kind: Kind,
+) -> Result<RawColumn, DataError> {
+    let target = match kind {
+        Kind::Numeric => DataType::Float64,
+        Kind::String => DataType::Utf8,
+    };
+    let cast = arrow_cast::cast(array, &target).map_err(|e| DataError::Decode {
+        file: file.to_string(),
+        format: "arrow",
+        message: format!("column '{column}': {e}"),
+    })?;
+    Ok(match kind {
+        Kind::Numeric => {
+            let a = cast.as_primitive::<arrow_array::types::Float64Type>();
+            if a.null_count() == 0 {
+                RawColumn::Num(a.values().to_vec())
+            } else {
+                RawColumn::Num(
+                    (0..a.len())
+                        .map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) })
+                        .collect(),
+                )
+            }
+        }
+        Kind::String => {
+            let a = cast.as_string::<i32>();
+            RawColumn::Str(
+                (0..a.len())
+                    .map(|i| (!a.is_null(i)).then(|| a.value(i).to_string()))
+                    .collect(),
+            )
+        }
+    })
 }
 
 #[cfg(test)]

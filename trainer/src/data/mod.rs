@@ -19,6 +19,7 @@
 //! one value is at fault.
 
 mod columns;
+mod convert;
 mod cursor;
 pub mod dataset;
 mod error;
@@ -33,7 +34,8 @@ mod stream_schema;
 mod stream_spec;
 mod table;
 
-pub use columns::{column_kind, extract, glob_match, Kind as ColumnKind, RawColumn};
+pub use columns::{column_kind, extract, extract_array, glob_match, Kind as ColumnKind, RawColumn};
+pub use convert::Conversion;
 pub use cursor::{epoch_permutation, BatchSource, DataCursor, EpochPlan, ShardBatch, TableSource};
 pub use dataset::{load_dataset, train_source, Dataset, DatasetSource};
 pub use error::DataError;

@@ -205,7 +205,7 @@ fn feature_names_of(plan: &ColumnPlan) -> Vec<String> {
     }
 }
 
-fn missing(column: &str, row: usize, file: &str) -> DataError {
+pub(super) fn missing(column: &str, row: usize, file: &str) -> DataError {
     DataError::MissingValue {
         file: file.to_string(),
         column: column.to_string(),
@@ -214,7 +214,7 @@ fn missing(column: &str, row: usize, file: &str) -> DataError {
 }
 
 /// `Some(value)`, `None` for a missing one that may be imputed, or an error.
-fn check_number(
+pub(super) fn check_number(
     value: f64,
     column: &str,
     row: usize,

@@ -1,62 +1,15 @@
-//! Record batches after fitting: `Fitted::table` turns any Arrow record batch with the training
-//! columns into a `Table`, and `StreamSource` cuts an (unbounded) `RecordBatchSource` into sharded
+//! `StreamSource` cuts an (unbounded) `RecordBatchSource` into sharded
 //! global batches in arrival order. Two shapes: every rank reads the same stream and takes its
 //! shard ([`StreamSource::new`]), or each rank's source already holds only its own share, as the
 //! Arrow IPC ingest does when producers send their rows straight to the worker that trains on them
 //! ([`StreamSource::local_shard`]).
 
-use arrow_array::RecordBatch;
-
-use super::columns::{column_kind, extract};
 use super::cursor::{BatchSource, DataCursor, ShardBatch};
 use super::error::DataError;
-use super::preprocess::ColumnPlan;
 use super::shard::{shard_range, shard_scale};
 use super::source::RecordBatchSource;
 use super::table::{Fitted, Table};
 use crate::batch::Targets;
-
-impl Fitted {
-    /// The rows of `batch` as a `Table`, transformed exactly as the training rows were.
-    /// `name` (file or stream) appears in errors; rows are numbered within `batch`.
-    ///
-    /// # Errors
-    /// Any [`DataError`] of the columns, values or labels.
-    pub fn table(&self, batch: &RecordBatch, name: &str) -> Result<Table, DataError> {
-        let rows: Vec<usize> = (0..batch.num_rows()).collect();
-        self.table_rows(batch, name, &rows)
-    }
-
-    /// As [`Fitted::table`], for the rows `rows` of `batch` only (in that order).
-    ///
-    /// # Errors
-    /// Any [`DataError`] of the columns, values or labels.
-    pub fn table_rows(
-        &self,
-        batch: &RecordBatch,
-        name: &str,
-        rows: &[usize],
-    ) -> Result<Table, DataError> {
-        let batches = std::slice::from_ref(batch);
-        let schema = batch.schema();
-        let mut cols = Vec::with_capacity(self.features.columns.len());
-        for plan in &self.features.columns {
-            let column = match plan {
-                ColumnPlan::Numeric { name, .. } | ColumnPlan::OneHot { name, .. } => name,
-            };
-            let kind = column_kind(&schema, name, column)?;
-            cols.push((column.clone(), extract(batches, name, column, kind)?));
-        }
-        let label_kind = column_kind(&schema, name, &self.label.column)?;
-        let label_raw = extract(batches, name, &self.label.column, label_kind)?;
-        Ok(Table {
-            x: self.features.transform(&cols, rows, name)?,
-            rows: rows.len(),
-            cols: self.features.width(),
-            y: self.label.targets(&label_raw, rows, name)?,
-        })
-    }
-}
 
 /// A `BatchSource` over a `RecordBatchSource`, in arrival order (no shuffle): global batch `n` is
 /// rows `n*B .. (n+1)*B` of the stream; the cursor's epoch stays 0.

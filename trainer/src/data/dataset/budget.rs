@@ -19,7 +19,7 @@
 //! `1/w` of its 10% (the window's *size* in rows does not depend on `w`).
 
 use super::listing::DataFile;
-use super::reader::batch_rows;
+use super::reader::{batch_rows, DECODE_VALUE_BYTES};
 
 /// Bytes per window row besides its features: target (4), order slot (4), permutation (4),
 /// position bookkeeping while it is built (5).
@@ -59,7 +59,7 @@ pub struct ReaderCost {
     /// The largest row group's projected columns, compressed plus uncompressed (fetched whole,
     /// then decoded page by page).
     pub row_group: u64,
-    /// One decoded record batch: Arrow arrays, their `f64` copies and the transformed rows.
+    /// One decoded record batch: Arrow arrays and the reader's buffers.
     pub decode: u64,
 }
 
@@ -69,8 +69,8 @@ impl ReaderCost {
         self.footers + self.row_group + self.decode
     }
 
-    /// The cost of reading `columns` of `files` into rows of `width` features.
-    pub fn of(files: &[DataFile], columns: &[String], width: usize) -> Self {
+    /// The cost of reading `columns` of `files`.
+    pub fn of(files: &[DataFile], columns: &[String]) -> Self {
         let mut footers = 0u64;
         let mut row_group = 0u64;
         for f in files {
@@ -82,10 +82,10 @@ impl ReaderCost {
                 .sum();
             row_group = row_group.max(bytes);
         }
-        // Arrow arrays (at most 8 bytes a value), their f64 copies, transformed rows and their
-        // copy into the window.
+        // Arrow arrays and the reader's buffers (see `DECODE_VALUE_BYTES`); the batch is
+        // transformed straight into the window (counted there), one tile of rows at a time.
         let rows = batch_rows(columns.len()) as u64;
-        let decode = rows * (columns.len() as u64 * 16 + width as u64 * 8);
+        let decode = rows * columns.len() as u64 * DECODE_VALUE_BYTES as u64;
         ReaderCost {
             footers,
             row_group,

@@ -17,6 +17,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::ObjectMeta;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::ParquetObjectReader;
+use parquet::file::metadata::ParquetStatisticsPolicy;
 
 use super::store::Store;
 use crate::data::columns::{column_kind, glob_match, missing_column};
@@ -219,7 +220,11 @@ pub async fn load_footer(
 ) -> Result<ArrowReaderMetadata, DataError> {
     let mut reader =
         ParquetObjectReader::new(Arc::clone(&store.inner), location.clone()).with_file_size(size);
-    ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+    // Page encoding statistics are not used: not decoding them makes the footer cheaper to
+    // parse (it is parsed again each time reading moves to the file).
+    let options =
+        ArrowReaderOptions::new().with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll);
+    ArrowReaderMetadata::load_async(&mut reader, options)
         .await
         .map_err(|e| match e {
             parquet::errors::ParquetError::External(inner) => DataError::Io {

@@ -30,6 +30,7 @@ use self::reader::{merge, ReadCtx};
 use self::source::empty_table;
 pub use self::source::DatasetSource;
 use super::columns::{column_kind, extract, select_features, Kind, RawColumn};
+use super::convert::Conversion;
 use super::cursor::{BatchSource, TableSource};
 use super::error::DataError;
 use super::label::LabelPlan;
@@ -230,7 +231,7 @@ pub fn load_dataset(
         },
         budget.bytes >> 20
     );
-    let cost = ReaderCost::of(&ds.ctx.files, &ds.ctx.columns, width);
+    let cost = ReaderCost::of(&ds.ctx.files, &ds.ctx.columns);
     tracing::info!(
         "dataset {name}: memory plan (MiB): windows 4 x {} (this rank's rows only), held-out rows \
          2 x {}, preprocessing sample {} (fit only), reader {} of {} (footers {}, largest row \
@@ -352,22 +353,15 @@ fn read_held_out(ds: &Dataset, cap: usize) -> Result<Table, DataError> {
     if n == 0 {
         return Ok(table);
     }
+    let mut conversion = Conversion::default();
+    let mut rows = Vec::new();
     let mut sink = |batch: RecordBatch, first: u64, file: &str| {
-        let t = ds.fitted.table(&batch, file)?;
-        for i in 0..t.rows {
-            if held_out(layout.seed, layout.test_fraction, first + i as u64) {
-                table
-                    .x
-                    .extend_from_slice(&t.x[i * t.cols..(i + 1) * t.cols]);
-                match (&mut table.y, &t.y) {
-                    (Targets::Real(d), Targets::Real(s)) => d.push(s[i]),
-                    (Targets::Class(d), Targets::Class(s)) => d.push(s[i]),
-                    _ => {}
-                }
-                table.rows += 1;
-            }
-        }
-        Ok(())
+        rows.clear();
+        rows.extend(
+            (0..batch.num_rows())
+                .filter(|&i| held_out(layout.seed, layout.test_fraction, first + i as u64)),
+        );
+        conversion.append(&ds.fitted, &batch, file, &rows, &mut table)
     };
     let whole = 0..end;
     let prefix = std::slice::from_ref(&whole);

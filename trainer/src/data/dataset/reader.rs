@@ -23,14 +23,19 @@ use super::listing::{load_footer, DataFile};
 use super::store::Store;
 use crate::data::error::DataError;
 
-/// Rows per decoded record batch at most (keeps the decode transient small).
-pub const READ_BATCH_ROWS: usize = 2048;
-/// Bytes of one decoded record batch at most, counted as 8 bytes per value (its `f64` copy).
-pub const DECODE_BYTES: usize = 4 << 20;
+/// Rows per decoded record batch at most.
+pub const READ_BATCH_ROWS: usize = 8192;
+/// Bytes of one decoded record batch at most, counted as [`DECODE_VALUE_BYTES`] per value.
+/// Large batches matter: the reader's cost per batch (one array per column, its buffers, the
+/// conversion's column lookup) is paid per batch, so narrow batches of wide rows are slow.
+pub const DECODE_BYTES: usize = 32 << 20;
+/// Bytes one decoded value may hold: its Arrow array (8 bytes at most) and the reader's buffer
+/// it was decoded in (as much again).
+pub const DECODE_VALUE_BYTES: usize = 16;
 
 /// Rows per decoded record batch for `columns` columns.
 pub fn batch_rows(columns: usize) -> usize {
-    (DECODE_BYTES / (columns.max(1) * 8)).clamp(64, READ_BATCH_ROWS)
+    (DECODE_BYTES / (columns.max(1) * DECODE_VALUE_BYTES)).clamp(64, READ_BATCH_ROWS)
 }
 
 /// What every read needs: the store, the files and the columns to project.

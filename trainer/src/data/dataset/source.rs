@@ -16,6 +16,7 @@ use super::order::{held_out, WindowPlan};
 use super::store::block_on;
 use super::Dataset;
 use crate::batch::{Batch, Targets};
+use crate::data::convert::Conversion;
 use crate::data::cursor::{BatchSource, DataCursor, EpochPlan, ShardBatch};
 use crate::data::error::DataError;
 use crate::data::shard::{shard_range, shard_scale};
@@ -101,8 +102,10 @@ async fn build_window(ds: &Dataset, plan: WindowPlan, share: Share) -> Result<Wi
     let (seed, tf) = (ds.layout.seed, ds.layout.test_fraction);
     let fitted = &ds.fitted;
     let mut seen = 0usize;
+    let mut conversion = Conversion::default();
+    let mut rows = Vec::new();
     let mut sink = |batch: arrow_array::RecordBatch, first: u64, file: &str| {
-        let mut rows = Vec::new();
+        rows.clear();
         for i in 0..batch.num_rows() {
             if held_out(seed, tf, first + i as u64) {
                 continue;
@@ -114,14 +117,7 @@ async fn build_window(ds: &Dataset, plan: WindowPlan, share: Share) -> Result<Wi
             seen += 1;
         }
         if !rows.is_empty() {
-            let t = fitted.table_rows(&batch, file, &rows)?;
-            table.x.extend_from_slice(&t.x);
-            match (&mut table.y, t.y) {
-                (Targets::Real(d), Targets::Real(s)) => d.extend(s),
-                (Targets::Class(d), Targets::Class(s)) => d.extend(s),
-                (d, s) => *d = s,
-            }
-            table.rows += t.rows;
+            conversion.append(fitted, &batch, file, &rows, &mut table)?;
         }
         Ok(())
     };
