@@ -150,7 +150,10 @@ pub(crate) fn allreduce(
         let q_total = cross.as_ref().map_or(0, |(s, _)| s.receives());
         // Local phases at 1/3 (after) and 2/3 (before) of the stage.
         let mut locals = [
-            stage.checked_sub(2).filter(|&a| a < k).map(|a| (1, false, a)),
+            stage
+                .checked_sub(2)
+                .filter(|&a| a < k)
+                .map(|a| (1, false, a)),
             (stage < k).then_some((2, true, stage)),
         ]
         .into_iter()

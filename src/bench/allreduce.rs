@@ -386,8 +386,10 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
     }
 }
 
-/// The default settings, with `LOCKSTEP_CHUNK_BYTES` and `LOCKSTEP_SMALL_BYTES` (sizes such as
-/// `1MiB`) overriding `chunk_bytes` and `small_bytes` when set (to measure other settings).
+/// The default settings, with `LOCKSTEP_CHUNK_BYTES`, `LOCKSTEP_SMALL_BYTES` and
+/// `LOCKSTEP_PIPELINE_BYTES` (sizes such as `1MiB`; 0 turns the hierarchical pipeline off)
+/// overriding `chunk_bytes`, `small_bytes` and `pipeline_bytes` when set (to measure other
+/// settings).
 fn aggregate_config() -> Result<CollectiveConfig, String> {
     let mut a = CollectiveConfig::default();
     let var = |name: &str| std::env::var(name).ok().map(|v| parse_size(&v)).transpose();
@@ -396,6 +398,9 @@ fn aggregate_config() -> Result<CollectiveConfig, String> {
     }
     if let Some(b) = var("LOCKSTEP_SMALL_BYTES")? {
         a.small_bytes = b;
+    }
+    if let Some(b) = var("LOCKSTEP_PIPELINE_BYTES")? {
+        a.pipeline_bytes = b;
     }
     Ok(a)
 }
@@ -477,10 +482,10 @@ fn bench(
             } else {
                 ran.to_string()
             },
-            predicted_us: c
-                .costs()
-                .filter(|_| cfg.algo != "ps")
-                .map(|k| lockstep_collective::cost::predict(ran, bytes, c.topology(), k) * 1e6),
+            predicted_us: c.costs().filter(|_| cfg.algo != "ps").map(|k| {
+                let config = c.config();
+                lockstep_collective::cost::predict(ran, bytes, c.topology(), k, config) * 1e6
+            }),
             reference_gbps: refs[1].iter().map(|g| g / 1e9).collect(),
             ..Samples::default()
         };
