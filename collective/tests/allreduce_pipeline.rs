@@ -125,7 +125,7 @@ fn pipelined_matches_the_f64_sum_with_identical_bits_on_every_rank_for_1_to_16_c
                     c.allreduce(&mut x, mean_of(mean)).unwrap();
                     bits(&x)
                 };
-                let out = on_mesh(&topo, cfg, work.clone());
+                let out = on_mesh(&topo, cfg, work);
                 let inputs: Vec<Vec<f32>> = (0..n).map(|r| input(r, len)).collect();
                 for (i, got) in out[0].iter().enumerate() {
                     let mut exact: f64 = inputs.iter().map(|x| f64::from(x[i])).sum();
