@@ -21,7 +21,7 @@
 //! own).
 //!
 //! Pipelining: the data is cut into [`chunks`] chunks and the local phases of one chunk run
-//! while the rings across hosts of another do (see [`super::pipeline`]), so that a host's link
+//! while the rings across hosts of another do (see `pipeline.rs`), so that a host's link
 //! is busy nearly all the time instead of waiting for the local phases before and after it.
 //!
 //! Determinism: the local ring gives every rank of a host identical bits, the ring across hosts

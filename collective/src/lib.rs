@@ -85,8 +85,9 @@ pub enum Algo {
     Ring,
     /// Recursive doubling: `ceil(log2 n)` (+2 when `n` is not a power of two) steps.
     Tree,
-    /// Ring per host, rings across hosts, broadcast per host (see [`Topology`]); the flat ring
-    /// when every rank has a host of its own.
+    /// Ring per host, rings across hosts, broadcast per host (see [`Topology`]), pipelined in
+    /// chunks of [`CollectiveConfig::pipeline_bytes`]; the flat ring when every rank has a host
+    /// of its own.
     Hier,
     /// With measured link costs, the fastest by the [`cost`] model; without, `Tree` below
     /// [`CollectiveConfig::small_bytes`], then `Hier` on a hierarchical topology, else `Ring`.

@@ -20,7 +20,7 @@ use super::link::{parse_size, repeat_of, with_repeat};
 use super::reference::LocalReference;
 use super::repeat::{interleave, print_table, write_json, Chunk, Load, Paired, Spread};
 use crate::cli::{AllreduceBenchArgs, BenchWorkerArgs};
-use lockstep_collective::{Algo, AllReduce, CollectiveConfig, Communicator};
+use lockstep_collective::{cost, Algo, AllReduce, CollectiveConfig, Communicator};
 use lockstep_transport::{connect_mesh_via_coordinator, Coordinator, Listener, MeshConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -387,9 +387,8 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
 }
 
 /// The default settings, with `LOCKSTEP_CHUNK_BYTES`, `LOCKSTEP_SMALL_BYTES` and
-/// `LOCKSTEP_PIPELINE_BYTES` (sizes such as `1MiB`; 0 turns the hierarchical pipeline off)
-/// overriding `chunk_bytes`, `small_bytes` and `pipeline_bytes` when set (to measure other
-/// settings).
+/// `LOCKSTEP_PIPELINE_BYTES` (sizes such as `1MiB`) overriding `chunk_bytes`, `small_bytes` and
+/// `pipeline_bytes` when set (to measure other settings).
 fn aggregate_config() -> Result<CollectiveConfig, String> {
     let mut a = CollectiveConfig::default();
     let var = |name: &str| std::env::var(name).ok().map(|v| parse_size(&v)).transpose();
@@ -482,10 +481,10 @@ fn bench(
             } else {
                 ran.to_string()
             },
-            predicted_us: c.costs().filter(|_| cfg.algo != "ps").map(|k| {
-                let config = c.config();
-                lockstep_collective::cost::predict(ran, bytes, c.topology(), k, config) * 1e6
-            }),
+            predicted_us: c
+                .costs()
+                .filter(|_| cfg.algo != "ps")
+                .map(|k| cost::predict(ran, bytes, c.topology(), k, c.config()) * 1e6),
             reference_gbps: refs[1].iter().map(|g| g / 1e9).collect(),
             ..Samples::default()
         };
