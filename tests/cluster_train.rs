@@ -104,6 +104,10 @@ fn one_and_four_workers_train_alike() {
     );
     // CI floor for the shortened run (the full run reaches >= 0.97, see the README).
     assert!(a4 >= 0.80, "mnist accuracy after {MNIST_SHORT:?}: {a4}");
+    // `micro_batches` makes the weights the same bits, and the four workers' shares of the
+    // evaluation, put back in chunk order, must give the figures one worker computes alone.
+    assert_eq!(r1["weights_sha256"], r4["weights_sha256"]);
+    assert_eq!(r1["eval"], r4["eval"], "held-out figures, 1 vs 4 workers");
 }
 
 /// Two ranks forced onto two "hosts" make `allreduce = "auto"` probe the links and join small

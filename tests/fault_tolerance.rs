@@ -247,7 +247,7 @@ fn start_nodes(dir: &Path, extra: &[&[&str]; 3], token: &str) -> (Child, Vec<Chi
 }
 
 #[test]
-fn a_killed_coordinator_stops_every_worker_within_five_seconds() {
+fn a_killed_coordinator_stops_every_worker_within_the_peer_timeout() {
     let d = run_dir("ft-coord");
     let (mut coord, workers) = start_nodes(
         d.path(),
@@ -267,8 +267,11 @@ fn a_killed_coordinator_stops_every_worker_within_five_seconds() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "a worker survived the coordinator");
         eprintln!("a worker stopped {took:?} after the coordinator was killed");
+        // The workers notice through the control link or the 3 s peer timeout; the bound leaves
+        // room for a loaded CI machine (it once took 5.2 s at load 12) without letting a
+        // worker that waits on a dead coordinator for its 600 s command timeout pass.
         assert!(
-            took < Duration::from_secs(5),
+            took < Duration::from_secs(15),
             "a worker took {took:?} to notice"
         );
         assert!(

@@ -104,3 +104,38 @@ fn with_elasticity_the_stalled_worker_is_removed_and_the_job_finishes() {
     assert_eq!(r["world_size"], 1);
     no_leftovers(d.path());
 }
+
+/// The end-of-job waits are bounded too: a worker alive but stuck in the final model save is
+/// named with the operation when `cluster.progress_timeout_ms` runs out (it used to be caught
+/// only by the workers' 600 s command timeout), and the job stops.
+#[test]
+fn a_worker_stalled_in_the_final_save_is_named_and_the_job_stops() {
+    let d = run_dir("hang-save");
+    let report = d.path().join("report.json");
+    let child = Command::new(exe())
+        .args(["launch", CREDIT, "--run-dir"])
+        .arg(d.path())
+        .arg("--report")
+        .arg(&report)
+        .args(["--set", "cluster.progress_timeout_ms=3000"])
+        .args(["--set", "job.epochs=1"])
+        .current_dir(root())
+        .env("LOCKSTEP_FAULT", "stall_save:node=worker-0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lockstep");
+    let out = wait_with_deadline(child, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a stuck save must fail the job:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("node(s) worker-0 did not answer the final model save"),
+        "the error names the node and the operation:\n{stderr}"
+    );
+    assert!(!report.exists(), "no report for a job that did not finish");
+    no_leftovers(d.path());
+}

@@ -194,6 +194,8 @@ fn python_producers_stream_over_tls_and_one_without_a_certificate_is_refused() {
         .output()
         .unwrap();
     assert!(!plain.status.success());
+    let why = String::from_utf8_lossy(&plain.stderr);
+    assert!(why.contains("expects TLS"), "{why}");
     let half = stream::ROWS / 2;
     let (b2, t0) = (b.clone(), tls(0));
     let p0 = std::thread::spawn(move || {
@@ -209,4 +211,67 @@ fn python_producers_stream_over_tls_and_one_without_a_certificate_is_refused() {
     assert_eq!(num(&r, &["stream", "duplicates_dropped"]) as u64, 0);
     assert_eq!(r["stream"]["ended"], "producers closed");
     assert_eq!(logs(dir.path()).matches("TLS on every TCP link").count(), 3);
+}
+
+/// The Rust producer (`ingest::Producer::connect_tls`, the same CA, certificate and key files
+/// as the Python client) streams into a TLS job; a producer without TLS is refused at once with
+/// the reason, and so is one whose certificate names another producer.
+#[test]
+fn rust_producers_stream_over_tls_and_one_without_a_certificate_is_refused() {
+    use lockstep_runtime::ingest::Producer;
+    use lockstep_transport::tls::TlsFiles;
+    let certs = run_dir("tls-rust-stream-certs");
+    let out = run(
+        &[
+            "tls",
+            "gen",
+            "--nodes",
+            "coordinator,worker-0,worker-1,producer-0,producer-1",
+            "--out",
+            certs.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_ok(&out);
+    let dir = run_dir("tls-rust-stream");
+    let sets = tls_sets(certs.path());
+    let job = stream::spawn_launch(dir.path(), &args(&sets, &[]));
+    let b = stream::bootstrap(dir.path());
+    let data = stream::credit();
+    let files = |cert_of: &str| TlsFiles {
+        ca: certs.path().join("ca.pem"),
+        cert: certs.path().join(format!("{cert_of}.pem")),
+        key: certs.path().join(format!("{cert_of}.key")),
+    };
+    let connect = |id: u32, f: Option<TlsFiles>| {
+        let (c, t, s) = (stream::CLUSTER, stream::TOKEN.as_bytes(), data.schema());
+        match f {
+            Some(f) => Producer::connect_tls(&b, c, t, id, 0, &s, &f),
+            None => Producer::connect(&b, c, t, id, 0, &s),
+        }
+    };
+    // Without TLS: refused by the bootstrap with the reason, not retried or left hanging.
+    let Err(e) = connect(0, None) else {
+        panic!("a plain producer got into a TLS job")
+    };
+    assert!(e.to_string().contains("expects TLS"), "{e}");
+    // producer-1's certificate for producer 0: it does not name the producer it claims to be.
+    let Err(e) = connect(0, Some(files("producer-1"))) else {
+        panic!("a producer with another producer's certificate got in")
+    };
+    assert!(e.to_string().contains("producer-0"), "{e}");
+    let half = stream::ROWS / 2;
+    for (id, range) in [(0u32, 0..half), (1, half..stream::ROWS)] {
+        let mut p = connect(id, Some(files(&format!("producer-{id}")))).unwrap();
+        for at in range.clone().step_by(100) {
+            let n = 100.min(range.end - at);
+            p.send(&data.slice(at, n)).unwrap();
+        }
+        let r = p.close().unwrap();
+        assert_eq!(r.rows, Some(range.len() as u64), "producer {id}");
+    }
+    let (_, r) = stream::finish(job, dir.path());
+    assert_eq!(num(&r, &["stream", "rows_received"]) as usize, stream::ROWS);
+    assert_eq!(num(&r, &["stream", "duplicates_dropped"]) as u64, 0);
+    assert_eq!(r["stream"]["ended"], "producers closed");
 }

@@ -31,6 +31,8 @@ REASONS = {
     6: "handshake timed out",
     7: "connection closed during the handshake",
     8: "the TLS certificate does not name the node it claims",
+    9: "the job expects TLS (cluster.tls is on there); give tls_ca, tls_cert and tls_key",
+    10: "this client speaks TLS and the job has cluster.tls off",
 }
 
 
@@ -56,7 +58,11 @@ def _hello(cluster, node, nonce):
 
 
 def _read_hello(sock):
-    fixed = _read_exact(sock, 4 + 1 + 32)
+    first = _read_exact(sock, 1)
+    if first[0] == TAG_REFUSE:
+        # A refusal in place of the Hello: a TLS listener refusing a client without TLS.
+        raise _refusal(sock)
+    fixed = first + _read_exact(sock, 4 + 32)
     if fixed[:4] != MAGIC:
         raise LockstepError("the server did not answer with a Lockstep handshake")
     names = []

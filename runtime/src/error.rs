@@ -89,6 +89,19 @@ pub enum RuntimeError {
         /// The hang table.
         table: String,
     },
+    /// An end-of-job wait (the model save, the final hash exchange) ran out: the members that
+    /// did not answer, alive or not.
+    #[error("node(s) {} did not answer {operation} after round {round} within {waited_ms} ms; stopping the job", .nodes.join(", "))]
+    EndTimeout {
+        /// What the coordinator waited for.
+        operation: &'static str,
+        /// The last round.
+        round: u64,
+        /// The members that did not answer.
+        nodes: Vec<String>,
+        /// How long it waited.
+        waited_ms: u64,
+    },
     /// Process supervision (launch).
     #[error("{0}")]
     Launch(String),

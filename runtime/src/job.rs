@@ -6,10 +6,10 @@ use crate::error::RuntimeError;
 use crate::manifest::Manifest;
 use crate::protocol::ModelSignature;
 use lockstep_trainer::data::{self, EpochPlan, Split, Task as DataTask};
-use lockstep_trainer::metrics;
+
 use lockstep_trainer::model::{build_model, Model};
 use lockstep_trainer::optim::{Optimizer, OptimizerSpec};
-use lockstep_trainer::{Batch, Targets};
+use lockstep_trainer::Batch;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -107,38 +107,8 @@ pub fn evaluate(
     task: DataTask,
     test: &Batch,
 ) -> Result<BTreeMap<String, f64>, RuntimeError> {
-    let mut out = BTreeMap::new();
-    if test.rows == 0 {
-        return Ok(out);
-    }
-    let merr =
-        |e: lockstep_trainer::model::ModelError| RuntimeError::Model(format!("evaluation: {e}"));
-    let loss = model.evaluate(test).map_err(merr)?;
-    out.insert("loss".to_string(), loss.loss);
-    let pred = model.predict(&test.x, test.rows).map_err(merr)?;
-    match (&test.y, task) {
-        (Targets::Class(labels), _) => {
-            let cols = model.out_dim();
-            out.insert(
-                "accuracy".into(),
-                metrics::accuracy(&metrics::argmax_rows(&pred, cols), labels),
-            );
-        }
-        (Targets::Real(labels), DataTask::Binary) => {
-            out.insert(
-                "accuracy".into(),
-                metrics::binary_accuracy(&pred, labels, 0.5),
-            );
-            if let Some(auc) = metrics::roc_auc(&pred, labels) {
-                out.insert("auc".into(), auc);
-            }
-        }
-        (Targets::Real(labels), _) => {
-            out.insert("r2".into(), metrics::r2(&pred, labels));
-            out.insert("mse".into(), metrics::mse(&pred, labels));
-        }
-    }
-    Ok(out)
+    let all = crate::held_out::share(model, task, test, 0, 1)?;
+    crate::held_out::combine(vec![(String::from("this node"), all)])
 }
 
 /// SHA-256 of parameters as little-endian f32 in layout order (the report's `weights_sha256`).

@@ -25,6 +25,7 @@ pub mod endpoints;
 pub mod env_mode;
 pub mod error;
 pub mod hang;
+pub mod held_out;
 pub mod ingest;
 pub mod job;
 pub mod launch;

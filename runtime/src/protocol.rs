@@ -8,7 +8,7 @@
 //! C -> W  Start { peers, job }                 (once every worker registered)
 //! C -> W  Grant { rounds: [RoundPlan] }        (a window of rounds ahead; more as rounds end)
 //! W -> C  RoundDone { round, loss_sum, .. }    (every member, every round, asynchronously)
-//! W -> C  Evaluated { round, metrics }         (rank 0, after a round whose plan evaluates)
+//! W -> C  Evaluated { round, share }           (every worker, after a round whose plan evaluates)
 //! W -> C  Checkpointed { round, path }         (rank 0, after a round whose plan checkpoints)
 //! W -> C  Trace { sent_us, spans }             (with `--trace`, in batches, anywhere)
 //! C -> W  Save { round, path }                 W -> C  Saved { path }             (rank 0 only)
@@ -74,7 +74,8 @@ pub struct RoundPlan {
     pub epoch: u64,
     /// Learning rate of this round's step.
     pub lr: f32,
-    /// Rank 0 evaluates on the held-out split after this round and reports `Evaluated`.
+    /// Every worker evaluates its share of the held-out split after this round and reports
+    /// `Evaluated` (see [`crate::held_out`]).
     pub evaluate: bool,
     /// Rank 0 writes this checkpoint after this round and reports `Checkpointed`.
     pub checkpoint: Option<CheckpointPlan>,
@@ -202,12 +203,12 @@ pub enum ControlMsg {
         /// Rows dropped as already received or trained.
         duplicates: u64,
     },
-    /// Evaluation after a round whose plan asked for it (rank 0).
+    /// A worker's share of the evaluation after a round whose plan asked for it.
     Evaluated {
         /// The round.
         round: u64,
-        /// Metric name to value.
-        metrics: BTreeMap<String, f64>,
+        /// The held-out chunks this worker evaluated.
+        share: crate::held_out::EvalShare,
     },
     /// Write the model (and optimizer state) to `path` (rank 0).
     Save {

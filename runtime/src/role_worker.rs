@@ -280,11 +280,11 @@ fn run_epoch(
     let peer_names: Vec<String> = peers.iter().map(|(n, _)| n.clone()).collect();
     let traffic = comm.traffic();
     let mut min_bucket = 0;
-    let stall = match crate::hang::fault::Fault::stall_round(&me) {
+    let fault = match crate::hang::fault::Fault::for_node(&me) {
         Ok(s) => s,
         Err(e) => return (Err(e), link),
     };
-    let activity = crate::hang::Activity::new(Some((comm.waiting(), peer_names.clone())), stall);
+    let activity = crate::hang::Activity::new(Some((comm.waiting(), peer_names.clone())), fault);
     if m.job.aggregation != Aggregation::ParameterServer {
         match crate::scale::prepare(m, &mut comm, peers, num_params * 4) {
             Ok(bytes) => min_bucket = bytes,

@@ -53,7 +53,7 @@ pub(crate) async fn start_worker_actors(
                 loader.recipient(),
                 reporter,
                 world,
-                rank == 0,
+                rank,
                 task,
                 test,
                 first_round,

@@ -11,6 +11,7 @@ pub mod link;
 mod link_checks;
 mod reference;
 pub mod repeat;
+mod spawn;
 pub mod tls;
 pub mod train;
 

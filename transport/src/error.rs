@@ -132,14 +132,24 @@ pub enum HandshakeFailure {
     /// The peer's TLS certificate does not name the node it claims (`cluster.tls`).
     #[error("the peer's TLS certificate does not name the node it claims")]
     CertificateName,
+    /// The peer expects TLS and this side spoke plain TCP (the peer's refusal, sent in plain
+    /// text by its TLS listener).
+    #[error("the peer expects TLS (cluster.tls is on there); this node has cluster.tls off")]
+    PeerExpectsTls,
+    /// The peer opened a TLS session and this side has `cluster.tls` off.
+    #[error("the peer speaks TLS (cluster.tls is on there); this node has cluster.tls off")]
+    PeerSpeaksTls,
 }
 
 /// Why a TLS session could not be set up or ended; tests match on this.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TlsFailure {
-    /// The peer sent something that is not TLS (a node without `cluster.tls`, or not a node).
+    /// The peer sent something that is not TLS (and not a Lockstep handshake either).
     #[error("the peer does not speak TLS (is cluster.tls set on both sides?)")]
     NotTls,
+    /// The peer is a Lockstep node with `cluster.tls` off: it answered with a plain handshake.
+    #[error("the peer does not speak TLS: it has cluster.tls off; this node has cluster.tls on")]
+    PeerWithoutTls,
     /// This side refused the peer's certificate (not from the cluster's CA, expired, ...).
     #[error("the peer's certificate was refused: {0}")]
     PeerCertificate(rustls::Error),

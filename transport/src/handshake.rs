@@ -43,6 +43,10 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod hello;
+use hello::read_exact;
+pub use hello::{reason_from_wire, reason_to_wire, Hello};
+
 /// Magic at the start of every `Hello`.
 pub const HELLO_MAGIC: [u8; 4] = *b"LKHS";
 /// Longest cluster or node name accepted on the wire.
@@ -50,7 +54,9 @@ pub const MAX_NAME_LEN: usize = 255;
 const NONCE_LEN: usize = 32;
 const PROOF_LEN: usize = 32;
 const TAG_PROOF: u8 = 1;
-const TAG_REFUSE: u8 = 2;
+pub(crate) const TAG_REFUSE: u8 = 2;
+/// First byte of a TLS handshake record (a `ClientHello`).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 const TAG_ACCEPT: u8 = 3;
 
 /// Who this side is: the cluster it belongs to, its node name and the shared secret.
@@ -97,133 +103,6 @@ impl Identity {
     pub fn with_tls(mut self, tls: Option<Arc<TlsConfig>>) -> Identity {
         self.tls = tls;
         self
-    }
-}
-
-/// The first message of each side.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hello {
-    /// Protocol version.
-    pub version: u8,
-    /// Cluster name.
-    pub cluster: String,
-    /// Node name.
-    pub node: String,
-    /// Fresh random challenge.
-    pub nonce: [u8; NONCE_LEN],
-}
-
-impl Hello {
-    /// Encode: magic, version, nonce, then two u16-length-prefixed UTF-8 names.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut v =
-            Vec::with_capacity(4 + 1 + NONCE_LEN + 4 + self.cluster.len() + self.node.len());
-        v.extend_from_slice(&HELLO_MAGIC);
-        v.push(self.version);
-        v.extend_from_slice(&self.nonce);
-        for s in [&self.cluster, &self.node] {
-            v.extend_from_slice(&(s.len() as u16).to_le_bytes());
-            v.extend_from_slice(s.as_bytes());
-        }
-        v
-    }
-
-    /// Decode from a complete byte slice. Never panics.
-    ///
-    /// # Errors
-    /// [`HandshakeFailure::Malformed`] for bad magic, bounds, UTF-8 or trailing bytes.
-    pub fn decode(b: &[u8]) -> Result<Hello, HandshakeFailure> {
-        let mut r = b;
-        let fixed = take(&mut r, 4 + 1 + NONCE_LEN)?;
-        if fixed[..4] != HELLO_MAGIC {
-            return Err(HandshakeFailure::Malformed);
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&fixed[5..]);
-        let cluster = take_name(&mut r)?;
-        let node = take_name(&mut r)?;
-        if !r.is_empty() {
-            return Err(HandshakeFailure::Malformed);
-        }
-        Ok(Hello {
-            version: fixed[4],
-            cluster,
-            node,
-            nonce,
-        })
-    }
-
-    /// Read one `Hello` from a stream, bounding every length before reading it.
-    ///
-    /// # Errors
-    /// [`HandshakeFailure::Malformed`] as [`Hello::decode`]; `Timeout` or `Closed` from the stream.
-    pub fn read_from(s: &mut impl Read) -> Result<Hello, HandshakeFailure> {
-        let mut buf = vec![0u8; 4 + 1 + NONCE_LEN];
-        read_exact(s, &mut buf)?;
-        for _ in 0..2 {
-            let mut l = [0u8; 2];
-            read_exact(s, &mut l)?;
-            let n = u16::from_le_bytes(l) as usize;
-            if n > MAX_NAME_LEN {
-                return Err(HandshakeFailure::Malformed);
-            }
-            buf.extend_from_slice(&l);
-            let at = buf.len();
-            buf.resize(at + n, 0);
-            read_exact(s, &mut buf[at..])?;
-        }
-        Hello::decode(&buf)
-    }
-}
-
-fn take<'a>(r: &mut &'a [u8], n: usize) -> Result<&'a [u8], HandshakeFailure> {
-    if r.len() < n {
-        return Err(HandshakeFailure::Malformed);
-    }
-    let (a, b) = r.split_at(n);
-    *r = b;
-    Ok(a)
-}
-
-fn take_name(r: &mut &[u8]) -> Result<String, HandshakeFailure> {
-    let l = take(r, 2)?;
-    let n = u16::from_le_bytes([l[0], l[1]]) as usize;
-    if n > MAX_NAME_LEN {
-        return Err(HandshakeFailure::Malformed);
-    }
-    let s = take(r, n)?;
-    String::from_utf8(s.to_vec()).map_err(|_| HandshakeFailure::Malformed)
-}
-
-fn read_exact(s: &mut impl Read, buf: &mut [u8]) -> Result<(), HandshakeFailure> {
-    s.read_exact(buf).map_err(|e| io_failure(&e))
-}
-
-/// Encode a refusal reason for the wire.
-pub fn reason_to_wire(r: HandshakeFailure) -> u8 {
-    match r {
-        HandshakeFailure::BadToken => 1,
-        HandshakeFailure::WrongCluster => 2,
-        HandshakeFailure::WrongVersion => 3,
-        HandshakeFailure::UnknownNode => 4,
-        HandshakeFailure::Malformed => 5,
-        HandshakeFailure::Timeout => 6,
-        HandshakeFailure::Closed => 7,
-        HandshakeFailure::CertificateName => 8,
-    }
-}
-
-/// Decode a refusal reason; unknown values are `Malformed`.
-pub fn reason_from_wire(v: u8) -> HandshakeFailure {
-    match v {
-        1 => HandshakeFailure::BadToken,
-        2 => HandshakeFailure::WrongCluster,
-        3 => HandshakeFailure::WrongVersion,
-        4 => HandshakeFailure::UnknownNode,
-        6 => HandshakeFailure::Timeout,
-        7 => HandshakeFailure::Closed,
-        8 => HandshakeFailure::CertificateName,
-        _ => HandshakeFailure::Malformed,
     }
 }
 
@@ -377,7 +256,20 @@ fn run<S: HandshakeStream>(
     }
     .encode();
     write(s, &mine, None)?;
-    let theirs = Hello::read_from(s).map_err(|r| (r, None))?;
+    let theirs = match Hello::read_from(s) {
+        Ok(h) => h,
+        Err(r @ HandshakeFailure::PeerSpeaksTls) => {
+            // Tell it why; its TLS client sees a plain Lockstep node from our Hello and
+            // closes. Drain its bytes meanwhile, so our close does not reset the connection
+            // before it read ours.
+            let _ = s.write_all(&[TAG_REFUSE, reason_to_wire(r)]);
+            let _ = s.flush();
+            drain(s);
+            s.s.close();
+            return Err((r, None));
+        }
+        Err(r) => return Err((r, None)),
+    };
     let peer = Some(theirs.node.clone());
     let fail = |r: HandshakeFailure| (r, peer.clone());
     let check = if theirs.version != me.version {
@@ -475,6 +367,49 @@ fn refuse<S: HandshakeStream>(s: &mut Bounded<'_, S>, r: HandshakeFailure) {
     let _ = s.write_all(&[TAG_REFUSE, reason_to_wire(r)]);
     let _ = s.flush();
     s.s.close();
+}
+
+/// Read and drop what the peer sends (at most 64 KiB) until it closes, for at most a second
+/// and never past the handshake's deadline.
+fn drain<S: HandshakeStream>(s: &mut Bounded<'_, S>) {
+    let until = s.deadline.min(Instant::now() + Duration::from_secs(1));
+    let mut b = Bounded {
+        s: s.s,
+        deadline: until,
+    };
+    let mut sink = [0u8; 4096];
+    let mut left = 64usize << 10;
+    while left > 0 {
+        match b.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// Refuse a peer on a raw socket with `r` (the handshake's refusal format) and close it, after
+/// letting the peer read the refusal: our sending side is shut first, then whatever the peer
+/// sent is drained (at most 64 KiB, until `deadline`), so that closing with unread bytes does
+/// not reset the connection before the refusal arrives.
+pub(crate) fn refuse_raw(sock: &TcpStream, r: HandshakeFailure, deadline: Instant) {
+    let mut w = sock;
+    let _ = w.write_all(&[TAG_REFUSE, reason_to_wire(r)]);
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 << 10;
+    while left > 0 {
+        let t = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(1));
+        if t.is_zero() || sock.set_read_timeout(Some(t)).is_err() {
+            break;
+        }
+        match w.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+    let _ = sock.shutdown(std::net::Shutdown::Both);
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

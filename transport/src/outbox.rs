@@ -31,6 +31,11 @@ pub(crate) trait Sink: Send + 'static {
     fn backlog(&self) -> bool {
         false
     }
+    /// End the byte stream in an orderly way once everything is written (a TLS sink sends
+    /// `close_notify`); waits for room at most one send-timeout slice.
+    fn close(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 struct Item {
@@ -301,6 +306,11 @@ impl<S: Sink> Outbox<S> {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         }
+    }
+
+    /// After a [`Outbox::flush`]: end the sink's stream ([`Sink::close`]).
+    pub(crate) fn close_sink(&self) -> io::Result<()> {
+        lock(&self.shared.sink).close()
     }
 
     fn wait<'a>(

@@ -221,6 +221,9 @@ fn a_certificate_for_another_node_name_is_refused() {
     assert!(conn.is_tls());
 }
 
+/// A node with `cluster.tls` off at a TLS listener, and a TLS node at a plain listener, are each
+/// told at once and by name (a final refusal, not a closed connection retried until the connect
+/// timeout); the TLS listener keeps serving good peers.
 #[test]
 fn a_plain_peer_at_a_tls_listener_is_refused_and_the_listener_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,8 +239,23 @@ fn a_plain_peer_at_a_tls_listener_is_refused_and_the_listener_keeps_serving() {
         .unwrap();
     let plain = Identity::new("c", "n1", b"tok");
     let err = tcp::connect_once(addr, &plain, "n0", Duration::from_secs(5)).unwrap_err();
-    assert!(matches!(err, Error::Handshake { .. }), "{err}");
-    // And a TLS node at a plain listener is told the peer does not speak TLS.
+    assert!(
+        matches!(
+            &err,
+            Error::Handshake {
+                reason: HandshakeFailure::PeerExpectsTls,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_refusal(), "retried: {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("n0") && text.contains("expects TLS") && text.contains("cluster.tls off"),
+        "{text}"
+    );
+    // And a TLS node at a plain listener is told the peer has TLS off.
     let pl = Listener::bind("127.0.0.1:0").unwrap();
     let paddr = pl.local_addr().unwrap();
     let _pacc = pl
@@ -253,19 +271,128 @@ fn a_plain_peer_at_a_tls_listener_is_refused_and_the_listener_keeps_serving() {
         matches!(
             &err,
             Error::Tls {
-                failure: TlsFailure::NotTls,
+                failure: TlsFailure::PeerWithoutTls,
                 ..
             }
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("does not speak TLS"), "{err}");
+    assert!(err.is_refusal(), "retried: {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("n0") && text.contains("cluster.tls off"),
+        "{text}"
+    );
     // The TLS listener still admits a good peer.
     tcp::connect_once(addr, &tls_id, "n0", Duration::from_secs(5)).unwrap();
     let (name, _) = acc
         .next(std::time::Instant::now() + Duration::from_secs(5))
         .unwrap();
     assert_eq!(name, "n1");
+}
+
+/// A mesh where one rank has `cluster.tls` off: the rank that dials (rank 0 here) fails with
+/// the named refusal in either direction instead of retrying a closed connection until its
+/// connect timeout (two minutes; it would then report a closed connection or a timeout). The
+/// accepting rank cannot tell a misconfigured member from a stranger, so it only logs the
+/// refusal and waits for its own (short) timeout.
+#[test]
+fn a_mesh_with_tls_on_one_side_only_fails_with_the_named_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &names(2)).unwrap();
+    for (tls_rank, want) in [(0, "cluster.tls off"), (1, "expects TLS")] {
+        let listeners: Vec<Listener> = (0..2)
+            .map(|_| Listener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let peers: Vec<PeerAddr> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| PeerAddr {
+                name: format!("n{i}"),
+                addr: l.local_addr().unwrap().to_string(),
+            })
+            .collect();
+        let hs: Vec<_> = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(r, l)| {
+                let name = format!("n{r}");
+                let mut cfg = MeshConfig::new("half-tls", b"secret", &name, r, peers.clone());
+                cfg.transport = TransportKind::Tcp;
+                cfg.connect_timeout_ms = if r == 0 { 120_000 } else { 3_000 };
+                cfg.tls = (r == tls_rank).then(|| tls(dir.path(), &name));
+                std::thread::spawn(move || connect_mesh(&cfg, l))
+            })
+            .collect();
+        let errs: Vec<Option<Error>> = hs.into_iter().map(|h| h.join().unwrap().err()).collect();
+        let dialer = errs[0]
+            .as_ref()
+            .expect("the mesh formed with TLS on one side only");
+        assert!(dialer.is_refusal(), "{dialer}");
+        let text = dialer.to_string();
+        assert!(text.contains(want) && text.contains("n1"), "{text}");
+        assert!(errs[1].is_some(), "the accepting rank formed a mesh");
+    }
+}
+
+/// Frames queued on a TLS link and the link dropped at once: the peer still gets every byte
+/// (the sink flushes its encrypted backlog), then the Close frame, then TLS `close_notify`
+/// (a clean end of the session, not a truncated one).
+#[test]
+fn a_dropped_tls_link_delivers_its_queued_frames_and_closes_cleanly() {
+    use lockstep_transport::tcp::TcpLink;
+    use lockstep_transport::{FrameKind, LinkConfig, HEADER_LEN};
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), &names(2)).unwrap();
+    let l = Listener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let acc = l
+        .start(
+            Identity::new("c", "n0", b"tok").with_tls(Some(tls(dir.path(), "n0"))),
+            None,
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let n1 = Identity::new("c", "n1", b"tok").with_tls(Some(tls(dir.path(), "n1")));
+    let conn = tcp::connect_once(addr, &n1, "n0", Duration::from_secs(10)).unwrap();
+    let (_, mut raw) = acc
+        .next(std::time::Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    const FRAMES: usize = 24;
+    const LEN: usize = 1 << 20; // 24 MiB in all: far more than the sockets' buffers hold
+    let reader = std::thread::spawn(move || {
+        raw.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut got = 0;
+        let mut header = [0u8; HEADER_LEN];
+        loop {
+            raw.read_exact(&mut header).expect("a frame header");
+            let h = FrameHeader::try_read(&header, u64::MAX).expect("a valid header");
+            match h.kind {
+                FrameKind::Heartbeat => continue,
+                FrameKind::Close => break,
+                _ => {}
+            }
+            let mut p = vec![0u8; h.len as usize];
+            raw.read_exact(&mut p).expect("a frame payload");
+            assert_eq!(p, &payload(1, 0, LEN)[..], "frame {got}");
+            got += 1;
+        }
+        // After the Close frame the session ends with close_notify: a clean end of stream
+        // (`Ok(0)`), where a socket closed under TLS reads as an unexpected EOF.
+        let mut rest = [0u8; 16];
+        let end = raw.read(&mut rest);
+        (got, end.map_err(|e| e.to_string()))
+    });
+    let mut link = TcpLink::new(conn, "n1", "n0", LinkConfig::default()).unwrap();
+    for i in 0..FRAMES {
+        let h = FrameHeader::data(Op::P2p, 0, i as u64, 0, 0, LEN as u64);
+        link.send(h, payload(1, 0, LEN)).unwrap();
+    }
+    drop(link); // right after queuing: no flush of our own
+    let (got, end) = reader.join().unwrap();
+    assert_eq!(got, FRAMES, "frames delivered before the close");
+    assert_eq!(end, Ok(0), "the TLS session did not end with close_notify");
 }
 
 #[test]

@@ -15,7 +15,6 @@ use super::messages::*;
 use super::{deliver, Reporter};
 use crate::error::RuntimeError;
 use crate::hang::{Doing, Thread};
-use crate::job;
 use crate::protocol::{ControlMsg, RoundPlan, RoundTiming};
 use crate::stored_transform::StoredTransform;
 use actix::{Actor, Handler, Recipient, SyncContext};
@@ -51,6 +50,7 @@ pub struct Compute {
     loader: Recipient<Prefetch>,
     reporter: Reporter,
     world: usize,
+    rank: usize,
     rank0: bool,
     task: DataTask,
     test: Batch,
@@ -88,7 +88,7 @@ impl Compute {
         loader: Recipient<Prefetch>,
         reporter: Reporter,
         world: usize,
-        rank0: bool,
+        rank: usize,
         task: DataTask,
         test: Batch,
         first_round: u64,
@@ -101,7 +101,8 @@ impl Compute {
             loader,
             reporter,
             world,
-            rank0,
+            rank,
+            rank0: rank == 0,
             task,
             test,
             micro: 0,
@@ -404,14 +405,15 @@ impl Compute {
         };
         self.reporter.send(round, &done)?;
         self.next_round = round + 1;
-        if self.rank0 && run.plan.evaluate {
+        if run.plan.evaluate {
             board.set(Thread::Compute, Doing::Evaluate, round, 0);
             let t = Instant::now();
-            let metrics = job::evaluate(self.model.as_mut(), self.task, &self.test)?;
+            let (m, task, test) = (self.model.as_mut(), self.task, &self.test);
+            let share = crate::held_out::share(m, task, test, self.rank, self.world)?;
             self.reporter
                 .span(round, "compute", "evaluate", t, Instant::now());
             self.reporter
-                .send(round, &ControlMsg::Evaluated { round, metrics })?;
+                .send(round, &ControlMsg::Evaluated { round, share })?;
         }
         if let (true, Some(c)) = (self.rank0, &run.plan.checkpoint) {
             board.set(Thread::Compute, Doing::Checkpoint, round, 0);

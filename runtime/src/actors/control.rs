@@ -1,7 +1,7 @@
 //! `ControlPlane`: the coordinator's side of every control link, on a `SyncArbiter` thread
 //! (blocking sends and receives with liveness deadlines). It sends grants ([`GrantRounds`]) and
-//! collects each round's reports ([`Collect`]): one `RoundDone` from every member, and from the
-//! first worker the `Evaluated` / `Checkpointed` its plan asked for. Each member's messages arrive
+//! collects each round's reports ([`Collect`]): one `RoundDone` from every member, every
+//! worker's `Evaluated` share when the plan evaluates, and the first worker's `Checkpointed`. Each member's messages arrive
 //! in the order it sent them, so collecting round after round needs no bookkeeping. A dead or
 //! silent member becomes an error naming it, the round and what the coordinator was waiting for.
 
@@ -23,10 +23,12 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+mod finish;
 mod hang;
 mod membership;
 mod stream;
 
+pub use finish::{RunFinish, RunSave};
 pub use membership::{ChangeMembership, Changed};
 pub use stream::{AwaitStream, StreamView};
 
@@ -244,7 +246,7 @@ impl Handler<GrantRounds> for ControlPlane {
 pub struct Collect {
     /// The round.
     pub round: u64,
-    /// Its plan asked the first worker to evaluate.
+    /// Its plan asked every worker to evaluate its share of the held-out split.
     pub evaluate: bool,
     /// Its plan asked the first worker to checkpoint.
     pub checkpoint: bool,
@@ -318,6 +320,7 @@ impl ControlPlane {
     fn collect(&mut self, msg: &Collect) -> Result<Collected, RuntimeError> {
         let round = msg.round;
         let mut out = Collected::default();
+        let mut shares = Vec::new();
         for i in 0..self.members.len() {
             self.collecting = i;
             let got = match self.next(i, round, "waiting for RoundDone")? {
@@ -352,10 +355,18 @@ impl ControlPlane {
                     self.members[i].name
                 )));
             }
-            if i == 0 && msg.evaluate {
-                match self.next(0, round, "waiting for the evaluation")? {
-                    Ok(ControlMsg::Evaluated { metrics, .. }) => out.metrics = Some(metrics),
-                    Ok(_) => {}
+            if i < self.workers && msg.evaluate {
+                match self.next(i, round, "waiting for the evaluation")? {
+                    Ok(ControlMsg::Evaluated { share, .. }) => {
+                        shares.push((self.members[i].name.clone(), share));
+                    }
+                    Ok(other) => {
+                        return Err(RuntimeError::Protocol(format!(
+                            "{} sent {} instead of its evaluation of round {round}",
+                            self.members[i].name,
+                            other.name()
+                        )))
+                    }
                     Err(lost) => {
                         out.lost = Some(lost);
                         return Ok(out);
@@ -377,88 +388,11 @@ impl ControlPlane {
             }
         }
         out.reports.truncate(self.workers);
+        if msg.evaluate {
+            out.metrics = Some(crate::held_out::combine(shares)?);
+        }
         out.joiner_waiting = self.joiners_ready();
         Ok(out)
-    }
-}
-
-/// Ask the first worker to write the model.
-#[derive(Message)]
-#[rtype(result = "Result<String, RuntimeError>")]
-pub struct RunSave {
-    /// After which round.
-    pub round: u64,
-    /// Destination.
-    pub path: String,
-    /// Also write this checkpoint (the end of a stream).
-    pub checkpoint: Option<CheckpointPlan>,
-}
-
-impl Handler<RunSave> for ControlPlane {
-    type Result = Result<String, RuntimeError>;
-    fn handle(&mut self, msg: RunSave, _: &mut SyncContext<Self>) -> Self::Result {
-        let m = &mut self.members[0];
-        let cmd = ControlMsg::Save {
-            round: msg.round,
-            path: msg.path,
-            checkpoint: msg.checkpoint,
-        };
-        send_msg(&mut m.link, msg.round, "requesting a model save", &cmd)?;
-        let progress = self.stream.get_mut(0);
-        match recv_member(
-            &self.traces,
-            progress,
-            m,
-            msg.round,
-            "waiting for the model save",
-        )? {
-            ControlMsg::Saved { path } => Ok(path),
-            other => Err(RuntimeError::Protocol(format!(
-                "{} answered {} to Save",
-                m.name,
-                other.name()
-            ))),
-        }
-    }
-}
-
-/// End training: every worker reports its final parameters' hash; they must agree.
-#[derive(Message)]
-#[rtype(result = "Result<String, RuntimeError>")]
-pub struct RunFinish {
-    /// The last round.
-    pub round: u64,
-}
-
-impl Handler<RunFinish> for ControlPlane {
-    type Result = Result<String, RuntimeError>;
-    fn handle(&mut self, msg: RunFinish, _: &mut SyncContext<Self>) -> Self::Result {
-        self.broadcast(msg.round, &ControlMsg::Finish, "finishing")?;
-        let mut hashes: Vec<(String, String)> = Vec::new();
-        for (i, m) in self.members.iter_mut().enumerate() {
-            let progress = self.stream.get_mut(i);
-            match recv_member(&self.traces, progress, m, msg.round, "waiting for Finished")? {
-                ControlMsg::Finished { weights_sha256 } => {
-                    hashes.push((m.name.clone(), weights_sha256))
-                }
-                other => {
-                    return Err(RuntimeError::Protocol(format!(
-                        "{} answered {} to Finish",
-                        m.name,
-                        other.name()
-                    )))
-                }
-            }
-        }
-        let workers = &hashes[..self.workers.min(hashes.len())];
-        let first = workers.first().map(|h| h.1.clone()).unwrap_or_default();
-        if let Some((node, h)) = workers.iter().find(|(_, h)| *h != first) {
-            return Err(RuntimeError::Inconsistent(format!(
-                "replicas diverged: {} has weights {first}, {node} has {h}",
-                workers[0].0
-            )));
-        }
-        Ok(first)
     }
 }
 

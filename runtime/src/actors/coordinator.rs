@@ -394,11 +394,15 @@ async fn run_rounds(
             round: last_round,
             path,
             checkpoint,
+            timeout: clock.end_timeout(),
         })
         .await
         .map_err(actor_err)??;
     let weights = control
-        .send(RunFinish { round: last_round })
+        .send(RunFinish {
+            round: last_round,
+            timeout: clock.end_timeout(),
+        })
         .await
         .map_err(actor_err)??;
     let mut report = s.report.clone();

@@ -272,6 +272,7 @@ pub(super) async fn run_stream_rounds(
                 round,
                 path: String::new(),
                 checkpoint: Some(plan),
+                timeout: clock.end_timeout(),
             };
             checkpoint = Some(control.send(msg).await.map_err(actor_err)??);
         }
@@ -301,13 +302,17 @@ pub(super) async fn run_stream_rounds(
             round: last_round,
             path: s.model_path.display().to_string(),
             checkpoint: Some(final_ckpt),
+            timeout: clock.end_timeout(),
         })
         .await
         .map_err(actor_err)??;
     let prequential = window.metrics();
     write_prequential(&ckpt_dir, &prequential);
     let weights = control
-        .send(RunFinish { round: last_round })
+        .send(RunFinish {
+            round: last_round,
+            timeout: clock.end_timeout(),
+        })
         .await
         .map_err(actor_err)??;
     let view = stream_view(control, round, false).await?;

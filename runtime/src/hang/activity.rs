@@ -3,6 +3,7 @@
 //! thread when the coordinator asks (`ControlMsg::Probe`, see [`super`]). The collective's own
 //! [`Waiting`] board adds which peer the aggregator is blocked on.
 
+use super::fault::Fault;
 use lockstep_collective::{now_us, Waiting};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -117,8 +118,8 @@ struct Inner {
     slots: [Slot; 3],
     /// The communicator's board and the mesh's node names by rank.
     waiting: Option<(Waiting, Arc<[String]>)>,
-    /// Test-only fault: stall `Compute` inside forward/backward of this round.
-    stall_at: Option<u64>,
+    /// Test-only fault of this node (see [`super::fault`]).
+    fault: Option<Fault>,
 }
 
 /// One worker's activity board (a shared handle, cheap to clone). See the module docs.
@@ -155,9 +156,9 @@ pub struct ThreadDoing {
 }
 
 impl Activity {
-    /// A board; `waiting` is the communicator's board with the mesh's names by rank, `stall_at`
-    /// the test-only stall (see [`super::fault`]).
-    pub fn new(waiting: Option<(Waiting, Vec<String>)>, stall_at: Option<u64>) -> Activity {
+    /// A board; `waiting` is the communicator's board with the mesh's names by rank, `fault`
+    /// this node's test-only fault (see [`super::fault`]).
+    pub fn new(waiting: Option<(Waiting, Vec<String>)>, fault: Option<Fault>) -> Activity {
         let now = now_us();
         let slots: [Slot; 3] = Default::default();
         for s in &slots {
@@ -167,7 +168,7 @@ impl Activity {
             inner: Arc::new(Inner {
                 slots,
                 waiting: waiting.map(|(w, n)| (w, n.into())),
-                stall_at,
+                fault,
             }),
         }
     }
@@ -186,11 +187,16 @@ impl Activity {
     /// return (the thread sleeps; heartbeats and the control thread go on).
     #[inline]
     pub fn stall_point(&self, round: u64) {
-        if self.inner.stall_at == Some(round) {
-            tracing::warn!(round, "LOCKSTEP_FAULT: stalling forward_backward for good");
-            loop {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
+        if matches!(&self.inner.fault, Some(Fault::Stall { round: r, .. }) if *r == round) {
+            stall_for_good("forward_backward", round);
+        }
+    }
+
+    /// Test-only fault ([`super::fault`]): with `stall_save` set, never return from the final
+    /// model save of `round`.
+    pub fn stall_save_point(&self, round: u64) {
+        if matches!(self.inner.fault, Some(Fault::StallSave { .. })) {
+            stall_for_good("the final model save", round);
         }
     }
 
@@ -225,6 +231,14 @@ impl Activity {
                 line
             })
             .collect()
+    }
+}
+
+/// The test-only stall: log it, then sleep for good (the caller's thread never returns).
+fn stall_for_good(what: &str, round: u64) -> ! {
+    tracing::warn!(round, "LOCKSTEP_FAULT: stalling {what} for good");
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 

@@ -5,6 +5,9 @@
 //! `LOCKSTEP_FAULT=stall:node=worker-1:round=5`: `Compute` on `worker-1` never returns from
 //! forward/backward of round 5.
 //!
+//! `LOCKSTEP_FAULT=stall_save:node=worker-0`: `Compute` on `worker-0` never returns from the
+//! final model save (the coordinator's end-of-job wait must name it).
+//!
 //! Documented in `docs/security.md` (a switch that hangs a job must never be set in production;
 //! it is read only from the process's own environment).
 
@@ -23,6 +26,11 @@ pub enum Fault {
         /// The round it stalls in.
         round: u64,
     },
+    /// `stall_save:node=N`.
+    StallSave {
+        /// The node that stalls in its final model save.
+        node: String,
+    },
 }
 
 impl Fault {
@@ -33,36 +41,47 @@ impl Fault {
     pub fn parse(v: &str) -> Result<Fault, RuntimeError> {
         let bad = |why: &str| RuntimeError::Launch(format!("{VAR}={v:?}: {why}"));
         let mut parts = v.split(':');
-        if parts.next() != Some("stall") {
-            return Err(bad("the only fault is stall:node=NAME:round=N"));
+        let kind = parts.next();
+        if kind != Some("stall") && kind != Some("stall_save") {
+            return Err(bad(
+                "the faults are stall:node=NAME:round=N and stall_save:node=NAME",
+            ));
         }
         let (mut node, mut round) = (None, None);
         for p in parts {
             match p.split_once('=') {
                 Some(("node", n)) if !n.is_empty() => node = Some(n.to_string()),
-                Some(("round", r)) => {
+                Some(("round", r)) if kind == Some("stall") => {
                     round = Some(r.parse().map_err(|_| bad("round is not a number"))?)
                 }
                 _ => return Err(bad(&format!("unknown part {p:?}"))),
             }
         }
-        match (node, round) {
-            (Some(node), Some(round)) => Ok(Fault::Stall { node, round }),
-            _ => Err(bad("needs node=NAME and round=N")),
+        match (kind, node, round) {
+            (Some("stall"), Some(node), Some(round)) => Ok(Fault::Stall { node, round }),
+            (Some("stall_save"), Some(node), None) => Ok(Fault::StallSave { node }),
+            (Some("stall"), _, _) => Err(bad("needs node=NAME and round=N")),
+            _ => Err(bad("needs node=NAME")),
         }
     }
 
-    /// The round `node` stalls in, from the environment (`None` when unset or for another
-    /// node).
+    /// The node the fault is for.
+    pub fn node(&self) -> &str {
+        match self {
+            Fault::Stall { node, .. } | Fault::StallSave { node } => node,
+        }
+    }
+
+    /// The fault set in the environment for `node` (`None` when unset or for another node).
     ///
     /// # Errors
     /// A malformed value.
-    pub fn stall_round(node: &str) -> Result<Option<u64>, RuntimeError> {
+    pub fn for_node(node: &str) -> Result<Option<Fault>, RuntimeError> {
         let Ok(v) = std::env::var(VAR) else {
             return Ok(None);
         };
-        let Fault::Stall { node: n, round } = Fault::parse(&v)?;
-        Ok((n == node).then_some(round))
+        let f = Fault::parse(&v)?;
+        Ok((f.node() == node).then_some(f))
     }
 }
 
@@ -85,5 +104,11 @@ mod tests {
         assert!(e.contains("LOCKSTEP_FAULT") && e.contains("round"), "{e}");
         assert!(Fault::parse("crash:node=w1").is_err());
         assert!(Fault::parse("stall:node=w1").is_err());
+        assert_eq!(
+            Fault::parse("stall_save:node=w0").unwrap(),
+            Fault::StallSave { node: "w0".into() }
+        );
+        assert!(Fault::parse("stall_save:node=w0:round=3").is_err());
+        assert!(Fault::parse("stall_save").is_err());
     }
 }

@@ -10,6 +10,10 @@
 //!   membership change, and the first round that evaluates or checkpoints (rank 0's duties
 //!   add to its time, unmeasured until then), get [`STARTUP_MS`] instead. The first round
 //!   after the start or a change is not measured (start-up or the change's pause is in it).
+//!
+//! The end-of-job waits (the model save, the final hash exchange) have their own bound,
+//! [`ProgressClock::end_timeout`]: the set value, or derived `max(STARTUP_MS, FACTOR x the
+//! slowest round seen)` (a save is a checkpoint's work, unmeasured as such).
 
 use std::time::Duration;
 
@@ -48,6 +52,16 @@ impl ProgressClock {
             Some(f) => f,
             None if self.first || (duty && !self.duty_seen) => STARTUP_MS,
             None => ((self.slowest_ms * FACTOR).ceil() as u64).max(FLOOR_MS),
+        };
+        Duration::from_millis(ms)
+    }
+
+    /// The bound of an end-of-job wait (the model save, the final `Finish`): the set value,
+    /// else `max(STARTUP_MS, FACTOR x the slowest round)`.
+    pub fn end_timeout(&self) -> Duration {
+        let ms = match self.fixed_ms {
+            Some(f) => f,
+            None => ((self.slowest_ms * FACTOR).ceil() as u64).max(STARTUP_MS),
         };
         Duration::from_millis(ms)
     }
@@ -111,6 +125,16 @@ mod tests {
             STARTUP_MS,
             "after a membership change"
         );
+    }
+
+    #[test]
+    fn the_end_timeout_is_the_set_value_or_derived_with_the_startup_floor() {
+        let mut c = ProgressClock::new(None);
+        assert_eq!(ms(c.end_timeout()), STARTUP_MS);
+        c.record(1.0, false);
+        c.record(30_000.0, false);
+        assert_eq!(ms(c.end_timeout()), 300_000, "10 x the slowest round");
+        assert_eq!(ms(ProgressClock::new(Some(1_500)).end_timeout()), 1_500);
     }
 
     #[test]

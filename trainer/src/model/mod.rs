@@ -30,7 +30,7 @@ pub use dense::Dense;
 pub use error::ModelError;
 pub use grads::{GradSink, SliceSink};
 pub use layer::{Layer, ParamSpec};
-pub use network::Network;
+pub use network::{Network, PREDICT_CHUNK};
 pub use pool::{MaxPool2, Permute};
 pub use spec::{build_model, ActivationName, ModelKind, ModelSpec, Padding, TaskName};
 
@@ -102,6 +102,16 @@ impl Task {
             Task::Regression { outputs } => outputs,
             Task::Binary => 1,
             Task::Multiclass { classes } => classes,
+        }
+    }
+
+    /// Raw network outputs to predictions, in place: sigmoid for `Binary`, a softmax per row for
+    /// `Multiclass`, unchanged for regression.
+    pub fn to_predictions(&self, out: &mut [f32]) {
+        match *self {
+            Task::Regression { .. } => {}
+            Task::Binary => out.iter_mut().for_each(|z| *z = crate::loss::sigmoid(*z)),
+            Task::Multiclass { classes } => lockstep_tensor::kernels::softmax_rows(out, classes),
         }
     }
 
@@ -206,6 +216,17 @@ pub trait Model: Send {
     /// # Errors
     /// [`ModelError::InputWidth`] / [`ModelError::BatchShape`] when `x` does not fit.
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>, ModelError>;
+
+    /// [`Model::evaluate`] and [`Model::predict`] of the same batch, with the same bits as calling
+    /// both; models override it to run the forward pass once instead of twice.
+    ///
+    /// # Errors
+    /// As [`Model::evaluate`].
+    fn evaluate_predict(&mut self, batch: &Batch) -> Result<(StepOutput, Vec<f32>), ModelError> {
+        let loss = self.evaluate(batch)?;
+        let pred = self.predict(&batch.x, batch.rows)?;
+        Ok((loss, pred))
+    }
 
     /// Input features per row.
     fn in_dim(&self) -> usize;

@@ -10,11 +10,12 @@ use super::layer::Layer;
 use super::{GradSink, Model, ModelError, ParamInfo, StepOutput, Task};
 use crate::batch::{Batch, Targets};
 use crate::init::{rng, STREAM_INIT};
-use lockstep_tensor::kernels::softmax_rows;
 use std::ops::Range;
 
 /// Rows per chunk in [`Model::predict`], bounding scratch memory for large inputs.
-const PREDICT_CHUNK: usize = 256;
+/// Rows per forward pass when evaluating or predicting: the outputs of a row depend only on the
+/// chunk it falls in, so a caller that cuts a batch at multiples of this gets the same bits.
+pub const PREDICT_CHUNK: usize = 256;
 
 /// A feed-forward network: layers, their parameters, scratch activations and a loss.
 pub struct Network {
@@ -212,6 +213,54 @@ impl Network {
             rows: batch.rows,
         })
     }
+    /// Loss over `batch` in chunks of [`PREDICT_CHUNK`] rows (the chunks [`Model::predict`] uses,
+    /// so the outputs are the same bits); with `outputs`, the raw outputs are appended to it.
+    fn held_out(
+        &mut self,
+        batch: &Batch,
+        mut outputs: Option<&mut Vec<f32>>,
+    ) -> Result<StepOutput, ModelError> {
+        let mut total = StepOutput {
+            loss: 0.0,
+            loss_sum: 0.0,
+            rows: 0,
+        };
+        self.check_input(batch.x.len(), batch.rows, batch.cols)?;
+        let cols = batch.cols;
+        let per = match self.task {
+            Task::Regression { outputs } => outputs,
+            _ => 1,
+        };
+        for start in (0..batch.rows).step_by(PREDICT_CHUNK) {
+            let n = PREDICT_CHUNK.min(batch.rows - start);
+            let x = batch
+                .x
+                .get(start * cols..(start + n) * cols)
+                .unwrap_or(&[])
+                .to_vec();
+            let y = slice_targets(&batch.y, start, n, per);
+            let part = self.forward_loss(
+                &Batch {
+                    x,
+                    rows: n,
+                    cols,
+                    y,
+                },
+                1.0,
+            )?;
+            if let Some(out) = outputs.as_deref_mut() {
+                out.extend_from_slice(self.acts.last().map(Vec::as_slice).unwrap_or(&[]));
+            }
+            total.loss_sum += part.loss_sum;
+            total.rows += n;
+        }
+        total.loss = if total.rows == 0 {
+            0.0
+        } else {
+            total.loss_sum / total.rows as f64
+        };
+        Ok(total)
+    }
 }
 
 /// Targets of rows `start..start + n` (`per` values per row for real targets).
@@ -264,61 +313,27 @@ impl Model for Network {
     }
 
     fn evaluate(&mut self, batch: &Batch) -> Result<StepOutput, ModelError> {
-        let mut total = StepOutput {
-            loss: 0.0,
-            loss_sum: 0.0,
-            rows: 0,
-        };
-        self.check_input(batch.x.len(), batch.rows, batch.cols)?;
-        let cols = batch.cols;
-        let per = match self.task {
-            Task::Regression { outputs } => outputs,
-            _ => 1,
-        };
-        for start in (0..batch.rows).step_by(PREDICT_CHUNK) {
-            let n = PREDICT_CHUNK.min(batch.rows - start);
-            let x = batch
-                .x
-                .get(start * cols..(start + n) * cols)
-                .unwrap_or(&[])
-                .to_vec();
-            let y = slice_targets(&batch.y, start, n, per);
-            let part = self.forward_loss(
-                &Batch {
-                    x,
-                    rows: n,
-                    cols,
-                    y,
-                },
-                1.0,
-            )?;
-            total.loss_sum += part.loss_sum;
-            total.rows += n;
-        }
-        total.loss = if total.rows == 0 {
-            0.0
-        } else {
-            total.loss_sum / total.rows as f64
-        };
-        Ok(total)
+        self.held_out(batch, None)
     }
 
     fn predict(&mut self, x: &[f32], rows: usize) -> Result<Vec<f32>, ModelError> {
         let cols = self.in_dim();
         self.check_input(x.len(), rows, cols)?;
-        let k = self.task.out_dim();
-        let mut out = Vec::with_capacity(rows * k);
+        let mut out = Vec::with_capacity(rows * self.task.out_dim());
         for start in (0..rows).step_by(PREDICT_CHUNK) {
             let n = PREDICT_CHUNK.min(rows - start);
             self.forward(&x[start * cols..(start + n) * cols], n)?;
             out.extend_from_slice(self.acts.last().map(Vec::as_slice).unwrap_or(&[]));
         }
-        match self.task {
-            Task::Regression { .. } => {}
-            Task::Binary => out.iter_mut().for_each(|z| *z = crate::loss::sigmoid(*z)),
-            Task::Multiclass { classes } => softmax_rows(&mut out, classes),
-        }
+        self.task.to_predictions(&mut out);
         Ok(out)
+    }
+
+    fn evaluate_predict(&mut self, batch: &Batch) -> Result<(StepOutput, Vec<f32>), ModelError> {
+        let mut out = Vec::with_capacity(batch.rows * self.task.out_dim());
+        let loss = self.held_out(batch, Some(&mut out))?;
+        self.task.to_predictions(&mut out);
+        Ok((loss, out))
     }
 
     fn in_dim(&self) -> usize {

@@ -51,20 +51,29 @@ impl Layer for MaxPool2 {
         let (h, w, ho, wo) = (self.h, self.w, self.h / 2, self.w / 2);
         self.argmax.resize(y.len(), 0);
         let planes = x.chunks_exact(h * w).zip(y.chunks_exact_mut(ho * wo));
-        for (pi, (xp, yp)) in planes.enumerate() {
+        let argmax = self.argmax.chunks_exact_mut(ho * wo);
+        for (pi, ((xp, yp), ap)) in planes.zip(argmax).enumerate() {
             let base = pi * h * w;
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let i0 = 2 * oy * w + 2 * ox;
-                    let mut best = i0;
-                    for i in [i0 + 1, i0 + w, i0 + w + 1] {
-                        if xp[i] > xp[best] {
-                            best = i;
-                        }
+            let rows = yp.chunks_exact_mut(wo).zip(ap.chunks_exact_mut(wo));
+            for (oy, (yr, ar)) in rows.enumerate() {
+                let top = &xp[2 * oy * w..][..2 * wo];
+                let bottom = &xp[(2 * oy + 1) * w..][..2 * wo];
+                let row0 = (base + 2 * oy * w) as u32;
+                let cells = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+                for (ox, ((t, b), (yo, ao))) in cells.zip(yr.iter_mut().zip(ar)).enumerate() {
+                    // The first of the four in reading order wins a tie, as `backward` expects.
+                    let (mut best, mut at) = (t[0], 0u32);
+                    if t[1] > best {
+                        (best, at) = (t[1], 1);
                     }
-                    let o = oy * wo + ox;
-                    yp[o] = xp[best];
-                    self.argmax[pi * ho * wo + o] = (base + best) as u32;
+                    if b[0] > best {
+                        (best, at) = (b[0], w as u32);
+                    }
+                    if b[1] > best {
+                        (best, at) = (b[1], w as u32 + 1);
+                    }
+                    *yo = best;
+                    *ao = row0 + 2 * ox as u32 + at;
                 }
             }
         }
@@ -174,5 +183,49 @@ impl Layer for Permute {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pooling rule written plainly: the largest of each 2x2 window, the first in reading
+    /// order on a tie.
+    fn reference(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u32>) {
+        let (ho, wo) = (h / 2, w / 2);
+        let (mut y, mut arg) = (Vec::new(), Vec::new());
+        for p in 0..planes {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let i0 = p * h * w + 2 * oy * w + 2 * ox;
+                    let mut best = i0;
+                    for i in [i0 + 1, i0 + w, i0 + w + 1] {
+                        if x[i] > x[best] {
+                            best = i;
+                        }
+                    }
+                    y.push(x[best]);
+                    arg.push(best as u32);
+                }
+            }
+        }
+        (y, arg)
+    }
+
+    #[test]
+    fn pooling_matches_the_plain_rule_with_ties_and_odd_edges() {
+        for (planes, h, w) in [(3, 7, 6), (2, 5, 5), (4, 28, 28), (1, 2, 2), (2, 3, 9)] {
+            // Few distinct values, so most windows hold a tie.
+            let x: Vec<f32> = (0..planes * h * w)
+                .map(|i| ((i * 7919 + 13) % 5) as f32 - 2.0)
+                .collect();
+            let mut pool = MaxPool2::new(planes, h, w);
+            let mut y = vec![0.0; pool.out_features()];
+            pool.forward(&[], &x, 1, &mut y).unwrap();
+            let (want_y, want_arg) = reference(&x, planes, h, w);
+            assert_eq!(y, want_y, "{planes}x{h}x{w}");
+            assert_eq!(pool.argmax, want_arg, "{planes}x{h}x{w}");
+        }
     }
 }

@@ -122,6 +122,12 @@ impl Sink for TcpSinkHandle {
             TcpSinkHandle::Tls(s) => s.backlog(),
         }
     }
+    fn close(&mut self) -> io::Result<()> {
+        match self {
+            TcpSinkHandle::Plain(s) => s.close(),
+            TcpSinkHandle::Tls(s) => s.close(),
+        }
+    }
 }
 
 impl TcpLink {
@@ -450,7 +456,10 @@ impl Drop for TcpLink {
                 ..FrameHeader::data(Op::Control, 0, 0, 0, 0, 0)
             };
             let _ = self.outbox.send(&close, Buffer::zeroed(0));
-            let _ = self.outbox.flush();
+            if self.outbox.flush().is_ok() {
+                // TLS: close_notify after the Close frame (plain TCP: nothing to add).
+                let _ = self.outbox.close_sink();
+            }
         }
         let _ = self.reader.socket().shutdown(Shutdown::Write);
     }

@@ -138,7 +138,15 @@ pub fn connect_once(
                 remote: format!("{peer} at {addr}"),
                 failure,
             },
-            None => e,
+            // Refused before the peer's Hello arrived (a TLS listener refusing a plain node):
+            // name the node dialled, not only its address.
+            None => match e {
+                Error::Handshake { remote, reason } if !remote.contains(peer) => Error::Handshake {
+                    remote: format!("{peer} at {remote}"),
+                    reason,
+                },
+                e => e,
+            },
         }),
     }
 }

@@ -253,4 +253,18 @@ impl Sink for TlsSink {
     fn backlog(&self) -> bool {
         self.sent < self.out.len()
     }
+
+    /// Seal `close_notify` behind whatever is still held and hand it all to the socket, so the
+    /// peer reads every frame and then a clean end of the session (not a truncated one).
+    fn close(&mut self) -> io::Result<()> {
+        {
+            let mut c = lock(&self.session);
+            c.send_close_notify();
+            while c.wants_write() {
+                c.write_tls(&mut self.out)?;
+            }
+        }
+        // A stop already set: wait for room at most one send-timeout slice.
+        self.drain_all(&AtomicBool::new(true))
+    }
 }

@@ -9,8 +9,8 @@
 //! The link built on it afterwards ([`super::io`]) reads in large blocks instead.
 
 use super::config::TlsConfig;
-use crate::error::{Error, TlsFailure};
-use crate::handshake::HandshakeStream;
+use crate::error::{Error, HandshakeFailure, TlsFailure};
+use crate::handshake::{refuse_raw, HandshakeStream, HELLO_MAGIC, TAG_REFUSE};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, Connection, ServerConnection};
 use std::io::{self, Read, Write};
@@ -27,6 +27,8 @@ pub struct TlsStream {
     /// The first TLS error met after the handshake (e.g. the peer's alert refusing this node's
     /// certificate, which TLS 1.3 delivers only with the peer's first answer).
     last_error: Option<rustls::Error>,
+    /// Whether the TLS handshake got any record from the peer.
+    heard: bool,
 }
 
 fn remote(sock: &TcpStream) -> String {
@@ -35,8 +37,12 @@ fn remote(sock: &TcpStream) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The text of the error [`read_record`] returns for a plain Lockstep handshake.
+const PLAIN_LOCKSTEP: &str = "not TLS: a plain Lockstep handshake";
+
 /// Read one whole TLS record from `sock` (header included). A header that is not a TLS record's
-/// is [`io::ErrorKind::InvalidData`] with the text "not TLS".
+/// is [`io::ErrorKind::InvalidData`] with the text "not TLS", or [`PLAIN_LOCKSTEP`] when it is
+/// the start of a plain Lockstep handshake (a `Hello` or a refusal).
 pub(crate) fn read_record(sock: &mut TcpStream) -> io::Result<Vec<u8>> {
     let mut rec = vec![0u8; 5];
     sock.read_exact(&mut rec)?;
@@ -44,7 +50,9 @@ pub(crate) fn read_record(sock: &mut TcpStream) -> io::Result<Vec<u8>> {
     // Content types 20..=23 (change_cipher_spec, alert, handshake, application_data), legacy
     // version 3.x, and a length no record may exceed.
     if !(20..=23).contains(&rec[0]) || rec[1] != 3 || len > MAX_RECORD {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "not TLS"));
+        let plain = rec[..4] == HELLO_MAGIC || rec[0] == TAG_REFUSE;
+        let why = if plain { PLAIN_LOCKSTEP } else { "not TLS" };
+        return Err(io::Error::new(io::ErrorKind::InvalidData, why));
     }
     rec.resize(5 + len, 0);
     sock.read_exact(&mut rec[5..])?;
@@ -55,6 +63,7 @@ fn failure(e: &io::Error) -> TlsFailure {
     match e.kind() {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => TlsFailure::Timeout,
         io::ErrorKind::InvalidData if e.to_string() == "not TLS" => TlsFailure::NotTls,
+        io::ErrorKind::InvalidData if e.to_string() == PLAIN_LOCKSTEP => TlsFailure::PeerWithoutTls,
         io::ErrorKind::InvalidData => {
             match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 Some(r) => TlsFailure::from_rustls(r.clone()),
@@ -108,6 +117,7 @@ impl TlsStream {
             sock,
             conn,
             last_error: None,
+            heard: false,
         };
         let res = s.drive(deadline);
         let _ = s.sock.set_read_timeout(None);
@@ -115,6 +125,15 @@ impl TlsStream {
         res.map_err(|failure| {
             let who = format!("{peer} ({})", remote(&s.sock));
             tracing::warn!(remote = %who, %failure, "TLS handshake failed");
+            let plain = matches!(failure, TlsFailure::NotTls | TlsFailure::PeerWithoutTls)
+                // Silent to the end: likely a plain client waiting for our Hello first.
+                || (failure == TlsFailure::Timeout && !s.heard);
+            if plain && matches!(s.conn, Connection::Server(_)) {
+                // A plain peer at this TLS listener: refuse it in the plain handshake's format,
+                // which its handshake reads as final (it would otherwise retry until its
+                // connect timeout, seeing only a closed connection).
+                refuse_raw(&s.sock, HandshakeFailure::PeerExpectsTls, deadline);
+            }
             let _ = s.sock.shutdown(std::net::Shutdown::Both);
             Error::Tls {
                 remote: who,
@@ -141,6 +160,7 @@ impl TlsStream {
                 break;
             }
             let rec = read_record(&mut self.sock).map_err(|e| failure(&e))?;
+            self.heard = true;
             if let Err(e) = self.feed(&rec) {
                 // Tell the peer why (the alert rustls queued), then give up.
                 let _ = self.send_pending();

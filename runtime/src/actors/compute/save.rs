@@ -15,6 +15,7 @@ use std::path::Path;
 impl Handler<SaveModel> for Compute {
     type Result = Result<String, RuntimeError>;
     fn handle(&mut self, msg: SaveModel, _: &mut SyncContext<Self>) -> Self::Result {
+        self.reporter.activity().stall_save_point(msg.round);
         let mut written = None;
         if let Some(c) = &msg.checkpoint {
             written = Some(crate::checkpoint::write_with_offsets(

@@ -1,0 +1,139 @@
+//! Starting the `lockstep bench-worker --kind allreduce` processes of a bench or a test: a
+//! rendezvous [`Coordinator`] on loopback (or in network namespaces), `world` children of this
+//! binary, and waits that end every child (killed after a deadline), so none is left running.
+
+use super::allreduce::WorkerConfig;
+use super::link::with_repeat;
+use lockstep_transport::Coordinator;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Run a coordinator and `world` workers of `exe` (this binary) with `cfg`; their stdout, by
+/// rank. Every worker is waited for (and killed after a deadline), so none is left running.
+///
+/// # Errors
+/// When a worker cannot start, fails, or the mesh does not form.
+pub fn spawn_workers(exe: &Path, cfg: WorkerConfig, world: usize) -> Result<Vec<String>, String> {
+    spawn_repeat(exe, cfg, world, 1)
+}
+
+/// [`spawn_workers`] with `repeat` repetitions for the bench mode.
+pub(super) fn spawn_repeat(
+    exe: &Path,
+    mut cfg: WorkerConfig,
+    world: usize,
+    repeat: usize,
+) -> Result<Vec<String>, String> {
+    let mut kids = start_repeat(exe, &mut cfg, world, repeat)?;
+    let (coord, kids_ref) = (kids.0.take(), &mut kids.1);
+    let served = coord.map(|c| {
+        c.serve(world, Duration::from_secs(30))
+            .map_err(|e| e.to_string())
+    });
+    let mut outs = Vec::new();
+    let mut failed = None;
+    for (rank, k) in kids_ref.drain(..).enumerate() {
+        let (status, out) = wait_output(k, Duration::from_secs(300))?;
+        if !status.success() {
+            failed.get_or_insert(format!("worker {rank} failed: {status}"));
+        }
+        outs.push(out);
+    }
+    if let Some(Err(e)) = served {
+        return Err(e);
+    }
+    failed.map_or(Ok(outs), Err)
+}
+
+/// Bound coordinator (to be served) and the started children.
+pub type Started = (Option<Coordinator>, Vec<Child>);
+
+/// Bind a coordinator and start `world` workers; the caller serves the coordinator.
+///
+/// # Errors
+/// When the coordinator cannot bind or a worker cannot start (started ones are killed).
+pub fn start_workers(exe: &Path, cfg: &mut WorkerConfig, world: usize) -> Result<Started, String> {
+    start_repeat(exe, cfg, world, 1)
+}
+
+fn start_repeat(
+    exe: &Path,
+    cfg: &mut WorkerConfig,
+    world: usize,
+    repeat: usize,
+) -> Result<Started, String> {
+    let bind = format!("{}:0", cfg.bind.as_deref().unwrap_or("127.0.0.1"));
+    let coord = Coordinator::bind(&bind, &cfg.cluster, super::token().as_bytes())
+        .map_err(|e| e.to_string())?
+        .with_tls(super::tls::load(&cfg.tls_dir, "coordinator")?);
+    cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
+    let json = with_repeat(&cfg, repeat)?;
+    let mut kids: Vec<Child> = Vec::new();
+    for rank in 0..world {
+        let mut cmd = match &cfg.netns {
+            Some(prefix) => {
+                let mut c = Command::new("ip");
+                let ns = format!("{prefix}{}", rank / cfg.ranks_per_host.max(1));
+                c.args(["netns", "exec", &ns]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let child = cmd
+            .args([
+                "bench-worker",
+                "--kind",
+                "allreduce",
+                "--rank",
+                &rank.to_string(),
+                "--config",
+                &json,
+            ])
+            .env("LOCKSTEP_TOKEN", super::token())
+            .stdout(Stdio::piped())
+            .spawn();
+        match child {
+            Ok(c) => kids.push(c),
+            Err(e) => {
+                for mut k in kids {
+                    let _ = k.kill();
+                    let _ = k.wait();
+                }
+                return Err(format!("spawning worker {rank}: {e}"));
+            }
+        }
+    }
+    Ok((Some(coord), kids))
+}
+
+/// Wait for `child` at most `limit` (then kill it); its status and stdout.
+///
+/// # Errors
+/// When waiting fails.
+pub fn wait_output(
+    mut child: Child,
+    limit: Duration,
+) -> Result<(std::process::ExitStatus, String), String> {
+    let mut stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(o) = stdout.as_mut() {
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().map_err(|e| e.to_string())?;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Ok((status, reader.join().unwrap_or_default()))
+}
