@@ -114,7 +114,7 @@ impl Communicator {
     pub fn resolve_algo(&self, algo: Option<Algo>, bytes: usize) -> Algo {
         match algo.unwrap_or(self.config().algo) {
             Algo::Auto => match self.costs() {
-                Some(costs) => cost::choose(bytes, self.topology(), costs).algo,
+                Some(costs) => cost::choose(bytes, self.topology(), costs, self.config()).algo,
                 None if bytes < self.config().small_bytes => Algo::Tree,
                 None if self.topology().is_hierarchical() => Algo::Hier,
                 None => Algo::Ring,

@@ -20,17 +20,36 @@
 //! collective call (frames between two ranks stay in order, so the phases need no tags of their
 //! own).
 //!
+//! Pipelining: the data is cut into [`chunks`] chunks and the local phases of one chunk run
+//! while the rings across hosts of another do (see `pipeline.rs`), so that a host's link
+//! is busy nearly all the time instead of waiting for the local phases before and after it.
+//!
 //! Determinism: the local ring gives every rank of a host identical bits, the ring across hosts
 //! gives every member identical bits for its slice, and the broadcast copies them; so every rank
-//! holds identical bits, run after run, for a given topology and chunk size. The order of the
+//! holds identical bits, run after run, for a given topology, chunk size and number of pipeline
+//! chunks (which depends only on the message size and [`CollectiveConfig::pipeline_bytes`]). The order of the
 //! additions differs from the flat ring's and the tree's, so results are not the same bits as
 //! theirs: jobs that ask for reproducible sums across world sizes (`micro_batches`) use the tree
 //! explicitly and never reach this algorithm.
 
 use super::comm::{Call, Communicator};
-use super::kernels::split;
-use super::ring::Phase;
-use super::{bcast, ring, CollectiveError, Topology};
+use super::{pipeline, ring, CollectiveConfig, CollectiveError};
+
+/// The most pipeline chunks one allreduce is cut into.
+pub const MAX_CHUNKS: usize = 16;
+
+/// How many pipeline chunks an allreduce of `bytes` on `topo`-shaped hosts uses: one per
+/// [`CollectiveConfig::pipeline_bytes`] (at most [`MAX_CHUNKS`], at most one per element);
+/// one when `pipeline_bytes` is 0 or every host has a single rank (nothing local to hide).
+pub fn chunks(bytes: usize, max_local: usize, config: &CollectiveConfig) -> usize {
+    if config.pipeline_bytes == 0 || max_local <= 1 {
+        return 1;
+    }
+    bytes
+        .div_ceil(config.pipeline_bytes)
+        .clamp(1, MAX_CHUNKS)
+        .min((bytes / 4).max(1))
+}
 
 /// Hierarchical allreduce of `data` in place; `mean` divides by the world size.
 pub(crate) fn allreduce(
@@ -40,49 +59,11 @@ pub(crate) fn allreduce(
     mean: bool,
 ) -> Result<(), CollectiveError> {
     let topo = c.topology().clone();
-    let me = c.rank();
     let div = mean.then_some(c.world() as f32);
-    let local = topo.local(topo.host_of(me));
     if topo.hosts() == 1 {
+        let local = topo.local(0);
         return ring::allreduce_among(c, call, data, local, div);
     }
-    let li = local.iter().position(|&r| r == me).unwrap_or(0);
-    if topo.slices() == topo.max_local() {
-        return uniform(c, call, data, &topo, local, li, div);
-    }
-    let slices = topo.slices();
-    if local.len() > 1 {
-        ring::allreduce_among(c, call, data, local, None)?;
-    }
-    if li < slices {
-        let r = split(data.len(), slices, li);
-        ring::allreduce_among(c, call, &mut data[r], &topo.cross(li), div)?;
-    }
-    if local.len() > 1 {
-        for s in 0..slices {
-            let r = split(data.len(), slices, s);
-            bcast::broadcast_among(c, call, bytemuck::cast_slice_mut(&mut data[r]), local, s)?;
-        }
-    }
-    Ok(())
-}
-
-/// Every host has `L` ranks: reduce-scatter within the host (local rank `i` ends with the host's
-/// sum of segment `owned_segment(i, L)`), ring allreduce of that segment across hosts, allgather
-/// within the host. Each local rank moves `(L-1)/L` of the data twice over shared memory instead
-/// of a whole allreduce plus a broadcast.
-fn uniform(
-    c: &mut Communicator,
-    call: &Call,
-    data: &mut [f32],
-    topo: &Topology,
-    local: &[usize],
-    li: usize,
-    div: Option<f32>,
-) -> Result<(), CollectiveError> {
-    let l = local.len();
-    ring::run(c, call, data, local, None, Phase::ReduceScatter)?;
-    let r = split(data.len(), l, ring::owned_segment(li, l));
-    ring::allreduce_among(c, call, &mut data[r], &topo.cross(li), div)?;
-    ring::run(c, call, data, local, None, Phase::AllGather)
+    let k = chunks(data.len() * 4, topo.max_local(), c.config());
+    pipeline::allreduce(c, call, data, &topo, k, div)
 }

@@ -46,8 +46,9 @@ mod bcast;
 mod comm;
 pub mod cost;
 mod error;
-mod hier;
+pub mod hier;
 mod kernels;
+mod pipeline;
 mod probe;
 mod ps;
 mod ring;
@@ -84,8 +85,9 @@ pub enum Algo {
     Ring,
     /// Recursive doubling: `ceil(log2 n)` (+2 when `n` is not a power of two) steps.
     Tree,
-    /// Ring per host, rings across hosts, broadcast per host (see [`Topology`]); the flat ring
-    /// when every rank has a host of its own.
+    /// Ring per host, rings across hosts, broadcast per host (see [`Topology`]), pipelined in
+    /// chunks of [`CollectiveConfig::pipeline_bytes`]; the flat ring when every rank has a host
+    /// of its own.
     Hier,
     /// With measured link costs, the fastest by the [`cost`] model; without, `Tree` below
     /// [`CollectiveConfig::small_bytes`], then `Hier` on a hierarchical topology, else `Ring`.
@@ -134,6 +136,8 @@ pub const DEFAULT_SMALL_BYTES: usize = 32 * 1024;
 /// against 1, 2 and 4 MiB at 64 MiB over 2 processes: as fast over shm (within the noise of a
 /// loaded machine), clearly faster over tcp (4 MiB pieces halve the tcp bandwidth).
 pub const DEFAULT_CHUNK_BYTES: usize = 256 * 1024;
+/// Default `pipeline_bytes`: the hierarchical allreduce of a 7.4 MB gradient runs in 8 chunks.
+pub const DEFAULT_PIPELINE_BYTES: usize = 1024 * 1024;
 
 /// Algorithm settings; must be the same on every rank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +149,11 @@ pub struct CollectiveConfig {
     /// Largest frame payload; messages are cut into pieces of at most this many bytes (lower it
     /// in tests to force many pieces).
     pub chunk_bytes: usize,
+    /// The hierarchical allreduce cuts a message into chunks of about this many bytes (at most
+    /// [`hier::MAX_CHUNKS`]) and overlaps the local phases of one with the network phase of
+    /// another; 0 runs it unpipelined. Changes the order of additions, so it must be the same
+    /// on every rank (and across runs, for the same bits).
+    pub pipeline_bytes: usize,
 }
 
 impl Default for CollectiveConfig {
@@ -153,6 +162,7 @@ impl Default for CollectiveConfig {
             algo: Algo::Auto,
             small_bytes: DEFAULT_SMALL_BYTES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            pipeline_bytes: DEFAULT_PIPELINE_BYTES,
         }
     }
 }

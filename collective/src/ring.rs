@@ -112,37 +112,93 @@ pub(crate) fn run(
     div: Option<f32>,
     phase: Phase,
 ) -> Result<(), CollectiveError> {
-    let n = members.len();
-    let Some(pos) = members.iter().position(|&m| m == c.rank()) else {
-        return Err(c.invalid(
-            call,
-            format!("rank {} is not in the ring {members:?}", c.rank()),
-        ));
-    };
-    if n == 1 {
-        if let (Some(d), false) = (div, phase == Phase::AllGather) {
-            super::kernels::divide(data, d as usize);
-        }
-        return Ok(());
-    }
-    let lay = Layout::new(data.len(), n, c.config().chunk_bytes / 4);
-    let mut ring = Ring {
-        lay,
-        div,
-        pos,
-        phase,
-        left: members[(pos + n - 1) % n],
-        right: members[(pos + 1) % n],
-        ..Ring::default()
-    };
-    loop {
-        while ring.first_sent < ring.lay.pieces && ring.upcoming.len() < SEND_AHEAD {
-            ring.emit_first(c, call, data)?;
-        }
-        let Some((u, j)) = ring.upcoming.pop_front() else {
-            return Ok(());
+    let mut ring = Stepper::new(c, call, data.len(), members, div, phase)?;
+    ring.start(c, call, data)?;
+    while ring.step(c, call, data)? {}
+    Ok(())
+}
+
+/// One ring run driven a receive at a time, so that a caller can interleave it with other
+/// work of the same collective (the pipelined hierarchical allreduce runs the ring across hosts
+/// of one chunk between the local phases of others). [`run`] is `start` and then `step` until
+/// it returns `false`; every step waits for exactly one frame from the left neighbour, and
+/// neither `start` nor a step waits for anything else (sends never wait for the receiver).
+pub(crate) struct Stepper {
+    ring: Ring,
+    receives: usize,
+}
+
+impl Stepper {
+    /// A ring over `len` elements among `members` (global ranks in ring order; this rank must
+    /// be one of them).
+    pub(crate) fn new(
+        c: &Communicator,
+        call: &Call,
+        len: usize,
+        members: &[usize],
+        div: Option<f32>,
+        phase: Phase,
+    ) -> Result<Stepper, CollectiveError> {
+        let n = members.len();
+        let Some(pos) = members.iter().position(|&m| m == c.rank()) else {
+            return Err(c.invalid(
+                call,
+                format!("rank {} is not in the ring {members:?}", c.rank()),
+            ));
         };
-        ring.receive(c, call, data, u, j)?;
+        let lay = Layout::new(len, n, c.config().chunk_bytes / 4);
+        let steps = match phase {
+            Phase::Both => 2 * (n - 1),
+            Phase::ReduceScatter | Phase::AllGather => n - 1,
+        };
+        let receives = steps * lay.pieces;
+        let ring = Ring {
+            lay,
+            div,
+            pos,
+            phase,
+            left: members[(pos + n - 1) % n],
+            right: members[(pos + 1) % n],
+            ..Ring::default()
+        };
+        Ok(Stepper { ring, receives })
+    }
+
+    /// How many steps (receives) the whole run takes; the same on every member.
+    pub(crate) fn receives(&self) -> usize {
+        self.receives
+    }
+
+    /// Post the frames that go before the first receive (a ring of one divides, if asked).
+    pub(crate) fn start(
+        &mut self,
+        c: &mut Communicator,
+        call: &Call,
+        data: &mut [f32],
+    ) -> Result<(), CollectiveError> {
+        if self.ring.lay.world == 1 {
+            if let (Some(d), false) = (self.ring.div, self.ring.phase == Phase::AllGather) {
+                super::kernels::divide(data, d as usize);
+            }
+            return Ok(());
+        }
+        self.ring.top_up(c, call, data)
+    }
+
+    /// Wait for the next frame, reduce or place it, and post what it allows; `false` (without
+    /// waiting) once every receive is done.
+    pub(crate) fn step(
+        &mut self,
+        c: &mut Communicator,
+        call: &Call,
+        data: &mut [f32],
+    ) -> Result<bool, CollectiveError> {
+        let Some((u, j)) = self.ring.upcoming.pop_front() else {
+            return Ok(false);
+        };
+        self.ring.receive(c, call, data, u, j)?;
+        self.ring.top_up(c, call, data)?;
+        Ok(true)
     }
 }
 
@@ -169,6 +225,19 @@ struct Ring {
 }
 
 impl Ring {
+    /// Send pieces of this rank's own segment while fewer than `SEND_AHEAD` are unmatched.
+    fn top_up(
+        &mut self,
+        c: &mut Communicator,
+        call: &Call,
+        data: &[f32],
+    ) -> Result<(), CollectiveError> {
+        while self.first_sent < self.lay.pieces && self.upcoming.len() < SEND_AHEAD {
+            self.emit_first(c, call, data)?;
+        }
+        Ok(())
+    }
+
     /// Send the next piece of this rank's own segment (step 0).
     fn emit_first(
         &mut self,

@@ -73,8 +73,8 @@ pub(crate) fn prepare(
             format!("alpha {:.1} us, {:.2} Gbit/s", c.alpha * 1e6, c.gbit())
         })
     };
-    let choice = cost::choose(grad_bytes, &topo, &report.costs);
-    let bucket = cost::bucket_bytes(grad_bytes, &topo, &report.costs, 0.1);
+    let choice = cost::choose(grad_bytes, &topo, &report.costs, comm.config());
+    let bucket = cost::bucket_bytes(grad_bytes, &topo, &report.costs, comm.config(), 0.1);
     if comm.rank() == 0 {
         let others: Vec<String> = choice
             .candidates
@@ -90,6 +90,7 @@ pub(crate) fn prepare(
             chosen = %choice.algo,
             predicted = %others.join(", "),
             bucket_bytes = bucket,
+            hier_chunks = lockstep_collective::hier::chunks(grad_bytes, topo.max_local(), comm.config()),
             "allreduce chosen from the link probe; model buckets are joined up to bucket_bytes"
         );
     }

@@ -22,7 +22,7 @@ use super::repeat::{interleave, print_table, write_json, Chunk, Load, Paired, Sp
 use super::spawn::spawn_repeat;
 pub use super::spawn::{spawn_workers, start_workers, wait_output, Started};
 use crate::cli::{AllreduceBenchArgs, BenchWorkerArgs};
-use lockstep_collective::{Algo, AllReduce, CollectiveConfig, Communicator};
+use lockstep_collective::{cost, Algo, AllReduce, CollectiveConfig, Communicator};
 use lockstep_transport::{connect_mesh_via_coordinator, Listener, MeshConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -258,8 +258,9 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
     }
 }
 
-/// The default settings, with `LOCKSTEP_CHUNK_BYTES` and `LOCKSTEP_SMALL_BYTES` (sizes such as
-/// `1MiB`) overriding `chunk_bytes` and `small_bytes` when set (to measure other settings).
+/// The default settings, with `LOCKSTEP_CHUNK_BYTES`, `LOCKSTEP_SMALL_BYTES` and
+/// `LOCKSTEP_PIPELINE_BYTES` (sizes such as `1MiB`) overriding `chunk_bytes`, `small_bytes` and
+/// `pipeline_bytes` when set (to measure other settings).
 fn aggregate_config() -> Result<CollectiveConfig, String> {
     let mut a = CollectiveConfig::default();
     let var = |name: &str| std::env::var(name).ok().map(|v| parse_size(&v)).transpose();
@@ -268,6 +269,9 @@ fn aggregate_config() -> Result<CollectiveConfig, String> {
     }
     if let Some(b) = var("LOCKSTEP_SMALL_BYTES")? {
         a.small_bytes = b;
+    }
+    if let Some(b) = var("LOCKSTEP_PIPELINE_BYTES")? {
+        a.pipeline_bytes = b;
     }
     Ok(a)
 }
@@ -352,7 +356,7 @@ fn bench(
             predicted_us: c
                 .costs()
                 .filter(|_| cfg.algo != "ps")
-                .map(|k| lockstep_collective::cost::predict(ran, bytes, c.topology(), k) * 1e6),
+                .map(|k| cost::predict(ran, bytes, c.topology(), k, c.config()) * 1e6),
             reference_gbps: refs[1].iter().map(|g| g / 1e9).collect(),
             ..Samples::default()
         };
