@@ -1,6 +1,8 @@
 //! The rows a worker has received from its producers and not yet trained on: one bounded queue
-//! per producer, their offsets and counters, and [`IngestRecords`], the `RecordBatchSource` that
-//! cuts them into this worker's share of each round.
+//! per producer, their offsets and counters, and [`IngestRecords`], the `RowSource` that cuts them
+//! into this worker's share of each round. The queues hold rows already converted by the job's
+//! transform (the endpoint converts every batch on arrival to refuse bad values per producer), so
+//! training takes them as they are.
 //!
 //! Offsets count rows: a producer's row `k` (from 0 at the start of its stream) has offset `k`.
 //! `received` is the offset of the next new row; anything below it that arrives again (a replay
@@ -12,9 +14,7 @@
 //! its producers' queues in arrival order, and the producers' offsets after each round are kept
 //! until the round is reported ([`Ingest::offsets_after`]): they are what a checkpoint commits.
 
-use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
-use lockstep_trainer::data::{DataError, Order, RecordBatchSource};
+use lockstep_trainer::data::{DataError, Fitted, Order, RowSource, Table};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ const TAKE_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct ProducerState {
     /// Producer id.
     pub id: u32,
-    queue: VecDeque<(u64, RecordBatch)>,
+    queue: VecDeque<(u64, Table)>,
     queued_rows: usize,
     /// Offset of the next new row (everything below was received before, or committed).
     pub received: u64,
@@ -174,8 +174,9 @@ impl Ingest {
         }
     }
 
-    /// Accept `batch` from producer `id`, whose first row has offset `offset`: rows below the
-    /// producer's `received` offset are dropped and counted. Returns `(new rows, duplicates)`.
+    /// Accept `rows` (a batch converted by the job's transform) from producer `id`, whose first
+    /// row has offset `offset`: rows below the producer's `received` offset are dropped and
+    /// counted. Returns `(new rows, duplicates)`.
     ///
     /// # Errors
     /// A message when rows are missing (`offset` is past `received`: a gap).
@@ -184,7 +185,7 @@ impl Ingest {
         id: u32,
         generation: u64,
         offset: u64,
-        batch: RecordBatch,
+        batch: Table,
     ) -> Result<(u64, u64), String> {
         let mut st = self.lock();
         st.arrivals += 1;
@@ -201,7 +202,7 @@ impl Ingest {
         }
         p.last_seen = Instant::now();
         p.silence_reported = false;
-        let rows = batch.num_rows() as u64;
+        let rows = batch.rows as u64;
         if offset > p.received {
             return Err(format!(
                 "producer {id}: rows {}..{offset} are missing (the batch starts at offset {offset}, the next expected row is {})",
@@ -212,7 +213,7 @@ impl Ingest {
         p.duplicates += dup;
         let fresh = rows - dup;
         if fresh > 0 {
-            let b = batch.slice(dup as usize, fresh as usize);
+            let b = rows_of(&batch, dup as usize, fresh as usize);
             p.queue.push_back((stamp, b));
             p.queued_rows += fresh as usize;
             p.received += fresh;
@@ -284,7 +285,7 @@ impl Ingest {
 
     /// Up to `max` rows from the front of producer `id`'s queue (waits for rows); `None` when
     /// it has closed with nothing left.
-    fn take_from(&self, id: Option<u32>, max: usize) -> Result<Option<RecordBatch>, String> {
+    fn take_from(&self, id: Option<u32>, max: usize) -> Result<Option<Table>, String> {
         let deadline = Instant::now() + TAKE_TIMEOUT;
         let mut st = self.lock();
         loop {
@@ -304,16 +305,19 @@ impl Ingest {
             if let Some(i) = pick {
                 let p = &mut st.producers[i];
                 if let Some((stamp, front)) = p.queue.pop_front() {
-                    let n = front.num_rows().min(max);
-                    if n < front.num_rows() {
-                        let rest = front.slice(n, front.num_rows() - n);
-                        p.queue.push_front((stamp, rest));
-                    }
+                    let n = front.rows.min(max);
+                    let head = if n < front.rows {
+                        p.queue
+                            .push_front((stamp, rows_of(&front, n, front.rows - n)));
+                        rows_of(&front, 0, n)
+                    } else {
+                        front
+                    };
                     p.queued_rows -= n;
                     p.consumed += n as u64;
                     drop(st);
                     self.changed.notify_all();
-                    return Ok(Some(front.slice(0, n)));
+                    return Ok(Some(head));
                 }
             }
             let all_closed = st.producers.iter().all(|p| p.closed);
@@ -338,13 +342,12 @@ impl Ingest {
     }
 }
 
-/// This worker's rows as a `RecordBatchSource`, in the order the job asks for: with
+/// This worker's rows as a `RowSource`, in the order the job asks for: with
 /// deterministic order each round's share is `b` rows of every producer in id order; with
 /// arrival order, batches in the order they arrived.
 pub struct IngestRecords {
     ingest: Arc<Ingest>,
     name: String,
-    schema: SchemaRef,
     ids: Vec<u32>,
     /// Deterministic order: which producer is next in this round, and rows still due from it.
     next: usize,
@@ -355,15 +358,14 @@ pub struct IngestRecords {
 }
 
 impl IngestRecords {
-    /// A source over `ingest`; `schema` is the warm-up sample's (batches keep their own).
-    pub fn new(ingest: Arc<Ingest>, name: &str, schema: SchemaRef) -> Self {
+    /// A source over `ingest`, named `name` in errors.
+    pub fn new(ingest: Arc<Ingest>, name: &str) -> Self {
         let ids = ingest.ids();
         let due = ingest.per_producer;
         let (round, round_due) = (ingest.first_round, ingest.share);
         IngestRecords {
             ingest,
             name: name.to_string(),
-            schema,
             ids,
             next: 0,
             due,
@@ -373,16 +375,14 @@ impl IngestRecords {
     }
 }
 
-impl RecordBatchSource for IngestRecords {
+impl RowSource for IngestRecords {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>, DataError> {
+    /// The rows were converted on arrival (by the same `Fitted`), so they are handed over as
+    /// they are.
+    fn next_rows(&mut self, _fitted: &Fitted) -> Result<Option<Table>, DataError> {
         let err = |message: String| DataError::Source {
             file: self.name.clone(),
             message,
@@ -395,7 +395,7 @@ impl RecordBatchSource for IngestRecords {
                 let Some(b) = got.map_err(err)? else {
                     return Ok(None);
                 };
-                self.round_due -= b.num_rows() as u64;
+                self.round_due -= b.rows as u64;
                 if self.round_due == 0 {
                     self.ingest.cut(self.round);
                     self.round += 1;
@@ -412,7 +412,7 @@ impl RecordBatchSource for IngestRecords {
                     Some(b) => b,
                     None => return Ok(None),
                 };
-                self.due -= b.num_rows() as u64;
+                self.due -= b.rows as u64;
                 if self.due == 0 {
                     self.next = (self.next + 1) % self.ids.len();
                     self.due = self.ingest.per_producer;
@@ -420,5 +420,17 @@ impl RecordBatchSource for IngestRecords {
                 Ok(Some(b))
             }
         }
+    }
+}
+
+/// Rows `start..start + n` of `t` as a table of their own.
+fn rows_of(t: &Table, start: usize, n: usize) -> Table {
+    let idx: Vec<usize> = (start..start + n).collect();
+    let b = t.batch(&idx);
+    Table {
+        x: b.x,
+        rows: b.rows,
+        cols: b.cols,
+        y: b.y,
     }
 }

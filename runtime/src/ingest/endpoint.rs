@@ -264,15 +264,20 @@ impl Endpoint {
                 }
             })?;
             let n = batch.num_rows() as u64;
-            // Every batch is converted as training will convert it, so a bad value (a null
-            // label, a NaN under `missing = "error"`) closes this connection, not the job.
-            if let Err(e) = self.fitted.table(&batch, &label) {
-                return Err(format!(
-                    "batch of rows {offset}..{} refused: {e} (rows below offset {offset} were accepted; fix the data and reconnect to resume there)",
-                    offset + n
-                ));
-            }
-            let (fresh, dup) = self.ingest.push(id, generation, offset, batch)?;
+            // Every batch is converted here, once: a bad value (a null label, a NaN under
+            // `missing = "error"`) closes this connection, not the job, and training takes the
+            // converted rows as they are.
+            let rows_in = match self.fitted.table(&batch, &label) {
+                Ok(t) => t,
+                Err(e) => {
+                    return Err(format!(
+                        "batch of rows {offset}..{} refused: {e} (rows below offset {offset} were accepted; fix the data and reconnect to resume there)",
+                        offset + n
+                    ))
+                }
+            };
+            drop(batch);
+            let (fresh, dup) = self.ingest.push(id, generation, offset, rows_in)?;
             offset += n;
             rows += fresh;
             dups += dup;

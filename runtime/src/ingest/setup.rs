@@ -9,7 +9,6 @@ use crate::error::RuntimeError;
 use crate::manifest::Manifest;
 use crate::node::NodeContext;
 use crate::protocol::ControlMsg;
-use arrow_schema::Schema;
 use lockstep_trainer::data::{BatchSource, Fitted, Order, StreamSource, StreamSpec};
 use lockstep_transport::tcp::Listener;
 use std::collections::BTreeMap;
@@ -76,7 +75,7 @@ pub fn source(
     );
     let ids: Vec<String> = mine.iter().map(|(p, _)| p.to_string()).collect();
     let name = format!("stream (producers {})", ids.join(", "));
-    let records = IngestRecords::new(ingest.clone(), &name, Arc::new(Schema::empty()));
+    let records = IngestRecords::new(ingest.clone(), &name);
     let source = StreamSource::local_shard(
         records,
         fitted.clone(),

@@ -43,7 +43,7 @@ pub use label::LabelPlan;
 pub use load::{load, load_with, split_rows};
 pub use preprocess::{ColumnPlan, Preprocessor, MISSING_CATEGORY};
 pub use shard::{shard, shard_range, shard_scale};
-pub use source::{FileRecords, RecordBatchSource};
+pub use source::{FileRecords, RecordBatchSource, RowSource};
 pub use spec::{Categorical, DataSpec, Format, Missing, MissingStrings, OnBadFile, Scaling, Task};
 pub use stream::StreamSource;
 pub use stream_spec::{OnSilent, Order, Source, StreamSpec};

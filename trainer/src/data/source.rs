@@ -13,6 +13,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 
 use super::error::DataError;
 use super::spec::Format;
+use super::table::{Fitted, Table};
 
 /// Rows per record batch when reading files.
 const READ_BATCH_ROWS: usize = 8192;
@@ -31,6 +32,34 @@ pub trait RecordBatchSource: Send {
     /// # Errors
     /// A [`DataError`] naming the source when decoding fails.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, DataError>;
+}
+
+/// Where a stream's converted rows come from. Every [`RecordBatchSource`] is one: its batches are
+/// converted by the job's [`Fitted`] transform as they are read. A source that has converted its
+/// rows already (the ingest buffers convert every batch on arrival, to refuse a bad value from one
+/// producer without failing the job) implements this directly and hands its tables over, so no row
+/// is converted twice.
+pub trait RowSource: Send {
+    /// Name used in error messages.
+    fn name(&self) -> &str;
+    /// The next rows, converted by `fitted`, or `None` at the end.
+    ///
+    /// # Errors
+    /// A [`DataError`] naming the source when reading or converting fails.
+    fn next_rows(&mut self, fitted: &Fitted) -> Result<Option<Table>, DataError>;
+}
+
+impl<R: RecordBatchSource> RowSource for R {
+    fn name(&self) -> &str {
+        RecordBatchSource::name(self)
+    }
+
+    fn next_rows(&mut self, fitted: &Fitted) -> Result<Option<Table>, DataError> {
+        match self.next_batch()? {
+            Some(rb) => fitted.table(&rb, RecordBatchSource::name(self)).map(Some),
+            None => Ok(None),
+        }
+    }
 }
 
 enum Reader {

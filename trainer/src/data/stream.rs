@@ -1,4 +1,5 @@
-//! `StreamSource` cuts an (unbounded) `RecordBatchSource` into sharded
+//! `StreamSource` cuts an (unbounded) `RowSource` (any `RecordBatchSource`, or rows converted on
+//! arrival) into sharded
 //! global batches in arrival order. Two shapes: every rank reads the same stream and takes its
 //! shard ([`StreamSource::new`]), or each rank's source already holds only its own share, as the
 //! Arrow IPC ingest does when producers send their rows straight to the worker that trains on them
@@ -7,13 +8,13 @@
 use super::cursor::{BatchSource, DataCursor, ShardBatch};
 use super::error::DataError;
 use super::shard::{shard_range, shard_scale};
-use super::source::RecordBatchSource;
+use super::source::RowSource;
 use super::table::{Fitted, Table};
 use crate::batch::Targets;
 
-/// A `BatchSource` over a `RecordBatchSource`, in arrival order (no shuffle): global batch `n` is
+/// A `BatchSource` over a `RowSource`, in arrival order (no shuffle): global batch `n` is
 /// rows `n*B .. (n+1)*B` of the stream; the cursor's epoch stays 0.
-pub struct StreamSource<R: RecordBatchSource> {
+pub struct StreamSource<R: RowSource> {
     source: R,
     fitted: Fitted,
     global_batch: usize,
@@ -26,7 +27,7 @@ pub struct StreamSource<R: RecordBatchSource> {
     local: bool,
 }
 
-impl<R: RecordBatchSource> StreamSource<R> {
+impl<R: RowSource> StreamSource<R> {
     /// A stream source for `rank` of `world`, global batches of `global_batch` rows.
     ///
     /// # Errors
@@ -96,10 +97,9 @@ impl<R: RecordBatchSource> StreamSource<R> {
     fn fill(&mut self) -> Result<Option<Table>, DataError> {
         let mut buf = self.pending.take();
         while buf.as_ref().map_or(0, |t| t.rows) < self.want() {
-            let Some(rb) = self.source.next_batch()? else {
+            let Some(t) = self.source.next_rows(&self.fitted)? else {
                 break;
             };
-            let t = self.fitted.table(&rb, self.source.name())?;
             buf = Some(match buf {
                 None => t,
                 Some(b) => append(b, t),
@@ -109,7 +109,7 @@ impl<R: RecordBatchSource> StreamSource<R> {
     }
 }
 
-impl<R: RecordBatchSource> StreamSource<R> {
+impl<R: RowSource> StreamSource<R> {
     /// The next round from a rank-local buffer: all of it is this rank's share.
     fn next_local(&mut self, buf: Table) -> Option<ShardBatch> {
         let want = self.want();
@@ -149,7 +149,7 @@ fn append(mut a: Table, b: Table) -> Table {
     a
 }
 
-impl<R: RecordBatchSource> BatchSource for StreamSource<R> {
+impl<R: RowSource> BatchSource for StreamSource<R> {
     fn name(&self) -> &str {
         self.source.name()
     }
