@@ -3,7 +3,7 @@
 //! [`Call`] (sequence number, shape fingerprint, dtype) and the algorithm is chosen.
 
 use super::comm::{Call, Communicator};
-use super::{bcast, cost, hier, ring, tree, Algo, CollectiveError, ReduceOp};
+use super::{bcast, hier, ring, tree, Algo, CollectiveError, ReduceOp};
 use lockstep_tensor::{bf16, f16, fingerprint_dims, kernels, DType, Element};
 use lockstep_transport::Op;
 
@@ -110,11 +110,12 @@ impl Communicator {
     }
 
     /// The algorithm `auto` (or an explicit setting) resolves to for `bytes` of f32 data: with
-    /// link costs, the [`cost::choose`] pick; without, the fixed `small_bytes` threshold.
-    pub fn resolve_algo(&self, algo: Option<Algo>, bytes: usize) -> Algo {
+    /// link costs, the [`crate::cost::choose`] pick (made once per size); without, the fixed
+    /// `small_bytes` threshold.
+    pub fn resolve_algo(&mut self, algo: Option<Algo>, bytes: usize) -> Algo {
         match algo.unwrap_or(self.config().algo) {
-            Algo::Auto => match self.costs() {
-                Some(costs) => cost::choose(bytes, self.topology(), costs, self.config()).algo,
+            Algo::Auto => match self.pick(bytes) {
+                Some(picked) => picked,
                 None if bytes < self.config().small_bytes => Algo::Tree,
                 None if self.topology().is_hierarchical() => Algo::Hier,
                 None => Algo::Ring,

@@ -12,6 +12,7 @@
 //! neighbour, and nobody waits out the peer timeout on a link whose peer is merely blocked. After
 //! an error the communicator is poisoned: every later call returns the same error.
 
+use super::chooser::Chooser;
 use super::error::{CollectiveError, FailureKind};
 use super::kernels::{Consumer, Out, Sink};
 use super::traffic::Traffic;
@@ -56,7 +57,7 @@ pub struct Communicator {
     traffic: Traffic,
     waiting: Waiting,
     topology: Topology,
-    costs: Option<LinkCosts>,
+    chooser: Chooser,
 }
 
 impl Communicator {
@@ -71,7 +72,7 @@ impl Communicator {
             seq: 0,
             config,
             poisoned: None,
-            costs: None,
+            chooser: Chooser::default(),
         }
     }
 
@@ -112,6 +113,7 @@ impl Communicator {
 
     /// Change the algorithm settings (the same on every rank, between collectives).
     pub fn config_mut(&mut self) -> &mut CollectiveConfig {
+        self.chooser.forget();
         &mut self.config
     }
 
@@ -144,18 +146,24 @@ impl Communicator {
             )));
         }
         self.topology = topology;
+        self.chooser.forget();
         Ok(())
     }
 
     /// The link costs `Algo::Auto` chooses by, if measured or set.
     pub fn costs(&self) -> Option<&LinkCosts> {
-        self.costs.as_ref()
+        self.chooser.costs()
     }
 
     /// Set the link costs (identical on every rank, or ranks would choose differently: use what
     /// [`Communicator::probe_links`] returns, which every rank shares).
     pub fn set_costs(&mut self, costs: Option<LinkCosts>) {
-        self.costs = costs;
+        self.chooser.set_costs(costs);
+    }
+
+    /// `Algo::Auto`'s pick for `bytes` from the measured link costs (`None` without).
+    pub(crate) fn pick(&mut self, bytes: usize) -> Option<super::Algo> {
+        self.chooser.pick(bytes, &self.topology, &self.config)
     }
 
     /// The first error this communicator returned, if any.

@@ -43,6 +43,7 @@
 
 mod api;
 mod bcast;
+mod chooser;
 mod comm;
 pub mod cost;
 mod error;
