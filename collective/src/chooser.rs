@@ -76,7 +76,7 @@ mod tests {
         // low latency, slow links: the ring's bandwidth wins at 8 MiB.
         let cases = [(costs(2000.0, 100.0), 64 << 10), (costs(1.0, 1.0), 8 << 20)];
         for (lc, bytes) in cases {
-            c.set_costs(lc.clone());
+            c.set_costs(lc);
             let model = |b| cost::choose(b, &topo, lc.as_ref().unwrap(), &config).algo;
             for _ in 0..2 {
                 assert_eq!(c.pick(bytes, &topo, &config), Some(model(bytes)));
@@ -84,7 +84,7 @@ mod tests {
         }
         assert_eq!(c.picks.len(), 1, "each change of costs starts over");
         let high = costs(2000.0, 100.0);
-        c.set_costs(high.clone());
+        c.set_costs(high);
         let tree = cost::choose(64 << 10, &topo, high.as_ref().unwrap(), &config).algo;
         let ring = cost::choose(8 << 20, &topo, costs(1.0, 1.0).as_ref().unwrap(), &config).algo;
         assert_ne!(
