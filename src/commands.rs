@@ -6,6 +6,7 @@ use lockstep_runtime::{job, predict, LaunchOptions, Manifest, NodeOptions};
 use lockstep_tensor::{read_safetensors, DType};
 use lockstep_trainer::data::{Fitted, Task};
 use lockstep_trainer::model::{build_model, Model};
+use std::io::Write;
 use std::path::Path;
 
 /// `lockstep launch`
@@ -50,7 +51,8 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
         max_restarts: a.max_restarts,
     };
     let report = lockstep_runtime::launch(&opts).map_err(|e| e.to_string())?;
-    println!("{}", report.summary());
+    // The job is done and its report written: a closed stdout (`| head`) is not a failure.
+    let _ = writeln!(std::io::stdout(), "{}", report.summary());
     Ok(())
 }
 

@@ -1,4 +1,6 @@
-//! `tracing` setup: `RUST_LOG` filters (default `info`), logs go to stderr.
+//! `tracing` setup: `RUST_LOG` filters (default `info`), logs go to stderr. A log line that
+//! cannot be written (stderr is a pipe nobody reads any more) is dropped: reporting that on the
+//! same broken stderr would panic, and a job must not fail because its audience left.
 
 /// Install the global subscriber once; later calls are no-ops.
 pub fn init() {
@@ -9,5 +11,6 @@ pub fn init() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
+        .log_internal_errors(false)
         .try_init();
 }

@@ -33,3 +33,31 @@ fn a_bare_node_with_an_unwritable_run_dir_stops_before_training() {
         "stderr:\n{err}"
     );
 }
+
+/// Whoever reads `lockstep launch`'s output may go away (a closed terminal, `| head`, a test
+/// that stopped reading): the job still finishes and writes its report. The launcher used to
+/// panic in the threads that copy the nodes' log lines to its stderr, and the job failed.
+#[test]
+fn a_launch_whose_output_pipes_are_closed_still_finishes_its_job() {
+    let tmp = common::run_dir("closed-pipes");
+    let report = tmp.path().join("report.json");
+    let mut child = Command::new(common::exe())
+        .args(["launch", "examples/credit/cluster.toml", "--run-dir"])
+        .arg(tmp.path())
+        .arg("--report")
+        .arg(&report)
+        .current_dir(common::root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lockstep launch");
+    // Close our ends at once: every line the launcher writes now meets a broken pipe.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let out = common::wait_with_deadline(child, Duration::from_secs(120));
+    assert!(out.status.success(), "launch failed: {:?}", out.status);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["status"], "completed", "{r}");
+    assert_eq!(r["weights_sha256"].as_str().map(str::len), Some(64));
+}

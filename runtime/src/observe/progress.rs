@@ -109,12 +109,19 @@ impl Drop for ProgressBar {
     }
 }
 
-/// Print a log line to stderr: above the bar when one is drawn, else plainly.
+/// Print a log line to stderr: above the bar when one is drawn, else plainly. A failed write
+/// (a closed pipe: whoever read `lockstep launch`'s output went away) is ignored, never a
+/// panic: the launcher's log pumps must keep draining the nodes' output, or the nodes would
+/// block on their own logging.
 pub fn log_line(line: &str) {
+    use std::io::Write;
+    let print = || {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    };
     let bar = BAR.lock().ok().and_then(|g| g.clone());
     match bar {
-        Some(b) => b.suspend(|| eprintln!("{line}")),
-        None => eprintln!("{line}"),
+        Some(b) => b.suspend(print),
+        None => print(),
     }
 }
 
