@@ -185,7 +185,7 @@ impl Ingest {
         id: u32,
         generation: u64,
         offset: u64,
-        batch: Table,
+        mut batch: Table,
     ) -> Result<(u64, u64), String> {
         let mut st = self.lock();
         st.arrivals += 1;
@@ -213,7 +213,10 @@ impl Ingest {
         p.duplicates += dup;
         let fresh = rows - dup;
         if fresh > 0 {
-            let b = rows_of(&batch, dup as usize, fresh as usize);
+            let b = match dup {
+                0 => batch,
+                d => batch.split_off(d as usize),
+            };
             p.queue.push_back((stamp, b));
             p.queued_rows += fresh as usize;
             p.received += fresh;
@@ -304,15 +307,11 @@ impl Ingest {
             };
             if let Some(i) = pick {
                 let p = &mut st.producers[i];
-                if let Some((stamp, front)) = p.queue.pop_front() {
-                    let n = front.rows.min(max);
-                    let head = if n < front.rows {
-                        p.queue
-                            .push_front((stamp, rows_of(&front, n, front.rows - n)));
-                        rows_of(&front, 0, n)
-                    } else {
-                        front
-                    };
+                if let Some((stamp, mut head)) = p.queue.pop_front() {
+                    let n = head.rows.min(max);
+                    if n < head.rows {
+                        p.queue.push_front((stamp, head.split_off(n)));
+                    }
                     p.queued_rows -= n;
                     p.consumed += n as u64;
                     drop(st);
@@ -420,17 +419,5 @@ impl RowSource for IngestRecords {
                 Ok(Some(b))
             }
         }
-    }
-}
-
-/// Rows `start..start + n` of `t` as a table of their own.
-fn rows_of(t: &Table, start: usize, n: usize) -> Table {
-    let idx: Vec<usize> = (start..start + n).collect();
-    let b = t.batch(&idx);
-    Table {
-        x: b.x,
-        rows: b.rows,
-        cols: b.cols,
-        y: b.y,
     }
 }

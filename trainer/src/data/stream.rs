@@ -111,16 +111,15 @@ impl<R: RowSource> StreamSource<R> {
 
 impl<R: RowSource> StreamSource<R> {
     /// The next round from a rank-local buffer: all of it is this rank's share.
-    fn next_local(&mut self, buf: Table) -> Option<ShardBatch> {
+    fn next_local(&mut self, mut buf: Table) -> Option<ShardBatch> {
         let want = self.want();
         if buf.rows < want {
             return None;
         }
-        let all: Vec<usize> = (0..buf.rows).collect();
-        let batch = buf.batch(&all[..want]);
         if buf.rows > want {
-            self.pending = Some(buf.batch(&all[want..]).into_table());
+            self.pending = Some(buf.split_off(want));
         }
+        let batch = buf.into_batch();
         let cursor = self.cursor;
         self.cursor.batch_in_epoch += 1;
         Some(ShardBatch {
@@ -159,18 +158,17 @@ impl<R: RowSource> BatchSource for StreamSource<R> {
     }
 
     fn next_shard(&mut self) -> Result<Option<ShardBatch>, DataError> {
-        let Some(buf) = self.fill()? else {
+        let Some(mut buf) = self.fill()? else {
             return Ok(None);
         };
         if self.local {
             return Ok(self.next_local(buf));
         }
         let global_rows = buf.rows.min(self.global_batch);
-        let all: Vec<usize> = (0..buf.rows).collect();
-        let mine = &all[shard_range(global_rows, self.rank, self.world)];
-        let batch = buf.batch(mine);
+        let mine: Vec<usize> = shard_range(global_rows, self.rank, self.world).collect();
+        let batch = buf.batch(&mine);
         if buf.rows > global_rows {
-            self.pending = Some(buf.batch(&all[global_rows..]).into_table());
+            self.pending = Some(buf.split_off(global_rows));
         }
         let cursor = self.cursor;
         self.cursor.batch_in_epoch += 1;
@@ -206,20 +204,5 @@ impl<R: RowSource> BatchSource for StreamSource<R> {
             }
         }
         Ok(())
-    }
-}
-
-trait IntoTable {
-    fn into_table(self) -> Table;
-}
-
-impl IntoTable for crate::batch::Batch {
-    fn into_table(self) -> Table {
-        Table {
-            x: self.x,
-            rows: self.rows,
-            cols: self.cols,
-            y: self.y,
-        }
     }
 }

@@ -48,6 +48,37 @@ impl Table {
         }
     }
 
+    /// Rows `n..` as a table of their own; `self` keeps rows `..n` in place (only the tail is
+    /// copied, no row is gathered).
+    ///
+    /// # Panics
+    /// If `n > self.rows` (callers cut within what they hold).
+    pub fn split_off(&mut self, n: usize) -> Table {
+        assert!(n <= self.rows, "split_off({n}) of {} rows", self.rows);
+        let y = match &mut self.y {
+            Targets::Real(v) => Targets::Real(v.split_off(n)),
+            Targets::Class(v) => Targets::Class(v.split_off(n)),
+        };
+        let rest = Table {
+            x: self.x.split_off(n * self.cols),
+            rows: self.rows - n,
+            cols: self.cols,
+            y,
+        };
+        self.rows = n;
+        rest
+    }
+
+    /// All rows, in order, as one `Batch`, without a copy.
+    pub fn into_batch(self) -> Batch {
+        Batch {
+            x: self.x,
+            rows: self.rows,
+            cols: self.cols,
+            y: self.y,
+        }
+    }
+
     /// All rows, in order, as one `Batch`.
     pub fn all(&self) -> Batch {
         Batch {
