@@ -418,17 +418,7 @@ impl Compute {
         if let (true, Some(c)) = (self.rank0, &run.plan.checkpoint) {
             board.set(Thread::Compute, Doing::Checkpoint, round, 0);
             let t = Instant::now();
-            let dir = crate::checkpoint::write_with_offsets(
-                std::path::Path::new(&c.root),
-                round + 1,
-                c.cursor,
-                c.seed,
-                self.model.as_ref(),
-                &self.optimizer,
-                c.keep,
-                c.stream_offsets.as_ref(),
-                self.transform.as_deref(),
-            )?;
+            let dir = self.write_checkpoint(c, round)?;
             let path = dir.display().to_string();
             let end = Instant::now();
             self.reporter.span(round, "compute", "checkpoint", t, end);

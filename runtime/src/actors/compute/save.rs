@@ -12,23 +12,35 @@ use lockstep_trainer::model::Model;
 use std::collections::HashMap;
 use std::path::Path;
 
+impl Compute {
+    /// Write the checkpoint `plan` asks for after `round` (model, optimizer state, data cursor,
+    /// stream offsets and the data transform); its directory.
+    pub(super) fn write_checkpoint(
+        &self,
+        plan: &crate::protocol::CheckpointPlan,
+        round: u64,
+    ) -> Result<std::path::PathBuf, RuntimeError> {
+        crate::checkpoint::write_with_offsets(
+            Path::new(&plan.root),
+            round + 1,
+            plan.cursor,
+            plan.seed,
+            self.model.as_ref(),
+            &self.optimizer,
+            plan.keep,
+            plan.stream_offsets.as_ref(),
+            self.transform.as_deref(),
+        )
+    }
+}
+
 impl Handler<SaveModel> for Compute {
     type Result = Result<String, RuntimeError>;
     fn handle(&mut self, msg: SaveModel, _: &mut SyncContext<Self>) -> Self::Result {
         self.reporter.activity().stall_save_point(msg.round);
         let mut written = None;
         if let Some(c) = &msg.checkpoint {
-            written = Some(crate::checkpoint::write_with_offsets(
-                std::path::Path::new(&c.root),
-                msg.round + 1,
-                c.cursor,
-                c.seed,
-                self.model.as_ref(),
-                &self.optimizer,
-                c.keep,
-                c.stream_offsets.as_ref(),
-                self.transform.as_deref(),
-            )?);
+            written = Some(self.write_checkpoint(c, msg.round)?);
         }
         // An empty path: only the checkpoint (arrival-order streams), whose directory answers.
         if msg.path.is_empty() {
