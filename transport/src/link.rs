@@ -232,6 +232,40 @@ pub(crate) fn check_payload_len(peer: &str, header: &FrameHeader, len: usize) ->
     Ok(())
 }
 
+/// A received header, decoded and checked as every backend's receive does: `Ok(None)` for a
+/// heartbeat, [`Error::PeerClosed`] for a close, [`Error::Protocol`] for bytes that are no
+/// header (or announce more than `max_frame_len`), [`Error::Mismatch`] when `expect` refuses
+/// it. `ctx` is only called on an error (it allocates).
+pub(crate) fn admit_header(
+    hb: &[u8; crate::frame::HEADER_LEN],
+    max_frame_len: u64,
+    expect: &crate::frame::Expect,
+    ctx: impl Fn() -> crate::error::Context,
+    (me, peer): (&str, &str),
+) -> Result<Option<FrameHeader>> {
+    use crate::frame::FrameKind;
+    let h = FrameHeader::try_read(hb, max_frame_len).map_err(|e| Error::Protocol {
+        ctx: ctx(),
+        reason: e.to_string(),
+    })?;
+    match h.kind {
+        FrameKind::Heartbeat => return Ok(None),
+        FrameKind::Close => return Err(Error::PeerClosed { ctx: ctx() }),
+        FrameKind::Data | FrameKind::Control => {}
+    }
+    if let Some((field, expected, actual)) = expect.check(&h) {
+        return Err(Error::Mismatch {
+            ctx: ctx(),
+            field,
+            local_node: me.to_string(),
+            remote_node: peer.to_string(),
+            expected,
+            actual,
+        });
+    }
+    Ok(Some(h))
+}
+
 /// The bound every backend's `reserve` checks: no frame longer than `max_frame_len`.
 pub(crate) fn check_frame_len(peer: &str, len: u64, max_frame_len: u64) -> Result<()> {
     if len > max_frame_len {

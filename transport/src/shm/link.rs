@@ -15,8 +15,10 @@
 use super::ring::Ring;
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
-use crate::frame::{Expect, FrameHeader, FrameKind, HEADER_LEN};
-use crate::link::{check_frame_len, check_payload_len, Frame, Link, Reservation, Room};
+use crate::frame::{Expect, FrameHeader, HEADER_LEN};
+use crate::link::{
+    admit_header, check_frame_len, check_payload_len, Frame, Link, Reservation, Room,
+};
 use crate::liveness::Liveness;
 use crate::outbox::{io_error, Outbox, Sink};
 use lockstep_tensor::{Buffer, BufferMut, BufferPool};
@@ -221,32 +223,17 @@ impl ShmLink {
                 got += piece.len();
                 self.inbound.ring.consume(piece.len());
             }
-            let h = FrameHeader::try_read(&hb, self.cfg.max_frame_len).map_err(|e| {
-                Error::Protocol {
-                    ctx: self.ctx(expect),
-                    reason: e.to_string(),
-                }
-            })?;
-            match h.kind {
-                FrameKind::Heartbeat => continue,
-                FrameKind::Close => {
-                    return Err(Error::PeerClosed {
-                        ctx: self.ctx(expect),
-                    })
-                }
-                FrameKind::Data | FrameKind::Control => {}
+            let ctx = || self.ctx(expect);
+            let admitted = admit_header(
+                &hb,
+                self.cfg.max_frame_len,
+                expect,
+                ctx,
+                (&self.me, &self.peer),
+            );
+            if let Some(h) = admitted? {
+                return Ok(h);
             }
-            if let Some((field, expected, actual)) = expect.check(&h) {
-                return Err(Error::Mismatch {
-                    ctx: self.ctx(expect),
-                    field,
-                    local_node: self.me.clone(),
-                    remote_node: self.peer.clone(),
-                    expected,
-                    actual,
-                });
-            }
-            return Ok(h);
         }
     }
 

@@ -14,7 +14,7 @@
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, FrameKind, Op, HEADER_LEN};
-use crate::link::{check_frame_len, check_payload_len, Frame, Link, Reservation};
+use crate::link::{admit_header, check_frame_len, check_payload_len, Frame, Link, Reservation};
 use crate::outbox::{Outbox, Sink};
 use crate::tcp::Conn;
 use crate::tls::io::{TlsReader, TlsSink};
@@ -238,31 +238,14 @@ impl TcpLink {
     fn next_header(&mut self, expect: &Expect) -> Result<Option<FrameHeader>> {
         let mut hb = [0u8; HEADER_LEN];
         self.read_full(&mut hb, expect)?;
-        let h =
-            FrameHeader::try_read(&hb, self.cfg.max_frame_len).map_err(|e| Error::Protocol {
-                ctx: self.ctx(expect),
-                reason: e.to_string(),
-            })?;
-        match h.kind {
-            FrameKind::Heartbeat => return Ok(None),
-            FrameKind::Close => {
-                return Err(Error::PeerClosed {
-                    ctx: self.ctx(expect),
-                })
-            }
-            FrameKind::Data | FrameKind::Control => {}
-        }
-        if let Some((field, expected, actual)) = expect.check(&h) {
-            return Err(Error::Mismatch {
-                ctx: self.ctx(expect),
-                field,
-                local_node: self.me.clone(),
-                remote_node: self.peer.clone(),
-                expected,
-                actual,
-            });
-        }
-        Ok(Some(h))
+        let ctx = || self.ctx(expect);
+        admit_header(
+            &hb,
+            self.cfg.max_frame_len,
+            expect,
+            ctx,
+            (&self.me, &self.peer),
+        )
     }
 
     /// Like [`Link::recv`], but give up at `deadline` when no data frame has begun to arrive by
