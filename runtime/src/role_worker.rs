@@ -341,7 +341,10 @@ fn run_epoch(
         let k = m.job.micro_batches;
         let drop_last = plan.drop_last;
         let name = m.job.data.resolved(&m.base_dir).path.display().to_string();
-        // A table in memory or a streamed dataset (many files, object storage), by the spec.
+        // A table in memory or a streamed dataset (many files, object storage), by the spec. A
+        // streamed dataset's batches are cut into lanes fixed for the job (the micro-batches, else
+        // the manifest's workers), so they do not move when the world shrinks or grows.
+        let lanes = if k > 0 { k } else { m.worker_names().len() };
         let table_source = |rank, world| {
             lockstep_trainer::data::train_source(
                 split,
@@ -349,6 +352,7 @@ fn run_epoch(
                 m.job.global_batch,
                 drop_last,
                 m.job.seed,
+                lanes,
                 rank,
                 world,
             )

@@ -258,3 +258,60 @@ fn scaled_shard_gradients_average_to_the_one_worker_gradient() {
         assert!(worst < 1e-5, "world {world}: max difference {worst}");
     }
 }
+
+/// A streamed dataset (`memory_mb` set): `lanes` fixes the batches, so every world size sees the
+/// same rows per round, across window and epoch boundaries, whether or not it divides the lanes;
+/// seeking to a cursor resumes the same rows.
+#[test]
+fn a_streamed_dataset_gives_every_world_size_the_same_rows_per_round() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/digits.parquet");
+    let mut spec = DataSpec::new(path, "label", Task::Multiclass);
+    spec.scaling = Scaling::Divide(16.0);
+    spec.memory_mb = Some(1);
+    spec.block_rows = Some(50);
+    let split = load(&spec, 5).unwrap();
+    assert!(split.dataset.is_some(), "memory_mb takes the streamed route");
+    let (global, lanes) = (60, 4);
+    let source = |rank, world| {
+        lockstep_trainer::data::train_source(&split, "digits", global, false, 5, lanes, rank, world)
+            .unwrap()
+    };
+    let mut one = source(0, 1);
+    let rows = split.dataset.as_ref().unwrap().layout.train_rows;
+    let rounds = 2 * rows.div_ceil(global as u64) + 5; // two epoch boundaries
+    let mut whole = Vec::new();
+    for _ in 0..rounds {
+        whole.push(one.next_shard().unwrap().unwrap());
+    }
+    // Every training row once per epoch.
+    let per_epoch: usize = whole
+        .iter()
+        .filter(|s| s.cursor.epoch == 0)
+        .map(|s| s.batch.rows)
+        .sum();
+    assert_eq!(per_epoch as u64, rows);
+    for world in [2usize, 3, 4] {
+        let mut ranks: Vec<_> = (0..world).map(|r| source(r, world)).collect();
+        for (round, w) in whole.iter().enumerate() {
+            let parts: Vec<Batch> = ranks
+                .iter_mut()
+                .map(|s| s.next_shard().unwrap().unwrap().batch)
+                .collect();
+            assert_eq!(
+                concat(&parts),
+                (w.batch.x.clone(), w.batch.rows),
+                "world {world} round {round}"
+            );
+        }
+    }
+    let mut resumed = source(1, 2);
+    resumed.seek(whole[40].cursor).unwrap();
+    let mut fresh = source(1, 2);
+    for _ in 0..40 {
+        fresh.next_shard().unwrap();
+    }
+    for round in 40..50 {
+        let (a, b) = (resumed.next_shard().unwrap().unwrap(), fresh.next_shard().unwrap().unwrap());
+        assert_eq!(a.batch.x, b.batch.x, "round {round} after seek");
+    }
+}

@@ -69,7 +69,7 @@ impl std::fmt::Debug for Dataset {
             .field("files", &self.ctx.files.len())
             .field("rows", &self.layout.rows)
             .field("train_rows", &self.layout.train_rows)
-            .field("window_blocks", &self.layout.window_blocks)
+            .field("window_rows", &self.layout.window_rows)
             .finish()
     }
 }
@@ -81,7 +81,8 @@ impl PartialEq for Dataset {
 }
 
 /// The `BatchSource` for `split`'s training rows: a [`DatasetSource`] for a streamed dataset, a
-/// [`TableSource`] for a table in memory.
+/// [`TableSource`] for a table in memory. `lanes` cuts a streamed dataset's global batches (see
+/// [`order`]): the same for every world size of a job, ideally a multiple of it.
 ///
 /// # Errors
 /// As [`TableSource::new`] / [`DatasetSource::new`].
@@ -91,6 +92,7 @@ pub fn train_source(
     global_batch: usize,
     drop_last: bool,
     seed: u64,
+    lanes: usize,
     rank: usize,
     world: usize,
 ) -> Result<Box<dyn BatchSource>, DataError> {
@@ -99,6 +101,7 @@ pub fn train_source(
             Arc::clone(ds),
             global_batch,
             drop_last,
+            lanes,
             rank,
             world,
         )?),
@@ -204,7 +207,7 @@ pub fn load_dataset(
     };
     let row_bytes = width as u64 * 4 + ROW_OVERHEAD;
     let window_rows = (budget.window() / row_bytes).max(1);
-    layout.window_blocks = (window_rows / block_rows).max(1) as usize;
+    layout.window_rows = window_rows;
     let mut ds = Dataset {
         name: name.clone(),
         ctx,
@@ -219,12 +222,12 @@ pub fn load_dataset(
     ds.ctx.columns = columns;
     tracing::info!(
         "dataset {name}: {} files, {rows} rows ({} training, {} held out read for evaluation), \
-         {width} features, blocks of {block_rows} rows, windows of {} blocks, \
+         {width} features, blocks of {block_rows} rows, windows of {} rows, \
          preprocessing {}, budget {} MiB",
         ds.ctx.files.len(),
         ds.layout.train_rows,
         test.rows,
-        ds.layout.window_blocks,
+        ds.layout.window_rows,
         match stored {
             Some(_) => "given (stored with the run, not refitted)".to_string(),
             None => format!("fitted on {sample_rows} rows"),

@@ -1,18 +1,18 @@
 //! `DatasetSource`: the `BatchSource` of a dataset that is streamed rather than held in memory.
 //!
-//! A loader thread reads the windows of the epoch order (see [`super::order`]) one after another,
-//! transforms the training rows *this rank trains on* with the fitted preprocessing (every rank
-//! decodes the whole window, as the order needs, but keeps and transforms only its own share of
-//! each global batch, about `1/world` of the rows), and hands them over a channel of capacity one,
-//! so reading the next window overlaps the compute of the current one. At most four windows exist
-//! at once (two in use when a batch straddles a boundary, one in the channel, one being built);
-//! the window size is chosen from the memory budget so that this fits with one worker.
+//! A loader thread reads, window after window of the epoch order (see [`super::order`]), the lane
+//! windows this rank trains on, transforms their training rows with the fitted preprocessing and
+//! hands them over a channel holding one window per lane, so reading the next window overlaps the
+//! compute of the current one. A rank whose share of every batch is whole lanes (the lane count is
+//! a multiple of the world size) reads, decodes and keeps only its own rows. At most about three
+//! windows' worth of this rank's lanes exist at once (the one in use, the one in the channel, the
+//! one being built); a batch never straddles two windows.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
-use super::order::{held_out, WindowPlan};
+use super::order::{held_out, LaneCut, WindowPlan};
 use super::store::block_on;
 use super::Dataset;
 use crate::batch::{Batch, Targets};
@@ -22,41 +22,18 @@ use crate::data::error::DataError;
 use crate::data::shard::{shard_range, shard_scale};
 use crate::data::table::Table;
 
-/// This rank's rows of a window, and where each epoch position of the window finds its row.
+/// One lane's window: its training rows in position order and the order the lane visits them.
 pub struct Window {
     plan: WindowPlan,
-    /// This rank's rows, in window-row order (position order of the dataset).
+    /// The window's rows, in position order.
     table: Table,
-    /// Per epoch position of the window: its row in `table`, or [`NOT_MINE`].
+    /// Per lane position of the window: its row in `table`.
     slot: Vec<u32>,
 }
 
-/// `Window::slot` of a position another rank trains on.
-const NOT_MINE: u32 = u32::MAX;
-
-/// Which epoch positions a rank trains on: its contiguous share of every global batch.
-#[derive(Debug, Clone, Copy)]
-struct Share {
-    global_batch: u64,
-    rows: u64,
-    rank: usize,
-    world: usize,
-}
-
-impl Share {
-    fn mine(&self, position: u64) -> bool {
-        let g = self.global_batch.max(1);
-        let batch_start = position / g * g;
-        let len = g.min(self.rows - batch_start) as usize;
-        let share = shard_range(len, self.rank, self.world);
-        let offset = (position - batch_start) as usize;
-        share.contains(&offset)
-    }
-}
-
 impl Window {
-    fn end(&self) -> u64 {
-        self.plan.start + self.plan.len
+    fn key(&self) -> (u64, u64) {
+        (self.plan.epoch, self.plan.index)
     }
 }
 
@@ -85,72 +62,63 @@ pub fn empty_table(cols: usize, like: &Targets, rows: usize) -> Table {
     }
 }
 
-/// Reads `plan`'s blocks and transforms the training rows `share` trains on.
-async fn build_window(ds: &Dataset, plan: WindowPlan, share: Share) -> Result<Window, DataError> {
-    let ranges = super::reader::merge(plan.blocks.iter().map(|&b| ds.layout.block_range(b)));
-    let perm = ds.layout.window_permutation(&plan);
-    // Window rows (training rows in position order) this rank needs.
-    let mut needed = vec![false; plan.len as usize];
-    for (j, &row) in perm.iter().enumerate() {
-        if share.mine(plan.start + j as u64) {
-            needed[row as usize] = true;
-        }
-    }
-    let kept = needed.iter().filter(|n| **n).count();
-    let mut compact = vec![NOT_MINE; plan.len as usize];
-    let mut table = empty_table(ds.width, &ds.target_kind, kept);
+/// Reads `plan`'s pieces and transforms their training rows.
+async fn build_window(ds: &Dataset, plan: WindowPlan) -> Result<Window, DataError> {
+    let ranges = super::reader::merge(plan.pieces.iter().cloned());
+    let mut table = empty_table(ds.width, &ds.target_kind, plan.len as usize);
     let (seed, tf) = (ds.layout.seed, ds.layout.test_fraction);
     let fitted = &ds.fitted;
-    let mut seen = 0usize;
     let mut conversion = Conversion::default();
     let mut rows = Vec::new();
     let mut sink = |batch: arrow_array::RecordBatch, first: u64, file: &str| {
         rows.clear();
-        for i in 0..batch.num_rows() {
-            if held_out(seed, tf, first + i as u64) {
-                continue;
-            }
-            if needed.get(seen).copied().unwrap_or(false) {
-                compact[seen] = (table.rows + rows.len()) as u32;
-                rows.push(i);
-            }
-            seen += 1;
-        }
+        rows.extend((0..batch.num_rows()).filter(|&i| !held_out(seed, tf, first + i as u64)));
         if !rows.is_empty() {
             conversion.append(fitted, &batch, file, &rows, &mut table)?;
         }
         Ok(())
     };
     ds.ctx.read(&ranges, &mut sink).await?;
-    if seen as u64 != plan.len || table.rows != kept {
+    if table.rows as u64 != plan.len {
         return Err(DataError::Source {
             file: ds.name.clone(),
             message: format!(
-                "window {} of epoch {} has {seen} training rows, expected {} (did a file change?)",
-                plan.index, plan.epoch, plan.len
+                "window {} of lane {} in epoch {} has {} training rows, expected {} (did a file \
+                 change?)",
+                plan.index, plan.lane, plan.epoch, table.rows, plan.len
             ),
         });
     }
-    let slot = perm.iter().map(|&row| compact[row as usize]).collect();
+    let slot = ds.layout.window_permutation(&plan);
     Ok(Window { plan, table, slot })
 }
 
 type Loaded = Result<Window, DataError>;
 
-/// Starts a loader thread at window `window` of `epoch`; it runs until its receiver is dropped.
-fn spawn_loader(ds: Arc<Dataset>, epoch: u64, window: usize, share: Share) -> Receiver<Loaded> {
-    let (tx, rx) = sync_channel::<Loaded>(1);
+/// Starts a loader thread at window `index` of `epoch` for `lanes`; it runs until its receiver is
+/// dropped.
+fn spawn_loader(
+    ds: Arc<Dataset>,
+    cut: Arc<LaneCut>,
+    lanes: Vec<usize>,
+    epoch: u64,
+    index: u64,
+) -> Receiver<Loaded> {
+    let (tx, rx) = sync_channel::<Loaded>(lanes.len().max(1));
     std::thread::Builder::new()
         .name("lockstep-dataset".into())
         .spawn(move || {
-            let (mut epoch, mut first) = (epoch, window);
+            let (mut epoch, mut first) = (epoch, index);
             loop {
-                let plans = ds.layout.epoch_windows(epoch);
-                for plan in plans.into_iter().skip(first) {
-                    let loaded = block_on(&ds.name, build_window(&ds, plan, share));
-                    let failed = loaded.is_err();
-                    if tx.send(loaded).is_err() || failed {
-                        return;
+                let order = ds.layout.epoch_order(epoch);
+                for index in first..cut.windows {
+                    for &lane in &lanes {
+                        let plan = ds.layout.window(&order, &cut, lane, index);
+                        let loaded = block_on(&ds.name, build_window(&ds, plan));
+                        let failed = loaded.is_err();
+                        if tx.send(loaded).is_err() || failed {
+                            return;
+                        }
                     }
                 }
                 epoch += 1;
@@ -162,19 +130,24 @@ fn spawn_loader(ds: Arc<Dataset>, epoch: u64, window: usize, share: Share) -> Re
     rx
 }
 
-/// A `BatchSource` that streams a [`Dataset`]: seeded epochs in windows, sharded by rank.
+/// A `BatchSource` that streams a [`Dataset`]: seeded epochs in lane windows, sharded by rank.
 pub struct DatasetSource {
     ds: Arc<Dataset>,
     plan: EpochPlan,
     rank: usize,
     world: usize,
+    cut: Arc<LaneCut>,
+    /// The lanes this rank's shares touch, ascending.
+    mine: Vec<usize>,
     cursor: DataCursor,
+    /// The windows of the current window index, one per lane of `mine`, in lane order.
     windows: VecDeque<Window>,
     rx: Option<Receiver<Loaded>>,
 }
 
 impl DatasetSource {
-    /// A source for `rank` of `world`, global batches of `global_batch` rows.
+    /// A source for `rank` of `world`, global batches of `global_batch` rows cut into `lanes`
+    /// lanes (the same for every world size, so the batches are too).
     ///
     /// # Errors
     /// `Source` if an epoch would have no batch, or `rank >= world`.
@@ -182,6 +155,7 @@ impl DatasetSource {
         ds: Arc<Dataset>,
         global_batch: usize,
         drop_last: bool,
+        lanes: usize,
         rank: usize,
         world: usize,
     ) -> Result<Self, DataError> {
@@ -204,52 +178,49 @@ impl DatasetSource {
         if rank >= world {
             return Err(err(format!("rank {rank} is not in a world of {world}")));
         }
+        let cut = ds.layout.lanes(lanes, global_batch as u64);
+        // The lanes a share of a full batch or of the last, partial one touches.
+        let partial = plan.rows % global_batch.max(1);
+        let mut mine: Vec<usize> = (0..cut.lanes)
+            .filter(|&l| {
+                [global_batch, partial].iter().any(|&len| {
+                    let (s, p) = (shard_range(len, rank, world), cut.part(len, l));
+                    !s.is_empty() && !p.is_empty() && s.start < p.end && p.start < s.end
+                })
+            })
+            .collect();
+        mine.dedup();
         Ok(DatasetSource {
             ds,
             plan,
             rank,
             world,
+            cut: Arc::new(cut),
+            mine,
             cursor: DataCursor::default(),
             windows: VecDeque::new(),
             rx: None,
         })
     }
 
-    /// Makes sure the windows covering epoch positions `start..end` of the cursor's epoch are loaded.
-    fn load_until(&mut self, start: u64, end: u64) -> Result<(), DataError> {
-        let epoch = self.cursor.epoch;
-        while self
-            .windows
-            .front()
-            .is_some_and(|w| w.plan.epoch < epoch || (w.end() <= start && w.plan.len > 0))
-        {
-            self.windows.pop_front();
-        }
+    /// Makes sure the windows of index `index` of the cursor's epoch are loaded.
+    fn load(&mut self, index: u64) -> Result<(), DataError> {
+        let key = (self.cursor.epoch, index);
+        self.windows.retain(|w| w.key() >= key);
         if self.rx.is_none() {
-            let first = self
-                .ds
-                .layout
-                .epoch_windows(epoch)
-                .iter()
-                .position(|w| w.start + w.len > start)
-                .unwrap_or(0);
             self.windows.clear();
-            let share = Share {
-                global_batch: self.plan.global_batch as u64,
-                rows: self.plan.rows as u64,
-                rank: self.rank,
-                world: self.world,
-            };
-            self.rx = Some(spawn_loader(Arc::clone(&self.ds), epoch, first, share));
+            self.rx = Some(spawn_loader(
+                Arc::clone(&self.ds),
+                Arc::clone(&self.cut),
+                self.mine.clone(),
+                key.0,
+                key.1,
+            ));
         }
-        while !self
-            .windows
-            .back()
-            .is_some_and(|w| w.plan.epoch > epoch || (w.plan.epoch == epoch && w.end() >= end))
-        {
+        while self.windows.iter().filter(|w| w.key() == key).count() < self.mine.len() {
             let rx = self.rx.as_ref().ok_or_else(|| self.gone())?;
             let w = rx.recv().map_err(|_| self.gone())??;
-            if w.plan.epoch == epoch && w.end() > start || w.plan.epoch > epoch {
+            if w.key() >= key {
                 self.windows.push_back(w);
             }
         }
@@ -263,18 +234,20 @@ impl DatasetSource {
         }
     }
 
-    /// Rows at epoch positions `a..b` as a batch.
-    fn gather(&self, a: u64, b: u64) -> Batch {
-        let mut out = empty_table(self.ds.width, &self.ds.target_kind, (b - a) as usize);
-        for w in self
-            .windows
-            .iter()
-            .filter(|w| w.plan.epoch == self.cursor.epoch)
-        {
-            let (lo, hi) = (a.max(w.plan.start), b.min(w.end()));
+    /// This rank's rows of global batch `b` (of `len` rows) as a batch, lane by lane.
+    fn gather(&self, b: u64, len: usize, index: u64) -> Batch {
+        let mine = shard_range(len, self.rank, self.world);
+        let mut out = empty_table(self.ds.width, &self.ds.target_kind, mine.len());
+        let key = (self.cursor.epoch, index);
+        let first_batch = index * self.cut.window_batches;
+        for w in self.windows.iter().filter(|w| w.key() == key) {
+            let l = w.plan.lane;
+            let part = self.cut.part(len, l);
+            let (lo, hi) = (mine.start.max(part.start), mine.end.min(part.end));
+            // Lane position of this batch's part, relative to the window.
+            let at = (b - first_batch) * self.cut.share[l];
             for p in lo..hi {
-                let row = w.slot[(p - w.plan.start) as usize];
-                debug_assert_ne!(row, NOT_MINE, "position {p} is another rank's");
+                let row = w.slot[(at + (p - part.start) as u64) as usize];
                 push_row(&mut out, &w.table, row as usize);
             }
         }
@@ -300,11 +273,10 @@ impl BatchSource for DatasetSource {
         let c = self.cursor;
         let g = self.plan.global_batch as u64;
         let start = c.batch_in_epoch * g;
-        let end = (start + g).min(self.plan.rows as u64);
-        let len = (end - start) as usize;
-        let mine = shard_range(len, self.rank, self.world);
-        self.load_until(start, end)?;
-        let batch = self.gather(start + mine.start as u64, start + mine.end as u64);
+        let len = ((start + g).min(self.plan.rows as u64) - start) as usize;
+        let index = c.batch_in_epoch / self.cut.window_batches;
+        self.load(index)?;
+        let batch = self.gather(c.batch_in_epoch, len, index);
         let out = ShardBatch {
             batch,
             cursor: c,

@@ -49,6 +49,25 @@ impl Store {
     }
 }
 
+/// `path` made absolute with `.` and `..` resolved (object store paths have neither): the path
+/// itself when it exists, else its parent (a glob's directory) and its last segment.
+fn local_absolute(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    if let Ok(c) = std::fs::canonicalize(path) {
+        return Ok(c);
+    }
+    if let (Some(parent), Some(last)) = (path.parent(), path.file_name()) {
+        let parent = if parent.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            parent
+        };
+        if let Ok(c) = std::fs::canonicalize(parent) {
+            return Ok(c.join(last));
+        }
+    }
+    std::path::absolute(path)
+}
+
 /// Opens the store that `spec.path` (already resolved against the manifest directory) lives in.
 ///
 /// # Errors
@@ -61,7 +80,7 @@ pub fn open(spec: &DataSpec) -> Result<Store, DataError> {
         message,
     };
     if !spec.is_url() {
-        let abs = std::path::absolute(&spec.path).map_err(|e| err(e.to_string()))?;
+        let abs = local_absolute(&spec.path).map_err(|e| err(e.to_string()))?;
         let location = abs.to_string_lossy().trim_start_matches('/').to_string();
         return Ok(Store {
             inner: Arc::new(LocalFileSystem::new()),
