@@ -9,10 +9,10 @@
 //!
 //! | share | of `memory_mb` | holds |
 //! |---|---|---|
-//! | windows | 40% | at most 4 windows of 10% each (features as `f32`, target, order) |
+//! | windows | 40% | at most 4 windows of 10% each (features as `f32`, target, order): in practice three, the one in use, one prefetched, one being read |
 //! | held-out rows | 10% | 2 copies of 5% (the split and the evaluator's batch) |
 //! | preprocessing sample | 20% | raw sample values while fitting, freed before training |
-//! | reader | 15% | the footer of the file being read, one projected row group (compressed and decoded), one decoded record batch and its transform |
+//! | reader | 15% | the footer indexes of all files and the metadata of the row groups being read, one projected row group (compressed and decoded), one decoded record batch and its transform |
 //! | process | 15% | not data: binary, threads, runtime, model, optimizer, gradients, communication buffers, allocator slack |
 //!
 //! Windows hold only the rows of this rank's shares, so with `w` workers a window takes about
@@ -54,7 +54,7 @@ impl Budget {
 /// What reading costs whatever the window size, from the footers.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ReaderCost {
-    /// The parsed footer of the file being read (and of the next one, while it is fetched).
+    /// The footer indexes of every file, and the metadata a read builds of its row groups.
     pub footers: u64,
     /// The largest row group's projected columns, compressed plus uncompressed (fetched whole,
     /// then decoded page by page).
@@ -71,10 +71,13 @@ impl ReaderCost {
 
     /// The cost of reading `columns` of `files`.
     pub fn of(files: &[DataFile], columns: &[String]) -> Self {
-        let mut footers = 0u64;
+        let mut footers: u64 = files.iter().map(|f| f.index.bytes()).sum();
+        let mut per_read = 0u64;
         let mut row_group = 0u64;
         for f in files {
-            footers = footers.max(2 * f.footer_bytes);
+            // A read builds the metadata of the row groups it touches: about two.
+            let groups = f.group_rows.len().max(1) as u64;
+            per_read = per_read.max(2 * f.footer_bytes.div_ceil(groups));
             let bytes: u64 = columns
                 .iter()
                 .filter_map(|c| f.schema.index_of(c).ok())
@@ -82,6 +85,7 @@ impl ReaderCost {
                 .sum();
             row_group = row_group.max(bytes);
         }
+        footers += per_read;
         // Arrow arrays and the reader's buffers (see `DECODE_VALUE_BYTES`); the batch is
         // transformed straight into the window (counted there), one tile of rows at a time.
         let rows = batch_rows(columns.len()) as u64;

@@ -1,8 +1,9 @@
 //! From `[job.data] path` to the dataset's files: a single file, every Parquet file under a
 //! directory (or prefix), or the files whose name matches a glob in the last path segment; in name
 //! order, each with a summary of its footer (schema, rows per row group, the bytes of each column's
-//! largest chunk). Footers are not kept: a wide file of many row groups has megabytes of them, so
-//! the reader fetches the footer of the file it reads again (see [`super::reader`]).
+//! largest chunk) and a compact index of its chunks ([`FooterIndex`]). Parsed footers are not kept:
+//! a wide file of many row groups has megabytes of them; the reader builds the metadata of the row
+//! groups it reads from the index (see [`super::reader`]).
 //!
 //! Names starting with `_` or `.` (Spark's `_SUCCESS`, checksum files) and names without a
 //! `.parquet`/`.pq` extension are not part of a directory. Files whose footer cannot be read are an
@@ -19,6 +20,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::file::metadata::ParquetStatisticsPolicy;
 
+use super::footer::FooterIndex;
 use super::store::Store;
 use crate::data::columns::{column_kind, glob_match, missing_column};
 use crate::data::error::DataError;
@@ -43,8 +45,10 @@ pub struct DataFile {
     /// Per top-level column (by schema index): its largest chunk over the row groups, compressed
     /// plus uncompressed bytes (what reading one row group of it holds at most).
     pub column_bytes: Vec<u64>,
-    /// Memory of the parsed footer while the file is read.
+    /// Memory of the parsed footer (while listing; a read holds its row groups' share of it).
     pub footer_bytes: u64,
+    /// What reading needs of the footer, kept for the whole job.
+    pub index: Arc<FooterIndex>,
     /// First logical row of this file in the dataset.
     pub first_row: u64,
     /// Rows in the file.
@@ -270,6 +274,7 @@ async fn open_footer(store: &Store, meta: ObjectMeta) -> Result<DataFile, DataEr
             .collect(),
         column_bytes,
         footer_bytes: pq.memory_size() as u64,
+        index: Arc::new(FooterIndex::of(pq)),
         first_row: 0,
         rows: pq.file_metadata().num_rows().max(0) as u64,
     })

@@ -12,6 +12,7 @@
 //! 15% (footers, one row group, decode), the process 15%.
 
 pub mod budget;
+pub mod footer;
 pub mod listing;
 pub mod order;
 pub mod reader;

@@ -3,13 +3,13 @@
 //! row groups that overlap, a row selection for the rest), so the bytes fetched are those of the
 //! ranges and not whole files.
 //!
-//! The footer of the file being read is fetched when reading reaches it and kept until reading
-//! moves to another file (one footer in memory, not one per file of the dataset). Record batches
-//! are cut to at most [`DECODE_BYTES`] of decoded values, so wide rows decode in fewer rows.
+//! Footers are not fetched again: the metadata of the row groups a read touches is built from the
+//! listing's [`FooterIndex`](super::footer::FooterIndex) of the file. Record batches are cut to at
+//! most [`DECODE_BYTES`] of decoded values, so wide rows decode in fewer rows.
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use futures::TryStreamExt;
@@ -17,9 +17,7 @@ use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::ProjectionMask;
 
-use parquet::arrow::arrow_reader::ArrowReaderMetadata;
-
-use super::listing::{load_footer, DataFile};
+use super::listing::DataFile;
 use super::store::Store;
 use crate::data::error::DataError;
 
@@ -46,8 +44,6 @@ pub struct ReadCtx {
     pub files: Vec<DataFile>,
     /// Columns to read (features and label).
     pub columns: Vec<String>,
-    /// The footer of the file read last: (index in `files`, footer).
-    footer: Mutex<Option<(usize, ArrowReaderMetadata)>>,
 }
 
 /// Merges sorted, possibly adjacent ranges.
@@ -72,41 +68,9 @@ impl ReadCtx {
             store,
             files,
             columns,
-            footer: Mutex::new(None),
         }
     }
 
-    /// The footer of file `index`: the one kept, or fetched (and kept in its place).
-    async fn footer(&self, index: usize) -> Result<ArrowReaderMetadata, DataError> {
-        let kept = self.footer.lock().ok().and_then(|g| g.clone());
-        if let Some((i, md)) = kept {
-            if i == index {
-                return Ok(md);
-            }
-        }
-        // Drop the old footer before fetching the next one.
-        if let Ok(mut g) = self.footer.lock() {
-            *g = None;
-        }
-        let f = &self.files[index];
-        let md = load_footer(&self.store, &f.location, f.size, &f.name).await?;
-        let group_rows: Vec<u64> = md
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows().max(0) as u64)
-            .collect();
-        if group_rows != f.group_rows {
-            return Err(DataError::Source {
-                file: f.name.clone(),
-                message: "the file changed since the dataset was listed (other row groups)".into(),
-            });
-        }
-        if let Ok(mut g) = self.footer.lock() {
-            *g = Some((index, md.clone()));
-        }
-        Ok(md)
-    }
     /// Reads the logical rows `ranges` (sorted, disjoint) in order and hands each piece to `sink`
     /// with its first logical row and the name of its file.
     ///
@@ -141,8 +105,12 @@ impl ReadCtx {
         sink: &mut (dyn FnMut(RecordBatch, u64, &str) -> Result<(), DataError> + Send),
     ) -> Result<(), DataError> {
         let f = &self.files[index];
-        let metadata = self.footer(index).await?;
         let (groups, selection, mut runs) = plan_file(f, local);
+        let metadata = f.index.metadata(&groups).map_err(|e| DataError::Decode {
+            file: f.name.clone(),
+            format: "parquet",
+            message: e.to_string(),
+        })?;
         let schema = metadata.schema();
         let roots: Vec<usize> = self
             .columns
@@ -165,7 +133,7 @@ impl ReadCtx {
         };
         let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
             .with_projection(mask)
-            .with_row_groups(groups)
+            .with_row_groups((0..groups.len()).collect())
             .with_row_selection(selection)
             .with_batch_size(batch_rows(self.columns.len()))
             .build()
