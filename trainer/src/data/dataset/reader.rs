@@ -112,10 +112,17 @@ impl ReadCtx {
             message: e.to_string(),
         })?;
         let schema = metadata.schema();
+        // By name through a map: `index_of` per column is quadratic in wide schemas.
+        let by_name: std::collections::HashMap<&str, usize> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name().as_str(), i))
+            .collect();
         let roots: Vec<usize> = self
             .columns
             .iter()
-            .filter_map(|c| schema.index_of(c).ok())
+            .filter_map(|c| by_name.get(c.as_str()).copied())
             .collect();
         let mask = ProjectionMask::roots(metadata.metadata().file_metadata().schema_descr(), roots);
         let reader = ParquetObjectReader::new(Arc::clone(&self.store.inner), f.location.clone())

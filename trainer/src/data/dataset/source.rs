@@ -9,7 +9,7 @@
 //! one being built); a batch never straddles two windows.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 use super::order::{held_out, LaneCut, WindowPlan};
@@ -62,10 +62,29 @@ pub fn empty_table(cols: usize, like: &Targets, rows: usize) -> Table {
     }
 }
 
-/// Reads `plan`'s pieces and transforms their training rows.
-async fn build_window(ds: &Dataset, plan: WindowPlan) -> Result<Window, DataError> {
+/// `table` emptied, with room for `rows` rows, or a new table when there is none: the loader
+/// reuses the tables of windows the source is done with, whose pages are already mapped (a fresh
+/// window's tens of MiB were otherwise faulted in and zeroed page by page, every window).
+fn reuse(table: Option<Table>, ds: &Dataset, rows: usize) -> Table {
+    match table {
+        Some(mut t) if t.cols == ds.width => {
+            t.x.clear();
+            t.x.reserve(rows * t.cols);
+            t.rows = 0;
+            match &mut t.y {
+                Targets::Real(v) => v.clear(),
+                Targets::Class(v) => v.clear(),
+            }
+            t
+        }
+        _ => empty_table(ds.width, &ds.target_kind, rows),
+    }
+}
+
+/// Reads `plan`'s pieces and transforms their training rows into `table` (emptied first).
+async fn build_window(ds: &Dataset, plan: WindowPlan, table: Table) -> Result<Window, DataError> {
     let ranges = super::reader::merge(plan.pieces.iter().cloned());
-    let mut table = empty_table(ds.width, &ds.target_kind, plan.len as usize);
+    let mut table = table;
     let (seed, tf) = (ds.layout.seed, ds.layout.test_fraction);
     let fitted = &ds.fitted;
     let mut conversion = Conversion::default();
@@ -95,6 +114,12 @@ async fn build_window(ds: &Dataset, plan: WindowPlan) -> Result<Window, DataErro
 
 type Loaded = Result<Window, DataError>;
 
+/// The loader's side of a [`DatasetSource`]: windows one way, spent tables the other.
+struct Loader {
+    rx: Receiver<Loaded>,
+    spent: SyncSender<Table>,
+}
+
 /// Starts a loader thread at window `index` of `epoch` for `lanes`; it runs until its receiver is
 /// dropped.
 fn spawn_loader(
@@ -103,8 +128,9 @@ fn spawn_loader(
     lanes: Vec<usize>,
     epoch: u64,
     index: u64,
-) -> Receiver<Loaded> {
+) -> Loader {
     let (tx, rx) = sync_channel::<Loaded>(lanes.len().max(1));
+    let (spent, tables) = sync_channel::<Table>(lanes.len().max(1));
     std::thread::Builder::new()
         .name("lockstep-dataset".into())
         .spawn(move || {
@@ -114,7 +140,8 @@ fn spawn_loader(
                 for index in first..cut.windows {
                     for &lane in &lanes {
                         let plan = ds.layout.window(&order, &cut, lane, index);
-                        let loaded = block_on(&ds.name, build_window(&ds, plan));
+                        let table = reuse(tables.try_recv().ok(), &ds, plan.len as usize);
+                        let loaded = block_on(&ds.name, build_window(&ds, plan, table));
                         let failed = loaded.is_err();
                         if tx.send(loaded).is_err() || failed {
                             return;
@@ -127,7 +154,7 @@ fn spawn_loader(
         })
         .map(|_| ())
         .unwrap_or_else(|e| tracing::error!("cannot start the dataset loader thread: {e}"));
-    rx
+    Loader { rx, spent }
 }
 
 /// A `BatchSource` that streams a [`Dataset`]: seeded epochs in lane windows, sharded by rank.
@@ -142,7 +169,7 @@ pub struct DatasetSource {
     cursor: DataCursor,
     /// The windows of the current window index, one per lane of `mine`, in lane order.
     windows: VecDeque<Window>,
-    rx: Option<Receiver<Loaded>>,
+    loader: Option<Loader>,
 }
 
 impl DatasetSource {
@@ -199,17 +226,22 @@ impl DatasetSource {
             mine,
             cursor: DataCursor::default(),
             windows: VecDeque::new(),
-            rx: None,
+            loader: None,
         })
     }
 
     /// Makes sure the windows of index `index` of the cursor's epoch are loaded.
     fn load(&mut self, index: u64) -> Result<(), DataError> {
         let key = (self.cursor.epoch, index);
-        self.windows.retain(|w| w.key() >= key);
-        if self.rx.is_none() {
+        while self.windows.front().is_some_and(|w| w.key() < key) {
+            if let (Some(w), Some(l)) = (self.windows.pop_front(), self.loader.as_ref()) {
+                // Full (the loader has tables to spare) or gone: the table is freed instead.
+                let _ = l.spent.try_send(w.table);
+            }
+        }
+        if self.loader.is_none() {
             self.windows.clear();
-            self.rx = Some(spawn_loader(
+            self.loader = Some(spawn_loader(
                 Arc::clone(&self.ds),
                 Arc::clone(&self.cut),
                 self.mine.clone(),
@@ -218,8 +250,8 @@ impl DatasetSource {
             ));
         }
         while self.windows.iter().filter(|w| w.key() == key).count() < self.mine.len() {
-            let rx = self.rx.as_ref().ok_or_else(|| self.gone())?;
-            let w = rx.recv().map_err(|_| self.gone())??;
+            let loader = self.loader.as_ref().ok_or_else(|| self.gone())?;
+            let w = loader.rx.recv().map_err(|_| self.gone())??;
             if w.key() >= key {
                 self.windows.push_back(w);
             }
@@ -303,7 +335,7 @@ impl BatchSource for DatasetSource {
         }
         self.cursor = cursor;
         self.windows.clear();
-        self.rx = None;
+        self.loader = None;
         Ok(())
     }
 }
