@@ -2,7 +2,8 @@
 generated dataset larger than memory (scripts/make_big_dataset.py) against the same job on
 examples/data/mnist5k.parquet in memory, interleaved A B B A ... in one run.
 
-usage: bench_dataset.py BIG_DIR [--rounds 400] [--repeat 3] [--memory-mb 512] [--exe PATH]
+usage: bench_dataset.py BIG_DIR [--rounds 400] [--repeat 3] [--memory-mb 512] [--block-rows N]
+                        [--exe PATH]
 
 Prints samples/s of each run (the report's samples_per_s: rounds only, not loading), the ratio
 streamed / in memory per pair, and the peak RSS (VmHWM) of every worker process of the streamed runs
@@ -24,6 +25,7 @@ ap.add_argument("big")
 ap.add_argument("--rounds", type=int, default=400)
 ap.add_argument("--repeat", type=int, default=3)
 ap.add_argument("--memory-mb", type=int, default=512)
+ap.add_argument("--block-rows", type=int, default=0, help="[job.data] block_rows (0: the default)")
 ap.add_argument("--exe", default=os.path.join(root, "target", "release", "lockstep"))
 a = ap.parse_args()
 
@@ -86,6 +88,8 @@ def run(kind, tmp):
         path, extra = os.path.join(root, "examples/data/mnist5k.parquet"), ""
     else:
         path, extra = a.big, f"memory_mb = {a.memory_mb}"
+        if a.block_rows:
+            extra += f"\nblock_rows = {a.block_rows}"
     m = os.path.join(tmp, f"{kind}.toml")
     open(m, "w").write(MANIFEST.format(rounds=a.rounds, path=path, extra=extra))
     run_dir = tempfile.mkdtemp(prefix=f"bench-data-{kind}-", dir=tmp)

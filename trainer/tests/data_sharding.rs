@@ -270,7 +270,10 @@ fn a_streamed_dataset_gives_every_world_size_the_same_rows_per_round() {
     spec.memory_mb = Some(1);
     spec.block_rows = Some(50);
     let split = load(&spec, 5).unwrap();
-    assert!(split.dataset.is_some(), "memory_mb takes the streamed route");
+    assert!(
+        split.dataset.is_some(),
+        "memory_mb takes the streamed route"
+    );
     let (global, lanes) = (60, 4);
     let source = |rank, world| {
         lockstep_trainer::data::train_source(&split, "digits", global, false, 5, lanes, rank, world)
@@ -311,7 +314,10 @@ fn a_streamed_dataset_gives_every_world_size_the_same_rows_per_round() {
         fresh.next_shard().unwrap();
     }
     for round in 40..50 {
-        let (a, b) = (resumed.next_shard().unwrap().unwrap(), fresh.next_shard().unwrap().unwrap());
+        let (a, b) = (
+            resumed.next_shard().unwrap().unwrap(),
+            fresh.next_shard().unwrap().unwrap(),
+        );
         assert_eq!(a.batch.x, b.batch.x, "round {round} after seek");
     }
 }

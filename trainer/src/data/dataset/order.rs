@@ -320,9 +320,7 @@ mod tests {
                     assert_eq!(at, cut.len[lane]);
                 }
                 all.sort_unstable();
-                let want: Vec<u64> = (0..layout.rows)
-                    .filter(|&r| !held_out(3, 0.2, r))
-                    .collect();
+                let want: Vec<u64> = (0..layout.rows).filter(|&r| !held_out(3, 0.2, r)).collect();
                 assert_eq!(all, want, "lanes {lanes} epoch {epoch}");
             }
         }
