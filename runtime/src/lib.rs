@@ -24,6 +24,7 @@ pub mod embed;
 pub mod endpoints;
 pub mod env_mode;
 pub mod error;
+mod guard;
 pub mod hang;
 pub mod held_out;
 pub mod ingest;

@@ -5,6 +5,7 @@
 use crate::actors::messages::WorkerState;
 use crate::actors::*;
 use crate::error::RuntimeError;
+use crate::guard::{caught, StopOnDrop};
 use crate::job;
 use crate::manifest::Aggregation;
 use crate::node::{bind_data, connect_control, join_mesh, NodeContext, COMMAND_TIMEOUT};
@@ -455,12 +456,15 @@ fn run_epoch(
         .await;
         match res {
             Ok((node, compute)) => {
-                let system = actix::System::current();
+                let stop = StopOnDrop(actix::System::current());
                 std::thread::spawn(move || {
+                    // The system stops when this thread ends, however it ends (a panic too).
+                    let _stop = stop;
                     let grants = compute.recipient();
-                    let r = control_loop(&mut link, &node, &grants, &reporter, COMMAND_TIMEOUT);
+                    let r = caught("the worker's control loop", || {
+                        control_loop(&mut link, &node, &grants, &reporter, COMMAND_TIMEOUT)
+                    });
                     let _ = tx.send((r, link));
-                    system.stop();
                 });
             }
             Err(e) => {
