@@ -19,7 +19,7 @@
 //! `1/w` of its 10% (the window's *size* in rows does not depend on `w`).
 
 use super::listing::DataFile;
-use super::reader::{batch_rows, DECODE_VALUE_BYTES};
+use super::reader::{batch_rows, row_bytes};
 
 /// Bytes per window row besides its features: target (4), order slot (4), permutation (4),
 /// position bookkeeping while it is built (5).
@@ -74,7 +74,9 @@ impl ReaderCost {
         let mut footers: u64 = files.iter().map(|f| f.index.bytes()).sum();
         let mut per_read = 0u64;
         let mut row_group = 0u64;
+        let mut decoded_row = 0usize;
         for f in files {
+            decoded_row = decoded_row.max(row_bytes(&f.schema, columns));
             // A read builds the metadata of the row groups it touches: about two.
             let groups = f.group_rows.len().max(1) as u64;
             per_read = per_read.max(2 * f.footer_bytes.div_ceil(groups));
@@ -86,10 +88,9 @@ impl ReaderCost {
             row_group = row_group.max(bytes);
         }
         footers += per_read;
-        // Arrow arrays and the reader's buffers (see `DECODE_VALUE_BYTES`); the batch is
+        // Arrow arrays and the reader's buffers (see `reader::value_bytes`); the batch is
         // transformed straight into the window (counted there), one tile of rows at a time.
-        let rows = batch_rows(columns.len()) as u64;
-        let decode = rows * columns.len() as u64 * DECODE_VALUE_BYTES as u64;
+        let decode = (batch_rows(decoded_row) * decoded_row) as u64;
         ReaderCost {
             footers,
             row_group,

@@ -23,17 +23,38 @@ use crate::data::error::DataError;
 
 /// Rows per decoded record batch at most.
 pub const READ_BATCH_ROWS: usize = 8192;
-/// Bytes of one decoded record batch at most, counted as [`DECODE_VALUE_BYTES`] per value.
+/// Bytes of one decoded record batch at most, counted with [`value_bytes`] per value.
 /// Large batches matter: the reader's cost per batch (one array per column, its buffers, the
 /// conversion's column lookup) is paid per batch, so narrow batches of wide rows are slow.
 pub const DECODE_BYTES: usize = 32 << 20;
-/// Bytes one decoded value may hold: its Arrow array (8 bytes at most) and the reader's buffer
-/// it was decoded in (as much again).
-pub const DECODE_VALUE_BYTES: usize = 16;
 
-/// Rows per decoded record batch for `columns` columns.
-pub fn batch_rows(columns: usize) -> usize {
-    (DECODE_BYTES / (columns.max(1) * DECODE_VALUE_BYTES)).clamp(64, READ_BATCH_ROWS)
+/// Bytes one decoded value of Arrow type `t` holds: its Arrow array and the reader's buffer it was
+/// decoded in (Parquet stores integers narrower than 32 bits as 32-bit values); 32 for strings
+/// and other variable-width types.
+pub fn value_bytes(t: &arrow_schema::DataType) -> usize {
+    match t.primitive_width() {
+        Some(w) => w + w.max(4),
+        None => 32,
+    }
+}
+
+/// Bytes one row of `columns` of `schema` holds decoded (see [`value_bytes`]).
+pub fn row_bytes(schema: &arrow_schema::Schema, columns: &[String]) -> usize {
+    let by_name: std::collections::HashMap<&str, &arrow_schema::DataType> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
+    columns
+        .iter()
+        .filter_map(|c| by_name.get(c.as_str()))
+        .map(|t| value_bytes(t))
+        .sum()
+}
+
+/// Rows per decoded record batch for rows of `row_bytes` decoded bytes.
+pub fn batch_rows(row_bytes: usize) -> usize {
+    (DECODE_BYTES / row_bytes.max(1)).clamp(64, READ_BATCH_ROWS)
 }
 
 /// What every read needs: the store, the files and the columns to project.
@@ -112,6 +133,7 @@ impl ReadCtx {
             message: e.to_string(),
         })?;
         let schema = metadata.schema();
+        let rows_per_batch = batch_rows(row_bytes(schema, &self.columns));
         // By name through a map: `index_of` per column is quadratic in wide schemas.
         let by_name: std::collections::HashMap<&str, usize> = schema
             .fields()
@@ -142,7 +164,7 @@ impl ReadCtx {
             .with_projection(mask)
             .with_row_groups((0..groups.len()).collect())
             .with_row_selection(selection)
-            .with_batch_size(batch_rows(self.columns.len()))
+            .with_batch_size(rows_per_batch)
             .build()
             .map_err(decode)?;
         while let Some(batch) = stream.try_next().await.map_err(decode)? {
