@@ -68,13 +68,36 @@ impl DataFile {
 /// `Io` for a path that matches nothing, a missing bucket, refused credentials or a store that
 /// keeps timing out (each naming the path or object); `Decode` for an unreadable footer when
 /// `on_bad_file = "error"`.
-pub async fn list(store: &Store, on_bad: OnBadFile) -> Result<Vec<DataFile>, DataError> {
-    let metas = matching_objects(store).await?;
-    let opened: Vec<Result<DataFile, DataError>> = futures::stream::iter(metas)
+///
+/// Footers are parsed up to [`FOOTER_CONCURRENCY`] at once, fewer when the first file's parsed
+/// footer says that many would not fit in `budget` bytes (a wide file of many row groups parses
+/// to tens of MiB).
+pub async fn list(
+    store: &Store,
+    on_bad: OnBadFile,
+    budget: u64,
+) -> Result<Vec<DataFile>, DataError> {
+    let mut metas = matching_objects(store).await?.into_iter();
+    let mut opened: Vec<Result<DataFile, DataError>> = Vec::new();
+    // Sequentially until one footer parses: its size sets how many may be parsed at once.
+    let mut at_once = 1;
+    for m in metas.by_ref() {
+        let f = open_footer(store, m).await;
+        if let Ok(f) = &f {
+            at_once = (budget / f.footer_bytes.max(1)).clamp(1, FOOTER_CONCURRENCY as u64) as usize;
+        }
+        let done = f.is_ok();
+        opened.push(f);
+        if done {
+            break;
+        }
+    }
+    let rest: Vec<Result<DataFile, DataError>> = futures::stream::iter(metas)
         .map(|m| open_footer(store, m))
-        .buffered(FOOTER_CONCURRENCY)
+        .buffered(at_once)
         .collect()
         .await;
+    opened.extend(rest);
     let mut files = Vec::with_capacity(opened.len());
     for f in opened {
         match f {

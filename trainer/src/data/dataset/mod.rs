@@ -151,7 +151,7 @@ pub fn load_dataset(
         bytes: spec.memory_mb.unwrap_or(DEFAULT_MEMORY_MB).max(1) * (1 << 20),
     };
     let store = store::open(spec)?;
-    let files = store::block_on(&name, list(&store, spec.on_bad_file))?;
+    let files = store::block_on(&name, list(&store, spec.on_bad_file, budget.reader()))?;
     let first = &files[0];
     let features = match stored {
         Some(f) => {
