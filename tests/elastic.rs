@@ -277,3 +277,44 @@ fn credit_over_tcp_survives_a_kill_and_a_rejoin() {
     assert_eq!(sha(&r), want, "weights differ from the uninterrupted run");
     no_leftovers(d.path());
 }
+
+/// A streamed dataset (`memory_mb` set): its batches are cut into lanes fixed by `micro_batches`
+/// (4), so after a kill the 3 survivors, whose shares are no longer whole lanes, and a rejoined
+/// replacement still train on the uninterrupted run's batches and end with its weights.
+#[test]
+fn a_streamed_dataset_keeps_its_batches_through_a_kill_and_a_rejoin() {
+    let run = args(
+        MNIST_RUN,
+        &[
+            "--set",
+            "job.data.memory_mb=64",
+            "--set",
+            "job.data.block_rows=256",
+        ],
+    );
+    let want = baseline(MNIST, &run, "el-ds-base");
+    for (tag, extra, world) in [
+        ("el-ds-kill", &["--elastic", "2"][..], 3),
+        (
+            "el-ds-join",
+            &["--elastic", "2", "--max-restarts", "1"][..],
+            4,
+        ),
+    ] {
+        let d = run_dir(tag);
+        let child = spawn_launch(MNIST, d.path(), &args(&run, extra));
+        wait_for_round(d.path(), 50);
+        signal(pid_of(d.path(), "worker-2"), libc::SIGKILL);
+        let out = wait_with_deadline(child, LIMIT);
+        assert_ok(&out);
+        let r = report(d.path());
+        show_changes(tag, &r);
+        assert_eq!(r["world_size"], world, "{tag}");
+        assert_eq!(
+            sha(&r),
+            want,
+            "{tag}: weights differ from the uninterrupted run"
+        );
+        no_leftovers(d.path());
+    }
+}

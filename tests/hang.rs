@@ -15,6 +15,12 @@ const CREDIT: &str = "examples/credit/cluster.toml";
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn launch_stalled(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["--set", "cluster.progress_timeout_ms=3000"];
+    args.extend_from_slice(extra);
+    launch_faulted(dir, "stall:node=worker-1:round=5", &args)
+}
+
+fn launch_faulted(dir: &Path, fault: &str, extra: &[&str]) -> Output {
     let report = dir.join("report.json");
     let mut args = vec![
         "launch",
@@ -24,15 +30,13 @@ fn launch_stalled(dir: &Path, extra: &[&str]) -> Output {
         "--report",
         report.to_str().unwrap(),
         "--set",
-        "cluster.progress_timeout_ms=3000",
-        "--set",
         "job.epochs=2",
     ];
     args.extend_from_slice(extra);
     let child = Command::new(exe())
         .args(&args)
         .current_dir(root())
-        .env("LOCKSTEP_FAULT", "stall:node=worker-1:round=5")
+        .env("LOCKSTEP_FAULT", fault)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -137,5 +141,31 @@ fn a_worker_stalled_in_the_final_save_is_named_and_the_job_stops() {
         "the error names the node and the operation:\n{stderr}"
     );
     assert!(!report.exists(), "no report for a job that did not finish");
+    no_leftovers(d.path());
+}
+
+/// A worker that fails (an error, not a stall) aborts while the other worker waits on it in the
+/// allreduce and the coordinator waits on that one's report: the coordinator still reads the
+/// abort at once, not at the progress timeout (set far beyond this test's limit), and the job
+/// stops naming the failed worker and its error.
+#[test]
+fn a_failing_worker_stops_the_job_though_its_peer_is_blocked_on_it() {
+    let d = run_dir("hang-fail");
+    let out = launch_faulted(
+        d.path(),
+        "fail:node=worker-1:round=5",
+        &["--set", "cluster.progress_timeout_ms=600000"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the job must fail\n{err}");
+    assert!(
+        err.contains("aborted by worker-1")
+            && err.contains("LOCKSTEP_FAULT failed forward_backward"),
+        "the error must name worker-1 and its failure:\n{err}"
+    );
+    assert!(
+        !err.contains("hang diagnosis"),
+        "no hang table for a reported failure:\n{err}"
+    );
     no_leftovers(d.path());
 }

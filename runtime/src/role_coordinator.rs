@@ -211,10 +211,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     };
     let members: Vec<Member> = regs
         .into_iter()
-        .map(|r| Member {
-            name: r.name,
-            link: r.link,
-        })
+        .map(|r| Member::new(r.name, r.link))
         .collect();
     let elastic = m.elastic();
     // From here on SIGINT / SIGTERM stop the job at a round boundary with a final checkpoint.

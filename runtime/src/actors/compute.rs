@@ -271,7 +271,7 @@ impl Compute {
         let round = plan.round;
         let board = self.reporter.activity().clone();
         board.set(Thread::Compute, Doing::ForwardBackward, round, 0);
-        board.stall_point(round);
+        board.stall_point(round)?;
         let scored = self.score(round, &shard.batch)?;
         let (last_micro, head_loss) = match self.micro {
             0 => (None, 0.0),

@@ -19,7 +19,7 @@ use crate::protocol::{
 use crate::registration::Registration;
 use actix::{Actor, Handler, Message, SyncContext};
 use lockstep_transport::{AnyLink, Link};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ mod finish;
 mod hang;
 mod membership;
 mod stream;
+mod watch;
 
 pub use finish::{RunFinish, RunSave};
 pub use membership::{ChangeMembership, Changed};
@@ -38,6 +39,19 @@ pub struct Member {
     pub name: String,
     /// Its control link.
     pub link: AnyLink,
+    /// Messages read ahead of their turn (while watching for aborts), in arrival order.
+    early: VecDeque<ControlMsg>,
+}
+
+impl Member {
+    /// A member `name` on `link`.
+    pub fn new(name: String, link: AnyLink) -> Self {
+        Member {
+            name,
+            link,
+            early: VecDeque::new(),
+        }
+    }
 }
 
 /// Elastic membership as the control plane keeps it.
@@ -86,6 +100,21 @@ fn recv_member_one(
 /// [`recv_member_one`], and with a `deadline` [`RuntimeError::Timeout`] when nothing came by
 /// then (the link stays usable).
 fn recv_member_until(
+    traces: &Option<TraceCollector>,
+    progress: Option<&mut Progress>,
+    m: &mut Member,
+    round: u64,
+    doing: &'static str,
+    deadline: Option<Instant>,
+) -> Result<Option<ControlMsg>, RuntimeError> {
+    match m.early.pop_front() {
+        Some(msg) => Ok(Some(msg)),
+        None => read_member(traces, progress, m, round, doing, deadline),
+    }
+}
+
+/// [`recv_member_until`] from the link itself, past the messages read ahead.
+fn read_member(
     traces: &Option<TraceCollector>,
     progress: Option<&mut Progress>,
     m: &mut Member,
@@ -199,9 +228,8 @@ impl ControlPlane {
         round: u64,
         doing: &'static str,
     ) -> Result<ControlMsg, RuntimeError> {
-        let m = &mut self.members[i];
-        let progress = self.stream.get_mut(i);
-        let msg = recv_member_before(&self.traces, progress, m, round, doing, self.deadline)?;
+        let msg = self.recv_watching(i, round, doing)?;
+        let m = &self.members[i];
         let about = match &msg {
             ControlMsg::RoundDone { round, .. }
             | ControlMsg::Evaluated { round, .. }

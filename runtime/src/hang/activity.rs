@@ -184,11 +184,24 @@ impl Activity {
     }
 
     /// Test-only fault ([`super::fault`]): when this board's stall is set for `round`, never
-    /// return (the thread sleeps; heartbeats and the control thread go on).
+    /// return (the thread sleeps; heartbeats and the control thread go on); when its failure is,
+    /// an error.
+    ///
+    /// # Errors
+    /// The test-only failure of `round`.
     #[inline]
-    pub fn stall_point(&self, round: u64) {
-        if matches!(&self.inner.fault, Some(Fault::Stall { round: r, .. }) if *r == round) {
-            stall_for_good("forward_backward", round);
+    pub fn stall_point(&self, round: u64) -> Result<(), crate::error::RuntimeError> {
+        match &self.inner.fault {
+            Some(Fault::Stall { round: r, .. }) if *r == round => {
+                stall_for_good("forward_backward", round)
+            }
+            Some(Fault::Fail { round: r, .. }) if *r == round => {
+                tracing::warn!(round, "LOCKSTEP_FAULT: failing forward_backward");
+                Err(crate::error::RuntimeError::Model(format!(
+                    "round {round}: LOCKSTEP_FAULT failed forward_backward"
+                )))
+            }
+            _ => Ok(()),
         }
     }
 

@@ -8,6 +8,9 @@
 //! `LOCKSTEP_FAULT=stall_save:node=worker-0`: `Compute` on `worker-0` never returns from the
 //! final model save (the coordinator's end-of-job wait must name it).
 //!
+//! `LOCKSTEP_FAULT=fail:node=worker-1:round=5`: `Compute` on `worker-1` fails in round 5 with an
+//! error (the worker aborts while its peers wait for it in the allreduce).
+//!
 //! Documented in `docs/security.md` (a switch that hangs a job must never be set in production;
 //! it is read only from the process's own environment).
 
@@ -31,6 +34,13 @@ pub enum Fault {
         /// The node that stalls in its final model save.
         node: String,
     },
+    /// `fail:node=N:round=R`.
+    Fail {
+        /// The node that fails.
+        node: String,
+        /// The round it fails in.
+        round: u64,
+    },
 }
 
 impl Fault {
@@ -42,16 +52,17 @@ impl Fault {
         let bad = |why: &str| RuntimeError::Launch(format!("{VAR}={v:?}: {why}"));
         let mut parts = v.split(':');
         let kind = parts.next();
-        if kind != Some("stall") && kind != Some("stall_save") {
+        if !matches!(kind, Some("stall" | "stall_save" | "fail")) {
             return Err(bad(
-                "the faults are stall:node=NAME:round=N and stall_save:node=NAME",
+                "the faults are stall:node=NAME:round=N, fail:node=NAME:round=N and \
+                 stall_save:node=NAME",
             ));
         }
         let (mut node, mut round) = (None, None);
         for p in parts {
             match p.split_once('=') {
                 Some(("node", n)) if !n.is_empty() => node = Some(n.to_string()),
-                Some(("round", r)) if kind == Some("stall") => {
+                Some(("round", r)) if kind != Some("stall_save") => {
                     round = Some(r.parse().map_err(|_| bad("round is not a number"))?)
                 }
                 _ => return Err(bad(&format!("unknown part {p:?}"))),
@@ -59,8 +70,9 @@ impl Fault {
         }
         match (kind, node, round) {
             (Some("stall"), Some(node), Some(round)) => Ok(Fault::Stall { node, round }),
+            (Some("fail"), Some(node), Some(round)) => Ok(Fault::Fail { node, round }),
             (Some("stall_save"), Some(node), None) => Ok(Fault::StallSave { node }),
-            (Some("stall"), _, _) => Err(bad("needs node=NAME and round=N")),
+            (Some("stall" | "fail"), _, _) => Err(bad("needs node=NAME and round=N")),
             _ => Err(bad("needs node=NAME")),
         }
     }
@@ -68,7 +80,9 @@ impl Fault {
     /// The node the fault is for.
     pub fn node(&self) -> &str {
         match self {
-            Fault::Stall { node, .. } | Fault::StallSave { node } => node,
+            Fault::Stall { node, .. } | Fault::StallSave { node } | Fault::Fail { node, .. } => {
+                node
+            }
         }
     }
 
@@ -110,5 +124,13 @@ mod tests {
         );
         assert!(Fault::parse("stall_save:node=w0:round=3").is_err());
         assert!(Fault::parse("stall_save").is_err());
+        assert_eq!(
+            Fault::parse("fail:node=w1:round=3").unwrap(),
+            Fault::Fail {
+                node: "w1".into(),
+                round: 3
+            }
+        );
+        assert!(Fault::parse("fail:node=w1").is_err());
     }
 }

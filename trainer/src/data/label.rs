@@ -161,7 +161,12 @@ impl LabelPlan {
                     if x < 0.0 || x.fract() != 0.0 || x >= k as f64 {
                         return Err(bad(
                             r,
-                            format!("class label {x} is not an integer in 0..{k}"),
+                            format!(
+                                "class label {x} is not an integer in 0..{k} (without \
+                                 [job.data] classes, the classes are the labels seen when the \
+                                 transform was fitted: for a streamed dataset, its sample; \
+                                 set classes)"
+                            ),
                         ));
                     }
                     out.push(x as u32);

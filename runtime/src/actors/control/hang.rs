@@ -26,7 +26,10 @@ impl ControlPlane {
         let deadline = Instant::now() + PROBE_WAIT;
         let mut nodes = Vec::with_capacity(self.members.len());
         for (i, m) in self.members.iter_mut().enumerate() {
-            let mut owes = i >= self.collecting;
+            let mut owes = i >= self.collecting
+                && !m.early.iter().any(
+                    |msg| matches!(msg, ControlMsg::RoundDone { round: r, .. } if *r == round),
+                );
             let mut threads = None;
             while asked[i] && threads.is_none() {
                 let doing = "waiting for the answer to Probe";

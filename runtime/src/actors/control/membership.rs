@@ -118,10 +118,7 @@ impl ControlPlane {
                 let (r, at) = self.pending.remove(0);
                 peers.push((r.name.clone(), r.data_addr.clone()));
                 joined.push((r.name.clone(), at, r.started));
-                members.push(Member {
-                    name: r.name,
-                    link: r.link,
-                });
+                members.push(Member::new(r.name, r.link));
             }
         }
         let mesh: u64 = rand::random();
@@ -169,9 +166,9 @@ impl ControlPlane {
     ) -> Result<Result<ControlMsg, Lost>, RuntimeError> {
         let mesh = self.elastic.as_ref().map_or(0, |e| e.mesh);
         loop {
-            let m = &mut self.members[i];
-            let progress = self.stream.get_mut(i);
-            match recv_member_before(&self.traces, progress, m, round, doing, self.deadline) {
+            let got = self.recv_watching(i, round, doing);
+            let m = &self.members[i];
+            match got {
                 Err(e @ RuntimeError::Peer { .. }) => {
                     return Ok(Err(Lost {
                         dead: vec![m.name.clone()],
