@@ -62,14 +62,8 @@ fn an_unexpected_reply_to_finish_is_an_error_naming_the_member() {
         w1
     });
     let members = Mutex::new(Some(vec![
-        Member {
-            name: "w0".into(),
-            link: c0,
-        },
-        Member {
-            name: "w1".into(),
-            link: c1,
-        },
+        Member::new("w0".into(), c0),
+        Member::new("w1".into(), c1),
     ]));
     let res = actix::System::new().block_on(async move {
         let plane = SyncArbiter::start(1, move || {
@@ -118,14 +112,8 @@ fn a_silent_member_is_named_when_the_finish_wait_runs_out() {
         w1
     });
     let members = Mutex::new(Some(vec![
-        Member {
-            name: "w0".into(),
-            link: c0,
-        },
-        Member {
-            name: "w1".into(),
-            link: c1,
-        },
+        Member::new("w0".into(), c0),
+        Member::new("w1".into(), c1),
     ]));
     let res = actix::System::new().block_on(async move {
         let plane = SyncArbiter::start(1, move || {
