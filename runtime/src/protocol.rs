@@ -44,11 +44,33 @@ use lockstep_transport::{Expect, FrameHeader, Link, Op};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The parameter layout of a model, compared across workers at registration.
+/// The parameter layout of a model, compared across workers at registration, and the data the
+/// node trains on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSignature {
     /// `(parameter name, shape)` in layout order.
     pub params: Vec<(String, Vec<usize>)>,
+    /// The node's view of the data (absent from nodes that do not load it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataView>,
+}
+
+/// What a node's data looks like, compared at registration: nodes that see other rows (other
+/// files on another host, a dataset that changed since the job started) or fit another transform
+/// (other `[job.data]` settings) would train on different batches without noticing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataView {
+    /// Logical rows of the data set (training and held out).
+    pub rows: u64,
+    /// SHA-256 of the fitted transform (feature and label plans), hex.
+    pub transform: String,
+}
+
+impl std::fmt::Display for DataView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = self.transform.get(..12).unwrap_or(&self.transform);
+        write!(f, "{} rows, transform {short}", self.rows)
+    }
 }
 
 impl std::fmt::Display for ModelSignature {

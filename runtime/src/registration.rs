@@ -93,8 +93,17 @@ fn register_one(
             )))
         }
     };
-    if sig != *signature {
-        let reason = format!("model shapes differ: {me} has [{signature}], {peer} has [{sig}]");
+    let data_differs = match (&signature.data, &sig.data) {
+        (Some(mine), Some(theirs)) if mine != theirs => Some(format!(
+            "data differs: {me} has {mine}, {peer} has {theirs} (the files differ between their \
+             hosts, the dataset changed since the job started, or their [job.data] settings \
+             differ)"
+        )),
+        _ => None,
+    };
+    let shapes_differ = (sig.params != signature.params)
+        .then(|| format!("model shapes differ: {me} has [{signature}], {peer} has [{sig}]"));
+    if let Some(reason) = shapes_differ.or(data_differs) {
         let abort = ControlMsg::Abort {
             reason: reason.clone(),
         };

@@ -47,7 +47,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     write_endpoints(ctx, control_addr, bootstrap.as_ref().map(|(_, a)| *a))?;
     let (split, _) = crate::stored_transform::load_split_for(ctx)?;
     let model = (ctx.model_factory)(m, &split)?;
-    let signature = job::signature(model.as_ref());
+    let signature = job::signature_with_data(model.as_ref(), &split);
     let names = ctx.members();
     let acceptor = listener.start(
         ctx.identity(&me),

@@ -37,7 +37,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let register = ControlMsg::Register {
         node: me.clone(),
         data_addr,
-        signature: job::signature(model.as_ref()),
+        signature: job::signature_with_data(model.as_ref(), &split),
         ingest_addr: ingest_bound.as_ref().map(|(_, a)| a.clone()),
         uptime_ms: Some(crate::node::uptime_ms()),
     };

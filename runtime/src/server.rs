@@ -28,7 +28,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let register = ControlMsg::Register {
         node: me.clone(),
         data_addr,
-        signature: job::signature(model.as_ref()),
+        signature: job::signature_with_data(model.as_ref(), &split),
         ingest_addr: None,
         uptime_ms: Some(crate::node::uptime_ms()),
     };
