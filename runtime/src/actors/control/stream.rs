@@ -43,6 +43,8 @@ impl Handler<AwaitStream> for ControlPlane {
                     let progress = self.stream.get_mut(i);
                     let Some(got) = recv_member_one(&self.traces, progress, m, round, doing)?
                     else {
+                        // A tick: look at the other workers too (an abort ends the wait).
+                        self.sweep(i, round)?;
                         continue;
                     };
                     return Err(RuntimeError::Protocol(format!(

@@ -45,7 +45,7 @@ impl ControlPlane {
     /// Reads every member but `i` without waiting: an `Abort` is its error, other messages are
     /// kept for their turn. A failed link is left for its turn to report. Only TCP links (every
     /// control link) can be looked at without blocking.
-    fn sweep(&mut self, i: usize, round: u64) -> Result<(), RuntimeError> {
+    pub(super) fn sweep(&mut self, i: usize, round: u64) -> Result<(), RuntimeError> {
         for j in (0..self.members.len()).filter(|&j| j != i) {
             if !matches!(self.members[j].link, AnyLink::Tcp(_)) {
                 continue;
