@@ -21,6 +21,16 @@ const MNIST_RUN: &[&str] = &[
     "--set",
     "job.checkpoint.keep=50",
 ];
+/// Three times as long: a replacement must start, load its data and register before the job
+/// ends, also on a loaded machine (the whole test suite in parallel on 2 cores).
+const MNIST_LONG_RUN: &[&str] = &[
+    "--set",
+    "job.epochs=12",
+    "--set",
+    "job.checkpoint.every_rounds=25",
+    "--set",
+    "job.checkpoint.keep=50",
+];
 const CREDIT_RUN: &[&str] = &[
     "--transport",
     "tcp",
@@ -211,9 +221,9 @@ fn survivors_carry_on_bit_identically_through_kills_and_freezes() {
 
 #[test]
 fn a_restarted_worker_joins_live_and_the_weights_stay_identical() {
-    let want = baseline(MNIST, MNIST_RUN, "el-base-j");
+    let want = baseline(MNIST, MNIST_LONG_RUN, "el-base-j");
     let d = run_dir("el-join");
-    let extra = args(MNIST_RUN, &["--elastic", "2", "--max-restarts", "1"]);
+    let extra = args(MNIST_LONG_RUN, &["--elastic", "2", "--max-restarts", "1"]);
     let child = spawn_launch(MNIST, d.path(), &extra);
     wait_for_round(d.path(), 50);
     signal(pid_of(d.path(), "worker-1"), libc::SIGKILL);
@@ -284,7 +294,7 @@ fn credit_over_tcp_survives_a_kill_and_a_rejoin() {
 #[test]
 fn a_streamed_dataset_keeps_its_batches_through_a_kill_and_a_rejoin() {
     let run = args(
-        MNIST_RUN,
+        MNIST_LONG_RUN,
         &[
             "--set",
             "job.data.memory_mb=64",
