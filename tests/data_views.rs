@@ -14,12 +14,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 #[test]
 fn a_node_whose_data_differs_is_refused_naming_both_views() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let kids: Vec<_> = (0..2)
         .map(|r| {

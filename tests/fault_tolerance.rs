@@ -428,12 +428,7 @@ fn a_second_ctrl_c_stops_at_once_and_no_node_is_left() {
 #[test]
 fn torchrun_style_environment_needs_no_node_entries() {
     let d = run_dir("ft-env");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port();
     let dd = d.path().to_str().unwrap();
     let report = d.path().join("report.json");
     let nodes: Vec<Child> = (0..2)

@@ -121,3 +121,13 @@ pub fn num(report: &serde_json::Value, path: &[&str]) -> f64 {
     v.as_f64()
         .unwrap_or_else(|| panic!("report has no number at {path:?}: {report}"))
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a coordinator's `MASTER_PORT`).
+pub fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string()
+}
