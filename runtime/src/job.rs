@@ -135,10 +135,7 @@ pub fn signature(model: &dyn Model) -> ModelSignature {
 /// [`signature`] with the node's view of `split` (its rows and the hash of its transform).
 pub fn signature_with_data(model: &dyn Model, split: &Split) -> ModelSignature {
     let plans = serde_json::to_vec(&split.fitted).unwrap_or_default();
-    let hash: String = Sha256::digest(&plans)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = hex::encode(Sha256::digest(&plans));
     ModelSignature {
         data: Some(crate::protocol::DataView {
             rows: split.data_rows(),

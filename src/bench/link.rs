@@ -23,14 +23,13 @@ use super::repeat::{interleave, print_table, write_json, Chunk, Load, Paired};
 use crate::cli::{BenchWorkerArgs, LinkBenchArgs};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{
-    connect_mesh_via_coordinator, Coordinator, Expect, FrameHeader, Group, Link, Listener,
-    MeshConfig, Op, TransportKind,
+    connect_mesh_via_coordinator, Expect, FrameHeader, Group, Link, Listener, MeshConfig, Op,
+    TransportKind,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What the parent tells each worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,50 +179,14 @@ pub fn repeat_of(config: &str) -> usize {
         .map_or(1, |r| (r as usize).max(1))
 }
 
-/// Run a coordinator and two workers with `cfg` (and `repeat`); their stdout, by rank.
+/// Run a coordinator and two workers with `cfg` (and `repeat`); their stdout, by rank. Both are
+/// waited for (and killed after a deadline), so none is left running.
 ///
 /// # Errors
 /// When a worker cannot start or fails.
-pub fn spawn_pair(mut cfg: WorkerConfig, repeat: usize) -> Result<Vec<String>, String> {
-    let coord = Coordinator::bind("127.0.0.1:0", &cfg.cluster, super::token().as_bytes())
-        .map_err(|e| e.to_string())?
-        .with_tls(super::tls::load(&cfg.tls_dir, "coordinator")?);
-    cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
-    let json = with_repeat(&cfg, repeat)?;
+pub fn spawn_pair(cfg: WorkerConfig, repeat: usize) -> Result<Vec<String>, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut kids = Vec::new();
-    for rank in 0..2 {
-        let child = Command::new(&exe)
-            .args([
-                "bench-worker",
-                "--kind",
-                "link",
-                "--rank",
-                &rank.to_string(),
-                "--config",
-                &json,
-            ])
-            .env("LOCKSTEP_TOKEN", super::token())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawning worker {rank}: {e}"))?;
-        kids.push(child);
-    }
-    let served = coord.serve(2, Duration::from_secs(30));
-    let mut outs = Vec::new();
-    let mut failed = None;
-    for (rank, k) in kids.into_iter().enumerate() {
-        let o = k.wait_with_output().map_err(|e| e.to_string())?;
-        if !o.status.success() {
-            failed.get_or_insert(format!("worker {rank} failed: {}", o.status));
-        }
-        outs.push(String::from_utf8_lossy(&o.stdout).into_owned());
-    }
-    served.map_err(|e| e.to_string())?;
-    match failed {
-        Some(f) => Err(f),
-        None => Ok(outs),
-    }
+    super::spawn::spawn_repeat(&exe, cfg, 2, repeat)
 }
 
 /// Worker side.

@@ -1,28 +1,53 @@
-//! Starting the `lockstep bench-worker --kind allreduce` processes of a bench or a test: a
-//! rendezvous [`Coordinator`] on loopback (or in network namespaces), `world` children of this
-//! binary, and waits that end every child (killed after a deadline), so none is left running.
+//! Starting the `lockstep bench-worker` processes of a bench or a test (`--kind allreduce` or
+//! `link`): a rendezvous [`Coordinator`] on loopback (or in network namespaces), `world` children
+//! of this binary, and waits that end every child (killed after a deadline), so none is left
+//! running.
 
-use super::allreduce::WorkerConfig;
 use super::link::with_repeat;
 use lockstep_transport::Coordinator;
+use serde::Serialize;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// What the spawner needs of a bench worker's configuration.
+pub trait Rendezvous: Serialize {
+    /// The workers' `bench-worker --kind`.
+    const KIND: &'static str;
+    /// Cluster name.
+    fn cluster(&self) -> &str;
+    /// Folder of the certificates `--tls` made; `None`: plain links.
+    fn tls_dir(&self) -> &Option<String>;
+    /// Fill in the coordinator's address.
+    fn set_coordinator(&mut self, addr: String);
+    /// The IP the coordinator binds (loopback when `None`).
+    fn bind(&self) -> Option<&str> {
+        None
+    }
+    /// The namespace prefix the workers run in and the workers per namespace, when set.
+    fn netns(&self) -> Option<(&str, usize)> {
+        None
+    }
+}
 
 /// Run a coordinator and `world` workers of `exe` (this binary) with `cfg`; their stdout, by
 /// rank. Every worker is waited for (and killed after a deadline), so none is left running.
 ///
 /// # Errors
 /// When a worker cannot start, fails, or the mesh does not form.
-pub fn spawn_workers(exe: &Path, cfg: WorkerConfig, world: usize) -> Result<Vec<String>, String> {
+pub fn spawn_workers<C: Rendezvous>(
+    exe: &Path,
+    cfg: C,
+    world: usize,
+) -> Result<Vec<String>, String> {
     spawn_repeat(exe, cfg, world, 1)
 }
 
 /// [`spawn_workers`] with `repeat` repetitions for the bench mode.
-pub(super) fn spawn_repeat(
+pub(super) fn spawn_repeat<C: Rendezvous>(
     exe: &Path,
-    mut cfg: WorkerConfig,
+    mut cfg: C,
     world: usize,
     repeat: usize,
 ) -> Result<Vec<String>, String> {
@@ -47,6 +72,38 @@ pub(super) fn spawn_repeat(
     failed.map_or(Ok(outs), Err)
 }
 
+impl Rendezvous for super::allreduce::WorkerConfig {
+    const KIND: &'static str = "allreduce";
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+    fn tls_dir(&self) -> &Option<String> {
+        &self.tls_dir
+    }
+    fn set_coordinator(&mut self, addr: String) {
+        self.coordinator = addr;
+    }
+    fn bind(&self) -> Option<&str> {
+        self.bind.as_deref()
+    }
+    fn netns(&self) -> Option<(&str, usize)> {
+        self.netns.as_deref().map(|p| (p, self.ranks_per_host))
+    }
+}
+
+impl Rendezvous for super::link::WorkerConfig {
+    const KIND: &'static str = "link";
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+    fn tls_dir(&self) -> &Option<String> {
+        &self.tls_dir
+    }
+    fn set_coordinator(&mut self, addr: String) {
+        self.coordinator = addr;
+    }
+}
+
 /// Bound coordinator (to be served) and the started children.
 pub type Started = (Option<Coordinator>, Vec<Child>);
 
@@ -54,28 +111,32 @@ pub type Started = (Option<Coordinator>, Vec<Child>);
 ///
 /// # Errors
 /// When the coordinator cannot bind or a worker cannot start (started ones are killed).
-pub fn start_workers(exe: &Path, cfg: &mut WorkerConfig, world: usize) -> Result<Started, String> {
+pub fn start_workers<C: Rendezvous>(
+    exe: &Path,
+    cfg: &mut C,
+    world: usize,
+) -> Result<Started, String> {
     start_repeat(exe, cfg, world, 1)
 }
 
-fn start_repeat(
+fn start_repeat<C: Rendezvous>(
     exe: &Path,
-    cfg: &mut WorkerConfig,
+    cfg: &mut C,
     world: usize,
     repeat: usize,
 ) -> Result<Started, String> {
-    let bind = format!("{}:0", cfg.bind.as_deref().unwrap_or("127.0.0.1"));
-    let coord = Coordinator::bind(&bind, &cfg.cluster, super::token().as_bytes())
+    let bind = format!("{}:0", cfg.bind().unwrap_or("127.0.0.1"));
+    let coord = Coordinator::bind(&bind, cfg.cluster(), super::token().as_bytes())
         .map_err(|e| e.to_string())?
-        .with_tls(super::tls::load(&cfg.tls_dir, "coordinator")?);
-    cfg.coordinator = coord.local_addr().map_err(|e| e.to_string())?.to_string();
+        .with_tls(super::tls::load(cfg.tls_dir(), "coordinator")?);
+    cfg.set_coordinator(coord.local_addr().map_err(|e| e.to_string())?.to_string());
     let json = with_repeat(&cfg, repeat)?;
     let mut kids: Vec<Child> = Vec::new();
     for rank in 0..world {
-        let mut cmd = match &cfg.netns {
-            Some(prefix) => {
+        let mut cmd = match cfg.netns() {
+            Some((prefix, per_host)) => {
                 let mut c = Command::new("ip");
-                let ns = format!("{prefix}{}", rank / cfg.ranks_per_host.max(1));
+                let ns = format!("{prefix}{}", rank / per_host.max(1));
                 c.args(["netns", "exec", &ns]).arg(exe);
                 c
             }
@@ -85,7 +146,7 @@ fn start_repeat(
             .args([
                 "bench-worker",
                 "--kind",
-                "allreduce",
+                C::KIND,
                 "--rank",
                 &rank.to_string(),
                 "--config",

@@ -19,7 +19,7 @@
 //! `1/w` of its 10% (the window's *size* in rows does not depend on `w`).
 
 use super::listing::DataFile;
-use super::reader::{batch_rows, row_bytes};
+use super::reader::{batch_rows, positions, row_bytes};
 
 /// Bytes per window row besides its features: target (4), order slot (4), permutation (4),
 /// position bookkeeping while it is built (5).
@@ -76,15 +76,12 @@ impl ReaderCost {
         let mut row_group = 0u64;
         let mut decoded_row = 0usize;
         for f in files {
-            decoded_row = decoded_row.max(row_bytes(&f.schema, columns));
+            let at = positions(&f.schema, columns);
+            decoded_row = decoded_row.max(row_bytes(&f.schema, &at));
             // A read builds the metadata of the row groups it touches: about two.
             let groups = f.group_rows.len().max(1) as u64;
             per_read = per_read.max(2 * f.footer_bytes.div_ceil(groups));
-            let bytes: u64 = columns
-                .iter()
-                .filter_map(|c| f.schema.index_of(c).ok())
-                .filter_map(|i| f.column_bytes.get(i))
-                .sum();
+            let bytes: u64 = at.iter().filter_map(|&i| f.column_bytes.get(i)).sum();
             row_group = row_group.max(bytes);
         }
         footers += per_read;

@@ -74,8 +74,6 @@ pub struct Layout {
 pub struct LaneCut {
     /// Lanes (`L`).
     pub lanes: usize,
-    /// Rows per global batch.
-    pub global_batch: u64,
     /// Per lane: its part of a full global batch.
     pub share: Vec<u64>,
     /// Per lane: its training rows in an epoch.
@@ -187,7 +185,6 @@ impl Layout {
         let window_batches = (self.window_rows / g).max(1);
         LaneCut {
             lanes,
-            global_batch: g,
             share,
             len,
             offset,

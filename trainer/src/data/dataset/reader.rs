@@ -38,17 +38,26 @@ pub fn value_bytes(t: &arrow_schema::DataType) -> usize {
     }
 }
 
-/// Bytes one row of `columns` of `schema` holds decoded (see [`value_bytes`]).
-pub fn row_bytes(schema: &arrow_schema::Schema, columns: &[String]) -> usize {
-    let by_name: std::collections::HashMap<&str, &arrow_schema::DataType> = schema
+/// The positions in `schema` of those of `columns` it has, by name through a map (`index_of` per
+/// column is quadratic in wide schemas).
+pub fn positions(schema: &arrow_schema::Schema, columns: &[String]) -> Vec<usize> {
+    let by_name: std::collections::HashMap<&str, usize> = schema
         .fields()
         .iter()
-        .map(|f| (f.name().as_str(), f.data_type()))
+        .enumerate()
+        .map(|(i, f)| (f.name().as_str(), i))
         .collect();
     columns
         .iter()
-        .filter_map(|c| by_name.get(c.as_str()))
-        .map(|t| value_bytes(t))
+        .filter_map(|c| by_name.get(c.as_str()).copied())
+        .collect()
+}
+
+/// Bytes one row of the columns at `positions` of `schema` holds decoded (see [`value_bytes`]).
+pub fn row_bytes(schema: &arrow_schema::Schema, positions: &[usize]) -> usize {
+    positions
+        .iter()
+        .map(|&i| value_bytes(schema.field(i).data_type()))
         .sum()
 }
 
@@ -133,19 +142,8 @@ impl ReadCtx {
             message: e.to_string(),
         })?;
         let schema = metadata.schema();
-        let rows_per_batch = batch_rows(row_bytes(schema, &self.columns));
-        // By name through a map: `index_of` per column is quadratic in wide schemas.
-        let by_name: std::collections::HashMap<&str, usize> = schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name().as_str(), i))
-            .collect();
-        let roots: Vec<usize> = self
-            .columns
-            .iter()
-            .filter_map(|c| by_name.get(c.as_str()).copied())
-            .collect();
+        let roots = positions(schema, &self.columns);
+        let rows_per_batch = batch_rows(row_bytes(schema, &roots));
         let mask = ProjectionMask::roots(metadata.metadata().file_metadata().schema_descr(), roots);
         let reader = ParquetObjectReader::new(Arc::clone(&self.store.inner), f.location.clone())
             .with_file_size(f.size);

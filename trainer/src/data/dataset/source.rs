@@ -208,7 +208,7 @@ impl DatasetSource {
         let cut = ds.layout.lanes(lanes, global_batch as u64);
         // The lanes a share of a full batch or of the last, partial one touches.
         let partial = plan.rows % global_batch.max(1);
-        let mut mine: Vec<usize> = (0..cut.lanes)
+        let mine: Vec<usize> = (0..cut.lanes)
             .filter(|&l| {
                 [global_batch, partial].iter().any(|&len| {
                     let (s, p) = (shard_range(len, rank, world), cut.part(len, l));
@@ -216,7 +216,6 @@ impl DatasetSource {
                 })
             })
             .collect();
-        mine.dedup();
         Ok(DatasetSource {
             ds,
             plan,
