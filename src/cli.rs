@@ -264,8 +264,10 @@ pub struct LaunchArgs {
 pub struct NodeArgs {
     /// The cluster manifest (TOML).
     pub manifest: PathBuf,
-    /// This node's name in the manifest; without it RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT (or
-    /// SLURM_PROCID/SLURM_NTASKS) describe the cluster.
+    /// This node's name in the manifest; without it the environment describes the cluster:
+    /// RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT (torchrun), SLURM_PROCID/SLURM_NTASKS (Slurm) or
+    /// JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) in place of RANK, with MASTER_ADDR/
+    /// MASTER_PORT.
     #[arg(long)]
     pub node: Option<String>,
     /// Override any manifest key (repeatable; every node must get the same).

@@ -2,8 +2,10 @@
 //! with exactly the variables a Kubernetes Indexed Job (examples/kubernetes) or Slurm's srun with
 //! examples/slurm/lockstep.sbatch gives each task, and nothing else (the environment is
 //! cleared), must train and write rank 0's report. The Kubernetes YAML is parsed (with Python's
-//! PyYAML; skipped with a message where it is missing) and checked against that contract.
+//! PyYAML, from the tests' Python environment) and checked against that contract.
 
+mod common;
+use common::{python_cmd, SpawnOwned};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -35,7 +37,7 @@ fn train_with(world: usize, vars: impl Fn(usize) -> Vec<(String, String)>) -> se
             if r == 0 {
                 cmd.arg("--report").arg(&report);
             }
-            cmd.spawn().unwrap()
+            cmd.spawn_owned().unwrap()
         })
         .collect();
     for (r, k) in kids.into_iter().enumerate() {
@@ -115,26 +117,18 @@ fn kubernetes_yaml_parses_and_matches_the_contract() {
     let yaml = root().join("examples/kubernetes/lockstep.yaml");
     let script =
         "import sys, json, yaml\nprint(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
-    let out = match Command::new("python3")
+    // PyYAML comes from the tests' Python environment (tests/requirements.txt).
+    let out = python_cmd()
         .args(["-c", script])
         .arg(&yaml)
         .output()
-    {
-        Ok(o) if o.status.success() => o,
-        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("No module named") => {
-            eprintln!("SKIPPED: python3 has no PyYAML to parse {}", yaml.display());
-            return;
-        }
-        Ok(o) => panic!(
-            "{} does not parse: {}",
-            yaml.display(),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => {
-            eprintln!("SKIPPED: no python3 to parse {}: {e}", yaml.display());
-            return;
-        }
-    };
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{} does not parse: {}",
+        yaml.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let svc = docs
         .iter()

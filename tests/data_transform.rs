@@ -3,51 +3,16 @@
 //! `lockstep predict` takes it from the model's safetensors metadata, so its predictions do not
 //! move when the training data changes afterwards.
 //!
-//! Needs Python 3 with pyarrow (to cut and grow the datasets); without it the tests fail with
-//! that message rather than pass.
+//! The changed datasets are written in Rust (`common::parquet_fixtures`); no Python is needed.
 
 mod common;
+use common::parquet_fixtures::{parquet_csv, shifted};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(240);
-
-fn python(script: &str, args: &[&Path]) {
-    let ok = Command::new("python3")
-        .args(["-c", "import pyarrow"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "these tests need python3 with pyarrow (pip install pyarrow)"
-    );
-    let status = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .status()
-        .expect("run python3");
-    assert!(status.success(), "python script failed:\n{script}");
-}
-
-/// Rows of `SRC` (argv 1) with `Income` times 1000, written to `OUT` (argv 2): a refit gives
-/// other scales. With a third argument only the first 300 rows, and `Home` a category never seen
-/// before (a refit also gives another one-hot width).
-const SHIFTED: &str = r#"
-import sys
-import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
-t = pq.read_table(sys.argv[1])
-i = t.schema.get_field_index("Income")
-t = t.set_column(i, "Income", pc.multiply(t["Income"], 1000.0))
-if len(sys.argv) > 3:
-    t = t.slice(0, 300)
-    i = t.schema.get_field_index("Home")
-    t = t.set_column(i, "Home", pa.array(["castle"] * t.num_rows))
-pq.write_table(t, sys.argv[2])
-"#;
 
 fn manifest(dir: &Path, tag: &str, path: &Path, extra_data: &str) -> PathBuf {
     let text = format!(
@@ -107,7 +72,7 @@ fn launch_in(dir: &Path, manifest: &Path, extra: &[&str]) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    wait_with_deadline(cmd.spawn().expect("start lockstep"), LIMIT)
+    wait_with_deadline(cmd.spawn_owned().expect("start lockstep"), LIMIT)
 }
 
 /// The transform in the `__metadata__` of a safetensors file (its `fitted` part).
@@ -171,10 +136,7 @@ fn resume_takes_the_stored_transform_even_when_the_dataset_grew() {
     );
 
     // The dataset grows between the stop and the resume; a refit would change the transform.
-    python(
-        SHIFTED,
-        &[&src, &parts.join("part-001.parquet"), Path::new("grow")],
-    );
+    shifted(&src, &parts.join("part-001.parquet"), true);
     let out = launch_in(
         run.path(),
         &m,
@@ -220,12 +182,7 @@ fn predict(manifest: &Path, model: &Path, input: &Path, output: &Path) -> Vec<u8
         LIMIT,
     );
     assert_ok(&out);
-    let csv = output.with_extension("csv");
-    python(
-        "import sys, pyarrow.parquet as pq, pyarrow.csv as pc; pc.write_csv(pq.read_table(sys.argv[1]), sys.argv[2])",
-        &[output, &csv],
-    );
-    std::fs::read(&csv).expect("predictions")
+    parquet_csv(output)
 }
 
 #[test]
@@ -243,7 +200,7 @@ fn predict_applies_the_model_s_stored_transform_after_the_data_changed() {
 
     // Only the model's metadata can give the transform now: no file beside it, other data.
     std::fs::remove_file(run.path().join("model.transform.json")).expect("transform file");
-    python(SHIFTED, &[&src, &train]);
+    shifted(&src, &train, false);
     let after = predict(&m, &model, &src, &data.path().join("after.parquet"));
     assert!(before.len() > 4454 * 4, "too few predictions");
     assert_eq!(before, after, "predictions moved with the training data");

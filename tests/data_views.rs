@@ -37,7 +37,7 @@ fn a_node_whose_data_differs_is_refused_naming_both_views() {
             if r == 1 {
                 cmd.args(["--set", "job.data.test_fraction=0.3"]);
             }
-            cmd.spawn().unwrap()
+            cmd.spawn_owned().unwrap()
         })
         .collect();
     let outs: Vec<_> = kids

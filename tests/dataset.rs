@@ -1,43 +1,27 @@
 //! Datasets of many Parquet files, streamed: the same rows cut into 1 file or 6 (uneven sizes and
-//! row groups, written by pyarrow) give the same weights for 1 and 2 workers, locally and from a
-//! local S3 server (moto, started and stopped here), resume mid-epoch exactly, and every bad input
-//! is an error that names the path, the file or the column.
+//! row groups, written here in Rust by `common::parquet_fixtures`) give the same weights for 1 and
+//! 2 workers, locally and from a local S3 server (moto, started and stopped here), resume
+//! mid-epoch exactly, and every bad input is an error that names the path, the file or the column.
 //!
-//! Needs Python 3 with pyarrow and moto (`.ci/run` installs them); without them the tests fail
-//! with that message rather than pass.
+//! The S3 test needs Python 3 with moto and boto3 (`.ci/run` installs them); without them it fails
+//! with that message rather than pass. The other tests need no Python.
 
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(240);
 
-fn python_with(modules: &str) {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "these tests need python3 with {modules} (pip install pyarrow 'moto[server]'; .ci/run does)"
-    );
-}
-
 /// Writes the credit rows as one file and as uneven parts (plus bad variants) into a temp dir.
 fn fixture() -> tempfile::TempDir {
-    python_with("pyarrow");
     let dir = run_dir("dataset-files");
-    let status = Command::new("python3")
-        .arg(root().join("tests/data/split_parquet.py"))
-        .arg(root().join("examples/data/credit_data.parquet"))
-        .arg(dir.path())
-        .status()
-        .expect("run split_parquet.py");
-    assert!(status.success(), "split_parquet.py failed");
+    parquet_fixtures::split_dataset(
+        &root().join("examples/data/credit_data.parquet"),
+        dir.path(),
+    );
     dir
 }
 
@@ -120,7 +104,7 @@ fn launch_in(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = wait_with_deadline(cmd.spawn().expect("start lockstep"), LIMIT);
+    let out = wait_with_deadline(cmd.spawn_owned().expect("start lockstep"), LIMIT);
     let parsed = std::fs::read(&report)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
@@ -206,7 +190,7 @@ fn resume_mid_epoch_gives_the_uninterrupted_weights() {
 
 /// The moto S3 server of `tests/data/moto_s3.py`, stopped (by PID) when dropped.
 struct Moto {
-    child: Child,
+    child: Proc,
     port: u16,
     key: String,
     secret: String,
@@ -214,8 +198,7 @@ struct Moto {
 
 impl Moto {
     fn start(bucket: &str, dirs: &[PathBuf], auth: bool) -> Moto {
-        python_with("moto, boto3");
-        let mut child = Command::new("python3")
+        let mut child = python_cmd()
             .arg(root().join("tests/data/moto_s3.py"))
             .args(auth.then_some("--auth"))
             .arg(bucket)
@@ -223,7 +206,7 @@ impl Moto {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .spawn()
+            .spawn_owned()
             .expect("start moto");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout"))

@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -44,7 +44,7 @@ const CREDIT_RUN: &[&str] = &[
     "job.checkpoint.keep=50",
 ];
 
-fn spawn_launch(manifest: &str, dir: &Path, extra: &[&str]) -> Child {
+fn spawn_launch(manifest: &str, dir: &Path, extra: &[&str]) -> Proc {
     let report = dir.join("report.json");
     let mut args = vec![
         "launch",
@@ -61,7 +61,7 @@ fn spawn_launch(manifest: &str, dir: &Path, extra: &[&str]) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .expect("spawn lockstep")
 }
 

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(240);
@@ -21,7 +21,7 @@ const LONG: &[&str] = &[
     "job.checkpoint.keep=3",
 ];
 
-fn spawn(args: &[&str], token: Option<&str>) -> Child {
+fn spawn(args: &[&str], token: Option<&str>) -> Proc {
     let mut cmd = Command::new(exe());
     cmd.args(args)
         .current_dir(root())
@@ -31,7 +31,7 @@ fn spawn(args: &[&str], token: Option<&str>) -> Child {
     if let Some(t) = token {
         cmd.env("LOCKSTEP_TOKEN", t);
     }
-    cmd.spawn().expect("spawn lockstep")
+    cmd.spawn_owned().expect("spawn lockstep")
 }
 
 fn launch_args<'a>(dir: &'a str, report: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -201,7 +201,7 @@ fn a_killed_worker_stops_the_launch_within_five_seconds() {
 }
 
 /// Start a cluster node by node (no launcher), as on separate machines.
-fn start_nodes(dir: &Path, extra: &[&[&str]; 3], token: &str) -> (Child, Vec<Child>) {
+fn start_nodes(dir: &Path, extra: &[&[&str]; 3], token: &str) -> (Proc, Vec<Proc>) {
     let announce = dir.join("coordinator.addr");
     let d = dir.to_str().unwrap();
     let mut args = vec![
@@ -298,7 +298,7 @@ fn a_node_with_the_wrong_token_is_refused_and_training_is_unchanged() {
     let out = wait_with_deadline(
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
+            .spawn_owned()
             .unwrap(),
         LIMIT,
     );
@@ -314,7 +314,7 @@ fn a_node_with_the_wrong_token_is_refused_and_training_is_unchanged() {
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .unwrap();
     wait_until("the first checkpoint", LIMIT, || checkpoints(b.path()) >= 1);
     let addr = std::fs::read_to_string(b.path().join("coordinator.addr"))
@@ -431,7 +431,7 @@ fn torchrun_style_environment_needs_no_node_entries() {
     let port = free_port();
     let dd = d.path().to_str().unwrap();
     let report = d.path().join("report.json");
-    let nodes: Vec<Child> = (0..2)
+    let nodes: Vec<Proc> = (0..2)
         .map(|rank| {
             let mut cmd = Command::new(exe());
             cmd.args([
@@ -453,7 +453,7 @@ fn torchrun_style_environment_needs_no_node_entries() {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-            cmd.spawn().unwrap()
+            cmd.spawn_owned().unwrap()
         })
         .collect();
     for n in nodes {

@@ -40,7 +40,7 @@ fn launch_faulted(dir: &Path, fault: &str, extra: &[&str]) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .expect("spawn lockstep");
     wait_with_deadline(child, LIMIT)
 }
@@ -128,7 +128,7 @@ fn a_worker_stalled_in_the_final_save_is_named_and_the_job_stops() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .expect("spawn lockstep");
     let out = wait_with_deadline(child, LIMIT);
     let stderr = String::from_utf8_lossy(&out.stderr);

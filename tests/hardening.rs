@@ -1,6 +1,7 @@
 //! Hardening over real processes: a node that cannot write where it must stops at once.
 
 mod common;
+use common::SpawnOwned;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -23,7 +24,7 @@ fn a_bare_node_with_an_unwritable_run_dir_stops_before_training() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .unwrap();
     let out = common::wait_with_deadline(child, Duration::from_secs(60));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -50,7 +51,7 @@ fn a_launch_whose_output_pipes_are_closed_still_finishes_its_job() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .expect("start lockstep launch");
     // Close our ends at once: every line the launcher writes now meets a broken pipe.
     drop(child.stdout.take());

@@ -97,7 +97,7 @@ fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
 }
 
 /// Scrape `dir`'s endpoint while the launch runs; the first scrape that saw rounds completed.
-fn scrape_during(child: &mut std::process::Child, dir: &Path) -> BTreeMap<String, f64> {
+fn scrape_during(child: &mut Proc, dir: &Path) -> BTreeMap<String, f64> {
     let start = Instant::now();
     let mut seen = None;
     while start.elapsed() < LIMIT && child.try_wait().unwrap().is_none() {
@@ -373,7 +373,7 @@ fn a_run_is_observable_and_its_model_predicts_files() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .expect("start lockstep");
     let scraped = scrape_during(&mut child, dir.path());
     let out = wait_with_deadline(child, LIMIT);

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use lockstep_tensor::{read_safetensors, write_safetensors, Tensor};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -43,7 +43,7 @@ fn manifest(dir: &Path, servers: usize, epochs: u32) -> PathBuf {
     path
 }
 
-fn spawn_launch(manifest: &Path, dir: &Path, extra: &[&str]) -> Child {
+fn spawn_launch(manifest: &Path, dir: &Path, extra: &[&str]) -> Proc {
     let report = dir.join("report.json");
     let mut args = vec![
         "launch",
@@ -60,7 +60,7 @@ fn spawn_launch(manifest: &Path, dir: &Path, extra: &[&str]) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .expect("spawn lockstep")
 }
 

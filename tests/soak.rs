@@ -42,7 +42,7 @@ fn ten_thousand_rounds_keep_memory_flat() {
         .current_dir(root())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .spawn()
+        .spawn_owned()
         .unwrap();
     let start = Instant::now();
     // pid -> (node name, samples of (seconds, rss KiB))

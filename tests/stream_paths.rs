@@ -171,6 +171,51 @@ fn a_silent_producer_fails_the_job_with_on_silent_fail() {
 }
 
 #[test]
+fn producers_that_never_connect_fail_the_job_after_connect_timeout_naming_them() {
+    let dir = run_dir("stream-never");
+    let t = Instant::now();
+    // Producer 1 comes and goes silent (on_silent = "wait": that alone would wait); producer 0
+    // never comes.
+    let job = spawn_launch(
+        dir.path(),
+        &["--set", "job.data.stream.connect_timeout_ms=4000"],
+    );
+    let b = bootstrap(dir.path());
+    let data = credit();
+    let mut p1 = lockstep_runtime::ingest::Producer::connect(
+        &b,
+        CLUSTER,
+        TOKEN.as_bytes(),
+        1,
+        0,
+        &data.schema(),
+    )
+    .expect("connect producer 1");
+    p1.send(&data.slice(HALF, 160)).expect("send");
+    let out = job.wait_with_deadline(Duration::from_secs(90));
+    let secs = t.elapsed().as_secs_f64();
+    drop(p1);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the job did not fail:\n{log}");
+    assert!(
+        log.contains("producer 0 never connected")
+            && log.contains("connect_timeout_ms = 4000")
+            && !log.contains("producer 1 never connected"),
+        "the failure does not name the missing producer and the key:\n{log}"
+    );
+    assert!(
+        secs < 60.0,
+        "the job failed only {secs:.1} s after it started"
+    );
+    assert!(
+        processes_mentioning(&dir.path().display().to_string()).is_empty(),
+        "processes of the failed job are left: {:?}",
+        processes_mentioning(&dir.path().display().to_string())
+    );
+    println!("failed {secs:.1} s after the start");
+}
+
+#[test]
 fn a_live_producer_id_is_refused_and_a_reconnect_after_close_resumes_at_its_offset() {
     let dir = run_dir("stream-takeover");
     let job = spawn_launch(dir.path(), &[]);
@@ -235,7 +280,7 @@ fn a_bad_value_in_a_later_batch_closes_that_producer_only_and_it_resumes_at_the_
     let data = credit();
     let (b2, d2) = (b.clone(), data.clone());
     let p1 = std::thread::spawn(move || send_rust(&b2, 1, &d2, HALF..ROWS, 256));
-    let out = std::process::Command::new("python3")
+    let out = python_cmd()
         .args([
             "tests/stream/bad_value.py",
             &b,
@@ -246,7 +291,7 @@ fn a_bad_value_in_a_later_batch_closes_that_producer_only_and_it_resumes_at_the_
         .current_dir(root())
         .env("PYTHONPATH", root().join("python"))
         .env("LOCKSTEP_TOKEN", TOKEN)
-        .output()
+        .output_owned()
         .expect("run bad_value.py");
     assert!(
         out.status.success(),

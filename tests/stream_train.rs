@@ -159,7 +159,7 @@ fn bad_producers_are_refused_with_their_reason_and_training_goes_on() {
     let dir = run_dir("stream-bad");
     let job = spawn_launch(dir.path(), &[]);
     let b = bootstrap(dir.path());
-    let out = std::process::Command::new("python3")
+    let out = python_cmd()
         .args([
             "tests/stream/bad_inputs.py",
             &b,
@@ -169,7 +169,7 @@ fn bad_producers_are_refused_with_their_reason_and_training_goes_on() {
         .current_dir(root())
         .env("PYTHONPATH", root().join("python"))
         .env("LOCKSTEP_TOKEN", TOKEN)
-        .output()
+        .output_owned()
         .expect("run bad_inputs.py");
     assert!(
         out.status.success(),

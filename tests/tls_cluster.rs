@@ -184,14 +184,14 @@ fn python_producers_stream_over_tls_and_one_without_a_certificate_is_refused() {
         ]
     };
     // Without TLS options the producer cannot get in: the bootstrap speaks TLS only.
-    let plain = std::process::Command::new("python3")
+    let plain = python_cmd()
         .args(["-m", "lockstep_client", "send", "--bootstrap", &b])
         .args(["--producer", "0", "--rows", "0:10"])
         .arg("examples/data/credit_data.parquet")
         .current_dir(root())
         .env("PYTHONPATH", root().join("python"))
         .env("LOCKSTEP_TOKEN", stream::TOKEN)
-        .output()
+        .output_owned()
         .unwrap();
     assert!(!plain.status.success());
     let why = String::from_utf8_lossy(&plain.stderr);

@@ -4,6 +4,8 @@
 //! `n1` must report a protocol error naming `n0`, log why it closes that link, close it (the
 //! raw socket sees EOF), and still move a frame to and from `n2` on its other link.
 
+mod common;
+use common::SpawnOwned;
 use lockstep::bench::link::{crc, pattern, read_until, WorkerConfig};
 use lockstep::transport::handshake::Identity;
 use lockstep::transport::{
@@ -60,7 +62,7 @@ fn malformed_header_closes_only_that_link(bad: [u8; 64], reason: &str) {
         .env("LOCKSTEP_TOKEN", "test-token")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let addr1 = read_until(&mut out, "ADDR ").expect("worker address");

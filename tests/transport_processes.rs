@@ -4,6 +4,8 @@
 //! listening node that must still serve a good peer; a SIGKILLed peer detected within the peer
 //! timeout.
 
+mod common;
+use common::{Proc, SpawnOwned};
 use lockstep::bench::link::{crc, pattern, read_until, WorkerConfig};
 use lockstep::transport::handshake::{Hello, Identity};
 use lockstep::transport::{
@@ -63,7 +65,7 @@ fn spawn_with(exe: &str, mut cfg: WorkerConfig) -> Vec<String> {
                 ])
                 .env("LOCKSTEP_TOKEN", "test-token")
                 .stdout(Stdio::piped())
-                .spawn()
+                .spawn_owned()
                 .unwrap()
         })
         .collect();
@@ -88,11 +90,7 @@ fn shm_moves_all_sizes_both_ways_between_processes() {
 }
 
 /// Start a `listen` worker (rank 1 of a two-node mesh, expecting `n0`); its address and handle.
-fn start_listener() -> (
-    std::process::Child,
-    String,
-    BufReader<std::process::ChildStdout>,
-) {
+fn start_listener() -> (Proc, String, BufReader<std::process::ChildStdout>) {
     let json = serde_json::to_string(&config("listen", "tcp", &[])).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
         .args([
@@ -107,7 +105,7 @@ fn start_listener() -> (
         .env("LOCKSTEP_TOKEN", "test-token")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let addr = read_until(&mut out, "ADDR ").expect("listener address");
@@ -220,7 +218,7 @@ fn killed_peer_is_detected(transport: &str) {
                 ])
                 .env("LOCKSTEP_TOKEN", "test-token")
                 .stdout(Stdio::piped())
-                .spawn()
+                .spawn_owned()
                 .unwrap()
         })
         .collect();

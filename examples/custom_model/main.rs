@@ -1,19 +1,37 @@
 //! Embedding Lockstep: a program that defines its own model type ("wide and deep": a linear
 //! path plus a tanh hidden path, summed into the logits, with hand-written backprop) and trains
-//! it on the digits data set with N in-process workers over shared memory or TCP.
+//! it on the digits data set, three ways:
 //!
 //! ```sh
-//! cargo run --release --example custom_model -- [WORKERS] [shm|tcp]   # WORKERS divides 64
+//! # The whole cluster in this process (every node on its own threads), over shm or TCP:
+//! cargo run --release --example custom_model -- local --workers 2 --transport shm
+//! # Every node its own OS process of this program, supervised as `lockstep launch` does:
+//! cargo run --release --example custom_model -- launch --workers 2
+//! # One node of a job across processes or machines: the same flags as `lockstep node`
+//! # (`--node NAME`, or the torchrun / Slurm / Kubernetes environment without it):
+//! custom_model node examples/custom_model/cluster.toml --node worker-0 --coordinator HOST:PORT
 //! ```
+//!
+//! WORKERS must divide 64 (the global batch). docs/embedding.md explains each route.
 
-use lockstep::runtime::embed::LocalCluster;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lockstep::cli::NodeArgs;
+use lockstep::runtime::embed::{EmbeddedNode, LocalCluster};
 use lockstep::runtime::manifest::TransportChoice;
-use lockstep::runtime::RuntimeError;
+use lockstep::runtime::{LaunchOptions, Manifest, NodeOptions, RuntimeError};
 use lockstep::tensor::kernels::{gemm, softmax_rows, Transpose};
+use lockstep::trainer::data::Split;
 use lockstep::trainer::model::{Model, ModelError, ParamInfo, StepOutput, Task};
 use lockstep::trainer::{Batch, Targets};
 use rand::{Rng, SeedableRng};
 use std::ops::Range;
+use std::path::PathBuf;
+
+/// The data, optimizer and schedule; the model is defined here.
+const MANIFEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/examples/custom_model/cluster.toml"
+);
 
 const HIDDEN: usize = 32;
 
@@ -307,9 +325,59 @@ impl Model for WideAndDeep {
     }
 }
 
+/// Every node builds its replica from the job seed, so all start from the same parameters.
+fn model(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError> {
+    Ok(Box::new(WideAndDeep::new(
+        split.train.cols,
+        split.outputs(),
+        m.job.seed,
+    )))
+}
+
+#[derive(Parser)]
+#[command(about = "Train a custom model type with Lockstep (default: `local`)")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// The whole cluster in this process, every node on its own threads.
+    Local(LocalArgs),
+    /// Every node its own OS process of this program (`node` below), supervised like
+    /// `lockstep launch`.
+    Launch(LocalArgs),
+    /// One node of a job across processes or machines: the same flags as `lockstep node`.
+    Node(NodeArgs),
+}
+
+#[derive(Args, Clone)]
+struct LocalArgs {
+    /// In-process workers (must divide the global batch, 64).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[arg(long, value_enum, default_value_t = Link::Shm)]
+    transport: Link,
+    /// Run directory: report.json and model.safetensors.
+    #[arg(long, default_value = "runs/custom")]
+    run_dir: PathBuf,
+}
+
+#[derive(ValueEnum, Clone, Copy)]
+enum Link {
+    Shm,
+    Tcp,
+}
+
 fn main() -> std::process::ExitCode {
     lockstep::logging::init();
-    match run() {
+    let mode = Cli::parse().mode.unwrap_or(Mode::Local(LocalArgs {
+        workers: 2,
+        transport: Link::Shm,
+        run_dir: "runs/custom".into(),
+    }));
+    match run(mode) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("custom_model: error: {e}");
@@ -318,28 +386,66 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run() -> Result<(), RuntimeError> {
-    let args: Vec<String> = std::env::args().collect();
-    let workers: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2);
-    let transport = match args.get(2).map(String::as_str) {
-        Some("tcp") => TransportChoice::Tcp,
-        _ => TransportChoice::Shm,
-    };
-    let manifest = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/custom_model/cluster.toml"
-    );
-    let report = LocalCluster::from_manifest(manifest.as_ref(), &[])?
-        .workers(workers)
-        .transport(transport)
-        .model(|m, split| {
-            Ok(Box::new(WideAndDeep::new(
-                split.train.cols,
-                split.outputs(),
-                m.job.seed,
-            )))
-        })
-        .run()?;
-    println!("{}", report.summary());
+fn run(mode: Mode) -> Result<(), RuntimeError> {
+    match mode {
+        // The whole cluster in this process:
+        Mode::Local(a) => {
+            let report = LocalCluster::from_manifest(MANIFEST.as_ref(), &[])?
+                .workers(a.workers)
+                .transport(match a.transport {
+                    Link::Shm => TransportChoice::Shm,
+                    Link::Tcp => TransportChoice::Tcp,
+                })
+                .run_dir(&a.run_dir)
+                .model(model)
+                .run()?;
+            println!("{}", report.summary());
+        }
+        // One node of a job across processes or machines (`node MANIFEST --node NAME`):
+        Mode::Node(a) => {
+            EmbeddedNode::from_options(node_options(a))
+                .model(model)
+                .run()?;
+        }
+        // Every node a process of this program, each started as `node MANIFEST --node NAME ...`:
+        Mode::Launch(a) => {
+            let transport = match a.transport {
+                Link::Shm => "shm",
+                Link::Tcp => "tcp",
+            };
+            let report = lockstep::runtime::launch(&LaunchOptions {
+                manifest: MANIFEST.into(),
+                workers: Some(a.workers),
+                sets: vec![format!("cluster.transport=\"{transport}\"")],
+                run_dir: Some(a.run_dir),
+                exe: std::env::current_exe()
+                    .map_err(|e| RuntimeError::Launch(format!("cannot find this program: {e}")))?,
+                ..Default::default()
+            })?;
+            println!("{}", report.summary());
+        }
+    }
     Ok(())
+}
+
+/// `lockstep node`'s flags as [`NodeOptions`] (what `lockstep node` itself does with them).
+fn node_options(a: NodeArgs) -> NodeOptions {
+    let mut sets = a.sets;
+    if let Some(addr) = a.metrics_addr {
+        sets.push(format!("observe.metrics_addr=\"{addr}\""));
+    }
+    if a.trace {
+        sets.push("observe.trace=true".into());
+    }
+    NodeOptions {
+        manifest: a.manifest,
+        node: a.node,
+        sets,
+        workers: a.workers,
+        run_dir: a.run_dir,
+        report: a.report,
+        coordinator: a.coordinator,
+        announce: a.announce,
+        resume: a.resume,
+    }
 }

@@ -1,6 +1,16 @@
-//! Embedding: run a whole cluster inside your own program, every node on its own threads with
-//! its own actor system, talking over real TCP or shared-memory links on loopback, with a model
-//! type of your own.
+//! Embedding: Lockstep inside your own program, with a model type of your own (any
+//! [`Model`]; see `examples/custom_model`). Two ways:
+//!
+//! - [`LocalCluster`]: a whole cluster in this process, every node on its own threads with its
+//!   own actor system, talking over real TCP or shared-memory links on loopback;
+//! - [`EmbeddedNode`]: one node of a job whose nodes are separate processes or machines, exactly
+//!   as `lockstep node` runs it (named in the manifest, or described by the environment a cluster
+//!   manager sets: torchrun, Slurm, a Kubernetes Indexed Job). A program that runs an
+//!   `EmbeddedNode` when given `lockstep node`'s arguments can also be started by
+//!   [`crate::launch()`] (`LaunchOptions::exe`), one process per node.
+//!
+//! Both give the same weights for the same manifest, worker count and seed. docs/embedding.md
+//! shows both, and how to feed your own data.
 //!
 //! # Examples
 //! ```no_run
@@ -14,10 +24,23 @@
 //!     .unwrap();
 //! println!("{}", report.summary());
 //! ```
+//!
+//! One node of a two-machine job (the other machine runs `worker-1`; the coordinator's address
+//! is in the manifest, or given with [`EmbeddedNode::coordinator`]):
+//! ```no_run
+//! use lockstep_runtime::embed::EmbeddedNode;
+//! EmbeddedNode::from_manifest("examples/credit/cluster.toml", "worker-0")
+//!     .coordinator("10.0.0.1:7000")
+//!     .run_dir("runs/credit")
+//!     .run()
+//!     .unwrap();
+//! ```
 
 use crate::error::RuntimeError;
 use crate::manifest::{Manifest, TransportChoice};
-use crate::node::{manifest_model_factory, run_roles, ModelFactory, NodeContext, NodeOptions};
+use crate::node::{
+    manifest_model_factory, run_roles, run_with, ModelFactory, NodeContext, NodeOptions,
+};
 use crate::report::Report;
 use lockstep_trainer::data::Split;
 use lockstep_trainer::model::Model;
@@ -154,5 +177,90 @@ impl LocalCluster {
             return Err(e);
         }
         Report::read(&report_path)
+    }
+}
+
+/// One node of a job whose nodes run as separate processes (on one machine or many), in your own
+/// program: what `lockstep node` does, with your model type. Every node of the job must build
+/// the same model (the coordinator checks that all layouts match); a node may run the stock
+/// `lockstep node` only if the job uses the manifest's `[job.model]`.
+pub struct EmbeddedNode {
+    opts: NodeOptions,
+    model_factory: ModelFactory,
+}
+
+impl EmbeddedNode {
+    /// Exactly what `lockstep node` was given (its flags map one to one onto [`NodeOptions`]).
+    pub fn from_options(opts: NodeOptions) -> Self {
+        EmbeddedNode {
+            opts,
+            model_factory: manifest_model_factory(),
+        }
+    }
+
+    /// Node `name` of the manifest at `path` (`lockstep node MANIFEST --node NAME`); the run
+    /// directory is `runs/node` unless [`EmbeddedNode::run_dir`] says otherwise.
+    pub fn from_manifest(path: impl Into<PathBuf>, name: &str) -> Self {
+        EmbeddedNode::from_options(NodeOptions {
+            manifest: path.into(),
+            node: Some(name.to_string()),
+            run_dir: PathBuf::from("runs/node"),
+            ..Default::default()
+        })
+    }
+
+    /// The node the environment names (`lockstep node MANIFEST` without `--node`):
+    /// `RANK`/`WORLD_SIZE`/`MASTER_ADDR`/`MASTER_PORT` (torchrun), `SLURM_PROCID`/`SLURM_NTASKS`
+    /// or a Kubernetes Indexed Job's `JOB_COMPLETION_INDEX`; rank 0 is the coordinator and a
+    /// worker (see [`crate::env_mode`]).
+    pub fn from_env(path: impl Into<PathBuf>) -> Self {
+        EmbeddedNode::from_options(NodeOptions {
+            manifest: path.into(),
+            run_dir: PathBuf::from("runs/node"),
+            ..Default::default()
+        })
+    }
+
+    /// A `--set KEY=VALUE` manifest override (every node must get the same).
+    pub fn set(mut self, key_value: impl Into<String>) -> Self {
+        self.opts.sets.push(key_value.into());
+        self
+    }
+
+    /// The coordinator's control address `HOST:PORT`, when the manifest gives it port 0.
+    pub fn coordinator(mut self, addr: impl Into<String>) -> Self {
+        self.opts.coordinator = Some(addr.into());
+        self
+    }
+
+    /// Run directory (checkpoints; on the coordinator also the model and the report).
+    pub fn run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.opts.run_dir = dir.into();
+        self
+    }
+
+    /// Where the coordinator writes the JSON report.
+    pub fn report(mut self, path: impl Into<PathBuf>) -> Self {
+        self.opts.report = Some(path.into());
+        self
+    }
+
+    /// Train a model type of your own, as [`LocalCluster::model`].
+    pub fn model<F>(mut self, factory: F) -> Self
+    where
+        F: Fn(&Manifest, &Split) -> Result<Box<dyn Model>, RuntimeError> + Send + Sync + 'static,
+    {
+        self.model_factory = Arc::new(factory);
+        self
+    }
+
+    /// Run this node until the job ends (the coordinator writes the report; read it with
+    /// [`Report::read`]).
+    ///
+    /// # Errors
+    /// As `lockstep node`: this node's failure, naming the peer, round and operation where a
+    /// peer is at fault.
+    pub fn run(self) -> Result<(), RuntimeError> {
+        run_with(&self.opts, self.model_factory)
     }
 }

@@ -24,7 +24,7 @@ fn var(names: &[&str]) -> Option<(String, String)> {
 fn number(names: &[&str]) -> Result<usize, RuntimeError> {
     let (name, v) = var(names).ok_or_else(|| {
         RuntimeError::Launch(format!(
-            "no --node given and {} is not set (set RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, or Slurm's SLURM_PROCID/SLURM_NTASKS)",
+            "no --node given and {} is not set (set RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, Slurm's SLURM_PROCID/SLURM_NTASKS, or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX with WORLD_SIZE)",
             names.join(" / ")
         ))
     })?;

@@ -120,6 +120,15 @@ impl NodeContext {
 /// # Errors
 /// Any failure, naming the node, round and operation where a peer is at fault.
 pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
+    run_with(opts, manifest_model_factory())
+}
+
+/// [`run`] with models from `model_factory` (embedding programs bring their own model types:
+/// [`crate::embed::EmbeddedNode`]).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with(opts: &NodeOptions, model_factory: ModelFactory) -> Result<(), RuntimeError> {
     let mut manifest = Manifest::load(&opts.manifest, &opts.sets)?;
     if let Some(n) = opts.workers {
         manifest.set_workers(n);
@@ -143,7 +152,7 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
         name,
         token,
         opts: opts.clone(),
-        model_factory: manifest_model_factory(),
+        model_factory,
         on_listen: None,
         tls,
     });

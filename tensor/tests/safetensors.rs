@@ -2,7 +2,8 @@
 
 use lockstep_tensor::{read_safetensors, write_safetensors, Backing, DType, Tensor};
 use std::collections::HashMap;
-use std::process::Command;
+#[path = "../../tests/common/python.rs"]
+mod python;
 
 fn sample() -> Vec<(String, Tensor)> {
     vec![
@@ -66,23 +67,6 @@ fn corrupt_files_are_errors() {
 /// A file Lockstep writes is read by Python's `safetensors` with numpy.
 #[test]
 fn python_reads_our_file() {
-    let probe = Command::new("python3")
-        .args(["-c", "import safetensors.numpy, numpy"])
-        .output();
-    let available = matches!(&probe, Ok(o) if o.status.success());
-    if !available {
-        let why = match &probe {
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) => e.to_string(),
-        };
-        // CI installs them; there a missing package is a failure, not a skip.
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must have python3 + safetensors + numpy: {why}"
-        );
-        println!("SKIPPED python_reads_our_file: python3 with safetensors and numpy not available ({why})");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("py.safetensors");
     let tensors = sample();
@@ -100,7 +84,8 @@ assert d["step"].tolist() == [42]
 assert d["half"].dtype.name == "float16" and d["half"].tolist() == [1.5, -2.0]
 print("ok")
 "#;
-    let out = Command::new("python3")
+    // safetensors and numpy come from the tests' Python environment (tests/requirements.txt).
+    let out = python::python_cmd()
         .arg("-c")
         .arg(script)
         .arg(&path)

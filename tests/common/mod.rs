@@ -2,9 +2,18 @@
 //! report, and check that no process of a run is left behind.
 #![allow(dead_code)]
 
+pub mod parquet_fixtures;
+pub mod proc;
+pub mod python;
+
+#[allow(unused_imports)]
+pub use proc::{Proc, SpawnOwned};
+#[allow(unused_imports)]
+pub use python::{python, python_cmd};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The binary under test.
 pub fn exe() -> &'static str {
@@ -24,28 +33,14 @@ pub fn run(args: &[&str], limit: Duration) -> Output {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .expect("start lockstep");
     wait_with_deadline(child, limit)
 }
 
-/// Wait for a child, killing it at the deadline.
-pub fn wait_with_deadline(mut child: std::process::Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "lockstep did not finish within {limit:?}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Wait for a child, killing its process group at the deadline.
+pub fn wait_with_deadline(child: Proc, limit: Duration) -> Output {
+    child.wait_with_deadline(limit)
 }
 
 /// A fresh run directory.

@@ -8,7 +8,7 @@ use lockstep_runtime::ingest::Producer;
 use lockstep_trainer::data::{FileRecords, Format};
 use std::path::Path;
 use std::process::Output;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The token every stream test uses.
@@ -21,7 +21,7 @@ pub const CLUSTER: &str = "credit-stream";
 pub const ROWS: usize = 4454;
 
 /// Start `lockstep launch MANIFEST --run-dir DIR --report DIR/report.json EXTRA...`.
-pub fn spawn_launch(dir: &Path, extra: &[&str]) -> Child {
+pub fn spawn_launch(dir: &Path, extra: &[&str]) -> Proc {
     let report = dir.join("report.json");
     let mut args = vec![
         "launch".to_string(),
@@ -39,7 +39,7 @@ pub fn spawn_launch(dir: &Path, extra: &[&str]) -> Child {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
+        .spawn_owned()
         .expect("start lockstep launch")
 }
 
@@ -106,7 +106,7 @@ pub fn send_python_with(
     batch_rows: usize,
     extra: &[&str],
 ) -> Output {
-    let out = Command::new("python3")
+    let out = python_cmd()
         .args([
             "-m",
             "lockstep_client",
@@ -125,7 +125,7 @@ pub fn send_python_with(
         .current_dir(root())
         .env("PYTHONPATH", root().join("python"))
         .env("LOCKSTEP_TOKEN", TOKEN)
-        .output()
+        .output_owned()
         .expect("run python3 -m lockstep_client");
     assert!(
         out.status.success(),
@@ -136,7 +136,7 @@ pub fn send_python_with(
 }
 
 /// Wait for a launched job and return its output and report.
-pub fn finish(child: Child, dir: &Path) -> (Output, serde_json::Value) {
+pub fn finish(child: Proc, dir: &Path) -> (Output, serde_json::Value) {
     let out = wait_with_deadline(child, Duration::from_secs(240));
     assert_ok(&out);
     let report = std::fs::read(dir.join("report.json")).expect("report.json");

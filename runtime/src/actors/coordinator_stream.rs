@@ -253,16 +253,21 @@ pub(super) async fn run_stream_rounds(
             .map_err(actor_err)??;
         // Rounds wait for producers' rows before they are granted: only the collection counts.
         clock.record(asked.elapsed().as_secs_f64() * 1e3, duty);
-        let loss = totals.add(&collected.reports, t.elapsed().as_secs_f64() * 1e3);
+        let round_ms = t.elapsed().as_secs_f64() * 1e3;
+        let loss = totals.add(&collected.reports, round_ms);
         t = Instant::now();
+        for r in &collected.reports {
+            window.push(&r.scored);
+            trained.extend(r.offsets.iter().map(|(p, o)| (*p, *o)));
+        }
+        // The window's metrics at each evaluation: the log line and metrics.csv's row.
+        let prequential = collected.metrics.is_some().then(|| window.metrics());
+        s.observer
+            .stream_round(round, &collected, round_ms, prequential.as_ref());
         if !loss.is_finite() {
             return Err(RuntimeError::Model(format!(
                 "round {round}: training loss is {loss}"
             )));
-        }
-        for r in &collected.reports {
-            window.push(&r.scored);
-            trained.extend(r.offsets.iter().map(|(p, o)| (*p, *o)));
         }
         let mut checkpoint = collected.checkpoint.clone();
         let due = s.checkpoints.1 > 0 && (round + 1).is_multiple_of(s.checkpoints.1);
@@ -287,7 +292,7 @@ pub(super) async fn run_stream_rounds(
                 "round {}: train loss {loss:.4}; prequential over {} rows: {}; held-out: {}; {rate:.0} rows/s",
                 round + 1,
                 window.pairs.len(),
-                show(&window.metrics()),
+                show(&prequential.unwrap_or_default()),
                 show(&eval),
             );
         }
@@ -347,5 +352,6 @@ pub(super) async fn run_stream_rounds(
         prequential,
         ended: ended.into(),
     });
+    s.observer.finish(&report);
     Ok(report)
 }

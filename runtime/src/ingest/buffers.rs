@@ -43,6 +43,9 @@ pub struct ProducerState {
     pub last_seen: Instant,
     /// Its silence was already reported.
     pub silence_reported: bool,
+    /// It has connected at least once since this worker started (before that,
+    /// `connect_timeout_ms` applies instead of `on_silent`).
+    pub seen: bool,
     /// Connection generation: a connection that took over a silent one bumps it, and the old
     /// one's rows are refused.
     pub generation: u64,
@@ -113,6 +116,7 @@ impl Ingest {
                 closed: false,
                 last_seen: now,
                 silence_reported: false,
+                seen: false,
                 generation: 0,
             })
             .collect();

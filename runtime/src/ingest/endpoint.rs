@@ -40,11 +40,14 @@ pub struct Endpoint {
     pub peer_timeout: Duration,
     /// Wait or fail on silence.
     pub on_silent: OnSilent,
+    /// A producer not connected this long after the endpoint started fails the job.
+    pub connect_timeout: Duration,
     /// Progress reports.
     pub on_progress: OnProgress,
     /// Failure (silent producer with `on_silent = "fail"`).
     pub on_fail: OnFail,
     last_sent: Mutex<Option<(u64, bool, u64)>>,
+    started: Instant,
 }
 
 impl Endpoint {
@@ -57,6 +60,7 @@ impl Endpoint {
         ingest: Arc<Ingest>,
         peer_timeout: Duration,
         on_silent: OnSilent,
+        connect_timeout: Duration,
         on_progress: OnProgress,
         on_fail: OnFail,
     ) -> Arc<Endpoint> {
@@ -67,9 +71,11 @@ impl Endpoint {
             ingest,
             peer_timeout,
             on_silent,
+            connect_timeout,
             on_progress,
             on_fail,
             last_sent: Mutex::new(None),
+            started: Instant::now(),
         })
     }
 
@@ -126,6 +132,11 @@ impl Endpoint {
                 // graceful stop (see `crate::stop`).
                 (self.on_progress)(self.ingest.progress());
             }
+            if let Some(e) = self.never_connected() {
+                tracing::error!(worker = %self.worker, "{e}");
+                (self.on_fail)(e);
+                return;
+            }
             for id in self.ingest.ids() {
                 let silent = self.ingest.with_producer(id, |p| {
                     let quiet = p.last_seen.elapsed();
@@ -133,9 +144,9 @@ impl Endpoint {
                         return None;
                     }
                     p.silence_reported = true;
-                    Some((quiet, p.connected, p.received))
+                    Some((quiet, p.connected, p.seen, p.received))
                 });
-                if let Some(Some((quiet, connected, offset))) = silent {
+                if let Some(Some((quiet, connected, seen, offset))) = silent {
                     let msg = format!(
                         "producer {id} has sent nothing for {:.1} s (peer timeout {} ms; {}; next offset {offset})",
                         quiet.as_secs_f64(),
@@ -143,7 +154,8 @@ impl Endpoint {
                         if connected { "connected" } else { "not connected" },
                     );
                     tracing::warn!(worker = %self.worker, "{msg}");
-                    if self.on_silent == OnSilent::Fail {
+                    // Before its first connection a producer is governed by connect_timeout_ms.
+                    if seen && self.on_silent == OnSilent::Fail {
                         (self.on_fail)(RuntimeError::Launch(format!(
                             "{msg}; [job.data.stream] on_silent = \"fail\""
                         )));
@@ -151,6 +163,31 @@ impl Endpoint {
                 }
             }
         }
+    }
+
+    /// The failure for producers that have not connected within `connect_timeout` of the start.
+    fn never_connected(&self) -> Option<RuntimeError> {
+        if self.started.elapsed() <= self.connect_timeout {
+            return None;
+        }
+        let missing: Vec<String> = self
+            .ingest
+            .ids()
+            .into_iter()
+            .filter(|&id| self.ingest.with_producer(id, |p| !p.seen) == Some(true))
+            .map(|id| id.to_string())
+            .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        Some(RuntimeError::Launch(format!(
+            "producer{} {} never connected to {} within {:.1} s ([job.data.stream] connect_timeout_ms = {}); producers find the job through the bootstrap address in <run dir>/endpoints.json",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join(", "),
+            self.worker,
+            self.connect_timeout.as_secs_f64(),
+            self.connect_timeout.as_millis(),
+        )))
     }
 
     fn connection(&self, name: &str, mut stream: Conn) {
@@ -199,6 +236,7 @@ impl Endpoint {
                 return Err(format!("producer {id} already ended its stream"));
             }
             p.connected = true;
+            p.seen = true;
             p.closed = false;
             p.last_seen = Instant::now();
             p.generation += 1;

@@ -110,6 +110,7 @@ pub fn serve(
         ingest,
         Duration::from_millis(ctx.manifest.cluster.peer_timeout_ms),
         spec.on_silent,
+        Duration::from_millis(spec.connect_timeout_ms),
         Arc::new(move |p| {
             let msg = ControlMsg::StreamProgress {
                 available: p.available,

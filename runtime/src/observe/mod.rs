@@ -1,8 +1,9 @@
 //! Seeing a run: everything the coordinator publishes about a run while it goes, fed from one
-//! place (the coordinator's round loop calls [`Observer::round`] once per completed round and
-//! [`Observer::finish`] at the end):
+//! place (the coordinator's round loop calls [`Observer::round`], or for a stream
+//! [`Observer::stream_round`], once per completed round and [`Observer::finish`] at the end):
 //!
-//! - [`csv`]: `<run dir>/metrics.csv`, one row per evaluation;
+//! - [`csv`]: `<run dir>/metrics.csv`, one row per evaluation (a stream's also hold its
+//!   prequential metrics and rows trained, and a last row after its last round);
 //! - [`metrics`]: Prometheus metrics at `http://<metrics_addr>/metrics` (`[observe]
 //!   metrics_addr` or `--metrics-addr`; the bound address goes to `endpoints.json` as `metrics`);
 //! - [`progress`]: `<run dir>/progress.json`, drawn as a bar by `lockstep launch` on a terminal;
@@ -88,7 +89,7 @@ pub struct RunInfo {
     pub run_dir: PathBuf,
     /// The coordinator's node name (first row of the timeline).
     pub node: String,
-    /// Rounds in the job, and per epoch.
+    /// Rounds in the job (0: not known, a stream without `job.rounds`).
     pub total_rounds: u64,
     /// Rounds per epoch.
     pub rounds_per_epoch: u64,
@@ -100,6 +101,8 @@ pub struct RunInfo {
     pub labels: Vec<(String, String)>,
     /// Restarts before this attempt (`lockstep launch --max-restarts`).
     pub restarts: u64,
+    /// A stream (`source = "stream"`): no epochs; rows trained and prequential metrics instead.
+    pub stream: bool,
 }
 
 struct State {
@@ -113,6 +116,8 @@ struct State {
     last_round_end: Instant,
     /// Since the last csv row: loss sum over rounds, rounds, samples, when it started.
     window: (f64, u64, u64, Instant),
+    /// Rows trained so far (all workers).
+    rows: u64,
     last: progress::Progress,
     warned: bool,
 }
@@ -160,6 +165,7 @@ impl Observer {
             started: now,
             last_round_end: now,
             window: (0.0, 0, 0, now),
+            rows: 0,
             last: progress::Progress::default(),
             warned: false,
         };
@@ -176,6 +182,29 @@ impl Observer {
 
     /// Round `round` (of `epoch`) completed with `c`, `round_ms` after the previous one.
     pub fn round(&self, round: u64, epoch: u64, c: &Collected, round_ms: f64) {
+        self.completed(round, epoch, c, round_ms, None);
+    }
+
+    /// Stream round `round` completed with `c`, `round_ms` after the previous one; `prequential`
+    /// (the window's metrics) when the round evaluated (`c.metrics`), for its `metrics.csv` row.
+    pub fn stream_round(
+        &self,
+        round: u64,
+        c: &Collected,
+        round_ms: f64,
+        prequential: Option<&BTreeMap<String, f64>>,
+    ) {
+        self.completed(round, 0, c, round_ms, prequential);
+    }
+
+    fn completed(
+        &self,
+        round: u64,
+        epoch: u64,
+        c: &Collected,
+        round_ms: f64,
+        prequential: Option<&BTreeMap<String, f64>>,
+    ) {
         let Some(state) = &self.state else { return };
         let Ok(mut s) = state.lock() else { return };
         let end = Instant::now();
@@ -191,7 +220,7 @@ impl Observer {
             t.add_local(&s.info.node, vec![span]);
         }
         s.last_round_end = end;
-        s.record(round, epoch, c, round_ms);
+        s.record(round, epoch, c, round_ms, prequential);
     }
 
     /// The membership changed to `workers` workers (elastic training): the `lockstep_members`
@@ -204,10 +233,15 @@ impl Observer {
         s.info.workers = workers;
     }
 
-    /// The run ended with `report`: last progress, the timeline, the curves.
+    /// The run ended with `report`: last progress, the timeline, the curves. A stream whose last
+    /// round did not evaluate gets a last `metrics.csv` row with its final prequential metrics.
     pub fn finish(&self, report: &Report) {
         let Some(state) = &self.state else { return };
         let Ok(mut s) = state.lock() else { return };
+        if let (Some(st), true) = (&report.stream, s.window.1 > 0) {
+            let rate = s.window.2 as f64 / s.window.3.elapsed().as_secs_f64().max(1e-9);
+            s.write_row(report.rounds, BTreeMap::new(), rate, Some(&st.prequential));
+        }
         s.last.done = true;
         s.last.round = report.rounds;
         let p = s.last.clone();
@@ -230,7 +264,14 @@ impl Observer {
 }
 
 impl State {
-    fn record(&mut self, round: u64, epoch: u64, c: &Collected, round_ms: f64) {
+    fn record(
+        &mut self,
+        round: u64,
+        epoch: u64,
+        c: &Collected,
+        round_ms: f64,
+        prequential: Option<&BTreeMap<String, f64>>,
+    ) {
         let rows: u64 = c.reports.iter().map(|r| r.samples).sum();
         let loss = c.reports.iter().map(|r| r.loss_sum).sum::<f64>() / rows.max(1) as f64;
         let n = c.reports.len().max(1) as f64;
@@ -266,19 +307,30 @@ impl State {
         );
         let rate = self.window.2 as f64 / self.window.3.elapsed().as_secs_f64().max(1e-9);
         let per_epoch = self.info.rounds_per_epoch.max(1);
+        self.rows += rows;
         self.last.round = round + 1;
         self.last.total_rounds = self.info.total_rounds;
-        self.last.epoch = (epoch + 1, self.info.total_rounds.div_ceil(per_epoch));
+        if self.info.stream {
+            self.last.rows = Some(self.rows);
+        } else {
+            self.last.epoch = (epoch + 1, self.info.total_rounds.div_ceil(per_epoch));
+        }
         self.last.samples_per_s = rate;
         self.last.train_loss = loss;
         if let Some(eval) = &c.metrics {
-            self.evaluated(round, eval, rate);
+            self.evaluated(round, eval, rate, prequential);
         }
         let p = self.last.clone();
         self.progress.update(&p, c.metrics.is_some());
     }
 
-    fn evaluated(&mut self, round: u64, eval: &BTreeMap<String, f64>, rate: f64) {
+    fn evaluated(
+        &mut self,
+        round: u64,
+        eval: &BTreeMap<String, f64>,
+        rate: f64,
+        prequential: Option<&BTreeMap<String, f64>>,
+    ) {
         for (k, v) in eval {
             let labels = vec![("metric".to_string(), k.clone())];
             self.metrics.eval.get_or_create(&labels).set(*v);
@@ -287,13 +339,26 @@ impl State {
         if let Some(v) = eval.get(&self.info.headline) {
             self.last.metric = Some((self.info.headline.clone(), *v));
         }
+        self.write_row(round + 1, eval.clone(), rate, prequential);
+    }
+
+    /// A `metrics.csv` row after `rounds` completed rounds; starts the next row's window.
+    fn write_row(
+        &mut self,
+        rounds: u64,
+        eval: BTreeMap<String, f64>,
+        rate: f64,
+        prequential: Option<&BTreeMap<String, f64>>,
+    ) {
         let row = csv::CsvRow {
-            round: round + 1,
-            epoch: (round + 1) as f64 / self.info.rounds_per_epoch.max(1) as f64,
+            round: rounds,
+            epoch: rounds as f64 / self.info.rounds_per_epoch.max(1) as f64,
             elapsed_s: self.started.elapsed().as_secs_f64(),
             train_loss: self.window.0 / self.window.1.max(1) as f64,
             samples_per_s: rate,
-            eval: eval.clone(),
+            eval,
+            rows: self.info.stream.then_some(self.rows),
+            prequential: prequential.cloned().unwrap_or_default(),
         };
         if let Err(e) = self.csv.append(&row) {
             if !std::mem::replace(&mut self.warned, true) {
@@ -320,9 +385,16 @@ pub(crate) fn start_for(
         crate::manifest::Aggregation::Allreduce => "allreduce",
         crate::manifest::Aggregation::ParameterServer => "parameter-server",
     };
+    let stream = m.stream().is_some();
     let info = RunInfo {
         node: ctx.name.clone(),
-        total_rounds,
+        // A stream without `job.rounds` runs until its producers close: not known.
+        total_rounds: if total_rounds == u64::MAX {
+            0
+        } else {
+            total_rounds
+        },
+        stream,
         rounds_per_epoch: crate::job::plan(m, split.train_rows()).batches_per_epoch(),
         headline: crate::job::headline_metric(split.task).to_string(),
         workers: m.worker_names().len(),

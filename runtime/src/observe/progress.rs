@@ -16,10 +16,13 @@ pub const FILE_NAME: &str = "progress.json";
 pub struct Progress {
     /// Rounds completed.
     pub round: u64,
-    /// Rounds in the job.
+    /// Rounds in the job (0: not known, a stream that runs until its producers close).
     pub total_rounds: u64,
-    /// Current epoch (1-based) and the number of epochs.
+    /// Current epoch (1-based) and the number of epochs (`(0, 0)` for a stream).
     pub epoch: (u64, u64),
+    /// A stream: rows trained so far (shown in place of the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
     /// Recent throughput.
     pub samples_per_s: f64,
     /// Mean training loss of the last round.
@@ -126,11 +129,22 @@ pub fn log_line(line: &str) {
 }
 
 fn poll(bar: &indicatif::ProgressBar, stop: &std::sync::atomic::AtomicBool, path: &Path) {
+    let mut open_ended = false;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         let p: Option<Progress> = std::fs::read(path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         if let Some(p) = p {
+            if p.total_rounds == 0 && !open_ended {
+                // A stream that runs until its producers close: no total, no ETA.
+                open_ended = true;
+                let style = indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {pos} rounds, {msg}",
+                );
+                if let Ok(style) = style {
+                    bar.set_style(style);
+                }
+            }
             bar.set_length(p.total_rounds);
             bar.set_position(p.round);
             bar.set_message(message(&p));
@@ -140,13 +154,19 @@ fn poll(bar: &indicatif::ProgressBar, stop: &std::sync::atomic::AtomicBool, path
     }
 }
 
-/// The bar's text: epoch, throughput, loss and the headline metric.
+/// The bar's text: epoch (a stream: rows trained), throughput, loss and the headline metric.
 pub fn message(p: &Progress) -> String {
     let metric = p
         .metric
         .as_ref()
         .map(|(k, v)| format!(", {k} {v:.4}"))
         .unwrap_or_default();
+    if let Some(rows) = p.rows {
+        return format!(
+            "{rows} rows trained, {:.0} rows/s, loss {:.4}{metric}",
+            p.samples_per_s, p.train_loss
+        );
+    }
     format!(
         "epoch {}/{}, {:.0} samples/s, loss {:.4}{metric}",
         p.epoch.0, p.epoch.1, p.samples_per_s, p.train_loss

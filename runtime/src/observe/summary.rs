@@ -28,11 +28,30 @@ pub fn summary(run_dir: &Path) -> Result<String, RuntimeError> {
     let _ = writeln!(s, "run {}", run_dir.display());
     match (&report, &progress) {
         (Some(r), _) => {
-            let _ = writeln!(
-                s,
-                "  finished: {} rounds ({:.2} epochs), {} samples in {:.1} s ({:.0} samples/s)",
-                r.rounds, r.epochs, r.samples, r.wall_s, r.samples_per_s
-            );
+            match &r.stream {
+                // A stream has no epochs: what it received and trained instead.
+                Some(st) => {
+                    let _ = writeln!(
+                        s,
+                        "  finished: {} rounds, {} rows trained in {:.1} s ({:.0} rows/s); stream ended ({}): {} rows received from {} producers, {} duplicates dropped",
+                        r.rounds,
+                        st.rows_trained,
+                        r.wall_s,
+                        st.rows_per_s,
+                        st.ended,
+                        st.rows_received,
+                        st.producers,
+                        st.duplicates_dropped
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "  finished: {} rounds ({:.2} epochs), {} samples in {:.1} s ({:.0} samples/s)",
+                        r.rounds, r.epochs, r.samples, r.wall_s, r.samples_per_s
+                    );
+                }
+            }
             let _ = writeln!(
                 s,
                 "  cluster {}: {} workers over {}, {}",
@@ -45,6 +64,18 @@ pub fn summary(run_dir: &Path) -> Result<String, RuntimeError> {
                 r.final_train_loss,
                 eval.join(", ")
             );
+            if let Some(st) = &r.stream {
+                let preq: Vec<String> = (st.prequential.iter())
+                    .filter(|(k, _)| *k != "rows")
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  prequential over the last {} rows: {}",
+                    (st.prequential.get("rows").map(|n| *n as usize)).unwrap_or(st.window),
+                    preq.join(", ")
+                );
+            }
             let t = &r.round_time;
             let _ = writeln!(
                 s,
@@ -61,11 +92,14 @@ pub fn summary(run_dir: &Path) -> Result<String, RuntimeError> {
             }
         }
         (None, Some(p)) => {
+            let total = match p.total_rounds {
+                0 => String::new(),
+                n => format!("/{n}"),
+            };
             let _ = writeln!(
                 s,
-                "  running: round {}/{}, {}",
+                "  running: round {}{total}, {}",
                 p.round,
-                p.total_rounds,
                 progress::message(p)
             );
         }

@@ -17,8 +17,45 @@ pub struct LabelPlan {
     pub task: Task,
     /// Binary: the value meaning class 1 (string labels, or a number written as text).
     pub positive: Option<String>,
-    /// Class names: `[negative, positive]` for binary, `"0".."k-1"` for multiclass, empty for regression.
+    /// Class names: `[negative, positive]` for binary, `"0".."k-1"` for multiclass, empty for
+    /// regression. The binary negative is the label's own other value when the fitted column has
+    /// exactly one (`good` for good/bad labels with `positive = "bad"`), else `not <positive>`
+    /// (which is also what models fitted by earlier versions store).
     pub classes: Vec<String>,
+}
+
+/// The negative class's own name for a binary label: the one value of the column other than
+/// the positive one (`"good"` when `positive = "bad"` and the labels are good/bad; `"0"` for 0/1
+/// labels without `positive`), or `None` when the column has several other values (then
+/// [`LabelPlan::fit`] names it `not <positive>`).
+fn negative_name(raw: &RawColumn, positive: Option<&str>) -> Option<String> {
+    let mut others = std::collections::BTreeSet::new();
+    match (raw, positive) {
+        (RawColumn::Num(_), None) => return Some("0".into()),
+        (RawColumn::Str(v), Some(p)) => {
+            for s in v.iter().flatten().filter(|s| s.as_str() != p) {
+                if others.insert(s.clone()) && others.len() > 1 {
+                    return None;
+                }
+            }
+        }
+        (RawColumn::Num(v), Some(p)) => {
+            let p: f64 = p.trim().parse().ok()?;
+            for &x in v.iter().filter(|x| x.is_finite() && **x != p) {
+                // Integral labels as integers (`1`, not `1.0`), as they are usually written.
+                let name = if x.fract() == 0.0 && x.abs() < 1e15 {
+                    format!("{}", x as i64)
+                } else {
+                    x.to_string()
+                };
+                if others.insert(name) && others.len() > 1 {
+                    return None;
+                }
+            }
+        }
+        (RawColumn::Str(_), None) => return None,
+    }
+    others.pop_first()
 }
 
 impl LabelPlan {
@@ -48,7 +85,8 @@ impl LabelPlan {
             }
             (Task::Binary, _) => {
                 let p = positive.unwrap_or("1");
-                vec![format!("not {p}"), p.to_string()]
+                let negative = negative_name(raw, positive).unwrap_or_else(|| format!("not {p}"));
+                vec![negative, p.to_string()]
             }
             (Task::Multiclass, RawColumn::Str(_)) => {
                 return Err(config(
@@ -184,5 +222,51 @@ impl LabelPlan {
             (_, Targets::Real(v)) => Some(v.iter().map(|x| *x as u32).collect()),
             (_, Targets::Class(v)) => Some(v.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> RawColumn {
+        RawColumn::Str(v.iter().map(|s| Some(s.to_string())).collect())
+    }
+
+    fn classes(raw: &RawColumn, positive: Option<&str>) -> Vec<String> {
+        LabelPlan::fit("y", Task::Binary, positive, None, raw, "f")
+            .unwrap()
+            .classes
+    }
+
+    #[test]
+    fn the_binary_negative_is_the_labels_own_other_value() {
+        let good_bad = strings(&["good", "bad", "good"]);
+        assert_eq!(classes(&good_bad, Some("bad")), ["good", "bad"]);
+        let mut with_null = strings(&["good", "bad"]);
+        if let RawColumn::Str(v) = &mut with_null {
+            v.push(None);
+        }
+        assert_eq!(classes(&with_null, Some("bad")), ["good", "bad"]);
+        assert_eq!(
+            classes(&RawColumn::Num(vec![0.0, 1.0, 1.0]), None),
+            ["0", "1"]
+        );
+        assert_eq!(
+            classes(&RawColumn::Num(vec![1.0, 2.0, f64::NAN]), Some("2")),
+            ["1", "2"]
+        );
+    }
+
+    #[test]
+    fn several_other_values_keep_not_positive() {
+        let three = strings(&["good", "fair", "bad"]);
+        assert_eq!(classes(&three, Some("bad")), ["not bad", "bad"]);
+        assert_eq!(
+            classes(&RawColumn::Num(vec![1.0, 2.0, 3.0]), Some("3")),
+            ["not 3", "3"]
+        );
+        // Only positives seen: nothing to name the negative by.
+        assert_eq!(classes(&strings(&["bad"]), Some("bad")), ["not bad", "bad"]);
     }
 }

@@ -79,6 +79,12 @@ pub struct StreamSpec {
     /// A producer silent longer than `cluster.peer_timeout_ms`: `wait` (default) or `fail`.
     #[serde(default)]
     pub on_silent: OnSilent,
+    /// A producer that has not connected this long after its worker started fails the job
+    /// (default 300000 ms), whatever `on_silent` says: a job whose producers never come ends
+    /// with an error naming them instead of waiting forever. `on_silent` applies once a
+    /// producer has been seen.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
     /// Address the coordinator's bootstrap for producers binds (default: the coordinator's IP,
     /// any port; `<run dir>/endpoints.json` names it).
     #[serde(default)]
@@ -94,6 +100,9 @@ fn default_window() -> usize {
 fn default_buffer() -> usize {
     65536
 }
+fn default_connect_timeout_ms() -> u64 {
+    300_000
+}
 
 impl StreamSpec {
     /// A spec for `producers` producers with every other key at its default.
@@ -106,6 +115,7 @@ impl StreamSpec {
             publish_every: 0,
             buffer_rows: default_buffer(),
             on_silent: OnSilent::default(),
+            connect_timeout_ms: default_connect_timeout_ms(),
             bootstrap: None,
         }
     }
@@ -159,6 +169,12 @@ impl StreamSpec {
                     "{} rows cannot hold one round's share ({share} rows)",
                     self.buffer_rows
                 ),
+            ));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err((
+                key("connect_timeout_ms"),
+                "must be at least 1 (no wait is unbounded; use a large value to wait long)".into(),
             ));
         }
         Ok(())

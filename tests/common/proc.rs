@@ -1,0 +1,120 @@
+//! Processes a test owns: every process a test starts (a `lockstep launch` and its nodes, a
+//! producer, a moto server) runs in its own process group, and the [`Proc`] guard kills that whole
+//! group when it is dropped — at the end of the test, on an early `return`, and while a panic
+//! unwinds — so a failing test leaves nothing running.
+#![allow(dead_code)]
+
+use std::ops::{Deref, DerefMut};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process that leads its own process group, killed with that group on drop.
+pub struct Proc {
+    child: Option<Child>,
+    pgid: i32,
+}
+
+/// `Command::spawn_owned()`: spawn in a new process group owned by a [`Proc`] guard.
+pub trait SpawnOwned {
+    /// Spawn the command as the leader of a new process group; the guard kills the group.
+    ///
+    /// # Errors
+    /// As [`Command::spawn`].
+    fn spawn_owned(&mut self) -> std::io::Result<Proc>;
+
+    /// `Command::output()` through [`SpawnOwned::spawn_owned`]: stdin closed, stdout and stderr
+    /// collected; if the waiting test panics elsewhere, the process still dies with the guard.
+    ///
+    /// # Errors
+    /// As [`Command::output`].
+    fn output_owned(&mut self) -> std::io::Result<Output>;
+}
+
+impl SpawnOwned for Command {
+    fn spawn_owned(&mut self) -> std::io::Result<Proc> {
+        let child = self.process_group(0).spawn()?;
+        let pgid = child.id() as i32;
+        Ok(Proc {
+            child: Some(child),
+            pgid,
+        })
+    }
+
+    fn output_owned(&mut self) -> std::io::Result<Output> {
+        self.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn_owned()?
+            .wait_with_output()
+    }
+}
+
+impl Proc {
+    /// Wait for the process and collect its output, then kill whatever is left of its group.
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        let child = self.child.take().expect("a live child");
+        let out = child.wait_with_output();
+        kill_group(self.pgid);
+        out
+    }
+
+    /// Wait for the process, killing its group at the deadline (then panic with its stderr).
+    pub fn wait_with_deadline(mut self, limit: Duration) -> Output {
+        let start = Instant::now();
+        loop {
+            if self.try_wait().expect("wait").is_some() {
+                return self.wait_with_output().expect("output");
+            }
+            if start.elapsed() > limit {
+                kill_group(self.pgid);
+                let out = self.wait_with_output().expect("output");
+                panic!(
+                    "process did not finish within {limit:?}\nstderr:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kill the whole process group now and reap the leader.
+    pub fn kill_all(&mut self) {
+        kill_group(self.pgid);
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// SIGKILL to every process of group `pgid` (an error such as "no such group" is ignored: the
+/// group is already gone).
+fn kill_group(pgid: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals the process group this test created with
+        // process_group(0); the leader's pid is its id, never this test's own group.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+}
+
+impl Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.child.as_ref().expect("a live child")
+    }
+}
+
+impl DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("a live child")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        kill_group(self.pgid);
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+}
