@@ -265,9 +265,9 @@ pub struct NodeArgs {
     /// The cluster manifest (TOML).
     pub manifest: PathBuf,
     /// This node's name in the manifest; without it the environment describes the cluster:
-    /// RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT (torchrun), SLURM_PROCID/SLURM_NTASKS (Slurm) or
-    /// JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) in place of RANK, with MASTER_ADDR/
-    /// MASTER_PORT.
+    /// MASTER_ADDR and MASTER_PORT (the coordinator) with RANK and WORLD_SIZE (torchrun),
+    /// SLURM_PROCID and SLURM_NTASKS (Slurm), or JOB_COMPLETION_INDEX and WORLD_SIZE (a
+    /// Kubernetes Indexed Job).
     #[arg(long)]
     pub node: Option<String>,
     /// Override any manifest key (repeatable; every node must get the same).

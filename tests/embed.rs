@@ -377,7 +377,6 @@ roles = ["worker"]
 
 [job]
 seed = 1
-epochs = 5
 global_batch = 32
 
 [job.data]
@@ -396,6 +395,10 @@ lr = 0.05
     )
 }
 
+fn sets(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| s.to_string()).collect()
+}
+
 /// Rows a program holds in memory train through a Parquet file it writes (docs/embedding.md,
 /// "Your own data", files): a manifest written next to it, a `LocalCluster` in this process.
 #[test]
@@ -406,12 +409,13 @@ fn rows_from_memory_train_through_a_parquet_file() {
     let manifest = own_data_manifest("own-data", r#"path = "rows.parquet""#);
     std::fs::write(dir.path().join("job.toml"), manifest).unwrap();
 
-    let report = LocalCluster::from_manifest(&dir.path().join("job.toml"), &[])
-        .unwrap()
-        .workers(2)
-        .run_dir(dir.path())
-        .run()
-        .unwrap();
+    let report =
+        LocalCluster::from_manifest(&dir.path().join("job.toml"), &sets(&["job.epochs=5"]))
+            .unwrap()
+            .workers(2)
+            .run_dir(dir.path())
+            .run()
+            .unwrap();
     assert_eq!(report.world_size, 2);
     let accuracy = report.eval["accuracy"];
     assert!(accuracy >= 0.9, "accuracy {accuracy}: {}", report.summary());

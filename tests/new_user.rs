@@ -183,3 +183,24 @@ fn predict_names_the_negative_class_by_the_labels_own_value() {
     assert_eq!(rows, ROWS);
     assert!(good > 0 && bad > 0, "{good} good, {bad} bad");
 }
+
+#[test]
+fn node_help_names_every_cluster_manager_environment() {
+    let out = run(&["node", "--help"], LIMIT);
+    assert_ok(&out);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "RANK",
+        "WORLD_SIZE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+        "JOB_COMPLETION_INDEX",
+    ] {
+        assert!(
+            help.contains(var),
+            "`lockstep node --help` has no {var}:\n{help}"
+        );
+    }
+}
