@@ -18,10 +18,9 @@
 
 mod common;
 
-use common::{free_port, root, run_dir};
-use std::os::unix::process::CommandExt;
+use common::{free_port, root, run_dir, Proc, SpawnOwned};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -56,7 +55,27 @@ fn example() -> &'static Path {
             .ok()
             .or_else(|| option_env!("CARGO").map(String::from))
             .unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
+        let mut cmd = Command::new(cargo);
+        // What cargo set for this test's own run, not for a build: build scripts that watch
+        // these (ring's watches CARGO_MANIFEST_DIR, CARGO_PKG_*, OUT_DIR) would rebuild.
+        const RUN_ONLY: [&str; 8] = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_MANIFEST_LINKS",
+            "CARGO_CRATE_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ];
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_BIN_") || RUN_ONLY.contains(&&*k)
+            {
+                cmd.env_remove(&*k);
+            }
+        }
+        let out = cmd
             .args(["build", "--example", "custom_model", "--profile", &profile])
             .args([
                 "--message-format",
@@ -82,11 +101,11 @@ fn example() -> &'static Path {
     })
 }
 
-/// Children of one test, each in its own process group; every group is killed (SIGKILL) when
-/// the test ends, passes or panics, so no node outlives it.
+/// Children of one test, each owned by a [`Proc`] guard (its own process group, killed when the
+/// test ends, passes or panics), so no node outlives it.
 #[derive(Default)]
 struct Procs {
-    kids: Vec<(String, Child, PathBuf)>,
+    kids: Vec<(String, Proc, PathBuf)>,
 }
 
 impl Procs {
@@ -101,9 +120,8 @@ impl Procs {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .process_group(0);
-        let child = cmd.spawn().expect("start the custom_model example");
+            .stderr(log);
+        let child = cmd.spawn_owned().expect("start the custom_model example");
         self.kids.push((name.to_string(), child, log_path));
     }
 
@@ -140,18 +158,6 @@ impl Procs {
                 panic!("not finished within {limit:?}\n{}", logs.join("\n"));
             }
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, child, _) in &mut self.kids {
-            // SAFETY: kill(2) on the group this test created for the child (pgid = its pid).
-            unsafe {
-                libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
-            }
-            let _ = child.wait();
         }
     }
 }
