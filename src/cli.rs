@@ -148,6 +148,12 @@ pub struct LinkBenchArgs {
     /// TCP link between the same two processes, so the ratio is TLS / plain.
     #[arg(long)]
     pub tls: bool,
+    /// Where the worker processes run: `auto` (rank i on the i-th of the CPUs this process may
+    /// use, modulo their number), `none` (not pinned: the scheduler decides), or a list such as
+    /// `0,1` or `0,0` (rank i on LIST[i % len]). The reference's two endpoints run on rank 0's
+    /// and rank 1's CPUs, so subject and reference share one placement.
+    #[arg(long, default_value = "auto")]
+    pub cpus: String,
     /// Repetitions: subject and reference are measured interleaved (A B A B ...) this many times;
     /// the table shows the median and min-max of each and of the per-pair ratio.
     #[arg(long, default_value_t = 5)]
@@ -191,6 +197,12 @@ pub struct AllreduceBenchArgs {
     /// the same allreduce over plain TCP links between the same processes (ratio = TLS / plain).
     #[arg(long)]
     pub tls: bool,
+    /// Where the worker processes run: `auto` (rank i on the i-th of the CPUs this process may
+    /// use, modulo their number), `none` (not pinned: the scheduler decides), or a list such as
+    /// `0,1` or `0,0` (rank i on LIST[i % len]). The reference's two endpoints run on rank 0's
+    /// and rank 1's CPUs, so subject and reference share one placement.
+    #[arg(long, default_value = "auto")]
+    pub cpus: String,
     /// Repetitions: subject and reference are measured interleaved (A B A B ...) this many times;
     /// the table shows the median and min-max of each and of the per-pair ratio.
     #[arg(long, default_value_t = 5)]

@@ -61,10 +61,42 @@ fn spread(row: &Value, subject: &str, reference: &str) {
 }
 
 fn load(report: &Value) {
-    for k in ["loadavg_start", "loadavg_end"] {
-        let l = report[k].as_array().unwrap_or_else(|| panic!("no {k}"));
+    let three = |l: &Value, k: &str| {
+        let l = l
+            .as_array()
+            .unwrap_or_else(|| panic!("no {k} in {report:#}"));
         assert_eq!(l.len(), 3);
         assert!(l.iter().all(|x| x.as_f64().is_some_and(f64::is_finite)));
+    };
+    for k in ["loadavg_start", "loadavg_end"] {
+        three(&report[k], k);
+    }
+    for k in ["start", "end"] {
+        three(&report["loadavg"][k], k);
+    }
+}
+
+/// `placement`: the mode and one allowed CPU per rank (`--cpus auto`, the default: rank i on the
+/// i-th allowed CPU), and the line that says so.
+fn placement(report: &Value, world: usize) {
+    let p = &report["placement"];
+    assert_eq!(p["mode"], "auto", "{p:#}");
+    let allowed: Vec<u64> = p["allowed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert!(!allowed.is_empty(), "{p:#}");
+    let cpus: Vec<u64> = p["cpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(cpus.len(), world, "{p:#}");
+    for (i, c) in cpus.iter().enumerate() {
+        assert_eq!(*c, allowed[i % allowed.len()], "{p:#}");
     }
 }
 
@@ -86,6 +118,9 @@ fn bench_link_tcp_and_shm() {
         positive(&r, &["bytes", "p50_us", "p99_us", "mean_us", "messages"]);
         assert_eq!(r["transport"], t);
         load(&r);
+        placement(&r, 2);
+        // TCP_INFO of the data connections (none above 1 MiB in so short a run, but a list).
+        assert_eq!(r["tcp"].is_array(), t == "tcp", "{r:#}");
     }
 }
 
@@ -106,16 +141,73 @@ fn bench_allreduce_tcp_and_shm() {
             "1",
         ]);
         load(&r);
+        placement(&r, 2);
         let rows = r["rows"].as_array().unwrap();
         assert_eq!(rows.len(), 2);
         for row in rows {
             spread(row, "busbw_gbps", "reference_gbps");
+            assert_eq!(row["tcp"].is_array(), t == "tcp", "{row:#}");
             positive(row, &["bytes", "p50_us", "p99_us", "algbw_gbps", "iters"]);
             // busbw = algbw x 2(n-1)/n, which is algbw itself for two processes.
             let (a, b) = (row["algbw_gbps"].as_f64(), row["busbw_gbps"].as_f64());
             assert!((a.unwrap() - b.unwrap()).abs() <= 1e-9 * a.unwrap());
         }
     }
+}
+
+/// `--cpus C,C` (both ranks and both reference endpoints on the first allowed CPU, C) and `--cpus
+/// none` run too, and say so; a CPU outside the allowed set is refused.
+#[test]
+fn bench_cpus_list_and_none() {
+    let c = lockstep::bench::placement::allowed_cpus()[0];
+    let (same, one) = (format!("{c},{c}"), c.to_string());
+    let small = ["--iters", "5", "--repeat", "1"];
+    let link = [
+        "link",
+        "--transport",
+        "tcp",
+        "--size",
+        "64KiB",
+        "--cpus",
+        &same,
+    ];
+    let r = bench(&[&link[..], &small].concat());
+    assert_eq!(r["placement"]["mode"], "list");
+    assert_eq!(r["placement"]["cpus"], serde_json::json!([c, c]));
+    spread(&r, "gbps", "reference_gbps");
+    let ar = [
+        "allreduce",
+        "--world",
+        "2",
+        "--transport",
+        "tcp",
+        "--sizes",
+        "64KiB",
+        "--cpus",
+        &one,
+    ];
+    let r = bench(&[&ar[..], &small].concat());
+    assert_eq!(r["placement"]["cpus"], serde_json::json!([c, c]));
+    spread(&r["rows"][0], "busbw_gbps", "reference_gbps");
+    let shm = [
+        "link",
+        "--transport",
+        "shm",
+        "--size",
+        "64KiB",
+        "--cpus",
+        "none",
+    ];
+    let r = bench(&[&shm[..], &small].concat());
+    assert_eq!(r["placement"]["mode"], "none");
+    assert!(r["placement"]["cpus"].is_null());
+    let out = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["bench", "link", "--cpus", "0,100000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CPU 100000"), "{err}");
 }
 
 #[test]

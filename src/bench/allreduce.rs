@@ -17,6 +17,7 @@ pub use super::allreduce_checks::input;
 use super::allreduce_checks::{check, reduce_once, run_loop};
 use super::link::CHUNKS;
 use super::link::{parse_size, repeat_of};
+use super::placement::{peer_cpu, Placement};
 use super::reference::LocalReference;
 use super::repeat::{interleave, print_table, write_json, Chunk, Load, Paired, Spread};
 use super::spawn::spawn_repeat;
@@ -85,6 +86,10 @@ pub struct Samples {
     /// The cost model's prediction for it (us), when the links were probed.
     #[serde(default)]
     pub predicted_us: Option<f64>,
+    /// `TCP_INFO` of rank 0's sending sockets at the end of this size (the reference's, and the
+    /// links', counted from the start of the run); see `tcpinfo`.
+    #[serde(default)]
+    pub tcp: Option<Value>,
 }
 
 /// Parent side: one row per size; busbw and the reference interleaved `--repeat` times.
@@ -131,8 +136,16 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         println!("allreduce over TLS; reference: the same allreduce over plain TCP links between the same processes (ratio = TLS / plain)");
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let place = Placement::choose(&args.cpus, args.world)?;
+    println!("{}", place.line(args.world));
     let mut load = Load::start();
-    let outs = spawn_repeat(&exe, cfg, args.world, args.repeat.max(1))?;
+    let outs = spawn_repeat(
+        &exe,
+        cfg,
+        args.world,
+        args.repeat.max(1),
+        place.cpus.as_deref(),
+    )?;
     load.finish();
     let line = outs[0]
         .lines()
@@ -146,7 +159,7 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         args.algo,
         args.repeat.max(1)
     );
-    let (mut rows, mut cells) = (Vec::new(), Vec::new());
+    let (mut rows, mut cells, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
     for s in &samples {
         let p = Paired::new(&s.busbw_gbps, &s.reference_gbps);
         let (p50, p99, algbw) = (
@@ -164,6 +177,14 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         row.insert("algo".into(), Value::from(s.algo.clone()));
         if let Some(p) = s.predicted_us {
             row.insert("predicted_us".into(), Value::from(p));
+        }
+        if let Some(t) = &s.tcp {
+            warnings.extend(
+                super::tcpinfo::warnings(t)
+                    .into_iter()
+                    .map(|w| format!("{} bytes: {w}", s.bytes)),
+            );
+            row.insert("tcp".into(), t.clone());
         }
         rows.push(Value::Object(row));
         cells.push(vec![
@@ -195,6 +216,9 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         &cells,
     );
     println!("{}", load.line());
+    for w in &warnings {
+        println!("{w}");
+    }
     if let Some(p) = &args.json {
         let mut report = Map::new();
         report.insert("world".into(), Value::from(args.world));
@@ -203,6 +227,7 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         report.insert("algo".into(), Value::from(args.algo.clone()));
         report.insert("repeat".into(), Value::from(args.repeat.max(1)));
         load.add_json(&mut report);
+        report.insert("placement".into(), place.json(args.world));
         report.insert("rows".into(), Value::Array(rows));
         write_json(p, &Value::Object(report))?;
     }
@@ -251,7 +276,13 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
     let mut c = Communicator::new(g, aggregate_config()?);
     super::allreduce_checks::prepare(&mut c, &cfg)?;
     match cfg.mode.as_str() {
-        "bench" => bench(&mut c, twin.as_mut(), &cfg, repeat_of(&args.config)),
+        "bench" => bench(
+            &mut c,
+            twin.as_mut(),
+            &cfg,
+            repeat_of(&args.config),
+            peer_cpu(&args.config),
+        ),
         "check" => check(&mut c, &cfg),
         "loop" => run_loop(&mut c, &cfg),
         m => Err(format!("unknown allreduce worker mode {m:?}")),
@@ -281,12 +312,14 @@ fn aggregate_config() -> Result<CollectiveConfig, String> {
 /// `iters / CHUNKS` timed allreduces (each after a barrier) or reference transfers. Rank 0
 /// measures the reference while the others wait at the next barrier. A sample's latency
 /// percentiles are over all its allreduces (each iteration's time is the mean over ranks).
-/// Worker 0 prints `RESULT [Samples, ...]`.
+/// Worker 0 prints `RESULT [Samples, ...]`. With a `peer_cpu` (the CPU of rank 1), the tcp
+/// reference's reading thread runs there, as rank 1 reads the subject's bytes.
 fn bench(
     c: &mut Communicator,
     mut twin: Option<&mut Communicator>,
     cfg: &WorkerConfig,
     repeat: usize,
+    peer_cpu: Option<usize>,
 ) -> Result<(), String> {
     let n = c.world();
     let mut out = Vec::new();
@@ -298,7 +331,12 @@ fn bench(
             .max((cfg.iters * (8 << 20) / bytes.max(1)).min(2000));
         let per_chunk = iters.div_ceil(CHUNKS);
         let mut reference = if c.rank() == 0 && twin.is_none() {
-            Some(LocalReference::new(&cfg.transport, bytes, per_chunk)?)
+            Some(LocalReference::new(
+                &cfg.transport,
+                bytes,
+                per_chunk,
+                peer_cpu,
+            )?)
         } else {
             None
         };
@@ -358,6 +396,8 @@ fn bench(
                 .filter(|_| cfg.algo != "ps")
                 .map(|k| cost::predict(ran, bytes, c.topology(), k, c.config()) * 1e6),
             reference_gbps: refs[1].iter().map(|g| g / 1e9).collect(),
+            tcp: (c.rank() == 0 && cfg.transport != "shm")
+                .then(|| super::tcpinfo::sockets(reference.as_ref().and_then(LocalReference::fd))),
             ..Samples::default()
         };
         for t in &mut times {

@@ -18,6 +18,7 @@
 // The transport's `Error` is large by design (names, round, op); see lockstep-transport.
 #![allow(clippy::result_large_err)]
 
+use super::placement::Placement;
 use super::reference::PairReference;
 use super::repeat::{interleave, print_table, write_json, Chunk, Load, Paired};
 use crate::cli::{BenchWorkerArgs, LinkBenchArgs};
@@ -98,8 +99,10 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
         peer_timeout_ms: 10_000,
         tls_dir: certs.as_ref().map(|c| c.dir()),
     };
+    let place = Placement::choose(&args.cpus, 2)?;
+    println!("{}", place.line(2));
     let mut load = Load::start();
-    let outs = spawn_pair(cfg, args.repeat.max(1))?;
+    let outs = spawn_pair(cfg, args.repeat.max(1), &place)?;
     load.finish();
     let line = outs[0]
         .lines()
@@ -115,6 +118,7 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
     let p = Paired::new(&samples(&r, "gbps"), &samples(&r, "reference_gbps"));
     r.extend(p.json("gbps", "reference_gbps"));
     load.add_json(&mut r);
+    r.insert("placement".into(), place.json(2));
     let f = |k: &str| r.get(k).and_then(Value::as_f64).unwrap_or(0.0);
     let transport = match args.tls {
         true => format!("{}+tls", args.transport),
@@ -152,6 +156,9 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
         ]],
     );
     println!("{}", load.line());
+    for w in super::tcpinfo::warnings(r.get("tcp").unwrap_or(&Value::Null)) {
+        println!("{w}");
+    }
     if let Some(path) = &args.json {
         write_json(path, &Value::Object(r))?;
     }
@@ -159,14 +166,22 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
 }
 
 /// `cfg` as JSON with a `repeat` field added (the bench mode's repetitions; the test modes
-/// ignore it, and configs without it mean 1).
+/// ignore it, and configs without it mean 1) and, when `cpus` is set, a `cpus` field (rank `i`
+/// pins itself to `cpus[i % len]`, see [`super::placement`]; absent: not pinned).
 ///
 /// # Errors
 /// When `cfg` cannot be serialised.
-pub fn with_repeat(cfg: &impl Serialize, repeat: usize) -> Result<String, String> {
+pub fn with_repeat(
+    cfg: &impl Serialize,
+    repeat: usize,
+    cpus: Option<&[usize]>,
+) -> Result<String, String> {
     let mut v = serde_json::to_value(cfg).map_err(|e| e.to_string())?;
     if let Value::Object(m) = &mut v {
         m.insert("repeat".into(), Value::from(repeat));
+        if let Some(c) = cpus {
+            m.insert("cpus".into(), Value::from(c.to_vec()));
+        }
     }
     Ok(v.to_string())
 }
@@ -179,14 +194,19 @@ pub fn repeat_of(config: &str) -> usize {
         .map_or(1, |r| (r as usize).max(1))
 }
 
-/// Run a coordinator and two workers with `cfg` (and `repeat`); their stdout, by rank. Both are
-/// waited for (and killed after a deadline), so none is left running.
+/// Run a coordinator and two workers with `cfg` (and `repeat`, each pinned to its CPU of
+/// `place`); their stdout, by rank. Both are waited for (and killed after a deadline), so none
+/// is left running.
 ///
 /// # Errors
 /// When a worker cannot start or fails.
-pub fn spawn_pair(cfg: WorkerConfig, repeat: usize) -> Result<Vec<String>, String> {
+pub fn spawn_pair(
+    cfg: WorkerConfig,
+    repeat: usize,
+    place: &Placement,
+) -> Result<Vec<String>, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    super::spawn::spawn_repeat(&exe, cfg, 2, repeat)
+    super::spawn::spawn_repeat(&exe, cfg, 2, repeat, place.cpus.as_deref())
 }
 
 /// Worker side.
@@ -276,6 +296,9 @@ fn bench(g: &mut Group, cfg: &WorkerConfig, repeat: usize) -> Result<(), String>
         }
     })?;
     let gbps = |v: &[f64]| v.iter().map(|b| b / 1e9).collect::<Vec<_>>();
+    // The throughput connections as they were after the timed samples (before the peer closes).
+    let tcp = (cfg.transport == "tcp" && g.rank() == 0)
+        .then(|| super::tcpinfo::sockets(reference.as_ref().and_then(PairReference::fd)));
     let lat = ping_pong(g, len)?;
     if g.rank() == 0 {
         let out = serde_json::json!({
@@ -284,6 +307,7 @@ fn bench(g: &mut Group, cfg: &WorkerConfig, repeat: usize) -> Result<(), String>
             "messages": per_chunk * CHUNKS,
             "p50_us": lat.p50, "p99_us": lat.p99, "mean_us": lat.mean, "latency_rounds": lat.rounds,
             "shm_wait": if lockstep_transport::shm::ring::spin_only() { "spin" } else { "adaptive" },
+            "tcp": tcp,
         });
         println!("RESULT {out}");
     }

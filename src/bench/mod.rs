@@ -9,9 +9,11 @@ mod allreduce_checks;
 pub mod ingest;
 pub mod link;
 mod link_checks;
+pub mod placement;
 mod reference;
 pub mod repeat;
 mod spawn;
+mod tcpinfo;
 pub mod tls;
 pub mod train;
 
@@ -44,6 +46,8 @@ fn random_token() -> String {
 /// # Errors
 /// A message naming what failed.
 pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
+    // First, before any thread starts: every thread of this worker inherits its CPU.
+    placement::pin_worker(&args.config, args.rank)?;
     match args.kind.as_str() {
         "link" => link::worker(args),
         "allreduce" => allreduce::worker(args),

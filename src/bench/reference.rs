@@ -18,8 +18,40 @@ use super::repeat::Chunk;
 use lockstep_tensor::Buffer;
 use lockstep_transport::{Expect, FrameHeader, Group, Link, Op};
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::Instant;
+
+/// A loopback listener whose accepted sockets have the links' buffer sizes
+/// ([`lockstep_transport::tcp::SOCKET_BUFFER_BYTES`]) from their first segment: set on the
+/// listener before any peer connects, as tcp(7) asks. Set only on the accepted socket once data
+/// may already flow (what `tune` alone does), the receive window of the reading side stayed at
+/// 126 KiB (two segments) for the connection's whole life in about half the connections on the
+/// development machine (kernel 6.18; `ss -ti`: `rcv_ssthresh:129024`, the writer's
+/// `snd_wnd:129024`) and at 8 MiB in the others, which made the reference itself jump between
+/// two speeds from run to run (about 1.35 against 1.85 GB/s). The reading side is always the
+/// accepted one here.
+fn loopback_listener() -> std::io::Result<TcpListener> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let size = lockstep_transport::tcp::SOCKET_BUFFER_BYTES as libc::c_int;
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt(2) on the listener's open socket, with an int that outlives the call
+        // and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                l.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(l)
+}
 
 /// The same-run reference: plain std sockets between the two processes, one connection kept
 /// open for every sample (tcp), or a memcpy loop at rank 0 (shm); `iters` transfers of `len`
@@ -64,7 +96,7 @@ impl PairReference {
         }
         let e = |e: lockstep_transport::Error| e.to_string();
         let mut s = if rank == 1 {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
+            let l = loopback_listener().map_err(io)?;
             let port = l.local_addr().map_err(io)?.port();
             let body = Buffer::copy_from_slice(&port.to_le_bytes());
             g.link(peer)
@@ -103,6 +135,14 @@ impl PairReference {
             buf,
             iters,
         })
+    }
+
+    /// The socket of the tcp reference (`None` for memcpy).
+    pub(crate) fn fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            PairReference::Tcp { s, .. } => Some(s.as_raw_fd()),
+            _ => None,
+        }
     }
 
     /// One chunk of `iters` transfers: bytes and seconds at rank 0, zeros at rank 1. Over tcp,
@@ -163,11 +203,18 @@ pub struct LocalReference {
 }
 
 impl LocalReference {
-    /// Set up and warm.
+    /// Set up and warm. With `peer_cpu` (tcp), the reading thread pins itself to that CPU (rank
+    /// 1's, where the subject's reader runs) while the writer stays on the caller's (rank 0's), so
+    /// the reference runs in the same placement as the subject (see [`super::placement`]).
     ///
     /// # Errors
-    /// Socket errors (tcp).
-    pub fn new(transport: &str, bytes: usize, iters: usize) -> Result<LocalReference, String> {
+    /// Socket errors (tcp), or a refused pinning.
+    pub fn new(
+        transport: &str,
+        bytes: usize,
+        iters: usize,
+        peer_cpu: Option<usize>,
+    ) -> Result<LocalReference, String> {
         let (bytes, iters) = (bytes.max(1), iters.max(1));
         let io = |e: std::io::Error| e.to_string();
         let src = vec![1u8; bytes];
@@ -182,10 +229,17 @@ impl LocalReference {
             r.iters = iters;
             return Ok(r);
         }
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
+        let l = loopback_listener().map_err(io)?;
         let addr = l.local_addr().map_err(io)?;
-        // The reader: `iters` messages then one byte back, until the writer closes.
+        // The reader, on rank 1's CPU when pinned: `iters` messages then one byte back, until the
+        // writer closes. A refused pinning closes the listener: the writer's connect fails.
         let reader = std::thread::spawn(move || {
+            if let Some(cpu) = peer_cpu {
+                if let Err(e) = super::placement::pin_thread(cpu) {
+                    eprintln!("reference reader: {e}");
+                    return;
+                }
+            }
             let Ok((mut s, _)) = l.accept() else { return };
             let _ = lockstep_transport::tcp::tune(&s, "reference");
             let mut buf = vec![0u8; bytes];
@@ -214,6 +268,11 @@ impl LocalReference {
         r.chunk()?;
         r.iters = iters;
         Ok(r)
+    }
+
+    /// The writing socket of the tcp reference (`None` for memcpy).
+    pub(crate) fn fd(&self) -> Option<std::os::fd::RawFd> {
+        self.tcp.as_ref().map(|(s, _)| s.as_raw_fd())
     }
 
     /// One chunk of `iters` transfers: bytes and seconds.

@@ -187,8 +187,13 @@ impl Load {
         self.end = loadavg();
     }
 
-    /// Add `loadavg_start` and `loadavg_end` to a JSON object.
+    /// Add `loadavg` (`{"start": [1, 5, 15 min], "end": [...]}`) and, as before, the same
+    /// figures as `loadavg_start` and `loadavg_end` to a JSON object.
     pub fn add_json(&self, m: &mut Map<String, Value>) {
+        m.insert(
+            "loadavg".into(),
+            serde_json::json!({ "start": self.start.to_vec(), "end": self.end.to_vec() }),
+        );
         m.insert("loadavg_start".into(), Value::from(self.start.to_vec()));
         m.insert("loadavg_end".into(), Value::from(self.end.to_vec()));
     }

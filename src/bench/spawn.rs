@@ -41,17 +41,19 @@ pub fn spawn_workers<C: Rendezvous>(
     cfg: C,
     world: usize,
 ) -> Result<Vec<String>, String> {
-    spawn_repeat(exe, cfg, world, 1)
+    spawn_repeat(exe, cfg, world, 1, None)
 }
 
-/// [`spawn_workers`] with `repeat` repetitions for the bench mode.
+/// [`spawn_workers`] with `repeat` repetitions for the bench mode, and rank `i` pinned to
+/// `cpus[i % len]` when `cpus` is set ([`super::placement`]).
 pub(super) fn spawn_repeat<C: Rendezvous>(
     exe: &Path,
     mut cfg: C,
     world: usize,
     repeat: usize,
+    cpus: Option<&[usize]>,
 ) -> Result<Vec<String>, String> {
-    let mut kids = start_repeat(exe, &mut cfg, world, repeat)?;
+    let mut kids = start_repeat(exe, &mut cfg, world, repeat, cpus)?;
     let (coord, kids_ref) = (kids.0.take(), &mut kids.1);
     let served = coord.map(|c| {
         c.serve(world, Duration::from_secs(30))
@@ -116,7 +118,7 @@ pub fn start_workers<C: Rendezvous>(
     cfg: &mut C,
     world: usize,
 ) -> Result<Started, String> {
-    start_repeat(exe, cfg, world, 1)
+    start_repeat(exe, cfg, world, 1, None)
 }
 
 fn start_repeat<C: Rendezvous>(
@@ -124,13 +126,14 @@ fn start_repeat<C: Rendezvous>(
     cfg: &mut C,
     world: usize,
     repeat: usize,
+    cpus: Option<&[usize]>,
 ) -> Result<Started, String> {
     let bind = format!("{}:0", cfg.bind().unwrap_or("127.0.0.1"));
     let coord = Coordinator::bind(&bind, cfg.cluster(), super::token().as_bytes())
         .map_err(|e| e.to_string())?
         .with_tls(super::tls::load(cfg.tls_dir(), "coordinator")?);
     cfg.set_coordinator(coord.local_addr().map_err(|e| e.to_string())?.to_string());
-    let json = with_repeat(&cfg, repeat)?;
+    let json = with_repeat(&cfg, repeat, cpus)?;
     let mut kids: Vec<Child> = Vec::new();
     for rank in 0..world {
         let mut cmd = match cfg.netns() {
