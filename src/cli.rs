@@ -135,7 +135,8 @@ pub struct TrainBenchArgs {
 /// `lockstep bench link`
 #[derive(Debug, Clone, Args)]
 pub struct LinkBenchArgs {
-    /// Backend: tcp or shm.
+    /// Backend: tcp, shm or rdma (a build with `--features rdma` and an RDMA device; the
+    /// reference is then a plain TCP connection between the same processes).
     #[arg(long, default_value = "tcp")]
     pub transport: String,
     /// Message size, e.g. 64MiB, 4KiB, 1000.
@@ -154,6 +155,11 @@ pub struct LinkBenchArgs {
     /// and rank 1's CPUs, so subject and reference share one placement.
     #[arg(long, default_value = "auto")]
     pub cpus: String,
+    /// Whole runs to try: a run in which `TCP_INFO` shows a connection slowed by spurious
+    /// retransmissions (reordering between two CPUs; docs/benchmarks.md, "Placement") is set aside
+    /// (listed in the JSON as `discarded`) and measured again; the last one is kept regardless.
+    #[arg(long, default_value_t = 3)]
+    pub attempts: usize,
     /// Repetitions: subject and reference are measured interleaved (A B A B ...) this many times;
     /// the table shows the median and min-max of each and of the per-pair ratio.
     #[arg(long, default_value_t = 5)]
@@ -169,7 +175,9 @@ pub struct AllreduceBenchArgs {
     /// Number of processes.
     #[arg(long, default_value_t = 2)]
     pub world: usize,
-    /// Backend: tcp, shm, or auto (shared memory to workers with the same IP, TCP to others).
+    /// Backend: tcp, shm, rdma (a build with `--features rdma` and an RDMA device; the
+    /// reference is then plain TCP between the same processes), or auto (shared memory to
+    /// workers with the same IP, RDMA or TCP to others).
     #[arg(long, default_value = "shm")]
     pub transport: String,
     /// Algorithm: ring, tree, hier, ps or auto (auto probes the links first and reports what it
@@ -203,6 +211,11 @@ pub struct AllreduceBenchArgs {
     /// and rank 1's CPUs, so subject and reference share one placement.
     #[arg(long, default_value = "auto")]
     pub cpus: String,
+    /// Whole runs to try: a run in which `TCP_INFO` shows a connection slowed by spurious
+    /// retransmissions (reordering between two CPUs; docs/benchmarks.md, "Placement") is set aside
+    /// (listed in the JSON as `discarded`) and measured again; the last one is kept regardless.
+    #[arg(long, default_value_t = 3)]
+    pub attempts: usize,
     /// Repetitions: subject and reference are measured interleaved (A B A B ...) this many times;
     /// the table shows the median and min-max of each and of the per-pair ratio.
     #[arg(long, default_value_t = 5)]
@@ -234,7 +247,7 @@ pub struct LaunchArgs {
     /// Replace the manifest's workers by N loopback workers.
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Transport: auto, tcp or shm (overrides cluster.transport).
+    /// Transport: auto, tcp, shm or rdma (overrides cluster.transport).
     #[arg(long)]
     pub transport: Option<String>,
     /// Aggregation: allreduce or parameter-server (overrides job.aggregation).

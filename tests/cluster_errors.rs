@@ -112,3 +112,20 @@ fn bad_override_names_it() {
         &["--set", "job.global_batch"],
     );
 }
+
+#[test]
+fn rdma_without_the_feature_or_a_device_stops_the_job_naming_the_node_and_why() {
+    // `--transport rdma` (as `cluster.transport = "rdma"`): the default build has no RDMA
+    // support; a build with the feature on this machine finds no device. Either way every node
+    // stops at start with the reason, and none is left running.
+    let why = if cfg!(feature = "rdma") {
+        "no RDMA device found"
+    } else {
+        "built without the `rdma` feature"
+    };
+    fails_with(
+        &base(&diabetes(), ""),
+        &["--transport", "rdma"],
+        &["transport rdma: rdma: ", why, "node worker-"],
+    );
+}

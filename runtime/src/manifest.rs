@@ -59,13 +59,17 @@ pub enum ManifestError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum TransportChoice {
-    /// Shared memory when every node is on this host, TCP otherwise.
+    /// Shared memory when every node is on this host; otherwise per peer: shared memory on the
+    /// same host, RDMA between hosts where both ends can run it, TCP else (logged with why).
     #[default]
     Auto,
     /// TCP sockets.
     Tcp,
     /// Shared-memory rings (single host).
     Shm,
+    /// RDMA queue pairs (a build with the `rdma` feature and an active RDMA device on every
+    /// node; otherwise the job fails at start naming what is missing).
+    Rdma,
 }
 
 /// Aggregation choice.

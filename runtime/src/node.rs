@@ -218,6 +218,7 @@ pub(crate) fn transport_kind(ctx: &NodeContext, peers: &[PeerAddr]) -> Transport
     match ctx.manifest.cluster.transport {
         TransportChoice::Tcp => TransportKind::Tcp,
         TransportChoice::Shm => TransportKind::Shm,
+        TransportChoice::Rdma => TransportKind::Rdma,
         TransportChoice::Auto => {
             let local = peers.iter().all(|p| {
                 p.addr

@@ -118,6 +118,69 @@ pub fn warnings(tcp: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Measuring a whole run again when `TCP_INFO` shows that one of its connections was slowed by
+/// spurious retransmissions (`--attempts` of `bench link` and `bench allreduce`). A run in that
+/// regime compares a subject and a reference that did not run under the same conditions (one of
+/// them lost half its speed to the kernel's congestion control, not to the code under test), so
+/// it is set aside, listed in the JSON as `discarded` (its ratio and its connections), and the
+/// run is repeated, at most `attempts` times in all; the last attempt is kept whatever it shows,
+/// with its warning printed.
+#[derive(Debug)]
+pub struct Remeasure {
+    attempts: usize,
+    tried: usize,
+    discarded: Vec<Value>,
+}
+
+impl Remeasure {
+    /// At most `attempts` runs (at least one).
+    pub fn new(attempts: usize) -> Remeasure {
+        Remeasure {
+            attempts: attempts.max(1),
+            tried: 0,
+            discarded: Vec::new(),
+        }
+    }
+
+    /// After a run whose connections are `tcp` (as [`sockets`] gives them; `null` for shm) and
+    /// whose ratio is `ratio`: whether to run again. Prints why when it does.
+    pub fn again(&mut self, tcp: &Value, ratio: impl Into<Value>) -> bool {
+        self.tried += 1;
+        let w = warnings(tcp);
+        if w.is_empty() || self.tried >= self.attempts {
+            return false;
+        }
+        let ratio = ratio.into();
+        println!(
+            "attempt {} of {}: ratio {ratio} set aside, measuring again: {}",
+            self.tried,
+            self.attempts,
+            w.join("; ")
+        );
+        self.discarded
+            .push(json!({ "attempt": self.tried, "ratio": ratio, "tcp": tcp }));
+        true
+    }
+
+    /// `attempts` (runs made) and `discarded` (the runs set aside) into a JSON object.
+    pub fn add_json(&self, m: &mut serde_json::Map<String, Value>) {
+        m.insert("attempts".into(), Value::from(self.tried));
+        m.insert("discarded".into(), Value::Array(self.discarded.clone()));
+    }
+
+    /// One line when runs were set aside.
+    pub fn print_summary(&self) {
+        if !self.discarded.is_empty() {
+            println!(
+                "{} of {} runs set aside for a TCP connection slowed by spurious retransmissions; the figures above are from run {}",
+                self.discarded.len(),
+                self.tried,
+                self.tried
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +218,24 @@ mod tests {
         assert!(of_fd(-1).is_none());
         let slow = json!([{ "role": "link", "bytes_sent": 1000_u64, "bytes_retrans": 10_u64 }]);
         assert_eq!(warnings(&slow).len(), 1);
+    }
+
+    #[test]
+    fn remeasures_slowed_runs_at_most_attempts_times() {
+        let slow =
+            json!([{ "role": "reference", "bytes_sent": 1000_u64, "bytes_retrans": 10_u64 }]);
+        let fine = json!([{ "role": "reference", "bytes_sent": 1000_u64, "bytes_retrans": 0_u64 }]);
+        let mut r = Remeasure::new(3);
+        assert!(r.again(&slow, 0.55));
+        assert!(!r.again(&fine, 1.01));
+        let mut m = serde_json::Map::new();
+        r.add_json(&mut m);
+        assert_eq!(m["attempts"], 2);
+        assert_eq!(m["discarded"][0]["ratio"], 0.55);
+        // The last attempt is kept whatever it shows; shm (no connections) never repeats.
+        let mut r = Remeasure::new(2);
+        assert!(r.again(&slow, 0.5));
+        assert!(!r.again(&slow, 0.5));
+        assert!(!Remeasure::new(3).again(&Value::Null, 1.0));
     }
 }

@@ -287,7 +287,7 @@ pub enum AnyLink {
     Shm(ShmLink),
     /// An RDMA queue pair (only with the `rdma` feature).
     #[cfg(feature = "rdma")]
-    Rdma(crate::rdma::RdmaLink),
+    Rdma(Box<crate::rdma::RdmaLink>),
 }
 
 macro_rules! dispatch {
@@ -303,6 +303,17 @@ macro_rules! dispatch {
 }
 
 impl AnyLink {
+    /// The backend's name: `local`, `tcp`, `shm` or `rdma`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyLink::Local(_) => "local",
+            AnyLink::Tcp(_) => "tcp",
+            AnyLink::Shm(_) => "shm",
+            #[cfg(feature = "rdma")]
+            AnyLink::Rdma(_) => "rdma",
+        }
+    }
+
     /// A handle that sends on this link from another thread, for TCP links (control links are
     /// always TCP); `None` for other backends.
     pub fn tcp_sender(&self) -> Option<crate::tcp::TcpSender> {

@@ -3,8 +3,14 @@
 //!
 //! In a pair, the lower rank connects and the higher rank accepts. Connects retry with backoff
 //! (each retry logged) until `connect_timeout_ms`; a handshake refusal (wrong token, cluster,
-//! version, name) is final and not retried. The result is a [`Group`] over tcp or shm links (shm
-//! links are bootstrapped over the authenticated TCP connection, which stays open for liveness).
+//! version, name) is final and not retried. The result is a [`Group`] over tcp, shm or rdma
+//! links (shm and rdma links are bootstrapped over the authenticated TCP connection, which stays
+//! open for liveness).
+//!
+//! With [`TransportKind::Auto`], a pair on two hosts agrees on RDMA or TCP right after the
+//! handshake: each side writes whether it can run RDMA (built with the `rdma` feature, a device
+//! with an active port, no TLS) and reads the other's answer; RDMA only when both can. The
+//! choice and, for TCP, the reason are logged per link.
 
 use crate::config::LinkConfig;
 use crate::error::{Error, Result};
@@ -22,9 +28,12 @@ pub enum TransportKind {
     Tcp,
     /// Shared-memory rings (all nodes on one machine), bootstrapped over TCP.
     Shm,
-    /// Per peer: shared memory to peers on this node's host (the same IP in their addresses),
-    /// TCP to the others. For many workers per host on several hosts.
+    /// Per peer: shared memory to peers on this node's host (the same IP in their addresses);
+    /// to the others RDMA when both ends can run it, TCP otherwise (logged with the reason).
     Auto,
+    /// RDMA queue pairs to every peer (the `rdma` feature and an active device on every node;
+    /// without them, building the mesh fails naming what is missing), bootstrapped over TCP.
+    Rdma,
 }
 
 impl TransportKind {
@@ -56,8 +65,9 @@ impl std::str::FromStr for TransportKind {
             "tcp" => Ok(TransportKind::Tcp),
             "shm" => Ok(TransportKind::Shm),
             "auto" => Ok(TransportKind::Auto),
+            "rdma" => Ok(TransportKind::Rdma),
             other => Err(Error::Config(format!(
-                "unknown transport {other:?} (tcp, shm or auto)"
+                "unknown transport {other:?} (tcp, shm, rdma or auto)"
             ))),
         }
     }
@@ -219,18 +229,32 @@ fn build_group(cfg: &MeshConfig, streams: Vec<Option<Conn>>) -> Result<Group> {
     let lc = cfg.link_config();
     let names: Vec<String> = cfg.peers.iter().map(|p| p.name.clone()).collect();
     let mut links: Vec<Option<AnyLink>> = Vec::with_capacity(names.len());
+    let mut rdma = LocalRdma::default();
+    if cfg.transport == TransportKind::Rdma {
+        if let Err(why) = rdma.ready(cfg) {
+            return Err(Error::Unsupported(format!(
+                "node {}: transport rdma: {why}",
+                cfg.node
+            )));
+        }
+    }
     for (i, s) in streams.into_iter().enumerate() {
-        let Some(s) = s else {
+        let Some(mut s) = s else {
             links.push(None);
             continue;
         };
-        let kind = cfg
+        let mut kind = cfg
             .transport
             .for_peer(&cfg.peers[cfg.rank].addr, &cfg.peers[i].addr);
+        // `auto` to another host: RDMA when both ends can run it.
+        if cfg.transport == TransportKind::Auto && kind == TransportKind::Tcp {
+            kind = choose_remote(&mut s, &mut rdma, cfg, &names[i])?;
+        }
         let link = match kind {
             TransportKind::Tcp | TransportKind::Auto => {
                 AnyLink::Tcp(TcpLink::new(s, &cfg.node, &names[i], lc)?)
             }
+            TransportKind::Rdma => rdma_link(s, &rdma, cfg, &names[i])?,
             TransportKind::Shm => AnyLink::Shm(crate::shm::ShmLink::establish(
                 s,
                 &cfg.cluster,
@@ -243,6 +267,132 @@ fn build_group(cfg: &MeshConfig, streams: Vec<Option<Conn>>) -> Result<Group> {
         links.push(Some(link));
     }
     Group::new(cfg.rank, names, links)
+}
+
+/// This node's RDMA device, opened once per mesh when a link may use it.
+#[derive(Default)]
+struct LocalRdma {
+    dev: Option<std::result::Result<crate::rdma::RdmaDevice, String>>,
+}
+
+impl LocalRdma {
+    /// Ok when this node can run RDMA links in `cfg`; otherwise why not.
+    fn ready(&mut self, cfg: &MeshConfig) -> std::result::Result<&crate::rdma::RdmaDevice, String> {
+        if cfg.tls.is_some() {
+            return Err(
+                "TLS is configured and RDMA moves data unencrypted (use tcp with TLS, or rdma without it)"
+                    .into(),
+            );
+        }
+        let dev = self.dev.get_or_insert_with(|| {
+            crate::rdma::open_device().map_err(|e| match e {
+                Error::Unsupported(m) => m,
+                e => e.to_string(),
+            })
+        });
+        dev.as_ref().map_err(Clone::clone)
+    }
+}
+
+/// The bytes each side of an `auto` pair on two hosts writes: `RDM?` and 1 (can run RDMA) or 0.
+const AUTO_MSG: [u8; 4] = *b"RDM?";
+
+/// `auto` between two hosts: tell the peer whether this side can run RDMA, read its answer,
+/// and choose RDMA when both can; the choice is logged with the reason for TCP.
+fn choose_remote(
+    s: &mut Conn,
+    rdma: &mut LocalRdma,
+    cfg: &MeshConfig,
+    peer: &str,
+) -> Result<TransportKind> {
+    use std::io::{Read, Write};
+    let ctx = || crate::Context {
+        peer: peer.to_string(),
+        round: None,
+        op: None,
+    };
+    let mine = rdma.ready(cfg).map(|d| d.name.clone());
+    let mut msg = [0u8; 5];
+    msg[..4].copy_from_slice(&AUTO_MSG);
+    msg[4] = u8::from(mine.is_ok());
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    s.write_all(&msg)
+        .map_err(|e| Error::io(ctx(), "write(transport choice)", &e))?;
+    let mut theirs = [0u8; 5];
+    s.read_exact(&mut theirs)
+        .map_err(|e| Error::io(ctx(), "read(transport choice)", &e))?;
+    let _ = s.set_read_timeout(None);
+    if theirs[..4] != AUTO_MSG || theirs[4] > 1 {
+        return Err(Error::Protocol {
+            ctx: ctx(),
+            reason: "malformed transport choice (is the peer on another transport setting?)".into(),
+        });
+    }
+    let (kind, why) = decide_remote(mine.as_ref().map(String::as_str), theirs[4] == 1);
+    match kind {
+        TransportKind::Rdma => {
+            tracing::info!(node = %cfg.node, peer, transport = "rdma", device = ?mine.ok(), "auto: link between hosts uses rdma");
+        }
+        _ => {
+            tracing::info!(node = %cfg.node, peer, transport = "tcp", reason = %why, "auto: link between hosts uses tcp");
+        }
+    }
+    Ok(kind)
+}
+
+/// The transport of an `auto` link between hosts, from this side's RDMA readiness (the device
+/// name, or why not) and the peer's; with the reason when it is TCP.
+pub(crate) fn decide_remote(
+    mine: std::result::Result<&str, &String>,
+    theirs: bool,
+) -> (TransportKind, String) {
+    match (mine, theirs) {
+        (Ok(dev), true) => (
+            TransportKind::Rdma,
+            format!("both ends have RDMA ({dev} here)"),
+        ),
+        (Err(why), _) => (
+            TransportKind::Tcp,
+            format!("this node cannot run RDMA: {why}"),
+        ),
+        (Ok(_), false) => (
+            TransportKind::Tcp,
+            "the peer cannot run RDMA (its log says why)".into(),
+        ),
+    }
+}
+
+#[cfg(feature = "rdma")]
+fn rdma_link(s: Conn, rdma: &LocalRdma, cfg: &MeshConfig, peer: &str) -> Result<AnyLink> {
+    let Some(Ok(dev)) = rdma.dev.as_ref() else {
+        return Err(Error::Unsupported(format!(
+            "node {}: rdma link to {peer} without an opened device",
+            cfg.node
+        )));
+    };
+    let Conn::Plain(sock) = s else {
+        return Err(Error::Config(format!(
+            "node {}: rdma link to {peer} over a TLS bootstrap",
+            cfg.node
+        )));
+    };
+    Ok(AnyLink::Rdma(Box::new(crate::rdma::RdmaLink::establish(
+        sock,
+        dev,
+        &cfg.node,
+        peer,
+        cfg.link_config(),
+    )?)))
+}
+
+#[cfg(not(feature = "rdma"))]
+fn rdma_link(_s: Conn, _rdma: &LocalRdma, cfg: &MeshConfig, peer: &str) -> Result<AnyLink> {
+    // Unreachable in practice: `LocalRdma::ready` fails without the feature before a link is
+    // chosen to be rdma.
+    Err(Error::Unsupported(format!(
+        "node {}: rdma link to {peer}: built without the `rdma` feature",
+        cfg.node
+    )))
 }
 
 /// Connect to `p`, retrying with backoff until `deadline`; refusals are final.

@@ -1,8 +1,15 @@
 //! The RDMA backend. Without the `rdma` feature: the shell backend must say so. With it: on a
 //! machine without an RDMA device the test prints `SKIPPED` and the reason (and checks that
 //! the reason is the documented one, so it cannot pass by accident); with a device, two
-//! threads build a real RC link over an authenticated loopback bootstrap and move 0 B, 1 B,
-//! 4 KiB and 1 MiB both ways at once.
+//! threads build a real RC link over an authenticated loopback bootstrap and move sizes from
+//! 0 B to 5 MiB (the eager path, its boundary, and the windowed zero-copy path) both ways.
+//!
+//! With or without the feature, on a machine without a device: a mesh with `transport = rdma`
+//! fails at start naming the node and what is missing, and `auto` between two hosts (127.0.0.1
+//! and 127.0.0.2, distinct IPs on loopback) falls back to TCP and logs why.
+
+// The transport's `Error` is large by design (names, round, op).
+#![allow(clippy::result_large_err)]
 
 use lockstep_transport::{rdma, Error};
 #[cfg(feature = "rdma")]
@@ -47,7 +54,7 @@ mod with_device {
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
-    const SIZES: [usize; 4] = [0, 1, 4096, 1 << 20];
+    const SIZES: [usize; 7] = [0, 1, 4096, 16 << 10, (16 << 10) + 1, 1 << 20, (5 << 20) + 3];
 
     fn body(from: usize, len: usize) -> Buffer {
         let v: Vec<u8> = (0..len).map(|i| (i * 31 + from * 7) as u8).collect();
@@ -97,5 +104,140 @@ mod with_device {
             0,
         );
         peer.join().unwrap();
+    }
+}
+
+mod selection {
+    use lockstep_tensor::Buffer;
+    use lockstep_transport::{
+        connect_mesh, Error, Expect, FrameHeader, Link, Listener, MeshConfig, Op, PeerAddr,
+        TransportKind,
+    };
+    use std::io::Write;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    /// Everything this test binary logs (one global subscriber).
+    fn log() -> Arc<Mutex<Vec<u8>>> {
+        static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+        LOG.get_or_init(|| {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            let w = buf.clone();
+            let sub = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .with_writer(move || Sink(w.clone()))
+                .finish();
+            tracing::subscriber::set_global_default(sub).unwrap();
+            buf
+        })
+        .clone()
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Two ranks as threads on `ips`; each returns its link kind to the other after one
+    /// exchange, or the mesh error.
+    fn mesh(kind: TransportKind, ips: [&str; 2]) -> Vec<Result<&'static str, Error>> {
+        let listeners: Vec<Listener> = ips
+            .iter()
+            .map(|ip| Listener::bind(&format!("{ip}:0")).unwrap())
+            .collect();
+        let peers: Vec<PeerAddr> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| PeerAddr {
+                name: format!("n{i}"),
+                addr: l.local_addr().unwrap().to_string(),
+            })
+            .collect();
+        let cluster = format!("sel{}", std::process::id());
+        let hs: Vec<_> = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(r, l)| {
+                let mut cfg =
+                    MeshConfig::new(&cluster, b"secret", &format!("n{r}"), r, peers.clone());
+                cfg.transport = kind;
+                cfg.connect_timeout_ms = 10_000;
+                std::thread::spawn(move || {
+                    let mut g = connect_mesh(&cfg, l)?;
+                    let p = 1 - r;
+                    let h = FrameHeader::data(Op::P2p, 1, p as u64, 0, 0, 3);
+                    g.link(p).send(h, Buffer::copy_from_slice(&[r as u8; 3]))?;
+                    let f = g.link(p).recv(&Expect::op(Op::P2p, 1, r as u64))?;
+                    assert_eq!(&f.payload[..], &[p as u8; 3]);
+                    Ok(g.link(p).kind())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn rdma_without_a_device_fails_at_start_naming_the_node_and_what_is_missing() {
+        if lockstep_transport::rdma::available() {
+            return; // a machine with a device runs the link test instead
+        }
+        for (r, res) in mesh(TransportKind::Rdma, ["127.0.0.1", "127.0.0.1"])
+            .into_iter()
+            .enumerate()
+        {
+            let Err(Error::Unsupported(m)) = res else {
+                panic!("rank {r}: expected Unsupported, got {res:?}");
+            };
+            assert!(
+                m.starts_with(&format!("node n{r}: transport rdma: rdma: ")),
+                "{m}"
+            );
+            let why = if cfg!(feature = "rdma") {
+                "no RDMA device found"
+            } else {
+                "built without the `rdma` feature"
+            };
+            assert!(m.contains(why), "{m}");
+        }
+        assert_eq!(
+            "rdma".parse::<TransportKind>().unwrap(),
+            TransportKind::Rdma
+        );
+        let e = "infiniband"
+            .parse::<TransportKind>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tcp, shm, rdma or auto"), "{e}");
+    }
+
+    #[test]
+    fn auto_between_hosts_without_rdma_uses_tcp_and_logs_why() {
+        if lockstep_transport::rdma::available() {
+            return; // with a device, auto would (rightly) pick rdma
+        }
+        let log = log();
+        let kinds = mesh(TransportKind::Auto, ["127.0.0.1", "127.0.0.2"]);
+        for k in kinds {
+            assert_eq!(k.unwrap(), "tcp");
+        }
+        // Same IP: auto means shared memory, no negotiation.
+        for k in mesh(TransportKind::Auto, ["127.0.0.1", "127.0.0.1"]) {
+            assert_eq!(k.unwrap(), "shm");
+        }
+        let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("auto: link between hosts uses tcp"))
+            .collect();
+        assert_eq!(lines.len(), 2, "one line per side:\n{text}");
+        for l in lines {
+            assert!(l.contains("this node cannot run RDMA: rdma: "), "{l}");
+        }
     }
 }

@@ -1,14 +1,24 @@
-//! One RDMA link (feature `rdma`): a reliable-connected queue pair with a registered send slot
-//! and a ring of registered receive slots, plus the pair's TCP socket as the side channel for
-//! heartbeats and for learning at once that the peer process died (as in [`crate::shm`]).
+//! One RDMA link (feature `rdma`): a reliable-connected queue pair with a registered header and
+//! eager slot, a ring of registered receive slots, and the pair's TCP socket as the side channel
+//! for heartbeats and for learning at once that the peer process died (as in [`crate::shm`]).
 //!
-//! Wire: a frame (64-byte header, then the payload) is a byte stream cut into `SLOT`-byte
-//! two-sided SENDs; the receiver reads the stream back across its receive slots, so the header
-//! is validated (checksum, bounded length, [`Expect`]) before one payload byte is consumed, and
-//! [`Link::recv_with`] hands the payload out straight from the registered slots. Flow control:
-//! the receiver reposts a slot once it is consumed; the sender's NIC retries (RNR) until one is
-//! posted. While a side is sending it drains its own completed receives into owned copies and
-//! reposts at once, so two sides that send to each other before receiving cannot deadlock.
+//! Wire: a frame (64-byte header, then the payload) is a byte stream cut into two-sided SENDs
+//! of at most `SLOT` bytes; the receiver reads the stream back across its receive slots, so the
+//! header is validated (checksum, bounded length, [`Expect`]) before one payload byte is
+//! consumed, and [`Link::recv_with`] hands the payload out straight from the registered slots.
+//!
+//! Send path: a payload of at most [`EAGER`] bytes is copied with its header into the eager slot
+//! and goes as one SEND. A larger one is **not copied**: the header goes from the header slot,
+//! then the payload's own memory, registered through [`Registrar`] (once per buffer with
+//! on-demand paging, once per message otherwise), is posted in `SLOT`-byte SENDs with up to
+//! [`WINDOW`] work requests in flight ([`SendWindow`]); completions are polled in batches and
+//! each one lets the next piece go. `send` returns when every SEND of the frame has completed,
+//! so the caller's memory is free again.
+//!
+//! Flow control: the receiver reposts a slot once it is consumed; the sender's NIC retries
+//! (RNR) until one is posted. While a side is sending it drains its own completed receives into
+//! owned copies and reposts at once, so two sides that send to each other before receiving
+//! cannot deadlock.
 //!
 //! Waiting spins, then yields, and checks the side channel every few hundred polls, so a dead
 //! or silent peer becomes [`Error::PeerClosed`] / [`Error::PeerTimeout`] within the peer timeout.
@@ -19,6 +29,8 @@
 
 use super::qp::{self, Verbs};
 use super::region::Region;
+use super::register::{odp_for_rc_send, Registrar};
+use super::window::SendWindow;
 use super::RdmaDevice;
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
@@ -43,7 +55,14 @@ use std::time::Duration;
 pub const SLOT: usize = 64 << 10;
 /// Receive slots kept posted.
 pub const SLOTS: usize = 32;
+/// SENDs in flight at most on one link.
+pub const WINDOW: usize = 16;
+/// Payloads up to this size are copied with their header into the eager slot (one SEND);
+/// larger ones are sent from their own memory.
+pub const EAGER: usize = 16 << 10;
 const SEND_WR: u64 = u64::MAX;
+/// Completion queue entries: every posted receive and every SEND in flight, plus slack.
+const CQE: usize = SLOTS + WINDOW + 4;
 const SPINS: u32 = 256;
 
 /// Received bytes waiting to be read: still in a posted-back-later slot, or copied out.
@@ -54,9 +73,11 @@ enum Chunk {
 
 /// A link over one RC queue pair. Field order is drop order: verbs before their memory.
 pub struct RdmaLink {
+    registrar: Registrar,
     verbs: Verbs,
     send: Region,
     recv: Region,
+    sends_done: usize,
     me: String,
     peer: String,
     dev: String,
@@ -83,8 +104,10 @@ impl RdmaLink {
         peer: &str,
         cfg: LinkConfig,
     ) -> Result<RdmaLink> {
-        let mut verbs = qp::create(device, SLOTS as u32)?;
+        let mut verbs = qp::create(device, SLOTS as u32, WINDOW as u32)?;
         let send = Region::new(&verbs.pd, SLOT, &device.name)?;
+        let registrar =
+            Registrar::new(verbs.pd.clone(), odp_for_rc_send(&device.ctx), &device.name);
         let recv = Region::new(&verbs.pd, SLOT * SLOTS, &device.name)?;
         for idx in 0..SLOTS {
             post_recv(&mut verbs, &recv, idx, peer)?;
@@ -101,10 +124,13 @@ impl RdmaLink {
         qp::connect(device, &mut verbs, &mine, &theirs)?;
         let hb_stop = Arc::new(AtomicBool::new(false));
         let hb = spawn_heartbeats(&stream, cfg.heartbeat, hb_stop.clone(), peer)?;
+        tracing::debug!(peer, device = %device.name, odp = registrar.caches(), "rdma link up");
         Ok(RdmaLink {
+            registrar,
             verbs,
             send,
             recv,
+            sends_done: 0,
             me: me.to_string(),
             peer: peer.to_string(),
             dev: device.name.clone(),
@@ -128,11 +154,11 @@ impl RdmaLink {
     }
 
     /// Drain the completion queue. Receives are queued (copied out and reposted at once when
-    /// `copy_out`); returns whether the outstanding send completed.
-    fn poll(&mut self, copy_out: bool, expect: &Expect) -> Result<bool> {
-        // The CQ holds at most SLOTS + 4 entries (its size in `qp::create`), so one poll can
-        // never return more: every completion polled is kept.
-        let mut done = [(0u64, 0u32, 0u32); SLOTS + 4];
+    /// `copy_out`); completed SENDs are added to `sends_done`.
+    fn poll(&mut self, copy_out: bool, expect: &Expect) -> Result<()> {
+        // The CQ holds at most CQE entries (its size in `qp::create`), so one poll can never
+        // return more: every completion polled is kept.
+        let mut done = [(0u64, 0u32, 0u32); CQE];
         let mut n = 0;
         if let Ok(poller) = self.verbs.cq.start_poll() {
             for wc in poller {
@@ -148,7 +174,6 @@ impl RdmaLink {
                 reason: format!("rdma {}: {n} completions overflow the CQ", self.dev),
             });
         }
-        let mut sent = false;
         for &(wr, status, len) in &done[..n] {
             if status != WorkCompletionStatus::Success as u32 {
                 return Err(Error::Protocol {
@@ -160,7 +185,7 @@ impl RdmaLink {
                 });
             }
             if wr == SEND_WR {
-                sent = true;
+                self.sends_done += 1;
                 continue;
             }
             let (idx, len) = (wr as usize, len as usize);
@@ -176,7 +201,7 @@ impl RdmaLink {
         if n > 0 {
             self.live.saw();
         }
-        Ok(sent)
+        Ok(())
     }
 
     /// Spin, then yield, until `ready`; check the side channel every `SPINS` polls.
@@ -184,12 +209,12 @@ impl RdmaLink {
         &mut self,
         expect: &Expect,
         copy_out: bool,
-        ready: fn(&RdmaLink, bool) -> bool,
+        ready: fn(&RdmaLink) -> bool,
     ) -> Result<()> {
         let mut i = 0u32;
         loop {
-            let sent = self.poll(copy_out, expect)?;
-            if ready(self, sent) {
+            self.poll(copy_out, expect)?;
+            if ready(self) {
                 return Ok(());
             }
             i += 1;
@@ -209,28 +234,70 @@ impl RdmaLink {
     }
 
     fn send_inner(&mut self, header: &FrameHeader, payload: &[u8]) -> Result<()> {
-        let hb = header.encode();
-        let parts: [&[u8]; 2] = [&hb, payload];
-        let total = HEADER_LEN + payload.len();
-        let mut off = 0;
         let expect = Expect::default();
-        while off < total {
-            let n = copy_parts(&parts, off, self.send.bytes_mut());
-            self.post_send(n)?;
-            self.wait(&expect, true, |_, sent| sent)?;
-            off += n;
+        let hb = header.encode();
+        if payload.len() <= EAGER {
+            // Small: header and payload copied into the eager slot, one SEND.
+            let out = self.send.bytes_mut();
+            out[..HEADER_LEN].copy_from_slice(&hb);
+            out[HEADER_LEN..HEADER_LEN + payload.len()].copy_from_slice(payload);
+            let (lkey, addr) = (self.send.lkey, self.send.addr(0));
+            self.post_sends(&[(lkey, addr, (HEADER_LEN + payload.len()) as u32)])?;
+            return self.wait_sends(1, &expect);
+        }
+        // Large: the header from the header slot, then the payload from its own memory.
+        self.send.bytes_mut()[..HEADER_LEN].copy_from_slice(&hb);
+        let reg = self.registrar.register(payload)?;
+        let base = payload.as_ptr() as u64;
+        let header_sge = (self.send.lkey, self.send.addr(0), HEADER_LEN as u32);
+        // The header's SEND counts against the window: WINDOW - 1 payload pieces with it.
+        let mut w = SendWindow::new(payload.len(), SLOT, WINDOW - 1);
+        let mut sges = Vec::with_capacity(WINDOW);
+        sges.push(header_sge);
+        let mut header_pending = 1;
+        while !w.done() {
+            while let Some(r) = w.next_range() {
+                sges.push((reg.lkey, base + r.start as u64, r.len() as u32));
+            }
+            if !sges.is_empty() {
+                self.post_sends(&sges)?;
+                sges.clear();
+            }
+            // Completions of one QP arrive in posting order: the header's first.
+            self.wait(&expect, true, |l| l.sends_done > 0)?;
+            let n = std::mem::take(&mut self.sends_done);
+            let h = n.min(header_pending);
+            header_pending -= h;
+            w.completed(n - h);
+        }
+        // `reg` (and with it a pinned registration) is dropped only now, after every SEND
+        // posted from it has completed.
+        drop(reg);
+        Ok(())
+    }
+
+    /// Wait until `n` SENDs have completed.
+    fn wait_sends(&mut self, mut n: usize, expect: &Expect) -> Result<()> {
+        while n > 0 {
+            self.wait(expect, true, |l| l.sends_done > 0)?;
+            n = n.saturating_sub(std::mem::take(&mut self.sends_done));
         }
         Ok(())
     }
 
-    fn post_send(&mut self, len: usize) -> Result<()> {
+    /// Post one signaled SEND per `(lkey, addr, len)`, all in one `ibv_post_send`.
+    fn post_sends(&mut self, sges: &[(u32, u64, u32)]) -> Result<()> {
         let mut guard = self.verbs.qp.start_post_send();
-        let wr = guard
-            .construct_wr(SEND_WR, WorkRequestFlags::Signaled)
-            .setup_send();
-        // SAFETY: the send region is registered, owned by this link and not touched again until
-        // the send's completion has been polled (`send_inner` waits for it).
-        unsafe { wr.setup_sge(self.send.lkey, self.send.addr(0), len as u32) };
+        for &(lkey, addr, len) in sges {
+            let wr = guard
+                .construct_wr(SEND_WR, WorkRequestFlags::Signaled)
+                .setup_send();
+            // SAFETY: every range lies in registered memory (the link's send region, or the
+            // caller's payload under a registration `send_inner` keeps) that is not released
+            // or changed until the SEND's completion has been polled (`send_inner` waits for
+            // all of them before it returns).
+            unsafe { wr.setup_sge(lkey, addr, len) };
+        }
         guard.post().map_err(|e| Error::Protocol {
             ctx: ctx_of(&self.peer, &Expect::default()),
             reason: format!("rdma {}: ibv_post_send: {e}", self.dev),
@@ -245,7 +312,7 @@ impl RdmaLink {
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<usize> {
         if self.pending.is_empty() {
-            self.wait(expect, false, |l, _| !l.pending.is_empty())?;
+            self.wait(expect, false, |l| !l.pending.is_empty())?;
         }
         let (n, finished, slot) = match self.pending.front() {
             Some(Chunk::Slot { idx, len }) => {
@@ -323,25 +390,6 @@ fn ctx_of(peer: &str, expect: &Expect) -> Context {
         round: expect.round,
         op: expect.op,
     }
-}
-
-/// Copy bytes `[off, off + out.len())` of the concatenation of `parts` into `out`; bytes copied.
-fn copy_parts(parts: &[&[u8]], off: usize, out: &mut [u8]) -> usize {
-    let (mut skip, mut n) = (off, 0);
-    for p in parts {
-        if skip >= p.len() {
-            skip -= p.len();
-            continue;
-        }
-        let take = (p.len() - skip).min(out.len() - n);
-        out[n..n + take].copy_from_slice(&p[skip..skip + take]);
-        n += take;
-        skip = 0;
-        if n == out.len() {
-            break;
-        }
-    }
-    n
 }
 
 fn post_recv(v: &mut Verbs, recv: &Region, idx: usize, peer: &str) -> Result<()> {

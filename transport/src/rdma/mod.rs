@@ -11,8 +11,9 @@
 //!
 //! # Status
 //! The verbs path compiles and is clippy-clean in CI, but it has **not been run on RDMA
-//! hardware** (none is available to the project); its tests print `SKIPPED` with the reason
-//! when no device is present.
+//! hardware** (none is available to the project, and the development machine's kernel cannot
+//! load Soft-RoCE or siw); its tests print `SKIPPED` with the reason when no device is present.
+//! [`window`] (the send window's bookkeeping) is plain Rust and unit-tested everywhere.
 
 #[cfg(feature = "rdma")]
 pub mod link;
@@ -20,6 +21,9 @@ pub mod link;
 pub mod qp;
 #[cfg(feature = "rdma")]
 pub mod region;
+#[cfg(feature = "rdma")]
+pub mod register;
+pub mod window;
 #[cfg(feature = "rdma")]
 pub use link::RdmaLink;
 
@@ -41,11 +45,12 @@ impl std::fmt::Debug for RdmaDevice {
     }
 }
 
-/// Open the first RDMA device.
+/// Open the first RDMA device whose port 1 is active.
 ///
 /// # Errors
-/// [`Error::Unsupported`] when built without the `rdma` feature, when no device exists, or when
-/// the first device cannot be opened (the message names it).
+/// [`Error::Unsupported`] when built without the `rdma` feature, when no device exists, when
+/// the first device cannot be opened, or when its port is not active (the message names the
+/// device and the port state).
 pub fn open_device() -> Result<RdmaDevice> {
     #[cfg(feature = "rdma")]
     {
@@ -62,6 +67,19 @@ pub fn open_device() -> Result<RdmaDevice> {
         let ctx = dev
             .open()
             .map_err(|e| Error::Unsupported(format!("rdma: cannot open device {name}: {e}")))?;
+        let port = ctx.query_port(qp::PORT).map_err(|e| {
+            Error::Unsupported(format!(
+                "rdma: cannot open device {name}: port {}: {e}",
+                qp::PORT
+            ))
+        })?;
+        let state = port.port_state();
+        if state != sideway::ibverbs::device_context::PortState::Active {
+            return Err(Error::Unsupported(format!(
+                "rdma: device {name} port {} is not active ({state:?}; `ibv_devinfo -d {name}` shows it)",
+                qp::PORT
+            )));
+        }
         Ok(RdmaDevice { name, ctx })
     }
     #[cfg(not(feature = "rdma"))]
@@ -72,10 +90,14 @@ pub fn open_device() -> Result<RdmaDevice> {
     }
 }
 
-/// Whether this build can use RDMA at all (the feature is on and a device exists).
+/// Whether this build can use RDMA at all (the feature is on and a device with an active port
+/// exists).
 pub fn available() -> bool {
     open_device().is_ok()
 }
+
+/// Whether this build was compiled with the `rdma` feature.
+pub const BUILT_IN: bool = cfg!(feature = "rdma");
 
 #[cfg(feature = "rdma")]
 fn no_device() -> Error {

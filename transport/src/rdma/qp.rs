@@ -83,11 +83,12 @@ fn verbs_err(dev: &str, what: &str, e: impl std::fmt::Display) -> Error {
     Error::Unsupported(format!("rdma: {dev}: {what}: {e}"))
 }
 
-/// Create PD, CQ and an RC QP in state INIT, sized for `slots` receives.
+/// Create PD, CQ and an RC QP in state INIT, sized for `slots` receives and `window` SENDs in
+/// flight.
 ///
 /// # Errors
 /// [`Error::Unsupported`] naming the device and the verb that failed.
-pub fn create(dev: &RdmaDevice, slots: u32) -> Result<Verbs> {
+pub fn create(dev: &RdmaDevice, slots: u32, window: u32) -> Result<Verbs> {
     let d = dev.name.as_str();
     let pd = dev
         .ctx
@@ -96,14 +97,14 @@ pub fn create(dev: &RdmaDevice, slots: u32) -> Result<Verbs> {
     let cq = dev
         .ctx
         .create_cq_builder()
-        .setup_cqe(slots + 4)
+        .setup_cqe(slots + window + 4)
         .build()
         .map_err(|e| verbs_err(d, "ibv_create_cq", e))?;
     let mut qp = pd
         .create_qp_builder()
         .setup_send_cq(cq.clone())
         .setup_recv_cq(cq.clone())
-        .setup_max_send_wr(2)
+        .setup_max_send_wr(window)
         .setup_max_recv_wr(slots)
         .build()
         .map_err(|e| verbs_err(d, "ibv_create_qp", e))?;
