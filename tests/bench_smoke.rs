@@ -100,6 +100,18 @@ fn placement(report: &Value, world: usize) {
     }
 }
 
+/// `attempts` (1 to 3, the default `--attempts`) and one `discarded` entry, with the ratio set
+/// aside, per extra attempt.
+fn attempts(report: &Value) {
+    let n = report["attempts"].as_u64().unwrap_or(0);
+    assert!((1..=3).contains(&n), "{report:#}");
+    let d = report["discarded"].as_array().expect("discarded");
+    assert_eq!(d.len() as u64, n - 1, "{report:#}");
+    for x in d {
+        assert!(x["ratio"].is_number() || x["ratio"].is_array(), "{x:#}");
+    }
+}
+
 #[test]
 fn bench_link_tcp_and_shm() {
     for t in ["tcp", "shm"] {
@@ -121,6 +133,7 @@ fn bench_link_tcp_and_shm() {
         placement(&r, 2);
         // TCP_INFO of the data connections (none above 1 MiB in so short a run, but a list).
         assert_eq!(r["tcp"].is_array(), t == "tcp", "{r:#}");
+        attempts(&r);
     }
 }
 
@@ -142,6 +155,7 @@ fn bench_allreduce_tcp_and_shm() {
         ]);
         load(&r);
         placement(&r, 2);
+        attempts(&r);
         let rows = r["rows"].as_array().unwrap();
         assert_eq!(rows.len(), 2);
         for row in rows {
