@@ -56,6 +56,7 @@ impl Proc {
         let child = self.child.take().expect("a live child");
         let out = child.wait_with_output();
         kill_group(self.pgid);
+        gone(-self.pgid);
         out
     }
 
@@ -67,8 +68,9 @@ impl Proc {
                 return self.wait_with_output().expect("output");
             }
             if start.elapsed() > limit {
-                kill_group(self.pgid);
+                let family = self.kill_family();
                 let out = self.wait_with_output().expect("output");
+                family.into_iter().for_each(gone);
                 panic!(
                     "process did not finish within {limit:?}\nstderr:\n{}",
                     String::from_utf8_lossy(&out.stderr)
@@ -80,10 +82,25 @@ impl Proc {
 
     /// Kill the whole process group now and reap the leader.
     pub fn kill_all(&mut self) {
-        kill_group(self.pgid);
+        let family = self.kill_family();
         if let Some(c) = self.child.as_mut() {
             let _ = c.wait();
         }
+        gone(-self.pgid);
+        family.into_iter().for_each(gone);
+    }
+
+    /// SIGKILL to the group and to every descendant of the leader, which may sit in groups of
+    /// their own (`lockstep launch` starts each node in its own group, dying with the launcher
+    /// through `PR_SET_PDEATHSIG`, which is asynchronous); returns the descendants.
+    fn kill_family(&mut self) -> Vec<i32> {
+        let family = descendants(self.pgid);
+        kill_group(self.pgid);
+        for &p in &family {
+            // SAFETY: kill(2) of a process this test's child started (read from /proc).
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        family
     }
 }
 
@@ -95,6 +112,49 @@ fn kill_group(pgid: i32) {
         // process_group(0); the leader's pid is its id, never this test's own group.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
     }
+}
+
+/// Wait (at most 10 s) until process `pid` (a group when negative) no longer exists: SIGKILL is
+/// delivered asynchronously, and processes orphaned by the kill (a launch's nodes) are reaped by
+/// init, so a test that returns right after a kill could otherwise still see them, as zombies,
+/// in `pgrep`.
+fn gone(pid: i32) {
+    if pid.abs() <= 1 {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // SAFETY: kill(2) with signal 0 only checks that the process (or group) exists.
+    while unsafe { libc::kill(pid, 0) } == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every live descendant of `pid` (children, their children, ...), read from `/proc`.
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut parent_of: Vec<(i32, i32)> = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|x| x.parse().ok()) {
+            parent_of.push((p, ppid));
+        }
+    }
+    let (mut out, mut frontier) = (Vec::new(), vec![pid]);
+    while let Some(q) = frontier.pop() {
+        for &(p, pp) in &parent_of {
+            if pp == q && !out.contains(&p) {
+                out.push(p);
+                frontier.push(p);
+            }
+        }
+    }
+    out
 }
 
 impl Deref for Proc {
@@ -112,9 +172,11 @@ impl DerefMut for Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        kill_group(self.pgid);
+        let family = self.kill_family();
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
+        gone(-self.pgid);
+        family.into_iter().for_each(gone);
     }
 }
