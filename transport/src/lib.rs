@@ -22,6 +22,7 @@ pub mod link;
 mod liveness;
 pub mod local;
 mod outbox;
+mod poison;
 pub mod rdma;
 pub mod registrar;
 pub mod rendezvous;

@@ -15,7 +15,7 @@ pub struct LocalLink {
     tx: Sender<Frame>,
     rx: Receiver<Frame>,
     timeout: Duration,
-    poisoned: Option<Error>,
+    poisoned: crate::poison::Poison,
 }
 
 /// A full mesh of `names.len()` in-process ranks; give each group to its own thread.
@@ -35,7 +35,7 @@ pub fn mesh(names: &[&str], peer_timeout: Duration) -> Vec<Group> {
                     tx,
                     rx,
                     timeout: peer_timeout,
-                    poisoned: None,
+                    poisoned: crate::poison::Poison::default(),
                 })
             };
             ends[i][j] = Some(mk(i, j, tx_ij, rx_ji));
@@ -59,7 +59,7 @@ impl LocalLink {
     }
 
     fn fail(&mut self, e: Error) -> Error {
-        self.poisoned.get_or_insert(e).clone()
+        self.poisoned.set_quiet(e)
     }
 }
 
@@ -69,9 +69,7 @@ impl Link for LocalLink {
     }
 
     fn send(&mut self, header: FrameHeader, payload: Buffer) -> Result<()> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         if self.tx.send(Frame { header, payload }).is_err() {
             let e = Error::PeerClosed {
                 ctx: self.ctx(Some(header.round), Some(header.op)),
@@ -82,16 +80,11 @@ impl Link for LocalLink {
     }
 
     fn flush(&mut self) -> Result<()> {
-        match &self.poisoned {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
+        self.poisoned.check()
     }
 
     fn recv(&mut self, expect: &Expect) -> Result<Frame> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         loop {
             let frame = match self.rx.recv_timeout(self.timeout) {
                 Ok(f) => f,

@@ -88,7 +88,7 @@ pub struct RdmaLink {
     hb: Option<JoinHandle<()>>,
     pool: BufferPool,
     cfg: LinkConfig,
-    poisoned: Option<Error>,
+    poisoned: crate::poison::Poison,
 }
 
 impl RdmaLink {
@@ -141,16 +141,14 @@ impl RdmaLink {
             hb: Some(hb),
             pool: BufferPool::new(256 << 20),
             cfg,
-            poisoned: None,
+            poisoned: crate::poison::Poison::default(),
         })
     }
 
     fn fail(&mut self, e: Error) -> Error {
-        if self.poisoned.is_none() {
-            tracing::warn!(peer = %self.peer, error = %e, "closing link");
-        }
+        let e = self.poisoned.set(&self.peer, e);
         let _ = self.live.stream.shutdown(Shutdown::Both);
-        self.poisoned.get_or_insert(e).clone()
+        e
     }
 
     /// Drain the completion queue. Receives are queued (copied out and reposted at once when
@@ -441,25 +439,19 @@ impl Link for RdmaLink {
     }
 
     fn send(&mut self, header: FrameHeader, payload: Buffer) -> Result<()> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         check_payload_len(&self.peer, &header, payload.len())?;
         self.send_inner(&header, &payload).map_err(|e| self.fail(e))
     }
 
     fn send_from(&mut self, header: FrameHeader, payload: &[u8]) -> Result<()> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         check_payload_len(&self.peer, &header, payload.len())?;
         self.send_inner(&header, payload).map_err(|e| self.fail(e))
     }
 
     fn reserve(&mut self, header: FrameHeader) -> Result<Reservation> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         check_frame_len(&self.peer, header.len, self.cfg.max_frame_len)?;
         Ok(Reservation::buffer(
             header,
@@ -469,16 +461,11 @@ impl Link for RdmaLink {
 
     fn flush(&mut self) -> Result<()> {
         // `send` returns only once every SEND has completed.
-        match &self.poisoned {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
+        self.poisoned.check()
     }
 
     fn recv(&mut self, expect: &Expect) -> Result<Frame> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         let r = self.next_header(expect).and_then(|h| {
             let mut buf = self.pool.take(h.len as usize);
             self.read_payload(h.len as usize, expect, &mut |off, p| {
@@ -497,9 +484,7 @@ impl Link for RdmaLink {
         expect: &Expect,
         consume: &mut dyn FnMut(usize, &[u8]),
     ) -> Result<FrameHeader> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         let r = self.next_header(expect).and_then(|h| {
             self.read_payload(h.len as usize, expect, consume)?;
             Ok(h)

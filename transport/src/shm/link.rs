@@ -141,7 +141,7 @@ pub struct ShmLink {
     outbox: Outbox<ShmSinkHandle>,
     pool: BufferPool,
     cfg: LinkConfig,
-    poisoned: Option<Error>,
+    poisoned: crate::poison::Poison,
 }
 
 /// Opaque wrapper so the sink type stays private.
@@ -169,11 +169,9 @@ impl ShmLink {
     }
 
     fn fail(&mut self, e: Error) -> Error {
-        if self.poisoned.is_none() {
-            tracing::warn!(peer = %self.peer, error = %e, "closing link");
-        }
+        let e = self.poisoned.set(&self.peer, e);
         let _ = self.live.stream.shutdown(Shutdown::Both);
-        self.poisoned.get_or_insert(e).clone()
+        e
     }
 
     /// A ring whose shared header broke the protocol is the peer's fault: a protocol error.
@@ -361,18 +359,14 @@ impl Link for ShmLink {
     }
 
     fn send(&mut self, header: FrameHeader, payload: Buffer) -> Result<()> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         check_payload_len(&self.peer, &header, payload.len())?;
         self.sends += 1;
         self.outbox.send(&header, payload).map_err(|e| self.fail(e))
     }
 
     fn send_from(&mut self, header: FrameHeader, payload: &[u8]) -> Result<()> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         check_payload_len(&self.peer, &header, payload.len())?;
         self.sends += 1;
         self.outbox
@@ -381,9 +375,7 @@ impl Link for ShmLink {
     }
 
     fn reserve(&mut self, header: FrameHeader) -> Result<Reservation> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         match self.reserve_inner(header) {
             Err(e @ Error::Config(_)) => Err(e),
             Err(e) => Err(self.fail(e)),
@@ -396,25 +388,19 @@ impl Link for ShmLink {
         match room {
             Room::Buffer(b) => self.send(header, b.freeze()),
             Room::Ring(r) => {
-                if let Some(e) = &self.poisoned {
-                    return Err(e.clone());
-                }
+                self.poisoned.check()?;
                 self.commit_inner(header, r)
             }
         }
     }
 
     fn flush(&mut self) -> Result<()> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         self.outbox.flush().map_err(|e| self.fail(e))
     }
 
     fn recv(&mut self, expect: &Expect) -> Result<Frame> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         let r = self.next_header(expect).and_then(|h| {
             let mut buf = self.pool.take(h.len as usize);
             self.read_payload(h.len as usize, expect, &mut |off, piece| {
@@ -433,9 +419,7 @@ impl Link for ShmLink {
         expect: &Expect,
         consume: &mut dyn FnMut(usize, &[u8]),
     ) -> Result<FrameHeader> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         self.recv_with_inner(expect, consume)
             .map_err(|e| self.fail(e))
     }

@@ -88,7 +88,7 @@ pub struct TcpLink {
     outbox: Arc<Outbox<TcpSinkHandle>>,
     pool: BufferPool,
     cfg: LinkConfig,
-    poisoned: Option<Error>,
+    poisoned: crate::poison::Poison,
 }
 
 /// Opaque wrapper so the sink types stay private: the socket, or a TLS session's sending half.
@@ -185,7 +185,7 @@ impl TcpLink {
             outbox,
             pool: BufferPool::new(POOL_RETAINED),
             cfg,
-            poisoned: None,
+            poisoned: crate::poison::Poison::default(),
         })
     }
 
@@ -208,11 +208,9 @@ impl TcpLink {
     }
 
     fn fail(&mut self, e: Error) -> Error {
-        if self.poisoned.is_none() {
-            tracing::warn!(peer = %self.peer, error = %e, "closing link");
-        }
+        let e = self.poisoned.set(&self.peer, e);
         let _ = self.reader.socket().shutdown(Shutdown::Both);
-        self.poisoned.get_or_insert(e).clone()
+        e
     }
 
     fn read_full(&mut self, buf: &mut [u8], expect: &Expect) -> Result<()> {
@@ -298,9 +296,7 @@ impl TcpLink {
     /// Before a receive: the sticky error, or a peer death the writer saw, reported with this
     /// receive's round and op.
     fn precheck(&mut self, expect: &Expect) -> Result<()> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         if let Some(Error::PeerClosed { .. }) = self.outbox.error() {
             return Err(self.fail(Error::PeerClosed {
                 ctx: self.ctx(expect),
@@ -340,17 +336,13 @@ impl Link for TcpLink {
     }
 
     fn send(&mut self, header: FrameHeader, payload: Buffer) -> Result<()> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         check_payload_len(&self.peer, &header, payload.len())?;
         self.outbox.send(&header, payload).map_err(|e| self.fail(e))
     }
 
     fn send_from(&mut self, header: FrameHeader, payload: &[u8]) -> Result<()> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         check_payload_len(&self.peer, &header, payload.len())?;
         self.outbox
             .send_from(&header, payload, &self.pool)
@@ -358,9 +350,7 @@ impl Link for TcpLink {
     }
 
     fn reserve(&mut self, header: FrameHeader) -> Result<Reservation> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         check_frame_len(&self.peer, header.len, self.cfg.max_frame_len)?;
         Ok(Reservation::buffer(
             header,
@@ -369,9 +359,7 @@ impl Link for TcpLink {
     }
 
     fn flush(&mut self) -> Result<()> {
-        if let Some(e) = &self.poisoned {
-            return Err(e.clone());
-        }
+        self.poisoned.check()?;
         self.outbox.flush().map_err(|e| self.fail(e))
     }
 
@@ -433,7 +421,7 @@ impl TcpSender {
 
 impl Drop for TcpLink {
     fn drop(&mut self) {
-        if self.poisoned.is_none() {
+        if !self.poisoned.is_set() {
             let close = FrameHeader {
                 kind: FrameKind::Close,
                 ..FrameHeader::data(Op::Control, 0, 0, 0, 0, 0)

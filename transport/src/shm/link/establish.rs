@@ -159,7 +159,7 @@ impl ShmLink {
             outbox: Outbox::new(sink, peer, cfg.heartbeat, cfg.peer_timeout, cfg.max_queued),
             pool: BufferPool::new(256 << 20),
             cfg,
-            poisoned: None,
+            poisoned: crate::poison::Poison::default(),
         })
     }
 }
