@@ -13,6 +13,8 @@ use lockstep_trainer::optim::OptimizerSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+#[cfg(test)]
+mod tests;
 mod validate;
 
 /// Errors in a manifest or its overrides.
