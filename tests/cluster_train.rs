@@ -157,3 +157,71 @@ fn measured_bucket_size_joins_buckets_without_changing_the_weights() {
     let (rp, rt) = (rp.unwrap(), rt.unwrap());
     assert_eq!(rp["weights_sha256"], rt["weights_sha256"]);
 }
+
+/// `model.safetensors` of a run: (weights, bias) of the one dense layer of a linear model.
+fn linear_weights(dir: &std::path::Path) -> (Vec<f32>, f32) {
+    let set = lockstep_tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
+    let get = |n: &str| set.get(n).unwrap().to_vec::<f32>().unwrap();
+    (get("dense0.weight"), get("dense0.bias")[0])
+}
+
+#[test]
+fn l2_and_l1_penalise_the_weights_not_the_bias_and_stay_identical_across_workers() {
+    // Diabetes, linear, allreduce with 4 micro-batches (bit-identical for 1, 2, 4 workers).
+    let train = |tag: &str, workers: &str, extra: &[&str]| {
+        let d = run_dir(tag);
+        let mut args = vec![
+            "--workers",
+            workers,
+            "--aggregation",
+            "allreduce",
+            "--set",
+            "job.micro_batches=4",
+        ];
+        args.extend_from_slice(extra);
+        let (out, report) = launch("examples/diabetes/cluster.toml", d.path(), &args, LIMIT);
+        assert_ok(&out);
+        let (w, b) = linear_weights(d.path());
+        (w, b, report.expect("report"))
+    };
+    let norm = |w: &[f32]| w.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let (w0, b0, _) = train("pen-none", "2", &[]);
+    let (w2, b2, _) = train("pen-l2", "2", &["--set", "job.optimizer.l2=1.0"]);
+    // The weights shrink; the bias (the mean target, about 152) is not penalised.
+    assert!(
+        norm(&w2) < 0.75 * norm(&w0),
+        "l2: |w| {} vs {}",
+        norm(&w2),
+        norm(&w0)
+    );
+    assert!((b2 - b0).abs() < 1.0, "l2 moved the bias: {b2} vs {b0}");
+    // weight_decay, by contrast, decays every parameter, the bias included.
+    let (_, bd, _) = train("pen-wd", "2", &["--set", "job.optimizer.weight_decay=1.0"]);
+    assert!(bd < 0.8 * b0, "weight_decay leaves the bias at {bd}");
+    // L1 by a proximal step (plain SGD): weights exactly zero, the bias untouched.
+    let l1 = [
+        "--set",
+        "job.optimizer.l1=30",
+        "--set",
+        "job.optimizer.momentum=0.0",
+        "--set",
+        "job.optimizer.lr=0.05",
+    ];
+    let (w1, b1, r1) = train("pen-l1-w1", "1", &l1);
+    let zeros = w1.iter().filter(|x| **x == 0.0).count();
+    assert!(
+        zeros >= 3,
+        "l1 = 30 left {zeros} of {} weights at 0: {w1:?}",
+        w1.len()
+    );
+    assert!(w0.iter().all(|x| *x != 0.0), "{w0:?}");
+    assert!((b1 - b0).abs() < 1.0, "l1 moved the bias: {b1} vs {b0}");
+    assert!(num(&r1, &["eval", "r2"]) > 0.3, "{r1}");
+    for workers in ["2", "4"] {
+        let (_, _, r) = train(&format!("pen-l1-w{workers}"), workers, &l1);
+        assert_eq!(
+            r["weights_sha256"], r1["weights_sha256"],
+            "{workers} workers"
+        );
+    }
+}

@@ -44,12 +44,20 @@ pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError
         .map_err(|e| RuntimeError::Model(format!("job.model: {e}")))
 }
 
-/// A fresh optimizer for `len` parameters.
+/// A fresh optimizer for `model`'s parameters, its `l2` / `l1` penalties on the weights only
+/// (every tensor but the biases, `*.bias` in the layout).
 ///
 /// # Errors
 /// [`RuntimeError::Model`] naming the optimizer field.
-pub fn optimizer(spec: &OptimizerSpec, len: usize) -> Result<Optimizer, RuntimeError> {
-    Optimizer::new(spec, len).map_err(|e| RuntimeError::Model(format!("job.optimizer: {e}")))
+pub fn optimizer(spec: &OptimizerSpec, model: &dyn Model) -> Result<Optimizer, RuntimeError> {
+    let weights = model
+        .layout()
+        .iter()
+        .filter(|p| !p.name.ends_with(".bias"))
+        .map(|p| p.range());
+    Optimizer::new(spec, model.params().len())
+        .map(|o| o.with_penalized(weights))
+        .map_err(|e| RuntimeError::Model(format!("job.optimizer: {e}")))
 }
 
 /// Check everything that can be checked before processes start: data file, columns, model and
@@ -60,7 +68,7 @@ pub fn optimizer(spec: &OptimizerSpec, len: usize) -> Result<Optimizer, RuntimeE
 pub fn preflight(m: &Manifest) -> Result<(), RuntimeError> {
     let split = load_split(m)?;
     let model = build(m, &split)?;
-    optimizer(&m.job.optimizer, model.params().len())?;
+    optimizer(&m.job.optimizer, model.as_ref())?;
     total_rounds(m, split.train_rows())?;
     Ok(())
 }

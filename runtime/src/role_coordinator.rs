@@ -140,7 +140,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 world,
             )?;
             let n = model.params().len();
-            let optimizer = job::optimizer(&m.job.optimizer, n)?;
+            let optimizer = job::optimizer(&m.job.optimizer, model.as_ref())?;
             let (params, optimizer) = match &resume {
                 Some(dir) => crate::ps_state::restore_shard(
                     std::path::Path::new(dir),

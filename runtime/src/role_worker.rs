@@ -25,7 +25,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let (split, transform) = crate::stored_transform::load_split_for(ctx)?;
     let model = (ctx.model_factory)(m, &split)?;
     let mut params = model.params().to_vec();
-    let mut optimizer = job::optimizer(&m.job.optimizer, model.params().len())?;
+    let mut optimizer = job::optimizer(&m.job.optimizer, model.as_ref())?;
     let (mut link, local_ip) = connect_control(ctx, &me)?;
     let node_addr = crate::node::data_bind_addr(m, &me);
     let (mut listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;

@@ -50,7 +50,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let servers: Vec<usize> = (workers..peers.len()).collect();
     let mut ps = ParameterServer::new(n, &servers, &(0..workers).collect::<Vec<_>>(), peers.len())?;
     let mine = ps.shard(rank - workers);
-    let full = job::optimizer(&m.job.optimizer, n)?;
+    let full = job::optimizer(&m.job.optimizer, model.as_ref())?;
     let (mut params, mut optimizer) = match &resume {
         Some(dir) => {
             let dir = std::path::Path::new(dir);

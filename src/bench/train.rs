@@ -282,7 +282,7 @@ impl Direct {
         let train = &self.split.train;
         let mut model = job::build(m, &self.split).map_err(|e| e.to_string())?;
         let mut opt =
-            job::optimizer(&m.job.optimizer, model.params().len()).map_err(|e| e.to_string())?;
+            job::optimizer(&m.job.optimizer, model.as_ref()).map_err(|e| e.to_string())?;
         let mut grads = vec![0.0f32; model.params().len()];
         let plan = job::plan(m, train.rows);
         let (mut cursor, mut epoch) = (plan.cursor_at(0), u64::MAX);

@@ -142,6 +142,18 @@ impl Manifest {
                 ));
             }
         }
+        {
+            use lockstep_trainer::model::ModelKind;
+            let kind = job.model.kind;
+            if job.optimizer.l1 > 0.0 && !matches!(kind, ModelKind::Linear | ModelKind::Logistic) {
+                return Err(self.invalid(
+                    "job.optimizer.l1",
+                    format!(
+                        "applies to kind = \"linear\" and \"logistic\" (a convex objective whose weights can be exactly zero); for {kind:?} use l2"
+                    ),
+                ));
+            }
+        }
         if !["auto", "ring", "tree", "hier"].contains(&self.cluster.allreduce.as_str()) {
             return Err(self.invalid(
                 "cluster.allreduce",

@@ -55,6 +55,8 @@ pub struct Optimizer {
     m: Vec<f32>,
     /// Second moment (Adam).
     v: Vec<f32>,
+    /// The parameter ranges `l2` and `l1` apply to (the weights; biases are left out), sorted.
+    penalized: Vec<Range<usize>>,
 }
 
 impl Optimizer {
@@ -83,7 +85,26 @@ impl Optimizer {
             names,
             m: buf(0),
             v: buf(1),
+            penalized: std::iter::once(0..len).collect(),
         })
+    }
+
+    /// Apply `l2` / `l1` to `ranges` only (the model's weights; by default every parameter).
+    /// Ranges are clipped to the optimizer's length.
+    pub fn with_penalized(mut self, ranges: impl IntoIterator<Item = Range<usize>>) -> Self {
+        let mut r: Vec<Range<usize>> = ranges
+            .into_iter()
+            .map(|r| r.start.min(self.len)..r.end.min(self.len))
+            .filter(|r| !r.is_empty())
+            .collect();
+        r.sort_by_key(|r| r.start);
+        self.penalized = r;
+        self
+    }
+
+    /// The ranges `l2` and `l1` apply to.
+    pub fn penalized(&self) -> &[Range<usize>] {
+        &self.penalized
     }
 
     /// The spec.
@@ -138,10 +159,33 @@ impl Optimizer {
         }
         self.step += 1;
         let wd = self.spec.weight_decay;
+        // The L2 penalty's gradient, l2 * w on the weights, joins the data gradient.
+        let penalized_grads;
+        let grads = if self.spec.l2 > 0.0 {
+            let mut g = grads.to_vec();
+            for r in &self.penalized {
+                for (g, &p) in g[r.clone()].iter_mut().zip(&params[r.clone()]) {
+                    *g += self.spec.l2 * p;
+                }
+            }
+            penalized_grads = g;
+            &penalized_grads[..]
+        } else {
+            grads
+        };
         match self.spec.kind {
             OptimizerKind::Sgd => self.sgd(lr, wd, params, grads),
             OptimizerKind::Adam => self.adam(lr, wd, 0.0, params, grads),
             OptimizerKind::Adamw => self.adam(lr, 0.0, wd, params, grads),
+        }
+        if self.spec.l1 > 0.0 {
+            // Proximal step of l1 * |w|: soft-threshold each weight by lr * l1.
+            let t = lr * self.spec.l1;
+            for r in &self.penalized {
+                for p in &mut params[r.clone()] {
+                    *p = p.signum() * (p.abs() - t).max(0.0);
+                }
+            }
         }
         Ok(())
     }
@@ -246,11 +290,19 @@ impl Optimizer {
                 b[range.clone()].to_vec()
             }
         };
+        let penalized = self
+            .penalized
+            .iter()
+            .map(|r| r.start.max(range.start)..r.end.min(range.end))
+            .filter(|r| r.start < r.end)
+            .map(|r| r.start - range.start..r.end - range.start)
+            .collect();
         Ok(Optimizer {
             len: range.len(),
             m: cut(&self.m),
             v: cut(&self.v),
             spec: self.spec.clone(),
+            penalized,
             ..*self
         })
     }

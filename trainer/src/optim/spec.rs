@@ -4,7 +4,9 @@
 //! [job.optimizer]
 //! kind = "adamw"        # sgd | adam | adamw
 //! lr = 0.001
-//! weight_decay = 0.01   # sgd/adam: L2 added to the gradient; adamw: decoupled
+//! weight_decay = 0.01   # sgd/adam: L2 added to the gradient; adamw: decoupled (every parameter)
+//! l2 = 0.001            # penalty (l2/2)|w|^2 on weights, never on biases (docs/models.md)
+//! l1 = 0.0001           # sgd only: penalty l1|w|_1 on weights, by a proximal step
 //! # sgd: momentum = 0.9, nesterov = true;  adam/adamw: beta1, beta2, eps
 //! schedule = "cosine"   # constant (default) | step | cosine
 //! warmup_steps = 100    # linear warm-up from lr/warmup_steps to lr (any schedule)
@@ -15,6 +17,10 @@
 
 use super::OptimError;
 use serde::{Deserialize, Serialize};
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
+}
 
 /// Update rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,9 +55,16 @@ pub struct OptimizerSpec {
     pub kind: OptimizerKind,
     /// Base learning rate.
     pub lr: f32,
-    /// Weight decay (default 0).
+    /// Weight decay (default 0), on every parameter.
     #[serde(default)]
     pub weight_decay: f32,
+    /// L2 penalty `(l2 / 2) * sum w^2` over the weights, never the biases (default 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub l2: f32,
+    /// L1 penalty `l1 * sum |w|` over the weights, never the biases, applied as a proximal step
+    /// after each SGD update (default 0; `kind = "sgd"` only).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub l1: f32,
     /// SGD momentum (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub momentum: Option<f32>,
@@ -94,6 +107,8 @@ impl OptimizerSpec {
             kind,
             lr,
             weight_decay: 0.0,
+            l2: 0.0,
+            l1: 0.0,
             momentum: None,
             nesterov: None,
             beta1: None,
@@ -151,8 +166,20 @@ impl OptimizerSpec {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("lr = {} must be positive", self.lr));
         }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!("weight_decay = {} must be >= 0", self.weight_decay));
+        for (name, v) in [
+            ("weight_decay", self.weight_decay),
+            ("l2", self.l2),
+            ("l1", self.l1),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{name} = {v} must be >= 0"));
+            }
+        }
+        if self.l1 > 0.0 && !sgd {
+            return bad(format!(
+                "l1 = {} needs kind = \"sgd\" (a proximal step after each update; with {:?} use l2)",
+                self.l1, self.kind
+            ));
         }
         let unit = |name: &str, v: f32| match (0.0..1.0).contains(&v) {
             true => Ok(()),

@@ -136,3 +136,74 @@ fn shards_match_the_whole() {
     assert_eq!(p, q);
     assert!(whole.shard(5..9).is_err());
 }
+
+#[test]
+fn l2_adds_its_gradient_to_the_weights_only() {
+    let mut s = spec(OptimizerKind::Sgd, 0.1);
+    s.l2 = 0.5;
+    // Parameters 0..2 are weights, 2 is a bias.
+    let mut o = Optimizer::new(&s, 3).unwrap().with_penalized(std::iter::once(0..2));
+    let mut p = [1.0f32, -2.0, 4.0];
+    o.step(&mut p, &[0.0, 0.0, 0.0]).unwrap();
+    // w <- w - lr * l2 * w; the bias does not move without a data gradient.
+    assert_eq!(p, [1.0 - 0.05, -2.0 + 0.1, 4.0]);
+    // Adam sees the penalised gradient too; AdamW with l2 alike.
+    for kind in [OptimizerKind::Adam, OptimizerKind::Adamw] {
+        let mut s = spec(kind, 0.1);
+        s.l2 = 0.5;
+        let mut o = Optimizer::new(&s, 2).unwrap().with_penalized(std::iter::once(0..1));
+        let mut p = [1.0f32, 1.0];
+        o.step(&mut p, &[0.0, 0.0]).unwrap();
+        assert!(p[0] < 1.0 && p[1] == 1.0, "{kind:?}: {p:?}");
+    }
+}
+
+#[test]
+fn l1_soft_thresholds_the_weights_after_the_step() {
+    let mut s = spec(OptimizerKind::Sgd, 0.1);
+    s.l1 = 1.0;
+    let mut o = Optimizer::new(&s, 5).unwrap().with_penalized(std::iter::once(0..4));
+    let mut p = [0.3f32, -0.3, 0.05, -0.05, 0.05];
+    o.step(&mut p, &[0.0; 5]).unwrap();
+    // Threshold lr * l1 = 0.1: large weights shrink by it, small ones become exactly zero;
+    // the bias (index 4) is left alone.
+    let want = [0.3f32 - 0.1, -(0.3f32 - 0.1), 0.0, 0.0, 0.05];
+    assert_eq!(p, want);
+    assert_eq!(p[3].to_bits() & 0x7fff_ffff, 0, "exactly zero");
+    // A zero weight whose gradient is smaller than the threshold stays zero.
+    let mut p = [0.0f32, 0.0, 0.0, 0.0, 0.0];
+    o.step(&mut p, &[0.5, -0.5, 2.0, 0.0, 0.0]).unwrap();
+    assert_eq!(&p[..2], &[0.0, 0.0]);
+    assert!((p[2] - (-0.2 + 0.1)).abs() < 1e-7, "{}", p[2]);
+}
+
+#[test]
+fn penalties_are_validated_and_sharded_with_the_parameters() {
+    let mut s = spec(OptimizerKind::Adam, 0.1);
+    s.l1 = 0.1;
+    let e = Optimizer::new(&s, 1).unwrap_err().to_string();
+    assert!(e.contains("l1 = 0.1 needs kind = \"sgd\""), "{e}");
+    let mut s = spec(OptimizerKind::Sgd, 0.1);
+    s.l2 = -1.0;
+    let e = Optimizer::new(&s, 1).unwrap_err().to_string();
+    assert!(e.contains("l2 = -1 must be >= 0"), "{e}");
+    // A shard keeps the penalised part of its range, re-based.
+    let mut s = spec(OptimizerKind::Sgd, 0.1);
+    s.l2 = 0.5;
+    s.l1 = 0.01;
+    let whole = Optimizer::new(&s, 10).unwrap().with_penalized([0..3, 5..8]);
+    assert_eq!(whole.shard(2..7).unwrap().penalized(), &[0..1, 3..5]);
+    assert_eq!(
+        whole.shard(3..5).unwrap().penalized(),
+        &[] as &[Range<usize>]
+    );
+    // ... and computes on its range what the whole computes there.
+    let mut pw: Vec<f32> = (0..10).map(|i| i as f32 * 0.1 - 0.4).collect();
+    let g: Vec<f32> = (0..10).map(|i| (i as f32).cos()).collect();
+    let mut ps = pw[2..7].to_vec();
+    let mut w = whole.clone();
+    w.step(&mut pw, &g).unwrap();
+    let mut sh = whole.shard(2..7).unwrap();
+    sh.step(&mut ps, &g[2..7]).unwrap();
+    assert_eq!(&pw[2..7], &ps[..]);
+}
