@@ -225,3 +225,73 @@ fn l2_and_l1_penalise_the_weights_not_the_bias_and_stay_identical_across_workers
         );
     }
 }
+
+#[test]
+fn balanced_class_weights_lift_auc_on_rare_positives_and_are_reported() {
+    // credit_data with the positive class ("bad") thinned to every 7th row: 179 of 3379 rows,
+    // 5.3%, as in rare-event credit risk.
+    let dir = run_dir("class-weight");
+    let data = dir.path().join("credit_rare.parquet");
+    common::parquet_fixtures::thinned(
+        &root().join("examples/data/credit_data.parquet"),
+        &data,
+        "Status",
+        "bad",
+        7,
+    );
+    let text = std::fs::read_to_string(root().join("examples/credit/cluster.toml"))
+        .unwrap()
+        .replace("../data/credit_data.parquet", data.to_str().unwrap());
+    let manifest = dir.path().join("cluster.toml");
+    std::fs::write(&manifest, text).unwrap();
+    let train = |tag: &str, extra: &[&str]| {
+        let d = run_dir(tag);
+        let (out, report) = launch(manifest.to_str().unwrap(), d.path(), extra, LIMIT);
+        assert_ok(&out);
+        (
+            report.expect("report"),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (plain, _) = train("cw-none", &[]);
+    let (balanced, stdout) = train(
+        "cw-balanced",
+        &["--set", "job.model.class_weight=\"balanced\""],
+    );
+    let (auc0, auc1) = (
+        num(&plain, &["eval", "auc"]),
+        num(&balanced, &["eval", "auc"]),
+    );
+    println!("held-out AUC: unweighted {auc0:.4}, balanced {auc1:.4}");
+    assert!(
+        auc1 > auc0 + 0.005,
+        "balanced AUC {auc1} vs unweighted {auc0}"
+    );
+    // n / (2 n_c) of the training split, reported; held-out metrics stay unweighted (the
+    // unweighted log loss of a model trained to favour the rare class is the higher one).
+    let w = &balanced["class_weight"];
+    let (bad, good) = (w["bad"].as_f64().unwrap(), w["good"].as_f64().unwrap());
+    assert!(bad > 8.0 && bad < 11.0 && good > 0.5 && good < 0.55, "{w}");
+    assert!(plain.get("class_weight").is_none());
+    assert!(num(&balanced, &["eval", "loss"]) > num(&plain, &["eval", "loss"]));
+    assert!(
+        stdout.contains("class weights bad 9.") || stdout.contains("class weights bad 1"),
+        "{stdout}"
+    );
+    // A table; a class that does not exist is refused naming the key and the classes.
+    let (table, _) = train("cw-table", &["--set", "job.model.class_weight={bad=5.0}"]);
+    assert_eq!(table["class_weight"]["good"], 1.0);
+    let d = run_dir("cw-bad");
+    let (out, _) = launch(
+        manifest.to_str().unwrap(),
+        d.path(),
+        &["--set", "job.model.class_weight={risky=2.0}"],
+        LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("job.model.class_weight") && err.contains("\"risky\" is not a class"),
+        "{err}"
+    );
+}

@@ -7,9 +7,9 @@ use crate::manifest::Manifest;
 use crate::protocol::ModelSignature;
 use lockstep_trainer::data::{self, EpochPlan, Split, Task as DataTask};
 
-use lockstep_trainer::model::{build_model, Model};
+use lockstep_trainer::model::{build_model, ClassWeight, Model};
 use lockstep_trainer::optim::{Optimizer, OptimizerSpec};
-use lockstep_trainer::Batch;
+use lockstep_trainer::{Batch, Targets};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -40,8 +40,51 @@ pub fn load_split_with(
 /// # Errors
 /// [`RuntimeError::Model`] naming the field that does not fit.
 pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError> {
-    build_model(&m.job.model, split.train.cols, split.outputs(), m.job.seed)
-        .map_err(|e| RuntimeError::Model(format!("job.model: {e}")))
+    let mut model = build_model(&m.job.model, split.train.cols, split.outputs(), m.job.seed)
+        .map_err(|e| RuntimeError::Model(format!("job.model: {e}")))?;
+    model
+        .set_class_weights(class_weights(m, split)?)
+        .map_err(|e| RuntimeError::Model(format!("job.model.class_weight: {e}")))?;
+    Ok(model)
+}
+
+/// The per-class weights of `[job.model] class_weight` (classes in label order), from the
+/// training split's class counts for `"balanced"`; `None` when unset.
+///
+/// # Errors
+/// [`RuntimeError::Model`] naming `job.model.class_weight`: a regression task, an unknown class
+/// or name, a weight that is not positive, or `"balanced"` without training rows in memory (a
+/// dataset streamed from files or a stream).
+pub fn class_weights(m: &Manifest, split: &Split) -> Result<Option<Vec<f32>>, RuntimeError> {
+    let Some(cw) = &m.job.model.class_weight else {
+        return Ok(None);
+    };
+    let bad = |e: String| RuntimeError::Model(format!("job.model.class_weight: {e}"));
+    if split.classes.is_empty() {
+        return Err(bad("applies to classification only".into()));
+    }
+    let mut counts = vec![0u64; split.classes.len()];
+    match &split.train.y {
+        Targets::Real(v) => {
+            let last = counts.len() - 1;
+            for t in v {
+                counts[usize::from(*t >= 0.5).min(last)] += 1;
+            }
+        }
+        Targets::Class(v) => {
+            for &c in v {
+                if let Some(n) = counts.get_mut(c as usize) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    if counts.iter().sum::<u64>() == 0 && matches!(cw, ClassWeight::Named(_)) {
+        return Err(bad(
+            "\"balanced\" counts the classes of the training rows, and this job has none in memory (a dataset streamed from files, or a stream): give a table of class = weight".into(),
+        ));
+    }
+    cw.weights(&split.classes, &counts).map(Some).map_err(bad)
 }
 
 /// A fresh optimizer for `model`'s parameters, its `l2` / `l1` penalties on the weights only

@@ -63,6 +63,10 @@ pub struct Report {
     /// The signal behind a graceful stop (`SIGINT`, `SIGTERM`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<String>,
+    /// `[job.model] class_weight` as applied: the weight of each class in the training loss
+    /// (held-out metrics are unweighted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weight: Option<BTreeMap<String, f64>>,
     /// Stream counters and prequential metrics (`source = "stream"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamReport>,
@@ -157,6 +161,14 @@ impl Report {
     }
 
     fn summary_body(&self) -> String {
+        let weights = self.class_weight.as_ref().map(|w| {
+            let v: Vec<String> = w.iter().map(|(c, x)| format!("{c} {x:.3}")).collect();
+            format!("; class weights {} (training loss only)", v.join(", "))
+        });
+        format!("{}{}", self.summary_core(), weights.unwrap_or_default())
+    }
+
+    fn summary_core(&self) -> String {
         let eval: Vec<String> = self
             .eval
             .iter()

@@ -198,6 +198,14 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 Aggregation::ParameterServer => "parameter-server".into(),
             },
             status: "completed".into(),
+            class_weight: job::class_weights(m, &split)?.map(|w| {
+                split
+                    .classes
+                    .iter()
+                    .cloned()
+                    .zip(w.into_iter().map(f64::from))
+                    .collect()
+            }),
             ..Report::default()
         },
         model_path: ctx.opts.run_dir.join("model.safetensors"),

@@ -201,3 +201,38 @@ pub fn parquet_csv(path: &Path) -> Vec<u8> {
     drop(writer);
     out
 }
+
+/// `src` with the rows whose `column` equals `value` thinned to every `keep_every`-th (the
+/// others kept whole, order unchanged): an imbalanced variant of a classification table.
+pub fn thinned(src: &Path, out: &Path, column: &str, value: &str, keep_every: usize) {
+    let batch = read_parquet(src);
+    let col = arrow_cast::cast(
+        batch
+            .column_by_name(column)
+            .unwrap_or_else(|| panic!("{}: no column {column}", src.display())),
+        &arrow_schema::DataType::Utf8,
+    )
+    .unwrap();
+    let col = col
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()
+        .unwrap();
+    let (mut seen, mut keep) = (0usize, Vec::new());
+    for i in 0..batch.num_rows() {
+        if col.is_valid(i) && col.value(i) == value {
+            seen += 1;
+            if !seen.is_multiple_of(keep_every) {
+                continue;
+            }
+        }
+        keep.push(i as u32);
+    }
+    let idx = arrow_array::UInt32Array::from(keep);
+    let cols: Vec<arrow_array::ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| arrow_select::take::take(c, &idx, None).unwrap())
+        .collect();
+    let thin = RecordBatch::try_new(batch.schema(), cols).unwrap();
+    write_parquet(out, &thin, pyarrow_defaults().build());
+}

@@ -45,7 +45,33 @@ impl Loss {
         divisor: f32,
         dout: &mut [f32],
     ) -> Result<f64, ModelError> {
+        self.eval_weighted(out, rows, cols, y, divisor, dout, None)
+    }
+
+    /// As [`Loss::eval`], each row's loss and gradient multiplied by its class's weight
+    /// (`class_w[class]`; binary: `[negative, positive]`) when given. Mean squared error has no
+    /// classes and ignores it.
+    ///
+    /// # Errors
+    /// As [`Loss::eval`], plus a `class_w` shorter than the classes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn eval_weighted(
+        self,
+        out: &[f32],
+        rows: usize,
+        cols: usize,
+        y: &Targets,
+        divisor: f32,
+        dout: &mut [f32],
+        class_w: Option<&[f32]>,
+    ) -> Result<f64, ModelError> {
         debug_assert_eq!(out.len(), rows * cols);
+        if let Some(w) = class_w {
+            let need = if self == Loss::BceWithLogits { 2 } else { cols };
+            if self != Loss::Mse && w.len() < need {
+                return Err(self.bad(format!("{} class weights for {need} classes", w.len())));
+            }
+        }
         debug_assert_eq!(dout.len(), rows * cols);
         let inv = 1.0 / divisor;
         match self {
@@ -55,11 +81,11 @@ impl Loss {
                 if let Some(r) = t.iter().position(|v| !(0.0..=1.0).contains(v)) {
                     return Err(self.bad(format!("row {r}: target {} is not in [0, 1]", t[r])));
                 }
-                Ok(bce(out, &t, inv, dout))
+                Ok(bce(out, &t, inv, dout, class_w))
             }
             Loss::SoftmaxCrossEntropy => {
                 let labels = self.classes(y, rows, cols)?;
-                Ok(softmax_ce(out, cols, &labels, inv, dout))
+                Ok(softmax_ce(out, cols, &labels, inv, dout, class_w))
             }
         }
     }
@@ -135,12 +161,14 @@ fn mse(out: &[f32], cols: usize, t: &[f32], inv: f32, dout: &mut [f32]) -> Resul
 }
 
 /// `max(z, 0) - z t + ln(1 + e^-|z|)`, gradient `sigmoid(z) - t`.
-fn bce(z: &[f32], t: &[f32], inv: f32, dz: &mut [f32]) -> f64 {
+/// With `w`, a row weighs `w[1]` when its target is at least 0.5, else `w[0]`.
+fn bce(z: &[f32], t: &[f32], inv: f32, dz: &mut [f32], w: Option<&[f32]>) -> f64 {
     let mut sum = 0.0f64;
     for ((d, &z), &t) in dz.iter_mut().zip(z).zip(t) {
+        let wi = w.map_or(1.0, |w| w[usize::from(t >= 0.5)]);
         let l = z.max(0.0) - z * t + (-z.abs()).exp().ln_1p();
-        sum += f64::from(l);
-        *d = (sigmoid(z) - t) * inv;
+        sum += f64::from(wi * l);
+        *d = (sigmoid(z) - t) * inv * wi;
     }
     sum
 }
@@ -156,7 +184,14 @@ pub fn sigmoid(z: f32) -> f32 {
 }
 
 /// Per row: `logsumexp(z) - z[y]`, gradient `softmax(z) - onehot(y)`.
-fn softmax_ce(z: &[f32], cols: usize, labels: &[u32], inv: f32, dz: &mut [f32]) -> f64 {
+fn softmax_ce(
+    z: &[f32],
+    cols: usize,
+    labels: &[u32],
+    inv: f32,
+    dz: &mut [f32],
+    w: Option<&[f32]>,
+) -> f64 {
     let mut sum = 0.0f64;
     for ((zr, dr), &y) in z
         .chunks_exact(cols)
@@ -169,8 +204,10 @@ fn softmax_ce(z: &[f32], cols: usize, labels: &[u32], inv: f32, dz: &mut [f32]) 
             *d = (v - m).exp();
             s += *d;
         }
+        let wi = w.map_or(1.0, |w| w[y as usize]);
         let lse = m + s.ln();
-        sum += f64::from(lse - zr[y as usize]);
+        sum += f64::from(wi * (lse - zr[y as usize]));
+        let inv = inv * wi;
         let k = inv / s;
         for d in dr.iter_mut() {
             *d *= k;
@@ -183,6 +220,45 @@ fn softmax_ce(z: &[f32], cols: usize, labels: &[u32], inv: f32, dz: &mut [f32]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_weights_scale_each_rows_loss_and_gradient() {
+        // Binary: rows of class 0 and 1, weights 1 and 3.
+        let (mut d, mut dw) = ([0.0f32; 2], [0.0f32; 2]);
+        let y = Targets::Real(vec![0.0, 1.0]);
+        let l = Loss::BceWithLogits
+            .eval(&[0.2, -0.4], 2, 1, &y, 2.0, &mut d)
+            .unwrap();
+        let lw = Loss::BceWithLogits
+            .eval_weighted(&[0.2, -0.4], 2, 1, &y, 2.0, &mut dw, Some(&[1.0, 3.0]))
+            .unwrap();
+        assert_eq!(dw, [d[0], 3.0 * d[1]]);
+        let (mut d0, mut d1) = ([0.0f32; 1], [0.0f32; 1]);
+        let l0 = Loss::BceWithLogits.eval(&[0.2], 1, 1, &Targets::Real(vec![0.0]), 1.0, &mut d0);
+        let l1 = Loss::BceWithLogits.eval(&[-0.4], 1, 1, &Targets::Real(vec![1.0]), 1.0, &mut d1);
+        assert!((lw - (l0.unwrap() + 3.0 * l1.unwrap())).abs() < 1e-6 && lw > l);
+        // Softmax: the row of class 2 weighs 0.5.
+        let (mut d, mut dw) = ([0.0f32; 3], [0.0f32; 3]);
+        let y = Targets::Class(vec![2]);
+        let z = [0.1, 0.7, -0.3];
+        let l = Loss::SoftmaxCrossEntropy
+            .eval(&z, 1, 3, &y, 1.0, &mut d)
+            .unwrap();
+        let lw = Loss::SoftmaxCrossEntropy
+            .eval_weighted(&z, 1, 3, &y, 1.0, &mut dw, Some(&[1.0, 1.0, 0.5]))
+            .unwrap();
+        assert!((lw - 0.5 * l).abs() < 1e-7);
+        for (a, b) in dw.iter().zip(d) {
+            assert!((a - 0.5 * b).abs() < 1e-7);
+        }
+        let e = Loss::SoftmaxCrossEntropy
+            .eval_weighted(&z, 1, 3, &y, 1.0, &mut dw, Some(&[1.0]))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("1 class weights for 3 classes"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn known_values() {

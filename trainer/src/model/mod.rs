@@ -32,7 +32,7 @@ pub use grads::{GradSink, SliceSink};
 pub use layer::{Layer, ParamSpec};
 pub use network::{Network, PREDICT_CHUNK};
 pub use pool::{MaxPool2, Permute};
-pub use spec::{build_model, ActivationName, ModelKind, ModelSpec, Padding, TaskName};
+pub use spec::{build_model, ActivationName, ClassWeight, ModelKind, ModelSpec, Padding, TaskName};
 
 use crate::batch::Batch;
 use crate::loss::Loss;
@@ -127,6 +127,21 @@ impl Task {
 
 /// A trainable model over a flat parameter vector. See the module docs for layout and scaling.
 pub trait Model: Send {
+    /// Weigh each training row's loss by its class (`weights[class]`, binary `[negative,
+    /// positive]`; `None`: unweighted). Held-out losses stay unweighted.
+    ///
+    /// # Errors
+    /// [`ModelError::Spec`] when the model has no classes or takes no weights (the default, for
+    /// models that do not implement it, unless `weights` is `None`).
+    fn set_class_weights(&mut self, weights: Option<Vec<f32>>) -> Result<(), ModelError> {
+        match weights {
+            None => Ok(()),
+            Some(_) => Err(ModelError::Spec(
+                "this model does not support class_weight".into(),
+            )),
+        }
+    }
+
     /// Parameter tensors in offset order.
     fn layout(&self) -> &[ParamInfo];
     /// Gradient bucket ranges in the order backprop delivers them (increasing offsets,

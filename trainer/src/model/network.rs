@@ -32,6 +32,8 @@ pub struct Network {
     acts: Vec<Vec<f32>>,
     /// Ping-pong buffers for `dL/d(activation)` during backprop.
     dbuf: [Vec<f32>; 2],
+    /// Per-class weights of the training loss (held-out losses are unweighted).
+    class_weights: Option<Vec<f32>>,
 }
 
 impl Network {
@@ -114,6 +116,7 @@ impl Network {
             task,
             acts,
             dbuf: [Vec::new(), Vec::new()],
+            class_weights: None,
         })
     }
 
@@ -183,18 +186,25 @@ impl Network {
     }
 
     /// Forward then loss; leaves `dL/d output` (scaled by `1 / divisor`) in `dbuf[0]`.
-    fn forward_loss(&mut self, batch: &Batch, divisor: f32) -> Result<StepOutput, ModelError> {
+    fn forward_loss(
+        &mut self,
+        batch: &Batch,
+        divisor: f32,
+        weighted: bool,
+    ) -> Result<StepOutput, ModelError> {
         self.check_input(batch.x.len(), batch.rows, batch.cols)?;
         self.forward(&batch.x, batch.rows)?;
         let out = self.acts.last().map(Vec::as_slice).unwrap_or(&[]);
         self.dbuf[0].resize(out.len(), 0.0);
-        let sum = self.task.loss().eval(
+        let class_w = self.class_weights.as_deref().filter(|_| weighted);
+        let sum = self.task.loss().eval_weighted(
             out,
             batch.rows,
             self.task.out_dim(),
             &batch.y,
             divisor,
             &mut self.dbuf[0],
+            class_w,
         )?;
         let mean = if batch.rows == 0 {
             0.0
@@ -247,6 +257,7 @@ impl Network {
                     y,
                 },
                 1.0,
+                false,
             )?;
             if let Some(out) = outputs.as_deref_mut() {
                 out.extend_from_slice(self.acts.last().map(Vec::as_slice).unwrap_or(&[]));
@@ -276,6 +287,29 @@ fn slice_targets(y: &Targets, start: usize, n: usize, per: usize) -> Targets {
 }
 
 impl Model for Network {
+    fn set_class_weights(&mut self, weights: Option<Vec<f32>>) -> Result<(), ModelError> {
+        let classes = match self.task {
+            Task::Binary => 2,
+            Task::Multiclass { classes } => classes,
+            Task::Regression { .. } if weights.is_none() => 0,
+            Task::Regression { .. } => {
+                return Err(ModelError::Spec(
+                    "class_weight applies to classification only".into(),
+                ))
+            }
+        };
+        if let Some(w) = &weights {
+            if w.len() != classes {
+                return Err(ModelError::Spec(format!(
+                    "class_weight: {} weights for {classes} classes",
+                    w.len()
+                )));
+            }
+        }
+        self.class_weights = weights;
+        Ok(())
+    }
+
     fn layout(&self) -> &[ParamInfo] {
         &self.layout
     }
@@ -300,7 +334,7 @@ impl Model for Network {
                 what: format!("gradient divisor {divisor} is not positive"),
             });
         }
-        let out = self.forward_loss(batch, divisor)?;
+        let out = self.forward_loss(batch, divisor, true)?;
         if batch.rows == 0 {
             for b in self.buckets.clone() {
                 sink.bucket(b.clone()).fill(0.0);

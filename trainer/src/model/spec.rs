@@ -96,6 +96,69 @@ pub struct ModelSpec {
     /// Padding (cnn), default same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub padding: Option<Padding>,
+    /// Per-class weights of the training loss (classification): `"balanced"` or a table from
+    /// class name to weight. Held-out metrics stay unweighted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weight: Option<ClassWeight>,
+}
+
+/// `class_weight`: `"balanced"` (`n / (classes * n_c)` from the training split, as
+/// scikit-learn's) or a table `{ class = weight }` (classes left out weigh 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClassWeight {
+    /// `"balanced"`.
+    Named(String),
+    /// Class name to weight.
+    Table(std::collections::BTreeMap<String, f32>),
+}
+
+// Weights are validated finite (no NaN), so equality is an equivalence.
+impl Eq for ClassWeight {}
+
+impl ClassWeight {
+    /// The weight of each class (`classes` in label order) given the training rows per class,
+    /// or a message naming the problem.
+    ///
+    /// # Errors
+    /// An unknown name or class, a weight that is not positive and finite, or `balanced` with a
+    /// class that has no training row.
+    pub fn weights(&self, classes: &[String], counts: &[u64]) -> Result<Vec<f32>, String> {
+        match self {
+            ClassWeight::Named(n) if n == "balanced" => {
+                let total: u64 = counts.iter().sum();
+                let k = classes.len().max(1) as f64;
+                classes
+                    .iter()
+                    .zip(counts)
+                    .map(|(c, &n)| match n {
+                        0 => Err(format!(
+                            "class_weight = \"balanced\": class {c:?} has no training row"
+                        )),
+                        n => Ok((total as f64 / (k * n as f64)) as f32),
+                    })
+                    .collect()
+            }
+            ClassWeight::Named(n) => Err(format!(
+                "class_weight = {n:?}: use \"balanced\" or a table of class = weight"
+            )),
+            ClassWeight::Table(t) => {
+                if let Some(c) = t.keys().find(|c| !classes.contains(c)) {
+                    return Err(format!(
+                        "class_weight: {c:?} is not a class of the label (classes: {})",
+                        classes.join(", ")
+                    ));
+                }
+                if let Some((c, w)) = t.iter().find(|(_, w)| !(w.is_finite() && **w > 0.0)) {
+                    return Err(format!("class_weight: {c} = {w} must be positive"));
+                }
+                Ok(classes
+                    .iter()
+                    .map(|c| t.get(c).copied().unwrap_or(1.0))
+                    .collect())
+            }
+        }
+    }
 }
 
 impl ModelSpec {
@@ -110,6 +173,7 @@ impl ModelSpec {
             image: None,
             channels: Vec::new(),
             kernel: None,
+            class_weight: None,
             padding: None,
         }
     }

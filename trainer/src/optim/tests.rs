@@ -142,7 +142,9 @@ fn l2_adds_its_gradient_to_the_weights_only() {
     let mut s = spec(OptimizerKind::Sgd, 0.1);
     s.l2 = 0.5;
     // Parameters 0..2 are weights, 2 is a bias.
-    let mut o = Optimizer::new(&s, 3).unwrap().with_penalized(std::iter::once(0..2));
+    let mut o = Optimizer::new(&s, 3)
+        .unwrap()
+        .with_penalized(std::iter::once(0..2));
     let mut p = [1.0f32, -2.0, 4.0];
     o.step(&mut p, &[0.0, 0.0, 0.0]).unwrap();
     // w <- w - lr * l2 * w; the bias does not move without a data gradient.
@@ -151,7 +153,9 @@ fn l2_adds_its_gradient_to_the_weights_only() {
     for kind in [OptimizerKind::Adam, OptimizerKind::Adamw] {
         let mut s = spec(kind, 0.1);
         s.l2 = 0.5;
-        let mut o = Optimizer::new(&s, 2).unwrap().with_penalized(std::iter::once(0..1));
+        let mut o = Optimizer::new(&s, 2)
+            .unwrap()
+            .with_penalized(std::iter::once(0..1));
         let mut p = [1.0f32, 1.0];
         o.step(&mut p, &[0.0, 0.0]).unwrap();
         assert!(p[0] < 1.0 && p[1] == 1.0, "{kind:?}: {p:?}");
@@ -162,7 +166,9 @@ fn l2_adds_its_gradient_to_the_weights_only() {
 fn l1_soft_thresholds_the_weights_after_the_step() {
     let mut s = spec(OptimizerKind::Sgd, 0.1);
     s.l1 = 1.0;
-    let mut o = Optimizer::new(&s, 5).unwrap().with_penalized(std::iter::once(0..4));
+    let mut o = Optimizer::new(&s, 5)
+        .unwrap()
+        .with_penalized(std::iter::once(0..4));
     let mut p = [0.3f32, -0.3, 0.05, -0.05, 0.05];
     o.step(&mut p, &[0.0; 5]).unwrap();
     // Threshold lr * l1 = 0.1: large weights shrink by it, small ones become exactly zero;
