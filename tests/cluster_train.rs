@@ -295,3 +295,24 @@ fn balanced_class_weights_lift_auc_on_rare_positives_and_are_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn oj_purchase_prediction_reaches_scikit_learns_auc_with_any_worker_count() {
+    // ISLR's OJ with an L2 penalty and 4 micro-batches: 2 workers (the example) and 1 worker
+    // give the same bits; held-out ROC AUC near scikit-learn's 0.891 (examples/data/README.md).
+    let a = run_dir("oj-2");
+    let (out, two) = launch("examples/oj/cluster.toml", a.path(), &[], LIMIT);
+    assert_ok(&out);
+    let b = run_dir("oj-1");
+    let (out, one) = launch(
+        "examples/oj/cluster.toml",
+        b.path(),
+        &["--workers", "1"],
+        LIMIT,
+    );
+    assert_ok(&out);
+    let (two, one) = (two.expect("report"), one.expect("report"));
+    let auc = num(&two, &["eval", "auc"]);
+    assert!(auc >= 0.86, "OJ held-out AUC {auc} < 0.86");
+    assert_eq!(two["weights_sha256"], one["weights_sha256"]);
+}
