@@ -42,6 +42,16 @@ fn a_bounded_stream_trains_and_is_deterministic_across_clients_batching_and_work
     assert_eq!(num(&ra, &["rounds"]) as u64, 139);
     assert_eq!(num(&ra, &["stream", "duplicates_dropped"]) as u64, 0);
     assert_eq!(ra["stream"]["ended"], "producers closed");
+    // The 6 rows of the last partial round are reported as not trained, with the reason.
+    assert_eq!(
+        num(&ra, &["stream", "rows_not_trained"]) as usize,
+        ROWS - 139 * 32
+    );
+    let why = ra["stream"]["not_trained_reason"].as_str().unwrap();
+    assert!(
+        why.contains("16 rows of every producer make a round"),
+        "{why}"
+    );
     assert!(a.path().join("model.safetensors").exists());
     assert!(a
         .path()

@@ -110,6 +110,15 @@ pub struct StreamReport {
     pub rows_trained: u64,
     /// Rows dropped because they were already received or trained (replays, resume).
     pub duplicates_dropped: u64,
+    /// Rows received but not trained on (`rows_received - rows_trained`), and why: a bounded
+    /// stream ends at the first round some producer cannot fill, so the rows of the last partial
+    /// round stay untrained (a round needs its full global batch, `global_batch / producers` rows
+    /// of every producer, for the order to be deterministic). 0 for a stream stopped early.
+    #[serde(default)]
+    pub rows_not_trained: u64,
+    /// The reason for `rows_not_trained` (absent when it is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_trained_reason: Option<String>,
     /// Rows trained per second of the training loop.
     pub rows_per_s: f64,
     /// Rows in the prequential window.

@@ -341,12 +341,27 @@ pub(super) async fn run_stream_rounds(
     report.weights_sha256 = weights;
     report.checkpoint = Some(saved);
     report.round_time = totals.split();
+    let rows_not_trained = view.rows.saturating_sub(totals.samples);
+    let not_trained_reason = (rows_not_trained > 0).then(|| match ended {
+        "producers closed" => format!(
+            "the producers closed with less than a round left ({} rows of every producer make a round: global_batch {} over {} producers, in producer order, for a deterministic order); a round trains only a full global batch",
+            st.per_producer,
+            st.per_producer * u64::from(st.spec.producers),
+            st.spec.producers
+        ),
+        other => format!("training stopped ({other}) before their round"),
+    });
+    if let Some(why) = &not_trained_reason {
+        tracing::warn!("{rows_not_trained} rows received were not trained: {why}");
+    }
     report.stream = Some(StreamReport {
         producers: st.spec.producers,
         order: format!("{:?}", st.spec.order).to_lowercase(),
         rows_received: view.rows,
         rows_trained: totals.samples,
         duplicates_dropped: view.duplicates,
+        rows_not_trained,
+        not_trained_reason,
         rows_per_s: report.samples_per_s,
         window: st.spec.window,
         prequential,

@@ -43,6 +43,9 @@ pub fn summary(run_dir: &Path) -> Result<String, RuntimeError> {
                         st.producers,
                         st.duplicates_dropped
                     );
+                    if let Some(why) = &st.not_trained_reason {
+                        let _ = writeln!(s, "  not trained: {} rows: {why}", st.rows_not_trained);
+                    }
                 }
                 None => {
                     let _ = writeln!(
