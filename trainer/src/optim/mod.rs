@@ -159,56 +159,101 @@ impl Optimizer {
         }
         self.step += 1;
         let wd = self.spec.weight_decay;
-        // The L2 penalty's gradient, l2 * w on the weights, joins the data gradient.
-        let penalized_grads;
-        let grads = if self.spec.l2 > 0.0 {
-            let mut g = grads.to_vec();
-            for r in &self.penalized {
-                for (g, &p) in g[r.clone()].iter_mut().zip(&params[r.clone()]) {
-                    *g += self.spec.l2 * p;
-                }
+        // Update the parameters segment by segment: the penalised ranges (the weights) with the
+        // L2 penalty's gradient `l2 * w` added in the update loop, the gaps (the biases) without;
+        // the gradient itself is never copied.
+        let penalized = std::mem::take(&mut self.penalized);
+        let mut at = 0;
+        for r in penalized
+            .iter()
+            .chain(std::iter::once(&(self.len..self.len)))
+        {
+            if at < r.start {
+                self.update(lr, wd, 0.0, at..r.start, params, grads);
             }
-            penalized_grads = g;
-            &penalized_grads[..]
-        } else {
-            grads
-        };
-        match self.spec.kind {
-            OptimizerKind::Sgd => self.sgd(lr, wd, params, grads),
-            OptimizerKind::Adam => self.adam(lr, wd, 0.0, params, grads),
-            OptimizerKind::Adamw => self.adam(lr, 0.0, wd, params, grads),
+            if !r.is_empty() {
+                self.update(lr, wd, self.spec.l2, r.clone(), params, grads);
+            }
+            at = r.end;
         }
         if self.spec.l1 > 0.0 {
             // Proximal step of l1 * |w|: soft-threshold each weight by lr * l1.
             let t = lr * self.spec.l1;
-            for r in &self.penalized {
+            for r in &penalized {
                 for p in &mut params[r.clone()] {
                     *p = p.signum() * (p.abs() - t).max(0.0);
                 }
             }
         }
+        self.penalized = penalized;
         Ok(())
     }
 
-    fn sgd(&mut self, lr: f32, wd: f32, params: &mut [f32], grads: &[f32]) {
+    /// One step on parameters `at` with weights-only L2 `pen` (0 for biases).
+    fn update(
+        &mut self,
+        lr: f32,
+        wd: f32,
+        pen: f32,
+        at: Range<usize>,
+        params: &mut [f32],
+        grads: &[f32],
+    ) {
+        let (p, g) = (&mut params[at.clone()], &grads[at.clone()]);
+        match self.spec.kind {
+            OptimizerKind::Sgd => self.sgd(lr, wd, pen, at, p, g),
+            OptimizerKind::Adam => self.adam(lr, wd, 0.0, pen, at, p, g),
+            OptimizerKind::Adamw => self.adam(lr, 0.0, wd, pen, at, p, g),
+        }
+    }
+
+    /// `g + pen * p`: the data gradient with the weights-only L2 penalty (none when 0).
+    fn penalised(g: f32, pen: f32, p: f32) -> f32 {
+        if pen != 0.0 {
+            g + pen * p
+        } else {
+            g
+        }
+    }
+
+    fn sgd(
+        &mut self,
+        lr: f32,
+        wd: f32,
+        pen: f32,
+        at: Range<usize>,
+        params: &mut [f32],
+        grads: &[f32],
+    ) {
         let mu = self.spec.momentum();
         if self.m.is_empty() {
             for (p, &g) in params.iter_mut().zip(grads) {
-                *p -= lr * (g + wd * *p);
+                *p -= lr * (Self::penalised(g, pen, *p) + wd * *p);
             }
             return;
         }
         let nesterov = self.spec.nesterov();
-        for ((p, &g), b) in params.iter_mut().zip(grads).zip(&mut self.m) {
-            let g = g + wd * *p;
+        for ((p, &g), b) in params.iter_mut().zip(grads).zip(&mut self.m[at]) {
+            let g = Self::penalised(g, pen, *p) + wd * *p;
             *b = mu * *b + g;
             let d = if nesterov { g + mu * *b } else { *b };
             *p -= lr * d;
         }
     }
 
-    /// Adam with L2 decay `l2` (added to the gradient) and decoupled decay `dw` (AdamW).
-    fn adam(&mut self, lr: f32, l2: f32, dw: f32, params: &mut [f32], grads: &[f32]) {
+    /// Adam with L2 decay `l2` (added to the gradient), the weights-only penalty `pen` (added
+    /// before it) and decoupled decay `dw` (AdamW), on parameters `at`.
+    #[allow(clippy::too_many_arguments)]
+    fn adam(
+        &mut self,
+        lr: f32,
+        l2: f32,
+        dw: f32,
+        pen: f32,
+        at: Range<usize>,
+        params: &mut [f32],
+        grads: &[f32],
+    ) {
         let (b1, b2, eps) = (self.spec.beta1(), self.spec.beta2(), self.spec.eps());
         let t = self.step.min(i32::MAX as u64) as i32;
         let bc1 = (1.0 - f64::from(b1).powi(t)) as f32;
@@ -218,9 +263,9 @@ impl Optimizer {
         let it = params
             .iter_mut()
             .zip(grads)
-            .zip(self.m.iter_mut().zip(&mut self.v));
+            .zip(self.m[at.clone()].iter_mut().zip(&mut self.v[at]));
         for ((p, &g), (m, v)) in it {
-            let g = g + l2 * *p;
+            let g = Self::penalised(g, pen, *p) + l2 * *p;
             *p *= shrink;
             *m = b1 * *m + (1.0 - b1) * g;
             *v = b2 * *v + (1.0 - b2) * g * g;
