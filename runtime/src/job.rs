@@ -87,6 +87,20 @@ pub fn class_weights(m: &Manifest, split: &Split) -> Result<Option<Vec<f32>>, Ru
     cw.weights(&split.classes, &counts).map(Some).map_err(bad)
 }
 
+/// [`class_weights`] by class name, as the report shows them.
+///
+/// # Errors
+/// As [`class_weights`].
+pub fn class_weights_by_name(
+    m: &Manifest,
+    split: &Split,
+) -> Result<Option<BTreeMap<String, f64>>, RuntimeError> {
+    Ok(class_weights(m, split)?.map(|w| {
+        let w = w.into_iter().map(f64::from);
+        split.classes.iter().cloned().zip(w).collect()
+    }))
+}
+
 /// A fresh optimizer for `model`'s parameters, its `l2` / `l1` penalties on the weights only
 /// (every tensor but the biases, `*.bias` in the layout).
 ///

@@ -198,14 +198,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 Aggregation::ParameterServer => "parameter-server".into(),
             },
             status: "completed".into(),
-            class_weight: job::class_weights(m, &split)?.map(|w| {
-                split
-                    .classes
-                    .iter()
-                    .cloned()
-                    .zip(w.into_iter().map(f64::from))
-                    .collect()
-            }),
+            class_weight: job::class_weights_by_name(m, &split)?,
             ..Report::default()
         },
         model_path: ctx.opts.run_dir.join("model.safetensors"),

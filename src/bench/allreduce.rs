@@ -103,12 +103,12 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         .split(',')
         .map(parse_size)
         .collect::<Result<Vec<_>, _>>()?;
-    if args.world == 0 || !["tcp", "shm", "auto", "rdma"].contains(&args.transport.as_str()) {
-        return Err(format!(
-            "need --world >= 1 and --transport tcp|shm|rdma|auto, got {} and {}",
-            args.world, args.transport
-        ));
+    if args.world == 0 {
+        return Err("need --world >= 1".into());
     }
+    args.transport
+        .parse::<lockstep_transport::TransportKind>()
+        .map_err(|e| e.to_string())?;
     if args.netns.is_some() && args.ranks_per_host == 0 {
         return Err("--netns needs --ranks-per-host".into());
     }

@@ -142,18 +142,7 @@ impl Manifest {
                 ));
             }
         }
-        {
-            use lockstep_trainer::model::ModelKind;
-            let kind = job.model.kind;
-            if job.optimizer.l1 > 0.0 && !matches!(kind, ModelKind::Linear | ModelKind::Logistic) {
-                return Err(self.invalid(
-                    "job.optimizer.l1",
-                    format!(
-                        "applies to kind = \"linear\" and \"logistic\" (a convex objective whose weights can be exactly zero); for {kind:?} use l2"
-                    ),
-                ));
-            }
-        }
+        self.validate_penalties()?;
         if !["auto", "ring", "tree", "hier"].contains(&self.cluster.allreduce.as_str()) {
             return Err(self.invalid(
                 "cluster.allreduce",
@@ -177,6 +166,21 @@ impl Manifest {
                 format!(
                     "must exceed cluster.heartbeat_ms ({} <= {})",
                     self.cluster.peer_timeout_ms, self.cluster.heartbeat_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `l1` only for the convex models (the optimizer checks the rest of its table).
+    fn validate_penalties(&self) -> Result<(), ManifestError> {
+        use lockstep_trainer::model::ModelKind;
+        let kind = self.job.model.kind;
+        if self.job.optimizer.l1 > 0.0 && !matches!(kind, ModelKind::Linear | ModelKind::Logistic) {
+            return Err(self.invalid(
+                "job.optimizer.l1",
+                format!(
+                    "applies to kind = \"linear\" and \"logistic\" (a convex objective whose weights can be exactly zero); for {kind:?} use l2"
                 ),
             ));
         }
