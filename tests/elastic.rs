@@ -252,6 +252,81 @@ fn a_restarted_worker_joins_live_and_the_weights_stay_identical() {
     no_leftovers(d.path());
 }
 
+/// A restarted process can register before its predecessor is found dead (here: frozen, found
+/// after the peer timeout). It must wait for that, not be refused as a duplicate, and join in
+/// the same membership change. The copy is started by the test with the frozen worker's own
+/// command line and environment, as a supervisor (Kubernetes, Slurm, systemd) would.
+#[test]
+fn a_replacement_registering_before_the_death_is_found_waits_and_joins() {
+    // The peer timeout is long so that the copy registers well before the freeze is detected.
+    let run = args(
+        MNIST_RUN,
+        &["--set", "cluster.peer_timeout_ms=8000", "--elastic", "2"],
+    );
+    let want = baseline(MNIST, MNIST_RUN, "el-base-dup");
+    let d = run_dir("el-dup");
+    let child = spawn_launch(MNIST, d.path(), &run);
+    wait_for_round(d.path(), 50);
+    let frozen = pid_of(d.path(), "worker-1");
+    let cmdline = std::fs::read(format!("/proc/{frozen}/cmdline")).expect("cmdline");
+    let environ = std::fs::read(format!("/proc/{frozen}/environ")).expect("environ");
+    let mut argv = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned());
+    signal(frozen, libc::SIGSTOP);
+    let mut copy = Command::new(argv.next().expect("argv[0]"));
+    copy.args(argv).env_clear().current_dir(root());
+    for kv in environ.split(|b| *b == 0).filter(|a| !a.is_empty()) {
+        let kv = String::from_utf8_lossy(kv);
+        if let Some((k, v)) = kv.split_once('=') {
+            copy.env(k, v);
+        }
+    }
+    let copy = copy
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_owned()
+        .expect("start the copy of worker-1");
+    let out = wait_with_deadline(child, LIMIT);
+    signal(frozen, libc::SIGCONT);
+    let copy_out = wait_with_deadline(copy, Duration::from_secs(30));
+    assert_ok(&out);
+    assert!(
+        copy_out.status.success(),
+        "the copy of worker-1 failed:\n{}",
+        String::from_utf8_lossy(&copy_out.stderr)
+    );
+    let r = report(d.path());
+    show_changes("early replacement", &r);
+    let log = std::fs::read_to_string(d.path().join("logs/coordinator.log")).expect("log");
+    let registered = log
+        .find("replacement registered")
+        .expect("no registration logged");
+    let lost = log
+        .find("membership: ")
+        .expect("no membership change logged");
+    assert!(
+        registered < lost,
+        "the copy registered only after the death was found; the race is not exercised:\n{log}"
+    );
+    assert_eq!(r["world_size"], 4, "the early replacement did not join");
+    let kinds: Vec<&str> = r["membership_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["lost", "joined"]);
+    assert_eq!(
+        r["membership_changes"][0]["round"], r["membership_changes"][1]["round"],
+        "the replacement joins in the change that drops its predecessor"
+    );
+    assert_eq!(sha(&r), want, "weights differ from the uninterrupted run");
+    no_leftovers(d.path());
+}
+
 #[test]
 fn below_min_workers_the_job_stops_naming_the_dead() {
     let d = run_dir("el-min");

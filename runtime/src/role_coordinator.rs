@@ -227,6 +227,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 max_workers,
                 joiners,
                 mesh: job_id,
+                duplicate_grace: Duration::from_millis(m.cluster.peer_timeout_ms),
             });
         }
         let control = SyncArbiter::start(1, once(plane));

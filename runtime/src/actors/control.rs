@@ -64,6 +64,10 @@ pub struct Elastic {
     pub joiners: Receiver<(Registration, Instant)>,
     /// The current mesh id.
     pub mesh: u64,
+    /// How long a replacement named like a live member waits for that member to be found dead
+    /// (a restarted process can register before its predecessor's death is detected) before it
+    /// is refused as a duplicate: the peer timeout.
+    pub duplicate_grace: Duration,
 }
 
 /// The control-plane actor.
@@ -419,7 +423,7 @@ impl ControlPlane {
         if msg.evaluate {
             out.metrics = Some(crate::held_out::combine(shares)?);
         }
-        out.joiner_waiting = self.joiners_ready();
+        out.joiner_waiting = self.joiners_ready(&[]);
         Ok(out)
     }
 }

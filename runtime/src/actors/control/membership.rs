@@ -83,7 +83,7 @@ impl ControlPlane {
                 self.dead.push(d.clone());
             }
         }
-        let fresh = self.joiners_ready();
+        let fresh = self.joiners_ready(&dead);
         let old: Vec<Member> = std::mem::take(&mut self.members);
         let mut survivors: Vec<(Member, u64, String)> = Vec::new();
         let mut answers = answers.into_iter().peekable();
@@ -114,8 +114,16 @@ impl ControlPlane {
             .collect();
         let mut members: Vec<Member> = survivors.into_iter().map(|s| s.0).collect();
         if fresh {
-            while members.len() < max && !self.pending.is_empty() {
-                let (r, at) = self.pending.remove(0);
+            let live: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+            while members.len() < max {
+                let Some(k) = self
+                    .pending
+                    .iter()
+                    .position(|(r, _)| !live.contains(&r.name))
+                else {
+                    break;
+                };
+                let (r, at) = self.pending.remove(k);
                 peers.push((r.name.clone(), r.data_addr.clone()));
                 joined.push((r.name.clone(), at, r.started));
                 members.push(Member::new(r.name, r.link));
@@ -225,18 +233,30 @@ impl ControlPlane {
         }
     }
 
-    /// Take registered replacements into `pending`; true when one can join now.
-    pub(super) fn joiners_ready(&mut self) -> bool {
+    /// Take registered replacements into `pending`; true when one can join now. A replacement
+    /// named like a live member (not in `leaving`) waits: its predecessor's death may not be
+    /// detected yet. It is refused as a duplicate once it has waited `duplicate_grace`.
+    pub(super) fn joiners_ready(&mut self, leaving: &[String]) -> bool {
         let Some(e) = &self.elastic else {
             return false;
         };
         while let Ok(j) = e.joiners.try_recv() {
             self.pending.push(j);
         }
-        let names: Vec<String> = self.members.iter().map(|m| m.name.clone()).collect();
-        self.pending.retain_mut(|(r, _)| {
-            if names.contains(&r.name) {
-                let reason = format!("node {} is already a member of the running job", r.name);
+        let live: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .filter(|n| !leaving.contains(n))
+            .collect();
+        let grace = e.duplicate_grace;
+        self.pending.retain_mut(|(r, at)| {
+            if live.contains(&r.name) && at.elapsed() >= grace {
+                let reason = format!(
+                    "node {} is already a member of the running job (still alive {} ms after the second one registered)",
+                    r.name,
+                    grace.as_millis()
+                );
                 tracing::warn!("{reason}; refused the second one");
                 let _ = send_msg(&mut r.link, 0, "refusing", &ControlMsg::Abort { reason });
                 false
@@ -244,6 +264,6 @@ impl ControlPlane {
                 true
             }
         });
-        !self.pending.is_empty() && self.members.len() < e.max_workers
+        live.len() < e.max_workers && self.pending.iter().any(|(r, _)| !live.contains(&r.name))
     }
 }
