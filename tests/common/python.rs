@@ -138,3 +138,61 @@ impl Drop for Lock {
         unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
+
+/// A directory for `PYTHONPATH` holding the `lockstep` package (`python/lockstep`) with its
+/// native module built from this checkout (`cargo build -p lockstep-python --features
+/// extension-module`, incremental), as `pip install ./python` would install it.
+pub fn lockstep_package() -> PathBuf {
+    static PKG: OnceLock<PathBuf> = OnceLock::new();
+    PKG.get_or_init(|| {
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("the target directory")
+            .to_path_buf();
+        let dir = target.join("python-lockstep");
+        std::fs::create_dir_all(&dir).expect("python-lockstep");
+        let _lock = Lock::take(&target.join("python-lockstep.lock")).expect("lock");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run(Command::new(cargo)
+            .args(["build", "-q", "-p", "lockstep-python", "--features", "extension-module"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("building the Python extension: {e}"));
+        let pkg = dir.join("lockstep");
+        std::fs::create_dir_all(&pkg).expect("package dir");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/lockstep");
+        for f in std::fs::read_dir(&src).expect("python/lockstep").flatten() {
+            if f.path().extension().is_some_and(|e| e == "py") {
+                std::fs::copy(f.path(), pkg.join(f.file_name())).expect("copy");
+            }
+        }
+        let so = target.join("debug/liblockstep_python.so");
+        // Write a new file and rename it: a process still running an older copy keeps its own.
+        let tmp = pkg.join("_native.so.tmp");
+        std::fs::copy(&so, &tmp).unwrap_or_else(|e| panic!("{}: {e}", so.display()));
+        std::fs::rename(&tmp, pkg.join("_native.so")).expect("rename");
+        dir
+    })
+    .clone()
+}
+
+/// A python3 with PyTorch (`LOCKSTEP_TORCH_PYTHON`, else Debian's `/usr/bin/python3` with
+/// `python3-torch`), or why there is none.
+pub fn torch_python() -> Result<PathBuf, String> {
+    let py = std::env::var_os("LOCKSTEP_TORCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"));
+    let ok = Command::new(&py)
+        .args(["-c", "import torch, numpy"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        Ok(py)
+    } else {
+        Err(format!(
+            "{} cannot import torch: install PyTorch (Debian: apt install python3-torch) or set LOCKSTEP_TORCH_PYTHON",
+            py.display()
+        ))
+    }
+}

@@ -1,0 +1,140 @@
+//! The Python binding (`python/lockstep`, native module from `python/native`) in real Python
+//! processes on loopback: collectives on NumPy arrays over tcp and shm for 1, 2 and 3 ranks, bad
+//! inputs, and a frozen peer named within the peer timeout. The PyTorch side is in
+//! `tests/python_torch.rs`.
+
+mod common;
+use common::python::lockstep_package;
+use common::*;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start `world` ranks of `script` with torchrun's variables.
+fn ranks(py: &Path, script: &str, args: &[&str], world: usize, extra: &[(&str, &str)]) -> Vec<Proc> {
+    let port = free_port().to_string();
+    let pkg = lockstep_package();
+    (0..world)
+        .map(|r| {
+            let mut c = Command::new(py);
+            c.arg(root().join("tests/python").join(script))
+                .args(args)
+                .env("PYTHONPATH", &pkg)
+                .env("RANK", r.to_string())
+                .env("LOCAL_RANK", r.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("LOCKSTEP_TOKEN", "python-binding-test")
+                .env("LOCKSTEP_CONNECT_TIMEOUT_MS", "60000")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            for (k, v) in extra {
+                c.env(k, v);
+            }
+            c.spawn_owned().expect("start python")
+        })
+        .collect()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn collectives_on_numpy_arrays_over_tcp_and_shm() {
+    let py = python();
+    for transport in ["tcp", "shm"] {
+        for world in [1, 2, 3] {
+            let procs = ranks(
+                &py,
+                "collectives.py",
+                &["collectives"],
+                world,
+                &[("LOCKSTEP_TRANSPORT", transport)],
+            );
+            for (r, p) in procs.into_iter().enumerate() {
+                let out = p.wait_with_deadline(LIMIT);
+                let t = text(&out);
+                assert!(
+                    out.status.success() && t.contains(&format!("ok rank {r} of {world}")),
+                    "{transport}, world {world}, rank {r}:\n{t}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_frozen_peer_is_named_within_the_peer_timeout() {
+    let py = python();
+    let mut procs = ranks(
+        &py,
+        "collectives.py",
+        &["frozen-peer"],
+        2,
+        &[("LOCKSTEP_PEER_TIMEOUT_MS", "1500"), ("LOCKSTEP_TRANSPORT", "tcp")],
+    );
+    let frozen = procs.pop().unwrap();
+    let out = procs.pop().unwrap().wait_with_deadline(LIMIT);
+    drop(frozen); // SIGKILL (a stopped process dies of it too)
+    let t = text(&out);
+    eprintln!("{t}");
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("PeerError") && t.contains("rank-1"), "the error does not name rank-1:\n{t}");
+}
+
+#[test]
+fn bad_settings_are_named_before_joining() {
+    let py = python();
+    let run = |env: &[(&str, &str)], want: &str| {
+        let mut c = Command::new(&py);
+        c.args(["-c", "import lockstep; lockstep.init()"])
+            .env("PYTHONPATH", lockstep_package())
+            .env_remove("RANK")
+            .env_remove("WORLD_SIZE")
+            .env_remove("MASTER_ADDR")
+            .env_remove("MASTER_PORT")
+            .env_remove("LOCKSTEP_TOKEN");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("python");
+        let t = text(&out);
+        assert!(!out.status.success() && t.contains(want), "{env:?}: want {want:?}:\n{t}");
+    };
+    run(&[], "RANK is not set");
+    let base = [
+        ("RANK", "0"),
+        ("WORLD_SIZE", "2"),
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", "1"),
+    ];
+    run(&base, "LOCKSTEP_TOKEN is not set");
+    let mut bad = base.to_vec();
+    bad[1] = ("WORLD_SIZE", "two");
+    run(&bad, "WORLD_SIZE=\"two\" is not a number");
+    let mut wrong = base.to_vec();
+    wrong.push(("LOCKSTEP_TOKEN", "t"));
+    wrong.push(("LOCKSTEP_TRANSPORT", "carrier-pigeon"));
+    run(&wrong, "unknown transport \"carrier-pigeon\"");
+    let mut high = base.to_vec();
+    high[0] = ("RANK", "2");
+    high.push(("LOCKSTEP_TOKEN", "t"));
+    run(&high, "rank 2 is not below world size 2");
+}
