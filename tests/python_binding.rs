@@ -21,7 +21,13 @@ fn free_port() -> u16 {
 }
 
 /// Start `world` ranks of `script` with torchrun's variables.
-fn ranks(py: &Path, script: &str, args: &[&str], world: usize, extra: &[(&str, &str)]) -> Vec<Proc> {
+fn ranks(
+    py: &Path,
+    script: &str,
+    args: &[&str],
+    world: usize,
+    extra: &[(&str, &str)],
+) -> Vec<Proc> {
     let port = free_port().to_string();
     let pkg = lockstep_package();
     (0..world)
@@ -88,7 +94,10 @@ fn a_frozen_peer_is_named_within_the_peer_timeout() {
         "collectives.py",
         &["frozen-peer"],
         2,
-        &[("LOCKSTEP_PEER_TIMEOUT_MS", "1500"), ("LOCKSTEP_TRANSPORT", "tcp")],
+        &[
+            ("LOCKSTEP_PEER_TIMEOUT_MS", "1500"),
+            ("LOCKSTEP_TRANSPORT", "tcp"),
+        ],
     );
     let frozen = procs.pop().unwrap();
     let out = procs.pop().unwrap().wait_with_deadline(LIMIT);
@@ -96,7 +105,10 @@ fn a_frozen_peer_is_named_within_the_peer_timeout() {
     let t = text(&out);
     eprintln!("{t}");
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("PeerError") && t.contains("rank-1"), "the error does not name rank-1:\n{t}");
+    assert!(
+        t.contains("PeerError") && t.contains("rank-1"),
+        "the error does not name rank-1:\n{t}"
+    );
 }
 
 #[test]
@@ -116,7 +128,10 @@ fn bad_settings_are_named_before_joining() {
         }
         let out = c.output().expect("python");
         let t = text(&out);
-        assert!(!out.status.success() && t.contains(want), "{env:?}: want {want:?}:\n{t}");
+        assert!(
+            !out.status.success() && t.contains(want),
+            "{env:?}: want {want:?}:\n{t}"
+        );
     };
     run(&[], "RANK is not set");
     let base = [

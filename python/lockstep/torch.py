@@ -93,7 +93,10 @@ class DistributedOptimizer:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockstep-reduce")
         self._reset()
-        self._hooks = [p.register_hook(self._hook(i)) for i, p in enumerate(self._params)]
+        # Alone and not exact: nothing to reduce, so no hooks and no copies (costs nothing).
+        self._alone = self._size == 1 and micro_batches is None
+        self._hooks = [] if self._alone else [
+            p.register_hook(self._hook(i)) for i, p in enumerate(self._params)]
 
     # -- hooks -------------------------------------------------------------------------------
     def _reset(self):
@@ -130,6 +133,8 @@ class DistributedOptimizer:
     # -- the step ----------------------------------------------------------------------------
     def synchronize(self):
         """Wait until every gradient is reduced and write them into ``p.grad``."""
+        if self._alone:
+            return
         if self._micro is None:
             for b in range(len(self._buckets)):
                 if self._futures[b] is None:

@@ -154,7 +154,14 @@ pub fn lockstep_package() -> PathBuf {
         let _lock = Lock::take(&target.join("python-lockstep.lock")).expect("lock");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         run(Command::new(cargo)
-            .args(["build", "-q", "-p", "lockstep-python", "--features", "extension-module"])
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "lockstep-python",
+                "--features",
+                "extension-module",
+            ])
             .env("CARGO_TARGET_DIR", &target)
             .current_dir(env!("CARGO_MANIFEST_DIR")))
         .unwrap_or_else(|e| panic!("building the Python extension: {e}"));

@@ -93,7 +93,8 @@ impl GroupOptions {
         };
         let rank = number(&["RANK", "SLURM_PROCID", "JOB_COMPLETION_INDEX"])?
             .ok_or_else(|| missing("RANK"))?;
-        let world = number(&["WORLD_SIZE", "SLURM_NTASKS"])?.ok_or_else(|| missing("WORLD_SIZE"))?;
+        let world =
+            number(&["WORLD_SIZE", "SLURM_NTASKS"])?.ok_or_else(|| missing("WORLD_SIZE"))?;
         let local_rank = number(&["LOCAL_RANK", "SLURM_LOCALID"])?.unwrap_or(rank);
         let (_, host) = var(&["MASTER_ADDR"]).ok_or_else(|| missing("MASTER_ADDR"))?;
         let port = number(&["MASTER_PORT"])?.ok_or_else(|| missing("MASTER_PORT"))?;
@@ -181,7 +182,9 @@ impl ProcessGroup {
             let c = Coordinator::bind(&o.master, &o.cluster, &o.token)
                 .map_err(|e| fail(format!("cannot serve the rendezvous: {e}")))?;
             let (world, timeout) = (o.world, o.connect_timeout);
-            Some(std::thread::spawn(move || c.serve(world, timeout)))
+            Some(std::thread::spawn(move || {
+                c.serve(world, timeout).map_err(|e| e.to_string())
+            }))
         } else {
             None
         };
@@ -229,7 +232,12 @@ impl ProcessGroup {
     ///
     /// # Errors
     /// [`GroupError::Collective`] naming the peer that failed.
-    pub fn allreduce(&mut self, data: &mut [f32], mean: bool, exact: bool) -> Result<(), GroupError> {
+    pub fn allreduce(
+        &mut self,
+        data: &mut [f32],
+        mean: bool,
+        exact: bool,
+    ) -> Result<(), GroupError> {
         let mut how = if mean {
             AllReduce::mean()
         } else {
@@ -339,7 +347,8 @@ mod tests {
                 .map(|mut g| {
                     std::thread::spawn(move || {
                         let r = g.rank();
-                        let mut x: Vec<f32> = (0..1000).map(|i| (i * (r + 1)) as f32 * 0.1).collect();
+                        let mut x: Vec<f32> =
+                            (0..1000).map(|i| (i * (r + 1)) as f32 * 0.1).collect();
                         g.allreduce(&mut x, false, true).unwrap();
                         let mut b = vec![r as u8; 5];
                         g.broadcast(&mut b, 2).unwrap();
@@ -370,6 +379,9 @@ mod tests {
         let mut o = GroupOptions::new(1, 2, "127.0.0.1:1", b"t");
         o.connect_timeout = Duration::from_millis(300);
         let e = ProcessGroup::init(&o).err().unwrap().to_string();
-        assert!(e.contains("rank 1 of 2") && e.contains("127.0.0.1:1"), "{e}");
+        assert!(
+            e.contains("rank 1 of 2") && e.contains("127.0.0.1:1"),
+            "{e}"
+        );
     }
 }

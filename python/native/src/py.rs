@@ -96,7 +96,13 @@ impl Group {
 
     /// Allreduce a float32 buffer in place (sum, or mean); `exact` sums in the fixed tree.
     #[pyo3(signature = (buf, mean = false, exact = false))]
-    fn allreduce_f32(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, mean: bool, exact: bool) -> PyResult<()> {
+    fn allreduce_f32(
+        &self,
+        py: Python<'_>,
+        buf: &Bound<'_, PyAny>,
+        mean: bool,
+        exact: bool,
+    ) -> PyResult<()> {
         let b = writable::<f32>(buf, "allreduce_", "float32")?;
         let (ptr, len) = (b.buf_ptr() as usize, b.item_count());
         // SAFETY: the exported buffer `b` stays alive (and its memory valid, writable and
@@ -120,11 +126,18 @@ impl Group {
     }
 
     /// Every rank's bytes of `mine`, in rank order, into `out` (uint8 views).
-    fn allgather_u8(&self, py: Python<'_>, mine: &Bound<'_, PyAny>, out: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn allgather_u8(
+        &self,
+        py: Python<'_>,
+        mine: &Bound<'_, PyAny>,
+        out: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let m = PyBuffer::<u8>::get(mine)
             .map_err(|e| PyTypeError::new_err(format!("allgather: expected a uint8 view: {e}")))?;
         if !m.is_c_contiguous() {
-            return Err(PyValueError::new_err("allgather: the input is not contiguous"));
+            return Err(PyValueError::new_err(
+                "allgather: the input is not contiguous",
+            ));
         }
         let o = writable::<u8>(out, "allgather", "uint8")?;
         let (mp, ml) = (m.buf_ptr() as usize, m.item_count());
@@ -163,7 +176,8 @@ fn init(
     peer_timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
 ) -> PyResult<Group> {
-    let explicit = rank.is_some() && world_size.is_some() && master_addr.is_some() && master_port.is_some();
+    let explicit =
+        rank.is_some() && world_size.is_some() && master_addr.is_some() && master_port.is_some();
     let mut o = if explicit {
         let token = match &token {
             Some(t) => t.clone(),
@@ -171,8 +185,17 @@ fn init(
                 PyValueError::new_err("no token= given and LOCKSTEP_TOKEN is not set: every rank needs the same shared secret")
             })?,
         };
-        let master = format!("{}:{}", master_addr.as_deref().unwrap_or_default(), master_port.unwrap_or(0));
-        GroupOptions::new(rank.unwrap_or(0), world_size.unwrap_or(0), &master, token.as_bytes())
+        let master = format!(
+            "{}:{}",
+            master_addr.as_deref().unwrap_or_default(),
+            master_port.unwrap_or(0)
+        );
+        GroupOptions::new(
+            rank.unwrap_or(0),
+            world_size.unwrap_or(0),
+            &master,
+            token.as_bytes(),
+        )
     } else {
         if let Some(t) = &token {
             // The environment's other values, this token.
@@ -188,9 +211,9 @@ fn init(
         o
     };
     if let Some(t) = transport {
-        o.transport = t
-            .parse()
-            .map_err(|e: lockstep_transport::Error| PyValueError::new_err(format!("transport: {e}")))?;
+        o.transport = t.parse().map_err(|e: lockstep_transport::Error| {
+            PyValueError::new_err(format!("transport: {e}"))
+        })?;
     }
     if let Some(ms) = peer_timeout_ms {
         o.peer_timeout = Duration::from_millis(ms);

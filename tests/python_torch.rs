@@ -1,0 +1,96 @@
+//! `lockstep.torch.DistributedOptimizer` under a plain PyTorch training loop
+//! (`examples/pytorch/train_mlp.py`) in real processes: the micro-batch rule gives the same
+//! weights (a hash of every parameter) for 1, 2 and 4 processes, and the bucketed, overlapped
+//! mode gives the same weights twice and on every rank.
+//!
+//! Needs PyTorch (Debian: `apt install python3-torch`; or `LOCKSTEP_TORCH_PYTHON`), so it is
+//! ignored in `cargo test --workspace`; `.ci/run` installs PyTorch and runs it with `--ignored`.
+
+mod common;
+use common::python::{lockstep_package, torch_python};
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Train on `world` processes; every rank's `weights_sha256`.
+fn train(world: usize, args: &[&str]) -> Vec<String> {
+    let py = torch_python().unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port().to_string();
+    let procs: Vec<Proc> = (0..world)
+        .map(|r| {
+            Command::new(&py)
+                .arg(root().join("examples/pytorch/train_mlp.py"))
+                .args(["--mode", "lockstep", "--warmup", "0"])
+                .args(args)
+                .env("PYTHONPATH", lockstep_package())
+                .env("RANK", r.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("LOCKSTEP_TOKEN", "torch-test")
+                .env("OMP_NUM_THREADS", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn_owned()
+                .expect("start python")
+        })
+        .collect();
+    procs
+        .into_iter()
+        .map(|p| {
+            let out = p.wait_with_deadline(LIMIT);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(
+                out.status.success(),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let line = text.lines().last().expect("a result line");
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            v["weights_sha256"].as_str().expect("sha").to_string()
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PyTorch (apt install python3-torch); .ci/run runs it with --ignored"]
+fn the_micro_batch_rule_gives_the_same_weights_for_1_2_and_4_processes() {
+    let args = [
+        "--micro-batches",
+        "4",
+        "--global-batch",
+        "64",
+        "--steps",
+        "25",
+    ];
+    let one = train(1, &args);
+    for world in [2, 4, 2] {
+        let got = train(world, &args);
+        assert!(
+            got.iter().all(|h| h == &one[0]),
+            "{world} processes: {got:?}, 1 process: {}",
+            one[0]
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs PyTorch (apt install python3-torch); .ci/run runs it with --ignored"]
+fn bucketed_reduction_gives_the_same_weights_twice_and_on_every_rank() {
+    let args = ["--steps", "25"];
+    let a = train(2, &args);
+    let b = train(2, &args);
+    assert_eq!(a[0], a[1], "ranks differ");
+    assert_eq!(a, b, "two runs differ");
+}
