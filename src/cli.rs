@@ -20,6 +20,9 @@ pub enum Command {
     Launch(LaunchArgs),
     /// Start one node (one per machine in a real cluster).
     Node(NodeArgs),
+    /// Start N processes of any program (a PyTorch script using the `lockstep` Python package)
+    /// with torchrun's variables and a cluster token, and supervise them.
+    Run(RunArgs),
     /// Print what a checkpoint or model file holds.
     Inspect(InspectArgs),
     /// Predict with a trained model: the held-out split to the terminal, or any data file to
@@ -237,6 +240,27 @@ pub struct BenchWorkerArgs {
     /// Opaque JSON configuration from the parent.
     #[arg(long)]
     pub config: String,
+}
+
+/// `lockstep run`
+#[derive(Debug, Clone, Args)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Number of processes (ranks 0..N-1 on this machine).
+    #[arg(short = 'n', long = "nproc", default_value_t = 2)]
+    pub nproc: usize,
+    /// LOCKSTEP_TRANSPORT for every process: auto, tcp or shm.
+    #[arg(long)]
+    pub transport: Option<String>,
+    /// LOCKSTEP_PEER_TIMEOUT_MS for every process.
+    #[arg(long)]
+    pub peer_timeout_ms: Option<u64>,
+    /// Logs go to RUN_DIR/logs/rank-R.log (default runs/<program name>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// The program and its arguments (after --).
+    #[arg(required = true, allow_hyphen_values = true)]
+    pub program: Vec<String>,
 }
 
 /// `lockstep launch`

@@ -1,6 +1,6 @@
 //! The non-benchmark subcommands: thin adapters from clap arguments to the runtime.
 
-use crate::cli::{InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs, TlsGenArgs};
+use crate::cli::{InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs, RunArgs, TlsGenArgs};
 use lockstep_runtime::stored_transform::StoredTransform;
 use lockstep_runtime::{job, predict, LaunchOptions, Manifest, NodeOptions};
 use lockstep_tensor::{read_safetensors, DType};
@@ -8,6 +8,33 @@ use lockstep_trainer::data::{Fitted, Task};
 use lockstep_trainer::model::{build_model, Model};
 use std::io::Write;
 use std::path::Path;
+
+/// `lockstep run -n N -- PROGRAM ...`
+///
+/// # Errors
+/// The first failing rank, named.
+pub fn run(a: &RunArgs) -> Result<(), String> {
+    let stem = a
+        .program
+        .iter()
+        .rev()
+        .find(|p| p.ends_with(".py"))
+        .or(a.program.first())
+        .and_then(|p| std::path::Path::new(p).file_stem())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    let opts = lockstep_runtime::RunOptions {
+        workers: a.nproc,
+        program: a.program.clone(),
+        run_dir: a
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| std::path::Path::new("runs").join(stem)),
+        transport: a.transport.clone(),
+        peer_timeout_ms: a.peer_timeout_ms,
+    };
+    lockstep_runtime::run_command(&opts).map_err(|e| e.to_string())
+}
 
 /// `lockstep launch`
 ///

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     let result: Result<(), String> = match cli.command {
         Command::Launch(a) => lockstep::commands::launch(&a),
         Command::Node(a) => lockstep::commands::node(&a),
+        Command::Run(a) => lockstep::commands::run(&a),
         Command::Inspect(a) => lockstep::commands::inspect(&a),
         Command::Predict(a) => lockstep::commands::predict(&a),
         Command::Plot(a) => lockstep::commands::plot(&a),

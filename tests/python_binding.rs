@@ -153,3 +153,62 @@ fn bad_settings_are_named_before_joining() {
     high.push(("LOCKSTEP_TOKEN", "t"));
     run(&high, "rank 2 is not below world size 2");
 }
+
+/// `lockstep run -n N -- python3 SCRIPT`: torchrun's variables and a token for every rank, output
+/// prefixed with the rank, and a failing rank stops the job with its name and status.
+#[test]
+fn lockstep_run_starts_the_ranks_and_names_a_failing_one() {
+    let py = python();
+    let d = run_dir("py-run");
+    let script = root().join("tests/python/collectives.py");
+    let out = Command::new(exe())
+        .args([
+            "run",
+            "-n",
+            "3",
+            "--run-dir",
+            d.path().to_str().unwrap(),
+            "--",
+        ])
+        .arg(&py)
+        .arg(&script)
+        .arg("collectives")
+        .env("PYTHONPATH", lockstep_package())
+        .env_remove("LOCKSTEP_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_owned()
+        .expect("lockstep run")
+        .wait_with_deadline(LIMIT);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for r in 0..3 {
+        assert!(t.contains(&format!("[rank-{r}] ok rank {r} of 3")), "{t}");
+        assert!(d.path().join(format!("logs/rank-{r}.log")).exists());
+    }
+    let out = Command::new(exe())
+        .args([
+            "run",
+            "-n",
+            "2",
+            "--run-dir",
+            d.path().to_str().unwrap(),
+            "--",
+        ])
+        .arg(&py)
+        .args([
+            "-c",
+            "import os, lockstep; lockstep.init(); os._exit(3 if lockstep.rank() == 1 else 0)",
+        ])
+        .env("PYTHONPATH", lockstep_package())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_owned()
+        .expect("lockstep run")
+        .wait_with_deadline(LIMIT);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("rank-1 exited with status 3"), "{t}");
+}

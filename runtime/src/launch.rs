@@ -41,7 +41,9 @@ pub struct LaunchOptions {
     pub max_restarts: u32,
 }
 
+mod command;
 mod interrupts;
+pub use command::{run_command, RunOptions};
 
 struct Node {
     name: String,

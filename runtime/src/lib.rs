@@ -49,7 +49,7 @@ pub mod tls;
 mod worker_actors;
 
 pub use error::RuntimeError;
-pub use launch::{launch, LaunchOptions};
+pub use launch::{launch, run_command, LaunchOptions, RunOptions};
 pub use manifest::Manifest;
 pub use node::NodeOptions;
 pub use report::Report;
