@@ -258,6 +258,13 @@ pub struct RunArgs {
     /// Logs go to RUN_DIR/logs/rank-R.log (default runs/<program name>).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
+    /// Elastic with at least MIN ranks: host the generation rendezvous (lockstep.elastic), let
+    /// the others go on when a rank dies.
+    #[arg(long, value_name = "MIN")]
+    pub elastic: Option<usize>,
+    /// Elastic: start a dead rank again, at most N times in all.
+    #[arg(long, default_value_t = 0)]
+    pub max_restarts: u32,
     /// The program and its arguments (after --).
     #[arg(required = true, allow_hyphen_values = true)]
     pub program: Vec<String>,

@@ -32,6 +32,8 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
             .unwrap_or_else(|| std::path::Path::new("runs").join(stem)),
         transport: a.transport.clone(),
         peer_timeout_ms: a.peer_timeout_ms,
+        elastic: a.elastic,
+        max_restarts: a.max_restarts,
     };
     lockstep_runtime::run_command(&opts).map_err(|e| e.to_string())
 }

@@ -94,3 +94,101 @@ fn bucketed_reduction_gives_the_same_weights_twice_and_on_every_rank() {
     assert_eq!(a[0], a[1], "ranks differ");
     assert_eq!(a, b, "two runs differ");
 }
+
+/// `lockstep run` with the torch interpreter and the package; every JSON line of the output.
+fn lockstep_run(args: &[&str], script_args: &[&str]) -> (bool, String, Vec<serde_json::Value>) {
+    let py = torch_python().unwrap_or_else(|e| panic!("{e}"));
+    let d = run_dir("py-elastic");
+    let out = Command::new(exe())
+        .arg("run")
+        .args(args)
+        .args(["--run-dir", d.path().to_str().unwrap(), "--"])
+        .arg(&py)
+        .arg(root().join("tests/python/elastic_train.py"))
+        .args(script_args)
+        .env("PYTHONPATH", lockstep_package())
+        .env("OMP_NUM_THREADS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_owned()
+        .expect("lockstep run")
+        .wait_with_deadline(LIMIT);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = text
+        .lines()
+        .filter_map(|l| l.split_once("] {").map(|(_, j)| format!("{{{j}")))
+        .filter_map(|j| serde_json::from_str(&j).ok())
+        .collect();
+    (out.status.success(), text, results)
+}
+
+fn shas(results: &[serde_json::Value]) -> Vec<String> {
+    results
+        .iter()
+        .map(|r| r["weights_sha256"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// A process killed mid-run: the survivor rolls back to its last commit, goes on alone, and ends
+/// with the weights of the uninterrupted run; with a restart the replacement joins (at once, or
+/// later while the survivor trains) and both end with those weights.
+#[test]
+#[ignore = "needs PyTorch (apt install python3-torch); .ci/run runs it with --ignored"]
+fn a_killed_process_leaves_the_weights_of_the_uninterrupted_run() {
+    let (ok, text, want) = lockstep_run(&["-n", "2"], &["--steps", "120"]);
+    assert!(ok && want.len() == 2, "{text}");
+    let want = shas(&want)[0].clone();
+
+    let die = ["--steps", "120", "--die-rank", "1", "--die-at", "23"];
+    let (ok, text, got) = lockstep_run(&["-n", "2", "--elastic", "1"], &die);
+    assert!(ok, "{text}");
+    assert!(text.contains("rank-1 was killed by signal 9"), "{text}");
+    assert!(
+        text.contains("lost a peer") && text.contains("rolling back to step 20"),
+        "{text}"
+    );
+    assert_eq!(shas(&got), std::slice::from_ref(&want), "survivor alone:\n{text}");
+
+    let (ok, text, got) = lockstep_run(&["-n", "2", "--elastic", "1", "--max-restarts", "1"], &die);
+    assert!(ok, "{text}");
+    assert!(text.contains("starting rank-1 again (restart 1)"), "{text}");
+    assert_eq!(
+        shas(&got),
+        [want.clone(), want.clone()],
+        "with a replacement:\n{text}"
+    );
+
+    // The replacement starts late: the survivor forms a generation alone, sees the replacement
+    // at a commit and lets it in.
+    let gen = run_dir("py-gen");
+    let gen_file = gen.path().join("generation");
+    let late = [&die[..], &["--gen-file", gen_file.to_str().unwrap()]].concat();
+    let (ok, text, got) =
+        lockstep_run(&["-n", "2", "--elastic", "1", "--max-restarts", "1"], &late);
+    assert!(ok, "{text}");
+    assert!(text.contains("a replacement waits"), "{text}");
+    assert!(
+        got.iter().all(|r| r["generation"] == 3),
+        "expected 3 generations:\n{text}"
+    );
+    assert_eq!(
+        shas(&got),
+        [want.clone(), want],
+        "with a late replacement:\n{text}"
+    );
+}
+
+/// Below `--elastic MIN` the run fails and names the dead rank.
+#[test]
+#[ignore = "needs PyTorch (apt install python3-torch); .ci/run runs it with --ignored"]
+fn below_min_the_elastic_run_fails_naming_the_dead() {
+    let die = ["--steps", "60", "--die-rank", "1", "--die-at", "23"];
+    let (ok, text, _) = lockstep_run(&["-n", "2", "--elastic", "2"], &die);
+    assert!(!ok, "{text}");
+    assert!(text.contains("rank-1 was killed by signal 9"), "{text}");
+}

@@ -193,9 +193,18 @@ class DistributedOptimizer:
         return self.optimizer.load_state_dict(state)
 
     def close(self):
+        """Remove the hooks and stop the reduction thread (also on exit from a ``with``)."""
         for h in self._hooks:
             h.remove()
+        self._hooks = []
         self._pool.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
 
 def broadcast_parameters(model_or_params, root=0):

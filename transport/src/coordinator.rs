@@ -189,7 +189,7 @@ pub fn connect_mesh_via_coordinator(
     connect_mesh(&full, listener)
 }
 
-fn write_msg(s: &mut Conn, body: &[u8], peer: &str) -> Result<()> {
+pub(crate) fn write_msg(s: &mut Conn, body: &[u8], peer: &str) -> Result<()> {
     let h = FrameHeader {
         kind: FrameKind::Control,
         ..FrameHeader::data(Op::Control, 0, 0, 0, 0, body.len() as u64)
@@ -204,7 +204,7 @@ fn write_msg(s: &mut Conn, body: &[u8], peer: &str) -> Result<()> {
         .map_err(|e| Error::io(ctx(), "write", &e))
 }
 
-fn read_msg(s: &mut Conn, peer: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_msg(s: &mut Conn, peer: &str) -> Result<Vec<u8>> {
     let ctx = || Context {
         peer: peer.into(),
         round: None,
@@ -223,12 +223,12 @@ fn read_msg(s: &mut Conn, peer: &str) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-fn put_str(v: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(v: &mut Vec<u8>, s: &str) {
     v.extend_from_slice(&(s.len() as u16).to_le_bytes());
     v.extend_from_slice(s.as_bytes());
 }
 
-fn get_str(b: &mut &[u8]) -> Option<String> {
+pub(crate) fn get_str(b: &mut &[u8]) -> Option<String> {
     let n = u16::from_le_bytes([*b.first()?, *b.get(1)?]) as usize;
     let s = b.get(2..2 + n)?;
     let out = String::from_utf8(s.to_vec()).ok()?;
@@ -259,7 +259,7 @@ fn decode_reg(b: &[u8], peer: &str) -> Result<(u32, PeerAddr)> {
     Ok((rank, PeerAddr { name, addr }))
 }
 
-fn encode_table(t: &[PeerAddr]) -> Vec<u8> {
+pub(crate) fn encode_table(t: &[PeerAddr]) -> Vec<u8> {
     let mut v = (t.len() as u32).to_le_bytes().to_vec();
     for p in t {
         put_str(&mut v, &p.name);
@@ -268,7 +268,7 @@ fn encode_table(t: &[PeerAddr]) -> Vec<u8> {
     v
 }
 
-fn decode_table(b: &[u8]) -> Result<Vec<PeerAddr>> {
+pub(crate) fn decode_table(b: &[u8]) -> Result<Vec<PeerAddr>> {
     let bad = || Error::Protocol {
         ctx: Context {
             peer: COORDINATOR_NAME.into(),

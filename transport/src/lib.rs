@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod coordinator;
+pub mod elastic;
 pub mod error;
 pub mod frame;
 pub mod handshake;

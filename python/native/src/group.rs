@@ -9,8 +9,10 @@
 //! the collective fail naming it.
 
 use lockstep_collective::{Algo, AllReduce, CollectiveConfig, CollectiveError, Communicator};
+use lockstep_transport::elastic::{self, Generation};
 use lockstep_transport::{
-    connect_mesh_via_coordinator, Coordinator, Listener, MeshConfig, TransportKind,
+    connect_mesh, connect_mesh_via_coordinator, Coordinator, Identity, Listener, MeshConfig,
+    TransportKind,
 };
 use std::time::Duration;
 
@@ -58,6 +60,9 @@ pub struct GroupOptions {
     pub peer_timeout: Duration,
     /// Deadline for the whole rendezvous and mesh.
     pub connect_timeout: Duration,
+    /// Elastic: how long a process waits for its generation to form (a replacement waits for
+    /// the members' next commit).
+    pub join_timeout: Duration,
 }
 
 fn var(names: &[&str]) -> Option<(String, String)> {
@@ -116,6 +121,9 @@ impl GroupOptions {
         if let Some(ms) = number(&["LOCKSTEP_CONNECT_TIMEOUT_MS"])? {
             o.connect_timeout = Duration::from_millis(ms as u64);
         }
+        if let Some(ms) = number(&["LOCKSTEP_JOIN_TIMEOUT_MS"])? {
+            o.join_timeout = Duration::from_millis(ms as u64);
+        }
         if let Some((_, c)) = var(&["LOCKSTEP_CLUSTER"]) {
             o.cluster = c;
         }
@@ -134,6 +142,7 @@ impl GroupOptions {
             transport: TransportKind::Auto,
             peer_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(60),
+            join_timeout: Duration::from_secs(600),
         }
     }
 
@@ -207,6 +216,79 @@ impl ProcessGroup {
         Ok(ProcessGroup {
             comm: Communicator::new(group, CollectiveConfig::default()),
             local_rank: o.local_rank,
+        })
+    }
+
+    /// Elastic: join the next generation through the rendezvous service at `o.master` (hosted
+    /// by `lockstep run --elastic`), as node `rank-{o.rank}` with its newest committed `step`
+    /// (-1: none), and build that generation's mesh.
+    ///
+    /// # Errors
+    /// [`GroupError::Join`] when the service cannot be reached, refuses the token, or the
+    /// generation does not form within `o.join_timeout`, or its mesh fails (a member died
+    /// meanwhile: join again). `Ok(None)`: the job has finished.
+    pub fn join_elastic(
+        o: &GroupOptions,
+        step: i64,
+    ) -> Result<Option<(ProcessGroup, Generation)>, GroupError> {
+        o.check()?;
+        let fail = |reason: String| GroupError::Join {
+            rank: o.rank,
+            world: o.world,
+            master: o.master.clone(),
+            reason,
+        };
+        let name = format!("rank-{}", o.rank);
+        let me = Identity::new(&o.cluster, &name, &o.token);
+        let listener = Listener::bind("0.0.0.0:0").map_err(|e| fail(e.to_string()))?;
+        let Some(g) = elastic::join(&o.master, &me, &listener, step, o.join_timeout)
+            .map_err(|e| fail(format!("rendezvous: {e}")))?
+        else {
+            return Ok(None);
+        };
+        // Each generation is a cluster of its own: no link of an older one can cross.
+        let cluster = format!("{}-g{}", o.cluster, g.number);
+        let mut m = MeshConfig::new(&cluster, &o.token, &name, g.rank, g.peers.clone());
+        m.transport = o.transport;
+        m.peer_timeout_ms = o.peer_timeout.as_millis() as u64;
+        m.heartbeat_ms = (m.peer_timeout_ms / 6).max(10);
+        m.connect_timeout_ms = o.connect_timeout.as_millis() as u64;
+        let group = connect_mesh(&m, listener)
+            .map_err(|e| fail(format!("generation {}: {e}", g.number)))?;
+        Ok(Some((
+            ProcessGroup {
+                comm: Communicator::new(group, CollectiveConfig::default()),
+                local_rank: o.local_rank,
+            },
+            g,
+        )))
+    }
+
+    /// Elastic: tell the rendezvous service that the job is done.
+    ///
+    /// # Errors
+    /// [`GroupError::Join`] when the service cannot be reached.
+    pub fn elastic_finish(o: &GroupOptions) -> Result<(), GroupError> {
+        let me = Identity::new(&o.cluster, &format!("rank-{}", o.rank), &o.token);
+        elastic::finish(&o.master, &me, o.connect_timeout).map_err(|e| GroupError::Join {
+            rank: o.rank,
+            world: o.world,
+            master: o.master.clone(),
+            reason: format!("telling the rendezvous: {e}"),
+        })
+    }
+
+    /// Elastic: how many processes wait at the rendezvous service to join.
+    ///
+    /// # Errors
+    /// [`GroupError::Join`] when the service cannot be asked.
+    pub fn elastic_waiting(o: &GroupOptions) -> Result<usize, GroupError> {
+        let me = Identity::new(&o.cluster, &format!("rank-{}", o.rank), &o.token);
+        elastic::waiting(&o.master, &me, o.connect_timeout).map_err(|e| GroupError::Join {
+            rank: o.rank,
+            world: o.world,
+            master: o.master.clone(),
+            reason: format!("asking the rendezvous: {e}"),
         })
     }
 

@@ -51,7 +51,7 @@ fn writable<T: Element>(obj: &Bound<'_, PyAny>, op: &str, what: &str) -> PyResul
 /// A joined process group.
 #[pyclass(module = "lockstep._native", frozen)]
 struct Group {
-    inner: Mutex<ProcessGroup>,
+    inner: Mutex<Option<ProcessGroup>>,
     rank: usize,
     size: usize,
     local_rank: usize,
@@ -68,7 +68,10 @@ impl Group {
                 .inner
                 .lock()
                 .map_err(|_| GroupError::Config("the group broke in an earlier call".into()))?;
-            f(&mut g)
+            match g.as_mut() {
+                Some(g) => f(g),
+                None => Err(GroupError::Config("the group was closed".into())),
+            }
         })
         .map_err(to_py)
     }
@@ -157,6 +160,49 @@ impl Group {
     fn barrier(&self, py: Python<'_>) -> PyResult<()> {
         self.with(py, |g| g.barrier())
     }
+
+    /// Close the links now (peers see the close at once); later calls raise ValueError.
+    fn close(&self, py: Python<'_>) {
+        let taken = py.allow_threads(|| self.inner.lock().ok().and_then(|mut g| g.take()));
+        drop(taken);
+    }
+}
+
+fn wrap(g: ProcessGroup) -> Group {
+    Group {
+        rank: g.rank(),
+        size: g.size(),
+        local_rank: g.local_rank(),
+        inner: Mutex::new(Some(g)),
+    }
+}
+
+/// Elastic (under `lockstep run --elastic`): join the next generation with the newest committed
+/// `step` (-1: none). Returns `(group, generation, source rank)`, or `None` when the job has
+/// already finished.
+#[pyfunction]
+fn elastic_join(py: Python<'_>, step: i64) -> PyResult<Option<(Group, u64, usize)>> {
+    let o = GroupOptions::from_env().map_err(to_py)?;
+    let joined = py
+        .allow_threads(|| ProcessGroup::join_elastic(&o, step))
+        .map_err(to_py)?;
+    Ok(joined.map(|(g, gen)| (wrap(g), gen.number, gen.source)))
+}
+
+/// Elastic: tell the rendezvous service that the job is done.
+#[pyfunction]
+fn elastic_finish(py: Python<'_>) -> PyResult<()> {
+    let o = GroupOptions::from_env().map_err(to_py)?;
+    py.allow_threads(|| ProcessGroup::elastic_finish(&o))
+        .map_err(to_py)
+}
+
+/// Elastic: how many processes wait to join at the rendezvous service.
+#[pyfunction]
+fn elastic_waiting(py: Python<'_>) -> PyResult<usize> {
+    let o = GroupOptions::from_env().map_err(to_py)?;
+    py.allow_threads(|| ProcessGroup::elastic_waiting(&o))
+        .map_err(to_py)
 }
 
 /// Join a process group. Values not given come from the environment (torchrun's `RANK`,
@@ -222,12 +268,7 @@ fn init(
         o.connect_timeout = Duration::from_millis(ms);
     }
     let g = py.allow_threads(|| ProcessGroup::init(&o)).map_err(to_py)?;
-    Ok(Group {
-        rank: g.rank(),
-        size: g.size(),
-        local_rank: g.local_rank(),
-        inner: Mutex::new(g),
-    })
+    Ok(wrap(g))
 }
 
 #[pymodule]
@@ -235,5 +276,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Group>()?;
     m.add("PeerError", m.py().get_type::<PeerError>())?;
     m.add_function(wrap_pyfunction!(init, m)?)?;
+    m.add_function(wrap_pyfunction!(elastic_join, m)?)?;
+    m.add_function(wrap_pyfunction!(elastic_waiting, m)?)?;
+    m.add_function(wrap_pyfunction!(elastic_finish, m)?)?;
     Ok(())
 }

@@ -6,9 +6,13 @@
 //! `[rank-R]` and kept in `<run dir>/logs/rank-R.log`; the first failure stops the others, and every
 //! rank that failed is named with how; Ctrl-C stops them all. The same supervision as `lockstep launch`.
 
-use super::{install_signal_handlers, spawn, supervise, Node};
+use super::{
+    describe_failure, install_signal_handlers, interrupted, spawn, stop_all, supervise, Node,
+};
 use crate::error::RuntimeError;
+use lockstep_transport::elastic::{ElasticPolicy, ElasticRendezvous};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// What `lockstep run` was asked to do.
 #[derive(Debug, Clone)]
@@ -23,7 +27,15 @@ pub struct RunOptions {
     pub transport: Option<String>,
     /// `LOCKSTEP_PEER_TIMEOUT_MS` for every process.
     pub peer_timeout_ms: Option<u64>,
+    /// Elastic (`--elastic MIN`): host the generation rendezvous here (it outlives any rank),
+    /// let the others go on when a rank dies, and restart dead ranks `max_restarts` times in all.
+    pub elastic: Option<usize>,
+    /// Restarts of dead ranks (elastic only).
+    pub max_restarts: u32,
 }
+
+/// The cluster name the processes of `lockstep run` use in their handshakes.
+const CLUSTER: &str = "lockstep-run";
 
 /// Run the processes to the end.
 ///
@@ -40,22 +52,50 @@ pub fn run_command(o: &RunOptions) -> Result<(), RuntimeError> {
         .ok_or_else(|| RuntimeError::Launch("run: no program given after --".into()))?;
     let logs = o.run_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| RuntimeError::io("create", &logs, e))?;
-    // A free port for rank 0's rendezvous (released here, bound again by rank 0 at once).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| RuntimeError::Launch(format!("run: no free port on 127.0.0.1: {e}")))?
-        .port();
     let token = std::env::var("LOCKSTEP_TOKEN").unwrap_or_else(|_| {
         let t: [u8; 16] = rand::random();
         hex::encode(t)
     });
+    let rendezvous = match o.elastic {
+        Some(min) if min == 0 || min > o.workers => {
+            return Err(RuntimeError::Launch(format!(
+                "run: --elastic {min} must be between 1 and -n {}",
+                o.workers
+            )))
+        }
+        Some(min) => {
+            let policy = ElasticPolicy {
+                min,
+                max: o.workers,
+                settle: Duration::from_millis(1000),
+                first_wait: Duration::from_secs(120),
+            };
+            Some(
+                ElasticRendezvous::start("127.0.0.1:0", CLUSTER, token.as_bytes(), policy)
+                    .map_err(|e| RuntimeError::Launch(format!("run: the rendezvous: {e}")))?,
+            )
+        }
+        None => None,
+    };
+    let port = match &rendezvous {
+        Some(r) => r.local_addr().port(),
+        // A free port for rank 0's rendezvous (released here, bound again by rank 0 at once).
+        None => std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| RuntimeError::Launch(format!("run: no free port on 127.0.0.1: {e}")))?
+            .port(),
+    };
     let mut common = vec![
         ("WORLD_SIZE".to_string(), o.workers.to_string()),
         ("LOCAL_WORLD_SIZE".to_string(), o.workers.to_string()),
         ("MASTER_ADDR".to_string(), "127.0.0.1".to_string()),
         ("MASTER_PORT".to_string(), port.to_string()),
-        ("LOCKSTEP_TOKEN".to_string(), token),
+        ("LOCKSTEP_TOKEN".to_string(), token.clone()),
+        ("LOCKSTEP_CLUSTER".to_string(), CLUSTER.to_string()),
     ];
+    if o.elastic.is_some() {
+        common.push(("LOCKSTEP_ELASTIC".into(), "1".into()));
+    }
     if let Some(t) = &o.transport {
         common.push(("LOCKSTEP_TRANSPORT".into(), t.clone()));
     }
@@ -77,5 +117,98 @@ pub fn run_command(o: &RunOptions) -> Result<(), RuntimeError> {
             }
         }
     }
-    supervise(&mut nodes)
+    match o.elastic {
+        Some(min) => supervise_elastic(nodes, &common, o, min),
+        None => supervise(&mut nodes),
+    }
+}
+
+/// Elastic: a dead rank does not stop the others; with restarts left it is started again (it
+/// joins the next generation). Done when every rank's newest process has exited; success when
+/// at least `min` of them exited cleanly.
+fn supervise_elastic(
+    mut nodes: Vec<Node>,
+    common: &[(String, String)],
+    o: &RunOptions,
+    min: usize,
+) -> Result<(), RuntimeError> {
+    let (exe, args) = o.program.split_first().expect("checked by run_command");
+    let logs = o.run_dir.join("logs");
+    let mut current: Vec<usize> = (0..nodes.len()).collect();
+    let mut restarts = 0u32;
+    let mut dead: Vec<String> = Vec::new();
+    loop {
+        if interrupted() {
+            stop_all(&mut nodes);
+            return Err(RuntimeError::Launch(
+                "interrupted: every rank stopped".into(),
+            ));
+        }
+        for (slot, idx) in current.iter_mut().enumerate() {
+            let n = &mut nodes[*idx];
+            if n.exited.is_some() {
+                continue;
+            }
+            let Ok(Some(st)) = n.child.try_wait() else {
+                continue;
+            };
+            n.exited = Some(st);
+            if st.success() {
+                continue;
+            }
+            let why = describe_failure(n, st);
+            if restarts >= o.max_restarts {
+                tracing::warn!("{why}; the others go on without it (elastic)");
+                dead.push(why);
+                continue;
+            }
+            restarts += 1;
+            tracing::warn!("{why}; starting rank-{slot} again (restart {restarts})");
+            let mut env = common.to_vec();
+            env.push(("RANK".into(), slot.to_string()));
+            env.push(("LOCAL_RANK".into(), slot.to_string()));
+            env.push(("LOCKSTEP_RESTARTS".into(), restarts.to_string()));
+            let name = format!("rank-{slot}");
+            let log = format!("{name}.restart-{restarts}");
+            let node = spawn(exe.as_ref(), &name, args, &env, &logs, Some(&log))?;
+            nodes.push(node);
+            *idx = nodes.len() - 1;
+        }
+        if current.iter().all(|&i| nodes[i].exited.is_some()) {
+            break;
+        }
+        // Fewer than MIN can still finish and no restart is left: the survivors would wait at
+        // the rendezvous for a generation that cannot form.
+        let can_finish = current
+            .iter()
+            .filter(|&&i| nodes[i].exited.is_none_or(|s| s.success()))
+            .count();
+        if can_finish < min {
+            stop_all(&mut nodes);
+            return Err(RuntimeError::Launch(format!(
+                "elastic run stopped: {can_finish} rank(s) left, fewer than --elastic {min}; dead:\n{}",
+                dead.join("\n")
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ok = current
+        .iter()
+        .filter(|&&i| nodes[i].exited.is_some_and(|s| s.success()))
+        .count();
+    if ok >= min {
+        if restarts > 0 || !dead.is_empty() {
+            tracing::info!("elastic run finished: {ok} rank(s) clean, {restarts} restart(s)");
+        }
+        return Ok(());
+    }
+    let failed: Vec<String> = current
+        .iter()
+        .filter(|&&i| !nodes[i].exited.is_some_and(|s| s.success()))
+        .map(|&i| describe_failure(&nodes[i], nodes[i].exited.unwrap_or_default()))
+        .collect();
+    Err(RuntimeError::Launch(format!(
+        "elastic run failed: {ok} rank(s) finished cleanly, fewer than --elastic {min}:\n{}",
+        failed.join("\n")
+    )))
 }
