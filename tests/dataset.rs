@@ -365,3 +365,65 @@ fn bad_inputs_are_named() {
     );
     drop(held);
 }
+
+/// Checkpoints on object storage (the moto S3 server): a run stopped after 75 rounds uploads its
+/// checkpoints; a run resumed in an empty run directory (a rescheduled pod) fetches the newest
+/// one and ends with the uninterrupted weights. Only `keep` checkpoints stay in the bucket.
+#[test]
+fn checkpoints_on_s3_resume_on_an_empty_disk() {
+    let files = fixture();
+    let d = files.path();
+    let m = manifest(d, "ckpt-s3", &format!("{}/parts", d.display()), "");
+    let (out, report) = launch_env(&m, &[], &[]);
+    let straight = sha(&out, report);
+
+    let moto = Moto::start("lockstep-ckpt", &[], false);
+    let env = moto.env(&moto.key, &moto.secret);
+    let ckpt = [
+        "--set",
+        "job.checkpoint.dir=\"s3://lockstep-ckpt/job-1\"",
+        "--set",
+        "job.checkpoint.every_rounds=25",
+        "--set",
+        "job.checkpoint.keep=1",
+    ];
+    let first = run_dir("ckpt-s3-first");
+    let args = [&ckpt[..], &["--set", "job.rounds=75"]].concat();
+    let (out, _) = launch_in(first.path(), &m, &args, &env);
+    assert_ok(&out);
+    assert!(
+        first
+            .path()
+            .join("checkpoints/round-000000050/meta.json")
+            .exists(),
+        "the checkpoint is written locally first"
+    );
+
+    let second = run_dir("ckpt-s3-second");
+    let args = [&["--resume"][..], &ckpt[..]].concat();
+    let (out, report) = launch_in(second.path(), &m, &args, &env);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("fetched checkpoint s3://lockstep-ckpt/job-1/round-000000050")
+            && err.contains("resuming from"),
+        "the second run did not resume from the bucket:\n{err}"
+    );
+    assert_eq!(sha(&out, report), straight, "resumed run differs");
+    // keep = 1: only the newest checkpoint stays in the bucket (listed with boto3).
+    let list = python_cmd()
+        .args([
+            "-c",
+            "import boto3, os; s3 = boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']); print(sorted(o['Key'] for o in s3.list_objects_v2(Bucket='lockstep-ckpt').get('Contents', [])))",
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("boto3");
+    let keys = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(
+        keys.contains("job-1/round-000000100/meta.json")
+            && !keys.contains("round-000000050")
+            && !keys.contains("round-000000025"),
+        "the bucket holds {keys} ({})",
+        String::from_utf8_lossy(&list.stderr)
+    );
+}

@@ -16,6 +16,8 @@
 //! one. Training draws no random numbers after initialisation (the data order is a function of
 //! the seed and the epoch), so the seed and the cursor are the whole RNG state.
 
+pub mod remote;
+
 use crate::error::RuntimeError;
 use crate::job;
 use crate::stored_transform::StoredTransform;

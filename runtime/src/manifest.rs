@@ -177,6 +177,23 @@ pub struct CheckpointSpec {
     pub keep: usize,
 }
 
+impl CheckpointSpec {
+    /// Where checkpoints are written on this node: `dir` under the run directory, or, when
+    /// `dir` is an object-store URL, `<run dir>/checkpoints` (then uploaded to the URL).
+    pub fn local_root(&self, run_dir: &std::path::Path) -> PathBuf {
+        match self.remote() {
+            Some(_) => run_dir.join(default_ckpt_dir()),
+            None => run_dir.join(&self.dir),
+        }
+    }
+
+    /// `dir` when it is an object-store URL (`s3://bucket/prefix`, `gs://`, `az://`).
+    pub fn remote(&self) -> Option<String> {
+        crate::checkpoint::remote::is_remote(&self.dir)
+            .then(|| self.dir.to_string_lossy().trim_end_matches('/').to_string())
+    }
+}
+
 fn default_ckpt_dir() -> PathBuf {
     PathBuf::from("checkpoints")
 }

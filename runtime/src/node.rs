@@ -178,6 +178,15 @@ pub fn run_roles(ctx: Arc<NodeContext>) -> Result<(), RuntimeError> {
         .node(&ctx.name)
         .cloned()
         .ok_or_else(|| RuntimeError::Launch(format!("node {} missing", ctx.name)))?;
+    if ctx.opts.resume {
+        if let Some(url) = ctx.manifest.job.checkpoint.remote() {
+            // A rescheduled node may have an empty disk: the newest checkpoint comes from the store.
+            let local = ctx.manifest.job.checkpoint.local_root(&ctx.opts.run_dir);
+            if crate::checkpoint::remote::fetch_latest(&url, &local)?.is_none() {
+                tracing::warn!("--resume: no complete checkpoint under {url}");
+            }
+        }
+    }
     let mut threads = Vec::new();
     if node.roles.contains(&Role::Coordinator) {
         let c = ctx.clone();

@@ -18,7 +18,7 @@ pub(crate) fn check_run_dir(ctx: &NodeContext) -> Result<(), RuntimeError> {
         check_writable(&ctx.opts.run_dir)?;
     }
     if m.worker_names().first() == Some(&ctx.name) {
-        check_writable(&ctx.opts.run_dir.join(&m.job.checkpoint.dir))?;
+        check_writable(&m.job.checkpoint.local_root(&ctx.opts.run_dir))?;
     }
     Ok(())
 }

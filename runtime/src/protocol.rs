@@ -121,6 +121,9 @@ pub struct CheckpointPlan {
     /// trained on by the rounds before this checkpoint).
     #[serde(default)]
     pub stream_offsets: Option<BTreeMap<u32, u64>>,
+    /// Where the checkpoint is uploaded after it is written locally (an object-store URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// Per-round timing a worker reports, in milliseconds.

@@ -92,7 +92,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     } else {
         None
     };
-    let ckpt_root = ctx.opts.run_dir.join(&m.job.checkpoint.dir);
+    let ckpt_root = m.job.checkpoint.local_root(&ctx.opts.run_dir);
     let mut start_offsets = std::collections::BTreeMap::new();
     let (first_round, resume) = match ctx.opts.resume {
         false => (0, None),
@@ -182,6 +182,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
             m.job.checkpoint.every_rounds,
             m.job.checkpoint.keep,
         ),
+        checkpoint_remote: m.job.checkpoint.remote(),
         seed: m.job.seed,
         plan,
         total_rounds,

@@ -80,7 +80,7 @@ pub fn for_resume(ctx: &NodeContext) -> Option<(PathBuf, StoredTransform)> {
     if !ctx.opts.resume {
         return None;
     }
-    let root = ctx.opts.run_dir.join(&ctx.manifest.job.checkpoint.dir);
+    let root = ctx.manifest.job.checkpoint.local_root(&ctx.opts.run_dir);
     let (dir, meta) = crate::checkpoint::find_latest(&root)?;
     match meta.transform {
         Some(t) => Some((dir, t)),

@@ -42,6 +42,8 @@ pub struct Schedule {
     pub model_path: PathBuf,
     /// Periodic checkpoints: root directory, interval in rounds (0: none), how many to keep.
     pub checkpoints: (PathBuf, u64, usize),
+    /// `[job.checkpoint] dir` when it is an object-store URL (checkpoints are uploaded there).
+    pub checkpoint_remote: Option<String>,
     /// The job seed (stored in checkpoints).
     pub seed: u64,
     /// The epoch plan (data cursor of a round).
@@ -76,6 +78,7 @@ impl Schedule {
                 keep,
                 seed: self.seed,
                 stream_offsets: None,
+                remote: self.checkpoint_remote.clone(),
             });
         RoundPlan {
             round,
@@ -388,6 +391,7 @@ async fn run_rounds(
         keep: s.checkpoints.2,
         seed: s.seed,
         stream_offsets: None,
+        remote: s.checkpoint_remote.clone(),
     });
     let saved = control
         .send(RunSave {

@@ -76,6 +76,7 @@ impl StreamSchedule {
             root: s.checkpoints.0.display().to_string(),
             keep: s.checkpoints.2,
             seed: s.seed,
+            remote: s.checkpoint_remote.clone(),
             stream_offsets: match self.arrival() {
                 true => Some(trained.clone()),
                 false => self.offsets(next),

@@ -20,7 +20,7 @@ impl Compute {
         plan: &crate::protocol::CheckpointPlan,
         round: u64,
     ) -> Result<std::path::PathBuf, RuntimeError> {
-        crate::checkpoint::write_with_offsets(
+        let dir = crate::checkpoint::write_with_offsets(
             Path::new(&plan.root),
             round + 1,
             plan.cursor,
@@ -30,7 +30,11 @@ impl Compute {
             plan.keep,
             plan.stream_offsets.as_ref(),
             self.transform.as_deref(),
-        )
+        )?;
+        if let Some(url) = &plan.remote {
+            crate::checkpoint::remote::upload(url, &dir, plan.keep)?;
+        }
+        Ok(dir)
     }
 }
 

@@ -74,13 +74,32 @@ fn local_absolute(path: &std::path::Path) -> std::io::Result<std::path::PathBuf>
 /// `Io` naming the path for a URL that cannot be parsed, an unsupported scheme, or a store that
 /// cannot be configured from the environment.
 pub fn open(spec: &DataSpec) -> Result<Store, DataError> {
-    let raw = spec.path.to_string_lossy().to_string();
+    open_location(
+        &spec.path,
+        spec.is_url(),
+        spec.request_timeout_ms,
+        spec.max_retries,
+    )
+}
+
+/// Opens the store of `path`, a local path or (`is_url`) a URL, with the request timeout and
+/// retries given (defaults when `None`); used for datasets and for checkpoints.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_location(
+    path: &std::path::Path,
+    is_url: bool,
+    request_timeout_ms: Option<u64>,
+    max_retries: Option<usize>,
+) -> Result<Store, DataError> {
+    let raw = path.to_string_lossy().to_string();
     let err = |message: String| DataError::Io {
         file: raw.clone(),
         message,
     };
-    if !spec.is_url() {
-        let abs = local_absolute(&spec.path).map_err(|e| err(e.to_string()))?;
+    if !is_url {
+        let abs = local_absolute(path).map_err(|e| err(e.to_string()))?;
         let location = abs.to_string_lossy().trim_start_matches('/').to_string();
         return Ok(Store {
             inner: Arc::new(LocalFileSystem::new()),
@@ -92,8 +111,8 @@ pub fn open(spec: &DataSpec) -> Result<Store, DataError> {
     let url = Url::parse(&raw).map_err(|e| err(format!("not a valid URL: {e}")))?;
     let (scheme, path) =
         ObjectStoreScheme::parse(&url).map_err(|e| err(format!("unsupported URL: {e}")))?;
-    let timeout_ms = spec.request_timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-    let retries = spec.max_retries.unwrap_or(DEFAULT_RETRIES);
+    let timeout_ms = request_timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    let retries = max_retries.unwrap_or(DEFAULT_RETRIES);
     let timeout = format!("{timeout_ms}ms");
     let retry = RetryConfig {
         backoff: BackoffConfig {
