@@ -152,7 +152,11 @@ fn a_killed_process_leaves_the_weights_of_the_uninterrupted_run() {
         text.contains("lost a peer") && text.contains("rolling back to step 20"),
         "{text}"
     );
-    assert_eq!(shas(&got), std::slice::from_ref(&want), "survivor alone:\n{text}");
+    assert_eq!(
+        shas(&got),
+        std::slice::from_ref(&want),
+        "survivor alone:\n{text}"
+    );
 
     let (ok, text, got) = lockstep_run(&["-n", "2", "--elastic", "1", "--max-restarts", "1"], &die);
     assert!(ok, "{text}");
