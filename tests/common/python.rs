@@ -203,3 +203,61 @@ pub fn torch_python() -> Result<PathBuf, String> {
         ))
     }
 }
+
+/// The pinned packages of [`pandas_python`]'s environment.
+const PANDAS_REQUIREMENTS: &str =
+    "numpy==2.4.6\npandas==3.1.1\npython-dateutil==4.0.0\ntzdata==2026.6\n";
+
+/// A python3 with pandas, for data preparation that reads a pickled pandas DataFrame (the
+/// MovieLens ratings of `examples/pytorch/prepare_data.py movielens`): `LOCKSTEP_PANDAS_PYTHON`,
+/// else `target/python-pandas-venv`, made from [`PANDAS_REQUIREMENTS`] the first time a test asks
+/// for it, under a file lock as [`python`] makes its own (a stamp holds the requirements).
+pub fn pandas_python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        if let Some(p) = std::env::var_os("LOCKSTEP_PANDAS_PYTHON") {
+            return PathBuf::from(p);
+        }
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .expect("the target directory")
+            .to_path_buf();
+        let venv = target.join("python-pandas-venv");
+        let py = venv.join("bin/python");
+        let stamp = venv.join("lockstep-requirements.txt");
+        let ready = || {
+            std::fs::read_to_string(&stamp).ok().as_deref() == Some(PANDAS_REQUIREMENTS)
+        };
+        let make = || -> Result<(), String> {
+            if ready() {
+                return Ok(());
+            }
+            let _lock = Lock::take(&venv.with_extension("lock"))?;
+            if ready() {
+                return Ok(()); // another test made it while this one waited
+            }
+            eprintln!("making {} with pandas (once per checkout)", venv.display());
+            if venv.exists() {
+                std::fs::remove_dir_all(&venv).map_err(|e| format!("{}: {e}", venv.display()))?;
+            }
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+            let req = venv.join("requirements.txt");
+            std::fs::write(&req, PANDAS_REQUIREMENTS)
+                .map_err(|e| format!("{}: {e}", req.display()))?;
+            run(Command::new(&py)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args(["--timeout", "30", "--retries", "2", "-r"])
+                .arg(&req))?;
+            std::fs::write(&stamp, PANDAS_REQUIREMENTS)
+                .map_err(|e| format!("{}: {e}", stamp.display()))
+        };
+        make().unwrap_or_else(|why| {
+            panic!(
+                "this test needs pandas and could not make its environment: {why}; run: python3 -m venv {v} && {v}/bin/pip install pandas (or set LOCKSTEP_PANDAS_PYTHON to a python3 that has it)",
+                v = venv.display()
+            )
+        });
+        py
+    })
+    .clone()
+}

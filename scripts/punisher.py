@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""The punisher: run an elastic job and SIGKILL a random member every T seconds (exponentially
+distributed with a given mean), letting `lockstep launch --max-restarts` start it again, for a
+set duration or until the job ends; then compare the job's weights with an uninterrupted run.
+
+    cargo build --release
+    python3 scripts/punisher.py examples/mnist/cluster.toml --mean 20 --duration 600 \
+        --elastic 2 --set job.epochs=40
+
+Prints every kill (which node, at which round), then: kills survived, restarts, the pause each
+membership change cost (from `report.json`'s `membership_changes`), whether `weights_sha256`
+equals the uninterrupted run's, and whether any process of the job is left. Exit status 0 only
+when the weights are equal and nothing is left.
+
+Which members: workers only. The coordinator is still a single point of failure (killing it
+stops the job; see docs/elastic.md), so it is never chosen; with --streams the producers are
+not chosen either (a stream job is not elastic yet).
+"""
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+p = argparse.ArgumentParser()
+p.add_argument("manifest")
+p.add_argument("--mean", type=float, default=20.0, help="mean seconds between kills")
+p.add_argument("--duration", type=float, default=600.0, help="stop killing after this long")
+p.add_argument("--elastic", default="2", help="MIN (or MIN:MAX) workers, as for launch")
+p.add_argument("--max-restarts", type=int, default=1000)
+p.add_argument("--set", action="append", default=[], help="manifest overrides, as for launch")
+p.add_argument("--seed", type=int, default=1)
+p.add_argument("--exe", default="target/release/lockstep")
+p.add_argument("--keep", action="store_true", help="keep the run directories")
+args = p.parse_args()
+rng = random.Random(args.seed)
+sets = [a for s in args.set for a in ("--set", s)]
+
+
+def launch(run_dir, extra):
+    cmd = [args.exe, "launch", args.manifest, "--run-dir", run_dir,
+           "--report", os.path.join(run_dir, "report.json")] + sets + extra
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def processes(run_dir):
+    """(pid, node name) of every `lockstep node` process of this run directory."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        argv = [a.decode(errors="replace") for a in argv]
+        if "node" in argv and run_dir in argv and "--node" in argv:
+            out.append((int(pid), argv[argv.index("--node") + 1]))
+    return out
+
+
+def newest_round(run_dir):
+    try:
+        return json.load(open(os.path.join(run_dir, "progress.json"))).get("round")
+    except (OSError, ValueError):
+        return None
+
+
+base = tempfile.mkdtemp(prefix="punisher-")
+print(f"run directories under {base}", flush=True)
+ref_dir = os.path.join(base, "reference")
+t0 = time.monotonic()
+ref = launch(ref_dir, [])
+_, err = ref.communicate()
+if ref.returncode != 0:
+    sys.exit(f"the uninterrupted run failed:\n{err}")
+want = json.load(open(os.path.join(ref_dir, "report.json")))["weights_sha256"]
+print(f"uninterrupted run: {time.monotonic() - t0:.1f} s, weights {want[:16]}", flush=True)
+
+run_dir = os.path.join(base, "punished")
+t0 = time.monotonic()
+job = launch(run_dir, ["--elastic", args.elastic, "--max-restarts", str(args.max_restarts)])
+kills = []
+next_kill = t0 + rng.expovariate(1.0 / args.mean)
+while job.poll() is None:
+    now = time.monotonic()
+    if now - t0 < args.duration and now >= next_kill:
+        workers = [(pid, n) for pid, n in processes(run_dir) if n != "coordinator"]
+        if workers:
+            pid, name = rng.choice(workers)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                kills.append((now - t0, name, newest_round(run_dir)))
+                print(f"{now - t0:7.1f} s: killed {name} (pid {pid}) near round "
+                      f"{kills[-1][2]}", flush=True)
+            except ProcessLookupError:
+                pass
+        next_kill = now + rng.expovariate(1.0 / args.mean)
+    time.sleep(0.05)
+_, err = job.communicate()
+wall = time.monotonic() - t0
+left = processes(run_dir)
+ok = job.returncode == 0
+report = json.load(open(os.path.join(run_dir, "report.json"))) if ok else {}
+got = report.get("weights_sha256")
+changes = report.get("membership_changes", [])
+pauses = [c.get("pause_ms", 0) for c in changes]
+print(f"\npunished run: {wall:.1f} s, exit {job.returncode}")
+print(f"kills survived: {len(kills)}; restarts: {report.get('restarts')}; membership changes: "
+      f"{len(changes)} (lost {sum(c['kind'] == 'lost' for c in changes)}, joined "
+      f"{sum(c['kind'] == 'joined' for c in changes)})")
+if pauses:
+    pauses.sort()
+    print(f"pause per change: median {pauses[len(pauses) // 2]:.0f} ms, max {pauses[-1]:.0f} ms")
+print(f"weights: {'the uninterrupted run' if got == want else 'DIFFERENT'} ({got})")
+print(f"processes left: {len(left)}")
+if not ok:
+    print(err[-3000:])
+if not args.keep:
+    subprocess.run(["rm", "-rf", base])
+sys.exit(0 if ok and got == want and not left else 1)
