@@ -12,14 +12,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Start `world` ranks of `script` with torchrun's variables.
 fn ranks(
     py: &Path,
@@ -28,7 +20,7 @@ fn ranks(
     world: usize,
     extra: &[(&str, &str)],
 ) -> Vec<Proc> {
-    let port = free_port().to_string();
+    let port = free_port();
     let pkg = lockstep_package();
     (0..world)
         .map(|r| {

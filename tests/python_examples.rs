@@ -13,7 +13,7 @@
 //! ignored in `cargo test --workspace`; `.ci/run` installs PyTorch and runs it with `--ignored`.
 
 mod common;
-use common::python::{lockstep_package, pandas_python, torch_python};
+use common::python::{pandas_python, torch_python};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -57,33 +57,11 @@ fn prepare(py: &Path, dataset: &str, dir: &Path, extra: &[&str]) -> PathBuf {
 /// the package built from this checkout; every rank's JSON line, in rank order.
 fn lockstep_run(world: usize, script: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let py = torch_python().unwrap_or_else(|e| panic!("{e}"));
-    let d = run_dir("py-example");
-    let out = Command::new(exe())
-        .args(["run", "-n", &world.to_string(), "--run-dir"])
-        .arg(d.path())
-        .arg("--")
-        .arg(&py)
-        .arg(root().join("examples/pytorch").join(script))
-        .args(args)
-        .env("PYTHONPATH", lockstep_package())
-        .env("OMP_NUM_THREADS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn_owned()
-        .expect("lockstep run")
-        .wait_with_deadline(LIMIT);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let path = root().join("examples/pytorch").join(script);
+    let world_s = world.to_string();
+    let (out, text, mut results) =
+        common::python::lockstep_run(&py, &["-n", &world_s], &path, args, LIMIT);
     assert!(out.status.success(), "{script} on {world}: {text}");
-    let mut results: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| l.split_once("] {").map(|(_, j)| format!("{{{j}")))
-        .filter_map(|j| serde_json::from_str(&j).ok())
-        .collect();
     results.sort_by_key(|r| r["rank"].as_u64());
     let ranks: Vec<u64> = results.iter().filter_map(|r| r["rank"].as_u64()).collect();
     assert_eq!(

@@ -14,18 +14,10 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(300);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Train on `world` processes; every rank's `weights_sha256`.
 fn train(world: usize, args: &[&str]) -> Vec<String> {
     let py = torch_python().unwrap_or_else(|e| panic!("{e}"));
-    let port = free_port().to_string();
+    let port = free_port();
     let procs: Vec<Proc> = (0..world)
         .map(|r| {
             Command::new(&py)
@@ -98,32 +90,8 @@ fn bucketed_reduction_gives_the_same_weights_twice_and_on_every_rank() {
 /// `lockstep run` with the torch interpreter and the package; every JSON line of the output.
 fn lockstep_run(args: &[&str], script_args: &[&str]) -> (bool, String, Vec<serde_json::Value>) {
     let py = torch_python().unwrap_or_else(|e| panic!("{e}"));
-    let d = run_dir("py-elastic");
-    let out = Command::new(exe())
-        .arg("run")
-        .args(args)
-        .args(["--run-dir", d.path().to_str().unwrap(), "--"])
-        .arg(&py)
-        .arg(root().join("tests/python/elastic_train.py"))
-        .args(script_args)
-        .env("PYTHONPATH", lockstep_package())
-        .env("OMP_NUM_THREADS", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn_owned()
-        .expect("lockstep run")
-        .wait_with_deadline(LIMIT);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results = text
-        .lines()
-        .filter_map(|l| l.split_once("] {").map(|(_, j)| format!("{{{j}")))
-        .filter_map(|j| serde_json::from_str(&j).ok())
-        .collect();
+    let script = root().join("tests/python/elastic_train.py");
+    let (out, text, results) = common::python::lockstep_run(&py, args, &script, script_args, LIMIT);
     (out.status.success(), text, results)
 }
 

@@ -146,6 +146,22 @@ impl GroupOptions {
         }
     }
 
+    /// The mesh settings of these options for node `name` at `rank` of `cluster`.
+    fn mesh_config(
+        &self,
+        cluster: &str,
+        name: &str,
+        rank: usize,
+        peers: Vec<lockstep_transport::PeerAddr>,
+    ) -> MeshConfig {
+        let mut m = MeshConfig::new(cluster, &self.token, name, rank, peers);
+        m.transport = self.transport;
+        m.peer_timeout_ms = self.peer_timeout.as_millis() as u64;
+        m.heartbeat_ms = (m.peer_timeout_ms / 6).max(10);
+        m.connect_timeout_ms = self.connect_timeout.as_millis() as u64;
+        m
+    }
+
     fn check(&self) -> Result<(), GroupError> {
         if self.world == 0 || self.rank >= self.world {
             return Err(GroupError::Config(format!(
@@ -198,11 +214,7 @@ impl ProcessGroup {
             None
         };
         let name = format!("rank-{}", o.rank);
-        let mut m = MeshConfig::new(&o.cluster, &o.token, &name, o.rank, vec![]);
-        m.transport = o.transport;
-        m.peer_timeout_ms = o.peer_timeout.as_millis() as u64;
-        m.heartbeat_ms = (m.peer_timeout_ms / 6).max(10);
-        m.connect_timeout_ms = o.connect_timeout.as_millis() as u64;
+        let m = o.mesh_config(&o.cluster, &name, o.rank, vec![]);
         let listener = Listener::bind("0.0.0.0:0").map_err(|e| fail(e.to_string()))?;
         let group = connect_mesh_via_coordinator(&o.master, &m, listener);
         if let Some(h) = serving {
@@ -248,11 +260,7 @@ impl ProcessGroup {
         };
         // Each generation is a cluster of its own: no link of an older one can cross.
         let cluster = format!("{}-g{}", o.cluster, g.number);
-        let mut m = MeshConfig::new(&cluster, &o.token, &name, g.rank, g.peers.clone());
-        m.transport = o.transport;
-        m.peer_timeout_ms = o.peer_timeout.as_millis() as u64;
-        m.heartbeat_ms = (m.peer_timeout_ms / 6).max(10);
-        m.connect_timeout_ms = o.connect_timeout.as_millis() as u64;
+        let m = o.mesh_config(&cluster, &name, g.rank, g.peers.clone());
         let group = connect_mesh(&m, listener)
             .map_err(|e| fail(format!("generation {}: {e}", g.number)))?;
         Ok(Some((
