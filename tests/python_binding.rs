@@ -204,3 +204,69 @@ fn lockstep_run_starts_the_ranks_and_names_a_failing_one() {
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("rank-1 exited with status 3"), "{t}");
 }
+
+/// `lockstep.init(manifest=..., node=...)`: the manifest's workers are the ranks, its token
+/// (`env:VAR`) and cluster name apply, rank 0 serves the rendezvous at the coordinator's address;
+/// a node that is not a worker and a coordinator without a fixed port are named.
+#[test]
+fn a_manifest_names_the_group() {
+    let py = python();
+    let d = run_dir("py-manifest");
+    let write = |name: &str, addr: &str| {
+        let path = d.path().join(name);
+        let text = format!(
+            "[cluster]\nname = \"py-manifest\"\ntoken = \"env:PY_MANIFEST_TOKEN\"\ntransport = \"tcp\"\n\n\
+             [[nodes]]\nname = \"coordinator\"\naddr = \"{addr}\"\nroles = [\"coordinator\"]\n\n\
+             [[nodes]]\nname = \"worker-0\"\nroles = [\"worker\"]\n\n\
+             [[nodes]]\nname = \"worker-1\"\nroles = [\"worker\"]\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let good = write("good.toml", &format!("127.0.0.1:{}", free_port()));
+    let script = root().join("tests/python/collectives.py");
+    let procs: Vec<Proc> = ["worker-0", "worker-1"]
+        .iter()
+        .map(|node| {
+            Command::new(&py)
+                .arg(&script)
+                .args(["manifest", good.to_str().unwrap(), node])
+                .env("PYTHONPATH", lockstep_package())
+                .env("PY_MANIFEST_TOKEN", "from-the-environment")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn_owned()
+                .expect("python")
+        })
+        .collect();
+    for (r, p) in procs.into_iter().enumerate() {
+        let out = p.wait_with_deadline(LIMIT);
+        let t = text(&out);
+        assert!(
+            out.status.success() && t.contains(&format!("ok rank {r} of 2 from the manifest")),
+            "{t}"
+        );
+    }
+    let fails = |manifest: &Path, node: &str, want: &str| {
+        let out = Command::new(&py)
+            .arg(&script)
+            .args(["manifest", manifest.to_str().unwrap(), node])
+            .env("PYTHONPATH", lockstep_package())
+            .env("PY_MANIFEST_TOKEN", "t")
+            .output()
+            .expect("python");
+        let t = text(&out);
+        assert!(
+            !out.status.success() && t.contains(want),
+            "want {want:?}:\n{t}"
+        );
+    };
+    fails(&good, "coordinator", "node 'coordinator' is not a worker");
+    let port0 = write("port0.toml", "127.0.0.1:0");
+    fails(
+        &port0,
+        "worker-0",
+        "the rendezvous needs a fixed port there",
+    );
+}

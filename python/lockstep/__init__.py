@@ -22,20 +22,73 @@ _group = None
 
 
 def init(rank=None, world_size=None, master_addr=None, master_port=None, token=None,
-         transport=None, peer_timeout_ms=None, connect_timeout_ms=None):
+         transport=None, peer_timeout_ms=None, connect_timeout_ms=None, manifest=None,
+         node=None):
     """Join the process group. Values not given come from the environment: ``RANK``,
     ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` (torchrun; Slurm's
     ``SLURM_PROCID`` / ``SLURM_NTASKS``; a Kubernetes Indexed Job's ``JOB_COMPLETION_INDEX``),
     ``LOCKSTEP_TOKEN`` (the shared secret), ``LOCKSTEP_TRANSPORT`` (``auto``, ``tcp``, ``shm``),
-    ``LOCKSTEP_PEER_TIMEOUT_MS``. Rank 0 serves the rendezvous on ``MASTER_ADDR:MASTER_PORT``."""
+    ``LOCKSTEP_PEER_TIMEOUT_MS``. Rank 0 serves the rendezvous on ``MASTER_ADDR:MASTER_PORT``.
+
+    ``manifest=PATH, node=NAME`` joins the group a Lockstep manifest describes instead: its
+    workers are the ranks (in manifest order), its cluster name, token, transport and peer timeout
+    apply, and rank 0 serves the rendezvous at the coordinator node's ``addr``."""
     global _group
     if _group is not None:
         raise RuntimeError("lockstep.init() was already called in this process")
+    cluster = None
+    if manifest is not None or node is not None:
+        m = _from_manifest(manifest, node)
+        rank, world_size, cluster = m["rank"], m["world_size"], m["cluster"]
+        master_addr, master_port = m["master_addr"], m["master_port"]
+        token = token if token is not None else m["token"]
+        transport = transport if transport is not None else m["transport"]
+        if peer_timeout_ms is None:
+            peer_timeout_ms = m["peer_timeout_ms"]
     _group = _native.init(rank=rank, world_size=world_size, master_addr=master_addr,
                           master_port=master_port, token=token, transport=transport,
                           peer_timeout_ms=peer_timeout_ms,
-                          connect_timeout_ms=connect_timeout_ms)
+                          connect_timeout_ms=connect_timeout_ms, cluster=cluster)
     return _group
+
+
+def _from_manifest(path, node):
+    """The group a Lockstep manifest describes, as node ``node`` sees it: the workers (in
+    manifest order) are the ranks, the cluster name, token (``env:VAR`` read from the
+    environment), transport and peer timeout are the manifest's, and rank 0 serves the
+    rendezvous at the coordinator node's ``addr`` (which needs a fixed port there)."""
+    import os
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+    if path is None or node is None:
+        raise ValueError("lockstep.init: manifest= and node= go together")
+    with open(path, "rb") as f:
+        m = tomllib.load(f)
+    c = m.get("cluster", {})
+    nodes = m.get("nodes", [])
+    workers = [n["name"] for n in nodes if "worker" in n.get("roles", [])]
+    if node not in workers:
+        raise ValueError(f"lockstep.init: node {node!r} is not a worker of {path} "
+                         f"(workers: {', '.join(workers) or 'none'})")
+    coord = [n for n in nodes if "coordinator" in n.get("roles", [])]
+    if len(coord) != 1:
+        raise ValueError(f"lockstep.init: {path} needs exactly one node with the coordinator role")
+    addr = coord[0].get("addr", "127.0.0.1:0")
+    host, _, port = addr.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        raise ValueError(f"lockstep.init: nodes.addr of {coord[0]['name']} in {path} is {addr!r}: "
+                         "the rendezvous needs a fixed port there")
+    token = c.get("token")
+    if isinstance(token, str) and token.startswith("env:"):
+        var = token[4:]
+        token = os.environ.get(var)
+        if token is None:
+            raise ValueError(f"lockstep.init: cluster.token of {path} reads ${var}, which is not set")
+    return {"rank": workers.index(node), "world_size": len(workers), "cluster": c.get("name"),
+            "master_addr": host or "127.0.0.1", "master_port": int(port), "token": token,
+            "transport": c.get("transport"), "peer_timeout_ms": c.get("peer_timeout_ms")}
 
 
 def is_initialized():

@@ -10,7 +10,10 @@ import numpy as np
 import lockstep
 
 mode = sys.argv[1]
-lockstep.init()
+if mode == "manifest":
+    lockstep.init(manifest=sys.argv[2], node=sys.argv[3])
+else:
+    lockstep.init()
 r, n = lockstep.rank(), lockstep.size()
 assert lockstep.local_rank() == r
 
@@ -60,6 +63,11 @@ if mode == "collectives":
     lockstep.allreduce_(z, op="sum")
     assert (z == n).all()
     print(f"ok rank {r} of {n}", flush=True)
+elif mode == "manifest":
+    x = np.full(4, float(r + 1), dtype=np.float32)
+    lockstep.allreduce_(x, op="sum")
+    assert (x == n * (n + 1) / 2).all(), x
+    print(f"ok rank {r} of {n} from the manifest", flush=True)
 elif mode == "frozen-peer":
     if r == 1:
         os.kill(os.getpid(), signal.SIGSTOP)

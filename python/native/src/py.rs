@@ -209,7 +209,7 @@ fn elastic_waiting(py: Python<'_>) -> PyResult<usize> {
 /// `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`; Slurm's; `LOCKSTEP_TOKEN`,
 /// `LOCKSTEP_TRANSPORT`, `LOCKSTEP_PEER_TIMEOUT_MS`).
 #[pyfunction]
-#[pyo3(signature = (rank = None, world_size = None, master_addr = None, master_port = None, token = None, transport = None, peer_timeout_ms = None, connect_timeout_ms = None))]
+#[pyo3(signature = (rank = None, world_size = None, master_addr = None, master_port = None, token = None, transport = None, peer_timeout_ms = None, connect_timeout_ms = None, cluster = None))]
 #[allow(clippy::too_many_arguments)]
 fn init(
     py: Python<'_>,
@@ -221,6 +221,7 @@ fn init(
     transport: Option<String>,
     peer_timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
+    cluster: Option<String>,
 ) -> PyResult<Group> {
     let explicit =
         rank.is_some() && world_size.is_some() && master_addr.is_some() && master_port.is_some();
@@ -266,6 +267,9 @@ fn init(
     }
     if let Some(ms) = connect_timeout_ms {
         o.connect_timeout = Duration::from_millis(ms);
+    }
+    if let Some(c) = cluster {
+        o.cluster = c;
     }
     let g = py.allow_threads(|| ProcessGroup::init(&o)).map_err(to_py)?;
     Ok(wrap(g))
