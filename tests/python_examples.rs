@@ -60,7 +60,7 @@ fn lockstep_run(world: usize, script: &str, args: &[&str]) -> Vec<serde_json::Va
     let path = root().join("examples/pytorch").join(script);
     let world_s = world.to_string();
     let (out, text, mut results) =
-        common::python::lockstep_run(&py, &["-n", &world_s], &path, args, LIMIT);
+        common::python_run::lockstep_run(&py, &["-n", &world_s], &path, args, LIMIT);
     assert!(out.status.success(), "{script} on {world}: {text}");
     results.sort_by_key(|r| r["rank"].as_u64());
     let ranks: Vec<u64> = results.iter().filter_map(|r| r["rank"].as_u64()).collect();

@@ -91,7 +91,8 @@ fn bucketed_reduction_gives_the_same_weights_twice_and_on_every_rank() {
 fn lockstep_run(args: &[&str], script_args: &[&str]) -> (bool, String, Vec<serde_json::Value>) {
     let py = torch_python().unwrap_or_else(|e| panic!("{e}"));
     let script = root().join("tests/python/elastic_train.py");
-    let (out, text, results) = common::python::lockstep_run(&py, args, &script, script_args, LIMIT);
+    let (out, text, results) =
+        common::python_run::lockstep_run(&py, args, &script, script_args, LIMIT);
     (out.status.success(), text, results)
 }
 

@@ -5,6 +5,7 @@
 pub mod parquet_fixtures;
 pub mod proc;
 pub mod python;
+pub mod python_run;
 
 #[allow(unused_imports)]
 pub use proc::{Proc, SpawnOwned};
