@@ -63,7 +63,8 @@ args = p.parse_args()
 torch.set_num_threads(1)
 lockstep.init()
 world, rank = lockstep.size(), lockstep.rank()
-if args.batch % world or (args.micro_batches and args.batch % args.micro_batches):
+if (args.micro_batches and args.batch % args.micro_batches) or (
+        not args.micro_batches and args.batch % world):
     raise SystemExit(f"--batch {args.batch} must divide by the world size {world} and by "
                      f"--micro-batches")
 
@@ -143,8 +144,8 @@ for epoch in range(args.epochs):
         rows = order[start:start + G]
         opt.zero_grad()
         if M:
-            per, share = G // M, M // world
-            for k in range(rank * share, (rank + 1) * share):
+            per = G // M
+            for k in lockstep.torch.micro_batch_range(M):
                 loss_of(rows[k * per:(k + 1) * per]).backward()
         else:
             share = G // world

@@ -93,8 +93,7 @@ for step in range(args.warmup + args.steps):
     opt.zero_grad()
     if M:
         per = G // M
-        share = M // world
-        for k in range(rank * share, (rank + 1) * share):
+        for k in lockstep.torch.micro_batch_range(M):
             xb, yb = batch(step, k * per, (k + 1) * per)
             loss_fn(net(xb), yb).backward()
     else:

@@ -14,10 +14,13 @@ order backward produces them); a full bucket is averaged over all ranks on a bac
 while backward continues. The buckets, their sizes and the reduction order are fixed, so two
 runs give the same weights.
 
-With ``micro_batches=M`` (a power of two; the world size divides it) every global batch is cut
-into M equal micro-batches, rank r runs backward once per micro-batch of its share (micro-batches
-``r*M/W .. (r+1)*M/W - 1``), their gradients are summed in a fixed binary tree, locally and then
-by recursive doubling across ranks: 1, 2, 4 ... M processes give identical weights.
+With ``micro_batches=M`` (a power of two) every global batch is cut into M equal micro-batches,
+rank r runs backward once per micro-batch of its share, ``micro_batch_range(M, r, W)``
+(``floor(r*M/W) .. floor((r+1)*M/W) - 1``), and the M gradients are summed in one fixed binary
+tree over the micro-batches, whoever computed them: when the world size W divides M, locally
+and then by recursive doubling across ranks; otherwise (3 ranks of 4 micro-batches, after an
+elastic loss) every rank gathers all M gradients and sums the same tree. Any W from 1 to M gives
+identical weights.
 """
 
 import threading
@@ -28,6 +31,14 @@ import torch
 import lockstep
 
 
+def micro_batch_range(micro_batches, rank=None, size=None):
+    """The micro-batches rank ``rank`` (default: this one) of ``size`` runs under the micro-batch
+    rule: ``range(floor(rank*M/size), floor((rank+1)*M/size))``."""
+    rank = lockstep.rank() if rank is None else rank
+    size = lockstep.size() if size is None else size
+    return range(rank * micro_batches // size, (rank + 1) * micro_batches // size)
+
+
 def _params(optimizer):
     seen, out = set(), []
     for group in optimizer.param_groups:
@@ -36,6 +47,15 @@ def _params(optimizer):
                 seen.add(id(p))
                 out.append(p)
     return out
+
+
+def _tree(tensors):
+    """Sum ``tensors`` (a power-of-two count) pairwise: ((t0+t1)+(t2+t3))+...; into the first."""
+    while len(tensors) > 1:
+        for j in range(0, len(tensors), 2):
+            tensors[j].add_(tensors[j + 1])
+        tensors = tensors[::2]
+    return tensors[0]
 
 
 class DistributedOptimizer:
@@ -59,10 +79,12 @@ class DistributedOptimizer:
         self._passes = 1
         if micro_batches is not None:
             m = int(micro_batches)
-            if m < 1 or m & (m - 1) or m % self._size:
-                raise ValueError(f"micro_batches = {m} must be a power of two that the world size "
-                                 f"{self._size} divides")
-            self._passes = m // self._size
+            if m < 1 or m & (m - 1) or m < self._size:
+                raise ValueError(f"micro_batches = {m} must be a power of two of at least the "
+                                 f"world size {self._size}")
+            self._passes = len(micro_batch_range(m, lockstep.rank(), self._size))
+            # Recursive doubling sums the same tree when every rank holds an aligned block.
+            self._doubling = m % self._size == 0 and self._size & (self._size - 1) == 0
         self._micro = micro_batches
         # Offsets in the reverse order of the parameters: backward produces the last first.
         order = list(reversed(range(len(self._params))))
@@ -155,13 +177,7 @@ class DistributedOptimizer:
                         f"DistributedOptimizer: {seen} backward passes for a parameter of shape "
                         f"{tuple(self._params[i].shape)}; micro_batches = {self._micro} over "
                         f"{self._size} ranks needs {self._passes} per step")
-            slots = list(self._slots)
-            while len(slots) > 1:  # the fixed binary tree over this rank's micro-batches
-                for j in range(0, len(slots), 2):
-                    slots[j].add_(slots[j + 1])
-                slots = slots[::2]
-            flat = self._slots[0]
-            lockstep.allreduce_(flat, op="sum", exact=True)
+            flat = self._exact_sum()
             flat.div_(self._micro)
         for i, p in enumerate(self._params):
             g = flat[self._offset[i]:self._offset[i] + p.numel()].view_as(p)
@@ -170,6 +186,25 @@ class DistributedOptimizer:
             else:
                 p.grad.copy_(g)
         self._reset()
+
+    def _exact_sum(self):
+        """The sum of all M micro-batch gradients in the fixed binary tree over micro-batches."""
+        if self._doubling:
+            slots = _tree(list(self._slots))  # this rank's aligned block
+            lockstep.allreduce_(slots, op="sum", exact=True)
+            return slots
+        # Gather every rank's micro-batch gradients (padded to the largest share) and sum the
+        # whole tree here: the same additions in the same order on every rank.
+        m, w, n = self._micro, self._size, self._total
+        most = -(-m // w)
+        mine = torch.zeros(most, n, dtype=torch.float32)
+        for k, s in enumerate(self._slots):
+            mine[k].copy_(s)
+        every = lockstep.allgather(mine)  # (w, most, n)
+        grads = []
+        for r in range(w):
+            grads.extend(every[r, k] for k in range(len(micro_batch_range(m, r, w))))
+        return _tree(grads).clone()
 
     def step(self, closure=None):
         self.synchronize()

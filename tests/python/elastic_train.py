@@ -59,9 +59,8 @@ def train(state):
                 os.kill(os.getpid(), signal.SIGKILL)
             opt.zero_grad()
             start = (state.step * G) % (x_all.shape[0] - G + 1)
-            share = M // lockstep.size()
             per = G // M
-            for k in range(lockstep.rank() * share, (lockstep.rank() + 1) * share):
+            for k in lockstep.torch.micro_batch_range(M):
                 lo = start + k * per
                 loss_fn(state.model(x_all[lo:lo + per]), y_all[lo:lo + per]).backward()
             opt.step()
