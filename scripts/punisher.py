@@ -44,7 +44,19 @@ sets = [a for s in args.set for a in ("--set", s)]
 def launch(run_dir, extra):
     cmd = [args.exe, "launch", args.manifest, "--run-dir", run_dir,
            "--report", os.path.join(run_dir, "report.json")] + sets + extra
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    os.makedirs(run_dir, exist_ok=True)
+    # The launcher's output goes to a file: a pipe nobody reads until the end would fill up
+    # and stop the launcher at its next log line.
+    log = open(os.path.join(run_dir, "launch.log"), "w")
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def tail(run_dir):
+    try:
+        return open(os.path.join(run_dir, "launch.log")).read()[-3000:]
+    except OSError:
+        return ""
+
 
 
 def processes(run_dir):
@@ -75,9 +87,9 @@ print(f"run directories under {base}", flush=True)
 ref_dir = os.path.join(base, "reference")
 t0 = time.monotonic()
 ref = launch(ref_dir, [])
-_, err = ref.communicate()
+ref.wait()
 if ref.returncode != 0:
-    sys.exit(f"the uninterrupted run failed:\n{err}")
+    sys.exit(f"the uninterrupted run failed:\n{tail(ref_dir)}")
 want = json.load(open(os.path.join(ref_dir, "report.json")))["weights_sha256"]
 print(f"uninterrupted run: {time.monotonic() - t0:.1f} s, weights {want[:16]}", flush=True)
 
@@ -101,7 +113,7 @@ while job.poll() is None:
                 pass
         next_kill = now + rng.expovariate(1.0 / args.mean)
     time.sleep(0.05)
-_, err = job.communicate()
+job.wait()
 wall = time.monotonic() - t0
 left = processes(run_dir)
 ok = job.returncode == 0
@@ -119,7 +131,7 @@ if pauses:
 print(f"weights: {'the uninterrupted run' if got == want else 'DIFFERENT'} ({got})")
 print(f"processes left: {len(left)}")
 if not ok:
-    print(err[-3000:])
+    print(tail(run_dir))
 if not args.keep:
     subprocess.run(["rm", "-rf", base])
 sys.exit(0 if ok and got == want and not left else 1)

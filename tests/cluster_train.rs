@@ -316,3 +316,88 @@ fn oj_purchase_prediction_reaches_scikit_learns_auc_with_any_worker_count() {
     assert!(auc >= 0.86, "OJ held-out AUC {auc} < 0.86");
     assert_eq!(two["weights_sha256"], one["weights_sha256"]);
 }
+
+/// Full-batch L-BFGS (`kind = "lbfgs"`): on credit_data (logistic, L2) and diabetes (linear, L2)
+/// it converges (the largest component of the penalised gradient below the tolerance, logged),
+/// reaches at least the held-out AUC / R² of the minibatch fit of the example, and with
+/// `micro_batches` 1, 2 and 4 workers end with the same bits.
+#[test]
+fn lbfgs_converges_matches_the_minibatch_fits_and_is_identical_for_1_2_4_workers() {
+    let lbfgs = [
+        "--set",
+        "job.optimizer={kind = \"lbfgs\", lr = 1.0, l2 = 0.001}",
+        "--set",
+        "job.micro_batches=4",
+        "--set",
+        "job.epochs=150",
+    ];
+    let run = |manifest: &str, tag: &str, extra: &[&str]| {
+        let d = run_dir(tag);
+        let (out, report) = launch(manifest, d.path(), extra, LIMIT);
+        assert_ok(&out);
+        (
+            report.expect("report"),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let credit = "examples/credit/cluster.toml";
+    let (sgd, _) = run(credit, "lbfgs-credit-adam", &[]);
+    let mut shas = Vec::new();
+    for workers in ["1", "2", "4"] {
+        let args = [&["--workers", workers][..], &lbfgs[..]].concat();
+        let (r, log) = run(credit, &format!("lbfgs-credit-{workers}"), &args);
+        assert!(log.contains("L-BFGS converged at round"), "{log}");
+        shas.push(r["weights_sha256"].clone());
+        let (a, b) = (num(&r, &["eval", "auc"]), num(&sgd, &["eval", "auc"]));
+        println!("credit: held-out AUC L-BFGS {a:.4}, Adam minibatch {b:.4}");
+        assert!(a > b - 0.003, "L-BFGS AUC {a} vs {b}");
+    }
+    assert!(shas.iter().all(|s| *s == shas[0]), "{shas:?}");
+
+    // Ridge regression on diabetes (all rows, no micro-batches): the unique optimum, also reached
+    // by 4,000 full-batch SGD steps with momentum; the weights agree to 1e-3 relative.
+    let diabetes = "examples/diabetes/cluster.toml";
+    let fit = |tag: &str, optimizer: &str, epochs: &str| {
+        let d = run_dir(tag);
+        let args = [
+            "--aggregation",
+            "allreduce",
+            "--set",
+            optimizer,
+            "--set",
+            "job.global_batch=1000000",
+            "--set",
+            epochs,
+        ];
+        let (out, report) = launch(diabetes, d.path(), &args, LIMIT);
+        assert_ok(&out);
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        (linear_weights(d.path()), report.expect("report"), log)
+    };
+    let ((w, b), r, log) = fit(
+        "lbfgs-diabetes",
+        "job.optimizer={kind = \"lbfgs\", lr = 1.0, l2 = 0.01}",
+        "job.epochs=150",
+    );
+    assert!(log.contains("L-BFGS converged at round"), "{log}");
+    let ((w2, b2), r2, _) = fit(
+        "lbfgs-diabetes-sgd",
+        "job.optimizer={kind = \"sgd\", lr = 0.1, momentum = 0.9, l2 = 0.01}",
+        "job.epochs=4000",
+    );
+    let norm = w2.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let diff = w
+        .iter()
+        .zip(&w2)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f32>()
+        .sqrt();
+    println!(
+        "diabetes ridge: |w_lbfgs - w_sgd| / |w| = {:.2e}, bias {b} vs {b2}, R² {:.4} vs {:.4}",
+        diff / norm,
+        num(&r, &["eval", "r2"]),
+        num(&r2, &["eval", "r2"])
+    );
+    assert!(diff / norm < 1e-3, "weights {w:?} vs {w2:?}");
+    assert!((b - b2).abs() < 1e-3 * b2.abs(), "bias {b} vs {b2}");
+}

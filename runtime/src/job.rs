@@ -135,10 +135,22 @@ pub fn preflight(m: &Manifest) -> Result<(), RuntimeError> {
 pub fn plan(m: &Manifest, train_rows: usize) -> EpochPlan {
     EpochPlan {
         rows: train_rows,
-        global_batch: m.job.global_batch,
+        global_batch: global_batch(m, train_rows),
         drop_last: m.job.micro_batches > 0,
         seed: m.job.seed,
+        fixed_order: m.job.optimizer.kind == lockstep_trainer::optim::OptimizerKind::Lbfgs,
     }
+}
+
+/// Rows per global batch: `job.global_batch`; for L-BFGS the whole training split (rounded down
+/// to a multiple of `micro_batches`, so that every evaluation has the same rows), whatever
+/// `global_batch` says.
+pub fn global_batch(m: &Manifest, train_rows: usize) -> usize {
+    if m.job.optimizer.kind == lockstep_trainer::optim::OptimizerKind::Lbfgs {
+        let lanes = m.job.micro_batches.max(1);
+        return (train_rows / lanes * lanes).max(1);
+    }
+    m.job.global_batch
 }
 
 /// Rounds in the whole job: `job.rounds`, or `job.epochs` times the batches per epoch.
@@ -153,7 +165,7 @@ pub fn total_rounds(m: &Manifest, train_rows: usize) -> Result<u64, RuntimeError
     if per_epoch == 0 {
         return Err(RuntimeError::Model(format!(
             "job.global_batch = {} but the training split has {train_rows} rows",
-            m.job.global_batch
+            global_batch(m, train_rows)
         )));
     }
     Ok(match (m.job.rounds, m.job.epochs) {

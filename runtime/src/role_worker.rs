@@ -346,16 +346,19 @@ fn run_epoch(
         // streamed dataset's batches are cut into lanes fixed for the job (the micro-batches, else
         // the manifest's workers), so they do not move when the world shrinks or grows.
         let lanes = if k > 0 { k } else { m.worker_names().len() };
+        // Full-batch L-BFGS: the same rows (and the same leftover) at every evaluation.
+        let lbfgs = m.job.optimizer.kind == lockstep_trainer::optim::OptimizerKind::Lbfgs;
         let table_source = |rank, world| {
             lockstep_trainer::data::train_source(
                 split,
                 &name,
-                m.job.global_batch,
+                job::global_batch(m, split.train_rows()),
                 drop_last,
                 m.job.seed,
                 lanes,
                 rank,
                 world,
+                lbfgs,
             )
         };
         if let Some(st) = stream.as_ref() {

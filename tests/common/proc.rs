@@ -61,19 +61,47 @@ impl Proc {
     }
 
     /// Wait for the process, killing its group at the deadline (then panic with its stderr).
+    /// Its piped stdout and stderr are drained meanwhile, so a child that writes more than a
+    /// pipe holds never blocks on a full pipe.
     pub fn wait_with_deadline(mut self, limit: Duration) -> Output {
         let start = Instant::now();
+        let drain = |r: Option<Box<dyn std::io::Read + Send>>| {
+            r.map(|mut r| {
+                std::thread::spawn(move || {
+                    let mut buf = Vec::new();
+                    let _ = r.read_to_end(&mut buf);
+                    buf
+                })
+            })
+        };
+        let child = self.child.as_mut().expect("a live child");
+        let out = drain(child.stdout.take().map(|o| Box::new(o) as _));
+        let err = drain(child.stderr.take().map(|e| Box::new(e) as _));
+        let collect = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+            h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+        };
         loop {
-            if self.try_wait().expect("wait").is_some() {
-                return self.wait_with_output().expect("output");
+            if let Some(status) = self.try_wait().expect("wait") {
+                kill_group(self.pgid);
+                gone(-self.pgid);
+                self.child = None;
+                return Output {
+                    status,
+                    stdout: collect(out),
+                    stderr: collect(err),
+                };
             }
             if start.elapsed() > limit {
                 let family = self.kill_family();
-                let out = self.wait_with_output().expect("output");
+                if let Some(c) = self.child.as_mut() {
+                    let _ = c.wait();
+                }
+                self.child = None;
                 family.into_iter().for_each(gone);
+                gone(-self.pgid);
                 panic!(
                     "process did not finish within {limit:?}\nstderr:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
+                    String::from_utf8_lossy(&collect(err))
                 );
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -276,8 +276,10 @@ fn a_streamed_dataset_gives_every_world_size_the_same_rows_per_round() {
     );
     let (global, lanes) = (60, 4);
     let source = |rank, world| {
-        lockstep_trainer::data::train_source(&split, "digits", global, false, 5, lanes, rank, world)
-            .unwrap()
+        lockstep_trainer::data::train_source(
+            &split, "digits", global, false, 5, lanes, rank, world, false,
+        )
+        .unwrap()
     };
     let mut one = source(0, 1);
     let rows = split.dataset.as_ref().unwrap().layout.train_rows;

@@ -369,6 +369,16 @@ impl Compute {
             }
         }
         drop(msg.params);
+        if let Some(p) = self.optimizer.lbfgs_progress() {
+            if self.rank0 && p.converged && p.evaluations == self.optimizer.steps() {
+                tracing::info!(
+                    "L-BFGS converged at round {round}: {} iterations, {} gradient evaluations, largest gradient component {:.3e}",
+                    p.iterations,
+                    p.evaluations,
+                    p.grad_max
+                );
+            }
+        }
         if let Some(state) = &msg.optimizer {
             // The servers' optimizer state, for the checkpoint of this round.
             self.optimizer.load_state(state).map_err(|e| {

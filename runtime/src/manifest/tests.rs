@@ -344,3 +344,27 @@ fn set_workers_replaces_only_the_worker_role() {
     assert_eq!(m.nodes.len(), 5);
     m.validate().unwrap();
 }
+
+#[test]
+fn lbfgs_is_for_convex_models_over_the_whole_training_set() {
+    let lbfgs = ["job.optimizer.kind=\"lbfgs\"", "job.optimizer.lr=1.0"];
+    check(&lbfgs).expect("linear with lbfgs");
+    let mut mlp = lbfgs.to_vec();
+    mlp.extend(["job.model.kind=\"mlp\"", "job.model.hidden=[8]"]);
+    refused(&mlp, "job.optimizer.kind", "convex objectives only");
+    let mut ps = lbfgs.to_vec();
+    ps.push("job.aggregation=\"parameter-server\"");
+    refused(&ps, "job.optimizer.kind", "parameter-server shards");
+    // The optimizer's own fields are checked when the optimizer is made (at the node's start).
+    let spec_error = |sets: &[&str]| {
+        let m = check(sets).expect("the manifest itself is valid");
+        m.job.optimizer.validate().unwrap_err().to_string()
+    };
+    assert!(spec_error(&[lbfgs[0], lbfgs[1], "job.optimizer.weight_decay=0.1"]).contains("use l2"));
+    assert!(
+        spec_error(&[lbfgs[0], lbfgs[1], "job.optimizer.warmup_steps=5"])
+            .contains("no schedule or warm-up")
+    );
+    assert!(spec_error(&[lbfgs[0], lbfgs[1], "job.optimizer.history=0"]).contains("history = 0"));
+    assert!(spec_error(&["job.optimizer.history=5"]).contains("`history` does not apply"));
+}

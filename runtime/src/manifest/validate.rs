@@ -184,6 +184,20 @@ impl Manifest {
                 ),
             ));
         }
+        if self.job.optimizer.kind == lockstep_trainer::optim::OptimizerKind::Lbfgs {
+            let why = if !matches!(kind, ModelKind::Linear | ModelKind::Logistic) {
+                Some(format!("solves convex objectives only (model kind = \"linear\" or \"logistic\"); {kind:?} is not convex: use sgd, adam or adamw"))
+            } else if self.job.data.source == lockstep_trainer::data::Source::Stream {
+                Some("needs the whole training set at every evaluation; a stream has no whole: use sgd, adam or adamw".into())
+            } else if self.job.aggregation == Aggregation::ParameterServer {
+                Some("is not elementwise, so it cannot run on parameter-server shards: use aggregation = \"allreduce\"".into())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(self.invalid("job.optimizer.kind", format!("\"lbfgs\" {why}")));
+            }
+        }
         Ok(())
     }
 

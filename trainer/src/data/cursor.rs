@@ -50,6 +50,9 @@ pub struct EpochPlan {
     pub drop_last: bool,
     /// Shuffle seed.
     pub seed: u64,
+    /// Every epoch in the first epoch's order (full-batch L-BFGS: the same rows, the same
+    /// objective, at every evaluation).
+    pub fixed_order: bool,
 }
 
 impl EpochPlan {
@@ -162,6 +165,7 @@ impl TableSource {
             global_batch,
             drop_last,
             seed,
+            fixed_order: false,
         };
         let err = |message: String| DataError::Source {
             file: name.to_string(),
@@ -191,6 +195,12 @@ impl TableSource {
     pub fn plan(&self) -> &EpochPlan {
         &self.plan
     }
+
+    /// Take every epoch in the first epoch's order (see [`EpochPlan::fixed_order`]).
+    pub fn with_fixed_order(mut self, fixed: bool) -> Self {
+        self.plan.fixed_order = fixed;
+        self
+    }
 }
 
 impl BatchSource for TableSource {
@@ -204,10 +214,11 @@ impl BatchSource for TableSource {
 
     fn next_shard(&mut self) -> Result<Option<ShardBatch>, DataError> {
         let c = self.cursor;
-        if self.perm.as_ref().map(|(e, _)| *e) != Some(c.epoch) {
+        let order_of = if self.plan.fixed_order { 0 } else { c.epoch };
+        if self.perm.as_ref().map(|(e, _)| *e) != Some(order_of) {
             self.perm = Some((
-                c.epoch,
-                epoch_permutation(self.table.rows, self.plan.seed, c.epoch),
+                order_of,
+                epoch_permutation(self.table.rows, self.plan.seed, order_of),
             ));
         }
         let perm = self

@@ -7,8 +7,10 @@
 //! cut one from a full optimizer (e.g. restored from a checkpoint) with [`Optimizer::shard`].
 //! State ([`Optimizer::state`]) is the step count plus named buffers and restores exactly.
 
+pub mod lbfgs;
 mod spec;
 
+pub use lbfgs::LbfgsProgress;
 pub use spec::{OptimizerKind, OptimizerSpec, ScheduleKind};
 
 use std::ops::Range;
@@ -57,6 +59,8 @@ pub struct Optimizer {
     v: Vec<f32>,
     /// The parameter ranges `l2` and `l1` apply to (the weights; biases are left out), sorted.
     penalized: Vec<Range<usize>>,
+    /// `kind = "lbfgs"`: its state (not elementwise: it covers the whole parameter vector).
+    lbfgs: Option<Box<lbfgs::Lbfgs>>,
 }
 
 impl Optimizer {
@@ -70,6 +74,7 @@ impl Optimizer {
             OptimizerKind::Sgd if spec.momentum() > 0.0 => &["momentum"],
             OptimizerKind::Sgd => &[],
             OptimizerKind::Adam | OptimizerKind::Adamw => &["exp_avg", "exp_avg_sq"],
+            OptimizerKind::Lbfgs => &[],
         };
         let buf = |i: usize| {
             if names.len() > i {
@@ -86,7 +91,15 @@ impl Optimizer {
             m: buf(0),
             v: buf(1),
             penalized: std::iter::once(0..len).collect(),
+            lbfgs: (spec.kind == OptimizerKind::Lbfgs)
+                .then(|| Box::new(lbfgs::Lbfgs::new(spec.history(), spec.tolerance()))),
         })
+    }
+
+    /// L-BFGS: iterations, evaluations, the largest gradient component and whether it
+    /// converged (`None` for other kinds).
+    pub fn lbfgs_progress(&self) -> Option<LbfgsProgress> {
+        self.lbfgs.as_ref().map(|l| l.progress())
     }
 
     /// Apply `l2` / `l1` to `ranges` only (the model's weights; by default every parameter).
@@ -158,6 +171,10 @@ impl Optimizer {
             }
         }
         self.step += 1;
+        if let Some(l) = &mut self.lbfgs {
+            l.step(params, grads, &self.penalized, self.spec.l2);
+            return Ok(());
+        }
         let wd = self.spec.weight_decay;
         // Update the parameters segment by segment: the penalised ranges (the weights) with the
         // L2 penalty's gradient `l2 * w` added in the update loop, the gaps (the biases) without;
@@ -204,6 +221,7 @@ impl Optimizer {
             OptimizerKind::Sgd => self.sgd(lr, wd, pen, at, p, g),
             OptimizerKind::Adam => self.adam(lr, wd, 0.0, pen, at, p, g),
             OptimizerKind::Adamw => self.adam(lr, 0.0, wd, pen, at, p, g),
+            OptimizerKind::Lbfgs => unreachable!("L-BFGS steps the whole vector in step_with_lr"),
         }
     }
 
@@ -321,6 +339,11 @@ impl Optimizer {
     /// # Errors
     /// [`OptimError::Len`] when `range` is out of bounds.
     pub fn shard(&self, range: Range<usize>) -> Result<Optimizer, OptimError> {
+        if self.lbfgs.is_some() {
+            return Err(OptimError::Spec(
+                "kind = \"lbfgs\" cannot be cut into parameter-server shards (use aggregation = \"allreduce\")".into(),
+            ));
+        }
         if range.start > range.end || range.end > self.len {
             return Err(OptimError::Len {
                 what: "shard range end",
@@ -348,6 +371,7 @@ impl Optimizer {
             v: cut(&self.v),
             spec: self.spec.clone(),
             penalized,
+            lbfgs: None,
             ..*self
         })
     }

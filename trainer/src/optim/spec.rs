@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [job.optimizer]
-//! kind = "adamw"        # sgd | adam | adamw
+//! kind = "adamw"        # sgd | adam | adamw | lbfgs (full batch, convex models)
 //! lr = 0.001
 //! weight_decay = 0.01   # sgd/adam: L2 added to the gradient; adamw: decoupled (every parameter)
 //! l2 = 0.001            # penalty (l2/2)|w|^2 on weights, never on biases (docs/models.md)
@@ -32,6 +32,9 @@ pub enum OptimizerKind {
     Adam,
     /// Adam with decoupled weight decay.
     Adamw,
+    /// L-BFGS over the full batch, for convex models (linear, logistic): every round evaluates
+    /// the gradient at one point; see [`super::lbfgs`].
+    Lbfgs,
 }
 
 /// Learning-rate schedule after warm-up.
@@ -98,6 +101,13 @@ pub struct OptimizerSpec {
     /// Cosine schedule: final learning rate (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_lr: Option<f32>,
+    /// L-BFGS: correction pairs kept (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<usize>,
+    /// L-BFGS: converged when no gradient component exceeds this times the first gradient's
+    /// largest component (at least 1) (default 1e-5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f32>,
 }
 
 impl OptimizerSpec {
@@ -120,6 +130,8 @@ impl OptimizerSpec {
             gamma: None,
             total_steps: None,
             min_lr: None,
+            history: None,
+            tolerance: None,
         }
     }
 
@@ -130,12 +142,16 @@ impl OptimizerSpec {
     pub fn validate(&self) -> Result<(), OptimError> {
         let bad = |m: String| Err(OptimError::Spec(m));
         let sgd = self.kind == OptimizerKind::Sgd;
+        let lbfgs = self.kind == OptimizerKind::Lbfgs;
+        let adam = !sgd && !lbfgs;
         let stray = [
             ("momentum", self.momentum.is_some(), sgd),
             ("nesterov", self.nesterov.is_some(), sgd),
-            ("beta1", self.beta1.is_some(), !sgd),
-            ("beta2", self.beta2.is_some(), !sgd),
-            ("eps", self.eps.is_some(), !sgd),
+            ("beta1", self.beta1.is_some(), adam),
+            ("beta2", self.beta2.is_some(), adam),
+            ("eps", self.eps.is_some(), adam),
+            ("history", self.history.is_some(), lbfgs),
+            ("tolerance", self.tolerance.is_some(), lbfgs),
             (
                 "step_size",
                 self.step_size.is_some(),
@@ -173,6 +189,20 @@ impl OptimizerSpec {
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return bad(format!("{name} = {v} must be >= 0"));
+            }
+        }
+        if lbfgs {
+            if self.weight_decay != 0.0 {
+                return bad("weight_decay does not apply to kind = \"lbfgs\" (use l2)".into());
+            }
+            if self.schedule != ScheduleKind::Constant || self.warmup_steps > 0 {
+                return bad("kind = \"lbfgs\" takes no schedule or warm-up (its line search sets the steps)".into());
+            }
+            if self.history() == 0 {
+                return bad("history = 0 must be at least 1".into());
+            }
+            if !(self.tolerance() > 0.0 && self.tolerance().is_finite()) {
+                return bad(format!("tolerance = {} must be positive", self.tolerance()));
             }
         }
         if self.l1 > 0.0 && !sgd {
@@ -227,6 +257,14 @@ impl OptimizerSpec {
     /// Adam epsilon.
     pub fn eps(&self) -> f32 {
         self.eps.unwrap_or(1e-8)
+    }
+    /// L-BFGS correction pairs.
+    pub fn history(&self) -> usize {
+        self.history.unwrap_or(10)
+    }
+    /// L-BFGS convergence tolerance on the largest gradient component.
+    pub fn tolerance(&self) -> f32 {
+        self.tolerance.unwrap_or(1e-5)
     }
 
     /// Learning rate for the step after `step` completed steps (0-based), warm-up included.

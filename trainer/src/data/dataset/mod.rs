@@ -96,6 +96,7 @@ pub fn train_source(
     lanes: usize,
     rank: usize,
     world: usize,
+    fixed_order: bool,
 ) -> Result<Box<dyn BatchSource>, DataError> {
     Ok(match &split.dataset {
         Some(ds) => Box::new(DatasetSource::new(
@@ -106,15 +107,18 @@ pub fn train_source(
             rank,
             world,
         )?),
-        None => Box::new(TableSource::new(
-            name,
-            Arc::new(split.train.clone()),
-            global_batch,
-            drop_last,
-            seed,
-            rank,
-            world,
-        )?),
+        None => Box::new(
+            TableSource::new(
+                name,
+                Arc::new(split.train.clone()),
+                global_batch,
+                drop_last,
+                seed,
+                rank,
+                world,
+            )?
+            .with_fixed_order(fixed_order),
+        ),
     })
 }
 

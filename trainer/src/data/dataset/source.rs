@@ -191,6 +191,7 @@ impl DatasetSource {
             global_batch,
             drop_last,
             seed: ds.layout.seed,
+            fixed_order: false,
         };
         let err = |message: String| DataError::Source {
             file: ds.name.clone(),
