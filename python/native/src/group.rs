@@ -146,6 +146,16 @@ impl GroupOptions {
         }
     }
 
+    /// A [`GroupError::Join`] of this rank, naming the rendezvous address and `reason`.
+    fn join_error(&self, reason: String) -> GroupError {
+        GroupError::Join {
+            rank: self.rank,
+            world: self.world,
+            master: self.master.clone(),
+            reason,
+        }
+    }
+
     /// The mesh settings of these options for node `name` at `rank` of `cluster`.
     fn mesh_config(
         &self,
@@ -197,12 +207,7 @@ impl ProcessGroup {
     /// mesh fails or times out.
     pub fn init(o: &GroupOptions) -> Result<ProcessGroup, GroupError> {
         o.check()?;
-        let fail = |reason: String| GroupError::Join {
-            rank: o.rank,
-            world: o.world,
-            master: o.master.clone(),
-            reason,
-        };
+        let fail = |reason: String| o.join_error(reason);
         let serving = if o.rank == 0 {
             let c = Coordinator::bind(&o.master, &o.cluster, &o.token)
                 .map_err(|e| fail(format!("cannot serve the rendezvous: {e}")))?;
@@ -244,12 +249,7 @@ impl ProcessGroup {
         step: i64,
     ) -> Result<Option<(ProcessGroup, Generation)>, GroupError> {
         o.check()?;
-        let fail = |reason: String| GroupError::Join {
-            rank: o.rank,
-            world: o.world,
-            master: o.master.clone(),
-            reason,
-        };
+        let fail = |reason: String| o.join_error(reason);
         let name = format!("rank-{}", o.rank);
         let me = Identity::new(&o.cluster, &name, &o.token);
         let listener = Listener::bind("0.0.0.0:0").map_err(|e| fail(e.to_string()))?;
@@ -278,12 +278,8 @@ impl ProcessGroup {
     /// [`GroupError::Join`] when the service cannot be reached.
     pub fn elastic_finish(o: &GroupOptions) -> Result<(), GroupError> {
         let me = Identity::new(&o.cluster, &format!("rank-{}", o.rank), &o.token);
-        elastic::finish(&o.master, &me, o.connect_timeout).map_err(|e| GroupError::Join {
-            rank: o.rank,
-            world: o.world,
-            master: o.master.clone(),
-            reason: format!("telling the rendezvous: {e}"),
-        })
+        elastic::finish(&o.master, &me, o.connect_timeout)
+            .map_err(|e| o.join_error(format!("telling the rendezvous: {e}")))
     }
 
     /// Elastic: how many processes wait at the rendezvous service to join.
@@ -292,12 +288,8 @@ impl ProcessGroup {
     /// [`GroupError::Join`] when the service cannot be asked.
     pub fn elastic_waiting(o: &GroupOptions) -> Result<usize, GroupError> {
         let me = Identity::new(&o.cluster, &format!("rank-{}", o.rank), &o.token);
-        elastic::waiting(&o.master, &me, o.connect_timeout).map_err(|e| GroupError::Join {
-            rank: o.rank,
-            world: o.world,
-            master: o.master.clone(),
-            reason: format!("asking the rendezvous: {e}"),
-        })
+        elastic::waiting(&o.master, &me, o.connect_timeout)
+            .map_err(|e| o.join_error(format!("asking the rendezvous: {e}")))
     }
 
     /// This process's rank.
