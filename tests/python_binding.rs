@@ -5,6 +5,7 @@
 
 mod common;
 use common::python::lockstep_package;
+use common::python_run::lockstep_run_in;
 use common::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -153,54 +154,28 @@ fn lockstep_run_starts_the_ranks_and_names_a_failing_one() {
     let py = python();
     let d = run_dir("py-run");
     let script = root().join("tests/python/collectives.py");
-    let out = Command::new(exe())
-        .args([
-            "run",
-            "-n",
-            "3",
-            "--run-dir",
-            d.path().to_str().unwrap(),
-            "--",
-        ])
-        .arg(&py)
-        .arg(&script)
-        .arg("collectives")
-        .env("PYTHONPATH", lockstep_package())
-        .env_remove("LOCKSTEP_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn_owned()
-        .expect("lockstep run")
-        .wait_with_deadline(LIMIT);
-    let t = text(&out);
+    let (out, t, _) = lockstep_run_in(
+        d.path(),
+        &py,
+        &["-n", "3"],
+        &script,
+        &["collectives"],
+        LIMIT,
+    );
     assert!(out.status.success(), "{t}");
     for r in 0..3 {
         assert!(t.contains(&format!("[rank-{r}] ok rank {r} of 3")), "{t}");
         assert!(d.path().join(format!("logs/rank-{r}.log")).exists());
     }
-    let out = Command::new(exe())
-        .args([
-            "run",
-            "-n",
-            "2",
-            "--run-dir",
-            d.path().to_str().unwrap(),
-            "--",
-        ])
-        .arg(&py)
-        .args([
-            "-c",
-            "import os, lockstep; lockstep.init(); os._exit(3 if lockstep.rank() == 1 else 0)",
-        ])
-        .env("PYTHONPATH", lockstep_package())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn_owned()
-        .expect("lockstep run")
-        .wait_with_deadline(LIMIT);
-    let t = text(&out);
+    let exit3 = "import os, lockstep; lockstep.init(); os._exit(3 if lockstep.rank() == 1 else 0)";
+    let (out, t, _) = lockstep_run_in(
+        d.path(),
+        &py,
+        &["-n", "2"],
+        Path::new("-c"),
+        &[exit3],
+        LIMIT,
+    );
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("rank-1 exited with status 3"), "{t}");
 }

@@ -17,17 +17,30 @@ pub fn lockstep_run(
     limit: std::time::Duration,
 ) -> (std::process::Output, String, Vec<serde_json::Value>) {
     let d = run_dir("py-run");
+    lockstep_run_in(d.path(), py, args, script, script_args, limit)
+}
+
+/// As [`lockstep_run`], with the run directory `dir` (logs in `dir/logs`).
+pub fn lockstep_run_in(
+    dir: &Path,
+    py: &Path,
+    args: &[&str],
+    script: &Path,
+    script_args: &[&str],
+    limit: std::time::Duration,
+) -> (std::process::Output, String, Vec<serde_json::Value>) {
     let out = Command::new(exe())
         .arg("run")
         .args(args)
         .arg("--run-dir")
-        .arg(d.path())
+        .arg(dir)
         .arg("--")
         .arg(py)
         .arg(script)
         .args(script_args)
         .env("PYTHONPATH", super::python::lockstep_package())
         .env("OMP_NUM_THREADS", "1")
+        .env_remove("LOCKSTEP_TOKEN") // `lockstep run` makes a fresh one
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -226,6 +226,15 @@ fn parse(b: &[u8]) -> Option<Request> {
     }
 }
 
+/// An authenticated connection to the service at `rendezvous` (retried until `deadline`).
+fn connect(rendezvous: &str, me: &Identity, deadline: Instant) -> Result<Conn> {
+    let peer = PeerAddr {
+        name: RENDEZVOUS_NAME.into(),
+        addr: rendezvous.into(),
+    };
+    connect_with_retry(&peer, me, deadline)
+}
+
 fn bad(reason: &str) -> Error {
     Error::Protocol {
         ctx: Context {
@@ -252,11 +261,7 @@ pub fn join(
     timeout: Duration,
 ) -> Result<Option<Generation>> {
     let deadline = Instant::now() + timeout;
-    let peer = PeerAddr {
-        name: RENDEZVOUS_NAME.into(),
-        addr: rendezvous.into(),
-    };
-    let mut s = connect_with_retry(&peer, me, deadline)?;
+    let mut s = connect(rendezvous, me, deadline)?;
     let ip = s
         .local_addr()
         .map_err(|e| Error::io(Context::default(), "getsockname", &e))?
@@ -299,11 +304,7 @@ pub fn join(
 /// As [`join`].
 pub fn finish(rendezvous: &str, me: &Identity, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let peer = PeerAddr {
-        name: RENDEZVOUS_NAME.into(),
-        addr: rendezvous.into(),
-    };
-    let mut s = connect_with_retry(&peer, me, deadline)?;
+    let mut s = connect(rendezvous, me, deadline)?;
     write_msg(&mut s, b"D", RENDEZVOUS_NAME)
 }
 
@@ -313,11 +314,7 @@ pub fn finish(rendezvous: &str, me: &Identity, timeout: Duration) -> Result<()> 
 /// As [`join`].
 pub fn waiting(rendezvous: &str, me: &Identity, timeout: Duration) -> Result<usize> {
     let deadline = Instant::now() + timeout;
-    let peer = PeerAddr {
-        name: RENDEZVOUS_NAME.into(),
-        addr: rendezvous.into(),
-    };
-    let mut s = connect_with_retry(&peer, me, deadline)?;
+    let mut s = connect(rendezvous, me, deadline)?;
     write_msg(&mut s, b"P", RENDEZVOUS_NAME)?;
     let _ = s.set_read_timeout(Some(timeout));
     let b = read_msg(&mut s, RENDEZVOUS_NAME)?;

@@ -42,7 +42,7 @@ pub struct Schedule {
     pub model_path: PathBuf,
     /// Periodic checkpoints: root directory, interval in rounds (0: none), how many to keep.
     pub checkpoints: (PathBuf, u64, usize),
-    /// `[job.checkpoint] dir` when it is an object-store URL (checkpoints are uploaded there).
+    /// `[job.checkpoint] dir` when it is an object-store URL (uploaded there).
     pub checkpoint_remote: Option<String>,
     /// The job seed (stored in checkpoints).
     pub seed: u64,
