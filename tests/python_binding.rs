@@ -5,47 +5,13 @@
 
 mod common;
 use common::python::lockstep_package;
-use common::python_run::lockstep_run_in;
+use common::python_run::{lockstep_run_in, ranks};
 use common::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// Start `world` ranks of `script` with torchrun's variables.
-fn ranks(
-    py: &Path,
-    script: &str,
-    args: &[&str],
-    world: usize,
-    extra: &[(&str, &str)],
-) -> Vec<Proc> {
-    let port = free_port();
-    let pkg = lockstep_package();
-    (0..world)
-        .map(|r| {
-            let mut c = Command::new(py);
-            c.arg(root().join("tests/python").join(script))
-                .args(args)
-                .env("PYTHONPATH", &pkg)
-                .env("RANK", r.to_string())
-                .env("LOCAL_RANK", r.to_string())
-                .env("WORLD_SIZE", world.to_string())
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", &port)
-                .env("LOCKSTEP_TOKEN", "python-binding-test")
-                .env("LOCKSTEP_CONNECT_TIMEOUT_MS", "60000")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            for (k, v) in extra {
-                c.env(k, v);
-            }
-            c.spawn_owned().expect("start python")
-        })
-        .collect()
-}
 
 fn text(o: &Output) -> String {
     format!(

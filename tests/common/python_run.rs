@@ -2,9 +2,10 @@
 //! binding's tests).
 #![allow(dead_code)]
 
-use super::{exe, run_dir, SpawnOwned};
+use super::{exe, run_dir, Proc, SpawnOwned};
 use std::path::Path;
 use std::process::Command;
+use std::process::Stdio;
 
 /// `lockstep run ARGS --run-dir DIR -- PY SCRIPT SCRIPT_ARGS` with the package built from this
 /// checkout on `PYTHONPATH` and one thread per process; its output, and every JSON object a rank
@@ -58,4 +59,39 @@ pub fn lockstep_run_in(
         .filter_map(|j| serde_json::from_str(&j).ok())
         .collect();
     (out, text, results)
+}
+
+/// Start `world` ranks of `tests/python/SCRIPT ARGS` with torchrun's variables, the package
+/// built from this checkout and the token `python-binding-test` (`extra` variables override).
+pub fn ranks(
+    py: &Path,
+    script: &str,
+    args: &[&str],
+    world: usize,
+    extra: &[(&str, &str)],
+) -> Vec<Proc> {
+    let port = super::free_port();
+    let pkg = super::python::lockstep_package();
+    (0..world)
+        .map(|r| {
+            let mut c = Command::new(py);
+            c.arg(super::root().join("tests/python").join(script))
+                .args(args)
+                .env("PYTHONPATH", &pkg)
+                .env("RANK", r.to_string())
+                .env("LOCAL_RANK", r.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("LOCKSTEP_TOKEN", "python-binding-test")
+                .env("LOCKSTEP_CONNECT_TIMEOUT_MS", "60000")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            for (k, v) in extra {
+                c.env(k, v);
+            }
+            c.spawn_owned().expect("start python")
+        })
+        .collect()
 }

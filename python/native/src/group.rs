@@ -196,6 +196,11 @@ impl GroupOptions {
 pub struct ProcessGroup {
     comm: Communicator,
     local_rank: usize,
+    /// Cluster name, token and rendezvous address: services beside the group (a stream's
+    /// ingest endpoints) authenticate with the group's secret.
+    cluster: String,
+    token: Vec<u8>,
+    master: String,
 }
 
 impl ProcessGroup {
@@ -233,6 +238,9 @@ impl ProcessGroup {
         Ok(ProcessGroup {
             comm: Communicator::new(group, CollectiveConfig::default()),
             local_rank: o.local_rank,
+            cluster: o.cluster.clone(),
+            token: o.token.clone(),
+            master: o.master.clone(),
         })
     }
 
@@ -267,6 +275,9 @@ impl ProcessGroup {
             ProcessGroup {
                 comm: Communicator::new(group, CollectiveConfig::default()),
                 local_rank: o.local_rank,
+                cluster,
+                token: o.token.clone(),
+                master: o.master.clone(),
             },
             g,
         )))
@@ -290,6 +301,17 @@ impl ProcessGroup {
         let me = Identity::new(&o.cluster, &format!("rank-{}", o.rank), &o.token);
         elastic::waiting(&o.master, &me, o.connect_timeout)
             .map_err(|e| o.join_error(format!("asking the rendezvous: {e}")))
+    }
+
+    /// The identity `name` of this group (its cluster name and secret), for a service beside
+    /// the group that authenticates with the group's token.
+    pub fn identity(&self, name: &str) -> Identity {
+        Identity::new(&self.cluster, name, &self.token)
+    }
+
+    /// The rendezvous address (`host:port`) the group was joined through.
+    pub fn master(&self) -> &str {
+        &self.master
     }
 
     /// This process's rank.

@@ -4,6 +4,7 @@
 //! collective is `lockstep.PeerError` naming the peer, the operation and its sequence number.
 
 use crate::group::{GroupError, GroupOptions, ProcessGroup};
+use crate::stream::StreamError;
 use pyo3::buffer::{Element, PyBuffer};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -17,7 +18,7 @@ pyo3::create_exception!(
     "A collective failed: a peer died, froze past the peer timeout, or called another operation."
 );
 
-fn to_py(e: GroupError) -> PyErr {
+pub(crate) fn to_py(e: GroupError) -> PyErr {
     match e {
         GroupError::Config(m) => PyValueError::new_err(m),
         other => PeerError::new_err(other.to_string()),
@@ -25,7 +26,11 @@ fn to_py(e: GroupError) -> PyErr {
 }
 
 /// A writable, C-contiguous buffer of `T`, or a clear `TypeError` / `ValueError`.
-fn writable<T: Element>(obj: &Bound<'_, PyAny>, op: &str, what: &str) -> PyResult<PyBuffer<T>> {
+pub(crate) fn writable<T: Element>(
+    obj: &Bound<'_, PyAny>,
+    op: &str,
+    what: &str,
+) -> PyResult<PyBuffer<T>> {
     let b = PyBuffer::<T>::get(obj).map_err(|e| {
         PyTypeError::new_err(format!(
             "{op}: expected a buffer of {what} (a NumPy array or a CPU tensor's .numpy() view), got {}: {e}",
@@ -50,7 +55,7 @@ fn writable<T: Element>(obj: &Bound<'_, PyAny>, op: &str, what: &str) -> PyResul
 
 /// A joined process group.
 #[pyclass(module = "lockstep._native", frozen)]
-struct Group {
+pub(crate) struct Group {
     inner: Mutex<Option<ProcessGroup>>,
     rank: usize,
     size: usize,
@@ -74,6 +79,25 @@ impl Group {
             }
         })
         .map_err(to_py)
+    }
+
+    /// As [`Group::with`], for the stream's operations (their errors name the stream).
+    pub(crate) fn with_stream<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut ProcessGroup) -> Result<R, StreamError> + Send,
+    ) -> PyResult<R> {
+        py.allow_threads(|| {
+            let mut g = self
+                .inner
+                .lock()
+                .map_err(|_| GroupError::Config("the group broke in an earlier call".into()))?;
+            match g.as_mut() {
+                Some(g) => f(g),
+                None => Err(GroupError::Config("the group was closed".into()).into()),
+            }
+        })
+        .map_err(crate::py_stream::stream_err)
     }
 }
 
@@ -278,6 +302,7 @@ fn init(
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Group>()?;
+    m.add_class::<crate::py_stream::Stream>()?;
     m.add("PeerError", m.py().get_type::<PeerError>())?;
     m.add_function(wrap_pyfunction!(init, m)?)?;
     m.add_function(wrap_pyfunction!(elastic_join, m)?)?;

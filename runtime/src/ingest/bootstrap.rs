@@ -13,15 +13,24 @@ use std::time::{Duration, Instant};
 
 /// Routes producers to workers' ingest endpoints.
 pub struct Bootstrap {
-    spec: StreamSpec,
-    /// `(worker name, ingest endpoint)` in rank order.
-    workers: Vec<(String, String)>,
+    /// `(worker name, ingest endpoint)` of each producer id `0..producers`.
+    routes: Vec<(String, String)>,
 }
 
 impl Bootstrap {
-    /// A bootstrap for `spec` over the workers' endpoints (rank order).
+    /// A bootstrap for `spec` over the workers' endpoints (rank order): producer `p` goes to
+    /// worker [`StreamSpec::worker_of`].
     pub fn new(spec: StreamSpec, workers: Vec<(String, String)>) -> Arc<Bootstrap> {
-        Arc::new(Bootstrap { spec, workers })
+        let routes = (0..spec.producers)
+            .map(|p| workers[spec.worker_of(p, workers.len())].clone())
+            .collect();
+        Arc::new(Bootstrap { routes })
+    }
+
+    /// A bootstrap with an explicit route for every producer id `0..routes.len()`: `(worker
+    /// name, ingest endpoint)`.
+    pub fn routed(routes: Vec<(String, String)>) -> Arc<Bootstrap> {
+        Arc::new(Bootstrap { routes })
     }
 
     /// Serve on `listener` on background threads until the process ends.
@@ -75,13 +84,12 @@ impl Bootstrap {
                 "the handshake named {name:?} but the hello says producer {id}"
             ));
         }
-        let n = self.spec.producers;
-        if id >= n {
+        let n = self.routes.len();
+        let Some((worker, endpoint)) = self.routes.get(id as usize) else {
             return Err(format!(
                 "producer id {id} is outside 0..{n} ([job.data.stream] producers = {n})"
             ));
-        }
-        let (worker, endpoint) = &self.workers[self.spec.worker_of(id, self.workers.len())];
+        };
         tracing::info!("producer {id} goes to {worker} at {endpoint}");
         Ok(Reply {
             ok: true,

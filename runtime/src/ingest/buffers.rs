@@ -269,6 +269,11 @@ impl Ingest {
         }
     }
 
+    /// Why the stream failed, if it did (see [`Ingest::fail`]).
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+
     /// The counters the coordinator gates rounds on.
     pub fn progress(&self) -> Progress {
         let st = self.lock();
