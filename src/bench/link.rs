@@ -83,9 +83,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// A message naming what failed.
 pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
     let size = parse_size(&args.size)?;
-    args.transport
-        .parse::<TransportKind>()
-        .map_err(|e| e.to_string())?;
+    super::transport_arg(&args.transport)?;
     if args.tls && args.transport != "tcp" {
         return Err("--tls runs over tcp only (--transport tcp)".into());
     }

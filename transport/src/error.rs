@@ -97,6 +97,16 @@ pub enum Error {
         /// What failed.
         failure: TlsFailure,
     },
+    /// `transport = "rdma"` was asked for and this node cannot run RDMA; `reason` names the
+    /// one missing piece (build feature, libibverbs, kernel support, device, active port, or
+    /// TLS being configured).
+    #[error("node {node}: transport rdma: {reason}")]
+    RdmaUnavailable {
+        /// This node's name.
+        node: String,
+        /// What is missing.
+        reason: crate::rdma::RdmaUnavailable,
+    },
     /// The requested backend is not available in this build or on this machine.
     #[error("unsupported: {0}")]
     Unsupported(String),

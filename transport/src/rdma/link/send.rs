@@ -30,16 +30,20 @@ impl RdmaLink {
         let header_sge = (self.send.lkey, self.send.addr(0), HEADER_LEN as u32);
         // The header's SEND counts against the window: WINDOW - 1 payload pieces with it.
         let mut w = SendWindow::new(payload.len(), SLOT, WINDOW - 1);
-        let mut sges = Vec::with_capacity(WINDOW);
-        sges.push(header_sge);
+        // One batch of work requests per `ibv_post_send`, on the stack (no allocation per
+        // message): at most the whole window.
+        let mut sges = [(0u32, 0u64, 0u32); WINDOW];
+        sges[0] = header_sge;
+        let mut batch = 1;
         let mut header_pending = 1;
         while !w.done() {
             while let Some(r) = w.next_range() {
-                sges.push((reg.lkey, base + r.start as u64, r.len() as u32));
+                sges[batch] = (reg.lkey, base + r.start as u64, r.len() as u32);
+                batch += 1;
             }
-            if !sges.is_empty() {
-                self.post_sends(&sges)?;
-                sges.clear();
+            if batch > 0 {
+                self.post_sends(&sges[..batch])?;
+                batch = 0;
             }
             // Completions of one QP arrive in posting order: the header's first.
             self.wait(&expect, true, |l| l.sends_done > 0)?;
