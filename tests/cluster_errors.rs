@@ -114,11 +114,11 @@ fn bad_override_names_it() {
 }
 
 #[test]
-fn rdma_without_the_feature_or_a_device_stops_the_job_naming_the_node_and_why() {
+fn rdma_without_the_feature_or_a_device_stops_the_job_before_it_starts_and_says_why() {
     // `--transport rdma` (as `cluster.transport = "rdma"`): the default build has no RDMA
     // support and says how to get it; a build with the feature on a machine without RDMA names
-    // the missing piece (this development machine: a kernel without RDMA). Either way every
-    // node stops at start with the reason, and none is left running.
+    // the missing piece (this development machine: a kernel without RDMA). `launch` checks once
+    // for all its nodes, before starting any, and none is left running.
     let why: &[&str] = if cfg!(feature = "rdma") {
         &["RDMA"]
     } else {
@@ -130,6 +130,6 @@ fn rdma_without_the_feature_or_a_device_stops_the_job_naming_the_node_and_why() 
     fails_with(
         &base(&diabetes(), ""),
         &["--transport", "rdma"],
-        &[&["node worker-", ": transport rdma: "], why].concat(),
+        &[&["cluster.transport = \"rdma\": "], why].concat(),
     );
 }

@@ -26,7 +26,6 @@ use crate::cli::{BenchWorkerArgs, LinkBenchArgs};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{
     connect_mesh_via_coordinator, Expect, FrameHeader, Group, Link, Listener, MeshConfig, Op,
-    TransportKind,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
