@@ -53,7 +53,9 @@ impl<T: std::ops::Deref<Target = [u8]>> RecvQueue<T> {
     /// least 1) posted while this side sends.
     pub fn new(posted: usize, low_water: usize) -> RecvQueue<T> {
         RecvQueue {
-            pending: VecDeque::new(),
+            // Every slot waiting, and as many spilled copies: no growth on the hot path after
+            // the first messages.
+            pending: VecDeque::with_capacity(2 * posted),
             cursor: 0,
             posted,
             low_water: low_water.max(1),

@@ -19,9 +19,8 @@ pub struct SendWindow {
     cap: usize,
     posted: usize,
     in_flight: usize,
-    acked: usize,
-    /// Byte ranges posted and not yet completed, oldest first.
-    flight: std::collections::VecDeque<Range<usize>>,
+    /// Pieces completed (all but the last are `piece` bytes long, so this gives the bytes).
+    completed: usize,
 }
 
 impl SendWindow {
@@ -35,8 +34,7 @@ impl SendWindow {
             cap: cap.max(1),
             posted: 0,
             in_flight: 0,
-            acked: 0,
-            flight: std::collections::VecDeque::new(),
+            completed: 0,
         }
     }
 
@@ -48,7 +46,6 @@ impl SendWindow {
         let r = self.posted..(self.posted + self.piece).min(self.total);
         self.posted = r.end;
         self.in_flight += 1;
-        self.flight.push_back(r.clone());
         Some(r)
     }
 
@@ -62,11 +59,7 @@ impl SendWindow {
             "{n} send completions with {} in flight",
             self.in_flight
         );
-        for _ in 0..n {
-            if let Some(r) = self.flight.pop_front() {
-                self.acked = r.end;
-            }
-        }
+        self.completed += n;
         self.in_flight -= n;
     }
 
@@ -82,7 +75,7 @@ impl SendWindow {
 
     /// Bytes whose SENDs have completed (the memory before this offset may be reused).
     pub fn acked(&self) -> usize {
-        self.acked
+        (self.completed * self.piece).min(self.total)
     }
 }
 
@@ -255,11 +248,13 @@ mod tests {
         assert_eq!(plan.next_batch(&mut out), 3);
         assert_eq!(out, [(9, 0xabc, 64), (7, base, 300), (7, base + 300, 300)]);
         assert_eq!(plan.next_batch(&mut out), 0, "window full");
-        plan.completed(1); // the header
+        plan.completed(1); // the header; its place is not taken by the payload (cap - 1)
         assert_eq!(plan.in_flight(), 2);
+        assert_eq!(plan.next_batch(&mut out), 0);
+        plan.completed(1);
         assert_eq!(plan.next_batch(&mut out), 1);
         assert_eq!(out[0], (7, base + 600, 300));
-        plan.completed(3);
+        plan.completed(2);
         assert_eq!(plan.next_batch(&mut out), 1);
         assert_eq!(out[0], (7, base + 900, 100));
         assert!(!plan.done());
