@@ -32,7 +32,8 @@ fn without_the_feature_rdma_says_how_to_get_it() {
 }
 
 /// The reason this machine has no RDMA, as `open_device` finds it: with the feature it must be
-/// one about the machine (library, kernel, device, port), never the build.
+/// one about the machine or its settings (library, kernel, device, port, `LOCKSTEP_RDMA_*`),
+/// never the build.
 #[cfg(feature = "rdma")]
 fn machine_reason(why: &RdmaUnavailable) {
     assert!(
@@ -41,6 +42,8 @@ fn machine_reason(why: &RdmaUnavailable) {
             RdmaUnavailable::NoLibrary { .. }
                 | RdmaUnavailable::NoKernelSupport { .. }
                 | RdmaUnavailable::NoDevice
+                | RdmaUnavailable::DeviceNotFound { .. }
+                | RdmaUnavailable::BadSetting { .. }
                 | RdmaUnavailable::CannotOpen { .. }
                 | RdmaUnavailable::PortQuery { .. }
                 | RdmaUnavailable::PortNotActive { .. }

@@ -21,6 +21,7 @@
 //! (choosing RDMA) and [`unavailable`] (why not) are plain Rust, compiled and unit-tested
 //! without the feature.
 
+pub mod choose;
 #[cfg(feature = "rdma")]
 pub mod link;
 #[cfg(feature = "rdma")]
@@ -41,6 +42,8 @@ pub use unavailable::RdmaUnavailable;
 pub struct RdmaDevice {
     /// The device's name, e.g. `mlx5_0`.
     pub name: String,
+    /// The GID index of port 1 the links use ([`choose::GID_INDEX_VAR`]).
+    pub gid_index: u8,
     #[cfg(feature = "rdma")]
     pub(crate) ctx: std::sync::Arc<sideway::ibverbs::device_context::DeviceContext>,
 }
@@ -53,18 +56,20 @@ impl std::fmt::Debug for RdmaDevice {
     }
 }
 
-/// Open the first RDMA device and check that its port 1 is active.
+/// Open the RDMA device this node uses ([`choose`]: the one `LOCKSTEP_RDMA_DEVICE` names,
+/// else the first whose port 1 is active) with the GID index of `LOCKSTEP_RDMA_GID_INDEX`.
 ///
 /// # Errors
 /// The first missing piece, in the order a user fixes them: [`RdmaUnavailable::NotBuilt`],
-/// [`RdmaUnavailable::NoLibrary`] (`libibverbs.so.1` not loadable),
-/// [`RdmaUnavailable::NoKernelSupport`], [`RdmaUnavailable::NoDevice`],
-/// [`RdmaUnavailable::CannotOpen`], [`RdmaUnavailable::PortQuery`],
-/// [`RdmaUnavailable::PortNotActive`].
+/// [`RdmaUnavailable::BadSetting`], [`RdmaUnavailable::NoLibrary`] (`libibverbs.so.1` not
+/// loadable), [`RdmaUnavailable::NoKernelSupport`], [`RdmaUnavailable::NoDevice`],
+/// [`RdmaUnavailable::DeviceNotFound`], then the chosen device's [`RdmaUnavailable::CannotOpen`],
+/// [`RdmaUnavailable::PortQuery`] or [`RdmaUnavailable::PortNotActive`].
 pub fn open_device() -> std::result::Result<RdmaDevice, RdmaUnavailable> {
     #[cfg(feature = "rdma")]
     {
         use sideway::ibverbs::device::{DeviceInfo, DeviceList, GetDeviceListErrorKind};
+        let gid_index = choose::gid_index(std::env::var(choose::GID_INDEX_VAR).ok().as_deref())?;
         unavailable::check_library()?;
         let list = DeviceList::new().map_err(|e| match e.0 {
             GetDeviceListErrorKind::Ibverbs(io) => unavailable::list_failed(&io),
@@ -72,33 +77,59 @@ pub fn open_device() -> std::result::Result<RdmaDevice, RdmaUnavailable> {
                 reason: other.to_string(),
             },
         })?;
-        let dev = list.iter().next().ok_or(RdmaUnavailable::NoDevice)?;
-        let name = dev.name();
-        let ctx = dev.open().map_err(|e| RdmaUnavailable::CannotOpen {
-            device: name.clone(),
-            reason: e.to_string(),
-        })?;
-        let port = ctx
-            .query_port(qp::PORT)
-            .map_err(|e| RdmaUnavailable::PortQuery {
-                device: name.clone(),
-                port: qp::PORT,
-                reason: e.to_string(),
-            })?;
-        let state = port.port_state();
-        if state != sideway::ibverbs::device_context::PortState::Active {
-            return Err(RdmaUnavailable::PortNotActive {
-                device: name,
-                port: qp::PORT,
-                state: format!("{state:?}"),
-            });
-        }
-        Ok(RdmaDevice { name, ctx })
+        let mut opened: Vec<(String, std::result::Result<_, RdmaUnavailable>)> = list
+            .iter()
+            .map(|dev| {
+                let name = dev.name();
+                let ctx = dev.open().map_err(|e| RdmaUnavailable::CannotOpen {
+                    device: name.clone(),
+                    reason: e.to_string(),
+                });
+                let ready = ctx.and_then(|ctx| active_port(&name, &ctx).map(|()| ctx));
+                (name, ready)
+            })
+            .collect();
+        let states: Vec<(String, std::result::Result<(), RdmaUnavailable>)> = opened
+            .iter()
+            .map(|(n, r)| (n.clone(), r.as_ref().map(|_| ()).map_err(Clone::clone)))
+            .collect();
+        let wanted = std::env::var(choose::DEVICE_VAR).ok();
+        let i = choose::pick(&states, wanted.as_deref())?;
+        let (name, ctx) = opened.swap_remove(i);
+        Ok(RdmaDevice {
+            name,
+            gid_index,
+            ctx: ctx?,
+        })
     }
     #[cfg(not(feature = "rdma"))]
     {
         Err(RdmaUnavailable::NotBuilt)
     }
+}
+
+/// Ok when port [`qp::PORT`] of `ctx` is active.
+#[cfg(feature = "rdma")]
+fn active_port(
+    name: &str,
+    ctx: &sideway::ibverbs::device_context::DeviceContext,
+) -> std::result::Result<(), RdmaUnavailable> {
+    let port = ctx
+        .query_port(qp::PORT)
+        .map_err(|e| RdmaUnavailable::PortQuery {
+            device: name.to_string(),
+            port: qp::PORT,
+            reason: e.to_string(),
+        })?;
+    let state = port.port_state();
+    if state != sideway::ibverbs::device_context::PortState::Active {
+        return Err(RdmaUnavailable::PortNotActive {
+            device: name.to_string(),
+            port: qp::PORT,
+            state: format!("{state:?}"),
+        });
+    }
+    Ok(())
 }
 
 /// Whether this build can use RDMA at all (the feature is on and a device with an active port

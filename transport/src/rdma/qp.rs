@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 /// The HCA port every link uses.
 pub const PORT: u8 = 1;
-const GID_INDEX: u8 = 0;
 const MSG_LEN: usize = 40;
 
 /// What each side tells the other to connect its QP.
@@ -135,7 +134,7 @@ pub fn local_endpoint(
         .map_err(|e| verbs_err(d, "ibv_query_port", e))?;
     let gid = dev
         .ctx
-        .query_gid(PORT, GID_INDEX.into())
+        .query_gid(PORT, dev.gid_index.into())
         .map_err(|e| verbs_err(d, "ibv_query_gid", e))?;
     Ok(Endpoint {
         lid: port.lid(),
@@ -186,7 +185,7 @@ pub fn connect(dev: &RdmaDevice, v: &mut Verbs, mine: &Endpoint, remote: &Endpoi
         .setup_port(PORT)
         .setup_service_level(0);
     if remote.gid != [0; 16] {
-        ah.setup_grh_src_gid_index(GID_INDEX)
+        ah.setup_grh_src_gid_index(dev.gid_index)
             .setup_grh_dest_gid(&Gid::from(Ipv6Addr::from(remote.gid)))
             .setup_grh_hop_limit(1);
     }

@@ -44,6 +44,24 @@ pub enum RdmaUnavailable {
          `rdma link show` shows RoCE devices and their net devices)"
     )]
     NoDevice,
+    /// `LOCKSTEP_RDMA_DEVICE` names a device this node does not have.
+    #[error("RDMA device {wanted} (LOCKSTEP_RDMA_DEVICE) not found; this node has: {found}")]
+    DeviceNotFound {
+        /// The name asked for.
+        wanted: String,
+        /// The devices the node has, comma-separated.
+        found: String,
+    },
+    /// An RDMA setting in the environment is not valid.
+    #[error("{var}={value:?} is not valid: expected {expected}")]
+    BadSetting {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should be.
+        expected: &'static str,
+    },
     /// The first device exists and could not be opened (permissions on /dev/infiniband, a
     /// missing provider library for its driver).
     #[error(
