@@ -107,6 +107,16 @@ pub enum Error {
         /// What is missing.
         reason: crate::rdma::RdmaUnavailable,
     },
+    /// A verbs call failed on an RDMA device while a link was built or used.
+    #[error("rdma {device}: {verb} failed: {reason}")]
+    RdmaVerb {
+        /// The device's name.
+        device: String,
+        /// The call (and the state transition, for `ibv_modify_qp`).
+        verb: &'static str,
+        /// The error, with the size or the likely cause where known.
+        reason: String,
+    },
     /// The requested backend is not available in this build or on this machine.
     #[error("unsupported: {0}")]
     Unsupported(String),

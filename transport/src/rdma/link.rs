@@ -91,7 +91,7 @@ impl RdmaLink {
     /// Build the link to `peer` on `device` over `stream`, which has passed the handshake.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] when a verb fails (naming it and the device), [`Error::Io`] /
+    /// [`Error::RdmaVerb`] when a verb fails (naming it and the device), [`Error::Io`] /
     /// [`Error::Protocol`] when the connection data cannot be exchanged.
     pub fn establish(
         mut stream: TcpStream,

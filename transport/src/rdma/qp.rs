@@ -78,15 +78,19 @@ pub struct Verbs {
     pub pd: Arc<ProtectionDomain>,
 }
 
-fn verbs_err(dev: &str, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Unsupported(format!("rdma: {dev}: {what}: {e}"))
+fn verbs_err(dev: &str, verb: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::RdmaVerb {
+        device: dev.to_string(),
+        verb,
+        reason: e.to_string(),
+    }
 }
 
 /// Create PD, CQ and an RC QP in state INIT, sized for `slots` receives and `window` SENDs in
 /// flight.
 ///
 /// # Errors
-/// [`Error::Unsupported`] naming the device and the verb that failed.
+/// [`Error::RdmaVerb`] naming the device and the verb that failed.
 pub fn create(dev: &RdmaDevice, slots: u32, window: u32) -> Result<Verbs> {
     let d = dev.name.as_str();
     let pd = dev
@@ -120,7 +124,7 @@ pub fn create(dev: &RdmaDevice, slots: u32, window: u32) -> Result<Verbs> {
 /// This side's endpoint for `qp`.
 ///
 /// # Errors
-/// [`Error::Unsupported`] when the port or GID cannot be queried.
+/// [`Error::RdmaVerb`] when the port or GID cannot be queried.
 pub fn local_endpoint(
     dev: &RdmaDevice,
     qp: &BasicQueuePair,
@@ -172,7 +176,7 @@ pub fn exchange(stream: &mut TcpStream, mine: &Endpoint, peer: &str) -> Result<E
 /// Move the QP to RTR then RTS towards `remote`.
 ///
 /// # Errors
-/// [`Error::Unsupported`] naming the transition that failed.
+/// [`Error::RdmaVerb`] naming the transition that failed.
 pub fn connect(dev: &RdmaDevice, v: &mut Verbs, mine: &Endpoint, remote: &Endpoint) -> Result<()> {
     let d = dev.name.as_str();
     let mtu = dev
