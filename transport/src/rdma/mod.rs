@@ -17,9 +17,9 @@
 //! The verbs path compiles and is clippy-clean in CI, but it has **not been run on RDMA
 //! hardware** (none is available to the project, and the development machine's kernel cannot
 //! load Soft-RoCE or siw); its tests print `SKIPPED` with the reason when no device is present.
-//! [`window`] (the send window's bookkeeping), [`recv_queue`] (the receive slots'), [`select`]
-//! (choosing RDMA) and [`unavailable`] (why not) are plain Rust, compiled and unit-tested
-//! without the feature.
+//! [`window`] (the send window and the plan of a large frame's SENDs), [`recv_queue`] (the
+//! receive slots), [`choose`] (device and GID), [`select`] (choosing RDMA per link) and
+//! [`unavailable`] (why not) are plain Rust, compiled and unit-tested without the feature.
 
 pub mod choose;
 #[cfg(feature = "rdma")]
