@@ -26,7 +26,8 @@
 //!
 //! # Status
 //! Compiled and linted in CI, **never run on RDMA hardware**: treat it as a starting point that
-//! needs a bring-up on a real HCA (MTU, GID index and port are fixed: port 1, GID 0).
+//! needs a bring-up on a real HCA (port 1 is fixed; the device and GID index come from
+//! `LOCKSTEP_RDMA_DEVICE` / `LOCKSTEP_RDMA_GID_INDEX`, see [`super::choose`]).
 
 use super::qp::{self, Verbs};
 use super::recv_queue::{Front, RecvQueue};
