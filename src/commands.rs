@@ -67,6 +67,7 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
     }
     sets.extend(a.sets.iter().cloned());
     sets.extend(observe_sets(&a.metrics_addr, a.trace));
+    rdma_preflight(&a.manifest, &sets)?;
     let opts = LaunchOptions {
         manifest: a.manifest.clone(),
         workers: a.workers,
@@ -82,6 +83,22 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
     let report = lockstep_runtime::launch(&opts).map_err(|e| e.to_string())?;
     // The job is done and its report written: a closed stdout (`| head`) is not a failure.
     let _ = writeln!(std::io::stdout(), "{}", report.summary());
+    Ok(())
+}
+
+/// `launch` starts every node on this machine, so with `cluster.transport = "rdma"` one check
+/// here says whether they can run RDMA: the job stops before any node starts, naming the one
+/// missing piece (the build feature, libibverbs, kernel support, a device, an active port).
+/// A manifest that does not load is left to the launch, whose error names the key and line.
+fn rdma_preflight(manifest: &Path, sets: &[String]) -> Result<(), String> {
+    use lockstep_runtime::manifest::TransportChoice;
+    let Ok(m) = Manifest::load(manifest, sets) else {
+        return Ok(());
+    };
+    if m.cluster.transport == TransportChoice::Rdma {
+        lockstep_transport::rdma::open_device()
+            .map_err(|why| format!("cluster.transport = \"rdma\": {why}"))?;
+    }
     Ok(())
 }
 

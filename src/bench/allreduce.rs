@@ -106,9 +106,7 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
     if args.world == 0 {
         return Err("need --world >= 1".into());
     }
-    args.transport
-        .parse::<lockstep_transport::TransportKind>()
-        .map_err(|e| e.to_string())?;
+    super::transport_arg(&args.transport)?;
     if args.netns.is_some() && args.ranks_per_host == 0 {
         return Err("--netns needs --ranks-per-host".into());
     }

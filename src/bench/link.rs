@@ -26,7 +26,6 @@ use crate::cli::{BenchWorkerArgs, LinkBenchArgs};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{
     connect_mesh_via_coordinator, Expect, FrameHeader, Group, Link, Listener, MeshConfig, Op,
-    TransportKind,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -83,9 +82,7 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// A message naming what failed.
 pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
     let size = parse_size(&args.size)?;
-    args.transport
-        .parse::<TransportKind>()
-        .map_err(|e| e.to_string())?;
+    super::transport_arg(&args.transport)?;
     if args.tls && args.transport != "tcp" {
         return Err("--tls runs over tcp only (--transport tcp)".into());
     }

@@ -18,7 +18,22 @@ pub mod tls;
 pub mod train;
 
 use crate::cli::BenchWorkerArgs;
+use lockstep_transport::TransportKind;
 use std::sync::OnceLock;
+
+/// Parse `--transport`; for `rdma`, check this machine first, so a bench without RDMA stops
+/// before spawning workers with the one missing piece named (the build feature, libibverbs,
+/// kernel support, a device, an active port).
+pub(crate) fn transport_arg(name: &str) -> Result<TransportKind, String> {
+    let kind = name
+        .parse::<TransportKind>()
+        .map_err(|e: lockstep_transport::Error| e.to_string())?;
+    if kind == TransportKind::Rdma {
+        lockstep_transport::rdma::open_device()
+            .map_err(|why| format!("--transport rdma: {why}"))?;
+    }
+    Ok(kind)
+}
 
 /// The cluster token of this bench run: `LOCKSTEP_TOKEN` when set, else 32 random bytes (hex)
 /// drawn once per parent process and handed to its workers in `LOCKSTEP_TOKEN`. Never a fixed

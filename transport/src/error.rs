@@ -97,6 +97,26 @@ pub enum Error {
         /// What failed.
         failure: TlsFailure,
     },
+    /// `transport = "rdma"` was asked for and this node cannot run RDMA; `reason` names the
+    /// one missing piece (build feature, libibverbs, kernel support, device, active port, or
+    /// TLS being configured).
+    #[error("node {node}: transport rdma: {reason}")]
+    RdmaUnavailable {
+        /// This node's name.
+        node: String,
+        /// What is missing.
+        reason: crate::rdma::RdmaUnavailable,
+    },
+    /// A verbs call failed on an RDMA device while a link was built or used.
+    #[error("rdma {device}: {verb} failed: {reason}")]
+    RdmaVerb {
+        /// The device's name.
+        device: String,
+        /// The call (and the state transition, for `ibv_modify_qp`).
+        verb: &'static str,
+        /// The error, with the size or the likely cause where known.
+        reason: String,
+    },
     /// The requested backend is not available in this build or on this machine.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -10,12 +10,13 @@
 //! With [`TransportKind::Auto`], a pair on two hosts agrees on RDMA or TCP right after the
 //! handshake: each side writes whether it can run RDMA (built with the `rdma` feature, a device
 //! with an active port, no TLS) and reads the other's answer; RDMA only when both can. The
-//! choice and, for TCP, the reason are logged per link.
+//! choice and, for TCP, the reason are logged per link (`rdma/select.rs`).
 
 use crate::config::LinkConfig;
 use crate::error::{Error, Result};
 use crate::handshake::Identity;
 use crate::link::{AnyLink, Group};
+use crate::rdma::select::{choose_remote, LocalRdma};
 use crate::tcp::{self, Conn, Listener, TcpLink};
 use crate::tls::TlsConfig;
 use std::sync::Arc;
@@ -231,12 +232,7 @@ fn build_group(cfg: &MeshConfig, streams: Vec<Option<Conn>>) -> Result<Group> {
     let mut links: Vec<Option<AnyLink>> = Vec::with_capacity(names.len());
     let mut rdma = LocalRdma::default();
     if cfg.transport == TransportKind::Rdma {
-        if let Err(why) = rdma.ready(cfg) {
-            return Err(Error::Unsupported(format!(
-                "node {}: transport rdma: {why}",
-                cfg.node
-            )));
-        }
+        rdma.require(cfg)?;
     }
     for (i, s) in streams.into_iter().enumerate() {
         let Some(mut s) = s else {
@@ -254,7 +250,7 @@ fn build_group(cfg: &MeshConfig, streams: Vec<Option<Conn>>) -> Result<Group> {
             TransportKind::Tcp | TransportKind::Auto => {
                 AnyLink::Tcp(TcpLink::new(s, &cfg.node, &names[i], lc)?)
             }
-            TransportKind::Rdma => rdma_link(s, &rdma, cfg, &names[i])?,
+            TransportKind::Rdma => rdma.link(s, cfg, &names[i])?,
             TransportKind::Shm => AnyLink::Shm(crate::shm::ShmLink::establish(
                 s,
                 &cfg.cluster,
@@ -267,132 +263,6 @@ fn build_group(cfg: &MeshConfig, streams: Vec<Option<Conn>>) -> Result<Group> {
         links.push(Some(link));
     }
     Group::new(cfg.rank, names, links)
-}
-
-/// This node's RDMA device, opened once per mesh when a link may use it.
-#[derive(Default)]
-struct LocalRdma {
-    dev: Option<std::result::Result<crate::rdma::RdmaDevice, String>>,
-}
-
-impl LocalRdma {
-    /// Ok when this node can run RDMA links in `cfg`; otherwise why not.
-    fn ready(&mut self, cfg: &MeshConfig) -> std::result::Result<&crate::rdma::RdmaDevice, String> {
-        if cfg.tls.is_some() {
-            return Err(
-                "TLS is configured and RDMA moves data unencrypted (use tcp with TLS, or rdma without it)"
-                    .into(),
-            );
-        }
-        let dev = self.dev.get_or_insert_with(|| {
-            crate::rdma::open_device().map_err(|e| match e {
-                Error::Unsupported(m) => m,
-                e => e.to_string(),
-            })
-        });
-        dev.as_ref().map_err(Clone::clone)
-    }
-}
-
-/// The bytes each side of an `auto` pair on two hosts writes: `RDM?` and 1 (can run RDMA) or 0.
-const AUTO_MSG: [u8; 4] = *b"RDM?";
-
-/// `auto` between two hosts: tell the peer whether this side can run RDMA, read its answer,
-/// and choose RDMA when both can; the choice is logged with the reason for TCP.
-fn choose_remote(
-    s: &mut Conn,
-    rdma: &mut LocalRdma,
-    cfg: &MeshConfig,
-    peer: &str,
-) -> Result<TransportKind> {
-    use std::io::{Read, Write};
-    let ctx = || crate::Context {
-        peer: peer.to_string(),
-        round: None,
-        op: None,
-    };
-    let mine = rdma.ready(cfg).map(|d| d.name.clone());
-    let mut msg = [0u8; 5];
-    msg[..4].copy_from_slice(&AUTO_MSG);
-    msg[4] = u8::from(mine.is_ok());
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    s.write_all(&msg)
-        .map_err(|e| Error::io(ctx(), "write(transport choice)", &e))?;
-    let mut theirs = [0u8; 5];
-    s.read_exact(&mut theirs)
-        .map_err(|e| Error::io(ctx(), "read(transport choice)", &e))?;
-    let _ = s.set_read_timeout(None);
-    if theirs[..4] != AUTO_MSG || theirs[4] > 1 {
-        return Err(Error::Protocol {
-            ctx: ctx(),
-            reason: "malformed transport choice (is the peer on another transport setting?)".into(),
-        });
-    }
-    let (kind, why) = decide_remote(mine.as_ref().map(String::as_str), theirs[4] == 1);
-    match kind {
-        TransportKind::Rdma => {
-            tracing::info!(node = %cfg.node, peer, transport = "rdma", device = ?mine.ok(), "auto: link between hosts uses rdma");
-        }
-        _ => {
-            tracing::info!(node = %cfg.node, peer, transport = "tcp", reason = %why, "auto: link between hosts uses tcp");
-        }
-    }
-    Ok(kind)
-}
-
-/// The transport of an `auto` link between hosts, from this side's RDMA readiness (the device
-/// name, or why not) and the peer's; with the reason when it is TCP.
-pub(crate) fn decide_remote(
-    mine: std::result::Result<&str, &String>,
-    theirs: bool,
-) -> (TransportKind, String) {
-    match (mine, theirs) {
-        (Ok(dev), true) => (
-            TransportKind::Rdma,
-            format!("both ends have RDMA ({dev} here)"),
-        ),
-        (Err(why), _) => (
-            TransportKind::Tcp,
-            format!("this node cannot run RDMA: {why}"),
-        ),
-        (Ok(_), false) => (
-            TransportKind::Tcp,
-            "the peer cannot run RDMA (its log says why)".into(),
-        ),
-    }
-}
-
-#[cfg(feature = "rdma")]
-fn rdma_link(s: Conn, rdma: &LocalRdma, cfg: &MeshConfig, peer: &str) -> Result<AnyLink> {
-    let Some(Ok(dev)) = rdma.dev.as_ref() else {
-        return Err(Error::Unsupported(format!(
-            "node {}: rdma link to {peer} without an opened device",
-            cfg.node
-        )));
-    };
-    let Conn::Plain(sock) = s else {
-        return Err(Error::Config(format!(
-            "node {}: rdma link to {peer} over a TLS bootstrap",
-            cfg.node
-        )));
-    };
-    Ok(AnyLink::Rdma(Box::new(crate::rdma::RdmaLink::establish(
-        sock,
-        dev,
-        &cfg.node,
-        peer,
-        cfg.link_config(),
-    )?)))
-}
-
-#[cfg(not(feature = "rdma"))]
-fn rdma_link(_s: Conn, _rdma: &LocalRdma, cfg: &MeshConfig, peer: &str) -> Result<AnyLink> {
-    // Unreachable in practice: `LocalRdma::ready` fails without the feature before a link is
-    // chosen to be rdma.
-    Err(Error::Unsupported(format!(
-        "node {}: rdma link to {peer}: built without the `rdma` feature",
-        cfg.node
-    )))
 }
 
 /// Connect to `p`, retrying with backoff until `deadline`; refusals are final.

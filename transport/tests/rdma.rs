@@ -1,6 +1,6 @@
 //! The RDMA backend. Without the `rdma` feature: the shell backend must say so. With it: on a
 //! machine without an RDMA device the test prints `SKIPPED` and the reason (and checks that
-//! the reason is the documented one, so it cannot pass by accident); with a device, two
+//! the reason is about the machine, not the build, so it cannot pass by accident); with a device, two
 //! threads build a real RC link over an authenticated loopback bootstrap and move sizes from
 //! 0 B to 5 MiB (the eager path, its boundary, and the windowed zero-copy path) both ways.
 //!
@@ -11,18 +11,45 @@
 // The transport's `Error` is large by design (names, round, op).
 #![allow(clippy::result_large_err)]
 
-use lockstep_transport::{rdma, Error};
+use lockstep_transport::rdma::{self, RdmaUnavailable};
 #[cfg(feature = "rdma")]
 use std::io::Write;
 
 #[cfg(not(feature = "rdma"))]
 #[test]
-fn without_the_feature_rdma_is_unsupported() {
+fn without_the_feature_rdma_says_how_to_get_it() {
     match rdma::open_device() {
-        Err(Error::Unsupported(m)) => assert_eq!(m, "rdma: built without the `rdma` feature"),
-        other => panic!("expected Unsupported, got {other:?}"),
+        Err(RdmaUnavailable::NotBuilt) => {}
+        other => panic!("expected NotBuilt, got {other:?}"),
     }
+    let m = RdmaUnavailable::NotBuilt.to_string();
+    assert!(
+        m.starts_with("this lockstep was built without RDMA support; rebuild with")
+            && m.contains("--features rdma"),
+        "{m}"
+    );
     assert!(!rdma::available());
+}
+
+/// The reason this machine has no RDMA, as `open_device` finds it: with the feature it must be
+/// one about the machine or its settings (library, kernel, device, port, `LOCKSTEP_RDMA_*`),
+/// never the build.
+#[cfg(feature = "rdma")]
+fn machine_reason(why: &RdmaUnavailable) {
+    assert!(
+        matches!(
+            why,
+            RdmaUnavailable::NoLibrary { .. }
+                | RdmaUnavailable::NoKernelSupport { .. }
+                | RdmaUnavailable::NoDevice
+                | RdmaUnavailable::DeviceNotFound { .. }
+                | RdmaUnavailable::BadSetting { .. }
+                | RdmaUnavailable::CannotOpen { .. }
+                | RdmaUnavailable::PortQuery { .. }
+                | RdmaUnavailable::PortNotActive { .. }
+        ),
+        "unexpected reason: {why:?}"
+    );
 }
 
 #[cfg(feature = "rdma")]
@@ -30,16 +57,12 @@ fn without_the_feature_rdma_is_unsupported() {
 fn rdma_link_moves_sizes_both_ways_or_skips_without_a_device() {
     let dev = match rdma::open_device() {
         Ok(d) => d,
-        Err(Error::Unsupported(m)) => {
+        Err(why) => {
             // Straight to stderr, past libtest's capture, so CI logs show the skip.
-            let _ = writeln!(std::io::stderr(), "SKIPPED rdma link test: {m}");
-            assert!(
-                m.starts_with("rdma: no RDMA device found") || m.starts_with("rdma: cannot open"),
-                "unexpected reason: {m}"
-            );
+            let _ = writeln!(std::io::stderr(), "SKIPPED rdma link test: {why}");
+            machine_reason(&why);
             return;
         }
-        Err(e) => panic!("unexpected error {e}"),
     };
     println!("rdma device {}", dev.name);
     with_device::exchange_between_threads(dev);
@@ -191,19 +214,20 @@ mod selection {
             .into_iter()
             .enumerate()
         {
-            let Err(Error::Unsupported(m)) = res else {
-                panic!("rank {r}: expected Unsupported, got {res:?}");
+            let Err(Error::RdmaUnavailable { node, reason }) = res else {
+                panic!("rank {r}: expected RdmaUnavailable, got {res:?}");
             };
+            assert_eq!(node, format!("n{r}"));
+            // The mesh reports exactly what `open_device` finds missing on this machine.
+            assert_eq!(
+                Err(reason.clone()),
+                lockstep_transport::rdma::open_device().map(|_| ())
+            );
+            let m = Error::RdmaUnavailable { node, reason }.to_string();
             assert!(
-                m.starts_with(&format!("node n{r}: transport rdma: rdma: ")),
+                m.starts_with(&format!("node n{r}: transport rdma: ")),
                 "{m}"
             );
-            let why = if cfg!(feature = "rdma") {
-                "no RDMA device found"
-            } else {
-                "built without the `rdma` feature"
-            };
-            assert!(m.contains(why), "{m}");
         }
         assert_eq!(
             "rdma".parse::<TransportKind>().unwrap(),
@@ -237,7 +261,13 @@ mod selection {
             .collect();
         assert_eq!(lines.len(), 2, "one line per side:\n{text}");
         for l in lines {
-            assert!(l.contains("this node cannot run RDMA: rdma: "), "{l}");
+            let why = lockstep_transport::rdma::open_device()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                l.contains(&format!("this node cannot run RDMA: {why}")),
+                "{l}"
+            );
         }
     }
 }

@@ -16,18 +16,21 @@
 //! so the caller's memory is free again.
 //!
 //! Flow control: the receiver reposts a slot once it is consumed; the sender's NIC retries
-//! (RNR) until one is posted. While a side is sending it drains its own completed receives into
-//! owned copies and reposts at once, so two sides that send to each other before receiving
-//! cannot deadlock.
+//! (RNR) until one is posted. While a side is sending it keeps at least [`LOW_WATER`] slots
+//! posted, copying the oldest waiting slots out (into pooled memory) only when fewer are
+//! ([`RecvQueue::spill`]), so two sides that send to each other before receiving cannot
+//! deadlock, and a message that fits the other slots is read straight from where it landed.
 //!
 //! Waiting spins, then yields, and checks the side channel every few hundred polls, so a dead
 //! or silent peer becomes [`Error::PeerClosed`] / [`Error::PeerTimeout`] within the peer timeout.
 //!
 //! # Status
 //! Compiled and linted in CI, **never run on RDMA hardware**: treat it as a starting point that
-//! needs a bring-up on a real HCA (MTU, GID index and port are fixed: port 1, GID 0).
+//! needs a bring-up on a real HCA (port 1 is fixed; the device and GID index come from
+//! `LOCKSTEP_RDMA_DEVICE` / `LOCKSTEP_RDMA_GID_INDEX`, see [`super::choose`]).
 
 use super::qp::{self, Verbs};
+use super::recv_queue::{Front, RecvQueue};
 use super::region::Region;
 use super::register::{odp_for_rc_send, Registrar};
 use super::RdmaDevice;
@@ -37,10 +40,9 @@ use crate::frame::{Expect, FrameHeader, FrameKind, HEADER_LEN};
 use crate::link::{check_frame_len, check_payload_len, Frame, Link, Reservation};
 use crate::liveness::Liveness;
 use crate::outbox::io_error;
-use lockstep_tensor::{Buffer, BufferPool};
+use lockstep_tensor::{Buffer, BufferMut, BufferPool};
 use sideway::ibverbs::completion::WorkCompletionStatus;
 use sideway::ibverbs::queue_pair::{QueuePair, SetScatterGatherEntry};
-use std::collections::VecDeque;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,8 +54,11 @@ mod send;
 
 /// Bytes per SEND (and per receive slot).
 pub const SLOT: usize = 64 << 10;
-/// Receive slots kept posted.
-pub const SLOTS: usize = 32;
+/// Receive slots (4 MiB of registered memory per link).
+pub const SLOTS: usize = 64;
+/// Receive slots kept posted while this side sends ([`RecvQueue::spill`]): the peer's whole
+/// window, so a peer sending at the same time never waits for a slot.
+pub const LOW_WATER: usize = WINDOW;
 /// SENDs in flight at most on one link.
 pub const WINDOW: usize = 16;
 /// Payloads up to this size are copied with their header into the eager slot (one SEND);
@@ -63,12 +68,6 @@ const SEND_WR: u64 = u64::MAX;
 /// Completion queue entries: every posted receive and every SEND in flight, plus slack.
 const CQE: usize = SLOTS + WINDOW + 4;
 const SPINS: u32 = 256;
-
-/// Received bytes waiting to be read: still in a posted-back-later slot, or copied out.
-enum Chunk {
-    Slot { idx: usize, len: usize },
-    Owned(Vec<u8>),
-}
 
 /// A link over one RC queue pair. Field order is drop order: verbs before their memory.
 pub struct RdmaLink {
@@ -80,8 +79,7 @@ pub struct RdmaLink {
     me: String,
     peer: String,
     dev: String,
-    pending: VecDeque<Chunk>,
-    cursor: usize,
+    queue: RecvQueue<BufferMut>,
     live: Liveness,
     hb_stop: Arc<AtomicBool>,
     hb: Option<JoinHandle<()>>,
@@ -94,7 +92,7 @@ impl RdmaLink {
     /// Build the link to `peer` on `device` over `stream`, which has passed the handshake.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] when a verb fails (naming it and the device), [`Error::Io`] /
+    /// [`Error::RdmaVerb`] when a verb fails (naming it and the device), [`Error::Io`] /
     /// [`Error::Protocol`] when the connection data cannot be exchanged.
     pub fn establish(
         mut stream: TcpStream,
@@ -133,8 +131,7 @@ impl RdmaLink {
             me: me.to_string(),
             peer: peer.to_string(),
             dev: device.name.clone(),
-            pending: VecDeque::new(),
-            cursor: 0,
+            queue: RecvQueue::new(SLOTS, LOW_WATER),
             live: Liveness::new(stream, cfg.peer_timeout),
             hb_stop,
             hb: Some(hb),
@@ -150,9 +147,10 @@ impl RdmaLink {
         e
     }
 
-    /// Drain the completion queue. Receives are queued (copied out and reposted at once when
-    /// `copy_out`); completed SENDs are added to `sends_done`.
-    fn poll(&mut self, copy_out: bool, expect: &Expect) -> Result<()> {
+    /// Drain the completion queue: completed receives join the queue (and while `sending`,
+    /// the oldest waiting slots are copied out if fewer than [`LOW_WATER`] are posted);
+    /// completed SENDs are added to `sends_done`.
+    fn poll(&mut self, sending: bool, expect: &Expect) -> Result<()> {
         // The CQ holds at most CQE entries (its size in `qp::create`), so one poll can never
         // return more: every completion polled is kept.
         let mut done = [(0u64, 0u32, 0u32); CQE];
@@ -183,34 +181,32 @@ impl RdmaLink {
             }
             if wr == SEND_WR {
                 self.sends_done += 1;
-                continue;
-            }
-            let (idx, len) = (wr as usize, len as usize);
-            if copy_out {
-                let at = idx * SLOT;
-                self.pending
-                    .push_back(Chunk::Owned(self.recv.buf[at..at + len].to_vec()));
-                post_recv(&mut self.verbs, &self.recv, idx, &self.peer)?;
             } else {
-                self.pending.push_back(Chunk::Slot { idx, len });
+                self.queue.arrived(wr as usize, len as usize);
             }
         }
         if n > 0 {
             self.live.saw();
         }
+        if sending {
+            let (recv, pool, verbs, peer) = (&self.recv, &self.pool, &mut self.verbs, &self.peer);
+            self.queue.spill(
+                |idx, len| {
+                    let mut b = pool.take(len);
+                    b.copy_from_slice(&recv.buf[idx * SLOT..idx * SLOT + len]);
+                    b
+                },
+                |idx| post_recv(verbs, recv, idx, peer),
+            )?;
+        }
         Ok(())
     }
 
     /// Spin, then yield, until `ready`; check the side channel every `SPINS` polls.
-    fn wait(
-        &mut self,
-        expect: &Expect,
-        copy_out: bool,
-        ready: fn(&RdmaLink) -> bool,
-    ) -> Result<()> {
+    fn wait(&mut self, expect: &Expect, sending: bool, ready: fn(&RdmaLink) -> bool) -> Result<()> {
         let mut i = 0u32;
         loop {
-            self.poll(copy_out, expect)?;
+            self.poll(sending, expect)?;
             if ready(self) {
                 return Ok(());
             }
@@ -230,37 +226,31 @@ impl RdmaLink {
         }
     }
 
-    /// Hand the next at most `max` received bytes to `f`; bytes handed.
+    /// Hand the next at most `max` received bytes to `f` (straight out of the registered
+    /// slot, unless it was spilled); bytes handed.
     fn next_piece(
         &mut self,
         max: usize,
         expect: &Expect,
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<usize> {
-        if self.pending.is_empty() {
-            self.wait(expect, false, |l| !l.pending.is_empty())?;
+        if self.queue.is_empty() {
+            self.wait(expect, false, |l| !l.queue.is_empty())?;
         }
-        let (n, finished, slot) = match self.pending.front() {
-            Some(Chunk::Slot { idx, len }) => {
-                let at = idx * SLOT + self.cursor;
-                let n = (len - self.cursor).min(max);
-                f(&self.recv.buf[at..at + n]);
-                (n, self.cursor + n == *len, Some(*idx))
+        let n = match self.queue.front(max) {
+            Some(Front::Slot { idx, range }) => {
+                let at = idx * SLOT;
+                f(&self.recv.buf[at + range.start..at + range.end]);
+                range.len()
             }
-            Some(Chunk::Owned(v)) => {
-                let n = (v.len() - self.cursor).min(max);
-                f(&v[self.cursor..self.cursor + n]);
-                (n, self.cursor + n == v.len(), None)
+            Some(Front::Owned(b)) => {
+                f(b);
+                b.len()
             }
-            None => (0, false, None),
+            None => 0,
         };
-        self.cursor += n;
-        if finished {
-            self.pending.pop_front();
-            self.cursor = 0;
-            if let Some(idx) = slot {
-                post_recv(&mut self.verbs, &self.recv, idx, &self.peer)?;
-            }
+        if let Some(idx) = self.queue.consume(n) {
+            post_recv(&mut self.verbs, &self.recv, idx, &self.peer)?;
         }
         Ok(n)
     }

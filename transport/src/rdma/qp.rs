@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 /// The HCA port every link uses.
 pub const PORT: u8 = 1;
-const GID_INDEX: u8 = 0;
 const MSG_LEN: usize = 40;
 
 /// What each side tells the other to connect its QP.
@@ -79,15 +78,19 @@ pub struct Verbs {
     pub pd: Arc<ProtectionDomain>,
 }
 
-fn verbs_err(dev: &str, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Unsupported(format!("rdma: {dev}: {what}: {e}"))
+fn verbs_err(dev: &str, verb: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::RdmaVerb {
+        device: dev.to_string(),
+        verb,
+        reason: e.to_string(),
+    }
 }
 
 /// Create PD, CQ and an RC QP in state INIT, sized for `slots` receives and `window` SENDs in
 /// flight.
 ///
 /// # Errors
-/// [`Error::Unsupported`] naming the device and the verb that failed.
+/// [`Error::RdmaVerb`] naming the device and the verb that failed.
 pub fn create(dev: &RdmaDevice, slots: u32, window: u32) -> Result<Verbs> {
     let d = dev.name.as_str();
     let pd = dev
@@ -121,7 +124,7 @@ pub fn create(dev: &RdmaDevice, slots: u32, window: u32) -> Result<Verbs> {
 /// This side's endpoint for `qp`.
 ///
 /// # Errors
-/// [`Error::Unsupported`] when the port or GID cannot be queried.
+/// [`Error::RdmaVerb`] when the port or GID cannot be queried.
 pub fn local_endpoint(
     dev: &RdmaDevice,
     qp: &BasicQueuePair,
@@ -135,7 +138,7 @@ pub fn local_endpoint(
         .map_err(|e| verbs_err(d, "ibv_query_port", e))?;
     let gid = dev
         .ctx
-        .query_gid(PORT, GID_INDEX.into())
+        .query_gid(PORT, dev.gid_index.into())
         .map_err(|e| verbs_err(d, "ibv_query_gid", e))?;
     Ok(Endpoint {
         lid: port.lid(),
@@ -173,7 +176,7 @@ pub fn exchange(stream: &mut TcpStream, mine: &Endpoint, peer: &str) -> Result<E
 /// Move the QP to RTR then RTS towards `remote`.
 ///
 /// # Errors
-/// [`Error::Unsupported`] naming the transition that failed.
+/// [`Error::RdmaVerb`] naming the transition that failed.
 pub fn connect(dev: &RdmaDevice, v: &mut Verbs, mine: &Endpoint, remote: &Endpoint) -> Result<()> {
     let d = dev.name.as_str();
     let mtu = dev
@@ -186,7 +189,7 @@ pub fn connect(dev: &RdmaDevice, v: &mut Verbs, mine: &Endpoint, remote: &Endpoi
         .setup_port(PORT)
         .setup_service_level(0);
     if remote.gid != [0; 16] {
-        ah.setup_grh_src_gid_index(GID_INDEX)
+        ah.setup_grh_src_gid_index(dev.gid_index)
             .setup_grh_dest_gid(&Gid::from(Ipv6Addr::from(remote.gid)))
             .setup_grh_hop_limit(1);
     }

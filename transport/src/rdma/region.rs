@@ -48,7 +48,7 @@ impl Region {
     /// remote write.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] naming the device when registration fails (e.g. a too small
+    /// [`Error::RdmaVerb`] naming the device and size when registration fails (e.g. a too small
     /// `ulimit -l`).
     pub fn new(pd: &Arc<ProtectionDomain>, len: usize, device: &str) -> Result<Region> {
         let mem = vec![0u64; len.div_ceil(8)];
@@ -62,7 +62,11 @@ impl Region {
                 AccessFlags::LocalWrite | AccessFlags::RemoteWrite,
             )
         }
-        .map_err(|e| Error::Unsupported(format!("rdma: {device}: ibv_reg_mr({len} B): {e}")))?;
+        .map_err(|e| Error::RdmaVerb {
+            device: device.to_string(),
+            verb: "ibv_reg_mr",
+            reason: format!("{len} B: {e} (registered memory is locked: raise `ulimit -l`)"),
+        })?;
         let (lkey, rkey) = (mr.lkey(), mr.rkey());
         Ok(Region {
             buf: Buffer::from_external(RegisteredMemory { _mr: mr, mem }),

@@ -76,7 +76,7 @@ impl Registrar {
     /// lives).
     ///
     /// # Errors
-    /// [`Error::Unsupported`] naming the device and the size when `ibv_reg_mr` fails (a too
+    /// [`Error::RdmaVerb`] naming the device and the size when `ibv_reg_mr` fails (a too
     /// small `ulimit -l` in pinned mode, typically).
     pub fn register(&mut self, bytes: &[u8]) -> Result<Registered> {
         let (addr, len) = (bytes.as_ptr() as usize, bytes.len());
@@ -105,11 +105,14 @@ impl Registrar {
         // remapped resolves the new pages at DMA time, and the link only posts from ranges
         // its caller lends it for the duration of the send.
         let mr = unsafe { self.pd.reg_mr(addr, len.max(1), access) }.map_err(|e| {
-            Error::Unsupported(format!(
-                "rdma: {}: ibv_reg_mr({len} B, {}): {e} (pinned registration needs `ulimit -l` above the largest message)",
-                self.dev,
-                if self.odp { "on demand" } else { "pinned" }
-            ))
+            Error::RdmaVerb {
+                device: self.dev.clone(),
+                verb: "ibv_reg_mr",
+                reason: format!(
+                    "{len} B, {}: {e} (pinned registration needs `ulimit -l` above the largest message)",
+                    if self.odp { "on demand" } else { "pinned" }
+                ),
+            }
         })?;
         self.registrations += 1;
         if self.odp {

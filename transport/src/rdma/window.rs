@@ -19,9 +19,8 @@ pub struct SendWindow {
     cap: usize,
     posted: usize,
     in_flight: usize,
-    acked: usize,
-    /// Byte ranges posted and not yet completed, oldest first.
-    flight: std::collections::VecDeque<Range<usize>>,
+    /// Pieces completed (all but the last are `piece` bytes long, so this gives the bytes).
+    completed: usize,
 }
 
 impl SendWindow {
@@ -35,8 +34,7 @@ impl SendWindow {
             cap: cap.max(1),
             posted: 0,
             in_flight: 0,
-            acked: 0,
-            flight: std::collections::VecDeque::new(),
+            completed: 0,
         }
     }
 
@@ -48,7 +46,6 @@ impl SendWindow {
         let r = self.posted..(self.posted + self.piece).min(self.total);
         self.posted = r.end;
         self.in_flight += 1;
-        self.flight.push_back(r.clone());
         Some(r)
     }
 
@@ -62,11 +59,7 @@ impl SendWindow {
             "{n} send completions with {} in flight",
             self.in_flight
         );
-        for _ in 0..n {
-            if let Some(r) = self.flight.pop_front() {
-                self.acked = r.end;
-            }
-        }
+        self.completed += n;
         self.in_flight -= n;
     }
 
@@ -82,7 +75,74 @@ impl SendWindow {
 
     /// Bytes whose SENDs have completed (the memory before this offset may be reused).
     pub fn acked(&self) -> usize {
-        self.acked
+        (self.completed * self.piece).min(self.total)
+    }
+}
+
+/// One scatter/gather entry of a SEND: (local key, address, length).
+pub type Sge = (u32, u64, u32);
+
+/// The SENDs of one large frame, as the link posts them: first the header (from the link's
+/// registered header slot), then the payload **from its own memory** in pieces of at most
+/// `piece` bytes, with at most `cap` work requests in flight, the header's included. Pure
+/// bookkeeping over addresses: it never touches or copies the payload, and allocates nothing
+/// (the link hands it a batch array on the stack), which `tests/rdma_zero_copy.rs` checks with
+/// a counting allocator.
+#[derive(Debug, Clone)]
+pub struct FramePlan {
+    header: Option<Sge>,
+    header_in_flight: bool,
+    lkey: u32,
+    base: u64,
+    window: SendWindow,
+}
+
+impl FramePlan {
+    /// The plan for `header` then `payload` (registered under `lkey`), `cap` (at least 2)
+    /// SENDs in flight at most.
+    pub fn new(header: Sge, lkey: u32, payload: &[u8], piece: usize, cap: usize) -> FramePlan {
+        FramePlan {
+            header: Some(header),
+            header_in_flight: false,
+            lkey,
+            base: payload.as_ptr() as u64,
+            // The header's SEND counts against the window.
+            window: SendWindow::new(payload.len(), piece, cap.max(2) - 1),
+        }
+    }
+
+    /// Write the next SENDs to post into `out` (in posting order); how many. `out` must hold
+    /// `cap` entries.
+    pub fn next_batch(&mut self, out: &mut [Sge]) -> usize {
+        let mut n = 0;
+        if let Some(h) = self.header.take() {
+            out[0] = h;
+            self.header_in_flight = true;
+            n = 1;
+        }
+        while let Some(r) = self.window.next_range() {
+            out[n] = (self.lkey, self.base + r.start as u64, r.len() as u32);
+            n += 1;
+        }
+        n
+    }
+
+    /// `n` posted SENDs completed (completions of one queue pair come in posting order, so the
+    /// header's first).
+    pub fn completed(&mut self, n: usize) {
+        let h = usize::from(self.header_in_flight && n > 0);
+        self.header_in_flight &= n == 0;
+        self.window.completed(n - h);
+    }
+
+    /// Work requests posted and not completed.
+    pub fn in_flight(&self) -> usize {
+        self.window.in_flight() + usize::from(self.header_in_flight)
+    }
+
+    /// The header and every payload piece posted and completed.
+    pub fn done(&self) -> bool {
+        self.header.is_none() && !self.header_in_flight && self.window.done()
     }
 }
 
@@ -177,5 +237,28 @@ mod tests {
             w.completed(2);
         });
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn a_frame_plan_posts_the_header_first_then_the_payload_from_its_own_memory() {
+        let payload = vec![0u8; 1000];
+        let base = payload.as_ptr() as u64;
+        let mut plan = FramePlan::new((9, 0xabc, 64), 7, &payload, 300, 3);
+        let mut out = [(0, 0, 0); 3];
+        assert_eq!(plan.next_batch(&mut out), 3);
+        assert_eq!(out, [(9, 0xabc, 64), (7, base, 300), (7, base + 300, 300)]);
+        assert_eq!(plan.next_batch(&mut out), 0, "window full");
+        plan.completed(1); // the header; its place is not taken by the payload (cap - 1)
+        assert_eq!(plan.in_flight(), 2);
+        assert_eq!(plan.next_batch(&mut out), 0);
+        plan.completed(1);
+        assert_eq!(plan.next_batch(&mut out), 1);
+        assert_eq!(out[0], (7, base + 600, 300));
+        plan.completed(2);
+        assert_eq!(plan.next_batch(&mut out), 1);
+        assert_eq!(out[0], (7, base + 900, 100));
+        assert!(!plan.done());
+        plan.completed(1);
+        assert!(plan.done());
     }
 }

@@ -5,7 +5,7 @@
 use super::{ctx_of, RdmaLink, EAGER, SEND_WR, SLOT, WINDOW};
 use crate::error::{Error, Result};
 use crate::frame::{Expect, FrameHeader, HEADER_LEN};
-use crate::rdma::window::SendWindow;
+use crate::rdma::window::{FramePlan, Sge};
 use sideway::ibverbs::queue_pair::{
     PostSendGuard, QueuePair, SetScatterGatherEntry, WorkRequestFlags,
 };
@@ -26,27 +26,18 @@ impl RdmaLink {
         // Large: the header from the header slot, then the payload from its own memory.
         self.send.bytes_mut()[..HEADER_LEN].copy_from_slice(&hb);
         let reg = self.registrar.register(payload)?;
-        let base = payload.as_ptr() as u64;
         let header_sge = (self.send.lkey, self.send.addr(0), HEADER_LEN as u32);
-        // The header's SEND counts against the window: WINDOW - 1 payload pieces with it.
-        let mut w = SendWindow::new(payload.len(), SLOT, WINDOW - 1);
-        let mut sges = Vec::with_capacity(WINDOW);
-        sges.push(header_sge);
-        let mut header_pending = 1;
-        while !w.done() {
-            while let Some(r) = w.next_range() {
-                sges.push((reg.lkey, base + r.start as u64, r.len() as u32));
+        let mut plan = FramePlan::new(header_sge, reg.lkey, payload, SLOT, WINDOW);
+        // One batch of work requests per `ibv_post_send`, on the stack (no allocation per
+        // message): at most the whole window.
+        let mut batch = [(0u32, 0u64, 0u32); WINDOW];
+        while !plan.done() {
+            let n = plan.next_batch(&mut batch);
+            if n > 0 {
+                self.post_sends(&batch[..n])?;
             }
-            if !sges.is_empty() {
-                self.post_sends(&sges)?;
-                sges.clear();
-            }
-            // Completions of one QP arrive in posting order: the header's first.
             self.wait(&expect, true, |l| l.sends_done > 0)?;
-            let n = std::mem::take(&mut self.sends_done);
-            let h = n.min(header_pending);
-            header_pending -= h;
-            w.completed(n - h);
+            plan.completed(std::mem::take(&mut self.sends_done));
         }
         // `reg` (and with it a pinned registration) is dropped only now, after every SEND
         // posted from it has completed.
@@ -64,7 +55,7 @@ impl RdmaLink {
     }
 
     /// Post one signaled SEND per `(lkey, addr, len)`, all in one `ibv_post_send`.
-    fn post_sends(&mut self, sges: &[(u32, u64, u32)]) -> Result<()> {
+    fn post_sends(&mut self, sges: &[Sge]) -> Result<()> {
         let mut guard = self.verbs.qp.start_post_send();
         for &(lkey, addr, len) in sges {
             let wr = guard
