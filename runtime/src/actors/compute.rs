@@ -350,8 +350,16 @@ impl Compute {
         let t = Instant::now();
         let board = self.reporter.activity().clone();
         board.set(Thread::Compute, Doing::OptimizerStep, round, 0);
+        let closed = match &msg.params {
+            None => self
+                .model
+                .closed_form_update(cast_slice::<f32>(&msg.grads).unwrap_or(&[]))
+                .map_err(|e| RuntimeError::Model(format!("round {round}: update: {e}")))?,
+            Some(_) => false,
+        };
         let params = self.model.params_mut();
         match &msg.params {
+            None if closed => {}
             None => {
                 let g = cast_slice::<f32>(&msg.grads)
                     .map_err(|e| RuntimeError::Inconsistent(format!("round {round}: {e}")))?;
