@@ -65,11 +65,13 @@ fn lbfgs_case(
         format!("job.optimizer={{kind = \"lbfgs\", lr = 1.0, l2 = {l2}, tolerance = 1e-7}}"),
         "--set".into(),
         "job.epochs=400".into(),
+        "--set".into(),
+        "job.aggregation=\"allreduce\"".into(),
     ]);
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     split(manifest, dir.path(), &sets);
     let run = dir.path().join("run");
-    let mut args = vec!["--workers", "2", "--aggregation", "allreduce"];
+    let mut args = vec!["--workers", "2"];
     args.extend_from_slice(&sets);
     let (out, report) = launch(manifest, &run, &args, LIMIT);
     assert_ok(&out);
