@@ -17,7 +17,8 @@ tol 1e-10 / an exact Cholesky solve) in float64.
 
 Prints one JSON object: "sklearn" and, with --lockstep, "lockstep" (the weights of that model
 file scored on the same held-out rows): coef, intercept, auc (binary) or r2 (linear), and for
-binary tasks recall at the false-positive rate --fpr; then "coef_rel" = |w_l - w_s| / |w_s| and
+binary tasks recall at the false-positive rate --fpr ("recall_at_fpr") and the recall and
+false-positive rate at probability 0.5 ("recall_at_half", "fpr_at_half"); then "coef_rel" = |w_l - w_s| / |w_s| and
 "coef_max_rel" = max_i |w_l,i - w_s,i| / max_i |w_s,i|.
 
 kmeans: scikit-learn's KMeans(n_init=1, algorithm="lloyd", tol=0) from the model's own start
@@ -60,7 +61,10 @@ def scores(model, coef, intercept, x, y, fpr):
     z = x @ coef + intercept
     if model == "linear":
         return {"r2": float(r2_score(y, z))}
-    return {"auc": float(roc_auc_score(y, z)), "recall_at_fpr": recall_at_fpr(y, z, fpr)}
+    pos = y == 1
+    return {"auc": float(roc_auc_score(y, z)), "recall_at_fpr": recall_at_fpr(y, z, fpr),
+            "recall_at_half": float((z[pos] >= 0).mean()),
+            "fpr_at_half": float((z[~pos] >= 0).mean())}
 
 
 def inertia(x, centres):
