@@ -285,7 +285,13 @@ fn balanced_weights_on_rare_positives_match_scikit_learn_and_raise_recall_at_one
     std::fs::write(&manifest, text).unwrap();
     let manifest = manifest.to_str().unwrap();
     let balanced = ["--set", "job.model.class_weight=\"balanced\""];
-    let (_, plain) = lbfgs_case("rare-none", manifest, "0.001", &[], &["--model", "logistic"]);
+    let (_, plain) = lbfgs_case(
+        "rare-none",
+        manifest,
+        "0.001",
+        &[],
+        &["--model", "logistic"],
+    );
     let (_, weighted) = lbfgs_case(
         "rare-balanced",
         manifest,
@@ -304,7 +310,10 @@ fn balanced_weights_on_rare_positives_match_scikit_learn_and_raise_recall_at_one
             f(l, &["fpr_at_half"]),
             f(r, &["coef_rel"])
         );
-        assert!((f(l, &["auc"]) - f(r, &["sklearn", "auc"])).abs() <= 0.003, "{tag}: {r}");
+        assert!(
+            (f(l, &["auc"]) - f(r, &["sklearn", "auc"])).abs() <= 0.003,
+            "{tag}: {r}"
+        );
         assert!(f(r, &["coef_rel"]) <= 1e-3, "{tag}: {r}");
     }
     let get = |r: &Value, k: &str| f(r, &["lockstep", k]);
