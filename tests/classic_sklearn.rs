@@ -82,12 +82,15 @@ fn lbfgs_case(
     (report, r)
 }
 
+/// A comparison: tag, manifest, `l2`, `--set`s for Lockstep, arguments of the reference.
+type Case<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], &'a [&'a str]);
+
 /// credit_data (logistic, unweighted and balanced), OJ (logistic) and diabetes (ridge): the
 /// L-BFGS fit is within 0.003 AUC / 0.005 R² of scikit-learn's and its coefficients within 1e-3
 /// relative; the report's solver fields say it converged.
 #[test]
 fn lbfgs_fits_match_scikit_learn_on_the_same_split() {
-    let cases: [(&str, &str, &str, &[&str], &[&str]); 4] = [
+    let cases: [Case; 4] = [
         (
             "credit",
             "examples/credit/cluster.toml",

@@ -65,10 +65,10 @@ pub fn kmeans_plus_plus<R: Rng>(
     k: usize,
     rng: &mut R,
 ) -> Result<Vec<f32>, ModelError> {
-    let rows = if d == 0 { 0 } else { x.len() / d };
+    let rows = x.len().checked_div(d).unwrap_or(0);
     if rows < k {
         return Err(ModelError::Spec(format!(
-            "kmeans: clusters = {k} but the training split has {rows} rows"
+            "kmeans: clusters = {k} but the training split has {rows} rows in memory (k-means++ starts from them; a dataset streamed from files or a stream keeps none)"
         )));
     }
     let row = |i: usize| &x[i * d..(i + 1) * d];
@@ -124,7 +124,7 @@ impl KMeans {
             d,
             params,
             layout,
-            buckets: vec![0..n],
+            buckets: std::iter::once(0..n).collect(),
         })
     }
 

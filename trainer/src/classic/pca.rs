@@ -69,7 +69,7 @@ impl Pca {
             rows_seen: 0.0,
             params: vec![0.0; at],
             layout,
-            buckets: vec![0..at],
+            buckets: std::iter::once(0..at).collect(),
         })
     }
 
