@@ -327,3 +327,34 @@ fn balanced_weights_on_rare_positives_match_scikit_learn_and_raise_recall_at_one
         assert!((a - b).abs() <= 0.03, "{k}: unweighted {a}, balanced {b}");
     }
 }
+
+/// `lockstep split` refuses a stream naming `job.data`, and a missing file naming it.
+#[test]
+fn split_names_what_it_cannot_write() {
+    let dir = run_dir("split-bad");
+    let out = dir.path().join("x");
+    let out = out.to_str().unwrap();
+    let stream = run(
+        &["split", "examples/stream/credit.toml", "--out", out],
+        LIMIT,
+    );
+    let err = String::from_utf8_lossy(&stream.stderr);
+    assert!(
+        !stream.status.success() && err.contains("job.data: a stream"),
+        "{err}"
+    );
+    let args = [
+        "split",
+        "examples/credit/cluster.toml",
+        "--out",
+        out,
+        "--set",
+        "job.data.path=\"nope.parquet\"",
+    ];
+    let missing = run(&args, LIMIT);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && err.contains("nope.parquet"),
+        "{err}"
+    );
+}

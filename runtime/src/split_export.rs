@@ -21,6 +21,17 @@ use lockstep_trainer::Targets;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Why a split could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The data source keeps no fixed training split in memory.
+    #[error("job.data: {0} has no fixed training split in memory to write; point job.data.path at one Parquet or CSV file (without memory_mb)")]
+    NoSplit(&'static str),
+    /// Reading the data, or writing a file.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
 /// The files [`write_split`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Written {
@@ -33,13 +44,11 @@ pub struct Written {
 /// Load the manifest's split (as every worker does) and write it under `dir`.
 ///
 /// # Errors
-/// Data errors naming the file and column, [`RuntimeError::Model`] naming `job.data` for a
-/// dataset without an in-memory training table, I/O errors naming the output file.
-pub fn export(m: &Manifest, dir: &Path) -> Result<Written, RuntimeError> {
+/// [`ExportError::NoSplit`] naming `job.data` for a stream or a dataset streamed from files;
+/// data errors naming the file and column; I/O errors naming the output file.
+pub fn export(m: &Manifest, dir: &Path) -> Result<Written, ExportError> {
     if m.stream().is_some() {
-        return Err(RuntimeError::Model(
-            "job.data: a stream has no fixed training split to write".into(),
-        ));
+        return Err(ExportError::NoSplit("a stream"));
     }
     let split = crate::job::load_split(m)?;
     write_split(&split, &m.job.data.label, dir)
@@ -49,11 +58,9 @@ pub fn export(m: &Manifest, dir: &Path) -> Result<Written, RuntimeError> {
 ///
 /// # Errors
 /// As [`export`].
-pub fn write_split(split: &Split, label: &str, dir: &Path) -> Result<Written, RuntimeError> {
+pub fn write_split(split: &Split, label: &str, dir: &Path) -> Result<Written, ExportError> {
     if split.dataset.is_some() {
-        return Err(RuntimeError::Model(
-            "job.data: a dataset streamed from files keeps no training table in memory; point job.data.path at one file without memory_mb to write its split".into(),
-        ));
+        return Err(ExportError::NoSplit("a dataset streamed from files"));
     }
     std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
     let mut files = Vec::new();
