@@ -28,6 +28,9 @@ pub enum Command {
     /// Predict with a trained model: the held-out split to the terminal, or any data file to
     /// Parquet (`--input DATA --output OUT.parquet`).
     Predict(PredictArgs),
+    /// Write the manifest's train/held-out split, transformed as the workers see it, to
+    /// DIR/train.parquet and DIR/test.parquet (to fit the same matrices with another tool).
+    Split(SplitArgs),
     /// Render loss and metric curves of a run directory to `<run dir>/curves.svg`.
     Plot(PlotArgs),
     /// Summarise a finished or running run from its run directory.
@@ -389,6 +392,19 @@ pub struct PredictArgs {
     /// present).
     #[arg(long, value_delimiter = ',', value_name = "COL,...")]
     pub keep: Option<Vec<String>>,
+}
+
+/// `lockstep split`
+#[derive(Debug, Clone, Args)]
+pub struct SplitArgs {
+    /// The cluster manifest (TOML).
+    pub manifest: PathBuf,
+    /// Output folder: train.parquet, test.parquet and split.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Manifest overrides (as for launch).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
 }
 
 /// `lockstep plot` and `lockstep report`

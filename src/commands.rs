@@ -1,6 +1,8 @@
 //! The non-benchmark subcommands: thin adapters from clap arguments to the runtime.
 
-use crate::cli::{InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs, RunArgs, TlsGenArgs};
+use crate::cli::{
+    InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs, RunArgs, SplitArgs, TlsGenArgs,
+};
 use lockstep_runtime::stored_transform::StoredTransform;
 use lockstep_runtime::{job, predict, LaunchOptions, Manifest, NodeOptions};
 use lockstep_tensor::{read_safetensors, DType};
@@ -315,6 +317,22 @@ fn predict_file(a: &PredictArgs, m: &Manifest, input: &Path, output: &Path) -> R
         let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         println!("metrics against the label column: {}", shown.join(", "));
     }
+    Ok(())
+}
+
+/// `lockstep split`
+///
+/// # Errors
+/// Manifest and data errors, or an output file that cannot be written, named.
+pub fn split(a: &SplitArgs) -> Result<(), String> {
+    let m = Manifest::load(&a.manifest, &a.sets).map_err(|e| e.to_string())?;
+    let done = lockstep_runtime::split_export::export(&m, &a.out).map_err(|e| e.to_string())?;
+    println!(
+        "{} training and {} held-out rows written to {}",
+        done.rows.0,
+        done.rows.1,
+        a.out.display()
+    );
     Ok(())
 }
 

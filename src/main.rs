@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Command::Run(a) => lockstep::commands::run(&a),
         Command::Inspect(a) => lockstep::commands::inspect(&a),
         Command::Predict(a) => lockstep::commands::predict(&a),
+        Command::Split(a) => lockstep::commands::split(&a),
         Command::Plot(a) => lockstep::commands::plot(&a),
         Command::Report(a) => lockstep::commands::report(&a),
         Command::Bench(BenchCommand::Link(a)) => lockstep::bench::link::run(&a),

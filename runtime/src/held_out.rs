@@ -25,6 +25,8 @@ pub enum EvalKind {
     Binary,
     /// Real labels: r2 and mse from the predictions.
     Regression,
+    /// A model that ignores the label (k-means, PCA): its own loss per row only.
+    Unsupervised,
 }
 
 /// One chunk's evaluation.
@@ -67,6 +69,7 @@ pub fn share(
     workers: usize,
 ) -> Result<EvalShare, RuntimeError> {
     let kind = match (&test.y, task) {
+        _ if model.unsupervised() => EvalKind::Unsupervised,
         (Targets::Class(_), _) => EvalKind::Classes,
         (Targets::Real(_), DataTask::Binary) => EvalKind::Binary,
         (Targets::Real(_), _) => EvalKind::Regression,
@@ -78,6 +81,18 @@ pub fn share(
         let start = index * PREDICT_CHUNK;
         let rows = PREDICT_CHUNK.min(test.rows - start);
         let part = slice(test, start, rows, model.out_dim());
+        if kind == EvalKind::Unsupervised {
+            let loss = model.evaluate(&part).map_err(merr)?;
+            chunks.push(EvalChunk {
+                index: index as u32,
+                rows: rows as u32,
+                loss_sum: loss.loss_sum,
+                hits: 0,
+                pred: Vec::new(),
+                label: Vec::new(),
+            });
+            continue;
+        }
         let (loss, pred) = model.evaluate_predict(&part).map_err(merr)?;
         let mut chunk = EvalChunk {
             index: index as u32,
@@ -186,6 +201,7 @@ pub fn combine(shares: Vec<(String, EvalShare)>) -> Result<BTreeMap<String, f64>
             out.insert("r2".into(), metrics::r2(&pred, &label));
             out.insert("mse".into(), metrics::mse(&pred, &label));
         }
+        EvalKind::Unsupervised => {}
     }
     Ok(out)
 }

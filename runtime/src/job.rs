@@ -45,6 +45,9 @@ pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError
     model
         .set_class_weights(class_weights(m, split)?)
         .map_err(|e| RuntimeError::Model(format!("job.model.class_weight: {e}")))?;
+    model
+        .init_from_data(&split.train.x, m.job.seed)
+        .map_err(|e| RuntimeError::Model(format!("job.model: {e}")))?;
     Ok(model)
 }
 
@@ -138,15 +141,23 @@ pub fn plan(m: &Manifest, train_rows: usize) -> EpochPlan {
         global_batch: global_batch(m, train_rows),
         drop_last: m.job.micro_batches > 0,
         seed: m.job.seed,
-        fixed_order: m.job.optimizer.kind == lockstep_trainer::optim::OptimizerKind::Lbfgs,
+        fixed_order: full_batch(m),
     }
 }
 
-/// Rows per global batch: `job.global_batch`; for L-BFGS the whole training split (rounded down
-/// to a multiple of `micro_batches`, so that every evaluation has the same rows), whatever
-/// `global_batch` says.
+/// Whether every round sees the whole training split in one fixed order: full-batch L-BFGS,
+/// and the closed-form models (k-means, PCA) whose rounds sum statistics over every row.
+pub fn full_batch(m: &Manifest) -> bool {
+    use lockstep_trainer::model::ModelKind;
+    m.job.optimizer.kind == lockstep_trainer::optim::OptimizerKind::Lbfgs
+        || matches!(m.job.model.kind, ModelKind::Kmeans | ModelKind::Pca)
+}
+
+/// Rows per global batch: `job.global_batch`; for L-BFGS, k-means and PCA the whole training
+/// split (rounded down to a multiple of `micro_batches`, so that every evaluation has the same
+/// rows), whatever `global_batch` says.
 pub fn global_batch(m: &Manifest, train_rows: usize) -> usize {
-    if m.job.optimizer.kind == lockstep_trainer::optim::OptimizerKind::Lbfgs {
+    if full_batch(m) {
         let lanes = m.job.micro_batches.max(1);
         return (train_rows / lanes * lanes).max(1);
     }

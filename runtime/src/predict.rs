@@ -113,7 +113,13 @@ pub fn predict_file(
         .iter()
         .map(|c| schema.field_with_name(c).cloned().expect("checked above"))
         .collect();
-    out_fields.extend(prediction_fields(task, &classes));
+    let unsupervised = crate::predict_classic::fields(model);
+    let has_label = has_label && unsupervised.is_none();
+    out_fields.extend(
+        unsupervised
+            .clone()
+            .unwrap_or_else(|| prediction_fields(task, &classes)),
+    );
     let out_schema = Arc::new(Schema::new(out_fields));
     let out_io = |e: &dyn std::fmt::Display| RuntimeError::io("write", &job.output, e.to_string());
     if let Some(dir) = job.output.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -152,7 +158,10 @@ pub fn predict_file(
             .iter()
             .map(|c| batch.column_by_name(c).cloned().expect("checked above"))
             .collect();
-        arrays.extend(prediction_arrays(task, &classes, &pred, n));
+        arrays.extend(match unsupervised {
+            Some(_) => crate::predict_classic::arrays(model, &pred, n),
+            None => prediction_arrays(task, &classes, &pred, n),
+        });
         let out = RecordBatch::try_new(out_schema.clone(), arrays).map_err(|e| out_io(&e))?;
         writer.write(&out).map_err(|e| out_io(&e))?;
         if has_label {

@@ -12,7 +12,7 @@
 //! W -> C  Checkpointed { round, path }         (rank 0, after a round whose plan checkpoints)
 //! W -> C  Trace { sent_us, spans }             (with `--trace`, in batches, anywhere)
 //! C -> W  Save { round, path }                 W -> C  Saved { path }             (rank 0 only)
-//! C -> W  Finish                               W -> C  Finished { weights_sha256 }
+//! C -> W  Finish                               W -> C  Finished { weights_sha256, solver }
 //! either  Abort { reason }
 //! ```
 //!
@@ -266,6 +266,9 @@ pub enum ControlMsg {
     Finished {
         /// SHA-256 of the final parameters.
         weights_sha256: String,
+        /// L-BFGS's progress (workers with `kind = "lbfgs"`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        solver: Option<crate::report::SolverReport>,
     },
     /// Elastic: this worker's collective failed and names `node` as the peer at fault.
     PeerLost {

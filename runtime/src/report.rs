@@ -67,9 +67,27 @@ pub struct Report {
     /// (held-out metrics are unweighted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_weight: Option<BTreeMap<String, f64>>,
+    /// The full-batch solver's progress (`[job.optimizer] kind = "lbfgs"`), from rank 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solver: Option<SolverReport>,
     /// Stream counters and prequential metrics (`source = "stream"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamReport>,
+}
+
+/// Where a full-batch solver stopped (`report.json`'s `solver`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SolverReport {
+    /// `lbfgs`.
+    pub kind: String,
+    /// Accepted steps.
+    pub iterations: u64,
+    /// Gradient evaluations (rounds that computed a gradient; after convergence none do).
+    pub evaluations: u64,
+    /// The largest component of the penalised gradient at the final weights.
+    pub grad_max: f64,
+    /// Whether `grad_max` fell to `tolerance` times the first gradient's largest component.
+    pub converged: bool,
 }
 
 /// One change of an elastic job's membership.

@@ -346,8 +346,8 @@ fn run_epoch(
         // streamed dataset's batches are cut into lanes fixed for the job (the micro-batches, else
         // the manifest's workers), so they do not move when the world shrinks or grows.
         let lanes = if k > 0 { k } else { m.worker_names().len() };
-        // Full-batch L-BFGS: the same rows (and the same leftover) at every evaluation.
-        let lbfgs = m.job.optimizer.kind == lockstep_trainer::optim::OptimizerKind::Lbfgs;
+        // Full-batch L-BFGS, k-means, PCA: the same rows (and leftover) at every evaluation.
+        let lbfgs = job::full_batch(m);
         let table_source = |rank, world| {
             lockstep_trainer::data::train_source(
                 split,

@@ -131,7 +131,10 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                     &mut link,
                     round,
                     "reporting to the coordinator",
-                    &ControlMsg::Finished { weights_sha256 },
+                    &ControlMsg::Finished {
+                        weights_sha256,
+                        solver: None,
+                    },
                 )?;
                 return Ok(());
             }

@@ -48,6 +48,7 @@ fn an_unexpected_reply_to_finish_is_an_error_naming_the_member() {
         ));
         let done = ControlMsg::Finished {
             weights_sha256: "abc".into(),
+            solver: None,
         };
         send_msg(&mut w0, 9, "test", &done).unwrap();
         w0
@@ -107,6 +108,7 @@ fn a_silent_member_is_named_when_the_finish_wait_runs_out() {
         ));
         let done = ControlMsg::Finished {
             weights_sha256: "abc".into(),
+            solver: None,
         };
         send_msg(&mut w1, 9, "test", &done).unwrap();
         w1

@@ -6,6 +6,7 @@
 //! - [`batch`]: the `Batch` handed from data to model.
 
 pub mod batch;
+pub mod classic;
 pub mod data;
 pub mod init;
 pub mod loss;

@@ -18,7 +18,7 @@ use crate::hang::{Doing, Thread};
 use crate::protocol::{ControlMsg, RoundPlan, RoundTiming};
 use crate::stored_transform::StoredTransform;
 use actix::{Actor, Handler, Recipient, SyncContext};
-use lockstep_tensor::{cast_slice, BufferMut};
+use lockstep_tensor::BufferMut;
 use lockstep_trainer::data::{ShardBatch, Task as DataTask};
 use lockstep_trainer::model::{Model, SliceSink};
 use lockstep_trainer::optim::Optimizer;
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 mod save;
 mod state;
+mod update;
 pub use save::{publish_model, save_model};
 
 /// The round in flight: its plan and what its report needs.
@@ -350,35 +351,8 @@ impl Compute {
         let t = Instant::now();
         let board = self.reporter.activity().clone();
         board.set(Thread::Compute, Doing::OptimizerStep, round, 0);
-        let params = self.model.params_mut();
-        match &msg.params {
-            None => {
-                let g = cast_slice::<f32>(&msg.grads)
-                    .map_err(|e| RuntimeError::Inconsistent(format!("round {round}: {e}")))?;
-                self.optimizer
-                    .step_with_lr(run.plan.lr, params, g)
-                    .map_err(|e| RuntimeError::Model(format!("round {round}: optimizer: {e}")))?
-            }
-            Some(p) if p.len() == params.len() => params.copy_from_slice(p),
-            Some(p) => {
-                return Err(RuntimeError::Inconsistent(format!(
-                    "round {round}: pulled {} parameters, model has {}",
-                    p.len(),
-                    params.len()
-                )))
-            }
-        }
+        self.apply_update(round, run.plan.lr, &msg)?;
         drop(msg.params);
-        if let Some(p) = self.optimizer.lbfgs_progress() {
-            if self.rank0 && p.converged && p.evaluations == self.optimizer.steps() {
-                tracing::info!(
-                    "L-BFGS converged at round {round}: {} iterations, {} gradient evaluations, largest gradient component {:.3e}",
-                    p.iterations,
-                    p.evaluations,
-                    p.grad_max
-                );
-            }
-        }
         if let Some(state) = &msg.optimizer {
             // The servers' optimizer state, for the checkpoint of this round.
             self.optimizer.load_state(state).map_err(|e| {

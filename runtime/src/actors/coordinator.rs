@@ -420,7 +420,7 @@ async fn run_rounds(
     report.samples_per_s = totals.samples as f64 / wall_s.max(1e-9);
     report.final_train_loss = totals.last_loss;
     report.eval = eval;
-    report.weights_sha256 = weights;
+    (report.weights_sha256, report.solver) = weights;
     report.checkpoint = Some(saved);
     report.round_time = totals.split();
     report.world_size = world;

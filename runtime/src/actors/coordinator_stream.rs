@@ -339,7 +339,7 @@ pub(super) async fn run_stream_rounds(
     report.samples_per_s = totals.samples as f64 / wall_s.max(1e-9);
     report.final_train_loss = totals.last_loss;
     report.eval = eval;
-    report.weights_sha256 = weights;
+    report.weights_sha256 = weights.0;
     report.checkpoint = Some(saved);
     report.round_time = totals.split();
     let rows_not_trained = view.rows.saturating_sub(totals.samples);

@@ -129,9 +129,9 @@ pub struct SaveModel {
     pub checkpoint: Option<crate::protocol::CheckpointPlan>,
 }
 
-/// Compute: SHA-256 of the parameters.
+/// Compute: SHA-256 of the parameters, and L-BFGS's progress where it runs.
 #[derive(Message)]
-#[rtype(result = "Result<String, RuntimeError>")]
+#[rtype(result = "Result<(String, Option<crate::report::SolverReport>), RuntimeError>")]
 pub struct ParamsHash;
 
 /// A replica's state at a round boundary: what a survivor hands to the next mesh.

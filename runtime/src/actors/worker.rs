@@ -74,7 +74,10 @@ impl Handler<Command> for WorkerNode {
                     .await
                     .map_err(mailbox("compute"))
                     .and_then(|r| r)
-                    .map(|weights_sha256| ControlMsg::Finished { weights_sha256 }),
+                    .map(|(weights_sha256, solver)| ControlMsg::Finished {
+                        weights_sha256,
+                        solver,
+                    }),
                 other => Err(RuntimeError::Protocol(format!(
                     "unexpected command {}",
                     other.name()

@@ -368,3 +368,25 @@ fn lbfgs_is_for_convex_models_over_the_whole_training_set() {
     assert!(spec_error(&[lbfgs[0], lbfgs[1], "job.optimizer.history=0"]).contains("history = 0"));
     assert!(spec_error(&["job.optimizer.history=5"]).contains("`history` does not apply"));
 }
+
+#[test]
+fn kmeans_and_pca_are_closed_form_over_the_whole_training_set() {
+    let km = ["job.model.kind=\"kmeans\"", "job.model.clusters=3"];
+    check(&km).expect("kmeans");
+    refused(
+        &[km[0], km[1], "job.aggregation=\"parameter-server\""],
+        "job.aggregation",
+        "allreduce",
+    );
+    refused(
+        &[km[0], km[1], "job.optimizer.l2=0.1"],
+        "job.optimizer",
+        "closed form",
+    );
+    let pca = ["job.model.kind=\"pca\"", "job.model.components=2"];
+    refused(
+        &[pca[0], pca[1], "job.optimizer={kind=\"lbfgs\", lr=1.0}"],
+        "job.optimizer.kind",
+        "closed form",
+    );
+}

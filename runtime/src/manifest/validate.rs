@@ -184,6 +184,9 @@ impl Manifest {
                 ),
             ));
         }
+        if matches!(kind, ModelKind::Kmeans | ModelKind::Pca) {
+            return self.validate_closed_form(kind);
+        }
         if self.job.optimizer.kind == lockstep_trainer::optim::OptimizerKind::Lbfgs {
             let why = if !matches!(kind, ModelKind::Linear | ModelKind::Logistic) {
                 Some(format!("solves convex objectives only (model kind = \"linear\" or \"logistic\"); {kind:?} is not convex: use sgd, adam or adamw"))
@@ -199,6 +202,36 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// k-means and PCA: fitted in closed form over the whole training split by allreduce, so no
+    /// stream, no parameter server, no penalty and no L-BFGS.
+    fn validate_closed_form(
+        &self,
+        kind: lockstep_trainer::model::ModelKind,
+    ) -> Result<(), ManifestError> {
+        let o = &self.job.optimizer;
+        let (key, why) = if self.job.data.source == lockstep_trainer::data::Source::Stream {
+            (
+                "job.data.source",
+                "needs the whole training set at every round; a stream has no whole",
+            )
+        } else if self.job.aggregation == Aggregation::ParameterServer {
+            (
+                "job.aggregation",
+                "sums its statistics by allreduce: use aggregation = \"allreduce\"",
+            )
+        } else if o.l2 != 0.0 || o.l1 != 0.0 || o.weight_decay != 0.0 {
+            (
+                "job.optimizer",
+                "is fitted in closed form: it takes no l2, l1 or weight_decay",
+            )
+        } else if o.kind == lockstep_trainer::optim::OptimizerKind::Lbfgs {
+            ("job.optimizer.kind", "is fitted in closed form: leave [job.optimizer] at kind = \"sgd\" (it is not used)")
+        } else {
+            return Ok(());
+        };
+        Err(self.invalid(key, format!("model kind {kind:?} {why}")))
     }
 
     /// `[job.data.stream]` against `source`, the global batch and the worker count.

@@ -142,6 +142,32 @@ pub trait Model: Send {
         }
     }
 
+    /// Models fitted in closed form (k-means, PCA; see [`crate::classic`]): the round's
+    /// allreduced buffer holds their statistics, and this turns them into the new parameters
+    /// in place of an optimizer step. Returns `false` (the default) for models that an optimizer
+    /// trains.
+    ///
+    /// # Errors
+    /// A statistics buffer of the wrong length.
+    fn closed_form_update(&mut self, _stats: &[f32]) -> Result<bool, ModelError> {
+        Ok(false)
+    }
+
+    /// Start from the training rows (`rows x in_dim`, row-major) where the initialisation needs
+    /// them (k-means++), drawing from `seed`; the default does nothing.
+    ///
+    /// # Errors
+    /// [`ModelError::Spec`] when the rows cannot start the model (fewer rows than clusters).
+    fn init_from_data(&mut self, _x: &[f32], _seed: u64) -> Result<(), ModelError> {
+        Ok(())
+    }
+
+    /// Whether the model ignores the label (k-means, PCA): the held-out evaluation then reports
+    /// the model's own loss per row only (default `false`).
+    fn unsupervised(&self) -> bool {
+        false
+    }
+
     /// Parameter tensors in offset order.
     fn layout(&self) -> &[ParamInfo];
     /// Gradient bucket ranges in the order backprop delivers them (increasing offsets,

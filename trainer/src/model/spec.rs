@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [job.model]
-//! kind = "cnn"            # linear | logistic | mlp | cnn
+//! kind = "cnn"            # linear | logistic | mlp | cnn | kmeans | pca
 //! image = [1, 28, 28]     # cnn: channels, height, width of each row's pixels (NCHW)
 //! channels = [8, 16]      # cnn: one conv(k x k) + ReLU + 2x2 max pool per entry
 //! kernel = 3              # cnn, default 3 (odd)
@@ -12,6 +12,8 @@
 //! activation = "relu"     # mlp / cnn hidden layers: relu | tanh, default relu
 //! task = "classification" # mlp / cnn: classification (default) | regression
 //! classes = 10            # optional; must match the data when given
+//! clusters = 10           # kmeans: k (see crate::classic)
+//! components = 50         # pca: principal components kept
 //! ```
 
 use super::activation::{Activation, ActivationKind};
@@ -34,6 +36,10 @@ pub enum ModelKind {
     Mlp,
     /// Convolutional network: conv/ReLU/pool blocks, then a dense head.
     Cnn,
+    /// k-means clustering (Lloyd iterations, k-means++ start; [`crate::classic::KMeans`]).
+    Kmeans,
+    /// Principal component analysis ([`crate::classic::Pca`]).
+    Pca,
 }
 
 /// Hidden-layer activation.
@@ -100,6 +106,12 @@ pub struct ModelSpec {
     /// class name to weight. Held-out metrics stay unweighted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_weight: Option<ClassWeight>,
+    /// Clusters (kmeans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<usize>,
+    /// Principal components kept (pca).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<usize>,
 }
 
 /// `class_weight`: `"balanced"` (`n / (classes * n_c)` from the training split, as
@@ -175,6 +187,8 @@ impl ModelSpec {
             kernel: None,
             class_weight: None,
             padding: None,
+            clusters: None,
+            components: None,
         }
     }
 
@@ -184,13 +198,17 @@ impl ModelSpec {
             ModelKind::Logistic => "logistic",
             ModelKind::Mlp => "mlp",
             ModelKind::Cnn => "cnn",
+            ModelKind::Kmeans => "kmeans",
+            ModelKind::Pca => "pca",
         }
     }
 
     /// Names of fields set that `kind` does not use.
     fn stray_fields(&self) -> Vec<&'static str> {
         let (dense, cnn) = match self.kind {
-            ModelKind::Linear | ModelKind::Logistic => (false, false),
+            ModelKind::Linear | ModelKind::Logistic | ModelKind::Kmeans | ModelKind::Pca => {
+                (false, false)
+            }
             ModelKind::Mlp => (true, false),
             ModelKind::Cnn => (true, true),
         };
@@ -203,10 +221,21 @@ impl ModelSpec {
         check(!self.hidden.is_empty(), dense, "hidden");
         check(self.activation.is_some(), dense, "activation");
         check(self.task.is_some(), dense, "task");
+        let classic = matches!(self.kind, ModelKind::Kmeans | ModelKind::Pca);
         check(
             self.classes.is_some(),
-            self.kind != ModelKind::Linear,
+            self.kind != ModelKind::Linear && !classic,
             "classes",
+        );
+        check(
+            self.clusters.is_some(),
+            self.kind == ModelKind::Kmeans,
+            "clusters",
+        );
+        check(
+            self.components.is_some(),
+            self.kind == ModelKind::Pca,
+            "components",
         );
         check(self.image.is_some(), cnn, "image");
         check(!self.channels.is_empty(), cnn, "channels");
@@ -272,6 +301,22 @@ pub fn build_model(
         return Err(ModelError::Spec(format!(
             "{kind}: hidden and channels entries must be positive"
         )));
+    }
+    match spec.kind {
+        ModelKind::Kmeans => {
+            let k = spec
+                .clusters
+                .ok_or_else(|| ModelError::Spec("kmeans: `clusters = K` is required".into()))?;
+            let start = vec![0.0; k * input_dim];
+            return Ok(Box::new(crate::classic::KMeans::new(k, input_dim, &start)?));
+        }
+        ModelKind::Pca => {
+            let k = spec
+                .components
+                .ok_or_else(|| ModelError::Spec("pca: `components = K` is required".into()))?;
+            return Ok(Box::new(crate::classic::Pca::new(k, input_dim)?));
+        }
+        _ => {}
     }
     let task = spec.task_for(classes_or_outputs)?;
     let act = match spec.activation.unwrap_or(ActivationName::Relu) {

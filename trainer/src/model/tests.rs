@@ -285,3 +285,23 @@ fn small_cnn_learns_bars() {
     );
     assert!(loss < 0.05, "cnn loss {loss}");
 }
+
+#[test]
+fn kmeans_and_pca_specs_need_their_size_and_refuse_other_fields() {
+    let mut s = ModelSpec::new(ModelKind::Kmeans);
+    let e = build_model(&s, 4, 1, 0).err().unwrap().to_string();
+    assert!(e.contains("clusters = K"), "{e}");
+    s.clusters = Some(3);
+    let m = build_model(&s, 4, 1, 0).unwrap();
+    assert_eq!((m.name(), m.params().len()), ("kmeans", 3 * 4 * 2 + 3));
+    s.components = Some(2);
+    let e = build_model(&s, 4, 1, 0).err().unwrap().to_string();
+    assert!(e.contains("components"), "{e}");
+    let mut p = ModelSpec::new(ModelKind::Pca);
+    p.components = Some(5);
+    let e = build_model(&p, 4, 1, 0).err().unwrap().to_string();
+    assert!(e.contains("between 1 and the 4 features"), "{e}");
+    p.components = Some(2);
+    let m = build_model(&p, 4, 1, 0).unwrap();
+    assert_eq!((m.out_dim(), m.unsupervised()), (2, true));
+}

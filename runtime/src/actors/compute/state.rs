@@ -53,8 +53,18 @@ impl Handler<Evaluate> for Compute {
 }
 
 impl Handler<ParamsHash> for Compute {
-    type Result = Result<String, RuntimeError>;
+    type Result = Result<(String, Option<crate::report::SolverReport>), RuntimeError>;
     fn handle(&mut self, _: ParamsHash, _: &mut SyncContext<Self>) -> Self::Result {
-        Ok(job::weights_sha256(self.model.params()))
+        let solver = self
+            .optimizer
+            .lbfgs_progress()
+            .map(|p| crate::report::SolverReport {
+                kind: "lbfgs".into(),
+                iterations: p.iterations,
+                evaluations: p.evaluations,
+                grad_max: p.grad_max,
+                converged: p.converged,
+            });
+        Ok((job::weights_sha256(self.model.params()), solver))
     }
 }

@@ -6,6 +6,7 @@
 //! command timeout.
 
 use super::*;
+use crate::report::SolverReport;
 
 /// How long a member after the first silent one still gets to show an answer that already
 /// arrived (the shared deadline has passed by then).
@@ -62,9 +63,10 @@ impl Handler<RunSave> for ControlPlane {
     }
 }
 
-/// End training: every worker reports its final parameters' hash; they must agree.
+/// End training: every worker reports its final parameters' hash; they must agree. The result
+/// is the hash and rank 0's solver progress (L-BFGS).
 #[derive(Message)]
-#[rtype(result = "Result<String, RuntimeError>")]
+#[rtype(result = "Result<(String, Option<SolverReport>), RuntimeError>")]
 pub struct RunFinish {
     /// The last round.
     pub round: u64,
@@ -73,12 +75,13 @@ pub struct RunFinish {
 }
 
 impl Handler<RunFinish> for ControlPlane {
-    type Result = Result<String, RuntimeError>;
+    type Result = Result<(String, Option<SolverReport>), RuntimeError>;
     fn handle(&mut self, msg: RunFinish, _: &mut SyncContext<Self>) -> Self::Result {
         let started = Instant::now();
         let deadline = started + msg.timeout;
         self.broadcast(msg.round, &ControlMsg::Finish, "finishing")?;
         let mut hashes: Vec<(String, String)> = Vec::new();
+        let mut solver: Option<SolverReport> = None;
         let mut silent: Vec<String> = Vec::new();
         for (i, m) in self.members.iter_mut().enumerate() {
             let progress = self.stream.get_mut(i);
@@ -86,7 +89,11 @@ impl Handler<RunFinish> for ControlPlane {
             let until = deadline.max(Instant::now() + GRACE * u32::from(!silent.is_empty()));
             let doing = "waiting for Finished";
             match recv_member_before(&self.traces, progress, m, msg.round, doing, Some(until)) {
-                Ok(ControlMsg::Finished { weights_sha256 }) => {
+                Ok(ControlMsg::Finished {
+                    weights_sha256,
+                    solver: s,
+                }) => {
+                    solver = solver.or(s);
                     hashes.push((m.name.clone(), weights_sha256))
                 }
                 Ok(other) => {
@@ -116,6 +123,6 @@ impl Handler<RunFinish> for ControlPlane {
                 workers[0].0
             )));
         }
-        Ok(first)
+        Ok((first, solver))
     }
 }

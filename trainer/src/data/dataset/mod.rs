@@ -99,14 +99,10 @@ pub fn train_source(
     fixed_order: bool,
 ) -> Result<Box<dyn BatchSource>, DataError> {
     Ok(match &split.dataset {
-        Some(ds) => Box::new(DatasetSource::new(
-            Arc::clone(ds),
-            global_batch,
-            drop_last,
-            lanes,
-            rank,
-            world,
-        )?),
+        Some(ds) => Box::new(
+            DatasetSource::new(Arc::clone(ds), global_batch, drop_last, lanes, rank, world)?
+                .with_fixed_order(fixed_order),
+        ),
         None => Box::new(
             TableSource::new(
                 name,

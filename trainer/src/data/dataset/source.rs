@@ -121,13 +121,14 @@ struct Loader {
 }
 
 /// Starts a loader thread at window `index` of `epoch` for `lanes`; it runs until its receiver is
-/// dropped.
+/// dropped. With `fixed` every epoch reads the windows of epoch 0 (the same rows in the same
+/// order: full-batch solvers), labelled with its own epoch.
 fn spawn_loader(
     ds: Arc<Dataset>,
     cut: Arc<LaneCut>,
     lanes: Vec<usize>,
-    epoch: u64,
-    index: u64,
+    (epoch, index): (u64, u64),
+    fixed: bool,
 ) -> Loader {
     let (tx, rx) = sync_channel::<Loaded>(lanes.len().max(1));
     let (spent, tables) = sync_channel::<Table>(lanes.len().max(1));
@@ -136,12 +137,16 @@ fn spawn_loader(
         .spawn(move || {
             let (mut epoch, mut first) = (epoch, index);
             loop {
-                let order = ds.layout.epoch_order(epoch);
+                let order = ds.layout.epoch_order(if fixed { 0 } else { epoch });
                 for index in first..cut.windows {
                     for &lane in &lanes {
                         let plan = ds.layout.window(&order, &cut, lane, index);
                         let table = reuse(tables.try_recv().ok(), &ds, plan.len as usize);
-                        let loaded = block_on(&ds.name, build_window(&ds, plan, table));
+                        let loaded =
+                            block_on(&ds.name, build_window(&ds, plan, table)).map(|mut w| {
+                                w.plan.epoch = epoch;
+                                w
+                            });
                         let failed = loaded.is_err();
                         if tx.send(loaded).is_err() || failed {
                             return;
@@ -230,6 +235,13 @@ impl DatasetSource {
         })
     }
 
+    /// Read every epoch in the first epoch's order (the same rows, windows and row order: the
+    /// full-batch solvers' fixed objective; see [`EpochPlan::fixed_order`]).
+    pub fn with_fixed_order(mut self, fixed: bool) -> Self {
+        self.plan.fixed_order = fixed;
+        self
+    }
+
     /// Makes sure the windows of index `index` of the cursor's epoch are loaded.
     fn load(&mut self, index: u64) -> Result<(), DataError> {
         let key = (self.cursor.epoch, index);
@@ -245,8 +257,8 @@ impl DatasetSource {
                 Arc::clone(&self.ds),
                 Arc::clone(&self.cut),
                 self.mine.clone(),
-                key.0,
-                key.1,
+                key,
+                self.plan.fixed_order,
             ));
         }
         while self.windows.iter().filter(|w| w.key() == key).count() < self.mine.len() {
