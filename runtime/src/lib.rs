@@ -43,6 +43,7 @@ mod role_coordinator;
 mod role_worker;
 mod scale;
 pub mod server;
+pub mod sparse;
 pub mod stop;
 pub mod stored_transform;
 pub mod tls;

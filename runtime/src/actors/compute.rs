@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod save;
+mod sparse;
 mod state;
 pub use save::{publish_model, save_model};
 
@@ -73,6 +74,8 @@ pub struct Compute {
     offsets: Option<StreamOffsets>,
     /// The data transform, stored in checkpoints and in the model's metadata.
     transform: Option<Arc<StoredTransform>>,
+    /// Embedding tables: where their exchanges go.
+    sparse_link: Option<sparse::SparseLink>,
 }
 
 /// Per producer, the offset of the next row after a round's rows (arrival-order streams).
@@ -118,6 +121,7 @@ impl Compute {
             prequential: false,
             offsets: None,
             transform: None,
+            sparse_link: None,
         }
     }
 
@@ -272,6 +276,7 @@ impl Compute {
         let board = self.reporter.activity().clone();
         board.set(Thread::Compute, Doing::ForwardBackward, round, 0);
         board.stall_point(round)?;
+        self.sparse_pull(round, &shard.batch)?;
         let scored = self.score(round, &shard.batch)?;
         let (last_micro, head_loss) = match self.micro {
             0 => (None, 0.0),
@@ -315,6 +320,7 @@ impl Compute {
             )));
         }
         let kept = sink.into_kept();
+        self.sparse_push(round, plan.lr)?;
         board.set(Thread::Compute, Doing::AwaitAggregate, round, 0);
         self.running = Some(Running {
             plan,
@@ -418,6 +424,7 @@ impl Compute {
         if run.plan.evaluate {
             board.set(Thread::Compute, Doing::Evaluate, round, 0);
             let t = Instant::now();
+            self.sparse_pull_test(round)?;
             let (m, task, test) = (self.model.as_mut(), self.task, &self.test);
             let share = crate::held_out::share(m, task, test, self.rank, self.world)?;
             self.reporter

@@ -55,6 +55,6 @@ impl Handler<Evaluate> for Compute {
 impl Handler<ParamsHash> for Compute {
     type Result = Result<String, RuntimeError>;
     fn handle(&mut self, _: ParamsHash, _: &mut SyncContext<Self>) -> Self::Result {
-        Ok(job::weights_sha256(self.model.params()))
+        self.weights_hash()
     }
 }
