@@ -52,7 +52,7 @@ fn grads_of(w: usize, ids: &[Vec<u64>]) -> Vec<SparseRows> {
             dim,
             ids: list.clone(),
             values: (0..list.len() * dim)
-                .map(|k| 0.1 + (w as f32) * 1e-7 + k as f32 * 1e7)
+                .map(|k| 0.1 + (w as f32) * 1e-7 + (k % dim) as f32 * 1e7)
                 .collect(),
         })
         .collect()

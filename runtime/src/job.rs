@@ -44,7 +44,14 @@ pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError
     let spec = &m.job.model;
     let built = match spec.kind {
         ModelKind::Mf | ModelKind::WideDeep => {
-            build_embedding_model(spec, &split.feature_names, split.outputs(), m.job.seed)
+            let base = match &split.train.y {
+                Targets::Real(y) if split.task == DataTask::Regression && !y.is_empty() => {
+                    (y.iter().map(|&v| f64::from(v)).sum::<f64>() / y.len() as f64) as f32
+                }
+                _ => 0.0,
+            };
+            let names = &split.feature_names;
+            build_embedding_model(spec, names, split.outputs(), m.job.seed, base)
         }
         _ => build_model(spec, split.train.cols, split.outputs(), m.job.seed),
     };

@@ -4,7 +4,9 @@
 //!   factorization machine over fields: `y = b + w·x_dense + Σ_t bias_t + Σ_{s<t} <e_s, e_t>`.
 //!   With two tables (user, item) it is the classic `b + b_u + b_i + <p_u, q_i>`.
 //! - **`wide_deep`**: the deep part is an MLP over the concatenated vectors and the dense
-//!   features; the wide part is each id's bias: `y = mlp([e_1..e_T, x_dense]) + Σ_t bias_t`.
+//!   features; the wide part is the factorization machine of the ids (each id's bias and, when
+//!   the tables have one `dim`, the pairwise dot products), as in DeepFM (Guo et al., 2017):
+//!   `y = mlp([e_1..e_T, x_dense]) + Σ_t bias_t + Σ_{s<t} <e_s, e_t>`.
 //!
 //! Backward writes the dense gradient into the caller's slice and returns, per table, the
 //! gradient of the rows this batch touched only (ids ascending, duplicates combined in row
@@ -113,6 +115,8 @@ impl Parts<'_> {
                 for (k, &j) in self.dense.iter().enumerate() {
                     s += self.params[1 + k] * x[r * cols + j];
                 }
+            }
+            if nt > 1 && self.dims.iter().all(|&d| d == self.dims[0]) {
                 for a in 0..nt {
                     for b in a + 1..nt {
                         let (ea, eb) = (self.row(a, pos[a][r]), self.row(b, pos[b][r]));
@@ -157,6 +161,7 @@ impl Parts<'_> {
             Arch::WideDeep => Some(self.backward_layers(pass, dout, grads)?),
         };
         let zw: usize = self.dims.iter().sum::<usize>() + self.dense.len();
+        let fm = nt > 1 && self.dims.iter().all(|&d| d == self.dims[0]);
         for r in 0..rows {
             let d = dout[r];
             if self.arch == Arch::Mf {
@@ -175,16 +180,14 @@ impl Parts<'_> {
                     let row = self.pulled[t].row(p);
                     g.iter_mut().zip(row).for_each(|(a, v)| *a += reg * v);
                 }
-                match &dz {
-                    Some(dz) => {
-                        let src = &dz[r * zw + off..r * zw + off + w - 1];
-                        g[..w - 1].iter_mut().zip(src).for_each(|(a, b)| *a += b);
-                    }
-                    None => {
-                        for s in (0..nt).filter(|&s| s != t) {
-                            let e = &self.pulled[s].row(pass.pos[s][r] as usize)[..w - 1];
-                            g[..w - 1].iter_mut().zip(e).for_each(|(a, b)| *a += d * b);
-                        }
+                if let Some(dz) = &dz {
+                    let src = &dz[r * zw + off..r * zw + off + w - 1];
+                    g[..w - 1].iter_mut().zip(src).for_each(|(a, b)| *a += b);
+                }
+                if fm {
+                    for s in (0..nt).filter(|&s| s != t) {
+                        let e = &self.pulled[s].row(pass.pos[s][r] as usize)[..w - 1];
+                        g[..w - 1].iter_mut().zip(e).for_each(|(a, b)| *a += d * b);
                     }
                 }
                 off += w - 1;

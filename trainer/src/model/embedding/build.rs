@@ -20,7 +20,9 @@ fn spec_err(key: impl Into<String>, reason: impl Into<String>) -> ModelError {
 }
 
 /// Build the embedding model `spec` describes for rows whose feature columns are
-/// `feature_names`, with `outputs` classes (classification) or outputs (regression).
+/// `feature_names`, with `outputs` classes (classification) or outputs (regression); the
+/// output's bias starts at `base` (the training labels' mean for a regression, so that neither
+/// the tables' biases nor the dense learning rate have to carry the mean rating first).
 ///
 /// # Errors
 /// [`EmbeddingError::Spec`] naming the key: no tables (or fewer than two for `mf`), `dim = 0`,
@@ -31,6 +33,7 @@ pub fn build_embedding_model(
     feature_names: &[String],
     outputs: usize,
     seed: u64,
+    base: f32,
 ) -> Result<Box<dyn Model>, ModelError> {
     let arch = match spec.kind {
         ModelKind::Mf => Arch::Mf,
@@ -125,7 +128,11 @@ pub fn build_embedding_model(
         layers,
         l2: opt.and_then(|o| o.l2).unwrap_or(0.0),
     };
-    Ok(Box::new(EmbeddingModel::new(parts, seed)))
+    let mut model = EmbeddingModel::new(parts, seed);
+    if base.is_finite() {
+        model.set_output_bias(base);
+    }
+    Ok(Box::new(model))
 }
 
 fn find_column(names: &[String], column: &str) -> Result<usize, String> {

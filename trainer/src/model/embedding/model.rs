@@ -108,6 +108,16 @@ impl EmbeddingModel {
         }
     }
 
+    /// Set the output's bias (`mf`: the global bias; `wide_deep`: the last layer's bias).
+    pub fn set_output_bias(&mut self, b: f32) {
+        if let Some(last) = self.layout.last().filter(|_| self.arch == Arch::WideDeep) {
+            let at = last.offset + last.len - 1;
+            self.params[at] = b;
+        } else if let Some(p) = self.params.first_mut() {
+            *p = b;
+        }
+    }
+
     fn parts(&mut self) -> Parts<'_> {
         Parts {
             arch: self.arch,

@@ -99,7 +99,7 @@ fn loss_and_grads(
 fn gradients_match_finite_differences() {
     let b = batch(&[(0.3, 1, 7, 1.0), (-0.2, 2, 7, -0.5), (0.9, 1, 9, 0.25)]);
     for kind in [ModelKind::Mf, ModelKind::WideDeep] {
-        let mut m = build_embedding_model(&spec(kind), &names(), 1, 11).unwrap();
+        let mut m = build_embedding_model(&spec(kind), &names(), 1, 11, 0.0).unwrap();
         let mut tables = shards(m.as_mut());
         pull(m.as_mut(), &mut tables, &b);
         let (_, g, sparse) = loss_and_grads(m.as_mut(), &b);
@@ -174,7 +174,7 @@ fn mf_learns_a_low_rank_rating_matrix_through_table_shards() {
     let b = batch(&rows);
     let mut s = spec(ModelKind::Mf);
     s.embeddings[1].buckets = None;
-    let mut m = build_embedding_model(&s, &names(), 1, 5).unwrap();
+    let mut m = build_embedding_model(&s, &names(), 1, 5, 0.0).unwrap();
     let mut tables = shards(m.as_mut());
     let mut first = None;
     let mut last = 0.0;
@@ -204,7 +204,7 @@ fn micro_batch_gradients_sum_in_a_tree_over_calls() {
         (0.9, 1, 9, 0.25),
         (0.1, 4, 7, 2.0),
     ]);
-    let mut m = build_embedding_model(&spec(ModelKind::Mf), &names(), 1, 11).unwrap();
+    let mut m = build_embedding_model(&spec(ModelKind::Mf), &names(), 1, 11, 0.0).unwrap();
     let mut tables = shards(m.as_mut());
     pull(m.as_mut(), &mut tables, &b);
     let halves = [b.slice_rows(0..2), b.slice_rows(2..4)];
@@ -231,7 +231,7 @@ fn micro_batch_gradients_sum_in_a_tree_over_calls() {
 #[test]
 fn bad_specs_and_ids_are_named() {
     let err = |s: &ModelSpec| {
-        build_embedding_model(s, &names(), 1, 1)
+        build_embedding_model(s, &names(), 1, 1, 0.0)
             .err()
             .unwrap()
             .to_string()
@@ -247,7 +247,7 @@ fn bad_specs_and_ids_are_named() {
         err(&s)
     );
     let names2: Vec<String> = ["age", "userId", "movieId=Heat"].map(String::from).to_vec();
-    let e = build_embedding_model(&spec(ModelKind::Mf), &names2, 1, 1)
+    let e = build_embedding_model(&spec(ModelKind::Mf), &names2, 1, 1, 0.0)
         .err()
         .unwrap()
         .to_string();
@@ -255,7 +255,7 @@ fn bad_specs_and_ids_are_named() {
     let mut s = spec(ModelKind::Mf);
     s.embeddings.pop();
     assert!(err(&s).contains("at least 2"), "{}", err(&s));
-    let m = build_embedding_model(&spec(ModelKind::Mf), &names(), 1, 1).unwrap();
+    let m = build_embedding_model(&spec(ModelKind::Mf), &names(), 1, 1, 0.0).unwrap();
     let mut m = m;
     let b = batch(&[(0.0, 1, 2, 0.0)]);
     let mut x = b.x.clone();
