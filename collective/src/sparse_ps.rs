@@ -132,7 +132,7 @@ impl SparseShards {
         &mut self,
         c: &mut Communicator,
         ids: &[Vec<u64>],
-        mut store: Option<&mut dyn RowStore>,
+        store: Option<&mut dyn RowStore>,
     ) -> Result<Vec<SparseRows>, CollectiveError> {
         let calls = self.begin(c, Op::PsPull)?;
         let me = c.rank();
@@ -146,7 +146,7 @@ impl SparseShards {
         }
         let mine = self.shards.iter().position(|&r| r == me);
         let mut local = None;
-        if let (Some(s), Some(store)) = (mine, store.as_deref_mut()) {
+        if let (Some(s), Some(store)) = (mine, store) {
             for &w in &self.workers {
                 if w == me {
                     local = Some(self.read_rows(store, &parts[s]));

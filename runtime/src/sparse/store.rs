@@ -94,7 +94,7 @@ mod tests {
         let opt = RowOptimizer::new(lockstep_trainer::model::embedding::TableOptimizerKind::Sgd);
         let mut whole = Tables::new(std::slice::from_ref(&info), 1, opt, 0.0);
         let (mut a, mut b) = (
-            Tables::new(&[info.clone()], 1, opt, 0.0),
+            Tables::new(std::slice::from_ref(&info), 1, opt, 0.0),
             Tables::new(&[info], 1, opt, 0.0),
         );
         let mut sink = Vec::new();

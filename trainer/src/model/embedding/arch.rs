@@ -94,8 +94,8 @@ impl Parts<'_> {
             let width: usize = self.dims.iter().sum::<usize>() + self.dense.len();
             let mut z = Vec::with_capacity(rows * width);
             for r in 0..rows {
-                for t in 0..nt {
-                    z.extend_from_slice(&self.row(t, pos[t][r])[..self.dims[t]]);
+                for (t, p) in pos.iter().enumerate() {
+                    z.extend_from_slice(&self.row(t, p[r])[..self.dims[t]]);
                 }
                 z.extend(self.dense.iter().map(|&j| x[r * cols + j]));
             }
@@ -124,8 +124,8 @@ impl Parts<'_> {
                     }
                 }
             }
-            for t in 0..nt {
-                s += self.row(t, pos[t][r])[self.dims[t]];
+            for (t, p) in pos.iter().enumerate() {
+                s += self.row(t, p[r])[self.dims[t]];
             }
             *o += s;
         }

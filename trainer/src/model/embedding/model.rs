@@ -100,7 +100,7 @@ impl EmbeddingModel {
             dense: p.dense,
             params,
             layout,
-            buckets: vec![0..n],
+            buckets: std::iter::once(0..n).collect(),
             layers,
             pulled,
             l2: p.l2,

@@ -104,7 +104,7 @@ fn gradients_match_finite_differences() {
         pull(m.as_mut(), &mut tables, &b);
         let (_, g, sparse) = loss_and_grads(m.as_mut(), &b);
         let h = 1e-3f32;
-        for i in 0..m.params().len() {
+        for (i, &gi) in g.iter().enumerate() {
             let p0 = m.params()[i];
             m.params_mut()[i] = p0 + h;
             let up = m.evaluate(&b).unwrap().loss;
@@ -113,9 +113,8 @@ fn gradients_match_finite_differences() {
             m.params_mut()[i] = p0;
             let num = (up - down) / (2.0 * h as f64);
             assert!(
-                (num - g[i] as f64).abs() < 2e-3,
-                "{kind:?} dense {i}: {num} vs {}",
-                g[i]
+                (num - gi as f64).abs() < 2e-3,
+                "{kind:?} dense {i}: {num} vs {gi}"
             );
         }
         // A table row: nudge it in the shard, pull again.
