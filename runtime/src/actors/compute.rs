@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod save;
+mod score;
 mod sparse;
 mod state;
 pub use save::{publish_model, save_model};
@@ -141,30 +142,6 @@ impl Compute {
     pub fn with_prequential(mut self, on: bool) -> Self {
         self.prequential = on;
         self
-    }
-
-    /// `(prediction, label)` of every row of `batch` under the current parameters.
-    fn score(&mut self, round: u64, batch: &Batch) -> Result<Vec<[f32; 2]>, RuntimeError> {
-        if !self.prequential || batch.rows == 0 {
-            return Ok(Vec::new());
-        }
-        let pred = self
-            .model
-            .predict(&batch.x, batch.rows)
-            .map_err(|e| RuntimeError::Model(format!("round {round}: scoring: {e}")))?;
-        Ok(match &batch.y {
-            lockstep_trainer::Targets::Real(y) => {
-                pred.iter().zip(y).map(|(p, y)| [*p, *y]).collect()
-            }
-            lockstep_trainer::Targets::Class(y) => {
-                let cols = self.model.out_dim();
-                let top = lockstep_trainer::metrics::argmax_rows(&pred, cols);
-                top.iter()
-                    .zip(y)
-                    .map(|(p, y)| [*p as f32, *y as f32])
-                    .collect()
-            }
-        })
     }
 
     /// With `true` (one worker, allreduce), backprop's gradient stays here: the mean over one
