@@ -376,3 +376,63 @@ fn bad_input_stops_the_run_with_a_named_error() {
         assert!(text.contains(needle), "{what}: no {needle:?} in:\n{text}");
     }
 }
+
+#[test]
+fn a_killed_shard_stops_the_run_and_is_named() {
+    let dir = run_dir("movielens-kill");
+    let data = cut(dir.path(), Some(20_000));
+    let job = "epochs = 1000\nglobal_batch = 512";
+    let m = manifest(
+        dir.path(),
+        &data,
+        "mf",
+        job,
+        &tables(16, None, "kind = \"sgd\""),
+    );
+    let run = dir.path().join("run");
+    let (r, rs) = (run.to_str().unwrap(), run.join("report.json"));
+    let child = Command::new(exe())
+        .args(["launch", m.to_str().unwrap(), "--run-dir", r, "--report"])
+        .arg(&rs)
+        .current_dir(root())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn_owned()
+        .expect("start lockstep");
+    // Wait (bounded) until two epochs are done: every worker is pulling and pushing rows.
+    let metrics = run.join("metrics.csv");
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(
+            start.elapsed() < LIMIT,
+            "no progress in {}",
+            metrics.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let victim: i32 = processes_mentioning(r)
+        .into_iter()
+        .find(|p| p.contains("--node worker-1"))
+        .and_then(|p| p.split(':').next().and_then(|s| s.parse().ok()))
+        .expect("the worker-1 process");
+    // SAFETY: plain kill(2) of a process this test started (through the launcher).
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let killed = std::time::Instant::now();
+    let out = child.wait_with_deadline(Duration::from_secs(60));
+    let text = output(&out);
+    assert!(
+        !out.status.success(),
+        "the run survived a killed shard:\n{text}"
+    );
+    assert!(
+        text.contains("worker-1"),
+        "the dead shard is not named:\n{text}"
+    );
+    eprintln!(
+        "stopped {:?} after the shard worker-1 was killed",
+        killed.elapsed()
+    );
+    let left = processes_mentioning(r);
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
