@@ -230,7 +230,7 @@ fn output(out: &std::process::Output) -> String {
 }
 
 #[test]
-fn one_two_and_four_workers_give_the_same_weights_tables_included() {
+fn one_two_and_four_workers_and_tcp_give_the_same_weights_tables_included() {
     let dir = run_dir("movielens-exact");
     let data = cut(dir.path(), Some(20_000));
     let job = "epochs = 2\nglobal_batch = 512\nmicro_batches = 4";
@@ -249,6 +249,13 @@ fn one_two_and_four_workers_give_the_same_weights_tables_included() {
             .collect();
         assert_eq!(hashes[0], hashes[1], "{opt}: 1 and 2 workers");
         assert_eq!(hashes[0], hashes[2], "{opt}: 1 and 4 workers");
+        let tcp = ["--workers", "2", "--transport", "tcp"];
+        let r = launch_ok(&m, &dir.path().join("tcp"), &tcp);
+        assert_eq!(
+            r["weights_sha256"].as_str().unwrap(),
+            hashes[0],
+            "{opt}: tcp and shm"
+        );
         // The hash covers the tables: another table learning rate changes it.
         let other = tables(16, None, &opt.replace("lr = 0.0", "lr = 0.02"));
         let m2 = manifest(dir.path(), &data, "mf", job, &other);
@@ -269,7 +276,7 @@ fn bytes_per_round_follow_the_touched_rows_not_the_table_size() {
         let run = dir.path().join(format!("b{buckets}"));
         let (out, _) = launch(m.to_str().unwrap(), &run, &[], LIMIT);
         assert_ok(&out);
-        let text = output(&out);
+        let text = std::fs::read_to_string(run.join("logs/worker-0.log")).unwrap_or_default();
         let per_round = logged(&text, "sparse_bytes_per_round");
         let rows = logged(&text, "rows_held");
         let table_bytes = buckets * 33 * 4;
@@ -435,4 +442,30 @@ fn a_killed_shard_stops_the_run_and_is_named() {
     );
     let left = processes_mentioning(r);
     assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+#[test]
+fn resuming_a_run_with_tables_is_refused_not_silently_wrong() {
+    let dir = run_dir("movielens-resume");
+    let data = cut(dir.path(), Some(5_000));
+    let job = "epochs = 2\nglobal_batch = 512\n[job.checkpoint]\nevery_rounds = 5";
+    let m = manifest(
+        dir.path(),
+        &data,
+        "mf",
+        job,
+        &tables(8, None, "kind = \"sgd\""),
+    );
+    let run = dir.path().join("run");
+    launch_ok(&m, &run, &[]);
+    let (out, _) = launch(m.to_str().unwrap(), &run, &["--resume"], LIMIT);
+    let text = output(&out);
+    assert!(
+        !out.status.success(),
+        "a resume with tables succeeded:\n{text}"
+    );
+    assert!(
+        text.contains("embedding tables are not in checkpoints"),
+        "{text}"
+    );
 }

@@ -392,7 +392,7 @@ fn run_epoch(
         Err(e) => return (Err(e), link),
     };
     let (mut model, mode) = (model, mode);
-    let sparse = match crate::sparse::for_model(m, model.as_mut(), workers) {
+    let sparse = match crate::sparse::for_model(m, model.as_mut(), workers, first_round) {
         Ok(s) => s,
         Err(e) => return (Err(e), link),
     };

@@ -68,15 +68,33 @@ impl Message for SparseOp {
 ///
 /// # Errors
 /// As [`SparseSide::new`].
+/// Also a run that starts after round 0 (`--resume`, a restart, an elastic epoch): checkpoints
+/// hold the dense part only, so the tables' rows would silently start afresh; and
+/// `[job.elastic]`, which would move rows between shards.
 pub fn for_model(
     m: &Manifest,
     model: &mut dyn lockstep_trainer::model::Model,
     workers: usize,
+    first_round: u64,
 ) -> Result<Option<SparseSide>, RuntimeError> {
-    match model.sparse() {
-        None => Ok(None),
-        Some(s) => SparseSide::new(m, s.tables(), workers).map(Some),
+    let Some(s) = model.sparse() else {
+        return Ok(None);
+    };
+    if m.elastic().is_some() {
+        return Err(RuntimeError::Model(
+            "job.elastic: embedding tables do not move between workers yet; train them without \
+             elastic membership"
+                .into(),
+        ));
     }
+    if first_round > 0 {
+        return Err(RuntimeError::Model(format!(
+            "round {first_round}: embedding tables are not in checkpoints yet, so a run with \
+             tables cannot resume or restart (the rows would start afresh); start it again from \
+             round 0"
+        )));
+    }
+    SparseSide::new(m, s.tables(), workers).map(Some)
 }
 
 /// The tables' side of a worker's aggregator.
@@ -170,8 +188,9 @@ impl SparseSide {
                 self.rounds += 1;
             }
             SparseOp::Digest { reply } => {
-                let _ = reply.send(self.digest(comm));
-                self.log_totals();
+                let digest = self.digest(comm);
+                self.log_totals(); // before the reply: the node may end right after it
+                let _ = reply.send(digest);
                 return Ok(());
             }
         }
