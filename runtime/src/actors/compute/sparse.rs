@@ -3,6 +3,7 @@
 //! before evaluating, and fold the tables' digest into the final weights hash. Models without
 //! tables skip all of it.
 
+use super::super::deliver;
 use super::Compute;
 use crate::error::RuntimeError;
 use crate::sparse::SparseOp;
@@ -43,8 +44,7 @@ impl Compute {
             .map_err(|e| RuntimeError::Model(format!("round {round}: {e}")))?;
         let (to, wait) = self.link(round)?.clone();
         let (reply, rx) = sync_channel(1);
-        to.try_send(SparseOp::Pull { round, ids, reply })
-            .map_err(|e| RuntimeError::Actor(format!("round {round}: table pull: {e}")))?;
+        deliver(&to, SparseOp::Pull { round, ids, reply }, "a table pull")?;
         let rows = match rx.recv_timeout(wait) {
             Ok(r) => r?,
             Err(RecvTimeoutError::Timeout) => {
@@ -87,8 +87,7 @@ impl Compute {
             lr,
             scale,
         };
-        to.try_send(op)
-            .map_err(|e| RuntimeError::Actor(format!("round {round}: table push: {e}")))
+        deliver(to, op, "a table push")
     }
 
     /// Before held-out evaluation: pull every row the held-out set looks up.
@@ -116,8 +115,7 @@ impl Compute {
         }
         let (to, wait) = self.link(self.next_round)?.clone();
         let (reply, rx) = sync_channel(1);
-        to.try_send(SparseOp::Digest { reply })
-            .map_err(|e| RuntimeError::Actor(format!("table digest: {e}")))?;
+        deliver(&to, SparseOp::Digest { reply }, "a table digest request")?;
         let digest = rx.recv_timeout(wait).map_err(|_| RuntimeError::Timeout {
             doing: "gathering the embedding tables' digest".into(),
             ms: wait.as_millis() as u64,
