@@ -469,3 +469,36 @@ fn resuming_a_run_with_tables_is_refused_not_silently_wrong() {
         "{text}"
     );
 }
+
+#[test]
+fn tables_on_one_or_two_server_nodes_give_the_same_weights() {
+    let dir = run_dir("movielens-servers");
+    let data = cut(dir.path(), Some(20_000));
+    let job = "epochs = 2\nglobal_batch = 512\naggregation = \"parameter-server\"";
+    let base = manifest(
+        dir.path(),
+        &data,
+        "mf",
+        job,
+        &tables(16, None, "kind = \"adagrad\"\nlr = 0.05"),
+    );
+    let text = std::fs::read_to_string(&base).unwrap();
+    let mut seen = Vec::new();
+    for servers in [1, 2] {
+        let nodes: String = (0..servers)
+            .map(|s| format!("[[nodes]]\nname = \"server-{s}\"\nroles = [\"server\"]\n\n"))
+            .collect();
+        let m = dir.path().join(format!("servers{servers}.toml"));
+        std::fs::write(&m, text.replacen("[job]\n", &format!("{nodes}[job]\n"), 1)).unwrap();
+        let run = dir.path().join(format!("s{servers}"));
+        let r = launch_ok(&m, &run, &[]);
+        let log = std::fs::read_to_string(run.join("logs/server-0.log")).unwrap_or_default();
+        assert!(
+            logged(&log, "rows_held") > 0,
+            "server-0 holds no rows:\n{log}"
+        );
+        seen.push(r["weights_sha256"].as_str().unwrap().to_string());
+        assert!(rmse(&r) < 1.0, "{r}");
+    }
+    assert_eq!(seen[0], seen[1], "tables on 1 and 2 server nodes");
+}

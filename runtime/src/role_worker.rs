@@ -392,7 +392,12 @@ fn run_epoch(
         Err(e) => return (Err(e), link),
     };
     let (mut model, mode) = (model, mode);
-    let sparse = match crate::sparse::for_model(m, model.as_mut(), workers, first_round) {
+    let sparse = match crate::sparse::for_model(
+        m,
+        model.as_mut(),
+        (workers, peers.len(), rank),
+        first_round,
+    ) {
         Ok(s) => s,
         Err(e) => return (Err(e), link),
     };

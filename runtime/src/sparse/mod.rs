@@ -1,9 +1,9 @@
 //! Embedding tables in a round: the hybrid of allreduce (the dense part of the model) and a
 //! sharded parameter server (the tables), on one data mesh.
 //!
-//! The tables are sharded over the workers themselves (each worker is also a shard,
-//! [`lockstep_collective::SparseShards`]: row `id` on worker `mix64(id) % workers`), so a
-//! table is spread over every worker's memory and no process holds all of it. The `Aggregator`
+//! With allreduce the tables are sharded over the workers themselves (each worker is also a
+//! shard, [`lockstep_collective::SparseShards`]: row `id` on worker `mix64(id) % workers`), so
+//! a table is spread over every worker's memory and no process holds all of it. The `Aggregator`
 //! owns the communicator, so it also runs the tables' exchanges ([`SparseSide`]); `Compute` asks
 //! for them with [`SparseOp`] messages, which the aggregator's mailbox orders with the dense
 //! buckets. A round on a worker:
@@ -16,8 +16,9 @@
 //! 4. held-out evaluation pulls the test rows the same way; at the end [`SparseOp::Digest`]
 //!    brings every shard's digest to every worker for the final weights hash.
 //!
-//! Dedicated parameter-server nodes for tables are not wired yet: an embedding model trains
-//! with `aggregation = "allreduce"` (checked in [`SparseSide::new`]).
+//! With `aggregation = "parameter-server"` and nodes with `roles = ["server"]`, the server nodes
+//! are the tables' shards instead (and the dense part goes through the dense parameter server):
+//! each server runs [`SparseSide::serve_round`] around its dense step.
 
 mod store;
 
@@ -74,7 +75,7 @@ impl Message for SparseOp {
 pub fn for_model(
     m: &Manifest,
     model: &mut dyn lockstep_trainer::model::Model,
-    workers: usize,
+    (workers, world, rank): (usize, usize, usize),
     first_round: u64,
 ) -> Result<Option<SparseSide>, RuntimeError> {
     let Some(s) = model.sparse() else {
@@ -94,44 +95,57 @@ pub fn for_model(
              round 0"
         )));
     }
-    SparseSide::new(m, s.tables(), workers).map(Some)
+    SparseSide::new(m, s.tables(), (workers, world, rank)).map(Some)
 }
 
 /// The tables' side of a worker's aggregator.
 pub struct SparseSide {
     layout: SparseShards,
-    tables: Tables,
+    tables: Option<Tables>,
     lr: Option<f32>,
     wait: Duration,
     rounds: u64,
     sent: u64,
+    /// On a server node: the scale of the summed pushes (as the workers' `Compute` sets it).
+    server_scale: f32,
 }
 
 impl SparseSide {
-    /// The side for a worker of `workers`, all of them shards of `tables`.
+    /// The side of rank `rank` of a mesh of `world` ranks whose first `workers` are workers.
+    /// With `aggregation = "allreduce"` every worker is also a shard of `tables`; with
+    /// `"parameter-server"` the server nodes (ranks `workers..world`) are the shards.
     ///
     /// # Errors
-    /// [`RuntimeError::Model`] naming `job.aggregation` when it is not allreduce, or
-    /// `embeddings[i].buckets` when a table has fewer rows than there are shards.
-    pub fn new(m: &Manifest, tables: &[TableInfo], workers: usize) -> Result<Self, RuntimeError> {
-        if m.job.aggregation != crate::manifest::Aggregation::Allreduce {
-            return Err(RuntimeError::Model(
-                "job.aggregation: embedding models train with \"allreduce\" (the tables are \
-                 sharded over the workers; dedicated parameter-server nodes for tables are not \
-                 supported yet)"
-                    .into(),
-            ));
-        }
+    /// [`RuntimeError::Model`] naming `job.aggregation` for a parameter server without server
+    /// nodes (the coordinator does not serve tables), or `embeddings[i].buckets` when a table
+    /// has fewer rows than there are shards.
+    pub fn new(
+        m: &Manifest,
+        tables: &[TableInfo],
+        (workers, world, rank): (usize, usize, usize),
+    ) -> Result<Self, RuntimeError> {
+        let servers = m.nodes_with(crate::manifest::Role::Server).len();
+        let shards: Vec<usize> =
+            match m.job.aggregation {
+                crate::manifest::Aggregation::Allreduce => (0..workers).collect(),
+                _ if servers == 0 => return Err(RuntimeError::Model(
+                    "job.aggregation: with \"parameter-server\", embedding tables are served by \
+                     nodes with roles = [\"server\"]; the coordinator does not serve tables"
+                        .into(),
+                )),
+                _ => (workers..world).collect(),
+            };
         if let Some((i, t)) = tables
             .iter()
             .enumerate()
-            .find(|(_, t)| t.buckets.is_some_and(|b| b < workers as u64))
+            .find(|(_, t)| t.buckets.is_some_and(|b| b < shards.len() as u64))
         {
             return Err(RuntimeError::Model(format!(
-                "job.model.embeddings[{i}].buckets: table {:?} has {} rows but {workers} shards \
-                 (one per worker); use at least as many buckets as workers",
+                "job.model.embeddings[{i}].buckets: table {:?} has {} rows but {} shards; use at \
+                 least as many buckets as shards",
                 t.column,
-                t.buckets.unwrap_or(0)
+                t.buckets.unwrap_or(0),
+                shards.len()
             )));
         }
         let spec = m
@@ -142,15 +156,22 @@ impl SparseSide {
             .unwrap_or_else(TableOptimizerSpec::sgd);
         let widths = tables.iter().map(|t| t.width).collect();
         let all: Vec<usize> = (0..workers).collect();
-        let layout = SparseShards::new(widths, &all, &all, workers)?;
+        let layout = SparseShards::new(widths, &shards, &all, world)?;
         let optimizer = RowOptimizer::new(spec.kind);
+        let decay = spec.decay.unwrap_or(0.0);
         Ok(SparseSide {
+            tables: shards
+                .contains(&rank)
+                .then(|| Tables::new(tables, m.job.seed, optimizer, decay)),
             layout,
-            tables: Tables::new(tables, m.job.seed, optimizer, spec.decay.unwrap_or(0.0)),
             lr: spec.lr,
             wait: Duration::from_millis(m.cluster.peer_timeout_ms) * 2 + Duration::from_secs(10),
             rounds: 0,
             sent: 0,
+            server_scale: match m.job.micro_batches {
+                0 => 1.0 / workers.max(1) as f32,
+                _ => 1.0,
+            },
         })
     }
 
@@ -170,8 +191,8 @@ impl SparseSide {
         match op {
             SparseOp::Pull { round, ids, reply } => {
                 comm.set_round(round);
-                let store: &mut dyn RowStore = &mut self.tables;
-                let rows = self.layout.pull(comm, &ids, Some(store));
+                let store = self.tables.as_mut().map(|t| t as &mut dyn RowStore);
+                let rows = self.layout.pull(comm, &ids, store);
                 let _ = reply.send(rows.map_err(RuntimeError::from));
             }
             SparseOp::Push {
@@ -181,10 +202,12 @@ impl SparseSide {
                 scale,
             } => {
                 comm.set_round(round);
-                self.tables.lr = self.lr.unwrap_or(lr);
-                self.tables.round = round;
-                let store: &mut dyn RowStore = &mut self.tables;
-                self.layout.push(comm, &grads, scale, Some(store))?;
+                if let Some(t) = self.tables.as_mut() {
+                    t.lr = self.lr.unwrap_or(lr);
+                    t.round = round;
+                }
+                let store = self.tables.as_mut().map(|t| t as &mut dyn RowStore);
+                self.layout.push(comm, &grads, scale, store)?;
                 self.rounds += 1;
             }
             SparseOp::Digest { reply } => {
@@ -198,23 +221,76 @@ impl SparseSide {
         Ok(())
     }
 
+    /// A server node's part of round `plan` around the dense step `dense`: serve the pull, run
+    /// `dense`, apply the push, serve the held-out pull of an evaluating round (the order every
+    /// worker's aggregator runs them in).
+    ///
+    /// # Errors
+    /// A failed exchange or dense step.
+    pub fn serve_round(
+        &mut self,
+        comm: &mut Communicator,
+        plan: &crate::protocol::RoundPlan,
+        dense: impl FnOnce(&mut Communicator) -> Result<(), RuntimeError>,
+    ) -> Result<(), RuntimeError> {
+        let round = plan.round;
+        let (reply, _rx) = std::sync::mpsc::sync_channel(1);
+        let pull = SparseOp::Pull {
+            round,
+            ids: Vec::new(),
+            reply,
+        };
+        self.run(comm, pull)?;
+        dense(comm)?;
+        let push = SparseOp::Push {
+            round,
+            grads: Vec::new(),
+            lr: plan.lr,
+            scale: self.server_scale,
+        };
+        self.run(comm, push)?;
+        if plan.evaluate {
+            let (reply, _rx) = std::sync::mpsc::sync_channel(1);
+            let pull = SparseOp::Pull {
+                round,
+                ids: Vec::new(),
+                reply,
+            };
+            self.run(comm, pull)?;
+        }
+        Ok(())
+    }
+
+    /// A server node's part of the final digest exchange.
+    ///
+    /// # Errors
+    /// A failed exchange.
+    pub fn serve_digest(&mut self, comm: &mut Communicator) -> Result<(), RuntimeError> {
+        self.digest(comm).map(|_| self.log_totals())
+    }
+
     fn digest(&mut self, comm: &mut Communicator) -> Result<[u8; 32], RuntimeError> {
-        let parts = self.layout.share_digests(comm, self.tables.digest())?;
+        let mine = self.tables.as_ref().map_or([0; 32], Tables::digest);
+        let parts = self.layout.share_digests(comm, mine)?;
         let mut acc = [0u8; 32];
         parts.iter().for_each(|p| add_mod(&mut acc, p));
         Ok(acc)
     }
 
     fn log_totals(&self) {
+        let (rows, bytes) = self
+            .tables
+            .as_ref()
+            .map_or((0, 0), |t| (t.rows(), t.bytes()));
         tracing::info!(
-            rows_held = self.tables.rows(),
-            bytes_held = self.tables.bytes(),
+            rows_held = rows,
+            bytes_held = bytes,
             rounds = self.rounds,
             sparse_bytes_sent = self.sent,
             sparse_bytes_per_round = self.sent / self.rounds.max(1),
             "embedding tables: this shard holds {} rows ({} bytes); sent {} bytes of pulls and pushes over {} rounds ({} per round)",
-            self.tables.rows(),
-            self.tables.bytes(),
+            rows,
+            bytes,
             self.sent,
             self.rounds,
             self.sent / self.rounds.max(1)
