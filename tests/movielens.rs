@@ -384,19 +384,8 @@ fn bad_input_stops_the_run_with_a_named_error() {
     }
 }
 
-#[test]
-fn a_killed_shard_stops_the_run_and_is_named() {
-    let dir = run_dir("movielens-kill");
-    let data = cut(dir.path(), Some(20_000));
-    let job = "epochs = 1000\nglobal_batch = 512";
-    let m = manifest(
-        dir.path(),
-        &data,
-        "mf",
-        job,
-        &tables(16, None, "kind = \"sgd\""),
-    );
-    let run = dir.path().join("run");
+/// Kill `victim` of a long run of `m` after two epochs; the run must stop and name it.
+fn kill_mid_run(m: &Path, run: &Path, victim: &str) {
     let (r, rs) = (run.to_str().unwrap(), run.join("report.json"));
     let child = Command::new(exe())
         .args(["launch", m.to_str().unwrap(), "--run-dir", r, "--report"])
@@ -418,30 +407,47 @@ fn a_killed_shard_stops_the_run_and_is_named() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let victim: i32 = processes_mentioning(r)
+    let pid: i32 = processes_mentioning(r)
         .into_iter()
-        .find(|p| p.contains("--node worker-1"))
+        .find(|p| p.contains(&format!("--node {victim}")))
         .and_then(|p| p.split(':').next().and_then(|s| s.parse().ok()))
-        .expect("the worker-1 process");
+        .unwrap_or_else(|| panic!("the {victim} process"));
     // SAFETY: plain kill(2) of a process this test started (through the launcher).
-    unsafe { libc::kill(victim, libc::SIGKILL) };
+    unsafe { libc::kill(pid, libc::SIGKILL) };
     let killed = std::time::Instant::now();
     let out = child.wait_with_deadline(Duration::from_secs(60));
     let text = output(&out);
     assert!(
         !out.status.success(),
-        "the run survived a killed shard:\n{text}"
+        "the run survived a killed {victim}:\n{text}"
     );
     assert!(
-        text.contains("worker-1"),
-        "the dead shard is not named:\n{text}"
+        text.contains(victim),
+        "the dead {victim} is not named:\n{text}"
     );
-    eprintln!(
-        "stopped {:?} after the shard worker-1 was killed",
-        killed.elapsed()
-    );
+    eprintln!("stopped {:?} after {victim} was killed", killed.elapsed());
     let left = processes_mentioning(r);
     assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+#[test]
+fn a_killed_shard_stops_the_run_and_is_named() {
+    let dir = run_dir("movielens-kill");
+    let data = cut(dir.path(), Some(20_000));
+    let job = "epochs = 1000\nglobal_batch = 512";
+    let model = tables(16, None, "kind = \"sgd\"");
+    let m = manifest(dir.path(), &data, "mf", job, &model);
+    kill_mid_run(&m, &dir.path().join("run"), "worker-1");
+    // Tables on server nodes: kill one of the two servers.
+    let job = format!("{job}\naggregation = \"parameter-server\"");
+    let m = manifest(dir.path(), &data, "mf", &job, &model);
+    let nodes = "[[nodes]]\nname = \"server-0\"\nroles = [\"server\"]\n\n\
+                 [[nodes]]\nname = \"server-1\"\nroles = [\"server\"]\n\n[job]\n";
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replacen("[job]\n", nodes, 1);
+    std::fs::write(&m, text).unwrap();
+    kill_mid_run(&m, &dir.path().join("run-ps"), "server-1");
 }
 
 #[test]
