@@ -7,7 +7,8 @@ use crate::manifest::Manifest;
 use crate::protocol::ModelSignature;
 use lockstep_trainer::data::{self, EpochPlan, Split, Task as DataTask};
 
-use lockstep_trainer::model::{build_model, ClassWeight, Model};
+use lockstep_trainer::model::embedding::build_embedding_model;
+use lockstep_trainer::model::{build_model, ClassWeight, Model, ModelKind};
 use lockstep_trainer::optim::{Optimizer, OptimizerSpec};
 use lockstep_trainer::{Batch, Targets};
 use sha2::{Digest, Sha256};
@@ -40,8 +41,21 @@ pub fn load_split_with(
 /// # Errors
 /// [`RuntimeError::Model`] naming the field that does not fit.
 pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError> {
-    let mut model = build_model(&m.job.model, split.train.cols, split.outputs(), m.job.seed)
-        .map_err(|e| RuntimeError::Model(format!("job.model: {e}")))?;
+    let spec = &m.job.model;
+    let built = match spec.kind {
+        ModelKind::Mf | ModelKind::WideDeep => {
+            let base = match &split.train.y {
+                Targets::Real(y) if split.task == DataTask::Regression && !y.is_empty() => {
+                    (y.iter().map(|&v| f64::from(v)).sum::<f64>() / y.len() as f64) as f32
+                }
+                _ => 0.0,
+            };
+            let names = &split.feature_names;
+            build_embedding_model(spec, names, split.outputs(), m.job.seed, base)
+        }
+        _ => build_model(spec, split.train.cols, split.outputs(), m.job.seed),
+    };
+    let mut model = built.map_err(|e| RuntimeError::Model(format!("job.model: {e}")))?;
     model
         .set_class_weights(class_weights(m, split)?)
         .map_err(|e| RuntimeError::Model(format!("job.model.class_weight: {e}")))?;

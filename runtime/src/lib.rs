@@ -44,6 +44,7 @@ mod role_coordinator;
 mod role_worker;
 mod scale;
 pub mod server;
+pub mod sparse;
 pub mod split_export;
 pub mod stop;
 pub mod stored_transform;

@@ -391,6 +391,16 @@ fn run_epoch(
         Ok(b) => b,
         Err(e) => return (Err(e), link),
     };
+    let (mut model, mode) = (model, mode);
+    let sparse = match crate::sparse::for_model(
+        m,
+        model.as_mut(),
+        (workers, peers.len(), rank),
+        first_round,
+    ) {
+        Ok(s) => s,
+        Err(e) => return (Err(e), link),
+    };
     let test = split.test.all();
     let task = split.task;
     let Some(sender) = link.tcp_sender() else {
@@ -437,8 +447,9 @@ fn run_epoch(
     sys.block_on(async move {
         let mut link = slot.take().expect("the link is here once");
         let local = workers == 1 && !matches!(mode, Mode::ParameterServer { .. });
-        let aggregator =
-            Aggregator::new(comm, mode, num_params, reporter.clone()).with_min_bucket(min_bucket);
+        let aggregator = Aggregator::new(comm, mode, num_params, reporter.clone())
+            .with_min_bucket(min_bucket)
+            .with_sparse(sparse);
         let res = start_worker_actors(
             micro_per_worker,
             model,

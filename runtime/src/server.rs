@@ -20,7 +20,7 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let m = &ctx.manifest;
     let me = ctx.name.clone();
     let (split, _) = crate::stored_transform::load_split_for(ctx)?;
-    let model = (ctx.model_factory)(m, &split)?;
+    let mut model = (ctx.model_factory)(m, &split)?;
     let n = model.params().len();
     let (mut link, local_ip) = connect_control(ctx, &me)?;
     let node_addr = crate::node::data_bind_addr(m, &me);
@@ -66,6 +66,9 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
         ),
     };
     let mut comm = Communicator::new(group, CollectiveConfig::default());
+    let shape = (workers, peers.len(), rank);
+    let mut tables =
+        crate::sparse::for_model(m, model.as_mut(), shape, u64::from(resume.is_some()))?;
     let mut round = 0;
     loop {
         match recv_msg(
@@ -78,19 +81,26 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                     round = plan.round;
                     let started = std::time::Instant::now();
                     comm.set_round(round);
-                    let mut failed = None;
-                    ps.step(&mut comm, &[], &mut params, |_, p, g| {
-                        if let Err(e) = optimizer.step_with_lr(plan.lr, p, g) {
-                            failed.get_or_insert(e.to_string());
+                    let mut dense = |comm: &mut Communicator| -> Result<(), RuntimeError> {
+                        let mut failed = None;
+                        ps.step(comm, &[], &mut params, |_, p, g| {
+                            if let Err(e) = optimizer.step_with_lr(plan.lr, p, g) {
+                                failed.get_or_insert(e.to_string());
+                            }
+                        })?;
+                        if let Some(e) = failed {
+                            return Err(RuntimeError::Model(format!(
+                                "round {round}: optimizer: {e}"
+                            )));
                         }
-                    })?;
-                    if let Some(e) = failed {
-                        return Err(RuntimeError::Model(format!(
-                            "round {round}: optimizer: {e}"
-                        )));
-                    }
-                    if plan.checkpoint.is_some() {
-                        crate::ps_state::contribute(&mut ps, &mut comm, &optimizer)?;
+                        if plan.checkpoint.is_some() {
+                            crate::ps_state::contribute(&mut ps, comm, &optimizer)?;
+                        }
+                        Ok(())
+                    };
+                    match tables.as_mut() {
+                        Some(t) => t.serve_round(&mut comm, &plan, dense)?,
+                        None => dense(&mut comm)?,
                     }
                     let ms = started.elapsed().as_secs_f64() * 1e3;
                     let timing = RoundTiming {
@@ -126,6 +136,9 @@ pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 send_msg(&mut link, round, "answering Probe", &doing)?;
             }
             ControlMsg::Finish => {
+                if let Some(t) = tables.as_mut() {
+                    t.serve_digest(&mut comm)?;
+                }
                 let weights_sha256 = job::weights_sha256(&params[mine.clone()]);
                 send_msg(
                     &mut link,

@@ -38,7 +38,9 @@ pub(crate) async fn start_worker_actors(
 ) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
     use crate::actors::messages::{GetParams, SetParams, SyncParams};
     let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
+    let sparse_wait = aggregator.sparse_wait();
     let aggregator = SyncArbiter::start(1, once(aggregator));
+    let sparse_link = sparse_wait.map(|w| (aggregator.clone().recipient(), w));
     let loader = DataLoader::new(source, first_round)
         .with_tracer(reporter.tracer())
         .with_activity(reporter.activity().clone());
@@ -62,7 +64,8 @@ pub(crate) async fn start_worker_actors(
             .with_local_aggregation(local)
             .with_prequential(prequential)
             .with_stream_offsets(offsets)
-            .with_transform(Some(transform)),
+            .with_transform(Some(transform))
+            .with_sparse_link(sparse_link),
         ),
     );
     if sync_params {

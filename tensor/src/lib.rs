@@ -31,6 +31,7 @@ pub mod kernels;
 pub mod safetensors_io;
 mod shape;
 pub mod shm;
+pub mod sparse;
 mod tensor;
 
 pub use alloc::{BufferPool, PoolStats, ALIGN};
@@ -40,4 +41,5 @@ pub use error::{Error, Result};
 pub use half::{bf16, f16};
 pub use safetensors_io::{read_safetensors, write_safetensors, NamedTensors};
 pub use shape::{fingerprint_dims, Shape};
+pub use sparse::SparseRows;
 pub use tensor::{cast_slice, cast_slice_mut, Tensor};

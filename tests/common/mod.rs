@@ -2,6 +2,7 @@
 //! report, and check that no process of a run is left behind.
 #![allow(dead_code)]
 
+pub mod movielens;
 pub mod parquet_fixtures;
 pub mod proc;
 pub mod python;
@@ -126,4 +127,21 @@ pub fn free_port() -> String {
         .unwrap()
         .port()
         .to_string()
+}
+
+/// Wait (60 s at most) for `<dir>/endpoints.json` and return its stream bootstrap address.
+pub fn stream_bootstrap(dir: &Path) -> String {
+    let path = dir.join("endpoints.json");
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Some(b) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["bootstrap"].as_str().map(str::to_string))
+        {
+            return b;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no bootstrap in {} after 60 s", path.display());
 }

@@ -47,6 +47,8 @@ pub struct Aggregator {
     min_bucket: usize,
     comm_time: Duration,
     reporter: Reporter,
+    /// Embedding tables: this worker's shards and their exchanges (see [`crate::sparse`]).
+    sparse: Option<crate::sparse::SparseSide>,
 }
 
 impl Aggregator {
@@ -61,7 +63,19 @@ impl Aggregator {
             min_bucket: 0,
             comm_time: Duration::ZERO,
             reporter,
+            sparse: None,
         }
+    }
+
+    /// Serve and exchange embedding tables (see [`crate::sparse`]).
+    pub fn with_sparse(mut self, sparse: Option<crate::sparse::SparseSide>) -> Self {
+        self.sparse = sparse;
+        self
+    }
+
+    /// With tables: how long `Compute` may wait for a pull.
+    pub fn sparse_wait(&self) -> Option<Duration> {
+        self.sparse.as_ref().map(|s| s.wait())
     }
 
     /// Reduce consecutive model buckets together until they hold at least `bytes` (the size the
@@ -252,6 +266,20 @@ impl Handler<GradBucket> for Aggregator {
                 }
                 _ => self.reporter.fail(round, e),
             }
+        }
+    }
+}
+
+impl Handler<crate::sparse::SparseOp> for Aggregator {
+    type Result = ();
+    fn handle(&mut self, op: crate::sparse::SparseOp, _: &mut SyncContext<Self>) {
+        let round = self.comm.round();
+        let Some(side) = self.sparse.as_mut() else {
+            let e = RuntimeError::Inconsistent("a table exchange without tables".into());
+            return self.reporter.fail(round, e);
+        };
+        if let Err(e) = side.run(&mut self.comm, op) {
+            self.reporter.fail(self.comm.round(), e);
         }
     }
 }

@@ -28,6 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod save;
+mod score;
+mod sparse;
 mod state;
 mod update;
 pub use save::{publish_model, save_model};
@@ -74,6 +76,8 @@ pub struct Compute {
     offsets: Option<StreamOffsets>,
     /// The data transform, stored in checkpoints and in the model's metadata.
     transform: Option<Arc<StoredTransform>>,
+    /// Embedding tables: where their exchanges go.
+    sparse_link: Option<sparse::SparseLink>,
 }
 
 /// Per producer, the offset of the next row after a round's rows (arrival-order streams).
@@ -119,6 +123,7 @@ impl Compute {
             prequential: false,
             offsets: None,
             transform: None,
+            sparse_link: None,
         }
     }
 
@@ -138,30 +143,6 @@ impl Compute {
     pub fn with_prequential(mut self, on: bool) -> Self {
         self.prequential = on;
         self
-    }
-
-    /// `(prediction, label)` of every row of `batch` under the current parameters.
-    fn score(&mut self, round: u64, batch: &Batch) -> Result<Vec<[f32; 2]>, RuntimeError> {
-        if !self.prequential || batch.rows == 0 {
-            return Ok(Vec::new());
-        }
-        let pred = self
-            .model
-            .predict(&batch.x, batch.rows)
-            .map_err(|e| RuntimeError::Model(format!("round {round}: scoring: {e}")))?;
-        Ok(match &batch.y {
-            lockstep_trainer::Targets::Real(y) => {
-                pred.iter().zip(y).map(|(p, y)| [*p, *y]).collect()
-            }
-            lockstep_trainer::Targets::Class(y) => {
-                let cols = self.model.out_dim();
-                let top = lockstep_trainer::metrics::argmax_rows(&pred, cols);
-                top.iter()
-                    .zip(y)
-                    .map(|(p, y)| [*p as f32, *y as f32])
-                    .collect()
-            }
-        })
     }
 
     /// With `true` (one worker, allreduce), backprop's gradient stays here: the mean over one
@@ -273,6 +254,7 @@ impl Compute {
         let board = self.reporter.activity().clone();
         board.set(Thread::Compute, Doing::ForwardBackward, round, 0);
         board.stall_point(round)?;
+        self.sparse_pull(round, &shard.batch)?;
         let scored = self.score(round, &shard.batch)?;
         let (last_micro, head_loss) = match self.micro {
             0 => (None, 0.0),
@@ -316,6 +298,7 @@ impl Compute {
             )));
         }
         let kept = sink.into_kept();
+        self.sparse_push(round, plan.lr)?;
         board.set(Thread::Compute, Doing::AwaitAggregate, round, 0);
         self.running = Some(Running {
             plan,
@@ -392,6 +375,7 @@ impl Compute {
         if run.plan.evaluate {
             board.set(Thread::Compute, Doing::Evaluate, round, 0);
             let t = Instant::now();
+            self.sparse_pull_test(round)?;
             let (m, task, test) = (self.model.as_mut(), self.task, &self.test);
             let share = crate::held_out::share(m, task, test, self.rank, self.world)?;
             self.reporter

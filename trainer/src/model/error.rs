@@ -63,6 +63,9 @@ pub enum ModelError {
         /// The previous layer's output width.
         actual: usize,
     },
+    /// An embedding model's error (ids, tables, rows).
+    #[error(transparent)]
+    Embedding(#[from] super::embedding::EmbeddingError),
     /// A kernel rejected its operands (a broken invariant inside a layer).
     #[error("kernel: {0}")]
     Tensor(#[from] lockstep_tensor::Error),

@@ -17,6 +17,7 @@
 mod activation;
 mod conv;
 mod dense;
+pub mod embedding;
 mod error;
 mod grads;
 mod layer;
@@ -277,6 +278,11 @@ pub trait Model: Send {
     fn task(&self) -> Task;
     /// Model kind for messages (`mlp`, `cnn`, ...).
     fn name(&self) -> &str;
+
+    /// The embedding tables' side of the model (see [`embedding`]); `None` for dense models.
+    fn sparse(&mut self) -> Option<&mut dyn embedding::SparseModel> {
+        None
+    }
 }
 
 #[cfg(test)]

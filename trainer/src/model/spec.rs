@@ -40,6 +40,11 @@ pub enum ModelKind {
     Kmeans,
     /// Principal component analysis ([`crate::classic::Pca`]).
     Pca,
+    /// Biased matrix factorisation over `embeddings` (see [`super::embedding`]).
+    Mf,
+    /// An MLP over `embeddings` and the dense features, plus per-id biases.
+    #[serde(rename = "wide_deep")]
+    WideDeep,
 }
 
 /// Hidden-layer activation.
@@ -112,6 +117,12 @@ pub struct ModelSpec {
     /// Principal components kept (pca).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub components: Option<usize>,
+    /// Embedding tables (mf, wide_deep): `[[job.model.embeddings]]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub embeddings: Vec<super::embedding::EmbeddingSpec>,
+    /// How the tables' rows are updated (mf, wide_deep), default SGD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_optimizer: Option<super::embedding::TableOptimizerSpec>,
 }
 
 /// `class_weight`: `"balanced"` (`n / (classes * n_c)` from the training split, as
@@ -189,6 +200,8 @@ impl ModelSpec {
             padding: None,
             clusters: None,
             components: None,
+            embeddings: Vec::new(),
+            table_optimizer: None,
         }
     }
 
@@ -200,18 +213,23 @@ impl ModelSpec {
             ModelKind::Cnn => "cnn",
             ModelKind::Kmeans => "kmeans",
             ModelKind::Pca => "pca",
+            ModelKind::Mf => "mf",
+            ModelKind::WideDeep => "wide_deep",
         }
     }
 
     /// Names of fields set that `kind` does not use.
-    fn stray_fields(&self) -> Vec<&'static str> {
+    pub(crate) fn stray_fields(&self) -> Vec<&'static str> {
         let (dense, cnn) = match self.kind {
-            ModelKind::Linear | ModelKind::Logistic | ModelKind::Kmeans | ModelKind::Pca => {
-                (false, false)
-            }
-            ModelKind::Mlp => (true, false),
+            ModelKind::Linear
+            | ModelKind::Logistic
+            | ModelKind::Kmeans
+            | ModelKind::Pca
+            | ModelKind::Mf => (false, false),
+            ModelKind::Mlp | ModelKind::WideDeep => (true, false),
             ModelKind::Cnn => (true, true),
         };
+        let embed = matches!(self.kind, ModelKind::Mf | ModelKind::WideDeep);
         let mut out = Vec::new();
         let mut check = |set: bool, allowed: bool, name| {
             if set && !allowed {
@@ -241,6 +259,9 @@ impl ModelSpec {
         check(!self.channels.is_empty(), cnn, "channels");
         check(self.kernel.is_some(), cnn, "kernel");
         check(self.padding.is_some(), cnn, "padding");
+        check(!self.embeddings.is_empty(), embed, "embeddings");
+        check(self.table_optimizer.is_some(), embed, "table_optimizer");
+        check(self.class_weight.is_some(), !embed, "class_weight");
         out
     }
 
@@ -300,6 +321,12 @@ pub fn build_model(
     if spec.hidden.contains(&0) || spec.channels.contains(&0) {
         return Err(ModelError::Spec(format!(
             "{kind}: hidden and channels entries must be positive"
+        )));
+    }
+    if matches!(spec.kind, ModelKind::Mf | ModelKind::WideDeep) {
+        return Err(ModelError::Spec(format!(
+            "{kind}: an embedding model is built from the data's column names \
+             (embedding::build_embedding_model)"
         )));
     }
     match spec.kind {

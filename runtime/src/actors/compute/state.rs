@@ -65,6 +65,6 @@ impl Handler<ParamsHash> for Compute {
                 grad_max: p.grad_max,
                 converged: p.converged,
             });
-        Ok((job::weights_sha256(self.model.params()), solver))
+        Ok((self.weights_hash()?, solver))
     }
 }
