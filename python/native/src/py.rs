@@ -68,17 +68,7 @@ impl Group {
         py: Python<'_>,
         f: impl FnOnce(&mut ProcessGroup) -> Result<R, GroupError> + Send,
     ) -> PyResult<R> {
-        py.allow_threads(|| {
-            let mut g = self
-                .inner
-                .lock()
-                .map_err(|_| GroupError::Config("the group broke in an earlier call".into()))?;
-            match g.as_mut() {
-                Some(g) => f(g),
-                None => Err(GroupError::Config("the group was closed".into())),
-            }
-        })
-        .map_err(to_py)
+        self.locked(py, f, to_py)
     }
 
     /// As [`Group::with`], for the stream's operations (their errors name the stream).
@@ -86,6 +76,16 @@ impl Group {
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut ProcessGroup) -> Result<R, StreamError> + Send,
+    ) -> PyResult<R> {
+        self.locked(py, f, crate::py_stream::stream_err)
+    }
+
+    /// Run `f` on the group with the GIL released; its error becomes a Python one by `map`.
+    fn locked<R: Send, E: From<GroupError> + Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut ProcessGroup) -> Result<R, E> + Send,
+        map: fn(E) -> PyErr,
     ) -> PyResult<R> {
         py.allow_threads(|| {
             let mut g = self
@@ -97,7 +97,7 @@ impl Group {
                 None => Err(GroupError::Config("the group was closed".into()).into()),
             }
         })
-        .map_err(crate::py_stream::stream_err)
+        .map_err(map)
     }
 }
 
