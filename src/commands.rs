@@ -3,8 +3,9 @@
 use crate::cli::{
     InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs, RunArgs, SplitArgs, TlsGenArgs,
 };
-use lockstep_runtime::stored_transform::StoredTransform;
-use lockstep_runtime::{job, predict, LaunchOptions, Manifest, NodeOptions};
+use lockstep_runtime::job::stored_transform::StoredTransform;
+use lockstep_runtime::job::{self, predict};
+use lockstep_runtime::{LaunchOptions, Manifest, NodeOptions};
 use lockstep_tensor::{read_safetensors, DType};
 use lockstep_trainer::data::{Fitted, Task};
 use lockstep_trainer::model::{build_model, Model};
@@ -326,7 +327,8 @@ fn predict_file(a: &PredictArgs, m: &Manifest, input: &Path, output: &Path) -> R
 /// Manifest and data errors, or an output file that cannot be written, named.
 pub fn split(a: &SplitArgs) -> Result<(), String> {
     let m = Manifest::load(&a.manifest, &a.sets).map_err(|e| e.to_string())?;
-    let done = lockstep_runtime::split_export::export(&m, &a.out).map_err(|e| e.to_string())?;
+    let done =
+        lockstep_runtime::job::split_export::export(&m, &a.out).map_err(|e| e.to_string())?;
     println!(
         "{} training and {} held-out rows written to {}",
         done.rows.0,

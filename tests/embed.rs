@@ -428,12 +428,12 @@ fn rows_from_memory_train_through_a_parquet_file() {
 }
 
 /// Rows a program holds in memory stream into a running `LocalCluster` from this process with
-/// `lockstep_runtime::ingest::Producer` (docs/embedding.md, "Your own data", streams): the
+/// `lockstep_runtime::stream::Producer` (docs/embedding.md, "Your own data", streams): the
 /// bootstrap address from `<run dir>/endpoints.json`, two producers, every row trained on.
 #[test]
 fn rows_from_memory_stream_into_a_running_local_cluster() {
     use lockstep::runtime::embed::LocalCluster;
-    use lockstep::runtime::ingest::Producer;
+    use lockstep::runtime::stream::Producer;
     let dir = run_dir("embed-own-stream");
     // The warm-up sample: schema, scaling statistics and the held-out rows the report scores.
     write_parquet(&rows_in_memory(300, 4), &dir.path().join("warmup.parquet"));
@@ -456,7 +456,7 @@ connect_timeout_ms = 60000"#;
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let bootstrap = loop {
-        if let Ok(e) = lockstep::runtime::endpoints::read(dir.path()) {
+        if let Ok(e) = lockstep::runtime::observe::endpoints::read(dir.path()) {
             if let Some(b) = e.get("bootstrap") {
                 break b.clone();
             }

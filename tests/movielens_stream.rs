@@ -5,7 +5,7 @@
 mod common;
 use common::movielens::*;
 use common::*;
-use lockstep_runtime::ingest::Producer;
+use lockstep_runtime::stream::Producer;
 use lockstep_trainer::data::{FileRecords, Format};
 use std::path::Path;
 use std::process::{Command, Stdio};

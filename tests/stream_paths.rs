@@ -83,7 +83,7 @@ fn arrival_order_trains_to_the_end_and_republishes_the_model_while_training() {
     let data = credit();
     let paced = |id: u32, b: String, data: arrow_array::RecordBatch| {
         std::thread::spawn(move || {
-            let mut p = lockstep_runtime::ingest::Producer::connect(
+            let mut p = lockstep_runtime::stream::Producer::connect(
                 &b,
                 CLUSTER,
                 TOKEN.as_bytes(),
@@ -140,7 +140,7 @@ fn a_silent_producer_fails_the_job_with_on_silent_fail() {
     let job = spawn_launch(dir.path(), &["--set", "job.data.stream.on_silent=\"fail\""]);
     let b = bootstrap(dir.path());
     let data = credit();
-    let mut p0 = lockstep_runtime::ingest::Producer::connect(
+    let mut p0 = lockstep_runtime::stream::Producer::connect(
         &b,
         CLUSTER,
         TOKEN.as_bytes(),
@@ -182,7 +182,7 @@ fn producers_that_never_connect_fail_the_job_after_connect_timeout_naming_them()
     );
     let b = bootstrap(dir.path());
     let data = credit();
-    let mut p1 = lockstep_runtime::ingest::Producer::connect(
+    let mut p1 = lockstep_runtime::stream::Producer::connect(
         &b,
         CLUSTER,
         TOKEN.as_bytes(),
@@ -222,7 +222,7 @@ fn a_live_producer_id_is_refused_and_a_reconnect_after_close_resumes_at_its_offs
     let b = bootstrap(dir.path());
     let data = credit();
     let connect = |offset: u64| {
-        lockstep_runtime::ingest::Producer::connect(
+        lockstep_runtime::stream::Producer::connect(
             &b,
             CLUSTER,
             TOKEN.as_bytes(),

@@ -151,7 +151,7 @@ fn arrival_order_resumes_exactly_once_from_the_offsets_each_producer_trained() {
     // 2 x 1200 rows: 75 rounds of 32, checkpoints at 20, 40, 60; then training waits.
     let mut held = Vec::new();
     for id in 0..2u32 {
-        let mut p = lockstep_runtime::ingest::Producer::connect(
+        let mut p = lockstep_runtime::stream::Producer::connect(
             &b,
             CLUSTER,
             TOKEN.as_bytes(),

@@ -102,7 +102,7 @@ fn a_killed_stream_resumes_exactly_once_when_producers_replay_from_the_start() {
     let mut held = Vec::new();
     for id in 0..2u32 {
         let start = id as usize * HALF;
-        let mut p = lockstep_runtime::ingest::Producer::connect(
+        let mut p = lockstep_runtime::stream::Producer::connect(
             &b,
             CLUSTER,
             TOKEN.as_bytes(),

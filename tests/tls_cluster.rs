@@ -218,7 +218,7 @@ fn python_producers_stream_over_tls_and_one_without_a_certificate_is_refused() {
 /// the reason, and so is one whose certificate names another producer.
 #[test]
 fn rust_producers_stream_over_tls_and_one_without_a_certificate_is_refused() {
-    use lockstep_runtime::ingest::Producer;
+    use lockstep_runtime::stream::Producer;
     use lockstep_transport::tls::TlsFiles;
     let certs = run_dir("tls-rust-stream-certs");
     let out = run(

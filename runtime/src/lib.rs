@@ -3,56 +3,40 @@
 //! The actors and the node lifecycle: manifests, `lockstep node`, `lockstep launch`, the report,
 //! and the synchronous SGD round driven by the coordinator. The only crate that uses actix.
 //!
-//! - [`manifest`]: the TOML cluster manifest, strict, errors name the key and line.
-//! - [`node`]: one node's lifecycle (coordinator, worker, server roles).
-//! - [`launch`]: all nodes of a manifest as local processes, supervised.
-//! - [`actors`]: `DataLoader`, `Compute`, `Aggregator`, `WorkerNode`, `Coordinator`,
-//!   `ControlPlane`.
-//! - [`protocol`]: control messages between coordinator and members.
-//! - [`report`]: the JSON run report.
-//! - [`elastic`]: elastic membership on the worker side (rows per rank, state hand-over).
-//! - [`observe`]: metrics.csv, the Prometheus endpoint, progress, the timeline, curves.
-//! - [`stop`]: SIGINT / SIGTERM: a graceful stop at a round boundary.
-//! - [`ps_state`]: parameter-server optimizer state in checkpoints (gather, restore).
-//! - [`hang`]: alive-but-stuck detection: progress timeout, activity board, hang table.
-//! - [`endpoints`]: `<run dir>/endpoints.json`, shared by every writer.
+//! Its rooms, one concept each (ARCHITECTURE.md draws them):
+//!
+//! - [`node`]: one process's life: which node am I, its roles (coordinator, worker), the
+//!   environment of schedulers, preflight checks, graceful stop, embedding in a program.
+//! - [`launch`]: `lockstep launch` / `lockstep run`: every node of a manifest as supervised
+//!   local processes.
+//! - [`control`]: the coordinator's side: registration, the wire protocol, granting rounds,
+//!   collecting reports, elastic membership, the hang table.
+//! - [`round`]: a worker's round: data loader, compute (forward, backward, optimizer step, when
+//!   to evaluate), gradient buckets, aggregation, reports.
+//! - [`ps`]: parameter servers: the dense server's state, serving rounds, server nodes,
+//!   embedding tables sharded over shards (`ps::sparse`).
+//! - [`stream`]: streams: the ingest endpoint, producers, per-producer offsets.
+//! - [`checkpoint`]: saving and resuming (local disk or object storage).
+//! - [`observe`]: metrics, the Prometheus endpoint, traces, progress, the report, endpoints.json.
+//! - [`manifest`]: the TOML manifest (strict, errors name key and line) and its TLS files.
+//! - [`job`]: what a manifest trains on and produces: the split, the model, the held-out set,
+//!   stored transforms, predictions, `lockstep split`.
 
-pub mod actors;
 pub mod checkpoint;
-pub mod elastic;
-pub mod embed;
-pub mod endpoints;
-pub mod env_mode;
+pub mod control;
 pub mod error;
-mod guard;
-pub mod hang;
-pub mod held_out;
-pub mod ingest;
 pub mod job;
 pub mod launch;
 pub mod manifest;
 pub mod node;
 pub mod observe;
-pub mod predict;
-mod predict_classic;
-pub mod preflight;
-pub mod protocol;
-pub mod ps_state;
-pub mod registration;
-pub mod report;
-mod role_coordinator;
-mod role_worker;
-mod scale;
-pub mod server;
-pub mod sparse;
-pub mod split_export;
-pub mod stop;
-pub mod stored_transform;
-pub mod tls;
-mod worker_actors;
+pub mod ps;
+pub mod round;
+pub mod stream;
 
 pub use error::RuntimeError;
 pub use launch::{launch, run_command, LaunchOptions, RunOptions};
 pub use manifest::Manifest;
+pub use node::embed;
 pub use node::NodeOptions;
-pub use report::Report;
+pub use observe::report::{self, Report};

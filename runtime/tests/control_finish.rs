@@ -2,9 +2,9 @@
 //! else is a protocol error naming it, never skipped (a skipped reply loses a weights hash).
 
 use actix::SyncArbiter;
-use lockstep_runtime::actors::control::RunFinish;
-use lockstep_runtime::actors::{ControlPlane, Member};
-use lockstep_runtime::protocol::{recv_msg, send_msg, ControlMsg};
+use lockstep_runtime::control::plane::RunFinish;
+use lockstep_runtime::control::plane::{ControlPlane, Member};
+use lockstep_runtime::control::protocol::{recv_msg, send_msg, ControlMsg};
 use lockstep_transport::handshake::Identity;
 use lockstep_transport::tcp::{self, TcpLink};
 use lockstep_transport::{AnyLink, LinkConfig, Listener};

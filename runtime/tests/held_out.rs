@@ -1,8 +1,8 @@
 //! Held-out evaluation split across workers: every worker count gives the same bits as one
 //! process evaluating alone, and shares that do not cover the split are refused by name.
 
-use lockstep_runtime::held_out::{combine, share, EvalShare};
 use lockstep_runtime::job;
+use lockstep_runtime::job::held_out::{combine, share, EvalShare};
 use lockstep_trainer::data::Task as DataTask;
 use lockstep_trainer::model::{build_model, ModelSpec, PREDICT_CHUNK};
 use lockstep_trainer::{Batch, Targets};

@@ -7,7 +7,7 @@
 
 use crate::cli::IngestBenchArgs;
 use arrow_array::RecordBatch;
-use lockstep_runtime::ingest::Producer;
+use lockstep_runtime::stream::Producer;
 use lockstep_runtime::{Manifest, Report};
 use lockstep_trainer::data::FileRecords;
 use std::path::Path;

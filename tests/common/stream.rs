@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use arrow_array::RecordBatch;
-use lockstep_runtime::ingest::Producer;
+use lockstep_runtime::stream::Producer;
 use lockstep_trainer::data::{FileRecords, Format};
 use std::path::Path;
 use std::process::Output;

@@ -1,5 +1,5 @@
 //! A producer stream as this rank's batches: the receiving side of Lockstep's stream jobs
-//! (`lockstep_runtime::ingest`: authenticated ingest endpoints, per-producer queues and offsets,
+//! (`lockstep_runtime::stream`: authenticated ingest endpoints, per-producer queues and offsets,
 //! duplicate dropping, a bootstrap that routes producers) under a process group instead of a
 //! coordinator.
 //!
@@ -15,7 +15,7 @@
 //! number of batches and no collective of the training loop waits on data.
 
 use crate::group::{GroupError, ProcessGroup};
-use lockstep_runtime::ingest::{Bootstrap, Endpoint, Ingest, IngestRecords};
+use lockstep_runtime::stream::{Bootstrap, Endpoint, Ingest, IngestRecords};
 use lockstep_trainer::batch::Batch;
 use lockstep_trainer::data::{
     self, BatchSource, DataSpec, Fitted, Order, Source, StreamSource, StreamSpec, Task,
@@ -402,7 +402,7 @@ impl RankStream {
     }
 
     /// Wait up to `max` for this rank to have the current round or for its stream to close.
-    fn wait_local(&self, max: Duration) -> lockstep_runtime::ingest::Progress {
+    fn wait_local(&self, max: Duration) -> lockstep_runtime::stream::Progress {
         let deadline = Instant::now() + max;
         loop {
             let p = self.ingest.progress();

@@ -178,7 +178,7 @@ impl RunMetrics {
     }
 
     /// Advance the link counters of `node` to the cumulative `(peer, sent, received)` given.
-    pub fn links(&self, node: &str, links: &[crate::protocol::LinkBytes]) {
+    pub fn links(&self, node: &str, links: &[crate::control::protocol::LinkBytes]) {
         let Ok(mut last) = self.last_links.lock() else {
             return;
         };

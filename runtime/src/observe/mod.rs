@@ -14,15 +14,17 @@
 //! Observing never fails a run: a file that cannot be written is logged once and skipped.
 
 pub mod csv;
+pub mod endpoints;
 pub mod metrics;
 pub mod plot;
 pub mod progress;
+pub mod report;
 pub mod summary;
 pub mod trace;
 
-use crate::actors::control::Collected;
+use crate::control::plane::Collected;
 use crate::error::RuntimeError;
-use crate::report::Report;
+use crate::observe::report::Report;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -144,7 +146,7 @@ impl Observer {
         let server = match &spec.metrics_addr {
             Some(addr) => {
                 let s = metrics::MetricsServer::start(addr, m.clone())?;
-                crate::endpoints::merge(&info.run_dir, "metrics", &s.addr().to_string())?;
+                crate::observe::endpoints::merge(&info.run_dir, "metrics", &s.addr().to_string())?;
                 tracing::info!("metrics at http://{}/metrics", s.addr());
                 Some(s)
             }
@@ -275,7 +277,7 @@ impl State {
         let rows: u64 = c.reports.iter().map(|r| r.samples).sum();
         let loss = c.reports.iter().map(|r| r.loss_sum).sum::<f64>() / rows.max(1) as f64;
         let n = c.reports.len().max(1) as f64;
-        let mean = |f: fn(&crate::protocol::RoundTiming) -> f64| {
+        let mean = |f: fn(&crate::control::protocol::RoundTiming) -> f64| {
             c.reports.iter().map(|r| f(&r.timing)).sum::<f64>() / n
         };
         let (compute, comm) = (mean(|t| t.compute_ms), mean(|t| t.comm_ms));
@@ -380,7 +382,7 @@ pub(crate) fn start_for(
     let m = &ctx.manifest;
     let run_dir = ctx.opts.run_dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(|e| RuntimeError::io("create", &run_dir, e))?;
-    crate::predict::save_transform(&run_dir.join("model.safetensors"), &split.fitted)?;
+    crate::job::predict::save_transform(&run_dir.join("model.safetensors"), &split.fitted)?;
     let aggregation = match m.job.aggregation {
         crate::manifest::Aggregation::Allreduce => "allreduce",
         crate::manifest::Aggregation::ParameterServer => "parameter-server",

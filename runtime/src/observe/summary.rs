@@ -4,7 +4,7 @@
 
 use super::progress::{self, Progress};
 use crate::error::RuntimeError;
-use crate::report::Report;
+use crate::observe::report::Report;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -109,7 +109,7 @@ pub fn summary(run_dir: &Path) -> Result<String, RuntimeError> {
         (None, None) => {}
     }
     checkpoints(run_dir, &mut s);
-    if let Ok(e) = crate::endpoints::read(run_dir) {
+    if let Ok(e) = crate::observe::endpoints::read(run_dir) {
         for (k, v) in e {
             let _ = writeln!(s, "  endpoint {k}: {v}");
         }

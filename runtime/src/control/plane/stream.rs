@@ -1,0 +1,71 @@
+//! Streams on the control plane: what the workers' producers have delivered, and waiting for
+//! it before granting rounds (see `docs/streaming.md`).
+
+use super::*;
+/// What the workers' producers have delivered (streams).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamView {
+    /// Rounds below this one can be filled by every worker.
+    pub available: u64,
+    /// A worker's producers all ended and it cannot fill the round asked about: no more rounds.
+    pub ended: bool,
+    /// New rows received, all workers.
+    pub rows: u64,
+    /// Duplicate rows dropped, all workers.
+    pub duplicates: u64,
+}
+
+/// Streams: what is known now about round `round` (`block = false`), or wait until every
+/// worker can fill it or the stream has ended (`block = true`).
+#[derive(Message)]
+#[rtype(result = "Result<StreamView, RuntimeError>")]
+pub struct AwaitStream {
+    /// The round asked about.
+    pub round: u64,
+    /// Wait for it.
+    pub block: bool,
+}
+
+impl Handler<AwaitStream> for ControlPlane {
+    type Result = Result<StreamView, RuntimeError>;
+    fn handle(&mut self, msg: AwaitStream, _: &mut SyncContext<Self>) -> Self::Result {
+        let round = msg.round;
+        if msg.block {
+            for i in 0..self.workers {
+                while self.stream[i].0 <= round && !self.stream[i].1 {
+                    if crate::node::stop::requested().is_some() {
+                        // A graceful stop: stop waiting (workers tick their progress
+                        // twice a second, so this is seen within about 0.5 s).
+                        return Ok(self.view(round));
+                    }
+                    let m = &mut self.members[i];
+                    let doing = "waiting for producers' rows";
+                    let progress = self.stream.get_mut(i);
+                    let Some(got) = recv_member_one(&self.traces, progress, m, round, doing)?
+                    else {
+                        // A tick: look at the other workers too (an abort ends the wait).
+                        self.sweep(i, round)?;
+                        continue;
+                    };
+                    return Err(RuntimeError::Protocol(format!(
+                        "{} sent {} while the coordinator waited for stream progress",
+                        self.members[i].name,
+                        got.name()
+                    )));
+                }
+            }
+        }
+        Ok(self.view(round))
+    }
+}
+
+impl ControlPlane {
+    pub(super) fn view(&self, round: u64) -> StreamView {
+        StreamView {
+            available: self.stream.iter().map(|s| s.0).min().unwrap_or(0),
+            ended: self.stream.iter().any(|s| s.1 && s.0 <= round),
+            rows: self.stream.iter().map(|s| s.2).sum(),
+            duplicates: self.stream.iter().map(|s| s.3).sum(),
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The coordinator role of a node: bind the control port (and announce it for `launch`), accept
+//! and register every member, check their models, hand out the data-mesh peer table (with a fresh
+//! job id), resume from a checkpoint if asked, then let the `Coordinator` actor drive rounds and
+//! write the report.
+
+use crate::control::coordinator::Server;
+use crate::control::coordinator::{Coordinator, Schedule};
+use crate::control::coordinator_stream::StreamSchedule;
+use crate::control::plane::Elastic;
+use crate::control::plane::{ControlPlane, Member};
+use crate::control::protocol::{send_msg, ControlMsg};
+use crate::error::RuntimeError;
+use crate::job;
+use crate::manifest::Aggregation;
+use crate::node::worker_actors::once;
+use crate::node::{bind_data, join_mesh, transport_kind, NodeContext};
+use crate::observe::report::Report;
+use crate::ps::serve::PsServe;
+use actix::{Actor, SyncArbiter};
+use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
+use lockstep_transport::tcp::Listener;
+use lockstep_transport::PeerAddr;
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
+    let m = &ctx.manifest;
+    let me = ctx.name.clone();
+    let node = m
+        .node(&me)
+        .cloned()
+        .ok_or_else(|| RuntimeError::Launch(format!("node {me} missing")))?;
+    let listener = Listener::bind(&node.addr)?;
+    let control_addr = listener.local_addr()?;
+    if let Some(path) = &ctx.opts.announce {
+        lockstep_tensor::safetensors_io::write_atomic(path, format!("{control_addr}\n").as_bytes())
+            .map_err(|e| RuntimeError::io("write", path, e))?;
+    }
+    if let Some(tx) = &ctx.on_listen {
+        let _ = tx.send(control_addr);
+    }
+    tracing::info!(node = %me, "coordinator listening on {control_addr}");
+    let stream = m.stream().cloned();
+    let bootstrap = match &stream {
+        Some(_) => Some(bind_bootstrap(m, control_addr.ip())?),
+        None => None,
+    };
+    write_endpoints(ctx, control_addr, bootstrap.as_ref().map(|(_, a)| *a))?;
+    let (split, _) = crate::job::stored_transform::load_split_for(ctx)?;
+    let model = (ctx.model_factory)(m, &split)?;
+    let signature = job::signature_with_data(model.as_ref(), &split);
+    let names = ctx.members();
+    let acceptor = listener.start(
+        ctx.identity(&me),
+        Some(names.clone()),
+        Duration::from_secs(10),
+    )?;
+    let mut regs =
+        crate::control::registration::accept_members(ctx, &acceptor, &names, &signature)?;
+    let joiners = match m.elastic() {
+        // Elastic: a worker of the manifest may (re)join at a round boundary.
+        Some(_) => Some(crate::control::registration::accept_joiners(
+            ctx,
+            acceptor,
+            m.worker_names(),
+            signature.clone(),
+        )),
+        None => {
+            // Keep refusing late or unexpected joiners for the rest of the job (logged by the
+            // handshake).
+            let _late = crate::control::registration::refuse_late_joiners(acceptor);
+            None
+        }
+    };
+    if let (Some(spec), Some((listener, addr))) = (&stream, &bootstrap) {
+        let workers = m.worker_names().len();
+        let table = regs[..workers]
+            .iter()
+            .map(|r| (r.name.clone(), r.ingest_addr.clone().unwrap_or_default()))
+            .collect();
+        crate::stream::Bootstrap::new(spec.clone(), table).serve(listener, ctx.identity(&me))?;
+        tracing::info!("producers' bootstrap listening on {addr}");
+    }
+
+    let mut peers: Vec<(String, String)> = regs
+        .iter()
+        .map(|r| (r.name.clone(), r.data_addr.clone()))
+        .collect();
+    let ps_listener = if ctx.coordinator_serves() {
+        let ip = control_addr.ip();
+        let (l, a) = bind_data(&format!("{ip}:0"), None)?;
+        peers.push((format!("{me}-ps"), a));
+        Some(l)
+    } else {
+        None
+    };
+    let ckpt_root = m.job.checkpoint.local_root(&ctx.opts.run_dir);
+    let mut start_offsets = std::collections::BTreeMap::new();
+    let (first_round, resume) = match ctx.opts.resume {
+        false => (0, None),
+        true => match crate::checkpoint::find_latest(&ckpt_root) {
+            Some((dir, meta)) => {
+                tracing::info!("resuming from {} (round {})", dir.display(), meta.round);
+                if stream.is_some() {
+                    start_offsets = meta.stream_offsets.clone().ok_or_else(|| {
+                        RuntimeError::Launch(format!(
+                            "--resume: checkpoint {} has no stream offsets (stream_offsets in meta.json): it cannot continue a stream exactly once",
+                            dir.display()
+                        ))
+                    })?;
+                }
+                (meta.round, Some(dir.display().to_string()))
+            }
+            None => {
+                tracing::warn!(
+                    "--resume: no complete checkpoint under {}; starting from round 0",
+                    ckpt_root.display()
+                );
+                (0, None)
+            }
+        },
+    };
+    let job_id: u64 = rand::random();
+    let start = ControlMsg::Start {
+        peers: peers.clone(),
+        job: job_id,
+        first_round,
+        resume: resume.clone(),
+    };
+    for r in &mut regs {
+        send_msg(&mut r.link, 0, "sending the peer table", &start)?;
+    }
+    let server = match ps_listener {
+        Some(l) => {
+            let group = join_mesh(ctx, job_id, &format!("{me}-ps"), &peers, l)?;
+            let world = group.world();
+            let w = m.worker_names().len();
+            let ps = ParameterServer::new(
+                model.params().len(),
+                &[world - 1],
+                &(0..w).collect::<Vec<_>>(),
+                world,
+            )?;
+            let n = model.params().len();
+            let optimizer = job::optimizer(&m.job.optimizer, model.as_ref())?;
+            let (params, optimizer) = match &resume {
+                Some(dir) => crate::ps::state::restore_shard(
+                    std::path::Path::new(dir),
+                    model.as_ref(),
+                    &optimizer,
+                    0..n,
+                )?,
+                None => (model.params().to_vec(), optimizer),
+            };
+            let comm = Communicator::new(group, CollectiveConfig::default());
+            Some((comm, ps, params, optimizer))
+        }
+        None => None,
+    };
+    let workers = m.worker_names().len();
+    let total_rounds = job::total_rounds(m, split.train_rows())?;
+    let transport = format!(
+        "{:?}",
+        transport_kind(
+            ctx,
+            &peers
+                .iter()
+                .map(|(n, a)| PeerAddr {
+                    name: n.clone(),
+                    addr: a.clone()
+                })
+                .collect::<Vec<_>>()
+        )
+    )
+    .to_lowercase();
+    let plan = job::plan(m, split.train_rows());
+    let observer = crate::observe::start_for(ctx, &split, total_rounds, &transport)?;
+    let traces = observer.traces();
+    let schedule = Schedule {
+        observer,
+        first_round,
+        checkpoints: (
+            ckpt_root,
+            m.job.checkpoint.every_rounds,
+            m.job.checkpoint.keep,
+        ),
+        checkpoint_remote: m.job.checkpoint.remote(),
+        seed: m.job.seed,
+        plan,
+        total_rounds,
+        rounds_per_epoch: job::plan(m, split.train_rows()).batches_per_epoch(),
+        eval_every: m.job.eval_every,
+        optimizer: m.job.optimizer.clone(),
+        headline: job::headline_metric(split.task),
+        report: Report {
+            cluster: m.cluster.name.clone(),
+            world_size: workers,
+            transport,
+            aggregation: match m.job.aggregation {
+                Aggregation::Allreduce => "allreduce".into(),
+                Aggregation::ParameterServer => "parameter-server".into(),
+            },
+            status: "completed".into(),
+            class_weight: job::class_weights_by_name(m, &split)?,
+            ..Report::default()
+        },
+        model_path: ctx.opts.run_dir.join("model.safetensors"),
+        progress_timeout_ms: m.cluster.progress_timeout_ms,
+        stream: stream.map(|spec| StreamSchedule {
+            per_producer: spec.rows_per_producer(m.job.global_batch) as u64,
+            spec,
+            task: split.task,
+            start_offsets,
+        }),
+    };
+    let members: Vec<Member> = regs
+        .into_iter()
+        .map(|r| Member::new(r.name, r.link))
+        .collect();
+    let elastic = m.elastic();
+    // From here on SIGINT / SIGTERM stop the job at a round boundary with a final checkpoint.
+    crate::node::stop::arm();
+    let sys = actix::System::new();
+    let (tx, rx) = sync_channel(1);
+    sys.block_on(async move {
+        let mut plane = ControlPlane::new(members, workers).with_traces(traces);
+        if let (Some((min_workers, max_workers)), Some(joiners)) = (elastic, joiners) {
+            plane = plane.with_elastic(Elastic {
+                min_workers,
+                max_workers,
+                joiners,
+                mesh: job_id,
+                duplicate_grace: Duration::from_millis(m.cluster.peer_timeout_ms),
+            });
+        }
+        let control = SyncArbiter::start(1, once(plane));
+        let server = server.map(|(comm, ps, params, optimizer)| {
+            let failure = Arc::new(Mutex::new(None));
+            let serve = PsServe::new(comm, ps, params, optimizer, failure.clone());
+            let addr = SyncArbiter::start(1, once(serve));
+            Server { addr, failure }
+        });
+        Coordinator::new(control, server, schedule, tx).start();
+    });
+    sys.run().map_err(|e| RuntimeError::Actor(e.to_string()))?;
+    let report = rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| {
+            Err(RuntimeError::Actor(
+                "coordinator ended without a result".into(),
+            ))
+        })?;
+    let path = ctx
+        .opts
+        .report
+        .clone()
+        .unwrap_or_else(|| ctx.opts.run_dir.join("report.json"));
+    report.write(&path)?;
+    tracing::info!("{}", report.summary());
+    tracing::info!("report written to {}", path.display());
+    Ok(())
+}
+
+/// Bind the producers' bootstrap: `[job.data.stream] bootstrap` or any port on the control IP.
+fn bind_bootstrap(
+    m: &crate::manifest::Manifest,
+    ip: std::net::IpAddr,
+) -> Result<(Listener, std::net::SocketAddr), RuntimeError> {
+    let addr = m
+        .stream()
+        .and_then(|s| s.bootstrap.clone())
+        .unwrap_or_else(|| std::net::SocketAddr::new(ip, 0).to_string());
+    let listener = Listener::bind(&addr)?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
+/// `<run dir>/endpoints.json`: the addresses a script may need (port 0 makes them unknown
+/// beforehand), written atomically as soon as they listen.
+fn write_endpoints(
+    ctx: &NodeContext,
+    coordinator: std::net::SocketAddr,
+    bootstrap: Option<std::net::SocketAddr>,
+) -> Result<(), RuntimeError> {
+    let dir = &ctx.opts.run_dir;
+    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
+    let mut v = serde_json::json!({ "coordinator": coordinator.to_string() });
+    if let Some(b) = bootstrap {
+        v["bootstrap"] = serde_json::Value::String(b.to_string());
+    }
+    let path = dir.join("endpoints.json");
+    let body =
+        serde_json::to_vec_pretty(&v).map_err(|e| RuntimeError::io("serialise", &path, e))?;
+    lockstep_tensor::safetensors_io::write_atomic(&path, &body)
+        .map_err(|e| RuntimeError::io("write", &path, e))
+}

@@ -1,0 +1,69 @@
+//! A worker's round, from data to the optimizer step: the [`DataLoader`] has this rank's rows of
+//! the next global batch ready ([`elastic`] when the world changed), [`Compute`] runs forward and
+//! backward, cuts the gradient into buckets (`grad_sink.rs`), steps the optimizer and decides when
+//! to evaluate and what to score (`compute/`), the [`Aggregator`] allreduces each bucket or pushes
+//! and pulls it from the parameter server, and the [`Reporter`] tells the coordinator. Each actor
+//! runs on its own `SyncArbiter` thread (they block) and they pass a round's data to each other
+//! directly (see [`messages`]); the [`WorkerNode`] actor serves the coordinator's rare commands
+//! (save, finish). [`scale`] measures the links and picks the allreduce before the first round.
+//!
+//! May call: [`crate::control::protocol`] (reports on the wire), [`crate::ps`] (sparse tables),
+//! [`crate::control::hang`] (the activity board), [`crate::observe`], [`crate::checkpoint`].
+
+pub mod aggregator;
+pub mod compute;
+pub mod data_loader;
+pub mod elastic;
+mod grad_sink;
+pub mod messages;
+pub mod reporter;
+pub(crate) mod scale;
+pub mod worker;
+
+pub use aggregator::{Aggregator, Mode};
+pub use compute::{save_model, Compute, StreamOffsets};
+pub use data_loader::DataLoader;
+pub use reporter::Reporter;
+pub use worker::{control_loop, Exit, WorkerNode};
+
+use crate::error::RuntimeError;
+use actix::prelude::SendError;
+use actix::{Message, Recipient};
+use std::time::{Duration, Instant};
+
+/// How long a message may wait for room in a bounded mailbox.
+pub const MAILBOX_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Hand `msg` to `to` from a sync actor's thread: `try_send`, waiting (with a deadline) while
+/// the mailbox is full, so tensors are never pushed past the mailbox bound.
+///
+/// # Errors
+/// [`RuntimeError::Timeout`] naming `what` after [`MAILBOX_DEADLINE`], [`RuntimeError::Actor`]
+/// when the receiver stopped.
+pub fn deliver<M>(to: &Recipient<M>, mut msg: M, what: &str) -> Result<(), RuntimeError>
+where
+    M: Message + Send,
+    M::Result: Send,
+{
+    let deadline = Instant::now() + MAILBOX_DEADLINE;
+    loop {
+        match to.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(SendError::Full(m)) if Instant::now() < deadline => {
+                msg = m;
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Err(SendError::Full(_)) => {
+                return Err(RuntimeError::Timeout {
+                    doing: format!("handing {what} over (mailbox full)"),
+                    ms: MAILBOX_DEADLINE.as_millis() as u64,
+                })
+            }
+            Err(SendError::Closed(_)) => {
+                return Err(RuntimeError::Actor(format!(
+                    "{what}: the receiving actor stopped"
+                )))
+            }
+        }
+    }
+}

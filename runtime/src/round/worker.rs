@@ -1,0 +1,200 @@
+//! `WorkerNode`: serves the coordinator's commands that need an answer (save the model, finish),
+//! and the control thread that receives everything the coordinator sends.
+//!
+//! The control thread owns the receiving side of the control link (blocking I/O with liveness
+//! deadlines, so it lives on a plain thread, not an arbiter). Grants go straight to `Compute`;
+//! `Save` and `Finish` go to the `WorkerNode` actor and the control thread waits (bounded) for
+//! the answer. Round reports do not pass through here: the actors send them themselves through
+//! the [`Reporter`], on the link's sending side.
+
+use super::compute::Compute;
+use super::messages::*;
+use super::Reporter;
+use crate::control::protocol::{recv_msg, send_msg, ControlMsg};
+use crate::error::RuntimeError;
+use actix::{Actor, Addr, Context, Handler, MailboxError, Message, Recipient, ResponseFuture};
+use lockstep_transport::AnyLink;
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
+use std::time::Duration;
+
+/// A command from the coordinator with the channel its answer goes back on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Command {
+    /// What the coordinator asked.
+    pub msg: ControlMsg,
+    /// Where the answer goes.
+    pub reply: SyncSender<Result<ControlMsg, RuntimeError>>,
+}
+
+/// The worker's command-serving actor.
+pub struct WorkerNode {
+    compute: Addr<Compute>,
+    rank0: bool,
+}
+
+impl WorkerNode {
+    /// A worker over its compute actor. `rank0` workers answer `Save`.
+    pub fn new(compute: Addr<Compute>, rank0: bool) -> Self {
+        WorkerNode { compute, rank0 }
+    }
+}
+
+impl Actor for WorkerNode {
+    type Context = Context<Self>;
+}
+
+fn mailbox(who: &'static str) -> impl Fn(MailboxError) -> RuntimeError {
+    move |e| RuntimeError::Actor(format!("{who}: {e}"))
+}
+
+impl Handler<Command> for WorkerNode {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, cmd: Command, _: &mut Context<Self>) -> Self::Result {
+        let compute = self.compute.clone();
+        let rank0 = self.rank0;
+        Box::pin(async move {
+            let res = match cmd.msg {
+                ControlMsg::Save {
+                    round,
+                    path,
+                    checkpoint,
+                } if rank0 => compute
+                    .send(SaveModel {
+                        path,
+                        round,
+                        checkpoint,
+                    })
+                    .await
+                    .map_err(mailbox("compute"))
+                    .and_then(|r| r)
+                    .map(|path| ControlMsg::Saved { path }),
+                ControlMsg::Finish => compute
+                    .send(ParamsHash)
+                    .await
+                    .map_err(mailbox("compute"))
+                    .and_then(|r| r)
+                    .map(|(weights_sha256, solver)| ControlMsg::Finished {
+                        weights_sha256,
+                        solver,
+                    }),
+                other => Err(RuntimeError::Protocol(format!(
+                    "unexpected command {}",
+                    other.name()
+                ))),
+            };
+            let _ = cmd.reply.send(res);
+        })
+    }
+}
+
+/// Elastic: stop `Compute` for good and take the state of its newest applied round.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Suspend {
+    /// Where the state goes.
+    pub reply: SyncSender<Result<WorkerState, RuntimeError>>,
+}
+
+impl Handler<Suspend> for WorkerNode {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, cmd: Suspend, _: &mut Context<Self>) -> Self::Result {
+        let compute = self.compute.clone();
+        Box::pin(async move {
+            let res = compute
+                .send(ExportState)
+                .await
+                .map_err(mailbox("compute"))
+                .and_then(|r| r);
+            let _ = cmd.reply.send(res);
+        })
+    }
+}
+
+/// How the control loop ended.
+pub enum Exit {
+    /// `Finish` was answered: the job is over.
+    Finished,
+    /// Elastic: the coordinator suspended this worker; the state to carry to the next mesh.
+    Suspended(WorkerState),
+}
+
+/// The control thread's loop: pass grants to `Compute`, serve `Save` and `Finish`. Returns after
+/// `Finish` has been answered, or (elastic) after `Suspend` with the worker's state. When an actor failed, its error (recorded by the `Reporter`) is
+/// returned rather than the coordinator's `Abort` that follows it.
+///
+/// # Errors
+/// The coordinator died, went silent or aborted (named, with the round), a command failed, an
+/// actor failed, or the actors did not answer within `command_timeout`.
+pub fn control_loop(
+    link: &mut AnyLink,
+    node: &Addr<WorkerNode>,
+    compute: &Recipient<Grant>,
+    reporter: &Reporter,
+    command_timeout: Duration,
+) -> Result<Exit, RuntimeError> {
+    let mut round = 0;
+    loop {
+        let msg = match recv_msg(link, round, "waiting for the coordinator") {
+            Ok(m) => m,
+            Err(e) => return Err(reporter.take_failure().unwrap_or(e)),
+        };
+        if let ControlMsg::Suspend { reason } = msg {
+            tracing::info!(round, "suspended by the coordinator: {reason}");
+            reporter.silence();
+            let (tx, rx) = sync_channel(1);
+            node.do_send(Suspend { reply: tx }); // control only, no tensors
+            return match rx.recv_timeout(command_timeout) {
+                Ok(r) => r.map(Exit::Suspended),
+                Err(_) => Err(RuntimeError::Actor(
+                    "compute did not hand over its state".into(),
+                )),
+            };
+        }
+        if let ControlMsg::Probe = msg {
+            let threads = reporter.activity().snapshot();
+            send_msg(
+                link,
+                round,
+                "answering Probe",
+                &ControlMsg::Doing { threads },
+            )?;
+            continue;
+        }
+        if let ControlMsg::Grant { rounds } = msg {
+            round = rounds.last().map_or(round, |p| p.round);
+            if compute.try_send(Grant { rounds }).is_err() {
+                return Err(RuntimeError::Actor(
+                    "compute cannot take the coordinator's grant (stopped or full)".into(),
+                ));
+            }
+            continue;
+        }
+        let last = matches!(msg, ControlMsg::Finish);
+        let what = msg.name();
+        let (tx, rx) = sync_channel(1);
+        node.do_send(Command { msg, reply: tx }); // control only, no tensors
+        let reply = match rx.recv_timeout(command_timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => Err(RuntimeError::Timeout {
+                doing: format!("running {what} after round {round}"),
+                ms: command_timeout.as_millis() as u64,
+            }),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(RuntimeError::Actor("the worker actor stopped".into()))
+            }
+        };
+        match reply {
+            Ok(answer) => send_msg(link, round, "reporting to the coordinator", &answer)?,
+            Err(e) => {
+                reporter.fail(round, e);
+                return Err(reporter
+                    .take_failure()
+                    .unwrap_or_else(|| RuntimeError::Actor("command failed".into())));
+            }
+        }
+        if last {
+            return Ok(Exit::Finished);
+        }
+    }
+}
