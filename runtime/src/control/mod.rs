@@ -1,6 +1,7 @@
 //! The coordinator's side of a job: it accepts every member ([`registration`]), speaks the
-//! control [`protocol`], grants rounds and schedules evaluation and checkpoints
-//! ([`coordinator`], [`coordinator_stream`] for streams), collects every member's reports over
+//! control [`protocol`], plans rounds (learning rate, when to evaluate and checkpoint:
+//! [`coordinator`]), drives them in one loop for every data source ([`rounds`]; files and
+//! datasets in `rounds/batch.rs`, streams in `rounds/stream.rs`), collects every member's reports over
 //! its control link ([`plane`], with elastic membership in `plane/membership.rs`), and tells a
 //! stuck job from a slow one ([`hang`]: progress timeout, activity board, the hang table).
 //!
@@ -8,8 +9,8 @@
 //! parameter server), [`crate::observe`], [`crate::checkpoint`], [`crate::manifest`].
 
 pub mod coordinator;
-pub mod coordinator_stream;
 pub mod hang;
 pub mod plane;
 pub mod protocol;
 pub mod registration;
+pub mod rounds;

@@ -1,56 +1,52 @@
-//! `ControlPlane`: the coordinator's side of every control link, on a `SyncArbiter` thread
-//! (blocking sends and receives with liveness deadlines). It sends grants ([`GrantRounds`]) and
-//! collects each round's reports ([`Collect`]): one `RoundDone` from every member, every
-//! worker's `Evaluated` share when the plan evaluates, and the first worker's `Checkpointed`. Each member's messages arrive
-//! in the order it sent them, so collecting round after round needs no bookkeeping. A dead or
-//! silent member becomes an error naming it, the round and what the coordinator was waiting for.
-
+//! `ControlPlane`: the coordinator's side of every control link, on a `SyncArbiter` thread. It
+//! sends grants ([`GrantRounds`]) and collects each round's reports ([`Collect`]): one
+//! `RoundDone` from every member, every worker's `Evaluated` share when the plan evaluates, and
+//! the first worker's `Checkpointed`. Every member's link has a reader thread feeding one channel
+//! (`plane/inbox.rs`), so the plane waits on all members at once, with no polling: a member's
+//! `Abort` ends any wait the moment it arrives. Each member's messages stay in the order it sent
+//! them, so collecting round after round needs no bookkeeping. A dead or silent member becomes
+//! an error naming it, the round and what the coordinator was waiting for.
 //!
 //! With elastic membership a dead member (its control link fails) or a `PeerLost` report ends
 //! the collection early with [`Collected::lost`]; [`ChangeMembership`] then suspends the
 //! survivors, admits waiting replacements and hands out the next mesh (see `docs/elastic.md`).
 
 use crate::control::protocol::{
-    recv_msg, recv_msg_before, send_msg, CheckpointPlan, ControlMsg, LinkBytes, RoundPlan,
-    RoundTiming,
+    send_msg, CheckpointPlan, ControlMsg, LinkBytes, RoundPlan, RoundTiming,
 };
 use crate::control::registration::Registration;
 use crate::error::RuntimeError;
 use crate::observe::trace::TraceCollector;
 use actix::{Actor, Handler, Message, SyncContext};
-use lockstep_transport::{AnyLink, Link};
-use std::collections::{BTreeMap, VecDeque};
+use inbox::{Attached, Inbox};
+use lockstep_transport::AnyLink;
+use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 mod finish;
 mod hang;
+mod inbox;
 mod membership;
 mod stream;
-mod watch;
 
 pub use finish::{RunFinish, RunSave};
 pub use membership::{ChangeMembership, Changed};
 pub use stream::{AwaitStream, StreamView};
 
-/// One member of the cluster as the coordinator sees it.
+/// One member of the cluster, as handed to [`ControlPlane::new`]: its node name and its control
+/// link (TCP; the plane reads it on a thread of its own and sends through its sending handle).
 pub struct Member {
     /// Node name.
     pub name: String,
     /// Its control link.
     pub link: AnyLink,
-    /// Messages read ahead of their turn (while watching for aborts), in arrival order.
-    early: VecDeque<ControlMsg>,
 }
 
 impl Member {
     /// A member `name` on `link`.
     pub fn new(name: String, link: AnyLink) -> Self {
-        Member {
-            name,
-            link,
-            early: VecDeque::new(),
-        }
+        Member { name, link }
     }
 }
 
@@ -72,7 +68,8 @@ pub struct Elastic {
 
 /// The control-plane actor.
 pub struct ControlPlane {
-    members: Vec<Member>,
+    members: Vec<Attached>,
+    inbox: Inbox,
     workers: usize,
     elastic: Option<Elastic>,
     pending: Vec<(Registration, Instant)>,
@@ -86,110 +83,14 @@ pub struct ControlPlane {
     collecting: usize,
 }
 
-/// Per worker: rounds available, ended, rows, duplicates (streams).
-type Progress = (u64, bool, u64, u64);
-
-/// One message on `m`'s link; `None` when it was absorbed: a `Trace` batch (into `traces`) or a
-/// `StreamProgress` (into `progress`), which may arrive anywhere.
-fn recv_member_one(
-    traces: &Option<TraceCollector>,
-    progress: Option<&mut Progress>,
-    m: &mut Member,
-    round: u64,
-    doing: &'static str,
-) -> Result<Option<ControlMsg>, RuntimeError> {
-    recv_member_until(traces, progress, m, round, doing, None)
-}
-
-/// [`recv_member_one`], and with a `deadline` [`RuntimeError::Timeout`] when nothing came by
-/// then (the link stays usable).
-fn recv_member_until(
-    traces: &Option<TraceCollector>,
-    progress: Option<&mut Progress>,
-    m: &mut Member,
-    round: u64,
-    doing: &'static str,
-    deadline: Option<Instant>,
-) -> Result<Option<ControlMsg>, RuntimeError> {
-    match m.early.pop_front() {
-        Some(msg) => Ok(Some(msg)),
-        None => read_member(traces, progress, m, round, doing, deadline),
-    }
-}
-
-/// [`recv_member_until`] from the link itself, past the messages read ahead.
-fn read_member(
-    traces: &Option<TraceCollector>,
-    progress: Option<&mut Progress>,
-    m: &mut Member,
-    round: u64,
-    doing: &'static str,
-    deadline: Option<Instant>,
-) -> Result<Option<ControlMsg>, RuntimeError> {
-    let msg = match deadline {
-        None => recv_msg(&mut m.link, round, doing)?,
-        Some(d) => {
-            recv_msg_before(&mut m.link, round, doing, d)?.ok_or_else(|| RuntimeError::Timeout {
-                doing: format!("{doing} from {} (round {round})", m.name),
-                ms: 0,
-            })?
-        }
-    };
-    match msg {
-        ControlMsg::Trace { sent_us, spans } => {
-            if let Some(t) = traces {
-                t.add(&m.name, sent_us, spans);
-            }
-            Ok(None)
-        }
-        ControlMsg::StreamProgress {
-            available,
-            closed,
-            rows,
-            duplicates,
-        } => {
-            if let Some(p) = progress {
-                *p = (available, closed, rows, duplicates);
-            }
-            Ok(None)
-        }
-        msg => Ok(Some(msg)),
-    }
-}
-
-/// The next message on `m`'s link that is not absorbed (see [`recv_member_one`]).
-fn recv_member(
-    traces: &Option<TraceCollector>,
-    progress: Option<&mut Progress>,
-    m: &mut Member,
-    round: u64,
-    doing: &'static str,
-) -> Result<ControlMsg, RuntimeError> {
-    recv_member_before(traces, progress, m, round, doing, None)
-}
-
-/// [`recv_member`] bounded by `deadline` (see [`recv_member_until`]).
-fn recv_member_before(
-    traces: &Option<TraceCollector>,
-    mut progress: Option<&mut Progress>,
-    m: &mut Member,
-    round: u64,
-    doing: &'static str,
-    deadline: Option<Instant>,
-) -> Result<ControlMsg, RuntimeError> {
-    loop {
-        let p = progress.as_deref_mut();
-        if let Some(msg) = recv_member_until(traces, p, m, round, doing, deadline)? {
-            return Ok(msg);
-        }
-    }
-}
-
 impl ControlPlane {
     /// Members in rank order, workers first (the first `workers` members).
     pub fn new(members: Vec<Member>, workers: usize) -> Self {
+        let mut inbox = Inbox::new();
+        let members = members.into_iter().map(|m| inbox.attach(m)).collect();
         ControlPlane {
             members,
+            inbox,
             workers,
             elastic: None,
             pending: Vec::new(),
@@ -213,14 +114,25 @@ impl ControlPlane {
         self
     }
 
+    /// The next message from member `i`, bounded by the collection's deadline if one is set;
+    /// an `Abort` any other member sends meanwhile is returned as its error.
+    pub(super) fn recv_watching(
+        &mut self,
+        i: usize,
+        round: u64,
+        doing: &'static str,
+    ) -> Result<ControlMsg, RuntimeError> {
+        self.next_of(i, round, doing, self.deadline, true)
+    }
+
     fn broadcast(
         &mut self,
         round: u64,
         msg: &ControlMsg,
         doing: &'static str,
     ) -> Result<(), RuntimeError> {
-        for m in &mut self.members {
-            send_msg(&mut m.link, round, doing, msg)?;
+        for m in &self.members {
+            m.send(round, doing, msg)?;
         }
         Ok(())
     }
@@ -439,16 +351,9 @@ pub struct AbortAll {
 impl Handler<AbortAll> for ControlPlane {
     type Result = ();
     fn handle(&mut self, msg: AbortAll, _: &mut SyncContext<Self>) {
-        for m in &mut self.members {
-            let _ = send_msg(
-                &mut m.link,
-                0,
-                "aborting",
-                &ControlMsg::Abort {
-                    reason: msg.reason.clone(),
-                },
-            );
-            let _ = m.link.flush();
+        for m in &self.members {
+            let reason = msg.reason.clone();
+            let _ = m.send(0, "aborting", &ControlMsg::Abort { reason });
         }
         for (r, _) in &mut self.pending {
             let reason = msg.reason.clone();

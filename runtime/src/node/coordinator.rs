@@ -5,10 +5,10 @@
 
 use crate::control::coordinator::Server;
 use crate::control::coordinator::{Coordinator, Schedule};
-use crate::control::coordinator_stream::StreamSchedule;
 use crate::control::plane::Elastic;
 use crate::control::plane::{ControlPlane, Member};
 use crate::control::protocol::{send_msg, ControlMsg};
+use crate::control::rounds::stream::StreamSchedule;
 use crate::error::RuntimeError;
 use crate::job;
 use crate::manifest::Aggregation;

@@ -36,26 +36,25 @@ impl Handler<RunSave> for ControlPlane {
         };
         let started = Instant::now();
         let deadline = started + msg.timeout;
-        let m = &mut self.members[0];
         let cmd = ControlMsg::Save {
             round: msg.round,
             path: msg.path,
             checkpoint: msg.checkpoint,
         };
-        send_msg(&mut m.link, msg.round, "requesting a model save", &cmd)?;
-        let progress = self.stream.get_mut(0);
+        self.members[0].send(msg.round, "requesting a model save", &cmd)?;
         let doing = "waiting for the model save";
-        match recv_member_before(&self.traces, progress, m, msg.round, doing, Some(deadline)) {
+        let got = self.next_of(0, msg.round, doing, Some(deadline), false);
+        let name = self.members[0].name.clone();
+        match got {
             Ok(ControlMsg::Saved { path }) => Ok(path),
             Ok(other) => Err(RuntimeError::Protocol(format!(
-                "{} answered {} to Save",
-                m.name,
+                "{name} answered {} to Save",
                 other.name()
             ))),
             Err(RuntimeError::Timeout { .. }) => Err(RuntimeError::EndTimeout {
                 operation,
                 round: msg.round,
-                nodes: vec![m.name.clone()],
+                nodes: vec![name],
                 waited_ms: started.elapsed().as_millis() as u64,
             }),
             Err(e) => Err(e),
@@ -83,12 +82,13 @@ impl Handler<RunFinish> for ControlPlane {
         let mut hashes: Vec<(String, String)> = Vec::new();
         let mut solver: Option<SolverReport> = None;
         let mut silent: Vec<String> = Vec::new();
-        for (i, m) in self.members.iter_mut().enumerate() {
-            let progress = self.stream.get_mut(i);
+        for i in 0..self.members.len() {
             // Past the deadline, a member still gets a moment for an answer already on its way.
             let until = deadline.max(Instant::now() + GRACE * u32::from(!silent.is_empty()));
             let doing = "waiting for Finished";
-            match recv_member_before(&self.traces, progress, m, msg.round, doing, Some(until)) {
+            let got = self.next_of(i, msg.round, doing, Some(until), false);
+            let m = &self.members[i];
+            match got {
                 Ok(ControlMsg::Finished {
                     weights_sha256,
                     solver: s,

@@ -2,6 +2,7 @@
 //! [`PROBE_WAIT`]), print the hang table, and stop the job naming the culprit, or, with
 //! elastic membership, hand the culprit to the membership change as lost (see `crate::control::hang`).
 
+use super::inbox::Inbound;
 use super::*;
 use crate::control::hang::{diagnose, NodeAnswer, PROBE_WAIT};
 
@@ -20,35 +21,36 @@ impl ControlPlane {
         );
         let asked: Vec<bool> = self
             .members
-            .iter_mut()
-            .map(|m| send_msg(&mut m.link, round, "probing", &ControlMsg::Probe).is_ok())
+            .iter()
+            .map(|m| m.send(round, "probing", &ControlMsg::Probe).is_ok())
             .collect();
         let deadline = Instant::now() + PROBE_WAIT;
         let mut nodes = Vec::with_capacity(self.members.len());
-        for (i, m) in self.members.iter_mut().enumerate() {
+        for (i, &was_asked) in asked.iter().enumerate() {
             let mut owes = i >= self.collecting
-                && !m.early.iter().any(
-                    |msg| matches!(msg, ControlMsg::RoundDone { round: r, .. } if *r == round),
-                );
+                && !self.members[i].queue.iter().any(|q| {
+                    matches!(q, Inbound::Msg(ControlMsg::RoundDone { round: r, .. }) if *r == round)
+                });
             let mut threads = None;
-            while asked[i] && threads.is_none() {
+            while was_asked && threads.is_none() {
                 let doing = "waiting for the answer to Probe";
-                match recv_msg_before(&mut m.link, round, doing, deadline) {
-                    Ok(Some(ControlMsg::Doing { threads: t })) => {
+                match self.next_of(i, round, doing, Some(deadline), false) {
+                    Ok(ControlMsg::Doing { threads: t }) => {
                         threads = Some(t);
                         break;
                     }
-                    Ok(Some(ControlMsg::RoundDone { round: r, .. })) if r == round => owes = false,
-                    Ok(Some(_)) => {} // reports, traces, progress sent before the answer
-                    Ok(None) => break,
+                    Ok(ControlMsg::RoundDone { round: r, .. }) if r == round => owes = false,
+                    Ok(_) => {} // reports sent before the answer
+                    Err(RuntimeError::Timeout { .. }) => break,
                     Err(e) => {
-                        tracing::warn!(node = %m.name, error = %e, "no answer to Probe");
+                        let node = &self.members[i].name;
+                        tracing::warn!(node = %node, error = %e, "no answer to Probe");
                         break;
                     }
                 }
             }
             nodes.push(NodeAnswer {
-                node: m.name.clone(),
+                node: self.members[i].name.clone(),
                 owes,
                 threads,
             });

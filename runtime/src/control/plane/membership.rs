@@ -1,6 +1,7 @@
 //! Elastic membership on the control plane: suspend the survivors, drop the dead, admit
 //! waiting replacements and hand out the next mesh (see `docs/elastic.md`).
 
+use super::inbox::Attached;
 use super::*;
 /// Elastic: suspend the survivors, drop the dead, admit waiting replacements (up to
 /// `max_workers`) and hand out the next mesh. Every survivor reports the round it would run
@@ -41,51 +42,15 @@ impl ControlPlane {
             .filter(|d| self.members.iter().any(|m| &m.name == *d))
             .cloned()
             .collect();
-        let suspend = ControlMsg::Suspend {
-            reason: msg.reason.clone(),
-        };
-        for m in &mut self.members {
-            if dead.contains(&m.name) {
-                let reason = format!("evicted from the job: {}", msg.reason);
-                let _ = send_msg(&mut m.link, 0, "evicting", &ControlMsg::Abort { reason });
-            } else if send_msg(&mut m.link, 0, "suspending", &suspend).is_err() {
-                dead.push(m.name.clone());
-            }
-        }
-        // Each survivor's answer: the round it would run next and its fresh data address.
-        let mut answers: Vec<(usize, u64, String)> = Vec::new();
-        for (i, m) in self.members.iter_mut().enumerate() {
-            if dead.contains(&m.name) {
-                continue;
-            }
-            loop {
-                let progress = self.stream.get_mut(i);
-                match recv_member(&self.traces, progress, m, 0, "waiting for the suspension") {
-                    Ok(ControlMsg::Suspended {
-                        next_round,
-                        data_addr,
-                    }) => {
-                        answers.push((i, next_round, data_addr));
-                        break;
-                    }
-                    Ok(_) => continue, // reports of the abandoned rounds
-                    Err(e @ RuntimeError::Aborted { .. }) => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(node = %m.name, error = %e, "lost while suspending");
-                        dead.push(m.name.clone());
-                        break;
-                    }
-                }
-            }
-        }
+        let answers = self.suspend(&mut dead, &msg.reason)?;
         for d in &dead {
             if !self.dead.contains(d) {
                 self.dead.push(d.clone());
             }
         }
         let fresh = self.joiners_ready(&dead);
-        let old: Vec<Member> = std::mem::take(&mut self.members);
-        let mut survivors: Vec<(Member, u64, String)> = Vec::new();
+        let old: Vec<Attached> = std::mem::take(&mut self.members);
+        let mut survivors: Vec<(Attached, u64, String)> = Vec::new();
         let mut answers = answers.into_iter().peekable();
         for (i, m) in old.into_iter().enumerate() {
             if let Some((_, next, addr)) = answers.next_if(|a| a.0 == i) {
@@ -95,9 +60,9 @@ impl ControlPlane {
         let left = survivors.len();
         if left < min {
             let names: Vec<String> = survivors.iter().map(|s| s.0.name.clone()).collect();
-            for (m, _, _) in &mut survivors {
+            for (m, _, _) in &survivors {
                 let reason = format!("fewer than min_workers = {min} workers are left");
-                let _ = send_msg(&mut m.link, 0, "aborting", &ControlMsg::Abort { reason });
+                let _ = m.send(0, "aborting", &ControlMsg::Abort { reason });
             }
             return Err(RuntimeError::Launch(format!(
                 "elastic job stopped: {left} worker(s) left ({}), fewer than min_workers = {min}; dead: {}",
@@ -112,7 +77,7 @@ impl ControlPlane {
             .iter()
             .map(|(m, _, a)| (m.name.clone(), a.clone()))
             .collect();
-        let mut members: Vec<Member> = survivors.into_iter().map(|s| s.0).collect();
+        let mut members: Vec<Attached> = survivors.into_iter().map(|s| s.0).collect();
         if fresh {
             let live: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
             while members.len() < max {
@@ -126,7 +91,7 @@ impl ControlPlane {
                 let (r, at) = self.pending.remove(k);
                 peers.push((r.name.clone(), r.data_addr.clone()));
                 joined.push((r.name.clone(), at, r.started));
-                members.push(Member::new(r.name, r.link));
+                members.push(self.inbox.attach(Member::new(r.name, r.link)));
             }
         }
         let mesh: u64 = rand::random();
@@ -136,9 +101,9 @@ impl ControlPlane {
             round,
             source,
         };
-        for m in &mut members {
+        for m in &members {
             // A member lost now makes the new mesh fail; its survivors report and we go again.
-            let _ = send_msg(&mut m.link, round, "sending the new membership", &remesh);
+            let _ = m.send(round, "sending the new membership", &remesh);
         }
         let source_name = peers[source].0.clone();
         self.members = members;
@@ -153,6 +118,53 @@ impl ControlPlane {
             joined,
             source: source_name,
         })
+    }
+
+    /// Evict `dead`, suspend everyone else and take each survivor's answer: (member index, the
+    /// round it would run next, its fresh data address). A member lost meanwhile joins `dead`.
+    fn suspend(
+        &mut self,
+        dead: &mut Vec<String>,
+        reason: &str,
+    ) -> Result<Vec<(usize, u64, String)>, RuntimeError> {
+        let suspend = ControlMsg::Suspend {
+            reason: reason.to_string(),
+        };
+        for m in &self.members {
+            if dead.contains(&m.name) {
+                let reason = format!("evicted from the job: {reason}");
+                let _ = m.send(0, "evicting", &ControlMsg::Abort { reason });
+            } else if m.send(0, "suspending", &suspend).is_err() {
+                dead.push(m.name.clone());
+            }
+        }
+        // Each survivor's answer: the round it would run next and its fresh data address.
+        let mut answers: Vec<(usize, u64, String)> = Vec::new();
+        for i in 0..self.members.len() {
+            if dead.contains(&self.members[i].name) {
+                continue;
+            }
+            loop {
+                match self.next_of(i, 0, "waiting for the suspension", None, false) {
+                    Ok(ControlMsg::Suspended {
+                        next_round,
+                        data_addr,
+                    }) => {
+                        answers.push((i, next_round, data_addr));
+                        break;
+                    }
+                    Ok(_) => continue, // reports of the abandoned rounds
+                    Err(e @ RuntimeError::Aborted { .. }) => return Err(e),
+                    Err(e) => {
+                        let name = self.members[i].name.clone();
+                        tracing::warn!(node = %name, error = %e, "lost while suspending");
+                        dead.push(name);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(answers)
     }
 }
 

@@ -31,6 +31,7 @@ impl Handler<AwaitStream> for ControlPlane {
     fn handle(&mut self, msg: AwaitStream, _: &mut SyncContext<Self>) -> Self::Result {
         let round = msg.round;
         if msg.block {
+            let doing = "waiting for producers' rows";
             for i in 0..self.workers {
                 while self.stream[i].0 <= round && !self.stream[i].1 {
                     if crate::node::stop::requested().is_some() {
@@ -38,20 +39,15 @@ impl Handler<AwaitStream> for ControlPlane {
                         // twice a second, so this is seen within about 0.5 s).
                         return Ok(self.view(round));
                     }
-                    let m = &mut self.members[i];
-                    let doing = "waiting for producers' rows";
-                    let progress = self.stream.get_mut(i);
-                    let Some(got) = recv_member_one(&self.traces, progress, m, round, doing)?
-                    else {
-                        // A tick: look at the other workers too (an abort ends the wait).
-                        self.sweep(i, round)?;
-                        continue;
-                    };
-                    return Err(RuntimeError::Protocol(format!(
-                        "{} sent {} while the coordinator waited for stream progress",
-                        self.members[i].name,
-                        got.name()
-                    )));
+                    if let Some(got) = self.take(i, round, doing) {
+                        return Err(RuntimeError::Protocol(format!(
+                            "{} sent {} while the coordinator waited for stream progress",
+                            self.members[i].name,
+                            got?.name()
+                        )));
+                    }
+                    // Any member's delivery: progress is absorbed, an abort ends the wait.
+                    self.wait_one(Some(i), round, doing, None, true)?;
                 }
             }
         }

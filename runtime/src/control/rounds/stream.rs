@@ -1,4 +1,4 @@
-//! The coordinator's loop for a stream (`source = "stream"`): rounds are granted only as far as
+//! The pace of a stream (`source = "stream"`) in the coordinator's round loop: rounds are granted only as far as
 //! every worker's producers have delivered rows for them (workers report `StreamProgress`), so
 //! no worker ever starts a round another cannot fill; a bounded stream ends at the first round
 //! some worker cannot fill once its producers have all closed. Each round's prequential pairs
@@ -11,8 +11,9 @@
 //! coordinator writes each checkpoint itself once its round is collected (no grant crosses a
 //! checkpoint round), so the offsets it commits are exactly the rows trained.
 
-use super::coordinator::{actor_err, grant, Schedule, Server, Totals};
-use super::plane::{AwaitStream, Collect, ControlPlane, RunFinish, RunSave, StreamView};
+use super::{actor_err, check_loss, finish, Ctx, Run, Step, Turn};
+use crate::control::coordinator::Schedule;
+use crate::control::plane::{AwaitStream, ControlPlane, StreamView};
 use crate::control::protocol::{CheckpointPlan, RoundPlan, GRANT_WINDOW};
 use crate::error::RuntimeError;
 use crate::observe::report::{Report, StreamReport};
@@ -21,7 +22,6 @@ use lockstep_trainer::data::{DataCursor, Order, StreamSpec, Task};
 use lockstep_trainer::metrics;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
-use std::time::Instant;
 
 /// Rounds between evaluations when `job.eval_every = 0` (a stream has no epochs).
 pub const STREAM_EVAL_EVERY: u64 = 50;
@@ -179,195 +179,160 @@ async fn stream_view(
         .map_err(actor_err)?
 }
 
-/// Drive a stream until the producers end it or `job.rounds`; see the module docs.
-pub(super) async fn run_stream_rounds(
-    control: &Addr<ControlPlane>,
-    server: &Option<Server>,
-    s: &Schedule,
-    st: &StreamSchedule,
-) -> Result<Report, RuntimeError> {
-    let started = Instant::now();
-    let mut totals = Totals::default();
-    let mut window = Window {
-        pairs: VecDeque::new(),
-        cap: st.spec.window,
-        task: st.task,
-    };
-    let mut eval = BTreeMap::new();
-    let (mut round, mut granted) = (s.first_round, s.first_round);
-    let mut t = Instant::now();
-    let mut ended = "job.rounds";
-    // Arrival order: per producer, the offset after the rounds collected so far.
-    let mut trained = st.start_offsets.clone();
-    for p in 0..st.spec.producers {
-        trained.entry(p).or_insert(0);
+/// A stream's state in the round loop: the prequential window and, in arrival order, the
+/// producers' offsets after the rounds collected so far.
+pub(crate) struct StreamPace<'a> {
+    st: &'a StreamSchedule,
+    window: Window,
+    trained: BTreeMap<u32, u64>,
+}
+
+impl<'a> StreamPace<'a> {
+    /// The pace of the stream `st`.
+    pub(crate) fn new(st: &'a StreamSchedule) -> Self {
+        let mut trained = st.start_offsets.clone();
+        for p in 0..st.spec.producers {
+            trained.entry(p).or_insert(0);
+        }
+        StreamPace {
+            st,
+            window: Window {
+                pairs: VecDeque::new(),
+                cap: st.spec.window,
+                task: st.task,
+            },
+            trained,
+        }
     }
-    // A graceful stop (SIGINT / SIGTERM): the round after the last one granted.
-    let mut stop_at: Option<u64> = None;
-    let mut clock = crate::control::hang::ProgressClock::new(s.progress_timeout_ms);
-    while round < s.total_rounds {
-        if stop_at.is_none() {
-            if let Some(sig) = crate::node::stop::requested() {
-                stop_at = Some(granted.max(round));
-                super::coordinator::log_stop(sig, round, granted.max(round));
-            }
+
+    /// Grant as far as every worker's producers have delivered; wait for rows when nothing
+    /// is granted; end when the producers have closed with no round left.
+    pub(super) async fn before(
+        &mut self,
+        cx: &Ctx<'_>,
+        run: &mut Run,
+    ) -> Result<Step, RuntimeError> {
+        let (round, granted) = (run.round, run.granted);
+        if granted > round && granted - round > GRANT_WINDOW / 2 {
+            return Ok(Step::Collect);
         }
-        if stop_at.is_some_and(|at| round >= at) {
-            ended = "stopped";
-            break;
+        let idle = granted <= round;
+        if idle {
+            tracing::debug!("round {round}: waiting for producers' rows");
         }
-        if granted <= round || granted - round <= GRANT_WINDOW / 2 {
-            let idle = granted <= round;
-            if idle {
-                tracing::debug!("round {round}: waiting for producers' rows");
-            }
-            let view = stream_view(control, round, idle).await?;
-            if stop_at.is_none() && crate::node::stop::requested().is_some() {
-                // The wait ended for the stop: decide at the top of the loop.
-                continue;
-            }
-            if idle && view.available <= round {
-                ended = "producers closed";
-                break;
-            }
-            let upto = view
-                .available
-                .min(round + 1 + GRANT_WINDOW)
-                .min(st.grant_limit(s, round))
-                .min(s.total_rounds);
-            if upto > granted && stop_at.is_none() {
-                grant(control, server, s, granted, upto).await?;
-                granted = upto;
-            }
+        let view = stream_view(cx.control, round, idle).await?;
+        if run.stop_at.is_none() && crate::node::stop::requested().is_some() {
+            // The wait ended for the stop: decide at the top of the loop.
+            return Ok(Step::Again);
         }
-        let plan = s.plan(round);
-        let duty = plan.evaluate || plan.checkpoint.is_some();
-        let asked = Instant::now();
-        let collected = control
-            .send(Collect {
-                round,
-                evaluate: plan.evaluate,
-                checkpoint: plan.checkpoint.is_some(),
-                timeout: clock.timeout(duty),
-            })
-            .await
-            .map_err(actor_err)??;
-        // Rounds wait for producers' rows before they are granted: only the collection counts.
-        clock.record(asked.elapsed().as_secs_f64() * 1e3, duty);
-        let round_ms = t.elapsed().as_secs_f64() * 1e3;
-        let loss = totals.add(&collected.reports, round_ms);
-        t = Instant::now();
+        if idle && view.available <= round {
+            return Ok(Step::End("producers closed"));
+        }
+        let upto = view
+            .available
+            .min(round + 1 + GRANT_WINDOW)
+            .min(self.st.grant_limit(cx.s, round))
+            .min(cx.s.total_rounds);
+        if upto > granted && run.stop_at.is_none() {
+            cx.grant(granted, upto).await?;
+            run.granted = upto;
+        }
+        Ok(Step::Collect)
+    }
+
+    pub(super) async fn after(
+        &mut self,
+        cx: &Ctx<'_>,
+        run: &mut Run,
+        turn: Turn<'_>,
+    ) -> Result<(), RuntimeError> {
+        let (s, st, round) = (cx.s, self.st, run.round);
+        let collected = turn.collected;
         for r in &collected.reports {
-            window.push(&r.scored);
-            trained.extend(r.offsets.iter().map(|(p, o)| (*p, *o)));
+            self.window.push(&r.scored);
+            self.trained.extend(r.offsets.iter().map(|(p, o)| (*p, *o)));
         }
         // The window's metrics at each evaluation: the log line and metrics.csv's row.
-        let prequential = collected.metrics.is_some().then(|| window.metrics());
+        let prequential = collected.metrics.is_some().then(|| self.window.metrics());
         s.observer
-            .stream_round(round, &collected, round_ms, prequential.as_ref());
-        if !loss.is_finite() {
-            return Err(RuntimeError::Model(format!(
-                "round {round}: training loss is {loss}"
-            )));
-        }
+            .stream_round(round, collected, turn.round_ms, prequential.as_ref());
+        check_loss(round, turn.loss)?;
         let mut checkpoint = collected.checkpoint.clone();
         let due = s.checkpoints.1 > 0 && (round + 1).is_multiple_of(s.checkpoints.1);
         if st.arrival() && due && round + 1 < s.total_rounds {
-            let plan = st.checkpoint(s, round + 1, &trained);
-            let msg = RunSave {
-                round,
-                path: String::new(),
-                checkpoint: Some(plan),
-                timeout: clock.end_timeout(),
-            };
-            checkpoint = Some(control.send(msg).await.map_err(actor_err)??);
-        }
-        if let Some(path) = &checkpoint {
-            write_prequential(Path::new(path), &window.metrics());
-            tracing::info!("checkpoint for round {} written to {path}", round + 1);
-        }
-        if let Some(m) = collected.metrics {
-            eval = m;
-            let rate = totals.samples as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            tracing::info!(
-                "round {}: train loss {loss:.4}; prequential over {} rows: {}; held-out: {}; {rate:.0} rows/s",
-                round + 1,
-                window.pairs.len(),
-                show(&prequential.unwrap_or_default()),
-                show(&eval),
+            let plan = st.checkpoint(s, round + 1, &self.trained);
+            checkpoint = Some(
+                cx.save(round, String::new(), Some(plan), &run.clock)
+                    .await?,
             );
         }
-        round += 1;
+        if let Some(path) = &checkpoint {
+            write_prequential(Path::new(path), &self.window.metrics());
+            tracing::info!("checkpoint for round {} written to {path}", round + 1);
+        }
+        if let Some(m) = &collected.metrics {
+            run.eval = m.clone();
+            let rate = run.totals.samples as f64 / run.started.elapsed().as_secs_f64().max(1e-9);
+            tracing::info!(
+                "round {}: train loss {:.4}; prequential over {} rows: {}; held-out: {}; {rate:.0} rows/s",
+                round + 1,
+                turn.loss,
+                self.window.pairs.len(),
+                show(&prequential.unwrap_or_default()),
+                show(&run.eval),
+            );
+        }
+        Ok(())
     }
-    let wall_s = started.elapsed().as_secs_f64();
-    let last_round = round.saturating_sub(1);
-    let final_ckpt = st.checkpoint(s, round, &trained);
-    let ckpt_dir = crate::checkpoint::dir_for(Path::new(&final_ckpt.root), round);
-    let saved = control
-        .send(RunSave {
-            round: last_round,
-            path: s.model_path.display().to_string(),
-            checkpoint: Some(final_ckpt),
-            timeout: clock.end_timeout(),
+
+    /// The final checkpoint with the producers' committed offsets, the model, the stream's
+    /// figures in the report.
+    pub(super) async fn finish(self, cx: &Ctx<'_>, run: Run) -> Result<Report, RuntimeError> {
+        let (s, st, round) = (cx.s, self.st, run.round);
+        let final_ckpt = st.checkpoint(s, round, &self.trained);
+        let ckpt_dir = crate::checkpoint::dir_for(Path::new(&final_ckpt.root), round);
+        let prequential = self.window.metrics();
+        let (mut report, weights, _) = finish(cx, &run, Some(final_ckpt), || {
+            write_prequential(&ckpt_dir, &prequential)
         })
-        .await
-        .map_err(actor_err)??;
-    let prequential = window.metrics();
-    write_prequential(&ckpt_dir, &prequential);
-    let weights = control
-        .send(RunFinish {
-            round: last_round,
-            timeout: clock.end_timeout(),
-        })
-        .await
-        .map_err(actor_err)??;
-    let view = stream_view(control, round, false).await?;
-    tracing::info!(
-        "stream ended ({ended}) after round {round}: {} rows trained, {} received, {} duplicates dropped; prequential: {}",
-        totals.samples,
-        view.rows,
-        view.duplicates,
-        show(&prequential)
-    );
-    let mut report = s.report.clone();
-    report.rounds = round;
-    if stop_at.is_some() {
-        super::coordinator::stopped(&mut report, s, round);
+        .await?;
+        report.weights_sha256 = weights;
+        let view = stream_view(cx.control, round, false).await?;
+        let samples = run.totals.samples;
+        tracing::info!(
+            "stream ended ({}) after round {round}: {samples} rows trained, {} received, {} duplicates dropped; prequential: {}",
+            run.ended,
+            view.rows,
+            view.duplicates,
+            show(&prequential)
+        );
+        let rows_not_trained = view.rows.saturating_sub(samples);
+        let not_trained_reason = (rows_not_trained > 0).then(|| match run.ended {
+            "producers closed" => format!(
+                "the producers closed with less than a round left ({} rows of every producer make a round: global_batch {} over {} producers, in producer order, for a deterministic order); a round trains only a full global batch",
+                st.per_producer,
+                st.per_producer * u64::from(st.spec.producers),
+                st.spec.producers
+            ),
+            other => format!("training stopped ({other}) before their round"),
+        });
+        if let Some(why) = &not_trained_reason {
+            tracing::warn!("{rows_not_trained} rows received were not trained: {why}");
+        }
+        report.stream = Some(StreamReport {
+            producers: st.spec.producers,
+            order: format!("{:?}", st.spec.order).to_lowercase(),
+            rows_received: view.rows,
+            rows_trained: samples,
+            duplicates_dropped: view.duplicates,
+            rows_not_trained,
+            not_trained_reason,
+            rows_per_s: report.samples_per_s,
+            window: st.spec.window,
+            prequential,
+            ended: run.ended.into(),
+        });
+        s.observer.finish(&report);
+        Ok(report)
     }
-    report.samples = totals.samples;
-    report.wall_s = wall_s;
-    report.samples_per_s = totals.samples as f64 / wall_s.max(1e-9);
-    report.final_train_loss = totals.last_loss;
-    report.eval = eval;
-    report.weights_sha256 = weights.0;
-    report.checkpoint = Some(saved);
-    report.round_time = totals.split();
-    let rows_not_trained = view.rows.saturating_sub(totals.samples);
-    let not_trained_reason = (rows_not_trained > 0).then(|| match ended {
-        "producers closed" => format!(
-            "the producers closed with less than a round left ({} rows of every producer make a round: global_batch {} over {} producers, in producer order, for a deterministic order); a round trains only a full global batch",
-            st.per_producer,
-            st.per_producer * u64::from(st.spec.producers),
-            st.spec.producers
-        ),
-        other => format!("training stopped ({other}) before their round"),
-    });
-    if let Some(why) = &not_trained_reason {
-        tracing::warn!("{rows_not_trained} rows received were not trained: {why}");
-    }
-    report.stream = Some(StreamReport {
-        producers: st.spec.producers,
-        order: format!("{:?}", st.spec.order).to_lowercase(),
-        rows_received: view.rows,
-        rows_trained: totals.samples,
-        duplicates_dropped: view.duplicates,
-        rows_not_trained,
-        not_trained_reason,
-        rows_per_s: report.samples_per_s,
-        window: st.spec.window,
-        prequential,
-        ended: ended.into(),
-    });
-    s.observer.finish(&report);
-    Ok(report)
 }
