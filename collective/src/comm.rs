@@ -6,7 +6,7 @@
 mod failure;
 
 use super::chooser::Chooser;
-use super::error::CollectiveError;
+use super::error::{CollectiveError, ConfigError};
 use super::kernels::{Consumer, Out, Sink};
 use super::traffic::Traffic;
 use super::waiting::Waiting;
@@ -132,11 +132,11 @@ impl Communicator {
     /// [`CollectiveError::Config`] when `topology` is for another world size.
     pub fn set_topology(&mut self, topology: Topology) -> Result<(), CollectiveError> {
         if topology.world() != self.world() {
-            return Err(CollectiveError::Config(format!(
-                "a topology of {} ranks for a group of {}",
-                topology.world(),
-                self.world()
-            )));
+            return Err(ConfigError::TopologyWorld {
+                topology: topology.world(),
+                group: self.world(),
+            }
+            .into());
         }
         self.topology = topology;
         self.chooser.forget();

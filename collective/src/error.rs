@@ -107,7 +107,50 @@ pub enum CollectiveError {
     },
     /// A configuration that cannot work (parameter-server layout, algorithm name).
     #[error("aggregation configuration: {0}")]
-    Config(String),
+    Config(ConfigError),
+}
+
+/// Why a layout, a topology or an algorithm name cannot work; see [`CollectiveError::Config`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A list of ranks that is empty, repeats a rank or names one outside the world.
+    #[error("{layout} {role} {ranks:?}: need distinct ranks below the world size {world}")]
+    Ranks {
+        /// The layout (`parameter server`, `embedding table`).
+        layout: &'static str,
+        /// Which list (`servers`, `shards`, `workers`).
+        role: &'static str,
+        /// The ranks given.
+        ranks: Vec<usize>,
+        /// The world size.
+        world: usize,
+    },
+    /// An embedding table whose rows have no values.
+    #[error("embedding tables: a row width of 0 (table {table})")]
+    ZeroRowWidth {
+        /// The table's index.
+        table: usize,
+    },
+    /// A topology for another world size than the group's.
+    #[error("a topology of {topology} ranks for a group of {group}")]
+    TopologyWorld {
+        /// Ranks in the topology.
+        topology: usize,
+        /// Ranks in the group.
+        group: usize,
+    },
+    /// An allreduce algorithm name that is not one.
+    #[error("unknown allreduce algorithm {name:?} (ring, tree, hier, auto)")]
+    UnknownAlgo {
+        /// The name given.
+        name: String,
+    },
+}
+
+impl From<ConfigError> for CollectiveError {
+    fn from(e: ConfigError) -> CollectiveError {
+        CollectiveError::Config(e)
+    }
 }
 
 impl CollectiveError {
@@ -127,7 +170,7 @@ impl CollectiveError {
             CollectiveError::Transport { seq, .. }
             | CollectiveError::PeerFailed { seq, .. }
             | CollectiveError::Invalid { seq, .. } => Some(*seq),
-            CollectiveError::Config(_) => None,
+            CollectiveError::Config(..) => None,
         }
     }
 }

@@ -62,7 +62,7 @@ mod waiting;
 pub use api::AllReduce;
 pub use comm::Communicator;
 pub use cost::{AlphaBeta, Choice, LinkCosts};
-pub use error::{CollectiveError, FailureKind};
+pub use error::{CollectiveError, ConfigError, FailureKind};
 pub use lockstep_tensor::SparseRows;
 pub use probe::{LinkSample, ProbeOptions, ProbeReport};
 pub use ps::ParameterServer;
@@ -124,9 +124,10 @@ impl FromStr for Algo {
             "tree" => Ok(Algo::Tree),
             "hier" => Ok(Algo::Hier),
             "auto" => Ok(Algo::Auto),
-            other => Err(CollectiveError::Config(format!(
-                "unknown allreduce algorithm {other:?} (ring, tree, hier, auto)"
-            ))),
+            other => Err(ConfigError::UnknownAlgo {
+                name: other.to_string(),
+            }
+            .into()),
         }
     }
 }

@@ -24,10 +24,33 @@
 
 use super::comm::{Call, Communicator};
 use super::kernels::{divide, split, Consumer, Sink};
-use super::CollectiveError;
+use super::{CollectiveError, ConfigError};
 use lockstep_tensor::{fingerprint_dims, DType};
 use lockstep_transport::Op;
 use std::ops::Range;
+
+/// `list` sorted, when its ranks are distinct and below `world` and there is at least one; the
+/// check every layout (`layout`: "parameter server", "embedding table") makes of its role lists.
+pub(crate) fn distinct_ranks(
+    layout: &'static str,
+    role: &'static str,
+    list: &[usize],
+    world: usize,
+) -> Result<Vec<usize>, CollectiveError> {
+    let mut v = list.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    if v.is_empty() || v.len() != list.len() || v.last().is_some_and(|&r| r >= world) {
+        return Err(ConfigError::Ranks {
+            layout,
+            role,
+            ranks: list.to_vec(),
+            world,
+        }
+        .into());
+    }
+    Ok(v)
+}
 
 /// The roles and the parameter layout; the same on every rank.
 #[derive(Debug, Clone)]
@@ -50,17 +73,7 @@ impl ParameterServer {
         workers: &[usize],
         world: usize,
     ) -> Result<Self, CollectiveError> {
-        let check = |what: &str, list: &[usize]| -> Result<Vec<usize>, CollectiveError> {
-            let mut v = list.to_vec();
-            v.sort_unstable();
-            v.dedup();
-            if v.is_empty() || v.len() != list.len() || v.last().is_some_and(|&r| r >= world) {
-                return Err(CollectiveError::Config(format!(
-                    "parameter server {what} {list:?}: need distinct ranks below the world size {world}"
-                )));
-            }
-            Ok(v)
-        };
+        let check = |role, list| distinct_ranks("parameter server", role, list, world);
         Ok(ParameterServer {
             num_params,
             servers: check("servers", servers)?,

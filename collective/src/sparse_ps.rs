@@ -26,6 +26,7 @@
 
 use super::comm::{Call, Communicator};
 use super::CollectiveError;
+use super::ConfigError;
 use lockstep_tensor::sparse::{mix64, tree_sum};
 use lockstep_tensor::{fingerprint_dims, DType, SparseRows};
 use lockstep_transport::Op;
@@ -68,22 +69,10 @@ impl SparseShards {
         workers: &[usize],
         world: usize,
     ) -> Result<Self, CollectiveError> {
-        let check = |what: &str, list: &[usize]| -> Result<Vec<usize>, CollectiveError> {
-            let mut v = list.to_vec();
-            v.sort_unstable();
-            v.dedup();
-            if v.is_empty() || v.len() != list.len() || v.last().is_some_and(|&r| r >= world) {
-                return Err(CollectiveError::Config(format!(
-                    "embedding table {what} {list:?}: need distinct ranks below the world size {world}"
-                )));
-            }
-            Ok(v)
-        };
-        if widths.contains(&0) {
-            return Err(CollectiveError::Config(
-                "embedding tables: a row width of 0".into(),
-            ));
+        if let Some(table) = widths.iter().position(|&w| w == 0) {
+            return Err(ConfigError::ZeroRowWidth { table }.into());
         }
+        let check = |role, list| crate::ps::distinct_ranks("embedding table", role, list, world);
         Ok(SparseShards {
             widths,
             shards: check("shards", shards)?,

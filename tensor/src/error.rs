@@ -64,12 +64,36 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A safetensors file that could not be read or written.
-    #[error("safetensors {path}: {message}")]
+    #[error("safetensors {path}: {problem}")]
     SafeTensors {
-        /// The file.
+        /// The file (empty for bytes in memory).
         path: PathBuf,
         /// What went wrong.
-        message: String,
+        problem: SafeTensorsError,
+    },
+}
+
+/// Why safetensors bytes could not be parsed or a tensor set serialised.
+#[derive(Debug, thiserror::Error)]
+pub enum SafeTensorsError {
+    /// The format is broken (header, JSON, offsets), as the `safetensors` crate reports it.
+    #[error("{0}")]
+    Format(#[from] safetensors::SafeTensorError),
+    /// A tensor of a dtype this crate does not have.
+    #[error("tensor {name}: unsupported dtype {dtype:?}")]
+    Dtype {
+        /// The tensor's name.
+        name: String,
+        /// Its dtype in the file.
+        dtype: safetensors::Dtype,
+    },
+    /// A tensor whose shape and dtype do not fit the bytes it points at.
+    #[error("tensor {name}: {source}")]
+    Tensor {
+        /// The tensor's name.
+        name: String,
+        /// Why the tensor could not be made.
+        source: Box<Error>,
     },
 }
 

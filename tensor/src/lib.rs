@@ -37,7 +37,7 @@ mod tensor;
 pub use alloc::{BufferPool, PoolStats, ALIGN};
 pub use buffer::{Backing, Buffer, BufferMut, ExternalMemory};
 pub use dtype::{DType, Element};
-pub use error::{Error, Result};
+pub use error::{Error, Result, SafeTensorsError};
 pub use half::{bf16, f16};
 pub use safetensors_io::{read_safetensors, write_safetensors, NamedTensors};
 pub use shape::{fingerprint_dims, Shape};

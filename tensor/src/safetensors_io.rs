@@ -6,7 +6,7 @@
 
 use crate::buffer::Buffer;
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SafeTensorsError};
 use crate::tensor::Tensor;
 use safetensors::tensor::{Dtype, View};
 use safetensors::SafeTensors;
@@ -81,11 +81,18 @@ pub fn to_safetensors_bytes(
     tensors: &[(&str, &Tensor)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
-    let views = tensors.iter().map(|(n, t)| (n.to_string(), StView(t)));
-    safetensors::serialize(views, &metadata).map_err(|e| Error::SafeTensors {
+    serialize(tensors, metadata).map_err(|problem| Error::SafeTensors {
         path: Default::default(),
-        message: e.to_string(),
+        problem,
     })
+}
+
+fn serialize(
+    tensors: &[(&str, &Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> std::result::Result<Vec<u8>, SafeTensorsError> {
+    let views = tensors.iter().map(|(n, t)| (n.to_string(), StView(t)));
+    Ok(safetensors::serialize(views, &metadata)?)
 }
 
 /// Write tensors to `path` atomically (temporary file, fsync, rename, fsync of the directory).
@@ -98,9 +105,9 @@ pub fn write_safetensors(
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let bytes = to_safetensors_bytes(tensors, metadata).map_err(|e| Error::SafeTensors {
+    let bytes = serialize(tensors, metadata).map_err(|problem| Error::SafeTensors {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        problem,
     })?;
     write_atomic(path, &bytes)
 }
@@ -148,28 +155,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn read_safetensors(path: impl AsRef<Path>) -> Result<NamedTensors> {
     let path = path.as_ref();
     let buffer = Buffer::map_file(path)?;
-    parse_safetensors(&buffer).map_err(|message| Error::SafeTensors {
+    parse_safetensors(&buffer).map_err(|problem| Error::SafeTensors {
         path: path.to_path_buf(),
-        message,
+        problem,
     })
 }
 
 /// Parse safetensors bytes held in a buffer; the tensors share the buffer (no copy).
 ///
 /// # Errors
-/// A message saying what is wrong with the bytes.
-pub fn parse_safetensors(buffer: &Buffer) -> std::result::Result<NamedTensors, String> {
+/// The [`SafeTensorsError`] saying what is wrong with the bytes.
+pub fn parse_safetensors(buffer: &Buffer) -> std::result::Result<NamedTensors, SafeTensorsError> {
     let bytes = buffer.as_bytes();
-    let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let st = SafeTensors::deserialize(bytes)?;
+    let (_, meta) = SafeTensors::read_metadata(bytes)?;
     let base = bytes.as_ptr() as usize;
     let mut tensors = Vec::new();
     for (name, view) in st.tensors() {
-        let dtype = from_st(view.dtype())
-            .ok_or_else(|| format!("tensor {name}: unsupported dtype {:?}", view.dtype()))?;
+        let Some(dtype) = from_st(view.dtype()) else {
+            return Err(SafeTensorsError::Dtype {
+                name,
+                dtype: view.dtype(),
+            });
+        };
         let offset = view.data().as_ptr() as usize - base;
-        let t = Tensor::new(dtype, view.shape().to_vec(), buffer.clone(), offset)
-            .map_err(|e| format!("tensor {name}: {e}"))?;
+        let t = match Tensor::new(dtype, view.shape().to_vec(), buffer.clone(), offset) {
+            Ok(t) => t,
+            Err(e) => {
+                return Err(SafeTensorsError::Tensor {
+                    name,
+                    source: Box::new(e),
+                })
+            }
+        };
         tensors.push((name, t));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));

@@ -5,7 +5,7 @@
 //!
 //! Messages are Control frames (the same checksummed header) with a small length-prefixed body.
 
-use crate::error::{Context, Error, Result};
+use crate::error::{ConfigError, Context, Error, Result};
 use crate::frame::{FrameHeader, FrameKind, Op, HEADER_LEN};
 use crate::handshake::Identity;
 use crate::registrar::{gather, Admit, Expected, GatherError};
@@ -121,10 +121,12 @@ fn assign(regs: &mut [(u32, PeerAddr, Conn)]) -> Result<Vec<PeerAddr>> {
         match table.get_mut(*r as usize) {
             Some(slot @ None) => *slot = Some(p.clone()),
             _ => {
-                return Err(Error::Config(format!(
-                    "node {} asked for rank {r}: taken or >= {n}",
-                    p.name
-                )))
+                return Err(ConfigError::RankTaken {
+                    node: p.name.clone(),
+                    rank: *r,
+                    size: n,
+                }
+                .into())
             }
         }
     }

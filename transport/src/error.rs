@@ -4,6 +4,9 @@
 
 use crate::frame::Op;
 
+mod config;
+pub use config::ConfigError;
+
 /// Where an error happened: the peer node, the round and the operation.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Context {
@@ -13,6 +16,17 @@ pub struct Context {
     pub round: Option<u64>,
     /// The operation, when known.
     pub op: Option<Op>,
+}
+
+impl Context {
+    /// Who a receive waits for and what for: `peer`, and the round and op `expect` names.
+    pub fn expecting(peer: &str, expect: &crate::frame::Expect) -> Context {
+        Context {
+            peer: peer.to_string(),
+            round: expect.round,
+            op: expect.op,
+        }
+    }
 }
 
 impl std::fmt::Display for Context {
@@ -117,12 +131,31 @@ pub enum Error {
         /// The error, with the size or the likely cause where known.
         reason: String,
     },
-    /// The requested backend is not available in this build or on this machine.
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-    /// Bad configuration (addresses, sizes, names).
+    /// A link the pair agreed on and this node cannot make (RDMA without an opened device or
+    /// over a TLS bootstrap).
+    #[error("unsupported: node {node}: rdma link to {peer} {reason}")]
+    Unsupported {
+        /// This node's name.
+        node: String,
+        /// The peer of the link.
+        peer: String,
+        /// What is missing.
+        reason: Unsupported,
+    },
+    /// Bad configuration (addresses, sizes, names) or a link call the link cannot serve.
     #[error("configuration: {0}")]
-    Config(String),
+    Config(ConfigError),
+}
+
+/// Why an agreed link cannot be made; see [`Error::Unsupported`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unsupported {
+    /// The device was never opened (or failed to open) on this node.
+    #[error("without an opened device")]
+    NoDevice,
+    /// The bootstrap connection is a TLS stream; RDMA needs the plain socket.
+    #[error("over a TLS bootstrap")]
+    TlsBootstrap,
 }
 
 /// Why a handshake failed; tests match on this.
@@ -237,6 +270,12 @@ impl Error {
             | Error::Io { ctx, .. } => Some(ctx),
             _ => None,
         }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Error {
+        Error::Config(e)
     }
 }
 

@@ -33,7 +33,7 @@ pub mod tls;
 
 pub use config::LinkConfig;
 pub use coordinator::{connect_mesh_via_coordinator, Coordinator};
-pub use error::{Context, Error, HandshakeFailure, Result, TlsFailure};
+pub use error::{ConfigError, Context, Error, HandshakeFailure, Result, TlsFailure};
 pub use frame::{Expect, FrameHeader, FrameKind, Op, HEADER_LEN};
 pub use handshake::Identity;
 pub use link::{AnyLink, Frame, Group, Link};

@@ -31,12 +31,12 @@
 //!   fails) and goes out after the reservation is dropped; so commit or drop a reservation
 //!   before flushing or dropping its link, which would otherwise wait for it.
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::frame::{Expect, FrameHeader};
 use crate::local::LocalLink;
 use crate::shm::ShmLink;
 use crate::tcp::TcpLink;
-use lockstep_tensor::{Buffer, BufferMut};
+use lockstep_tensor::{Buffer, BufferMut, BufferPool};
 
 /// A received frame: its header and its payload.
 #[derive(Debug, Clone)]
@@ -154,10 +154,10 @@ pub trait Link: Send {
     fn commit(&mut self, reservation: Reservation) -> Result<()> {
         match reservation.room {
             Room::Buffer(b) => self.send(reservation.header, b.freeze()),
-            Room::Ring(_) => Err(Error::Config(format!(
-                "a shared-memory reservation cannot be committed on the link to {}",
-                self.peer_name()
-            ))),
+            Room::Ring(_) => Err(ConfigError::RingReservation {
+                peer: self.peer_name().to_string(),
+            }
+            .into()),
         }
     }
 
@@ -224,10 +224,12 @@ pub trait Link: Send {
 /// payload it travels with.
 pub(crate) fn check_payload_len(peer: &str, header: &FrameHeader, len: usize) -> Result<()> {
     if header.len != len as u64 {
-        return Err(Error::Config(format!(
-            "send to {peer}: header.len {} != payload length {len}",
-            header.len
-        )));
+        return Err(ConfigError::PayloadLen {
+            peer: peer.to_string(),
+            header_len: header.len,
+            payload_len: len,
+        }
+        .into());
     }
     Ok(())
 }
@@ -269,11 +271,26 @@ pub(crate) fn admit_header(
 /// The bound every backend's `reserve` checks: no frame longer than `max_frame_len`.
 pub(crate) fn check_frame_len(peer: &str, len: u64, max_frame_len: u64) -> Result<()> {
     if len > max_frame_len {
-        return Err(Error::Config(format!(
-            "frame of {len} bytes to {peer} exceeds max_frame_len {max_frame_len}"
-        )));
+        return Err(ConfigError::FrameTooLong {
+            peer: peer.to_string(),
+            len,
+            max_frame_len,
+        }
+        .into());
     }
     Ok(())
+}
+
+/// The reservation of a backend without shared memory: after the length bound, a pooled
+/// buffer that `commit` sends like any payload.
+pub(crate) fn buffer_reservation(
+    peer: &str,
+    header: FrameHeader,
+    max_frame_len: u64,
+    pool: &BufferPool,
+) -> Result<Reservation> {
+    check_frame_len(peer, header.len, max_frame_len)?;
+    Ok(Reservation::buffer(header, pool.take(header.len as usize)))
 }
 
 /// Every backend behind one type: `match` dispatch keeps trait objects off the hot path
@@ -390,17 +407,16 @@ impl Group {
     /// [`Error::Config`] when the parts do not fit together.
     pub fn new(rank: usize, names: Vec<String>, links: Vec<Option<AnyLink>>) -> Result<Group> {
         if names.len() != links.len() || rank >= names.len() {
-            return Err(Error::Config(format!(
-                "group of {} names and {} links cannot have rank {rank}",
-                names.len(),
-                links.len()
-            )));
+            return Err(ConfigError::GroupShape {
+                names: names.len(),
+                links: links.len(),
+                rank,
+            }
+            .into());
         }
         for (i, l) in links.iter().enumerate() {
             if (i == rank) != l.is_none() {
-                return Err(Error::Config(format!(
-                    "rank {rank}: link slot {i} is wrong"
-                )));
+                return Err(ConfigError::LinkSlot { rank, slot: i }.into());
             }
         }
         Ok(Group { rank, names, links })

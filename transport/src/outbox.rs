@@ -7,8 +7,9 @@
 //! Lock order: a sender holds `state` and only *tries* the sink; the writer holds the sink and
 //! then takes `state`. So a heartbeat can never land inside a frame that was half written inline.
 
-use crate::error::{Context, Error, Result};
+use crate::error::{ConfigError, Context, Error, Result};
 use crate::frame::{FrameHeader, Op, HEADER_LEN};
+use crate::poison::Poison;
 use lockstep_tensor::{Buffer, BufferPool};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +50,8 @@ struct Item {
 struct State {
     pending: usize,
     done_at: Instant,
-    error: Option<Error>,
+    /// The first error of the writer or of a send; every later call returns it.
+    error: Poison,
 }
 
 struct Shared<S> {
@@ -102,7 +104,7 @@ impl<S: Sink> Outbox<S> {
             state: Mutex::new(State {
                 pending: 0,
                 done_at: Instant::now(),
-                error: None,
+                error: Poison::default(),
             }),
             cv: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -128,10 +130,10 @@ impl<S: Sink> Outbox<S> {
                                 round: Some(item.round),
                                 op: Some(item.op),
                             };
-                            st.error.get_or_insert(io_error(ctx, &e, timeout));
+                            st.error.set_quiet(io_error(ctx, &e, timeout));
                         }
                         sh.cv.notify_all();
-                        if st.error.is_some() {
+                        if st.error.is_set() {
                             return;
                         }
                     }
@@ -159,16 +161,14 @@ impl<S: Sink> Outbox<S> {
 
     /// The sticky error, if any.
     pub(crate) fn error(&self) -> Option<Error> {
-        lock(&self.shared.state).error.clone()
+        lock(&self.shared.state).error.check().err()
     }
 
     /// Whether nothing is queued (the sticky error, if any).
     pub(crate) fn idle(&self) -> Result<bool> {
         let st = lock(&self.shared.state);
-        match &st.error {
-            Some(e) => Err(e.clone()),
-            None => Ok(st.pending == 0),
-        }
+        st.error.check()?;
+        Ok(st.pending == 0)
     }
 
     /// Send one frame without waiting for the peer to receive it.
@@ -180,9 +180,14 @@ impl<S: Sink> Outbox<S> {
             return self.settle(st, header, hb, backlog);
         }
         let payload = if off > HEADER_LEN {
+            let written = off - HEADER_LEN;
             payload
-                .slice(off - HEADER_LEN..)
-                .map_err(|e| Error::Config(e.to_string()))?
+                .slice(written..)
+                .map_err(|_| ConfigError::InlineOverrun {
+                    peer: self.peer.clone(),
+                    written,
+                    payload_len: payload.len(),
+                })?
         } else {
             payload
         };
@@ -241,9 +246,7 @@ impl<S: Sink> Outbox<S> {
         hb: &[u8; HEADER_LEN],
         payload: &[u8],
     ) -> Result<(usize, bool)> {
-        if let Some(e) = &st.error {
-            return Err(e.clone());
-        }
+        st.error.check()?;
         if st.pending != 0 {
             return Ok((0, false));
         }
@@ -254,8 +257,7 @@ impl<S: Sink> Outbox<S> {
             Ok(n) => Ok((n, sink.backlog())),
             Err(e) => Err(st
                 .error
-                .get_or_insert(io_error(self.ctx(header), &e, self.timeout))
-                .clone()),
+                .set_quiet(io_error(self.ctx(header), &e, self.timeout))),
         }
     }
 
@@ -283,12 +285,9 @@ impl<S: Sink> Outbox<S> {
         let sent = self.tx.as_ref().is_some_and(|tx| tx.send(item).is_ok());
         if !sent {
             st.pending -= 1;
-            return Err(st
-                .error
-                .get_or_insert(Error::PeerClosed {
-                    ctx: self.ctx(header),
-                })
-                .clone());
+            return Err(st.error.set_quiet(Error::PeerClosed {
+                ctx: self.ctx(header),
+            }));
         }
         Ok(())
     }
@@ -301,11 +300,7 @@ impl<S: Sink> Outbox<S> {
             round: None,
             op: None,
         };
-        let st = self.wait(st, |s| s.pending == 0, ctx)?;
-        match &st.error {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
+        self.wait(st, |s| s.pending == 0, ctx)?.error.check()
     }
 
     /// After a [`Outbox::flush`]: end the sink's stream ([`Sink::close`]).
@@ -321,9 +316,7 @@ impl<S: Sink> Outbox<S> {
     ) -> Result<MutexGuard<'a, State>> {
         let since = Instant::now();
         loop {
-            if let Some(e) = &st.error {
-                return Err(e.clone());
-            }
+            st.error.check()?;
             if ready(&st) {
                 return Ok(st);
             }
@@ -333,7 +326,7 @@ impl<S: Sink> Outbox<S> {
                     ctx: ctx(),
                     waited_ms: stalled.as_millis() as u64,
                 };
-                return Err(st.error.get_or_insert(e).clone());
+                return Err(st.error.set_quiet(e));
             }
             st = self
                 .shared

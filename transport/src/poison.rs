@@ -1,7 +1,8 @@
 //! A link's first fatal error. Once a link has failed (peer gone, protocol broken, timeout),
 //! every later call on it returns that same error, so a collective that retries or another
 //! thread that holds the link learns the original cause, not a secondary one. Every backend keeps
-//! one [`Poison`] and checks it at the top of each [`crate::Link`] call.
+//! one [`Poison`] and checks it at the top of each [`crate::Link`] call; the outbox of the
+//! byte-stream backends keeps one for its writer thread's first error.
 
 use crate::error::{Error, Result};
 
@@ -41,18 +42,17 @@ impl Poison {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ConfigError;
 
     #[test]
     fn keeps_the_first_error() {
+        let err = |addr: &str| Error::from(ConfigError::AddressEmpty { addr: addr.into() });
+        let first = err("first").to_string();
         let mut p = Poison::default();
         assert!(p.check().is_ok() && !p.is_set());
-        let first = Error::Config("first".into());
-        assert_eq!(p.set("n1", first).to_string(), "configuration: first");
-        assert_eq!(
-            p.set("n1", Error::Config("second".into())).to_string(),
-            "configuration: first"
-        );
-        assert_eq!(p.check().unwrap_err().to_string(), "configuration: first");
+        assert_eq!(p.set("n1", err("first")).to_string(), first);
+        assert_eq!(p.set("n1", err("second")).to_string(), first);
+        assert_eq!(p.check().unwrap_err().to_string(), first);
         assert!(p.is_set());
     }
 }

@@ -13,7 +13,7 @@
 //! choice and, for TCP, the reason are logged per link (`rdma/select.rs`).
 
 use crate::config::LinkConfig;
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::handshake::Identity;
 use crate::link::{AnyLink, Group};
 use crate::rdma::select::{choose_remote, LocalRdma};
@@ -67,9 +67,10 @@ impl std::str::FromStr for TransportKind {
             "shm" => Ok(TransportKind::Shm),
             "auto" => Ok(TransportKind::Auto),
             "rdma" => Ok(TransportKind::Rdma),
-            other => Err(Error::Config(format!(
-                "unknown transport {other:?} (tcp, shm, rdma or auto)"
-            ))),
+            other => Err(ConfigError::UnknownTransport {
+                name: other.to_string(),
+            }
+            .into()),
         }
     }
 }
@@ -158,21 +159,21 @@ impl MeshConfig {
         match self.peers.get(self.rank) {
             Some(p) if p.name == self.node => {}
             _ => {
-                return Err(Error::Config(format!(
-                    "node {} is not peers[{}] in a mesh of {}",
-                    self.node,
-                    self.rank,
-                    self.peers.len()
-                )))
+                return Err(ConfigError::NotInMesh {
+                    node: self.node.clone(),
+                    rank: self.rank,
+                    size: self.peers.len(),
+                }
+                .into())
             }
         }
         let mut names: Vec<&str> = self.peers.iter().map(|p| p.name.as_str()).collect();
         names.sort_unstable();
-        names.dedup();
-        if names.len() != self.peers.len() {
-            return Err(Error::Config(
-                "node names in the mesh are not unique".into(),
-            ));
+        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::DuplicateNode {
+                node: twice[0].to_string(),
+            }
+            .into());
         }
         Ok(())
     }

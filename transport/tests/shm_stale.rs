@@ -96,7 +96,8 @@ fn segment_of_a_live_owner_is_refused_and_kept() {
     owner.kill().unwrap();
     owner.wait().unwrap();
     match &results[0] {
-        Err(Error::Config(m)) => {
+        Err(Error::Config(e)) => {
+            let m = e.to_string();
             assert!(
                 m.contains(&path.display().to_string())
                     && m.contains(&format!("live process {live}")),

@@ -162,7 +162,7 @@ impl RankStream {
             Some(ids) => ids.clone(),
             None => {
                 spec.check(o.global_batch, world)
-                    .map_err(|(key, why)| config(format!("{key}: {why}")))?;
+                    .map_err(|e| config(format!("{}: {e}", e.key())))?;
                 spec.producers_of(rank, world)
             }
         };

@@ -107,7 +107,9 @@ pub fn class_weights(m: &Manifest, split: &Split) -> Result<Option<Vec<f32>>, Ru
             "\"balanced\" counts the classes of the training rows, and this job has none in memory (a dataset streamed from files, or a stream): give a table of class = weight".into(),
         ));
     }
-    cw.weights(&split.classes, &counts).map(Some).map_err(bad)
+    cw.weights(&split.classes, &counts)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// [`class_weights`] by class name, as the report shows them.

@@ -255,7 +255,7 @@ impl Manifest {
                     ));
                 }
                 s.check(self.job.global_batch, workers)
-                    .map_err(|(key, message)| self.invalid(&key, message))
+                    .map_err(|e| self.invalid(e.key(), e.to_string()))
             }
             (Source::File, None) => Ok(()),
         }

@@ -17,7 +17,7 @@
 //! per row, and the held-out `loss` is the held-out inertia per row.
 
 use crate::batch::Batch;
-use crate::model::{Model, ModelError, ParamInfo, StepOutput, Task};
+use crate::model::{Model, ModelError, ParamInfo, SpecError, StepOutput, Task};
 use rand::Rng;
 use std::ops::Range;
 
@@ -67,9 +67,7 @@ pub fn kmeans_plus_plus<R: Rng>(
 ) -> Result<Vec<f32>, ModelError> {
     let rows = x.len().checked_div(d).unwrap_or(0);
     if rows < k {
-        return Err(ModelError::Spec(format!(
-            "kmeans: clusters = {k} but the training split has {rows} rows in memory (k-means++ starts from them; a dataset streamed from files or a stream keeps none)"
-        )));
+        return Err(SpecError::KmeansRows { clusters: k, rows }.into());
     }
     let row = |i: usize| &x[i * d..(i + 1) * d];
     let mut centres = Vec::with_capacity(k * d);
@@ -105,10 +103,12 @@ impl KMeans {
     /// [`ModelError::Spec`] for `k = 0`, `d = 0` or centres of the wrong length.
     pub fn new(k: usize, d: usize, centres: &[f32]) -> Result<KMeans, ModelError> {
         if k == 0 || d == 0 || centres.len() != k * d {
-            return Err(ModelError::Spec(format!(
-                "kmeans: clusters = {k}, {d} features and {} initial centre values",
-                centres.len()
-            )));
+            return Err(SpecError::KmeansShape {
+                clusters: k,
+                features: d,
+                centres: centres.len(),
+            }
+            .into());
         }
         let layout = vec![
             info("kmeans.centres", vec![k, d], 0),

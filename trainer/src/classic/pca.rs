@@ -19,7 +19,7 @@
 //! `|x − mean − Σ_i z_i componentᵢ|²`.
 
 use crate::batch::Batch;
-use crate::model::{Model, ModelError, ParamInfo, StepOutput, Task};
+use crate::model::{Model, ModelError, ParamInfo, SpecError, StepOutput, Task};
 use std::ops::Range;
 
 /// The PCA model.
@@ -41,9 +41,11 @@ impl Pca {
     /// [`ModelError::Spec`] for `k = 0` or `k > d`.
     pub fn new(k: usize, d: usize) -> Result<Pca, ModelError> {
         if k == 0 || k > d {
-            return Err(ModelError::Spec(format!(
-                "pca: components = {k} must be between 1 and the {d} features"
-            )));
+            return Err(SpecError::PcaComponents {
+                components: k,
+                features: d,
+            }
+            .into());
         }
         let mut layout = Vec::new();
         let mut at = 0;

@@ -46,5 +46,5 @@ pub use shard::{shard, shard_range, shard_scale};
 pub use source::{FileRecords, RecordBatchSource, RowSource};
 pub use spec::{Categorical, DataSpec, Format, Missing, MissingStrings, OnBadFile, Scaling, Task};
 pub use stream::StreamSource;
-pub use stream_spec::{OnSilent, Order, Source, StreamSpec};
+pub use stream_spec::{OnSilent, Order, Source, StreamSpec, StreamSpecError};
 pub use table::{Fitted, Split, Table};

@@ -139,44 +139,83 @@ impl StreamSpec {
             .collect()
     }
 
-    /// Checks against the job's global batch and worker count; `Err` names the key.
+    /// Checks against the job's global batch and worker count.
     ///
     /// # Errors
-    /// `(key, message)` for the first key that does not fit.
-    pub fn check(&self, global_batch: usize, workers: usize) -> Result<(), (String, String)> {
-        let key = |k: &str| format!("job.data.stream.{k}");
-        let p = self.producers as usize;
-        if p == 0 || !p.is_multiple_of(workers) {
-            return Err((
-                key("producers"),
-                format!("{p} producers cannot be shared evenly by {workers} workers; use a multiple of {workers}"),
-            ));
+    /// The [`StreamSpecError`] of the first key that does not fit ([`StreamSpecError::key`]).
+    pub fn check(&self, global_batch: usize, workers: usize) -> Result<(), StreamSpecError> {
+        let producers = self.producers as usize;
+        if producers == 0 || !producers.is_multiple_of(workers) {
+            return Err(StreamSpecError::Producers { producers, workers });
         }
-        if self.order == Order::Deterministic && !global_batch.is_multiple_of(p) {
-            return Err((
-                "job.global_batch".into(),
-                format!("{global_batch} rows cannot take the same share from each of {p} producers; use a multiple of {p}"),
-            ));
+        if self.order == Order::Deterministic && !global_batch.is_multiple_of(producers) {
+            return Err(StreamSpecError::GlobalBatch {
+                global_batch,
+                producers,
+            });
         }
         if self.window == 0 {
-            return Err((key("window"), "must be at least 1".into()));
+            return Err(StreamSpecError::Window);
         }
         let share = global_batch / workers;
         if self.buffer_rows < share {
-            return Err((
-                key("buffer_rows"),
-                format!(
-                    "{} rows cannot hold one round's share ({share} rows)",
-                    self.buffer_rows
-                ),
-            ));
+            return Err(StreamSpecError::BufferRows {
+                buffer_rows: self.buffer_rows,
+                share,
+            });
         }
         if self.connect_timeout_ms == 0 {
-            return Err((
-                key("connect_timeout_ms"),
-                "must be at least 1 (no wait is unbounded; use a large value to wait long)".into(),
-            ));
+            return Err(StreamSpecError::ConnectTimeout);
         }
         Ok(())
+    }
+}
+
+/// A `[job.data.stream]` key that does not fit the job; `Display` gives what is wrong, and
+/// [`StreamSpecError::key`] the manifest key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamSpecError {
+    /// Producers that the workers cannot share evenly.
+    #[error("{producers} producers cannot be shared evenly by {workers} workers; use a multiple of {workers}")]
+    Producers {
+        /// `producers`.
+        producers: usize,
+        /// Workers in the job.
+        workers: usize,
+    },
+    /// A global batch that cannot take the same share from each producer (deterministic order).
+    #[error("{global_batch} rows cannot take the same share from each of {producers} producers; use a multiple of {producers}")]
+    GlobalBatch {
+        /// `job.global_batch`.
+        global_batch: usize,
+        /// `producers`.
+        producers: usize,
+    },
+    /// `window = 0`.
+    #[error("must be at least 1")]
+    Window,
+    /// Buffers smaller than one round's share of a worker.
+    #[error("{buffer_rows} rows cannot hold one round's share ({share} rows)")]
+    BufferRows {
+        /// `buffer_rows`.
+        buffer_rows: usize,
+        /// Rows per worker per round.
+        share: usize,
+    },
+    /// `connect_timeout_ms = 0`.
+    #[error("must be at least 1 (no wait is unbounded; use a large value to wait long)")]
+    ConnectTimeout,
+}
+
+impl StreamSpecError {
+    /// The manifest key the error concerns (`job.data.stream.producers`, `job.global_batch`).
+    pub fn key(&self) -> &'static str {
+        match self {
+            StreamSpecError::Producers { .. } => "job.data.stream.producers",
+            StreamSpecError::GlobalBatch { .. } => "job.global_batch",
+            StreamSpecError::Window => "job.data.stream.window",
+            StreamSpecError::BufferRows { .. } => "job.data.stream.buffer_rows",
+            StreamSpecError::ConnectTimeout => "job.data.stream.connect_timeout_ms",
+        }
     }
 }

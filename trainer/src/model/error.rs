@@ -6,7 +6,7 @@
 pub enum ModelError {
     /// The `[job.model]` spec is invalid or does not fit the data.
     #[error("[job.model] {0}")]
-    Spec(String),
+    Spec(#[from] super::SpecError),
     /// A batch's feature width does not match the model's input width.
     #[error("{model} model expects {expected} features per row, the batch has {actual}")]
     InputWidth {

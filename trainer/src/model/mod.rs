@@ -24,6 +24,7 @@ mod layer;
 mod network;
 mod pool;
 mod spec;
+mod spec_error;
 
 pub use activation::{Activation, ActivationKind};
 pub use conv::{col2im, im2col, Conv2d, ConvGeom};
@@ -34,6 +35,7 @@ pub use layer::{Layer, ParamSpec};
 pub use network::{Network, PREDICT_CHUNK};
 pub use pool::{MaxPool2, Permute};
 pub use spec::{build_model, ActivationName, ClassWeight, ModelKind, ModelSpec, Padding, TaskName};
+pub use spec_error::{ClassWeightError, SpecError};
 
 use crate::batch::Batch;
 use crate::loss::Loss;
@@ -137,9 +139,7 @@ pub trait Model: Send {
     fn set_class_weights(&mut self, weights: Option<Vec<f32>>) -> Result<(), ModelError> {
         match weights {
             None => Ok(()),
-            Some(_) => Err(ModelError::Spec(
-                "this model does not support class_weight".into(),
-            )),
+            Some(_) => Err(SpecError::ClassWeightModel.into()),
         }
     }
 

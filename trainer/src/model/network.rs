@@ -7,7 +7,7 @@
 //! of the gradient vector, handed to `on_bucket` in increasing offset order.
 
 use super::layer::Layer;
-use super::{GradSink, Model, ModelError, ParamInfo, StepOutput, Task};
+use super::{GradSink, Model, ModelError, ParamInfo, SpecError, StepOutput, Task};
 use crate::batch::{Batch, Targets};
 use crate::init::{rng, STREAM_INIT};
 use std::ops::Range;
@@ -52,15 +52,16 @@ impl Network {
         task: Task,
         seed: u64,
     ) -> Result<Self, ModelError> {
-        let last = layers
-            .last()
-            .ok_or_else(|| ModelError::Spec(format!("{name}: no layers")))?;
+        let last = layers.last().ok_or_else(|| SpecError::NoLayers {
+            model: name.to_string(),
+        })?;
         if last.out_features() != task.out_dim() {
-            return Err(ModelError::Spec(format!(
-                "{name}: last layer gives {} outputs, the task needs {}",
-                last.out_features(),
-                task.out_dim()
-            )));
+            return Err(SpecError::OutputWidth {
+                model: name.to_string(),
+                got: last.out_features(),
+                need: task.out_dim(),
+            }
+            .into());
         }
         for (i, pair) in layers.windows(2).enumerate() {
             if pair[1].in_features() != pair[0].out_features() {
@@ -292,18 +293,15 @@ impl Model for Network {
             Task::Binary => 2,
             Task::Multiclass { classes } => classes,
             Task::Regression { .. } if weights.is_none() => 0,
-            Task::Regression { .. } => {
-                return Err(ModelError::Spec(
-                    "class_weight applies to classification only".into(),
-                ))
-            }
+            Task::Regression { .. } => return Err(SpecError::ClassWeightTask.into()),
         };
         if let Some(w) = &weights {
             if w.len() != classes {
-                return Err(ModelError::Spec(format!(
-                    "class_weight: {} weights for {classes} classes",
-                    w.len()
-                )));
+                return Err(SpecError::ClassWeightCount {
+                    weights: w.len(),
+                    classes,
+                }
+                .into());
             }
         }
         self.class_weights = weights;

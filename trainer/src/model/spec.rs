@@ -21,7 +21,7 @@ use super::conv::{Conv2d, ConvGeom};
 use super::dense::Dense;
 use super::layer::Layer;
 use super::pool::{MaxPool2, Permute};
-use super::{Model, ModelError, Network, Task};
+use super::{ClassWeightError, Model, ModelError, Network, SpecError, Task};
 use serde::{Deserialize, Serialize};
 
 /// Model family.
@@ -141,12 +141,16 @@ impl Eq for ClassWeight {}
 
 impl ClassWeight {
     /// The weight of each class (`classes` in label order) given the training rows per class,
-    /// or a message naming the problem.
+    /// or the [`ClassWeightError`] naming the problem.
     ///
     /// # Errors
     /// An unknown name or class, a weight that is not positive and finite, or `balanced` with a
     /// class that has no training row.
-    pub fn weights(&self, classes: &[String], counts: &[u64]) -> Result<Vec<f32>, String> {
+    pub fn weights(
+        &self,
+        classes: &[String],
+        counts: &[u64],
+    ) -> Result<Vec<f32>, ClassWeightError> {
         match self {
             ClassWeight::Named(n) if n == "balanced" => {
                 let total: u64 = counts.iter().sum();
@@ -155,25 +159,24 @@ impl ClassWeight {
                     .iter()
                     .zip(counts)
                     .map(|(c, &n)| match n {
-                        0 => Err(format!(
-                            "class_weight = \"balanced\": class {c:?} has no training row"
-                        )),
+                        0 => Err(ClassWeightError::NoRows { class: c.clone() }),
                         n => Ok((total as f64 / (k * n as f64)) as f32),
                     })
                     .collect()
             }
-            ClassWeight::Named(n) => Err(format!(
-                "class_weight = {n:?}: use \"balanced\" or a table of class = weight"
-            )),
+            ClassWeight::Named(n) => Err(ClassWeightError::Name { name: n.clone() }),
             ClassWeight::Table(t) => {
                 if let Some(c) = t.keys().find(|c| !classes.contains(c)) {
-                    return Err(format!(
-                        "class_weight: {c:?} is not a class of the label (classes: {})",
-                        classes.join(", ")
-                    ));
+                    return Err(ClassWeightError::UnknownClass {
+                        class: c.clone(),
+                        classes: classes.to_vec(),
+                    });
                 }
                 if let Some((c, w)) = t.iter().find(|(_, w)| !(w.is_finite() && **w > 0.0)) {
-                    return Err(format!("class_weight: {c} = {w} must be positive"));
+                    return Err(ClassWeightError::Weight {
+                        class: c.clone(),
+                        weight: *w,
+                    });
                 }
                 Ok(classes
                     .iter()
@@ -267,16 +270,18 @@ impl ModelSpec {
 
     fn task_for(&self, classes_or_outputs: usize) -> Result<Task, ModelError> {
         if classes_or_outputs == 0 {
-            return Err(ModelError::Spec(format!(
-                "{}: the data gives 0 classes/outputs",
-                self.kind_name()
-            )));
+            return Err(SpecError::NoOutputs {
+                model: self.kind_name(),
+            }
+            .into());
         }
         if let Some(c) = self.classes.filter(|&c| c != classes_or_outputs) {
-            return Err(ModelError::Spec(format!(
-                "{}: classes = {c} but the data's label has {classes_or_outputs} classes",
-                self.kind_name()
-            )));
+            return Err(SpecError::Classes {
+                model: self.kind_name(),
+                classes: c,
+                data: classes_or_outputs,
+            }
+            .into());
         }
         let regression = match self.kind {
             ModelKind::Linear => true,
@@ -308,39 +313,30 @@ pub fn build_model(
     let kind = spec.kind_name();
     let stray = spec.stray_fields();
     if !stray.is_empty() {
-        return Err(ModelError::Spec(format!(
-            "{kind}: field(s) {} do not apply to kind = \"{kind}\"",
-            stray.join(", ")
-        )));
+        return Err(SpecError::StrayFields {
+            model: kind,
+            fields: stray,
+        }
+        .into());
     }
     if input_dim == 0 {
-        return Err(ModelError::Spec(format!(
-            "{kind}: the data has no feature columns"
-        )));
+        return Err(SpecError::NoFeatures { model: kind }.into());
     }
     if spec.hidden.contains(&0) || spec.channels.contains(&0) {
-        return Err(ModelError::Spec(format!(
-            "{kind}: hidden and channels entries must be positive"
-        )));
+        return Err(SpecError::ZeroWidth { model: kind }.into());
     }
     if matches!(spec.kind, ModelKind::Mf | ModelKind::WideDeep) {
-        return Err(ModelError::Spec(format!(
-            "{kind}: an embedding model is built from the data's column names \
-             (embedding::build_embedding_model)"
-        )));
+        return Err(SpecError::EmbeddingKind { model: kind }.into());
     }
+    let required = |key| SpecError::Required { model: kind, key };
     match spec.kind {
         ModelKind::Kmeans => {
-            let k = spec
-                .clusters
-                .ok_or_else(|| ModelError::Spec("kmeans: `clusters = K` is required".into()))?;
+            let k = spec.clusters.ok_or_else(|| required("clusters = K"))?;
             let start = vec![0.0; k * input_dim];
             return Ok(Box::new(crate::classic::KMeans::new(k, input_dim, &start)?));
         }
         ModelKind::Pca => {
-            let k = spec
-                .components
-                .ok_or_else(|| ModelError::Spec("pca: `components = K` is required".into()))?;
+            let k = spec.components.ok_or_else(|| required("components = K"))?;
             return Ok(Box::new(crate::classic::Pca::new(k, input_dim)?));
         }
         _ => {}
@@ -373,19 +369,26 @@ fn conv_stack(
     input_dim: usize,
     layers: &mut Vec<Box<dyn Layer>>,
 ) -> Result<usize, ModelError> {
-    let err = |m: String| Err(ModelError::Spec(format!("cnn: {m}")));
     let Some([c, h, w]) = spec.image else {
-        return err("`image = [channels, height, width]` is required".into());
+        return Err(SpecError::Required {
+            model: "cnn",
+            key: "image = [channels, height, width]",
+        }
+        .into());
     };
     if c * h * w != input_dim {
-        return err(format!("image = [{c}, {h}, {w}] has {} values per row but the data has {input_dim} feature columns", c * h * w));
+        return Err(SpecError::ImageSize {
+            image: [c, h, w],
+            features: input_dim,
+        }
+        .into());
     }
     if spec.channels.is_empty() {
-        return err("`channels` needs at least one conv block".into());
+        return Err(SpecError::NoConvBlock.into());
     }
     let k = spec.kernel.unwrap_or(3);
     if k % 2 != 1 {
-        return err(format!("kernel = {k} must be odd"));
+        return Err(SpecError::EvenKernel { kernel: k }.into());
     }
     let pad = match spec.padding.unwrap_or(Padding::Same) {
         Padding::Same => k / 2,
@@ -404,9 +407,13 @@ fn conv_stack(
             pad,
         };
         if g.ho() < 2 || g.wo() < 2 {
-            return err(format!(
-                "conv block {i}: a {k}x{k} kernel on {h}x{w} leaves less than 2x2 to pool"
-            ));
+            return Err(SpecError::PoolTooSmall {
+                block: i,
+                kernel: k,
+                height: h,
+                width: w,
+            }
+            .into());
         }
         let conv = Conv2d::new(g, f);
         let out = conv.out_features();

@@ -7,34 +7,15 @@
 //! cut one from a full optimizer (e.g. restored from a checkpoint) with [`Optimizer::shard`].
 //! State ([`Optimizer::state`]) is the step count plus named buffers and restores exactly.
 
+mod error;
 pub mod lbfgs;
 mod spec;
 
+pub use error::{OptimError, OptimSpecError};
 pub use lbfgs::LbfgsProgress;
 pub use spec::{OptimizerKind, OptimizerSpec, ScheduleKind};
 
 use std::ops::Range;
-
-/// Optimizer errors, naming the field or buffer.
-#[derive(Debug, thiserror::Error)]
-pub enum OptimError {
-    /// Invalid `[job.optimizer]` table.
-    #[error("[job.optimizer] {0}")]
-    Spec(String),
-    /// Parameter or gradient slice of the wrong length.
-    #[error("optimizer step: {what} has {actual} values, the optimizer covers {expected}")]
-    Len {
-        /// `params` or `grads`.
-        what: &'static str,
-        /// Values the optimizer covers.
-        expected: usize,
-        /// Values given.
-        actual: usize,
-    },
-    /// Saved state that does not fit this optimizer.
-    #[error("optimizer state: {0}")]
-    State(String),
-}
 
 /// Saved optimizer state: completed steps and named per-parameter buffers.
 #[derive(Debug, Clone, PartialEq)]
@@ -310,21 +291,23 @@ impl Optimizer {
     /// length; continuing then gives bit-identical updates.
     ///
     /// # Errors
-    /// [`OptimError::State`] naming the missing, unexpected or wrong-length buffer.
+    /// [`OptimError::StateBuffers`] or [`OptimError::StateBufferLen`] naming the missing,
+    /// unexpected or wrong-length buffer.
     pub fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
         let got: Vec<&str> = state.buffers.iter().map(|(n, _)| n.as_str()).collect();
         if got != self.names {
-            return Err(OptimError::State(format!(
-                "buffers {got:?}, this {:?} optimizer needs {:?}",
-                self.spec.kind, self.names
-            )));
+            return Err(OptimError::StateBuffers {
+                got: got.iter().map(|n| n.to_string()).collect(),
+                kind: self.spec.kind,
+                expected: self.names,
+            });
         }
         if let Some((n, b)) = state.buffers.iter().find(|(_, b)| b.len() != self.len) {
-            return Err(OptimError::State(format!(
-                "buffer `{n}` has {} values, expected {}",
-                b.len(),
-                self.len
-            )));
+            return Err(OptimError::StateBufferLen {
+                buffer: n.clone(),
+                actual: b.len(),
+                expected: self.len,
+            });
         }
         let mut it = state.buffers.iter().map(|(_, b)| b.clone());
         self.m = it.next().unwrap_or_default();
@@ -340,9 +323,7 @@ impl Optimizer {
     /// [`OptimError::Len`] when `range` is out of bounds.
     pub fn shard(&self, range: Range<usize>) -> Result<Optimizer, OptimError> {
         if self.lbfgs.is_some() {
-            return Err(OptimError::Spec(
-                "kind = \"lbfgs\" cannot be cut into parameter-server shards (use aggregation = \"allreduce\")".into(),
-            ));
+            return Err(OptimSpecError::LbfgsShards.into());
         }
         if range.start > range.end || range.end > self.len {
             return Err(OptimError::Len {

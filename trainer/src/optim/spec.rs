@@ -15,7 +15,7 @@
 //! # step: step_size = 1000, gamma = 0.1
 //! ```
 
-use super::OptimError;
+use super::{OptimError, OptimSpecError};
 use serde::{Deserialize, Serialize};
 
 fn is_zero(v: &f32) -> bool {
@@ -140,7 +140,7 @@ impl OptimizerSpec {
     /// # Errors
     /// [`OptimError::Spec`] naming the field.
     pub fn validate(&self) -> Result<(), OptimError> {
-        let bad = |m: String| Err(OptimError::Spec(m));
+        let bad = |e: OptimSpecError| Err(OptimError::Spec(e));
         let sgd = self.kind == OptimizerKind::Sgd;
         let lbfgs = self.kind == OptimizerKind::Lbfgs;
         let adam = !sgd && !lbfgs;
@@ -173,14 +173,18 @@ impl OptimizerSpec {
                 self.schedule == ScheduleKind::Cosine,
             ),
         ];
-        if let Some((name, ..)) = stray.iter().find(|(_, set, ok)| *set && !*ok) {
-            return bad(format!(
-                "`{name}` does not apply to kind = {:?}, schedule = {:?}",
-                self.kind, self.schedule
-            ));
+        if let Some(&(name, ..)) = stray.iter().find(|(_, set, ok)| *set && !*ok) {
+            return bad(OptimSpecError::StrayField {
+                field: name,
+                kind: self.kind,
+                schedule: self.schedule,
+            });
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("lr = {} must be positive", self.lr));
+            return bad(OptimSpecError::NotPositive {
+                field: "lr",
+                value: self.lr,
+            });
         }
         for (name, v) in [
             ("weight_decay", self.weight_decay),
@@ -188,51 +192,62 @@ impl OptimizerSpec {
             ("l1", self.l1),
         ] {
             if !(v.is_finite() && v >= 0.0) {
-                return bad(format!("{name} = {v} must be >= 0"));
+                return bad(OptimSpecError::Negative {
+                    field: name,
+                    value: v,
+                });
             }
         }
         if lbfgs {
             if self.weight_decay != 0.0 {
-                return bad("weight_decay does not apply to kind = \"lbfgs\" (use l2)".into());
+                return bad(OptimSpecError::LbfgsWeightDecay);
             }
             if self.schedule != ScheduleKind::Constant || self.warmup_steps > 0 {
-                return bad("kind = \"lbfgs\" takes no schedule or warm-up (its line search sets the steps)".into());
+                return bad(OptimSpecError::LbfgsSchedule);
             }
             if self.history() == 0 {
-                return bad("history = 0 must be at least 1".into());
+                return bad(OptimSpecError::ZeroHistory);
             }
             if !(self.tolerance() > 0.0 && self.tolerance().is_finite()) {
-                return bad(format!("tolerance = {} must be positive", self.tolerance()));
+                return bad(OptimSpecError::NotPositive {
+                    field: "tolerance",
+                    value: self.tolerance(),
+                });
             }
         }
         if self.l1 > 0.0 && !sgd {
-            return bad(format!(
-                "l1 = {} needs kind = \"sgd\" (a proximal step after each update; with {:?} use l2)",
-                self.l1, self.kind
-            ));
+            return bad(OptimSpecError::L1NeedsSgd {
+                l1: self.l1,
+                kind: self.kind,
+            });
         }
-        let unit = |name: &str, v: f32| match (0.0..1.0).contains(&v) {
+        let unit = |name: &'static str, v: f32| match (0.0..1.0).contains(&v) {
             true => Ok(()),
-            false => bad(format!("{name} = {v} must be in [0, 1)")),
+            false => bad(OptimSpecError::NotUnit {
+                field: name,
+                value: v,
+            }),
         };
         unit("momentum", self.momentum())?;
         unit("beta1", self.beta1())?;
         unit("beta2", self.beta2())?;
         if self.nesterov() && self.momentum() == 0.0 {
-            return bad("nesterov = true needs momentum > 0".into());
+            return bad(OptimSpecError::NesterovWithoutMomentum);
         }
         if !(self.eps() > 0.0 && self.eps().is_finite()) {
-            return bad(format!("eps = {} must be positive", self.eps()));
+            return bad(OptimSpecError::NotPositive {
+                field: "eps",
+                value: self.eps(),
+            });
         }
         match self.schedule {
             ScheduleKind::Step if self.step_size.unwrap_or(0) == 0 => {
-                bad("schedule = \"step\" needs step_size >= 1".into())
+                bad(OptimSpecError::NoStepSize)
             }
             ScheduleKind::Cosine if self.total_steps.is_none_or(|t| t <= self.warmup_steps) => {
-                bad(format!(
-                    "schedule = \"cosine\" needs total_steps > warmup_steps ({})",
-                    self.warmup_steps
-                ))
+                bad(OptimSpecError::CosineTotalSteps {
+                    warmup_steps: self.warmup_steps,
+                })
             }
             _ => Ok(()),
         }

@@ -37,7 +37,7 @@ use super::RdmaDevice;
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, FrameKind, HEADER_LEN};
-use crate::link::{check_frame_len, check_payload_len, Frame, Link, Reservation};
+use crate::link::{buffer_reservation, check_payload_len, Frame, Link, Reservation};
 use crate::liveness::Liveness;
 use crate::outbox::io_error;
 use lockstep_tensor::{Buffer, BufferMut, BufferPool};
@@ -114,7 +114,7 @@ impl RdmaLink {
         let theirs = qp::exchange(&mut stream, &mine, peer)?;
         if theirs.slot as usize != SLOT {
             return Err(Error::Protocol {
-                ctx: ctx_of(peer, &Expect::default()),
+                ctx: Context::expecting(peer, &Expect::default()),
                 reason: format!("rdma slot size {} != {SLOT}", theirs.slot),
             });
         }
@@ -165,14 +165,14 @@ impl RdmaLink {
         }
         if n > done.len() {
             return Err(Error::Protocol {
-                ctx: ctx_of(&self.peer, expect),
+                ctx: Context::expecting(&self.peer, expect),
                 reason: format!("rdma {}: {n} completions overflow the CQ", self.dev),
             });
         }
         for &(wr, status, len) in &done[..n] {
             if status != WorkCompletionStatus::Success as u32 {
                 return Err(Error::Protocol {
-                    ctx: ctx_of(&self.peer, expect),
+                    ctx: Context::expecting(&self.peer, expect),
                     reason: format!(
                         "rdma {}: work completion {wr} failed with status {status}",
                         self.dev
@@ -214,7 +214,7 @@ impl RdmaLink {
             if i.is_multiple_of(SPINS) {
                 if let Err(e) = self.live.check() {
                     return Err(io_error(
-                        ctx_of(&self.peer, expect),
+                        Context::expecting(&self.peer, expect),
                         &e,
                         self.cfg.peer_timeout,
                     ));
@@ -265,17 +265,17 @@ impl RdmaLink {
         }
         let h =
             FrameHeader::try_read(&hb, self.cfg.max_frame_len).map_err(|e| Error::Protocol {
-                ctx: ctx_of(&self.peer, expect),
+                ctx: Context::expecting(&self.peer, expect),
                 reason: e.to_string(),
             })?;
         if h.kind == FrameKind::Close {
             return Err(Error::PeerClosed {
-                ctx: ctx_of(&self.peer, expect),
+                ctx: Context::expecting(&self.peer, expect),
             });
         }
         if let Some((field, expected, actual)) = expect.check(&h) {
             return Err(Error::Mismatch {
-                ctx: ctx_of(&self.peer, expect),
+                ctx: Context::expecting(&self.peer, expect),
                 field,
                 local_node: self.me.clone(),
                 remote_node: self.peer.clone(),
@@ -300,14 +300,6 @@ impl RdmaLink {
     }
 }
 
-fn ctx_of(peer: &str, expect: &Expect) -> Context {
-    Context {
-        peer: peer.to_string(),
-        round: expect.round,
-        op: expect.op,
-    }
-}
-
 fn post_recv(v: &mut Verbs, recv: &Region, idx: usize, peer: &str) -> Result<()> {
     let mut guard = v.qp.start_post_recv();
     let wr = guard.construct_wr(idx as u64);
@@ -315,7 +307,7 @@ fn post_recv(v: &mut Verbs, recv: &Region, idx: usize, peer: &str) -> Result<()>
     // (field order of `RdmaLink`); it is not read until its completion is polled.
     unsafe { wr.setup_sge(recv.lkey, recv.addr(idx * SLOT), SLOT as u32) };
     guard.post().map_err(|e| Error::Protocol {
-        ctx: ctx_of(peer, &Expect::default()),
+        ctx: Context::expecting(peer, &Expect::default()),
         reason: format!("rdma: ibv_post_recv: {e}"),
     })
 }
@@ -327,7 +319,8 @@ fn spawn_heartbeats(
     stop: Arc<AtomicBool>,
     peer: &str,
 ) -> Result<JoinHandle<()>> {
-    let io = |e: std::io::Error, what| Error::io(ctx_of(peer, &Expect::default()), what, &e);
+    let io =
+        |e: std::io::Error, what| Error::io(Context::expecting(peer, &Expect::default()), what, &e);
     let mut s = stream.try_clone().map_err(|e| io(e, "dup(socket)"))?;
     let _ = s.set_write_timeout(Some(every.max(Duration::from_millis(10))));
     std::thread::Builder::new()
@@ -370,11 +363,7 @@ impl Link for RdmaLink {
 
     fn reserve(&mut self, header: FrameHeader) -> Result<Reservation> {
         self.poisoned.check()?;
-        check_frame_len(&self.peer, header.len, self.cfg.max_frame_len)?;
-        Ok(Reservation::buffer(
-            header,
-            self.pool.take(header.len as usize),
-        ))
+        buffer_reservation(&self.peer, header, self.cfg.max_frame_len, &self.pool)
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -13,6 +13,8 @@
 //!   cannot run RDMA").
 
 use super::{RdmaDevice, RdmaUnavailable};
+#[cfg(feature = "rdma")]
+use crate::error::Unsupported;
 use crate::error::{Error, Result};
 use crate::link::AnyLink;
 use crate::rendezvous::{MeshConfig, TransportKind};
@@ -52,16 +54,10 @@ impl LocalRdma {
     #[cfg(feature = "rdma")]
     pub(crate) fn link(&self, s: Conn, cfg: &MeshConfig, peer: &str) -> Result<AnyLink> {
         let Some(Ok(dev)) = self.dev.as_ref() else {
-            return Err(Error::Unsupported(format!(
-                "node {}: rdma link to {peer} without an opened device",
-                cfg.node
-            )));
+            return Err(unsupported(cfg, peer, Unsupported::NoDevice));
         };
         let Conn::Plain(sock) = s else {
-            return Err(Error::Config(format!(
-                "node {}: rdma link to {peer} over a TLS bootstrap",
-                cfg.node
-            )));
+            return Err(unsupported(cfg, peer, Unsupported::TlsBootstrap));
         };
         Ok(AnyLink::Rdma(Box::new(super::RdmaLink::establish(
             sock,
@@ -79,6 +75,16 @@ impl LocalRdma {
             node: cfg.node.clone(),
             reason: RdmaUnavailable::NotBuilt,
         })
+    }
+}
+
+/// [`Error::Unsupported`] for the link from this node to `peer`.
+#[cfg(feature = "rdma")]
+fn unsupported(cfg: &MeshConfig, peer: &str, reason: Unsupported) -> Error {
+    Error::Unsupported {
+        node: cfg.node.clone(),
+        peer: peer.to_string(),
+        reason,
     }
 }
 

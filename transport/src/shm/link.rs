@@ -14,7 +14,7 @@
 
 use super::ring::Ring;
 use crate::config::LinkConfig;
-use crate::error::{Context, Error, Result};
+use crate::error::{ConfigError, Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, HEADER_LEN};
 use crate::link::{
     admit_header, check_frame_len, check_payload_len, Frame, Link, Reservation, Room,
@@ -161,11 +161,7 @@ impl Sink for ShmSinkHandle {
 
 impl ShmLink {
     fn ctx(&self, expect: &Expect) -> Context {
-        Context {
-            peer: self.peer.clone(),
-            round: expect.round,
-            op: expect.op,
-        }
+        Context::expecting(&self.peer, expect)
     }
 
     fn fail(&mut self, e: Error) -> Error {
@@ -193,14 +189,7 @@ impl ShmLink {
                 self.live.saw();
                 return Ok(());
             }
-            self.check_ring(
-                ring,
-                Context {
-                    round: expect.round,
-                    op: expect.op,
-                    peer: self.peer.clone(),
-                },
-            )?;
+            self.check_ring(ring, Context::expecting(&self.peer, expect))?;
             if let Err(e) = self.live.check() {
                 if ring.available() >= n {
                     return Ok(());
@@ -278,10 +267,10 @@ impl ShmLink {
             return buffered(self);
         }
         if self.out.reserved.swap(true, Ordering::SeqCst) {
-            return Err(Error::Config(format!(
-                "a reservation on the link to {} is still open",
-                self.peer
-            )));
+            return Err(ConfigError::ReservationOpen {
+                peer: self.peer.clone(),
+            }
+            .into());
         }
         // The flag is up: from here a queued frame waits for it, so an idle outbox stays idle.
         let mut room = RingRoom {
@@ -302,16 +291,16 @@ impl ShmLink {
 
     fn commit_inner(&mut self, header: FrameHeader, room: RingRoom) -> Result<()> {
         if !Arc::ptr_eq(&room.out, &self.out) {
-            return Err(Error::Config(format!(
-                "reservation committed on the link to {}, which did not make it",
-                self.peer
-            )));
+            return Err(ConfigError::ReservationForeign {
+                peer: self.peer.clone(),
+            }
+            .into());
         }
         if room.sends != self.sends {
-            return Err(Error::Config(format!(
-                "reservation on the link to {} was cancelled by a send",
-                self.peer
-            )));
+            return Err(ConfigError::ReservationCancelled {
+                peer: self.peer.clone(),
+            }
+            .into());
         }
         let ring = self.out.ring();
         let hb = header.encode();

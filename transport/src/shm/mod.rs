@@ -15,7 +15,7 @@ pub mod ring;
 
 pub use link::ShmLink;
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Result};
 use std::path::{Path, PathBuf};
 
 /// Segment path of the ring carrying `from` -> `to` in `cluster`.
@@ -53,7 +53,7 @@ pub fn pid_alive(pid: u32) -> bool {
 /// is not this process) belongs to a live run: refuse rather than clobber it.
 ///
 /// # Errors
-/// [`Error::Config`] when a live process owns the segment or it cannot be removed.
+/// [`crate::Error::Config`] when a live process owns the segment or it cannot be removed.
 pub fn remove_stale(path: &Path) -> Result<()> {
     use std::io::Read;
     let Ok(f) = std::fs::File::open(path) else {
@@ -63,17 +63,22 @@ pub fn remove_stale(path: &Path) -> Result<()> {
     let _ = f.take(ring::RING_HEADER as u64).read_to_end(&mut bytes);
     match ring::read_info(&bytes) {
         Some(info) if info.owner_pid != std::process::id() && pid_alive(info.owner_pid) => {
-            return Err(Error::Config(format!(
-                "shared-memory segment {} is in use by live process {} (another run with the same cluster name?)",
-                path.display(),
-                info.owner_pid
-            )));
+            return Err(ConfigError::SegmentInUse {
+                path: path.to_path_buf(),
+                pid: info.owner_pid,
+            }
+            .into());
         }
         Some(info) => {
             tracing::warn!(path = %path.display(), owner_pid = info.owner_pid, "removing stale segment of a dead run")
         }
         None => tracing::warn!(path = %path.display(), "removing unrecognised segment"),
     }
-    std::fs::remove_file(path)
-        .map_err(|e| Error::Config(format!("cannot remove stale {}: {e}", path.display())))
+    std::fs::remove_file(path).map_err(|e| {
+        ConfigError::StaleSegment {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+        .into()
+    })
 }

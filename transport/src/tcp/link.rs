@@ -14,7 +14,7 @@
 use crate::config::LinkConfig;
 use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, FrameKind, Op, HEADER_LEN};
-use crate::link::{admit_header, check_frame_len, check_payload_len, Frame, Link, Reservation};
+use crate::link::{admit_header, buffer_reservation, check_payload_len, Frame, Link, Reservation};
 use crate::outbox::{Outbox, Sink};
 use crate::tcp::Conn;
 use crate::tls::io::{TlsReader, TlsSink};
@@ -200,11 +200,7 @@ impl TcpLink {
     }
 
     fn ctx(&self, expect: &Expect) -> Context {
-        Context {
-            peer: self.peer.clone(),
-            round: expect.round,
-            op: expect.op,
-        }
+        Context::expecting(&self.peer, expect)
     }
 
     fn fail(&mut self, e: Error) -> Error {
@@ -351,11 +347,7 @@ impl Link for TcpLink {
 
     fn reserve(&mut self, header: FrameHeader) -> Result<Reservation> {
         self.poisoned.check()?;
-        check_frame_len(&self.peer, header.len, self.cfg.max_frame_len)?;
-        Ok(Reservation::buffer(
-            header,
-            self.pool.take(header.len as usize),
-        ))
+        buffer_reservation(&self.peer, header, self.cfg.max_frame_len, &self.pool)
     }
 
     fn flush(&mut self) -> Result<()> {

@@ -17,7 +17,7 @@ pub use conn::Conn;
 pub use link::{TcpLink, TcpSender};
 pub use listener::Listener;
 
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::handshake::{handshake, Identity, Role};
 use crate::tls::TlsStream;
 use socket2::{SockRef, TcpKeepalive};
@@ -87,10 +87,14 @@ pub fn tune(stream: &TcpStream, peer: &str) -> Result<()> {
 /// # Errors
 /// [`Error::Config`] when it does not resolve.
 pub fn resolve(addr: &str) -> Result<SocketAddr> {
+    let addr_of = || addr.to_string();
     addr.to_socket_addrs()
-        .map_err(|e| Error::Config(format!("address {addr:?}: {e}")))?
+        .map_err(|e| ConfigError::Address {
+            addr: addr_of(),
+            message: e.to_string(),
+        })?
         .next()
-        .ok_or_else(|| Error::Config(format!("address {addr:?} resolves to nothing")))
+        .ok_or_else(|| ConfigError::AddressEmpty { addr: addr_of() }.into())
 }
 
 /// Connect once to `addr`, tune the socket and run the handshake expecting `peer` (TLS first when

@@ -30,8 +30,11 @@ pub enum GenError {
         message: String,
     },
     /// The node name cannot be a certificate's DNS name.
-    #[error("node name {0:?} cannot be named in a certificate (use letters, digits, '-' and '_', not all digits)")]
-    BadName(String),
+    #[error("node name {node:?} cannot be named in a certificate (use letters, digits, '-' and '_', not all digits)")]
+    BadName {
+        /// The node's name.
+        node: String,
+    },
     /// Key generation or signing failed.
     #[error("making the certificate of {what}: {reason}")]
     Rcgen {
@@ -90,7 +93,7 @@ fn ca_params() -> CertificateParams {
 pub fn generate(out: &Path, nodes: &[String]) -> Result<Generated, GenError> {
     for n in nodes {
         if super::config::server_name(n).is_err() {
-            return Err(GenError::BadName(n.clone()));
+            return Err(GenError::BadName { node: n.clone() });
         }
     }
     std::fs::create_dir_all(out).map_err(|e| GenError::Io {

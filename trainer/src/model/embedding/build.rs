@@ -86,7 +86,7 @@ pub fn build_embedding_model(
                 format!("{:?} has a table already", e.column),
             ));
         }
-        let col = find_column(feature_names, &e.column).map_err(|r| spec_err(key("column"), r))?;
+        let col = find_column(feature_names, &e.column, key("column"))?;
         ids.push(IdColumn {
             name: e.column.clone(),
             col,
@@ -135,20 +135,20 @@ pub fn build_embedding_model(
     Ok(Box::new(model))
 }
 
-fn find_column(names: &[String], column: &str) -> Result<usize, String> {
+/// The index of the id column `column` among the feature columns; `key` names it in errors.
+fn find_column(names: &[String], column: &str, key: String) -> Result<usize, EmbeddingError> {
     if let Some(j) = names.iter().position(|n| n == column) {
         return Ok(j);
     }
+    let column = column.to_string();
     if names.iter().any(|n| n.starts_with(&format!("{column}="))) {
-        return Err(format!(
-            "{column:?} is a string column (one-hot encoded); ids must be integers: map them to \
-             integers when preparing the data"
-        ));
+        return Err(EmbeddingError::StringIds { key, column });
     }
-    Err(format!(
-        "no feature column {column:?} (features: {})",
-        names.join(", ")
-    ))
+    Err(EmbeddingError::NoColumn {
+        key,
+        column,
+        features: names.to_vec(),
+    })
 }
 
 fn task(spec: &ModelSpec, outputs: usize) -> Result<Task, ModelError> {

@@ -32,7 +32,46 @@ pub enum EmbeddingError {
         /// The id.
         id: u64,
     },
-    /// Rows handed to the model that do not fit its tables.
-    #[error("embedding rows: {0}")]
-    Rows(String),
+    /// An id column that holds strings (one-hot encoded), not integer ids.
+    #[error("[job.model] {key}: {column:?} is a string column (one-hot encoded); ids must be integers: map them to integers when preparing the data")]
+    StringIds {
+        /// The key (`embeddings[0].column`).
+        key: String,
+        /// The column.
+        column: String,
+    },
+    /// An id column the data does not have.
+    #[error("[job.model] {key}: no feature column {column:?} (features: {})", features.join(", "))]
+    NoColumn {
+        /// The key (`embeddings[0].column`).
+        key: String,
+        /// The column.
+        column: String,
+        /// The data's feature columns.
+        features: Vec<String>,
+    },
+    /// Rows for another number of tables than the model has.
+    #[error("embedding rows: {given} tables given, the model has {tables}")]
+    RowTables {
+        /// Tables given.
+        given: usize,
+        /// Tables the model has.
+        tables: usize,
+    },
+    /// Rows that do not fit their table (width, one row of values per id, ids ascending).
+    #[error("embedding rows: table {column:?}: rows of width {width} (model: {model_width}), {ids} ids, {values} values, ids ascending: {ascending}")]
+    RowShape {
+        /// The table's column.
+        column: String,
+        /// The rows' width.
+        width: usize,
+        /// The table's width.
+        model_width: usize,
+        /// Ids given.
+        ids: usize,
+        /// Values given.
+        values: usize,
+        /// Whether the ids are strictly ascending.
+        ascending: bool,
+    },
 }

@@ -262,25 +262,23 @@ impl SparseModel for EmbeddingModel {
 
     fn install_rows(&mut self, rows: Vec<SparseRows>) -> Result<(), ModelError> {
         if rows.len() != self.tables.len() {
-            let m = format!(
-                "{} tables given, the model has {}",
-                rows.len(),
-                self.tables.len()
-            );
-            return Err(EmbeddingError::Rows(m).into());
+            return Err(EmbeddingError::RowTables {
+                given: rows.len(),
+                tables: self.tables.len(),
+            }
+            .into());
         }
         for (r, t) in rows.iter().zip(&self.tables) {
             if r.dim != t.width || !r.is_valid() {
-                let m = format!(
-                    "table {:?}: rows of width {} (model: {}), {} ids, {} values, ids ascending: {}",
-                    t.column,
-                    r.dim,
-                    t.width,
-                    r.ids.len(),
-                    r.values.len(),
-                    r.ids.windows(2).all(|w| w[0] < w[1])
-                );
-                return Err(EmbeddingError::Rows(m).into());
+                return Err(EmbeddingError::RowShape {
+                    column: t.column.clone(),
+                    width: r.dim,
+                    model_width: t.width,
+                    ids: r.ids.len(),
+                    values: r.values.len(),
+                    ascending: r.ids.windows(2).all(|w| w[0] < w[1]),
+                }
+                .into());
             }
         }
         self.pulled = rows;

@@ -2,8 +2,8 @@
 //! their header into the eager slot, larger payloads posted from their own registered memory
 //! through the send window.
 
-use super::{ctx_of, RdmaLink, EAGER, SEND_WR, SLOT, WINDOW};
-use crate::error::{Error, Result};
+use super::{RdmaLink, EAGER, SEND_WR, SLOT, WINDOW};
+use crate::error::{Context, Error, Result};
 use crate::frame::{Expect, FrameHeader, HEADER_LEN};
 use crate::rdma::window::{FramePlan, Sge};
 use sideway::ibverbs::queue_pair::{
@@ -68,7 +68,7 @@ impl RdmaLink {
             unsafe { wr.setup_sge(lkey, addr, len) };
         }
         guard.post().map_err(|e| Error::Protocol {
-            ctx: ctx_of(&self.peer, &Expect::default()),
+            ctx: Context::expecting(&self.peer, &Expect::default()),
             reason: format!("rdma {}: ibv_post_send: {e}", self.dev),
         })
     }

@@ -4,7 +4,7 @@
 
 use super::{Mapped, OutRing, ShmLink, ShmSink, ShmSinkHandle};
 use crate::config::LinkConfig;
-use crate::error::{Context, Error, Result};
+use crate::error::{ConfigError, Context, Error, Result};
 use crate::liveness::Liveness;
 use crate::outbox::Outbox;
 use crate::shm::ring::{read_info, Ring, RING_HEADER};
@@ -51,7 +51,10 @@ impl ShmLink {
         let out_path = segment_path(cluster, me, peer);
         remove_stale(&out_path)?;
         let mut out_mem = lockstep_tensor::shm::create_shared(&out_path, RING_HEADER + cap)
-            .map_err(|e| Error::Config(format!("shm ring {}: {e}", out_path.display())))?;
+            .map_err(|e| ConfigError::ShmRing {
+                path: out_path.clone(),
+                message: e.to_string(),
+            })?;
         let generation: u64 = rand::random();
         // SAFETY: `out_mem` is kept next to the ring in `Mapped` for the ring's whole life.
         let out_ring = unsafe { Ring::init(&mut out_mem, generation, cap) };
