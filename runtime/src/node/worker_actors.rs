@@ -2,7 +2,7 @@
 //! on its own single-thread `SyncArbiter`, and the `WorkerNode` on the arbiter that answers the
 //! coordinator; with a parameter server the initial parameters are synchronised first.
 
-use crate::error::RuntimeError;
+use crate::error::{ActorError, RuntimeError};
 use crate::round::*;
 use actix::{Actor, SyncArbiter};
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,10 @@ pub(crate) async fn start_worker_actors(
     transform: Arc<crate::job::stored_transform::StoredTransform>,
 ) -> Result<(actix::Addr<WorkerNode>, actix::Addr<Compute>), RuntimeError> {
     use crate::round::messages::{GetParams, SetParams, SyncParams};
-    let mailbox = |e: actix::MailboxError| RuntimeError::Actor(e.to_string());
+    let mailbox = |source: actix::MailboxError| ActorError::Mailbox {
+        mailbox: "the worker's actors",
+        source,
+    };
     let sparse_wait = aggregator.sparse_wait();
     let aggregator = SyncArbiter::start(1, once(aggregator));
     let sparse_link = sparse_wait.map(|w| (aggregator.clone().recipient(), w));
