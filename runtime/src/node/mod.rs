@@ -16,6 +16,8 @@ pub mod preflight;
 pub mod stop;
 pub(crate) mod worker;
 pub(crate) mod worker_actors;
+pub(crate) mod worker_data;
+pub(crate) mod worker_epoch;
 
 use crate::error::{ActorError, ProtocolError, RuntimeError, SetupError};
 use crate::job;
