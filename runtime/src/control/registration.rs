@@ -28,7 +28,7 @@ pub struct Registration {
 /// Accept and register every node in `names`; the result is in the order of `names`.
 ///
 /// # Errors
-/// [`RuntimeError::Timeout`] naming the nodes that never came; [`RuntimeError::Inconsistent`]
+/// [`RuntimeError::Timeout`] naming the nodes that never came; [`crate::error::MismatchError`]
 /// naming both shapes when a model differs.
 pub fn accept_members(
     ctx: &NodeContext,

@@ -321,17 +321,12 @@ impl Compute {
 
     /// The aggregator is done: step, report, do rank 0's duties, go on.
     fn finish(&mut self, msg: Reduced) -> Result<(), RuntimeError> {
-        let run = self
-            .running
-            .take()
-            .ok_or(MismatchError::NoRound { round: msg.round })?;
+        let no_round = MismatchError::NoRound { round: msg.round };
+        let run = self.running.take().ok_or(no_round)?;
         let round = run.plan.round;
         if msg.round != round {
-            return Err(MismatchError::OtherRound {
-                round,
-                got: msg.round,
-            }
-            .into());
+            let got = msg.round;
+            return Err(MismatchError::OtherRound { round, got }.into());
         }
         let exposed = run.backprop_done.elapsed();
         let t = Instant::now();
@@ -341,13 +336,13 @@ impl Compute {
         drop(msg.params);
         if let Some(state) = &msg.optimizer {
             // The servers' optimizer state, for the checkpoint of this round.
-            self.optimizer
-                .load_state(state)
-                .map_err(|source| MismatchError::OptimizerState {
-                    round: Some(round),
-                    what: "parameter servers' optimizer state",
-                    source,
-                })?;
+            let what = "parameter servers' optimizer state";
+            let bad = |source| MismatchError::OptimizerState {
+                round: Some(round),
+                what,
+                source,
+            };
+            self.optimizer.load_state(state).map_err(bad)?;
         }
         self.grads = Some(msg.grads);
         let r = &self.reporter;
