@@ -12,6 +12,8 @@ pub(crate) mod compat;
 mod launch;
 mod mismatch;
 mod protocol;
+#[cfg(test)]
+mod tests;
 mod training;
 
 pub use actor::ActorError;
