@@ -30,6 +30,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Run the coordinator role of `ctx`'s node until the job ends, and write its report.
 pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let m = &ctx.manifest;
     let me = ctx.name.clone();

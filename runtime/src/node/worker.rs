@@ -1,7 +1,8 @@
 //! The worker role of a node: load data, build the model, connect to the coordinator, join the
 //! data mesh, start the `DataLoader`, `Compute`, `Aggregator` and `WorkerNode` actors, and run
-//! the granted rounds until `Finish`; in an elastic job, one membership after another. Where
-//! the rows come from is [`super::worker_data`].
+//! the granted rounds until `Finish`; in an elastic job, one membership after another. One
+//! membership is [`super::worker_epoch`], its actors [`super::worker_actors`], where its rows
+//! come from [`super::worker_data`].
 
 use super::worker_data::StreamSetup;
 use crate::control::protocol::{recv_msg, send_msg, ControlMsg};
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+/// Run the worker role of `ctx`'s node: register, then run every membership until `Finish`.
 pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let m = &ctx.manifest;
     let me = ctx.name.clone();
