@@ -24,6 +24,11 @@ pub use training::TrainingError;
 
 use crate::manifest::ManifestError;
 
+/// `round {r}: ` when there is a round (the prefix of a message about one).
+fn at(round: &Option<u64>) -> String {
+    round.map(|r| format!("round {r}: ")).unwrap_or_default()
+}
+
 /// Errors of nodes, the launcher and embedding.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

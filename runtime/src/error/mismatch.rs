@@ -6,10 +6,7 @@
 use crate::control::protocol::{DataView, ModelSignature};
 use std::ops::Range;
 
-/// `round {r}: ` when there is a round.
-fn at(round: &Option<u64>) -> String {
-    round.map(|r| format!("round {r}: ")).unwrap_or_default()
-}
+use super::at;
 
 /// Two sides that should agree and do not, with both values.
 #[derive(Debug, thiserror::Error)]

@@ -5,10 +5,7 @@
 use lockstep_trainer::model::ModelError;
 use lockstep_trainer::optim::OptimError;
 
-/// `round {r}: ` when there is a round.
-fn at(round: &Option<u64>) -> String {
-    round.map(|r| format!("round {r}: ")).unwrap_or_default()
-}
+use super::at;
 
 /// `{op}: ` when there is an operation.
 fn fmt_op(op: &Option<&'static str>) -> String {
