@@ -3,10 +3,9 @@
 //! parameter counts, rounds out of step). Each case names the nodes or the round and both
 //! values.
 
+use super::at;
 use crate::control::protocol::{DataView, ModelSignature};
 use std::ops::Range;
-
-use super::at;
 
 /// Two sides that should agree and do not, with both values.
 #[derive(Debug, thiserror::Error)]

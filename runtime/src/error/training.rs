@@ -2,10 +2,9 @@
 //! names the manifest key or the round and step, and keeps the trainer's own error as its
 //! source; rendered after `model: `.
 
+use super::at;
 use lockstep_trainer::model::ModelError;
 use lockstep_trainer::optim::OptimError;
-
-use super::at;
 
 /// `{op}: ` when there is an operation.
 fn fmt_op(op: &Option<&'static str>) -> String {
