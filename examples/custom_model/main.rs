@@ -419,7 +419,7 @@ fn run(mode: Mode) -> Result<(), RuntimeError> {
                 sets: vec![format!("cluster.transport=\"{transport}\"")],
                 run_dir: Some(a.run_dir),
                 exe: std::env::current_exe()
-                    .map_err(|e| RuntimeError::Launch(format!("cannot find this program: {e}")))?,
+                    .map_err(|e| RuntimeError::io("find", "this program", e))?,
                 ..Default::default()
             })?;
             println!("{}", report.summary());

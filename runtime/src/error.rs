@@ -1,8 +1,32 @@
 //! Runtime errors. The one users read most is [`RuntimeError::Peer`]: it names the node that
 //! failed, the round and what this node was doing, e.g.
 //! `node worker-2 failed in round 37 while waiting for RoundDone: connection closed by peer`.
+//!
+//! Every variant carries its fields (node, round, operation, path, key) or a typed error of a
+//! room below it; the text is made by `Display` at the edge. The families with many cases have
+//! their own enums next door: [`ActorError`], [`ProtocolError`], [`TrainingError`],
+//! [`MismatchError`], [`SetupError`] and [`LaunchError`].
+
+mod actor;
+mod launch;
+mod mismatch;
+mod protocol;
+#[cfg(test)]
+mod tests;
+mod training;
+
+pub use actor::ActorError;
+pub use launch::{ExitHow, FaultSyntax, LaunchError, NodeExit, RunOptionsError, SetupError};
+pub use mismatch::MismatchError;
+pub use protocol::{ProtocolError, Refuser};
+pub use training::TrainingError;
 
 use crate::manifest::ManifestError;
+
+/// `round {r}: ` when there is a round (the prefix of a message about one).
+fn at(round: &Option<u64>) -> String {
+    round.map(|r| format!("round {r}: ")).unwrap_or_default()
+}
 
 /// Errors of nodes, the launcher and embedding.
 #[derive(Debug, thiserror::Error)]
@@ -37,25 +61,27 @@ pub enum RuntimeError {
         /// Why.
         reason: String,
     },
-    /// Malformed control traffic.
+    /// Control traffic that does not fit the protocol: who sent what, and what was expected.
     #[error("control protocol: {0}")]
-    Protocol(String),
+    Control(#[from] ProtocolError),
     /// Data loading failed.
     #[error(transparent)]
     Data(#[from] lockstep_trainer::data::DataError),
-    /// Model building or a training step failed.
+    /// Building the model or the optimizer, or a training step, failed: the round, the step and
+    /// the trainer's own error.
     #[error("model: {0}")]
-    Model(String),
+    Training(#[from] TrainingError),
     /// A collective failed: the error names this rank, the round, the operation and, for a dead
     /// or misbehaving peer, that peer (match on it with [`lockstep_collective::CollectiveError::failed_rank`]).
     #[error(transparent)]
     Collective(Box<lockstep_collective::CollectiveError>),
-    /// Two workers disagree (model shapes, final weights).
-    #[error("{0}")]
-    Inconsistent(String),
-    /// The actor system failed (a mailbox closed, an actor stopped).
+    /// Two nodes disagree (model shapes, data, final weights), or a worker's own bookkeeping
+    /// broke (gradient buckets, parameter counts, rounds out of step).
+    #[error(transparent)]
+    Mismatch(#[from] MismatchError),
+    /// The actor system failed: a mailbox closed, an actor stopped, a thread panicked.
     #[error("actor system: {0}")]
-    Actor(String),
+    ActorSystem(#[from] ActorError),
     /// A file operation failed.
     #[error("{op} {path}: {message}")]
     Io {
@@ -102,9 +128,16 @@ pub enum RuntimeError {
         /// How long it waited.
         waited_ms: u64,
     },
-    /// Process supervision (launch).
-    #[error("{0}")]
-    Launch(String),
+    /// A node or the launcher cannot start: the environment, the manifest's nodes, a port, a
+    /// thread, the run directory.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The job's processes or members: one failed, too few are left, an interrupt.
+    #[error(transparent)]
+    Supervision(#[from] LaunchError),
+    /// A stream's producers failed the job (never connected, silent).
+    #[error(transparent)]
+    Stream(#[from] crate::stream::error::StreamFailure),
 }
 
 impl From<lockstep_transport::Error> for RuntimeError {

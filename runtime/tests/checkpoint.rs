@@ -58,5 +58,6 @@ fn newest_complete_wins_and_torn_or_corrupt_ones_are_skipped() {
     assert_eq!(find_latest(dir.path()).unwrap().1.round, 20);
     assert!(checkpoint::verify(&checkpoint::dir_for(dir.path(), 40))
         .unwrap_err()
+        .to_string()
         .contains("checksum"));
 }

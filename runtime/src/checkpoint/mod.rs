@@ -18,7 +18,7 @@
 
 pub mod remote;
 
-use crate::error::RuntimeError;
+use crate::error::{MismatchError, RuntimeError};
 use crate::job;
 use crate::job::stored_transform::StoredTransform;
 use lockstep_tensor::safetensors_io::write_atomic;
@@ -186,19 +186,53 @@ fn prune(root: &Path, keep: usize) {
     }
 }
 
-/// Check one checkpoint directory; `Err` says why it cannot be used.
-pub fn verify(dir: &Path) -> Result<CheckpointMeta, String> {
+/// Why a checkpoint directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointInvalid {
+    /// No `meta.json` (the commit marker) that can be read.
+    #[error("no readable meta.json ({0}): torn checkpoint")]
+    NoMeta(#[source] std::io::Error),
+    /// A `meta.json` that does not parse.
+    #[error("meta.json does not parse: {0}")]
+    Meta(#[source] serde_json::Error),
+    /// A state file that cannot be read.
+    #[error("read {}: {source}", path.display())]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// The system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file whose checksum is not the recorded one.
+    #[error("state.safetensors checksum {actual} does not match meta.json's {recorded}")]
+    Checksum {
+        /// The file's checksum.
+        actual: String,
+        /// `meta.json`'s.
+        recorded: String,
+    },
+}
+
+/// Check one checkpoint directory.
+///
+/// # Errors
+/// [`CheckpointInvalid`]: why it cannot be used.
+pub fn verify(dir: &Path) -> Result<CheckpointMeta, CheckpointInvalid> {
     let meta_path = dir.join("meta.json");
-    let bytes = std::fs::read(&meta_path)
-        .map_err(|e| format!("no readable meta.json ({e}): torn checkpoint"))?;
-    let meta: CheckpointMeta =
-        serde_json::from_slice(&bytes).map_err(|e| format!("meta.json does not parse: {e}"))?;
-    let actual = sha256_file(&dir.join("state.safetensors")).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(&meta_path).map_err(CheckpointInvalid::NoMeta)?;
+    let meta: CheckpointMeta = serde_json::from_slice(&bytes).map_err(CheckpointInvalid::Meta)?;
+    let path = dir.join("state.safetensors");
+    let state = std::fs::read(&path).map_err(|source| CheckpointInvalid::State {
+        path: path.clone(),
+        source,
+    })?;
+    let actual = hex::encode(Sha256::digest(&state));
     if actual != meta.state_sha256 {
-        return Err(format!(
-            "state.safetensors checksum {actual} does not match meta.json's {}",
-            meta.state_sha256
-        ));
+        return Err(CheckpointInvalid::Checksum {
+            actual,
+            recorded: meta.state_sha256,
+        });
     }
     Ok(meta)
 }
@@ -232,13 +266,13 @@ pub fn read(
             .get(&p.name)
             .ok_or_else(|| RuntimeError::io("read", &path, format!("no tensor {}", p.name)))?;
         if t.shape().dims() != p.shape.as_slice() {
-            return Err(RuntimeError::Inconsistent(format!(
-                "{}: tensor {} has shape {}, the model has {:?}",
-                path.display(),
-                p.name,
-                t.shape(),
-                p.shape
-            )));
+            return Err(MismatchError::TensorShape {
+                file: path.display().to_string(),
+                tensor: p.name.clone(),
+                shape: t.shape().to_string(),
+                model: p.shape.clone(),
+            }
+            .into());
         }
         params[p.range()].copy_from_slice(
             &t.to_vec::<f32>()

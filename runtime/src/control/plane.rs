@@ -15,7 +15,7 @@ use crate::control::protocol::{
     send_msg, CheckpointPlan, ControlMsg, LinkBytes, RoundPlan, RoundTiming,
 };
 use crate::control::registration::Registration;
-use crate::error::RuntimeError;
+use crate::error::{ProtocolError, RuntimeError};
 use crate::observe::trace::TraceCollector;
 use actix::{Actor, Handler, Message, SyncContext};
 use inbox::{Attached, Inbox};
@@ -153,11 +153,14 @@ impl ControlPlane {
             _ => None,
         };
         if about != Some(round) {
-            return Err(RuntimeError::Protocol(format!(
-                "{} sent {} (round {about:?}) while the coordinator was {doing} of round {round}",
-                m.name,
-                msg.name()
-            )));
+            return Err(ProtocolError::OutOfTurn {
+                node: m.name.clone(),
+                got: msg.name(),
+                about,
+                doing,
+                round,
+            }
+            .into());
         }
         Ok(msg)
     }
@@ -294,10 +297,11 @@ impl ControlPlane {
                     offsets,
                 });
             } else {
-                return Err(RuntimeError::Protocol(format!(
-                    "{} did not report RoundDone for round {round}",
-                    self.members[i].name
-                )));
+                return Err(ProtocolError::NoRoundDone {
+                    node: self.members[i].name.clone(),
+                    round,
+                }
+                .into());
             }
             if i < self.workers && msg.evaluate {
                 match self.next(i, round, "waiting for the evaluation")? {
@@ -305,11 +309,12 @@ impl ControlPlane {
                         shares.push((self.members[i].name.clone(), share));
                     }
                     Ok(other) => {
-                        return Err(RuntimeError::Protocol(format!(
-                            "{} sent {} instead of its evaluation of round {round}",
-                            self.members[i].name,
-                            other.name()
-                        )))
+                        return Err(ProtocolError::NoEvaluation {
+                            node: self.members[i].name.clone(),
+                            got: other.name(),
+                            round,
+                        }
+                        .into())
                     }
                     Err(lost) => {
                         out.lost = Some(lost);

@@ -38,7 +38,7 @@
 //! round every member reported, so it can still stop every node at a round boundary by not
 //! granting more (and `Abort` stops them at once).
 
-use crate::error::RuntimeError;
+use crate::error::{ProtocolError, RuntimeError};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{Expect, FrameHeader, Link, Op};
 use serde::{Deserialize, Serialize};
@@ -368,9 +368,12 @@ pub fn send_msg(
 /// One control message as a frame: header and JSON payload.
 ///
 /// # Errors
-/// [`RuntimeError::Protocol`] when the message cannot be serialised.
+/// [`ProtocolError::Encode`] when the message cannot be serialised.
 pub fn encode(round: u64, msg: &ControlMsg) -> Result<(FrameHeader, Buffer), RuntimeError> {
-    let bytes = serde_json::to_vec(msg).map_err(|e| RuntimeError::Protocol(e.to_string()))?;
+    let bytes = serde_json::to_vec(msg).map_err(|source| ProtocolError::Encode {
+        message: msg.name(),
+        source,
+    })?;
     let header = FrameHeader::data(Op::Control, round, 0, 0, 0, bytes.len() as u64);
     Ok((header, Buffer::from_external(bytes)))
 }
@@ -379,7 +382,7 @@ pub fn encode(round: u64, msg: &ControlMsg) -> Result<(FrameHeader, Buffer), Run
 /// bounded by the link's liveness: a dead or silent peer is an error within the peer timeout.
 ///
 /// # Errors
-/// [`RuntimeError::Peer`] (dead or silent peer), [`RuntimeError::Protocol`] (bad JSON),
+/// [`RuntimeError::Peer`] (dead or silent peer), [`ProtocolError::Decode`] (bad JSON),
 /// [`RuntimeError::Aborted`] when the peer sent `Abort`.
 pub fn recv_msg(
     link: &mut impl Link,
@@ -422,8 +425,11 @@ pub fn recv_msg_before(
 
 fn decode(peer: &str, payload: &[u8]) -> Result<ControlMsg, RuntimeError> {
     let peer = peer.to_string();
-    let msg: ControlMsg = serde_json::from_slice(payload)
-        .map_err(|e| RuntimeError::Protocol(format!("bad control message from {peer}: {e}")))?;
+    let msg: ControlMsg =
+        serde_json::from_slice(payload).map_err(|source| ProtocolError::Decode {
+            node: peer.clone(),
+            source,
+        })?;
     if let ControlMsg::Abort { reason } = &msg {
         return Err(RuntimeError::Aborted {
             node: peer,

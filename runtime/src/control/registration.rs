@@ -3,7 +3,7 @@
 //! coordinator's parameter layout (a mismatch names both nodes and both shapes).
 
 use crate::control::protocol::{recv_msg, send_msg, ControlMsg, ModelSignature};
-use crate::error::RuntimeError;
+use crate::error::{MismatchError, ProtocolError, RuntimeError};
 use crate::node::{NodeContext, REGISTRATION_TIMEOUT};
 use lockstep_transport::registrar::{gather, Admit, Expected, GatherError};
 use lockstep_transport::tcp::listener::Acceptor;
@@ -28,7 +28,7 @@ pub struct Registration {
 /// Accept and register every node in `names`; the result is in the order of `names`.
 ///
 /// # Errors
-/// [`RuntimeError::Timeout`] naming the nodes that never came; [`RuntimeError::Inconsistent`]
+/// [`RuntimeError::Timeout`] naming the nodes that never came; [`crate::error::MismatchError`]
 /// naming both shapes when a model differs.
 pub fn accept_members(
     ctx: &NodeContext,
@@ -67,6 +67,32 @@ pub fn accept_members(
     }
 }
 
+/// How a member's model (first) or data differ from the coordinator's, if they do.
+fn differs(
+    me: &str,
+    mine: &ModelSignature,
+    peer: &str,
+    theirs: &ModelSignature,
+) -> Option<MismatchError> {
+    if theirs.params != mine.params {
+        return Some(MismatchError::ModelShapes {
+            node_a: me.to_string(),
+            shapes_a: Box::new(mine.clone()),
+            node_b: peer.to_string(),
+            shapes_b: Box::new(theirs.clone()),
+        });
+    }
+    match (&mine.data, &theirs.data) {
+        (Some(a), Some(b)) if a != b => Some(MismatchError::Data {
+            node_a: me.to_string(),
+            data_a: a.clone(),
+            node_b: peer.to_string(),
+            data_b: b.clone(),
+        }),
+        _ => None,
+    }
+}
+
 /// Turn one authenticated connection into a member: read its `Register` and check its model
 /// layout against `signature` (a mismatch is answered with `Abort` naming both shapes).
 fn register_one(
@@ -87,28 +113,20 @@ fn register_one(
             uptime_ms,
         } if node == peer => (data_addr, ingest_addr, signature, uptime_ms),
         other => {
-            return Err(RuntimeError::Protocol(format!(
-                "{peer} sent {} instead of Register",
-                other.name()
-            )))
+            return Err(ProtocolError::InsteadOf {
+                node: peer.to_string(),
+                got: other.name(),
+                expected: "Register",
+            }
+            .into())
         }
     };
-    let data_differs = match (&signature.data, &sig.data) {
-        (Some(mine), Some(theirs)) if mine != theirs => Some(format!(
-            "data differs: {me} has {mine}, {peer} has {theirs} (the files differ between their \
-             hosts, the dataset changed since the job started, or their [job.data] settings \
-             differ)"
-        )),
-        _ => None,
-    };
-    let shapes_differ = (sig.params != signature.params)
-        .then(|| format!("model shapes differ: {me} has [{signature}], {peer} has [{sig}]"));
-    if let Some(reason) = shapes_differ.or(data_differs) {
+    if let Some(mismatch) = differs(me, signature, peer, &sig) {
         let abort = ControlMsg::Abort {
-            reason: reason.clone(),
+            reason: mismatch.to_string(),
         };
         let _ = send_msg(&mut link, 0, "aborting", &abort);
-        return Err(RuntimeError::Inconsistent(reason));
+        return Err(mismatch.into());
     }
     tracing::info!(node = %peer, %data_addr, "registered");
     let started = uptime_ms

@@ -8,7 +8,7 @@
 //! ([`crate::job::evaluate`] is `combine(share(.., 0, 1))`). While rank 0 evaluated alone, the
 //! others waited for it at the next allreduce; now every worker evaluates `1/n` of the rows.
 
-use crate::error::RuntimeError;
+use crate::error::{ProtocolError, RuntimeError, TrainingError};
 use lockstep_trainer::data::Task as DataTask;
 use lockstep_trainer::metrics;
 use lockstep_trainer::model::{Model, PREDICT_CHUNK};
@@ -60,7 +60,7 @@ pub struct EvalShare {
 /// Evaluate the chunks of `test` that belong to worker `rank` of `workers`.
 ///
 /// # Errors
-/// [`RuntimeError::Model`] when the model cannot run on the rows.
+/// [`TrainingError::Model`] when the model cannot run on the rows.
 pub fn share(
     model: &mut dyn Model,
     task: DataTask,
@@ -75,7 +75,7 @@ pub fn share(
         (Targets::Real(_), _) => EvalKind::Regression,
     };
     let of = test.rows.div_ceil(PREDICT_CHUNK);
-    let merr = |e| RuntimeError::Model(format!("evaluation: {e}"));
+    let merr = TrainingError::key("evaluation");
     let mut chunks = Vec::new();
     for index in (rank..of).step_by(workers.max(1)) {
         let start = index * PREDICT_CHUNK;
@@ -140,7 +140,7 @@ fn slice(test: &Batch, start: usize, rows: usize, per: usize) -> Batch {
 /// (classes, binary), `auc` (binary, when both classes occur), `r2` and `mse` (regression).
 ///
 /// # Errors
-/// [`RuntimeError::Protocol`] when the shares do not cover every chunk exactly once, or disagree
+/// [`ProtocolError`] when the shares do not cover every chunk exactly once, or disagree
 /// on the kind or the number of chunks (naming the worker, by its position in `shares`).
 pub fn combine(shares: Vec<(String, EvalShare)>) -> Result<BTreeMap<String, f64>, RuntimeError> {
     let Some((_, first)) = shares.first() else {
@@ -150,20 +150,20 @@ pub fn combine(shares: Vec<(String, EvalShare)>) -> Result<BTreeMap<String, f64>
     let mut slots: Vec<Option<EvalChunk>> = vec![None; of];
     for (node, s) in shares {
         if s.kind != kind || s.of as usize != of {
-            return Err(RuntimeError::Protocol(format!(
-                "{node} evaluated {} chunks as {:?}, another worker {of} as {kind:?}",
-                s.of, s.kind
-            )));
+            return Err(ProtocolError::HeldOutCut {
+                node,
+                chunks: s.of,
+                kind: s.kind,
+                other_chunks: of,
+                other_kind: kind,
+            }
+            .into());
         }
         for c in s.chunks {
             let i = c.index as usize;
             match slots.get_mut(i) {
                 Some(slot @ None) => *slot = Some(c),
-                _ => {
-                    return Err(RuntimeError::Protocol(format!(
-                        "{node} sent held-out chunk {i}, which is out of range or already evaluated"
-                    )))
-                }
+                _ => return Err(ProtocolError::HeldOutChunk { node, chunk: i }.into()),
             }
         }
     }
@@ -171,9 +171,7 @@ pub fn combine(shares: Vec<(String, EvalShare)>) -> Result<BTreeMap<String, f64>
     let (mut loss_sum, mut rows, mut hits) = (0.0f64, 0usize, 0u64);
     let (mut pred, mut label) = (Vec::new(), Vec::new());
     for (i, slot) in slots.into_iter().enumerate() {
-        let c = slot.ok_or_else(|| {
-            RuntimeError::Protocol(format!("no worker evaluated held-out chunk {i} of {of}"))
-        })?;
+        let c = slot.ok_or(ProtocolError::HeldOutMissing { chunk: i, of })?;
         loss_sum += c.loss_sum;
         rows += c.rows as usize;
         hits += c.hits;

@@ -9,7 +9,7 @@ pub mod split_export;
 pub mod stored_transform;
 
 use crate::control::protocol::ModelSignature;
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, TrainingError};
 use crate::manifest::Manifest;
 use lockstep_trainer::data::{self, EpochPlan, Split, Task as DataTask};
 
@@ -45,7 +45,7 @@ pub fn load_split_with(
 /// Build the manifest's model for `split`, initialised from the job seed.
 ///
 /// # Errors
-/// [`RuntimeError::Model`] naming the field that does not fit.
+/// [`TrainingError`] naming the field that does not fit.
 pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError> {
     let spec = &m.job.model;
     let built = match spec.kind {
@@ -61,13 +61,13 @@ pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError
         }
         _ => build_model(spec, split.train.cols, split.outputs(), m.job.seed),
     };
-    let mut model = built.map_err(|e| RuntimeError::Model(format!("job.model: {e}")))?;
+    let mut model = built.map_err(TrainingError::key("job.model"))?;
     model
         .set_class_weights(class_weights(m, split)?)
-        .map_err(|e| RuntimeError::Model(format!("job.model.class_weight: {e}")))?;
+        .map_err(TrainingError::key("job.model.class_weight"))?;
     model
         .init_from_data(&split.train.x, m.job.seed)
-        .map_err(|e| RuntimeError::Model(format!("job.model: {e}")))?;
+        .map_err(TrainingError::key("job.model"))?;
     Ok(model)
 }
 
@@ -75,16 +75,16 @@ pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError
 /// training split's class counts for `"balanced"`; `None` when unset.
 ///
 /// # Errors
-/// [`RuntimeError::Model`] naming `job.model.class_weight`: a regression task, an unknown class
+/// [`TrainingError::ClassWeight`]: a regression task, an unknown class
 /// or name, a weight that is not positive, or `"balanced"` without training rows in memory (a
 /// dataset streamed from files or a stream).
 pub fn class_weights(m: &Manifest, split: &Split) -> Result<Option<Vec<f32>>, RuntimeError> {
     let Some(cw) = &m.job.model.class_weight else {
         return Ok(None);
     };
-    let bad = |e: String| RuntimeError::Model(format!("job.model.class_weight: {e}"));
+    let bad = |reason: String| TrainingError::ClassWeight { reason };
     if split.classes.is_empty() {
-        return Err(bad("applies to classification only".into()));
+        return Err(bad("applies to classification only".into()).into());
     }
     let mut counts = vec![0u64; split.classes.len()];
     match &split.train.y {
@@ -105,11 +105,12 @@ pub fn class_weights(m: &Manifest, split: &Split) -> Result<Option<Vec<f32>>, Ru
     if counts.iter().sum::<u64>() == 0 && matches!(cw, ClassWeight::Named(_)) {
         return Err(bad(
             "\"balanced\" counts the classes of the training rows, and this job has none in memory (a dataset streamed from files, or a stream): give a table of class = weight".into(),
-        ));
+        ).into());
     }
-    cw.weights(&split.classes, &counts)
+    Ok(cw
+        .weights(&split.classes, &counts)
         .map(Some)
-        .map_err(|e| bad(e.to_string()))
+        .map_err(|e| bad(e.to_string()))?)
 }
 
 /// [`class_weights`] by class name, as the report shows them.
@@ -130,16 +131,16 @@ pub fn class_weights_by_name(
 /// (every tensor but the biases, `*.bias` in the layout).
 ///
 /// # Errors
-/// [`RuntimeError::Model`] naming the optimizer field.
+/// [`TrainingError::Optimizer`] naming the optimizer field.
 pub fn optimizer(spec: &OptimizerSpec, model: &dyn Model) -> Result<Optimizer, RuntimeError> {
     let weights = model
         .layout()
         .iter()
         .filter(|p| !p.name.ends_with(".bias"))
         .map(|p| p.range());
-    Optimizer::new(spec, model.params().len())
-        .map(|o| o.with_penalized(weights))
-        .map_err(|e| RuntimeError::Model(format!("job.optimizer: {e}")))
+    let optimizer = Optimizer::new(spec, model.params().len())
+        .map_err(TrainingError::optimizer(None, "job.optimizer"))?;
+    Ok(optimizer.with_penalized(weights))
 }
 
 /// Check everything that can be checked before processes start: data file, columns, model and
@@ -196,10 +197,11 @@ pub fn total_rounds(m: &Manifest, train_rows: usize) -> Result<u64, RuntimeError
     }
     let per_epoch = plan(m, train_rows).batches_per_epoch();
     if per_epoch == 0 {
-        return Err(RuntimeError::Model(format!(
-            "job.global_batch = {} but the training split has {train_rows} rows",
-            global_batch(m, train_rows)
-        )));
+        return Err(TrainingError::NoBatch {
+            global_batch: global_batch(m, train_rows),
+            train_rows,
+        }
+        .into());
     }
     Ok(match (m.job.rounds, m.job.epochs) {
         (Some(r), _) => r,
@@ -211,7 +213,7 @@ pub fn total_rounds(m: &Manifest, train_rows: usize) -> Result<u64, RuntimeError
 /// Evaluate `model` on `table`-shaped data: loss plus accuracy / auc / r2 as fits the task.
 ///
 /// # Errors
-/// [`RuntimeError::Model`] when the model cannot run on the batch.
+/// [`TrainingError::Model`] when the model cannot run on the batch.
 pub fn evaluate(
     model: &mut dyn Model,
     task: DataTask,

@@ -12,7 +12,7 @@
 //! batch, except that with a label column the predictions and labels are kept to compute the
 //! metrics at the end (a few bytes per row).
 
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, TrainingError};
 use arrow_array::{ArrayRef, Float32Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use lockstep_trainer::data::{
@@ -153,7 +153,10 @@ pub fn predict_file(
             .map_err(data_err)?;
         let pred = model
             .predict(&x, n)
-            .map_err(|e| RuntimeError::Model(format!("predict {file}: {e}")))?;
+            .map_err(|source| TrainingError::Predict {
+                file: file.to_string(),
+                source,
+            })?;
         let mut arrays: Vec<ArrayRef> = keep
             .iter()
             .map(|c| batch.column_by_name(c).cloned().expect("checked above"))

@@ -18,7 +18,7 @@
 //! `serde_json` is built with `float_roundtrip`, so every `f64` of the plans parses back to the
 //! bits it was written from: the stored transform is bit-identical to the fitted one.
 
-use crate::error::RuntimeError;
+use crate::error::{MismatchError, RuntimeError};
 use crate::job;
 use crate::node::NodeContext;
 use lockstep_trainer::data::{Fitted, Split};
@@ -134,7 +134,7 @@ pub fn load_split_for(
 /// Checks that `stored` (a checkpoint's) is the transform this node loaded its data with.
 ///
 /// # Errors
-/// [`RuntimeError::Inconsistent`] naming the checkpoint and the node.
+/// [`MismatchError::Transform`] naming the checkpoint and the node.
 pub fn check_same(
     stored: Option<&StoredTransform>,
     loaded: &Fitted,
@@ -142,11 +142,11 @@ pub fn check_same(
     node: &str,
 ) -> Result<(), RuntimeError> {
     match stored {
-        Some(t) if &t.fitted != loaded => Err(RuntimeError::Inconsistent(format!(
-            "checkpoint {checkpoint} stores a data transform that differs from the one node \
-             {node} fitted (did the data change? start every node with --resume so each takes \
-             the stored transform)"
-        ))),
+        Some(t) if &t.fitted != loaded => Err(MismatchError::Transform {
+            checkpoint: checkpoint.to_string(),
+            node: node.to_string(),
+        }
+        .into()),
         _ => Ok(()),
     }
 }

@@ -6,10 +6,8 @@
 //! `[rank-R]` and kept in `<run dir>/logs/rank-R.log`; the first failure stops the others, and every
 //! rank that failed is named with how; Ctrl-C stops them all. The same supervision as `lockstep launch`.
 
-use super::{
-    describe_failure, install_signal_handlers, interrupted, spawn, stop_all, supervise, Node,
-};
-use crate::error::RuntimeError;
+use super::{install_signal_handlers, interrupted, spawn, stop_all, supervise, Node};
+use crate::error::{LaunchError, RunOptionsError, RuntimeError};
 use lockstep_transport::elastic::{ElasticPolicy, ElasticRendezvous};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,16 +38,16 @@ const CLUSTER: &str = "lockstep-run";
 /// Run the processes to the end.
 ///
 /// # Errors
-/// [`RuntimeError::Launch`] naming each rank that failed (and how), or what could not be
+/// [`LaunchError`] naming each rank that failed (and how), or what could not be
 /// started.
 pub fn run_command(o: &RunOptions) -> Result<(), RuntimeError> {
     if o.workers == 0 {
-        return Err(RuntimeError::Launch("run: -n must be at least 1".into()));
+        return Err(LaunchError::RunOptions(RunOptionsError::NoWorkers).into());
     }
     let (exe, args) = o
         .program
         .split_first()
-        .ok_or_else(|| RuntimeError::Launch("run: no program given after --".into()))?;
+        .ok_or(LaunchError::RunOptions(RunOptionsError::NoProgram))?;
     let logs = o.run_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| RuntimeError::io("create", &logs, e))?;
     let token = std::env::var("LOCKSTEP_TOKEN").unwrap_or_else(|_| {
@@ -58,10 +56,9 @@ pub fn run_command(o: &RunOptions) -> Result<(), RuntimeError> {
     });
     let rendezvous = match o.elastic {
         Some(min) if min == 0 || min > o.workers => {
-            return Err(RuntimeError::Launch(format!(
-                "run: --elastic {min} must be between 1 and -n {}",
-                o.workers
-            )))
+            let workers = o.workers;
+            let e = RunOptionsError::ElasticRange { min, workers };
+            return Err(LaunchError::RunOptions(e).into());
         }
         Some(min) => {
             let policy = ElasticPolicy {
@@ -72,7 +69,7 @@ pub fn run_command(o: &RunOptions) -> Result<(), RuntimeError> {
             };
             Some(
                 ElasticRendezvous::start("127.0.0.1:0", CLUSTER, token.as_bytes(), policy)
-                    .map_err(|e| RuntimeError::Launch(format!("run: the rendezvous: {e}")))?,
+                    .map_err(|e| LaunchError::Rendezvous(Box::new(e)))?,
             )
         }
         None => None,
@@ -82,7 +79,7 @@ pub fn run_command(o: &RunOptions) -> Result<(), RuntimeError> {
         // A free port for rank 0's rendezvous (released here, bound again by rank 0 at once).
         None => std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .map_err(|e| RuntimeError::Launch(format!("run: no free port on 127.0.0.1: {e}")))?
+            .map_err(LaunchError::NoPort)?
             .port(),
     };
     let mut common = vec![
@@ -112,7 +109,7 @@ pub fn run_command(o: &RunOptions) -> Result<(), RuntimeError> {
         match spawn(exe.as_ref(), &name, args, &env, &logs, None) {
             Ok(n) => nodes.push(n),
             Err(e) => {
-                super::stop_all(&mut nodes);
+                stop_all(&mut nodes);
                 return Err(e);
             }
         }
@@ -136,13 +133,11 @@ fn supervise_elastic(
     let logs = o.run_dir.join("logs");
     let mut current: Vec<usize> = (0..nodes.len()).collect();
     let mut restarts = 0u32;
-    let mut dead: Vec<String> = Vec::new();
+    let mut dead = Vec::new();
     loop {
         if interrupted() {
             stop_all(&mut nodes);
-            return Err(RuntimeError::Launch(
-                "interrupted: every rank stopped".into(),
-            ));
+            return Err(LaunchError::RanksInterrupted.into());
         }
         for (slot, idx) in current.iter_mut().enumerate() {
             let n = &mut nodes[*idx];
@@ -156,7 +151,7 @@ fn supervise_elastic(
             if st.success() {
                 continue;
             }
-            let why = describe_failure(n, st);
+            let why = n.exit(st);
             if restarts >= o.max_restarts {
                 tracing::warn!("{why}; the others go on without it (elastic)");
                 dead.push(why);
@@ -185,10 +180,12 @@ fn supervise_elastic(
             .count();
         if can_finish < min {
             stop_all(&mut nodes);
-            return Err(RuntimeError::Launch(format!(
-                "elastic run stopped: {can_finish} rank(s) left, fewer than --elastic {min}; dead:\n{}",
-                dead.join("\n")
-            )));
+            return Err(LaunchError::ElasticRunStopped {
+                left: can_finish,
+                min,
+                dead,
+            }
+            .into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -202,13 +199,10 @@ fn supervise_elastic(
         }
         return Ok(());
     }
-    let failed: Vec<String> = current
+    let failed = current
         .iter()
         .filter(|&&i| !nodes[i].exited.is_some_and(|s| s.success()))
-        .map(|&i| describe_failure(&nodes[i], nodes[i].exited.unwrap_or_default()))
+        .map(|&i| nodes[i].exit(nodes[i].exited.unwrap_or_default()))
         .collect();
-    Err(RuntimeError::Launch(format!(
-        "elastic run failed: {ok} rank(s) finished cleanly, fewer than --elastic {min}:\n{}",
-        failed.join("\n")
-    )))
+    Err(LaunchError::ElasticRunFailed { ok, min, failed }.into())
 }

@@ -2,7 +2,7 @@
 //! a second one (or a stop that takes too long) stops every node at once.
 
 use super::{stop_all, Node};
-use crate::error::RuntimeError;
+use crate::error::{LaunchError, RuntimeError};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -58,14 +58,14 @@ impl Interrupts {
             unsafe { libc::kill(n.child.id() as libc::pid_t, libc::SIGINT) };
         }
         stop_all(nodes);
-        Err(RuntimeError::Launch(if n > 1 {
-            "interrupted (a second signal: every node stopped at once, no final checkpoint)".into()
+        Err(if n > 1 {
+            LaunchError::InterruptedTwice.into()
         } else {
-            format!(
-                "interrupted: the graceful stop did not end within {} s; every node stopped",
-                STOP_GRACE.as_secs()
-            )
-        }))
+            LaunchError::StopTimedOut {
+                grace_s: STOP_GRACE.as_secs(),
+            }
+            .into()
+        })
     }
 }
 

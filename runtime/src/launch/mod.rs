@@ -7,15 +7,13 @@
 //! Port 0 works because the coordinator starts first and announces its bound control address in
 //! a file under the run directory; the other nodes get it on their command line.
 
-use crate::error::RuntimeError;
+use crate::error::{LaunchError, RuntimeError};
 use crate::manifest::{Manifest, Role};
 use crate::observe::report::Report;
 use interrupts::{install_signal_handlers, interrupted, Interrupts};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use process::{spawn, stop_all, Node};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What `lockstep launch` was asked to do.
@@ -43,15 +41,8 @@ pub struct LaunchOptions {
 
 mod command;
 mod interrupts;
+mod process;
 pub use command::{run_command, RunOptions};
-
-struct Node {
-    name: String,
-    args: Vec<String>,
-    child: Child,
-    last_error: Arc<Mutex<Option<String>>>,
-    exited: Option<ExitStatus>,
-}
 
 /// Load and check the manifest the way every node will see it.
 ///
@@ -71,8 +62,8 @@ pub fn effective_manifest(opts: &LaunchOptions) -> Result<Manifest, RuntimeError
 /// the cause); the report counts the restarts.
 ///
 /// # Errors
-/// Manifest and data errors before anything starts; otherwise a [`RuntimeError::Launch`] that
-/// names the node that failed first and why.
+/// Manifest and data errors before anything starts; otherwise a [`LaunchError`] that names the
+/// node that failed first and how.
 pub fn launch(opts: &LaunchOptions) -> Result<Report, RuntimeError> {
     let manifest = effective_manifest(opts)?;
     crate::job::preflight(&manifest)?;
@@ -108,20 +99,78 @@ fn report_path(opts: &LaunchOptions, manifest: &Manifest) -> PathBuf {
         .unwrap_or_else(|| run_dir(opts, manifest).join("report.json"))
 }
 
+/// Where one run's files go: the run directory, its logs, the report, the coordinator's
+/// announced address.
+struct RunPaths {
+    run_dir: PathBuf,
+    logs: PathBuf,
+    report: PathBuf,
+    announce: PathBuf,
+}
+
+impl RunPaths {
+    /// The paths of `manifest`'s run, the log folder created and the last run's report and
+    /// announcement removed.
+    fn prepare(opts: &LaunchOptions, manifest: &Manifest) -> Result<RunPaths, RuntimeError> {
+        let run_dir = run_dir(opts, manifest);
+        let logs = run_dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| RuntimeError::io("create", &logs, e))?;
+        let report = report_path(opts, manifest);
+        let _ = std::fs::remove_file(&report);
+        let announce = run_dir.join("coordinator.addr");
+        let _ = std::fs::remove_file(&announce);
+        Ok(RunPaths {
+            run_dir,
+            logs,
+            report,
+            announce,
+        })
+    }
+}
+
 fn run_once(
     opts: &LaunchOptions,
     manifest: &Manifest,
     resume: bool,
     restarts: u32,
 ) -> Result<Report, RuntimeError> {
-    let run_dir = run_dir(opts, manifest);
-    let logs = run_dir.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| RuntimeError::io("create", &logs, e))?;
-    let report_path = report_path(opts, manifest);
-    let _ = std::fs::remove_file(&report_path);
-    let announce = run_dir.join("coordinator.addr");
-    let _ = std::fs::remove_file(&announce);
+    let paths = RunPaths::prepare(opts, manifest)?;
+    let env = node_env(manifest, restarts)?;
+    install_signal_handlers();
+    let base = node_args(opts, &paths.run_dir, resume);
+    let mut nodes = start_nodes(opts, manifest, &base, &env, &paths)?;
+    let bar = crate::observe::progress::ProgressBar::for_terminal(&paths.run_dir);
+    if manifest.elastic().is_some() {
+        let respawn = Respawn {
+            exe: &opts.exe,
+            env: &env,
+            logs: &paths.logs,
+            left: opts.max_restarts,
+            done: 0,
+        };
+        let started = supervise_elastic(&mut nodes, respawn);
+        drop(bar);
+        let started = started?;
+        let mut report = Report::read(&paths.report)?;
+        if started > 0 {
+            report.restarts = started;
+            report.write(&paths.report)?;
+        }
+        return Ok(report);
+    }
+    let supervised = supervise(&mut nodes);
+    drop(bar);
+    supervised?;
+    let report = Report::read(&paths.report)?;
+    Ok(report)
+}
 
+/// The environment of every node: the restart count, and a fresh cluster token for a local run
+/// whose `env:` token variable is not set.
+///
+/// # Errors
+/// The manifest's token cannot be read (other than that variable not being set).
+fn node_env(manifest: &Manifest, restarts: u32) -> Result<Vec<(String, String)>, RuntimeError> {
     let mut env = vec![(
         crate::observe::RESTARTS_ENV.to_string(),
         restarts.to_string(),
@@ -141,8 +190,11 @@ fn run_once(
             Ok(String::new())
         }
     })?;
+    Ok(env)
+}
 
-    install_signal_handlers();
+/// The `lockstep node` arguments every node gets (without `--node`).
+fn node_args(opts: &LaunchOptions, run_dir: &Path, resume: bool) -> Vec<String> {
     let mut base = vec!["node".to_string(), opts.manifest.display().to_string()];
     for s in &opts.sets {
         base.extend(["--set".to_string(), s.clone()]);
@@ -155,20 +207,36 @@ fn run_once(
     if resume {
         base.push("--resume".into());
     }
+    base
+}
 
+/// Start the coordinator, wait for its address, then start every other node with it. Nothing
+/// is left running when this fails.
+fn start_nodes(
+    opts: &LaunchOptions,
+    manifest: &Manifest,
+    base: &[String],
+    env: &[(String, String)],
+    paths: &RunPaths,
+) -> Result<Vec<Node>, RuntimeError> {
     let coordinator = manifest.nodes_with(Role::Coordinator)[0].name.clone();
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut args = base.clone();
+    let mut args = base.to_vec();
     args.extend([
         "--node".into(),
         coordinator.clone(),
         "--announce".into(),
-        announce.display().to_string(),
+        paths.announce.display().to_string(),
     ]);
-    args.extend(["--report".into(), report_path.display().to_string()]);
-    nodes.push(spawn(&opts.exe, &coordinator, &args, &env, &logs, None)?);
-
-    let addr = match wait_for_announce(&announce, &mut nodes[0], Duration::from_secs(60)) {
+    args.extend(["--report".into(), paths.report.display().to_string()]);
+    let mut nodes = vec![spawn(
+        &opts.exe,
+        &coordinator,
+        &args,
+        env,
+        &paths.logs,
+        None,
+    )?];
+    let addr = match wait_for_announce(&paths.announce, &mut nodes[0], Duration::from_secs(60)) {
         Ok(a) => a,
         Err(e) => {
             stop_all(&mut nodes);
@@ -176,14 +244,14 @@ fn run_once(
         }
     };
     for n in manifest.nodes.iter().filter(|n| n.name != coordinator) {
-        let mut args = base.clone();
+        let mut args = base.to_vec();
         args.extend([
             "--node".into(),
             n.name.clone(),
             "--coordinator".into(),
             addr.clone(),
         ]);
-        match spawn(&opts.exe, &n.name, &args, &env, &logs, None) {
+        match spawn(&opts.exe, &n.name, &args, env, &paths.logs, None) {
             Ok(node) => nodes.push(node),
             Err(e) => {
                 stop_all(&mut nodes);
@@ -191,30 +259,7 @@ fn run_once(
             }
         }
     }
-    let bar = crate::observe::progress::ProgressBar::for_terminal(&run_dir);
-    if manifest.elastic().is_some() {
-        let respawn = Respawn {
-            exe: &opts.exe,
-            env: &env,
-            logs: &logs,
-            left: opts.max_restarts,
-            done: 0,
-        };
-        let started = supervise_elastic(&mut nodes, respawn);
-        drop(bar);
-        let started = started?;
-        let mut report = Report::read(&report_path)?;
-        if started > 0 {
-            report.restarts = started;
-            report.write(&report_path)?;
-        }
-        return Ok(report);
-    }
-    let supervised = supervise(&mut nodes);
-    drop(bar);
-    supervised?;
-    let report = Report::read(&report_path)?;
-    Ok(report)
+    Ok(nodes)
 }
 
 /// What an elastic launch needs to start a dead worker's process again.
@@ -249,7 +294,7 @@ fn supervise_elastic(nodes: &mut Vec<Node>, mut r: Respawn<'_>) -> Result<u32, R
             if st.success() {
                 return Ok(r.done);
             }
-            return Err(RuntimeError::Launch(describe_failure(&nodes[0], st)));
+            return Err(LaunchError::NodeFailed(nodes[0].exit(st)).into());
         }
         let mut again = Vec::new();
         for (i, n) in nodes.iter_mut().enumerate().skip(1) {
@@ -259,10 +304,7 @@ fn supervise_elastic(nodes: &mut Vec<Node>, mut r: Respawn<'_>) -> Result<u32, R
             if let Ok(Some(st)) = n.child.try_wait() {
                 n.exited = Some(st);
                 if !st.success() {
-                    tracing::warn!(
-                        "{}; the job continues without it (elastic)",
-                        describe_failure(n, st)
-                    );
+                    tracing::warn!("{}; the job continues without it (elastic)", n.exit(st));
                     again.push(i);
                 }
             }
@@ -286,81 +328,6 @@ fn supervise_elastic(nodes: &mut Vec<Node>, mut r: Respawn<'_>) -> Result<u32, R
     }
 }
 
-fn spawn(
-    exe: &Path,
-    name: &str,
-    args: &[String],
-    env: &[(String, String)],
-    logs: &Path,
-    log_name: Option<&str>,
-) -> Result<Node, RuntimeError> {
-    let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    // Own process group: the terminal's Ctrl-C reaches the launcher, which forwards it.
-    cmd.process_group(0);
-    // SAFETY: prctl is async-signal-safe; it makes the child die with the launcher.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    // The log first: a node must not be started when its output has nowhere to go.
-    let log_path = logs.join(format!("{}.log", log_name.unwrap_or(name)));
-    let log = Arc::new(Mutex::new(
-        std::fs::File::create(&log_path).map_err(|e| RuntimeError::io("create", &log_path, e))?,
-    ));
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| RuntimeError::Launch(format!("cannot start node {name}: {e}")))?;
-    let last_error = Arc::new(Mutex::new(None));
-    if let Some(out) = child.stdout.take() {
-        pump(name, out, log.clone(), last_error.clone(), false);
-    }
-    if let Some(err) = child.stderr.take() {
-        pump(name, err, log, last_error.clone(), true);
-    }
-    Ok(Node {
-        name: name.to_string(),
-        args: args.to_vec(),
-        child,
-        last_error,
-        exited: None,
-    })
-}
-
-/// Copy a child's output line by line, prefixed with its node name, to our stderr and its log.
-fn pump(
-    name: &str,
-    src: impl std::io::Read + Send + 'static,
-    log: Arc<Mutex<std::fs::File>>,
-    last_error: Arc<Mutex<Option<String>>>,
-    is_stderr: bool,
-) {
-    let name = name.to_string();
-    let _ = std::thread::Builder::new()
-        .name(format!("log-{name}"))
-        .spawn(move || {
-            for line in BufReader::new(src).lines().map_while(Result::ok) {
-                if is_stderr && line.contains("error") {
-                    if let Ok(mut e) = last_error.lock() {
-                        *e = Some(line.clone());
-                    }
-                }
-                if let Ok(mut f) = log.lock() {
-                    let _ = writeln!(f, "{line}");
-                }
-                crate::observe::progress::log_line(&format!("[{name}] {line}"));
-            }
-        });
-}
-
 fn wait_for_announce(
     path: &Path,
     coord: &mut Node,
@@ -375,10 +342,10 @@ fn wait_for_announce(
         }
         if let Ok(Some(st)) = coord.child.try_wait() {
             coord.exited = Some(st);
-            return Err(RuntimeError::Launch(describe_failure(coord, st)));
+            return Err(LaunchError::NodeFailed(coord.exit(st)).into());
         }
         if interrupted() {
-            return Err(RuntimeError::Launch("interrupted".into()));
+            return Err(LaunchError::Interrupted.into());
         }
         if Instant::now() > deadline {
             return Err(RuntimeError::Timeout {
@@ -390,19 +357,6 @@ fn wait_for_announce(
             });
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn describe_failure(n: &Node, st: ExitStatus) -> String {
-    let how = match (st.code(), st.signal()) {
-        (_, Some(sig)) => format!("was killed by signal {sig}"),
-        (Some(c), _) => format!("exited with status {c}"),
-        _ => "exited".to_string(),
-    };
-    let last = n.last_error.lock().ok().and_then(|e| e.clone());
-    match last {
-        Some(l) => format!("node {} {how}: {l}", n.name),
-        None => format!("node {} {how}", n.name),
     }
 }
 
@@ -431,68 +385,20 @@ fn supervise(nodes: &mut [Node]) -> Result<(), RuntimeError> {
                 .filter(|n| n.exited.is_some_and(|s| !s.success()))
                 .collect();
             bad.sort_by_key(|n| n.exited.and_then(|s| s.signal()).is_none());
-            let msg: Vec<String> = bad
+            let failed = bad
                 .iter()
-                .map(|n| describe_failure(n, n.exited.unwrap_or_default()))
+                .map(|n| n.exit(n.exited.unwrap_or_default()))
                 .collect();
             stop_all(nodes);
-            let mut msg = msg.join("\n");
-            if interrupted() {
-                msg = format!("interrupted (before training started, or the stop failed): {msg}");
+            return Err(LaunchError::NodesFailed {
+                failed,
+                interrupted: interrupted(),
             }
-            return Err(RuntimeError::Launch(msg));
+            .into());
         }
         if nodes.iter().all(|n| n.exited.is_some()) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Ask every running node to stop (SIGTERM), then kill what is left after a grace period.
-fn stop_all(nodes: &mut [Node]) {
-    for n in nodes.iter_mut().filter(|n| n.exited.is_none()) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(n.child.id() as libc::pid_t, libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < deadline
-        && nodes
-            .iter_mut()
-            .any(|n| n.exited.is_none() && n.child.try_wait().ok().flatten().is_none())
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for n in nodes.iter_mut() {
-        if n.child.try_wait().ok().flatten().is_none() {
-            let _ = n.child.kill();
-        }
-        let _ = n.child.wait();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A node whose log file cannot be created is not started at all (it used to be started
-    /// and then abandoned, running, when the error returned).
-    #[test]
-    fn no_node_is_started_when_its_log_cannot_be_created() {
-        let tmp = tempfile::tempdir().unwrap();
-        let marker = tmp.path().join("started");
-        let script = format!("touch {}", marker.display());
-        let args = ["-c".to_string(), script];
-        let missing_logs = tmp.path().join("no-such-dir");
-        let err = spawn(Path::new("/bin/sh"), "n0", &args, &[], &missing_logs, None)
-            .err()
-            .expect("spawn succeeded without a log file");
-        assert!(err.to_string().contains("n0.log"), "{err}");
-        // Had the child been started, it would have created the marker by now.
-        std::thread::sleep(Duration::from_secs(2));
-        assert!(
-            !marker.exists(),
-            "the node was started although its log failed"
-        );
     }
 }

@@ -40,16 +40,16 @@ fn parse(text: &str, sets: &[&str]) -> Result<Manifest, ManifestError> {
     Manifest::parse(text, Path::new("m.toml"), &sets)
 }
 
-/// Parse `BASE` with `sets` and validate; the error's text when either fails.
-fn check(sets: &[&str]) -> Result<Manifest, String> {
-    let m = parse(BASE, sets).map_err(|e| e.to_string())?;
-    m.validate().map_err(|e| e.to_string())?;
+/// Parse `BASE` with `sets` and validate.
+fn check(sets: &[&str]) -> Result<Manifest, ManifestError> {
+    let m = parse(BASE, sets)?;
+    m.validate()?;
     Ok(m)
 }
 
 /// `check(sets)` fails naming `key`, with `words` in the message.
 fn refused(sets: &[&str], key: &str, words: &str) {
-    let e = check(sets).expect_err("accepted");
+    let e = check(sets).expect_err("accepted").to_string();
     assert!(
         e.contains(&format!(": {key}: ")),
         "{sets:?}: no key {key} in {e}"

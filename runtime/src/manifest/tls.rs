@@ -8,7 +8,7 @@
 //! `LOCKSTEP_TLS_KEY` give the three paths (the same `{node}` rule; relative to the working
 //! directory); all three or none.
 
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, SetupError};
 use crate::manifest::Manifest;
 use lockstep_transport::{TlsConfig, TlsFiles};
 use serde::{Deserialize, Serialize};
@@ -51,7 +51,7 @@ impl TlsSpec {
     /// The spec from `LOCKSTEP_TLS_CA` / `_CERT` / `_KEY`, if set.
     ///
     /// # Errors
-    /// [`RuntimeError::Launch`] naming the missing variables when only some are set.
+    /// [`SetupError::TlsEnvPartial`] naming the missing variables when only some are set.
     pub fn from_env() -> Result<Option<TlsSpec>, RuntimeError> {
         let vals: Vec<Option<String>> = ENV_VARS
             .iter()
@@ -71,11 +71,11 @@ impl TlsSpec {
                     .filter(|(_, v)| v.is_none())
                     .map(|(n, _)| *n)
                     .collect();
-                Err(RuntimeError::Launch(format!(
-                    "TLS from the environment needs all of {}; {} not set",
-                    ENV_VARS.join(", "),
-                    missing.join(", ")
-                )))
+                Err(SetupError::TlsEnvPartial {
+                    all: &ENV_VARS,
+                    missing,
+                }
+                .into())
             }
         }
     }

@@ -17,6 +17,18 @@ impl Manifest {
     /// # Errors
     /// [`ManifestError::Invalid`] naming the key.
     pub fn validate(&self) -> Result<(), ManifestError> {
+        let workers = self.validate_nodes()?;
+        self.validate_stream(workers)?;
+        self.validate_length()?;
+        self.validate_batch(workers)?;
+        self.validate_elastic(workers)?;
+        self.validate_penalties()?;
+        self.validate_cluster()
+    }
+
+    /// One coordinator, some workers, unique well-formed names, `host:port` addresses, a role
+    /// for every node. Returns the number of workers.
+    fn validate_nodes(&self) -> Result<usize, ManifestError> {
         let coords = self.nodes_with(Role::Coordinator);
         if coords.len() != 1 {
             return Err(self.invalid(
@@ -59,8 +71,12 @@ impl Manifest {
                 return Err(self.invalid("nodes.roles", format!("node {} has no role", n.name)));
             }
         }
+        Ok(workers)
+    }
+
+    /// How long the job runs: `job.epochs` or `job.rounds` (a stream: rounds or nothing).
+    fn validate_length(&self) -> Result<(), ManifestError> {
         let job = &self.job;
-        self.validate_stream(workers)?;
         let stream = job.data.source == lockstep_trainer::data::Source::Stream;
         match (job.epochs, job.rounds) {
             (None, None) | (None, Some(_)) if stream => {}
@@ -84,6 +100,13 @@ impl Manifest {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// `job.global_batch` shared evenly by the workers; `job.micro_batches` a power of two that
+    /// the workers share and that divides the global batch (allreduce only).
+    fn validate_batch(&self, workers: usize) -> Result<(), ManifestError> {
+        let job = &self.job;
         if job.global_batch == 0 {
             return Err(self.invalid("job.global_batch", "must be at least 1".into()));
         }
@@ -118,6 +141,13 @@ impl Manifest {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// `[job.elastic]`: `1 <= min_workers <= max_workers <= workers`, with a file source and
+    /// allreduce.
+    fn validate_elastic(&self, workers: usize) -> Result<(), ManifestError> {
+        let job = &self.job;
         if let Some(e) = &job.elastic {
             let max = e.max_workers.unwrap_or(workers);
             if e.min_workers == 0 || e.min_workers > max || max > workers {
@@ -142,7 +172,11 @@ impl Manifest {
                 ));
             }
         }
-        self.validate_penalties()?;
+        Ok(())
+    }
+
+    /// `[cluster]`: the allreduce algorithm, the progress timeout, heartbeat and peer timeout.
+    fn validate_cluster(&self) -> Result<(), ManifestError> {
         if !["auto", "ring", "tree", "hier"].contains(&self.cluster.allreduce.as_str()) {
             return Err(self.invalid(
                 "cluster.allreduce",

@@ -8,8 +8,9 @@ use crate::control::coordinator::{Coordinator, Schedule};
 use crate::control::plane::Elastic;
 use crate::control::plane::{ControlPlane, Member};
 use crate::control::protocol::{send_msg, ControlMsg};
+use crate::control::registration::Registration;
 use crate::control::rounds::stream::StreamSchedule;
-use crate::error::RuntimeError;
+use crate::error::{ActorError, RuntimeError, SetupError};
 use crate::job;
 use crate::manifest::Aggregation;
 use crate::node::worker_actors::once;
@@ -18,29 +19,22 @@ use crate::observe::report::Report;
 use crate::ps::serve::PsServe;
 use actix::{Actor, SyncArbiter};
 use lockstep_collective::{CollectiveConfig, Communicator, ParameterServer};
+use lockstep_trainer::data::Split;
+use lockstep_trainer::model::Model;
+use lockstep_trainer::optim::Optimizer;
 use lockstep_transport::tcp::Listener;
 use lockstep_transport::PeerAddr;
-use std::sync::mpsc::sync_channel;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+/// Run the coordinator role of `ctx`'s node until the job ends, and write its report.
 pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let m = &ctx.manifest;
     let me = ctx.name.clone();
-    let node = m
-        .node(&me)
-        .cloned()
-        .ok_or_else(|| RuntimeError::Launch(format!("node {me} missing")))?;
-    let listener = Listener::bind(&node.addr)?;
-    let control_addr = listener.local_addr()?;
-    if let Some(path) = &ctx.opts.announce {
-        lockstep_tensor::safetensors_io::write_atomic(path, format!("{control_addr}\n").as_bytes())
-            .map_err(|e| RuntimeError::io("write", path, e))?;
-    }
-    if let Some(tx) = &ctx.on_listen {
-        let _ = tx.send(control_addr);
-    }
-    tracing::info!(node = %me, "coordinator listening on {control_addr}");
+    let (listener, control_addr) = listen(ctx)?;
     let stream = m.stream().cloned();
     let bootstrap = match &stream {
         Some(_) => Some(bind_bootstrap(m, control_addr.ip())?),
@@ -49,30 +43,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     write_endpoints(ctx, control_addr, bootstrap.as_ref().map(|(_, a)| *a))?;
     let (split, _) = crate::job::stored_transform::load_split_for(ctx)?;
     let model = (ctx.model_factory)(m, &split)?;
-    let signature = job::signature_with_data(model.as_ref(), &split);
-    let names = ctx.members();
-    let acceptor = listener.start(
-        ctx.identity(&me),
-        Some(names.clone()),
-        Duration::from_secs(10),
-    )?;
-    let mut regs =
-        crate::control::registration::accept_members(ctx, &acceptor, &names, &signature)?;
-    let joiners = match m.elastic() {
-        // Elastic: a worker of the manifest may (re)join at a round boundary.
-        Some(_) => Some(crate::control::registration::accept_joiners(
-            ctx,
-            acceptor,
-            m.worker_names(),
-            signature.clone(),
-        )),
-        None => {
-            // Keep refusing late or unexpected joiners for the rest of the job (logged by the
-            // handshake).
-            let _late = crate::control::registration::refuse_late_joiners(acceptor);
-            None
-        }
-    };
+    let (mut regs, joiners) = register(ctx, listener, model.as_ref(), &split)?;
     if let (Some(spec), Some((listener, addr))) = (&stream, &bootstrap) {
         let workers = m.worker_names().len();
         let table = regs[..workers]
@@ -95,101 +66,212 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     } else {
         None
     };
-    let ckpt_root = m.job.checkpoint.local_root(&ctx.opts.run_dir);
-    let mut start_offsets = std::collections::BTreeMap::new();
-    let (first_round, resume) = match ctx.opts.resume {
-        false => (0, None),
-        true => match crate::checkpoint::find_latest(&ckpt_root) {
-            Some((dir, meta)) => {
-                tracing::info!("resuming from {} (round {})", dir.display(), meta.round);
-                if stream.is_some() {
-                    start_offsets = meta.stream_offsets.clone().ok_or_else(|| {
-                        RuntimeError::Launch(format!(
-                            "--resume: checkpoint {} has no stream offsets (stream_offsets in meta.json): it cannot continue a stream exactly once",
-                            dir.display()
-                        ))
-                    })?;
-                }
-                (meta.round, Some(dir.display().to_string()))
-            }
-            None => {
-                tracing::warn!(
-                    "--resume: no complete checkpoint under {}; starting from round 0",
-                    ckpt_root.display()
-                );
-                (0, None)
-            }
-        },
-    };
+    let resume = resume_point(ctx, stream.is_some())?;
     let job_id: u64 = rand::random();
     let start = ControlMsg::Start {
         peers: peers.clone(),
         job: job_id,
-        first_round,
-        resume: resume.clone(),
+        first_round: resume.first_round,
+        resume: resume.dir.clone(),
     };
     for r in &mut regs {
         send_msg(&mut r.link, 0, "sending the peer table", &start)?;
     }
     let server = match ps_listener {
-        Some(l) => {
-            let group = join_mesh(ctx, job_id, &format!("{me}-ps"), &peers, l)?;
-            let world = group.world();
-            let w = m.worker_names().len();
-            let ps = ParameterServer::new(
-                model.params().len(),
-                &[world - 1],
-                &(0..w).collect::<Vec<_>>(),
-                world,
-            )?;
-            let n = model.params().len();
-            let optimizer = job::optimizer(&m.job.optimizer, model.as_ref())?;
-            let (params, optimizer) = match &resume {
-                Some(dir) => crate::ps::state::restore_shard(
-                    std::path::Path::new(dir),
-                    model.as_ref(),
-                    &optimizer,
-                    0..n,
-                )?,
-                None => (model.params().to_vec(), optimizer),
-            };
-            let comm = Communicator::new(group, CollectiveConfig::default());
-            Some((comm, ps, params, optimizer))
-        }
+        Some(l) => Some(serve_shard(
+            ctx,
+            job_id,
+            &peers,
+            l,
+            model.as_ref(),
+            &resume,
+        )?),
         None => None,
     };
+    let schedule = schedule(ctx, &split, &peers, resume)?;
+    let members = regs
+        .into_iter()
+        .map(|r| Member::new(r.name, r.link))
+        .collect();
+    let report = drive(ctx, members, joiners, job_id, server, schedule)?;
+    let path = ctx
+        .opts
+        .report
+        .clone()
+        .unwrap_or_else(|| ctx.opts.run_dir.join("report.json"));
+    report.write(&path)?;
+    tracing::info!("{}", report.summary());
+    tracing::info!("report written to {}", path.display());
+    Ok(())
+}
+
+/// Bind the control port, announce it (file, channel) and log it.
+fn listen(ctx: &NodeContext) -> Result<(Listener, SocketAddr), RuntimeError> {
+    let me = &ctx.name;
+    let node = ctx
+        .manifest
+        .node(me)
+        .cloned()
+        .ok_or_else(|| SetupError::NodeMissing { node: me.clone() })?;
+    let listener = Listener::bind(&node.addr)?;
+    let control_addr = listener.local_addr()?;
+    if let Some(path) = &ctx.opts.announce {
+        lockstep_tensor::safetensors_io::write_atomic(path, format!("{control_addr}\n").as_bytes())
+            .map_err(|e| RuntimeError::io("write", path, e))?;
+    }
+    if let Some(tx) = &ctx.on_listen {
+        let _ = tx.send(control_addr);
+    }
+    tracing::info!(node = %me, "coordinator listening on {control_addr}");
+    Ok((listener, control_addr))
+}
+
+/// Late joiners of an elastic job: each registration and when it came.
+type Joiners = Receiver<(Registration, Instant)>;
+
+/// Accept and register every member (their models and data checked against this one); in an
+/// elastic job keep accepting joiners, else keep refusing late ones.
+fn register(
+    ctx: &NodeContext,
+    listener: Listener,
+    model: &dyn Model,
+    split: &Split,
+) -> Result<(Vec<Registration>, Option<Joiners>), RuntimeError> {
+    let m = &ctx.manifest;
+    let signature = job::signature_with_data(model, split);
+    let names = ctx.members();
+    let acceptor = listener.start(
+        ctx.identity(&ctx.name),
+        Some(names.clone()),
+        Duration::from_secs(10),
+    )?;
+    let regs = crate::control::registration::accept_members(ctx, &acceptor, &names, &signature)?;
+    let joiners = match m.elastic() {
+        // Elastic: a worker of the manifest may (re)join at a round boundary.
+        Some(_) => Some(crate::control::registration::accept_joiners(
+            ctx,
+            acceptor,
+            m.worker_names(),
+            signature,
+        )),
+        None => {
+            // Keep refusing late or unexpected joiners for the rest of the job (logged by the
+            // handshake).
+            let _late = crate::control::registration::refuse_late_joiners(acceptor);
+            None
+        }
+    };
+    Ok((regs, joiners))
+}
+
+/// Where the job starts: round 0, or with `--resume` the newest complete checkpoint (for a
+/// stream, with the producers' offsets it committed).
+struct Resume {
+    first_round: u64,
+    dir: Option<String>,
+    offsets: BTreeMap<u32, u64>,
+}
+
+/// The job's starting point under the checkpoint root.
+///
+/// # Errors
+/// [`SetupError::NoStreamOffsets`] for a stream resumed from a checkpoint without offsets.
+fn resume_point(ctx: &NodeContext, stream: bool) -> Result<Resume, RuntimeError> {
+    let fresh = Resume {
+        first_round: 0,
+        dir: None,
+        offsets: BTreeMap::new(),
+    };
+    if !ctx.opts.resume {
+        return Ok(fresh);
+    }
+    let ckpt_root = ctx.manifest.job.checkpoint.local_root(&ctx.opts.run_dir);
+    let Some((dir, meta)) = crate::checkpoint::find_latest(&ckpt_root) else {
+        tracing::warn!(
+            "--resume: no complete checkpoint under {}; starting from round 0",
+            ckpt_root.display()
+        );
+        return Ok(fresh);
+    };
+    tracing::info!("resuming from {} (round {})", dir.display(), meta.round);
+    let mut offsets = BTreeMap::new();
+    if stream {
+        offsets = meta
+            .stream_offsets
+            .clone()
+            .ok_or_else(|| SetupError::NoStreamOffsets {
+                checkpoint: dir.clone(),
+            })?;
+    }
+    Ok(Resume {
+        first_round: meta.round,
+        dir: Some(dir.display().to_string()),
+        offsets,
+    })
+}
+
+/// The coordinator's own parameter-server shard (no server nodes): the last rank of the mesh,
+/// serving every parameter, restored from the checkpoint when resuming.
+type Shard = (Communicator, ParameterServer, Vec<f32>, Optimizer);
+
+fn serve_shard(
+    ctx: &NodeContext,
+    job_id: u64,
+    peers: &[(String, String)],
+    listener: Listener,
+    model: &dyn Model,
+    resume: &Resume,
+) -> Result<Shard, RuntimeError> {
+    let m = &ctx.manifest;
+    let group = join_mesh(ctx, job_id, &format!("{}-ps", ctx.name), peers, listener)?;
+    let world = group.world();
+    let w = m.worker_names().len();
+    let n = model.params().len();
+    let ps = ParameterServer::new(n, &[world - 1], &(0..w).collect::<Vec<_>>(), world)?;
+    let optimizer = job::optimizer(&m.job.optimizer, model)?;
+    let (params, optimizer) = match &resume.dir {
+        Some(dir) => {
+            crate::ps::state::restore_shard(std::path::Path::new(dir), model, &optimizer, 0..n)?
+        }
+        None => (model.params().to_vec(), optimizer),
+    };
+    let comm = Communicator::new(group, CollectiveConfig::default());
+    Ok((comm, ps, params, optimizer))
+}
+
+/// What the `Coordinator` actor drives: rounds, evaluations, checkpoints, the report's frame.
+fn schedule(
+    ctx: &NodeContext,
+    split: &Split,
+    peers: &[(String, String)],
+    resume: Resume,
+) -> Result<Schedule, RuntimeError> {
+    let m = &ctx.manifest;
     let workers = m.worker_names().len();
     let total_rounds = job::total_rounds(m, split.train_rows())?;
-    let transport = format!(
-        "{:?}",
-        transport_kind(
-            ctx,
-            &peers
-                .iter()
-                .map(|(n, a)| PeerAddr {
-                    name: n.clone(),
-                    addr: a.clone()
-                })
-                .collect::<Vec<_>>()
-        )
-    )
-    .to_lowercase();
+    let addrs: Vec<PeerAddr> = peers
+        .iter()
+        .map(|(n, a)| PeerAddr {
+            name: n.clone(),
+            addr: a.clone(),
+        })
+        .collect();
+    let transport = format!("{:?}", transport_kind(ctx, &addrs)).to_lowercase();
     let plan = job::plan(m, split.train_rows());
-    let observer = crate::observe::start_for(ctx, &split, total_rounds, &transport)?;
-    let traces = observer.traces();
-    let schedule = Schedule {
+    let observer = crate::observe::start_for(ctx, split, total_rounds, &transport)?;
+    Ok(Schedule {
         observer,
-        first_round,
+        first_round: resume.first_round,
         checkpoints: (
-            ckpt_root,
+            m.job.checkpoint.local_root(&ctx.opts.run_dir),
             m.job.checkpoint.every_rounds,
             m.job.checkpoint.keep,
         ),
         checkpoint_remote: m.job.checkpoint.remote(),
         seed: m.job.seed,
+        rounds_per_epoch: plan.batches_per_epoch(),
         plan,
         total_rounds,
-        rounds_per_epoch: job::plan(m, split.train_rows()).batches_per_epoch(),
         eval_every: m.job.eval_every,
         optimizer: m.job.optimizer.clone(),
         headline: job::headline_metric(split.task),
@@ -202,24 +284,36 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 Aggregation::ParameterServer => "parameter-server".into(),
             },
             status: "completed".into(),
-            class_weight: job::class_weights_by_name(m, &split)?,
+            class_weight: job::class_weights_by_name(m, split)?,
             ..Report::default()
         },
         model_path: ctx.opts.run_dir.join("model.safetensors"),
         progress_timeout_ms: m.cluster.progress_timeout_ms,
-        stream: stream.map(|spec| StreamSchedule {
+        stream: m.stream().cloned().map(|spec| StreamSchedule {
             per_producer: spec.rows_per_producer(m.job.global_batch) as u64,
             spec,
             task: split.task,
-            start_offsets,
+            start_offsets: resume.offsets,
         }),
-    };
-    let members: Vec<Member> = regs
-        .into_iter()
-        .map(|r| Member::new(r.name, r.link))
-        .collect();
+    })
+}
+
+/// Run the control plane, the coordinator's shard (if any) and the `Coordinator` actor on an
+/// actor system until the job ends; its report. From here on SIGINT / SIGTERM stop the job at a
+/// round boundary with a final checkpoint.
+fn drive(
+    ctx: &NodeContext,
+    members: Vec<Member>,
+    joiners: Option<Joiners>,
+    job_id: u64,
+    server: Option<Shard>,
+    schedule: Schedule,
+) -> Result<Report, RuntimeError> {
+    let m = &ctx.manifest;
+    let workers = m.worker_names().len();
+    let traces = schedule.observer.traces();
     let elastic = m.elastic();
-    // From here on SIGINT / SIGTERM stop the job at a round boundary with a final checkpoint.
+    let duplicate_grace = Duration::from_millis(m.cluster.peer_timeout_ms);
     crate::node::stop::arm();
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
@@ -231,7 +325,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
                 max_workers,
                 joiners,
                 mesh: job_id,
-                duplicate_grace: Duration::from_millis(m.cluster.peer_timeout_ms),
+                duplicate_grace,
             });
         }
         let control = SyncArbiter::start(1, once(plane));
@@ -243,23 +337,16 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         });
         Coordinator::new(control, server, schedule, tx).start();
     });
-    sys.run().map_err(|e| RuntimeError::Actor(e.to_string()))?;
-    let report = rx
-        .recv_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|_| {
-            Err(RuntimeError::Actor(
-                "coordinator ended without a result".into(),
-            ))
-        })?;
-    let path = ctx
-        .opts
-        .report
-        .clone()
-        .unwrap_or_else(|| ctx.opts.run_dir.join("report.json"));
-    report.write(&path)?;
-    tracing::info!("{}", report.summary());
-    tracing::info!("report written to {}", path.display());
-    Ok(())
+    sys.run().map_err(|source| ActorError::System {
+        role: "coordinator",
+        source,
+    })?;
+    rx.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| {
+        Err(ActorError::NoResult {
+            actor: "coordinator",
+        }
+        .into())
+    })
 }
 
 /// Bind the producers' bootstrap: `[job.data.stream] bootstrap` or any port on the control IP.

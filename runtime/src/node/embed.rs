@@ -36,7 +36,7 @@
 //!     .unwrap();
 //! ```
 
-use crate::error::RuntimeError;
+use crate::error::{ActorError, RuntimeError};
 use crate::manifest::{Manifest, TransportChoice};
 use crate::node::{
     manifest_model_factory, run_roles, run_with, ModelFactory, NodeContext, NodeOptions,
@@ -169,10 +169,13 @@ impl LocalCluster {
         }
         let mut first = None;
         for t in threads {
-            if let Err(e) = t
-                .join()
-                .unwrap_or_else(|_| Err(RuntimeError::Actor("a node thread panicked".into())))
-            {
+            if let Err(e) = t.join().unwrap_or_else(|_| {
+                Err(ActorError::Panicked {
+                    thread: "a node thread".into(),
+                    text: None,
+                }
+                .into())
+            }) {
                 first.get_or_insert(e);
             }
         }

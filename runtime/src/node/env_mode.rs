@@ -9,7 +9,7 @@
 //! the peer table. `LOCKSTEP_PROGRESS_TIMEOUT_MS`, when set, overrides
 //! `cluster.progress_timeout_ms` (cluster managers set timeouts per job, not per manifest).
 
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, SetupError};
 use crate::manifest::{Manifest, NodeSpec, Role};
 
 /// How long `MASTER_ADDR` is retried while it does not resolve.
@@ -21,32 +21,32 @@ fn var(names: &[&str]) -> Option<(String, String)> {
         .find_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v)))
 }
 
-fn number(names: &[&str]) -> Result<usize, RuntimeError> {
-    let (name, v) = var(names).ok_or_else(|| {
-        RuntimeError::Launch(format!(
-            "no --node given and {} is not set (set RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, Slurm's SLURM_PROCID/SLURM_NTASKS, or a Kubernetes Indexed Job's JOB_COMPLETION_INDEX with WORLD_SIZE)",
-            names.join(" / ")
-        ))
-    })?;
-    v.trim()
+/// `name=value` parsed as a number.
+fn parse<T: std::str::FromStr>(name: String, value: String) -> Result<T, SetupError> {
+    value
+        .trim()
         .parse()
-        .map_err(|_| RuntimeError::Launch(format!("{name}={v:?} is not a number")))
+        .map_err(|_| SetupError::EnvNumber { name, value })
+}
+
+fn number(names: &[&'static str]) -> Result<usize, RuntimeError> {
+    let (name, v) = var(names).ok_or_else(|| SetupError::EnvUnset {
+        names: names.to_vec(),
+    })?;
+    Ok(parse(name, v)?)
 }
 
 /// Rewrite the manifest's nodes from the environment and return this process's node name.
 ///
 /// # Errors
-/// [`RuntimeError::Launch`] naming the missing or malformed variable.
+/// [`SetupError`] naming the missing or malformed variable.
 pub fn apply(m: &mut Manifest) -> Result<String, RuntimeError> {
     let rank = number(&["RANK", "SLURM_PROCID", "JOB_COMPLETION_INDEX"])?;
     let world = number(&["WORLD_SIZE", "SLURM_NTASKS"])?;
-    let (_, host) = var(&["MASTER_ADDR"])
-        .ok_or_else(|| RuntimeError::Launch("MASTER_ADDR is not set".into()))?;
+    let (_, host) = var(&["MASTER_ADDR"]).ok_or(SetupError::NoMasterAddr)?;
     let port = number(&["MASTER_PORT"])?;
     if world == 0 || rank >= world {
-        return Err(RuntimeError::Launch(format!(
-            "RANK {rank} is not below WORLD_SIZE {world}"
-        )));
+        return Err(SetupError::RankOutOfRange { rank, world }.into());
     }
     let ip = resolve_with_retry(&format!("{host}:{port}"))?.ip();
     m.nodes = (0..world)
@@ -65,11 +65,7 @@ pub fn apply(m: &mut Manifest) -> Result<String, RuntimeError> {
         })
         .collect();
     if let Some((name, v)) = var(&["LOCKSTEP_PROGRESS_TIMEOUT_MS"]) {
-        let ms = v
-            .trim()
-            .parse()
-            .map_err(|_| RuntimeError::Launch(format!("{name}={v:?} is not a number")))?;
-        m.cluster.progress_timeout_ms = Some(ms);
+        m.cluster.progress_timeout_ms = Some(parse(name, v)?);
     }
     m.validate()?;
     Ok(format!("rank-{rank}"))

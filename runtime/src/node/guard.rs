@@ -15,10 +15,11 @@ pub(crate) fn caught<T>(
     f: impl FnOnce() -> Result<T, crate::error::RuntimeError>,
 ) -> Result<T, crate::error::RuntimeError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        Err(crate::error::RuntimeError::Actor(format!(
-            "{what} panicked: {}",
-            panic_text(p.as_ref())
-        )))
+        Err(crate::error::ActorError::Panicked {
+            thread: what.to_string(),
+            text: Some(panic_text(p.as_ref())),
+        }
+        .into())
     })
 }
 

@@ -16,8 +16,10 @@ pub mod preflight;
 pub mod stop;
 pub(crate) mod worker;
 pub(crate) mod worker_actors;
+pub(crate) mod worker_data;
+pub(crate) mod worker_epoch;
 
-use crate::error::RuntimeError;
+use crate::error::{ActorError, ProtocolError, RuntimeError, SetupError};
 use crate::job;
 use crate::manifest::{Aggregation, Manifest, Role, TransportChoice};
 use lockstep_trainer::data::Split;
@@ -147,10 +149,11 @@ pub fn run_with(opts: &NodeOptions, model_factory: ModelFactory) -> Result<(), R
         None => env_mode::apply(&mut manifest)?,
     };
     if manifest.node(&name).is_none() {
-        return Err(RuntimeError::Launch(format!(
-            "node {name:?} is not in {}",
-            manifest.path.display()
-        )));
+        return Err(SetupError::NotInManifest {
+            node: name,
+            manifest: manifest.path.clone(),
+        }
+        .into());
     }
     let token = manifest.token()?;
     // Before connecting anywhere: a missing or mismatched TLS file is named now.
@@ -185,7 +188,9 @@ pub fn run_roles(ctx: Arc<NodeContext>) -> Result<(), RuntimeError> {
         .manifest
         .node(&ctx.name)
         .cloned()
-        .ok_or_else(|| RuntimeError::Launch(format!("node {} missing", ctx.name)))?;
+        .ok_or_else(|| SetupError::NodeMissing {
+            node: ctx.name.clone(),
+        })?;
     if ctx.opts.resume {
         if let Some(url) = ctx.manifest.job.checkpoint.remote() {
             // A rescheduled node may have an empty disk: the newest checkpoint comes from the store.
@@ -221,9 +226,13 @@ pub fn run_roles(ctx: Arc<NodeContext>) -> Result<(), RuntimeError> {
     }
     let mut first_err = None;
     for (role, t) in threads {
-        let res = t
-            .join()
-            .unwrap_or_else(|_| Err(RuntimeError::Actor(format!("the {role} thread panicked"))));
+        let res = t.join().unwrap_or_else(|_| {
+            Err(ActorError::Panicked {
+                thread: format!("the {role} thread"),
+                text: None,
+            }
+            .into())
+        });
         if let Err(e) = res {
             first_err.get_or_insert(e);
         }
@@ -269,11 +278,13 @@ pub(crate) fn join_mesh(
             addr: a.clone(),
         })
         .collect();
-    let rank = peers.iter().position(|p| p.name == me).ok_or_else(|| {
-        RuntimeError::Protocol(format!(
-            "{me} is not in the peer table the coordinator sent"
-        ))
-    })?;
+    let rank =
+        peers
+            .iter()
+            .position(|p| p.name == me)
+            .ok_or_else(|| ProtocolError::NotInPeerTable {
+                node: me.to_string(),
+            })?;
     let mesh_name = format!("{}-{:08x}", ctx.manifest.cluster.name, job as u32);
     let mut cfg = MeshConfig::new(&mesh_name, ctx.token.as_bytes(), me, rank, peers.clone());
     cfg.transport = transport_kind(ctx, &peers);
@@ -327,9 +338,7 @@ pub(crate) fn connect_control(
                 .map(|n| n.addr.clone())
                 .unwrap_or_default();
             if a.ends_with(":0") {
-                return Err(RuntimeError::Launch(format!(
-                    "the coordinator {coord} has port 0 in the manifest; pass --coordinator HOST:PORT (lockstep launch does this)"
-                )));
+                return Err(SetupError::CoordinatorPortZero { coordinator: coord }.into());
             }
             a
         }

@@ -2,7 +2,7 @@
 //! only hours into a run (a read-only run directory at the first checkpoint) stops it at once
 //! with a message naming the directory.
 
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, SetupError};
 use crate::node::NodeContext;
 use std::io::Write;
 use std::path::Path;
@@ -11,7 +11,7 @@ use std::path::Path;
 /// and the checkpoint directory on the first worker (which writes the checkpoints).
 ///
 /// # Errors
-/// [`RuntimeError::Launch`] naming the directory and the system's reason.
+/// [`SetupError::NotWritable`] naming the directory and the system's reason.
 pub(crate) fn check_run_dir(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let m = &ctx.manifest;
     if ctx.coordinator_name() == ctx.name {
@@ -26,13 +26,11 @@ pub(crate) fn check_run_dir(ctx: &NodeContext) -> Result<(), RuntimeError> {
 /// Create `dir` if needed and prove a file can be written in it (a probe file, removed again).
 ///
 /// # Errors
-/// [`RuntimeError::Launch`] naming `dir`.
+/// [`SetupError::NotWritable`] naming `dir`.
 pub fn check_writable(dir: &Path) -> Result<(), RuntimeError> {
-    let fail = |e: std::io::Error| {
-        RuntimeError::Launch(format!(
-            "run directory {} is not writable: {e} (checked at start, before training)",
-            dir.display()
-        ))
+    let fail = |source: std::io::Error| SetupError::NotWritable {
+        dir: dir.to_path_buf(),
+        source,
     };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(format!(".lockstep-write-probe-{}", std::process::id()));
@@ -42,7 +40,7 @@ pub fn check_writable(dir: &Path) -> Result<(), RuntimeError> {
         .open(&probe)
         .and_then(|mut f| f.write_all(b"x").and_then(|_| f.sync_all()));
     let _ = std::fs::remove_file(&probe);
-    res.map_err(fail)
+    Ok(res.map_err(fail)?)
 }
 
 #[cfg(test)]

@@ -74,11 +74,14 @@ pub fn merge(run_dir: &Path, key: &str, value: &str) -> Result<(), RuntimeError>
         .map_err(|e| RuntimeError::io("write", &file, e))
 }
 
+/// The keys of `endpoints.json` and their addresses.
+pub type Endpoints = std::collections::BTreeMap<String, String>;
+
 /// Every key of `<run_dir>/endpoints.json`.
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the file when it is missing or not a JSON object of strings.
-pub fn read(run_dir: &Path) -> Result<std::collections::BTreeMap<String, String>, RuntimeError> {
+pub fn read(run_dir: &Path) -> Result<Endpoints, RuntimeError> {
     let file = path(run_dir);
     let bytes = std::fs::read(&file).map_err(|e| RuntimeError::io("read", &file, e))?;
     parse(&file, &bytes)?

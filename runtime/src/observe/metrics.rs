@@ -17,7 +17,7 @@
 //! | `lockstep_restarts_total`, `lockstep_membership_changes_total` | counter | |
 //! | `lockstep_run_info` | gauge (1) | `cluster`, `transport`, `aggregation` |
 
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, SetupError};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -224,10 +224,12 @@ impl MetricsServer {
     /// Bind `addr` (port 0 allowed) and serve `metrics` on its own thread.
     ///
     /// # Errors
-    /// [`RuntimeError::Launch`] naming the address when it cannot be bound.
+    /// [`SetupError::Bind`] naming the address when it cannot be bound.
     pub fn start(addr: &str, metrics: RunMetrics) -> Result<Self, RuntimeError> {
-        let bind_err = |e: std::io::Error| {
-            RuntimeError::Launch(format!("metrics endpoint: cannot bind {addr}: {e}"))
+        let bind_err = |source: std::io::Error| SetupError::Bind {
+            what: "metrics endpoint",
+            addr: addr.to_string(),
+            source,
         };
         let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
         std_listener.set_nonblocking(true).map_err(bind_err)?;

@@ -135,7 +135,7 @@ impl Observer {
     /// Start observing: bind the metrics endpoint (and record it in `endpoints.json`) if asked.
     ///
     /// # Errors
-    /// [`RuntimeError::Launch`] when the metrics address cannot be bound; I/O errors naming
+    /// [`crate::error::SetupError::Bind`] when the metrics address cannot be bound; I/O errors naming
     /// `endpoints.json`.
     pub fn start(spec: &ObserveSpec, info: RunInfo) -> Result<Observer, RuntimeError> {
         let m = metrics::RunMetrics::new();

@@ -9,7 +9,7 @@
 //! timeout instead of waiting for a pull that never comes.
 
 use crate::control::protocol::RoundPlan;
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, TrainingError};
 use actix::{Actor, Handler, Message, SyncContext};
 use lockstep_collective::{Communicator, ParameterServer};
 use lockstep_trainer::optim::Optimizer;
@@ -53,13 +53,12 @@ impl PsServe {
         let mut failed = None;
         self.ps.step(comm, &[], &mut self.params, |_, p, g| {
             if let Err(e) = opt.step_with_lr(lr, p, g) {
-                failed.get_or_insert(e.to_string());
+                failed.get_or_insert(e);
             }
         })?;
         if let Some(e) = failed {
-            return Err(RuntimeError::Model(format!(
-                "round {round}: parameter server optimizer: {e}"
-            )));
+            let op = "parameter server optimizer";
+            return Err(TrainingError::optimizer(Some(round), op)(e).into());
         }
         if plan.checkpoint.is_some() {
             crate::ps::state::contribute(&mut self.ps, comm, &self.optimizer)?;

@@ -10,7 +10,7 @@
 //! therefore has one format, and `--resume` cuts each server's shard out of it again
 //! ([`restore_shard`]).
 
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, TrainingError};
 use lockstep_collective::{Communicator, ParameterServer};
 use lockstep_trainer::model::Model;
 use lockstep_trainer::optim::{Optimizer, OptimizerState};
@@ -72,14 +72,14 @@ pub fn restore_shard(
 ) -> Result<(Vec<f32>, Optimizer), RuntimeError> {
     let restored = crate::checkpoint::read(dir, model, full)?;
     let mut whole = full.clone();
-    whole.load_state(&restored.optimizer).map_err(|e| {
-        RuntimeError::Model(format!(
-            "checkpoint {}: optimizer state: {e}",
-            dir.display()
-        ))
-    })?;
+    whole
+        .load_state(&restored.optimizer)
+        .map_err(|source| TrainingError::CheckpointState {
+            checkpoint: dir.display().to_string(),
+            source,
+        })?;
     let optimizer = whole
         .shard(shard)
-        .map_err(|e| RuntimeError::Model(format!("job.optimizer: {e}")))?;
+        .map_err(TrainingError::optimizer(None, "job.optimizer"))?;
     Ok((restored.params, optimizer))
 }

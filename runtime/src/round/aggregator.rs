@@ -11,7 +11,7 @@
 use super::messages::*;
 use super::{deliver, Reporter};
 use crate::control::hang::{Doing, Thread};
-use crate::error::RuntimeError;
+use crate::error::{MismatchError, RuntimeError};
 use actix::{Actor, Handler, SyncContext};
 use lockstep_collective::{Algo, AllReduce, Communicator, ParameterServer};
 use lockstep_tensor::{cast_slice, cast_slice_mut, BufferMut};
@@ -104,11 +104,8 @@ impl Aggregator {
                 piece
             }
             Some(mut p) => {
-                p.unsplit(piece).map_err(|_| {
-                    RuntimeError::Inconsistent(format!(
-                        "round {round}: gradient buckets are not consecutive pieces of one buffer"
-                    ))
-                })?;
+                p.unsplit(piece)
+                    .map_err(|_| MismatchError::BucketsNotPieces { round })?;
                 p
             }
         };
@@ -127,12 +124,13 @@ impl Aggregator {
             || msg.range.end > self.num_params
             || msg.range.len() != values
         {
-            return Err(RuntimeError::Inconsistent(format!(
-                "round {round}: bucket {:?} of {} bytes does not fit {} gradients",
-                msg.range,
-                msg.data.len(),
-                self.num_params
-            )));
+            return Err(MismatchError::BucketMisfit {
+                round,
+                range: msg.range,
+                bytes: msg.data.len(),
+                params: self.num_params,
+            }
+            .into());
         }
         let ready = if matches!(self.mode, Mode::ParameterServer { .. }) {
             vec![msg.data]
@@ -163,8 +161,11 @@ impl Aggregator {
                 board.set(Thread::Aggregate, Doing::PushPull, round, 0);
                 let started = Instant::now();
                 self.comm.set_round(round);
-                let g = cast_slice::<f32>(&grads)
-                    .map_err(|e| RuntimeError::Inconsistent(format!("round {round}: {e}")))?;
+                let g = cast_slice::<f32>(&grads).map_err(|source| MismatchError::Gradients {
+                    round,
+                    what: None,
+                    source,
+                })?;
                 // Unique again once Compute dropped last round's handle; a copy only if not.
                 let p = Arc::make_mut(params);
                 ps.step(&mut self.comm, g, p, |_, _, _| {})?;
@@ -195,8 +196,11 @@ impl Aggregator {
         if !matches!(self.mode, Mode::Allreduce | Mode::AllreduceTreeSum) {
             return Ok(());
         }
-        let grads = cast_slice_mut::<f32>(data)
-            .map_err(|e| RuntimeError::Inconsistent(format!("round {round}: bucket: {e}")))?;
+        let grads = cast_slice_mut::<f32>(data).map_err(|source| MismatchError::Gradients {
+            round,
+            what: Some("bucket"),
+            source,
+        })?;
         let bucket = self.pieces.len() as u32;
         let board = self.reporter.activity();
         board.set(Thread::Aggregate, Doing::Allreduce, round, bucket);
@@ -220,22 +224,19 @@ impl Aggregator {
     /// Join the round's pieces back into the one buffer they were cut from.
     fn join(&mut self, round: u64) -> Result<BufferMut, RuntimeError> {
         let mut pieces = std::mem::take(&mut self.pieces).into_iter();
-        let mut whole = pieces.next().ok_or_else(|| {
-            RuntimeError::Inconsistent(format!("round {round}: no gradient bucket"))
-        })?;
+        let mut whole = pieces.next().ok_or(MismatchError::NoBucket { round })?;
         for p in pieces {
-            whole.unsplit(p).map_err(|_| {
-                RuntimeError::Inconsistent(format!(
-                    "round {round}: gradient buckets are not consecutive pieces of one buffer"
-                ))
-            })?;
+            whole
+                .unsplit(p)
+                .map_err(|_| MismatchError::BucketsNotPieces { round })?;
         }
         if whole.len() != self.num_params * 4 {
-            return Err(RuntimeError::Inconsistent(format!(
-                "round {round}: buckets cover {} of {} gradients",
-                whole.len() / 4,
-                self.num_params
-            )));
+            return Err(MismatchError::BucketCoverage {
+                round,
+                covered: whole.len() / 4,
+                params: self.num_params,
+            }
+            .into());
         }
         Ok(whole)
     }
@@ -275,7 +276,7 @@ impl Handler<crate::ps::sparse::SparseOp> for Aggregator {
     fn handle(&mut self, op: crate::ps::sparse::SparseOp, _: &mut SyncContext<Self>) {
         let round = self.comm.round();
         let Some(side) = self.sparse.as_mut() else {
-            let e = RuntimeError::Inconsistent("a table exchange without tables".into());
+            let e = MismatchError::NoTables.into();
             return self.reporter.fail(round, e);
         };
         if let Err(e) = side.run(&mut self.comm, op) {

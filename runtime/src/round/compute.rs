@@ -15,7 +15,7 @@ use super::messages::*;
 use super::{deliver, Reporter};
 use crate::control::hang::{Doing, Thread};
 use crate::control::protocol::{ControlMsg, RoundPlan, RoundTiming};
-use crate::error::RuntimeError;
+use crate::error::{MismatchError, ProtocolError, RuntimeError, TrainingError};
 use crate::job::stored_transform::StoredTransform;
 use actix::{Actor, Handler, Recipient, SyncContext};
 use lockstep_tensor::BufferMut;
@@ -188,10 +188,11 @@ impl Compute {
                 return Ok(());
             };
             if plan.round != self.next_round {
-                return Err(RuntimeError::Protocol(format!(
-                    "granted round {} but round {} is next",
-                    plan.round, self.next_round
-                )));
+                return Err(ProtocolError::GrantOutOfOrder {
+                    granted: plan.round,
+                    next: self.next_round,
+                }
+                .into());
             }
             let round = self.next_round;
             match &self.shard {
@@ -220,10 +221,12 @@ impl Compute {
     fn micro_head(&mut self, round: u64, shard: &ShardBatch) -> Result<(Batch, f64), RuntimeError> {
         let (k, b) = (self.micro, &shard.batch);
         if !b.rows.is_multiple_of(k) {
-            return Err(RuntimeError::Model(format!(
-                "round {round}: {} rows do not split into {k} micro-batches",
-                b.rows
-            )));
+            return Err(TrainingError::MicroBatches {
+                round,
+                rows: b.rows,
+                micro_batches: k,
+            }
+            .into());
         }
         let per = b.rows / k;
         let divisor = shard.global_rows as f32;
@@ -235,7 +238,7 @@ impl Compute {
             loss_sum += self
                 .model
                 .forward_backward_into(&micro, divisor, &mut sink)
-                .map_err(|e| RuntimeError::Model(format!("round {round}: {e}")))?
+                .map_err(TrainingError::step(round, None))?
                 .loss_sum;
         }
         Ok((b.slice_rows((k - 1) * per..k * per), loss_sum))
@@ -288,14 +291,12 @@ impl Compute {
         let out = self
             .model
             .forward_backward_into(batch, divisor, &mut sink)
-            .map_err(|e| RuntimeError::Model(format!("round {round}: {e}")))?;
+            .map_err(TrainingError::step(round, None))?;
         if let Some(e) = sink.failed.take() {
             return Err(e);
         }
         if !sink.sent_last {
-            return Err(RuntimeError::Model(format!(
-                "round {round}: backprop did not deliver every gradient bucket"
-            )));
+            return Err(TrainingError::MissingBuckets { round }.into());
         }
         let kept = sink.into_kept();
         self.sparse_push(round, plan.lr)?;
@@ -320,15 +321,12 @@ impl Compute {
 
     /// The aggregator is done: step, report, do rank 0's duties, go on.
     fn finish(&mut self, msg: Reduced) -> Result<(), RuntimeError> {
-        let run = self.running.take().ok_or_else(|| {
-            RuntimeError::Inconsistent(format!("round {}: result without a round", msg.round))
-        })?;
+        let no_round = MismatchError::NoRound { round: msg.round };
+        let run = self.running.take().ok_or(no_round)?;
         let round = run.plan.round;
         if msg.round != round {
-            return Err(RuntimeError::Inconsistent(format!(
-                "round {round}: got the aggregation result of round {}",
-                msg.round
-            )));
+            let got = msg.round;
+            return Err(MismatchError::OtherRound { round, got }.into());
         }
         let exposed = run.backprop_done.elapsed();
         let t = Instant::now();
@@ -338,11 +336,13 @@ impl Compute {
         drop(msg.params);
         if let Some(state) = &msg.optimizer {
             // The servers' optimizer state, for the checkpoint of this round.
-            self.optimizer.load_state(state).map_err(|e| {
-                RuntimeError::Inconsistent(format!(
-                    "round {round}: parameter servers' optimizer state: {e}"
-                ))
-            })?;
+            let what = "parameter servers' optimizer state";
+            let bad = |source| MismatchError::OptimizerState {
+                round: Some(round),
+                what,
+                source,
+            };
+            self.optimizer.load_state(state).map_err(bad)?;
         }
         self.grads = Some(msg.grads);
         let r = &self.reporter;

@@ -6,7 +6,7 @@
 use super::deliver;
 use super::messages::{Prefetch, SeekData, ShardReady};
 use crate::control::hang::{Activity, Doing, Thread};
-use crate::error::RuntimeError;
+use crate::error::{MismatchError, RuntimeError, TrainingError};
 use actix::{Actor, Handler, SyncContext};
 use lockstep_trainer::data::{BatchSource, ShardBatch};
 
@@ -43,17 +43,19 @@ impl DataLoader {
 
     fn produce(&mut self, round: u64) -> Result<ShardBatch, RuntimeError> {
         if round != self.round {
-            return Err(RuntimeError::Inconsistent(format!(
-                "data loader is at round {} but round {round} was asked for",
-                self.round
-            )));
+            return Err(MismatchError::LoaderRound {
+                at: self.round,
+                asked: round,
+            }
+            .into());
         }
-        let shard = self.source.next_shard()?.ok_or_else(|| {
-            RuntimeError::Model(format!(
-                "data source {} is exhausted at round {round}",
-                self.source.name()
-            ))
-        })?;
+        let shard = self
+            .source
+            .next_shard()?
+            .ok_or_else(|| TrainingError::Exhausted {
+                data: self.source.name().to_string(),
+                round,
+            })?;
         self.round += 1;
         Ok(shard)
     }

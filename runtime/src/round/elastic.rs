@@ -13,7 +13,7 @@
 //! the second half, and the fold computes exactly subtree `i`. Every world size from 1 to `k`
 //! therefore produces the same bits ([`leaf_block`]).
 
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, TrainingError};
 use lockstep_collective::Communicator;
 use lockstep_trainer::data::{BatchSource, DataCursor, DataError, ShardBatch};
 use lockstep_trainer::optim::{Optimizer, OptimizerState};
@@ -129,7 +129,10 @@ pub fn sync_state(
             step: head[1] as u64,
             buffers,
         })
-        .map_err(|e| RuntimeError::Model(format!("optimizer state from rank {source}: {e}")))?;
+        .map_err(|e| TrainingError::RankState {
+            rank: source,
+            source: e,
+        })?;
     params.copy_from_slice(&p);
     Ok(Synced {
         next_round: head[0] as u64,

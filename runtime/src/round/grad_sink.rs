@@ -11,7 +11,7 @@
 
 use super::deliver;
 use super::messages::{GradBucket, Reduced};
-use crate::error::RuntimeError;
+use crate::error::{MismatchError, RuntimeError};
 use actix::Recipient;
 use lockstep_tensor::{cast_slice_mut, BufferMut};
 use lockstep_trainer::model::GradSink;
@@ -86,10 +86,14 @@ impl GradSink for PieceSink<'_> {
             return;
         }
         if r != range || data.len() != range.len() * 4 {
-            self.failed = Some(RuntimeError::Inconsistent(format!(
-                "round {}: the model finished bucket {range:?} but wrote {r:?}",
-                self.round
-            )));
+            self.failed = Some(
+                MismatchError::BucketWritten {
+                    round: self.round,
+                    finished: range,
+                    wrote: r,
+                }
+                .into(),
+            );
             return;
         }
         if !self.head.is_empty() {
@@ -107,10 +111,7 @@ impl GradSink for PieceSink<'_> {
             match joined {
                 Ok(k) => self.kept = Some(k),
                 Err(_) => {
-                    self.failed = Some(RuntimeError::Inconsistent(format!(
-                        "round {}: gradient buckets are not consecutive",
-                        self.round
-                    )))
+                    self.failed = Some(MismatchError::BucketsApart { round: self.round }.into())
                 }
             }
             self.sent_last |= is_last;

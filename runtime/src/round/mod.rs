@@ -26,7 +26,7 @@ pub use data_loader::DataLoader;
 pub use reporter::Reporter;
 pub use worker::{control_loop, Exit, WorkerNode};
 
-use crate::error::RuntimeError;
+use crate::error::{ActorError, RuntimeError};
 use actix::prelude::SendError;
 use actix::{Message, Recipient};
 use std::time::{Duration, Instant};
@@ -38,8 +38,8 @@ pub const MAILBOX_DEADLINE: Duration = Duration::from_secs(60);
 /// the mailbox is full, so tensors are never pushed past the mailbox bound.
 ///
 /// # Errors
-/// [`RuntimeError::Timeout`] naming `what` after [`MAILBOX_DEADLINE`], [`RuntimeError::Actor`]
-/// when the receiver stopped.
+/// [`RuntimeError::Timeout`] naming `what` after [`MAILBOX_DEADLINE`],
+/// [`ActorError::ReceiverStopped`] when the receiver stopped.
 pub fn deliver<M>(to: &Recipient<M>, mut msg: M, what: &str) -> Result<(), RuntimeError>
 where
     M: Message + Send,
@@ -60,9 +60,10 @@ where
                 })
             }
             Err(SendError::Closed(_)) => {
-                return Err(RuntimeError::Actor(format!(
-                    "{what}: the receiving actor stopped"
-                )))
+                return Err(ActorError::ReceiverStopped {
+                    what: what.to_string(),
+                }
+                .into())
             }
         }
     }

@@ -11,7 +11,7 @@ use super::compute::Compute;
 use super::messages::*;
 use super::Reporter;
 use crate::control::protocol::{recv_msg, send_msg, ControlMsg};
-use crate::error::RuntimeError;
+use crate::error::{ActorError, ProtocolError, RuntimeError};
 use actix::{Actor, Addr, Context, Handler, MailboxError, Message, Recipient, ResponseFuture};
 use lockstep_transport::AnyLink;
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
@@ -45,7 +45,13 @@ impl Actor for WorkerNode {
 }
 
 fn mailbox(who: &'static str) -> impl Fn(MailboxError) -> RuntimeError {
-    move |e| RuntimeError::Actor(format!("{who}: {e}"))
+    move |source| {
+        ActorError::Mailbox {
+            mailbox: who,
+            source,
+        }
+        .into()
+    }
 }
 
 impl Handler<Command> for WorkerNode {
@@ -78,10 +84,7 @@ impl Handler<Command> for WorkerNode {
                         weights_sha256,
                         solver,
                     }),
-                other => Err(RuntimeError::Protocol(format!(
-                    "unexpected command {}",
-                    other.name()
-                ))),
+                other => Err(ProtocolError::UnexpectedCommand { got: other.name() }.into()),
             };
             let _ = cmd.reply.send(res);
         })
@@ -146,9 +149,11 @@ pub fn control_loop(
             node.do_send(Suspend { reply: tx }); // control only, no tensors
             return match rx.recv_timeout(command_timeout) {
                 Ok(r) => r.map(Exit::Suspended),
-                Err(_) => Err(RuntimeError::Actor(
-                    "compute did not hand over its state".into(),
-                )),
+                Err(_) => Err(ActorError::NoHandover {
+                    actor: "compute",
+                    what: "its state",
+                }
+                .into()),
             };
         }
         if let ControlMsg::Probe = msg {
@@ -164,9 +169,11 @@ pub fn control_loop(
         if let ControlMsg::Grant { rounds } = msg {
             round = rounds.last().map_or(round, |p| p.round);
             if compute.try_send(Grant { rounds }).is_err() {
-                return Err(RuntimeError::Actor(
-                    "compute cannot take the coordinator's grant (stopped or full)".into(),
-                ));
+                return Err(ActorError::Refused {
+                    actor: "compute",
+                    what: "the coordinator's grant",
+                }
+                .into());
             }
             continue;
         }
@@ -180,9 +187,10 @@ pub fn control_loop(
                 doing: format!("running {what} after round {round}"),
                 ms: command_timeout.as_millis() as u64,
             }),
-            Err(RecvTimeoutError::Disconnected) => {
-                Err(RuntimeError::Actor("the worker actor stopped".into()))
+            Err(RecvTimeoutError::Disconnected) => Err(ActorError::Stopped {
+                actor: "the worker actor",
             }
+            .into()),
         };
         match reply {
             Ok(answer) => send_msg(link, round, "reporting to the coordinator", &answer)?,
@@ -190,7 +198,7 @@ pub fn control_loop(
                 reporter.fail(round, e);
                 return Err(reporter
                     .take_failure()
-                    .unwrap_or_else(|| RuntimeError::Actor("command failed".into())));
+                    .unwrap_or_else(|| ActorError::Failed { what: "command" }.into()));
             }
         }
         if last {

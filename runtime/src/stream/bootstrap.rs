@@ -3,8 +3,9 @@
 //! ingest endpoint of the worker that trains on that producer's rows; the rows then go straight
 //! there, never through the coordinator.
 
+use super::error::Refusal;
 use super::wire::{producer_id, read_msg, write_msg, Hello, Reply};
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, SetupError};
 use lockstep_trainer::data::StreamSpec;
 use lockstep_transport::tcp::{Conn, Listener};
 use lockstep_transport::Identity;
@@ -55,7 +56,10 @@ impl Bootstrap {
                         .spawn(move || me.connection(&name, stream));
                 }
             })
-            .map_err(|e| RuntimeError::Launch(format!("spawning the bootstrap: {e}")))?;
+            .map_err(|source| SetupError::Spawn {
+                thread: "bootstrap",
+                source,
+            })?;
         Ok(())
     }
 
@@ -76,19 +80,20 @@ impl Bootstrap {
         let _ = stream.shutdown(std::net::Shutdown::Both);
     }
 
-    fn route(&self, name: &str, stream: &mut Conn) -> Result<Reply, String> {
+    fn route(&self, name: &str, stream: &mut Conn) -> Result<Reply, Refusal> {
         let hello: Hello = read_msg(stream)?;
         let id = hello.producer;
         if producer_id(name) != Some(id) {
-            return Err(format!(
-                "the handshake named {name:?} but the hello says producer {id}"
-            ));
+            return Err(Refusal::NameMismatch {
+                name: name.to_string(),
+                producer: id,
+            });
         }
-        let n = self.routes.len();
         let Some((worker, endpoint)) = self.routes.get(id as usize) else {
-            return Err(format!(
-                "producer id {id} is outside 0..{n} ([job.data.stream] producers = {n})"
-            ));
+            return Err(Refusal::OutOfRange {
+                producer: id,
+                producers: self.routes.len(),
+            });
         };
         tracing::info!("producer {id} goes to {worker} at {endpoint}");
         Ok(Reply {

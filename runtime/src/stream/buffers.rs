@@ -14,6 +14,7 @@
 //! its producers' queues in arrival order, and the producers' offsets after each round are kept
 //! until the round is reported ([`Ingest::offsets_after`]): they are what a checkpoint commits.
 
+use super::error::Refusal;
 use lockstep_trainer::data::{DataError, Fitted, Order, RowSource, Table};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -183,14 +184,15 @@ impl Ingest {
     /// counted. Returns `(new rows, duplicates)`.
     ///
     /// # Errors
-    /// A message when rows are missing (`offset` is past `received`: a gap).
+    /// A [`Refusal`] when rows are missing (`offset` is past `received`: a gap), the producer
+    /// is not served here, or a newer connection took over.
     pub fn push(
         &self,
         id: u32,
         generation: u64,
         offset: u64,
         mut batch: Table,
-    ) -> Result<(u64, u64), String> {
+    ) -> Result<(u64, u64), Refusal> {
         let mut st = self.lock();
         st.arrivals += 1;
         let stamp = st.arrivals;
@@ -198,20 +200,19 @@ impl Ingest {
             .producers
             .iter_mut()
             .find(|p| p.id == id)
-            .ok_or_else(|| format!("producer {id} is not served here"))?;
+            .ok_or(Refusal::NotServedHere { producer: id })?;
         if p.generation != generation {
-            return Err(format!(
-                "producer {id}: a newer connection took over this one"
-            ));
+            return Err(Refusal::TakenOver { producer: id });
         }
         p.last_seen = Instant::now();
         p.silence_reported = false;
         let rows = batch.rows as u64;
         if offset > p.received {
-            return Err(format!(
-                "producer {id}: rows {}..{offset} are missing (the batch starts at offset {offset}, the next expected row is {})",
-                p.received, p.received
-            ));
+            return Err(Refusal::Gap {
+                producer: id,
+                received: p.received,
+                offset,
+            });
         }
         let dup = (p.received - offset).min(rows);
         p.duplicates += dup;

@@ -10,8 +10,9 @@
 //! the worker's progress to the coordinator twice a second.
 
 use super::buffers::{Ingest, Progress};
+use super::error::{Refusal, Silence, StreamFailure};
 use super::wire::{producer_id, read_msg, write_msg, Hello, Reply};
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, SetupError};
 use arrow_ipc::reader::StreamReader;
 use lockstep_trainer::data::{Fitted, OnSilent};
 use lockstep_transport::tcp::{Conn, Listener};
@@ -102,12 +103,18 @@ impl Endpoint {
                         .spawn(move || me.connection(&name, stream));
                 }
             })
-            .map_err(|e| RuntimeError::Launch(format!("spawning the ingest endpoint: {e}")))?;
+            .map_err(|source| SetupError::Spawn {
+                thread: "ingest endpoint",
+                source,
+            })?;
         let me = self.clone();
         std::thread::Builder::new()
             .name("lockstep-silence".into())
             .spawn(move || me.watch_silence())
-            .map_err(|e| RuntimeError::Launch(format!("spawning the ingest monitor: {e}")))?;
+            .map_err(|source| SetupError::Spawn {
+                thread: "ingest monitor",
+                source,
+            })?;
         self.report();
         Ok(())
     }
@@ -144,21 +151,20 @@ impl Endpoint {
                         return None;
                     }
                     p.silence_reported = true;
-                    Some((quiet, p.connected, p.seen, p.received))
+                    let silence = Silence {
+                        producer: id,
+                        quiet,
+                        peer_timeout: self.peer_timeout,
+                        connected: p.connected,
+                        offset: p.received,
+                    };
+                    Some((silence, p.seen))
                 });
-                if let Some(Some((quiet, connected, seen, offset))) = silent {
-                    let msg = format!(
-                        "producer {id} has sent nothing for {:.1} s (peer timeout {} ms; {}; next offset {offset})",
-                        quiet.as_secs_f64(),
-                        self.peer_timeout.as_millis(),
-                        if connected { "connected" } else { "not connected" },
-                    );
-                    tracing::warn!(worker = %self.worker, "{msg}");
+                if let Some(Some((silence, seen))) = silent {
+                    tracing::warn!(worker = %self.worker, "{silence}");
                     // Before its first connection a producer is governed by connect_timeout_ms.
                     if seen && self.on_silent == OnSilent::Fail {
-                        (self.on_fail)(RuntimeError::Launch(format!(
-                            "{msg}; [job.data.stream] on_silent = \"fail\""
-                        )));
+                        (self.on_fail)(StreamFailure::Silent(silence).into());
                     }
                 }
             }
@@ -170,24 +176,23 @@ impl Endpoint {
         if self.started.elapsed() <= self.connect_timeout {
             return None;
         }
-        let missing: Vec<String> = self
+        let missing: Vec<u32> = self
             .ingest
             .ids()
             .into_iter()
             .filter(|&id| self.ingest.with_producer(id, |p| !p.seen) == Some(true))
-            .map(|id| id.to_string())
             .collect();
         if missing.is_empty() {
             return None;
         }
-        Some(RuntimeError::Launch(format!(
-            "producer{} {} never connected to {} within {:.1} s ([job.data.stream] connect_timeout_ms = {}); producers find the job through the bootstrap address in <run dir>/endpoints.json",
-            if missing.len() > 1 { "s" } else { "" },
-            missing.join(", "),
-            self.worker,
-            self.connect_timeout.as_secs_f64(),
-            self.connect_timeout.as_millis(),
-        )))
+        Some(
+            StreamFailure::NeverConnected {
+                producers: missing,
+                worker: self.worker.clone(),
+                timeout: self.connect_timeout,
+            }
+            .into(),
+        )
     }
 
     fn connection(&self, name: &str, mut stream: Conn) {
@@ -208,32 +213,31 @@ impl Endpoint {
     }
 
     /// Check the producer's hello, take the connection, stream its batches.
-    fn accept(&self, name: &str, stream: &mut Conn) -> Result<Reply, String> {
+    fn accept(&self, name: &str, stream: &mut Conn) -> Result<Reply, Refusal> {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         let hello: Hello = read_msg(stream)?;
         let _ = stream.set_read_timeout(None);
         let id = hello.producer;
         if producer_id(name) != Some(id) {
-            return Err(format!(
-                "the handshake named {name:?} but the hello says producer {id}"
-            ));
+            return Err(Refusal::NameMismatch {
+                name: name.to_string(),
+                producer: id,
+            });
         }
         if id >= self.producers {
-            return Err(format!(
-                "producer id {id} is outside 0..{} ([job.data.stream] producers = {})",
-                self.producers, self.producers
-            ));
+            return Err(Refusal::OutOfRange {
+                producer: id,
+                producers: self.producers as usize,
+            });
         }
         let peer_timeout = self.peer_timeout;
         let bounded = self.ingest.bounded;
         let taken = self.ingest.with_producer(id, |p| {
             if p.connected && p.last_seen.elapsed() <= peer_timeout {
-                return Err(format!(
-                    "producer {id} is already connected (a second connection with a live producer's id)"
-                ));
+                return Err(Refusal::AlreadyConnected { producer: id });
             }
             if p.closed && bounded {
-                return Err(format!("producer {id} already ended its stream"));
+                return Err(Refusal::AlreadyEnded { producer: id });
             }
             p.connected = true;
             p.seen = true;
@@ -243,7 +247,12 @@ impl Endpoint {
             Ok((p.generation, p.received))
         });
         let (generation, resume) = match taken {
-            None => return Err(format!("producer {id} is not served by {}", self.worker)),
+            None => {
+                return Err(Refusal::NotServedBy {
+                    producer: id,
+                    worker: self.worker.clone(),
+                })
+            }
             Some(r) => r?,
         };
         write_msg(
@@ -254,7 +263,7 @@ impl Endpoint {
                 ..Reply::default()
             },
         )
-        .map_err(|e| format!("answering the hello: {e}"))?;
+        .map_err(Refusal::Answer)?;
         tracing::info!(worker = %self.worker, producer = id, "producer {id} connected; its rows from offset {} start at {}, resume offset {resume}", hello.offset, hello.offset);
         let res = self.stream_batches(id, generation, hello.offset, stream);
         let eos = res.as_ref().is_ok_and(|(_, _, eos)| *eos);
@@ -281,39 +290,36 @@ impl Endpoint {
         generation: u64,
         mut offset: u64,
         stream: &mut Conn,
-    ) -> Result<(u64, u64, bool), String> {
+    ) -> Result<(u64, u64, bool), Refusal> {
         let tail = Tail::new(BufReader::with_capacity(1 << 20, &mut *stream));
-        let mut reader = StreamReader::try_new(tail, None)
-            .map_err(|e| format!("not an Arrow IPC stream: {e}"))?;
+        let mut reader = StreamReader::try_new(tail, None).map_err(Refusal::NotIpc)?;
         let label = format!("producer {id}");
         self.fitted
             .check_schema(&reader.schema(), &label)
-            .map_err(|e| format!("schema refused: {e}"))?;
+            .map_err(Refusal::Schema)?;
         let (mut rows, mut dups) = (0u64, 0u64);
         loop {
             self.ingest.wait_for_room(id);
             let Some(next) = reader.next() else { break };
-            let batch = next.map_err(|e| {
-                let e = e.to_string();
-                if e.contains("failed to fill whole buffer") {
-                    format!("bad Arrow IPC message after {rows} rows: truncated (the connection ended inside a message)")
+            let batch = next.map_err(|source| {
+                if source.to_string().contains("failed to fill whole buffer") {
+                    Refusal::Truncated { rows }
                 } else {
-                    format!("bad Arrow IPC message after {rows} rows: {e}")
+                    Refusal::BadIpc { rows, source }
                 }
             })?;
             let n = batch.num_rows() as u64;
             // Every batch is converted here, once: a bad value (a null label, a NaN under
             // `missing = "error"`) closes this connection, not the job, and training takes the
             // converted rows as they are.
-            let rows_in = match self.fitted.table(&batch, &label) {
-                Ok(t) => t,
-                Err(e) => {
-                    return Err(format!(
-                        "batch of rows {offset}..{} refused: {e} (rows below offset {offset} were accepted; fix the data and reconnect to resume there)",
-                        offset + n
-                    ))
-                }
-            };
+            let rows_in = self
+                .fitted
+                .table(&batch, &label)
+                .map_err(|source| Refusal::Batch {
+                    from: offset,
+                    to: offset + n,
+                    source,
+                })?;
             drop(batch);
             let (fresh, dup) = self.ingest.push(id, generation, offset, rows_in)?;
             offset += n;

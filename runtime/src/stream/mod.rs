@@ -8,6 +8,7 @@
 //! - [`buffers`]: the per-producer queues and offsets, and [`IngestRecords`], the
 //!   `RecordBatchSource` the data loader reads in deterministic or arrival order.
 //! - [`wire`]: the producer protocol's framed JSON messages.
+//! - [`error`]: why a producer is refused, and the stream failures that stop a job.
 //! - [`producer`]: a producer in Rust (tests, `lockstep bench ingest`).
 //!
 //! docs/streaming.md describes the protocol and its semantics for users.
@@ -15,6 +16,7 @@
 pub mod bootstrap;
 pub mod buffers;
 pub mod endpoint;
+pub mod error;
 pub mod producer;
 pub mod setup;
 pub mod wire;

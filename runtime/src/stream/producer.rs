@@ -20,8 +20,9 @@
 //! # Ok(()) }
 //! ```
 
+use super::error::ProducerIo;
 use super::wire::{read_msg, write_msg, Hello, Reply, PRODUCER_PREFIX};
-use crate::error::RuntimeError;
+use crate::error::{ProtocolError, Refuser, RuntimeError};
 use arrow_array::RecordBatch;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::Schema;
@@ -71,11 +72,12 @@ pub struct Producer {
     pub worker: String,
 }
 
-fn refused(what: &str, r: Reply) -> RuntimeError {
-    RuntimeError::Protocol(format!(
-        "{what} refused: {}",
-        r.error.unwrap_or_else(|| "no reason given".into())
-    ))
+fn refused(by: Refuser, r: Reply) -> RuntimeError {
+    ProtocolError::Refused {
+        by,
+        reason: r.error,
+    }
+    .into()
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,8 +105,10 @@ fn open(addr: &str, identity: &Identity, hello: &Hello) -> Result<(Conn, Reply),
         });
     }
     write_msg(&mut s, hello).map_err(|e| RuntimeError::io("send hello", addr, e))?;
-    let reply: Reply =
-        read_msg(&mut s).map_err(|e| RuntimeError::Protocol(format!("{addr}: {e}")))?;
+    let reply: Reply = read_msg(&mut s).map_err(|source| ProtocolError::Answer {
+        addr: addr.to_string(),
+        source,
+    })?;
     Ok((s, reply))
 }
 
@@ -160,16 +164,19 @@ impl Producer {
         };
         let (_, route) = open(bootstrap, &identity, &hello)?;
         if !route.ok {
-            return Err(refused("bootstrap", route));
+            return Err(refused(Refuser::Bootstrap, route));
         }
         let endpoint = route.endpoint.clone().unwrap_or_default();
         let (s, reply) = open(&endpoint, &identity, &hello)?;
         if !reply.ok {
-            return Err(refused("ingest endpoint", reply));
+            return Err(refused(Refuser::Endpoint, reply));
         }
         let s = Shared(Arc::new(Mutex::new(s)));
         let writer = StreamWriter::try_new(BufWriter::with_capacity(1 << 20, s.clone()), schema)
-            .map_err(|e| RuntimeError::Protocol(format!("producer {id}: {e}")))?;
+            .map_err(|e| ProtocolError::Producer {
+                producer: id,
+                source: e.into(),
+            })?;
         Ok(Producer {
             id,
             reply_side: s,
@@ -180,14 +187,18 @@ impl Producer {
     }
 
     /// The server's reason after a failed write (it answers before closing).
-    fn why(&mut self, e: impl std::fmt::Display) -> RuntimeError {
+    fn why(&mut self, e: impl Into<ProducerIo>) -> RuntimeError {
         let _ = self
             .reply_side
             .lock()
             .set_read_timeout(Some(Duration::from_secs(5)));
         match read_msg::<Reply>(&mut self.reply_side) {
-            Ok(r) if !r.ok => refused(&format!("producer {}", self.id), r),
-            _ => RuntimeError::Protocol(format!("producer {}: {e}", self.id)),
+            Ok(r) if !r.ok => refused(Refuser::Producer(self.id), r),
+            _ => ProtocolError::Producer {
+                producer: self.id,
+                source: e.into(),
+            }
+            .into(),
         }
     }
 
@@ -227,12 +238,14 @@ impl Producer {
             .reply_side
             .lock()
             .set_read_timeout(Some(Duration::from_secs(60)));
-        let r: Reply = read_msg(&mut self.reply_side)
-            .map_err(|e| RuntimeError::Protocol(format!("producer {}: {e}", self.id)))?;
+        let r: Reply = read_msg(&mut self.reply_side).map_err(|e| ProtocolError::Producer {
+            producer: self.id,
+            source: e.into(),
+        })?;
         if r.ok {
             Ok(r)
         } else {
-            Err(refused(&format!("producer {}", self.id), r))
+            Err(refused(Refuser::Producer(self.id), r))
         }
     }
 }

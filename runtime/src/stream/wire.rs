@@ -11,6 +11,7 @@
 //! ```
 //! Any refusal is a `Reply` with `ok = false` and the reason, after which the connection closes.
 
+use super::error::WireError;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 
@@ -57,11 +58,11 @@ pub struct Reply {
 }
 
 impl Reply {
-    /// A refusal with `why`.
-    pub fn refuse(why: impl Into<String>) -> Reply {
+    /// A refusal with `why` (its text is the reason the producer reads).
+    pub fn refuse(why: impl std::fmt::Display) -> Reply {
         Reply {
             ok: false,
-            error: Some(why.into()),
+            error: Some(why.to_string()),
             ..Reply::default()
         }
     }
@@ -82,21 +83,21 @@ pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<(
 /// Read one framed JSON message (length bounded by [`MAX_MESSAGE`]).
 ///
 /// # Errors
-/// A message for I/O errors, an oversized length or JSON that does not parse.
-pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, String> {
+/// [`WireError`] for I/O errors, an oversized length or JSON that does not parse.
+pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, WireError> {
     let mut len = [0u8; 4];
-    r.read_exact(&mut len)
-        .map_err(|e| format!("reading a message length: {e}"))?;
+    r.read_exact(&mut len).map_err(WireError::Length)?;
     let n = u32::from_le_bytes(len) as usize;
     if n > MAX_MESSAGE {
-        return Err(format!(
-            "message of {n} bytes announced (at most {MAX_MESSAGE}): not a Lockstep producer"
-        ));
+        return Err(WireError::TooLong {
+            len: n,
+            max: MAX_MESSAGE,
+        });
     }
     let mut body = vec![0u8; n];
     r.read_exact(&mut body)
-        .map_err(|e| format!("reading a {n}-byte message: {e}"))?;
-    serde_json::from_slice(&body).map_err(|e| format!("bad message: {e}"))
+        .map_err(|source| WireError::Body { len: n, source })?;
+    serde_json::from_slice(&body).map_err(WireError::Json)
 }
 
 /// The producer id a handshake name claims (`producer-<id>`).

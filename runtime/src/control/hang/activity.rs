@@ -197,9 +197,7 @@ impl Activity {
             }
             Some(Fault::Fail { round: r, .. }) if *r == round => {
                 tracing::warn!(round, "LOCKSTEP_FAULT: failing forward_backward");
-                Err(crate::error::RuntimeError::Model(format!(
-                    "round {round}: LOCKSTEP_FAULT failed forward_backward"
-                )))
+                Err(crate::error::TrainingError::InjectedFault { round }.into())
             }
             _ => Ok(()),
         }

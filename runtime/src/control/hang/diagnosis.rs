@@ -306,4 +306,137 @@ mod tests {
         ];
         assert_eq!(diagnose(6, 10, &nodes).culprit, "b");
     }
+
+    fn node(name: &str, owes: bool, threads: Vec<ThreadDoing>) -> NodeAnswer {
+        NodeAnswer {
+            node: name.into(),
+            owes,
+            threads: Some(threads),
+        }
+    }
+
+    fn recv_from(peer: &str, round: u64) -> ThreadDoing {
+        line(
+            "aggregate",
+            "allreduce bucket 0 / recv",
+            round,
+            Some(peer),
+            500,
+            true,
+        )
+    }
+
+    #[test]
+    fn waits_are_followed_to_the_end_of_the_chain() {
+        // a waits on b, b on c; c computes. c is named, not b.
+        let nodes = vec![
+            node("a", true, vec![recv_from("b", 3)]),
+            node("b", true, vec![recv_from("c", 3)]),
+            node(
+                "c",
+                false,
+                vec![line("compute", "forward_backward", 3, None, 900, true)],
+            ),
+        ];
+        let d = diagnose(3, 2000, &nodes);
+        assert_eq!(
+            (d.culprit.as_str(), d.operation.as_str()),
+            ("c", "forward_backward")
+        );
+        assert!(d.why.contains("waits on nobody"), "{}", d.why);
+        assert!(d.why.contains("1 node(s) wait on it"), "{}", d.why);
+    }
+
+    #[test]
+    fn a_silent_node_comes_before_one_further_behind() {
+        // Two ends: b is busy in an older round, c did not answer. The silent one is named.
+        let nodes = vec![
+            node("a", true, vec![recv_from("b", 8)]),
+            node(
+                "b",
+                false,
+                vec![line("compute", "forward_backward", 7, None, 50, true)],
+            ),
+            NodeAnswer {
+                node: "c".into(),
+                owes: true,
+                threads: None,
+            },
+        ];
+        let d = diagnose(8, 2000, &nodes);
+        assert_eq!(
+            (d.culprit.as_str(), d.operation.as_str()),
+            ("c", "no answer")
+        );
+        assert!(d.why.contains("did not answer the probe"), "{}", d.why);
+    }
+
+    #[test]
+    fn among_busy_ends_the_lowest_round_then_the_longest_operation_is_named() {
+        let busy = |ms| line("compute", "forward_backward", 4, None, ms, true);
+        let nodes = vec![
+            node("a", true, vec![busy(100)]),
+            node("b", true, vec![busy(700)]),
+            node(
+                "c",
+                true,
+                vec![line("compute", "forward_backward", 5, None, 9000, true)],
+            ),
+        ];
+        // a and b are both in round 4 (c is ahead); b has run longest.
+        assert_eq!(diagnose(4, 1000, &nodes).culprit, "b");
+    }
+
+    #[test]
+    fn when_nobody_owes_the_report_every_node_is_a_start() {
+        let nodes = vec![
+            node("a", false, vec![recv_from("b", 2)]),
+            node(
+                "b",
+                false,
+                vec![line("compute", "evaluate", 2, None, 40, true)],
+            ),
+        ];
+        assert_eq!(diagnose(2, 500, &nodes).culprit, "b");
+    }
+
+    #[test]
+    fn a_wait_on_a_node_outside_the_table_ends_there() {
+        // a waits on a peer that is not a member (a parameter server that left): a is named.
+        let nodes = vec![node("a", true, vec![recv_from("gone", 1)])];
+        let d = diagnose(1, 100, &nodes);
+        assert_eq!(d.culprit, "a");
+    }
+
+    #[test]
+    fn no_members_is_said_plainly() {
+        let d = diagnose(9, 100, &[]);
+        assert_eq!(
+            (d.culprit.as_str(), d.operation.as_str()),
+            ("", "no members")
+        );
+        assert!(
+            d.table.contains("round 9 made no progress for 100 ms"),
+            "{}",
+            d.table
+        );
+    }
+
+    #[test]
+    fn the_table_marks_who_owes_and_lines_up_its_columns() {
+        let d = diagnose(5, 3000, &stalled_pair());
+        let lines: Vec<&str> = d.table.lines().collect();
+        assert!(
+            lines[0].starts_with("hang diagnosis: round 5"),
+            "{}",
+            d.table
+        );
+        assert!(lines[1].trim_start().starts_with("node"), "{}", d.table);
+        // Header, two threads per node, and the culprit line.
+        assert_eq!(lines.len(), 1 + 1 + 4 + 1, "{}", d.table);
+        assert!(lines[2].trim_start().starts_with("w0 *"), "{}", d.table);
+        let col = |l: &str| l.find("compute").or_else(|| l.find("aggregate"));
+        assert_eq!(col(lines[2]), col(lines[4]), "{}", d.table);
+        assert!(lines[6].starts_with("culprit: w1 ("), "{}", d.table);
+    }
 }

@@ -14,7 +14,7 @@
 //! Documented in `docs/security.md` (a switch that hangs a job must never be set in production;
 //! it is read only from the process's own environment).
 
-use crate::error::RuntimeError;
+use crate::error::{FaultSyntax, RuntimeError, SetupError};
 
 /// The environment variable.
 pub const VAR: &str = "LOCKSTEP_FAULT";
@@ -47,33 +47,34 @@ impl Fault {
     /// Parse a `LOCKSTEP_FAULT` value.
     ///
     /// # Errors
-    /// [`RuntimeError::Launch`] naming the variable and what is wrong.
+    /// [`SetupError::Fault`] naming the variable and what is wrong.
     pub fn parse(v: &str) -> Result<Fault, RuntimeError> {
-        let bad = |why: &str| RuntimeError::Launch(format!("{VAR}={v:?}: {why}"));
+        let bad = |why: FaultSyntax| SetupError::Fault {
+            var: VAR,
+            value: v.to_string(),
+            why,
+        };
         let mut parts = v.split(':');
         let kind = parts.next();
         if !matches!(kind, Some("stall" | "stall_save" | "fail")) {
-            return Err(bad(
-                "the faults are stall:node=NAME:round=N, fail:node=NAME:round=N and \
-                 stall_save:node=NAME",
-            ));
+            return Err(bad(FaultSyntax::Kind).into());
         }
         let (mut node, mut round) = (None, None);
         for p in parts {
             match p.split_once('=') {
                 Some(("node", n)) if !n.is_empty() => node = Some(n.to_string()),
                 Some(("round", r)) if kind != Some("stall_save") => {
-                    round = Some(r.parse().map_err(|_| bad("round is not a number"))?)
+                    round = Some(r.parse().map_err(|_| bad(FaultSyntax::Round))?)
                 }
-                _ => return Err(bad(&format!("unknown part {p:?}"))),
+                _ => return Err(bad(FaultSyntax::Part(p.to_string())).into()),
             }
         }
         match (kind, node, round) {
             (Some("stall"), Some(node), Some(round)) => Ok(Fault::Stall { node, round }),
             (Some("fail"), Some(node), Some(round)) => Ok(Fault::Fail { node, round }),
             (Some("stall_save"), Some(node), None) => Ok(Fault::StallSave { node }),
-            (Some("stall" | "fail"), _, _) => Err(bad("needs node=NAME and round=N")),
-            _ => Err(bad("needs node=NAME")),
+            (Some("stall" | "fail"), _, _) => Err(bad(FaultSyntax::NodeAndRound).into()),
+            _ => Err(bad(FaultSyntax::Node).into()),
         }
     }
 

@@ -6,6 +6,7 @@
 //! command timeout.
 
 use super::*;
+use crate::error::MismatchError;
 use crate::observe::report::SolverReport;
 
 /// How long a member after the first silent one still gets to show an answer that already
@@ -47,10 +48,12 @@ impl Handler<RunSave> for ControlPlane {
         let name = self.members[0].name.clone();
         match got {
             Ok(ControlMsg::Saved { path }) => Ok(path),
-            Ok(other) => Err(RuntimeError::Protocol(format!(
-                "{name} answered {} to Save",
-                other.name()
-            ))),
+            Ok(other) => Err(ProtocolError::Answered {
+                node: name,
+                got: other.name(),
+                command: "Save",
+            }
+            .into()),
             Err(RuntimeError::Timeout { .. }) => Err(RuntimeError::EndTimeout {
                 operation,
                 round: msg.round,
@@ -97,11 +100,12 @@ impl Handler<RunFinish> for ControlPlane {
                     hashes.push((m.name.clone(), weights_sha256))
                 }
                 Ok(other) => {
-                    return Err(RuntimeError::Protocol(format!(
-                        "{} answered {} to Finish",
-                        m.name,
-                        other.name()
-                    )))
+                    return Err(ProtocolError::Answered {
+                        node: m.name.clone(),
+                        got: other.name(),
+                        command: "Finish",
+                    }
+                    .into())
                 }
                 Err(RuntimeError::Timeout { .. }) => silent.push(m.name.clone()),
                 Err(e) => return Err(e),
@@ -118,10 +122,13 @@ impl Handler<RunFinish> for ControlPlane {
         let workers = &hashes[..self.workers.min(hashes.len())];
         let first = workers.first().map(|h| h.1.clone()).unwrap_or_default();
         if let Some((node, h)) = workers.iter().find(|(_, h)| *h != first) {
-            return Err(RuntimeError::Inconsistent(format!(
-                "replicas diverged: {} has weights {first}, {node} has {h}",
-                workers[0].0
-            )));
+            return Err(MismatchError::Diverged {
+                node_a: workers[0].0.clone(),
+                hash_a: first.clone(),
+                node_b: node.clone(),
+                hash_b: h.clone(),
+            }
+            .into());
         }
         Ok((first, solver))
     }

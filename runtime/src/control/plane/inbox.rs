@@ -12,7 +12,7 @@
 
 use super::{ControlPlane, Member};
 use crate::control::protocol::ControlMsg;
-use crate::error::RuntimeError;
+use crate::error::{ActorError, ProtocolError, RuntimeError};
 use lockstep_transport::frame::Op;
 use lockstep_transport::tcp::TcpSender;
 use lockstep_transport::{AnyLink, Expect, Link};
@@ -47,15 +47,22 @@ impl Failure {
     pub(crate) fn error(&self, node: &str, round: u64, doing: &'static str) -> RuntimeError {
         match self {
             Failure::Link(e) => RuntimeError::peer(node, round, doing, e.clone()),
-            Failure::Malformed(why) => {
-                RuntimeError::Protocol(format!("bad control message from {node}: {why}"))
+            Failure::Malformed(why) => ProtocolError::Malformed {
+                node: node.to_string(),
+                reason: why.clone(),
             }
-            Failure::NotTcp(kind) => RuntimeError::Protocol(format!(
-                "the control link to {node} is {kind}; control links must be tcp"
-            )),
-            Failure::ReaderGone => RuntimeError::Actor(format!(
-                "the control link reader of {node} stopped ({doing}, round {round})"
-            )),
+            .into(),
+            Failure::NotTcp(kind) => ProtocolError::NotTcp {
+                node: node.to_string(),
+                kind,
+            }
+            .into(),
+            Failure::ReaderGone => ActorError::ReaderGone {
+                node: node.to_string(),
+                doing,
+                round,
+            }
+            .into(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::inbox::Attached;
 use super::*;
+use crate::error::LaunchError;
 /// Elastic: suspend the survivors, drop the dead, admit waiting replacements (up to
 /// `max_workers`) and hand out the next mesh. Every survivor reports the round it would run
 /// next; the newest is where the job continues, with the state of the first survivor there.
@@ -34,7 +35,7 @@ impl ControlPlane {
     fn change(&mut self, msg: ChangeMembership) -> Result<Changed, RuntimeError> {
         let (min, max) = match &self.elastic {
             Some(e) => (e.min_workers, e.max_workers),
-            None => return Err(RuntimeError::Protocol("membership is not elastic".into())),
+            None => return Err(ProtocolError::NotElastic.into()),
         };
         let mut dead: Vec<String> = msg
             .dead
@@ -64,11 +65,13 @@ impl ControlPlane {
                 let reason = format!("fewer than min_workers = {min} workers are left");
                 let _ = m.send(0, "aborting", &ControlMsg::Abort { reason });
             }
-            return Err(RuntimeError::Launch(format!(
-                "elastic job stopped: {left} worker(s) left ({}), fewer than min_workers = {min}; dead: {}",
-                names.join(", "),
-                self.dead.join(", ")
-            )));
+            return Err(LaunchError::TooFewWorkers {
+                left,
+                workers: names,
+                min,
+                dead: self.dead.clone(),
+            }
+            .into());
         }
         let round = survivors.iter().map(|s| s.1).max().unwrap_or(0);
         let source = survivors.iter().position(|s| s.1 == round).unwrap_or(0);
@@ -219,11 +222,14 @@ impl ControlPlane {
                         _ => None,
                     };
                     if about != Some(round) {
-                        return Err(RuntimeError::Protocol(format!(
-                            "{} sent {} (round {about:?}) while the coordinator was {doing} of round {round}",
-                            m.name,
-                            msg.name()
-                        )));
+                        return Err(ProtocolError::OutOfTurn {
+                            node: m.name.clone(),
+                            got: msg.name(),
+                            about,
+                            doing,
+                            round,
+                        }
+                        .into());
                     }
                     return Ok(Ok(msg));
                 }

@@ -40,11 +40,11 @@ impl Handler<AwaitStream> for ControlPlane {
                         return Ok(self.view(round));
                     }
                     if let Some(got) = self.take(i, round, doing) {
-                        return Err(RuntimeError::Protocol(format!(
-                            "{} sent {} while the coordinator waited for stream progress",
-                            self.members[i].name,
-                            got?.name()
-                        )));
+                        return Err(ProtocolError::DuringStream {
+                            node: self.members[i].name.clone(),
+                            got: got?.name(),
+                        }
+                        .into());
                     }
                     // Any member's delivery: progress is absorbed, an abort ends the wait.
                     self.wait_one(Some(i), round, doing, None, true)?;

@@ -20,7 +20,7 @@ use super::plane::{
 };
 use crate::control::hang::ProgressClock;
 use crate::control::protocol::{CheckpointPlan, RoundPlan};
-use crate::error::RuntimeError;
+use crate::error::{ActorError, ProtocolError, RuntimeError, TrainingError};
 use crate::observe::report::{Report, RoundSplit, SolverReport};
 use crate::ps::serve::ServeRounds;
 use actix::Addr;
@@ -216,10 +216,11 @@ pub(crate) async fn run(cx: &Ctx<'_>, mut pace: Pace<'_>) -> Result<Report, Runt
             match &mut pace {
                 Pace::Batch(b) => b.lost(cx, &mut run, lost).await?,
                 Pace::Stream(_) => {
-                    return Err(RuntimeError::Protocol(format!(
-                        "round {round} was lost ({}), but a stream job is not elastic",
-                        lost.reason
-                    )))
+                    return Err(ProtocolError::StreamLost {
+                        round,
+                        reason: lost.reason,
+                    }
+                    .into())
                 }
             }
             continue;
@@ -250,9 +251,7 @@ pub(crate) fn check_loss(round: u64, loss: f64) -> Result<(), RuntimeError> {
     if loss.is_finite() {
         return Ok(());
     }
-    Err(RuntimeError::Model(format!(
-        "round {round}: training loss is {loss}"
-    )))
+    Err(TrainingError::NonFiniteLoss { round, loss }.into())
 }
 
 /// The end common to every source: the model (and `checkpoint`) written by the first worker,
@@ -333,7 +332,11 @@ impl Totals {
 
 /// The control plane's mailbox failed.
 pub(crate) fn actor_err(e: actix::MailboxError) -> RuntimeError {
-    RuntimeError::Actor(format!("control plane: {e}"))
+    ActorError::Mailbox {
+        mailbox: "control plane",
+        source: e,
+    }
+    .into()
 }
 
 /// Log the start of a graceful stop.

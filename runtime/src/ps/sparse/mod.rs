@@ -24,7 +24,7 @@ mod store;
 
 pub use store::{add_mod, Tables};
 
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, TrainingError};
 use crate::manifest::Manifest;
 use actix::Message;
 use lockstep_collective::{Communicator, RowStore, SparseRows, SparseShards};
@@ -82,18 +82,10 @@ pub fn for_model(
         return Ok(None);
     };
     if m.elastic().is_some() {
-        return Err(RuntimeError::Model(
-            "job.elastic: embedding tables do not move between workers yet; train them without \
-             elastic membership"
-                .into(),
-        ));
+        return Err(TrainingError::TablesNotElastic.into());
     }
     if first_round > 0 {
-        return Err(RuntimeError::Model(format!(
-            "round {first_round}: embedding tables are not in checkpoints yet, so a run with \
-             tables cannot resume or restart (the rows would start afresh); start it again from \
-             round 0"
-        )));
+        return Err(TrainingError::TablesNotResumable { round: first_round }.into());
     }
     SparseSide::new(m, s.tables(), (workers, world, rank)).map(Some)
 }
@@ -116,7 +108,7 @@ impl SparseSide {
     /// `"parameter-server"` the server nodes (ranks `workers..world`) are the shards.
     ///
     /// # Errors
-    /// [`RuntimeError::Model`] naming `job.aggregation` for a parameter server without server
+    /// [`TrainingError`] naming `job.aggregation` for a parameter server without server
     /// nodes (the coordinator does not serve tables), or `embeddings[i].buckets` when a table
     /// has fewer rows than there are shards.
     pub fn new(
@@ -125,28 +117,23 @@ impl SparseSide {
         (workers, world, rank): (usize, usize, usize),
     ) -> Result<Self, RuntimeError> {
         let servers = m.nodes_with(crate::manifest::Role::Server).len();
-        let shards: Vec<usize> =
-            match m.job.aggregation {
-                crate::manifest::Aggregation::Allreduce => (0..workers).collect(),
-                _ if servers == 0 => return Err(RuntimeError::Model(
-                    "job.aggregation: with \"parameter-server\", embedding tables are served by \
-                     nodes with roles = [\"server\"]; the coordinator does not serve tables"
-                        .into(),
-                )),
-                _ => (workers..world).collect(),
-            };
+        let shards: Vec<usize> = match m.job.aggregation {
+            crate::manifest::Aggregation::Allreduce => (0..workers).collect(),
+            _ if servers == 0 => return Err(TrainingError::TablesNeedServers.into()),
+            _ => (workers..world).collect(),
+        };
         if let Some((i, t)) = tables
             .iter()
             .enumerate()
             .find(|(_, t)| t.buckets.is_some_and(|b| b < shards.len() as u64))
         {
-            return Err(RuntimeError::Model(format!(
-                "job.model.embeddings[{i}].buckets: table {:?} has {} rows but {} shards; use at \
-                 least as many buckets as shards",
-                t.column,
-                t.buckets.unwrap_or(0),
-                shards.len()
-            )));
+            return Err(TrainingError::TooFewBuckets {
+                index: i,
+                column: t.column.clone(),
+                rows: t.buckets.unwrap_or(0),
+                shards: shards.len(),
+            }
+            .into());
         }
         let spec = m
             .job

@@ -2,7 +2,7 @@
 //! before training on it, and the pairs go to the coordinator with `RoundDone`.
 
 use super::Compute;
-use crate::error::RuntimeError;
+use crate::error::{RuntimeError, TrainingError};
 use lockstep_trainer::Batch;
 
 impl Compute {
@@ -18,7 +18,7 @@ impl Compute {
         let pred = self
             .model
             .predict(&batch.x, batch.rows)
-            .map_err(|e| RuntimeError::Model(format!("round {round}: scoring: {e}")))?;
+            .map_err(TrainingError::step(round, Some("scoring")))?;
         Ok(match &batch.y {
             lockstep_trainer::Targets::Real(y) => {
                 pred.iter().zip(y).map(|(p, y)| [*p, *y]).collect()

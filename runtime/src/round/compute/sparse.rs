@@ -5,7 +5,7 @@
 
 use super::super::deliver;
 use super::Compute;
-use crate::error::RuntimeError;
+use crate::error::{ActorError, MismatchError, RuntimeError, TrainingError};
 use crate::ps::sparse::SparseOp;
 use actix::Recipient;
 use lockstep_trainer::Batch;
@@ -24,11 +24,9 @@ impl Compute {
     }
 
     fn link(&self, round: u64) -> Result<&SparseLink, RuntimeError> {
-        self.sparse_link.as_ref().ok_or_else(|| {
-            RuntimeError::Inconsistent(format!(
-                "round {round}: the model has embedding tables but the worker has no table exchange"
-            ))
-        })
+        self.sparse_link
+            .as_ref()
+            .ok_or_else(|| MismatchError::NoTableExchange { round }.into())
     }
 
     /// Pull the rows `batch` looks up and hand them to the model; nothing without tables.
@@ -41,7 +39,7 @@ impl Compute {
         };
         let ids = model
             .batch_ids(&batch.x, batch.rows)
-            .map_err(|e| RuntimeError::Model(format!("round {round}: {e}")))?;
+            .map_err(TrainingError::step(round, None))?;
         let (to, wait) = self.link(round)?.clone();
         let (reply, rx) = sync_channel(1);
         deliver(&to, SparseOp::Pull { round, ids, reply }, "a table pull")?;
@@ -54,15 +52,19 @@ impl Compute {
                 })
             }
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(RuntimeError::Actor(format!(
-                    "round {round}: the aggregator dropped a table pull"
-                )))
+                return Err(ActorError::Dropped {
+                    round,
+                    actor: "the aggregator",
+                    what: "a table pull",
+                }
+                .into())
             }
         };
         let model = self.model.sparse().expect("checked above");
         model
             .install_rows(rows)
-            .map_err(|e| RuntimeError::Model(format!("round {round}: {e}")))
+            .map_err(TrainingError::step(round, None))?;
+        Ok(())
     }
 
     /// Push the gradients of the rows this round touched; nothing without tables.

@@ -3,7 +3,7 @@
 //! held-out evaluation and the weights hash.
 
 use super::Compute;
-use crate::error::RuntimeError;
+use crate::error::{MismatchError, RuntimeError};
 use crate::job;
 use crate::round::messages::*;
 use actix::{Handler, SyncContext};
@@ -27,11 +27,13 @@ impl Handler<SetParams> for Compute {
     fn handle(&mut self, msg: SetParams, _: &mut SyncContext<Self>) -> Self::Result {
         let params = self.model.params_mut();
         if msg.params.len() != params.len() {
-            return Err(RuntimeError::Inconsistent(format!(
-                "got {} parameters, model has {}",
-                msg.params.len(),
-                params.len()
-            )));
+            return Err(MismatchError::Params {
+                round: None,
+                verb: "got",
+                got: msg.params.len(),
+                model: params.len(),
+            }
+            .into());
         }
         params.copy_from_slice(&msg.params);
         Ok(())

@@ -4,7 +4,7 @@
 //! convergence line.
 
 use super::Compute;
-use crate::error::RuntimeError;
+use crate::error::{MismatchError, RuntimeError, TrainingError};
 use crate::round::messages::Reduced;
 use lockstep_tensor::cast_slice;
 
@@ -22,24 +22,30 @@ impl Compute {
             && self
                 .model
                 .closed_form_update(stats)
-                .map_err(|e| RuntimeError::Model(format!("round {round}: update: {e}")))?;
+                .map_err(TrainingError::step(round, Some("update")))?;
         let params = self.model.params_mut();
         match &msg.params {
             None if closed => {}
             None => {
-                let g = cast_slice::<f32>(&msg.grads)
-                    .map_err(|e| RuntimeError::Inconsistent(format!("round {round}: {e}")))?;
+                let g =
+                    cast_slice::<f32>(&msg.grads).map_err(|source| MismatchError::Gradients {
+                        round,
+                        what: None,
+                        source,
+                    })?;
                 self.optimizer
                     .step_with_lr(lr, params, g)
-                    .map_err(|e| RuntimeError::Model(format!("round {round}: optimizer: {e}")))?
+                    .map_err(TrainingError::optimizer(Some(round), "optimizer"))?
             }
             Some(p) if p.len() == params.len() => params.copy_from_slice(p),
             Some(p) => {
-                return Err(RuntimeError::Inconsistent(format!(
-                    "round {round}: pulled {} parameters, model has {}",
-                    p.len(),
-                    params.len()
-                )))
+                return Err(MismatchError::Params {
+                    round: Some(round),
+                    verb: "pulled",
+                    got: p.len(),
+                    model: params.len(),
+                }
+                .into())
             }
         }
         if let Some(p) = self.optimizer.lbfgs_progress() {
