@@ -1,41 +1,15 @@
 //! `RunFinish` takes nothing but `Finished` from every member: a member that answers anything
 //! else is a protocol error naming it, never skipped (a skipped reply loses a weights hash).
 
+mod common;
+
 use actix::SyncArbiter;
+use common::pair;
 use lockstep_runtime::control::plane::RunFinish;
 use lockstep_runtime::control::plane::{ControlPlane, Member};
 use lockstep_runtime::control::protocol::{recv_msg, send_msg, ControlMsg};
-use lockstep_transport::handshake::Identity;
-use lockstep_transport::tcp::{self, TcpLink};
-use lockstep_transport::{AnyLink, LinkConfig, Listener};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-/// A control link pair: (coordinator side, member side).
-fn pair(member: &str) -> (AnyLink, AnyLink) {
-    let l = Listener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let acc = l
-        .start(
-            Identity::new("c", "coordinator", b"t"),
-            None,
-            Duration::from_secs(10),
-        )
-        .unwrap();
-    let s = tcp::connect_once(
-        addr,
-        &Identity::new("c", member, b"t"),
-        "coordinator",
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    let (_, c) = acc.next(Instant::now() + Duration::from_secs(10)).unwrap();
-    let cfg = LinkConfig::control();
-    (
-        AnyLink::Tcp(TcpLink::new(c, "coordinator", member, cfg).unwrap()),
-        AnyLink::Tcp(TcpLink::new(s, member, "coordinator", cfg).unwrap()),
-    )
-}
+use std::time::Duration;
 
 #[test]
 fn an_unexpected_reply_to_finish_is_an_error_naming_the_member() {

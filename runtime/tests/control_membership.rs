@@ -2,40 +2,15 @@
 //! from one member ends a wait on another at once), and an elastic membership change suspends
 //! the survivors, drops the dead and hands out the next mesh at the newest survivor's round.
 
+mod common;
+
 use actix::SyncArbiter;
+use common::pair;
 use lockstep_runtime::control::plane::{ChangeMembership, Collect, ControlPlane, Elastic, Member};
 use lockstep_runtime::control::protocol::{recv_msg, send_msg, ControlMsg};
-use lockstep_transport::handshake::Identity;
-use lockstep_transport::tcp::{self, TcpLink};
-use lockstep_transport::{AnyLink, LinkConfig, Listener};
+use lockstep_transport::AnyLink;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// A control link pair: (coordinator side, member side).
-fn pair(member: &str) -> (AnyLink, AnyLink) {
-    let l = Listener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let acc = l
-        .start(
-            Identity::new("c", "coordinator", b"t"),
-            None,
-            Duration::from_secs(10),
-        )
-        .unwrap();
-    let s = tcp::connect_once(
-        addr,
-        &Identity::new("c", member, b"t"),
-        "coordinator",
-        Duration::from_secs(10),
-    )
-    .unwrap();
-    let (_, c) = acc.next(Instant::now() + Duration::from_secs(10)).unwrap();
-    let cfg = LinkConfig::control();
-    (
-        AnyLink::Tcp(TcpLink::new(c, "coordinator", member, cfg).unwrap()),
-        AnyLink::Tcp(TcpLink::new(s, member, "coordinator", cfg).unwrap()),
-    )
-}
 
 #[test]
 fn an_abort_from_one_member_ends_the_wait_for_another_at_once() {

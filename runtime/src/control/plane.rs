@@ -145,25 +145,35 @@ impl ControlPlane {
         doing: &'static str,
     ) -> Result<ControlMsg, RuntimeError> {
         let msg = self.recv_watching(i, round, doing)?;
-        let m = &self.members[i];
-        let about = match &msg {
-            ControlMsg::RoundDone { round, .. }
-            | ControlMsg::Evaluated { round, .. }
-            | ControlMsg::Checkpointed { round, .. } => Some(*round),
-            _ => None,
-        };
-        if about != Some(round) {
-            return Err(ProtocolError::OutOfTurn {
-                node: m.name.clone(),
-                got: msg.name(),
-                about,
-                doing,
-                round,
-            }
-            .into());
-        }
-        Ok(msg)
+        in_turn(&self.members[i].name, msg, round, doing)
     }
+}
+
+/// `msg` from `node` if it reports on `round` (`RoundDone`, `Evaluated`, `Checkpointed`), else
+/// the protocol error naming both.
+fn in_turn(
+    node: &str,
+    msg: ControlMsg,
+    round: u64,
+    doing: &'static str,
+) -> Result<ControlMsg, RuntimeError> {
+    let about = match &msg {
+        ControlMsg::RoundDone { round, .. }
+        | ControlMsg::Evaluated { round, .. }
+        | ControlMsg::Checkpointed { round, .. } => Some(*round),
+        _ => None,
+    };
+    if about != Some(round) {
+        return Err(ProtocolError::OutOfTurn {
+            node: node.to_string(),
+            got: msg.name(),
+            about,
+            doing,
+            round,
+        }
+        .into());
+    }
+    Ok(msg)
 }
 
 impl Actor for ControlPlane {

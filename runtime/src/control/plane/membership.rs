@@ -214,25 +214,7 @@ impl ControlPlane {
                         reason: format!("{} reported: {reason}", m.name),
                     }));
                 }
-                Ok(msg) => {
-                    let about = match &msg {
-                        ControlMsg::RoundDone { round, .. }
-                        | ControlMsg::Evaluated { round, .. }
-                        | ControlMsg::Checkpointed { round, .. } => Some(*round),
-                        _ => None,
-                    };
-                    if about != Some(round) {
-                        return Err(ProtocolError::OutOfTurn {
-                            node: m.name.clone(),
-                            got: msg.name(),
-                            about,
-                            doing,
-                            round,
-                        }
-                        .into());
-                    }
-                    return Ok(Ok(msg));
-                }
+                Ok(msg) => return super::in_turn(&m.name, msg, round, doing).map(Ok),
             }
         }
     }
