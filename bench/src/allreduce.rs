@@ -3,7 +3,7 @@
 //! socket throughput for tcp), with the ratio busbw/reference.
 //!
 //! The parent runs a rendezvous coordinator on loopback and starts N `lockstep bench-worker
-//! --kind allreduce` processes of this binary, which build the mesh through it. The same worker
+//! --kind allreduce` processes of the `lockstep` binary, which build the mesh through it. The same worker
 //! serves the multi-process tests (`tests/aggregate_*.rs`): the `mode` field of the JSON config
 //! picks `bench`, `check` (print a digest of every result) or `loop` (allreduce until a peer
 //! dies, then print the error; both in [`super::allreduce_checks`]). Bandwidths are in GB/s
@@ -24,6 +24,7 @@ use super::spawn::spawn_repeat;
 pub use super::spawn::{spawn_workers, start_workers, wait_output, Started};
 use super::tcpinfo::Remeasure;
 use crate::cli::{AllreduceBenchArgs, BenchWorkerArgs};
+use crate::{BenchError, Result};
 use lockstep_collective::{cost, Algo, AllReduce, CollectiveConfig, Communicator};
 use lockstep_transport::{connect_mesh_via_coordinator, Listener, MeshConfig};
 use serde::{Deserialize, Serialize};
@@ -96,25 +97,25 @@ pub struct Samples {
 /// Parent side: one row per size; busbw and the reference interleaved `--repeat` times.
 ///
 /// # Errors
-/// A message naming what failed.
-pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
+/// What failed, naming the worker, size or CPU.
+pub fn run(args: &AllreduceBenchArgs) -> Result<()> {
     let sizes = args
         .sizes
         .split(',')
         .map(parse_size)
         .collect::<Result<Vec<_>, _>>()?;
     if args.world == 0 {
-        return Err("need --world >= 1".into());
+        return Err(BenchError::NoWorld);
     }
     super::transport_arg(&args.transport)?;
     if args.netns.is_some() && args.ranks_per_host == 0 {
-        return Err("--netns needs --ranks-per-host".into());
+        return Err(BenchError::NetnsNeedsRanksPerHost);
     }
     if args.algo != "ps" {
-        args.algo.parse::<Algo>().map_err(|e| e.to_string())?;
+        args.algo.parse::<Algo>()?;
     }
     if args.tls && args.transport != "tcp" {
-        return Err("--tls runs over tcp only (--transport tcp)".into());
+        return Err(BenchError::TlsNeedsTcp);
     }
     let certs = args.tls.then(super::tls::BenchCerts::make).transpose()?;
     let cfg = WorkerConfig {
@@ -134,7 +135,7 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
     if args.tls {
         println!("allreduce over TLS; reference: the same allreduce over plain TCP links between the same processes (ratio = TLS / plain)");
     }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(BenchError::io("finding the lockstep binary"))?;
     let place = Placement::choose(&args.cpus, args.world)?;
     println!("{}", place.line(args.world));
     let mut redo = Remeasure::new(args.attempts);
@@ -151,8 +152,9 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
         let line = outs[0]
             .lines()
             .find_map(|l| l.strip_prefix("RESULT "))
-            .ok_or("worker 0 gave no result")?;
-        let samples: Vec<Samples> = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            .ok_or(BenchError::NoResult { rank: 0 })?;
+        let samples: Vec<Samples> =
+            serde_json::from_str(line).map_err(BenchError::json("worker 0's result"))?;
         // Every size's connections (each size has its own reference connection).
         let tcp: Vec<Value> = samples
             .iter()
@@ -257,10 +259,13 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
 /// Worker side.
 ///
 /// # Errors
-/// A message naming what failed.
-pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
+/// What failed, naming the peer, round and operation for a link or collective.
+pub fn worker(args: &BenchWorkerArgs) -> Result<()> {
     let cfg: WorkerConfig =
-        serde_json::from_str(&args.config).map_err(|e| format!("bad worker config: {e}"))?;
+        serde_json::from_str(&args.config).map_err(|source| BenchError::WorkerConfig {
+            kind: "allreduce",
+            source,
+        })?;
     let mut m = MeshConfig::new(
         &cfg.cluster,
         super::token().as_bytes(),
@@ -268,10 +273,7 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
         args.rank,
         vec![],
     );
-    m.transport = cfg
-        .transport
-        .parse()
-        .map_err(|e: lockstep_transport::Error| e.to_string())?;
+    m.transport = cfg.transport.parse()?;
     m.peer_timeout_ms = cfg.peer_timeout_ms;
     m.heartbeat_ms = (cfg.peer_timeout_ms / 6).max(10);
     m.tls = super::tls::load(&cfg.tls_dir, &format!("n{}", args.rank))?;
@@ -280,8 +282,8 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
     } else {
         "127.0.0.1"
     };
-    let l = Listener::bind(&format!("{ip}:0")).map_err(|e| e.to_string())?;
-    let mut g = connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())?;
+    let l = Listener::bind(&format!("{ip}:0"))?;
+    let mut g = connect_mesh_via_coordinator(&cfg.coordinator, &m, l)?;
     // With TLS, the same allreduce over plain links between the same processes is the reference.
     let mut twin = match &cfg.tls_dir {
         Some(_) => Some(super::tls::plain_communicator(
@@ -305,14 +307,17 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
         ),
         "check" => check(&mut c, &cfg),
         "loop" => run_loop(&mut c, &cfg),
-        m => Err(format!("unknown allreduce worker mode {m:?}")),
+        m => Err(BenchError::UnknownMode {
+            kind: "allreduce",
+            mode: m.into(),
+        }),
     }
 }
 
 /// The default settings, with `LOCKSTEP_CHUNK_BYTES`, `LOCKSTEP_SMALL_BYTES` and
 /// `LOCKSTEP_PIPELINE_BYTES` (sizes such as `1MiB`) overriding `chunk_bytes`, `small_bytes` and
 /// `pipeline_bytes` when set (to measure other settings).
-fn aggregate_config() -> Result<CollectiveConfig, String> {
+fn aggregate_config() -> Result<CollectiveConfig> {
     let mut a = CollectiveConfig::default();
     let var = |name: &str| std::env::var(name).ok().map(|v| parse_size(&v)).transpose();
     if let Some(b) = var("LOCKSTEP_CHUNK_BYTES")? {
@@ -340,7 +345,7 @@ fn bench(
     cfg: &WorkerConfig,
     repeat: usize,
     peer_cpu: Option<usize>,
-) -> Result<(), String> {
+) -> Result<()> {
     let n = c.world();
     let mut out = Vec::new();
     for &bytes in &cfg.sizes {
@@ -376,7 +381,7 @@ fn bench(
             x.fill(1.0);
         }
         let mut times: Vec<Vec<f32>> = vec![Vec::new(); repeat];
-        let refs = interleave(repeat, 2, CHUNKS, |step, rep| -> Result<Chunk, String> {
+        let refs = interleave(repeat, 2, CHUNKS, |step, rep| -> Result<Chunk> {
             if let (1, Some(t)) = (step, twin.as_deref_mut()) {
                 return super::tls::plain_chunk(t, &twin_algo, &mut twin_ps, &mut x, per_chunk);
             }
@@ -387,14 +392,13 @@ fn bench(
             }
             let mut chunk = vec![0f32; per_chunk];
             for t in chunk.iter_mut() {
-                c.barrier().map_err(|e| e.to_string())?;
+                c.barrier()?;
                 let start = Instant::now();
                 reduce_once(c, &cfg.algo, &mut ps, &mut x)?;
                 *t = start.elapsed().as_secs_f32() * 1e6;
                 x.fill(1.0);
             }
-            c.allreduce(&mut chunk, AllReduce::mean())
-                .map_err(|e| e.to_string())?;
+            c.allreduce(&mut chunk, AllReduce::mean())?;
             times[rep].extend_from_slice(&chunk);
             Ok(Chunk::default())
         })?;
@@ -432,10 +436,8 @@ fn bench(
         out.push(s);
     }
     if c.rank() == 0 {
-        println!(
-            "RESULT {}",
-            serde_json::to_string(&out).map_err(|e| e.to_string())?
-        );
+        let json = serde_json::to_string(&out).map_err(BenchError::json("the result"))?;
+        println!("RESULT {json}");
     }
-    c.barrier().map_err(|e| e.to_string())
+    Ok(c.barrier()?)
 }
