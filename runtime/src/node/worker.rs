@@ -281,12 +281,14 @@ fn run_epoch(
     let peer_names: Vec<String> = peers.iter().map(|(n, _)| n.clone()).collect();
     let traffic = comm.traffic();
     let mut min_bucket = 0;
-    let fault = match crate::control::hang::fault::Fault::for_node(&me) {
-        Ok(s) => s,
+    let board = Some((comm.waiting(), peer_names.clone()));
+    #[cfg(feature = "fault-injection")]
+    let activity = match crate::control::hang::fault::Fault::for_node(&me) {
+        Ok(fault) => crate::control::hang::Activity::with_fault(board, fault),
         Err(e) => return (Err(e), link),
     };
-    let activity =
-        crate::control::hang::Activity::new(Some((comm.waiting(), peer_names.clone())), fault);
+    #[cfg(not(feature = "fault-injection"))]
+    let activity = crate::control::hang::Activity::new(board);
     if m.job.aggregation != Aggregation::ParameterServer {
         match crate::round::scale::prepare(m, &mut comm, peers, num_params * 4) {
             Ok(bytes) => min_bucket = bytes,
