@@ -94,29 +94,26 @@ pub struct Samples {
     pub tcp: Option<Value>,
 }
 
+impl Samples {
+    /// One repetition's figures from its allreduce times `t` (us, sorted here) over `n` ranks.
+    fn add_repetition(&mut self, t: &mut [f32], n: usize) {
+        t.sort_by(f32::total_cmp);
+        let pct = |p: f64| f64::from(t[((t.len() - 1) as f64 * p).round() as usize]);
+        let algbw = self.bytes as f64 / (pct(0.5) * 1e-6) / 1e9;
+        self.p50_us.push(pct(0.5));
+        self.p99_us.push(pct(0.99));
+        self.algbw_gbps.push(algbw);
+        self.busbw_gbps
+            .push(algbw * 2.0 * (n - 1) as f64 / n as f64);
+    }
+}
+
 /// Parent side: one row per size; busbw and the reference interleaved `--repeat` times.
 ///
 /// # Errors
 /// What failed, naming the worker, size or CPU.
 pub fn run(args: &AllreduceBenchArgs) -> Result<()> {
-    let sizes = args
-        .sizes
-        .split(',')
-        .map(parse_size)
-        .collect::<Result<Vec<_>, _>>()?;
-    if args.world == 0 {
-        return Err(BenchError::NoWorld);
-    }
-    super::transport_arg(&args.transport)?;
-    if args.netns.is_some() && args.ranks_per_host == 0 {
-        return Err(BenchError::NetnsNeedsRanksPerHost);
-    }
-    if args.algo != "ps" {
-        args.algo.parse::<Algo>()?;
-    }
-    if args.tls && args.transport != "tcp" {
-        return Err(BenchError::TlsNeedsTcp);
-    }
+    let sizes = checked_sizes(args)?;
     let certs = args.tls.then(super::tls::BenchCerts::make).transpose()?;
     let cfg = WorkerConfig {
         mode: "bench".into(),
@@ -135,43 +132,9 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<()> {
     if args.tls {
         println!("allreduce over TLS; reference: the same allreduce over plain TCP links between the same processes (ratio = TLS / plain)");
     }
-    let exe = std::env::current_exe().map_err(BenchError::io("finding the lockstep binary"))?;
     let place = Placement::choose(&args.cpus, args.world)?;
     println!("{}", place.line(args.world));
-    let mut redo = Remeasure::new(args.attempts);
-    let (samples, load) = loop {
-        let mut load = Load::start();
-        let outs = spawn_repeat(
-            &exe,
-            cfg.clone(),
-            args.world,
-            args.repeat.max(1),
-            place.cpus.as_deref(),
-        )?;
-        load.finish();
-        let line = outs[0]
-            .lines()
-            .find_map(|l| l.strip_prefix("RESULT "))
-            .ok_or(BenchError::NoResult { rank: 0 })?;
-        let samples: Vec<Samples> =
-            serde_json::from_str(line).map_err(BenchError::json("worker 0's result"))?;
-        // Every size's connections (each size has its own reference connection).
-        let tcp: Vec<Value> = samples
-            .iter()
-            .filter_map(|s| s.tcp.as_ref().and_then(Value::as_array))
-            .flatten()
-            .cloned()
-            .collect();
-        let tcp = Value::Array(tcp);
-        let ratios: Vec<f64> = samples
-            .iter()
-            .map(|s| Paired::new(&s.busbw_gbps, &s.reference_gbps).ratio.median)
-            .collect();
-        if redo.again(&tcp, ratios) {
-            continue;
-        }
-        break (samples, load);
-    };
+    let (samples, load, redo) = measure(args, &cfg, &place)?;
     println!(
         "allreduce: world {}, transport {}, algo {}, repeat {}",
         args.world,
@@ -181,44 +144,9 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<()> {
     );
     let (mut rows, mut cells, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
     for s in &samples {
-        let p = Paired::new(&s.busbw_gbps, &s.reference_gbps);
-        let (p50, p99, algbw) = (
-            Spread::of(&s.p50_us),
-            Spread::of(&s.p99_us),
-            Spread::of(&s.algbw_gbps),
-        );
-        let mut row = Map::new();
-        row.insert("bytes".into(), Value::from(s.bytes));
-        row.insert("p50_us".into(), Value::from(p50.median));
-        row.insert("p99_us".into(), Value::from(p99.median));
-        row.insert("algbw_gbps".into(), Value::from(algbw.median));
-        row.extend(p.json("busbw_gbps", "reference_gbps"));
-        row.insert("iters".into(), Value::from(s.iters));
-        row.insert("algo".into(), Value::from(s.algo.clone()));
-        if let Some(p) = s.predicted_us {
-            row.insert("predicted_us".into(), Value::from(p));
-        }
-        if let Some(t) = &s.tcp {
-            warnings.extend(
-                super::tcpinfo::warnings(t)
-                    .into_iter()
-                    .map(|w| format!("{} bytes: {w}", s.bytes)),
-            );
-            row.insert("tcp".into(), t.clone());
-        }
-        rows.push(Value::Object(row));
-        cells.push(vec![
-            s.bytes.to_string(),
-            p50.cell(1),
-            p99.cell(1),
-            algbw.cell(3),
-            p.subject.cell(3),
-            p.reference.cell(3),
-            p.ratio.cell(3),
-            s.algo.clone(),
-            s.predicted_us.map_or("-".into(), |p| format!("{p:.1}")),
-            p.flag().to_string(),
-        ]);
+        let (row, cell) = size_row(s, &mut warnings);
+        rows.push(row);
+        cells.push(cell);
     }
     print_table(
         &[
@@ -254,6 +182,115 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<()> {
         write_json(p, &Value::Object(report))?;
     }
     Ok(())
+}
+
+/// Run the workers until a run is not slowed by spurious retransmissions (at most
+/// `--attempts` runs): worker 0's samples, the machine's load meanwhile, and the runs set aside.
+fn measure(
+    args: &AllreduceBenchArgs,
+    cfg: &WorkerConfig,
+    place: &Placement,
+) -> Result<(Vec<Samples>, Load, Remeasure)> {
+    let exe = std::env::current_exe().map_err(BenchError::io("finding the lockstep binary"))?;
+    let mut redo = Remeasure::new(args.attempts);
+    loop {
+        let mut load = Load::start();
+        let outs = spawn_repeat(
+            &exe,
+            cfg.clone(),
+            args.world,
+            args.repeat.max(1),
+            place.cpus.as_deref(),
+        )?;
+        load.finish();
+        let line = outs[0]
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .ok_or(BenchError::NoResult { rank: 0 })?;
+        let samples: Vec<Samples> =
+            serde_json::from_str(line).map_err(BenchError::json("worker 0's result"))?;
+        // Every size's connections (each size has its own reference connection).
+        let tcp: Vec<Value> = samples
+            .iter()
+            .filter_map(|s| s.tcp.as_ref().and_then(Value::as_array))
+            .flatten()
+            .cloned()
+            .collect();
+        let tcp = Value::Array(tcp);
+        let ratios: Vec<f64> = samples
+            .iter()
+            .map(|s| Paired::new(&s.busbw_gbps, &s.reference_gbps).ratio.median)
+            .collect();
+        if redo.again(&tcp, ratios) {
+            continue;
+        }
+        return Ok((samples, load, redo));
+    }
+}
+
+/// The `--sizes` in bytes, after checking the other arguments.
+fn checked_sizes(args: &AllreduceBenchArgs) -> Result<Vec<usize>> {
+    let sizes = args
+        .sizes
+        .split(',')
+        .map(parse_size)
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.world == 0 {
+        return Err(BenchError::NoWorld);
+    }
+    super::transport_arg(&args.transport)?;
+    if args.netns.is_some() && args.ranks_per_host == 0 {
+        return Err(BenchError::NetnsNeedsRanksPerHost);
+    }
+    if args.algo != "ps" {
+        args.algo.parse::<Algo>()?;
+    }
+    if args.tls && args.transport != "tcp" {
+        return Err(BenchError::TlsNeedsTcp);
+    }
+    Ok(sizes)
+}
+
+/// One size's JSON row and table cells; its `TCP_INFO` warnings go to `warnings`.
+fn size_row(s: &Samples, warnings: &mut Vec<String>) -> (Value, Vec<String>) {
+    let p = Paired::new(&s.busbw_gbps, &s.reference_gbps);
+    let (p50, p99, algbw) = (
+        Spread::of(&s.p50_us),
+        Spread::of(&s.p99_us),
+        Spread::of(&s.algbw_gbps),
+    );
+    let mut row = Map::new();
+    row.insert("bytes".into(), Value::from(s.bytes));
+    row.insert("p50_us".into(), Value::from(p50.median));
+    row.insert("p99_us".into(), Value::from(p99.median));
+    row.insert("algbw_gbps".into(), Value::from(algbw.median));
+    row.extend(p.json("busbw_gbps", "reference_gbps"));
+    row.insert("iters".into(), Value::from(s.iters));
+    row.insert("algo".into(), Value::from(s.algo.clone()));
+    if let Some(p) = s.predicted_us {
+        row.insert("predicted_us".into(), Value::from(p));
+    }
+    if let Some(t) = &s.tcp {
+        warnings.extend(
+            super::tcpinfo::warnings(t)
+                .into_iter()
+                .map(|w| format!("{} bytes: {w}", s.bytes)),
+        );
+        row.insert("tcp".into(), t.clone());
+    }
+    let cells = vec![
+        s.bytes.to_string(),
+        p50.cell(1),
+        p99.cell(1),
+        algbw.cell(3),
+        p.subject.cell(3),
+        p.reference.cell(3),
+        p.ratio.cell(3),
+        s.algo.clone(),
+        s.predicted_us.map_or("-".into(), |p| format!("{p:.1}")),
+        p.flag().to_string(),
+    ];
+    (Value::Object(row), cells)
 }
 
 /// Worker side.
@@ -425,13 +462,7 @@ fn bench(
             ..Samples::default()
         };
         for t in &mut times {
-            t.sort_by(f32::total_cmp);
-            let pct = |p: f64| f64::from(t[((t.len() - 1) as f64 * p).round() as usize]);
-            let algbw = bytes as f64 / (pct(0.5) * 1e-6) / 1e9;
-            s.p50_us.push(pct(0.5));
-            s.p99_us.push(pct(0.99));
-            s.algbw_gbps.push(algbw);
-            s.busbw_gbps.push(algbw * 2.0 * (n - 1) as f64 / n as f64);
+            s.add_repetition(t, n);
         }
         out.push(s);
     }

@@ -367,3 +367,49 @@ impl BenchError {
 
 /// The result of a benchmark step.
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines users read stay as they were when these errors were strings.
+    #[test]
+    fn messages_read_as_before() {
+        let e = BenchError::CpuNotAllowed {
+            spec: "0,7".into(),
+            cpu: 7,
+            allowed: vec![0, 1],
+        };
+        assert_eq!(
+            e.to_string(),
+            "--cpus 0,7: CPU 7 is not among the CPUs this process may use (0,1)"
+        );
+        let e = BenchError::BadSizeUnit {
+            unit: "XB".into(),
+            value: "12XB".into(),
+        };
+        assert_eq!(e.to_string(), r#"bad size unit "XB" in "12XB""#);
+        let e = BenchError::ShortMessage {
+            op: "ping-pong",
+            got: 3,
+            want: 4,
+        };
+        assert_eq!(e.to_string(), "ping-pong: got 3 bytes, want 4");
+        let e = BenchError::Corrupt {
+            size: 8,
+            got_bytes: 8,
+            got_crc: 0xab,
+            want_crc: 0xcd,
+        };
+        assert_eq!(e.to_string(), "size 8: got 8 bytes crc 0xab, want crc 0xcd");
+        let e = BenchError::UnknownMode {
+            kind: "link",
+            mode: "x".into(),
+        };
+        assert_eq!(e.to_string(), r#"unknown link worker mode "x""#);
+        assert_eq!(
+            BenchError::NoResult { rank: 0 }.to_string(),
+            "worker 0 gave no result"
+        );
+    }
+}

@@ -39,22 +39,7 @@ struct Launched {
 /// # Errors
 /// What failed (with the tail of a failed launch's output).
 pub fn run(args: &TrainBenchArgs) -> Result<()> {
-    let mut counts: Vec<usize> = args
-        .workers
-        .split(',')
-        .map(|w| {
-            w.trim()
-                .parse::<usize>()
-                .map_err(|_| BenchError::BadWorkers { entry: w.into() })
-        })
-        .collect::<Result<_, _>>()?;
-    counts.retain(|&n| n > 1);
-    counts.sort_unstable();
-    counts.dedup();
-    counts.insert(0, 1);
-    if !["shm", "tcp"].contains(&args.transport.as_str()) || args.rows_per_worker == 0 {
-        return Err(BenchError::TrainArgs);
-    }
+    let counts = worker_counts(args)?;
     let exe = std::env::current_exe().map_err(BenchError::io("finding the lockstep binary"))?;
     let tmp = std::env::temp_dir().join(format!("lockstep-bench-train-{}", std::process::id()));
     create_dir(&tmp)?;
@@ -133,6 +118,50 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
         "",
     ];
     print_table(&header, &cells);
+    print_split(&counts, split_of);
+    println!("{}", load.line());
+    if let Some(p) = &args.json {
+        let mut report = Map::new();
+        report.insert(
+            "manifest".into(),
+            Value::from(args.manifest.display().to_string()),
+        );
+        report.insert("transport".into(), Value::from(args.transport.clone()));
+        report.insert("rows_per_worker".into(), Value::from(args.rows_per_worker));
+        report.insert("rounds_1_worker".into(), Value::from(direct.rounds));
+        report.insert("repeat".into(), Value::from(args.repeat.max(1)));
+        load.add_json(&mut report);
+        report.insert("rows".into(), Value::Array(rows));
+        write_json(p, &Value::Object(report))?;
+    }
+    Ok(())
+}
+
+/// `--workers` as counts: 1 first, then each N > 1 once, ascending (after checking the other
+/// arguments).
+fn worker_counts(args: &TrainBenchArgs) -> Result<Vec<usize>> {
+    let mut counts: Vec<usize> = args
+        .workers
+        .split(',')
+        .map(|w| {
+            w.trim()
+                .parse::<usize>()
+                .map_err(|_| BenchError::BadWorkers { entry: w.into() })
+        })
+        .collect::<Result<_, _>>()?;
+    counts.retain(|&n| n > 1);
+    counts.sort_unstable();
+    counts.dedup();
+    counts.insert(0, 1);
+    if !["shm", "tcp"].contains(&args.transport.as_str()) || args.rows_per_worker == 0 {
+        return Err(BenchError::TrainArgs);
+    }
+    Ok(counts)
+}
+
+/// The table of mean round times per worker count (`split_of(i)`: the `round_time` medians of
+/// `counts[i]` workers).
+fn print_split(counts: &[usize], split_of: impl Fn(usize) -> Map<String, Value>) {
     println!("mean round time in ms (median over repetitions):");
     let split_cells: Vec<Vec<String>> = counts
         .iter()
@@ -152,22 +181,6 @@ pub fn run(args: &TrainBenchArgs) -> Result<()> {
         &["workers", "round", "compute", "communication", "waiting"],
         &split_cells,
     );
-    println!("{}", load.line());
-    if let Some(p) = &args.json {
-        let mut report = Map::new();
-        report.insert(
-            "manifest".into(),
-            Value::from(args.manifest.display().to_string()),
-        );
-        report.insert("transport".into(), Value::from(args.transport.clone()));
-        report.insert("rows_per_worker".into(), Value::from(args.rows_per_worker));
-        report.insert("rounds_1_worker".into(), Value::from(direct.rounds));
-        report.insert("repeat".into(), Value::from(args.repeat.max(1)));
-        load.add_json(&mut report);
-        report.insert("rows".into(), Value::Array(rows));
-        write_json(p, &Value::Object(report))?;
-    }
-    Ok(())
 }
 
 /// The `--set` overrides of a run with `workers` workers (the bench's first, the user's last).
