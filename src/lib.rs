@@ -3,7 +3,7 @@
 //! Data-parallel deep-learning training across processes and machines. This root crate holds the
 //! `lockstep` command line and re-exports the layers for programs that embed Lockstep:
 //! [`tensor`] (buffers, kernels), [`transport`] (links), [`trainer`] (models, data, aggregation)
-//! and [`runtime`] (actors, manifests). With the `bench` feature (on by default), [`bench`] is
+//! and [`runtime`] (actors, manifests). With the `bench` feature (on by default), `bench` is
 //! the benchmarks' crate, `lockstep-bench`.
 
 pub mod cli;
