@@ -1,8 +1,10 @@
-//! The non-benchmark subcommands: thin adapters from clap arguments to the runtime.
+//! The non-benchmark subcommands: thin adapters from clap arguments to the runtime. Failures
+//! are [`CliError`]s, printed by `main`.
 
 use crate::cli::{
     InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs, RunArgs, SplitArgs, TlsGenArgs,
 };
+use crate::error::CliError;
 use lockstep_runtime::job::stored_transform::StoredTransform;
 use lockstep_runtime::job::{self, predict};
 use lockstep_runtime::{LaunchOptions, Manifest, NodeOptions};
@@ -16,7 +18,7 @@ use std::path::Path;
 ///
 /// # Errors
 /// The first failing rank, named.
-pub fn run(a: &RunArgs) -> Result<(), String> {
+pub fn run(a: &RunArgs) -> Result<(), CliError> {
     let stem = a
         .program
         .iter()
@@ -38,14 +40,14 @@ pub fn run(a: &RunArgs) -> Result<(), String> {
         elastic: a.elastic,
         max_restarts: a.max_restarts,
     };
-    lockstep_runtime::run_command(&opts).map_err(|e| e.to_string())
+    Ok(lockstep_runtime::run_command(&opts)?)
 }
 
 /// `lockstep launch`
 ///
 /// # Errors
 /// The first failure, naming the node.
-pub fn launch(a: &LaunchArgs) -> Result<(), String> {
+pub fn launch(a: &LaunchArgs) -> Result<(), CliError> {
     let mut sets = Vec::new();
     if let Some(t) = &a.transport {
         sets.push(format!("cluster.transport=\"{t}\""));
@@ -61,7 +63,7 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
         let num = |v: &str| {
             v.trim()
                 .parse::<usize>()
-                .map_err(|_| format!("--elastic {e}: expected MIN or MIN:MAX (worker counts)"))
+                .map_err(|_| CliError::ElasticArg { value: e.clone() })
         };
         sets.push(format!("job.elastic.min_workers={}", num(min)?));
         if let Some(max) = max {
@@ -77,13 +79,12 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
         sets,
         run_dir: a.run_dir.clone(),
         report: a.report.clone(),
-        exe: std::env::current_exe()
-            .map_err(|e| format!("cannot find the lockstep executable: {e}"))?,
+        exe: std::env::current_exe().map_err(|source| CliError::CurrentExe { source })?,
         node_args: Vec::new(),
         resume: a.resume,
         max_restarts: a.max_restarts,
     };
-    let report = lockstep_runtime::launch(&opts).map_err(|e| e.to_string())?;
+    let report = lockstep_runtime::launch(&opts)?;
     // The job is done and its report written: a closed stdout (`| head`) is not a failure.
     let _ = writeln!(std::io::stdout(), "{}", report.summary());
     Ok(())
@@ -93,14 +94,13 @@ pub fn launch(a: &LaunchArgs) -> Result<(), String> {
 /// here says whether they can run RDMA: the job stops before any node starts, naming the one
 /// missing piece (the build feature, libibverbs, kernel support, a device, an active port).
 /// A manifest that does not load is left to the launch, whose error names the key and line.
-fn rdma_preflight(manifest: &Path, sets: &[String]) -> Result<(), String> {
+fn rdma_preflight(manifest: &Path, sets: &[String]) -> Result<(), CliError> {
     use lockstep_runtime::manifest::TransportChoice;
     let Ok(m) = Manifest::load(manifest, sets) else {
         return Ok(());
     };
     if m.cluster.transport == TransportChoice::Rdma {
-        lockstep_transport::rdma::open_device()
-            .map_err(|why| format!("cluster.transport = \"rdma\": {why}"))?;
+        lockstep_transport::rdma::open_device().map_err(|source| CliError::Rdma { source })?;
     }
     Ok(())
 }
@@ -121,8 +121,8 @@ fn observe_sets(metrics_addr: &Option<String>, trace: bool) -> Vec<String> {
 ///
 /// # Errors
 /// A missing or malformed `metrics.csv`, or an unwritable image.
-pub fn plot(a: &PlotArgs) -> Result<(), String> {
-    let out = lockstep_runtime::observe::plot::plot(&a.run_dir).map_err(|e| e.to_string())?;
+pub fn plot(a: &PlotArgs) -> Result<(), CliError> {
+    let out = lockstep_runtime::observe::plot::plot(&a.run_dir)?;
     println!("{}", out.display());
     Ok(())
 }
@@ -131,9 +131,8 @@ pub fn plot(a: &PlotArgs) -> Result<(), String> {
 ///
 /// # Errors
 /// A directory with neither a report nor progress.
-pub fn report(a: &PlotArgs) -> Result<(), String> {
-    let text =
-        lockstep_runtime::observe::summary::summary(&a.run_dir).map_err(|e| e.to_string())?;
+pub fn report(a: &PlotArgs) -> Result<(), CliError> {
+    let text = lockstep_runtime::observe::summary::summary(&a.run_dir)?;
     print!("{text}");
     Ok(())
 }
@@ -142,7 +141,7 @@ pub fn report(a: &PlotArgs) -> Result<(), String> {
 ///
 /// # Errors
 /// Any failure of this node.
-pub fn node(a: &NodeArgs) -> Result<(), String> {
+pub fn node(a: &NodeArgs) -> Result<(), CliError> {
     let mut sets = a.sets.clone();
     sets.extend(observe_sets(&a.metrics_addr, a.trace));
     let opts = NodeOptions {
@@ -156,14 +155,14 @@ pub fn node(a: &NodeArgs) -> Result<(), String> {
         announce: a.announce.clone(),
         resume: a.resume,
     };
-    lockstep_runtime::node::run(&opts).map_err(|e| e.to_string())
+    Ok(lockstep_runtime::node::run(&opts)?)
 }
 
 /// `lockstep inspect`: a checkpoint directory (`round-*/`) or a safetensors file.
 ///
 /// # Errors
 /// An unreadable or invalid file.
-pub fn inspect(a: &InspectArgs) -> Result<(), String> {
+pub fn inspect(a: &InspectArgs) -> Result<(), CliError> {
     let file = if a.checkpoint.is_dir() {
         let dir = &a.checkpoint;
         match lockstep_runtime::checkpoint::verify(dir) {
@@ -187,7 +186,7 @@ pub fn inspect(a: &InspectArgs) -> Result<(), String> {
     } else {
         a.checkpoint.clone()
     };
-    let set = read_safetensors(&file).map_err(|e| e.to_string())?;
+    let set = read_safetensors(&file)?;
     println!("{}", file.display());
     let mut meta: Vec<_> = set.metadata.iter().collect();
     meta.sort();
@@ -218,23 +217,21 @@ pub fn inspect(a: &InspectArgs) -> Result<(), String> {
 ///
 /// # Errors
 /// Manifest, data or model errors.
-pub fn predict(a: &PredictArgs) -> Result<(), String> {
-    let m = Manifest::load(&a.manifest, &a.sets).map_err(|e| e.to_string())?;
+pub fn predict(a: &PredictArgs) -> Result<(), CliError> {
+    let m = Manifest::load(&a.manifest, &a.sets)?;
     if let (Some(input), Some(output)) = (&a.input, &a.output) {
         return predict_file(a, &m, input, output);
     }
     let stored = model_transform(&a.model)?;
-    let split = job::load_split_with(&m, stored.as_ref()).map_err(|e| e.to_string())?;
-    let mut model = job::build(&m, &split).map_err(|e| e.to_string())?;
+    let split = job::load_split_with(&m, stored.as_ref())?;
+    let mut model = job::build(&m, &split)?;
     load_params(model.as_mut(), &a.model)?;
     let mut test = split.test.all();
     if let Some(n) = a.limit {
         let idx: Vec<usize> = (0..n.min(test.rows)).collect();
         test = split.test.batch(&idx);
     }
-    let pred = model
-        .predict(&test.x, test.rows)
-        .map_err(|e| e.to_string())?;
+    let pred = model.predict(&test.x, test.rows)?;
     let k = model.out_dim();
     for (i, row) in pred.chunks(k).enumerate().take(20) {
         println!(
@@ -242,46 +239,51 @@ pub fn predict(a: &PredictArgs) -> Result<(), String> {
             row.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>()
         );
     }
-    let metrics = job::evaluate(model.as_mut(), split.task, &test).map_err(|e| e.to_string())?;
+    let metrics = job::evaluate(model.as_mut(), split.task, &test)?;
     println!("held-out metrics over {} rows: {metrics:?}", test.rows);
     Ok(())
 }
 
 /// Copy the tensors of the safetensors file `path` into `model`, checking names and shapes.
-fn load_params(model: &mut dyn Model, path: &Path) -> Result<(), String> {
-    let set = read_safetensors(path).map_err(|e| e.to_string())?;
+fn load_params(model: &mut dyn Model, path: &Path) -> Result<(), CliError> {
+    let set = read_safetensors(path)?;
     let layout = model.layout().to_vec();
     let params = model.params_mut();
     for p in &layout {
-        let t = set
-            .get(&p.name)
-            .ok_or_else(|| format!("{}: no tensor {}", path.display(), p.name))?;
+        let t = set.get(&p.name).ok_or_else(|| CliError::MissingTensor {
+            path: path.to_path_buf(),
+            name: p.name.clone(),
+        })?;
         if t.shape().dims() != p.shape.as_slice() {
-            return Err(format!(
-                "{}: tensor {} has shape {}, the model wants {:?}",
-                path.display(),
-                p.name,
-                t.shape(),
-                p.shape
-            ));
+            return Err(CliError::TensorShape {
+                path: path.to_path_buf(),
+                name: p.name.clone(),
+                got: t.shape().to_string(),
+                want: p.shape.clone(),
+            });
         }
-        params[p.range()].copy_from_slice(&t.to_vec::<f32>().map_err(|e| e.to_string())?);
+        params[p.range()].copy_from_slice(&t.to_vec::<f32>()?);
     }
     Ok(())
 }
 
 /// The data transform a model was trained with: from the model's metadata, else from
 /// `model.transform.json` beside it (models written before the metadata held it), else `None`.
-fn model_transform(model: &Path) -> Result<Option<Fitted>, String> {
-    if let Some(t) = StoredTransform::from_model(model).map_err(|e| e.to_string())? {
+fn model_transform(model: &Path) -> Result<Option<Fitted>, CliError> {
+    if let Some(t) = StoredTransform::from_model(model)? {
         return Ok(Some(t.fitted));
     }
-    predict::load_transform(model).map_err(|e| e.to_string())
+    Ok(predict::load_transform(model)?)
 }
 
 /// `lockstep predict --input DATA --output OUT.parquet`: the transform stored with the model
 /// (refitted from the manifest's data when the model has none), every input row predicted.
-fn predict_file(a: &PredictArgs, m: &Manifest, input: &Path, output: &Path) -> Result<(), String> {
+fn predict_file(
+    a: &PredictArgs,
+    m: &Manifest,
+    input: &Path,
+    output: &Path,
+) -> Result<(), CliError> {
     let fitted = match model_transform(&a.model)? {
         Some(f) => f,
         None => {
@@ -290,10 +292,7 @@ fn predict_file(a: &PredictArgs, m: &Manifest, input: &Path, output: &Path) -> R
                 a.model.display(),
                 predict::transform_path(&a.model).display()
             );
-            job::load_split(m)
-                .map_err(|e| e.to_string())?
-                .fitted
-                .clone()
+            job::load_split(m)?.fitted.clone()
         }
     };
     let outputs = match fitted.label.task {
@@ -301,14 +300,16 @@ fn predict_file(a: &PredictArgs, m: &Manifest, input: &Path, output: &Path) -> R
         _ => 1,
     };
     let mut model = build_model(&m.job.model, fitted.features.width(), outputs, m.job.seed)
-        .map_err(|e| format!("job.model: {e}"))?;
+        .map_err(|e| CliError::ModelSpec {
+            source: Box::new(e),
+        })?;
     load_params(model.as_mut(), &a.model)?;
     let job = predict::PredictFile {
         input: input.to_path_buf(),
         output: output.to_path_buf(),
         keep: a.keep.clone(),
     };
-    let done = predict::predict_file(model.as_mut(), &fitted, &job).map_err(|e| e.to_string())?;
+    let done = predict::predict_file(model.as_mut(), &fitted, &job)?;
     println!(
         "{} rows predicted, written to {}",
         done.rows,
@@ -325,10 +326,9 @@ fn predict_file(a: &PredictArgs, m: &Manifest, input: &Path, output: &Path) -> R
 ///
 /// # Errors
 /// Manifest and data errors, or an output file that cannot be written, named.
-pub fn split(a: &SplitArgs) -> Result<(), String> {
-    let m = Manifest::load(&a.manifest, &a.sets).map_err(|e| e.to_string())?;
-    let done =
-        lockstep_runtime::job::split_export::export(&m, &a.out).map_err(|e| e.to_string())?;
+pub fn split(a: &SplitArgs) -> Result<(), CliError> {
+    let m = Manifest::load(&a.manifest, &a.sets)?;
+    let done = lockstep_runtime::job::split_export::export(&m, &a.out)?;
     println!(
         "{} training and {} held-out rows written to {}",
         done.rows.0,
@@ -342,8 +342,8 @@ pub fn split(a: &SplitArgs) -> Result<(), String> {
 ///
 /// # Errors
 /// A bad node name or a file that cannot be written, named.
-pub fn tls_gen(a: &TlsGenArgs) -> Result<(), String> {
-    let g = lockstep_transport::tls::gen::generate(&a.out, &a.nodes).map_err(|e| e.to_string())?;
+pub fn tls_gen(a: &TlsGenArgs) -> Result<(), CliError> {
+    let g = lockstep_transport::tls::gen::generate(&a.out, &a.nodes)?;
     println!(
         "{} {}",
         if g.new_ca { "CA:  " } else { "CA (reused):" },

@@ -2,7 +2,8 @@
 //! the work, and turn errors into a message and a non-zero exit status.
 
 use clap::Parser;
-use lockstep::cli::{BenchCommand, Cli, Command, TlsCommand};
+use lockstep::cli::{Cli, Command, TlsCommand};
+use lockstep::error::CliError;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -10,7 +11,7 @@ fn main() -> ExitCode {
     let _ = lockstep_runtime::node::process_started();
     lockstep::logging::init();
     let cli = Cli::parse();
-    let result: Result<(), String> = match cli.command {
+    let result: Result<(), CliError> = match cli.command {
         Command::Launch(a) => lockstep::commands::launch(&a),
         Command::Node(a) => lockstep::commands::node(&a),
         Command::Run(a) => lockstep::commands::run(&a),
@@ -19,12 +20,11 @@ fn main() -> ExitCode {
         Command::Split(a) => lockstep::commands::split(&a),
         Command::Plot(a) => lockstep::commands::plot(&a),
         Command::Report(a) => lockstep::commands::report(&a),
-        Command::Bench(BenchCommand::Link(a)) => lockstep::bench::link::run(&a),
-        Command::Bench(BenchCommand::Allreduce(a)) => lockstep::bench::allreduce::run(&a),
-        Command::Bench(BenchCommand::Train(a)) => lockstep::bench::train::run(&a),
-        Command::Bench(BenchCommand::Ingest(a)) => lockstep::bench::ingest::run(&a),
+        #[cfg(feature = "bench")]
+        Command::Bench(b) => lockstep::bench::run(&b).map_err(CliError::from),
         Command::Tls(TlsCommand::Gen(a)) => lockstep::commands::tls_gen(&a),
-        Command::BenchWorker(a) => lockstep::bench::worker(&a),
+        #[cfg(feature = "bench")]
+        Command::BenchWorker(a) => lockstep::bench::worker(&a).map_err(CliError::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

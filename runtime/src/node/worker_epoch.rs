@@ -5,7 +5,9 @@
 use super::worker::{Epoch, EpochEnd, Trained, Worker};
 use super::worker_actors::{run_actors, EpochActors};
 use super::worker_data::{self, Position};
-use crate::control::hang::{fault::Fault, Activity};
+#[cfg(feature = "fault-injection")]
+use crate::control::hang::fault::Fault;
+use crate::control::hang::Activity;
 use crate::error::{RuntimeError, SetupError};
 use crate::job;
 use crate::manifest::Aggregation;
@@ -163,8 +165,11 @@ impl Mesh {
         let tracer = m.observe.trace.then(|| Tracer::new(m.observe.sampling()));
         let peer_names: Vec<String> = peers.iter().map(|(n, _)| n.clone()).collect();
         let traffic = comm.traffic();
-        let fault = Fault::for_node(&ctx.name)?;
-        let activity = Activity::new(Some((comm.waiting(), peer_names.clone())), fault);
+        let board = Some((comm.waiting(), peer_names.clone()));
+        #[cfg(feature = "fault-injection")]
+        let activity = Activity::with_fault(board, Fault::for_node(&ctx.name)?);
+        #[cfg(not(feature = "fault-injection"))]
+        let activity = Activity::new(board);
         let mut min_bucket = 0;
         if m.job.aggregation != Aggregation::ParameterServer {
             min_bucket = crate::round::scale::prepare(m, &mut comm, peers, num_params * 4)?;

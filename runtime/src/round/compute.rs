@@ -256,6 +256,7 @@ impl Compute {
         let round = plan.round;
         let board = self.reporter.activity().clone();
         board.set(Thread::Compute, Doing::ForwardBackward, round, 0);
+        #[cfg(feature = "fault-injection")]
         board.stall_point(round)?;
         self.sparse_pull(round, &shard.batch)?;
         let scored = self.score(round, &shard.batch)?;

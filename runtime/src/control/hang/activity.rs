@@ -3,6 +3,7 @@
 //! thread when the coordinator asks (`ControlMsg::Probe`, see [`super`]). The collective's own
 //! [`Waiting`] board adds which peer the aggregator is blocked on.
 
+#[cfg(feature = "fault-injection")]
 use super::fault::Fault;
 use lockstep_collective::{now_us, Waiting};
 use serde::{Deserialize, Serialize};
@@ -118,8 +119,26 @@ struct Inner {
     slots: [Slot; 3],
     /// The communicator's board and the mesh's node names by rank.
     waiting: Option<(Waiting, Arc<[String]>)>,
-    /// Test-only fault of this node (see [`super::fault`]).
+    /// Test-only fault of this node (see `super::fault`; only with `fault-injection`).
+    #[cfg(feature = "fault-injection")]
     fault: Option<Fault>,
+}
+
+impl Inner {
+    /// Fresh slots (every thread idle since now), no fault.
+    fn new(waiting: Option<(Waiting, Vec<String>)>) -> Inner {
+        let now = now_us();
+        let slots: [Slot; 3] = Default::default();
+        for s in &slots {
+            s.since_us.store(now, Ordering::Relaxed);
+        }
+        Inner {
+            slots,
+            waiting: waiting.map(|(w, n)| (w, n.into())),
+            #[cfg(feature = "fault-injection")]
+            fault: None,
+        }
+    }
 }
 
 /// One worker's activity board (a shared handle, cheap to clone). See the module docs.
@@ -130,7 +149,7 @@ pub struct Activity {
 
 impl Default for Activity {
     fn default() -> Self {
-        Activity::new(None, None)
+        Activity::new(None)
     }
 }
 
@@ -156,20 +175,20 @@ pub struct ThreadDoing {
 }
 
 impl Activity {
-    /// A board; `waiting` is the communicator's board with the mesh's names by rank, `fault`
-    /// this node's test-only fault (see [`super::fault`]).
-    pub fn new(waiting: Option<(Waiting, Vec<String>)>, fault: Option<Fault>) -> Activity {
-        let now = now_us();
-        let slots: [Slot; 3] = Default::default();
-        for s in &slots {
-            s.since_us.store(now, Ordering::Relaxed);
-        }
+    /// A board; `waiting` is the communicator's board with the mesh's names by rank.
+    pub fn new(waiting: Option<(Waiting, Vec<String>)>) -> Activity {
         Activity {
-            inner: Arc::new(Inner {
-                slots,
-                waiting: waiting.map(|(w, n)| (w, n.into())),
-                fault,
-            }),
+            inner: Arc::new(Inner::new(waiting)),
+        }
+    }
+
+    /// [`Activity::new`] with this node's test-only fault (see `super::fault`).
+    #[cfg(feature = "fault-injection")]
+    pub fn with_fault(waiting: Option<(Waiting, Vec<String>)>, fault: Option<Fault>) -> Activity {
+        let mut inner = Inner::new(waiting);
+        inner.fault = fault;
+        Activity {
+            inner: Arc::new(inner),
         }
     }
 
@@ -185,10 +204,11 @@ impl Activity {
 
     /// Test-only fault ([`super::fault`]): when this board's stall is set for `round`, never
     /// return (the thread sleeps; heartbeats and the control thread go on); when its failure is,
-    /// an error.
+    /// an error. Only with `fault-injection`: without it, neither this nor its call exists.
     ///
     /// # Errors
     /// The test-only failure of `round`.
+    #[cfg(feature = "fault-injection")]
     #[inline]
     pub fn stall_point(&self, round: u64) -> Result<(), crate::error::RuntimeError> {
         match &self.inner.fault {
@@ -204,7 +224,8 @@ impl Activity {
     }
 
     /// Test-only fault ([`super::fault`]): with `stall_save` set, never return from the final
-    /// model save of `round`.
+    /// model save of `round`. Only with `fault-injection`.
+    #[cfg(feature = "fault-injection")]
     pub fn stall_save_point(&self, round: u64) {
         if matches!(self.inner.fault, Some(Fault::StallSave { .. })) {
             stall_for_good("the final model save", round);
@@ -246,6 +267,7 @@ impl Activity {
 }
 
 /// The test-only stall: log it, then sleep for good (the caller's thread never returns).
+#[cfg(feature = "fault-injection")]
 fn stall_for_good(what: &str, round: u64) -> ! {
     tracing::warn!(round, "LOCKSTEP_FAULT: stalling {what} for good");
     loop {

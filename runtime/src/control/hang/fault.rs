@@ -11,8 +11,10 @@
 //! `LOCKSTEP_FAULT=fail:node=worker-1:round=5`: `Compute` on `worker-1` fails in round 5 with an
 //! error (the worker aborts while its peers wait for it in the allreduce).
 //!
-//! Documented in `docs/security.md` (a switch that hangs a job must never be set in production;
-//! it is read only from the process's own environment).
+//! Compiled only with the crate's `fault-injection` feature (off by default; the root crate's
+//! tests turn it on): without it no build reads `LOCKSTEP_FAULT`, and the round loop has no
+//! fault check at all. Documented in `docs/security.md` (a switch that hangs a job must never be
+//! set in production; it is read only from the process's own environment).
 
 use crate::error::{FaultSyntax, RuntimeError, SetupError};
 

@@ -1,5 +1,6 @@
 //! Alive but stuck: the progress timeout, the activity board every worker keeps, the hang
-//! diagnosis and the test-only fault switch.
+//! diagnosis and the test-only fault switch (`fault`, compiled only with the `fault-injection`
+//! feature).
 //!
 //! A node whose heartbeats still flow but that sends no report for the round it owes within
 //! the progress timeout ([`ProgressClock`], `cluster.progress_timeout_ms`) is declared stuck.
@@ -12,6 +13,7 @@
 
 mod activity;
 mod diagnosis;
+#[cfg(feature = "fault-injection")]
 pub mod fault;
 mod timeout;
 

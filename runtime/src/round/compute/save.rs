@@ -41,6 +41,7 @@ impl Compute {
 impl Handler<SaveModel> for Compute {
     type Result = Result<String, RuntimeError>;
     fn handle(&mut self, msg: SaveModel, _: &mut SyncContext<Self>) -> Self::Result {
+        #[cfg(feature = "fault-injection")]
         self.reporter.activity().stall_save_point(msg.round);
         let mut written = None;
         if let Some(c) = &msg.checkpoint {

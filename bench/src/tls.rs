@@ -2,6 +2,7 @@
 //! it), each process's TLS setup from them, and the plain twin of a TLS mesh that serves as the
 //! same-run reference (so the ratio is TLS / plain over the same processes).
 
+use crate::{BenchError, Result};
 use lockstep_tensor::Buffer;
 use lockstep_transport::tls::gen::generate;
 use lockstep_transport::{
@@ -25,11 +26,11 @@ impl BenchCerts {
     ///
     /// # Errors
     /// When the folder cannot be written.
-    pub fn make() -> Result<BenchCerts, String> {
+    pub fn make() -> Result<BenchCerts> {
         let dir = std::env::temp_dir().join(format!("lockstep-bench-tls-{}", std::process::id()));
         let mut names: Vec<String> = (0..MAX_WORLD).map(|r| format!("n{r}")).collect();
         names.push("coordinator".into());
-        generate(&dir, &names).map_err(|e| e.to_string())?;
+        generate(&dir, &names)?;
         Ok(BenchCerts { dir })
     }
 
@@ -49,7 +50,7 @@ impl Drop for BenchCerts {
 ///
 /// # Errors
 /// A file that does not fit, named.
-pub fn load(dir: &Option<String>, node: &str) -> Result<Option<Arc<TlsConfig>>, String> {
+pub fn load(dir: &Option<String>, node: &str) -> Result<Option<Arc<TlsConfig>>> {
     let Some(d) = dir else { return Ok(None) };
     let d = PathBuf::from(d);
     let files = TlsFiles {
@@ -57,9 +58,7 @@ pub fn load(dir: &Option<String>, node: &str) -> Result<Option<Arc<TlsConfig>>, 
         cert: d.join(format!("{node}.pem")),
         key: d.join(format!("{node}.key")),
     };
-    TlsConfig::load(node, &files)
-        .map(|c| Some(Arc::new(c)))
-        .map_err(|e| e.to_string())
+    Ok(Some(Arc::new(TlsConfig::load(node, &files)?)))
 }
 
 /// A plain-TCP mesh between the same processes as `g` (whose links carry the addresses), for
@@ -67,22 +66,21 @@ pub fn load(dir: &Option<String>, node: &str) -> Result<Option<Arc<TlsConfig>>, 
 ///
 /// # Errors
 /// A message naming what failed.
-pub fn plain_twin_of(g: &mut Group, base: &MeshConfig, bind_ip: &str) -> Result<Group, String> {
-    let e = |e: lockstep_transport::Error| e.to_string();
+pub fn plain_twin_of(g: &mut Group, base: &MeshConfig, bind_ip: &str) -> Result<Group> {
     let me = g.rank();
-    let l = Listener::bind(&format!("{bind_ip}:0")).map_err(e)?;
-    let addr = l.local_addr().map_err(e)?.to_string();
+    let l = Listener::bind(&format!("{bind_ip}:0"))?;
+    let addr = l.local_addr()?.to_string();
     let mut addrs = vec![String::new(); g.world()];
     addrs[me] = addr.clone();
     for p in (0..g.world()).filter(|&p| p != me) {
         let h = FrameHeader::data(Op::Bench, 9, 0, 0, 0, addr.len() as u64);
         g.link(p)
-            .send(h, Buffer::copy_from_slice(addr.as_bytes()))
-            .map_err(e)?;
+            .send(h, Buffer::copy_from_slice(addr.as_bytes()))?;
     }
     for (p, slot) in addrs.iter_mut().enumerate().filter(|(p, _)| *p != me) {
-        let f = g.link(p).recv(&Expect::op(Op::Bench, 9, 0)).map_err(e)?;
-        *slot = String::from_utf8(f.payload.to_vec()).map_err(|e| e.to_string())?;
+        let f = g.link(p).recv(&Expect::op(Op::Bench, 9, 0))?;
+        *slot = String::from_utf8(f.payload.to_vec())
+            .map_err(|source| BenchError::PeerAddr { peer: p, source })?;
     }
     let mut m = base.clone();
     m.tls = None;
@@ -96,14 +94,14 @@ pub fn plain_twin_of(g: &mut Group, base: &MeshConfig, bind_ip: &str) -> Result<
             addr,
         })
         .collect();
-    connect_mesh(&m, l).map_err(e)
+    Ok(connect_mesh(&m, l)?)
 }
 
 /// [`plain_twin_of`] for `bench link` (loopback).
 ///
 /// # Errors
 /// A message naming what failed.
-pub fn plain_twin(g: &mut Group, cfg: &super::link::WorkerConfig) -> Result<Group, String> {
+pub fn plain_twin(g: &mut Group, cfg: &super::link::WorkerConfig) -> Result<Group> {
     let m = super::link::mesh_config(cfg, g.my_name(), g.rank())?;
     plain_twin_of(g, &m, "127.0.0.1")
 }
@@ -119,7 +117,7 @@ pub(crate) fn plain_communicator(
     bind_ip: &str,
     cfg: &super::allreduce::WorkerConfig,
     settings: lockstep_collective::CollectiveConfig,
-) -> Result<lockstep_collective::Communicator, String> {
+) -> Result<lockstep_collective::Communicator> {
     let twin = plain_twin_of(g, base, bind_ip)?;
     let mut t = lockstep_collective::Communicator::new(twin, settings);
     let fixed = super::allreduce::WorkerConfig {
@@ -138,11 +136,11 @@ pub(crate) fn plain_chunk(
     ps: &mut Option<lockstep_collective::ParameterServer>,
     x: &mut [f32],
     iters: usize,
-) -> Result<super::repeat::Chunk, String> {
+) -> Result<super::repeat::Chunk> {
     let n = t.world() as f64;
     let mut secs = 0.0;
     for _ in 0..iters {
-        t.barrier().map_err(|e| e.to_string())?;
+        t.barrier()?;
         let start = Instant::now();
         super::allreduce_checks::reduce_once(t, algo, ps, x)?;
         secs += start.elapsed().as_secs_f64();

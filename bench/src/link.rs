@@ -2,8 +2,8 @@
 //! measured in the same run (plain std sockets with the same write size for tcp, a memcpy loop
 //! of the same size for shm), with the ratio.
 //!
-//! The parent runs a rendezvous [`Coordinator`] on loopback and starts two `lockstep
-//! bench-worker --kind link` processes of this binary; they build a two-node mesh through it.
+//! The parent runs a rendezvous [`Coordinator`](lockstep_transport::Coordinator) on loopback
+//! and starts two `lockstep bench-worker --kind link` processes of the `lockstep` binary; they build a two-node mesh through it.
 //! The same worker entry point also serves the multi-process transport tests
 //! (`tests/transport_*.rs`): the `mode` field of the JSON config picks what the worker does.
 //! Throughputs are in GB/s (1e9 bytes per second).
@@ -15,14 +15,12 @@
 //! shared-memory rings from the adaptive spin -> yield -> futex wait to pure spinning, to
 //! compare the two (benchmark knob only).
 
-// The transport's `Error` is large by design (names, round, op); see lockstep-transport.
-#![allow(clippy::result_large_err)]
-
 use super::placement::Placement;
 use super::reference::PairReference;
 use super::repeat::{interleave, print_table, write_json, Chunk, Load, Paired};
 use super::tcpinfo::Remeasure;
 use crate::cli::{BenchWorkerArgs, LinkBenchArgs};
+use crate::{BenchError, Result};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{
     connect_mesh_via_coordinator, Expect, FrameHeader, Group, Link, Listener, MeshConfig, Op,
@@ -57,12 +55,14 @@ pub struct WorkerConfig {
 /// Parse "64MiB", "4KiB", "1000", "2GiB", "1MB".
 ///
 /// # Errors
-/// A message naming the bad size.
-pub fn parse_size(s: &str) -> Result<usize, String> {
+/// [`BenchError::BadSize`] or [`BenchError::BadSizeUnit`], naming the size.
+pub fn parse_size(s: &str) -> Result<usize> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let n: usize = num
+        .parse()
+        .map_err(|_| BenchError::BadSize { value: s.into() })?;
     let mult = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -71,7 +71,12 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "KB" => 1000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        u => return Err(format!("bad size unit {u:?} in {s:?}")),
+        u => {
+            return Err(BenchError::BadSizeUnit {
+                unit: u.into(),
+                value: s.into(),
+            })
+        }
     };
     Ok(n * mult)
 }
@@ -79,12 +84,12 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// Parent side: one row, subject (the mesh link) and reference interleaved `--repeat` times.
 ///
 /// # Errors
-/// A message naming what failed.
-pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
+/// What failed, naming the worker, size or CPU.
+pub fn run(args: &LinkBenchArgs) -> Result<()> {
     let size = parse_size(&args.size)?;
     super::transport_arg(&args.transport)?;
     if args.tls && args.transport != "tcp" {
-        return Err("--tls runs over tcp only (--transport tcp)".into());
+        return Err(BenchError::TlsNeedsTcp);
     }
     let certs = args.tls.then(super::tls::BenchCerts::make).transpose()?;
     let cfg = WorkerConfig {
@@ -113,8 +118,9 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
         let line = outs[0]
             .lines()
             .find_map(|l| l.strip_prefix("RESULT "))
-            .ok_or("worker 0 gave no result")?;
-        let r: Map<String, Value> = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            .ok_or(BenchError::NoResult { rank: 0 })?;
+        let r: Map<String, Value> =
+            serde_json::from_str(line).map_err(BenchError::json("worker 0's result"))?;
         let p = Paired::new(&samples(&r, "gbps"), &samples(&r, "reference_gbps"));
         let tcp = r.get("tcp").cloned().unwrap_or(Value::Null);
         if redo.again(&tcp, p.ratio.median) {
@@ -179,12 +185,8 @@ pub fn run(args: &LinkBenchArgs) -> Result<(), String> {
 ///
 /// # Errors
 /// When `cfg` cannot be serialised.
-pub fn with_repeat(
-    cfg: &impl Serialize,
-    repeat: usize,
-    cpus: Option<&[usize]>,
-) -> Result<String, String> {
-    let mut v = serde_json::to_value(cfg).map_err(|e| e.to_string())?;
+pub fn with_repeat(cfg: &impl Serialize, repeat: usize, cpus: Option<&[usize]>) -> Result<String> {
+    let mut v = serde_json::to_value(cfg).map_err(BenchError::json("a worker config"))?;
     if let Value::Object(m) = &mut v {
         m.insert("repeat".into(), Value::from(repeat));
         if let Some(c) = cpus {
@@ -208,22 +210,21 @@ pub fn repeat_of(config: &str) -> usize {
 ///
 /// # Errors
 /// When a worker cannot start or fails.
-pub fn spawn_pair(
-    cfg: WorkerConfig,
-    repeat: usize,
-    place: &Placement,
-) -> Result<Vec<String>, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+pub fn spawn_pair(cfg: WorkerConfig, repeat: usize, place: &Placement) -> Result<Vec<String>> {
+    let exe = std::env::current_exe().map_err(BenchError::io("finding the lockstep binary"))?;
     super::spawn::spawn_repeat(&exe, cfg, 2, repeat, place.cpus.as_deref())
 }
 
 /// Worker side.
 ///
 /// # Errors
-/// A message naming what failed.
-pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
+/// What failed, naming the peer, round and operation for a link.
+pub fn worker(args: &BenchWorkerArgs) -> Result<()> {
     let cfg: WorkerConfig =
-        serde_json::from_str(&args.config).map_err(|e| format!("bad worker config: {e}"))?;
+        serde_json::from_str(&args.config).map_err(|source| BenchError::WorkerConfig {
+            kind: "link",
+            source,
+        })?;
     if cfg.mode == "listen" || cfg.mode == "listen3" {
         return listen(&cfg);
     }
@@ -232,20 +233,16 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
         "bench" => bench(&mut g, &cfg, repeat_of(&args.config)),
         "exchange" => exchange(&mut g, &cfg),
         "stream" => stream(&mut g, &cfg),
-        m => Err(format!("unknown link worker mode {m:?}")),
+        m => Err(BenchError::UnknownMode {
+            kind: "link",
+            mode: m.into(),
+        }),
     }
 }
 
-pub(crate) fn mesh_config(
-    cfg: &WorkerConfig,
-    node: &str,
-    rank: usize,
-) -> Result<MeshConfig, String> {
+pub(crate) fn mesh_config(cfg: &WorkerConfig, node: &str, rank: usize) -> Result<MeshConfig> {
     let mut m = MeshConfig::new(&cfg.cluster, super::token().as_bytes(), node, rank, vec![]);
-    m.transport = cfg
-        .transport
-        .parse()
-        .map_err(|e: lockstep_transport::Error| e.to_string())?;
+    m.transport = cfg.transport.parse()?;
     m.peer_timeout_ms = cfg.peer_timeout_ms;
     m.heartbeat_ms = (cfg.peer_timeout_ms / 6).max(10);
     m.connect_timeout_ms = 30_000;
@@ -253,10 +250,10 @@ pub(crate) fn mesh_config(
     Ok(m)
 }
 
-fn join(cfg: &WorkerConfig, rank: usize) -> Result<Group, String> {
+fn join(cfg: &WorkerConfig, rank: usize) -> Result<Group> {
     let m = mesh_config(cfg, &format!("n{rank}"), rank)?;
-    let l = Listener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())
+    let l = Listener::bind("127.0.0.1:0")?;
+    Ok(connect_mesh_via_coordinator(&cfg.coordinator, &m, l)?)
 }
 
 pub use super::link_checks::{crc, pattern};
@@ -268,7 +265,7 @@ pub(crate) const CHUNKS: usize = 5;
 /// The bench mode: `repeat` samples of the mesh link's throughput interleaved with samples of
 /// the reference (each cut into [`CHUNKS`] alternating chunks of about `iters / CHUNKS`
 /// messages), then ping-pong latency; rank 0 prints `RESULT {json}` with the sample lists.
-fn bench(g: &mut Group, cfg: &WorkerConfig, repeat: usize) -> Result<(), String> {
+fn bench(g: &mut Group, cfg: &WorkerConfig, repeat: usize) -> Result<()> {
     let len = cfg.sizes.first().copied().unwrap_or(64 << 20);
     let per_chunk = cfg.iters.max(1).div_ceil(CHUNKS);
     let mut link = Throughput {
@@ -300,7 +297,7 @@ fn bench(g: &mut Group, cfg: &WorkerConfig, repeat: usize) -> Result<(), String>
             (0, _, _) => link.chunk(g, per_chunk),
             (_, Some(t), _) => twin_link.chunk(t, per_chunk),
             (_, None, Some(r)) => r.chunk(g),
-            (_, None, None) => Err("no reference".to_string()),
+            (_, None, None) => Err(BenchError::NoReference),
         }
     })?;
     let gbps = |v: &[f64]| v.iter().map(|b| b / 1e9).collect::<Vec<_>>();
@@ -319,7 +316,7 @@ fn bench(g: &mut Group, cfg: &WorkerConfig, repeat: usize) -> Result<(), String>
         });
         println!("RESULT {out}");
     }
-    g.link(1 - g.rank()).flush().map_err(|e| e.to_string())
+    Ok(g.link(1 - g.rank()).flush()?)
 }
 
 /// The subject: back-to-back messages of `len` bytes from rank 0 to rank 1 over the mesh link,
@@ -333,9 +330,8 @@ struct Throughput {
 
 impl Throughput {
     /// One chunk of `msgs` messages: bytes and seconds at rank 0, zeros at rank 1.
-    fn chunk(&mut self, g: &mut Group, msgs: usize) -> Result<Chunk, String> {
+    fn chunk(&mut self, g: &mut Group, msgs: usize) -> Result<Chunk> {
         let (me, peer) = (g.rank(), 1 - g.rank());
-        let e = |e: lockstep_transport::Error| e.to_string();
         let (base, len) = (self.seq, self.len);
         let (ready, done) = (base + msgs as u64, base + msgs as u64 + 1);
         self.seq = done + 1;
@@ -345,20 +341,16 @@ impl Throughput {
                     FrameHeader::data(Op::Bench, 0, seq, 0, 0, 0),
                     Buffer::zeroed(0),
                 )
-                .map_err(e)
+                .map_err(BenchError::from)
         };
         if me == 0 {
-            g.link(peer)
-                .recv(&Expect::op(Op::Bench, 0, ready))
-                .map_err(e)?;
+            g.link(peer).recv(&Expect::op(Op::Bench, 0, ready))?;
             let start = Instant::now();
             for i in 0..msgs {
                 let h = FrameHeader::data(Op::P2p, 0, base + i as u64, 0, 0, len as u64);
-                g.link(peer).send(h, self.data.clone()).map_err(e)?;
+                g.link(peer).send(h, self.data.clone())?;
             }
-            g.link(peer)
-                .recv(&Expect::op(Op::Bench, 0, done))
-                .map_err(e)?;
+            g.link(peer).recv(&Expect::op(Op::Bench, 0, done))?;
             return Ok(Chunk {
                 work: (len * msgs) as f64,
                 secs: start.elapsed().as_secs_f64(),
@@ -370,10 +362,13 @@ impl Throughput {
             g.link(peer)
                 .recv_with(&Expect::op(Op::P2p, 0, base + i as u64), &mut |_, p| {
                     n += p.len()
-                })
-                .map_err(e)?;
+                })?;
             if n != len {
-                return Err(format!("bench: got {n} bytes, want {len}"));
+                return Err(BenchError::ShortMessage {
+                    op: "bench",
+                    got: n,
+                    want: len,
+                });
             }
         }
         ack(g, done)?;
@@ -397,9 +392,8 @@ struct Latency {
 
 /// Rank 0 sends, rank 1 answers with a message of the same size; rank 0 returns the statistics
 /// of half the round trip (rank 1 returns zeros).
-fn ping_pong(g: &mut Group, len: usize) -> Result<Latency, String> {
+fn ping_pong(g: &mut Group, len: usize) -> Result<Latency> {
     let (me, peer) = (g.rank(), 1 - g.rank());
-    let e = |e: lockstep_transport::Error| e.to_string();
     let rounds = latency_rounds(len);
     let warm = (rounds / 10).clamp(2, 1000);
     let data = pattern(me, len);
@@ -410,18 +404,20 @@ fn ping_pong(g: &mut Group, len: usize) -> Result<Latency, String> {
         let mut n = 0usize;
         let t = Instant::now();
         if me == 0 {
-            g.link(peer).send(h, data.clone()).map_err(e)?;
+            g.link(peer).send(h, data.clone())?;
         }
-        g.link(peer)
-            .recv_with(&expect, &mut |_, p| n += p.len())
-            .map_err(e)?;
+        g.link(peer).recv_with(&expect, &mut |_, p| n += p.len())?;
         if me == 1 {
-            g.link(peer).send(h, data.clone()).map_err(e)?;
+            g.link(peer).send(h, data.clone())?;
         } else if i >= warm {
             half_rtt_us.push(t.elapsed().as_secs_f64() * 1e6 / 2.0);
         }
         if n != len {
-            return Err(format!("ping-pong: got {n} bytes, want {len}"));
+            return Err(BenchError::ShortMessage {
+                op: "ping-pong",
+                got: n,
+                want: len,
+            });
         }
     }
     if me == 1 {

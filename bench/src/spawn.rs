@@ -1,9 +1,10 @@
 //! Starting the `lockstep bench-worker` processes of a bench or a test (`--kind allreduce` or
 //! `link`): a rendezvous [`Coordinator`] on loopback (or in network namespaces), `world` children
-//! of this binary, and waits that end every child (killed after a deadline), so none is left
+//! of the `lockstep` binary, and waits that end every child (killed after a deadline), so none is left
 //! running.
 
 use super::link::with_repeat;
+use crate::{BenchError, Result};
 use lockstep_transport::Coordinator;
 use serde::Serialize;
 use std::io::Read;
@@ -36,11 +37,7 @@ pub trait Rendezvous: Serialize {
 ///
 /// # Errors
 /// When a worker cannot start, fails, or the mesh does not form.
-pub fn spawn_workers<C: Rendezvous>(
-    exe: &Path,
-    cfg: C,
-    world: usize,
-) -> Result<Vec<String>, String> {
+pub fn spawn_workers<C: Rendezvous>(exe: &Path, cfg: C, world: usize) -> Result<Vec<String>> {
     spawn_repeat(exe, cfg, world, 1, None)
 }
 
@@ -52,19 +49,19 @@ pub(super) fn spawn_repeat<C: Rendezvous>(
     world: usize,
     repeat: usize,
     cpus: Option<&[usize]>,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>> {
     let mut kids = start_repeat(exe, &mut cfg, world, repeat, cpus)?;
     let (coord, kids_ref) = (kids.0.take(), &mut kids.1);
     let served = coord.map(|c| {
         c.serve(world, Duration::from_secs(30))
-            .map_err(|e| e.to_string())
+            .map_err(BenchError::from)
     });
     let mut outs = Vec::new();
     let mut failed = None;
     for (rank, k) in kids_ref.drain(..).enumerate() {
         let (status, out) = wait_output(k, Duration::from_secs(300))?;
         if !status.success() {
-            failed.get_or_insert(format!("worker {rank} failed: {status}"));
+            failed.get_or_insert(BenchError::WorkerFailed { rank, status });
         }
         outs.push(out);
     }
@@ -113,11 +110,7 @@ pub type Started = (Option<Coordinator>, Vec<Child>);
 ///
 /// # Errors
 /// When the coordinator cannot bind or a worker cannot start (started ones are killed).
-pub fn start_workers<C: Rendezvous>(
-    exe: &Path,
-    cfg: &mut C,
-    world: usize,
-) -> Result<Started, String> {
+pub fn start_workers<C: Rendezvous>(exe: &Path, cfg: &mut C, world: usize) -> Result<Started> {
     start_repeat(exe, cfg, world, 1, None)
 }
 
@@ -127,12 +120,11 @@ fn start_repeat<C: Rendezvous>(
     world: usize,
     repeat: usize,
     cpus: Option<&[usize]>,
-) -> Result<Started, String> {
+) -> Result<Started> {
     let bind = format!("{}:0", cfg.bind().unwrap_or("127.0.0.1"));
-    let coord = Coordinator::bind(&bind, cfg.cluster(), super::token().as_bytes())
-        .map_err(|e| e.to_string())?
+    let coord = Coordinator::bind(&bind, cfg.cluster(), super::token().as_bytes())?
         .with_tls(super::tls::load(cfg.tls_dir(), "coordinator")?);
-    cfg.set_coordinator(coord.local_addr().map_err(|e| e.to_string())?.to_string());
+    cfg.set_coordinator(coord.local_addr()?.to_string());
     let json = with_repeat(&cfg, repeat, cpus)?;
     let mut kids: Vec<Child> = Vec::new();
     for rank in 0..world {
@@ -165,7 +157,7 @@ fn start_repeat<C: Rendezvous>(
                     let _ = k.kill();
                     let _ = k.wait();
                 }
-                return Err(format!("spawning worker {rank}: {e}"));
+                return Err(BenchError::SpawnWorker { rank, source: e });
             }
         }
     }
@@ -179,7 +171,7 @@ fn start_repeat<C: Rendezvous>(
 pub fn wait_output(
     mut child: Child,
     limit: Duration,
-) -> Result<(std::process::ExitStatus, String), String> {
+) -> Result<(std::process::ExitStatus, String)> {
     let mut stdout = child.stdout.take();
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -190,12 +182,17 @@ pub fn wait_output(
     });
     let deadline = Instant::now() + limit;
     let status = loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+        if let Some(st) = child
+            .try_wait()
+            .map_err(BenchError::io("waiting for a worker"))?
+        {
             break st;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            break child.wait().map_err(|e| e.to_string())?;
+            break child
+                .wait()
+                .map_err(BenchError::io("waiting for a worker"))?;
         }
         std::thread::sleep(Duration::from_millis(5));
     };

@@ -1,11 +1,13 @@
 //! `lockstep bench ingest`: how fast producers get rows into a stream job. N producer processes
-//! (this binary, `--produce ID`) each send the manifest's warm-up sample `--repeat` times over
+//! (the `lockstep` binary, `--produce ID`) each send the manifest's warm-up sample `--repeat` times over
 //! loopback to a `lockstep launch` of the stream manifest; in the same run the same rows are read
 //! from the local Parquet file (decoded into Arrow record batches, as a file job does). Reported:
 //! rows/s and MB/s (Arrow IPC bytes) of each, their ratio, and the job's own training rows/s.
 //! The job's buffers are sized to hold every row, so producers are measured, not training.
 
 use crate::cli::IngestBenchArgs;
+use crate::repeat::write_json;
+use crate::{BenchError, Result};
 use arrow_array::RecordBatch;
 use lockstep_runtime::stream::Producer;
 use lockstep_runtime::{Manifest, Report};
@@ -14,33 +16,35 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn sample(m: &Manifest) -> Result<Vec<RecordBatch>, String> {
+/// How long the producers wait for the stream job's bootstrap address.
+const BOOTSTRAP_WAIT_S: u64 = 60;
+
+fn sample(m: &Manifest) -> Result<Vec<RecordBatch>> {
     let spec = m.job.data.resolved(&m.base_dir);
-    let (_, batches) = FileRecords::open(&spec.path, spec.format, &spec.label)
-        .and_then(|f| f.read_all())
-        .map_err(|e| e.to_string())?;
+    let (_, batches) =
+        FileRecords::open(&spec.path, spec.format, &spec.label).and_then(|f| f.read_all())?;
     Ok(batches)
 }
 
-fn ipc_bytes(batches: &[RecordBatch]) -> Result<usize, String> {
-    let schema = batches.first().ok_or("empty sample")?.schema();
-    let mut w =
-        arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema).map_err(|e| e.to_string())?;
+fn ipc_bytes(batches: &[RecordBatch]) -> Result<usize> {
+    let arrow = |source| BenchError::Arrow { source };
+    let schema = batches.first().ok_or(BenchError::EmptySample)?.schema();
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema).map_err(arrow)?;
     for b in batches {
-        w.write(b).map_err(|e| e.to_string())?;
+        w.write(b).map_err(arrow)?;
     }
-    w.into_inner().map(|v| v.len()).map_err(|e| e.to_string())
+    w.into_inner().map(|v| v.len()).map_err(arrow)
 }
 
 /// Run the benchmark (or, with `--produce`, one producer process of it).
 ///
 /// # Errors
-/// A message naming what failed.
-pub fn run(args: &IngestBenchArgs) -> Result<(), String> {
+/// What failed, naming the producer, file or run directory.
+pub fn run(args: &IngestBenchArgs) -> Result<()> {
     if let Some(id) = args.produce {
         return produce(args, id);
     }
-    let base = Manifest::load(&args.manifest, &[]).map_err(|e| e.to_string())?;
+    let base = Manifest::load(&args.manifest, &[])?;
     let batches = sample(&base)?;
     let rows_per_pass: usize = batches.iter().map(|b| b.num_rows()).sum();
     let passes = args.repeat * args.producers as usize;
@@ -57,7 +61,7 @@ pub fn run(args: &IngestBenchArgs) -> Result<(), String> {
     // Subject: a stream job fed by N producer processes.
     let dir = tempfile_dir()?;
     let token = hex::encode(rand::random::<[u8; 16]>());
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(BenchError::io("finding the lockstep binary"))?;
     let per_producer = rows_per_pass * args.repeat;
     let sets = [
         format!("job.data.stream.producers={}", args.producers),
@@ -82,7 +86,10 @@ pub fn run(args: &IngestBenchArgs) -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("starting {}: {e}", exe.display()))?;
+        .map_err(|source| BenchError::Start {
+            program: exe.display().to_string(),
+            source,
+        })?;
     let result = feed(args, &exe, &dir, &token, &base.cluster.name);
     let status = match &result {
         Ok(_) => wait(&mut job, Duration::from_secs(600)),
@@ -94,9 +101,9 @@ pub fn run(args: &IngestBenchArgs) -> Result<(), String> {
     };
     let (wall_s, producer_s) = result?;
     if !status.is_some_and(|s| s.success()) {
-        return Err(format!("the stream job failed (logs in {})", dir.display()));
+        return Err(BenchError::StreamJobFailed { dir });
     }
-    let report = Report::read(&dir.join("report.json")).map_err(|e| e.to_string())?;
+    let report = Report::read(&dir.join("report.json"))?;
     let _ = std::fs::remove_dir_all(&dir);
     let ingest = (total_rows / producer_s, total_mb / producer_s);
     let parquet = (total_rows / parquet_s, total_mb / parquet_s);
@@ -129,22 +136,20 @@ pub fn run(args: &IngestBenchArgs) -> Result<(), String> {
             "training_rows_per_s": report.samples_per_s,
             "global_batch": args.global_batch,
         });
-        std::fs::write(
-            path,
-            serde_json::to_vec_pretty(&v).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        write_json(path, &v)?;
     }
     Ok(())
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+fn tempfile_dir() -> Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "lockstep-bench-ingest-{}",
         hex::encode(rand::random::<[u8; 6]>())
     ));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    Ok(dir)
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Ok(dir),
+        Err(source) => Err(BenchError::CreateDir { path: dir, source }),
+    }
 }
 
 fn wait(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -167,7 +172,7 @@ fn feed(
     dir: &Path,
     token: &str,
     cluster: &str,
-) -> Result<(f64, f64), String> {
+) -> Result<(f64, f64)> {
     let endpoints = dir.join("endpoints.json");
     let t = Instant::now();
     let bootstrap = loop {
@@ -178,11 +183,11 @@ fn feed(
         if let Some(b) = found {
             break b;
         }
-        if t.elapsed() > Duration::from_secs(60) {
-            return Err(format!(
-                "no bootstrap in {} after 60 s",
-                endpoints.display()
-            ));
+        if t.elapsed() > Duration::from_secs(BOOTSTRAP_WAIT_S) {
+            return Err(BenchError::NoBootstrap {
+                path: endpoints,
+                waited_s: BOOTSTRAP_WAIT_S,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -199,19 +204,24 @@ fn feed(
             .env("LOCKSTEP_TOKEN", token)
             .stdout(Stdio::piped())
             .spawn()
-            .map_err(|e| e.to_string())?;
+            .map_err(BenchError::io("starting a producer"))?;
         children.push(child);
     }
     let mut slowest = 0.0f64;
-    for c in children {
-        let out = c.wait_with_output().map_err(|e| e.to_string())?;
+    for (id, c) in (0u32..).zip(children) {
+        let out = c
+            .wait_with_output()
+            .map_err(BenchError::io("waiting for a producer"))?;
         if !out.status.success() {
-            return Err("a producer process failed".into());
+            return Err(BenchError::ProducerFailed {
+                id,
+                status: out.status,
+            });
         }
         let secs: f64 = String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
-            .map_err(|e| format!("producer output: {e}"))?;
+            .map_err(|source| BenchError::ProducerOutput { id, source })?;
         slowest = slowest.max(secs);
     }
     Ok((t.elapsed().as_secs_f64(), slowest))
@@ -219,27 +229,26 @@ fn feed(
 
 /// One producer process: send the sample `repeat` times, print the seconds from connect to the
 /// job's final answer.
-fn produce(args: &IngestBenchArgs, id: u32) -> Result<(), String> {
-    let m = Manifest::load(&args.manifest, &[]).map_err(|e| e.to_string())?;
+fn produce(args: &IngestBenchArgs, id: u32) -> Result<()> {
+    let m = Manifest::load(&args.manifest, &[])?;
     let batches = sample(&m)?;
-    let token = std::env::var("LOCKSTEP_TOKEN").map_err(|_| "LOCKSTEP_TOKEN is not set")?;
+    let token = std::env::var("LOCKSTEP_TOKEN").map_err(|_| BenchError::NoToken)?;
     let bootstrap = args.bootstrap.clone().unwrap_or_default();
     let cluster = args.cluster.clone().unwrap_or(m.cluster.name.clone());
-    let schema = batches.first().ok_or("empty sample")?.schema();
+    let schema = batches.first().ok_or(BenchError::EmptySample)?.schema();
     let t = Instant::now();
-    let mut p = Producer::connect(&bootstrap, &cluster, token.as_bytes(), id, 0, &schema)
-        .map_err(|e| e.to_string())?;
+    let mut p = Producer::connect(&bootstrap, &cluster, token.as_bytes(), id, 0, &schema)?;
     for _ in 0..args.repeat {
         for b in &batches {
             let mut at = 0;
             while at < b.num_rows() {
                 let n = args.batch_rows.min(b.num_rows() - at);
-                p.send(&b.slice(at, n)).map_err(|e| e.to_string())?;
+                p.send(&b.slice(at, n))?;
                 at += n;
             }
         }
     }
-    p.close().map_err(|e| e.to_string())?;
+    p.close()?;
     println!("{}", t.elapsed().as_secs_f64());
     Ok(())
 }

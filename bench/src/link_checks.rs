@@ -3,10 +3,8 @@
 //! `lockstep bench-worker --kind link` with one of these modes; the benchmark itself lives in
 //! [`super::link`].
 
-// The transport's `Error` is large by design (names, round, op); see lockstep-transport.
-#![allow(clippy::result_large_err)]
-
 use super::link::{mesh_config, WorkerConfig};
+use crate::{BenchError, Result};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{Expect, FrameHeader, Group, Link, Listener, Op, PeerAddr};
 use std::io::Write;
@@ -42,49 +40,40 @@ pub fn crc(b: &[u8]) -> u32 {
 }
 
 /// Every size goes both ways at once; the received checksum must match the expected pattern's.
-pub(crate) fn exchange(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
+pub(crate) fn exchange(g: &mut Group, cfg: &WorkerConfig) -> Result<()> {
     let (me, peer) = (g.rank(), 1 - g.rank());
     for (i, &len) in cfg.sizes.iter().enumerate() {
         let h = FrameHeader::data(Op::P2p, 1, i as u64, 0, 0, len as u64);
-        g.link(peer)
-            .send(h, pattern(me, len))
-            .map_err(|e| e.to_string())?;
-        let f = g
-            .link(peer)
-            .recv(&Expect::op(Op::P2p, 1, i as u64))
-            .map_err(|e| e.to_string())?;
+        g.link(peer).send(h, pattern(me, len))?;
+        let f = g.link(peer).recv(&Expect::op(Op::P2p, 1, i as u64))?;
         let (got, want) = (crc(&f.payload), crc(&pattern(peer, len)));
         if f.payload.len() != len || got != want {
-            return Err(format!(
-                "size {len}: got {} bytes crc {got:#x}, want crc {want:#x}",
-                f.payload.len()
-            ));
+            return Err(BenchError::Corrupt {
+                size: len,
+                got_bytes: f.payload.len(),
+                got_crc: got,
+                want_crc: want,
+            });
         }
         println!("OK {len} {got:#010x}");
     }
-    g.link(peer).flush().map_err(|e| e.to_string())
+    Ok(g.link(peer).flush()?)
 }
 
 /// Send and receive 1 MiB frames forever; on the first error print `ERR <message>` and exit 0.
-pub(crate) fn stream(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
+pub(crate) fn stream(g: &mut Group, cfg: &WorkerConfig) -> Result<()> {
     let (me, peer) = (g.rank(), 1 - g.rank());
     let len = cfg.sizes.first().copied().unwrap_or(1 << 20);
     let data = pattern(me, len);
     println!("STARTED");
     let _ = std::io::stdout().flush();
     for seq in 0.. {
-        let r = g
-            .link(peer)
-            .send(
-                FrameHeader::data(Op::AllReduce, 7, seq, 0, 0, len as u64),
-                data.clone(),
-            )
-            .and_then(|_| {
-                g.link(peer)
-                    .recv(&Expect::op(Op::AllReduce, 7, seq))
-                    .map(|_| ())
-            });
-        if let Err(e) = r {
+        let h = FrameHeader::data(Op::AllReduce, 7, seq, 0, 0, len as u64);
+        let r = match g.link(peer).send(h, data.clone()) {
+            Ok(()) => g.link(peer).recv(&Expect::op(Op::AllReduce, 7, seq)).err(),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = r {
             println!("ERR {e}");
             let _ = std::io::stdout().flush();
             return Ok(());
@@ -99,9 +88,9 @@ pub(crate) fn stream(g: &mut Group, cfg: &WorkerConfig) -> Result<(), String> {
 /// Mode `listen3` (the malformed-header test): a three-node mesh whose `n2` listens at
 /// `cfg.coordinator`; print `ERR0 <error>` for what arrives from `n0` (which sends a bad header),
 /// then receive one frame from `n2`, print `GOT2 <len> <crc>` and send it back to `n2`.
-pub(crate) fn listen(cfg: &WorkerConfig) -> Result<(), String> {
-    let l = Listener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    println!("ADDR {}", l.local_addr().map_err(|e| e.to_string())?);
+pub(crate) fn listen(cfg: &WorkerConfig) -> Result<()> {
+    let l = Listener::bind("127.0.0.1:0")?;
+    println!("ADDR {}", l.local_addr()?);
     let _ = std::io::stdout().flush();
     let three = cfg.mode == "listen3";
     let mut m = mesh_config(cfg, "n1", 1)?;
@@ -113,10 +102,10 @@ pub(crate) fn listen(cfg: &WorkerConfig) -> Result<(), String> {
     if three {
         m.peers.push(addr("n2", &cfg.coordinator));
     }
-    let mut g = lockstep_transport::connect_mesh(&m, l).map_err(|e| e.to_string())?;
+    let mut g = lockstep_transport::connect_mesh(&m, l)?;
     let from0 = g.link(0).recv(&Expect::default());
     if !three {
-        let f = from0.map_err(|e| e.to_string())?;
+        let f = from0?;
         println!("GOT {} {:#010x}", f.payload.len(), crc(&f.payload));
         return Ok(());
     }
@@ -125,13 +114,8 @@ pub(crate) fn listen(cfg: &WorkerConfig) -> Result<(), String> {
         Err(e) => println!("ERR0 {e}"),
     }
     let _ = std::io::stdout().flush();
-    let f = g
-        .link(2)
-        .recv(&Expect::default())
-        .map_err(|e| e.to_string())?;
+    let f = g.link(2).recv(&Expect::default())?;
     println!("GOT2 {} {:#010x}", f.payload.len(), crc(&f.payload));
-    g.link(2)
-        .send(f.header, f.payload)
-        .map_err(|e| e.to_string())?;
-    g.link(2).flush().map_err(|e| e.to_string())
+    g.link(2).send(f.header, f.payload)?;
+    Ok(g.link(2).flush()?)
 }

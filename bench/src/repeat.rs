@@ -237,9 +237,13 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 ///
 /// # Errors
 /// A message naming the file.
-pub fn write_json(path: &std::path::Path, value: &Value) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
-    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+pub fn write_json(path: &std::path::Path, value: &Value) -> crate::Result<()> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(crate::BenchError::json("the figures"))?;
+    std::fs::write(path, text).map_err(|source| crate::BenchError::WriteFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! --kind allreduce` with one of these modes; the benchmark itself lives in [`super::allreduce`].
 
 use super::allreduce::WorkerConfig;
+use crate::Result;
 use lockstep_collective::{Algo, AllReduce, Communicator, ParameterServer};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -14,31 +15,25 @@ pub(crate) fn reduce_once(
     algo: &str,
     ps: &mut Option<ParameterServer>,
     x: &mut [f32],
-) -> Result<(), String> {
+) -> Result<()> {
     if algo == "ps" {
         let ps = match ps {
             Some(p) => p,
-            None => ps.insert(
-                ParameterServer::new(
-                    x.len(),
-                    &[0],
-                    &(0..c.world()).collect::<Vec<_>>(),
-                    c.world(),
-                )
-                .map_err(|e| e.to_string())?,
-            ),
+            None => ps.insert(ParameterServer::new(
+                x.len(),
+                &[0],
+                &(0..c.world()).collect::<Vec<_>>(),
+                c.world(),
+            )?),
         };
         // The server's update turns the mean back into a sum, so ps is compared like the others.
         let (grads, n) = (x.to_vec(), c.world() as f32);
         let update =
             |_, p: &mut [f32], g: &[f32]| p.iter_mut().zip(g).for_each(|(p, g)| *p = g * n);
-        return ps.step(c, &grads, x, update).map_err(|e| e.to_string());
+        return Ok(ps.step(c, &grads, x, update)?);
     }
-    let algo: Algo = algo
-        .parse()
-        .map_err(|e: lockstep_collective::CollectiveError| e.to_string())?;
-    c.allreduce(x, AllReduce::sum().algo(algo))
-        .map_err(|e| e.to_string())
+    let algo: Algo = algo.parse()?;
+    Ok(c.allreduce(x, AllReduce::sum().algo(algo))?)
 }
 
 /// Deterministic input of `rank` (the tests recompute it).
@@ -49,7 +44,7 @@ pub fn input(rank: usize, len: usize) -> Vec<f32> {
 }
 
 /// For every size (element count): `CHECK <len> <fnv of result bits> <max relative error>`.
-pub(crate) fn check(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), String> {
+pub(crate) fn check(c: &mut Communicator, cfg: &WorkerConfig) -> Result<()> {
     let n = c.world();
     for &len in &cfg.sizes {
         let mut x = input(c.rank(), len);
@@ -66,17 +61,14 @@ pub(crate) fn check(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), Stri
         });
         println!("CHECK {len} {digest:016x} {err:e}");
     }
-    c.barrier().map_err(|e| e.to_string())
+    Ok(c.barrier()?)
 }
 
 /// Allreduce `sizes[0]` elements until a collective fails; print `STARTED` once the first one
 /// is done, then `ERR <failed rank> <ms since the last success> <message>` and exit 0.
-pub(crate) fn run_loop(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), String> {
+pub(crate) fn run_loop(c: &mut Communicator, cfg: &WorkerConfig) -> Result<()> {
     let len = cfg.sizes.first().copied().unwrap_or(1 << 20);
-    let algo: Algo = cfg
-        .algo
-        .parse()
-        .map_err(|e: lockstep_collective::CollectiveError| e.to_string())?;
+    let algo: Algo = cfg.algo.parse()?;
     let mut x = input(c.rank(), len);
     let mut last = Instant::now();
     for i in 0u64.. {
@@ -99,22 +91,17 @@ pub(crate) fn run_loop(c: &mut Communicator, cfg: &WorkerConfig) -> Result<(), S
 
 /// Before the first collective: the hosts (`ranks_per_host`, else all on one) and, for
 /// `auto`, the link probe, whose fitted costs rank 0 prints.
-pub(crate) fn prepare(
-    c: &mut Communicator,
-    cfg: &super::allreduce::WorkerConfig,
-) -> Result<(), String> {
+pub(crate) fn prepare(c: &mut Communicator, cfg: &WorkerConfig) -> Result<()> {
     let topo = if cfg.ranks_per_host > 0 {
         lockstep_collective::Topology::uniform(c.world(), cfg.ranks_per_host)
     } else {
         lockstep_collective::Topology::single_host(c.world())
     };
-    c.set_topology(topo).map_err(|e| e.to_string())?;
+    c.set_topology(topo)?;
     // Only the bench mode probes: the checks compare auto's bits between runs, and a measured
     // choice may differ from run to run.
     if cfg.algo == "auto" && cfg.mode == "bench" && c.world() > 1 {
-        let report = c
-            .probe_links(lockstep_collective::ProbeOptions::default())
-            .map_err(|e| e.to_string())?;
+        let report = c.probe_links(lockstep_collective::ProbeOptions::default())?;
         if c.rank() == 0 {
             eprintln!("link probe: {:?}", report.costs);
         }

@@ -3,7 +3,7 @@
 //! socket throughput for tcp), with the ratio busbw/reference.
 //!
 //! The parent runs a rendezvous coordinator on loopback and starts N `lockstep bench-worker
-//! --kind allreduce` processes of this binary, which build the mesh through it. The same worker
+//! --kind allreduce` processes of the `lockstep` binary, which build the mesh through it. The same worker
 //! serves the multi-process tests (`tests/aggregate_*.rs`): the `mode` field of the JSON config
 //! picks `bench`, `check` (print a digest of every result) or `loop` (allreduce until a peer
 //! dies, then print the error; both in [`super::allreduce_checks`]). Bandwidths are in GB/s
@@ -24,6 +24,7 @@ use super::spawn::spawn_repeat;
 pub use super::spawn::{spawn_workers, start_workers, wait_output, Started};
 use super::tcpinfo::Remeasure;
 use crate::cli::{AllreduceBenchArgs, BenchWorkerArgs};
+use crate::{BenchError, Result};
 use lockstep_collective::{cost, Algo, AllReduce, CollectiveConfig, Communicator};
 use lockstep_transport::{connect_mesh_via_coordinator, Listener, MeshConfig};
 use serde::{Deserialize, Serialize};
@@ -93,29 +94,26 @@ pub struct Samples {
     pub tcp: Option<Value>,
 }
 
+impl Samples {
+    /// One repetition's figures from its allreduce times `t` (us, sorted here) over `n` ranks.
+    fn add_repetition(&mut self, t: &mut [f32], n: usize) {
+        t.sort_by(f32::total_cmp);
+        let pct = |p: f64| f64::from(t[((t.len() - 1) as f64 * p).round() as usize]);
+        let algbw = self.bytes as f64 / (pct(0.5) * 1e-6) / 1e9;
+        self.p50_us.push(pct(0.5));
+        self.p99_us.push(pct(0.99));
+        self.algbw_gbps.push(algbw);
+        self.busbw_gbps
+            .push(algbw * 2.0 * (n - 1) as f64 / n as f64);
+    }
+}
+
 /// Parent side: one row per size; busbw and the reference interleaved `--repeat` times.
 ///
 /// # Errors
-/// A message naming what failed.
-pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
-    let sizes = args
-        .sizes
-        .split(',')
-        .map(parse_size)
-        .collect::<Result<Vec<_>, _>>()?;
-    if args.world == 0 {
-        return Err("need --world >= 1".into());
-    }
-    super::transport_arg(&args.transport)?;
-    if args.netns.is_some() && args.ranks_per_host == 0 {
-        return Err("--netns needs --ranks-per-host".into());
-    }
-    if args.algo != "ps" {
-        args.algo.parse::<Algo>().map_err(|e| e.to_string())?;
-    }
-    if args.tls && args.transport != "tcp" {
-        return Err("--tls runs over tcp only (--transport tcp)".into());
-    }
+/// What failed, naming the worker, size or CPU.
+pub fn run(args: &AllreduceBenchArgs) -> Result<()> {
+    let sizes = checked_sizes(args)?;
     let certs = args.tls.then(super::tls::BenchCerts::make).transpose()?;
     let cfg = WorkerConfig {
         mode: "bench".into(),
@@ -134,42 +132,9 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
     if args.tls {
         println!("allreduce over TLS; reference: the same allreduce over plain TCP links between the same processes (ratio = TLS / plain)");
     }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let place = Placement::choose(&args.cpus, args.world)?;
     println!("{}", place.line(args.world));
-    let mut redo = Remeasure::new(args.attempts);
-    let (samples, load) = loop {
-        let mut load = Load::start();
-        let outs = spawn_repeat(
-            &exe,
-            cfg.clone(),
-            args.world,
-            args.repeat.max(1),
-            place.cpus.as_deref(),
-        )?;
-        load.finish();
-        let line = outs[0]
-            .lines()
-            .find_map(|l| l.strip_prefix("RESULT "))
-            .ok_or("worker 0 gave no result")?;
-        let samples: Vec<Samples> = serde_json::from_str(line).map_err(|e| e.to_string())?;
-        // Every size's connections (each size has its own reference connection).
-        let tcp: Vec<Value> = samples
-            .iter()
-            .filter_map(|s| s.tcp.as_ref().and_then(Value::as_array))
-            .flatten()
-            .cloned()
-            .collect();
-        let tcp = Value::Array(tcp);
-        let ratios: Vec<f64> = samples
-            .iter()
-            .map(|s| Paired::new(&s.busbw_gbps, &s.reference_gbps).ratio.median)
-            .collect();
-        if redo.again(&tcp, ratios) {
-            continue;
-        }
-        break (samples, load);
-    };
+    let (samples, load, redo) = measure(args, &cfg, &place)?;
     println!(
         "allreduce: world {}, transport {}, algo {}, repeat {}",
         args.world,
@@ -179,44 +144,9 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
     );
     let (mut rows, mut cells, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
     for s in &samples {
-        let p = Paired::new(&s.busbw_gbps, &s.reference_gbps);
-        let (p50, p99, algbw) = (
-            Spread::of(&s.p50_us),
-            Spread::of(&s.p99_us),
-            Spread::of(&s.algbw_gbps),
-        );
-        let mut row = Map::new();
-        row.insert("bytes".into(), Value::from(s.bytes));
-        row.insert("p50_us".into(), Value::from(p50.median));
-        row.insert("p99_us".into(), Value::from(p99.median));
-        row.insert("algbw_gbps".into(), Value::from(algbw.median));
-        row.extend(p.json("busbw_gbps", "reference_gbps"));
-        row.insert("iters".into(), Value::from(s.iters));
-        row.insert("algo".into(), Value::from(s.algo.clone()));
-        if let Some(p) = s.predicted_us {
-            row.insert("predicted_us".into(), Value::from(p));
-        }
-        if let Some(t) = &s.tcp {
-            warnings.extend(
-                super::tcpinfo::warnings(t)
-                    .into_iter()
-                    .map(|w| format!("{} bytes: {w}", s.bytes)),
-            );
-            row.insert("tcp".into(), t.clone());
-        }
-        rows.push(Value::Object(row));
-        cells.push(vec![
-            s.bytes.to_string(),
-            p50.cell(1),
-            p99.cell(1),
-            algbw.cell(3),
-            p.subject.cell(3),
-            p.reference.cell(3),
-            p.ratio.cell(3),
-            s.algo.clone(),
-            s.predicted_us.map_or("-".into(), |p| format!("{p:.1}")),
-            p.flag().to_string(),
-        ]);
+        let (row, cell) = size_row(s, &mut warnings);
+        rows.push(row);
+        cells.push(cell);
     }
     print_table(
         &[
@@ -254,13 +184,125 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Run the workers until a run is not slowed by spurious retransmissions (at most
+/// `--attempts` runs): worker 0's samples, the machine's load meanwhile, and the runs set aside.
+fn measure(
+    args: &AllreduceBenchArgs,
+    cfg: &WorkerConfig,
+    place: &Placement,
+) -> Result<(Vec<Samples>, Load, Remeasure)> {
+    let exe = std::env::current_exe().map_err(BenchError::io("finding the lockstep binary"))?;
+    let mut redo = Remeasure::new(args.attempts);
+    loop {
+        let mut load = Load::start();
+        let outs = spawn_repeat(
+            &exe,
+            cfg.clone(),
+            args.world,
+            args.repeat.max(1),
+            place.cpus.as_deref(),
+        )?;
+        load.finish();
+        let line = outs[0]
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .ok_or(BenchError::NoResult { rank: 0 })?;
+        let samples: Vec<Samples> =
+            serde_json::from_str(line).map_err(BenchError::json("worker 0's result"))?;
+        // Every size's connections (each size has its own reference connection).
+        let tcp: Vec<Value> = samples
+            .iter()
+            .filter_map(|s| s.tcp.as_ref().and_then(Value::as_array))
+            .flatten()
+            .cloned()
+            .collect();
+        let tcp = Value::Array(tcp);
+        let ratios: Vec<f64> = samples
+            .iter()
+            .map(|s| Paired::new(&s.busbw_gbps, &s.reference_gbps).ratio.median)
+            .collect();
+        if redo.again(&tcp, ratios) {
+            continue;
+        }
+        return Ok((samples, load, redo));
+    }
+}
+
+/// The `--sizes` in bytes, after checking the other arguments.
+fn checked_sizes(args: &AllreduceBenchArgs) -> Result<Vec<usize>> {
+    let sizes = args
+        .sizes
+        .split(',')
+        .map(parse_size)
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.world == 0 {
+        return Err(BenchError::NoWorld);
+    }
+    super::transport_arg(&args.transport)?;
+    if args.netns.is_some() && args.ranks_per_host == 0 {
+        return Err(BenchError::NetnsNeedsRanksPerHost);
+    }
+    if args.algo != "ps" {
+        args.algo.parse::<Algo>()?;
+    }
+    if args.tls && args.transport != "tcp" {
+        return Err(BenchError::TlsNeedsTcp);
+    }
+    Ok(sizes)
+}
+
+/// One size's JSON row and table cells; its `TCP_INFO` warnings go to `warnings`.
+fn size_row(s: &Samples, warnings: &mut Vec<String>) -> (Value, Vec<String>) {
+    let p = Paired::new(&s.busbw_gbps, &s.reference_gbps);
+    let (p50, p99, algbw) = (
+        Spread::of(&s.p50_us),
+        Spread::of(&s.p99_us),
+        Spread::of(&s.algbw_gbps),
+    );
+    let mut row = Map::new();
+    row.insert("bytes".into(), Value::from(s.bytes));
+    row.insert("p50_us".into(), Value::from(p50.median));
+    row.insert("p99_us".into(), Value::from(p99.median));
+    row.insert("algbw_gbps".into(), Value::from(algbw.median));
+    row.extend(p.json("busbw_gbps", "reference_gbps"));
+    row.insert("iters".into(), Value::from(s.iters));
+    row.insert("algo".into(), Value::from(s.algo.clone()));
+    if let Some(p) = s.predicted_us {
+        row.insert("predicted_us".into(), Value::from(p));
+    }
+    if let Some(t) = &s.tcp {
+        warnings.extend(
+            super::tcpinfo::warnings(t)
+                .into_iter()
+                .map(|w| format!("{} bytes: {w}", s.bytes)),
+        );
+        row.insert("tcp".into(), t.clone());
+    }
+    let cells = vec![
+        s.bytes.to_string(),
+        p50.cell(1),
+        p99.cell(1),
+        algbw.cell(3),
+        p.subject.cell(3),
+        p.reference.cell(3),
+        p.ratio.cell(3),
+        s.algo.clone(),
+        s.predicted_us.map_or("-".into(), |p| format!("{p:.1}")),
+        p.flag().to_string(),
+    ];
+    (Value::Object(row), cells)
+}
+
 /// Worker side.
 ///
 /// # Errors
-/// A message naming what failed.
-pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
+/// What failed, naming the peer, round and operation for a link or collective.
+pub fn worker(args: &BenchWorkerArgs) -> Result<()> {
     let cfg: WorkerConfig =
-        serde_json::from_str(&args.config).map_err(|e| format!("bad worker config: {e}"))?;
+        serde_json::from_str(&args.config).map_err(|source| BenchError::WorkerConfig {
+            kind: "allreduce",
+            source,
+        })?;
     let mut m = MeshConfig::new(
         &cfg.cluster,
         super::token().as_bytes(),
@@ -268,10 +310,7 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
         args.rank,
         vec![],
     );
-    m.transport = cfg
-        .transport
-        .parse()
-        .map_err(|e: lockstep_transport::Error| e.to_string())?;
+    m.transport = cfg.transport.parse()?;
     m.peer_timeout_ms = cfg.peer_timeout_ms;
     m.heartbeat_ms = (cfg.peer_timeout_ms / 6).max(10);
     m.tls = super::tls::load(&cfg.tls_dir, &format!("n{}", args.rank))?;
@@ -280,8 +319,8 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
     } else {
         "127.0.0.1"
     };
-    let l = Listener::bind(&format!("{ip}:0")).map_err(|e| e.to_string())?;
-    let mut g = connect_mesh_via_coordinator(&cfg.coordinator, &m, l).map_err(|e| e.to_string())?;
+    let l = Listener::bind(&format!("{ip}:0"))?;
+    let mut g = connect_mesh_via_coordinator(&cfg.coordinator, &m, l)?;
     // With TLS, the same allreduce over plain links between the same processes is the reference.
     let mut twin = match &cfg.tls_dir {
         Some(_) => Some(super::tls::plain_communicator(
@@ -305,14 +344,17 @@ pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
         ),
         "check" => check(&mut c, &cfg),
         "loop" => run_loop(&mut c, &cfg),
-        m => Err(format!("unknown allreduce worker mode {m:?}")),
+        m => Err(BenchError::UnknownMode {
+            kind: "allreduce",
+            mode: m.into(),
+        }),
     }
 }
 
 /// The default settings, with `LOCKSTEP_CHUNK_BYTES`, `LOCKSTEP_SMALL_BYTES` and
 /// `LOCKSTEP_PIPELINE_BYTES` (sizes such as `1MiB`) overriding `chunk_bytes`, `small_bytes` and
 /// `pipeline_bytes` when set (to measure other settings).
-fn aggregate_config() -> Result<CollectiveConfig, String> {
+fn aggregate_config() -> Result<CollectiveConfig> {
     let mut a = CollectiveConfig::default();
     let var = |name: &str| std::env::var(name).ok().map(|v| parse_size(&v)).transpose();
     if let Some(b) = var("LOCKSTEP_CHUNK_BYTES")? {
@@ -340,7 +382,7 @@ fn bench(
     cfg: &WorkerConfig,
     repeat: usize,
     peer_cpu: Option<usize>,
-) -> Result<(), String> {
+) -> Result<()> {
     let n = c.world();
     let mut out = Vec::new();
     for &bytes in &cfg.sizes {
@@ -376,7 +418,7 @@ fn bench(
             x.fill(1.0);
         }
         let mut times: Vec<Vec<f32>> = vec![Vec::new(); repeat];
-        let refs = interleave(repeat, 2, CHUNKS, |step, rep| -> Result<Chunk, String> {
+        let refs = interleave(repeat, 2, CHUNKS, |step, rep| -> Result<Chunk> {
             if let (1, Some(t)) = (step, twin.as_deref_mut()) {
                 return super::tls::plain_chunk(t, &twin_algo, &mut twin_ps, &mut x, per_chunk);
             }
@@ -387,14 +429,13 @@ fn bench(
             }
             let mut chunk = vec![0f32; per_chunk];
             for t in chunk.iter_mut() {
-                c.barrier().map_err(|e| e.to_string())?;
+                c.barrier()?;
                 let start = Instant::now();
                 reduce_once(c, &cfg.algo, &mut ps, &mut x)?;
                 *t = start.elapsed().as_secs_f32() * 1e6;
                 x.fill(1.0);
             }
-            c.allreduce(&mut chunk, AllReduce::mean())
-                .map_err(|e| e.to_string())?;
+            c.allreduce(&mut chunk, AllReduce::mean())?;
             times[rep].extend_from_slice(&chunk);
             Ok(Chunk::default())
         })?;
@@ -421,21 +462,13 @@ fn bench(
             ..Samples::default()
         };
         for t in &mut times {
-            t.sort_by(f32::total_cmp);
-            let pct = |p: f64| f64::from(t[((t.len() - 1) as f64 * p).round() as usize]);
-            let algbw = bytes as f64 / (pct(0.5) * 1e-6) / 1e9;
-            s.p50_us.push(pct(0.5));
-            s.p99_us.push(pct(0.99));
-            s.algbw_gbps.push(algbw);
-            s.busbw_gbps.push(algbw * 2.0 * (n - 1) as f64 / n as f64);
+            s.add_repetition(t, n);
         }
         out.push(s);
     }
     if c.rank() == 0 {
-        println!(
-            "RESULT {}",
-            serde_json::to_string(&out).map_err(|e| e.to_string())?
-        );
+        let json = serde_json::to_string(&out).map_err(BenchError::json("the result"))?;
+        println!("RESULT {json}");
     }
-    c.barrier().map_err(|e| e.to_string())
+    Ok(c.barrier()?)
 }

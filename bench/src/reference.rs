@@ -9,12 +9,10 @@
 //! Both are set up and used once before the first sample (connection, TCP slow start, page
 //! faults of fresh buffers), then every sample moves the same bytes as one subject sample.
 
-// The transport's `Error` is large by design (names, round, op); see lockstep-transport.
-#![allow(clippy::result_large_err)]
-
 use super::link::WorkerConfig;
 use super::link_checks::pattern;
 use super::repeat::Chunk;
+use crate::{BenchError, Result};
 use lockstep_tensor::Buffer;
 use lockstep_transport::{Expect, FrameHeader, Group, Link, Op};
 use std::io::{Read, Write};
@@ -82,9 +80,9 @@ impl PairReference {
         cfg: &WorkerConfig,
         len: usize,
         iters: usize,
-    ) -> Result<PairReference, String> {
+    ) -> Result<PairReference> {
         let (rank, peer) = (g.rank(), 1 - g.rank());
-        let io = |e: std::io::Error| e.to_string();
+        let io = BenchError::io("the reference connection");
         if cfg.transport == "shm" {
             if rank == 1 {
                 return Ok(PairReference::Idle);
@@ -94,23 +92,21 @@ impl PairReference {
             dst.copy_from_slice(&src);
             return Ok(PairReference::Copy { src, dst, iters });
         }
-        let e = |e: lockstep_transport::Error| e.to_string();
         let mut s = if rank == 1 {
             let l = loopback_listener().map_err(io)?;
             let port = l.local_addr().map_err(io)?.port();
             let body = Buffer::copy_from_slice(&port.to_le_bytes());
             g.link(peer)
-                .send(FrameHeader::data(Op::Bench, 1, 0, 0, 0, 2), body)
-                .map_err(e)?;
+                .send(FrameHeader::data(Op::Bench, 1, 0, 0, 0, 2), body)?;
             l.accept().map_err(io)?.0
         } else {
-            let f = g.link(peer).recv(&Expect::op(Op::Bench, 1, 0)).map_err(e)?;
+            let f = g.link(peer).recv(&Expect::op(Op::Bench, 1, 0))?;
             let port = u16::from_le_bytes([f.payload[0], f.payload[1]]);
             TcpStream::connect(("127.0.0.1", port)).map_err(io)?
         };
         // Like for like: the same socket options as the links (buffers, no delay, congestion
         // control), so the ratio measures Lockstep's data path, not a kernel setting.
-        lockstep_transport::tcp::tune(&s, "reference").map_err(e)?;
+        lockstep_transport::tcp::tune(&s, "reference")?;
         let mut buf = if rank == 0 {
             pattern(0, len).to_vec()
         } else {
@@ -147,8 +143,8 @@ impl PairReference {
 
     /// One chunk of `iters` transfers: bytes and seconds at rank 0, zeros at rank 1. Over tcp,
     /// rank 1 first sends one "ready" byte, as it does for the subject.
-    pub(crate) fn chunk(&mut self, _g: &mut Group) -> Result<Chunk, String> {
-        let io = |e: std::io::Error| e.to_string();
+    pub(crate) fn chunk(&mut self, _g: &mut Group) -> Result<Chunk> {
+        let io = BenchError::io("the reference connection");
         let (bytes, t) = match self {
             PairReference::Idle => return Ok(Chunk::default()),
             PairReference::Copy { src, dst, iters } => {
@@ -214,9 +210,9 @@ impl LocalReference {
         bytes: usize,
         iters: usize,
         peer_cpu: Option<usize>,
-    ) -> Result<LocalReference, String> {
+    ) -> Result<LocalReference> {
         let (bytes, iters) = (bytes.max(1), iters.max(1));
-        let io = |e: std::io::Error| e.to_string();
+        let io = BenchError::io("the reference connection");
         let src = vec![1u8; bytes];
         if transport == "shm" {
             let mut r = LocalReference {
@@ -258,7 +254,7 @@ impl LocalReference {
         });
         let s = TcpStream::connect(addr).map_err(io)?;
         // The same socket options as the links (see `PairReference`).
-        lockstep_transport::tcp::tune(&s, "reference").map_err(|e| e.to_string())?;
+        lockstep_transport::tcp::tune(&s, "reference")?;
         let mut r = LocalReference {
             src,
             dst: Vec::new(),
@@ -279,7 +275,8 @@ impl LocalReference {
     ///
     /// # Errors
     /// Socket errors (tcp).
-    pub fn chunk(&mut self) -> Result<Chunk, String> {
+    pub fn chunk(&mut self) -> Result<Chunk> {
+        let io = BenchError::io("the reference connection");
         let t = Instant::now();
         match &mut self.tcp {
             None => {
@@ -290,9 +287,9 @@ impl LocalReference {
             }
             Some((s, _)) => {
                 for _ in 0..self.iters {
-                    s.write_all(&self.src).map_err(|e| e.to_string())?;
+                    s.write_all(&self.src).map_err(io)?;
                 }
-                s.read_exact(&mut [0u8; 1]).map_err(|e| e.to_string())?;
+                s.read_exact(&mut [0u8; 1]).map_err(io)?;
             }
         }
         Ok(Chunk {

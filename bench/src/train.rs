@@ -16,6 +16,7 @@
 
 use super::repeat::{interleave, print_table, write_json, Chunk, Load, Paired, Spread};
 use crate::cli::TrainBenchArgs;
+use crate::{BenchError, Result};
 use lockstep_runtime::{job, Manifest};
 use lockstep_trainer::data::{epoch_permutation, Split};
 use serde_json::{Map, Value};
@@ -36,27 +37,12 @@ struct Launched {
 /// Parent side.
 ///
 /// # Errors
-/// A message naming what failed (with the tail of a failed launch's output).
-pub fn run(args: &TrainBenchArgs) -> Result<(), String> {
-    let mut counts: Vec<usize> = args
-        .workers
-        .split(',')
-        .map(|w| {
-            w.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("bad --workers entry {w:?}"))
-        })
-        .collect::<Result<_, _>>()?;
-    counts.retain(|&n| n > 1);
-    counts.sort_unstable();
-    counts.dedup();
-    counts.insert(0, 1);
-    if !["shm", "tcp"].contains(&args.transport.as_str()) || args.rows_per_worker == 0 {
-        return Err("need --transport shm|tcp and --rows-per-worker >= 1".into());
-    }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+/// What failed (with the tail of a failed launch's output).
+pub fn run(args: &TrainBenchArgs) -> Result<()> {
+    let counts = worker_counts(args)?;
+    let exe = std::env::current_exe().map_err(BenchError::io("finding the lockstep binary"))?;
     let tmp = std::env::temp_dir().join(format!("lockstep-bench-train-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    create_dir(&tmp)?;
     let mut direct = Direct::new(args)?;
     let mut launched: Vec<Vec<Launched>> = vec![Vec::new(); counts.len()];
     let mut load = Load::start();
@@ -70,7 +56,7 @@ pub fn run(args: &TrainBenchArgs) -> Result<(), String> {
         let _ = std::fs::remove_dir_all(&dir);
         let l = l?;
         launched[step].push(l.clone());
-        Ok::<Chunk, String>(per_s(l.samples_per_s))
+        Ok::<Chunk, BenchError>(per_s(l.samples_per_s))
     });
     load.finish();
     let _ = std::fs::remove_dir_all(&tmp);
@@ -132,6 +118,50 @@ pub fn run(args: &TrainBenchArgs) -> Result<(), String> {
         "",
     ];
     print_table(&header, &cells);
+    print_split(&counts, split_of);
+    println!("{}", load.line());
+    if let Some(p) = &args.json {
+        let mut report = Map::new();
+        report.insert(
+            "manifest".into(),
+            Value::from(args.manifest.display().to_string()),
+        );
+        report.insert("transport".into(), Value::from(args.transport.clone()));
+        report.insert("rows_per_worker".into(), Value::from(args.rows_per_worker));
+        report.insert("rounds_1_worker".into(), Value::from(direct.rounds));
+        report.insert("repeat".into(), Value::from(args.repeat.max(1)));
+        load.add_json(&mut report);
+        report.insert("rows".into(), Value::Array(rows));
+        write_json(p, &Value::Object(report))?;
+    }
+    Ok(())
+}
+
+/// `--workers` as counts: 1 first, then each N > 1 once, ascending (after checking the other
+/// arguments).
+fn worker_counts(args: &TrainBenchArgs) -> Result<Vec<usize>> {
+    let mut counts: Vec<usize> = args
+        .workers
+        .split(',')
+        .map(|w| {
+            w.trim()
+                .parse::<usize>()
+                .map_err(|_| BenchError::BadWorkers { entry: w.into() })
+        })
+        .collect::<Result<_, _>>()?;
+    counts.retain(|&n| n > 1);
+    counts.sort_unstable();
+    counts.dedup();
+    counts.insert(0, 1);
+    if !["shm", "tcp"].contains(&args.transport.as_str()) || args.rows_per_worker == 0 {
+        return Err(BenchError::TrainArgs);
+    }
+    Ok(counts)
+}
+
+/// The table of mean round times per worker count (`split_of(i)`: the `round_time` medians of
+/// `counts[i]` workers).
+fn print_split(counts: &[usize], split_of: impl Fn(usize) -> Map<String, Value>) {
     println!("mean round time in ms (median over repetitions):");
     let split_cells: Vec<Vec<String>> = counts
         .iter()
@@ -151,22 +181,6 @@ pub fn run(args: &TrainBenchArgs) -> Result<(), String> {
         &["workers", "round", "compute", "communication", "waiting"],
         &split_cells,
     );
-    println!("{}", load.line());
-    if let Some(p) = &args.json {
-        let mut report = Map::new();
-        report.insert(
-            "manifest".into(),
-            Value::from(args.manifest.display().to_string()),
-        );
-        report.insert("transport".into(), Value::from(args.transport.clone()));
-        report.insert("rows_per_worker".into(), Value::from(args.rows_per_worker));
-        report.insert("rounds_1_worker".into(), Value::from(direct.rounds));
-        report.insert("repeat".into(), Value::from(args.repeat.max(1)));
-        load.add_json(&mut report);
-        report.insert("rows".into(), Value::Array(rows));
-        write_json(p, &Value::Object(report))?;
-    }
-    Ok(())
 }
 
 /// The `--set` overrides of a run with `workers` workers (the bench's first, the user's last).
@@ -180,16 +194,11 @@ fn sets(args: &TrainBenchArgs, workers: usize) -> Vec<String> {
 }
 
 /// One `lockstep launch` with `workers` workers in run directory `dir`; what its report says.
-fn launch(
-    exe: &Path,
-    args: &TrainBenchArgs,
-    workers: usize,
-    dir: &Path,
-) -> Result<Launched, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+fn launch(exe: &Path, args: &TrainBenchArgs, workers: usize, dir: &Path) -> Result<Launched> {
+    create_dir(dir)?;
     let report = dir.join("report.json");
     let log_path = dir.join("launch.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(&log_path).map_err(BenchError::io("creating launch.log"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("launch")
         .arg(&args.manifest)
@@ -206,16 +215,24 @@ fn launch(
     for s in sets(args, workers) {
         cmd.args(["--set", &s]);
     }
-    let stderr = log.try_clone().map_err(|e| e.to_string())?;
+    let stderr = log
+        .try_clone()
+        .map_err(BenchError::io("opening launch.log"))?;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(stderr))
         .spawn()
-        .map_err(|e| format!("starting lockstep launch: {e}"))?;
+        .map_err(|source| BenchError::Start {
+            program: "lockstep launch".into(),
+            source,
+        })?;
     let deadline = Instant::now() + Duration::from_secs(900);
     let status = loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
+        if let Some(st) = child
+            .try_wait()
+            .map_err(BenchError::io("waiting for lockstep launch"))?
+        {
             break st;
         }
         if Instant::now() > deadline {
@@ -224,7 +241,7 @@ fn launch(
             std::thread::sleep(Duration::from_secs(5));
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("lockstep launch with {workers} workers timed out"));
+            return Err(BenchError::LaunchTimedOut { workers });
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -232,21 +249,37 @@ fn launch(
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(15).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(format!(
-            "lockstep launch with {workers} workers failed ({status}):\n{}",
-            tail.join("\n")
-        ));
+        return Err(BenchError::LaunchFailed {
+            workers,
+            status,
+            log_tail: tail.join("\n"),
+        });
     }
-    let text = std::fs::read_to_string(&report)
-        .map_err(|e| format!("reading {}: {e}", report.display()))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", report.display()))?;
+    let text = std::fs::read_to_string(&report).map_err(|source| BenchError::ReadFile {
+        path: report.clone(),
+        source,
+    })?;
+    let v: Value = serde_json::from_str(&text).map_err(|source| BenchError::BadReport {
+        path: report.clone(),
+        source,
+    })?;
     let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
-    let samples_per_s =
-        f(&v, "samples_per_s").ok_or_else(|| format!("{}: no samples_per_s", report.display()))?;
+    let samples_per_s = f(&v, "samples_per_s").ok_or_else(|| BenchError::ReportField {
+        path: report.clone(),
+        key: "samples_per_s",
+    })?;
     let rt = v.get("round_time").cloned().unwrap_or(Value::Null);
     Ok(Launched {
         samples_per_s,
         round_time: SPLIT.map(|k| f(&rt, k).unwrap_or(0.0)),
+    })
+}
+
+/// Make `dir` (and its parents).
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| BenchError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
     })
 }
 
@@ -264,10 +297,10 @@ struct Direct {
 }
 
 impl Direct {
-    fn new(args: &TrainBenchArgs) -> Result<Direct, String> {
-        let manifest = Manifest::load(&args.manifest, &sets(args, 1)).map_err(|e| e.to_string())?;
-        let split = job::load_split(&manifest).map_err(|e| e.to_string())?;
-        let rounds = job::total_rounds(&manifest, split.train_rows()).map_err(|e| e.to_string())?;
+    fn new(args: &TrainBenchArgs) -> Result<Direct> {
+        let manifest = Manifest::load(&args.manifest, &sets(args, 1))?;
+        let split = job::load_split(&manifest)?;
+        let rounds = job::total_rounds(&manifest, split.train_rows())?;
         Ok(Direct {
             manifest,
             split,
@@ -277,12 +310,11 @@ impl Direct {
 
     /// Train a fresh model for `rounds` rounds of `--rows-per-worker` rows; samples/s of the loop (model
     /// building not counted; batch gathering, forward/backward and the step are).
-    fn sample(&mut self) -> Result<f64, String> {
+    fn sample(&mut self) -> Result<f64> {
         let m = &self.manifest;
         let train = &self.split.train;
-        let mut model = job::build(m, &self.split).map_err(|e| e.to_string())?;
-        let mut opt =
-            job::optimizer(&m.job.optimizer, model.as_ref()).map_err(|e| e.to_string())?;
+        let mut model = job::build(m, &self.split)?;
+        let mut opt = job::optimizer(&m.job.optimizer, model.as_ref())?;
         let mut grads = vec![0.0f32; model.params().len()];
         let plan = job::plan(m, train.rows);
         let (mut cursor, mut epoch) = (plan.cursor_at(0), u64::MAX);
@@ -295,15 +327,12 @@ impl Direct {
                 perm = epoch_permutation(train.rows, m.job.seed, epoch);
             }
             let batch = train.batch(plan.global_batch(&perm, cursor));
-            let out = model
-                .forward_backward(&batch, &mut grads, &mut |_, g| {
-                    std::hint::black_box(g);
-                })
-                .map_err(|e| e.to_string())?;
-            opt.step(model.params_mut(), &grads)
-                .map_err(|e| e.to_string())?;
+            let out = model.forward_backward(&batch, &mut grads, &mut |_, g| {
+                std::hint::black_box(g);
+            })?;
+            opt.step(model.params_mut(), &grads)?;
             if !out.loss.is_finite() {
-                return Err(format!("direct loop: training loss is {}", out.loss));
+                return Err(BenchError::NonFiniteLoss { loss: out.loss });
             }
             samples += batch.rows;
             cursor = plan.advance(cursor);

@@ -1,11 +1,17 @@
-//! `lockstep bench`: the parent side spawns worker processes of this same binary
-//! (`lockstep bench-worker`), the workers do the timed work, the parent prints the table.
-//! `lockstep bench train` starts `lockstep launch` instead. Every bench measures its subject
-//! and a reference interleaved, `--repeat` times, through [`repeat`]; docs/benchmarks.md says
-//! what each measures and how to read the figures.
+//! `lockstep bench`, as a library the `lockstep` binary links with its `bench` feature (on by
+//! default): the parent side spawns worker processes of that same binary (`lockstep
+//! bench-worker`, which calls [`worker`]), the workers do the timed work, the parent prints the
+//! table. `lockstep bench train` starts `lockstep launch` instead. Every bench measures its
+//! subject and a reference interleaved, `--repeat` times, through [`repeat`]; docs/benchmarks.md
+//! says what each measures and how to read the figures. The multi-process tests of the root
+//! crate start the same workers (see [`link`] and [`allreduce`]).
+//!
+//! Failures are [`BenchError`]s, rendered by the binary.
 
 pub mod allreduce;
 mod allreduce_checks;
+pub mod cli;
+mod error;
 pub mod ingest;
 pub mod link;
 mod link_checks;
@@ -17,20 +23,32 @@ mod tcpinfo;
 pub mod tls;
 pub mod train;
 
-use crate::cli::BenchWorkerArgs;
+pub use error::{BenchError, Result};
+
+use cli::{BenchCommand, BenchWorkerArgs};
 use lockstep_transport::TransportKind;
 use std::sync::OnceLock;
+
+/// Run `lockstep bench <cmd>`.
+///
+/// # Errors
+/// What failed, naming the worker, size, CPU or file.
+pub fn run(cmd: &BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Link(a) => link::run(a),
+        BenchCommand::Allreduce(a) => allreduce::run(a),
+        BenchCommand::Train(a) => train::run(a),
+        BenchCommand::Ingest(a) => ingest::run(a),
+    }
+}
 
 /// Parse `--transport`; for `rdma`, check this machine first, so a bench without RDMA stops
 /// before spawning workers with the one missing piece named (the build feature, libibverbs,
 /// kernel support, a device, an active port).
-pub(crate) fn transport_arg(name: &str) -> Result<TransportKind, String> {
-    let kind = name
-        .parse::<TransportKind>()
-        .map_err(|e: lockstep_transport::Error| e.to_string())?;
+pub(crate) fn transport_arg(name: &str) -> Result<TransportKind> {
+    let kind = name.parse::<TransportKind>()?;
     if kind == TransportKind::Rdma {
-        lockstep_transport::rdma::open_device()
-            .map_err(|why| format!("--transport rdma: {why}"))?;
+        lockstep_transport::rdma::open_device().map_err(|source| BenchError::Rdma { source })?;
     }
     Ok(kind)
 }
@@ -56,17 +74,17 @@ fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Entry point of a benchmark worker process.
+/// Entry point of a benchmark worker process (`lockstep bench-worker`).
 ///
 /// # Errors
-/// A message naming what failed.
-pub fn worker(args: &BenchWorkerArgs) -> Result<(), String> {
+/// What failed, naming the peer, round and operation for a link or collective.
+pub fn worker(args: &BenchWorkerArgs) -> Result<()> {
     // First, before any thread starts: every thread of this worker inherits its CPU.
     placement::pin_worker(&args.config, args.rank)?;
     match args.kind.as_str() {
         "link" => link::worker(args),
         "allreduce" => allreduce::worker(args),
-        other => Err(format!("unknown bench worker kind {other:?}")),
+        other => Err(BenchError::UnknownKind { kind: other.into() }),
     }
 }
 

@@ -18,6 +18,8 @@
 //! - `none`: no pinning; the scheduler decides (the old behaviour; ratios may then jump).
 //! - a list such as `0,1` or `0,0`: rank `i` on `LIST[i % len]`; each must be allowed.
 
+use crate::error::join;
+use crate::{BenchError, Result};
 use serde_json::{json, Value};
 
 /// The CPUs chosen for a run; `cpus[i]` is rank `i`'s CPU (`None`: not pinned).
@@ -37,11 +39,11 @@ impl Placement {
     ///
     /// # Errors
     /// A malformed list, or a CPU this process may not run on.
-    pub fn choose(spec: &str, world: usize) -> Result<Placement, String> {
+    pub fn choose(spec: &str, world: usize) -> Result<Placement> {
         Placement::choose_from(spec, world, allowed_cpus())
     }
 
-    fn choose_from(spec: &str, world: usize, allowed: Vec<usize>) -> Result<Placement, String> {
+    fn choose_from(spec: &str, world: usize, allowed: Vec<usize>) -> Result<Placement> {
         let ranks = world.max(2);
         let spec = spec.trim();
         let (mode, cpus) = match spec {
@@ -56,14 +58,13 @@ impl Placement {
                     .split(',')
                     .map(|c| c.trim().parse::<usize>())
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| {
-                        format!("--cpus wants auto, none or a list like 0,1; got {list:?}")
-                    })?;
-                if let Some(c) = l.iter().find(|c| !allowed.contains(c)) {
-                    return Err(format!(
-                        "--cpus {list}: CPU {c} is not among the CPUs this process may use ({})",
-                        join(&allowed)
-                    ));
+                    .map_err(|_| BenchError::CpusSpec { spec: list.into() })?;
+                if let Some(&cpu) = l.iter().find(|c| !allowed.contains(c)) {
+                    return Err(BenchError::CpuNotAllowed {
+                        spec: list.into(),
+                        cpu,
+                        allowed,
+                    });
                 }
                 ("list", Some((0..ranks).map(|i| l[i % l.len()]).collect()))
             }
@@ -113,11 +114,6 @@ impl Placement {
     }
 }
 
-fn join(cpus: &[usize]) -> String {
-    let v: Vec<String> = cpus.iter().map(ToString::to_string).collect();
-    v.join(",")
-}
-
 /// The CPUs this thread may run on (`sched_getaffinity`), ascending; empty when unknown.
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel writes at most its size.
@@ -138,9 +134,9 @@ pub fn allowed_cpus() -> Vec<usize> {
 ///
 /// # Errors
 /// When the kernel refuses (a CPU outside this process's cpuset, say).
-pub fn pin_thread(cpu: usize) -> Result<(), String> {
+pub fn pin_thread(cpu: usize) -> Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(format!("CPU {cpu} is out of range"));
+        return Err(BenchError::CpuOutOfRange { cpu });
     }
     // SAFETY: a zeroed cpu_set_t is a valid empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -149,10 +145,10 @@ pub fn pin_thread(cpu: usize) -> Result<(), String> {
     // SAFETY: `set` is a live cpu_set_t of the size passed; pid 0 is the calling thread.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
-        return Err(format!(
-            "sched_setaffinity(CPU {cpu}): {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(BenchError::Pin {
+            cpu,
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -173,7 +169,7 @@ pub fn cpus_of(config: &str) -> Option<Vec<usize>> {
 ///
 /// # Errors
 /// When the kernel refuses.
-pub fn pin_worker(config: &str, rank: usize) -> Result<(), String> {
+pub fn pin_worker(config: &str, rank: usize) -> Result<()> {
     match cpus_of(config) {
         Some(c) => pin_thread(c[rank % c.len()]),
         None => Ok(()),
