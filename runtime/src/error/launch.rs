@@ -133,8 +133,11 @@ pub enum FaultSyntax {
     #[error("round is not a number")]
     Round,
     /// A part that is not `node=` or `round=`.
-    #[error("unknown part {0:?}")]
-    Part(String),
+    #[error("unknown part {part:?}")]
+    Part {
+        /// The part as written.
+        part: String,
+    },
     /// `stall` or `fail` without its node and round.
     #[error("needs node=NAME and round=N")]
     NodeAndRound,
