@@ -98,7 +98,7 @@ fn setup_errors_name_the_variable_directory_or_node() {
         text(SetupError::Fault {
             var: "LOCKSTEP_FAULT",
             value: "stall:x=1".into(),
-            why: FaultSyntax::Part("x=1".into()),
+            why: FaultSyntax::Part { part: "x=1".into() },
         }),
         "LOCKSTEP_FAULT=\"stall:x=1\": unknown part \"x=1\""
     );

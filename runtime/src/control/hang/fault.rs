@@ -68,7 +68,12 @@ impl Fault {
                 Some(("round", r)) if kind != Some("stall_save") => {
                     round = Some(r.parse().map_err(|_| bad(FaultSyntax::Round))?)
                 }
-                _ => return Err(bad(FaultSyntax::Part { part: p.to_string() }).into()),
+                _ => {
+                    return Err(bad(FaultSyntax::Part {
+                        part: p.to_string(),
+                    })
+                    .into())
+                }
             }
         }
         match (kind, node, round) {
