@@ -101,14 +101,11 @@ impl BatchPace {
             tracing::info!("round {round}: a replacement is waiting; draining the granted rounds");
             self.joining = Some(Instant::now());
         }
-        if self.joining.is_none()
-            && run.stop_at.is_none()
-            && run.granted < s.total_rounds
-            && run.granted - (round + 1) <= GRANT_WINDOW / 2
-        {
-            let upto = (round + 1 + GRANT_WINDOW).min(s.total_rounds);
-            cx.grant(run.granted, upto).await?;
-            run.granted = upto;
+        if self.joining.is_none() && run.stop_at.is_none() {
+            if let Some(upto) = super::grants::top_up(run.granted, round, s.total_rounds) {
+                cx.grant(run.granted, upto).await?;
+                run.granted = upto;
+            }
         }
         self.close_changes(turn.round_ms);
         s.observer

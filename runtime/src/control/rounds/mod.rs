@@ -12,6 +12,7 @@
 //!   checkpoint with the offsets and the stream's figures (stream).
 
 pub mod batch;
+mod grants;
 pub mod stream;
 
 use super::coordinator::{Schedule, Server};

@@ -55,16 +55,6 @@ impl StreamSchedule {
         self.spec.order == Order::Arrival
     }
 
-    /// Arrival order: the rounds below this one may be granted while `round` is next. A
-    /// checkpoint's offsets are known only once its round is collected, so the coordinator
-    /// writes it then (a `Save`), and no grant crosses a checkpoint round.
-    fn grant_limit(&self, s: &Schedule, round: u64) -> u64 {
-        match (self.arrival(), s.checkpoints.1) {
-            (true, every) if every > 0 => (round / every + 1) * every,
-            _ => u64::MAX,
-        }
-    }
-
     /// The checkpoint that continues at `next` (after round `next - 1`); `trained` holds the
     /// producers' offsets after it in arrival order.
     fn checkpoint(&self, s: &Schedule, next: u64, trained: &BTreeMap<u32, u64>) -> CheckpointPlan {
@@ -228,11 +218,9 @@ impl<'a> StreamPace<'a> {
         if idle && view.available <= round {
             return Ok(Step::End("producers closed"));
         }
-        let upto = view
-            .available
-            .min(round + 1 + GRANT_WINDOW)
-            .min(self.st.grant_limit(cx.s, round))
-            .min(cx.s.total_rounds);
+        let arrival_every = self.st.arrival().then_some(cx.s.checkpoints.1);
+        let upto =
+            super::grants::stream_upto(view.available, round, arrival_every, cx.s.total_rounds);
         if upto > granted && run.stop_at.is_none() {
             cx.grant(granted, upto).await?;
             run.granted = upto;
