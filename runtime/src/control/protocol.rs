@@ -400,36 +400,17 @@ pub fn recv_msg(
     decode(&peer, &frame.payload)
 }
 
-/// [`recv_msg`] that gives up at `deadline` with `Ok(None)`, the link still usable (control
-/// links are TCP; see [`lockstep_transport::AnyLink::recv_before`]).
-///
-/// # Errors
-/// As [`recv_msg`].
-pub fn recv_msg_before(
-    link: &mut lockstep_transport::AnyLink,
-    round: u64,
-    doing: &'static str,
-    deadline: std::time::Instant,
-) -> Result<Option<ControlMsg>, RuntimeError> {
-    let expect = Expect {
-        op: Some(Op::Control),
-        ..Default::default()
-    };
-    let peer = link.peer_name().to_string();
-    match link.recv_before(&expect, deadline) {
-        Ok(Some(frame)) => decode(&peer, &frame.payload).map(Some),
-        Ok(None) => Ok(None),
-        Err(source) => Err(RuntimeError::peer(&peer, round, doing, source)),
-    }
+/// A control message from a frame's payload (an `Abort` is a message here).
+pub(crate) fn parse(payload: &[u8]) -> Result<ControlMsg, serde_json::Error> {
+    serde_json::from_slice(payload)
 }
 
 fn decode(peer: &str, payload: &[u8]) -> Result<ControlMsg, RuntimeError> {
     let peer = peer.to_string();
-    let msg: ControlMsg =
-        serde_json::from_slice(payload).map_err(|source| ProtocolError::Decode {
-            node: peer.clone(),
-            source,
-        })?;
+    let msg = parse(payload).map_err(|source| ProtocolError::Decode {
+        node: peer.clone(),
+        source,
+    })?;
     if let ControlMsg::Abort { reason } = &msg {
         return Err(RuntimeError::Aborted {
             node: peer,

@@ -175,13 +175,7 @@ impl Model for KMeans {
         on_bucket: &mut dyn FnMut(Range<usize>, &mut [f32]),
     ) -> Result<StepOutput, ModelError> {
         self.check(&batch.x, batch.rows)?;
-        if grads.len() != self.params.len() {
-            return Err(ModelError::BufferLen {
-                what: "gradient",
-                expected: self.params.len(),
-                actual: grads.len(),
-            });
-        }
+        ModelError::check_len("gradient", self.params.len(), grads.len())?;
         let (k, d) = (self.k, self.d);
         let mut sums = vec![0.0f64; k * d];
         let mut counts = vec![0u64; k];
@@ -211,13 +205,7 @@ impl Model for KMeans {
     }
 
     fn closed_form_update(&mut self, stats: &[f32]) -> Result<bool, ModelError> {
-        if stats.len() != self.params.len() {
-            return Err(ModelError::BufferLen {
-                what: "k-means statistics",
-                expected: self.params.len(),
-                actual: stats.len(),
-            });
-        }
+        ModelError::check_len("k-means statistics", self.params.len(), stats.len())?;
         let (k, d) = (self.k, self.d);
         for c in 0..k {
             let n = stats[k * d + c];

@@ -135,13 +135,7 @@ impl Model for Pca {
         on_bucket: &mut dyn FnMut(Range<usize>, &mut [f32]),
     ) -> Result<StepOutput, ModelError> {
         self.check(&batch.x, batch.rows)?;
-        if grads.len() != self.params.len() {
-            return Err(ModelError::BufferLen {
-                what: "gradient",
-                expected: self.params.len(),
-                actual: grads.len(),
-            });
-        }
+        ModelError::check_len("gradient", self.params.len(), grads.len())?;
         let d = self.d;
         let mut sum = vec![0.0f64; d];
         let mut second = vec![0.0f64; d * d];
@@ -187,13 +181,7 @@ impl Model for Pca {
     }
 
     fn closed_form_update(&mut self, stats: &[f32]) -> Result<bool, ModelError> {
-        if stats.len() != self.params.len() {
-            return Err(ModelError::BufferLen {
-                what: "PCA moments",
-                expected: self.params.len(),
-                actual: stats.len(),
-            });
-        }
+        ModelError::check_len("PCA moments", self.params.len(), stats.len())?;
         let (d, k) = (self.d, self.k);
         let (rm, rs) = (self.range(0), self.range(1));
         let mean: Vec<f64> = stats[rm.clone()].iter().map(|&v| f64::from(v)).collect();

@@ -70,3 +70,18 @@ pub enum ModelError {
     #[error("kernel: {0}")]
     Tensor(#[from] lockstep_tensor::Error),
 }
+
+impl ModelError {
+    /// `Ok` when the `what` buffer has `actual` values for a model of `expected` parameters,
+    /// else [`ModelError::BufferLen`].
+    pub fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<(), ModelError> {
+        if actual == expected {
+            return Ok(());
+        }
+        Err(ModelError::BufferLen {
+            what,
+            expected,
+            actual,
+        })
+    }
+}

@@ -213,13 +213,7 @@ pub trait Model: Send {
         grads: &mut [f32],
         on_bucket: &mut dyn FnMut(Range<usize>, &mut [f32]),
     ) -> Result<StepOutput, ModelError> {
-        if grads.len() != self.params().len() {
-            return Err(ModelError::BufferLen {
-                what: "gradient",
-                expected: self.params().len(),
-                actual: grads.len(),
-            });
-        }
+        ModelError::check_len("gradient", self.params().len(), grads.len())?;
         self.forward_backward_into(batch, divisor, &mut SliceSink::new(grads, on_bucket))
     }
 

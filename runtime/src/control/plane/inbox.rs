@@ -176,7 +176,7 @@ fn read(mut link: AnyLink, id: u64, tx: Sender<Event>) {
     };
     loop {
         let what = match link.recv(&expect) {
-            Ok(frame) => match serde_json::from_slice::<ControlMsg>(&frame.payload) {
+            Ok(frame) => match crate::control::protocol::parse(&frame.payload) {
                 Ok(msg) => Inbound::Msg(msg),
                 Err(e) => Inbound::Failed(Failure::Malformed(e.to_string())),
             },
