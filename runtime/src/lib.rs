@@ -9,11 +9,11 @@
 //!   environment of schedulers, preflight checks, graceful stop, embedding in a program.
 //! - [`launch`]: `lockstep launch` / `lockstep run`: every node of a manifest as supervised
 //!   local processes.
-//! - [`control`]: the coordinator's side: registration, the wire protocol, granting rounds,
+//! - `control`: the coordinator's side: registration, the wire protocol, granting rounds,
 //!   collecting reports, elastic membership, the hang table.
-//! - [`round`]: a worker's round: data loader, compute (forward, backward, optimizer step, when
+//! - `round`: a worker's round: data loader, compute (forward, backward, optimizer step, when
 //!   to evaluate), gradient buckets, aggregation, reports.
-//! - [`ps`]: parameter servers: the dense server's state, serving rounds, server nodes,
+//! - `ps`: parameter servers: the dense server's state, serving rounds, server nodes,
 //!   embedding tables sharded over shards (`ps::sparse`).
 //! - [`stream`]: streams: the ingest endpoint, producers, per-producer offsets.
 //! - [`checkpoint`]: saving and resuming (local disk or object storage).
@@ -22,16 +22,20 @@
 //! - [`job`]: what a manifest trains on and produces: the split, the model, the held-out set,
 //!   stored transforms, predictions, `lockstep split`.
 
+// Public items are only what `lockstep` re-exports for embedding and what the binary, the
+// bench crate and the Python binding need: a `pub` nobody outside can reach is refused.
+#![warn(unreachable_pub)]
+
 pub mod checkpoint;
-pub mod control;
+pub(crate) mod control;
 pub mod error;
 pub mod job;
 pub mod launch;
 pub mod manifest;
 pub mod node;
 pub mod observe;
-pub mod ps;
-pub mod round;
+pub(crate) mod ps;
+pub(crate) mod round;
 pub mod stream;
 
 pub use error::RuntimeError;

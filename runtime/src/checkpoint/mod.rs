@@ -101,7 +101,7 @@ pub fn write(
 /// # Errors
 /// [`RuntimeError::Io`] naming the file.
 #[allow(clippy::too_many_arguments)]
-pub fn write_with_offsets(
+pub(crate) fn write_with_offsets(
     root: &Path,
     round: u64,
     cursor: DataCursor,

@@ -16,7 +16,7 @@ use object_store::{ObjectStore, PutPayload};
 use std::path::{Path, PathBuf};
 
 /// Whether a `[job.checkpoint] dir` is an object-store URL.
-pub fn is_remote(dir: &Path) -> bool {
+pub(crate) fn is_remote(dir: &Path) -> bool {
     dir.to_str().is_some_and(|d| d.contains("://"))
 }
 
@@ -116,7 +116,7 @@ pub fn upload(url: &str, dir: &Path, keep: usize) -> Result<(), RuntimeError> {
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the URL when the store cannot be listed or read.
-pub fn fetch_latest(url: &str, local_root: &Path) -> Result<Option<PathBuf>, RuntimeError> {
+pub(crate) fn fetch_latest(url: &str, local_root: &Path) -> Result<Option<PathBuf>, RuntimeError> {
     let store = open(url)?;
     for round in rounds(&store, url)? {
         let dir = local_root.join(&round);

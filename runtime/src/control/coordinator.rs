@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 /// Everything the coordinator needs to drive a job.
 #[derive(Clone)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     /// First round to run (0, or the round after a checkpoint).
     pub first_round: u64,
     /// Rounds in the whole job.
@@ -56,7 +56,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// The plan of `round`: learning rate, and whether rank 0 evaluates or checkpoints after it.
-    pub fn plan(&self, round: u64) -> RoundPlan {
+    pub(crate) fn plan(&self, round: u64) -> RoundPlan {
         if let Some(st) = &self.stream {
             return st.plan(self, round);
         }
@@ -91,7 +91,7 @@ impl Schedule {
 
 /// The coordinator as parameter server: its actor and where it records a failure.
 #[derive(Clone)]
-pub struct Server {
+pub(crate) struct Server {
     /// The serving actor.
     pub addr: Addr<PsServe>,
     /// Its first failure.
@@ -99,7 +99,7 @@ pub struct Server {
 }
 
 /// The coordinator actor; its result goes to `done` when the job ends.
-pub struct Coordinator {
+pub(crate) struct Coordinator {
     control: Addr<ControlPlane>,
     server: Option<Server>,
     schedule: Schedule,
@@ -109,7 +109,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// A coordinator that reports its outcome on `done`; `server` when it is the parameter
     /// server.
-    pub fn new(
+    pub(crate) fn new(
         control: Addr<ControlPlane>,
         server: Option<Server>,
         schedule: Schedule,

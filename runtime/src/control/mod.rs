@@ -8,9 +8,9 @@
 //! May call: [`crate::round`] messages it carries, [`crate::ps`] (when the coordinator is the
 //! parameter server), [`crate::observe`], [`crate::checkpoint`], [`crate::manifest`].
 
-pub mod coordinator;
-pub mod hang;
-pub mod plane;
-pub mod protocol;
-pub mod registration;
-pub mod rounds;
+pub(crate) mod coordinator;
+pub(crate) mod hang;
+pub(crate) mod plane;
+pub(crate) mod protocol;
+pub(crate) mod registration;
+pub(crate) mod rounds;

@@ -12,7 +12,8 @@
 //! survivors, admits waiting replacements and hands out the next mesh (see `docs/elastic.md`).
 
 use crate::control::protocol::{
-    send_msg, CheckpointPlan, ControlMsg, LinkBytes, RoundPlan, RoundTiming,
+    send_msg, CheckpointPlan, ControlMessage, LinkBytes, RoundPlan, RoundTiming, ToCoordinator,
+    ToWorker,
 };
 use crate::control::registration::Registration;
 use crate::error::{ProtocolError, RuntimeError};
@@ -29,14 +30,16 @@ mod hang;
 mod inbox;
 mod membership;
 mod stream;
+#[cfg(test)]
+mod tests;
 
-pub use finish::{RunFinish, RunSave};
-pub use membership::{ChangeMembership, Changed};
-pub use stream::{AwaitStream, StreamView};
+pub(crate) use finish::{RunFinish, RunSave};
+pub(crate) use membership::{ChangeMembership, Changed};
+pub(crate) use stream::{AwaitStream, StreamView};
 
 /// One member of the cluster, as handed to [`ControlPlane::new`]: its node name and its control
 /// link (TCP; the plane reads it on a thread of its own and sends through its sending handle).
-pub struct Member {
+pub(crate) struct Member {
     /// Node name.
     pub name: String,
     /// Its control link.
@@ -45,13 +48,13 @@ pub struct Member {
 
 impl Member {
     /// A member `name` on `link`.
-    pub fn new(name: String, link: AnyLink) -> Self {
+    pub(crate) fn new(name: String, link: AnyLink) -> Self {
         Member { name, link }
     }
 }
 
 /// Elastic membership as the control plane keeps it.
-pub struct Elastic {
+pub(crate) struct Elastic {
     /// Fewest workers to continue with.
     pub min_workers: usize,
     /// Most workers at once.
@@ -67,7 +70,7 @@ pub struct Elastic {
 }
 
 /// The control-plane actor.
-pub struct ControlPlane {
+pub(crate) struct ControlPlane {
     members: Vec<Attached>,
     inbox: Inbox,
     workers: usize,
@@ -85,7 +88,7 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// Members in rank order, workers first (the first `workers` members).
-    pub fn new(members: Vec<Member>, workers: usize) -> Self {
+    pub(crate) fn new(members: Vec<Member>, workers: usize) -> Self {
         let mut inbox = Inbox::new();
         let members = members.into_iter().map(|m| inbox.attach(m)).collect();
         ControlPlane {
@@ -102,14 +105,14 @@ impl ControlPlane {
         }
     }
 
-    /// Keep the members' timeline spans (`ControlMsg::Trace`) in `traces`.
-    pub fn with_traces(mut self, traces: Option<TraceCollector>) -> Self {
+    /// Keep the members' timeline spans (`ToCoordinator::Trace`) in `traces`.
+    pub(crate) fn with_traces(mut self, traces: Option<TraceCollector>) -> Self {
         self.traces = traces;
         self
     }
 
     /// With elastic membership.
-    pub fn with_elastic(mut self, elastic: Elastic) -> Self {
+    pub(crate) fn with_elastic(mut self, elastic: Elastic) -> Self {
         self.elastic = Some(elastic);
         self
     }
@@ -121,14 +124,14 @@ impl ControlPlane {
         i: usize,
         round: u64,
         doing: &'static str,
-    ) -> Result<ControlMsg, RuntimeError> {
+    ) -> Result<ToCoordinator, RuntimeError> {
         self.next_of(i, round, doing, self.deadline, true)
     }
 
     fn broadcast(
         &mut self,
         round: u64,
-        msg: &ControlMsg,
+        msg: &ToWorker,
         doing: &'static str,
     ) -> Result<(), RuntimeError> {
         for m in &self.members {
@@ -143,7 +146,7 @@ impl ControlPlane {
         i: usize,
         round: u64,
         doing: &'static str,
-    ) -> Result<ControlMsg, RuntimeError> {
+    ) -> Result<ToCoordinator, RuntimeError> {
         let msg = self.recv_watching(i, round, doing)?;
         in_turn(&self.members[i].name, msg, round, doing)
     }
@@ -153,14 +156,14 @@ impl ControlPlane {
 /// the protocol error naming both.
 fn in_turn(
     node: &str,
-    msg: ControlMsg,
+    msg: ToCoordinator,
     round: u64,
     doing: &'static str,
-) -> Result<ControlMsg, RuntimeError> {
+) -> Result<ToCoordinator, RuntimeError> {
     let about = match &msg {
-        ControlMsg::RoundDone { round, .. }
-        | ControlMsg::Evaluated { round, .. }
-        | ControlMsg::Checkpointed { round, .. } => Some(*round),
+        ToCoordinator::RoundDone { round, .. }
+        | ToCoordinator::Evaluated { round, .. }
+        | ToCoordinator::Checkpointed { round, .. } => Some(*round),
         _ => None,
     };
     if about != Some(round) {
@@ -183,7 +186,7 @@ impl Actor for ControlPlane {
 /// Grant rounds to every member.
 #[derive(Message)]
 #[rtype(result = "Result<(), RuntimeError>")]
-pub struct GrantRounds {
+pub(crate) struct GrantRounds {
     /// The plans, in round order, continuing the previous grant.
     pub rounds: Vec<RoundPlan>,
 }
@@ -192,7 +195,7 @@ impl Handler<GrantRounds> for ControlPlane {
     type Result = Result<(), RuntimeError>;
     fn handle(&mut self, msg: GrantRounds, _: &mut SyncContext<Self>) -> Self::Result {
         let round = msg.rounds.first().map_or(0, |p| p.round);
-        let grant = ControlMsg::Grant { rounds: msg.rounds };
+        let grant = ToWorker::Grant { rounds: msg.rounds };
         self.broadcast(round, &grant, "granting rounds")
     }
 }
@@ -200,7 +203,7 @@ impl Handler<GrantRounds> for ControlPlane {
 /// Collect every member's report of one round.
 #[derive(Message)]
 #[rtype(result = "Result<Collected, RuntimeError>")]
-pub struct Collect {
+pub(crate) struct Collect {
     /// The round.
     pub round: u64,
     /// Its plan asked every worker to evaluate its share of the held-out split.
@@ -214,7 +217,7 @@ pub struct Collect {
 
 /// One worker's `RoundDone`.
 #[derive(Debug, Clone)]
-pub struct RoundReport {
+pub(crate) struct RoundReport {
     /// Worker name.
     pub node: String,
     /// Sum of per-row losses.
@@ -233,7 +236,7 @@ pub struct RoundReport {
 
 /// A round's reports.
 #[derive(Debug, Clone, Default)]
-pub struct Collected {
+pub(crate) struct Collected {
     /// Every worker's `RoundDone` (servers answer too, so their failures surface, but only
     /// workers train).
     pub reports: Vec<RoundReport>,
@@ -251,7 +254,7 @@ pub struct Collected {
 
 /// Why an elastic round was lost.
 #[derive(Debug, Clone, Default)]
-pub struct Lost {
+pub(crate) struct Lost {
     /// Members found or named dead.
     pub dead: Vec<String>,
     /// The failure as seen.
@@ -287,7 +290,7 @@ impl ControlPlane {
                     return Ok(out);
                 }
             };
-            if let ControlMsg::RoundDone {
+            if let ToCoordinator::RoundDone {
                 loss_sum,
                 samples,
                 timing,
@@ -315,7 +318,7 @@ impl ControlPlane {
             }
             if i < self.workers && msg.evaluate {
                 match self.next(i, round, "waiting for the evaluation")? {
-                    Ok(ControlMsg::Evaluated { share, .. }) => {
+                    Ok(ToCoordinator::Evaluated { share, .. }) => {
                         shares.push((self.members[i].name.clone(), share));
                     }
                     Ok(other) => {
@@ -334,7 +337,7 @@ impl ControlPlane {
             }
             if i == 0 && msg.checkpoint {
                 match self.next(0, round, "waiting for the checkpoint")? {
-                    Ok(ControlMsg::Checkpointed { path, write_ms, .. }) => {
+                    Ok(ToCoordinator::Checkpointed { path, write_ms, .. }) => {
                         out.checkpoint = Some(path);
                         out.checkpoint_ms = Some(write_ms);
                     }
@@ -358,7 +361,7 @@ impl ControlPlane {
 /// Tell every member to stop (best effort, on failure).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AbortAll {
+pub(crate) struct AbortAll {
     /// Why.
     pub reason: String,
 }
@@ -368,11 +371,11 @@ impl Handler<AbortAll> for ControlPlane {
     fn handle(&mut self, msg: AbortAll, _: &mut SyncContext<Self>) {
         for m in &self.members {
             let reason = msg.reason.clone();
-            let _ = m.send(0, "aborting", &ControlMsg::Abort { reason });
+            let _ = m.send(0, "aborting", &ToWorker::Abort { reason });
         }
         for (r, _) in &mut self.pending {
             let reason = msg.reason.clone();
-            let _ = send_msg(&mut r.link, 0, "aborting", &ControlMsg::Abort { reason });
+            let _ = send_msg(&mut r.link, 0, "aborting", &ToWorker::Abort { reason });
         }
     }
 }

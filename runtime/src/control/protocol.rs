@@ -1,6 +1,7 @@
 //! The control protocol between the coordinator and each worker: small JSON messages in `Control`
 //! frames (op [`Op::Control`]) over an authenticated link. Tensors never travel here; they go over
-//! the data mesh.
+//! the data mesh. Each direction has its own type: [`ToWorker`] (coordinator to a member) and
+//! [`ToCoordinator`] (a member to the coordinator); `Abort` is in both.
 //!
 //! Conversation (coordinator `C`, worker `W`):
 //! ```text
@@ -44,6 +45,10 @@ use lockstep_transport::{Expect, FrameHeader, Link, Op};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+mod messages;
+
+pub(crate) use messages::{ControlMessage, ToCoordinator, ToWorker};
+
 /// The parameter layout of a model, compared across workers at registration, and the data the
 /// node trains on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,11 +90,11 @@ impl std::fmt::Display for ModelSignature {
 }
 
 /// Rounds the coordinator keeps granted ahead of the last round every member reported.
-pub const GRANT_WINDOW: u64 = 8;
+pub(crate) const GRANT_WINDOW: u64 = 8;
 
 /// One granted round: everything a worker needs to run it without asking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RoundPlan {
+pub(crate) struct RoundPlan {
     /// Round number (0-based, global).
     pub round: u64,
     /// Its epoch.
@@ -108,7 +113,7 @@ pub struct RoundPlan {
 
 /// A checkpoint to write after a round (it continues at the next round).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointPlan {
+pub(crate) struct CheckpointPlan {
     /// Data cursor of the next round.
     pub cursor: lockstep_trainer::data::DataCursor,
     /// Checkpoint root directory.
@@ -128,7 +133,7 @@ pub struct CheckpointPlan {
 
 /// Per-round timing a worker reports, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct RoundTiming {
+pub(crate) struct RoundTiming {
     /// Forward/backward and the optimizer step.
     pub compute_ms: f64,
     /// Communication not hidden behind compute: from the end of backprop until the averaged
@@ -142,7 +147,7 @@ pub struct RoundTiming {
 
 /// Bytes a worker exchanged with one peer of the data mesh so far (cumulative).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LinkBytes {
+pub(crate) struct LinkBytes {
     /// The peer's node name.
     pub peer: String,
     /// Bytes sent to it (frame headers and payloads).
@@ -151,210 +156,15 @@ pub struct LinkBytes {
     pub received: u64,
 }
 
-/// Control messages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ControlMsg {
-    /// A worker announces itself and its data-plane address.
-    Register {
-        /// Node name.
-        node: String,
-        /// Where its data-plane listener is.
-        data_addr: String,
-        /// Its model's parameter layout.
-        signature: ModelSignature,
-        /// Its ingest endpoint for producers (`source = "stream"`).
-        #[serde(default)]
-        ingest_addr: Option<String>,
-        /// Milliseconds since its process started, when it sent this (a replacement's
-        /// `join_ms` in the report starts there).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        uptime_ms: Option<f64>,
-    },
-    /// Everyone registered: the peer table of the data mesh, in rank order.
-    Start {
-        /// `(node name, data address)` in rank order.
-        peers: Vec<(String, String)>,
-        /// Job id, random per run: names the data mesh (and so its shared-memory segments).
-        job: u64,
-        /// First round (non-zero when resuming).
-        first_round: u64,
-        /// Checkpoint directory every worker loads before the first round (`--resume`).
-        resume: Option<String>,
-    },
-    /// Rounds granted to run, in order, continuing the previous grant.
-    Grant {
-        /// The plans of the granted rounds.
-        rounds: Vec<RoundPlan>,
-    },
-    /// A worker finished a round.
-    RoundDone {
-        /// Round number.
-        round: u64,
-        /// Sum of per-row losses over this worker's shard.
-        loss_sum: f64,
-        /// Rows this worker processed.
-        samples: u64,
-        /// Timing split.
-        timing: RoundTiming,
-        /// Bytes exchanged with each data-mesh peer so far.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        links: Vec<LinkBytes>,
-        /// Streams: `(prediction, label)` of every row of this worker's shard, scored before
-        /// training on it (prequential evaluation).
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        scored: Vec<[f32; 2]>,
-        /// Streams in arrival order: per producer of this worker, the offset of the next row
-        /// after this round's rows (what a checkpoint after this round commits).
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        offsets: BTreeMap<u32, u64>,
-    },
-    /// Timeline spans of sampled rounds (`--trace`), in the sender's clock; sent in batches,
-    /// interleaved anywhere with the other messages a member sends.
-    Trace {
-        /// The sender's clock (microseconds since the Unix epoch) when it sent this, from which
-        /// the coordinator estimates the clock offset.
-        sent_us: u64,
-        /// The spans.
-        spans: Vec<crate::observe::trace::TraceSpan>,
-    },
-    /// Streams: what a worker's producers have delivered (sent when it changes).
-    StreamProgress {
-        /// Rounds below this one can be filled from this worker's producers.
-        available: u64,
-        /// Every producer of this worker ended its stream (bounded streams).
-        closed: bool,
-        /// New rows received.
-        rows: u64,
-        /// Rows dropped as already received or trained.
-        duplicates: u64,
-    },
-    /// A worker's share of the evaluation after a round whose plan asked for it.
-    Evaluated {
-        /// The round.
-        round: u64,
-        /// The held-out chunks this worker evaluated.
-        share: crate::job::held_out::EvalShare,
-    },
-    /// Write the model (and optimizer state) to `path` (rank 0).
-    Save {
-        /// After which round.
-        round: u64,
-        /// Destination safetensors file.
-        path: String,
-        /// Also write this checkpoint (the end of a stream).
-        #[serde(default)]
-        checkpoint: Option<CheckpointPlan>,
-    },
-    /// A checkpoint after a round whose plan asked for it was written (rank 0).
-    Checkpointed {
-        /// The round after which it was written.
-        round: u64,
-        /// The checkpoint directory.
-        path: String,
-        /// How long writing it took, in milliseconds.
-        #[serde(default)]
-        write_ms: f64,
-    },
-    /// The model was written.
-    Saved {
-        /// Where.
-        path: String,
-    },
-    /// Training is over; report the final parameters' hash.
-    Finish,
-    /// A worker's final state.
-    Finished {
-        /// SHA-256 of the final parameters.
-        weights_sha256: String,
-        /// L-BFGS's progress (workers with `kind = "lbfgs"`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        solver: Option<crate::observe::report::SolverReport>,
-    },
-    /// Elastic: this worker's collective failed and names `node` as the peer at fault.
-    PeerLost {
-        /// The mesh id the failure happened in (stale reports are ignored).
-        mesh: u64,
-        /// The round in flight.
-        round: u64,
-        /// The peer named (empty when the mesh could not be built and nobody is named).
-        node: String,
-        /// The collective's error.
-        reason: String,
-    },
-    /// Elastic: abandon the round in flight and stop; answer `Suspended`.
-    Suspend {
-        /// Why (a death, a join).
-        reason: String,
-    },
-    /// Elastic: stopped; its state is that of round `next_round - 1` applied.
-    Suspended {
-        /// The next round this worker would run.
-        next_round: u64,
-        /// Its fresh data-plane listener for the next mesh.
-        data_addr: String,
-    },
-    /// Elastic: the new membership. Join the mesh, take parameters, optimizer state and data
-    /// cursor from rank `source` (a broadcast over the data links), continue at `round`.
-    Remesh {
-        /// `(node name, data address)` in rank order.
-        peers: Vec<(String, String)>,
-        /// Fresh mesh id (names the mesh and its shared-memory segments).
-        mesh: u64,
-        /// The round to continue at.
-        round: u64,
-        /// The rank whose state everyone takes.
-        source: usize,
-    },
-    /// Hang diagnosis: what is every thread of this node doing? Answer `Doing` at once.
-    Probe,
-    /// The answer to `Probe`: one line per thread, read from the activity board.
-    Doing {
-        /// Per thread: operation, round, sequence number, the peer it waits on, for how long.
-        threads: Vec<crate::control::hang::ThreadDoing>,
-    },
-    /// Stop: something failed.
-    Abort {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl ControlMsg {
-    /// Short name for logs and errors.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ControlMsg::Register { .. } => "Register",
-            ControlMsg::Start { .. } => "Start",
-            ControlMsg::Grant { .. } => "Grant",
-            ControlMsg::RoundDone { .. } => "RoundDone",
-            ControlMsg::Trace { .. } => "Trace",
-            ControlMsg::StreamProgress { .. } => "StreamProgress",
-            ControlMsg::Evaluated { .. } => "Evaluated",
-            ControlMsg::Save { .. } => "Save",
-            ControlMsg::Checkpointed { .. } => "Checkpointed",
-            ControlMsg::Saved { .. } => "Saved",
-            ControlMsg::Finish => "Finish",
-            ControlMsg::Finished { .. } => "Finished",
-            ControlMsg::PeerLost { .. } => "PeerLost",
-            ControlMsg::Suspend { .. } => "Suspend",
-            ControlMsg::Suspended { .. } => "Suspended",
-            ControlMsg::Remesh { .. } => "Remesh",
-            ControlMsg::Probe => "Probe",
-            ControlMsg::Doing { .. } => "Doing",
-            ControlMsg::Abort { .. } => "Abort",
-        }
-    }
-}
-
 /// Send one control message. `round` and `doing` name the moment in errors.
 ///
 /// # Errors
 /// [`RuntimeError::Peer`] naming the peer, the round and the operation.
-pub fn send_msg(
+pub(crate) fn send_msg(
     link: &mut impl Link,
     round: u64,
     doing: &'static str,
-    msg: &ControlMsg,
+    msg: &impl ControlMessage,
 ) -> Result<(), RuntimeError> {
     let (header, payload) = encode(round, msg)?;
     let peer = link.peer_name().to_string();
@@ -369,7 +179,10 @@ pub fn send_msg(
 ///
 /// # Errors
 /// [`ProtocolError::Encode`] when the message cannot be serialised.
-pub fn encode(round: u64, msg: &ControlMsg) -> Result<(FrameHeader, Buffer), RuntimeError> {
+pub(crate) fn encode(
+    round: u64,
+    msg: &impl ControlMessage,
+) -> Result<(FrameHeader, Buffer), RuntimeError> {
     let bytes = serde_json::to_vec(msg).map_err(|source| ProtocolError::Encode {
         message: msg.name(),
         source,
@@ -384,11 +197,11 @@ pub fn encode(round: u64, msg: &ControlMsg) -> Result<(FrameHeader, Buffer), Run
 /// # Errors
 /// [`RuntimeError::Peer`] (dead or silent peer), [`ProtocolError::Decode`] (bad JSON),
 /// [`RuntimeError::Aborted`] when the peer sent `Abort`.
-pub fn recv_msg(
+pub(crate) fn recv_msg<M: ControlMessage>(
     link: &mut impl Link,
     round: u64,
     doing: &'static str,
-) -> Result<ControlMsg, RuntimeError> {
+) -> Result<M, RuntimeError> {
     let expect = Expect {
         op: Some(Op::Control),
         ..Default::default()
@@ -401,20 +214,19 @@ pub fn recv_msg(
 }
 
 /// A control message from a frame's payload (an `Abort` is a message here).
-pub(crate) fn parse(payload: &[u8]) -> Result<ControlMsg, serde_json::Error> {
+pub(crate) fn parse<M: ControlMessage>(payload: &[u8]) -> Result<M, serde_json::Error> {
     serde_json::from_slice(payload)
 }
 
-fn decode(peer: &str, payload: &[u8]) -> Result<ControlMsg, RuntimeError> {
-    let peer = peer.to_string();
-    let msg = parse(payload).map_err(|source| ProtocolError::Decode {
-        node: peer.clone(),
+fn decode<M: ControlMessage>(peer: &str, payload: &[u8]) -> Result<M, RuntimeError> {
+    let msg: M = parse(payload).map_err(|source| ProtocolError::Decode {
+        node: peer.to_string(),
         source,
     })?;
-    if let ControlMsg::Abort { reason } = &msg {
+    if let Some(reason) = msg.abort_reason() {
         return Err(RuntimeError::Aborted {
-            node: peer,
-            reason: reason.clone(),
+            node: peer.to_string(),
+            reason: reason.to_string(),
         });
     }
     Ok(msg)

@@ -2,7 +2,9 @@
 //! expected member within a deadline, read its `Register`, and check that every model has the
 //! coordinator's parameter layout (a mismatch names both nodes and both shapes).
 
-use crate::control::protocol::{recv_msg, send_msg, ControlMsg, ModelSignature};
+use crate::control::protocol::{
+    recv_msg, send_msg, ControlMessage, ModelSignature, ToCoordinator, ToWorker,
+};
 use crate::error::{MismatchError, ProtocolError, RuntimeError};
 use crate::node::{NodeContext, REGISTRATION_TIMEOUT};
 use lockstep_transport::registrar::{gather, Admit, Expected, GatherError};
@@ -12,7 +14,7 @@ use lockstep_transport::AnyLink;
 use std::time::{Duration, Instant};
 
 /// A registered member.
-pub struct Registration {
+pub(crate) struct Registration {
     /// Node name.
     pub name: String,
     /// Its data-plane address.
@@ -30,7 +32,7 @@ pub struct Registration {
 /// # Errors
 /// [`RuntimeError::Timeout`] naming the nodes that never came; [`crate::error::MismatchError`]
 /// naming both shapes when a model differs.
-pub fn accept_members(
+pub(crate) fn accept_members(
     ctx: &NodeContext,
     acceptor: &Acceptor,
     names: &[String],
@@ -105,7 +107,7 @@ fn register_one(
     let mut link = AnyLink::Tcp(TcpLink::new(stream, me, peer, cfg)?);
     let received = recv_msg(&mut link, 0, "waiting for registration")?;
     let (data_addr, ingest_addr, sig, uptime_ms) = match received {
-        ControlMsg::Register {
+        ToCoordinator::Register {
             node,
             data_addr,
             signature,
@@ -122,7 +124,7 @@ fn register_one(
         }
     };
     if let Some(mismatch) = differs(me, signature, peer, &sig) {
-        let abort = ControlMsg::Abort {
+        let abort = ToWorker::Abort {
             reason: mismatch.to_string(),
         };
         let _ = send_msg(&mut link, 0, "aborting", &abort);
@@ -147,7 +149,7 @@ fn abort_all(members: &mut [(String, Registration)], reason: &str) {
             &mut r.link,
             0,
             "aborting",
-            &ControlMsg::Abort {
+            &ToWorker::Abort {
                 reason: reason.to_string(),
             },
         );
@@ -156,7 +158,7 @@ fn abort_all(members: &mut [(String, Registration)], reason: &str) {
 
 /// Keep the acceptor running for the rest of the job so that late or unexpected joiners are
 /// refused (wrong tokens by the handshake, authenticated strangers here), never left hanging.
-pub fn refuse_late_joiners(acceptor: Acceptor) -> std::thread::JoinHandle<()> {
+pub(crate) fn refuse_late_joiners(acceptor: Acceptor) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || loop {
         let deadline = Instant::now() + Duration::from_secs(3600);
         match acceptor.next(deadline) {
@@ -171,7 +173,7 @@ pub fn refuse_late_joiners(acceptor: Acceptor) -> std::thread::JoinHandle<()> {
 /// Elastic: keep accepting for the rest of the job. An authenticated worker of the manifest
 /// that registers with the coordinator's model layout becomes a replacement, passed on with the
 /// time it registered; anyone else is refused (wrong tokens by the handshake, the rest here).
-pub fn accept_joiners(
+pub(crate) fn accept_joiners(
     ctx: &NodeContext,
     acceptor: Acceptor,
     names: Vec<String>,

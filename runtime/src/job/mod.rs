@@ -78,7 +78,7 @@ pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError
 /// [`TrainingError::ClassWeight`]: a regression task, an unknown class
 /// or name, a weight that is not positive, or `"balanced"` without training rows in memory (a
 /// dataset streamed from files or a stream).
-pub fn class_weights(m: &Manifest, split: &Split) -> Result<Option<Vec<f32>>, RuntimeError> {
+pub(crate) fn class_weights(m: &Manifest, split: &Split) -> Result<Option<Vec<f32>>, RuntimeError> {
     let Some(cw) = &m.job.model.class_weight else {
         return Ok(None);
     };
@@ -117,7 +117,7 @@ pub fn class_weights(m: &Manifest, split: &Split) -> Result<Option<Vec<f32>>, Ru
 ///
 /// # Errors
 /// As [`class_weights`].
-pub fn class_weights_by_name(
+pub(crate) fn class_weights_by_name(
     m: &Manifest,
     split: &Split,
 ) -> Result<Option<BTreeMap<String, f64>>, RuntimeError> {
@@ -170,7 +170,7 @@ pub fn plan(m: &Manifest, train_rows: usize) -> EpochPlan {
 
 /// Whether every round sees the whole training split in one fixed order: full-batch L-BFGS,
 /// and the closed-form models (k-means, PCA) whose rounds sum statistics over every row.
-pub fn full_batch(m: &Manifest) -> bool {
+pub(crate) fn full_batch(m: &Manifest) -> bool {
     use lockstep_trainer::model::ModelKind;
     m.job.optimizer.kind == lockstep_trainer::optim::OptimizerKind::Lbfgs
         || matches!(m.job.model.kind, ModelKind::Kmeans | ModelKind::Pca)
@@ -245,7 +245,7 @@ pub fn signature(model: &dyn Model) -> ModelSignature {
 }
 
 /// [`signature`] with the node's view of `split` (its rows and the hash of its transform).
-pub fn signature_with_data(model: &dyn Model, split: &Split) -> ModelSignature {
+pub(crate) fn signature_with_data(model: &dyn Model, split: &Split) -> ModelSignature {
     let plans = serde_json::to_vec(&split.fitted).unwrap_or_default();
     let hash = hex::encode(Sha256::digest(&plans));
     ModelSignature {
@@ -258,7 +258,7 @@ pub fn signature_with_data(model: &dyn Model, split: &Split) -> ModelSignature {
 }
 
 /// The metric a progress line shows for `task`.
-pub fn headline_metric(task: DataTask) -> &'static str {
+pub(crate) fn headline_metric(task: DataTask) -> &'static str {
     match task {
         DataTask::Regression => "r2",
         DataTask::Binary => "auc",

@@ -33,7 +33,7 @@ pub fn transform_path(model: &Path) -> PathBuf {
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the file.
-pub fn save_transform(model: &Path, fitted: &Fitted) -> Result<(), RuntimeError> {
+pub(crate) fn save_transform(model: &Path, fitted: &Fitted) -> Result<(), RuntimeError> {
     let path = transform_path(model);
     let json =
         serde_json::to_vec_pretty(fitted).map_err(|e| RuntimeError::io("serialise", &path, e))?;

@@ -8,7 +8,7 @@ use lockstep_trainer::model::Model;
 use std::sync::Arc;
 
 /// The prediction columns of an unsupervised `model`; `None` for the others.
-pub fn fields(model: &dyn Model) -> Option<Vec<Field>> {
+pub(super) fn fields(model: &dyn Model) -> Option<Vec<Field>> {
     if !model.unsupervised() {
         return None;
     }
@@ -21,7 +21,7 @@ pub fn fields(model: &dyn Model) -> Option<Vec<Field>> {
 }
 
 /// The arrays of [`fields`] for `n` rows of predictions `pred` (`n x out_dim`).
-pub fn arrays(model: &dyn Model, pred: &[f32], n: usize) -> Vec<ArrayRef> {
+pub(super) fn arrays(model: &dyn Model, pred: &[f32], n: usize) -> Vec<ArrayRef> {
     if model.name() == "kmeans" {
         let ids = Int64Array::from_iter_values(pred.iter().map(|&c| c as i64));
         return vec![Arc::new(ids)];

@@ -58,7 +58,7 @@ pub fn export(m: &Manifest, dir: &Path) -> Result<Written, ExportError> {
 ///
 /// # Errors
 /// As [`export`].
-pub fn write_split(split: &Split, label: &str, dir: &Path) -> Result<Written, ExportError> {
+pub(crate) fn write_split(split: &Split, label: &str, dir: &Path) -> Result<Written, ExportError> {
     if split.dataset.is_some() {
         return Err(ExportError::NoSplit("a dataset streamed from files"));
     }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Key of the transform in the `__metadata__` of `model.safetensors`.
-pub const METADATA_KEY: &str = "lockstep.transform";
+pub(crate) const METADATA_KEY: &str = "lockstep.transform";
 
 /// The fitted transform and what it was fitted on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,7 +54,7 @@ impl StoredTransform {
     ///
     /// # Errors
     /// [`RuntimeError::Io`] (serialisation), naming `path`.
-    pub fn to_json(&self, path: &Path) -> Result<String, RuntimeError> {
+    pub(crate) fn to_json(&self, path: &Path) -> Result<String, RuntimeError> {
         serde_json::to_string(self).map_err(|e| RuntimeError::io("serialise", path, e))
     }
 
@@ -76,7 +76,7 @@ impl StoredTransform {
 
 /// The transform stored in the newest complete checkpoint of this node's run directory, when
 /// the node was started with `--resume` and that checkpoint has one.
-pub fn for_resume(ctx: &NodeContext) -> Option<(PathBuf, StoredTransform)> {
+pub(crate) fn for_resume(ctx: &NodeContext) -> Option<(PathBuf, StoredTransform)> {
     if !ctx.opts.resume {
         return None;
     }
@@ -100,7 +100,7 @@ pub fn for_resume(ctx: &NodeContext) -> Option<(PathBuf, StoredTransform)> {
 ///
 /// # Errors
 /// As [`job::load_split`]; a stored transform whose columns the data lacks names the column.
-pub fn load_split_for(
+pub(crate) fn load_split_for(
     ctx: &NodeContext,
 ) -> Result<(Arc<Split>, Arc<StoredTransform>), RuntimeError> {
     let m = &ctx.manifest;
@@ -135,7 +135,7 @@ pub fn load_split_for(
 ///
 /// # Errors
 /// [`MismatchError::Transform`] naming the checkpoint and the node.
-pub fn check_same(
+pub(crate) fn check_same(
     stored: Option<&StoredTransform>,
     loaded: &Fitted,
     checkpoint: &str,

@@ -48,7 +48,7 @@ pub use command::{run_command, RunOptions};
 ///
 /// # Errors
 /// Manifest errors naming the key and line.
-pub fn effective_manifest(opts: &LaunchOptions) -> Result<Manifest, RuntimeError> {
+pub(crate) fn effective_manifest(opts: &LaunchOptions) -> Result<Manifest, RuntimeError> {
     let mut m = Manifest::load(&opts.manifest, &opts.sets)?;
     if let Some(n) = opts.workers {
         m.set_workers(n);

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 #[cfg(test)]
 mod tests;
-pub mod tls;
+pub(crate) mod tls;
 mod validate;
 
 /// Errors in a manifest or its overrides.

@@ -28,7 +28,7 @@ pub struct TlsSpec {
 }
 
 /// The environment variables of the environment spelling.
-pub const ENV_VARS: [&str; 3] = ["LOCKSTEP_TLS_CA", "LOCKSTEP_TLS_CERT", "LOCKSTEP_TLS_KEY"];
+pub(crate) const ENV_VARS: [&str; 3] = ["LOCKSTEP_TLS_CA", "LOCKSTEP_TLS_CERT", "LOCKSTEP_TLS_KEY"];
 
 impl TlsSpec {
     /// The files of `node`, relative paths resolved against `base`.
@@ -87,7 +87,7 @@ impl TlsSpec {
 /// # Errors
 /// [`RuntimeError::Tls`] naming the node and the file that is missing, unreadable or does not
 /// fit (key and certificate, certificate and CA, certificate and node name).
-pub fn load(m: &Manifest, node: &str) -> Result<Option<Arc<TlsConfig>>, RuntimeError> {
+pub(crate) fn load(m: &Manifest, node: &str) -> Result<Option<Arc<TlsConfig>>, RuntimeError> {
     let (spec, base) = match TlsSpec::from_env()? {
         Some(s) => (s, PathBuf::from(".")),
         None => match &m.cluster.tls {

@@ -7,7 +7,7 @@ use crate::control::coordinator::Server;
 use crate::control::coordinator::{Coordinator, Schedule};
 use crate::control::plane::Elastic;
 use crate::control::plane::{ControlPlane, Member};
-use crate::control::protocol::{send_msg, ControlMsg};
+use crate::control::protocol::{send_msg, ToWorker};
 use crate::control::registration::Registration;
 use crate::control::rounds::stream::StreamSchedule;
 use crate::error::{ActorError, RuntimeError, SetupError};
@@ -68,7 +68,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     };
     let resume = resume_point(ctx, stream.is_some())?;
     let job_id: u64 = rand::random();
-    let start = ControlMsg::Start {
+    let start = ToWorker::Start {
         peers: peers.clone(),
         job: job_id,
         first_round: resume.first_round,

@@ -13,7 +13,7 @@ use crate::error::{RuntimeError, SetupError};
 use crate::manifest::{Manifest, NodeSpec, Role};
 
 /// How long `MASTER_ADDR` is retried while it does not resolve.
-pub const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+pub(crate) const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn var(names: &[&str]) -> Option<(String, String)> {
     names
@@ -40,7 +40,7 @@ fn number(names: &[&'static str]) -> Result<usize, RuntimeError> {
 ///
 /// # Errors
 /// [`SetupError`] naming the missing or malformed variable.
-pub fn apply(m: &mut Manifest) -> Result<String, RuntimeError> {
+pub(crate) fn apply(m: &mut Manifest) -> Result<String, RuntimeError> {
     let rank = number(&["RANK", "SLURM_PROCID", "JOB_COMPLETION_INDEX"])?;
     let world = number(&["WORLD_SIZE", "SLURM_NTASKS"])?;
     let (_, host) = var(&["MASTER_ADDR"]).ok_or(SetupError::NoMasterAddr)?;

@@ -10,10 +10,10 @@
 
 pub(crate) mod coordinator;
 pub mod embed;
-pub mod env_mode;
+pub(crate) mod env_mode;
 pub(crate) mod guard;
-pub mod preflight;
-pub mod stop;
+pub(crate) mod preflight;
+pub(crate) mod stop;
 pub(crate) mod worker;
 pub(crate) mod worker_actors;
 pub(crate) mod worker_data;
@@ -34,9 +34,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long members have to connect and register.
-pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one command (a round, an evaluation) may take on a worker.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What `lockstep node` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -63,11 +63,11 @@ pub struct NodeOptions {
 
 /// Builds the model for a split (the default builds `[job.model]`; embedding programs bring
 /// their own model types).
-pub type ModelFactory =
+pub(crate) type ModelFactory =
     Arc<dyn Fn(&Manifest, &Split) -> Result<Box<dyn Model>, RuntimeError> + Send + Sync>;
 
 /// The resolved identity of this process in the cluster.
-pub struct NodeContext {
+pub(crate) struct NodeContext {
     /// The effective manifest.
     pub manifest: Manifest,
     /// This node's name.
@@ -85,7 +85,7 @@ pub struct NodeContext {
 }
 
 /// The factory that builds `[job.model]`.
-pub fn manifest_model_factory() -> ModelFactory {
+pub(crate) fn manifest_model_factory() -> ModelFactory {
     Arc::new(|m: &Manifest, split: &Split| job::build(m, split))
 }
 
@@ -138,7 +138,10 @@ pub fn run(opts: &NodeOptions) -> Result<(), RuntimeError> {
 ///
 /// # Errors
 /// As [`run`].
-pub fn run_with(opts: &NodeOptions, model_factory: ModelFactory) -> Result<(), RuntimeError> {
+pub(crate) fn run_with(
+    opts: &NodeOptions,
+    model_factory: ModelFactory,
+) -> Result<(), RuntimeError> {
     let mut manifest = Manifest::load(&opts.manifest, &opts.sets)?;
     if let Some(n) = opts.workers {
         manifest.set_workers(n);
@@ -183,7 +186,7 @@ pub fn run_with(opts: &NodeOptions, model_factory: ModelFactory) -> Result<(), R
 ///
 /// # Errors
 /// The first role's failure.
-pub fn run_roles(ctx: Arc<NodeContext>) -> Result<(), RuntimeError> {
+pub(crate) fn run_roles(ctx: Arc<NodeContext>) -> Result<(), RuntimeError> {
     let node = ctx
         .manifest
         .node(&ctx.name)

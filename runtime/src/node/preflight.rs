@@ -27,7 +27,7 @@ pub(crate) fn check_run_dir(ctx: &NodeContext) -> Result<(), RuntimeError> {
 ///
 /// # Errors
 /// [`SetupError::NotWritable`] naming `dir`.
-pub fn check_writable(dir: &Path) -> Result<(), RuntimeError> {
+pub(crate) fn check_writable(dir: &Path) -> Result<(), RuntimeError> {
     let fail = |source: std::io::Error| SetupError::NotWritable {
         dir: dir.to_path_buf(),
         source,

@@ -32,7 +32,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 /// Install the SIGINT and SIGTERM handlers (once; `lockstep node` of a coordinator).
-pub fn install() {
+pub(crate) fn install() {
     if INSTALLED.swap(true, Ordering::SeqCst) {
         return;
     }
@@ -44,12 +44,12 @@ pub fn install() {
 }
 
 /// Training has started: from now on a signal asks for a graceful stop.
-pub fn arm() {
+pub(crate) fn arm() {
     ARMED.store(true, Ordering::SeqCst);
 }
 
 /// The signal that asked for a graceful stop, if one did.
-pub fn requested() -> Option<i32> {
+pub(crate) fn requested() -> Option<i32> {
     match SIGNAL.load(Ordering::SeqCst) {
         0 => None,
         s => Some(s),
@@ -57,7 +57,7 @@ pub fn requested() -> Option<i32> {
 }
 
 /// A signal's name for logs and the report.
-pub fn signal_name(sig: i32) -> &'static str {
+pub(crate) fn signal_name(sig: i32) -> &'static str {
     match sig {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",

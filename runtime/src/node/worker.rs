@@ -5,7 +5,7 @@
 //! come from [`super::worker_data`].
 
 use super::worker_data::StreamSetup;
-use crate::control::protocol::{recv_msg, send_msg, ControlMsg};
+use crate::control::protocol::{recv_msg, send_msg, ControlMessage, ToCoordinator, ToWorker};
 use crate::error::{MismatchError, ProtocolError, RuntimeError, TrainingError};
 use crate::job;
 use crate::job::stored_transform::StoredTransform;
@@ -38,7 +38,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         Some(_) => Some(crate::stream::setup::bind(m, &me, local_ip)?),
         None => None,
     };
-    let register = ControlMsg::Register {
+    let register = ToCoordinator::Register {
         node: me.clone(),
         data_addr,
         signature: job::signature_with_data(model.as_ref(), &split),
@@ -84,7 +84,7 @@ fn first_epoch(
 ) -> Result<(Epoch, Option<BTreeMap<u32, u64>>), RuntimeError> {
     let me = &ctx.name;
     match recv_msg(link, 0, "waiting for the peer table")? {
-        ControlMsg::Start {
+        ToWorker::Start {
             peers,
             first_round,
             resume,
@@ -102,7 +102,7 @@ fn first_epoch(
             };
             Ok((epoch, offsets))
         }
-        ControlMsg::Remesh {
+        ToWorker::Remesh {
             peers,
             mesh,
             round,
@@ -212,7 +212,7 @@ impl Worker<'_> {
                 }
                 Ok(EpochEnd::MeshFailed(e)) if elastic => {
                     tracing::warn!(node = %self.ctx.name, error = %e, "the new mesh failed; waiting for the coordinator");
-                    let lost = ControlMsg::PeerLost {
+                    let lost = ToCoordinator::PeerLost {
                         mesh: epoch.mesh,
                         round: epoch.round,
                         node: String::new(),
@@ -236,7 +236,7 @@ fn suspended(
     next_round: u64,
 ) -> Result<Listener, RuntimeError> {
     let (listener, data_addr) = bind_data(node_addr, Some(local_ip))?;
-    let msg = ControlMsg::Suspended {
+    let msg = ToCoordinator::Suspended {
         next_round,
         data_addr,
     };
@@ -253,8 +253,8 @@ fn wait_suspend(
 ) -> Result<Listener, RuntimeError> {
     loop {
         match recv_msg(link, next_round, "waiting for the coordinator's suspension")? {
-            ControlMsg::Suspend { .. } => return suspended(link, node_addr, local_ip, next_round),
-            ControlMsg::Grant { .. } | ControlMsg::Probe => continue,
+            ToWorker::Suspend { .. } => return suspended(link, node_addr, local_ip, next_round),
+            ToWorker::Grant { .. } | ToWorker::Probe => continue,
             other => {
                 let got = other.name();
                 return Err(ProtocolError::Expected {
@@ -277,7 +277,7 @@ fn wait_remesh(
 ) -> Result<Epoch, RuntimeError> {
     loop {
         match recv_msg(link, next_round, "waiting for the new membership")? {
-            ControlMsg::Remesh {
+            ToWorker::Remesh {
                 peers,
                 mesh,
                 round,
@@ -290,10 +290,10 @@ fn wait_remesh(
                     source: Some(source),
                 })
             }
-            ControlMsg::Suspend { .. } => {
+            ToWorker::Suspend { .. } => {
                 *listener = suspended(link, node_addr, local_ip, next_round)?;
             }
-            ControlMsg::Grant { .. } | ControlMsg::Probe => continue,
+            ToWorker::Grant { .. } | ToWorker::Probe => continue,
             other => {
                 let got = other.name();
                 return Err(ProtocolError::Expected {

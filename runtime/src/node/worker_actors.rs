@@ -3,7 +3,7 @@
 //! coordinator; with a parameter server the initial parameters are synchronised first. Then the
 //! worker's control thread serves the coordinator until the membership ends.
 
-use crate::control::protocol::{send_msg, ControlMsg};
+use crate::control::protocol::{send_msg, ToCoordinator};
 use crate::error::{ActorError, RuntimeError};
 use crate::job::stored_transform::StoredTransform;
 use crate::node::guard::{caught, StopOnDrop};
@@ -145,7 +145,7 @@ pub(crate) fn run_actors(a: EpochActors, link: AnyLink) -> (Result<Exit, Runtime
                 });
             }
             Err(e) => {
-                let abort = ControlMsg::Abort {
+                let abort = ToCoordinator::Abort {
                     reason: e.to_string(),
                 };
                 let _ = send_msg(&mut link, 0, "aborting", &abort);

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 /// One row of `metrics.csv`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CsvRow {
+pub(crate) struct CsvRow {
     /// Rounds completed.
     pub round: u64,
     /// Epochs completed (fractional).
@@ -39,7 +39,7 @@ pub struct CsvRow {
 }
 
 /// Appends rows to `metrics.csv`.
-pub struct MetricsCsv {
+pub(crate) struct MetricsCsv {
     path: PathBuf,
     file: Option<std::fs::File>,
     columns: Vec<String>,
@@ -48,7 +48,7 @@ pub struct MetricsCsv {
 
 impl MetricsCsv {
     /// A writer of `path` (created, or truncated, with the first row).
-    pub fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         MetricsCsv {
             path,
             file: None,
@@ -61,7 +61,7 @@ impl MetricsCsv {
     ///
     /// # Errors
     /// [`RuntimeError::Io`] naming the file.
-    pub fn append(&mut self, row: &CsvRow) -> Result<(), RuntimeError> {
+    pub(crate) fn append(&mut self, row: &CsvRow) -> Result<(), RuntimeError> {
         let io = |e| RuntimeError::io("write", &self.path, e);
         if self.file.is_none() {
             let mut f = std::fs::File::create(&self.path).map_err(io)?;
@@ -110,7 +110,7 @@ impl MetricsCsv {
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the file when it is missing or a cell is not a number.
-pub fn read(path: &Path) -> Result<(Vec<String>, Vec<Vec<f64>>), RuntimeError> {
+pub(crate) fn read(path: &Path) -> Result<(Vec<String>, Vec<Vec<f64>>), RuntimeError> {
     let text = std::fs::read_to_string(path).map_err(|e| RuntimeError::io("read", path, e))?;
     let mut lines = text.lines();
     let header: Vec<String> = lines

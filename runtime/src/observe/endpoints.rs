@@ -25,7 +25,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The file name inside a run directory.
-pub const FILE_NAME: &str = "endpoints.json";
+pub(crate) const FILE_NAME: &str = "endpoints.json";
 
 /// The path of `endpoints.json` in `run_dir`.
 pub fn path(run_dir: &Path) -> PathBuf {
@@ -59,7 +59,7 @@ fn lock(run_dir: &Path) -> Result<Locked, RuntimeError> {
 /// # Errors
 /// [`RuntimeError::Io`] naming the file (unwritable directory, or an existing file that is not
 /// a JSON object).
-pub fn merge(run_dir: &Path, key: &str, value: &str) -> Result<(), RuntimeError> {
+pub(crate) fn merge(run_dir: &Path, key: &str, value: &str) -> Result<(), RuntimeError> {
     std::fs::create_dir_all(run_dir).map_err(|e| RuntimeError::io("create", run_dir, e))?;
     let _guard = lock(run_dir)?;
     let file = path(run_dir);
@@ -75,7 +75,7 @@ pub fn merge(run_dir: &Path, key: &str, value: &str) -> Result<(), RuntimeError>
 }
 
 /// The keys of `endpoints.json` and their addresses.
-pub type Endpoints = std::collections::BTreeMap<String, String>;
+pub(crate) type Endpoints = std::collections::BTreeMap<String, String>;
 
 /// Every key of `<run_dir>/endpoints.json`.
 ///

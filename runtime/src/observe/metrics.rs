@@ -44,7 +44,7 @@ fn seconds_histogram() -> Histogram {
 
 /// Every metric family of a run. Cheap to clone (handles share their values).
 #[derive(Clone)]
-pub struct RunMetrics {
+pub(crate) struct RunMetrics {
     registry: Arc<Registry>,
     /// Completed rounds.
     pub rounds: Counter,
@@ -84,7 +84,7 @@ pub struct RunMetrics {
 
 impl RunMetrics {
     /// All families, registered and at zero.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let m = RunMetrics {
             registry: Arc::new(Registry::default()),
             rounds: Counter::default(),
@@ -178,7 +178,7 @@ impl RunMetrics {
     }
 
     /// Advance the link counters of `node` to the cumulative `(peer, sent, received)` given.
-    pub fn links(&self, node: &str, links: &[crate::control::protocol::LinkBytes]) {
+    pub(crate) fn links(&self, node: &str, links: &[crate::control::protocol::LinkBytes]) {
         let Ok(mut last) = self.last_links.lock() else {
             return;
         };
@@ -199,7 +199,7 @@ impl RunMetrics {
     }
 
     /// The text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -215,7 +215,7 @@ impl Default for RunMetrics {
 }
 
 /// The `/metrics` endpoint; serving stops when this is dropped.
-pub struct MetricsServer {
+pub(crate) struct MetricsServer {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -225,7 +225,7 @@ impl MetricsServer {
     ///
     /// # Errors
     /// [`SetupError::Bind`] naming the address when it cannot be bound.
-    pub fn start(addr: &str, metrics: RunMetrics) -> Result<Self, RuntimeError> {
+    pub(crate) fn start(addr: &str, metrics: RunMetrics) -> Result<Self, RuntimeError> {
         let bind_err = |source: std::io::Error| SetupError::Bind {
             what: "metrics endpoint",
             addr: addr.to_string(),
@@ -246,7 +246,7 @@ impl MetricsServer {
     }
 
     /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 }

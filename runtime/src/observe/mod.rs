@@ -13,14 +13,14 @@
 //!
 //! Observing never fails a run: a file that cannot be written is logged once and skipped.
 
-pub mod csv;
+pub(crate) mod csv;
 pub mod endpoints;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod plot;
-pub mod progress;
+pub(crate) mod progress;
 pub mod report;
 pub mod summary;
-pub mod trace;
+pub(crate) mod trace;
 
 use crate::control::plane::Collected;
 use crate::error::RuntimeError;
@@ -76,7 +76,7 @@ impl Default for ObserveSpec {
 
 impl ObserveSpec {
     /// The rounds `--trace` records.
-    pub fn sampling(&self) -> trace::Sampling {
+    pub(crate) fn sampling(&self) -> trace::Sampling {
         trace::Sampling {
             first: self.trace_first_rounds,
             every: self.trace_every,
@@ -86,7 +86,7 @@ impl ObserveSpec {
 
 /// What the observer needs to know about the run.
 #[derive(Debug, Clone, Default)]
-pub struct RunInfo {
+pub(crate) struct RunInfo {
     /// The run directory.
     pub run_dir: PathBuf,
     /// The coordinator's node name (first row of the timeline).
@@ -126,7 +126,7 @@ struct State {
 
 /// The coordinator's observer (clone freely); `Observer::default()` observes nothing.
 #[derive(Clone, Default)]
-pub struct Observer {
+pub(crate) struct Observer {
     state: Option<Arc<Mutex<State>>>,
     traces: Option<(trace::TraceCollector, trace::Sampling)>,
 }
@@ -137,7 +137,7 @@ impl Observer {
     /// # Errors
     /// [`crate::error::SetupError::Bind`] when the metrics address cannot be bound; I/O errors naming
     /// `endpoints.json`.
-    pub fn start(spec: &ObserveSpec, info: RunInfo) -> Result<Observer, RuntimeError> {
+    pub(crate) fn start(spec: &ObserveSpec, info: RunInfo) -> Result<Observer, RuntimeError> {
         let m = metrics::RunMetrics::new();
         m.rounds_planned.set(info.total_rounds as i64);
         m.members.set(info.workers as i64);
@@ -178,18 +178,18 @@ impl Observer {
     }
 
     /// Where workers' spans go (with `--trace`).
-    pub fn traces(&self) -> Option<trace::TraceCollector> {
+    pub(crate) fn traces(&self) -> Option<trace::TraceCollector> {
         self.traces.as_ref().map(|(t, _)| t.clone())
     }
 
     /// Round `round` (of `epoch`) completed with `c`, `round_ms` after the previous one.
-    pub fn round(&self, round: u64, epoch: u64, c: &Collected, round_ms: f64) {
+    pub(crate) fn round(&self, round: u64, epoch: u64, c: &Collected, round_ms: f64) {
         self.completed(round, epoch, c, round_ms, None);
     }
 
     /// Stream round `round` completed with `c`, `round_ms` after the previous one; `prequential`
     /// (the window's metrics) when the round evaluated (`c.metrics`), for its `metrics.csv` row.
-    pub fn stream_round(
+    pub(crate) fn stream_round(
         &self,
         round: u64,
         c: &Collected,
@@ -227,7 +227,7 @@ impl Observer {
 
     /// The membership changed to `workers` workers (elastic training): the `lockstep_members`
     /// gauge follows and `lockstep_membership_changes_total` counts the change.
-    pub fn membership(&self, workers: usize) {
+    pub(crate) fn membership(&self, workers: usize) {
         let Some(state) = &self.state else { return };
         let Ok(mut s) = state.lock() else { return };
         s.metrics.members.set(workers as i64);
@@ -237,7 +237,7 @@ impl Observer {
 
     /// The run ended with `report`: last progress, the timeline, the curves. A stream whose last
     /// round did not evaluate gets a last `metrics.csv` row with its final prequential metrics.
-    pub fn finish(&self, report: &Report) {
+    pub(crate) fn finish(&self, report: &Report) {
         let Some(state) = &self.state else { return };
         let Ok(mut s) = state.lock() else { return };
         if let (Some(st), true) = (&report.stream, s.window.1 > 0) {
@@ -415,4 +415,4 @@ pub(crate) fn start_for(
 }
 
 /// Set by `lockstep launch` for the nodes of a restarted attempt: restarts so far.
-pub const RESTARTS_ENV: &str = "LOCKSTEP_RESTARTS";
+pub(crate) const RESTARTS_ENV: &str = "LOCKSTEP_RESTARTS";

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// File name inside the run directory.
-pub const FILE_NAME: &str = "progress.json";
+pub(crate) const FILE_NAME: &str = "progress.json";
 
 /// A snapshot of a run's progress.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Rounds completed.
     pub round: u64,
     /// Rounds in the job (0: not known, a stream that runs until its producers close).
@@ -34,14 +34,14 @@ pub struct Progress {
 }
 
 /// Writes `progress.json`, throttled.
-pub struct ProgressFile {
+pub(crate) struct ProgressFile {
     path: PathBuf,
     last: Option<Instant>,
 }
 
 impl ProgressFile {
     /// A writer for `<run_dir>/progress.json`.
-    pub fn new(run_dir: &Path) -> Self {
+    pub(crate) fn new(run_dir: &Path) -> Self {
         ProgressFile {
             path: run_dir.join(FILE_NAME),
             last: None,
@@ -49,7 +49,7 @@ impl ProgressFile {
     }
 
     /// Write `p` unless the last write was under 200 ms ago (`force` writes anyway).
-    pub fn update(&mut self, p: &Progress, force: bool) {
+    pub(crate) fn update(&mut self, p: &Progress, force: bool) {
         if !force
             && self
                 .last
@@ -69,7 +69,7 @@ static BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex:
 
 /// The launcher's bar: polls `progress.json` on its own thread while the run goes on, and is
 /// cleared when dropped.
-pub struct ProgressBar {
+pub(crate) struct ProgressBar {
     bar: indicatif::ProgressBar,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -77,7 +77,7 @@ pub struct ProgressBar {
 impl ProgressBar {
     /// A bar for the run in `run_dir` when stderr (where logs and the bar go) is a terminal,
     /// else `None`: plain log lines only.
-    pub fn for_terminal(run_dir: &Path) -> Option<Self> {
+    pub(crate) fn for_terminal(run_dir: &Path) -> Option<Self> {
         use std::io::IsTerminal;
         if !std::io::stderr().is_terminal() {
             return None;
@@ -116,7 +116,7 @@ impl Drop for ProgressBar {
 /// (a closed pipe: whoever read `lockstep launch`'s output went away) is ignored, never a
 /// panic: the launcher's log pumps must keep draining the nodes' output, or the nodes would
 /// block on their own logging.
-pub fn log_line(line: &str) {
+pub(crate) fn log_line(line: &str) {
     use std::io::Write;
     let print = || {
         let _ = writeln!(std::io::stderr(), "{line}");
@@ -155,7 +155,7 @@ fn poll(bar: &indicatif::ProgressBar, stop: &std::sync::atomic::AtomicBool, path
 }
 
 /// The bar's text: epoch (a stream: rows trained), throughput, loss and the headline metric.
-pub fn message(p: &Progress) -> String {
+pub(crate) fn message(p: &Progress) -> String {
     let metric = p
         .metric
         .as_ref()

@@ -5,7 +5,7 @@
 //!   waiting, optimizer step, evaluation, checkpoint) of *sampled* rounds: the first
 //!   `trace_first_rounds` rounds, then every `trace_every`-th, so the file stays bounded on long
 //!   runs. Its clock is the Unix time at start plus a monotonic `Instant`, so spans on one thread
-//!   nest exactly. Spans go to the coordinator in batches (`ControlMsg::Trace`) on the control
+//!   nest exactly. Spans go to the coordinator in batches (`ToCoordinator::Trace`) on the control
 //!   link the worker already reports on.
 //! - On the coordinator, a [`TraceCollector`] keeps them per node and estimates each node's clock
 //!   offset from the batches themselves: every batch carries the sender's clock at sending, so
@@ -22,7 +22,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// One finished span, in the recording node's clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TraceSpan {
+pub(crate) struct TraceSpan {
     /// What ran, e.g. `forward/backward` or `allreduce bucket 3`.
     pub name: String,
     /// The thread (actor) it ran on: `data`, `compute`, `aggregator`, `coordinator`.
@@ -37,14 +37,14 @@ pub struct TraceSpan {
 
 /// A process-local clock: Unix time at creation plus a monotonic offset.
 #[derive(Debug, Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     unix_us: u64,
     anchor: Instant,
 }
 
 impl Clock {
     /// Anchored now.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -55,12 +55,12 @@ impl Clock {
     }
 
     /// `t` in microseconds since the Unix epoch (0 before the anchor).
-    pub fn at(&self, t: Instant) -> u64 {
+    pub(crate) fn at(&self, t: Instant) -> u64 {
         self.unix_us + t.saturating_duration_since(self.anchor).as_micros() as u64
     }
 
     /// Now, in microseconds since the Unix epoch.
-    pub fn now_us(&self) -> u64 {
+    pub(crate) fn now_us(&self) -> u64 {
         self.at(Instant::now())
     }
 }
@@ -73,7 +73,7 @@ impl Default for Clock {
 
 /// Which rounds are traced: the first `first`, then every `every`-th.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sampling {
+pub(crate) struct Sampling {
     /// Rounds traced from the start.
     pub first: u64,
     /// Then every this many rounds (0: none after the first ones).
@@ -82,14 +82,14 @@ pub struct Sampling {
 
 impl Sampling {
     /// Whether `round` is traced.
-    pub fn traced(&self, round: u64) -> bool {
+    pub(crate) fn traced(&self, round: u64) -> bool {
         round < self.first || (self.every > 0 && round.is_multiple_of(self.every))
     }
 }
 
 /// A worker's span recorder, shared by its actors (clone freely). See the module docs.
 #[derive(Clone)]
-pub struct Tracer {
+pub(crate) struct Tracer {
     clock: Clock,
     sampling: Sampling,
     spans: Arc<Mutex<Vec<TraceSpan>>>,
@@ -97,7 +97,7 @@ pub struct Tracer {
 
 impl Tracer {
     /// A recorder of the rounds `sampling` selects.
-    pub fn new(sampling: Sampling) -> Self {
+    pub(crate) fn new(sampling: Sampling) -> Self {
         Tracer {
             clock: Clock::new(),
             sampling,
@@ -106,12 +106,12 @@ impl Tracer {
     }
 
     /// Whether `round` is traced.
-    pub fn traced(&self, round: u64) -> bool {
+    pub(crate) fn traced(&self, round: u64) -> bool {
         self.sampling.traced(round)
     }
 
     /// Record `name` on `thread` from `start` to `end`, if `round` is traced.
-    pub fn span(&self, round: u64, thread: &str, name: &str, start: Instant, end: Instant) {
+    pub(crate) fn span(&self, round: u64, thread: &str, name: &str, start: Instant, end: Instant) {
         if !self.traced(round) {
             return;
         }
@@ -128,8 +128,8 @@ impl Tracer {
         }
     }
 
-    /// The spans recorded since the last call, and the clock now (for `ControlMsg::Trace`).
-    pub fn take(&self) -> (u64, Vec<TraceSpan>) {
+    /// The spans recorded since the last call, and the clock now (for `ToCoordinator::Trace`).
+    pub(crate) fn take(&self) -> (u64, Vec<TraceSpan>) {
         let spans = self
             .spans
             .lock()
@@ -148,24 +148,24 @@ struct NodeSpans {
 
 /// The coordinator's collection of every node's spans (clone freely; one shared store).
 #[derive(Clone, Default)]
-pub struct TraceCollector {
+pub(crate) struct TraceCollector {
     nodes: Arc<Mutex<BTreeMap<String, NodeSpans>>>,
     clock: Clock,
 }
 
 impl TraceCollector {
     /// An empty collection whose own clock is the reference.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The coordinator's clock.
-    pub fn clock(&self) -> Clock {
+    pub(crate) fn clock(&self) -> Clock {
         self.clock
     }
 
     /// Add a batch `node` sent at its `sent_us`, received now.
-    pub fn add(&self, node: &str, sent_us: u64, spans: Vec<TraceSpan>) {
+    pub(crate) fn add(&self, node: &str, sent_us: u64, spans: Vec<TraceSpan>) {
         let delta = self.clock.now_us() as i64 - sent_us as i64;
         if let Ok(mut nodes) = self.nodes.lock() {
             let n = nodes.entry(node.to_string()).or_default();
@@ -175,7 +175,7 @@ impl TraceCollector {
     }
 
     /// Add spans recorded in the coordinator's own clock.
-    pub fn add_local(&self, node: &str, spans: Vec<TraceSpan>) {
+    pub(crate) fn add_local(&self, node: &str, spans: Vec<TraceSpan>) {
         if let Ok(mut nodes) = self.nodes.lock() {
             let n = nodes.entry(node.to_string()).or_default();
             n.offset_us.get_or_insert(0);
@@ -186,7 +186,7 @@ impl TraceCollector {
     /// The Chrome trace event document: one process per node (`pid` by node order, the
     /// coordinator's row first when `first` names it), one thread per actor, complete (`X`)
     /// events in microseconds from the earliest span, clocks corrected.
-    pub fn to_chrome(&self, first: &str) -> Value {
+    pub(crate) fn to_chrome(&self, first: &str) -> Value {
         let nodes = match self.nodes.lock() {
             Ok(n) => n,
             Err(p) => p.into_inner(),
@@ -240,7 +240,7 @@ impl TraceCollector {
     ///
     /// # Errors
     /// [`crate::RuntimeError::Io`] naming the file.
-    pub fn write(&self, path: &Path, first: &str) -> Result<(), crate::RuntimeError> {
+    pub(crate) fn write(&self, path: &Path, first: &str) -> Result<(), crate::RuntimeError> {
         let bytes = serde_json::to_vec(&self.to_chrome(first))
             .map_err(|e| crate::RuntimeError::io("serialise", path, e))?;
         lockstep_tensor::safetensors_io::write_atomic(path, &bytes)

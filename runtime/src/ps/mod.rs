@@ -6,7 +6,7 @@
 //! May call: [`crate::round`] (the aggregator's messages), [`crate::control::protocol`],
 //! [`crate::checkpoint`], [`crate::manifest`].
 
-pub mod node;
-pub mod serve;
-pub mod sparse;
-pub mod state;
+pub(crate) mod node;
+pub(crate) mod serve;
+pub(crate) mod sparse;
+pub(crate) mod state;

@@ -6,7 +6,9 @@
 //! restores its shard from that checkpoint. It runs on a plain
 //! thread: all of its work is blocking I/O and arithmetic, no actor system is involved.
 
-use crate::control::protocol::{recv_msg, send_msg, ControlMsg, RoundPlan, RoundTiming};
+use crate::control::protocol::{
+    recv_msg, send_msg, ControlMessage, RoundPlan, RoundTiming, ToCoordinator, ToWorker,
+};
 use crate::error::{ProtocolError, RuntimeError, TrainingError};
 use crate::job;
 use crate::node::{bind_data, connect_control, join_mesh, NodeContext};
@@ -20,18 +22,18 @@ use std::ops::Range;
 ///
 /// # Errors
 /// A dead worker or coordinator (named, with the round), or a failed optimizer step.
-pub fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
+pub(crate) fn run_server(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let mut server = ServerNode::start(ctx)?;
     loop {
         let doing = "waiting for the coordinator's next command";
         match recv_msg(&mut server.link, server.round, doing)? {
-            ControlMsg::Grant { rounds } => {
+            ToWorker::Grant { rounds } => {
                 for plan in rounds {
                     server.serve(&plan)?;
                 }
             }
-            ControlMsg::Probe => server.answer_probe()?,
-            ControlMsg::Finish => return server.finish(),
+            ToWorker::Probe => server.answer_probe()?,
+            ToWorker::Finish => return server.finish(),
             other => {
                 return Err(ProtocolError::ServerGot {
                     server: ctx.name.clone(),
@@ -69,7 +71,7 @@ impl ServerNode {
         let (mut link, local_ip) = connect_control(ctx, &me)?;
         let node_addr = crate::node::data_bind_addr(m, &me);
         let (listener, data_addr) = bind_data(&node_addr, Some(local_ip))?;
-        let register = ControlMsg::Register {
+        let register = ToCoordinator::Register {
             node: me.clone(),
             data_addr,
             signature: job::signature_with_data(model.as_ref(), &split),
@@ -78,7 +80,7 @@ impl ServerNode {
         };
         send_msg(&mut link, 0, "registering", &register)?;
         let (peers, job, resume) = match recv_msg(&mut link, 0, "waiting for the peer table")? {
-            ControlMsg::Start {
+            ToWorker::Start {
                 peers, job, resume, ..
             } => (peers, job, resume),
             other => {
@@ -162,7 +164,7 @@ impl ServerNode {
             round_ms: ms,
             ..Default::default()
         };
-        let done = ControlMsg::RoundDone {
+        let done = ToCoordinator::RoundDone {
             round,
             loss_sum: 0.0,
             samples: 0,
@@ -185,7 +187,7 @@ impl ServerNode {
             for_ms: 0,
             busy: false,
         }];
-        let doing = ControlMsg::Doing { threads };
+        let doing = ToCoordinator::Doing { threads };
         send_msg(&mut self.link, self.round, "answering Probe", &doing)
     }
 
@@ -195,7 +197,7 @@ impl ServerNode {
             t.serve_digest(&mut self.comm)?;
         }
         let weights_sha256 = job::weights_sha256(&self.params[self.mine.clone()]);
-        let finished = ControlMsg::Finished {
+        let finished = ToCoordinator::Finished {
             weights_sha256,
             solver: None,
         };

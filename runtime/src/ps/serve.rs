@@ -16,7 +16,7 @@ use lockstep_trainer::optim::Optimizer;
 use std::sync::{Arc, Mutex};
 
 /// The parameter server's state.
-pub struct PsServe {
+pub(crate) struct PsServe {
     comm: Option<Communicator>,
     ps: ParameterServer,
     params: Vec<f32>,
@@ -27,7 +27,7 @@ pub struct PsServe {
 impl PsServe {
     /// A server over `comm` with the shard layout `ps` (one shard: everything), the initial
     /// `params` and the optimizer; failures are recorded in `failure`.
-    pub fn new(
+    pub(crate) fn new(
         comm: Communicator,
         ps: ParameterServer,
         params: Vec<f32>,
@@ -74,7 +74,7 @@ impl Actor for PsServe {
 /// Serve these granted rounds, in order.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ServeRounds {
+pub(crate) struct ServeRounds {
     /// The plans.
     pub rounds: Vec<RoundPlan>,
 }

@@ -18,13 +18,13 @@ use std::ops::Range;
 use std::path::Path;
 
 /// The rank that gathers the servers' state and writes the checkpoint: the first worker.
-pub const ROOT: usize = 0;
+pub(crate) const ROOT: usize = 0;
 
 /// Server side: send this server's optimizer state (its shard) to [`ROOT`].
 ///
 /// # Errors
 /// The collective's error (the root or a link failed).
-pub fn contribute(
+pub(crate) fn contribute(
     ps: &mut ParameterServer,
     comm: &mut Communicator,
     optimizer: &Optimizer,
@@ -40,7 +40,7 @@ pub fn contribute(
 ///
 /// # Errors
 /// The collective's error, naming a server whose state does not fit.
-pub fn gather(
+pub(crate) fn gather(
     ps: &mut ParameterServer,
     comm: &mut Communicator,
     like: &[String],
@@ -64,7 +64,7 @@ pub fn gather(
 ///
 /// # Errors
 /// The checkpoint does not verify, lacks a tensor, or its optimizer state does not fit.
-pub fn restore_shard(
+pub(crate) fn restore_shard(
     dir: &Path,
     model: &dyn Model,
     full: &Optimizer,

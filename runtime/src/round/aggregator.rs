@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How the aggregator averages.
-pub enum Mode {
+pub(crate) enum Mode {
     /// Allreduce (mean) of each bucket among the workers.
     Allreduce,
     /// Allreduce (sum) by recursive doubling: with micro-batch gradients pre-scaled by the global
@@ -37,7 +37,7 @@ pub enum Mode {
 }
 
 /// The aggregator actor.
-pub struct Aggregator {
+pub(crate) struct Aggregator {
     comm: Communicator,
     mode: Mode,
     num_params: usize,
@@ -53,7 +53,12 @@ pub struct Aggregator {
 
 impl Aggregator {
     /// An aggregator over `comm` for `num_params` parameters.
-    pub fn new(comm: Communicator, mode: Mode, num_params: usize, reporter: Reporter) -> Self {
+    pub(crate) fn new(
+        comm: Communicator,
+        mode: Mode,
+        num_params: usize,
+        reporter: Reporter,
+    ) -> Self {
         Aggregator {
             comm,
             mode,
@@ -68,20 +73,20 @@ impl Aggregator {
     }
 
     /// Serve and exchange embedding tables (see [`crate::ps::sparse`]).
-    pub fn with_sparse(mut self, sparse: Option<crate::ps::sparse::SparseSide>) -> Self {
+    pub(crate) fn with_sparse(mut self, sparse: Option<crate::ps::sparse::SparseSide>) -> Self {
         self.sparse = sparse;
         self
     }
 
     /// With tables: how long `Compute` may wait for a pull.
-    pub fn sparse_wait(&self) -> Option<Duration> {
+    pub(crate) fn sparse_wait(&self) -> Option<Duration> {
         self.sparse.as_ref().map(|s| s.wait())
     }
 
     /// Reduce consecutive model buckets together until they hold at least `bytes` (the size the
     /// cost model recommends so that a link's latency stays a small share of each transfer);
     /// 0 reduces every model bucket on its own. Joining pieces copies nothing.
-    pub fn with_min_bucket(mut self, bytes: usize) -> Self {
+    pub(crate) fn with_min_bucket(mut self, bytes: usize) -> Self {
         self.min_bucket = bytes;
         self
     }

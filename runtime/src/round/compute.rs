@@ -14,7 +14,7 @@ use super::grad_sink::PieceSink;
 use super::messages::*;
 use super::{deliver, Reporter};
 use crate::control::hang::{Doing, Thread};
-use crate::control::protocol::{ControlMsg, RoundPlan, RoundTiming};
+use crate::control::protocol::{RoundPlan, RoundTiming, ToCoordinator};
 use crate::error::{MismatchError, ProtocolError, RuntimeError, TrainingError};
 use crate::job::stored_transform::StoredTransform;
 use actix::{Actor, Handler, Recipient, SyncContext};
@@ -32,7 +32,7 @@ mod score;
 mod sparse;
 mod state;
 mod update;
-pub use save::{publish_model, save_model};
+pub(crate) use save::publish_model;
 
 /// The round in flight: its plan and what its report needs.
 struct Running {
@@ -46,7 +46,7 @@ struct Running {
 }
 
 /// The compute actor: owns the model replica, its gradient buffer and the optimizer.
-pub struct Compute {
+pub(crate) struct Compute {
     model: Box<dyn Model>,
     optimizer: Optimizer,
     aggregator: Recipient<GradBucket>,
@@ -81,12 +81,12 @@ pub struct Compute {
 }
 
 /// Per producer, the offset of the next row after a round's rows (arrival-order streams).
-pub type StreamOffsets = std::sync::Arc<dyn Fn(u64) -> BTreeMap<u32, u64> + Send + Sync>;
+pub(crate) type StreamOffsets = std::sync::Arc<dyn Fn(u64) -> BTreeMap<u32, u64> + Send + Sync>;
 
 impl Compute {
     /// A compute actor for `world`-way data parallelism, starting at `first_round`.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         model: Box<dyn Model>,
         optimizer: Optimizer,
         aggregator: Recipient<GradBucket>,
@@ -128,32 +128,32 @@ impl Compute {
     }
 
     /// Streams in arrival order: report the producers' offsets after each round.
-    pub fn with_stream_offsets(mut self, offsets: Option<StreamOffsets>) -> Self {
+    pub(crate) fn with_stream_offsets(mut self, offsets: Option<StreamOffsets>) -> Self {
         self.offsets = offsets;
         self
     }
 
     /// Store `transform` in every checkpoint and model file this actor writes.
-    pub fn with_transform(mut self, transform: Option<Arc<StoredTransform>>) -> Self {
+    pub(crate) fn with_transform(mut self, transform: Option<Arc<StoredTransform>>) -> Self {
         self.transform = transform;
         self
     }
 
     /// Streams: score each shard before training on it and report the pairs with `RoundDone`.
-    pub fn with_prequential(mut self, on: bool) -> Self {
+    pub(crate) fn with_prequential(mut self, on: bool) -> Self {
         self.prequential = on;
         self
     }
 
     /// With `true` (one worker, allreduce), backprop's gradient stays here: the mean over one
     /// worker is the gradient itself, so the round skips the aggregator's thread.
-    pub fn with_local_aggregation(mut self, local: bool) -> Self {
+    pub(crate) fn with_local_aggregation(mut self, local: bool) -> Self {
         self.local = local;
         self
     }
 
     /// Reproducible mode: `per_worker` micro-batches per shard, summed in a fixed binary tree.
-    pub fn with_micro_batches(mut self, per_worker: usize) -> Self {
+    pub(crate) fn with_micro_batches(mut self, per_worker: usize) -> Self {
         self.micro = per_worker;
         let n = self.model.params().len();
         self.micro_grads = vec![vec![0.0; n]; per_worker.saturating_sub(1)];
@@ -357,7 +357,7 @@ impl Compute {
         r.span(round, "compute", "waiting", run.backprop_done, t);
         r.span(round, "compute", "optimizer step", t, Instant::now());
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let done = ControlMsg::RoundDone {
+        let done = ToCoordinator::RoundDone {
             round,
             loss_sum: run.loss_sum,
             samples: run.rows as u64,
@@ -382,7 +382,7 @@ impl Compute {
             self.reporter
                 .span(round, "compute", "evaluate", t, Instant::now());
             self.reporter
-                .send(round, &ControlMsg::Evaluated { round, share })?;
+                .send(round, &ToCoordinator::Evaluated { round, share })?;
         }
         if let (true, Some(c)) = (self.rank0, &run.plan.checkpoint) {
             board.set(Thread::Compute, Doing::Checkpoint, round, 0);
@@ -394,7 +394,7 @@ impl Compute {
             let write_ms = ms(end - t);
             self.reporter.send(
                 round,
-                &ControlMsg::Checkpointed {
+                &ToCoordinator::Checkpointed {
                     round,
                     path,
                     write_ms,

@@ -11,7 +11,7 @@ use actix::{Actor, Handler, SyncContext};
 use lockstep_trainer::data::{BatchSource, ShardBatch};
 
 /// The data-loading actor over any [`BatchSource`] (a file table today, a stream tomorrow).
-pub struct DataLoader {
+pub(crate) struct DataLoader {
     source: Box<dyn BatchSource>,
     round: u64,
     tracer: Option<crate::observe::trace::Tracer>,
@@ -20,7 +20,7 @@ pub struct DataLoader {
 
 impl DataLoader {
     /// A loader whose next shard is for `first_round`.
-    pub fn new(source: Box<dyn BatchSource>, first_round: u64) -> Self {
+    pub(crate) fn new(source: Box<dyn BatchSource>, first_round: u64) -> Self {
         DataLoader {
             source,
             round: first_round,
@@ -30,13 +30,13 @@ impl DataLoader {
     }
 
     /// Keep this thread's line on the worker's activity board.
-    pub fn with_activity(mut self, activity: Activity) -> Self {
+    pub(crate) fn with_activity(mut self, activity: Activity) -> Self {
         self.activity = activity;
         self
     }
 
     /// Record a `data` span per traced round (`--trace`).
-    pub fn with_tracer(mut self, tracer: Option<crate::observe::trace::Tracer>) -> Self {
+    pub(crate) fn with_tracer(mut self, tracer: Option<crate::observe::trace::Tracer>) -> Self {
         self.tracer = tracer;
         self
     }

@@ -23,7 +23,7 @@ use std::ops::Range;
 ///
 /// # Panics
 /// If `world` is 0, `rank >= world`, or `world > k` (checked when the manifest is validated).
-pub fn leaf_block(rank: usize, world: usize, k: usize) -> Range<usize> {
+pub(crate) fn leaf_block(rank: usize, world: usize, k: usize) -> Range<usize> {
     assert!(
         rank < world && world <= k,
         "rank {rank} of {world}, {k} leaves"
@@ -44,7 +44,7 @@ pub fn leaf_block(rank: usize, world: usize, k: usize) -> Range<usize> {
 
 /// A source that reads the whole global batch and keeps the rows of some micro-batches (a
 /// world size that is not a power of two; see the module docs).
-pub struct LeafRows {
+pub(crate) struct LeafRows {
     inner: Box<dyn BatchSource>,
     leaves: Range<usize>,
     k: usize,
@@ -52,7 +52,7 @@ pub struct LeafRows {
 
 impl LeafRows {
     /// Rows of micro-batches `leaves` (of `k`) of each global batch `inner` (rank 0 of 1) reads.
-    pub fn new(inner: Box<dyn BatchSource>, leaves: Range<usize>, k: usize) -> Self {
+    pub(crate) fn new(inner: Box<dyn BatchSource>, leaves: Range<usize>, k: usize) -> Self {
         LeafRows { inner, leaves, k }
     }
 }
@@ -82,7 +82,7 @@ impl BatchSource for LeafRows {
 }
 
 /// The state every member of a new mesh takes from rank `source`.
-pub struct Synced {
+pub(crate) struct Synced {
     /// The round to continue at (the source's next round).
     pub next_round: u64,
     /// The source's data cursor for that round.
@@ -95,7 +95,7 @@ pub struct Synced {
 ///
 /// # Errors
 /// The collective's error (a peer died during the transfer), or an optimizer-state mismatch.
-pub fn sync_state(
+pub(crate) fn sync_state(
     comm: &mut Communicator,
     source: usize,
     params: &mut [f32],

@@ -21,7 +21,7 @@ use std::time::Duration;
 /// Compute: rounds the coordinator granted (in order, continuing earlier grants).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Grant {
+pub(crate) struct Grant {
     /// The plans.
     pub rounds: Vec<RoundPlan>,
 }
@@ -29,7 +29,7 @@ pub struct Grant {
 /// DataLoader: produce this rank's shard of `round` and send it to `to`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Prefetch {
+pub(crate) struct Prefetch {
     /// The round (checked against the loader's cursor).
     pub round: u64,
     /// Where the shard goes.
@@ -39,7 +39,7 @@ pub struct Prefetch {
 /// Compute: the shard of a round (or why there is none).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ShardReady {
+pub(crate) struct ShardReady {
     /// The round.
     pub round: u64,
     /// This rank's rows, or the data source's error.
@@ -49,7 +49,7 @@ pub struct ShardReady {
 /// DataLoader: continue from a checkpoint's cursor.
 #[derive(Message)]
 #[rtype(result = "Result<(), RuntimeError>")]
-pub struct SeekData {
+pub(crate) struct SeekData {
     /// Where to continue.
     pub cursor: DataCursor,
 }
@@ -58,7 +58,7 @@ pub struct SeekData {
 /// (little-endian f32), reduced while backprop computes the next.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct GradBucket {
+pub(crate) struct GradBucket {
     /// The round.
     pub round: u64,
     /// Where the bucket sits in the flat gradient vector.
@@ -75,7 +75,7 @@ pub struct GradBucket {
 /// Compute: the round's gradient buffer after aggregation.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Reduced {
+pub(crate) struct Reduced {
     /// The round.
     pub round: u64,
     /// The whole gradient buffer: averaged gradients (allreduce), or the pushed gradients
@@ -94,7 +94,7 @@ pub struct Reduced {
 /// Aggregator: start-of-training parameter sync (broadcast from rank 0).
 #[derive(Message)]
 #[rtype(result = "Result<Vec<f32>, RuntimeError>")]
-pub struct SyncParams {
+pub(crate) struct SyncParams {
     /// This rank's initial parameters.
     pub params: Vec<f32>,
 }
@@ -102,7 +102,7 @@ pub struct SyncParams {
 /// Compute: replace the parameters (initial sync, checkpoint restore).
 #[derive(Message)]
 #[rtype(result = "Result<(), RuntimeError>")]
-pub struct SetParams {
+pub(crate) struct SetParams {
     /// New parameters.
     pub params: Vec<f32>,
 }
@@ -110,17 +110,17 @@ pub struct SetParams {
 /// Compute: the current parameters.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<f32>, RuntimeError>")]
-pub struct GetParams;
+pub(crate) struct GetParams;
 
 /// Compute: evaluate on the held-out split.
 #[derive(Message)]
 #[rtype(result = "Result<BTreeMap<String, f64>, RuntimeError>")]
-pub struct Evaluate;
+pub(crate) struct Evaluate;
 
 /// Compute: write the model as safetensors (and, at the end of a stream, a checkpoint).
 #[derive(Message)]
 #[rtype(result = "Result<String, RuntimeError>")]
-pub struct SaveModel {
+pub(crate) struct SaveModel {
     /// Destination.
     pub path: String,
     /// Round, stored in the metadata.
@@ -132,11 +132,11 @@ pub struct SaveModel {
 /// Compute: SHA-256 of the parameters, and L-BFGS's progress where it runs.
 #[derive(Message)]
 #[rtype(result = "Result<(String, Option<crate::observe::report::SolverReport>), RuntimeError>")]
-pub struct ParamsHash;
+pub(crate) struct ParamsHash;
 
 /// A replica's state at a round boundary: what a survivor hands to the next mesh.
 #[derive(Debug, Clone)]
-pub struct WorkerState {
+pub(crate) struct WorkerState {
     /// Parameters after round `next_round - 1`.
     pub params: Vec<f32>,
     /// Optimizer state after that round.
@@ -149,4 +149,4 @@ pub struct WorkerState {
 /// over the state of the newest applied round.
 #[derive(Message)]
 #[rtype(result = "Result<WorkerState, RuntimeError>")]
-pub struct ExportState;
+pub(crate) struct ExportState;

@@ -10,21 +10,21 @@
 //! May call: [`crate::control::protocol`] (reports on the wire), [`crate::ps`] (sparse tables),
 //! [`crate::control::hang`] (the activity board), [`crate::observe`], [`crate::checkpoint`].
 
-pub mod aggregator;
-pub mod compute;
-pub mod data_loader;
-pub mod elastic;
+pub(crate) mod aggregator;
+pub(crate) mod compute;
+pub(crate) mod data_loader;
+pub(crate) mod elastic;
 mod grad_sink;
-pub mod messages;
-pub mod reporter;
+pub(crate) mod messages;
+pub(crate) mod reporter;
 pub(crate) mod scale;
-pub mod worker;
+pub(crate) mod worker;
 
-pub use aggregator::{Aggregator, Mode};
-pub use compute::{save_model, Compute, StreamOffsets};
-pub use data_loader::DataLoader;
-pub use reporter::Reporter;
-pub use worker::{control_loop, Exit, WorkerNode};
+pub(crate) use aggregator::{Aggregator, Mode};
+pub(crate) use compute::{Compute, StreamOffsets};
+pub(crate) use data_loader::DataLoader;
+pub(crate) use reporter::Reporter;
+pub(crate) use worker::{control_loop, Exit, WorkerNode};
 
 use crate::error::{ActorError, RuntimeError};
 use actix::prelude::SendError;
@@ -32,7 +32,7 @@ use actix::{Message, Recipient};
 use std::time::{Duration, Instant};
 
 /// How long a message may wait for room in a bounded mailbox.
-pub const MAILBOX_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const MAILBOX_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Hand `msg` to `to` from a sync actor's thread: `try_send`, waiting (with a deadline) while
 /// the mailbox is full, so tensors are never pushed past the mailbox bound.
@@ -40,7 +40,7 @@ pub const MAILBOX_DEADLINE: Duration = Duration::from_secs(60);
 /// # Errors
 /// [`RuntimeError::Timeout`] naming `what` after [`MAILBOX_DEADLINE`],
 /// [`ActorError::ReceiverStopped`] when the receiver stopped.
-pub fn deliver<M>(to: &Recipient<M>, mut msg: M, what: &str) -> Result<(), RuntimeError>
+pub(crate) fn deliver<M>(to: &Recipient<M>, mut msg: M, what: &str) -> Result<(), RuntimeError>
 where
     M: Message + Send,
     M::Result: Send,

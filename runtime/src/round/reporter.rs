@@ -11,7 +11,7 @@
 //! receive then ends, returns the stored (local, more precise) error rather than the echo.
 
 use crate::control::hang::Activity;
-use crate::control::protocol::{encode, ControlMsg, LinkBytes};
+use crate::control::protocol::{encode, LinkBytes, ToCoordinator};
 use crate::error::RuntimeError;
 use crate::observe::trace::Tracer;
 use lockstep_collective::Traffic;
@@ -26,7 +26,7 @@ use std::time::Instant;
 /// this worker's failure: the reporter sends `PeerLost` once and the coordinator decides (see
 /// `docs/elastic.md`). One reporter serves one mesh; [`Reporter::silence`] ends it.
 #[derive(Clone)]
-pub struct Reporter {
+pub(crate) struct Reporter {
     sender: TcpSender,
     failure: Arc<Mutex<Option<RuntimeError>>>,
     /// Elastic membership: the mesh id this reporter's actors run on.
@@ -42,7 +42,7 @@ pub struct Reporter {
 
 impl Reporter {
     /// A reporter sending on `sender` (the control link's sending side).
-    pub fn new(sender: TcpSender) -> Self {
+    pub(crate) fn new(sender: TcpSender) -> Self {
         Reporter {
             sender,
             failure: Arc::new(Mutex::new(None)),
@@ -56,35 +56,35 @@ impl Reporter {
     }
 
     /// Keep what the threads are doing on `activity` (answers the coordinator's `Probe`).
-    pub fn with_activity(mut self, activity: Activity) -> Self {
+    pub(crate) fn with_activity(mut self, activity: Activity) -> Self {
         self.activity = activity;
         self
     }
 
     /// The worker's activity board (see [`crate::control::hang`]).
-    pub fn activity(&self) -> &Activity {
+    pub(crate) fn activity(&self) -> &Activity {
         &self.activity
     }
 
     /// Elastic membership on mesh `mesh`: a lost peer is reported, not failed.
-    pub fn elastic(mut self, mesh: u64) -> Self {
+    pub(crate) fn elastic(mut self, mesh: u64) -> Self {
         self.mesh = Some(mesh);
         self
     }
 
     /// True with elastic membership.
-    pub fn is_elastic(&self) -> bool {
+    pub(crate) fn is_elastic(&self) -> bool {
         self.mesh.is_some()
     }
 
     /// Elastic: a collective of `round` failed naming `node` (empty: nobody named). Sent once;
     /// the coordinator suspends every survivor and rebuilds the mesh.
-    pub fn lost(&self, round: u64, node: &str, e: &RuntimeError) {
+    pub(crate) fn lost(&self, round: u64, node: &str, e: &RuntimeError) {
         if self.lost.swap(true, Ordering::SeqCst) {
             return;
         }
         tracing::warn!(round, peer = node, error = %e, "a peer was lost; waiting for the coordinator");
-        let msg = ControlMsg::PeerLost {
+        let msg = ToCoordinator::PeerLost {
             mesh: self.mesh.unwrap_or_default(),
             round,
             node: node.to_string(),
@@ -94,13 +94,13 @@ impl Reporter {
     }
 
     /// Nothing more goes out through this reporter (the worker suspended).
-    pub fn silence(&self) {
+    pub(crate) fn silence(&self) {
         self.silenced.store(true, Ordering::SeqCst);
         self.lost.store(true, Ordering::SeqCst);
     }
 
     /// Also report `traffic` (peer names by rank) and, with `tracer`, timeline spans.
-    pub fn with_observe(
+    pub(crate) fn with_observe(
         mut self,
         tracer: Option<Tracer>,
         traffic: Traffic,
@@ -112,24 +112,24 @@ impl Reporter {
     }
 
     /// Record a timeline span (when tracing and `round` is sampled).
-    pub fn span(&self, round: u64, thread: &str, name: &str, start: Instant, end: Instant) {
+    pub(crate) fn span(&self, round: u64, thread: &str, name: &str, start: Instant, end: Instant) {
         if let Some(t) = &self.tracer {
             t.span(round, thread, name, start, end);
         }
     }
 
     /// The tracer, when tracing.
-    pub fn tracer(&self) -> Option<Tracer> {
+    pub(crate) fn tracer(&self) -> Option<Tracer> {
         self.tracer.clone()
     }
 
     /// Whether spans of `round` are recorded (callers skip building span names otherwise).
-    pub fn traced(&self, round: u64) -> bool {
+    pub(crate) fn traced(&self, round: u64) -> bool {
         self.tracer.as_ref().is_some_and(|t| t.traced(round))
     }
 
     /// Bytes exchanged with each data-mesh peer so far (empty without counters).
-    pub fn links(&self) -> Vec<LinkBytes> {
+    pub(crate) fn links(&self) -> Vec<LinkBytes> {
         let Some((traffic, names)) = &self.traffic else {
             return Vec::new();
         };
@@ -150,20 +150,20 @@ impl Reporter {
     ///
     /// # Errors
     /// As [`Reporter::send`].
-    pub fn flush_trace(&self, round: u64) -> Result<(), RuntimeError> {
+    pub(crate) fn flush_trace(&self, round: u64) -> Result<(), RuntimeError> {
         let Some(t) = &self.tracer else { return Ok(()) };
         let (sent_us, spans) = t.take();
         if spans.is_empty() {
             return Ok(());
         }
-        self.send(round, &ControlMsg::Trace { sent_us, spans })
+        self.send(round, &ToCoordinator::Trace { sent_us, spans })
     }
 
     /// Send `msg` (about `round`) to the coordinator.
     ///
     /// # Errors
     /// [`RuntimeError::Peer`] naming the coordinator when the link is gone.
-    pub fn send(&self, round: u64, msg: &ControlMsg) -> Result<(), RuntimeError> {
+    pub(crate) fn send(&self, round: u64, msg: &ToCoordinator) -> Result<(), RuntimeError> {
         if self.silenced.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -179,22 +179,22 @@ impl Reporter {
     }
 
     /// Record `e` as this worker's failure (the first one wins) and tell the coordinator.
-    pub fn fail(&self, round: u64, e: RuntimeError) {
+    pub(crate) fn fail(&self, round: u64, e: RuntimeError) {
         tracing::error!(round, error = %e, "worker failed");
         let reason = e.to_string();
         if let Ok(mut slot) = self.failure.lock() {
             slot.get_or_insert(e);
         }
-        let _ = self.send(round, &ControlMsg::Abort { reason });
+        let _ = self.send(round, &ToCoordinator::Abort { reason });
     }
 
     /// The recorded failure, if any.
-    pub fn take_failure(&self) -> Option<RuntimeError> {
+    pub(crate) fn take_failure(&self) -> Option<RuntimeError> {
         self.failure.lock().ok().and_then(|mut s| s.take())
     }
 
     /// True once an actor has failed (or, elastic, a peer was lost).
-    pub fn failed(&self) -> bool {
+    pub(crate) fn failed(&self) -> bool {
         self.lost.load(Ordering::SeqCst) || self.failure.lock().map(|s| s.is_some()).unwrap_or(true)
     }
 }

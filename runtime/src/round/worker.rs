@@ -10,7 +10,7 @@
 use super::compute::Compute;
 use super::messages::*;
 use super::Reporter;
-use crate::control::protocol::{recv_msg, send_msg, ControlMsg};
+use crate::control::protocol::{recv_msg, send_msg, ControlMessage, ToCoordinator, ToWorker};
 use crate::error::{ActorError, ProtocolError, RuntimeError};
 use actix::{Actor, Addr, Context, Handler, MailboxError, Message, Recipient, ResponseFuture};
 use lockstep_transport::AnyLink;
@@ -20,22 +20,22 @@ use std::time::Duration;
 /// A command from the coordinator with the channel its answer goes back on.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Command {
+pub(crate) struct Command {
     /// What the coordinator asked.
-    pub msg: ControlMsg,
+    pub msg: ToWorker,
     /// Where the answer goes.
-    pub reply: SyncSender<Result<ControlMsg, RuntimeError>>,
+    pub reply: SyncSender<Result<ToCoordinator, RuntimeError>>,
 }
 
 /// The worker's command-serving actor.
-pub struct WorkerNode {
+pub(crate) struct WorkerNode {
     compute: Addr<Compute>,
     rank0: bool,
 }
 
 impl WorkerNode {
     /// A worker over its compute actor. `rank0` workers answer `Save`.
-    pub fn new(compute: Addr<Compute>, rank0: bool) -> Self {
+    pub(crate) fn new(compute: Addr<Compute>, rank0: bool) -> Self {
         WorkerNode { compute, rank0 }
     }
 }
@@ -61,7 +61,7 @@ impl Handler<Command> for WorkerNode {
         let rank0 = self.rank0;
         Box::pin(async move {
             let res = match cmd.msg {
-                ControlMsg::Save {
+                ToWorker::Save {
                     round,
                     path,
                     checkpoint,
@@ -74,13 +74,13 @@ impl Handler<Command> for WorkerNode {
                     .await
                     .map_err(mailbox("compute"))
                     .and_then(|r| r)
-                    .map(|path| ControlMsg::Saved { path }),
-                ControlMsg::Finish => compute
+                    .map(|path| ToCoordinator::Saved { path }),
+                ToWorker::Finish => compute
                     .send(ParamsHash)
                     .await
                     .map_err(mailbox("compute"))
                     .and_then(|r| r)
-                    .map(|(weights_sha256, solver)| ControlMsg::Finished {
+                    .map(|(weights_sha256, solver)| ToCoordinator::Finished {
                         weights_sha256,
                         solver,
                     }),
@@ -94,7 +94,7 @@ impl Handler<Command> for WorkerNode {
 /// Elastic: stop `Compute` for good and take the state of its newest applied round.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Suspend {
+pub(crate) struct Suspend {
     /// Where the state goes.
     pub reply: SyncSender<Result<WorkerState, RuntimeError>>,
 }
@@ -115,7 +115,7 @@ impl Handler<Suspend> for WorkerNode {
 }
 
 /// How the control loop ended.
-pub enum Exit {
+pub(crate) enum Exit {
     /// `Finish` was answered: the job is over.
     Finished,
     /// Elastic: the coordinator suspended this worker; the state to carry to the next mesh.
@@ -129,7 +129,7 @@ pub enum Exit {
 /// # Errors
 /// The coordinator died, went silent or aborted (named, with the round), a command failed, an
 /// actor failed, or the actors did not answer within `command_timeout`.
-pub fn control_loop(
+pub(crate) fn control_loop(
     link: &mut AnyLink,
     node: &Addr<WorkerNode>,
     compute: &Recipient<Grant>,
@@ -142,7 +142,7 @@ pub fn control_loop(
             Ok(m) => m,
             Err(e) => return Err(reporter.take_failure().unwrap_or(e)),
         };
-        if let ControlMsg::Suspend { reason } = msg {
+        if let ToWorker::Suspend { reason } = msg {
             tracing::info!(round, "suspended by the coordinator: {reason}");
             reporter.silence();
             let (tx, rx) = sync_channel(1);
@@ -156,17 +156,17 @@ pub fn control_loop(
                 .into()),
             };
         }
-        if let ControlMsg::Probe = msg {
+        if let ToWorker::Probe = msg {
             let threads = reporter.activity().snapshot();
             send_msg(
                 link,
                 round,
                 "answering Probe",
-                &ControlMsg::Doing { threads },
+                &ToCoordinator::Doing { threads },
             )?;
             continue;
         }
-        if let ControlMsg::Grant { rounds } = msg {
+        if let ToWorker::Grant { rounds } = msg {
             round = rounds.last().map_or(round, |p| p.round);
             if compute.try_send(Grant { rounds }).is_err() {
                 return Err(ActorError::Refused {
@@ -177,7 +177,7 @@ pub fn control_loop(
             }
             continue;
         }
-        let last = matches!(msg, ControlMsg::Finish);
+        let last = matches!(msg, ToWorker::Finish);
         let what = msg.name();
         let (tx, rx) = sync_channel(1);
         node.do_send(Command { msg, reply: tx }); // control only, no tensors

@@ -25,7 +25,7 @@ const TAKE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One producer as this worker sees it.
 #[derive(Debug)]
-pub struct ProducerState {
+pub(crate) struct ProducerState {
     /// Producer id.
     pub id: u32,
     queue: VecDeque<(u64, Table)>,
@@ -145,7 +145,11 @@ impl Ingest {
     }
 
     /// Run `f` on producer `id`'s state (None if it is not this worker's).
-    pub fn with_producer<T>(&self, id: u32, f: impl FnOnce(&mut ProducerState) -> T) -> Option<T> {
+    pub(crate) fn with_producer<T>(
+        &self,
+        id: u32,
+        f: impl FnOnce(&mut ProducerState) -> T,
+    ) -> Option<T> {
         let mut st = self.lock();
         let out = st.producers.iter_mut().find(|p| p.id == id).map(f);
         drop(st);
@@ -160,7 +164,7 @@ impl Ingest {
 
     /// Wait until producer `id`'s queue has room (bounded buffer: the caller then reads the next
     /// message from the socket; until then TCP backpressure slows the producer).
-    pub fn wait_for_room(&self, id: u32) {
+    pub(crate) fn wait_for_room(&self, id: u32) {
         let mut st = self.lock();
         loop {
             let full = st
@@ -233,7 +237,7 @@ impl Ingest {
 
     /// Record that producer `id`'s connection `generation` ended, with end-of-stream (`eos`)
     /// or without (a crash: it may reconnect and replay).
-    pub fn disconnect(&self, id: u32, generation: u64, eos: bool) {
+    pub(crate) fn disconnect(&self, id: u32, generation: u64, eos: bool) {
         self.with_producer(id, |p| {
             if p.generation == generation {
                 p.closed |= eos;

@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 /// Called with the worker's progress whenever rounds become available, the stream closes or
 /// duplicates are dropped.
-pub type OnProgress = Arc<dyn Fn(Progress) + Send + Sync>;
+pub(crate) type OnProgress = Arc<dyn Fn(Progress) + Send + Sync>;
 /// Called when a silent producer fails the job (`on_silent = "fail"`).
-pub type OnFail = Arc<dyn Fn(RuntimeError) + Send + Sync>;
+pub(crate) type OnFail = Arc<dyn Fn(RuntimeError) + Send + Sync>;
 
 /// What an endpoint serves.
 pub struct Endpoint {

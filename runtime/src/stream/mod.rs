@@ -13,13 +13,13 @@
 //!
 //! docs/streaming.md describes the protocol and its semantics for users.
 
-pub mod bootstrap;
-pub mod buffers;
-pub mod endpoint;
+pub(crate) mod bootstrap;
+pub(crate) mod buffers;
+pub(crate) mod endpoint;
 pub mod error;
-pub mod producer;
-pub mod setup;
-pub mod wire;
+pub(crate) mod producer;
+pub(crate) mod setup;
+pub(crate) mod wire;
 
 pub use bootstrap::Bootstrap;
 pub use buffers::{Ingest, IngestRecords, Progress};

@@ -4,7 +4,7 @@
 
 use super::buffers::{Ingest, IngestRecords};
 use super::endpoint::Endpoint;
-use crate::control::protocol::ControlMsg;
+use crate::control::protocol::ToCoordinator;
 use crate::error::RuntimeError;
 use crate::manifest::Manifest;
 use crate::node::NodeContext;
@@ -21,7 +21,11 @@ use std::time::Duration;
 ///
 /// # Errors
 /// Binding fails.
-pub fn bind(m: &Manifest, me: &str, advertise: IpAddr) -> Result<(Listener, String), RuntimeError> {
+pub(crate) fn bind(
+    m: &Manifest,
+    me: &str,
+    advertise: IpAddr,
+) -> Result<(Listener, String), RuntimeError> {
     let data = crate::node::data_bind_addr(m, me);
     let ip = data
         .parse::<SocketAddr>()
@@ -41,7 +45,7 @@ pub fn bind(m: &Manifest, me: &str, advertise: IpAddr) -> Result<(Listener, Stri
 ///
 /// # Errors
 /// A source that cannot be built (bad sharding).
-pub fn source(
+pub(crate) fn source(
     m: &Manifest,
     spec: &StreamSpec,
     fitted: &Fitted,
@@ -92,7 +96,7 @@ pub fn source(
 ///
 /// # Errors
 /// The endpoint cannot start.
-pub fn serve(
+pub(crate) fn serve(
     ctx: &NodeContext,
     spec: &StreamSpec,
     fitted: &Fitted,
@@ -112,7 +116,7 @@ pub fn serve(
         spec.on_silent,
         Duration::from_millis(spec.connect_timeout_ms),
         Arc::new(move |p| {
-            let msg = ControlMsg::StreamProgress {
+            let msg = ToCoordinator::StreamProgress {
                 available: p.available,
                 closed: p.closed,
                 rows: p.rows,

@@ -16,15 +16,15 @@ use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 
 /// Longest JSON message accepted.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
 /// The node-name prefix of producers in the handshake.
-pub const PRODUCER_PREFIX: &str = "producer-";
+pub(crate) const PRODUCER_PREFIX: &str = "producer-";
 
 /// A producer introduces itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Hello {
+pub(crate) struct Hello {
     /// Producer id (e.g. the Flink subtask index).
     pub producer: u32,
     /// Offset (row number in the producer's stream) of the first row it will send.
@@ -59,7 +59,7 @@ pub struct Reply {
 
 impl Reply {
     /// A refusal with `why` (its text is the reason the producer reads).
-    pub fn refuse(why: impl std::fmt::Display) -> Reply {
+    pub(crate) fn refuse(why: impl std::fmt::Display) -> Reply {
         Reply {
             ok: false,
             error: Some(why.to_string()),
@@ -72,7 +72,7 @@ impl Reply {
 ///
 /// # Errors
 /// I/O errors of the socket.
-pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<()> {
+pub(crate) fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<()> {
     let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
     let mut frame = (body.len() as u32).to_le_bytes().to_vec();
     frame.extend_from_slice(&body);
@@ -84,7 +84,7 @@ pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<(
 ///
 /// # Errors
 /// [`WireError`] for I/O errors, an oversized length or JSON that does not parse.
-pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, WireError> {
+pub(crate) fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, WireError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).map_err(WireError::Length)?;
     let n = u32::from_le_bytes(len) as usize;
@@ -101,6 +101,6 @@ pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, Wi
 }
 
 /// The producer id a handshake name claims (`producer-<id>`).
-pub fn producer_id(node: &str) -> Option<u32> {
+pub(crate) fn producer_id(node: &str) -> Option<u32> {
     node.strip_prefix(PRODUCER_PREFIX)?.parse().ok()
 }

@@ -1,6 +1,6 @@
 //! The activity board: what each of a worker's threads is doing right now, written by the
 //! threads as they go (a few relaxed atomic stores per step, no lock) and read by the control
-//! thread when the coordinator asks (`ControlMsg::Probe`, see [`super`]). The collective's own
+//! thread when the coordinator asks (`ToWorker::Probe`, see [`super`]). The collective's own
 //! [`Waiting`] board adds which peer the aggregator is blocked on.
 
 #[cfg(feature = "fault-injection")]
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 /// A worker thread with a slot on the board.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Thread {
+pub(crate) enum Thread {
     /// The `Compute` actor.
     Compute = 0,
     /// The `Aggregator` actor (owns the communicator).
@@ -38,7 +38,7 @@ impl Thread {
 /// blocked on a peer, which the [`Waiting`] board tells).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Doing {
+pub(crate) enum Doing {
     /// Nothing to do.
     Idle = 0,
     /// Compute: every granted round is done; waiting for the coordinator's next grant.
@@ -143,7 +143,7 @@ impl Inner {
 
 /// One worker's activity board (a shared handle, cheap to clone). See the module docs.
 #[derive(Clone)]
-pub struct Activity {
+pub(crate) struct Activity {
     inner: Arc<Inner>,
 }
 
@@ -155,7 +155,7 @@ impl Default for Activity {
 
 /// One thread's line in a node's answer to `Probe`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ThreadDoing {
+pub(crate) struct ThreadDoing {
     /// `compute`, `aggregate` or `data`.
     pub thread: String,
     /// What it does, e.g. `forward_backward`, `allreduce bucket 3 / recv`.
@@ -176,7 +176,7 @@ pub struct ThreadDoing {
 
 impl Activity {
     /// A board; `waiting` is the communicator's board with the mesh's names by rank.
-    pub fn new(waiting: Option<(Waiting, Vec<String>)>) -> Activity {
+    pub(crate) fn new(waiting: Option<(Waiting, Vec<String>)>) -> Activity {
         Activity {
             inner: Arc::new(Inner::new(waiting)),
         }
@@ -184,7 +184,10 @@ impl Activity {
 
     /// [`Activity::new`] with this node's test-only fault (see `super::fault`).
     #[cfg(feature = "fault-injection")]
-    pub fn with_fault(waiting: Option<(Waiting, Vec<String>)>, fault: Option<Fault>) -> Activity {
+    pub(crate) fn with_fault(
+        waiting: Option<(Waiting, Vec<String>)>,
+        fault: Option<Fault>,
+    ) -> Activity {
         let mut inner = Inner::new(waiting);
         inner.fault = fault;
         Activity {
@@ -194,7 +197,7 @@ impl Activity {
 
     /// `thread` does `doing` in `round` from now on (`detail`: the bucket of an allreduce).
     #[inline]
-    pub fn set(&self, thread: Thread, doing: Doing, round: u64, detail: u32) {
+    pub(crate) fn set(&self, thread: Thread, doing: Doing, round: u64, detail: u32) {
         let s = &self.inner.slots[thread as usize];
         s.round.store(round, Ordering::Relaxed);
         s.detail.store(detail, Ordering::Relaxed);
@@ -210,7 +213,7 @@ impl Activity {
     /// The test-only failure of `round`.
     #[cfg(feature = "fault-injection")]
     #[inline]
-    pub fn stall_point(&self, round: u64) -> Result<(), crate::error::RuntimeError> {
+    pub(crate) fn stall_point(&self, round: u64) -> Result<(), crate::error::RuntimeError> {
         match &self.inner.fault {
             Some(Fault::Stall { round: r, .. }) if *r == round => {
                 stall_for_good("forward_backward", round)
@@ -226,14 +229,14 @@ impl Activity {
     /// Test-only fault ([`super::fault`]): with `stall_save` set, never return from the final
     /// model save of `round`. Only with `fault-injection`.
     #[cfg(feature = "fault-injection")]
-    pub fn stall_save_point(&self, round: u64) {
+    pub(crate) fn stall_save_point(&self, round: u64) {
         if matches!(self.inner.fault, Some(Fault::StallSave { .. })) {
             stall_for_good("the final model save", round);
         }
     }
 
     /// Every thread's line, read now.
-    pub fn snapshot(&self) -> Vec<ThreadDoing> {
+    pub(crate) fn snapshot(&self) -> Vec<ThreadDoing> {
         let now = now_us();
         THREADS
             .iter()

@@ -13,7 +13,7 @@ use std::fmt::Write;
 
 /// One node as the coordinator saw it during the diagnosis.
 #[derive(Debug, Clone)]
-pub struct NodeAnswer {
+pub(crate) struct NodeAnswer {
     /// Node name.
     pub node: String,
     /// It had not reported the stuck round.
@@ -24,7 +24,7 @@ pub struct NodeAnswer {
 
 /// The outcome: who, doing what, and the table.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Diagnosis {
+pub(crate) struct Diagnosis {
     /// The culprit.
     pub culprit: String,
     /// What it is doing (`no answer` when it did not answer).
@@ -63,7 +63,7 @@ impl NodeAnswer {
 }
 
 /// Name the culprit of round `round`, stuck for `waited_ms`, from every node's answer.
-pub fn diagnose(round: u64, waited_ms: u64, nodes: &[NodeAnswer]) -> Diagnosis {
+pub(crate) fn diagnose(round: u64, waited_ms: u64, nodes: &[NodeAnswer]) -> Diagnosis {
     let by_name: BTreeMap<&str, &NodeAnswer> = nodes.iter().map(|n| (n.node.as_str(), n)).collect();
     let mut waited_by: BTreeMap<&str, usize> = BTreeMap::new();
     for n in nodes {

@@ -19,11 +19,11 @@
 use crate::error::{FaultSyntax, RuntimeError, SetupError};
 
 /// The environment variable.
-pub const VAR: &str = "LOCKSTEP_FAULT";
+pub(crate) const VAR: &str = "LOCKSTEP_FAULT";
 
 /// A parsed fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// `stall:node=N:round=R`.
     Stall {
         /// The node that stalls.
@@ -50,7 +50,7 @@ impl Fault {
     ///
     /// # Errors
     /// [`SetupError::Fault`] naming the variable and what is wrong.
-    pub fn parse(v: &str) -> Result<Fault, RuntimeError> {
+    pub(crate) fn parse(v: &str) -> Result<Fault, RuntimeError> {
         let bad = |why: FaultSyntax| SetupError::Fault {
             var: VAR,
             value: v.to_string(),
@@ -86,7 +86,7 @@ impl Fault {
     }
 
     /// The node the fault is for.
-    pub fn node(&self) -> &str {
+    pub(crate) fn node(&self) -> &str {
         match self {
             Fault::Stall { node, .. } | Fault::StallSave { node } | Fault::Fail { node, .. } => {
                 node
@@ -98,7 +98,7 @@ impl Fault {
     ///
     /// # Errors
     /// A malformed value.
-    pub fn for_node(node: &str) -> Result<Option<Fault>, RuntimeError> {
+    pub(crate) fn for_node(node: &str) -> Result<Option<Fault>, RuntimeError> {
         let Ok(v) = std::env::var(VAR) else {
             return Ok(None);
         };

@@ -14,12 +14,12 @@
 mod activity;
 mod diagnosis;
 #[cfg(feature = "fault-injection")]
-pub mod fault;
+pub(crate) mod fault;
 mod timeout;
 
-pub use activity::{Activity, Doing, Thread, ThreadDoing};
-pub use diagnosis::{diagnose, Diagnosis, NodeAnswer};
-pub use timeout::{ProgressClock, FACTOR, FLOOR_MS, STARTUP_MS};
+pub(crate) use activity::{Activity, Doing, Thread, ThreadDoing};
+pub(crate) use diagnosis::{diagnose, NodeAnswer};
+pub(crate) use timeout::ProgressClock;
 
 /// How long the coordinator waits for the members' answers to `Probe`, all together.
-pub const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

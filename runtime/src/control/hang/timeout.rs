@@ -18,16 +18,16 @@
 use std::time::Duration;
 
 /// Floor of the derived timeout.
-pub const FLOOR_MS: u64 = 10_000;
+pub(crate) const FLOOR_MS: u64 = 10_000;
 /// Multiple of the slowest round seen that the derived timeout allows.
-pub const FACTOR: f64 = 10.0;
+pub(crate) const FACTOR: f64 = 10.0;
 /// The first round after the start or a membership change (and, derived, the first round
 /// with an evaluation or a checkpoint) waits at least this long.
-pub const STARTUP_MS: u64 = 120_000;
+pub(crate) const STARTUP_MS: u64 = 120_000;
 
 /// The progress timeout of each round. See the module docs for the rule.
 #[derive(Debug, Clone)]
-pub struct ProgressClock {
+pub(crate) struct ProgressClock {
     fixed_ms: Option<u64>,
     slowest_ms: f64,
     duty_seen: bool,
@@ -36,7 +36,7 @@ pub struct ProgressClock {
 
 impl ProgressClock {
     /// `fixed_ms`: `cluster.progress_timeout_ms` when set.
-    pub fn new(fixed_ms: Option<u64>) -> Self {
+    pub(crate) fn new(fixed_ms: Option<u64>) -> Self {
         ProgressClock {
             fixed_ms,
             slowest_ms: 0.0,
@@ -46,7 +46,7 @@ impl ProgressClock {
     }
 
     /// The timeout of the next round; `duty`: its plan evaluates or checkpoints.
-    pub fn timeout(&self, duty: bool) -> Duration {
+    pub(crate) fn timeout(&self, duty: bool) -> Duration {
         let ms = match self.fixed_ms {
             Some(f) if self.first => f.max(STARTUP_MS),
             Some(f) => f,
@@ -58,7 +58,7 @@ impl ProgressClock {
 
     /// The bound of an end-of-job wait (the model save, the final `Finish`): the set value,
     /// else `max(STARTUP_MS, FACTOR x the slowest round)`.
-    pub fn end_timeout(&self) -> Duration {
+    pub(crate) fn end_timeout(&self) -> Duration {
         let ms = match self.fixed_ms {
             Some(f) => f,
             None => ((self.slowest_ms * FACTOR).ceil() as u64).max(STARTUP_MS),
@@ -69,7 +69,7 @@ impl ProgressClock {
     /// A round completed in `round_ms`; `duty` as in [`ProgressClock::timeout`]. The first
     /// round after the start or a membership change is not measured (start-up or the pause
     /// of the change is in its time).
-    pub fn record(&mut self, round_ms: f64, duty: bool) {
+    pub(crate) fn record(&mut self, round_ms: f64, duty: bool) {
         if round_ms.is_finite() && !self.first {
             self.slowest_ms = self.slowest_ms.max(round_ms);
             self.duty_seen |= duty;
@@ -78,7 +78,7 @@ impl ProgressClock {
     }
 
     /// The membership changed: the next round is a first round again.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.first = true;
     }
 }

@@ -6,6 +6,7 @@
 //! command timeout.
 
 use super::*;
+use crate::control::protocol::ControlMessage;
 use crate::error::MismatchError;
 use crate::observe::report::SolverReport;
 
@@ -16,7 +17,7 @@ const GRACE: Duration = Duration::from_millis(200);
 /// Ask the first worker to write the model.
 #[derive(Message)]
 #[rtype(result = "Result<String, RuntimeError>")]
-pub struct RunSave {
+pub(crate) struct RunSave {
     /// After which round.
     pub round: u64,
     /// Destination.
@@ -37,7 +38,7 @@ impl Handler<RunSave> for ControlPlane {
         };
         let started = Instant::now();
         let deadline = started + msg.timeout;
-        let cmd = ControlMsg::Save {
+        let cmd = ToWorker::Save {
             round: msg.round,
             path: msg.path,
             checkpoint: msg.checkpoint,
@@ -47,7 +48,7 @@ impl Handler<RunSave> for ControlPlane {
         let got = self.next_of(0, msg.round, doing, Some(deadline), false);
         let name = self.members[0].name.clone();
         match got {
-            Ok(ControlMsg::Saved { path }) => Ok(path),
+            Ok(ToCoordinator::Saved { path }) => Ok(path),
             Ok(other) => Err(ProtocolError::Answered {
                 node: name,
                 got: other.name(),
@@ -69,7 +70,7 @@ impl Handler<RunSave> for ControlPlane {
 /// is the hash and rank 0's solver progress (L-BFGS).
 #[derive(Message)]
 #[rtype(result = "Result<(String, Option<SolverReport>), RuntimeError>")]
-pub struct RunFinish {
+pub(crate) struct RunFinish {
     /// The last round.
     pub round: u64,
     /// How long the members may take to answer, all together.
@@ -81,7 +82,7 @@ impl Handler<RunFinish> for ControlPlane {
     fn handle(&mut self, msg: RunFinish, _: &mut SyncContext<Self>) -> Self::Result {
         let started = Instant::now();
         let deadline = started + msg.timeout;
-        self.broadcast(msg.round, &ControlMsg::Finish, "finishing")?;
+        self.broadcast(msg.round, &ToWorker::Finish, "finishing")?;
         let mut hashes: Vec<(String, String)> = Vec::new();
         let mut solver: Option<SolverReport> = None;
         let mut silent: Vec<String> = Vec::new();
@@ -92,7 +93,7 @@ impl Handler<RunFinish> for ControlPlane {
             let got = self.next_of(i, msg.round, doing, Some(until), false);
             let m = &self.members[i];
             match got {
-                Ok(ControlMsg::Finished {
+                Ok(ToCoordinator::Finished {
                     weights_sha256,
                     solver: s,
                 }) => {

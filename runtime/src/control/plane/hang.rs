@@ -22,24 +22,24 @@ impl ControlPlane {
         let asked: Vec<bool> = self
             .members
             .iter()
-            .map(|m| m.send(round, "probing", &ControlMsg::Probe).is_ok())
+            .map(|m| m.send(round, "probing", &ToWorker::Probe).is_ok())
             .collect();
         let deadline = Instant::now() + PROBE_WAIT;
         let mut nodes = Vec::with_capacity(self.members.len());
         for (i, &was_asked) in asked.iter().enumerate() {
             let mut owes = i >= self.collecting
                 && !self.members[i].queue.iter().any(|q| {
-                    matches!(q, Inbound::Msg(ControlMsg::RoundDone { round: r, .. }) if *r == round)
+                    matches!(q, Inbound::Msg(ToCoordinator::RoundDone { round: r, .. }) if *r == round)
                 });
             let mut threads = None;
             while was_asked && threads.is_none() {
                 let doing = "waiting for the answer to Probe";
                 match self.next_of(i, round, doing, Some(deadline), false) {
-                    Ok(ControlMsg::Doing { threads: t }) => {
+                    Ok(ToCoordinator::Doing { threads: t }) => {
                         threads = Some(t);
                         break;
                     }
-                    Ok(ControlMsg::RoundDone { round: r, .. }) if r == round => owes = false,
+                    Ok(ToCoordinator::RoundDone { round: r, .. }) if r == round => owes = false,
                     Ok(_) => {} // reports sent before the answer
                     Err(RuntimeError::Timeout { .. }) => break,
                     Err(e) => {

@@ -11,7 +11,7 @@
 //! reader never shares the link.
 
 use super::{ControlPlane, Member};
-use crate::control::protocol::ControlMsg;
+use crate::control::protocol::{ToCoordinator, ToWorker};
 use crate::error::{ActorError, ProtocolError, RuntimeError};
 use lockstep_transport::frame::Op;
 use lockstep_transport::tcp::TcpSender;
@@ -24,7 +24,7 @@ use std::time::Instant;
 #[derive(Debug)]
 pub(crate) enum Inbound {
     /// A control message, in the order the member sent it.
-    Msg(ControlMsg),
+    Msg(ToCoordinator),
     /// The link ended; nothing follows.
     Failed(Failure),
 }
@@ -102,7 +102,7 @@ impl Attached {
         &self,
         round: u64,
         doing: &'static str,
-        msg: &ControlMsg,
+        msg: &ToWorker,
     ) -> Result<(), RuntimeError> {
         let Some(out) = &self.out else {
             return Err(Failure::NotTcp("not tcp").error(&self.name, round, doing));
@@ -202,7 +202,7 @@ impl ControlPlane {
         doing: &'static str,
         deadline: Option<Instant>,
         watch: bool,
-    ) -> Result<ControlMsg, RuntimeError> {
+    ) -> Result<ToCoordinator, RuntimeError> {
         loop {
             if let Some(got) = self.take(i, round, doing) {
                 return got;
@@ -217,10 +217,10 @@ impl ControlPlane {
         i: usize,
         round: u64,
         doing: &'static str,
-    ) -> Option<Result<ControlMsg, RuntimeError>> {
+    ) -> Option<Result<ToCoordinator, RuntimeError>> {
         let m = &mut self.members[i];
         match m.queue.pop_front()? {
-            Inbound::Msg(ControlMsg::Abort { reason }) => Some(Err(RuntimeError::Aborted {
+            Inbound::Msg(ToCoordinator::Abort { reason }) => Some(Err(RuntimeError::Aborted {
                 node: m.name.clone(),
                 reason,
             })),
@@ -271,12 +271,12 @@ impl ControlPlane {
             return Ok(());
         };
         match what {
-            Inbound::Msg(ControlMsg::Trace { sent_us, spans }) => {
+            Inbound::Msg(ToCoordinator::Trace { sent_us, spans }) => {
                 if let Some(t) = &self.traces {
                     t.add(&self.members[j].name, sent_us, spans);
                 }
             }
-            Inbound::Msg(ControlMsg::StreamProgress {
+            Inbound::Msg(ToCoordinator::StreamProgress {
                 available,
                 closed,
                 rows,
@@ -286,7 +286,7 @@ impl ControlPlane {
                     *p = (available, closed, rows, duplicates);
                 }
             }
-            Inbound::Msg(ControlMsg::Abort { reason }) if watch && Some(j) != waiting_for => {
+            Inbound::Msg(ToCoordinator::Abort { reason }) if watch && Some(j) != waiting_for => {
                 return Err(RuntimeError::Aborted {
                     node: self.members[j].name.clone(),
                     reason,

@@ -9,7 +9,7 @@ use crate::error::LaunchError;
 /// next; the newest is where the job continues, with the state of the first survivor there.
 #[derive(Message)]
 #[rtype(result = "Result<Changed, RuntimeError>")]
-pub struct ChangeMembership {
+pub(crate) struct ChangeMembership {
     /// Members found or named dead.
     pub dead: Vec<String>,
     /// Why.
@@ -18,7 +18,7 @@ pub struct ChangeMembership {
 
 /// The new membership.
 #[derive(Debug, Clone)]
-pub struct Changed {
+pub(crate) struct Changed {
     /// The round the job continues at.
     pub round: u64,
     /// Workers now.
@@ -63,7 +63,7 @@ impl ControlPlane {
             let names: Vec<String> = survivors.iter().map(|s| s.0.name.clone()).collect();
             for (m, _, _) in &survivors {
                 let reason = format!("fewer than min_workers = {min} workers are left");
-                let _ = m.send(0, "aborting", &ControlMsg::Abort { reason });
+                let _ = m.send(0, "aborting", &ToWorker::Abort { reason });
             }
             return Err(LaunchError::TooFewWorkers {
                 left,
@@ -98,7 +98,7 @@ impl ControlPlane {
             }
         }
         let mesh: u64 = rand::random();
-        let remesh = ControlMsg::Remesh {
+        let remesh = ToWorker::Remesh {
             peers: peers.clone(),
             mesh,
             round,
@@ -130,13 +130,13 @@ impl ControlPlane {
         dead: &mut Vec<String>,
         reason: &str,
     ) -> Result<Vec<(usize, u64, String)>, RuntimeError> {
-        let suspend = ControlMsg::Suspend {
+        let suspend = ToWorker::Suspend {
             reason: reason.to_string(),
         };
         for m in &self.members {
             if dead.contains(&m.name) {
                 let reason = format!("evicted from the job: {reason}");
-                let _ = m.send(0, "evicting", &ControlMsg::Abort { reason });
+                let _ = m.send(0, "evicting", &ToWorker::Abort { reason });
             } else if m.send(0, "suspending", &suspend).is_err() {
                 dead.push(m.name.clone());
             }
@@ -149,7 +149,7 @@ impl ControlPlane {
             }
             loop {
                 match self.next_of(i, 0, "waiting for the suspension", None, false) {
-                    Ok(ControlMsg::Suspended {
+                    Ok(ToCoordinator::Suspended {
                         next_round,
                         data_addr,
                     }) => {
@@ -186,7 +186,7 @@ impl ControlPlane {
         i: usize,
         round: u64,
         doing: &'static str,
-    ) -> Result<Result<ControlMsg, Lost>, RuntimeError> {
+    ) -> Result<Result<ToCoordinator, Lost>, RuntimeError> {
         let mesh = self.elastic.as_ref().map_or(0, |e| e.mesh);
         loop {
             let got = self.recv_watching(i, round, doing);
@@ -199,7 +199,7 @@ impl ControlPlane {
                     }))
                 }
                 Err(e) => return Err(e),
-                Ok(ControlMsg::PeerLost {
+                Ok(ToCoordinator::PeerLost {
                     mesh: at,
                     node,
                     reason,
@@ -225,7 +225,7 @@ impl ControlPlane {
         i: usize,
         round: u64,
         doing: &'static str,
-    ) -> Result<Result<ControlMsg, Lost>, RuntimeError> {
+    ) -> Result<Result<ToCoordinator, Lost>, RuntimeError> {
         if self.elastic.is_some() {
             self.expect_elastic(i, round, doing)
         } else {
@@ -258,7 +258,7 @@ impl ControlPlane {
                     grace.as_millis()
                 );
                 tracing::warn!("{reason}; refused the second one");
-                let _ = send_msg(&mut r.link, 0, "refusing", &ControlMsg::Abort { reason });
+                let _ = send_msg(&mut r.link, 0, "refusing", &ToWorker::Abort { reason });
                 false
             } else {
                 true

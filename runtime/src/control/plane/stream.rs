@@ -2,9 +2,10 @@
 //! it before granting rounds (see `docs/streaming.md`).
 
 use super::*;
+use crate::control::protocol::ControlMessage;
 /// What the workers' producers have delivered (streams).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct StreamView {
+pub(crate) struct StreamView {
     /// Rounds below this one can be filled by every worker.
     pub available: u64,
     /// A worker's producers all ended and it cannot fill the round asked about: no more rounds.
@@ -19,7 +20,7 @@ pub struct StreamView {
 /// worker can fill it or the stream has ended (`block = true`).
 #[derive(Message)]
 #[rtype(result = "Result<StreamView, RuntimeError>")]
-pub struct AwaitStream {
+pub(crate) struct AwaitStream {
     /// The round asked about.
     pub round: u64,
     /// Wait for it.

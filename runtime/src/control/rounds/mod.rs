@@ -11,9 +11,9 @@
 //! - what the end writes: the model and, after a stop, a checkpoint (batch); always a final
 //!   checkpoint with the offsets and the stream's figures (stream).
 
-pub mod batch;
+pub(crate) mod batch;
 mod grants;
-pub mod stream;
+pub(crate) mod stream;
 
 use super::coordinator::{Schedule, Server};
 use super::plane::{

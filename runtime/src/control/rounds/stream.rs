@@ -24,11 +24,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 
 /// Rounds between evaluations when `job.eval_every = 0` (a stream has no epochs).
-pub const STREAM_EVAL_EVERY: u64 = 50;
+pub(crate) const STREAM_EVAL_EVERY: u64 = 50;
 
 /// What the coordinator needs to drive a stream.
 #[derive(Debug, Clone)]
-pub struct StreamSchedule {
+pub(crate) struct StreamSchedule {
     /// `[job.data.stream]`.
     pub spec: StreamSpec,
     /// Rows of each producer per round.
@@ -43,7 +43,7 @@ pub struct StreamSchedule {
 impl StreamSchedule {
     /// Per producer, the offset of the next row to train on before `round` (deterministic
     /// order: every round takes the same number of rows from each producer).
-    pub fn offsets(&self, round: u64) -> Option<BTreeMap<u32, u64>> {
+    pub(crate) fn offsets(&self, round: u64) -> Option<BTreeMap<u32, u64>> {
         (self.spec.order == Order::Deterministic).then(|| {
             (0..self.spec.producers)
                 .map(|p| (p, round * self.per_producer))
@@ -75,7 +75,7 @@ impl StreamSchedule {
     }
 
     /// The plan of `round` in a stream.
-    pub fn plan(&self, s: &Schedule, round: u64) -> RoundPlan {
+    pub(crate) fn plan(&self, s: &Schedule, round: u64) -> RoundPlan {
         let every = |n: u64| n > 0 && (round + 1).is_multiple_of(n);
         let eval_every = if s.eval_every > 0 {
             s.eval_every

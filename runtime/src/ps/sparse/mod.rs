@@ -22,7 +22,7 @@
 
 mod store;
 
-pub use store::{add_mod, Tables};
+pub(crate) use store::{add_mod, Tables};
 
 use crate::error::{RuntimeError, TrainingError};
 use crate::manifest::Manifest;
@@ -33,7 +33,7 @@ use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 /// A request from `Compute` to the aggregator's tables side.
-pub enum SparseOp {
+pub(crate) enum SparseOp {
     /// Pull the rows of these ids (per table, ascending) for `round`.
     Pull {
         /// The round (for messages and frame headers).
@@ -72,7 +72,7 @@ impl Message for SparseOp {
 /// Also a run that starts after round 0 (`--resume`, a restart, an elastic epoch): checkpoints
 /// hold the dense part only, so the tables' rows would silently start afresh; and
 /// `[job.elastic]`, which would move rows between shards.
-pub fn for_model(
+pub(crate) fn for_model(
     m: &Manifest,
     model: &mut dyn lockstep_trainer::model::Model,
     (workers, world, rank): (usize, usize, usize),
@@ -91,7 +91,7 @@ pub fn for_model(
 }
 
 /// The tables' side of a worker's aggregator.
-pub struct SparseSide {
+pub(crate) struct SparseSide {
     layout: SparseShards,
     tables: Option<Tables>,
     lr: Option<f32>,
@@ -111,7 +111,7 @@ impl SparseSide {
     /// [`TrainingError`] naming `job.aggregation` for a parameter server without server
     /// nodes (the coordinator does not serve tables), or `embeddings[i].buckets` when a table
     /// has fewer rows than there are shards.
-    pub fn new(
+    pub(crate) fn new(
         m: &Manifest,
         tables: &[TableInfo],
         (workers, world, rank): (usize, usize, usize),
@@ -164,7 +164,7 @@ impl SparseSide {
 
     /// How long `Compute` may wait for a pull: twice the peer timeout and some slack (a dead
     /// peer fails the exchange within one peer timeout).
-    pub fn wait(&self) -> Duration {
+    pub(crate) fn wait(&self) -> Duration {
         self.wait
     }
 
@@ -173,7 +173,11 @@ impl SparseSide {
     ///
     /// # Errors
     /// A failed push (the collective's error, naming the peer and round).
-    pub fn run(&mut self, comm: &mut Communicator, op: SparseOp) -> Result<(), RuntimeError> {
+    pub(crate) fn run(
+        &mut self,
+        comm: &mut Communicator,
+        op: SparseOp,
+    ) -> Result<(), RuntimeError> {
         let before = sent_bytes(comm);
         match op {
             SparseOp::Pull { round, ids, reply } => {
@@ -214,7 +218,7 @@ impl SparseSide {
     ///
     /// # Errors
     /// A failed exchange or dense step.
-    pub fn serve_round(
+    pub(crate) fn serve_round(
         &mut self,
         comm: &mut Communicator,
         plan: &crate::control::protocol::RoundPlan,
@@ -252,7 +256,7 @@ impl SparseSide {
     ///
     /// # Errors
     /// A failed exchange.
-    pub fn serve_digest(&mut self, comm: &mut Communicator) -> Result<(), RuntimeError> {
+    pub(crate) fn serve_digest(&mut self, comm: &mut Communicator) -> Result<(), RuntimeError> {
         self.digest(comm).map(|_| self.log_totals())
     }
 

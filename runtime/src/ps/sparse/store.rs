@@ -11,7 +11,7 @@ use lockstep_trainer::model::embedding::{RowOptimizer, TableInfo, TableShard};
 use sha2::{Digest, Sha256};
 
 /// One rank's shards of every table.
-pub struct Tables {
+pub(crate) struct Tables {
     shards: Vec<TableShard>,
     /// The learning rate of the next apply (set per round).
     pub lr: f32,
@@ -21,7 +21,12 @@ pub struct Tables {
 
 impl Tables {
     /// Empty shards of `tables`, rows initialised from `seed`.
-    pub fn new(tables: &[TableInfo], seed: u64, optimizer: RowOptimizer, decay: f32) -> Self {
+    pub(crate) fn new(
+        tables: &[TableInfo],
+        seed: u64,
+        optimizer: RowOptimizer,
+        decay: f32,
+    ) -> Self {
         let shards = tables
             .iter()
             .enumerate()
@@ -35,17 +40,17 @@ impl Tables {
     }
 
     /// Rows held over all tables.
-    pub fn rows(&self) -> usize {
+    pub(crate) fn rows(&self) -> usize {
         self.shards.iter().map(TableShard::rows).sum()
     }
 
     /// Bytes held by rows and optimizer state over all tables.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.shards.iter().map(TableShard::bytes).sum()
     }
 
     /// The sum of this rank's rows' hashes (see the module docs).
-    pub fn digest(&self) -> [u8; 32] {
+    pub(crate) fn digest(&self) -> [u8; 32] {
         let mut acc = [0u8; 32];
         for (t, s) in self.shards.iter().enumerate() {
             for (id, row) in s.iter() {
@@ -61,7 +66,7 @@ impl Tables {
 }
 
 /// `acc += x` modulo 2^256, both little-endian.
-pub fn add_mod(acc: &mut [u8; 32], x: &[u8; 32]) {
+pub(crate) fn add_mod(acc: &mut [u8; 32], x: &[u8; 32]) {
     let mut carry = 0u16;
     for (a, b) in acc.iter_mut().zip(x) {
         let s = *a as u16 + *b as u16 + carry;

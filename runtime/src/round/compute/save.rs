@@ -66,7 +66,7 @@ impl Handler<SaveModel> for Compute {
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the file.
-pub fn publish_model(
+pub(crate) fn publish_model(
     model: &dyn Model,
     path: &str,
     round: u64,
@@ -82,7 +82,7 @@ pub fn publish_model(
 ///
 /// # Errors
 /// [`RuntimeError::Io`] naming the file.
-pub fn save_model(
+pub(crate) fn save_model(
     model: &dyn Model,
     path: &str,
     round: u64,

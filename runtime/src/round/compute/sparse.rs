@@ -14,11 +14,11 @@ use std::sync::mpsc::{sync_channel, RecvTimeoutError};
 use std::time::Duration;
 
 /// Where table exchanges go (the aggregator) and how long a pull may take.
-pub type SparseLink = (Recipient<SparseOp>, Duration);
+pub(super) type SparseLink = (Recipient<SparseOp>, Duration);
 
 impl Compute {
     /// Exchange embedding tables through `link` (from the aggregator's [`crate::ps::sparse::SparseSide`]).
-    pub fn with_sparse_link(mut self, link: Option<SparseLink>) -> Self {
+    pub(crate) fn with_sparse_link(mut self, link: Option<SparseLink>) -> Self {
         self.sparse_link = link;
         self
     }

@@ -2,12 +2,10 @@
 //! from one member ends a wait on another at once), and an elastic membership change suspends
 //! the survivors, drops the dead and hands out the next mesh at the newest survivor's round.
 
-mod common;
-
+use super::pair;
+use crate::control::plane::{ChangeMembership, Collect, ControlPlane, Elastic, Member};
+use crate::control::protocol::{recv_msg, send_msg, ControlMessage, ToCoordinator, ToWorker};
 use actix::SyncArbiter;
-use common::pair;
-use lockstep_runtime::control::plane::{ChangeMembership, Collect, ControlPlane, Elastic, Member};
-use lockstep_runtime::control::protocol::{recv_msg, send_msg, ControlMsg};
 use lockstep_transport::AnyLink;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,7 +23,7 @@ fn an_abort_from_one_member_ends_the_wait_for_another_at_once() {
     let failing = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         let reason = "data error in round 3".to_string();
-        send_msg(&mut w1, 3, "test", &ControlMsg::Abort { reason }).unwrap();
+        send_msg(&mut w1, 3, "test", &ToCoordinator::Abort { reason }).unwrap();
         w1
     });
     let members = Mutex::new(Some(vec![
@@ -50,7 +48,7 @@ fn an_abort_from_one_member_ends_the_wait_for_another_at_once() {
     let waited = started.elapsed();
     let err = res.expect_err("the collection must end with w1's abort");
     match &err {
-        lockstep_runtime::RuntimeError::Aborted { node, reason } => {
+        crate::RuntimeError::Aborted { node, reason } => {
             assert_eq!(node, "w1");
             assert!(reason.contains("round 3"), "{reason}");
         }
@@ -64,13 +62,13 @@ fn an_abort_from_one_member_ends_the_wait_for_another_at_once() {
 
 /// A survivor: answers `Suspend` with its next round and a data address, then returns the
 /// `Remesh` it gets.
-fn survivor(mut link: AnyLink, next_round: u64) -> std::thread::JoinHandle<(AnyLink, ControlMsg)> {
+fn survivor(mut link: AnyLink, next_round: u64) -> std::thread::JoinHandle<(AnyLink, ToWorker)> {
     std::thread::spawn(move || {
         assert!(matches!(
             recv_msg(&mut link, 0, "test").unwrap(),
-            ControlMsg::Suspend { .. }
+            ToWorker::Suspend { .. }
         ));
-        let answer = ControlMsg::Suspended {
+        let answer = ToCoordinator::Suspended {
             next_round,
             data_addr: format!("127.0.0.1:{}", 9000 + next_round),
         };
@@ -124,7 +122,7 @@ fn a_membership_change_drops_the_dead_and_continues_at_the_newest_survivor() {
     for (s, name) in [(s0, "w0"), (s1, "w1")] {
         let (_link, remesh) = s.join().unwrap();
         match remesh {
-            ControlMsg::Remesh {
+            ToWorker::Remesh {
                 peers,
                 round,
                 source,

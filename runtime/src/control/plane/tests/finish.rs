@@ -1,13 +1,11 @@
 //! `RunFinish` takes nothing but `Finished` from every member: a member that answers anything
 //! else is a protocol error naming it, never skipped (a skipped reply loses a weights hash).
 
-mod common;
-
+use super::pair;
+use crate::control::plane::RunFinish;
+use crate::control::plane::{ControlPlane, Member};
+use crate::control::protocol::{recv_msg, send_msg, ToCoordinator, ToWorker};
 use actix::SyncArbiter;
-use common::pair;
-use lockstep_runtime::control::plane::RunFinish;
-use lockstep_runtime::control::plane::{ControlPlane, Member};
-use lockstep_runtime::control::protocol::{recv_msg, send_msg, ControlMsg};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,9 +16,9 @@ fn an_unexpected_reply_to_finish_is_an_error_naming_the_member() {
     let honest = std::thread::spawn(move || {
         assert!(matches!(
             recv_msg(&mut w0, 9, "test").unwrap(),
-            ControlMsg::Finish
+            ToWorker::Finish
         ));
-        let done = ControlMsg::Finished {
+        let done = ToCoordinator::Finished {
             weights_sha256: "abc".into(),
             solver: None,
         };
@@ -30,10 +28,10 @@ fn an_unexpected_reply_to_finish_is_an_error_naming_the_member() {
     let odd = std::thread::spawn(move || {
         assert!(matches!(
             recv_msg(&mut w1, 9, "test").unwrap(),
-            ControlMsg::Finish
+            ToWorker::Finish
         ));
         // Not `Finished`: the weights hash of this member never comes.
-        send_msg(&mut w1, 9, "test", &ControlMsg::Finish).unwrap();
+        send_msg(&mut w1, 9, "test", &ToWorker::Finish).unwrap();
         w1
     });
     let members = Mutex::new(Some(vec![
@@ -69,7 +67,7 @@ fn a_silent_member_is_named_when_the_finish_wait_runs_out() {
     let silent = std::thread::spawn(move || {
         assert!(matches!(
             recv_msg(&mut w0, 9, "test").unwrap(),
-            ControlMsg::Finish
+            ToWorker::Finish
         ));
         // Stuck: no answer until the test is over (the link stays up).
         let _ = released.recv();
@@ -78,9 +76,9 @@ fn a_silent_member_is_named_when_the_finish_wait_runs_out() {
     let honest = std::thread::spawn(move || {
         assert!(matches!(
             recv_msg(&mut w1, 9, "test").unwrap(),
-            ControlMsg::Finish
+            ToWorker::Finish
         ));
-        let done = ControlMsg::Finished {
+        let done = ToCoordinator::Finished {
             weights_sha256: "abc".into(),
             solver: None,
         };
@@ -106,7 +104,7 @@ fn a_silent_member_is_named_when_the_finish_wait_runs_out() {
     let err = res.expect_err("a silent member was waited for");
     let msg = err.to_string();
     match &err {
-        lockstep_runtime::RuntimeError::EndTimeout { nodes, .. } => {
+        crate::RuntimeError::EndTimeout { nodes, .. } => {
             assert_eq!(nodes, &["w0".to_string()], "{msg}")
         }
         other => panic!("not an end-of-job timeout: {other}"),

@@ -1,4 +1,8 @@
-//! Helpers shared by the control-plane tests.
+//! The control plane over real TCP control links (unit tests: the plane is internal to the
+//! crate).
+
+mod finish;
+mod membership;
 
 use lockstep_transport::handshake::Identity;
 use lockstep_transport::tcp::{self, TcpLink};
@@ -6,7 +10,7 @@ use lockstep_transport::{AnyLink, LinkConfig, Listener};
 use std::time::{Duration, Instant};
 
 /// A control link pair: (coordinator side, member side).
-pub fn pair(member: &str) -> (AnyLink, AnyLink) {
+pub(super) fn pair(member: &str) -> (AnyLink, AnyLink) {
     let l = Listener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let acc = l
