@@ -5,12 +5,13 @@ use crate::cli::{
     InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs, RunArgs, SplitArgs, TlsGenArgs,
 };
 use crate::error::CliError;
+use lockstep_runtime::job::model_tables::StoredTables;
 use lockstep_runtime::job::stored_transform::StoredTransform;
 use lockstep_runtime::job::{self, predict};
 use lockstep_runtime::{LaunchOptions, Manifest, NodeOptions};
 use lockstep_tensor::{read_safetensors, DType};
 use lockstep_trainer::data::{Fitted, Task};
-use lockstep_trainer::model::{build_model, Model};
+use lockstep_trainer::model::Model;
 use std::io::Write;
 use std::path::Path;
 
@@ -231,6 +232,9 @@ pub fn predict(a: &PredictArgs) -> Result<(), CliError> {
         let idx: Vec<usize> = (0..n.min(test.rows)).collect();
         test = split.test.batch(&idx);
     }
+    if let Some(mut tables) = StoredTables::load(&a.model, model.as_mut(), m.job.seed)? {
+        tables.install(model.as_mut(), &test.x, test.rows)?;
+    }
     let pred = model.predict(&test.x, test.rows)?;
     let k = model.out_dim();
     for (i, row) in pred.chunks(k).enumerate().take(20) {
@@ -299,17 +303,15 @@ fn predict_file(
         Task::Multiclass => fitted.label.classes.len(),
         _ => 1,
     };
-    let mut model = build_model(&m.job.model, fitted.features.width(), outputs, m.job.seed)
-        .map_err(|e| CliError::ModelSpec {
-            source: Box::new(e),
-        })?;
+    let mut model = job::build_for_fitted(m, &fitted, outputs)?;
     load_params(model.as_mut(), &a.model)?;
+    let mut tables = StoredTables::load(&a.model, model.as_mut(), m.job.seed)?;
     let job = predict::PredictFile {
         input: input.to_path_buf(),
         output: output.to_path_buf(),
         keep: a.keep.clone(),
     };
-    let done = predict::predict_file(model.as_mut(), &fitted, &job)?;
+    let done = predict::predict_file(model.as_mut(), tables.as_mut(), &fitted, &job)?;
     println!(
         "{} rows predicted, written to {}",
         done.rows,

@@ -80,14 +80,15 @@ fn data_err(e: data::DataError) -> RuntimeError {
     RuntimeError::Data(e)
 }
 
-/// Predict every row of `job.input` with `model` and the training transform `fitted`, writing
-/// `job.output`. See the module docs.
+/// Predict every row of `job.input` with `model` (and its embedding `tables`, if it has any) and
+/// the training transform `fitted`, writing `job.output`. See the module docs.
 ///
 /// # Errors
 /// A [`RuntimeError::Data`] naming the input file and the missing feature column (before any
 /// row is read), model errors, and I/O errors naming the output.
 pub fn predict_file(
     model: &mut dyn Model,
+    mut tables: Option<&mut crate::job::model_tables::StoredTables>,
     fitted: &Fitted,
     job: &PredictFile,
 ) -> Result<Predicted, RuntimeError> {
@@ -151,12 +152,14 @@ pub fn predict_file(
             .features
             .transform(&cols, &idx, &file)
             .map_err(data_err)?;
-        let pred = model
-            .predict(&x, n)
-            .map_err(|source| TrainingError::Predict {
-                file: file.to_string(),
-                source,
-            })?;
+        let predict_err = |source| TrainingError::Predict {
+            file: file.to_string(),
+            source,
+        };
+        if let Some(t) = tables.as_deref_mut() {
+            t.install(model, &x, n).map_err(predict_err)?;
+        }
+        let pred = model.predict(&x, n).map_err(predict_err)?;
         let mut arrays: Vec<ArrayRef> = keep
             .iter()
             .map(|c| batch.column_by_name(c).cloned().expect("checked above"))

@@ -78,6 +78,8 @@ pub(crate) struct Compute {
     transform: Option<Arc<StoredTransform>>,
     /// Embedding tables: where their exchanges go.
     sparse_link: Option<sparse::SparseLink>,
+    /// The model file last written (`Save`): the tables go beside it at the end.
+    saved_model: Option<std::path::PathBuf>,
 }
 
 /// Per producer, the offset of the next row after a round's rows (arrival-order streams).
@@ -124,6 +126,7 @@ impl Compute {
             offsets: None,
             transform: None,
             sparse_link: None,
+            saved_model: None,
         }
     }
 

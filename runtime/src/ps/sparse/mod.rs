@@ -14,7 +14,9 @@
 //! 3. `Compute` sends [`SparseOp::Push`] with the touched rows' gradients; each shard sums a
 //!    row's gradients over the workers in a fixed tree and updates it with the sparse optimizer;
 //! 4. held-out evaluation pulls the test rows the same way; at the end [`SparseOp::Digest`]
-//!    brings every shard's digest to every worker for the final weights hash.
+//!    brings every shard's rows to the first worker (it writes them beside the model, see
+//!    [`crate::job::model_tables`]) and every shard's digest to every worker for the final
+//!    weights hash.
 //!
 //! With `aggregation = "parameter-server"` and nodes with `roles = ["server"]`, the server nodes
 //! are the tables' shards instead (and the dense part goes through the dense parameter server):
@@ -54,12 +56,16 @@ pub(crate) enum SparseOp {
         /// Multiplies the summed gradients (`1 / workers` without micro-batches).
         scale: f32,
     },
-    /// Every shard's digest, combined (see [`Tables::digest`]).
+    /// Every shard's digest, combined (see [`Tables::digest`]), and on the first worker every
+    /// table's rows (ascending ids; empty lists elsewhere).
     Digest {
-        /// Where the combined digest goes.
-        reply: SyncSender<Result<[u8; 32], RuntimeError>>,
+        /// Where the combined digest and the rows go.
+        reply: SyncSender<Result<Finale, RuntimeError>>,
     },
 }
+
+/// The tables at the end of a run: the combined digest, and on the first worker every row.
+pub(crate) type Finale = ([u8; 32], Vec<SparseRows>);
 
 impl Message for SparseOp {
     type Result = ();
@@ -93,6 +99,8 @@ pub(crate) fn for_model(
 /// The tables' side of a worker's aggregator.
 pub(crate) struct SparseSide {
     layout: SparseShards,
+    /// Ranks below this are workers.
+    workers: usize,
     tables: Option<Tables>,
     lr: Option<f32>,
     wait: Duration,
@@ -151,6 +159,7 @@ impl SparseSide {
                 .contains(&rank)
                 .then(|| Tables::new(tables, m.job.seed, optimizer, decay)),
             layout,
+            workers,
             lr: spec.lr,
             wait: Duration::from_millis(m.cluster.peer_timeout_ms) * 2 + Duration::from_secs(10),
             rounds: 0,
@@ -202,7 +211,9 @@ impl SparseSide {
                 self.rounds += 1;
             }
             SparseOp::Digest { reply } => {
-                let digest = self.digest(comm);
+                let digest = self
+                    .export(comm)
+                    .and_then(|rows| Ok((self.digest(comm)?, rows)));
                 self.log_totals(); // before the reply: the node may end right after it
                 let _ = reply.send(digest);
                 return Ok(());
@@ -257,7 +268,24 @@ impl SparseSide {
     /// # Errors
     /// A failed exchange.
     pub(crate) fn serve_digest(&mut self, comm: &mut Communicator) -> Result<(), RuntimeError> {
+        self.export(comm)?;
         self.digest(comm).map(|_| self.log_totals())
+    }
+
+    /// Every table's rows at the first worker (rank 0): the shards' held ids gathered there,
+    /// then pulled like a batch's. Every rank calls it; the rows are empty except on rank 0.
+    fn export(&mut self, comm: &mut Communicator) -> Result<Vec<SparseRows>, RuntimeError> {
+        let held = self.tables.as_ref().map(Tables::held_ids);
+        let ids = self.layout.gather_ids(comm, held, 0)?;
+        let tables = self.layout.tables();
+        let ids = match comm.rank() {
+            r if r >= self.workers => Vec::new(), // a server: serves, asks nothing
+            0 => ids,
+            _ => vec![Vec::new(); tables],
+        };
+        let store = self.tables.as_mut().map(|t| t as &mut dyn RowStore);
+        let rows = self.layout.pull(comm, &ids, store)?;
+        Ok(if comm.rank() == 0 { rows } else { Vec::new() })
     }
 
     fn digest(&mut self, comm: &mut Communicator) -> Result<[u8; 32], RuntimeError> {

@@ -49,6 +49,11 @@ impl Tables {
         self.shards.iter().map(TableShard::bytes).sum()
     }
 
+    /// Per table, the held row ids, ascending.
+    pub(crate) fn held_ids(&self) -> Vec<Vec<u64>> {
+        self.shards.iter().map(TableShard::ids).collect()
+    }
+
     /// The sum of this rank's rows' hashes (see the module docs).
     pub(crate) fn digest(&self) -> [u8; 32] {
         let mut acc = [0u8; 32];

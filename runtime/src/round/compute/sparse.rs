@@ -107,7 +107,8 @@ impl Compute {
     }
 
     /// The final weights hash: the dense parameters, then (with tables) the combined digest of
-    /// every shard's rows.
+    /// every shard's rows. The first worker also writes every table's rows beside the model it
+    /// saved (`model.tables.safetensors`).
     ///
     /// # Errors
     /// A failed exchange or no answer within the wait.
@@ -118,10 +119,15 @@ impl Compute {
         let (to, wait) = self.link(self.next_round)?.clone();
         let (reply, rx) = sync_channel(1);
         deliver(&to, SparseOp::Digest { reply }, "a table digest request")?;
-        let digest = rx.recv_timeout(wait).map_err(|_| RuntimeError::Timeout {
+        let (digest, rows) = rx.recv_timeout(wait).map_err(|_| RuntimeError::Timeout {
             doing: "gathering the embedding tables' digest".into(),
             ms: wait.as_millis() as u64,
         })??;
+        if let (Some(path), Some(model)) = (&self.saved_model, self.model.sparse()) {
+            if !rows.is_empty() {
+                crate::job::model_tables::write(path, model.tables(), &rows)?;
+            }
+        }
         let mut h = Sha256::new();
         self.model
             .params()

@@ -136,6 +136,24 @@ impl TableShard {
         }
     }
 
+    /// Set row `id` to `values` (a stored model's row), creating it if new.
+    ///
+    /// # Panics
+    /// If `values` is not `width` long (the reader checks shapes first).
+    pub fn load_row(&mut self, id: u64, values: &[f32]) {
+        let w = self.info.width;
+        assert_eq!(values.len(), w, "a stored row of the wrong width");
+        let s = self.slot(id);
+        self.values[s * w..(s + 1) * w].copy_from_slice(values);
+    }
+
+    /// The held row ids, ascending.
+    pub fn ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.index.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Every held row: `(id, values)`, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &[f32])> + '_ {
         let w = self.info.width;
