@@ -7,7 +7,7 @@ use crate::cli::{
 use crate::error::CliError;
 use lockstep_runtime::job::model_tables::StoredTables;
 use lockstep_runtime::job::stored_transform::StoredTransform;
-use lockstep_runtime::job::{self, predict};
+use lockstep_runtime::job::{self, predict, top_k};
 use lockstep_runtime::{LaunchOptions, Manifest, NodeOptions};
 use lockstep_tensor::{read_safetensors, DType};
 use lockstep_trainer::data::{Fitted, Task};
@@ -223,6 +223,12 @@ pub fn predict(a: &PredictArgs) -> Result<(), CliError> {
     if let (Some(input), Some(output)) = (&a.input, &a.output) {
         return predict_file(a, &m, input, output);
     }
+    if let (Some(k), Some(users), Some(output)) = (a.top_k, &a.users, &a.output) {
+        return predict_top_k(a, &m, k, users, output);
+    }
+    if a.output.is_some() {
+        return Err(CliError::OutputWithout);
+    }
     let stored = model_transform(&a.model)?;
     let split = job::load_split_with(&m, stored.as_ref())?;
     let mut model = job::build(&m, &split)?;
@@ -321,6 +327,45 @@ fn predict_file(
         let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         println!("metrics against the label column: {}", shown.join(", "));
     }
+    Ok(())
+}
+
+/// `lockstep predict --top-k K --users FILE --output OUT.parquet`: the training split (read with
+/// the model's transform) gives the candidates and what each user rated.
+fn predict_top_k(
+    a: &PredictArgs,
+    m: &Manifest,
+    k: usize,
+    users: &Path,
+    output: &Path,
+) -> Result<(), CliError> {
+    let stored = model_transform(&a.model)?;
+    let split = job::load_split_with(m, stored.as_ref())?;
+    let mut model = job::build(m, &split)?;
+    load_params(model.as_mut(), &a.model)?;
+    let Some(mut tables) = StoredTables::load(&a.model, model.as_mut(), m.job.seed)? else {
+        return Err(
+            lockstep_runtime::RuntimeError::from(top_k::TopKError::NotUserItem {
+                features: split.feature_names.clone(),
+                tables: Vec::new(),
+            })
+            .into(),
+        );
+    };
+    let job = top_k::TopK {
+        k,
+        users: users.to_path_buf(),
+        output: output.to_path_buf(),
+    };
+    let train = split.train.all();
+    let rows = top_k::top_k(
+        model.as_mut(),
+        &mut tables,
+        &split.feature_names,
+        &train,
+        &job,
+    )?;
+    println!("{rows} recommendations written to {}", output.display());
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod predict;
 mod predict_classic;
 pub mod split_export;
 pub mod stored_transform;
+pub mod top_k;
 
 use crate::control::protocol::ModelSignature;
 use crate::error::{RuntimeError, TrainingError};
