@@ -76,6 +76,27 @@ pub struct Predicted {
     pub metrics: Option<BTreeMap<String, f64>>,
 }
 
+/// The input columns copied to the output: `--keep`, else `id` and the label when present.
+fn kept_columns(
+    job: &PredictFile,
+    schema: &Schema,
+    file: &str,
+    label: &str,
+) -> Result<Vec<String>, RuntimeError> {
+    let keep: Vec<String> = match &job.keep {
+        Some(k) => k.clone(),
+        None => ["id", "ID", "Id", label]
+            .iter()
+            .filter(|c| schema.field_with_name(c).is_ok())
+            .map(|c| c.to_string())
+            .collect(),
+    };
+    for c in &keep {
+        data::column_kind(schema, file, c).map_err(data_err)?;
+    }
+    Ok(keep)
+}
+
 fn data_err(e: data::DataError) -> RuntimeError {
     RuntimeError::Data(e)
 }
@@ -98,17 +119,7 @@ pub fn predict_file(
     let schema = src.schema();
     let kinds = feature_kinds(fitted, &schema, &file)?;
     let has_label = schema.field_with_name(&label).is_ok();
-    let keep = match &job.keep {
-        Some(k) => k.clone(),
-        None => ["id", "ID", "Id", label.as_str()]
-            .iter()
-            .filter(|c| schema.field_with_name(c).is_ok())
-            .map(|c| c.to_string())
-            .collect(),
-    };
-    for c in &keep {
-        data::column_kind(&schema, &file, c).map_err(data_err)?;
-    }
+    let keep = kept_columns(job, &schema, &file, &label)?;
     let (task, classes) = (fitted.label.task, fitted.label.classes.clone());
     let mut out_fields: Vec<Field> = keep
         .iter()

@@ -304,6 +304,7 @@ impl Compute {
         }
         let kept = sink.into_kept();
         self.sparse_push(round, plan.lr)?;
+        self.sparse_checkpoint(round, plan.checkpoint.as_ref())?;
         board.set(Thread::Compute, Doing::AwaitAggregate, round, 0);
         self.running = Some(Running {
             plan,

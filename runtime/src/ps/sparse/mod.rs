@@ -22,7 +22,10 @@
 //! are the tables' shards instead (and the dense part goes through the dense parameter server):
 //! each server runs [`SparseSide::serve_round`] around its dense step.
 
+mod parts;
 mod store;
+
+pub(crate) use parts::{has_parts as has_table_parts, list as table_parts};
 
 pub(crate) use store::{add_mod, Tables};
 
@@ -56,6 +59,14 @@ pub(crate) enum SparseOp {
         /// Multiplies the summed gradients (`1 / workers` without micro-batches).
         scale: f32,
     },
+    /// Write this rank's part of the tables into checkpoint `dir` (after the round's push; a
+    /// rank that is no shard writes nothing).
+    Checkpoint {
+        /// The checkpoint round.
+        round: u64,
+        /// The checkpoint directory.
+        dir: std::path::PathBuf,
+    },
     /// Every shard's digest, combined (see [`Tables::digest`]), and on the first worker every
     /// table's rows (ascending ids; empty lists elsewhere).
     Digest {
@@ -73,16 +84,19 @@ impl Message for SparseOp {
 
 /// The tables' side for `model` on a worker of `workers`; `None` for a model without tables.
 ///
+/// With `resume` (a checkpoint directory), each shard takes the rows it owns from the
+/// checkpoint's table parts (see `parts.rs`), whatever the number of shards that wrote them.
+///
 /// # Errors
-/// As [`SparseSide::new`].
-/// Also a run that starts after round 0 (`--resume`, a restart, an elastic epoch): checkpoints
-/// hold the dense part only, so the tables' rows would silently start afresh; and
-/// `[job.elastic]`, which would move rows between shards.
+/// As [`SparseSide::new`]; the checkpoint's parts missing or not fitting. Also a run that
+/// starts after round 0 without a checkpoint (an elastic epoch), `[job.elastic]` (which would
+/// move rows between shards) and checkpoints on object storage (every shard writes its part
+/// into the checkpoint directory).
 pub(crate) fn for_model(
     m: &Manifest,
     model: &mut dyn lockstep_trainer::model::Model,
     (workers, world, rank): (usize, usize, usize),
-    first_round: u64,
+    (first_round, resume): (u64, Option<&std::path::Path>),
 ) -> Result<Option<SparseSide>, RuntimeError> {
     let Some(s) = model.sparse() else {
         return Ok(None);
@@ -90,10 +104,17 @@ pub(crate) fn for_model(
     if m.elastic().is_some() {
         return Err(TrainingError::TablesNotElastic.into());
     }
-    if first_round > 0 {
+    if let Some(dir) = m.job.checkpoint.remote() {
+        return Err(TrainingError::TablesRemoteCheckpoint { dir }.into());
+    }
+    if first_round > 0 && resume.is_none() {
         return Err(TrainingError::TablesNotResumable { round: first_round }.into());
     }
-    SparseSide::new(m, s.tables(), (workers, world, rank)).map(Some)
+    let mut side = SparseSide::new(m, s.tables(), (workers, world, rank))?;
+    if let Some(dir) = resume {
+        side.restore(dir, rank)?;
+    }
+    Ok(Some(side))
 }
 
 /// The tables' side of a worker's aggregator.
@@ -210,6 +231,11 @@ impl SparseSide {
                 self.layout.push(comm, &grads, scale, store)?;
                 self.rounds += 1;
             }
+            SparseOp::Checkpoint { round, dir } => {
+                comm.set_round(round);
+                self.write_part(&dir, comm.rank())?;
+                return Ok(());
+            }
             SparseOp::Digest { reply } => {
                 let digest = self
                     .export(comm)
@@ -251,6 +277,10 @@ impl SparseSide {
             scale: self.server_scale,
         };
         self.run(comm, push)?;
+        if let Some(c) = &plan.checkpoint {
+            let dir = crate::checkpoint::dir_for(std::path::Path::new(&c.root), round + 1);
+            self.write_part(&dir, comm.rank())?;
+        }
         if plan.evaluate {
             let (reply, _rx) = std::sync::mpsc::sync_channel(1);
             let pull = SparseOp::Pull {
@@ -260,6 +290,36 @@ impl SparseSide {
             };
             self.run(comm, pull)?;
         }
+        Ok(())
+    }
+
+    /// Write this rank's part of the tables into checkpoint `dir`, if it is a shard.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Io`] naming the file.
+    pub(crate) fn write_part(
+        &self,
+        dir: &std::path::Path,
+        rank: usize,
+    ) -> Result<(), RuntimeError> {
+        let shards = self.layout.shards();
+        match (self.tables.as_ref(), shards.iter().position(|&r| r == rank)) {
+            (Some(t), Some(k)) => parts::write(dir, k, shards.len(), t),
+            _ => Ok(()),
+        }
+    }
+
+    /// Take the rows this rank owns from checkpoint `dir`'s table parts.
+    fn restore(&mut self, dir: &std::path::Path, rank: usize) -> Result<(), RuntimeError> {
+        let layout = &self.layout;
+        let (Some(t), Some(k)) = (
+            self.tables.as_mut(),
+            layout.shards().iter().position(|&r| r == rank),
+        ) else {
+            return Ok(());
+        };
+        let kept = parts::restore(dir, t, |id| layout.owner(id) == k)?;
+        tracing::info!(rows = kept, "embedding rows taken from {}", dir.display());
         Ok(())
     }
 

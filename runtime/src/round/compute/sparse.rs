@@ -92,6 +92,28 @@ impl Compute {
         deliver(to, op, "a table push")
     }
 
+    /// After the push of a checkpoint round: every shard writes its part of the tables into the
+    /// checkpoint's directory (the aggregator's mailbox orders it after the push).
+    ///
+    /// # Errors
+    /// The aggregator is gone.
+    pub(super) fn sparse_checkpoint(
+        &mut self,
+        round: u64,
+        plan: Option<&crate::control::protocol::CheckpointPlan>,
+    ) -> Result<(), RuntimeError> {
+        let (Some(plan), Some(_)) = (plan, self.model.sparse()) else {
+            return Ok(());
+        };
+        let dir = crate::checkpoint::dir_for(std::path::Path::new(&plan.root), round + 1);
+        let (to, _) = self.link(round)?;
+        deliver(
+            to,
+            SparseOp::Checkpoint { round, dir },
+            "a table checkpoint",
+        )
+    }
+
     /// Before held-out evaluation: pull every row the held-out set looks up.
     ///
     /// # Errors

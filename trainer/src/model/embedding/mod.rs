@@ -30,7 +30,7 @@ pub use ids::{IdColumn, ID_LIMIT};
 pub use model::EmbeddingModel;
 pub use optim::RowOptimizer;
 pub use spec::{EmbeddingSpec, TableOptimizerKind, TableOptimizerSpec};
-pub use table::{mix64, TableInfo, TableShard};
+pub use table::{mix64, ShardRows, TableInfo, TableShard};
 
 use crate::model::ModelError;
 use lockstep_tensor::SparseRows;
