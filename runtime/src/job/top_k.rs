@@ -69,6 +69,14 @@ pub enum TopKError {
         /// The value.
         value: f64,
     },
+    /// A user column of text (top-k ranks integer ids).
+    #[error("{file}: column {column:?} holds text; --top-k ranks integer id columns")]
+    TextIds {
+        /// The users file.
+        file: String,
+        /// The user column.
+        column: String,
+    },
     /// `--top-k 0`.
     #[error("K must be at least 1")]
     ZeroK,
@@ -170,11 +178,9 @@ fn read_users(job: &TopK, column: &str) -> Result<Vec<u64>, RuntimeError> {
         let raw = data::extract(std::slice::from_ref(&batch), &file, column, kind)
             .map_err(RuntimeError::Data)?;
         let RawColumn::Num(values) = raw else {
-            return Err(TopKError::BadUser {
+            return Err(TopKError::TextIds {
                 file,
                 column: column.into(),
-                row,
-                value: f64::NAN,
             }
             .into());
         };

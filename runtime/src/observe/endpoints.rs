@@ -59,7 +59,7 @@ fn lock(run_dir: &Path) -> Result<Locked, RuntimeError> {
 /// # Errors
 /// [`RuntimeError::Io`] naming the file (unwritable directory, or an existing file that is not
 /// a JSON object).
-pub(crate) fn merge(run_dir: &Path, key: &str, value: &str) -> Result<(), RuntimeError> {
+pub fn merge(run_dir: &Path, key: &str, value: &str) -> Result<(), RuntimeError> {
     std::fs::create_dir_all(run_dir).map_err(|e| RuntimeError::io("create", run_dir, e))?;
     let _guard = lock(run_dir)?;
     let file = path(run_dir);
