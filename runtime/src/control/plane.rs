@@ -67,6 +67,9 @@ pub(crate) struct Elastic {
     /// (a restarted process can register before its predecessor's death is detected) before it
     /// is refused as a duplicate: the peer timeout.
     pub duplicate_grace: Duration,
+    /// Models with embedding tables: the checkpoint root a membership change rolls back to
+    /// (a dead worker's table rows exist nowhere else); `None`: continue from the newest survivor.
+    pub rollback: Option<std::path::PathBuf>,
 }
 
 /// The control-plane actor.

@@ -116,12 +116,6 @@ pub enum TrainingError {
         /// The round.
         round: u64,
     },
-    /// Embedding tables with `[job.elastic]`.
-    #[error(
-        "job.elastic: embedding tables do not move between workers yet; train them without \
-         elastic membership"
-    )]
-    TablesNotElastic,
     /// Embedding tables in a run that starts after round 0 without a checkpoint to take the
     /// rows from.
     #[error(

@@ -73,6 +73,11 @@ pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError
     Ok(model)
 }
 
+/// Whether the manifest's model has embedding tables (`kind = "mf"` or `"wide_deep"`).
+pub(crate) fn has_tables(m: &Manifest) -> bool {
+    matches!(m.job.model.kind, ModelKind::Mf | ModelKind::WideDeep)
+}
+
 /// Build the manifest's model for data transformed by `fitted` with `outputs` outputs (no
 /// training rows at hand: `lockstep predict --input`), initialised from the job seed; the
 /// caller loads the trained parameters into it.

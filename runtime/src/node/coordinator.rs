@@ -314,6 +314,8 @@ fn drive(
     let traces = schedule.observer.traces();
     let elastic = m.elastic();
     let duplicate_grace = Duration::from_millis(m.cluster.peer_timeout_ms);
+    let rollback =
+        crate::job::has_tables(m).then(|| m.job.checkpoint.local_root(&ctx.opts.run_dir));
     crate::node::stop::arm();
     let sys = actix::System::new();
     let (tx, rx) = sync_channel(1);
@@ -326,6 +328,7 @@ fn drive(
                 joiners,
                 mesh: job_id,
                 duplicate_grace,
+                rollback,
             });
         }
         let control = SyncArbiter::start(1, once(plane));

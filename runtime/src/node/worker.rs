@@ -100,6 +100,7 @@ fn first_epoch(
                 round: first_round,
                 source: None,
                 resume,
+                rollback: false,
             };
             Ok((epoch, offsets))
         }
@@ -108,14 +109,17 @@ fn first_epoch(
             mesh,
             round,
             source,
+            checkpoint,
+            rollback,
         } => {
             tracing::info!(node = %me, "joining a running job at round {round}");
             let epoch = Epoch {
                 peers,
                 mesh,
                 round,
-                source: Some(source),
-                resume: None,
+                source: (!rollback).then_some(source),
+                resume: checkpoint,
+                rollback,
             };
             Ok((epoch, None))
         }
@@ -129,7 +133,7 @@ fn first_epoch(
 
 /// Take the parameters and optimizer state of the checkpoint in `dir` (checking it was made
 /// with the data transform this node fitted); its stream offsets.
-fn resume_from(
+pub(super) fn resume_from(
     dir: &str,
     me: &str,
     first_round: u64,
@@ -162,8 +166,12 @@ pub(super) struct Epoch {
     pub(super) mesh: u64,
     pub(super) round: u64,
     pub(super) source: Option<usize>,
-    /// The checkpoint directory the first membership resumes from (`Start`).
+    /// The checkpoint directory this membership starts from (`Start` with `--resume`, or a
+    /// rollback).
     pub(super) resume: Option<String>,
+    /// Embedding tables: every member rolls back to `resume` (or, without it, to the initial
+    /// state) instead of taking a source's state.
+    pub(super) rollback: bool,
 }
 
 /// How a membership ended.
@@ -286,13 +294,16 @@ fn wait_remesh(
                 mesh,
                 round,
                 source,
+                checkpoint,
+                rollback,
             } => {
                 return Ok(Epoch {
                     peers,
                     mesh,
                     round,
-                    source: Some(source),
-                    resume: None,
+                    source: (!rollback).then_some(source),
+                    resume: checkpoint,
+                    rollback,
                 })
             }
             ToWorker::Suspend { .. } => {

@@ -201,6 +201,9 @@ fn take_state(
     next_round: u64,
 ) -> Result<(u64, DataCursor), Early> {
     let plan = job::plan(&ctx.manifest, split.train_rows());
+    if epoch.rollback {
+        roll_back(ctx, split, epoch, state)?;
+    }
     let Some(source) = epoch.source else {
         return Ok((epoch.round, plan.cursor_at(epoch.round)));
     };
@@ -217,6 +220,30 @@ fn take_state(
     let (me, rank, world) = (&ctx.name, mesh.rank, mesh.workers);
     tracing::info!(node = %me, rank, world, "state of round {} taken from rank {source}", s.next_round);
     Ok((s.next_round, s.cursor))
+}
+
+/// Embedding tables: every member takes the state of the checkpoint `epoch.resume` (its tables
+/// follow in `for_model`), or the initial state without one; nobody's state in memory.
+fn roll_back(
+    ctx: &NodeContext,
+    split: &Split,
+    epoch: &Epoch,
+    state: &mut Trained,
+) -> Result<(), RuntimeError> {
+    let m = &ctx.manifest;
+    let fresh = (ctx.model_factory)(m, split)?;
+    let me = &ctx.name;
+    match &epoch.resume {
+        Some(dir) => {
+            super::worker::resume_from(dir, me, epoch.round, fresh.as_ref(), split, state)?;
+        }
+        None => {
+            state.params.copy_from_slice(fresh.params());
+            state.optimizer = job::optimizer(&m.job.optimizer, fresh.as_ref())?;
+            tracing::info!(node = %me, "rolled back to the initial state");
+        }
+    }
+    Ok(())
 }
 
 /// A fresh model with the worker's parameters, and how its gradients are aggregated.

@@ -285,7 +285,7 @@ impl Handler<crate::ps::sparse::SparseOp> for Aggregator {
             return self.reporter.fail(round, e);
         };
         if let Err(e) = side.run(&mut self.comm, op) {
-            self.reporter.fail(self.comm.round(), e);
+            self.reporter.failed_or_lost(self.comm.round(), e);
         }
     }
 }

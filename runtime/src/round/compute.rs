@@ -165,7 +165,7 @@ impl Compute {
 
     fn fail(&mut self, e: RuntimeError) {
         self.stopped = true;
-        self.reporter.fail(self.next_round, e);
+        self.reporter.failed_or_lost(self.next_round, e);
     }
 
     /// Ask the loader for the shard of `round` unless it is asked for or here already.

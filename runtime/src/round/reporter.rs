@@ -93,6 +93,24 @@ impl Reporter {
         let _ = self.send(round, &msg);
     }
 
+    /// `e` ended this worker's round: with elastic membership a collective that failed naming
+    /// a peer is that peer lost ([`Reporter::lost`]), anything else this worker's failure
+    /// ([`Reporter::fail`]).
+    pub(crate) fn failed_or_lost(&self, round: u64, e: RuntimeError) {
+        let RuntimeError::Collective(c) = &e else {
+            return self.fail(round, e);
+        };
+        if !self.is_elastic() {
+            return self.fail(round, e);
+        }
+        let names = self.traffic.as_ref().map(|(_, n)| n.clone());
+        let node = c
+            .failed_rank()
+            .and_then(|r| names.as_ref().and_then(|n| n.get(r).cloned()))
+            .unwrap_or_default();
+        self.lost(round, &node, &e);
+    }
+
     /// Nothing more goes out through this reporter (the worker suspended).
     pub(crate) fn silence(&self) {
         self.silenced.store(true, Ordering::SeqCst);

@@ -73,8 +73,10 @@ impl ControlPlane {
             }
             .into());
         }
-        let round = survivors.iter().map(|s| s.1).max().unwrap_or(0);
-        let source = survivors.iter().position(|s| s.1 == round).unwrap_or(0);
+        let newest = survivors.iter().map(|s| s.1).max().unwrap_or(0);
+        let source = survivors.iter().position(|s| s.1 == newest).unwrap_or(0);
+        let back = self.rollback_point();
+        let round = back.as_ref().map_or(newest, |(r, _)| *r);
         let mut joined = Vec::new();
         let mut peers: Vec<(String, String)> = survivors
             .iter()
@@ -103,12 +105,18 @@ impl ControlPlane {
             mesh,
             round,
             source,
+            checkpoint: back.as_ref().and_then(|(_, d)| d.clone()),
+            rollback: back.is_some(),
         };
         for m in &members {
             // A member lost now makes the new mesh fail; its survivors report and we go again.
             let _ = m.send(round, "sending the new membership", &remesh);
         }
-        let source_name = peers[source].0.clone();
+        let source_name = match &back {
+            Some((_, Some(dir))) => format!("the checkpoint {dir}"),
+            Some((_, None)) => "the initial state (no checkpoint yet)".to_string(),
+            None => peers[source].0.clone(),
+        };
         self.members = members;
         self.workers = self.members.len();
         if let Some(e) = &mut self.elastic {
@@ -120,6 +128,16 @@ impl ControlPlane {
             dead,
             joined,
             source: source_name,
+        })
+    }
+
+    /// With a rollback root (embedding tables): the newest complete checkpoint's round and
+    /// directory, or round 0 and none.
+    fn rollback_point(&self) -> Option<(u64, Option<String>)> {
+        let root = self.elastic.as_ref()?.rollback.as_ref()?;
+        Some(match crate::checkpoint::find_latest(root) {
+            Some((dir, meta)) => (meta.round, Some(dir.display().to_string())),
+            None => (0, None),
         })
     }
 

@@ -64,6 +64,14 @@ pub(crate) enum ToWorker {
         round: u64,
         /// The rank whose state everyone takes.
         source: usize,
+        /// Models with embedding tables: everyone rolls back to this checkpoint directory
+        /// (dense state and table parts) instead of taking `source`'s state; with
+        /// `rollback` and no checkpoint, to the initial state (round 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<String>,
+        /// Roll back (see `checkpoint`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rollback: bool,
     },
     /// Hang diagnosis: what is every thread of this node doing? Answer `Doing` at once.
     Probe,

@@ -89,9 +89,9 @@ impl Message for SparseOp {
 ///
 /// # Errors
 /// As [`SparseSide::new`]; the checkpoint's parts missing or not fitting. Also a run that
-/// starts after round 0 without a checkpoint (an elastic epoch), `[job.elastic]` (which would
-/// move rows between shards) and checkpoints on object storage (every shard writes its part
-/// into the checkpoint directory).
+/// starts after round 0 without a checkpoint (with `[job.elastic]` a membership change rolls
+/// every member back to the newest checkpoint instead, see `control/plane/membership.rs`) and
+/// checkpoints on object storage (every shard writes its part into the checkpoint directory).
 pub(crate) fn for_model(
     m: &Manifest,
     model: &mut dyn lockstep_trainer::model::Model,
@@ -101,9 +101,6 @@ pub(crate) fn for_model(
     let Some(s) = model.sparse() else {
         return Ok(None);
     };
-    if m.elastic().is_some() {
-        return Err(TrainingError::TablesNotElastic.into());
-    }
     if let Some(dir) = m.job.checkpoint.remote() {
         return Err(TrainingError::TablesRemoteCheckpoint { dir }.into());
     }
