@@ -104,6 +104,7 @@ fn a_membership_change_drops_the_dead_and_continues_at_the_newest_survivor() {
                 joiners,
                 mesh: 1,
                 duplicate_grace: Duration::from_secs(10),
+                rollback: None,
             })
         });
         plane
