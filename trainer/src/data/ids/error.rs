@@ -16,7 +16,7 @@ pub enum IdProblem {
         value: String,
     },
     /// A multi-valued cell with more values than the column has slots.
-    #[error("{values} values, more than the column's {slots} slots (the most values of a training cell); set max_values in its [[job.model.embeddings]] table")]
+    #[error("{values} values, more than the column's {slots} slots (the most values of a cell when the transform was fitted); set max_values in its [[job.model.embeddings]] table")]
     TooMany {
         /// Values in the cell.
         values: usize,

@@ -11,7 +11,8 @@
 //!   finaliser), which the model hashes into `buckets` rows like any integer id.
 //! - **Slots.** A single-valued column is one feature named as the column. A multi-valued column
 //!   (`pooling` set) is `slots` features `col[0]`, `col[1]`, ...: a cell's ids in order, then
-//!   [`ID_PAD`] (-1). `slots` is `max_values` or the most values of a training cell. Values are
+//!   [`ID_PAD`] (-1). `slots` is `max_values`, or the most values of a cell among the rows read
+//!   when fitting (a file's training and held-out rows, a streamed dataset's sample). Values are
 //!   split at the separator (default `|`); empty values are dropped, so an empty cell has no ids.
 //! - **Nulls** are an error naming the column and row, whatever `missing` says.
 //!
@@ -45,7 +46,7 @@ pub struct IdSpec {
     pub separator: Option<String>,
     /// `buckets` set: string ids are hashed, no vocabulary is kept.
     pub hashed: bool,
-    /// Multi-valued: slots per row (default: the most values of a training cell).
+    /// Multi-valued: slots per row (default: the most values of a cell read when fitting).
     pub max_values: Option<usize>,
 }
 
@@ -74,7 +75,8 @@ pub struct IdPlan {
 }
 
 impl IdPlan {
-    /// Fits the plan of `spec`'s column from its `train` rows of `v`.
+    /// Fits the plan of `spec`'s column from its `train` rows of `v` (the slots from every row of
+    /// `v`, see the module docs).
     ///
     /// # Errors
     /// [`DataError::Id`]: a null cell, a vocabulary too large.
@@ -86,14 +88,11 @@ impl IdPlan {
     ) -> Result<Self, DataError> {
         let sep = spec.separator.as_deref();
         let mut tokens: Vec<&str> = Vec::new();
-        let mut most = 1;
         for &r in train {
             let cell = v[r]
                 .as_deref()
                 .ok_or_else(|| id_error(file, &spec.column, Some(r), IdProblem::Null))?;
-            let before = tokens.len();
             tokens.extend(values::split(cell, sep));
-            most = most.max(tokens.len() - before);
         }
         let values = if tokens.iter().all(|t| parse_integer(t).is_some()) && !tokens.is_empty() {
             IdValues::Integer
@@ -114,8 +113,18 @@ impl IdPlan {
             }
             IdValues::Vocabulary(vocab)
         };
+        // A layout, not a statistic: sized by every row read (held-out rows too), so that the
+        // held-out rows of the same file always fit.
+        let most = || {
+            let cells = v.iter().flatten();
+            cells
+                .map(|c| values::split(c, sep).count())
+                .max()
+                .unwrap_or(1)
+                .max(1)
+        };
         let slots = match sep {
-            Some(_) => spec.max_values.unwrap_or(most),
+            Some(_) => spec.max_values.unwrap_or_else(most),
             None => 1,
         };
         Ok(IdPlan {
@@ -157,8 +166,7 @@ impl IdPlan {
             let cell = v[r].as_deref().ok_or_else(|| err(IdProblem::Null))?;
             let out = &mut x[i * width + offset..][..self.slots];
             out.fill(ID_PAD);
-            let mut n = 0;
-            for token in values::split(cell, sep) {
+            for (n, token) in values::split(cell, sep).enumerate() {
                 if n == self.slots {
                     let values = values::split(cell, sep).count();
                     return Err(err(IdProblem::TooMany {
@@ -167,7 +175,6 @@ impl IdPlan {
                     }));
                 }
                 out[n] = self.id(token).map_err(err)? as f32;
-                n += 1;
             }
         }
         Ok(())

@@ -13,7 +13,7 @@
 //! dim = 32
 //! pooling = "mean"            # sum | mean: one vector (and bias) per row
 //! separator = "|"             # default "|"
-//! max_values = 10             # optional: slots per row (default: the most in a training cell)
+//! max_values = 10             # optional: slots per row (default: the most in a cell when fitted)
 //! [job.model.table_optimizer]
 //! kind = "adagrad"            # sgd | adagrad | adam (lazy, per row)
 //! lr = 0.05                   # default: the job's learning rate
@@ -44,7 +44,8 @@ pub struct EmbeddingSpec {
     /// Multi-valued: the separator of the values (default `|`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub separator: Option<String>,
-    /// Multi-valued: values per row at most (default: the most values of a training cell).
+    /// Multi-valued: values per row at most (default: the most values of a cell among the rows
+    /// read when the transform is fitted, held-out rows included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_values: Option<usize>,
 }
