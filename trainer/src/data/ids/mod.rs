@@ -13,8 +13,10 @@
 //!   (`pooling` set) is `slots` features `col[0]`, `col[1]`, ...: a cell's ids in order, then
 //!   [`ID_PAD`] (-1). `slots` is `max_values`, or the most values of a cell among the rows read
 //!   when fitting (a file's training and held-out rows, a streamed dataset's sample). Values are
-//!   split at the separator (default `|`); empty values are dropped, so an empty cell has no ids.
-//! - **Nulls** are an error naming the column and row, whatever `missing` says.
+//!   split at the separator (default `|`); empty values are dropped, so an empty cell has no ids,
+//!   and so has a null cell (CSV has no empty string apart from a null).
+//! - **Nulls** of a single-valued column are an error naming the column and row, whatever
+//!   `missing` says.
 //!
 //! The plan ([`IdPlan`]) is part of the fitted transform, so held-out rows, streams, resumed runs
 //! and `lockstep predict` map strings identically, and it is hashed into the registration
@@ -89,9 +91,10 @@ impl IdPlan {
         let sep = spec.separator.as_deref();
         let mut tokens: Vec<&str> = Vec::new();
         for &r in train {
-            let cell = v[r]
-                .as_deref()
-                .ok_or_else(|| id_error(file, &spec.column, Some(r), IdProblem::Null))?;
+            let at = |p| id_error(file, &spec.column, Some(r), p);
+            let Some(cell) = cell(v, r, sep).map_err(at)? else {
+                continue;
+            };
             tokens.extend(values::split(cell, sep));
         }
         let values = if tokens.iter().all(|t| parse_integer(t).is_some()) && !tokens.is_empty() {
@@ -163,9 +166,11 @@ impl IdPlan {
         let sep = self.separator.as_deref();
         for (i, &r) in rows.iter().enumerate() {
             let err = |problem| id_error(file, &self.name, Some(r), problem);
-            let cell = v[r].as_deref().ok_or_else(|| err(IdProblem::Null))?;
             let out = &mut x[i * width + offset..][..self.slots];
             out.fill(ID_PAD);
+            let Some(cell) = cell(v, r, sep).map_err(err)? else {
+                continue;
+            };
             for (n, token) in values::split(cell, sep).enumerate() {
                 if n == self.slots {
                     let values = values::split(cell, sep).count();
@@ -191,6 +196,20 @@ impl IdPlan {
                 .map_or(0, |p| p as u64 + 1)),
             IdValues::Hashed => Ok(hash_string(token)),
         }
+    }
+}
+
+/// Row `r`'s cell: a null is an empty cell in a multi-valued column (`sep` set; an empty CSV
+/// field is a null) and an error in a single-valued one.
+fn cell<'a>(
+    v: &'a [Option<String>],
+    r: usize,
+    sep: Option<&str>,
+) -> Result<Option<&'a str>, IdProblem> {
+    match (v[r].as_deref(), sep) {
+        (Some(c), _) => Ok(Some(c)),
+        (None, Some(_)) => Ok(None),
+        (None, None) => Err(IdProblem::Null),
     }
 }
 

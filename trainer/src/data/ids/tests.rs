@@ -104,6 +104,10 @@ fn nulls_are_errors_naming_the_column_and_row() {
     let plan = IdPlan::fit(&spec(None, false), &v, &[0], "f.csv").unwrap();
     let e = write(&plan, &v).unwrap_err().to_string();
     assert!(e.contains("row 1") && e.contains("null"), "{e}");
+    // A multi-valued column's null (an empty CSV field) is an empty cell.
+    let v = cells(&[Some("a|b"), None]);
+    let plan = IdPlan::fit(&spec(Some("|"), false), &v, &[0, 1], "f.csv").unwrap();
+    assert_eq!(write(&plan, &v).unwrap(), vec![1.0, 2.0, ID_PAD, ID_PAD]);
 }
 
 #[test]
