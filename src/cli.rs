@@ -208,9 +208,16 @@ pub struct PredictArgs {
     /// with the training transform stored beside the model; needs --output.
     #[arg(long, requires = "output")]
     pub input: Option<PathBuf>,
-    /// Write the predictions here as Parquet (with --input).
-    #[arg(long, requires = "input")]
+    /// Write the predictions here as Parquet (with --input or --top-k).
+    #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Recommenders: write each user of --users its K best items not rated in the training
+    /// split (user, item, score, rank) to --output.
+    #[arg(long, value_name = "K", requires_all = ["users", "output"], conflicts_with = "input")]
+    pub top_k: Option<usize>,
+    /// With --top-k: a Parquet or CSV file with the user id column.
+    #[arg(long, requires = "top_k")]
+    pub users: Option<PathBuf>,
     /// Input columns copied to the output, comma-separated (default: `id` and the label, if
     /// present).
     #[arg(long, value_delimiter = ',', value_name = "COL,...")]

@@ -5,12 +5,13 @@ use crate::cli::{
     InspectArgs, LaunchArgs, NodeArgs, PlotArgs, PredictArgs, RunArgs, SplitArgs, TlsGenArgs,
 };
 use crate::error::CliError;
+use lockstep_runtime::job::model_tables::StoredTables;
 use lockstep_runtime::job::stored_transform::StoredTransform;
-use lockstep_runtime::job::{self, predict};
+use lockstep_runtime::job::{self, predict, top_k};
 use lockstep_runtime::{LaunchOptions, Manifest, NodeOptions};
 use lockstep_tensor::{read_safetensors, DType};
 use lockstep_trainer::data::{Fitted, Task};
-use lockstep_trainer::model::{build_model, Model};
+use lockstep_trainer::model::Model;
 use std::io::Write;
 use std::path::Path;
 
@@ -222,6 +223,12 @@ pub fn predict(a: &PredictArgs) -> Result<(), CliError> {
     if let (Some(input), Some(output)) = (&a.input, &a.output) {
         return predict_file(a, &m, input, output);
     }
+    if let (Some(k), Some(users), Some(output)) = (a.top_k, &a.users, &a.output) {
+        return predict_top_k(a, &m, k, users, output);
+    }
+    if a.output.is_some() {
+        return Err(CliError::OutputWithout);
+    }
     let stored = model_transform(&a.model)?;
     let split = job::load_split_with(&m, stored.as_ref())?;
     let mut model = job::build(&m, &split)?;
@@ -230,6 +237,9 @@ pub fn predict(a: &PredictArgs) -> Result<(), CliError> {
     if let Some(n) = a.limit {
         let idx: Vec<usize> = (0..n.min(test.rows)).collect();
         test = split.test.batch(&idx);
+    }
+    if let Some(mut tables) = StoredTables::load(&a.model, model.as_mut(), m.job.seed)? {
+        tables.install(model.as_mut(), &test.x, test.rows)?;
     }
     let pred = model.predict(&test.x, test.rows)?;
     let k = model.out_dim();
@@ -299,17 +309,15 @@ fn predict_file(
         Task::Multiclass => fitted.label.classes.len(),
         _ => 1,
     };
-    let mut model = build_model(&m.job.model, fitted.features.width(), outputs, m.job.seed)
-        .map_err(|e| CliError::ModelSpec {
-            source: Box::new(e),
-        })?;
+    let mut model = job::build_for_fitted(m, &fitted, outputs)?;
     load_params(model.as_mut(), &a.model)?;
+    let mut tables = StoredTables::load(&a.model, model.as_mut(), m.job.seed)?;
     let job = predict::PredictFile {
         input: input.to_path_buf(),
         output: output.to_path_buf(),
         keep: a.keep.clone(),
     };
-    let done = predict::predict_file(model.as_mut(), &fitted, &job)?;
+    let done = predict::predict_file(model.as_mut(), tables.as_mut(), &fitted, &job)?;
     println!(
         "{} rows predicted, written to {}",
         done.rows,
@@ -319,6 +327,45 @@ fn predict_file(
         let shown: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         println!("metrics against the label column: {}", shown.join(", "));
     }
+    Ok(())
+}
+
+/// `lockstep predict --top-k K --users FILE --output OUT.parquet`: the training split (read with
+/// the model's transform) gives the candidates and what each user rated.
+fn predict_top_k(
+    a: &PredictArgs,
+    m: &Manifest,
+    k: usize,
+    users: &Path,
+    output: &Path,
+) -> Result<(), CliError> {
+    let stored = model_transform(&a.model)?;
+    let split = job::load_split_with(m, stored.as_ref())?;
+    let mut model = job::build(m, &split)?;
+    load_params(model.as_mut(), &a.model)?;
+    let Some(mut tables) = StoredTables::load(&a.model, model.as_mut(), m.job.seed)? else {
+        return Err(
+            lockstep_runtime::RuntimeError::from(top_k::TopKError::NotUserItem {
+                features: split.feature_names.clone(),
+                tables: Vec::new(),
+            })
+            .into(),
+        );
+    };
+    let job = top_k::TopK {
+        k,
+        users: users.to_path_buf(),
+        output: output.to_path_buf(),
+    };
+    let train = split.train.all();
+    let rows = top_k::top_k(
+        model.as_mut(),
+        &mut tables,
+        &split.feature_names,
+        &train,
+        &job,
+    )?;
+    println!("{rows} recommendations written to {}", output.display());
     Ok(())
 }
 

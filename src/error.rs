@@ -52,12 +52,9 @@ pub enum CliError {
         /// The model's shape.
         want: Vec<usize>,
     },
-    /// The manifest's model cannot be built for the stored transform's width.
-    #[error("job.model: {source}")]
-    ModelSpec {
-        /// Which field, and why.
-        source: Box<ModelError>,
-    },
+    /// `lockstep predict --output` without `--input` or `--top-k`.
+    #[error("--output needs --input FILE (predict a file) or --top-k K --users FILE (recommend)")]
+    OutputWithout,
     /// A model failed to predict.
     #[error("{0}")]
     Model(Box<ModelError>),

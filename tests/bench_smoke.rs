@@ -255,3 +255,40 @@ fn bench_train_one_and_two_workers() {
         }
     }
 }
+
+#[test]
+fn bench_sparse_two_table_sizes_and_the_dense_reference() {
+    let r = bench(&[
+        "sparse",
+        "--rows",
+        "20000",
+        "--dim",
+        "8",
+        "--workers",
+        "2",
+        "--servers",
+        "2",
+        "--global-batch",
+        "256",
+        "--rounds",
+        "10",
+    ]);
+    load(&r);
+    positive(&r, &["dense_allreduce_bytes", "dense_allreduce_p50_us"]);
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{r:#}");
+    assert_eq!(rows[0]["table_rows"], 20000);
+    assert_eq!(rows[1]["table_rows"], 200);
+    for row in rows {
+        positive(
+            row,
+            &[
+                "rounds",
+                "rounds_per_s",
+                "bytes_per_round_per_worker",
+                "rows_held",
+                "bytes_held",
+            ],
+        );
+    }
+}

@@ -1,5 +1,6 @@
-//! Embedding models' failures with real processes: bad ids and specs, a killed shard (a worker,
-//! or a server node holding tables) and a resume, each stopping the run with a named error.
+//! Embedding models' failures with real processes: bad ids and specs and a killed shard (a
+//! worker, or a server node holding tables), each stopping the run with a named error (resuming
+//! and restarting with tables: tests/movielens_resume.rs).
 
 mod common;
 use common::movielens::*;
@@ -161,30 +162,4 @@ fn a_killed_shard_stops_the_run_and_is_named() {
         .replacen("[job]\n", nodes, 1);
     std::fs::write(&m, text).unwrap();
     kill_mid_run(&m, &dir.path().join("run-ps"), "server-1");
-}
-
-#[test]
-fn resuming_a_run_with_tables_is_refused_not_silently_wrong() {
-    let dir = run_dir("movielens-resume");
-    let data = cut(dir.path(), Some(5_000));
-    let job = "epochs = 2\nglobal_batch = 512\n[job.checkpoint]\nevery_rounds = 5";
-    let m = manifest(
-        dir.path(),
-        &data,
-        "mf",
-        job,
-        &tables(8, None, "kind = \"sgd\""),
-    );
-    let run = dir.path().join("run");
-    launch_ok(&m, &run, &[]);
-    let (out, _) = launch(m.to_str().unwrap(), &run, &["--resume"], LIMIT);
-    let text = output(&out);
-    assert!(
-        !out.status.success(),
-        "a resume with tables succeeded:\n{text}"
-    );
-    assert!(
-        text.contains("embedding tables are not in checkpoints"),
-        "{text}"
-    );
 }

@@ -17,6 +17,38 @@ pub enum BenchCommand {
     /// Stream ingest: rows/s and MB/s from N producer processes into a stream job's workers,
     /// next to reading the same rows from the local Parquet file.
     Ingest(IngestBenchArgs),
+    /// Embedding tables too large to allreduce, on parameter-server nodes: rounds/s and bytes
+    /// per round for tables R and R/100 rows, next to a dense allreduce of the small tables.
+    Sparse(SparseBenchArgs),
+}
+
+/// `lockstep bench sparse`
+#[derive(Debug, Clone, Args)]
+pub struct SparseBenchArgs {
+    /// Rows per table (two tables; ids hashed into this many rows). The second run uses 1/100.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub rows: u64,
+    /// Embedding width.
+    #[arg(long, default_value_t = 64)]
+    pub dim: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Parameter-server nodes holding the tables.
+    #[arg(long, default_value_t = 2)]
+    pub servers: usize,
+    /// Rows per round (all workers).
+    #[arg(long, default_value_t = 4096)]
+    pub global_batch: usize,
+    /// Training rounds per run.
+    #[arg(long, default_value_t = 100)]
+    pub rounds: usize,
+    /// Data-plane transport (tcp or shm).
+    #[arg(long, default_value = "shm")]
+    pub transport: String,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// `lockstep bench ingest`

@@ -247,6 +247,11 @@ pub enum BenchError {
         /// The last lines of its log.
         log_tail: String,
     },
+    /// `bench sparse` arguments that cannot make a run.
+    #[error(
+        "bench sparse: --workers, --servers and --dim must be at least 1 and --rows at least 100"
+    )]
+    SparseArgs,
     /// The direct loop of `bench train` diverged.
     #[error("direct loop: training loss is {loss}")]
     NonFiniteLoss {

@@ -18,6 +18,7 @@ mod link_checks;
 pub mod placement;
 mod reference;
 pub mod repeat;
+pub mod sparse;
 mod spawn;
 mod tcpinfo;
 pub mod tls;
@@ -39,6 +40,7 @@ pub fn run(cmd: &BenchCommand) -> Result<()> {
         BenchCommand::Allreduce(a) => allreduce::run(a),
         BenchCommand::Train(a) => train::run(a),
         BenchCommand::Ingest(a) => ingest::run(a),
+        BenchCommand::Sparse(a) => sparse::run(a),
     }
 }
 

@@ -195,26 +195,49 @@ fn sets(args: &TrainBenchArgs, workers: usize) -> Vec<String> {
 
 /// One `lockstep launch` with `workers` workers in run directory `dir`; what its report says.
 fn launch(exe: &Path, args: &TrainBenchArgs, workers: usize, dir: &Path) -> Result<Launched> {
+    let mut extra: Vec<String> = vec![
+        "--workers".into(),
+        workers.to_string(),
+        "--transport".into(),
+        args.transport.clone(),
+    ];
+    for s in sets(args, workers) {
+        extra.extend(["--set".to_string(), s]);
+    }
+    let (v, _) = launch_manifest(exe, &args.manifest, &extra, workers, dir)?;
+    let report = dir.join("report.json");
+    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+    let samples_per_s = f(&v, "samples_per_s").ok_or_else(|| BenchError::ReportField {
+        path: report.clone(),
+        key: "samples_per_s",
+    })?;
+    let rt = v.get("round_time").cloned().unwrap_or(Value::Null);
+    Ok(Launched {
+        samples_per_s,
+        round_time: SPLIT.map(|k| f(&rt, k).unwrap_or(0.0)),
+    })
+}
+
+/// `lockstep launch MANIFEST EXTRA.. --run-dir DIR --report DIR/report.json` (this binary), bounded
+/// at 15 minutes: its report and its log (every node's lines). `workers` names it in errors.
+///
+/// # Errors
+/// It could not start, timed out or failed (with the tail of its log), or its report is
+/// unreadable.
+pub(crate) fn launch_manifest(
+    exe: &Path,
+    manifest: &Path,
+    extra: &[String],
+    workers: usize,
+    dir: &Path,
+) -> Result<(Value, String)> {
     create_dir(dir)?;
     let report = dir.join("report.json");
     let log_path = dir.join("launch.log");
     let log = std::fs::File::create(&log_path).map_err(BenchError::io("creating launch.log"))?;
     let mut cmd = Command::new(exe);
-    cmd.arg("launch")
-        .arg(&args.manifest)
-        .args([
-            "--workers",
-            &workers.to_string(),
-            "--transport",
-            &args.transport,
-        ])
-        .arg("--run-dir")
-        .arg(dir)
-        .arg("--report")
-        .arg(&report);
-    for s in sets(args, workers) {
-        cmd.args(["--set", &s]);
-    }
+    cmd.arg("launch").arg(manifest).args(extra);
+    cmd.arg("--run-dir").arg(dir).arg("--report").arg(&report);
     let stderr = log
         .try_clone()
         .map_err(BenchError::io("opening launch.log"))?;
@@ -245,8 +268,8 @@ fn launch(exe: &Path, args: &TrainBenchArgs, workers: usize, dir: &Path) -> Resu
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
     if !status.success() {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(15).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Err(BenchError::LaunchFailed {
@@ -255,28 +278,19 @@ fn launch(exe: &Path, args: &TrainBenchArgs, workers: usize, dir: &Path) -> Resu
             log_tail: tail.join("\n"),
         });
     }
-    let text = std::fs::read_to_string(&report).map_err(|source| BenchError::ReadFile {
+    let body = std::fs::read_to_string(&report).map_err(|source| BenchError::ReadFile {
         path: report.clone(),
         source,
     })?;
-    let v: Value = serde_json::from_str(&text).map_err(|source| BenchError::BadReport {
+    let v: Value = serde_json::from_str(&body).map_err(|source| BenchError::BadReport {
         path: report.clone(),
         source,
     })?;
-    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
-    let samples_per_s = f(&v, "samples_per_s").ok_or_else(|| BenchError::ReportField {
-        path: report.clone(),
-        key: "samples_per_s",
-    })?;
-    let rt = v.get("round_time").cloned().unwrap_or(Value::Null);
-    Ok(Launched {
-        samples_per_s,
-        round_time: SPLIT.map(|k| f(&rt, k).unwrap_or(0.0)),
-    })
+    Ok((v, text))
 }
 
 /// Make `dir` (and its parents).
-fn create_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|source| BenchError::CreateDir {
         path: dir.to_path_buf(),
         source,

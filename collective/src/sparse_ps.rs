@@ -80,6 +80,11 @@ impl SparseShards {
         })
     }
 
+    /// How many tables.
+    pub fn tables(&self) -> usize {
+        self.widths.len()
+    }
+
     /// The shard ranks, ascending.
     pub fn shards(&self) -> &[usize] {
         &self.shards
@@ -241,6 +246,43 @@ impl SparseShards {
             }
         }
         Ok(())
+    }
+
+    /// Every shard's held ids (`held`: per table, ascending) at worker `root`, merged into one
+    /// ascending list per table (empty on the other ranks): the ids a following
+    /// [`SparseShards::pull`] reads to export whole tables. Every rank calls it.
+    ///
+    /// # Errors
+    /// A link failure (naming the peer); [`CollectiveError::Invalid`] for a shard's malformed
+    /// list or a shard rank without `held`.
+    pub fn gather_ids(
+        &mut self,
+        c: &mut Communicator,
+        held: Option<Vec<Vec<u64>>>,
+        root: usize,
+    ) -> Result<Vec<Vec<u64>>, CollectiveError> {
+        let calls = self.begin(c, Op::PsState)?;
+        let me = c.rank();
+        let shard = self.shards.contains(&me);
+        if shard && held.as_ref().is_none_or(|h| h.len() != self.widths.len()) {
+            return Err(c.invalid(&calls.counts, "a shard rank without its id lists".into()));
+        }
+        if shard && me != root {
+            self.send_ids(c, &calls, root, held.as_deref().unwrap_or_default())?;
+        }
+        if me != root {
+            return Ok(Vec::new());
+        }
+        let mut out = vec![Vec::new(); self.widths.len()];
+        for (s, &rank) in self.shards.iter().enumerate() {
+            let ids = match rank == me {
+                true => held.clone().unwrap_or_default(),
+                false => self.recv_ids(c, &calls, rank, s)?,
+            };
+            out.iter_mut().zip(ids).for_each(|(o, l)| o.extend(l));
+        }
+        out.iter_mut().for_each(|l| l.sort_unstable());
+        Ok(out)
     }
 
     /// Every shard's 32-byte summary (`mine` on a shard) at every worker, in shard order (the

@@ -75,6 +75,9 @@ pub enum RuntimeError {
     /// or misbehaving peer, that peer (match on it with [`lockstep_collective::CollectiveError::failed_rank`]).
     #[error(transparent)]
     Collective(Box<lockstep_collective::CollectiveError>),
+    /// `lockstep predict --top-k` cannot rank items for this model or users file.
+    #[error("predict --top-k: {0}")]
+    TopK(#[from] crate::job::top_k::TopKError),
     /// Two nodes disagree (model shapes, data, final weights), or a worker's own bookkeeping
     /// broke (gradient buckets, parameter counts, rounds out of step).
     #[error(transparent)]

@@ -212,6 +212,9 @@ pub enum CheckpointInvalid {
         /// `meta.json`'s.
         recorded: String,
     },
+    /// Some shards' parts of the embedding tables are missing (a crash before every shard wrote).
+    #[error("{0}")]
+    TableParts(String),
 }
 
 /// Check one checkpoint directory.
@@ -233,6 +236,10 @@ pub fn verify(dir: &Path) -> Result<CheckpointMeta, CheckpointInvalid> {
             actual,
             recorded: meta.state_sha256,
         });
+    }
+    if crate::ps::sparse::has_table_parts(dir) {
+        crate::ps::sparse::table_parts(dir)
+            .map_err(|e| CheckpointInvalid::TableParts(e.to_string()))?;
     }
     Ok(meta)
 }

@@ -22,6 +22,16 @@ pub enum MismatchError {
         /// Its model.
         shapes_b: Box<ModelSignature>,
     },
+    /// A model's stored embedding tables do not fit the model the manifest builds.
+    #[error("{path}: table {column:?} {problem} (was the model trained with this manifest?)")]
+    StoredTable {
+        /// The tables file.
+        path: String,
+        /// The table (its id column).
+        column: String,
+        /// What is wrong: missing, or its shape.
+        problem: String,
+    },
     /// A member loaded other data (rows or transform) than the coordinator.
     #[error(
         "data differs: {node_a} has {data_a}, {node_b} has {data_b} (the files differ between \

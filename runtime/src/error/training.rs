@@ -122,14 +122,45 @@ pub enum TrainingError {
          elastic membership"
     )]
     TablesNotElastic,
-    /// Embedding tables in a run that resumes or restarts.
+    /// Embedding tables in a run that starts after round 0 without a checkpoint to take the
+    /// rows from.
     #[error(
-        "round {round}: embedding tables are not in checkpoints yet, so a run with tables cannot \
-         resume or restart (the rows would start afresh); start it again from round 0"
+        "round {round}: a run with embedding tables starts after round 0 only from a checkpoint \
+         that holds the tables' rows"
     )]
     TablesNotResumable {
         /// The round the run would resume at.
         round: u64,
+    },
+    /// A checkpoint of a run with embedding tables lacks some of the shards' parts.
+    #[error(
+        "checkpoint {checkpoint}: embedding table parts missing: {missing} (each shard writes \
+         tables-K-of-N.safetensors after the checkpoint round; a crash before every shard wrote \
+         its part leaves the checkpoint without them: resume from an older one)"
+    )]
+    TablePartsMissing {
+        /// The checkpoint directory.
+        checkpoint: String,
+        /// The missing files, or why none were found.
+        missing: String,
+    },
+    /// A table part that does not fit the model (another manifest, another optimizer).
+    #[error("{file}: {problem}")]
+    TablePart {
+        /// The part file.
+        file: String,
+        /// What does not fit.
+        problem: String,
+    },
+    /// Embedding tables with checkpoints on object storage.
+    #[error(
+        "job.checkpoint.dir: embedding tables are checkpointed by every shard into the checkpoint \
+         directory, which must be a shared filesystem path, not {dir} (object storage is not \
+         supported for tables yet)"
+    )]
+    TablesRemoteCheckpoint {
+        /// The configured directory.
+        dir: String,
     },
     /// Embedding tables under a parameter server without server nodes.
     #[error(

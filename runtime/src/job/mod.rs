@@ -3,10 +3,12 @@
 //! `lockstep launch`'s pre-flight check and programs that embed the runtime.
 
 pub mod held_out;
+pub mod model_tables;
 pub mod predict;
 mod predict_classic;
 pub mod split_export;
 pub mod stored_transform;
+pub mod top_k;
 
 use crate::control::protocol::ModelSignature;
 use crate::error::{RuntimeError, TrainingError};
@@ -80,6 +82,28 @@ pub fn build(m: &Manifest, split: &Split) -> Result<Box<dyn Model>, RuntimeError
         .init_from_data(&split.train.x, m.job.seed)
         .map_err(TrainingError::key("job.model"))?;
     Ok(model)
+}
+
+/// Build the manifest's model for data transformed by `fitted` with `outputs` outputs (no
+/// training rows at hand: `lockstep predict --input`), initialised from the job seed; the
+/// caller loads the trained parameters into it.
+///
+/// # Errors
+/// [`TrainingError`] naming the field that does not fit.
+pub fn build_for_fitted(
+    m: &Manifest,
+    fitted: &lockstep_trainer::data::Fitted,
+    outputs: usize,
+) -> Result<Box<dyn Model>, RuntimeError> {
+    let spec = &m.job.model;
+    let names = &fitted.features.feature_names;
+    let built = match spec.kind {
+        ModelKind::Mf | ModelKind::WideDeep => {
+            build_embedding_model(spec, names, outputs, m.job.seed, 0.0)
+        }
+        _ => build_model(spec, names.len(), outputs, m.job.seed),
+    };
+    Ok(built.map_err(TrainingError::key("job.model"))?)
 }
 
 /// The per-class weights of `[job.model] class_weight` (classes in label order), from the

@@ -76,18 +76,40 @@ pub struct Predicted {
     pub metrics: Option<BTreeMap<String, f64>>,
 }
 
+/// The input columns copied to the output: `--keep`, else `id` and the label when present.
+fn kept_columns(
+    job: &PredictFile,
+    schema: &Schema,
+    file: &str,
+    label: &str,
+) -> Result<Vec<String>, RuntimeError> {
+    let keep: Vec<String> = match &job.keep {
+        Some(k) => k.clone(),
+        None => ["id", "ID", "Id", label]
+            .iter()
+            .filter(|c| schema.field_with_name(c).is_ok())
+            .map(|c| c.to_string())
+            .collect(),
+    };
+    for c in &keep {
+        data::column_kind(schema, file, c).map_err(data_err)?;
+    }
+    Ok(keep)
+}
+
 fn data_err(e: data::DataError) -> RuntimeError {
     RuntimeError::Data(e)
 }
 
-/// Predict every row of `job.input` with `model` and the training transform `fitted`, writing
-/// `job.output`. See the module docs.
+/// Predict every row of `job.input` with `model` (and its embedding `tables`, if it has any) and
+/// the training transform `fitted`, writing `job.output`. See the module docs.
 ///
 /// # Errors
 /// A [`RuntimeError::Data`] naming the input file and the missing feature column (before any
 /// row is read), model errors, and I/O errors naming the output.
 pub fn predict_file(
     model: &mut dyn Model,
+    mut tables: Option<&mut crate::job::model_tables::StoredTables>,
     fitted: &Fitted,
     job: &PredictFile,
 ) -> Result<Predicted, RuntimeError> {
@@ -97,17 +119,7 @@ pub fn predict_file(
     let schema = src.schema();
     let kinds = feature_kinds(fitted, &schema, &file)?;
     let has_label = schema.field_with_name(&label).is_ok();
-    let keep = match &job.keep {
-        Some(k) => k.clone(),
-        None => ["id", "ID", "Id", label.as_str()]
-            .iter()
-            .filter(|c| schema.field_with_name(c).is_ok())
-            .map(|c| c.to_string())
-            .collect(),
-    };
-    for c in &keep {
-        data::column_kind(&schema, &file, c).map_err(data_err)?;
-    }
+    let keep = kept_columns(job, &schema, &file, &label)?;
     let (task, classes) = (fitted.label.task, fitted.label.classes.clone());
     let mut out_fields: Vec<Field> = keep
         .iter()
@@ -151,12 +163,14 @@ pub fn predict_file(
             .features
             .transform(&cols, &idx, &file)
             .map_err(data_err)?;
-        let pred = model
-            .predict(&x, n)
-            .map_err(|source| TrainingError::Predict {
-                file: file.to_string(),
-                source,
-            })?;
+        let predict_err = |source| TrainingError::Predict {
+            file: file.to_string(),
+            source,
+        };
+        if let Some(t) = tables.as_deref_mut() {
+            t.install(model, &x, n).map_err(predict_err)?;
+        }
+        let pred = model.predict(&x, n).map_err(predict_err)?;
         let mut arrays: Vec<ArrayRef> = keep
             .iter()
             .map(|c| batch.column_by_name(c).cloned().expect("checked above"))

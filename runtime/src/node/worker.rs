@@ -99,6 +99,7 @@ fn first_epoch(
                 mesh: job,
                 round: first_round,
                 source: None,
+                resume,
             };
             Ok((epoch, offsets))
         }
@@ -114,6 +115,7 @@ fn first_epoch(
                 mesh,
                 round,
                 source: Some(source),
+                resume: None,
             };
             Ok((epoch, None))
         }
@@ -160,6 +162,8 @@ pub(super) struct Epoch {
     pub(super) mesh: u64,
     pub(super) round: u64,
     pub(super) source: Option<usize>,
+    /// The checkpoint directory the first membership resumes from (`Start`).
+    pub(super) resume: Option<String>,
 }
 
 /// How a membership ended.
@@ -288,6 +292,7 @@ fn wait_remesh(
                     mesh,
                     round,
                     source: Some(source),
+                    resume: None,
                 })
             }
             ToWorker::Suspend { .. } => {

@@ -84,7 +84,8 @@ impl Worker<'_> {
         };
         let rows = worker_data::rows(ctx, split, self.stream.as_ref(), &at)?;
         let shape = (mesh.workers, mesh.world, mesh.rank);
-        let sparse = crate::ps::sparse::for_model(m, model.as_mut(), shape, first_round)?;
+        let resume = epoch.resume.as_deref().map(std::path::Path::new);
+        let sparse = crate::ps::sparse::for_model(m, model.as_mut(), shape, (first_round, resume))?;
         let not_tcp = || RuntimeError::from(SetupError::ControlNotTcp);
         let sender = link.tcp_sender().ok_or_else(not_tcp)?;
         let mut reporter = Reporter::new(sender)

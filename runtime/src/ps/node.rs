@@ -117,7 +117,8 @@ impl ServerNode {
         let comm = Communicator::new(group, CollectiveConfig::default());
         let shape = (workers, peers.len(), rank);
         let first = u64::from(resume.is_some());
-        let tables = crate::ps::sparse::for_model(m, model.as_mut(), shape, first)?;
+        let resume = resume.as_deref().map(std::path::Path::new);
+        let tables = crate::ps::sparse::for_model(m, model.as_mut(), shape, (first, resume))?;
         Ok(ServerNode {
             link,
             comm,

@@ -78,6 +78,8 @@ pub(crate) struct Compute {
     transform: Option<Arc<StoredTransform>>,
     /// Embedding tables: where their exchanges go.
     sparse_link: Option<sparse::SparseLink>,
+    /// The model file last written (`Save`): the tables go beside it at the end.
+    saved_model: Option<std::path::PathBuf>,
 }
 
 /// Per producer, the offset of the next row after a round's rows (arrival-order streams).
@@ -124,6 +126,7 @@ impl Compute {
             offsets: None,
             transform: None,
             sparse_link: None,
+            saved_model: None,
         }
     }
 
@@ -301,6 +304,7 @@ impl Compute {
         }
         let kept = sink.into_kept();
         self.sparse_push(round, plan.lr)?;
+        self.sparse_checkpoint(round, plan.checkpoint.as_ref())?;
         board.set(Thread::Compute, Doing::AwaitAggregate, round, 0);
         self.running = Some(Running {
             plan,

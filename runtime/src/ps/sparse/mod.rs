@@ -14,13 +14,18 @@
 //! 3. `Compute` sends [`SparseOp::Push`] with the touched rows' gradients; each shard sums a
 //!    row's gradients over the workers in a fixed tree and updates it with the sparse optimizer;
 //! 4. held-out evaluation pulls the test rows the same way; at the end [`SparseOp::Digest`]
-//!    brings every shard's digest to every worker for the final weights hash.
+//!    brings every shard's rows to the first worker (it writes them beside the model, see
+//!    [`crate::job::model_tables`]) and every shard's digest to every worker for the final
+//!    weights hash.
 //!
 //! With `aggregation = "parameter-server"` and nodes with `roles = ["server"]`, the server nodes
 //! are the tables' shards instead (and the dense part goes through the dense parameter server):
 //! each server runs [`SparseSide::serve_round`] around its dense step.
 
+mod parts;
 mod store;
+
+pub(crate) use parts::{has_parts as has_table_parts, list as table_parts};
 
 pub(crate) use store::{add_mod, Tables};
 
@@ -54,12 +59,24 @@ pub(crate) enum SparseOp {
         /// Multiplies the summed gradients (`1 / workers` without micro-batches).
         scale: f32,
     },
-    /// Every shard's digest, combined (see [`Tables::digest`]).
+    /// Write this rank's part of the tables into checkpoint `dir` (after the round's push; a
+    /// rank that is no shard writes nothing).
+    Checkpoint {
+        /// The checkpoint round.
+        round: u64,
+        /// The checkpoint directory.
+        dir: std::path::PathBuf,
+    },
+    /// Every shard's digest, combined (see [`Tables::digest`]), and on the first worker every
+    /// table's rows (ascending ids; empty lists elsewhere).
     Digest {
-        /// Where the combined digest goes.
-        reply: SyncSender<Result<[u8; 32], RuntimeError>>,
+        /// Where the combined digest and the rows go.
+        reply: SyncSender<Result<Finale, RuntimeError>>,
     },
 }
+
+/// The tables at the end of a run: the combined digest, and on the first worker every row.
+pub(crate) type Finale = ([u8; 32], Vec<SparseRows>);
 
 impl Message for SparseOp {
     type Result = ();
@@ -67,16 +84,19 @@ impl Message for SparseOp {
 
 /// The tables' side for `model` on a worker of `workers`; `None` for a model without tables.
 ///
+/// With `resume` (a checkpoint directory), each shard takes the rows it owns from the
+/// checkpoint's table parts (see `parts.rs`), whatever the number of shards that wrote them.
+///
 /// # Errors
-/// As [`SparseSide::new`].
-/// Also a run that starts after round 0 (`--resume`, a restart, an elastic epoch): checkpoints
-/// hold the dense part only, so the tables' rows would silently start afresh; and
-/// `[job.elastic]`, which would move rows between shards.
+/// As [`SparseSide::new`]; the checkpoint's parts missing or not fitting. Also a run that
+/// starts after round 0 without a checkpoint (an elastic epoch), `[job.elastic]` (which would
+/// move rows between shards) and checkpoints on object storage (every shard writes its part
+/// into the checkpoint directory).
 pub(crate) fn for_model(
     m: &Manifest,
     model: &mut dyn lockstep_trainer::model::Model,
     (workers, world, rank): (usize, usize, usize),
-    first_round: u64,
+    (first_round, resume): (u64, Option<&std::path::Path>),
 ) -> Result<Option<SparseSide>, RuntimeError> {
     let Some(s) = model.sparse() else {
         return Ok(None);
@@ -84,15 +104,24 @@ pub(crate) fn for_model(
     if m.elastic().is_some() {
         return Err(TrainingError::TablesNotElastic.into());
     }
-    if first_round > 0 {
+    if let Some(dir) = m.job.checkpoint.remote() {
+        return Err(TrainingError::TablesRemoteCheckpoint { dir }.into());
+    }
+    if first_round > 0 && resume.is_none() {
         return Err(TrainingError::TablesNotResumable { round: first_round }.into());
     }
-    SparseSide::new(m, s.tables(), (workers, world, rank)).map(Some)
+    let mut side = SparseSide::new(m, s.tables(), (workers, world, rank))?;
+    if let Some(dir) = resume {
+        side.restore(dir, rank)?;
+    }
+    Ok(Some(side))
 }
 
 /// The tables' side of a worker's aggregator.
 pub(crate) struct SparseSide {
     layout: SparseShards,
+    /// Ranks below this are workers.
+    workers: usize,
     tables: Option<Tables>,
     lr: Option<f32>,
     wait: Duration,
@@ -151,6 +180,7 @@ impl SparseSide {
                 .contains(&rank)
                 .then(|| Tables::new(tables, m.job.seed, optimizer, decay)),
             layout,
+            workers,
             lr: spec.lr,
             wait: Duration::from_millis(m.cluster.peer_timeout_ms) * 2 + Duration::from_secs(10),
             rounds: 0,
@@ -201,8 +231,15 @@ impl SparseSide {
                 self.layout.push(comm, &grads, scale, store)?;
                 self.rounds += 1;
             }
+            SparseOp::Checkpoint { round, dir } => {
+                comm.set_round(round);
+                self.write_part(&dir, comm.rank())?;
+                return Ok(());
+            }
             SparseOp::Digest { reply } => {
-                let digest = self.digest(comm);
+                let digest = self
+                    .export(comm)
+                    .and_then(|rows| Ok((self.digest(comm)?, rows)));
                 self.log_totals(); // before the reply: the node may end right after it
                 let _ = reply.send(digest);
                 return Ok(());
@@ -240,6 +277,10 @@ impl SparseSide {
             scale: self.server_scale,
         };
         self.run(comm, push)?;
+        if let Some(c) = &plan.checkpoint {
+            let dir = crate::checkpoint::dir_for(std::path::Path::new(&c.root), round + 1);
+            self.write_part(&dir, comm.rank())?;
+        }
         if plan.evaluate {
             let (reply, _rx) = std::sync::mpsc::sync_channel(1);
             let pull = SparseOp::Pull {
@@ -252,12 +293,59 @@ impl SparseSide {
         Ok(())
     }
 
+    /// Write this rank's part of the tables into checkpoint `dir`, if it is a shard.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Io`] naming the file.
+    pub(crate) fn write_part(
+        &self,
+        dir: &std::path::Path,
+        rank: usize,
+    ) -> Result<(), RuntimeError> {
+        let shards = self.layout.shards();
+        match (self.tables.as_ref(), shards.iter().position(|&r| r == rank)) {
+            (Some(t), Some(k)) => parts::write(dir, k, shards.len(), t),
+            _ => Ok(()),
+        }
+    }
+
+    /// Take the rows this rank owns from checkpoint `dir`'s table parts.
+    fn restore(&mut self, dir: &std::path::Path, rank: usize) -> Result<(), RuntimeError> {
+        let layout = &self.layout;
+        let (Some(t), Some(k)) = (
+            self.tables.as_mut(),
+            layout.shards().iter().position(|&r| r == rank),
+        ) else {
+            return Ok(());
+        };
+        let kept = parts::restore(dir, t, |id| layout.owner(id) == k)?;
+        tracing::info!(rows = kept, "embedding rows taken from {}", dir.display());
+        Ok(())
+    }
+
     /// A server node's part of the final digest exchange.
     ///
     /// # Errors
     /// A failed exchange.
     pub(crate) fn serve_digest(&mut self, comm: &mut Communicator) -> Result<(), RuntimeError> {
+        self.export(comm)?;
         self.digest(comm).map(|_| self.log_totals())
+    }
+
+    /// Every table's rows at the first worker (rank 0): the shards' held ids gathered there,
+    /// then pulled like a batch's. Every rank calls it; the rows are empty except on rank 0.
+    fn export(&mut self, comm: &mut Communicator) -> Result<Vec<SparseRows>, RuntimeError> {
+        let held = self.tables.as_ref().map(Tables::held_ids);
+        let ids = self.layout.gather_ids(comm, held, 0)?;
+        let tables = self.layout.tables();
+        let ids = match comm.rank() {
+            r if r >= self.workers => Vec::new(), // a server: serves, asks nothing
+            0 => ids,
+            _ => vec![Vec::new(); tables],
+        };
+        let store = self.tables.as_mut().map(|t| t as &mut dyn RowStore);
+        let rows = self.layout.pull(comm, &ids, store)?;
+        Ok(if comm.rank() == 0 { rows } else { Vec::new() })
     }
 
     fn digest(&mut self, comm: &mut Communicator) -> Result<[u8; 32], RuntimeError> {

@@ -49,6 +49,26 @@ impl Tables {
         self.shards.iter().map(TableShard::bytes).sum()
     }
 
+    /// The shards, one per table.
+    pub(crate) fn shards(&self) -> &[TableShard] {
+        &self.shards
+    }
+
+    /// The shards, one per table, to restore rows into.
+    pub(crate) fn shards_mut(&mut self) -> &mut [TableShard] {
+        &mut self.shards
+    }
+
+    /// Every table's rows with their optimizer state (a checkpoint's part).
+    pub(crate) fn export(&self) -> Vec<lockstep_trainer::model::embedding::ShardRows> {
+        self.shards.iter().map(TableShard::export).collect()
+    }
+
+    /// Per table, the held row ids, ascending.
+    pub(crate) fn held_ids(&self) -> Vec<Vec<u64>> {
+        self.shards.iter().map(TableShard::ids).collect()
+    }
+
     /// The sum of this rank's rows' hashes (see the module docs).
     pub(crate) fn digest(&self) -> [u8; 32] {
         let mut acc = [0u8; 32];

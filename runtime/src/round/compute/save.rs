@@ -57,6 +57,7 @@ impl Handler<SaveModel> for Compute {
             msg.round,
             self.transform.as_deref(),
         )?;
+        self.saved_model = Some(msg.path.clone().into());
         Ok(msg.path)
     }
 }

@@ -92,6 +92,28 @@ impl Compute {
         deliver(to, op, "a table push")
     }
 
+    /// After the push of a checkpoint round: every shard writes its part of the tables into the
+    /// checkpoint's directory (the aggregator's mailbox orders it after the push).
+    ///
+    /// # Errors
+    /// The aggregator is gone.
+    pub(super) fn sparse_checkpoint(
+        &mut self,
+        round: u64,
+        plan: Option<&crate::control::protocol::CheckpointPlan>,
+    ) -> Result<(), RuntimeError> {
+        let (Some(plan), Some(_)) = (plan, self.model.sparse()) else {
+            return Ok(());
+        };
+        let dir = crate::checkpoint::dir_for(std::path::Path::new(&plan.root), round + 1);
+        let (to, _) = self.link(round)?;
+        deliver(
+            to,
+            SparseOp::Checkpoint { round, dir },
+            "a table checkpoint",
+        )
+    }
+
     /// Before held-out evaluation: pull every row the held-out set looks up.
     ///
     /// # Errors
@@ -107,7 +129,8 @@ impl Compute {
     }
 
     /// The final weights hash: the dense parameters, then (with tables) the combined digest of
-    /// every shard's rows.
+    /// every shard's rows. The first worker also writes every table's rows beside the model it
+    /// saved (`model.tables.safetensors`).
     ///
     /// # Errors
     /// A failed exchange or no answer within the wait.
@@ -118,10 +141,15 @@ impl Compute {
         let (to, wait) = self.link(self.next_round)?.clone();
         let (reply, rx) = sync_channel(1);
         deliver(&to, SparseOp::Digest { reply }, "a table digest request")?;
-        let digest = rx.recv_timeout(wait).map_err(|_| RuntimeError::Timeout {
+        let (digest, rows) = rx.recv_timeout(wait).map_err(|_| RuntimeError::Timeout {
             doing: "gathering the embedding tables' digest".into(),
             ms: wait.as_millis() as u64,
         })??;
+        if let (Some(path), Some(model)) = (&self.saved_model, self.model.sparse()) {
+            if !rows.is_empty() {
+                crate::job::model_tables::write(path, model.tables(), &rows)?;
+            }
+        }
         let mut h = Sha256::new();
         self.model
             .params()

@@ -31,7 +31,7 @@ pub use ids::{Bags, IdColumn, ID_LIMIT};
 pub use model::EmbeddingModel;
 pub use optim::RowOptimizer;
 pub use spec::{id_specs, EmbeddingSpec, Pooling, TableOptimizerKind, TableOptimizerSpec};
-pub use table::{mix64, TableInfo, TableShard};
+pub use table::{mix64, ShardRows, TableInfo, TableShard};
 
 use crate::model::ModelError;
 use lockstep_tensor::SparseRows;

@@ -28,6 +28,20 @@ pub struct TableInfo {
     pub init_std: f32,
 }
 
+/// A shard's rows with their optimizer state, ascending by id: `values` is `ids.len() x width`,
+/// `state` `ids.len() x state_len`, `since` the round after each row's last update.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardRows {
+    /// Row ids, ascending.
+    pub ids: Vec<u64>,
+    /// Row values.
+    pub values: Vec<f32>,
+    /// Optimizer state.
+    pub state: Vec<f32>,
+    /// Per row, the round after its last update (0: never updated).
+    pub since: Vec<u64>,
+}
+
 /// One shard of one table.
 #[derive(Debug, Clone)]
 pub struct TableShard {
@@ -134,6 +148,64 @@ impl TableShard {
             let state = &mut self.state[s * sl..(s + 1) * sl];
             self.optimizer.update(lr, row, &g, state);
         }
+    }
+
+    /// Set row `id` to `values` (a stored model's row), creating it if new.
+    ///
+    /// # Panics
+    /// If `values` is not `width` long (the reader checks shapes first).
+    pub fn load_row(&mut self, id: u64, values: &[f32]) {
+        let w = self.info.width;
+        assert_eq!(values.len(), w, "a stored row of the wrong width");
+        let s = self.slot(id);
+        self.values[s * w..(s + 1) * w].copy_from_slice(values);
+    }
+
+    /// Every held row with its optimizer state, ascending by id (a checkpoint's part).
+    pub fn export(&self) -> ShardRows {
+        let (w, sl) = (self.info.width, self.optimizer.state_len(self.info.width));
+        let ids = self.ids();
+        let mut out = ShardRows {
+            values: Vec::with_capacity(ids.len() * w),
+            state: Vec::with_capacity(ids.len() * sl),
+            since: Vec::with_capacity(ids.len()),
+            ids: Vec::new(),
+        };
+        for &id in &ids {
+            let s = self.index[&id];
+            out.values
+                .extend_from_slice(&self.values[s * w..(s + 1) * w]);
+            out.state
+                .extend_from_slice(&self.state[s * sl..(s + 1) * sl]);
+            out.since.push(self.since[s]);
+        }
+        out.ids = ids;
+        out
+    }
+
+    /// Restore row `i` of `rows` (a checkpoint's part), creating it if new.
+    ///
+    /// # Panics
+    /// If `rows` does not hold `i` rows of this shard's width and state length (the reader
+    /// checks shapes first).
+    pub fn restore(&mut self, rows: &ShardRows, i: usize) {
+        let (w, sl) = (self.info.width, self.optimizer.state_len(self.info.width));
+        let s = self.slot(rows.ids[i]);
+        self.values[s * w..(s + 1) * w].copy_from_slice(&rows.values[i * w..(i + 1) * w]);
+        self.state[s * sl..(s + 1) * sl].copy_from_slice(&rows.state[i * sl..(i + 1) * sl]);
+        self.since[s] = rows.since[i];
+    }
+
+    /// Optimizer state values per row.
+    pub fn state_len(&self) -> usize {
+        self.optimizer.state_len(self.info.width)
+    }
+
+    /// The held row ids, ascending.
+    pub fn ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.index.keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Every held row: `(id, values)`, in no particular order.
