@@ -193,3 +193,52 @@ fn bad_id_input_stops_the_run_with_a_named_error() {
         assert!(text.contains(needle), "{what}: no {needle:?} in:\n{text}");
     }
 }
+
+#[test]
+fn predict_maps_string_and_pooled_ids_as_the_run_did() {
+    let dir = run_dir("movielens-ids-predict");
+    let data = cut_of(&ratings_text(), dir.path(), Some(20_000));
+    let job = "epochs = 2\nglobal_batch = 512\nmicro_batches = 4";
+    let features: &[&str] = &["userId", "title", "genres"];
+    let model = text_tables(16, true, ADAGRAD);
+    let m = text_manifest(
+        dir.path(),
+        &data,
+        ("predict", "mf"),
+        job,
+        (features, &model),
+    );
+    let report = launch_ok(&m, &dir.path().join("run"), &[]);
+    let run_mse = num(&report, &["eval", "mse"]);
+    // The held-out rows as they are in the file (strings, "A|B"), the run's own split.
+    let text = std::fs::read_to_string(&data).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (_, test) = lockstep_trainer::data::split_rows(lines.len() - 1, 0.1, None, 7);
+    let held: Vec<&str> = std::iter::once(lines[0])
+        .chain(test.iter().map(|&r| lines[r + 1]))
+        .collect();
+    let input = dir.path().join("held_out.csv");
+    std::fs::write(&input, held.join("\n") + "\n").unwrap();
+    let (ms, out) = (m.to_str().unwrap(), dir.path().join("pred.parquet"));
+    let model = dir.path().join("run/model.safetensors");
+    let p = run(
+        &[
+            "predict",
+            ms,
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert_ok(&p);
+    let mse = printed_mse(&String::from_utf8_lossy(&p.stdout));
+    eprintln!("held-out mse: the run {run_mse:.6}, lockstep predict on the raw rows {mse:.6}");
+    assert!(
+        (mse - run_mse).abs() <= 1e-4 * run_mse,
+        "predict's mse {mse} differs from the run's held-out mse {run_mse}"
+    );
+}

@@ -199,3 +199,18 @@ pub fn logged(text: &str, key: &str) -> u64 {
 pub fn output(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
+
+/// The number after `mse ` in `predict`'s metrics line.
+pub fn printed_mse(text: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("metrics against the label column"))
+        .unwrap_or_else(|| panic!("no metrics line:\n{text}"));
+    let at = line.find("mse ").expect("an mse") + 4;
+    line[at..]
+        .split([',', ' '])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
