@@ -49,7 +49,7 @@ pub fn load_split_with(
 
 /// The manifest's `[job.data]`, its path resolved against the manifest's directory and the
 /// model's id columns attached (string and multi-valued ids become ids in the transform).
-pub fn data_spec(m: &Manifest) -> data::DataSpec {
+pub(crate) fn data_spec(m: &Manifest) -> data::DataSpec {
     let mut spec = m.job.data.resolved(&m.base_dir);
     spec.ids = id_specs(&m.job.model);
     spec
