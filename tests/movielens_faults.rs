@@ -61,11 +61,11 @@ fn bad_input_stops_the_run_with_a_named_error() {
             "embedding column \"frac\", row",
         ),
         (
-            "a string id column",
+            "pooling on a numeric id column",
             &data,
-            two("name", 4, ""),
+            two("movieId", 4, "") + "pooling = \"sum\"\n",
             &[],
-            "is a string column",
+            "id column 'movieId': pooling and separator apply to a text column",
         ),
         (
             "more shards than rows",

@@ -27,21 +27,6 @@ fn predict(
     run(&args, LIMIT)
 }
 
-/// The number after `mse ` in `predict`'s metrics line.
-fn printed_mse(text: &str) -> f64 {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("metrics against the label column"))
-        .unwrap_or_else(|| panic!("no metrics line:\n{text}"));
-    let at = line.find("mse ").expect("an mse") + 4;
-    line[at..]
-        .split([',', ' '])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn predict_with_the_stored_tables_scores_the_held_out_ratings_as_the_run_did() {
     let dir = run_dir("movielens-predict");

@@ -10,7 +10,9 @@ is read from inside it with pandas.
 
 The CSV has `userId`, `movieId` (the original integer ids), `rating` (float), `timestamp` (seconds)
 and `year` (the movie's, 0 where unknown), in the file's order; `--sort-by-time` orders it by
-timestamp (for streaming). A provenance note is written next to it (`<out>.PROVENANCE.txt`).
+timestamp (for streaming); `--text` adds `title` (a string id of the movie; the few missing titles
+become "movieId N") and `genres` (several genres per movie, "Comedy|Drama|Romance"), for string and
+multi-valued id columns. A provenance note is written next to it (`<out>.PROVENANCE.txt`).
 
 The data is not in this repository: the GroupLens usage licence allows research use only (no
 commercial use without GroupLens's permission), requires acknowledging the data set (F. Maxwell
@@ -64,6 +66,7 @@ def main():
     p.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache",
                                                     "lockstep-examples"))
     p.add_argument("--sort-by-time", action="store_true")
+    p.add_argument("--text", action="store_true", help="add the title and genres columns")
     args = p.parse_args()
     try:
         import pandas as pd
@@ -78,6 +81,12 @@ def main():
         "timestamp": df["timestamp"].astype("int64"),
         "year": df["year"].fillna(0).astype("int64"),
     })
+    if args.text:
+        title = df["title"].astype("object")
+        missing = title.isna()
+        title[missing] = "movieId " + df.loc[missing, "movieId"].astype("int64").astype(str)
+        out.insert(2, "title", title.astype(str))
+        out.insert(3, "genres", df["genres"].astype(str))
     if args.sort_by_time:
         out = out.sort_values("timestamp", kind="stable")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

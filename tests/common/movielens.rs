@@ -15,35 +15,52 @@ pub const LIMIT: Duration = Duration::from_secs(600);
 /// `target/movielens/ratings.csv`, prepared once per checkout.
 pub fn ratings() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let out = target.join("movielens/ratings.csv");
-        if out.exists() {
-            return out;
-        }
-        let cache = target.join("python-data-cache");
-        let tmp = target.join(format!("movielens/ratings.{}.csv", std::process::id()));
-        let status = Command::new(pandas_python())
-            .arg(root().join("examples/movielens/prepare.py"))
-            .arg("--out")
-            .arg(&tmp)
-            .arg("--cache")
-            .arg(&cache)
-            .status()
-            .expect("run prepare.py");
-        assert!(status.success(), "prepare.py failed: {status}");
-        std::fs::rename(&tmp, &out).expect("move the prepared ratings");
-        out
-    })
-    .clone()
+    PATH.get_or_init(|| prepared("ratings", &[])).clone()
+}
+
+/// `target/movielens/ratings_text.csv`: the ratings with the movies' `title` and `genres`
+/// (`prepare.py --text`), prepared once per checkout.
+#[allow(dead_code)] // tests/movielens_ids.rs
+pub fn ratings_text() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| prepared("ratings_text", &["--text"]))
+        .clone()
+}
+
+/// `target/movielens/{name}.csv` made by prepare.py with `args`, unless it is there already.
+fn prepared(name: &str, args: &[&str]) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let out = target.join(format!("movielens/{name}.csv"));
+    if out.exists() {
+        return out;
+    }
+    let cache = target.join("python-data-cache");
+    let tmp = target.join(format!("movielens/{name}.{}.csv", std::process::id()));
+    let status = Command::new(pandas_python())
+        .arg(root().join("examples/movielens/prepare.py"))
+        .args(args)
+        .arg("--out")
+        .arg(&tmp)
+        .arg("--cache")
+        .arg(&cache)
+        .status()
+        .expect("run prepare.py");
+    assert!(status.success(), "prepare.py failed: {status}");
+    std::fs::rename(&tmp, &out).expect("move the prepared ratings");
+    out
 }
 
 /// The first `n` ratings (all with `None`), as a CSV in `dir`.
 pub fn cut(dir: &Path, n: Option<usize>) -> PathBuf {
-    let text = std::fs::read_to_string(ratings()).expect("read ratings.csv");
+    cut_of(&ratings(), dir, n)
+}
+
+/// The first `n` lines of ratings of `source` (all with `None`), as `ratings.csv` in `dir`.
+pub fn cut_of(source: &Path, dir: &Path, n: Option<usize>) -> PathBuf {
+    let text = std::fs::read_to_string(source).expect("read the ratings");
     let keep: Vec<&str> = match n {
         Some(n) => text.lines().take(n + 1).collect(),
         None => text.lines().collect(),
@@ -181,4 +198,19 @@ pub fn logged(text: &str, key: &str) -> u64 {
 
 pub fn output(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The number after `mse ` in `predict`'s metrics line.
+pub fn printed_mse(text: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("metrics against the label column"))
+        .unwrap_or_else(|| panic!("no metrics line:\n{text}"));
+    let at = line.find("mse ").expect("an mse") + 4;
+    line[at..]
+        .split([',', ' '])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }

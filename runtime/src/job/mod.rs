@@ -15,7 +15,7 @@ use crate::error::{RuntimeError, TrainingError};
 use crate::manifest::Manifest;
 use lockstep_trainer::data::{self, EpochPlan, Split, Task as DataTask};
 
-use lockstep_trainer::model::embedding::build_embedding_model;
+use lockstep_trainer::model::embedding::{build_embedding_model, id_specs};
 use lockstep_trainer::model::{build_model, ClassWeight, Model, ModelKind};
 use lockstep_trainer::optim::{Optimizer, OptimizerSpec};
 use lockstep_trainer::{Batch, Targets};
@@ -40,8 +40,19 @@ pub fn load_split_with(
     m: &Manifest,
     stored: Option<&data::Fitted>,
 ) -> Result<Arc<Split>, RuntimeError> {
-    let spec = m.job.data.resolved(&m.base_dir);
-    Ok(Arc::new(data::load_with(&spec, m.job.seed, stored)?))
+    Ok(Arc::new(data::load_with(
+        &data_spec(m),
+        m.job.seed,
+        stored,
+    )?))
+}
+
+/// The manifest's `[job.data]`, its path resolved against the manifest's directory and the
+/// model's id columns attached (string and multi-valued ids become ids in the transform).
+pub(crate) fn data_spec(m: &Manifest) -> data::DataSpec {
+    let mut spec = m.job.data.resolved(&m.base_dir);
+    spec.ids = id_specs(&m.job.model);
+    spec
 }
 
 /// Build the manifest's model for `split`, initialised from the job seed.

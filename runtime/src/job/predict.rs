@@ -202,6 +202,7 @@ pub fn predict_file(
 fn plan_name(p: &ColumnPlan) -> &str {
     match p {
         ColumnPlan::Numeric { name, .. } | ColumnPlan::OneHot { name, .. } => name,
+        ColumnPlan::Ids(ids) => &ids.name,
     }
 }
 
@@ -228,7 +229,7 @@ fn feature_kinds(
             }
             Ok(match p {
                 ColumnPlan::Numeric { .. } => data::ColumnKind::Numeric,
-                ColumnPlan::OneHot { .. } => data::ColumnKind::String,
+                ColumnPlan::OneHot { .. } | ColumnPlan::Ids(_) => data::ColumnKind::String,
             })
         })
         .collect()

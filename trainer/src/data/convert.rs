@@ -159,6 +159,7 @@ fn plan_width(plan: &ColumnPlan) -> usize {
             missing_slot,
             ..
         } => categories.len() + usize::from(*missing_slot),
+        ColumnPlan::Ids(p) => p.slots,
     }
 }
 
@@ -166,9 +167,7 @@ fn plan_width(plan: &ColumnPlan) -> usize {
 fn bind(fitted: &Fitted, schema: &SchemaRef, name: &str) -> Result<Bound, DataError> {
     let mut features = Vec::with_capacity(fitted.features.columns.len());
     for plan in &fitted.features.columns {
-        let column = match plan {
-            ColumnPlan::Numeric { name, .. } | ColumnPlan::OneHot { name, .. } => name,
-        };
+        let column = plan.name();
         column_kind(schema, name, column)?;
         features.push(
             schema
@@ -225,8 +224,8 @@ fn values<T: ArrowPrimitiveType>(a: &ArrayRef) -> (&[T::Native], Nulls<'_>) {
 impl<'a> Source<'a> {
     fn of(plan: &ColumnPlan, a: &'a ArrayRef, file: &str) -> Result<Self, DataError> {
         let (column, kind) = match plan {
-            ColumnPlan::Numeric { name, .. } => (name, Kind::Numeric),
-            ColumnPlan::OneHot { name, .. } => (name, Kind::String),
+            ColumnPlan::Numeric { name, .. } => (name.as_str(), Kind::Numeric),
+            ColumnPlan::OneHot { .. } | ColumnPlan::Ids(_) => (plan.name(), Kind::String),
         };
         if kind == Kind::String || super::columns::kind_of(a.data_type()) != Some(Kind::Numeric) {
             // The general path: the column as the kind its type has (a mismatch with the plan
@@ -316,15 +315,15 @@ impl<'a> Source<'a> {
                 }
                 Ok(())
             }
-            (ColumnPlan::Numeric { name, .. } | ColumnPlan::OneHot { name, .. }, _) => {
-                Err(DataError::Config {
-                    file: cell.file.to_string(),
-                    column: name.clone(),
-                    message:
-                        "column changed between numbers and strings since the pipeline was fitted"
-                            .into(),
-                })
+            (ColumnPlan::Ids(p), Source::Raw(RawColumn::Str(v))) => {
+                p.write(v, rows, cell.x, cell.width, cell.offset, cell.file)
             }
+            (plan, _) => Err(DataError::Config {
+                file: cell.file.to_string(),
+                column: plan.name().to_string(),
+                message: "column changed between numbers and strings since the pipeline was fitted"
+                    .into(),
+            }),
         }
     }
 }

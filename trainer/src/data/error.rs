@@ -126,6 +126,18 @@ pub enum DataError {
         /// What to change.
         message: String,
     },
+    /// A value or setting of an embedding model's id column (string or multi-valued).
+    #[error("data file {file}: id column '{column}'{}: {problem}", row.map(|r| format!(", row {r}")).unwrap_or_default())]
+    Id {
+        /// File or stream name.
+        file: String,
+        /// The id column.
+        column: String,
+        /// 0-based data row, when one value is at fault.
+        row: Option<usize>,
+        /// What is wrong.
+        problem: super::ids::IdProblem,
+    },
     /// A cursor or batch request that the source cannot serve.
     #[error("data source {file}: {message}")]
     Source {

@@ -117,7 +117,8 @@ fn read_columns(
     let mut kinds = Vec::with_capacity(names.len());
     for name in &names {
         let kind = column_kind(schema, file, name)?;
-        if kind == Kind::String && spec.categorical == Categorical::Error {
+        if kind == Kind::String && spec.categorical == Categorical::Error && spec.id(name).is_none()
+        {
             return Err(DataError::StringFeature {
                 file: file.to_string(),
                 column: name.clone(),

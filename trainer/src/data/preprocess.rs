@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::columns::RawColumn;
+use super::columns::{Kind, RawColumn};
 use super::error::DataError;
+use super::ids::{not_text, IdPlan};
 use super::spec::{DataSpec, Missing, MissingStrings, Scaling};
 
 /// Rows transformed together (see [`Preprocessor::transform`]).
@@ -41,6 +42,9 @@ pub enum ColumnPlan {
         /// Imputed category for a missing entry (`missing_strings = "most-frequent"`).
         fill: Option<String>,
     },
+    /// An embedding model's text or multi-valued id column: integer ids in slots (see
+    /// [`ids`](super::ids)).
+    Ids(IdPlan),
 }
 
 impl ColumnPlan {
@@ -52,6 +56,23 @@ impl ColumnPlan {
                 missing_slot,
                 ..
             } => categories.len() + usize::from(*missing_slot),
+            ColumnPlan::Ids(p) => p.slots,
+        }
+    }
+
+    /// The kind of input column the plan was fitted on.
+    pub fn kind(&self) -> Kind {
+        match self {
+            ColumnPlan::Numeric { .. } => Kind::Numeric,
+            ColumnPlan::OneHot { .. } | ColumnPlan::Ids(_) => Kind::String,
+        }
+    }
+
+    /// The input column.
+    pub fn name(&self) -> &str {
+        match self {
+            ColumnPlan::Numeric { name, .. } | ColumnPlan::OneHot { name, .. } => name,
+            ColumnPlan::Ids(p) => &p.name,
         }
     }
 }
@@ -81,11 +102,17 @@ impl Preprocessor {
         let refuse_missing = spec.missing == Missing::Error;
         let mut columns = Vec::with_capacity(cols.len());
         for (name, raw) in cols {
-            let plan = match raw {
-                RawColumn::Num(v) => {
+            let plan = match (spec.id(name), raw) {
+                (Some(id), RawColumn::Str(v)) => {
+                    ColumnPlan::Ids(IdPlan::fit(id, v, train_rows, file)?)
+                }
+                (Some(id), RawColumn::Num(_)) if id.separator.is_some() => {
+                    return Err(not_text(id, file))
+                }
+                (_, RawColumn::Num(v)) => {
                     fit_numeric(name, v, train_rows, spec.scaling, refuse_missing, file)?
                 }
-                RawColumn::Str(v) => fit_strings(
+                (_, RawColumn::Str(v)) => fit_strings(
                     name,
                     v,
                     train_rows,
@@ -173,6 +200,9 @@ impl Preprocessor {
                         }
                     }
                 }
+                (ColumnPlan::Ids(p), RawColumn::Str(v)) => {
+                    p.write(v, rows, x, width, offset, file)?;
+                }
                 _ => return Err(DataError::Config {
                     file: file.to_string(),
                     column: name.clone(),
@@ -202,6 +232,7 @@ fn feature_names_of(plan: &ColumnPlan) -> Vec<String> {
             }
             v
         }
+        ColumnPlan::Ids(p) => p.feature_names(),
     }
 }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::ids::IdSpec;
 use super::stream_spec::{Source, StreamSpec};
 
 /// How to read the data file.
@@ -163,6 +164,11 @@ pub struct DataSpec {
     /// Object storage: retries of a failed or timed-out request, with exponential backoff (default 3).
     #[serde(default)]
     pub max_retries: Option<usize>,
+    /// The id columns of an embedding model (from `[[job.model.embeddings]]`, set by whoever
+    /// builds the model, never read from `[job.data]`): text and multi-valued id columns become
+    /// integer ids (see [`ids`](super::ids)); numeric single-valued ones stay numeric features.
+    #[serde(skip)]
+    pub ids: Vec<IdSpec>,
 }
 
 fn default_test_fraction() -> f64 {
@@ -197,6 +203,7 @@ impl DataSpec {
             on_bad_file: OnBadFile::Error,
             request_timeout_ms: None,
             max_retries: None,
+            ids: Vec::new(),
         }
     }
 
@@ -213,6 +220,11 @@ impl DataSpec {
             || self.is_url()
             || p.contains(['*', '?', '['])
             || self.path.is_dir()
+    }
+
+    /// The id spec of `column`, if the model reads it as ids.
+    pub fn id(&self, column: &str) -> Option<&IdSpec> {
+        self.ids.iter().find(|i| i.column == column)
     }
 
     /// This spec with a relative `path` joined onto `base` (the manifest's directory).

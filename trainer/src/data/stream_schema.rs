@@ -6,7 +6,6 @@ use arrow_schema::Schema;
 
 use super::columns::{column_kind, Kind};
 use super::error::DataError;
-use super::preprocess::ColumnPlan;
 use super::table::Fitted;
 
 impl Fitted {
@@ -20,10 +19,7 @@ impl Fitted {
     pub fn check_schema(&self, schema: &Schema, name: &str) -> Result<(), DataError> {
         column_kind(schema, name, &self.label.column)?;
         for plan in &self.features.columns {
-            let (column, want) = match plan {
-                ColumnPlan::Numeric { name, .. } => (name, Kind::Numeric),
-                ColumnPlan::OneHot { name, .. } => (name, Kind::String),
-            };
+            let (column, want) = (plan.name(), plan.kind());
             let got = column_kind(schema, name, column)?;
             if got != want {
                 let dtype = schema
@@ -32,7 +28,7 @@ impl Fitted {
                     .unwrap_or_default();
                 return Err(DataError::Config {
                     file: name.to_string(),
-                    column: column.clone(),
+                    column: column.to_string(),
                     message: format!(
                         "has type {dtype} but the warm-up sample's column is {}",
                         match want {

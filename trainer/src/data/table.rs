@@ -9,7 +9,7 @@ use super::dataset::Dataset;
 
 use super::columns::Kind;
 use super::label::LabelPlan;
-use super::preprocess::{ColumnPlan, Preprocessor};
+use super::preprocess::Preprocessor;
 use super::spec::Task;
 use crate::batch::{Batch, Targets};
 
@@ -106,10 +106,7 @@ impl Fitted {
         self.features
             .columns
             .iter()
-            .map(|plan| match plan {
-                ColumnPlan::Numeric { name, .. } => (name.clone(), Kind::Numeric),
-                ColumnPlan::OneHot { name, .. } => (name.clone(), Kind::String),
-            })
+            .map(|plan| (plan.name().to_string(), plan.kind()))
             .collect()
     }
 }

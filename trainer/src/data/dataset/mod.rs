@@ -118,6 +118,25 @@ pub fn train_source(
     })
 }
 
+/// `categorical = "error"`: a string feature that is not an id column is an error.
+fn refuse_strings(
+    spec: &DataSpec,
+    features: &[String],
+    kinds: &[Kind],
+    file: &str,
+) -> Result<(), DataError> {
+    let string = |(c, k): &(&String, &Kind)| {
+        **k == Kind::String && spec.categorical == Categorical::Error && spec.id(c).is_none()
+    };
+    match features.iter().zip(kinds).find(string) {
+        Some((c, _)) => Err(DataError::StringFeature {
+            file: file.to_string(),
+            column: c.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Opens the dataset `spec.path` names (file, directory, glob or URL) for streaming. With
 /// `stored` (a transform fitted earlier) nothing is fitted and no sample is read: the columns are
 /// the stored plans' columns and every row is transformed with it.
@@ -172,16 +191,7 @@ pub fn load_dataset(
         .iter()
         .map(|c| column_kind(&first.schema, &first.name, c))
         .collect::<Result<_, _>>()?;
-    if let Some(c) = features
-        .iter()
-        .zip(&kinds)
-        .find(|(_, k)| **k == Kind::String && spec.categorical == Categorical::Error)
-    {
-        return Err(DataError::StringFeature {
-            file: first.name.clone(),
-            column: c.0.clone(),
-        });
-    }
+    refuse_strings(spec, &features, &kinds, &first.name)?;
     let rows: u64 = files.iter().map(|f| f.rows).sum();
     let block_rows = spec.block_rows.unwrap_or(DEFAULT_BLOCK_ROWS).max(1);
     let mut layout = Layout::new(rows, block_rows, 1, seed, spec.test_fraction);

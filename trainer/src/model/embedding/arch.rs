@@ -14,6 +14,8 @@
 
 use super::error::EmbeddingError;
 use super::ids::IdColumn;
+use super::pool::Lookup;
+use super::spec::Pooling;
 use crate::model::{Layer, ModelError};
 use lockstep_tensor::SparseRows;
 use std::ops::Range;
@@ -47,25 +49,30 @@ pub struct Parts<'a> {
     pub l2: f32,
 }
 
-/// A forward pass's state: each row's index into the pulled rows per table, the activations.
+/// A forward pass's state: per table each row's lookups and pooled rows, the activations.
 pub struct Pass {
-    pos: Vec<Vec<u32>>,
+    looks: Vec<Lookup>,
+    pooled: Vec<Vec<f32>>,
     acts: Vec<Vec<f32>>,
     /// One output per row.
     pub out: Vec<f32>,
 }
 
-impl Parts<'_> {
-    fn row(&self, t: usize, p: u32) -> &[f32] {
-        self.pulled[t].row(p as usize)
+impl Pass {
+    /// Row `r`'s pooled vector and bias of table `t` (`w` wide).
+    fn row(&self, t: usize, r: usize, w: usize) -> &[f32] {
+        &self.pooled[t][r * w..(r + 1) * w]
     }
+}
 
-    fn positions(&self, x: &[f32], rows: usize, cols: usize) -> Result<Vec<Vec<u32>>, ModelError> {
+impl Parts<'_> {
+    fn lookups(&self, x: &[f32], rows: usize, cols: usize) -> Result<Vec<Lookup>, ModelError> {
         let mut all = Vec::with_capacity(self.ids.len());
         for (t, c) in self.ids.iter().enumerate() {
-            let ids = c.ids(x, rows, cols)?;
+            let bags = c.bags(x, rows, cols)?;
             let have = &self.pulled[t].ids;
-            let pos = ids
+            let pos = bags
+                .ids
                 .iter()
                 .map(|id| {
                     have.binary_search(id).map(|p| p as u32).map_err(|_| {
@@ -76,7 +83,11 @@ impl Parts<'_> {
                     })
                 })
                 .collect::<Result<Vec<u32>, _>>()?;
-            all.push(pos);
+            all.push(Lookup::new(
+                pos,
+                bags.start,
+                c.pooling == Some(Pooling::Mean),
+            ));
         }
         Ok(all)
     }
@@ -86,29 +97,39 @@ impl Parts<'_> {
     /// # Errors
     /// A bad id, a row not pulled, or a layer's kernel error.
     pub fn forward(&mut self, x: &[f32], rows: usize, cols: usize) -> Result<Pass, ModelError> {
-        let pos = self.positions(x, rows, cols)?;
-        let mut out = vec![0.0f32; rows];
-        let mut acts = Vec::new();
+        let looks = self.lookups(x, rows, cols)?;
+        let pooled: Vec<Vec<f32>> = looks
+            .iter()
+            .zip(self.pulled)
+            .map(|(l, p)| l.pool(p, rows))
+            .collect();
+        let mut pass = Pass {
+            looks,
+            pooled,
+            acts: Vec::new(),
+            out: vec![0.0f32; rows],
+        };
         let nt = self.ids.len();
         if self.arch == Arch::WideDeep {
             let width: usize = self.dims.iter().sum::<usize>() + self.dense.len();
             let mut z = Vec::with_capacity(rows * width);
             for r in 0..rows {
-                for (t, p) in pos.iter().enumerate() {
-                    z.extend_from_slice(&self.row(t, p[r])[..self.dims[t]]);
+                for (t, &d) in self.dims.iter().enumerate() {
+                    z.extend_from_slice(&pass.row(t, r, d + 1)[..d]);
                 }
                 z.extend(self.dense.iter().map(|&j| x[r * cols + j]));
             }
-            acts.push(z);
+            pass.acts.push(z);
             for (layer, range) in self.layers.iter_mut() {
                 let mut y = vec![0.0; rows * layer.out_features()];
-                let input = acts.last().expect("the input is pushed first");
+                let input = pass.acts.last().expect("the input is pushed first");
                 layer.forward(&self.params[range.clone()], input, rows, &mut y)?;
-                acts.push(y);
+                pass.acts.push(y);
             }
-            out.copy_from_slice(acts.last().expect("at least the output layer"));
+            let last = pass.acts.last().expect("at least the output layer");
+            pass.out.copy_from_slice(last);
         }
-        for (r, o) in out.iter_mut().enumerate() {
+        for r in 0..rows {
             let mut s = 0.0f32;
             if self.arch == Arch::Mf {
                 s = self.params[0];
@@ -119,17 +140,18 @@ impl Parts<'_> {
             if nt > 1 && self.dims.iter().all(|&d| d == self.dims[0]) {
                 for a in 0..nt {
                     for b in a + 1..nt {
-                        let (ea, eb) = (self.row(a, pos[a][r]), self.row(b, pos[b][r]));
-                        s += dot(&ea[..self.dims[a]], &eb[..self.dims[b]]);
+                        let (da, db) = (self.dims[a], self.dims[b]);
+                        let (ea, eb) = (pass.row(a, r, da + 1), pass.row(b, r, db + 1));
+                        s += dot(&ea[..da], &eb[..db]);
                     }
                 }
             }
-            for (t, p) in pos.iter().enumerate() {
-                s += self.row(t, p[r])[self.dims[t]];
+            for (t, &d) in self.dims.iter().enumerate() {
+                s += pass.row(t, r, d + 1)[d];
             }
-            *o += s;
+            pass.out[r] += s;
         }
-        Ok(Pass { pos, acts, out })
+        Ok(pass)
     }
 
     /// Backward from `dout` (one value per row, already divided by `divisor`): the dense
@@ -172,22 +194,31 @@ impl Parts<'_> {
             }
             let mut off = 0;
             for t in 0..nt {
-                let (p, w) = (pass.pos[t][r] as usize, self.dims[t] + 1);
-                touched[t][p] = true;
-                let g = &mut acc[t][p * w..(p + 1) * w];
-                g[w - 1] += d;
-                if reg != 0.0 {
-                    let row = self.pulled[t].row(p);
-                    g.iter_mut().zip(row).for_each(|(a, v)| *a += reg * v);
-                }
-                if let Some(dz) = &dz {
-                    let src = &dz[r * zw + off..r * zw + off + w - 1];
-                    g[..w - 1].iter_mut().zip(src).for_each(|(a, b)| *a += b);
-                }
-                if fm {
-                    for s in (0..nt).filter(|&s| s != t) {
-                        let e = &self.pulled[s].row(pass.pos[s][r] as usize)[..w - 1];
-                        g[..w - 1].iter_mut().zip(e).for_each(|(a, b)| *a += d * b);
+                let (look, w) = (&pass.looks[t], self.dims[t] + 1);
+                // Each member gets the pooled value's gradient times its share (exactly the
+                // gradient for one member: `x * 1.0 == x`).
+                let (share, ds) = (look.scale(r), d * look.scale(r));
+                for &p in look.members(r) {
+                    let p = p as usize;
+                    touched[t][p] = true;
+                    let g = &mut acc[t][p * w..(p + 1) * w];
+                    g[w - 1] += ds;
+                    if reg != 0.0 {
+                        let row = self.pulled[t].row(p);
+                        g.iter_mut().zip(row).for_each(|(a, v)| *a += reg * v);
+                    }
+                    if let Some(dz) = &dz {
+                        let src = &dz[r * zw + off..r * zw + off + w - 1];
+                        g[..w - 1]
+                            .iter_mut()
+                            .zip(src)
+                            .for_each(|(a, b)| *a += b * share);
+                    }
+                    if fm {
+                        for s in (0..nt).filter(|&s| s != t) {
+                            let e = &pass.row(s, r, self.dims[s] + 1)[..w - 1];
+                            g[..w - 1].iter_mut().zip(e).for_each(|(a, b)| *a += ds * b);
+                        }
                     }
                 }
                 off += w - 1;

@@ -5,6 +5,7 @@ use super::arch::Arch;
 use super::error::EmbeddingError;
 use super::ids::IdColumn;
 use super::model::{EmbeddingModel, Parts0};
+use super::spec::EmbeddingSpec;
 use super::table::TableInfo;
 use crate::model::spec::{ActivationName, ModelKind, ModelSpec, TaskName};
 use crate::model::{Activation, ActivationKind, Dense, Layer, Model, ModelError, Task};
@@ -73,25 +74,13 @@ pub fn build_embedding_model(
     let mut ids = Vec::new();
     let mut tables = Vec::new();
     for (i, e) in spec.embeddings.iter().enumerate() {
-        let key = |k: &str| format!("embeddings[{i}].{k}");
-        if e.dim == 0 {
-            return Err(spec_err(key("dim"), "must be at least 1"));
-        }
-        if e.buckets == Some(0) {
-            return Err(spec_err(key("buckets"), "must be at least 1"));
-        }
         if ids.iter().any(|c: &IdColumn| c.name == e.column) {
             return Err(spec_err(
-                key("column"),
+                format!("embeddings[{i}].column"),
                 format!("{:?} has a table already", e.column),
             ));
         }
-        let col = find_column(feature_names, &e.column, key("column"))?;
-        ids.push(IdColumn {
-            name: e.column.clone(),
-            col,
-            buckets: e.buckets,
-        });
+        ids.push(id_column(i, e, feature_names)?);
         tables.push(TableInfo {
             column: e.column.clone(),
             width: e.dim + 1,
@@ -109,7 +98,7 @@ pub fn build_embedding_model(
     }
     let task = task(spec, outputs)?;
     let dense: Vec<usize> = (0..feature_names.len())
-        .filter(|j| !ids.iter().any(|c| c.col == *j))
+        .filter(|j| !ids.iter().any(|c| (c.col..c.col + c.slots).contains(j)))
         .collect();
     let layers = match arch {
         Arch::Mf => Vec::new(),
@@ -133,6 +122,58 @@ pub fn build_embedding_model(
         model.set_output_bias(base);
     }
     Ok(Box::new(model))
+}
+
+/// Table `i`'s id column among the feature columns, its keys checked: `dim`, `buckets`, and for
+/// a multi-valued column (`pooling`) its slots `col[0]`, `col[1]`, ... (see
+/// [`crate::data::ids`]).
+fn id_column(i: usize, e: &EmbeddingSpec, names: &[String]) -> Result<IdColumn, ModelError> {
+    let key = |k: &str| format!("embeddings[{i}].{k}");
+    if e.dim == 0 {
+        return Err(spec_err(key("dim"), "must be at least 1"));
+    }
+    if e.buckets == Some(0) {
+        return Err(spec_err(key("buckets"), "must be at least 1"));
+    }
+    let Some(pooling) = e.pooling else {
+        for (k, set) in [
+            ("separator", e.separator.is_some()),
+            ("max_values", e.max_values.is_some()),
+        ] {
+            if set {
+                return Err(spec_err(
+                    key(k),
+                    "applies to a multi-valued column: set pooling = \"sum\" or \"mean\"",
+                ));
+            }
+        }
+        let col = find_column(names, &e.column, key("column"))?;
+        return Ok(IdColumn::single(e.column.clone(), col, e.buckets));
+    };
+    if e.separator.as_deref() == Some("") {
+        return Err(spec_err(key("separator"), "must not be empty"));
+    }
+    if e.max_values == Some(0) {
+        return Err(spec_err(key("max_values"), "must be at least 1"));
+    }
+    let slot = |k: usize| format!("{}[{k}]", e.column);
+    let Some(col) = names.iter().position(|n| *n == slot(0)) else {
+        return Err(match find_column(names, &e.column, key("column")) {
+            Ok(_) => spec_err(
+                key("pooling"),
+                format!("{:?} is not a multi-valued column (a numeric column holds one id per row): drop pooling", e.column),
+            ),
+            Err(err) => err.into(),
+        });
+    };
+    let slots = (0..)
+        .take_while(|&k| names.get(col + k) == Some(&slot(k)))
+        .count();
+    Ok(IdColumn {
+        slots,
+        pooling: Some(pooling),
+        ..IdColumn::single(e.column.clone(), col, e.buckets)
+    })
 }
 
 /// The index of the id column `column` among the feature columns; `key` names it in errors.

@@ -32,8 +32,9 @@ pub enum EmbeddingError {
         /// The id.
         id: u64,
     },
-    /// An id column that holds strings (one-hot encoded), not integer ids.
-    #[error("[job.model] {key}: {column:?} is a string column (one-hot encoded); ids must be integers: map them to integers when preparing the data")]
+    /// An id column that holds strings and was one-hot encoded (the data was loaded without the
+    /// model's id columns).
+    #[error("[job.model] {key}: {column:?} is a string column that was one-hot encoded: load the data with the model's id columns (DataSpec::ids, from EmbeddingSpec::id_spec) so that its strings become ids")]
     StringIds {
         /// The key (`embeddings[0].column`).
         key: String,

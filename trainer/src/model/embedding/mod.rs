@@ -20,16 +20,17 @@ mod error;
 mod ids;
 mod model;
 mod optim;
+mod pool;
 pub mod spec;
 mod table;
 
 pub use arch::Arch;
 pub use build::build_embedding_model;
 pub use error::EmbeddingError;
-pub use ids::{IdColumn, ID_LIMIT};
+pub use ids::{Bags, IdColumn, ID_LIMIT};
 pub use model::EmbeddingModel;
 pub use optim::RowOptimizer;
-pub use spec::{EmbeddingSpec, TableOptimizerKind, TableOptimizerSpec};
+pub use spec::{id_specs, EmbeddingSpec, Pooling, TableOptimizerKind, TableOptimizerSpec};
 pub use table::{mix64, ShardRows, TableInfo, TableShard};
 
 use crate::model::ModelError;
@@ -56,3 +57,5 @@ pub trait SparseModel {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pooled;

@@ -5,9 +5,15 @@
 //! [job.model]
 //! kind = "mf"                 # mf (biased MF / factorization machine) | wide_deep
 //! [[job.model.embeddings]]
-//! column = "userId"           # an integer feature column holding ids
+//! column = "userId"           # a feature column holding ids (integers or strings)
 //! dim = 32
 //! buckets = 100000            # optional: hash ids into this many rows
+//! [[job.model.embeddings]]
+//! column = "genres"           # a text column of several ids per row, "Comedy|Drama"
+//! dim = 32
+//! pooling = "mean"            # sum | mean: one vector (and bias) per row
+//! separator = "|"             # default "|"
+//! max_values = 10             # optional: slots per row (default: the most in a cell when fitted)
 //! [job.model.table_optimizer]
 //! kind = "adagrad"            # sgd | adagrad | adam (lazy, per row)
 //! lr = 0.05                   # default: the job's learning rate
@@ -16,6 +22,8 @@
 //! decay = 1e-4                # whole-table L2, applied lazily when a row is updated
 //! ```
 
+use crate::data::IdSpec;
+use crate::model::spec::{ModelKind, ModelSpec};
 use serde::{Deserialize, Serialize};
 
 /// One embedding table: the id column it embeds and its width.
@@ -29,6 +37,70 @@ pub struct EmbeddingSpec {
     /// Hash ids into this many rows (for unbounded ids); without it the id is the row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buckets: Option<u64>,
+    /// A multi-valued column (`"A|B|C"`): its values' rows pooled into one vector (and one bias)
+    /// per row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<Pooling>,
+    /// Multi-valued: the separator of the values (default `|`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub separator: Option<String>,
+    /// Multi-valued: values per row at most (default: the most values of a cell among the rows
+    /// read when the transform is fitted, held-out rows included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_values: Option<usize>,
+}
+
+/// How a multi-valued column's rows become one vector: their sum or their mean (an empty cell
+/// gives zeros either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The sum of the rows.
+    Sum,
+    /// The mean of the rows.
+    Mean,
+}
+
+/// The separator of a multi-valued column when none is set.
+pub const DEFAULT_SEPARATOR: &str = "|";
+
+impl EmbeddingSpec {
+    /// A single-valued table of `column`, `dim` wide.
+    pub fn new(column: impl Into<String>, dim: usize) -> Self {
+        EmbeddingSpec {
+            column: column.into(),
+            dim,
+            buckets: None,
+            pooling: None,
+            separator: None,
+            max_values: None,
+        }
+    }
+
+    /// How the data layer reads this table's column (see [`crate::data::ids`]).
+    pub fn id_spec(&self) -> IdSpec {
+        IdSpec {
+            column: self.column.clone(),
+            separator: self.pooling.map(|_| {
+                self.separator
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SEPARATOR.to_string())
+            }),
+            hashed: self.buckets.is_some(),
+            max_values: self.max_values,
+        }
+    }
+}
+
+/// The id columns of `spec`'s tables as the data layer reads them (none unless the kind is an
+/// embedding model): set them as [`DataSpec::ids`](crate::data::DataSpec::ids) before loading.
+pub fn id_specs(spec: &ModelSpec) -> Vec<IdSpec> {
+    match spec.kind {
+        ModelKind::Mf | ModelKind::WideDeep => {
+            spec.embeddings.iter().map(EmbeddingSpec::id_spec).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The sparse optimizers: each updates only the rows a round touched, with per-row state.

@@ -13,15 +13,10 @@ fn names() -> Vec<String> {
 fn spec(kind: ModelKind) -> ModelSpec {
     let mut s = ModelSpec::new(kind);
     s.embeddings = vec![
+        EmbeddingSpec::new("userId", 3),
         EmbeddingSpec {
-            column: "userId".into(),
-            dim: 3,
-            buckets: None,
-        },
-        EmbeddingSpec {
-            column: "movieId".into(),
-            dim: 3,
             buckets: Some(50),
+            ..EmbeddingSpec::new("movieId", 3)
         },
     ];
     s.table_optimizer = Some(TableOptimizerSpec {
@@ -50,7 +45,7 @@ fn batch(rows: &[(f32, u32, u32, f32)]) -> Batch {
     }
 }
 
-fn shards(m: &mut dyn Model) -> Vec<TableShard> {
+pub(super) fn shards(m: &mut dyn Model) -> Vec<TableShard> {
     let s = m.sparse().expect("an embedding model");
     let o = RowOptimizer::new(TableOptimizerKind::Sgd);
     s.tables()
@@ -60,7 +55,7 @@ fn shards(m: &mut dyn Model) -> Vec<TableShard> {
         .collect()
 }
 
-fn pull(m: &mut dyn Model, tables: &mut [TableShard], b: &Batch) {
+pub(super) fn pull(m: &mut dyn Model, tables: &mut [TableShard], b: &Batch) {
     let s = m.sparse().unwrap();
     let ids = s.batch_ids(&b.x, b.rows).unwrap();
     let rows = ids
@@ -79,7 +74,7 @@ fn pull(m: &mut dyn Model, tables: &mut [TableShard], b: &Batch) {
     s.install_rows(rows).unwrap();
 }
 
-fn loss_and_grads(
+pub(super) fn loss_and_grads(
     m: &mut dyn Model,
     b: &Batch,
 ) -> (f64, Vec<f32>, Vec<lockstep_tensor::SparseRows>) {
