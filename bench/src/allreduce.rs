@@ -132,7 +132,7 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<()> {
     if args.tls {
         println!("allreduce over TLS; reference: the same allreduce over plain TCP links between the same processes (ratio = TLS / plain)");
     }
-    let place = Placement::choose(&args.cpus, args.world)?;
+    let place = Placement::choose(&args.measure.cpus, args.world)?;
     println!("{}", place.line(args.world));
     let (samples, load, redo) = measure(args, &cfg, &place)?;
     println!(
@@ -140,7 +140,7 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<()> {
         args.world,
         args.transport,
         args.algo,
-        args.repeat.max(1)
+        args.measure.repeat.max(1)
     );
     let (mut rows, mut cells, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
     for s in &samples {
@@ -168,13 +168,13 @@ pub fn run(args: &AllreduceBenchArgs) -> Result<()> {
         println!("{w}");
     }
     redo.print_summary();
-    if let Some(p) = &args.json {
+    if let Some(p) = &args.measure.json {
         let mut report = Map::new();
         report.insert("world".into(), Value::from(args.world));
         report.insert("transport".into(), Value::from(args.transport.clone()));
         report.insert("ranks_per_host".into(), Value::from(args.ranks_per_host));
         report.insert("algo".into(), Value::from(args.algo.clone()));
-        report.insert("repeat".into(), Value::from(args.repeat.max(1)));
+        report.insert("repeat".into(), Value::from(args.measure.repeat.max(1)));
         load.add_json(&mut report);
         report.insert("placement".into(), place.json(args.world));
         redo.add_json(&mut report);
@@ -192,14 +192,14 @@ fn measure(
     place: &Placement,
 ) -> Result<(Vec<Samples>, Load, Remeasure)> {
     let exe = std::env::current_exe().map_err(BenchError::io("finding the lockstep binary"))?;
-    let mut redo = Remeasure::new(args.attempts);
+    let mut redo = Remeasure::new(args.measure.attempts);
     loop {
         let mut load = Load::start();
         let outs = spawn_repeat(
             &exe,
             cfg.clone(),
             args.world,
-            args.repeat.max(1),
+            args.measure.repeat.max(1),
             place.cpus.as_deref(),
         )?;
         load.finish();

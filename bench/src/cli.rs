@@ -127,24 +127,9 @@ pub struct LinkBenchArgs {
     /// TCP link between the same two processes, so the ratio is TLS / plain.
     #[arg(long)]
     pub tls: bool,
-    /// Where the worker processes run: `auto` (rank i on the i-th of the CPUs this process may
-    /// use, modulo their number), `none` (not pinned: the scheduler decides), or a list such as
-    /// `0,1` or `0,0` (rank i on LIST[i % len]). The reference's two endpoints run on rank 0's
-    /// and rank 1's CPUs, so subject and reference share one placement.
-    #[arg(long, default_value = "auto")]
-    pub cpus: String,
-    /// Whole runs to try: a run in which `TCP_INFO` shows a connection slowed by spurious
-    /// retransmissions (reordering between two CPUs; docs/benchmarks.md, "Placement") is set aside
-    /// (listed in the JSON as `discarded`) and measured again; the last one is kept regardless.
-    #[arg(long, default_value_t = 3)]
-    pub attempts: usize,
-    /// Repetitions: subject and reference are measured interleaved (A B A B ...) this many times;
-    /// the table shows the median and min-max of each and of the per-pair ratio.
-    #[arg(long, default_value_t = 5)]
-    pub repeat: usize,
-    /// Write the figures as JSON here.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
+    /// Placement, attempts, repetitions and the JSON output.
+    #[command(flatten)]
+    pub measure: MeasureArgs,
 }
 
 /// `lockstep bench allreduce`
@@ -183,6 +168,14 @@ pub struct AllreduceBenchArgs {
     /// the same allreduce over plain TCP links between the same processes (ratio = TLS / plain).
     #[arg(long)]
     pub tls: bool,
+    /// Placement, attempts, repetitions and the JSON output.
+    #[command(flatten)]
+    pub measure: MeasureArgs,
+}
+
+/// How `bench link` and `bench allreduce` measure: placement, attempts, repetitions, output.
+#[derive(Debug, Clone, Args)]
+pub struct MeasureArgs {
     /// Where the worker processes run: `auto` (rank i on the i-th of the CPUs this process may
     /// use, modulo their number), `none` (not pinned: the scheduler decides), or a list such as
     /// `0,1` or `0,0` (rank i on LIST[i % len]). The reference's two endpoints run on rank 0's

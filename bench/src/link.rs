@@ -102,7 +102,7 @@ pub fn run(args: &LinkBenchArgs) -> Result<()> {
         peer_timeout_ms: 10_000,
         tls_dir: certs.as_ref().map(|c| c.dir()),
     };
-    let place = Placement::choose(&args.cpus, 2)?;
+    let place = Placement::choose(&args.measure.cpus, 2)?;
     println!("{}", place.line(2));
     let samples = |r: &Map<String, Value>, k: &str| -> Vec<f64> {
         r.get(k)
@@ -110,10 +110,10 @@ pub fn run(args: &LinkBenchArgs) -> Result<()> {
             .map(|a| a.iter().filter_map(Value::as_f64).collect())
             .unwrap_or_default()
     };
-    let mut redo = Remeasure::new(args.attempts);
+    let mut redo = Remeasure::new(args.measure.attempts);
     let (mut r, p, load) = loop {
         let mut load = Load::start();
-        let outs = spawn_pair(cfg.clone(), args.repeat.max(1), &place)?;
+        let outs = spawn_pair(cfg.clone(), args.measure.repeat.max(1), &place)?;
         load.finish();
         let line = outs[0]
             .lines()
@@ -173,7 +173,7 @@ pub fn run(args: &LinkBenchArgs) -> Result<()> {
         println!("{w}");
     }
     redo.print_summary();
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.measure.json {
         write_json(path, &Value::Object(r))?;
     }
     Ok(())
