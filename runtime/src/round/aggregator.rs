@@ -261,17 +261,7 @@ impl Handler<GradBucket> for Aggregator {
         if let Err(e) = self.bucket(msg) {
             self.pieces.clear();
             self.pending = None;
-            match &e {
-                RuntimeError::Collective(c) if self.reporter.is_elastic() => {
-                    let node = c
-                        .failed_rank()
-                        .filter(|&r| r < self.comm.world())
-                        .map(|r| self.comm.group().name(r).to_string())
-                        .unwrap_or_default();
-                    self.reporter.lost(round, &node, &e);
-                }
-                _ => self.reporter.fail(round, e),
-            }
+            self.reporter.failed_or_lost(round, e);
         }
     }
 }
