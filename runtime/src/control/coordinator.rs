@@ -50,6 +50,8 @@ pub(crate) struct Schedule {
     pub observer: crate::observe::Observer,
     /// Streams: how rounds are gated, offsets, publishing, prequential evaluation.
     pub stream: Option<StreamSchedule>,
+    /// This coordinator took over from a dead one (elastic): where and why.
+    pub takeover: Option<super::takeover::Takeover>,
     /// `cluster.progress_timeout_ms` when set (else derived, see [`crate::control::hang::ProgressClock`]).
     pub progress_timeout_ms: Option<u64>,
 }
@@ -167,7 +169,7 @@ async fn drive(
     };
     let pace = match &s.stream {
         Some(st) => Pace::Stream(StreamPace::new(st)),
-        None => Pace::Batch(BatchPace::new(s.report.world_size)),
+        None => Pace::Batch(BatchPace::new(s.report.world_size, s.takeover.as_ref())),
     };
     rounds::run(&cx, pace)
         .await

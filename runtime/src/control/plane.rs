@@ -34,7 +34,7 @@ mod stream;
 mod tests;
 
 pub(crate) use finish::{RunFinish, RunSave};
-pub(crate) use membership::{ChangeMembership, Changed};
+pub(crate) use membership::{rollback_point, ChangeMembership, Changed};
 pub(crate) use stream::{AwaitStream, StreamView};
 
 /// One member of the cluster, as handed to [`ControlPlane::new`]: its node name and its control

@@ -46,8 +46,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 mod messages;
+pub(crate) mod term;
 
-pub(crate) use messages::{ControlMessage, ToCoordinator, ToWorker};
+pub(crate) use messages::{ControlMessage, Rejoin, ToCoordinator, ToWorker};
 
 /// The parameter layout of a model, compared across workers at registration, and the data the
 /// node trains on.
@@ -187,7 +188,8 @@ pub(crate) fn encode(
         message: msg.name(),
         source,
     })?;
-    let header = FrameHeader::data(Op::Control, round, 0, 0, 0, bytes.len() as u64);
+    let mut header = FrameHeader::data(Op::Control, round, 0, 0, 0, bytes.len() as u64);
+    header.job = term::current();
     Ok((header, Buffer::from_external(bytes)))
 }
 
@@ -210,7 +212,7 @@ pub(crate) fn recv_msg<M: ControlMessage>(
     let frame = link
         .recv(&expect)
         .map_err(|source| RuntimeError::peer(&peer, round, doing, source))?;
-    decode(&peer, &frame.payload)
+    decode(&peer, frame.header.job, &frame.payload)
 }
 
 /// A control message from a frame's payload (an `Abort` is a message here).
@@ -218,11 +220,31 @@ pub(crate) fn parse<M: ControlMessage>(payload: &[u8]) -> Result<M, serde_json::
     serde_json::from_slice(payload)
 }
 
-fn decode<M: ControlMessage>(peer: &str, payload: &[u8]) -> Result<M, RuntimeError> {
+/// The message in `payload`, sent by `peer` in coordinator term `theirs`: fenced (see
+/// [`term`]), an `Abort` as the error it carries. A member follows a newer term it sees.
+pub(crate) fn decode<M: ControlMessage>(
+    peer: &str,
+    theirs: u64,
+    payload: &[u8],
+) -> Result<M, RuntimeError> {
     let msg: M = parse(payload).map_err(|source| ProtocolError::Decode {
         node: peer.to_string(),
         source,
     })?;
+    let mine = term::current();
+    if let Some(why) = msg.fenced(theirs, mine) {
+        return Err(ProtocolError::Fenced {
+            node: peer.to_string(),
+            message: msg.name(),
+            theirs,
+            mine,
+            why,
+        }
+        .into());
+    }
+    if M::FOLLOWS {
+        term::follow(theirs);
+    }
     if let Some(reason) = msg.abort_reason() {
         return Err(RuntimeError::Aborted {
             node: peer.to_string(),

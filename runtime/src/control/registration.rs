@@ -3,8 +3,9 @@
 //! coordinator's parameter layout (a mismatch names both nodes and both shapes).
 
 use crate::control::protocol::{
-    recv_msg, send_msg, ControlMessage, ModelSignature, ToCoordinator, ToWorker,
+    recv_msg, send_msg, ControlMessage, ModelSignature, Rejoin, ToCoordinator, ToWorker,
 };
+use crate::control::protocol::term;
 use crate::error::{MismatchError, ProtocolError, RuntimeError};
 use crate::node::{NodeContext, REGISTRATION_TIMEOUT};
 use lockstep_transport::registrar::{gather, Admit, Expected, GatherError};
@@ -25,6 +26,8 @@ pub(crate) struct Registration {
     pub link: AnyLink,
     /// When its process started, on this clock (from the uptime it registered with).
     pub started: Option<Instant>,
+    /// A survivor of a dead coordinator: where it stands (see [`crate::control::takeover`]).
+    pub rejoin: Option<Rejoin>,
 }
 
 /// Accept and register every node in `names`; the result is in the order of `names`.
@@ -97,7 +100,7 @@ fn differs(
 
 /// Turn one authenticated connection into a member: read its `Register` and check its model
 /// layout against `signature` (a mismatch is answered with `Abort` naming both shapes).
-fn register_one(
+pub(crate) fn register_one(
     me: &str,
     peer: &str,
     stream: lockstep_transport::Conn,
@@ -106,14 +109,15 @@ fn register_one(
 ) -> Result<Registration, RuntimeError> {
     let mut link = AnyLink::Tcp(TcpLink::new(stream, me, peer, cfg)?);
     let received = recv_msg(&mut link, 0, "waiting for registration")?;
-    let (data_addr, ingest_addr, sig, uptime_ms) = match received {
+    let (data_addr, ingest_addr, sig, uptime_ms, rejoin) = match received {
         ToCoordinator::Register {
             node,
             data_addr,
             signature,
             ingest_addr,
             uptime_ms,
-        } if node == peer => (data_addr, ingest_addr, signature, uptime_ms),
+            rejoin,
+        } if node == peer => (data_addr, ingest_addr, signature, uptime_ms, rejoin),
         other => {
             return Err(ProtocolError::InsteadOf {
                 node: peer.to_string(),
@@ -140,6 +144,7 @@ fn register_one(
         ingest_addr,
         link,
         started,
+        rejoin,
     })
 }
 
@@ -196,6 +201,10 @@ pub(crate) fn accept_joiners(
             continue;
         }
         match register_one(&me, &peer, stream, cfg, &signature) {
+            Ok(reg) if reg.rejoin.as_ref().is_some_and(|r| r.term > term::current()) => {
+                // It follows a coordinator newer than this one: this one was replaced.
+                tracing::error!(node = %peer, "refused {peer}: it follows coordinator term {}, newer than this one's ({}); this coordinator was replaced", reg.rejoin.map_or(0, |r| r.term), term::current());
+            }
             Ok(reg) => {
                 tracing::info!(node = %peer, "replacement registered; it joins at the next round boundary");
                 if tx.send((reg, Instant::now())).is_err() {

@@ -80,6 +80,21 @@ pub enum ProtocolError {
     /// A membership change in a job that is not elastic.
     #[error("membership is not elastic")]
     NotElastic,
+    /// A control frame of another coordinator term: from a replaced coordinator (seen by a
+    /// member), or from a member that follows a newer coordinator (seen by a replaced one).
+    #[error("{node} sent {message} in coordinator term {theirs}; this node is in term {mine}: {why}")]
+    Fenced {
+        /// The sender.
+        node: String,
+        /// The message.
+        message: &'static str,
+        /// The sender's term.
+        theirs: u64,
+        /// This node's term.
+        mine: u64,
+        /// What it means.
+        why: &'static str,
+    },
     /// A member's control link carried a frame that is not a control message (the link ends).
     #[error("bad control message from {node}: {reason}")]
     Malformed {

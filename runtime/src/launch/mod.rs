@@ -282,6 +282,12 @@ fn supervise_elastic(nodes: &mut Vec<Node>, mut r: Respawn<'_>) -> Result<u32, R
         interrupts.check(nodes)?;
         if let Ok(Some(st)) = nodes[0].child.try_wait() {
             nodes[0].exited = Some(st);
+            if st.signal().is_some() && r.left > 0 && !interrupted() {
+                // Killed or crashed, not failed: a new coordinator takes over from the
+                // survivors, who register with it (docs/elastic.md).
+                restart_coordinator(nodes, &mut r, st)?;
+                continue;
+            }
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline
                 && nodes
@@ -326,6 +332,28 @@ fn supervise_elastic(nodes: &mut Vec<Node>, mut r: Respawn<'_>) -> Result<u32, R
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Start the coordinator (`nodes[0]`, which died by a signal) again with its own command line;
+/// the old entry stays in `nodes`, exited.
+fn restart_coordinator(
+    nodes: &mut Vec<Node>,
+    r: &mut Respawn<'_>,
+    st: std::process::ExitStatus,
+) -> Result<(), RuntimeError> {
+    r.left -= 1;
+    r.done += 1;
+    let name = nodes[0].name.clone();
+    tracing::warn!(
+        "{}; starting it again: the workers register with it and it takes over (restart {})",
+        nodes[0].exit(st),
+        r.done
+    );
+    let log = format!("{name}.restart-{}", r.done);
+    let node = spawn(r.exe, &name, &nodes[0].args, r.env, r.logs, Some(&log))?;
+    let old = std::mem::replace(&mut nodes[0], node);
+    nodes.push(old);
+    Ok(())
 }
 
 fn wait_for_announce(

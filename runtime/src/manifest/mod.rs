@@ -262,6 +262,18 @@ pub struct ElasticSpec {
     /// Most workers at once (default: every worker of the manifest).
     #[serde(default)]
     pub max_workers: Option<usize>,
+    /// How long a worker that lost its coordinator keeps its state and tries to register with
+    /// the one taking over (started again by `launch --max-restarts`, Kubernetes or an
+    /// operator) before it gives up, in milliseconds (default 60 000).
+    #[serde(default)]
+    pub coordinator_timeout_ms: Option<u64>,
+}
+
+impl ElasticSpec {
+    /// [`ElasticSpec::coordinator_timeout_ms`] or its default.
+    pub fn coordinator_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.coordinator_timeout_ms.unwrap_or(60_000))
+    }
 }
 
 /// A whole manifest.

@@ -66,13 +66,28 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     } else {
         None
     };
-    let resume = resume_point(ctx, stream.is_some())?;
+    let mut resume = resume_point(ctx, stream.is_some())?;
     let job_id: u64 = rand::random();
-    let start = ToWorker::Start {
-        peers: peers.clone(),
-        job: job_id,
-        first_round: resume.first_round,
-        resume: resume.dir.clone(),
+    let rollback_root =
+        crate::job::has_tables(m).then(|| m.job.checkpoint.local_root(&ctx.opts.run_dir));
+    let takeover = crate::control::takeover::plan(&me, &regs, rollback_root.as_deref());
+    let start = match &takeover {
+        Some(t) => {
+            tracing::warn!(
+                "taking over as coordinator (term {}): {} workers continue at round {}",
+                t.term,
+                t.world,
+                t.round
+            );
+            resume.first_round = t.round;
+            t.remesh(peers.clone(), job_id)
+        }
+        None => ToWorker::Start {
+            peers: peers.clone(),
+            job: job_id,
+            first_round: resume.first_round,
+            resume: resume.dir.clone(),
+        },
     };
     for r in &mut regs {
         send_msg(&mut r.link, 0, "sending the peer table", &start)?;
@@ -88,7 +103,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         )?),
         None => None,
     };
-    let schedule = schedule(ctx, &split, &peers, resume)?;
+    let schedule = schedule(ctx, &split, &peers, resume, takeover)?;
     let members = regs
         .into_iter()
         .map(|r| Member::new(r.name, r.link))
@@ -145,7 +160,16 @@ fn register(
         Some(names.clone()),
         Duration::from_secs(10),
     )?;
-    let regs = crate::control::registration::accept_members(ctx, &acceptor, &names, &signature)?;
+    let regs = match m.elastic() {
+        Some((min_workers, _)) => crate::control::takeover::accept_elastic(
+            ctx,
+            &acceptor,
+            &names,
+            &signature,
+            min_workers,
+        )?,
+        None => crate::control::registration::accept_members(ctx, &acceptor, &names, &signature)?,
+    };
     let joiners = match m.elastic() {
         // Elastic: a worker of the manifest may (re)join at a round boundary.
         Some(_) => Some(crate::control::registration::accept_joiners(
@@ -245,9 +269,12 @@ fn schedule(
     split: &Split,
     peers: &[(String, String)],
     resume: Resume,
+    takeover: Option<crate::control::takeover::Takeover>,
 ) -> Result<Schedule, RuntimeError> {
     let m = &ctx.manifest;
-    let workers = m.worker_names().len();
+    let workers = takeover
+        .as_ref()
+        .map_or(m.worker_names().len(), |t| t.world);
     let total_rounds = job::total_rounds(m, split.train_rows())?;
     let addrs: Vec<PeerAddr> = peers
         .iter()
@@ -289,6 +316,7 @@ fn schedule(
         },
         model_path: ctx.opts.run_dir.join("model.safetensors"),
         progress_timeout_ms: m.cluster.progress_timeout_ms,
+        takeover,
         stream: m.stream().cloned().map(|spec| StreamSchedule {
             per_producer: spec.rows_per_producer(m.job.global_batch) as u64,
             spec,
@@ -310,7 +338,7 @@ fn drive(
     schedule: Schedule,
 ) -> Result<Report, RuntimeError> {
     let m = &ctx.manifest;
-    let workers = m.worker_names().len();
+    let workers = members.len();
     let traces = schedule.observer.traces();
     let elastic = m.elastic();
     let duplicate_grace = Duration::from_millis(m.cluster.peer_timeout_ms);

@@ -18,6 +18,7 @@ pub(crate) mod worker;
 pub(crate) mod worker_actors;
 pub(crate) mod worker_data;
 pub(crate) mod worker_epoch;
+pub(crate) mod worker_rejoin;
 
 use crate::error::{ActorError, ProtocolError, RuntimeError, SetupError};
 use crate::job;
@@ -331,33 +332,64 @@ pub(crate) fn connect_control(
     ctx: &NodeContext,
     me: &str,
 ) -> Result<(AnyLink, IpAddr), RuntimeError> {
-    let coord = ctx.coordinator_name();
-    let addr = match &ctx.opts.coordinator {
-        Some(a) => a.clone(),
-        None => {
-            let a = ctx
-                .manifest
-                .node(&coord)
-                .map(|n| n.addr.clone())
-                .unwrap_or_default();
-            if a.ends_with(":0") {
-                return Err(SetupError::CoordinatorPortZero { coordinator: coord }.into());
-            }
-            a
-        }
-    };
-    let sa = tcp::resolve(&addr)?;
-    let identity = ctx.identity(me);
+    let addr = coordinator_addr(ctx)?;
+    tcp::resolve(&addr)?; // a bad address is an error at once, not after the retries
     let deadline = Instant::now() + REGISTRATION_TIMEOUT;
+    connect_control_until(ctx, me, || Ok(addr.clone()), deadline)
+}
+
+/// The coordinator's control address: `--coordinator`, else the manifest's.
+///
+/// # Errors
+/// [`SetupError::CoordinatorPortZero`] when neither says a port.
+pub(crate) fn coordinator_addr(ctx: &NodeContext) -> Result<String, RuntimeError> {
+    if let Some(a) = &ctx.opts.coordinator {
+        return Ok(a.clone());
+    }
+    let coord = ctx.coordinator_name();
+    let a = ctx
+        .manifest
+        .node(&coord)
+        .map(|n| n.addr.clone())
+        .unwrap_or_default();
+    if a.ends_with(":0") {
+        return Err(SetupError::CoordinatorPortZero { coordinator: coord }.into());
+    }
+    Ok(a)
+}
+
+/// Connect to the coordinator at the address `addr_of` says (asked again before every try, so
+/// a coordinator that moved is found) until `deadline`.
+///
+/// # Errors
+/// A refused handshake (wrong token) at once; [`RuntimeError::Timeout`] naming the coordinator
+/// and the last address tried at the deadline.
+pub(crate) fn connect_control_until(
+    ctx: &NodeContext,
+    me: &str,
+    addr_of: impl Fn() -> Result<String, RuntimeError>,
+    deadline: Instant,
+) -> Result<(AnyLink, IpAddr), RuntimeError> {
+    let coord = ctx.coordinator_name();
+    let identity = ctx.identity(me);
+    let limit_ms = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis() as u64;
     let mut delay = Duration::from_millis(20);
-    let stream = loop {
-        match tcp::connect_once(sa, &identity, &coord, Duration::from_secs(10)) {
-            Ok(s) => break s,
-            Err(e) if e.is_refusal() => return Err(e.into()),
+    let (stream, addr) = loop {
+        let addr = addr_of()?;
+        let tried = tcp::resolve(&addr).map_err(RuntimeError::from).and_then(|sa| {
+            tcp::connect_once(sa, &identity, &coord, Duration::from_secs(10)).map_err(Into::into)
+        });
+        match tried {
+            Ok(s) => break (s, addr),
+            Err(RuntimeError::Transport(e)) if e.is_refusal() => {
+                return Err(RuntimeError::Transport(e))
+            }
             Err(e) if Instant::now() + delay > deadline => {
                 return Err(RuntimeError::Timeout {
-                    doing: format!("connecting to the coordinator {coord} at {sa}: {e}"),
-                    ms: REGISTRATION_TIMEOUT.as_millis() as u64,
+                    doing: format!("connecting to the coordinator {coord} at {addr}: {e}"),
+                    ms: limit_ms,
                 })
             }
             Err(e) => {

@@ -44,8 +44,10 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         signature: job::signature_with_data(model.as_ref(), &split),
         ingest_addr: ingest_bound.as_ref().map(|(_, a)| a.clone()),
         uptime_ms: Some(crate::node::uptime_ms()),
+        rejoin: None,
     };
     send_msg(&mut link, 0, "registering", &register)?;
+    let signature = job::signature_with_data(model.as_ref(), &split);
     let (epoch, stream_offsets) = first_epoch(ctx, &mut link, model.as_ref(), &split, &mut state)?;
     drop(model);
     // A stream's ingest endpoint is set up once, for the first (and, streams not being
@@ -62,6 +64,7 @@ pub(crate) fn run_worker(ctx: &NodeContext) -> Result<(), RuntimeError> {
         node_addr,
         local_ip,
         stream,
+        signature,
     };
     worker.epochs(link, listener, epoch, state)
 }
@@ -178,6 +181,8 @@ pub(super) struct Epoch {
 pub(super) enum EpochEnd {
     Finished,
     Suspended(WorkerState),
+    /// Elastic: the coordinator was lost (why).
+    Orphaned(WorkerState, String),
     /// Elastic: the mesh could not be built or the state not transferred.
     MeshFailed(RuntimeError),
 }
@@ -190,11 +195,15 @@ pub(super) struct Worker<'a> {
     pub(super) node_addr: String,
     pub(super) local_ip: IpAddr,
     pub(super) stream: Option<StreamSetup>,
+    /// Its model's layout and data view (registering again with a new coordinator).
+    pub(super) signature: crate::control::protocol::ModelSignature,
 }
 
 impl Worker<'_> {
     /// Run memberships until `Finish`; between two (elastic) report the suspension or the lost
-    /// peer and wait for the coordinator's next membership.
+    /// peer and wait for the coordinator's next membership. A coordinator lost on the way is
+    /// replaced: this worker registers again with the one taking over
+    /// ([`Worker::rejoin`](super::worker_rejoin)).
     fn epochs(
         mut self,
         mut link: AnyLink,
@@ -208,19 +217,16 @@ impl Worker<'_> {
         loop {
             let (ended, back) = self.run_epoch(link, listener, &epoch, &mut state, next_round);
             link = back;
-            listener = match ended {
+            let between = match ended {
                 Ok(EpochEnd::Finished) => return Ok(()),
                 Ok(EpochEnd::Suspended(s)) => {
-                    state.params = s.params;
-                    state.optimizer.load_state(&s.optimizer).map_err(|source| {
-                        MismatchError::OptimizerState {
-                            round: None,
-                            what: "optimizer state",
-                            source,
-                        }
-                    })?;
-                    next_round = s.next_round;
-                    suspended(&mut link, &node_addr, local_ip, next_round)?
+                    next_round = adopt(&mut state, s)?;
+                    suspended(&mut link, &node_addr, local_ip, next_round)
+                }
+                Ok(EpochEnd::Orphaned(s, why)) => {
+                    next_round = adopt(&mut state, s)?;
+                    (link, listener, epoch) = self.rejoin(next_round, why)?;
+                    continue;
                 }
                 Ok(EpochEnd::MeshFailed(e)) if elastic => {
                     tracing::warn!(node = %self.ctx.name, error = %e, "the new mesh failed; waiting for the coordinator");
@@ -230,14 +236,37 @@ impl Worker<'_> {
                         node: String::new(),
                         reason: e.to_string(),
                     };
-                    send_msg(&mut link, epoch.round, "reporting a lost peer", &lost)?;
-                    wait_suspend(&mut link, &node_addr, local_ip, next_round)?
+                    send_msg(&mut link, epoch.round, "reporting a lost peer", &lost)
+                        .and_then(|()| wait_suspend(&mut link, &node_addr, local_ip, next_round))
                 }
                 Ok(EpochEnd::MeshFailed(e)) | Err(e) => return Err(e),
             };
-            epoch = wait_remesh(&mut link, &node_addr, local_ip, next_round, &mut listener)?;
+            let next = between.and_then(|mut l| {
+                wait_remesh(&mut link, &node_addr, local_ip, next_round, &mut l).map(|e| (l, e))
+            });
+            match next {
+                Ok((l, e)) => (listener, epoch) = (l, e),
+                Err(e) if elastic && crate::round::coordinator_lost(&e) => {
+                    (link, listener, epoch) = self.rejoin(next_round, e.to_string())?;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
+}
+
+/// Take a suspended membership's state; the round it continues at.
+fn adopt(state: &mut Trained, s: WorkerState) -> Result<u64, RuntimeError> {
+    state.params = s.params;
+    state
+        .optimizer
+        .load_state(&s.optimizer)
+        .map_err(|source| MismatchError::OptimizerState {
+            round: None,
+            what: "optimizer state",
+            source,
+        })?;
+    Ok(s.next_round)
 }
 
 /// Bind a fresh data listener and tell the coordinator this worker is suspended.
@@ -280,7 +309,7 @@ fn wait_suspend(
 }
 
 /// Wait for the new membership (answering a repeated `Suspend` with a fresh listener).
-fn wait_remesh(
+pub(super) fn wait_remesh(
     link: &mut AnyLink,
     node_addr: &str,
     local_ip: std::net::IpAddr,

@@ -57,6 +57,7 @@ impl Worker<'_> {
         let end = r.map(|exit| match exit {
             Exit::Finished => EpochEnd::Finished,
             Exit::Suspended(s) => EpochEnd::Suspended(s),
+            Exit::Orphaned(s, why) => EpochEnd::Orphaned(s, why),
         });
         (end, link)
     }

@@ -77,6 +77,7 @@ impl ServerNode {
             signature: job::signature_with_data(model.as_ref(), &split),
             ingest_addr: None,
             uptime_ms: Some(crate::node::uptime_ms()),
+            rejoin: None,
         };
         send_msg(&mut link, 0, "registering", &register)?;
         let (peers, job, resume) = match recv_msg(&mut link, 0, "waiting for the peer table")? {

@@ -24,7 +24,7 @@ pub(crate) use aggregator::{Aggregator, Mode};
 pub(crate) use compute::{Compute, StreamOffsets};
 pub(crate) use data_loader::DataLoader;
 pub(crate) use reporter::Reporter;
-pub(crate) use worker::{control_loop, Exit, WorkerNode};
+pub(crate) use worker::{control_loop, coordinator_lost, Exit, WorkerNode};
 
 use crate::error::{ActorError, RuntimeError};
 use actix::prelude::SendError;

@@ -186,14 +186,21 @@ impl Reporter {
             return Ok(());
         }
         let (header, payload) = encode(round, msg)?;
-        self.sender.send(header, payload).map_err(|source| {
-            RuntimeError::peer(
+        match self.sender.send(header, payload) {
+            // Elastic: a dead coordinator is the control thread's to handle (it keeps this
+            // worker's state for the one taking over); the rounds granted go on meanwhile.
+            Err(e) if self.is_elastic() => {
+                tracing::debug!(round, error = %e, "report to the coordinator not sent");
+                Ok(())
+            }
+            Err(source) => Err(RuntimeError::peer(
                 self.sender.peer_name(),
                 round,
                 "reporting to the coordinator",
                 source,
-            )
-        })
+            )),
+            Ok(()) => Ok(()),
+        }
     }
 
     /// Record `e` as this worker's failure (the first one wins) and tell the coordinator.

@@ -120,6 +120,36 @@ pub(crate) enum Exit {
     Finished,
     /// Elastic: the coordinator suspended this worker; the state to carry to the next mesh.
     Suspended(WorkerState),
+    /// Elastic: the coordinator was lost (why); the state to carry to the one taking over.
+    Orphaned(WorkerState, String),
+}
+
+/// True when `e` says the coordinator is gone: its link failed (dead, silent, closed) or it
+/// was replaced by a newer one (fenced).
+pub(crate) fn coordinator_lost(e: &RuntimeError) -> bool {
+    matches!(
+        e,
+        RuntimeError::Peer { .. } | RuntimeError::Control(ProtocolError::Fenced { .. })
+    )
+}
+
+/// Stop `Compute` for good (nothing more of this mesh is reported) and take its state.
+fn suspend(
+    node: &Addr<WorkerNode>,
+    reporter: &Reporter,
+    command_timeout: Duration,
+) -> Result<WorkerState, RuntimeError> {
+    reporter.silence();
+    let (tx, rx) = sync_channel(1);
+    node.do_send(Suspend { reply: tx }); // control only, no tensors
+    match rx.recv_timeout(command_timeout) {
+        Ok(r) => r,
+        Err(_) => Err(ActorError::NoHandover {
+            actor: "compute",
+            what: "its state",
+        }
+        .into()),
+    }
 }
 
 /// The control thread's loop: pass grants to `Compute`, serve `Save` and `Finish`. Returns after
@@ -140,21 +170,22 @@ pub(crate) fn control_loop(
     loop {
         let msg = match recv_msg(link, round, "waiting for the coordinator") {
             Ok(m) => m,
-            Err(e) => return Err(reporter.take_failure().unwrap_or(e)),
+            Err(e) => {
+                if let Some(failure) = reporter.take_failure() {
+                    return Err(failure);
+                }
+                if !(reporter.is_elastic() && coordinator_lost(&e)) {
+                    return Err(e);
+                }
+                // Elastic: keep the state for the coordinator that takes over.
+                tracing::warn!(round, error = %e, "lost the coordinator; keeping the state of the newest round");
+                let state = suspend(node, reporter, command_timeout)?;
+                return Ok(Exit::Orphaned(state, e.to_string()));
+            }
         };
         if let ToWorker::Suspend { reason } = msg {
             tracing::info!(round, "suspended by the coordinator: {reason}");
-            reporter.silence();
-            let (tx, rx) = sync_channel(1);
-            node.do_send(Suspend { reply: tx }); // control only, no tensors
-            return match rx.recv_timeout(command_timeout) {
-                Ok(r) => r.map(Exit::Suspended),
-                Err(_) => Err(ActorError::NoHandover {
-                    actor: "compute",
-                    what: "its state",
-                }
-                .into()),
-            };
+            return suspend(node, reporter, command_timeout).map(Exit::Suspended);
         }
         if let ToWorker::Probe = msg {
             let threads = reporter.activity().snapshot();

@@ -11,7 +11,7 @@
 //! reader never shares the link.
 
 use super::{ControlPlane, Member};
-use crate::control::protocol::{ToCoordinator, ToWorker};
+use crate::control::protocol::{ControlMessage, ToCoordinator, ToWorker};
 use crate::error::{ActorError, ProtocolError, RuntimeError};
 use lockstep_transport::frame::Op;
 use lockstep_transport::tcp::TcpSender;
@@ -40,6 +40,17 @@ pub(crate) enum Failure {
     NotTcp(&'static str),
     /// The reader thread ended without a word (it panicked).
     ReaderGone,
+    /// The member follows a newer coordinator term: this coordinator was replaced.
+    Fenced {
+        /// The message that showed it.
+        message: &'static str,
+        /// The member's term.
+        theirs: u64,
+        /// This coordinator's term.
+        mine: u64,
+        /// What it means.
+        why: &'static str,
+    },
 }
 
 impl Failure {
@@ -55,6 +66,19 @@ impl Failure {
             Failure::NotTcp(kind) => ProtocolError::NotTcp {
                 node: node.to_string(),
                 kind,
+            }
+            .into(),
+            Failure::Fenced {
+                message,
+                theirs,
+                mine,
+                why,
+            } => ProtocolError::Fenced {
+                node: node.to_string(),
+                message,
+                theirs: *theirs,
+                mine: *mine,
+                why,
             }
             .into(),
             Failure::ReaderGone => ActorError::ReaderGone {
@@ -176,8 +200,8 @@ fn read(mut link: AnyLink, id: u64, tx: Sender<Event>) {
     };
     loop {
         let what = match link.recv(&expect) {
-            Ok(frame) => match crate::control::protocol::parse(&frame.payload) {
-                Ok(msg) => Inbound::Msg(msg),
+            Ok(frame) => match crate::control::protocol::parse::<ToCoordinator>(&frame.payload) {
+                Ok(msg) => fence(msg, frame.header.job),
                 Err(e) => Inbound::Failed(Failure::Malformed(e.to_string())),
             },
             Err(e) => Inbound::Failed(Failure::Link(e)),
@@ -187,6 +211,20 @@ fn read(mut link: AnyLink, id: u64, tx: Sender<Event>) {
         if tx.send(Event { id, what }).is_err() || end {
             return; // the plane is gone, or the link ended
         }
+    }
+}
+
+/// `msg`, sent in coordinator term `theirs`, or the failure that fences this coordinator.
+fn fence(msg: ToCoordinator, theirs: u64) -> Inbound {
+    let mine = crate::control::protocol::term::current();
+    match msg.fenced(theirs, mine) {
+        Some(why) => Inbound::Failed(Failure::Fenced {
+            message: msg.name(),
+            theirs,
+            mine,
+            why,
+        }),
+        None => Inbound::Msg(msg),
     }
 }
 

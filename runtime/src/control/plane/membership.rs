@@ -135,10 +135,7 @@ impl ControlPlane {
     /// directory, or round 0 and none.
     fn rollback_point(&self) -> Option<(u64, Option<String>)> {
         let root = self.elastic.as_ref()?.rollback.as_ref()?;
-        Some(match crate::checkpoint::find_latest(root) {
-            Some((dir, meta)) => (meta.round, Some(dir.display().to_string())),
-            None => (0, None),
-        })
+        Some(rollback_point(root))
     }
 
     /// Evict `dead`, suspend everyone else and take each survivor's answer: (member index, the
@@ -186,6 +183,14 @@ impl ControlPlane {
             }
         }
         Ok(answers)
+    }
+}
+
+/// The newest complete checkpoint under `root`: its round and directory, or round 0 and none.
+pub(crate) fn rollback_point(root: &std::path::Path) -> (u64, Option<String>) {
+    match crate::checkpoint::find_latest(root) {
+        Some((dir, meta)) => (meta.round, Some(dir.display().to_string())),
+        None => (0, None),
     }
 }
 

@@ -11,10 +11,16 @@ use std::collections::BTreeMap;
 
 /// What every control message can say about itself.
 pub(crate) trait ControlMessage: Serialize + DeserializeOwned {
+    /// The receiver of this message follows the sender's term when it is newer (a member
+    /// taking its new coordinator's messages).
+    const FOLLOWS: bool;
     /// Short name for logs and errors (the variant's).
     fn name(&self) -> &'static str;
     /// The reason of an `Abort`, else `None`.
     fn abort_reason(&self) -> Option<&str>;
+    /// Why a frame of this message in coordinator term `theirs` is refused by a node in term
+    /// `mine` (see [`super::term`]), or `None` when it is of the right term.
+    fn fenced(&self, theirs: u64, mine: u64) -> Option<&'static str>;
 }
 
 /// Coordinator to member.
@@ -83,6 +89,8 @@ pub(crate) enum ToWorker {
 }
 
 impl ControlMessage for ToWorker {
+    const FOLLOWS: bool = true;
+
     fn name(&self) -> &'static str {
         match self {
             ToWorker::Start { .. } => "Start",
@@ -102,6 +110,23 @@ impl ControlMessage for ToWorker {
             _ => None,
         }
     }
+
+    fn fenced(&self, theirs: u64, mine: u64) -> Option<&'static str> {
+        (theirs < mine).then_some("a coordinator that was replaced; refused")
+    }
+}
+
+/// What a worker that lost its coordinator tells the one taking over (in its `Register`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Rejoin {
+    /// The next round it would run (its state is that of `next_round - 1` applied).
+    pub next_round: u64,
+    /// The coordinator term it served.
+    pub term: u64,
+    /// Milliseconds since it found the coordinator lost.
+    pub lost_ms: f64,
+    /// How it found out.
+    pub reason: String,
 }
 
 /// Member to coordinator.
@@ -122,6 +147,9 @@ pub(crate) enum ToCoordinator {
         /// `join_ms` in the report starts there).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         uptime_ms: Option<f64>,
+        /// A survivor of a dead coordinator registering with its successor: where it stands.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rejoin: Option<Rejoin>,
     },
     /// A worker finished a round.
     RoundDone {
@@ -226,6 +254,8 @@ pub(crate) enum ToCoordinator {
 }
 
 impl ControlMessage for ToCoordinator {
+    const FOLLOWS: bool = false;
+
     fn name(&self) -> &'static str {
         match self {
             ToCoordinator::Register { .. } => "Register",
@@ -248,5 +278,12 @@ impl ControlMessage for ToCoordinator {
             ToCoordinator::Abort { reason } => Some(reason),
             _ => None,
         }
+    }
+
+    fn fenced(&self, theirs: u64, mine: u64) -> Option<&'static str> {
+        // A `Register` of a survivor carries the term it served: a takeover reads it.
+        let register = matches!(self, ToCoordinator::Register { .. });
+        (theirs > mine && !register)
+            .then_some("a newer coordinator leads this job; this one was replaced and stands down")
     }
 }

@@ -6,6 +6,7 @@
 use super::{check_loss, finish, Ctx, Run, Turn};
 use crate::control::plane::{ChangeMembership, Changed, Lost};
 use crate::control::protocol::{CheckpointPlan, GRANT_WINDOW};
+use crate::control::takeover::Takeover;
 use crate::error::RuntimeError;
 use crate::observe::report::{MembershipChange, Report};
 use std::time::Instant;
@@ -26,16 +27,29 @@ pub(crate) struct BatchPace {
 }
 
 impl BatchPace {
-    /// The pace of a job of `world` workers.
-    pub(crate) fn new(world: usize) -> Self {
-        BatchPace {
+    /// The pace of a job of `world` workers; after a `takeover` its pause is the first
+    /// membership change.
+    pub(crate) fn new(world: usize, takeover: Option<&Takeover>) -> Self {
+        let mut pace = BatchPace {
             epoch_loss: (0.0, 0),
             epoch_started: (Instant::now(), 0),
             changes: Vec::new(),
             open: Vec::new(),
             joining: None,
             world,
+        };
+        if let Some(t) = takeover {
+            pace.changes.push(MembershipChange {
+                kind: "coordinator".into(),
+                nodes: vec![t.coordinator.clone()],
+                reason: format!("coordinator lost ({}); taken over in term {}", t.reason, t.term),
+                round: t.round,
+                world_size: t.world,
+                ..Default::default()
+            });
+            pace.open.push((0, t.lost, None));
         }
+        pace
     }
 
     pub(super) async fn start(&mut self, cx: &Ctx<'_>, run: &mut Run) -> Result<(), RuntimeError> {
