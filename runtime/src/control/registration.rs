@@ -2,10 +2,10 @@
 //! expected member within a deadline, read its `Register`, and check that every model has the
 //! coordinator's parameter layout (a mismatch names both nodes and both shapes).
 
+use crate::control::protocol::term;
 use crate::control::protocol::{
     recv_msg, send_msg, ControlMessage, ModelSignature, Rejoin, ToCoordinator, ToWorker,
 };
-use crate::control::protocol::term;
 use crate::error::{MismatchError, ProtocolError, RuntimeError};
 use crate::node::{NodeContext, REGISTRATION_TIMEOUT};
 use lockstep_transport::registrar::{gather, Admit, Expected, GatherError};
@@ -201,7 +201,12 @@ pub(crate) fn accept_joiners(
             continue;
         }
         match register_one(&me, &peer, stream, cfg, &signature) {
-            Ok(reg) if reg.rejoin.as_ref().is_some_and(|r| r.term > term::current()) => {
+            Ok(reg)
+                if reg
+                    .rejoin
+                    .as_ref()
+                    .is_some_and(|r| r.term > term::current()) =>
+            {
                 // It follows a coordinator newer than this one: this one was replaced.
                 tracing::error!(node = %peer, "refused {peer}: it follows coordinator term {}, newer than this one's ({}); this coordinator was replaced", reg.rejoin.map_or(0, |r| r.term), term::current());
             }

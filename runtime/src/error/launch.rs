@@ -126,7 +126,7 @@ pub enum SetupError {
 pub enum FaultSyntax {
     /// Not one of the fault kinds.
     #[error(
-        "the faults are stall:node=NAME:round=N, fail:node=NAME:round=N and stall_save:node=NAME"
+        "the faults are stall:node=NAME:round=N, fail:node=NAME:round=N, slow_checkpoint:node=NAME:round=N and stall_save:node=NAME"
     )]
     Kind,
     /// `round=` that is not a number.
@@ -138,7 +138,7 @@ pub enum FaultSyntax {
         /// The part as written.
         part: String,
     },
-    /// `stall` or `fail` without its node and round.
+    /// `stall`, `fail` or `slow_checkpoint` without its node and round.
     #[error("needs node=NAME and round=N")]
     NodeAndRound,
     /// `stall_save` without its node.

@@ -82,7 +82,9 @@ pub enum ProtocolError {
     NotElastic,
     /// A control frame of another coordinator term: from a replaced coordinator (seen by a
     /// member), or from a member that follows a newer coordinator (seen by a replaced one).
-    #[error("{node} sent {message} in coordinator term {theirs}; this node is in term {mine}: {why}")]
+    #[error(
+        "{node} sent {message} in coordinator term {theirs}; this node is in term {mine}: {why}"
+    )]
     Fenced {
         /// The sender.
         node: String,

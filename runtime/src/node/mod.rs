@@ -378,9 +378,12 @@ pub(crate) fn connect_control_until(
     let mut delay = Duration::from_millis(20);
     let (stream, addr) = loop {
         let addr = addr_of()?;
-        let tried = tcp::resolve(&addr).map_err(RuntimeError::from).and_then(|sa| {
-            tcp::connect_once(sa, &identity, &coord, Duration::from_secs(10)).map_err(Into::into)
-        });
+        let tried = tcp::resolve(&addr)
+            .map_err(RuntimeError::from)
+            .and_then(|sa| {
+                tcp::connect_once(sa, &identity, &coord, Duration::from_secs(10))
+                    .map_err(Into::into)
+            });
         match tried {
             Ok(s) => break (s, addr),
             Err(RuntimeError::Transport(e)) if e.is_refusal() => {

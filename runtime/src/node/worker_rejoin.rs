@@ -51,8 +51,8 @@ impl Worker<'_> {
                     reason: why.clone(),
                 }),
             };
-            let answer = send_msg(&mut link, next_round, "registering again", &register)
-                .and_then(|()| {
+            let answer =
+                send_msg(&mut link, next_round, "registering again", &register).and_then(|()| {
                     let (node_addr, ip) = (&self.node_addr, self.local_ip);
                     wait_remesh(&mut link, node_addr, ip, next_round, &mut listener)
                 });

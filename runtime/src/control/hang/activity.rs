@@ -235,6 +235,17 @@ impl Activity {
         }
     }
 
+    /// Test-only fault ([`super::fault`]): with `slow_checkpoint` set for `round`, spend 3 s in
+    /// the checkpoint write after it (logged first). Only with `fault-injection`.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn slow_checkpoint_point(&self, round: u64) {
+        if matches!(&self.inner.fault, Some(Fault::SlowCheckpoint { round: r, .. }) if *r == round)
+        {
+            tracing::warn!(round, "LOCKSTEP_FAULT: writing the checkpoint slowly (3 s)");
+            std::thread::sleep(std::time::Duration::from_secs(3));
+        }
+    }
+
     /// Every thread's line, read now.
     pub(crate) fn snapshot(&self) -> Vec<ThreadDoing> {
         let now = now_us();

@@ -11,6 +11,10 @@
 //! `LOCKSTEP_FAULT=fail:node=worker-1:round=5`: `Compute` on `worker-1` fails in round 5 with an
 //! error (the worker aborts while its peers wait for it in the allreduce).
 //!
+//! `LOCKSTEP_FAULT=slow_checkpoint:node=worker-0:round=49`: `Compute` on `worker-0` spends 3 s
+//! inside the checkpoint write after round 49, logging it first (to kill the coordinator while
+//! a checkpoint is being written).
+//!
 //! Compiled only with the crate's `fault-injection` feature (off by default; the root crate's
 //! tests turn it on): without it no build reads `LOCKSTEP_FAULT`, and the round loop has no
 //! fault check at all. Documented in `docs/security.md` (a switch that hangs a job must never be
@@ -36,6 +40,13 @@ pub(crate) enum Fault {
         /// The node that stalls in its final model save.
         node: String,
     },
+    /// `slow_checkpoint:node=N:round=R`.
+    SlowCheckpoint {
+        /// The node whose checkpoint write is slow.
+        node: String,
+        /// The round after which it writes.
+        round: u64,
+    },
     /// `fail:node=N:round=R`.
     Fail {
         /// The node that fails.
@@ -58,7 +69,10 @@ impl Fault {
         };
         let mut parts = v.split(':');
         let kind = parts.next();
-        if !matches!(kind, Some("stall" | "stall_save" | "fail")) {
+        if !matches!(
+            kind,
+            Some("stall" | "stall_save" | "fail" | "slow_checkpoint")
+        ) {
             return Err(bad(FaultSyntax::Kind).into());
         }
         let (mut node, mut round) = (None, None);
@@ -79,8 +93,13 @@ impl Fault {
         match (kind, node, round) {
             (Some("stall"), Some(node), Some(round)) => Ok(Fault::Stall { node, round }),
             (Some("fail"), Some(node), Some(round)) => Ok(Fault::Fail { node, round }),
+            (Some("slow_checkpoint"), Some(node), Some(round)) => {
+                Ok(Fault::SlowCheckpoint { node, round })
+            }
             (Some("stall_save"), Some(node), None) => Ok(Fault::StallSave { node }),
-            (Some("stall" | "fail"), _, _) => Err(bad(FaultSyntax::NodeAndRound).into()),
+            (Some("stall" | "fail" | "slow_checkpoint"), _, _) => {
+                Err(bad(FaultSyntax::NodeAndRound).into())
+            }
             _ => Err(bad(FaultSyntax::Node).into()),
         }
     }
@@ -88,9 +107,10 @@ impl Fault {
     /// The node the fault is for.
     pub(crate) fn node(&self) -> &str {
         match self {
-            Fault::Stall { node, .. } | Fault::StallSave { node } | Fault::Fail { node, .. } => {
-                node
-            }
+            Fault::Stall { node, .. }
+            | Fault::StallSave { node }
+            | Fault::Fail { node, .. }
+            | Fault::SlowCheckpoint { node, .. } => node,
         }
     }
 
@@ -140,5 +160,13 @@ mod tests {
             }
         );
         assert!(Fault::parse("fail:node=w1").is_err());
+        assert_eq!(
+            Fault::parse("slow_checkpoint:node=w0:round=49").unwrap(),
+            Fault::SlowCheckpoint {
+                node: "w0".into(),
+                round: 49
+            }
+        );
+        assert!(Fault::parse("slow_checkpoint:node=w0").is_err());
     }
 }

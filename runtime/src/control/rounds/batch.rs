@@ -42,7 +42,10 @@ impl BatchPace {
             pace.changes.push(MembershipChange {
                 kind: "coordinator".into(),
                 nodes: vec![t.coordinator.clone()],
-                reason: format!("coordinator lost ({}); taken over in term {}", t.reason, t.term),
+                reason: format!(
+                    "coordinator lost ({}); taken over in term {}",
+                    t.reason, t.term
+                ),
                 round: t.round,
                 world_size: t.world,
                 ..Default::default()

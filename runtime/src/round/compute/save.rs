@@ -20,6 +20,8 @@ impl Compute {
         plan: &crate::control::protocol::CheckpointPlan,
         round: u64,
     ) -> Result<std::path::PathBuf, RuntimeError> {
+        #[cfg(feature = "fault-injection")]
+        self.reporter.activity().slow_checkpoint_point(round);
         let dir = crate::checkpoint::write_with_offsets(
             Path::new(&plan.root),
             round + 1,
