@@ -12,9 +12,11 @@ membership change cost (from `report.json`'s `membership_changes`), whether `wei
 equals the uninterrupted run's, and whether any process of the job is left. Exit status 0 only
 when the weights are equal and nothing is left.
 
-Which members: workers only. The coordinator is still a single point of failure (killing it
-stops the job; see docs/elastic.md), so it is never chosen; with --streams the producers are
-not chosen either (a stream job is not elastic yet).
+Which members: `--kinds worker,coordinator` (the default: both). A killed coordinator is
+started again by `launch` and takes over from the surviving workers (docs/elastic.md,
+"Coordinator failover"). Parameter-server shards and stream producers are not chosen: elastic
+membership applies to allreduce jobs with a file or dataset source (a parameter-server or stream
+job is not elastic yet; killing one of those members stops or stalls the job by design).
 """
 import argparse
 import json
@@ -34,6 +36,8 @@ p.add_argument("--elastic", default="2", help="MIN (or MIN:MAX) workers, as for 
 p.add_argument("--max-restarts", type=int, default=1000)
 p.add_argument("--set", action="append", default=[], help="manifest overrides, as for launch")
 p.add_argument("--seed", type=int, default=1)
+p.add_argument("--kinds", default="worker,coordinator",
+               help="which members to kill: worker, coordinator (comma-separated)")
 p.add_argument("--exe", default="target/release/lockstep")
 p.add_argument("--keep", action="store_true", help="keep the run directories")
 args = p.parse_args()
@@ -75,6 +79,13 @@ def processes(run_dir):
     return out
 
 
+kinds = set(args.kinds.split(","))
+
+
+def kind(name):
+    return "coordinator" if name == "coordinator" else "worker"
+
+
 def newest_round(run_dir):
     try:
         return json.load(open(os.path.join(run_dir, "progress.json"))).get("round")
@@ -97,21 +108,28 @@ run_dir = os.path.join(base, "punished")
 t0 = time.monotonic()
 job = launch(run_dir, ["--elastic", args.elastic, "--max-restarts", str(args.max_restarts)])
 kills = []
+waiting = []   # kills whose job has not advanced yet: (when, node, round at the kill)
+lost = []      # (node, seconds from the kill until the job's round advanced past it)
 next_kill = t0 + rng.expovariate(1.0 / args.mean)
 while job.poll() is None:
     now = time.monotonic()
     if now - t0 < args.duration and now >= next_kill:
-        workers = [(pid, n) for pid, n in processes(run_dir) if n != "coordinator"]
-        if workers:
-            pid, name = rng.choice(workers)
+        victims = [(pid, n) for pid, n in processes(run_dir) if kind(n) in kinds]
+        if victims:
+            pid, name = rng.choice(victims)
             try:
                 os.kill(pid, signal.SIGKILL)
                 kills.append((now - t0, name, newest_round(run_dir)))
+                waiting.append((now, name, kills[-1][2] or 0))
                 print(f"{now - t0:7.1f} s: killed {name} (pid {pid}) near round "
                       f"{kills[-1][2]}", flush=True)
             except ProcessLookupError:
                 pass
         next_kill = now + rng.expovariate(1.0 / args.mean)
+    r = newest_round(run_dir) or 0
+    for w in [w for w in waiting if r > w[2]]:
+        waiting.remove(w)
+        lost.append((w[1], time.monotonic() - w[0]))
     time.sleep(0.05)
 job.wait()
 wall = time.monotonic() - t0
@@ -122,12 +140,22 @@ got = report.get("weights_sha256")
 changes = report.get("membership_changes", [])
 pauses = [c.get("pause_ms", 0) for c in changes]
 print(f"\npunished run: {wall:.1f} s, exit {job.returncode}")
-print(f"kills survived: {len(kills)}; restarts: {report.get('restarts')}; membership changes: "
-      f"{len(changes)} (lost {sum(c['kind'] == 'lost' for c in changes)}, joined "
-      f"{sum(c['kind'] == 'joined' for c in changes)})")
+by_kind = {k: sum(kind(n) == k for _, n, _ in kills) for k in sorted(kinds)}
+print(f"kills survived: {len(kills)} {by_kind}; restarts: {report.get('restarts')}; membership "
+      f"changes: {len(changes)} (lost {sum(c['kind'] == 'lost' for c in changes)}, joined "
+      f"{sum(c['kind'] == 'joined' for c in changes)}, coordinator "
+      f"{sum(c['kind'] == 'coordinator' for c in changes)})")
+ref_rounds = json.load(open(os.path.join(ref_dir, "report.json"))).get("rounds")
+print(f"rounds: {report.get('rounds')} (uninterrupted: {ref_rounds}); a round lost to a kill is "
+      f"run again from the newest survivor's state, so no row is trained twice into the weights")
+for k in sorted(kinds):
+    secs = sorted(t for n, t in lost if kind(n) == k)
+    if secs:
+        print(f"time lost per {k} kill (kill to the next round in progress.json, 200 ms resolution): median "
+              f"{secs[len(secs) // 2] * 1e3:.0f} ms, max {secs[-1] * 1e3:.0f} ms over {len(secs)}")
 if pauses:
     pauses.sort()
-    print(f"pause per change: median {pauses[len(pauses) // 2]:.0f} ms, max {pauses[-1]:.0f} ms")
+    print(f"pause per change in the report (since the last takeover): median {pauses[len(pauses) // 2]:.0f} ms, max {pauses[-1]:.0f} ms")
 print(f"weights: {'the uninterrupted run' if got == want else 'DIFFERENT'} ({got})")
 print(f"processes left: {len(left)}")
 if not ok:

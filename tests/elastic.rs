@@ -350,7 +350,8 @@ fn coordinator_failover(
     want: &str,
     env: &[(&str, &str)],
     at: impl FnOnce(&Path),
-) -> tempfile::TempDir {
+    sig: i32,
+) -> (tempfile::TempDir, String) {
     let d = run_dir(tag);
     let extra = args(MNIST_RUN, &["--elastic", "2", "--max-restarts", "1"]);
     let child = spawn_launch_env(MNIST, d.path(), &extra, env);
@@ -358,10 +359,10 @@ fn coordinator_failover(
     let workers = ["worker-0", "worker-1", "worker-2", "worker-3"];
     let before: Vec<i32> = workers.iter().map(|n| pid_of(d.path(), n)).collect();
     let old = pid_of(d.path(), "coordinator");
-    signal(old, libc::SIGKILL);
+    signal(old, sig);
     let out = wait_with_deadline(child, LIMIT);
     assert_ok(&out);
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         log.contains("taking over as coordinator (term 1)"),
         "no takeover logged:\n{log}"
@@ -390,24 +391,47 @@ fn coordinator_failover(
     assert!(c["reason"].as_str().unwrap().contains("term 1"), "{c}");
     assert_eq!(sha(&r), want, "weights differ from the uninterrupted run");
     no_leftovers(d.path());
-    d
+    (d, log)
 }
 
 #[test]
 fn a_killed_coordinator_is_replaced_and_the_weights_stay_identical() {
     let want = baseline(MNIST, MNIST_RUN, "el-base-c");
-    coordinator_failover("el-coord", &want, &[], |d| wait_for_round(d, 50));
+    coordinator_failover(
+        "el-coord",
+        &want,
+        &[],
+        |d| wait_for_round(d, 50),
+        libc::SIGKILL,
+    );
     // Killed while worker-0 writes the checkpoint after round 75 (the write is held for 3 s by
     // the test-only fault): the checkpoint is completed and the job ends with the same weights.
     let fault = [("LOCKSTEP_FAULT", "slow_checkpoint:node=worker-0:round=74")];
-    let d = coordinator_failover("el-coord-ckpt", &want, &fault, |d| {
-        wait_for_log(d, "worker-0", "writing the checkpoint slowly");
-    });
+    let (d, _) = coordinator_failover(
+        "el-coord-ckpt",
+        &want,
+        &fault,
+        |d| wait_for_log(d, "worker-0", "writing the checkpoint slowly"),
+        libc::SIGKILL,
+    );
     let ckpt = d.path().join("checkpoints/round-000000075");
     assert!(
         ckpt.join("meta.json").is_file() && ckpt.join("state.safetensors").is_file(),
         "the checkpoint written while the coordinator died is incomplete: {}",
         ckpt.display()
+    );
+    // Frozen (SIGSTOP): the workers find it silent after the peer timeout; `launch` sees them
+    // without a coordinator while its process still runs, kills it and starts it again.
+    let (_, log) = coordinator_failover(
+        "el-coord-stop",
+        &want,
+        &[],
+        |d| wait_for_round(d, 50),
+        libc::SIGSTOP,
+    );
+    assert!(
+        log.contains("but its process still runs (frozen or cut off): killing it"),
+        "the frozen coordinator was not killed by launch:\n{log}"
     );
 }
 

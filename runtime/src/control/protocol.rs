@@ -24,7 +24,11 @@
 //! W -> C  Suspended { next_round, data_addr }     (its newest applied round + 1, a fresh listener)
 //! C -> W  Remesh { peers, mesh, round, source }   (join the new mesh, take state from `source`)
 //! ```
-//! A replacement registers like any worker and gets `Remesh` instead of `Start`.
+//! A replacement registers like any worker and gets `Remesh` instead of `Start`. A worker whose
+//! coordinator died registers again with the one taking over, with `Register { rejoin: {
+//! next_round, term, lost_ms, reason } }`, and gets `Remesh` (see `control/takeover.rs`). Every
+//! frame carries the coordinator's term in its header's `job` field ([`term`]): a member refuses
+//! an older coordinator, a coordinator stands down before a member of a newer term.
 //!
 //! Hang diagnosis (a round made no progress within `cluster.progress_timeout_ms`):
 //! ```text

@@ -147,6 +147,7 @@ fn run_once(
             logs: &paths.logs,
             left: opts.max_restarts,
             done: 0,
+            takeover: Duration::from_millis(manifest.cluster.peer_timeout_ms + 2000),
         };
         let started = supervise_elastic(&mut nodes, respawn);
         drop(bar);
@@ -269,6 +270,8 @@ struct Respawn<'a> {
     logs: &'a Path,
     left: u32,
     done: u32,
+    /// Longer than a takeover takes: the peer timeout (its wait for the survivors) and 2 s.
+    takeover: Duration,
 }
 
 /// Elastic supervision: the coordinator owns the membership, so a worker's death does not stop
@@ -302,6 +305,9 @@ fn supervise_elastic(nodes: &mut Vec<Node>, mut r: Respawn<'_>) -> Result<u32, R
             }
             return Err(LaunchError::NodeFailed(nodes[0].exit(st)).into());
         }
+        if r.left > 0 {
+            kill_a_lost_coordinator(nodes, r.takeover);
+        }
         let mut again = Vec::new();
         for (i, n) in nodes.iter_mut().enumerate().skip(1) {
             if n.exited.is_some() {
@@ -332,6 +338,34 @@ fn supervise_elastic(nodes: &mut Vec<Node>, mut r: Respawn<'_>) -> Result<u32, R
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A worker has been without a coordinator for longer than a takeover takes (`takeover`)
+/// although the coordinator's process (`nodes[0]`), started before the loss, still runs: it is
+/// frozen or cut off. Kill it (SIGKILL), so that it is started again and takes over; a replaced
+/// coordinator never comes back as a second one.
+fn kill_a_lost_coordinator(nodes: &mut [Node], takeover: Duration) {
+    let coordinator = &nodes[0];
+    let lost = nodes[1..]
+        .iter()
+        .filter(|n| n.exited.is_none())
+        .filter_map(|n| {
+            let at = n.lost_coordinator.lock().ok().and_then(|t| *t)?;
+            (at > coordinator.started).then(|| (n.name.clone(), at))
+        })
+        .min_by_key(|(_, at)| *at);
+    let Some((worker, at)) = lost else {
+        return;
+    };
+    if at.elapsed() < takeover || coordinator.exited.is_some() {
+        return;
+    }
+    tracing::warn!(
+        "{worker} lost the coordinator {} ms ago but its process still runs (frozen or cut off): killing it so that a new one takes over",
+        at.elapsed().as_millis()
+    );
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(coordinator.child.id() as libc::pid_t, libc::SIGKILL) };
 }
 
 /// Start the coordinator (`nodes[0]`, which died by a signal) again with its own command line;

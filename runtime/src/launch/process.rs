@@ -17,6 +17,11 @@ pub(super) struct Node {
     pub(super) child: Child,
     pub(super) last_error: Arc<Mutex<Option<String>>>,
     pub(super) exited: Option<ExitStatus>,
+    /// When it was started.
+    pub(super) started: Instant,
+    /// Since when it has been without a coordinator: it logged that it lost it and has not
+    /// logged that it rejoined since (elastic workers).
+    pub(super) lost_coordinator: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Node {
@@ -69,20 +74,30 @@ pub(super) fn spawn(
         node: name.to_string(),
         source,
     })?;
-    let last_error = Arc::new(Mutex::new(None));
+    let seen = Seen::default();
     if let Some(out) = child.stdout.take() {
-        pump(name, out, log.clone(), last_error.clone(), false);
+        pump(name, out, log.clone(), seen.clone(), false);
     }
     if let Some(err) = child.stderr.take() {
-        pump(name, err, log, last_error.clone(), true);
+        pump(name, err, log, seen.clone(), true);
     }
     Ok(Node {
         name: name.to_string(),
         args: args.to_vec(),
         child,
-        last_error,
+        last_error: seen.last_error,
         exited: None,
+        started: Instant::now(),
+        lost_coordinator: seen.lost_coordinator,
     })
+}
+
+/// What the launcher notes from a node's output: its last error line, and when it last said
+/// it lost its coordinator.
+#[derive(Clone, Default)]
+struct Seen {
+    last_error: Arc<Mutex<Option<String>>>,
+    lost_coordinator: Arc<Mutex<Option<Instant>>>,
 }
 
 /// Copy a child's output line by line, prefixed with its node name, to our stderr and its log.
@@ -90,7 +105,7 @@ fn pump(
     name: &str,
     src: impl std::io::Read + Send + 'static,
     log: Arc<Mutex<std::fs::File>>,
-    last_error: Arc<Mutex<Option<String>>>,
+    seen: Seen,
     is_stderr: bool,
 ) {
     let name = name.to_string();
@@ -99,8 +114,17 @@ fn pump(
         .spawn(move || {
             for line in BufReader::new(src).lines().map_while(Result::ok) {
                 if is_stderr && line.contains("error") {
-                    if let Ok(mut e) = last_error.lock() {
+                    if let Ok(mut e) = seen.last_error.lock() {
                         *e = Some(line.clone());
+                    }
+                }
+                if is_stderr {
+                    use crate::node::worker_rejoin::{LOST_COORDINATOR, REJOINED};
+                    let lost = line.contains(LOST_COORDINATOR);
+                    if lost || line.contains(REJOINED) {
+                        if let Ok(mut t) = seen.lost_coordinator.lock() {
+                            *t = lost.then(Instant::now);
+                        }
                     }
                 }
                 if let Ok(mut f) = log.lock() {

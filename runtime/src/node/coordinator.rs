@@ -40,7 +40,10 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
         Some(_) => Some(bind_bootstrap(m, control_addr.ip())?),
         None => None,
     };
+    // endpoints.json first: a worker that lost its coordinator finds this one there, and
+    // `launch` starts workers only once the address is announced.
     write_endpoints(ctx, control_addr, bootstrap.as_ref().map(|(_, a)| *a))?;
+    announce(ctx, control_addr)?;
     let (split, _) = crate::job::stored_transform::load_split_for(ctx)?;
     let model = (ctx.model_factory)(m, &split)?;
     let (mut regs, joiners) = register(ctx, listener, model.as_ref(), &split)?;
@@ -120,7 +123,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Bind the control port, announce it (file, channel) and log it.
+/// Bind the control port and log it.
 fn listen(ctx: &NodeContext) -> Result<(Listener, SocketAddr), RuntimeError> {
     let me = &ctx.name;
     let node = ctx
@@ -130,6 +133,12 @@ fn listen(ctx: &NodeContext) -> Result<(Listener, SocketAddr), RuntimeError> {
         .ok_or_else(|| SetupError::NodeMissing { node: me.clone() })?;
     let listener = Listener::bind(&node.addr)?;
     let control_addr = listener.local_addr()?;
+    tracing::info!(node = %me, "coordinator listening on {control_addr}");
+    Ok((listener, control_addr))
+}
+
+/// Tell `launch` (its announce file) or an in-process cluster where the control port is.
+fn announce(ctx: &NodeContext, control_addr: SocketAddr) -> Result<(), RuntimeError> {
     if let Some(path) = &ctx.opts.announce {
         lockstep_tensor::safetensors_io::write_atomic(path, format!("{control_addr}\n").as_bytes())
             .map_err(|e| RuntimeError::io("write", path, e))?;
@@ -137,8 +146,7 @@ fn listen(ctx: &NodeContext) -> Result<(Listener, SocketAddr), RuntimeError> {
     if let Some(tx) = &ctx.on_listen {
         let _ = tx.send(control_addr);
     }
-    tracing::info!(node = %me, "coordinator listening on {control_addr}");
-    Ok((listener, control_addr))
+    Ok(())
 }
 
 /// Late joiners of an elastic job: each registration and when it came.

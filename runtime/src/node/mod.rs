@@ -335,6 +335,15 @@ pub(crate) fn connect_control(
     let addr = coordinator_addr(ctx)?;
     tcp::resolve(&addr)?; // a bad address is an error at once, not after the retries
     let deadline = Instant::now() + REGISTRATION_TIMEOUT;
+    if ctx.manifest.elastic().is_some() {
+        // A worker started again while its coordinator is replaced finds the new one.
+        return connect_control_until(
+            ctx,
+            me,
+            || worker_rejoin::current_coordinator(ctx),
+            deadline,
+        );
+    }
     connect_control_until(ctx, me, || Ok(addr.clone()), deadline)
 }
 

@@ -15,6 +15,12 @@ use lockstep_transport::tcp::Listener;
 use lockstep_transport::AnyLink;
 use std::time::{Duration, Instant};
 
+/// What a worker logs when it lost its coordinator (`launch` watches for it: a coordinator
+/// whose workers lost it while its process still runs is frozen or unreachable).
+pub(crate) const LOST_COORDINATOR: &str = "lost the coordinator";
+/// What it logs once a new coordinator took it in.
+pub(crate) const REJOINED: &str = "rejoined under coordinator term";
+
 impl Worker<'_> {
     /// Register with the coordinator that takes over and wait for its membership; this
     /// worker's state is that of round `next_round - 1` applied. `why`: how the old one was
@@ -33,7 +39,7 @@ impl Worker<'_> {
             .elastic
             .map_or(Duration::from_secs(60), |e| e.coordinator_timeout());
         let deadline = lost + wait;
-        tracing::warn!(node = %me, "lost the coordinator ({why}); registering again at round {next_round} with the one taking over (up to {} s)", wait.as_secs());
+        tracing::warn!(node = %me, "{LOST_COORDINATOR} ({why}); registering again at round {next_round} with the one taking over (up to {} s)", wait.as_secs());
         loop {
             let (mut link, local_ip) =
                 connect_control_until(ctx, me, || current_coordinator(ctx), deadline)?;
@@ -58,7 +64,7 @@ impl Worker<'_> {
                 });
             match answer {
                 Ok(epoch) => {
-                    tracing::info!(node = %me, "rejoined under coordinator term {} at round {}", term::current(), epoch.round);
+                    tracing::info!(node = %me, "{REJOINED} {} at round {}", term::current(), epoch.round);
                     return Ok((link, listener, epoch));
                 }
                 // A coordinator that went away again (or a replaced one that refused us).
@@ -74,7 +80,7 @@ impl Worker<'_> {
 
 /// Where the coordinator is now: the run directory's `endpoints.json` (rewritten by a
 /// coordinator that starts), else the address this node was given.
-fn current_coordinator(ctx: &NodeContext) -> Result<String, RuntimeError> {
+pub(crate) fn current_coordinator(ctx: &NodeContext) -> Result<String, RuntimeError> {
     let path = ctx.opts.run_dir.join("endpoints.json");
     let announced = std::fs::read(&path)
         .ok()
