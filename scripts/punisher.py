@@ -155,7 +155,7 @@ for k in sorted(kinds):
               f"{secs[len(secs) // 2] * 1e3:.0f} ms, max {secs[-1] * 1e3:.0f} ms over {len(secs)}")
 if pauses:
     pauses.sort()
-    print(f"pause per change in the report (since the last takeover): median {pauses[len(pauses) // 2]:.0f} ms, max {pauses[-1]:.0f} ms")
+    print(f"pause per change in the report: median {pauses[len(pauses) // 2]:.0f} ms, max {pauses[-1]:.0f} ms")
 print(f"weights: {'the uninterrupted run' if got == want else 'DIFFERENT'} ({got})")
 print(f"processes left: {len(left)}")
 if not ok:

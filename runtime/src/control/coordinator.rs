@@ -52,6 +52,8 @@ pub(crate) struct Schedule {
     pub stream: Option<StreamSchedule>,
     /// This coordinator took over from a dead one (elastic): where and why.
     pub takeover: Option<super::takeover::Takeover>,
+    /// Elastic: the file the membership changes are kept in (see [`super::takeover`]).
+    pub history: Option<PathBuf>,
     /// `cluster.progress_timeout_ms` when set (else derived, see [`crate::control::hang::ProgressClock`]).
     pub progress_timeout_ms: Option<u64>,
 }
@@ -169,7 +171,11 @@ async fn drive(
     };
     let pace = match &s.stream {
         Some(st) => Pace::Stream(StreamPace::new(st)),
-        None => Pace::Batch(BatchPace::new(s.report.world_size, s.takeover.as_ref())),
+        None => Pace::Batch(BatchPace::new(
+            s.report.world_size,
+            s.takeover.as_ref(),
+            s.history.clone(),
+        )),
     };
     rounds::run(&cx, pace)
         .await

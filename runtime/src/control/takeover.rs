@@ -36,6 +36,9 @@ pub(crate) struct Takeover {
     pub world: usize,
     /// This coordinator's node name.
     pub coordinator: String,
+    /// The membership changes before this takeover (from the history file the coordinators
+    /// keep in the run directory, when it is there).
+    pub earlier: Vec<crate::observe::report::MembershipChange>,
 }
 
 impl Takeover {
@@ -123,6 +126,7 @@ pub(crate) fn plan(
     coordinator: &str,
     regs: &[Registration],
     rollback_root: Option<&Path>,
+    history: &Path,
 ) -> Option<Takeover> {
     let rejoins: Vec<(usize, &Rejoin)> = regs
         .iter()
@@ -154,5 +158,14 @@ pub(crate) fn plan(
         reason: first.reason.clone(),
         world: regs.len(),
         coordinator: coordinator.to_string(),
+        earlier: std::fs::read(history)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default(),
     })
+}
+
+/// Where the coordinators of an elastic job keep its membership changes: `<run dir>/membership.json`.
+pub(crate) fn history_file(run_dir: &Path) -> std::path::PathBuf {
+    run_dir.join("membership.json")
 }

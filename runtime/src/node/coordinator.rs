@@ -73,7 +73,12 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let job_id: u64 = rand::random();
     let rollback_root =
         crate::job::has_tables(m).then(|| m.job.checkpoint.local_root(&ctx.opts.run_dir));
-    let takeover = crate::control::takeover::plan(&me, &regs, rollback_root.as_deref());
+    let takeover = crate::control::takeover::plan(
+        &me,
+        &regs,
+        rollback_root.as_deref(),
+        &crate::control::takeover::history_file(&ctx.opts.run_dir),
+    );
     let start = match &takeover {
         Some(t) => {
             tracing::warn!(
@@ -325,6 +330,9 @@ fn schedule(
         model_path: ctx.opts.run_dir.join("model.safetensors"),
         progress_timeout_ms: m.cluster.progress_timeout_ms,
         takeover,
+        history: m
+            .elastic()
+            .map(|_| crate::control::takeover::history_file(&ctx.opts.run_dir)),
         stream: m.stream().cloned().map(|spec| StreamSchedule {
             per_producer: spec.rows_per_producer(m.job.global_batch) as u64,
             spec,

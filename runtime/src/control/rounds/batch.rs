@@ -24,12 +24,18 @@ pub(crate) struct BatchPace {
     /// A replacement waits (since when) for the granted rounds to drain.
     joining: Option<Instant>,
     world: usize,
+    /// Elastic: where the membership changes are kept for a coordinator that takes over.
+    history: Option<std::path::PathBuf>,
 }
 
 impl BatchPace {
     /// The pace of a job of `world` workers; after a `takeover` its pause is the first
     /// membership change.
-    pub(crate) fn new(world: usize, takeover: Option<&Takeover>) -> Self {
+    pub(crate) fn new(
+        world: usize,
+        takeover: Option<&Takeover>,
+        history: Option<std::path::PathBuf>,
+    ) -> Self {
         let mut pace = BatchPace {
             epoch_loss: (0.0, 0),
             epoch_started: (Instant::now(), 0),
@@ -37,8 +43,10 @@ impl BatchPace {
             open: Vec::new(),
             joining: None,
             world,
+            history,
         };
         if let Some(t) = takeover {
+            pace.changes = t.earlier.clone();
             pace.changes.push(MembershipChange {
                 kind: "coordinator".into(),
                 nodes: vec![t.coordinator.clone()],
@@ -50,9 +58,25 @@ impl BatchPace {
                 world_size: t.world,
                 ..Default::default()
             });
-            pace.open.push((0, t.lost, None));
+            pace.open.push((pace.changes.len() - 1, t.lost, None));
         }
+        pace.keep_history();
         pace
+    }
+
+    /// Write the membership changes so far to the history file (a coordinator that takes over
+    /// reads them, so the report of the one that finishes has them all).
+    fn keep_history(&self) {
+        let Some(path) = &self.history else { return };
+        let written = serde_json::to_vec_pretty(&self.changes)
+            .map_err(|e| e.to_string())
+            .and_then(|body| {
+                lockstep_tensor::safetensors_io::write_atomic(path, &body)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            tracing::warn!("membership history not written to {}: {e}", path.display());
+        }
     }
 
     pub(super) async fn start(&mut self, cx: &Ctx<'_>, run: &mut Run) -> Result<(), RuntimeError> {
@@ -96,6 +120,7 @@ impl BatchPace {
     ) -> Result<(), RuntimeError> {
         let changed = cx.control.send(msg).await.map_err(super::actor_err)??;
         record_change(&mut self.changes, &mut self.open, &changed, reason, since);
+        self.keep_history();
         self.world = changed.world;
         cx.s.observer.membership(self.world);
         run.round = changed.round;
@@ -141,7 +166,10 @@ impl BatchPace {
 
     /// The first round after open membership changes is done: their pauses are known.
     fn close_changes(&mut self, gap_ms: f64) {
-        for (i, since, started) in self.open.drain(..) {
+        if self.open.is_empty() {
+            return;
+        }
+        for (i, since, started) in std::mem::take(&mut self.open) {
             let c = &mut self.changes[i];
             c.pause_ms = since.elapsed().as_secs_f64() * 1e3;
             c.gap_ms = gap_ms;
@@ -157,6 +185,7 @@ impl BatchPace {
                     .unwrap_or_default()
             );
         }
+        self.keep_history();
     }
 
     /// The progress line of an evaluated round.
