@@ -71,32 +71,7 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     };
     let mut resume = resume_point(ctx, stream.is_some())?;
     let job_id: u64 = rand::random();
-    let rollback_root =
-        crate::job::has_tables(m).then(|| m.job.checkpoint.local_root(&ctx.opts.run_dir));
-    let takeover = crate::control::takeover::plan(
-        &me,
-        &regs,
-        rollback_root.as_deref(),
-        &crate::control::takeover::history_file(&ctx.opts.run_dir),
-    );
-    let start = match &takeover {
-        Some(t) => {
-            tracing::warn!(
-                "taking over as coordinator (term {}): {} workers continue at round {}",
-                t.term,
-                t.world,
-                t.round
-            );
-            resume.first_round = t.round;
-            t.remesh(peers.clone(), job_id)
-        }
-        None => ToWorker::Start {
-            peers: peers.clone(),
-            job: job_id,
-            first_round: resume.first_round,
-            resume: resume.dir.clone(),
-        },
-    };
+    let (start, takeover) = first_message(ctx, &regs, &peers, job_id, &mut resume);
     for r in &mut regs {
         send_msg(&mut r.link, 0, "sending the peer table", &start)?;
     }
@@ -126,6 +101,46 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     tracing::info!("{}", report.summary());
     tracing::info!("report written to {}", path.display());
     Ok(())
+}
+
+/// What every registered member gets first: `Start` (from round 0 or the checkpoint resumed
+/// from), or, when survivors of a dead coordinator registered, the takeover's `Remesh` (and
+/// `resume` then starts at its round).
+fn first_message(
+    ctx: &NodeContext,
+    regs: &[Registration],
+    peers: &[(String, String)],
+    job_id: u64,
+    resume: &mut Resume,
+) -> (ToWorker, Option<crate::control::takeover::Takeover>) {
+    let m = &ctx.manifest;
+    let rollback_root =
+        crate::job::has_tables(m).then(|| m.job.checkpoint.local_root(&ctx.opts.run_dir));
+    let takeover = crate::control::takeover::plan(
+        &ctx.name,
+        regs,
+        rollback_root.as_deref(),
+        &crate::control::takeover::history_file(&ctx.opts.run_dir),
+    );
+    let start = match &takeover {
+        Some(t) => {
+            tracing::warn!(
+                "taking over as coordinator (term {}): {} workers continue at round {}",
+                t.term,
+                t.world,
+                t.round
+            );
+            resume.first_round = t.round;
+            t.remesh(peers.to_vec(), job_id)
+        }
+        None => ToWorker::Start {
+            peers: peers.to_vec(),
+            job: job_id,
+            first_round: resume.first_round,
+            resume: resume.dir.clone(),
+        },
+    };
+    (start, takeover)
 }
 
 /// Bind the control port and log it.

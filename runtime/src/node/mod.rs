@@ -337,14 +337,10 @@ pub(crate) fn connect_control(
     let deadline = Instant::now() + REGISTRATION_TIMEOUT;
     if ctx.manifest.elastic().is_some() {
         // A worker started again while its coordinator is replaced finds the new one.
-        return connect_control_until(
-            ctx,
-            me,
-            || worker_rejoin::current_coordinator(ctx),
-            deadline,
-        );
+        let candidates = || worker_rejoin::coordinator_candidates(ctx, false);
+        return connect_control_until(ctx, me, candidates, deadline);
     }
-    connect_control_until(ctx, me, || Ok(addr.clone()), deadline)
+    connect_control_until(ctx, me, || Ok(vec![addr.clone()]), deadline)
 }
 
 /// The coordinator's control address: `--coordinator`, else the manifest's.
@@ -367,16 +363,16 @@ pub(crate) fn coordinator_addr(ctx: &NodeContext) -> Result<String, RuntimeError
     Ok(a)
 }
 
-/// Connect to the coordinator at the address `addr_of` says (asked again before every try, so
-/// a coordinator that moved is found) until `deadline`.
+/// Connect to the coordinator at one of the addresses `candidates` says, in order (asked again
+/// before every round of tries, so a coordinator that moved is found), until `deadline`.
 ///
 /// # Errors
 /// A refused handshake (wrong token) at once; [`RuntimeError::Timeout`] naming the coordinator
-/// and the last address tried at the deadline.
+/// and the addresses tried at the deadline.
 pub(crate) fn connect_control_until(
     ctx: &NodeContext,
     me: &str,
-    addr_of: impl Fn() -> Result<String, RuntimeError>,
+    candidates: impl Fn() -> Result<Vec<String>, RuntimeError>,
     deadline: Instant,
 ) -> Result<(AnyLink, IpAddr), RuntimeError> {
     let coord = ctx.coordinator_name();
@@ -385,31 +381,37 @@ pub(crate) fn connect_control_until(
         .saturating_duration_since(Instant::now())
         .as_millis() as u64;
     let mut delay = Duration::from_millis(20);
-    let (stream, addr) = loop {
-        let addr = addr_of()?;
-        let tried = tcp::resolve(&addr)
-            .map_err(RuntimeError::from)
-            .and_then(|sa| {
-                tcp::connect_once(sa, &identity, &coord, Duration::from_secs(10))
-                    .map_err(Into::into)
-            });
-        match tried {
-            Ok(s) => break (s, addr),
-            Err(RuntimeError::Transport(e)) if e.is_refusal() => {
-                return Err(RuntimeError::Transport(e))
-            }
-            Err(e) if Instant::now() + delay > deadline => {
-                return Err(RuntimeError::Timeout {
-                    doing: format!("connecting to the coordinator {coord} at {addr}: {e}"),
-                    ms: limit_ms,
-                })
-            }
-            Err(e) => {
-                tracing::debug!(%e, "coordinator not reachable yet; retrying in {delay:?}");
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_millis(500));
+    let (stream, addr) = 'found: loop {
+        let addrs = candidates()?;
+        let mut last = None;
+        for addr in &addrs {
+            let tried = tcp::resolve(addr)
+                .map_err(RuntimeError::from)
+                .and_then(|sa| {
+                    tcp::connect_once(sa, &identity, &coord, Duration::from_secs(10))
+                        .map_err(Into::into)
+                });
+            match tried {
+                Ok(s) => break 'found (s, addr.clone()),
+                Err(RuntimeError::Transport(e)) if e.is_refusal() => {
+                    return Err(RuntimeError::Transport(e))
+                }
+                Err(e) => last = Some(e),
             }
         }
+        let e = last.map(|e| e.to_string()).unwrap_or_default();
+        if Instant::now() + delay > deadline {
+            return Err(RuntimeError::Timeout {
+                doing: format!(
+                    "connecting to the coordinator {coord} at {}: {e}",
+                    addrs.join(" or ")
+                ),
+                ms: limit_ms,
+            });
+        }
+        tracing::debug!(%e, "coordinator not reachable yet; retrying in {delay:?}");
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(500));
     };
     let local_ip = stream
         .local_addr()

@@ -41,8 +41,8 @@ impl Worker<'_> {
         let deadline = lost + wait;
         tracing::warn!(node = %me, "{LOST_COORDINATOR} ({why}); registering again at round {next_round} with the one taking over (up to {} s)", wait.as_secs());
         loop {
-            let (mut link, local_ip) =
-                connect_control_until(ctx, me, || current_coordinator(ctx), deadline)?;
+            let candidates = || coordinator_candidates(ctx, true);
+            let (mut link, local_ip) = connect_control_until(ctx, me, candidates, deadline)?;
             let (mut listener, data_addr) = bind_data(&self.node_addr, Some(local_ip))?;
             let register = ToCoordinator::Register {
                 node: me.clone(),
@@ -78,16 +78,32 @@ impl Worker<'_> {
     }
 }
 
-/// Where the coordinator is now: the run directory's `endpoints.json` (rewritten by a
-/// coordinator that starts), else the address this node was given.
-pub(crate) fn current_coordinator(ctx: &NodeContext) -> Result<String, RuntimeError> {
+/// Where the coordinator may be now: the address this node was given and the one in the run
+/// directory's `endpoints.json` (rewritten by a coordinator that starts), `announced_first`
+/// or not (a stale file of an earlier run must not hide a live coordinator at the given address).
+pub(crate) fn coordinator_candidates(
+    ctx: &NodeContext,
+    announced_first: bool,
+) -> Result<Vec<String>, RuntimeError> {
     let path = ctx.opts.run_dir.join("endpoints.json");
     let announced = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v["coordinator"].as_str().map(str::to_string));
-    match announced {
-        Some(a) => Ok(a),
-        None => coordinator_addr(ctx),
+    let given = coordinator_addr(ctx);
+    let mut out = Vec::new();
+    if announced_first {
+        out.extend(announced.clone());
     }
+    match given {
+        Ok(a) => out.push(a),
+        // Port 0 in the manifest and no --coordinator: only the file can say.
+        Err(e) if announced.is_none() => return Err(e),
+        Err(_) => {}
+    }
+    if !announced_first {
+        out.extend(announced);
+    }
+    out.dedup();
+    Ok(out)
 }
