@@ -26,8 +26,9 @@ pub(crate) struct Registration {
     pub link: AnyLink,
     /// When its process started, on this clock (from the uptime it registered with).
     pub started: Option<Instant>,
-    /// A survivor of a dead coordinator: where it stands (see [`crate::control::takeover`]).
-    pub rejoin: Option<Rejoin>,
+    /// A survivor of a dead coordinator: where it stands (see [`crate::control::takeover`]),
+    /// and when it lost the old one, on this clock.
+    pub rejoin: Option<(Rejoin, Instant)>,
 }
 
 /// Accept and register every node in `names`; the result is in the order of `names`.
@@ -144,7 +145,11 @@ pub(crate) fn register_one(
         ingest_addr,
         link,
         started,
-        rejoin,
+        rejoin: rejoin.map(|r| {
+            let ago = Duration::from_secs_f64(r.lost_ms.clamp(0.0, 1e9) / 1e3);
+            let at = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+            (r, at)
+        }),
     })
 }
 
@@ -205,10 +210,10 @@ pub(crate) fn accept_joiners(
                 if reg
                     .rejoin
                     .as_ref()
-                    .is_some_and(|r| r.term > term::current()) =>
+                    .is_some_and(|r| r.0.term > term::current()) =>
             {
                 // It follows a coordinator newer than this one: this one was replaced.
-                tracing::error!(node = %peer, "refused {peer}: it follows coordinator term {}, newer than this one's ({}); this coordinator was replaced", reg.rejoin.map_or(0, |r| r.term), term::current());
+                tracing::error!(node = %peer, "refused {peer}: it follows coordinator term {}, newer than this one's ({}); this coordinator was replaced", reg.rejoin.map_or(0, |r| r.0.term), term::current());
             }
             Ok(reg) => {
                 tracing::info!(node = %peer, "replacement registered; it joins at the next round boundary");

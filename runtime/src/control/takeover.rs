@@ -128,34 +128,25 @@ pub(crate) fn plan(
     rollback_root: Option<&Path>,
     history: &Path,
 ) -> Option<Takeover> {
-    let rejoins: Vec<(usize, &Rejoin)> = regs
+    let rejoins: Vec<Option<(&Rejoin, Instant)>> = regs
         .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.rejoin.as_ref().map(|j| (i, j)))
+        .map(|r| r.rejoin.as_ref().map(|(j, at)| (j, *at)))
         .collect();
-    let newest = rejoins.iter().map(|(_, j)| j.next_round).max()?;
-    let source = rejoins.iter().find(|(_, j)| j.next_round == newest)?.0;
-    let first = rejoins
-        .iter()
-        .max_by(|a, b| a.1.lost_ms.total_cmp(&b.1.lost_ms))?
-        .1;
-    let t = rejoins.iter().map(|(_, j)| j.term).max().unwrap_or(0) + 1;
-    term::follow(t);
-    let lost = Instant::now()
-        .checked_sub(Duration::from_secs_f64(first.lost_ms.max(0.0) / 1e3))
-        .unwrap_or_else(Instant::now);
+    let c = choose(&rejoins)?;
+    term::follow(c.term);
+    let newest = c.round;
     let rollback = rollback_root.map(crate::control::plane::rollback_point);
     let round = match &rollback {
         Some((r, _)) => *r,
         None => newest,
     };
     Some(Takeover {
-        term: t,
+        term: c.term,
         round,
-        source,
+        source: c.source,
         rollback: rollback.map(|(_, d)| d),
-        lost,
-        reason: first.reason.clone(),
+        lost: c.lost,
+        reason: c.reason,
         world: regs.len(),
         coordinator: coordinator.to_string(),
         earlier: std::fs::read(history)
@@ -165,7 +156,70 @@ pub(crate) fn plan(
     })
 }
 
+/// What the survivors' registrations decide.
+#[derive(Debug, PartialEq)]
+struct Choice {
+    /// The newest round any survivor would run next.
+    round: u64,
+    /// The first survivor there (registration index): everyone takes its state.
+    source: usize,
+    /// The term to lead: the newest one served, plus one.
+    term: u64,
+    /// The earliest loss, and how it was found.
+    lost: Instant,
+    reason: String,
+}
+
+/// The takeover's choice from each registration's rejoin (`None`: a fresh worker, never a
+/// source), or `None` when no survivor registered.
+fn choose(rejoins: &[Option<(&Rejoin, Instant)>]) -> Option<Choice> {
+    let round = rejoins.iter().flatten().map(|(j, _)| j.next_round).max()?;
+    let source = rejoins
+        .iter()
+        .position(|r| r.is_some_and(|(j, _)| j.next_round == round))?;
+    let (first, lost) = rejoins.iter().flatten().min_by_key(|(_, at)| *at)?;
+    let term = rejoins.iter().flatten().map(|(j, _)| j.term).max()? + 1;
+    Some(Choice {
+        round,
+        source,
+        term,
+        lost: *lost,
+        reason: first.reason.clone(),
+    })
+}
+
 /// Where the coordinators of an elastic job keep its membership changes: `<run dir>/membership.json`.
 pub(crate) fn history_file(run_dir: &Path) -> std::path::PathBuf {
     run_dir.join("membership.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejoin(next_round: u64, term: u64, reason: &str) -> Rejoin {
+        Rejoin {
+            next_round,
+            term,
+            lost_ms: 0.0,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn the_newest_survivor_is_the_source_and_the_term_goes_up() {
+        let t0 = Instant::now();
+        let (a, b, c) = (rejoin(51, 1, "a"), rejoin(52, 2, "b"), rejoin(52, 1, "c"));
+        let later = t0 + Duration::from_millis(5);
+        // A fresh replacement (None) first: never the source.
+        let regs = [None, Some((&a, later)), Some((&b, later)), Some((&c, t0))];
+        let got = choose(&regs).unwrap();
+        assert_eq!((got.round, got.source, got.term), (52, 2, 3));
+        assert_eq!(
+            (got.lost, got.reason.as_str()),
+            (t0, "c"),
+            "the earliest loss"
+        );
+        assert_eq!(choose(&[None, None]), None, "no survivor: a fresh start");
+    }
 }
