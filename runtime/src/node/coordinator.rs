@@ -73,7 +73,14 @@ pub(crate) fn run_coordinator(ctx: &NodeContext) -> Result<(), RuntimeError> {
     let job_id: u64 = rand::random();
     let (start, takeover) = first_message(ctx, &regs, &peers, job_id, &mut resume);
     for r in &mut regs {
-        send_msg(&mut r.link, 0, "sending the peer table", &start)?;
+        match send_msg(&mut r.link, 0, "sending the peer table", &start) {
+            // Elastic: a member that died since it registered is found lost by the first
+            // collection, and the others continue without it.
+            Err(e @ RuntimeError::Peer { .. }) if m.elastic().is_some() => {
+                tracing::warn!(node = %r.name, error = %e, "not sent; the member is lost");
+            }
+            other => other?,
+        }
     }
     let server = match ps_listener {
         Some(l) => Some(serve_shard(
