@@ -1,7 +1,8 @@
 //! Segments left in `/dev/shm` by other runs: one whose creator process is dead (a crashed run)
 //! is detected and removed when a link starts, and the link then works on fresh rings; one whose
 //! creator is alive (another run with the same cluster name) is refused with an error naming
-//! the segment and the owner pid, and left untouched. Owners are real processes: a child that
+//! the segment and the owner pid, and left untouched. A setup whose peer dies halfway does not
+//! leave this side's fresh ring behind. Owners are real processes: a child that
 //! has exited and been reaped, and a child that is still sleeping.
 
 // The transport's `Error` is large by design (names, round, op); see lockstep-transport.
@@ -27,6 +28,9 @@ fn plant_segment(path: &Path, pid: u32) {
     b[16..20].copy_from_slice(&pid.to_le_bytes());
     b[24..32].copy_from_slice(&(CAP as u64).to_le_bytes());
     std::fs::write(path, &b).unwrap();
+    // As a creator leaves it (a ring that is not 0600 is refused when mapped).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let info = read_info(&b).expect("planted header parses as a ring");
     assert_eq!(info.owner_pid, pid, "ring header layout changed");
 }
@@ -109,4 +113,59 @@ fn segment_of_a_live_owner_is_refused_and_kept() {
     }
     assert!(results[1].is_err(), "n1 must fail when n0 cannot set up");
     assert!(kept, "the live run's segment was removed");
+}
+
+/// A peer that created its ring and died (a dead pid owns it) during the setup, after reading
+/// this side's announcement: `answers` says whether it sent its own first. This side's setup
+/// fails; the dead peer's ring must not stay in /dev/shm (nobody else would remove it), and
+/// neither may this side's.
+fn peer_dies_halfway(tag: &str, answers: bool) {
+    use lockstep_transport::shm::ShmLink;
+    use lockstep_transport::tcp::Conn;
+    use lockstep_transport::LinkConfig;
+    use std::io::{Read, Write};
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let cluster = format!("{tag}{}", std::process::id());
+    let theirs = segment_path(&cluster, "n1", "n0");
+    plant_segment(&theirs, dead);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut announced = [0u8; 20];
+        s.read_exact(&mut announced).unwrap();
+        assert_eq!(&announced[..4], b"SHM1");
+        if answers {
+            let mut msg = *b"SHM1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+            msg[4..12].copy_from_slice(&0x5eed_u64.to_le_bytes());
+            msg[12..20].copy_from_slice(&(CAP as u64).to_le_bytes());
+            s.write_all(&msg).unwrap();
+        }
+    });
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    let cfg = LinkConfig {
+        shm_ring_bytes: CAP,
+        ..LinkConfig::default()
+    };
+    let res = ShmLink::establish(Conn::Plain(stream), &cluster, "n0", "n1", true, cfg);
+    peer.join().unwrap();
+    let left = (theirs.exists(), segment_path(&cluster, "n0", "n1").exists());
+    let _ = std::fs::remove_file(&theirs);
+    assert!(
+        res.is_err(),
+        "{tag}: the setup cannot succeed without the peer"
+    );
+    assert_eq!(
+        left,
+        (false, false),
+        "{tag}: segments left (the peer's, this side's)"
+    );
+}
+
+#[test]
+fn a_peer_dying_halfway_through_the_setup_leaves_no_segment() {
+    peer_dies_halfway("half-quiet", false);
+    peer_dies_halfway("half-answered", true);
 }

@@ -31,6 +31,15 @@ fn hs_io<'a>(peer: &'a str, what: &'static str) -> impl Fn(io::Error) -> Error +
     }
 }
 
+/// Removes a segment's name from /dev/shm when dropped (the mappings stay valid).
+struct Unlink<'a>(&'a std::path::Path);
+
+impl Drop for Unlink<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
 impl ShmLink {
     /// Set up both rings of the pair over `stream` (already authenticated), see the module docs
     /// of [`crate::shm`]. `_lower` is whether this side has the lower rank (unused: the exchange
@@ -55,6 +64,9 @@ impl ShmLink {
                 path: out_path.clone(),
                 message: e.to_string(),
             })?;
+        // The name goes when the setup ends: once both sides have mapped it is no longer needed
+        // (and on an error the mapping, dropped, unlinks it too).
+        let _name = Unlink(&out_path);
         let generation: u64 = rand::random();
         // SAFETY: `out_mem` is kept next to the ring in `Mapped` for the ring's whole life.
         let out_ring = unsafe { Ring::init(&mut out_mem, generation, cap) };
@@ -68,9 +80,11 @@ impl ShmLink {
             .write_all(&msg)
             .map_err(hs_io(peer, "write(shm setup)"))?;
         let mut theirs = [0u8; 20];
-        stream
-            .read_exact(&mut theirs)
-            .map_err(hs_io(peer, "read(shm setup)"))?;
+        if let Err(e) = stream.read_exact(&mut theirs) {
+            // The peer may have died after it created its ring: a dead owner's segment goes.
+            let _ = remove_stale(&segment_path(cluster, peer, me));
+            return Err(hs_io(peer, "read(shm setup)")(e));
+        }
         let bad = |reason: String| Error::Protocol {
             ctx: Context {
                 peer: peer.to_string(),
@@ -87,6 +101,9 @@ impl ShmLink {
         let in_path = segment_path(cluster, peer, me);
         let mut in_mem = lockstep_tensor::shm::open_shared_mut(&in_path)
             .map_err(|e| bad(format!("cannot map {}: {e}", in_path.display())))?;
+        // Mapped: the peer's name is not needed either (if the peer is killed before it removes
+        // it, nobody else would).
+        let _theirs = Unlink(&in_path);
         match read_info(&in_mem) {
             Some(i)
                 if i.generation == their_gen
@@ -112,8 +129,6 @@ impl ShmLink {
         if &ack != b"OPEN" {
             return Err(bad("bad shm setup acknowledgement".into()));
         }
-        // Both sides have mapped: the name is no longer needed; nothing is left behind.
-        let _ = std::fs::remove_file(&out_path);
         // Over TLS the setup above ran encrypted; the socket then carries only heartbeats and EOF
         // (no data), on this host.
         Self::assemble(
