@@ -376,7 +376,8 @@ fn drive(
     schedule: Schedule,
 ) -> Result<Report, RuntimeError> {
     let m = &ctx.manifest;
-    let workers = members.len();
+    // Workers only (in a parameter-server job the members include the server nodes).
+    let workers = schedule.report.world_size;
     let traces = schedule.observer.traces();
     let elastic = m.elastic();
     let duplicate_grace = Duration::from_millis(m.cluster.peer_timeout_ms);
