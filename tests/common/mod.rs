@@ -2,6 +2,7 @@
 //! report, and check that no process of a run is left behind.
 #![allow(dead_code)]
 
+pub mod elastic;
 pub mod movielens;
 pub mod parquet_fixtures;
 pub mod proc;
